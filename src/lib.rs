@@ -1,0 +1,1 @@
+//! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
