@@ -1,1 +1,2 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
+pub mod validate;
