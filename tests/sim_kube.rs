@@ -422,3 +422,39 @@ async fn sim_pods_have_their_own_network() {
     assert_eq!(out, "connected\n", "exec shares the pod's network");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_ephemeral_containers_join_a_running_pod() {
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "host"}, "spec": {
+        "volumes": [{"name": "data", "emptyDir": {}}],
+        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("created");
+    wait_for(&pods, "host", "Running", conditions::is_pod_running()).await;
+    let step = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine:3.19",
+        "command": ["sh", "-c", "echo from the step > /data/x; grep ^ID= /etc/os-release"],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}});
+    pods.patch_ephemeral_containers("host", &PatchParams::default(), &Patch::Strategic(step)).await.expect("ephemeral container added");
+    let step_done = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.ephemeral_container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == "step"))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    };
+    wait_for(&pods, "host", "step finished", step_done).await;
+    let logs = pods.logs("host", &LogParams { container: Some("step".into()), ..LogParams::default() }).await.expect("step logs");
+    if is_root() {
+        assert_eq!(logs, "ID=alpine\n");
+        let mut cat = pods.exec("host", ["cat", "/data/x"], &AttachParams::default().stderr(false)).await.expect("exec");
+        assert_eq!(read_all(cat.stdout()).await, "from the step\n", "the step wrote into the pod's volume");
+    }
+    let changed = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "other"}]}});
+    let (code, _) = api_code(pods.patch_ephemeral_containers("host", &PatchParams::default(), &Patch::Strategic(changed)).await.expect_err("no changes"));
+    assert_eq!(code, 422);
+    sim.shutdown().await;
+}

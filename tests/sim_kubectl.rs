@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use arc_hook::sim::{SimConfig, Simulator};
 use sim_support::{WAIT, start};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// The kubectl on PATH (a dispatcher choosing a versioned binary from the server's version).
 fn kubectl() -> Option<PathBuf> {
@@ -181,4 +181,35 @@ async fn sim_kubectl_exec_works_across_client_versions() {
         assert_eq!((piped.code, piped.stdout.as_str()), (0, "SHOUT\n"), "kubectl {version}: {}", piped.stderr);
     }
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_serve_writes_a_kubeconfig_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kc");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .args(["sim", "serve", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("arc-hook starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line()).await.expect("a line in time").expect("readable").expect("a line");
+    assert_eq!(first, format!("export KUBECONFIG={}", std::fs::canonicalize(&kubeconfig).expect("written").display()));
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig parses"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kubeconfig loads");
+    assert_eq!(config.default_namespace, "default");
+    let client = kube::Client::try_from(config).expect("client");
+    assert_eq!(client.apiserver_version().await.expect("version").git_version, "v1.32.4");
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signalled");
+    let status = tokio::time::timeout(WAIT, child.wait()).await.expect("exits in time").expect("exit status");
+    assert!(status.success(), "{status}");
 }
