@@ -257,6 +257,22 @@ impl Simulator {
     }
 }
 
+impl Drop for Simulator {
+    /// Without [`Simulator::shutdown`] (a panicking test), still kill pod processes and remove temp state.
+    fn drop(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.state.kubelet.kill_everything();
+        if let Some(dir) = self.temp_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The kubeconfig text for a simulator at `url`.
 pub fn kubeconfig_yaml(url: &str, namespace: &str) -> String {
     let n = KUBECONFIG_NAME;

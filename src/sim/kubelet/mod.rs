@@ -48,6 +48,8 @@ pub struct Runtime {
     pub containers: HashMap<String, ContainerRt>,
     /// Process groups of exec'd processes, killed with the pod.
     pub exec_pgids: HashSet<i32>,
+    /// The pause process holding the pod's network namespace.
+    pub pause_pid: Option<i32>,
 }
 
 pub(crate) struct PodHandle {
@@ -107,6 +109,17 @@ impl Kubelet {
     /// The log of a container that has started at least once.
     pub fn log_buffer(&self, key: &Key, container: &str) -> Option<Arc<LogBuffer>> {
         self.handle(key)?.rt().containers.get(container).map(|c| c.logs.clone())
+    }
+
+    /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
+    pub fn kill_everything(&self) {
+        for h in self.pods().values() {
+            let rt = h.rt();
+            let pids = rt.containers.values().filter_map(|c| c.pid).chain(rt.exec_pgids.iter().copied()).chain(rt.pause_pid);
+            for pid in pids {
+                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 
     /// Stops every pod worker: processes killed, sandboxes removed.

@@ -375,7 +375,7 @@ impl Worker {
         let preset = self.pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
         if let Some(node) = preset.as_deref().filter(|n| *n != NODE_NAME) {
             // Bound to a node that does not exist: stays Pending, as on a real cluster.
-            tracing::debug!(node, "pod bound to an unknown node");
+            tracing::warn!(node, pod = %self.key.name, "pod bound to a node the simulator does not have ({NODE_NAME}); it stays Pending");
             self.stage = Stage::Unschedulable;
             return;
         }
@@ -441,9 +441,13 @@ impl Worker {
             }
             Err(e) => self.event(Source::Kubelet, true, "FailedMount", &format!("MountVolume.SetUp failed: {e}"), None),
         }
-        if self.sim.kubelet.namespaces() {
+        let host_network = self.pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true));
+        if self.sim.kubelet.namespaces() && !host_network {
             match process::spawn_pause() {
-                Ok(child) => self.pause = Some(child),
+                Ok(child) => {
+                    self.handle.rt().pause_pid = child.id().map(|p| p as i32);
+                    self.pause = Some(child);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the pod network namespace; the pod shares the host network");
                 }
