@@ -207,6 +207,10 @@ async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, he
     }
     let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let body_verb = matches!(verb, "create" | "update");
+    if body_verb && (content_type.contains("protobuf") || content_type.contains("cbor")) {
+        return ApiError::unsupported_media(&content_type).into_response();
+    }
     let result = match verb {
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),

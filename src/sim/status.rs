@@ -137,7 +137,7 @@ impl ApiError {
     }
 
     pub fn unsupported_media(content_type: &str) -> ApiError {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"), None)
+        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator does not decode protobuf: use kubectl apply/create -f with YAML or JSON)"), None)
     }
 
     pub fn too_many_requests() -> ApiError {
