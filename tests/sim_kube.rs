@@ -458,3 +458,57 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
     assert_eq!(code, 422);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_without_namespaces_runs_pods_on_host_paths() {
+    let sim = start(SimConfig { use_namespaces: false, ..SimConfig::default() }).await;
+    assert!(!sim.uses_namespaces());
+    let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "flat"}, "spec": {"restartPolicy": "Never",
+        "volumes": [{"name": "v", "emptyDir": {}}],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "test -d /__arc_hook_sim_unmapped || echo unmapped"],
+            "volumeMounts": [{"name": "v", "mountPath": "/__arc_hook_sim_unmapped"}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("created");
+    wait_for(&pods, "flat", "Succeeded", phase_is("Succeeded")).await;
+    assert_eq!(pods.logs("flat", &LogParams::default()).await.expect("logs"), "unmapped\n");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_exec_speaks_the_v4_protocol_too() {
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    running_pod(&client, "v4", "busybox", &[]).await;
+    let url = format!(
+        "{}/api/v1/namespaces/default/pods/v4/exec?command=sh&command=-c&command=echo%20out%3B%20echo%20err%20%3E%262%3B%20exit%205&stdout=true&stderr=true",
+        sim.url().replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("upgraded");
+    assert_eq!(resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()), Some("v4.channel.k8s.io"));
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+    while let Some(msg) = tokio::time::timeout(WAIT, ws.next()).await.expect("frames in time") {
+        match msg.expect("frame") {
+            Message::Binary(b) if !b.is_empty() => match b[0] {
+                1 => out.extend_from_slice(&b[1..]),
+                2 => err.extend_from_slice(&b[1..]),
+                3 => status = Some(serde_json::from_slice::<serde_json::Value>(&b[1..]).expect("status json")),
+                _ => {}
+            },
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((out.as_slice(), err.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+    let status = status.expect("a status on channel 3");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0], json!({"reason": "ExitCode", "message": "5"}));
+    assert_eq!(status["message"], "command terminated with non-zero exit code: error executing command [sh -c echo out; echo err >&2; exit 5], exit code 5");
+    sim.shutdown().await;
+}

@@ -62,6 +62,9 @@ pub struct SimConfig {
     pub state_dir: Option<PathBuf>,
     /// Initial fault knobs (change them at runtime with [`Simulator::faults`]).
     pub faults: Faults,
+    /// Run pods in private mount/network namespaces when possible (root). `false` forces the
+    /// no-namespace fallback: host paths, host network.
+    pub use_namespaces: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +79,7 @@ impl Default for SimConfig {
             image_files: HashMap::new(),
             state_dir: None,
             faults: Faults::default(),
+            use_namespaces: true,
         }
     }
 }
@@ -177,7 +181,7 @@ impl Simulator {
         let addr = listener.local_addr().map_err(SimError::Bind)?;
         let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
         let faults = FaultHandle::new(cfg.faults.clone());
-        let kubelet = kubelet::Kubelet::new(state_dir);
+        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces);
         let state = Arc::new(SimState { cfg, store: store::Store::new(), faults, kubelet, user, addr });
         api::seed(&state);
         jobs::spawn_controller(state.clone());
@@ -221,6 +225,11 @@ impl Simulator {
         let mut config = kube::Config::new(uri);
         config.default_namespace = self.state.cfg.namespace.clone();
         kube::Client::try_from(config).expect("a plain-HTTP kube config always builds a client")
+    }
+
+    /// Whether pods run in private mount and network namespaces (root) or on the host's.
+    pub fn uses_namespaces(&self) -> bool {
+        self.state.kubelet.namespaces()
     }
 
     /// Handle to change the fault knobs while the simulator runs.

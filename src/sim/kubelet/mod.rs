@@ -71,9 +71,9 @@ pub(crate) struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(state_dir: PathBuf) -> Kubelet {
-        let namespaces = process::namespaces_available();
-        if !namespaces {
+    pub fn new(state_dir: PathBuf, want_namespaces: bool) -> Kubelet {
+        let namespaces = want_namespaces && process::namespaces_available();
+        if want_namespaces && !namespaces {
             tracing::warn!(
                 "the simulator runs without mount and network namespaces (needs root): pods see host paths, \
                  not their volumes at their mount paths, and share the host network"
