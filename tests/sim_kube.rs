@@ -512,3 +512,16 @@ async fn sim_exec_speaks_the_v4_protocol_too() {
     assert_eq!(status["message"], "command terminated with non-zero exit code: error executing command [sh -c echo out; echo err >&2; exit 5], exit code 5");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_oom_killed_container_reports_oomkilled() {
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    let pods = running_pod(&client, "hungry", "busybox", &[]).await;
+    sim.oom_kill("default", "hungry", "main").await.expect("killed");
+    let p = wait_for(&pods, "hungry", "Failed", phase_is("Failed")).await;
+    let term = p.status.and_then(|s| s.container_statuses).and_then(|c| c[0].state.clone()).and_then(|s| s.terminated).expect("terminated");
+    assert_eq!((term.exit_code, term.reason.as_deref()), (137, Some("OOMKilled")));
+    assert!(sim.oom_kill("default", "hungry", "main").await.is_err(), "nothing left to kill");
+    sim.shutdown().await;
+}

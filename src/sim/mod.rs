@@ -247,6 +247,16 @@ impl Simulator {
         }
     }
 
+    /// Kills a running container the way the kernel's OOM killer does: it terminates with exit code
+    /// 137 and reason OOMKilled, and the pod follows its restart policy.
+    pub async fn oom_kill(&self, ns: &str, pod: &str, container: &str) -> Result<(), SimError> {
+        if kubelet::oom_kill(&self.state, ns, pod, container).await {
+            Ok(())
+        } else {
+            Err(SimError::PodNotFound { namespace: ns.to_string(), name: format!("{pod} (container {container} not running)") })
+        }
+    }
+
     /// Stops serving, kills every pod process and removes temporary sandboxes.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -30,6 +30,7 @@ pub(crate) enum Command {
     Delete { grace: i64 },
     Evict(oneshot::Sender<()>),
     EphemeralChanged,
+    OomKill { container: String, done: oneshot::Sender<bool> },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -187,6 +188,16 @@ pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
     true
+}
+
+/// Kills a running container as the kernel's OOM killer would; false when it is not running.
+pub(crate) async fn oom_kill(sim: &Arc<SimState>, ns: &str, name: &str, container: &str) -> bool {
+    let Some(handle) = sim.kubelet.handle(&Key::new("pods", ns, name)) else { return false };
+    let (tx, rx) = oneshot::channel();
+    if handle.tx.send(Command::OomKill { container: container.to_string(), done: tx }).is_err() {
+        return false;
+    }
+    tokio::time::timeout(Duration::from_secs(30), rx).await.ok().and_then(Result::ok).unwrap_or(false)
 }
 
 /// Tells a pod's worker that its ephemeral containers changed.

@@ -59,6 +59,8 @@ struct Container {
     pid: Option<i32>,
     restart_at: Option<Instant>,
     pulled: bool,
+    /// Killed by the (simulated) OOM killer: the next exit is reported as OOMKilled.
+    oom_killed: bool,
 }
 
 impl Container {
@@ -76,6 +78,7 @@ impl Container {
             pid: None,
             restart_at: None,
             pulled: false,
+            oom_killed: false,
         }
     }
 
@@ -220,6 +223,9 @@ pub(super) async fn run(sim: Arc<SimState>, pod: Value, handle: Arc<PodHandle>, 
                     let _ = ack.send(());
                 }
                 Some(Command::EphemeralChanged) => w.ephemeral_changed(),
+                Some(Command::OomKill { container, done }) => {
+                    let _ = done.send(w.oom_kill(&container));
+                }
             },
             Some(exit) = exits.recv() => w.on_exit(exit),
             _ = sleep_until(timer) => w.on_timer(),
@@ -613,7 +619,12 @@ impl Worker {
         let Some(i) = self.containers.iter().position(|c| c.name == exit.name && (c.pid == Some(exit.pid) || exit.pid == -1)) else { return };
         if exit.pid != -1 {
             let started = self.containers[i].state.pointer("/running/startedAt").cloned().unwrap_or(json!(meta::now()));
-            let reason = if exit.code == 0 { "Completed" } else { "Error" };
+            let oom = std::mem::take(&mut self.containers[i].oom_killed);
+            let reason = match (oom, exit.code) {
+                (true, _) => "OOMKilled",
+                (false, 0) => "Completed",
+                _ => "Error",
+            };
             let cid = self.containers[i].container_id.clone();
             let c = &mut self.containers[i];
             c.state = json!({"terminated": {"exitCode": exit.code, "reason": reason, "startedAt": started, "finishedAt": meta::now(), "containerID": cid}});
@@ -742,6 +753,13 @@ impl Worker {
         self.reason = Some(("Evicted".to_string(), message));
         self.finish("Failed");
         self.publish();
+    }
+
+    fn oom_kill(&mut self, name: &str) -> bool {
+        let Some(c) = self.containers.iter_mut().find(|c| c.name == name && c.pid.is_some()) else { return false };
+        c.oom_killed = true;
+        process::signal_group(c.pid.unwrap_or(0), Signal::SIGKILL);
+        true
     }
 
     fn ephemeral_changed(&mut self) {
