@@ -525,3 +525,31 @@ async fn sim_oom_killed_container_reports_oomkilled() {
     assert!(sim.oom_kill("default", "hungry", "main").await.is_err(), "nothing left to kill");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_exec_streams_large_payloads_both_ways() {
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    let pods = running_pod(&client, "bulk", "busybox", &[]).await;
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let ap = AttachParams::default().stdin(true).stdout(true).stderr(false);
+    let started = Instant::now();
+    let mut proc = pods.exec("bulk", ["sh", "-c", "cat > /tmp/arc-hook-sim-bulk; cat /tmp/arc-hook-sim-bulk; rm /tmp/arc-hook-sim-bulk"], &ap).await.expect("exec");
+    let mut stdin = proc.stdin().expect("stdin");
+    let mut stdout = proc.stdout().expect("stdout");
+    let status = proc.take_status().expect("status");
+    let data = payload.clone();
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&data).await.expect("payload sent");
+        stdin.shutdown().await.expect("stdin closed");
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(WAIT, stdout.read_to_end(&mut echoed)).await.expect("echo in time").expect("echo read");
+    writer.await.expect("writer");
+    let status = status.await.expect("status");
+    assert_eq!(status.status.as_deref(), Some("Success"));
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "payload came back intact");
+    eprintln!("8 MiB round trip in {:?}", started.elapsed());
+    sim.shutdown().await;
+}
