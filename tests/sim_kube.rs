@@ -553,3 +553,35 @@ async fn sim_exec_streams_large_payloads_both_ways() {
     eprintln!("8 MiB round trip in {:?}", started.elapsed());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_secrets_and_configmaps_feed_env_and_volumes() {
+    use k8s_openapi::api::core::v1::Secret;
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"token": "s3cr$t \"quoted\""}})).expect("secret");
+    let created = secrets.create(&PostParams::default(), &s).await.expect("secret created");
+    assert_eq!(created.data.expect("data")["token"].0, b"s3cr$t \"quoted\"");
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"MODE": "fast"}})).expect("cm");
+    cms.create(&PostParams::default(), &cm).await.expect("cm created");
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "consumer"}, "spec": {"restartPolicy": "Never",
+        "volumes": [{"name": "sec", "secret": {"secretName": "creds"}}],
+        "containers": [{"name": "main", "image": "busybox",
+            "envFrom": [{"configMapRef": {"name": "settings"}}],
+            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
+            "command": ["sh", "-c", "echo \"$MODE|$TOKEN\"; if [ -d /etc/arc-hook-sim-sec ]; then cat /etc/arc-hook-sim-sec/token; echo; fi"],
+            "volumeMounts": [{"name": "sec", "mountPath": "/etc/arc-hook-sim-sec", "readOnly": true}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("created");
+    wait_for(&pods, "consumer", "Succeeded", phase_is("Succeeded")).await;
+    let logs = pods.logs("consumer", &LogParams::default()).await.expect("logs");
+    let expected = if sim.uses_namespaces() { "fast|s3cr$t \"quoted\"\ns3cr$t \"quoted\"\n" } else { "fast|s3cr$t \"quoted\"\n" };
+    assert_eq!(logs, expected);
+    let deleted = secrets.delete("creds", &DeleteParams::default()).await.expect("deleted");
+    assert!(deleted.is_right(), "secrets answer deletion with a Status");
+    assert_eq!(api_code(secrets.get("creds").await.expect_err("gone")).0, 404);
+    sim.shutdown().await;
+}

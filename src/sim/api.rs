@@ -499,7 +499,16 @@ fn delete_options(q: &Query, body: &[u8]) -> DeleteOptions {
 
 async fn delete(sim: &Arc<SimState>, t: &Target, q: &Query, body: &[u8]) -> Result<Value, ApiError> {
     let opts = delete_options(q, body);
-    delete_object(sim, t.res, t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""), &opts).await
+    let deleted = delete_object(sim, t.res, t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""), &opts).await?;
+    // Resources with graceful deletion or finalizers answer with the object, the rest with a Status.
+    if matches!(t.res.id, "pods" | "namespaces" | "persistentvolumeclaims") {
+        return Ok(deleted);
+    }
+    let mut details = json!({"name": meta::name(&deleted), "kind": t.res.plural, "uid": meta::uid(&deleted)});
+    if !t.res.group.is_empty() {
+        details["group"] = json!(t.res.group);
+    }
+    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}))
 }
 
 /// Deletes one object with the resource's semantics (graceful pods, cascading jobs and namespaces).
