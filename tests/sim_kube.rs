@@ -585,3 +585,37 @@ async fn sim_secrets_and_configmaps_feed_env_and_volumes() {
     assert_eq!(api_code(secrets.get("creds").await.expect_err("gone")).0, 404);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_init_containers_run_to_completion_first() {
+    let sim = start(SimConfig::default()).await;
+    let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "staged"}, "spec": {"nodeName": "sim-node-1",
+        "volumes": [{"name": "ext", "emptyDir": {}}],
+        "initContainers": [{"name": "fs-init", "image": "busybox", "command": ["sh", "-c", "echo staged > /__e/marker; echo init ran"],
+            "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}],
+        "containers": [{"name": "job", "image": "busybox", "command": ["sh", "-c", "cat /__e/marker; exec sleep 3600"],
+            "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("created");
+    let p = wait_for(&pods, "staged", "Running", conditions::is_pod_running()).await;
+    let status = p.status.expect("status");
+    let init = &status.init_container_statuses.expect("init statuses")[0];
+    let term = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("init terminated");
+    assert_eq!((term.exit_code, term.reason.as_deref()), (0, Some("Completed")));
+    let initialized = status.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Initialized").expect("Initialized");
+    assert_eq!(initialized.status, "True");
+    let init_log = pods.logs("staged", &LogParams { container: Some("fs-init".into()), ..LogParams::default() }).await.expect("init logs");
+    assert_eq!(init_log, "init ran\n");
+    if sim.uses_namespaces() {
+        let mut lines = pods.log_stream("staged", &LogParams { container: Some("job".into()), follow: true, ..LogParams::default() }).await.expect("logs").lines();
+        let first = tokio::time::timeout(WAIT, lines.next()).await.expect("line in time").expect("a line").expect("readable");
+        assert_eq!(first, "staged", "the init container's file is in the shared volume");
+    }
+    // With one app container, logs default to it even when there are init containers.
+    let default_log = pods.logs("staged", &LogParams::default()).await.expect("default container");
+    if sim.uses_namespaces() {
+        assert_eq!(default_log, "staged\n");
+    }
+    sim.shutdown().await;
+}

@@ -404,8 +404,11 @@ impl Worker {
                 self.stage = Stage::Delaying;
                 self.timer = Some(Instant::now() + self.sim.cfg.start_delay);
                 self.publish();
-                let msg = format!("Successfully assigned {}/{} to {NODE_NAME}", self.key.namespace, self.key.name);
-                self.event(Source::Scheduler, false, "Scheduled", &msg, None);
+                // Pods created with spec.nodeName bypass the scheduler and get no Scheduled event.
+                if preset.is_none() {
+                    let msg = format!("Successfully assigned {}/{} to {NODE_NAME}", self.key.namespace, self.key.name);
+                    self.event(Source::Scheduler, false, "Scheduled", &msg, None);
+                }
             }
         }
     }
