@@ -215,7 +215,7 @@ async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, he
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),
         "list" => list(&sim, &t, &q).map(|l| render_list(l, &accept, t.res)),
-        "watch" => return watch::serve(sim.clone(), t, &q),
+        "watch" => return watch::serve(sim.clone(), t, &q, wants_table(&accept)),
         "create" => create(&sim, &t, &q, &body).await.map(|o| json_response(StatusCode::CREATED, &o)),
         "update" => update(&sim, &t, &body).await.map(|o| json_response(StatusCode::OK, &o)),
         "patch" => patch(&sim, &t, &content_type, &body).await,
