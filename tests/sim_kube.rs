@@ -430,13 +430,13 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
     let pods: Api<Pod> = Api::default_namespaced(client);
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "host"}, "spec": {
         "volumes": [{"name": "data", "emptyDir": {}}],
-        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}))
+        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/__arc_hook_sim_data"}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p).await.expect("created");
     wait_for(&pods, "host", "Running", conditions::is_pod_running()).await;
     let step = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine:3.19",
-        "command": ["sh", "-c", "echo from the step > /data/x; grep ^ID= /etc/os-release"],
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}});
+        "command": ["sh", "-c", "echo from the step > /__arc_hook_sim_data/x; grep ^ID= /etc/os-release"],
+        "volumeMounts": [{"name": "data", "mountPath": "/__arc_hook_sim_data"}]}]}});
     pods.patch_ephemeral_containers("host", &PatchParams::default(), &Patch::Strategic(step)).await.expect("ephemeral container added");
     let step_done = |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref())
@@ -450,7 +450,7 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
     let logs = pods.logs("host", &LogParams { container: Some("step".into()), ..LogParams::default() }).await.expect("step logs");
     if is_root() {
         assert_eq!(logs, "ID=alpine\n");
-        let mut cat = pods.exec("host", ["cat", "/data/x"], &AttachParams::default().stderr(false)).await.expect("exec");
+        let mut cat = pods.exec("host", ["cat", "/__arc_hook_sim_data/x"], &AttachParams::default().stderr(false)).await.expect("exec");
         assert_eq!(read_all(cat.stdout()).await, "from the step\n", "the step wrote into the pod's volume");
     }
     let changed = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "other"}]}});
@@ -572,8 +572,8 @@ async fn sim_secrets_and_configmaps_feed_env_and_volumes() {
         "containers": [{"name": "main", "image": "busybox",
             "envFrom": [{"configMapRef": {"name": "settings"}}],
             "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
-            "command": ["sh", "-c", "echo \"$MODE|$TOKEN\"; if [ -d /etc/arc-hook-sim-sec ]; then cat /etc/arc-hook-sim-sec/token; echo; fi"],
-            "volumeMounts": [{"name": "sec", "mountPath": "/etc/arc-hook-sim-sec", "readOnly": true}]}]}}))
+            "command": ["sh", "-c", "echo \"$MODE|$TOKEN\"; if [ -d /__arc_hook_sim_sec ]; then cat /__arc_hook_sim_sec/token; echo; fi"],
+            "volumeMounts": [{"name": "sec", "mountPath": "/__arc_hook_sim_sec", "readOnly": true}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p).await.expect("created");
     wait_for(&pods, "consumer", "Succeeded", phase_is("Succeeded")).await;
