@@ -386,14 +386,15 @@ async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "mounts"}, "spec": {"restartPolicy": "Never",
         "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": "work"}}, {"name": "scratch", "emptyDir": {}}],
         "containers": [{"name": "main", "image": "alpine:3.19", "workingDir": "/__w",
-            "env": [{"name": "SUB", "value": "deep"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; ls /__e"],
+            "env": [{"name": "SUB", "value": "deep"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; ls /__e; echo ${IP%%.*}"],
             "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)"}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p).await.expect("created");
     wait_for(&pods, "mounts", "Succeeded", phase_is("Succeeded")).await;
     let logs = pods.logs("mounts", &LogParams::default()).await.expect("logs");
-    assert_eq!(logs, "from the host\nmounts\nID=alpine\n");
+    assert_eq!(logs, "from the host\nmounts\nID=alpine\n10\n");
     assert_eq!(std::fs::read_to_string(work.path().join("back")).expect("written through the mount"), "written\n");
     sim.shutdown().await;
 }
@@ -616,6 +617,23 @@ async fn sim_init_containers_run_to_completion_first() {
     let default_log = pods.logs("staged", &LogParams::default()).await.expect("default container");
     if sim.uses_namespaces() {
         assert_eq!(default_log, "staged\n");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_watch_from_a_too_old_version_gets_410() {
+    use kube::core::WatchEvent;
+    let sim = start(SimConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client().await);
+    let mut stream = cms.watch(&WatchParams::default(), "1").await.expect("watch").boxed();
+    let first = tokio::time::timeout(WAIT, stream.try_next()).await.expect("event in time").expect("decodes").expect("an event");
+    match first {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(e.message.starts_with("too old resource version: 1"), "{}", e.message);
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
     sim.shutdown().await;
 }

@@ -420,6 +420,8 @@ impl Worker {
             match self.stage {
                 Stage::Delaying => {
                     self.make_sandbox();
+                    // The pod IP is in the API before any container reads it through a fieldRef.
+                    self.publish();
                     self.stage = Stage::Starting;
                     self.start_next();
                 }
