@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::events::{self, Source};
 use super::store::{ChangeKind, Key};
-use super::{SimState, api, kubelet, meta, resources};
+use super::{SimState, kubelet, meta, resources, write};
 
 pub fn spawn_controller(sim: Arc<SimState>) {
     let Ok((_, mut changes)) = sim.store.watch(None) else { return };
@@ -145,7 +145,7 @@ async fn create_pod(sim: &Arc<SimState>, job: &Value) {
         md["annotations"] = a.clone();
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": tmpl.get("spec").cloned().unwrap_or(json!({}))});
-    match api::create_value(sim, resources::by_id("pods"), meta::namespace(job), pod).await {
+    match write::create_value(sim, resources::by_id("pods"), meta::namespace(job), pod).await {
         Ok(p) => events::record(&sim.store, &involved(job), Source::JobController, false, "SuccessfulCreate", &format!("Created pod: {}", meta::name(&p)), None),
         Err(e) => events::record(&sim.store, &involved(job), Source::JobController, true, "FailedCreate", &format!("Error creating: {}", e.message), None),
     }

@@ -7,6 +7,7 @@
 mod admission;
 mod api;
 pub mod cli;
+mod cluster;
 mod events;
 mod exec;
 mod faults;
@@ -23,6 +24,7 @@ mod status;
 mod store;
 mod table;
 mod watch;
+mod write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -183,7 +185,7 @@ impl Simulator {
         let faults = FaultHandle::new(cfg.faults.clone());
         let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces);
         let state = Arc::new(SimState { cfg, store: store::Store::new(), faults, kubelet, user, addr });
-        api::seed(&state);
+        cluster::seed(&state);
         jobs::spawn_controller(state.clone());
         let app = api::router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -1,6 +1,7 @@
 //! The kubelet: one worker task per pod runs it through scheduling, image pulls, its sandbox and
 //! containers, and tears it down on deletion, eviction or shutdown.
 
+mod container;
 pub mod ephemeral;
 mod process;
 mod scheduling;
@@ -20,7 +21,7 @@ use super::store::Key;
 use super::{SimState, meta};
 
 pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
-pub use worker::exit_code;
+pub use container::exit_code;
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);

@@ -11,123 +11,21 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::container::{Container, Exit, Kind, hex64, monitor};
 use super::process::{self, Isolation, ProcessSpec};
 use super::{Command, ContainerRt, PodHandle, scheduling, volumes};
 use crate::sim::events::{self, Source};
 use crate::sim::logs::LogBuffer;
 use crate::sim::store::Key;
-use crate::sim::{NODE_NAME, SimState, admission, api, meta, resources};
+use crate::sim::{NODE_NAME, SimState, admission, cluster, meta, resources};
 
-/// After the main process exits, how long its output pipes may stay open (escaped children).
-const PIPE_DRAIN: Duration = Duration::from_secs(2);
 /// After SIGKILL, how long to wait for processes to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The message of an eviction, as the kubelet words it.
 pub const EVICTION_MESSAGE: &str = "The node was low on resource: memory.";
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Init,
-    App,
-    Ephemeral,
-}
-
-impl Kind {
-    fn spec_list(self) -> &'static str {
-        match self {
-            Kind::Init => "initContainers",
-            Kind::App => "containers",
-            Kind::Ephemeral => "ephemeralContainers",
-        }
-    }
-}
-
-struct Container {
-    name: String,
-    kind: Kind,
-    spec: Value,
-    state: Value,
-    last_state: Value,
-    ready: bool,
-    started: bool,
-    restart_count: i64,
-    container_id: Option<String>,
-    pid: Option<i32>,
-    restart_at: Option<Instant>,
-    pulled: bool,
-    /// Killed by the (simulated) OOM killer: the next exit is reported as OOMKilled.
-    oom_killed: bool,
-}
-
-impl Container {
-    fn new(kind: Kind, spec: &Value, waiting: &str) -> Container {
-        Container {
-            name: spec.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-            kind,
-            spec: spec.clone(),
-            state: json!({"waiting": {"reason": waiting}}),
-            last_state: json!({}),
-            ready: false,
-            started: false,
-            restart_count: 0,
-            container_id: None,
-            pid: None,
-            restart_at: None,
-            pulled: false,
-            oom_killed: false,
-        }
-    }
-
-    fn image(&self) -> &str {
-        self.spec.get("image").and_then(Value::as_str).unwrap_or("")
-    }
-
-    fn field_path(&self) -> String {
-        format!("spec.{}{{{}}}", self.kind.spec_list(), self.name)
-    }
-
-    fn terminated(&self) -> Option<i64> {
-        self.state.pointer("/terminated/exitCode").and_then(Value::as_i64)
-    }
-
-    fn status_json(&self) -> Value {
-        let mut s = json!({
-            "name": self.name,
-            "state": self.state,
-            "lastState": self.last_state,
-            "ready": self.ready,
-            "restartCount": self.restart_count,
-            "image": self.image(),
-            "imageID": if self.pulled { image_id(self.image()) } else { String::new() },
-            "started": self.started,
-        });
-        if let Some(id) = &self.container_id {
-            s["containerID"] = json!(id);
-        }
-        if self.kind == Kind::Ephemeral {
-            s.as_object_mut().map(|m| m.remove("restartCount"));
-        }
-        s
-    }
-}
-
-fn hex64(seed: &str) -> String {
-    (0..4)
-        .map(|i| {
-            let mut h = DefaultHasher::new();
-            (seed, i).hash(&mut h);
-            format!("{:016x}", h.finish())
-        })
-        .collect()
-}
-
-fn image_id(image: &str) -> String {
-    format!("{}@sha256:{}", volumes::image_repository(image), hex64(image))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
@@ -139,11 +37,6 @@ enum Stage {
     Done,
 }
 
-struct Exit {
-    name: String,
-    pid: i32,
-    code: i64,
-}
 
 struct Worker {
     sim: Arc<SimState>,
@@ -377,7 +270,7 @@ impl Worker {
 
     fn schedule(&mut self) {
         let missing = self.ensure_claims();
-        let labels = api::node_labels().as_object().cloned().unwrap_or_default();
+        let labels = cluster::node_labels().as_object().cloned().unwrap_or_default();
         let preset = self.pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
         if let Some(node) = preset.as_deref().filter(|n| *n != NODE_NAME) {
             // Bound to a node that does not exist: stays Pending, as on a real cluster.
@@ -782,45 +675,5 @@ impl Worker {
             }
         }
         self.publish();
-    }
-}
-
-/// Copies a container's output into its log and reports its exit. Leftover processes in its
-/// process group die with the main process, as in a container's PID namespace.
-fn monitor(mut child: tokio::process::Child, name: String, pid: i32, logs: Arc<LogBuffer>, exits: mpsc::UnboundedSender<Exit>) {
-    let out = pump(child.stdout.take(), logs.clone());
-    let err = pump(child.stderr.take(), logs.clone());
-    tokio::spawn(async move {
-        let code = match child.wait().await {
-            Ok(status) => exit_code(status),
-            Err(_) => 128,
-        };
-        process::signal_group(pid, Signal::SIGKILL);
-        let _ = tokio::time::timeout(PIPE_DRAIN, futures::future::join(out, err)).await;
-        logs.close();
-        let _ = exits.send(Exit { name, pid, code });
-    });
-}
-
-fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(stream: Option<R>, logs: Arc<LogBuffer>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Some(mut s) = stream else { return };
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => logs.append(&buf[..n]),
-            }
-        }
-    })
-}
-
-/// A process's exit code as a container runtime reports it (128 + signal when killed).
-pub fn exit_code(status: std::process::ExitStatus) -> i64 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => i64::from(c),
-        (None, Some(sig)) => 128 + i64::from(sig),
-        _ => 128,
     }
 }
