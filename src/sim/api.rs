@@ -1,5 +1,4 @@
-//! The REST API: URL routing, discovery documents, verbs and RBAC; reads (get, list, Tables) here,
-//! writes in `write`, watches in `watch`.
+//! The REST API's routing, discovery, RBAC and reads (writes live in `write`, watches in `watch`).
 
 use std::sync::Arc;
 

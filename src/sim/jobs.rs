@@ -1,5 +1,4 @@
-//! The Job controller: one pod per Job from its template, retries up to backoffLimit, status and
-//! Complete/Failed conditions, cascading deletion and ttlSecondsAfterFinished.
+//! The Job controller: pods from the template, backoffLimit, status, conditions, cascade and TTL.
 
 use std::sync::Arc;
 use std::time::Duration;

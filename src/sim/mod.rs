@@ -1,8 +1,4 @@
-//! An embedded Kubernetes API server and kubelet for one machine: the hook's test double (see `README.md`).
-//!
-//! [`Simulator::start`] serves the Kubernetes REST API on `127.0.0.1` over plain HTTP; `kubectl` and
-//! kube-rs talk to it like to a cluster. Pods run as local processes in private mount (and network)
-//! namespaces so they see their volumes at the paths the pod spec names.
+//! An embedded Kubernetes API server and kubelet for one machine, the hook's test double (see `src/sim/README.md`).
 
 mod admission;
 mod api;

@@ -1,5 +1,4 @@
-//! The write verbs: create (admission, generateName, dryRun), update and patch (subresource
-//! rules, optimistic concurrency), delete with each resource's semantics, deletecollection.
+//! The write verbs: create, update, patch, delete and deletecollection, with each resource's semantics.
 
 use std::sync::Arc;
 

@@ -1,5 +1,4 @@
-//! A container's model in the kubelet: its status as the API shows it, and the task that
-//! collects its output and reports its exit.
+//! A container as the kubelet models it: its API status, and the task collecting its output and exit.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -1,5 +1,4 @@
-//! The kubelet: one worker task per pod runs it through scheduling, image pulls, its sandbox and
-//! containers, and tears it down on deletion, eviction or shutdown.
+//! The kubelet: one worker task per pod, and the handles the API uses to reach it.
 
 mod container;
 pub mod ephemeral;

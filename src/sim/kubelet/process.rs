@@ -1,5 +1,4 @@
-//! Starting pod processes: the pause process holding a pod's network namespace, containers in
-//! private mount namespaces with their volumes bind-mounted, and exec'd processes joining them.
+//! Pod processes: the netns-holding pause process, containers in private mount namespaces, exec joins.
 
 use std::ffi::CString;
 use std::fs::File;

@@ -1,5 +1,4 @@
-//! One pod's life: scheduling, start delay, image pulls, sandbox, init and app containers,
-//! restarts, status publication, eviction and teardown.
+//! One pod's life from scheduling to teardown: pulls, sandbox, containers, restarts, status, eviction.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
