@@ -388,13 +388,13 @@ async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
         "containers": [{"name": "main", "image": "alpine:3.19", "workingDir": "/__w",
             "env": [{"name": "SUB", "value": "deep"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-            "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; ls /__e; echo ${IP%%.*}"],
-            "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)"}]}]}}))
+            "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; touch /__e/f 2>/dev/null || echo read-only; echo ${IP%%.*}"],
+            "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)", "readOnly": true}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p).await.expect("created");
     wait_for(&pods, "mounts", "Succeeded", phase_is("Succeeded")).await;
     let logs = pods.logs("mounts", &LogParams::default()).await.expect("logs");
-    assert_eq!(logs, "from the host\nmounts\nID=alpine\n10\n");
+    assert_eq!(logs, "from the host\nmounts\nID=alpine\nread-only\n10\n");
     assert_eq!(std::fs::read_to_string(work.path().join("back")).expect("written through the mount"), "written\n");
     sim.shutdown().await;
 }
@@ -635,5 +635,48 @@ async fn sim_watch_from_a_too_old_version_gets_410() {
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_deleting_a_pod_terms_its_processes_and_removes_its_sandbox() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig { pvc_dirs: HashMap::from([("out".to_string(), out.path().to_path_buf())]), ..SimConfig::default() }).await;
+    let client = sim.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let dir = if sim.uses_namespaces() { "/__arc_hook_sim_out".to_string() } else { out.path().display().to_string() };
+    // `$$` in a command is an escaped `$` for Kubernetes, so the shell pid is `$$$$`.
+    let script = format!("echo $$$$ > {dir}/pid; trap 'echo terminated > {dir}/term; exit 0' TERM; while true; do sleep 0.05; done");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "doomed"}, "spec": {
+        "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
+            "volumeMounts": [{"name": "out", "mountPath": "/__arc_hook_sim_out"}]}]}}))
+    .expect("pod");
+    let created = pods.create(&PostParams::default(), &p).await.expect("created");
+    wait_for(&pods, "doomed", "Running", conditions::is_pod_running()).await;
+    let uid = created.metadata.uid.expect("uid");
+    let sandbox = sim.state_dir().join("pods").join(format!("default_doomed_{uid}"));
+    assert!(sandbox.is_dir(), "a running pod has a sandbox");
+    let pid_file = out.path().join("pid");
+    // The container writes its pid as it starts; the pod is already Running, so this is quick.
+    let read_pid = async {
+        loop {
+            if let Some(p) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                break p;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let pid = tokio::time::timeout(WAIT, read_pid).await.expect("the container wrote its pid");
+    let deleted = pods.delete("doomed", &DeleteParams::default()).await.expect("deleted");
+    let marked = deleted.left().expect("pods answer deletion with the pod");
+    assert!(marked.metadata.deletion_timestamp.is_some(), "graceful deletion marks the pod first");
+    sim_support::wait_deleted(&pods, "doomed").await;
+    assert_eq!(std::fs::read_to_string(out.path().join("term")).expect("the container saw SIGTERM"), "terminated\n");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container process is gone");
+    assert!(!sandbox.exists(), "the sandbox is removed");
+    let events: Api<Event> = Api::default_namespaced(client);
+    let killing = events.list(&ListParams::default().fields("involvedObject.name=doomed,reason=Killing")).await.expect("events").items;
+    assert_eq!(killing[0].message.as_deref(), Some("Stopping container main"));
     sim.shutdown().await;
 }
