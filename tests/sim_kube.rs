@@ -680,3 +680,31 @@ async fn sim_deleting_a_pod_terms_its_processes_and_removes_its_sandbox() {
     assert_eq!(killing[0].message.as_deref(), Some("Stopping container main"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_restarted_containers_keep_their_previous_log() {
+    let sim = start(SimConfig::default()).await;
+    let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
+    // The container's private /tmp survives a restart, as its writable layer would.
+    let script = "if [ -f /tmp/ran ]; then echo second run; exec sleep 3600; fi; touch /tmp/ran; echo first run; exit 1";
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "flaky"}, "spec": {"restartPolicy": "OnFailure",
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("created");
+    let restarted_and_running = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()).and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
+            cs[0].restart_count == 1 && cs[0].state.as_ref().is_some_and(|s| s.running.is_some())
+        })
+    };
+    let p = wait_for(&pods, "flaky", "restarted once and running", restarted_and_running).await;
+    let last = p.status.and_then(|s| s.container_statuses).and_then(|cs| cs[0].last_state.clone()).and_then(|s| s.terminated).expect("last state");
+    assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+    let previous = pods.logs("flaky", &LogParams { previous: true, ..LogParams::default() }).await.expect("previous log");
+    if sim.uses_namespaces() {
+        assert_eq!(previous, "first run\n");
+        let mut lines = pods.log_stream("flaky", &LogParams { follow: true, ..LogParams::default() }).await.expect("log").lines();
+        let first = tokio::time::timeout(WAIT, lines.next()).await.expect("line in time").expect("a line").expect("readable");
+        assert_eq!(first, "second run");
+    }
+    sim.shutdown().await;
+}

@@ -42,6 +42,8 @@ pub struct ContainerRt {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub logs: Arc<LogBuffer>,
+    /// The log of the previous run, after a restart.
+    pub previous_logs: Option<Arc<LogBuffer>>,
 }
 
 #[derive(Default)]
@@ -108,8 +110,11 @@ impl Kubelet {
     }
 
     /// The log of a container that has started at least once.
-    pub fn log_buffer(&self, key: &Key, container: &str) -> Option<Arc<LogBuffer>> {
-        self.handle(key)?.rt().containers.get(container).map(|c| c.logs.clone())
+    pub fn log_buffer(&self, key: &Key, container: &str, previous: bool) -> Option<Arc<LogBuffer>> {
+        let handle = self.handle(key)?;
+        let rt = handle.rt();
+        let c = rt.containers.get(container)?;
+        if previous { c.previous_logs.clone() } else { Some(c.logs.clone()) }
     }
 
     /// Kills every known pod process right away (for a simulator dropped without `shutdown`).

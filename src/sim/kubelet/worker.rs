@@ -486,7 +486,8 @@ impl Worker {
                 c.started = true;
                 c.ready = c.kind != Kind::Init;
                 c.state = json!({"running": {"startedAt": now}});
-                self.handle.rt().containers.insert(name.clone(), ContainerRt { pid: Some(pid), env, working_dir, logs: logs.clone() });
+                let previous_logs = self.handle.rt().containers.get(&name).map(|c| c.logs.clone());
+                self.handle.rt().containers.insert(name.clone(), ContainerRt { pid: Some(pid), env, working_dir, logs: logs.clone(), previous_logs });
                 monitor(child, name, pid, logs, self.exits.clone());
             }
             Err(e) => {
@@ -498,7 +499,8 @@ impl Worker {
                 let message = format!("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: {what}: unknown");
                 self.event(Source::Kubelet, true, "Failed", &format!("Error: {message}"), Some(&fp));
                 logs.close();
-                self.handle.rt().containers.insert(name.clone(), ContainerRt { pid: None, env, working_dir, logs });
+                let previous_logs = self.handle.rt().containers.get(&name).map(|c| c.logs.clone());
+                self.handle.rt().containers.insert(name.clone(), ContainerRt { pid: None, env, working_dir, logs, previous_logs });
                 let c = &mut self.containers[i];
                 c.state = json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": message, "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now, "containerID": container_id}});
                 c.pid = None;
