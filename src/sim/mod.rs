@@ -170,7 +170,8 @@ impl Simulator {
                 (dir.clone(), None)
             }
             None => {
-                let dir = std::env::temp_dir().join(format!("arc-hook-sim-{}", meta::random_suffix(10)));
+                remove_stale_state_dirs();
+                let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), meta::random_suffix(8)));
                 std::fs::create_dir_all(&dir).map_err(|source| SimError::StateDir { path: dir.clone(), source })?;
                 (dir.clone(), Some(dir))
             }
@@ -286,6 +287,24 @@ impl Drop for Simulator {
         self.state.kubelet.kill_everything();
         if let Some(dir) = self.temp_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Temporary state directories are named `<prefix><pid>-<random>`.
+const TEMP_PREFIX: &str = "arc-hook-sim-";
+
+/// Removes temporary state directories of simulators whose process is gone (killed, or exited
+/// without `shutdown`), so test runs do not pile them up.
+fn remove_stale_state_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(dir = %entry.path().display(), "removing a dead simulator's state directory");
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -70,6 +70,8 @@ impl PodHandle {
 pub(crate) struct Kubelet {
     state_dir: PathBuf,
     namespaces: bool,
+    /// Set when the simulator stops: workers start nothing new.
+    stopped: std::sync::atomic::AtomicBool,
     pods: Mutex<HashMap<Key, Arc<PodHandle>>>,
 }
 
@@ -82,7 +84,7 @@ impl Kubelet {
                  not their volumes at their mount paths, and share the host network"
             );
         }
-        Kubelet { state_dir, namespaces, pods: Mutex::new(HashMap::new()) }
+        Kubelet { state_dir, namespaces, stopped: Default::default(), pods: Mutex::new(HashMap::new()) }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -117,8 +119,14 @@ impl Kubelet {
         if previous { c.previous_logs.clone() } else { Some(c.logs.clone()) }
     }
 
+    /// Whether the simulator is stopping (no new sandboxes or processes).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
     pub fn kill_everything(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         for h in self.pods().values() {
             let rt = h.rt();
             let pids = rt.containers.values().filter_map(|c| c.pid).chain(rt.exec_pgids.iter().copied()).chain(rt.pause_pid);
@@ -130,6 +138,7 @@ impl Kubelet {
 
     /// Stops every pod worker: processes killed, sandboxes removed.
     pub async fn shutdown(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<Arc<PodHandle>> = self.pods().values().cloned().collect();
         let mut acks = Vec::new();
         for h in handles {

@@ -306,6 +306,11 @@ impl Worker {
     }
 
     fn on_timer(&mut self) {
+        if self.sim.kubelet.stopped() {
+            self.timer = None;
+            self.containers.iter_mut().for_each(|c| c.restart_at = None);
+            return;
+        }
         let now = Instant::now();
         if self.timer.is_some_and(|t| t <= now) {
             self.timer = None;
