@@ -18,9 +18,15 @@ use super::{SimState, events, exec, faults, logs, meta, rbac, table, watch, writ
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
-        .route("/api/v1/namespaces/{ns}/pods/{name}/exec", any(exec::handler))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            any(exec::handler),
+        )
         .fallback(dispatch)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), faults::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults::middleware,
+        ))
         .with_state(state)
 }
 
@@ -39,7 +45,11 @@ enum Route {
 }
 
 fn route(path: &str, server: &str) -> Option<Route> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Doc(resources::version())),
         ["healthz" | "livez" | "readyz"] => return Some(Route::Doc(json!("ok"))),
@@ -57,21 +67,53 @@ fn route(path: &str, server: &str) -> Option<Route> {
     };
     let owned = |s: &&str| Some(s.to_string());
     let t = match rest {
-        ["namespaces", ns, plural, tail @ ..] if resources::find(group, version, plural).is_some_and(|r| r.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
             let res = resources::find(group, version, plural)?;
             match tail {
-                [] => Target { res, ns: owned(ns), name: None, sub: None },
-                [name] => Target { res, ns: owned(ns), name: owned(name), sub: None },
-                [name, sub] => Target { res, ns: owned(ns), name: owned(name), sub: owned(sub) },
+                [] => Target {
+                    res,
+                    ns: owned(ns),
+                    name: None,
+                    sub: None,
+                },
+                [name] => Target {
+                    res,
+                    ns: owned(ns),
+                    name: owned(name),
+                    sub: None,
+                },
+                [name, sub] => Target {
+                    res,
+                    ns: owned(ns),
+                    name: owned(name),
+                    sub: owned(sub),
+                },
                 _ => return None,
             }
         }
         [plural, tail @ ..] => {
             let res = resources::find(group, version, plural)?;
             let t = match tail {
-                [] => Target { res, ns: None, name: None, sub: None },
-                [name] if !res.namespaced => Target { res, ns: None, name: owned(name), sub: None },
-                [name, sub] if !res.namespaced => Target { res, ns: None, name: owned(name), sub: owned(sub) },
+                [] => Target {
+                    res,
+                    ns: None,
+                    name: None,
+                    sub: None,
+                },
+                [name] if !res.namespaced => Target {
+                    res,
+                    ns: None,
+                    name: owned(name),
+                    sub: None,
+                },
+                [name, sub] if !res.namespaced => Target {
+                    res,
+                    ns: None,
+                    name: owned(name),
+                    sub: owned(sub),
+                },
                 _ => return None,
             };
             return Some(Route::Target(t));
@@ -86,13 +128,24 @@ pub struct Query(pub Vec<(String, String)>);
 
 impl Query {
     pub fn parse(uri: &Uri) -> Query {
-        Query(form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1" | "True"))
@@ -118,14 +171,24 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     }
 }
 
-async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn dispatch(
+    State(sim): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let server = sim.addr.to_string();
     let Some(route) = route(uri.path(), &server) else {
         return ApiError::not_found_path().into_response();
     };
     let t = match route {
         Route::Doc(doc) => {
-            return if method == Method::GET { json_response(StatusCode::OK, &doc) } else { ApiError::method_not_allowed().into_response() };
+            return if method == Method::GET {
+                json_response(StatusCode::OK, &doc)
+            } else {
+                ApiError::method_not_allowed().into_response()
+            };
         }
         Route::Target(t) => t,
     };
@@ -147,8 +210,16 @@ async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, he
     if !self_review && let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
         return e.into_response();
     }
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
     let body_verb = matches!(verb, "create" | "update");
     if body_verb && (content_type.contains("protobuf") || content_type.contains("cbor")) {
         return ApiError::unsupported_media(&content_type).into_response();
@@ -158,18 +229,29 @@ async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, he
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),
         "list" => list(&sim, &t, &q).map(|l| render_list(l, &accept, t.res)),
         "watch" => return watch::serve(sim.clone(), t, &q, wants_table(&accept)),
-        "create" => write::create(&sim, &t, &q, &body).await.map(|o| json_response(StatusCode::CREATED, &o)),
-        "update" => write::update(&sim, &t, &body).await.map(|o| json_response(StatusCode::OK, &o)),
+        "create" => write::create(&sim, &t, &q, &body)
+            .await
+            .map(|o| json_response(StatusCode::CREATED, &o)),
+        "update" => write::update(&sim, &t, &body)
+            .await
+            .map(|o| json_response(StatusCode::OK, &o)),
         "patch" => write::patch(&sim, &t, &content_type, &body).await,
-        "delete" => write::delete(&sim, &t, &q, &body).await.map(|o| json_response(StatusCode::OK, &o)),
-        "deletecollection" => write::delete_collection(&sim, &t, &q).await.map(|o| json_response(StatusCode::OK, &o)),
+        "delete" => write::delete(&sim, &t, &q, &body)
+            .await
+            .map(|o| json_response(StatusCode::OK, &o)),
+        "deletecollection" => write::delete_collection(&sim, &t, &q)
+            .await
+            .map(|o| json_response(StatusCode::OK, &o)),
         _ => Err(ApiError::method_not_allowed()),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn render_one(obj: Value, accept: &str, res: &Resource) -> Response {
@@ -183,7 +265,10 @@ fn render_one(obj: Value, accept: &str, res: &Resource) -> Response {
 fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
     if wants_table(accept) {
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        let rv = list
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         json_response(StatusCode::OK, &table::table(res, &items, rv))
     } else {
         json_response(StatusCode::OK, &list)
@@ -191,7 +276,11 @@ fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
 }
 
 pub fn key_of(t: &Target) -> Key {
-    Key::new(t.res.id, t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""))
+    Key::new(
+        t.res.id,
+        t.ns.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or(""),
+    )
 }
 
 pub fn not_found(t: &Target) -> ApiError {
@@ -209,8 +298,14 @@ pub fn with_type(res: &Resource, mut obj: Value) -> Value {
 
 fn get(sim: &SimState, t: &Target) -> Result<Value, ApiError> {
     if t.res.id == "events.events.k8s.io" {
-        let core = sim.store.get(&Key::new("events", t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or("")));
-        return core.map(|e| events::to_events_v1(&e)).ok_or_else(|| not_found(t));
+        let core = sim.store.get(&Key::new(
+            "events",
+            t.ns.as_deref().unwrap_or(""),
+            t.name.as_deref().unwrap_or(""),
+        ));
+        return core
+            .map(|e| events::to_events_v1(&e))
+            .ok_or_else(|| not_found(t));
     }
     sim.store.get(&key_of(t)).ok_or_else(|| not_found(t))
 }
@@ -223,8 +318,10 @@ pub struct Filter {
 
 impl Filter {
     pub fn from_query(q: &Query) -> Result<Filter, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
         Ok(Filter { labels, fields })
     }
     pub fn matches(&self, obj: &Value) -> bool {
@@ -234,18 +331,30 @@ impl Filter {
 
 /// The store resource backing a served resource (events.k8s.io events are core events).
 pub fn store_id(res: &Resource) -> &'static str {
-    if res.id == "events.events.k8s.io" { "events" } else { res.id }
+    if res.id == "events.events.k8s.io" {
+        "events"
+    } else {
+        res.id
+    }
 }
 
 /// Converts a stored object to the served resource's shape.
 pub fn present(res: &Resource, obj: &Value) -> Value {
-    if res.id == "events.events.k8s.io" { events::to_events_v1(obj) } else { obj.clone() }
+    if res.id == "events.events.k8s.io" {
+        events::to_events_v1(obj)
+    } else {
+        obj.clone()
+    }
 }
 
 pub fn list(sim: &SimState, t: &Target, q: &Query) -> Result<Value, ApiError> {
     let filter = Filter::from_query(q)?;
     let (items, rv) = sim.store.list(store_id(t.res), t.ns.as_deref());
-    let items: Vec<Value> = items.iter().map(|o| present(t.res, o)).filter(|o| filter.matches(o)).collect();
+    let items: Vec<Value> = items
+        .iter()
+        .map(|o| present(t.res, o))
+        .filter(|o| filter.matches(o))
+        .collect();
     Ok(json!({
         "kind": format!("{}List", t.res.kind),
         "apiVersion": t.res.api_version(),
@@ -268,9 +377,20 @@ mod tests {
     #[test]
     fn routes_namespaced_and_cluster_paths() {
         let t = target("/api/v1/namespaces/default/pods/p/log");
-        assert_eq!((t.res.id, t.ns.as_deref(), t.name.as_deref(), t.sub.as_deref()), ("pods", Some("default"), Some("p"), Some("log")));
+        assert_eq!(
+            (
+                t.res.id,
+                t.ns.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("p"), Some("log"))
+        );
         let t = target("/api/v1/namespaces/default");
-        assert_eq!((t.res.id, t.name.as_deref()), ("namespaces", Some("default")));
+        assert_eq!(
+            (t.res.id, t.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
         let t = target("/api/v1/pods");
         assert_eq!((t.res.id, t.ns.as_deref()), ("pods", None));
         let t = target("/apis/batch/v1/namespaces/ns/jobs/j");

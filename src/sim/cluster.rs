@@ -17,8 +17,13 @@ pub fn seed(sim: &SimState) {
         let _ = create_namespace(sim, ns);
     }
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "arc-runner", "namespace": sim.cfg.namespace}});
-    let _ = sim.store.create(Key::new("serviceaccounts", &sim.cfg.namespace, "arc-runner"), sa);
-    let _ = sim.store.create(Key::new("nodes", "", NODE_NAME), node_object());
+    let _ = sim.store.create(
+        Key::new("serviceaccounts", &sim.cfg.namespace, "arc-runner"),
+        sa,
+    );
+    let _ = sim
+        .store
+        .create(Key::new("nodes", "", NODE_NAME), node_object());
 }
 
 pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
@@ -30,7 +35,9 @@ pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
         .create(Key::new("namespaces", "", name), obj)
         .map_err(|_| ApiError::already_exists("namespaces", "", name))?;
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
-    let _ = sim.store.create(Key::new("serviceaccounts", name, "default"), sa);
+    let _ = sim
+        .store
+        .create(Key::new("serviceaccounts", name, "default"), sa);
     Ok(created)
 }
 

@@ -13,7 +13,12 @@ use kube::runtime::wait::{Condition, await_condition};
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub async fn start(cfg: SimConfig) -> Simulator {
-    Simulator::start(SimConfig { start_delay: Duration::from_millis(50), ..cfg }).await.expect("simulator starts")
+    Simulator::start(SimConfig {
+        start_delay: Duration::from_millis(50),
+        ..cfg
+    })
+    .await
+    .expect("simulator starts")
 }
 
 /// A pod with one container running `command` (no command: the image's keep-alive).
@@ -46,7 +51,11 @@ where
 
 /// Pod phase condition.
 pub fn phase_is(phase: &'static str) -> impl Condition<Pod> {
-    move |p: Option<&Pod>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()) == Some(phase)
+    move |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            == Some(phase)
+    }
 }
 
 pub fn is_root() -> bool {

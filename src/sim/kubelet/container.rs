@@ -54,7 +54,11 @@ pub(super) struct Container {
 impl Container {
     pub(super) fn new(kind: Kind, spec: &Value, waiting: &str) -> Container {
         Container {
-            name: spec.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+            name: spec
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             kind,
             spec: spec.clone(),
             state: json!({"waiting": {"reason": waiting}}),
@@ -79,7 +83,9 @@ impl Container {
     }
 
     pub(super) fn terminated(&self) -> Option<i64> {
-        self.state.pointer("/terminated/exitCode").and_then(Value::as_i64)
+        self.state
+            .pointer("/terminated/exitCode")
+            .and_then(Value::as_i64)
     }
 
     pub(super) fn status_json(&self) -> Value {
@@ -114,9 +120,12 @@ pub(super) fn hex64(seed: &str) -> String {
 }
 
 pub(super) fn image_id(image: &str) -> String {
-    format!("{}@sha256:{}", volumes::image_repository(image), hex64(image))
+    format!(
+        "{}@sha256:{}",
+        volumes::image_repository(image),
+        hex64(image)
+    )
 }
-
 
 /// A container process ended.
 pub(super) struct Exit {
@@ -127,7 +136,13 @@ pub(super) struct Exit {
 
 /// Copies a container's output into its log and reports its exit. Leftover processes in its
 /// process group die with the main process, as in a container's PID namespace.
-pub(super) fn monitor(mut child: tokio::process::Child, name: String, pid: i32, logs: Arc<LogBuffer>, exits: mpsc::UnboundedSender<Exit>) {
+pub(super) fn monitor(
+    mut child: tokio::process::Child,
+    name: String,
+    pid: i32,
+    logs: Arc<LogBuffer>,
+    exits: mpsc::UnboundedSender<Exit>,
+) {
     let out = pump(child.stdout.take(), logs.clone());
     let err = pump(child.stderr.take(), logs.clone());
     tokio::spawn(async move {
@@ -142,7 +157,10 @@ pub(super) fn monitor(mut child: tokio::process::Child, name: String, pid: i32, 
     });
 }
 
-fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(stream: Option<R>, logs: Arc<LogBuffer>) -> tokio::task::JoinHandle<()> {
+fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    stream: Option<R>,
+    logs: Arc<LogBuffer>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Some(mut s) = stream else { return };
         let mut buf = vec![0u8; 32 * 1024];

@@ -19,18 +19,23 @@ use super::logs::LogBuffer;
 use super::store::Key;
 use super::{SimState, meta};
 
-pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
 pub use container::exit_code;
+pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
 /// Orders a pod worker receives.
 pub(crate) enum Command {
-    Delete { grace: i64 },
+    Delete {
+        grace: i64,
+    },
     Evict(oneshot::Sender<()>),
     EphemeralChanged,
-    OomKill { container: String, done: oneshot::Sender<bool> },
+    OomKill {
+        container: String,
+        done: oneshot::Sender<bool>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -84,7 +89,12 @@ impl Kubelet {
                  not their volumes at their mount paths, and share the host network"
             );
         }
-        Kubelet { state_dir, namespaces, stopped: Default::default(), pods: Mutex::new(HashMap::new()) }
+        Kubelet {
+            state_dir,
+            namespaces,
+            stopped: Default::default(),
+            pods: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -116,7 +126,11 @@ impl Kubelet {
         let handle = self.handle(key)?;
         let rt = handle.rt();
         let c = rt.containers.get(container)?;
-        if previous { c.previous_logs.clone() } else { Some(c.logs.clone()) }
+        if previous {
+            c.previous_logs.clone()
+        } else {
+            Some(c.logs.clone())
+        }
     }
 
     /// Whether the simulator is stopping (no new sandboxes or processes).
@@ -126,10 +140,16 @@ impl Kubelet {
 
     /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
     pub fn kill_everything(&self) {
-        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for h in self.pods().values() {
             let rt = h.rt();
-            let pids = rt.containers.values().filter_map(|c| c.pid).chain(rt.exec_pgids.iter().copied()).chain(rt.pause_pid);
+            let pids = rt
+                .containers
+                .values()
+                .filter_map(|c| c.pid)
+                .chain(rt.exec_pgids.iter().copied())
+                .chain(rt.pause_pid);
             for pid in pids {
                 signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
@@ -138,7 +158,8 @@ impl Kubelet {
 
     /// Stops every pod worker: processes killed, sandboxes removed.
     pub async fn shutdown(&self) {
-        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<Arc<PodHandle>> = self.pods().values().cloned().collect();
         let mut acks = Vec::new();
         for h in handles {
@@ -158,17 +179,28 @@ impl Kubelet {
 pub(crate) fn pod_created(sim: Arc<SimState>, pod: &Value) {
     let key = Key::new("pods", meta::namespace(pod), meta::name(pod));
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = Arc::new(PodHandle { uid: meta::uid(pod).to_string(), tx, rt: Mutex::new(Runtime::default()) });
+    let handle = Arc::new(PodHandle {
+        uid: meta::uid(pod).to_string(),
+        tx,
+        rt: Mutex::new(Runtime::default()),
+    });
     sim.kubelet.pods().insert(key, handle.clone());
     tokio::spawn(worker::run(sim, pod.clone(), handle, rx));
 }
 
 /// Deletes a pod gracefully: marks it, then its worker kills processes and removes it.
 /// Returns the pod as the DELETE response shows it.
-pub(crate) async fn delete_pod(sim: &Arc<SimState>, key: &Key, grace: Option<i64>) -> Option<Value> {
+pub(crate) async fn delete_pod(
+    sim: &Arc<SimState>,
+    key: &Key,
+    grace: Option<i64>,
+) -> Option<Value> {
     let pod = sim.store.get(key)?;
     let grace = grace
-        .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30)
         .max(0);
     let handle = sim.kubelet.handle(key).filter(|h| h.uid == meta::uid(&pod));
@@ -195,7 +227,9 @@ pub(crate) async fn delete_pod(sim: &Arc<SimState>, key: &Key, grace: Option<i64
 /// Evicts a running pod; returns false when there is no such pod.
 pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
     let key = Key::new("pods", ns, name);
-    let Some(handle) = sim.kubelet.handle(&key) else { return false };
+    let Some(handle) = sim.kubelet.handle(&key) else {
+        return false;
+    };
     let (tx, rx) = oneshot::channel();
     if handle.tx.send(Command::Evict(tx)).is_err() {
         return false;
@@ -206,12 +240,25 @@ pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
 
 /// Kills a running container as the kernel's OOM killer would; false when it is not running.
 pub(crate) async fn oom_kill(sim: &Arc<SimState>, ns: &str, name: &str, container: &str) -> bool {
-    let Some(handle) = sim.kubelet.handle(&Key::new("pods", ns, name)) else { return false };
+    let Some(handle) = sim.kubelet.handle(&Key::new("pods", ns, name)) else {
+        return false;
+    };
     let (tx, rx) = oneshot::channel();
-    if handle.tx.send(Command::OomKill { container: container.to_string(), done: tx }).is_err() {
+    if handle
+        .tx
+        .send(Command::OomKill {
+            container: container.to_string(),
+            done: tx,
+        })
+        .is_err()
+    {
         return false;
     }
-    tokio::time::timeout(Duration::from_secs(30), rx).await.ok().and_then(Result::ok).unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
 }
 
 /// Tells a pod's worker that its ephemeral containers changed.
@@ -229,10 +276,15 @@ pub(crate) enum ExecTarget {
 }
 
 pub(crate) fn exec_target(sim: &SimState, key: &Key, container: &str) -> ExecTarget {
-    let Some(h) = sim.kubelet.handle(key) else { return ExecTarget::NotRunning };
+    let Some(h) = sim.kubelet.handle(key) else {
+        return ExecTarget::NotRunning;
+    };
     let rt = h.rt();
     match rt.containers.get(container) {
-        Some(c) if c.pid.is_some() => ExecTarget::Ready { rt: c.clone(), namespaces: sim.kubelet.namespaces },
+        Some(c) if c.pid.is_some() => ExecTarget::Ready {
+            rt: c.clone(),
+            namespaces: sim.kubelet.namespaces,
+        },
         _ => ExecTarget::NotRunning,
     }
 }
