@@ -18,10 +18,10 @@ kinds=(cpu gpu fpga)
 # ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE at /home/runner/arc-hook/templates/worker-podspec.yaml.
 key="worker-podspec.yaml"
 
-mode=write
+mode="write"
 case "${1:-}" in
   "") ;;
-  --check) mode=check ;;
+  --check) mode="check" ;;
   -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
   *) echo "gen-hook-configmaps: unknown argument '$1' (use --check or nothing)" >&2; exit 2 ;;
 esac
