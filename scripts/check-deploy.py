@@ -760,6 +760,17 @@ def check_vault_values(ctx: Ctx) -> str:
     for key in ("tls_cert_file", "tls_key_file"):
         if not unquote(str(tcp.get(key, ""))).startswith("/vault/userconfig/vault-server-tls/"):
             found.append(f"listener {key} not from the vault-server-tls secret")
+    # Snapshots restore only into the same or a newer Vault: every Vault image runs the servers' version.
+    server_tag = str(v["server"]["image"]["tag"])
+    for o in ctx.objects("vault"):
+        pod = o.get("spec", {}).get("jobTemplate", o).get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            if c["image"].split(":")[0].endswith("/vault") or c["image"].startswith("hashicorp/vault:"):
+                if c["image"].rsplit(":", 1)[-1] != server_tag:
+                    found.append(f"{o['kind']}/{o['metadata']['name']} runs {c['image']}, servers run {server_tag}")
+    policy = ctx.one("vault", "NetworkPolicy", "vault-server")
+    if policy["spec"]["podSelector"]["matchLabels"] != {"app.kubernetes.io/name": "vault", "component": "server"}:
+        found.append("NetworkPolicy vault-server does not select the Vault server pods")
     cert = ctx.one("vault", "Certificate", "vault-server-tls")
     dns = set(cert["spec"]["dnsNames"])
     for needed in ("vault-active.vault.svc", "*.vault-internal"):

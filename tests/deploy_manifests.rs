@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
+use k8s_openapi::api::{
+    apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as networking,
+    rbac::v1 as rbac,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,6 +76,7 @@ fn check_object(value: &Value) -> Result<Vec<String>, String> {
         ("apps/v1", "Deployment") => round_trip::<apps::Deployment>(value),
         ("batch/v1", "Job") => round_trip::<batch::Job>(value),
         ("batch/v1", "CronJob") => round_trip::<batch::CronJob>(value),
+        ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<networking::NetworkPolicy>(value),
         ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<rbac::Role>(value),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<rbac::RoleBinding>(value),
         (group, _)
