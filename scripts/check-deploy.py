@@ -677,6 +677,9 @@ def check_exporter(ctx: Ctx) -> str:
     pm = ctx.one("monitoring", "PodMonitor", "arc-listeners")
     pod = dep["spec"]["template"]
     c = pod["spec"]["containers"][0]
+    version = load_yaml(DEPLOY / "versions.yaml")["arc-hook"]
+    if not c["image"].endswith(f"/arc-hook:{version}"):
+        found.append(f"exporter image {c['image']} is not arc-hook {version} (versions.yaml)")
     args = c.get("args", [])
     if args[:1] != ["exporter"] or args[args.index("--listen") + 1] != "0.0.0.0:9090" or "--org" not in args:
         found.append(f"exporter args {args}")
@@ -995,6 +998,79 @@ def backup_scripts_behave() -> list[str]:
     return found
 
 
+STUB_VAULT_CONFIGURE = r"""#!/bin/sh
+# Records every call; plays a fresh Vault (nothing enabled yet) unless $STUB_STATE/enabled exists.
+echo "vault $*" >> "$STUB_LOG"
+case "$1" in
+  token) exit 0 ;;
+  read)
+    case "$*" in
+      *-field=accessor*sys/auth/jwt) echo auth_jwt_5e1f2a ;;
+      *sys/audit) [ -e "$STUB_STATE/enabled" ] && echo '{"file/": {}}'; [ -e "$STUB_STATE/enabled" ] ;;
+      *) [ -e "$STUB_STATE/enabled" ] ;;
+    esac ;;
+  secrets|auth|audit) exit 0 ;;
+  write) exit 0 ;;
+  policy) cat > "$STUB_STATE/policy-$3" ;;
+  *) echo "unexpected vault $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def check_vault_configure_script(ctx: Ctx) -> str:
+    """Runs configure-vault.sh against a stub vault, on a fresh and on a configured Vault."""
+    vdir = DEPLOY / "vault"
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        config = t / "config"
+        shutil.copytree(vdir / "policies", config / "policies")
+        shutil.copytree(vdir / "config" / "jwt-roles", config / "jwt-roles")
+        shutil.copytree(vdir / "config" / "kubernetes-roles", config / "kubernetes-roles")
+        (t / "bin").mkdir()
+        (t / "state").mkdir()
+        stub = t / "bin" / "vault"
+        stub.write_text(STUB_VAULT_CONFIGURE)
+        stub.chmod(0o755)
+        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"),
+                   STUB_STATE=str(t / "state"), CONFIG_DIR=str(config), VAULT_TOKEN="stub",
+                   VAULT_ADDR="https://vault-active.vault.svc:8200")
+        script = vdir / "config" / "configure-vault.sh"
+        res = run(["sh", str(script)], env=env)
+        if res.returncode != 0:
+            raise Failed(f"fresh Vault: {res.stderr.strip() or res.stdout.strip()}")
+        log = (t / "log").read_text()
+        for call in ("secrets enable -path=ci -version=2", "auth enable -path=jwt jwt",
+                     "auth enable -path=kubernetes kubernetes", "audit enable file",
+                     "write auth/jwt/config oidc_discovery_url=https://token.actions.githubusercontent.com"):
+            if call not in log:
+                found.append(f"fresh Vault: no `vault {call}`")
+        for p in (vdir / "policies").glob("*.hcl"):
+            written = t / "state" / f"policy-{p.stem}"
+            if not written.exists():
+                found.append(f"policy {p.stem} not written")
+            elif "@JWT_ACCESSOR@" in written.read_text() or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in written.read_text()):
+                found.append(f"policy {p.stem} written without the jwt accessor substituted")
+        for kind in ("jwt", "kubernetes"):
+            for r in (vdir / "config" / f"{kind}-roles").glob("*.json"):
+                if f"write auth/{kind}/role/{r.stem} @" not in log:
+                    found.append(f"role auth/{kind}/role/{r.stem} not written")
+        # Second run on a configured Vault: nothing enabled twice.
+        (t / "state" / "enabled").touch()
+        (t / "log").write_text("")
+        res = run(["sh", str(script)], env=env)
+        if res.returncode != 0:
+            found.append(f"configured Vault: {res.stderr.strip()}")
+        elif re.search(r"^vault (secrets|auth|audit) enable", (t / "log").read_text(), re.M):
+            found.append("second run enables again: the script is not idempotent")
+        # Without a token it refuses with a message that says what to do.
+        res = run(["sh", str(script)], env=dict(env, VAULT_TOKEN=""))
+        if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
+            found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+    problems(found)
+    return "fresh and configured Vault: mounts, auth methods, audit, every policy (accessor substituted) and role"
+
+
 def check_shell_scripts(ctx: Ctx) -> str:
     scripts = sorted(list(DEPLOY.rglob("*.sh")) + [ROOT / "scripts" / "gen-hook-configmaps.sh", ROOT / "scripts" / "check-deploy.sh"])
     found = []
@@ -1136,6 +1212,7 @@ CHECKS = [
     ("exporter manifests", check_exporter),
     ("Vault Helm values", check_vault_values),
     ("Vault policies and roles", check_vault_policies_and_roles),
+    ("Vault configure script", check_vault_configure_script),
     ("Vault backup CronJob", check_vault_backup),
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),
