@@ -1110,6 +1110,130 @@ def check_actionlint(ctx: Ctx) -> str:
     return f"{len(list(wdir.glob('*.yml')))} workflows pass actionlint (with shellcheck)"
 
 
+# Stub curl for the workflows' Vault calls: OIDC token endpoint, JWT login, KV reads, token revocation.
+# KV data comes from $STUB_KV/<path>.json; every call is logged to $STUB_LOG.
+STUB_CURL = r"""#!/bin/bash
+url="" data=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --data) data="$2"; shift 2 ;;
+    -H|-X|--cacert|--retry) shift 2 ;;
+    -*) shift ;;
+    *) url="$1"; shift ;;
+  esac
+done
+echo "curl $url $data" >> "$STUB_LOG"
+case "$url" in
+  *audience=*) printf '{"value":"oidc.jwt.for.%s"}\n' "${url##*audience=}" ;;
+  */v1/auth/jwt/login)
+    role="$(jq -r .role <<< "$data")"
+    [[ "$role" == "$STUB_ALLOWED_ROLE" ]] || { echo '{"errors":["permission denied"]}'; exit 22; }
+    echo '{"auth":{"client_token":"hvs.stubtoken"}}' ;;
+  */v1/auth/token/revoke-self) echo '{}' ;;
+  */v1/*)
+    f="$STUB_KV/${url#*/v1/}.json"
+    [[ -f "$f" ]] || { echo '{"errors":[]}'; exit 22; }
+    cat "$f" ;;
+  *) echo "unexpected curl $url" >&2; exit 2 ;;
+esac
+"""
+
+
+def workflow_step(workflow: str, step_name: str) -> dict:
+    wf = load_workflow(workflow)
+    for job in wf["jobs"].values():
+        for step in job.get("steps", []):
+            if step.get("name") == step_name:
+                return step
+    raise Failed(f"{workflow}: no step {step_name!r}")
+
+
+def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
+    """Runs fetch-secrets' step and docker-build-push's decrypt step against a stub Vault."""
+    fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read secrets")
+    decrypt = workflow_step("docker-build-push.yml", "Decrypt secrets")
+    for step in (fetch, decrypt):
+        if "${{" in step["run"]:
+            raise Failed(f"step {step['name']!r} interpolates expressions into its script; pass them through env")
+    values = {
+        "REGISTRY_USERNAME": "ci-bot",
+        # Everything a shell or the output file format could trip on.
+        "REGISTRY_PASSWORD": "p@ss w0rd $HOME `id` \"q\" 'x'\nsecond line=EOF",
+    }
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        (t / "bin" / "curl").write_text(STUB_CURL)
+        (t / "bin" / "curl").chmod(0o755)
+        kv = t / "kv" / "ci" / "data" / "registry"
+        kv.mkdir(parents=True)
+        (kv / "push.json").write_text(json.dumps({"data": {"data": {"username": values["REGISTRY_USERNAME"], "password": values["REGISTRY_PASSWORD"]}}}))
+        key = "k" * 40
+        base = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"), STUB_KV=str(t / "kv"),
+                    STUB_ALLOWED_ROLE="gha-registry-push", RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"),
+                    GITHUB_ENV=str(t / "env"), ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
+                    VAULT_ADDR="https://vault-active.vault.svc:8200", VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY=key,
+                    VAULT_CA_CERT="-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----")
+        dbp = load_workflow("docker-build-push.yml")
+        caller = next(j for j in dbp["jobs"].values() if "uses" in j)
+        env = dict(base, VAULT_ROLE=caller["with"]["role"], SECRET_SPECS=caller["with"]["secrets"])
+        (t / "output").write_text("")
+        res = run(["bash", "-e", "-c", fetch["run"]], env=env)
+        if res.returncode != 0:
+            raise Failed(f"fetch step failed: {res.stdout.strip()} {res.stderr.strip()}")
+        outputs = (t / "output").read_text()
+        m = re.search(r"^secrets=(.+)$", outputs, re.M)
+        if not m or values["REGISTRY_PASSWORD"].splitlines()[0] in outputs:
+            raise Failed("fetch step wrote no encrypted `secrets` output, or wrote a value in clear text")
+        for line in values["REGISTRY_PASSWORD"].splitlines():
+            if f"::add-mask::{line}" not in res.stdout:
+                found.append(f"value line {line!r} not masked")
+        if "::add-mask::hvs.stubtoken" not in res.stdout:
+            found.append("Vault token not masked")
+        if "revoke-self" not in (t / "log").read_text():
+            found.append("Vault token not revoked")
+        # The caller's decrypt step recovers the exact values into GITHUB_ENV.
+        (t / "env").write_text("")
+        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=m.group(1)))
+        if res.returncode != 0:
+            raise Failed(f"decrypt step failed: {res.stderr.strip()}")
+        got = parse_github_env((t / "env").read_text())
+        if got != values:
+            found.append(f"decrypted {got!r}, expected {values!r}")
+        # A role Vault refuses fails the step with an error annotation.
+        (t / "output").write_text("")
+        res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, STUB_ALLOWED_ROLE="other"))
+        if res.returncode == 0 or "::error" not in res.stdout or (t / "output").read_text():
+            found.append("a refused Vault login does not fail the step cleanly")
+        # A malformed spec line is refused.
+        res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, SECRET_SPECS="ci/data/registry/push username"))
+        if res.returncode == 0:
+            found.append("a malformed secrets line is accepted")
+    problems(found)
+    return "values with quotes, $, backticks and newlines survive fetch -> encrypted output -> decrypt, masked, token revoked"
+
+
+def parse_github_env(text: str) -> dict:
+    """Parses a GITHUB_ENV file (NAME=value and NAME<<DELIM heredocs)."""
+    out, lines, i = {}, text.split("\n"), 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delim = line.split("<<", 1)
+            i += 1
+            body = []
+            while lines[i] != delim:
+                body.append(lines[i])
+                i += 1
+            out[name] = "\n".join(body)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            out[name] = value
+        i += 1
+    return out
+
+
 def check_workflow_structure(ctx: Ctx) -> str:
     found = []
     fs = load_workflow("fetch-secrets.yml")
@@ -1217,6 +1341,7 @@ CHECKS = [
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
+    ("fetch-secrets behaviour (stub Vault)", check_fetch_secrets_behaviour),
     ("README", check_readme),
 ]
 

