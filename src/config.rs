@@ -74,7 +74,11 @@ impl Config {
                 None => Ok(false),
                 Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
                 Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
-                Some(v) => Err(ConfigError { name: k, value: v.to_string(), reason: "expected true or false".into() }),
+                Some(v) => Err(ConfigError {
+                    name: k,
+                    value: v.to_string(),
+                    reason: "expected true or false".into(),
+                }),
             }
         };
         let seconds = |k: &'static str, default: Duration| -> Result<Duration, ConfigError> {
@@ -82,18 +86,21 @@ impl Config {
                 None => Ok(default),
                 Some(v) => match v.trim().parse::<u64>() {
                     Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-                    _ => Err(ConfigError { name: k, value: v, reason: "expected a whole number of seconds > 0".into() }),
+                    _ => Err(ConfigError {
+                        name: k,
+                        value: v,
+                        reason: "expected a whole number of seconds > 0".into(),
+                    }),
                 },
             }
         };
         let work_volume = match get("ARC_HOOK_WORK_VOLUME").as_deref().map(str::trim) {
             None | Some("claim") => WorkVolumeMode::Claim,
-            Some("copy") => WorkVolumeMode::Copy,
             Some(v) => {
                 return Err(ConfigError {
                     name: "ARC_HOOK_WORK_VOLUME",
                     value: v.to_string(),
-                    reason: "expected claim or copy".into(),
+                    reason: "expected claim (the only mode in this build)".into(),
                 });
             }
         };
@@ -103,7 +110,10 @@ impl Config {
             require_job_container: flag("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER")?,
             template_path: get("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE").map(PathBuf::from),
             use_kube_scheduler: flag("ACTIONS_RUNNER_USE_KUBE_SCHEDULER")?,
-            prepare_timeout: seconds("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", DEFAULT_PREPARE_TIMEOUT)?,
+            prepare_timeout: seconds(
+                "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS",
+                DEFAULT_PREPARE_TIMEOUT,
+            )?,
             namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE"),
             work_volume,
             cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
@@ -119,13 +129,17 @@ impl Config {
         self.runner_pod_name.as_deref().ok_or_else(|| ConfigError {
             name: "ACTIONS_RUNNER_POD_NAME",
             value: String::new(),
-            reason: "must be set to the runner pod's name (ARC's chart sets it from the downward API)".into(),
+            reason:
+                "must be set to the runner pod's name (ARC's chart sets it from the downward API)"
+                    .into(),
         })
     }
 
     /// The work volume's claim name for the runner pod `runner`.
     pub fn claim_name_for(&self, runner: &str) -> String {
-        self.claim_name.clone().unwrap_or_else(|| format!("{runner}-work"))
+        self.claim_name
+            .clone()
+            .unwrap_or_else(|| format!("{runner}-work"))
     }
 
     /// The runner's `_work` directory, from `RUNNER_WORKSPACE` (`_work/<repo>`) or `RUNNER_TEMP` (`_work/_temp`).
@@ -144,7 +158,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -167,7 +184,6 @@ mod tests {
             ("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", "true"),
             ("ACTIONS_RUNNER_USE_KUBE_SCHEDULER", "TRUE"),
             ("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "30"),
-            ("ARC_HOOK_WORK_VOLUME", "copy"),
             ("RUNNER_WORKSPACE", "/home/runner/_work/repo"),
         ])
         .expect("valid env");
@@ -175,20 +191,29 @@ mod tests {
         assert_eq!(c.claim_name_for("runner-abc"), "my-claim");
         assert!(c.require_job_container && c.use_kube_scheduler);
         assert_eq!(c.prepare_timeout, Duration::from_secs(30));
-        assert_eq!(c.work_volume, WorkVolumeMode::Copy);
-        assert_eq!(c.runner_work_dir(), Some(PathBuf::from("/home/runner/_work")));
+        assert_eq!(
+            c.runner_work_dir(),
+            Some(PathBuf::from("/home/runner/_work"))
+        );
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = cfg(&[("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "soon")]).expect_err("refused");
+        let e =
+            cfg(&[("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "soon")]).expect_err("refused");
         assert_eq!(
             e.to_string(),
             "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS=\"soon\": expected a whole number of seconds > 0"
         );
         let e = cfg(&[("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", "yes")]).expect_err("refused");
-        assert_eq!(e.to_string(), "ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=\"yes\": expected true or false");
+        assert_eq!(
+            e.to_string(),
+            "ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=\"yes\": expected true or false"
+        );
         let e = cfg(&[("ARC_HOOK_WORK_VOLUME", "nfs")]).expect_err("refused");
-        assert_eq!(e.to_string(), "ARC_HOOK_WORK_VOLUME=\"nfs\": expected claim or copy");
+        assert_eq!(
+            e.to_string(),
+            "ARC_HOOK_WORK_VOLUME=\"nfs\": expected claim (the only mode in this build)"
+        );
     }
 }

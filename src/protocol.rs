@@ -17,7 +17,10 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { path: path.into(), reason: reason.into() }
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -263,7 +266,10 @@ pub fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(PathBuf::from(s)),
         Some(other) => {
-            return Err(InputError::new("responseFile", format!("expected a string, got {}", kind(other))));
+            return Err(InputError::new(
+                "responseFile",
+                format!("expected a string, got {}", kind(other)),
+            ));
         }
     };
 
@@ -274,15 +280,18 @@ pub fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
 
     let args = obj.get("args").filter(|v| !v.is_null());
     let command = match command {
-        CommandName::PrepareJob => Command::PrepareJob(typed("args", args.unwrap_or(&Value::Null))?),
-        CommandName::RunScriptStep => {
-            Command::RunScriptStep(typed("args", required_args(args)?)?)
+        CommandName::PrepareJob => {
+            Command::PrepareJob(typed("args", args.unwrap_or(&Value::Null))?)
         }
+        CommandName::RunScriptStep => Command::RunScriptStep(typed("args", required_args(args)?)?),
         CommandName::RunContainerStep => {
             let a: RunContainerStepArgs = typed("args", required_args(args)?)?;
             match (&a.image, &a.dockerfile) {
                 (None, None) => {
-                    return Err(InputError::new("args.image", "missing (a container step needs image or dockerfile)"));
+                    return Err(InputError::new(
+                        "args.image",
+                        "missing (a container step needs image or dockerfile)",
+                    ));
                 }
                 (Some(i), _) if i.is_empty() => return Err(InputError::new("args.image", "empty")),
                 _ => {}
@@ -295,7 +304,11 @@ pub fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
     if let Command::PrepareJob(a) = &command {
         validate_prepare_args(a)?;
     }
-    Ok(Envelope { response_file, command, state })
+    Ok(Envelope {
+        response_file,
+        command,
+        state,
+    })
 }
 
 fn required_args(args: Option<&Value>) -> Result<&Value, InputError> {
@@ -310,7 +323,10 @@ fn validate_prepare_args(a: &PrepareJobArgs) -> Result<(), InputError> {
     }
     for (i, s) in a.services.iter().enumerate() {
         if s.image.trim().is_empty() {
-            return Err(InputError::new(format!("args.services[{i}].image"), "empty"));
+            return Err(InputError::new(
+                format!("args.services[{i}].image"),
+                "empty",
+            ));
         }
     }
     Ok(())
@@ -329,7 +345,8 @@ fn typed<T: DeserializeOwned>(root: &str, v: &Value) -> Result<T, InputError> {
         for seg in e.path().iter() {
             match seg {
                 serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
-                serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
+                serde_path_to_error::Segment::Map { key }
+                | serde_path_to_error::Segment::Enum { variant: key } => {
                     path.push('.');
                     path.push_str(key);
                 }
@@ -406,7 +423,9 @@ mod tests {
     use super::*;
 
     fn err(input: &str) -> String {
-        parse_envelope(input).expect_err("input must be refused").to_string()
+        parse_envelope(input)
+            .expect_err("input must be refused")
+            .to_string()
     }
 
     #[test]
@@ -419,8 +438,13 @@ mod tests {
                 "services":null},"state":null}"#,
         )
         .expect("valid input");
-        assert_eq!(e.response_file.as_deref(), Some(std::path::Path::new("/tmp/r.json")));
-        let Command::PrepareJob(a) = e.command else { panic!("wrong command") };
+        assert_eq!(
+            e.response_file.as_deref(),
+            Some(std::path::Path::new("/tmp/r.json"))
+        );
+        let Command::PrepareJob(a) = e.command else {
+            panic!("wrong command")
+        };
         let c = a.container.expect("container");
         assert_eq!(c.image, "node:20");
         assert!(c.environment_variables.is_empty());
@@ -431,20 +455,34 @@ mod tests {
     #[test]
     fn prepare_job_without_args_has_no_container() {
         let e = parse_envelope(r#"{"command":"prepare_job","responseFile":"/r"}"#).expect("valid");
-        let Command::PrepareJob(a) = e.command else { panic!("wrong command") };
+        let Command::PrepareJob(a) = e.command else {
+            panic!("wrong command")
+        };
         assert!(a.container.is_none());
     }
 
     #[test]
     fn malformed_input_names_the_field() {
-        assert_eq!(err("{nope"), "invalid hook input: stdin: not valid JSON (key must be a string at line 1 column 2)");
-        assert_eq!(err("[]"), "invalid hook input: stdin: expected a JSON object");
-        assert_eq!(err(r#"{"args":{}}"#), "invalid hook input: command: missing");
+        assert_eq!(
+            err("{nope"),
+            "invalid hook input: stdin: not valid JSON (key must be a string at line 1 column 2)"
+        );
+        assert_eq!(
+            err("[]"),
+            "invalid hook input: stdin: expected a JSON object"
+        );
+        assert_eq!(
+            err(r#"{"args":{}}"#),
+            "invalid hook input: command: missing"
+        );
         assert_eq!(
             err(r#"{"command":"run_step"}"#),
             "invalid hook input: command: unknown command \"run_step\" (expected prepare_job, run_script_step, run_container_step or cleanup_job)"
         );
-        assert_eq!(err(r#"{"command":3}"#), "invalid hook input: command: expected a string, got a number");
+        assert_eq!(
+            err(r#"{"command":3}"#),
+            "invalid hook input: command: expected a string, got a number"
+        );
         assert_eq!(
             err(r#"{"command":"prepare_job","args":{"container":{"workingDirectory":"/__w"}}}"#),
             "invalid hook input: args.container.image: missing"
@@ -457,9 +495,14 @@ mod tests {
             err(r#"{"command":"run_script_step","args":{"entryPointArgs":[]}}"#),
             "invalid hook input: args.entryPoint: missing"
         );
-        assert_eq!(err(r#"{"command":"run_script_step"}"#), "invalid hook input: args: missing");
         assert_eq!(
-            err(r#"{"command":"run_script_step","args":{"entryPoint":"bash","environmentVariables":{"A":1}}}"#),
+            err(r#"{"command":"run_script_step"}"#),
+            "invalid hook input: args: missing"
+        );
+        assert_eq!(
+            err(
+                r#"{"command":"run_script_step","args":{"entryPoint":"bash","environmentVariables":{"A":1}}}"#
+            ),
             "invalid hook input: args.environmentVariables.A: expected a string, got integer `1`"
         );
         assert_eq!(
@@ -486,21 +529,29 @@ mod tests {
             r#"{"command":"run_script_step","args":{"entryPoint":"sh","prependPath":"/opt/bin","entryPointArgs":["-e","/__w/_temp/x.sh"]}}"#,
         )
         .expect("valid");
-        let Command::RunScriptStep(a) = e.command else { panic!("wrong command") };
+        let Command::RunScriptStep(a) = e.command else {
+            panic!("wrong command")
+        };
         assert_eq!(a.prepend_path, vec!["/opt/bin"]);
         assert_eq!(a.entry_point_args, vec!["-e", "/__w/_temp/x.sh"]);
     }
 
     #[test]
     fn state_round_trips_and_tolerates_extra_fields() {
-        let e = parse_envelope(r#"{"command":"cleanup_job","state":{"jobPod":"r-workflow","other":1}}"#).expect("valid");
+        let e = parse_envelope(
+            r#"{"command":"cleanup_job","state":{"jobPod":"r-workflow","other":1}}"#,
+        )
+        .expect("valid");
         assert_eq!(e.state.expect("state").job_pod, "r-workflow");
     }
 
     #[test]
     fn response_always_writes_is_alpine_and_string_ports() {
         let r = PrepareJobResponse {
-            state: JobState { job_pod: "p".into(), ..Default::default() },
+            state: JobState {
+                job_pod: "p".into(),
+                ..Default::default()
+            },
             context: ResponseContext {
                 container: Some(ContextEntry {
                     image: "node:20".into(),
@@ -514,14 +565,27 @@ mod tests {
         assert_eq!(v["isAlpine"], Value::Bool(false));
         assert_eq!(v["state"]["jobPod"], "p");
         assert_eq!(v["context"]["container"]["ports"]["8080"], "80");
-        assert!(v["context"]["services"].as_array().expect("list").is_empty());
+        assert!(
+            v["context"]["services"]
+                .as_array()
+                .expect("list")
+                .is_empty()
+        );
     }
 
     #[test]
     fn registry_credentials_need_both_parts() {
-        let r = Registry { username: Some("u".into()), password: None, server_url: None };
+        let r = Registry {
+            username: Some("u".into()),
+            password: None,
+            server_url: None,
+        };
         assert!(!r.has_credentials());
-        let r = Registry { username: Some("u".into()), password: Some("p".into()), server_url: None };
+        let r = Registry {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            server_url: None,
+        };
         assert!(r.has_credentials());
     }
 }

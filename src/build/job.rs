@@ -1,7 +1,9 @@
 //! The batch/v1 Job that runs a container step where it cannot run in the job pod.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, LocalObjectReference, PodSpec, PodTemplateSpec, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, LocalObjectReference, PodSpec, PodTemplateSpec, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::pod::{placement_node, user_mounts, work_mount, work_volume};
@@ -19,8 +21,16 @@ pub const STEP_JOB_TTL_SECONDS: i32 = 300;
 pub fn container_step_mounts(workspace_subpath: &str) -> Vec<VolumeMount> {
     vec![
         work_mount("/__w", None, false),
-        work_mount("/github/workspace", (!workspace_subpath.is_empty()).then_some(workspace_subpath), false),
-        work_mount("/github/file_commands", Some("_temp/_runner_file_commands"), false),
+        work_mount(
+            "/github/workspace",
+            (!workspace_subpath.is_empty()).then_some(workspace_subpath),
+            false,
+        ),
+        work_mount(
+            "/github/file_commands",
+            Some("_temp/_runner_file_commands"),
+            false,
+        ),
         work_mount("/github/home", Some("_temp/_github_home"), false),
         work_mount("/github/workflow", Some("_temp/_github_workflow"), false),
     ]
@@ -28,14 +38,25 @@ pub fn container_step_mounts(workspace_subpath: &str) -> Vec<VolumeMount> {
 
 /// The step container: the image's own entrypoint unless the step names one (docker semantics:
 /// `entryPointArgs` replace the image's CMD).
-pub fn step_container(args: &RunContainerStepArgs, image: &str, workspace_subpath: &str) -> Result<Container, BuildError> {
+pub fn step_container(
+    args: &RunContainerStepArgs,
+    image: &str,
+    workspace_subpath: &str,
+) -> Result<Container, BuildError> {
     let ports = parse_port_mappings(&args.port_mappings, "args.portMappings")?;
     let mut mounts = container_step_mounts(workspace_subpath);
-    mounts.extend(user_mounts(&args.user_mount_volumes, "args.userMountVolumes")?);
+    mounts.extend(user_mounts(
+        &args.user_mount_volumes,
+        "args.userMountVolumes",
+    )?);
     Ok(Container {
         name: STEP_CONTAINER_NAME.into(),
         image: Some(image.to_string()),
-        command: args.entry_point.as_deref().filter(|e| !e.is_empty()).map(|e| vec![e.to_string()]),
+        command: args
+            .entry_point
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(|e| vec![e.to_string()]),
         args: (!args.entry_point_args.is_empty()).then(|| args.entry_point_args.clone()),
         working_dir: args.working_directory.clone().filter(|w| !w.is_empty()),
         env: Some(container_env(&args.environment_variables, "args")?),
@@ -64,13 +85,20 @@ pub fn container_step_job(
             backoff_limit: Some(0),
             ttl_seconds_after_finished: Some(STEP_JOB_TTL_SECONDS),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
                     node_name: placement_node(ctx),
                     volumes: Some(vec![work_volume(ctx)]),
-                    image_pull_secrets: pull_secret.map(|n| vec![LocalObjectReference { name: n.to_string() }]),
+                    image_pull_secrets: pull_secret.map(|n| {
+                        vec![LocalObjectReference {
+                            name: n.to_string(),
+                        }]
+                    }),
                     ..Default::default()
                 }),
             },
@@ -107,7 +135,10 @@ mod tests {
         };
         let c = step_container(&args, "alpine:3.19", "repo/repo").expect("valid");
         assert_eq!(c.command, None, "the image's own entrypoint is kept");
-        assert_eq!(c.args.as_deref(), Some(&["echo".to_string(), "hi there".to_string()][..]));
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["echo".to_string(), "hi there".to_string()][..])
+        );
         let job = container_step_job(&ctx(), "arc-runner-step-abcdefgh", c, None);
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));

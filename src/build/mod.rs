@@ -2,6 +2,7 @@
 
 pub mod job;
 pub mod names;
+pub mod plan;
 pub mod pod;
 pub mod ports;
 pub mod secret;
@@ -26,13 +27,23 @@ pub const WORK_VOLUME_NAME: &str = "work";
 /// A runner input the hook cannot turn into a valid object.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BuildError {
-    #[error("{field}: invalid environment variable name {name:?} (use letters, digits, '_', '-' or '.', not starting with a digit)")]
+    #[error(
+        "{field}: invalid environment variable name {name:?} (use letters, digits, '_', '-' or '.', not starting with a digit)"
+    )]
     EnvName { field: String, name: String },
     #[error("{field}: invalid port mapping {value:?}: {reason}")]
-    Port { field: String, value: String, reason: String },
-    #[error("{field}: {path:?} is outside the runner's _work directory; on Kubernetes only paths under _work can be mounted")]
+    Port {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "{field}: {path:?} is outside the runner's _work directory; on Kubernetes only paths under _work can be mounted"
+    )]
     MountOutsideWork { field: String, path: String },
-    #[error("{field}: the image names no registry host and the runner sent no serverUrl; set ARC_HOOK_DEFAULT_REGISTRY to the docker-config key of your default registry")]
+    #[error(
+        "{field}: the image names no registry host and the runner sent no serverUrl; set ARC_HOOK_DEFAULT_REGISTRY to the docker-config key of your default registry"
+    )]
     RegistryServer { field: String },
 }
 
@@ -65,20 +76,38 @@ pub fn runner_selector(runner_pod: &str) -> String {
 
 /// Container env from the runner's variables, as upstream builds it: `HOME` and empty values
 /// dropped, `GITHUB_ACTIONS=true` and `CI=true` (unless set) added. Names are validated.
-pub fn container_env(vars: &BTreeMap<String, String>, field: &str) -> Result<Vec<EnvVar>, BuildError> {
+pub fn container_env(
+    vars: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<Vec<EnvVar>, BuildError> {
     let mut env = Vec::with_capacity(vars.len() + 2);
     for (k, v) in vars {
         if !crate::validate::env_var_name(k).is_empty() {
-            return Err(BuildError::EnvName { field: format!("{field}.environmentVariables"), name: k.clone() });
+            return Err(BuildError::EnvName {
+                field: format!("{field}.environmentVariables"),
+                name: k.clone(),
+            });
         }
         if k == "HOME" || v.is_empty() || k == "GITHUB_ACTIONS" {
             continue;
         }
-        env.push(EnvVar { name: k.clone(), value: Some(v.clone()), value_from: None });
+        env.push(EnvVar {
+            name: k.clone(),
+            value: Some(v.clone()),
+            value_from: None,
+        });
     }
-    env.push(EnvVar { name: "GITHUB_ACTIONS".into(), value: Some("true".into()), value_from: None });
+    env.push(EnvVar {
+        name: "GITHUB_ACTIONS".into(),
+        value: Some("true".into()),
+        value_from: None,
+    });
     if !vars.contains_key("CI") {
-        env.push(EnvVar { name: "CI".into(), value: Some("true".into()), value_from: None });
+        env.push(EnvVar {
+            name: "CI".into(),
+            value: Some("true".into()),
+            value_from: None,
+        });
     }
     Ok(env)
 }
@@ -95,8 +124,14 @@ mod tests {
             ("A".to_string(), "x y $z".to_string()),
         ]);
         let env = container_env(&vars, "args.container").expect("valid");
-        let pairs: Vec<_> = env.iter().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
-        assert_eq!(pairs, vec![("A", "x y $z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")]);
+        let pairs: Vec<_> = env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![("A", "x y $z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")]
+        );
 
         let vars = BTreeMap::from([("CI".to_string(), "false".to_string())]);
         let env = container_env(&vars, "f").expect("valid");

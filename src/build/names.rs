@@ -23,7 +23,9 @@ pub fn runner_object_name(runner_pod: &str, kind: &str, suffix: &str) -> String 
 pub fn random_suffix() -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..8).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..8)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// A deterministic eight-character suffix derived from `seed` (for `render` and golden files).
@@ -50,17 +52,24 @@ pub fn image_derived_name(image: &str) -> String {
 
 /// Container names for the job's services: each service's `contextName` (else its image-derived
 /// name) made a valid DNS-1123 label, unique among themselves and distinct from `job`.
-pub fn service_container_names<'a>(services: impl IntoIterator<Item = (Option<&'a str>, &'a str)>) -> Vec<String> {
+pub fn service_container_names<'a>(
+    services: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
+) -> Vec<String> {
     let mut taken: Vec<String> = vec![super::JOB_CONTAINER_NAME.to_string()];
     let mut out = Vec::new();
     for (context_name, image) in services {
-        let raw = context_name.map(str::to_string).unwrap_or_else(|| image_derived_name(image));
+        let raw = context_name
+            .map(str::to_string)
+            .unwrap_or_else(|| image_derived_name(image));
         let base = to_dns1123_label(&raw, DNS1123_LABEL_MAX, "service");
         let mut name = base.clone();
         let mut n = 1;
         while taken.contains(&name) {
             let tail = format!("-{n}");
-            name = format!("{}{tail}", truncate_label(&base, DNS1123_LABEL_MAX - tail.len()));
+            name = format!(
+                "{}{tail}",
+                truncate_label(&base, DNS1123_LABEL_MAX - tail.len())
+            );
             n += 1;
         }
         taken.push(name.clone());
@@ -76,7 +85,10 @@ mod tests {
 
     #[test]
     fn job_pod_name_is_truncated_and_valid() {
-        assert_eq!(job_pod_name("runner-x7k2p-runner-abcde"), "runner-x7k2p-runner-abcde-workflow");
+        assert_eq!(
+            job_pod_name("runner-x7k2p-runner-abcde"),
+            "runner-x7k2p-runner-abcde-workflow"
+        );
         let long = "a".repeat(70);
         let name = job_pod_name(&long);
         assert_eq!(name.len(), 63);
@@ -94,14 +106,20 @@ mod tests {
         assert_eq!(n.len(), 63);
         assert!(n.ends_with("-step-abcd1234"));
         assert!(dns1123_label(&n).is_empty());
-        assert_eq!(runner_object_name("arc-runner", "secret", "x1y2z3w4"), "arc-runner-secret-x1y2z3w4");
+        assert_eq!(
+            runner_object_name("arc-runner", "secret", "x1y2z3w4"),
+            "arc-runner-secret-x1y2z3w4"
+        );
     }
 
     #[test]
     fn suffixes() {
         let s = random_suffix();
         assert_eq!(s.len(), 8);
-        assert!(s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert_eq!(stable_suffix("a"), stable_suffix("a"));
         assert_ne!(stable_suffix("a"), stable_suffix("b"));
     }
@@ -109,7 +127,10 @@ mod tests {
     #[test]
     fn image_names() {
         assert_eq!(image_derived_name("redis:7"), "redis");
-        assert_eq!(image_derived_name("registry.example.internal:5000/team/postgres:16-alpine"), "postgres");
+        assert_eq!(
+            image_derived_name("registry.example.internal:5000/team/postgres:16-alpine"),
+            "postgres"
+        );
         assert_eq!(image_derived_name("nginx@sha256:abc"), "nginx");
     }
 
@@ -125,7 +146,17 @@ mod tests {
             (Some(&*"s".repeat(70)), "x"),
             (Some(&*"s".repeat(70)), "x"),
         ]);
-        assert_eq!(names[..6], ["redis", "redis-1", "job-1", "my-db-primary", "memcached", "service"]);
+        assert_eq!(
+            names[..6],
+            [
+                "redis",
+                "redis-1",
+                "job-1",
+                "my-db-primary",
+                "memcached",
+                "service"
+            ]
+        );
         assert_eq!(names[6], "s".repeat(63));
         assert_eq!(names[7], format!("{}-1", "s".repeat(61)));
         for n in &names {

@@ -1,13 +1,16 @@
 //! The workflow pod: the job container, one container per service, the work volume and pull secret.
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, LocalObjectReference, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, LocalObjectReference, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::ports::{PortMapping, container_ports, parse_port_mappings};
-use super::{BuildContext, BuildError, JOB_CONTAINER_NAME, WORK_VOLUME_NAME, container_env, names, runner_labels};
+use super::{
+    BuildContext, BuildError, JOB_CONTAINER_NAME, WORK_VOLUME_NAME, container_env, names,
+    runner_labels,
+};
 use crate::config::WorkVolumeMode;
 use crate::protocol::{ContainerDefinition, Mount, PrepareJobArgs};
 
@@ -83,11 +86,17 @@ pub fn user_mounts(user: &[Mount], field: &str) -> Result<Vec<VolumeMount>, Buil
     user.iter()
         .enumerate()
         .map(|(i, m)| {
-            let sub = work_subpath(&m.source_volume_path).ok_or_else(|| BuildError::MountOutsideWork {
-                field: format!("{field}[{i}].sourceVolumePath"),
-                path: m.source_volume_path.clone(),
+            let sub = work_subpath(&m.source_volume_path).ok_or_else(|| {
+                BuildError::MountOutsideWork {
+                    field: format!("{field}[{i}].sourceVolumePath"),
+                    path: m.source_volume_path.clone(),
+                }
             })?;
-            Ok(work_mount(&m.target_volume_path, (!sub.is_empty()).then_some(sub.as_str()), m.read_only))
+            Ok(work_mount(
+                &m.target_volume_path,
+                (!sub.is_empty()).then_some(sub.as_str()),
+                m.read_only,
+            ))
         })
         .collect()
 }
@@ -106,7 +115,11 @@ pub fn work_subpath(source: &str) -> Option<String> {
     (!rel.split('/').any(|c| c == "..")).then(|| rel.to_string())
 }
 
-fn base_container(def: &ContainerDefinition, name: &str, field: &str) -> Result<(Container, Vec<PortMapping>), BuildError> {
+fn base_container(
+    def: &ContainerDefinition,
+    name: &str,
+    field: &str,
+) -> Result<(Container, Vec<PortMapping>), BuildError> {
     let ports = parse_port_mappings(&def.port_mappings, &format!("{field}.portMappings"))?;
     let c = Container {
         name: name.to_string(),
@@ -127,7 +140,11 @@ fn create_options_warning(def: &ContainerDefinition, what: &str) -> Option<Strin
 }
 
 /// Builds the workflow pod for prepare_job (before template merge).
-pub fn job_pod(ctx: &BuildContext, args: &PrepareJobArgs, pull_secret: Option<&str>) -> Result<JobPod, BuildError> {
+pub fn job_pod(
+    ctx: &BuildContext,
+    args: &PrepareJobArgs,
+    pull_secret: Option<&str>,
+) -> Result<JobPod, BuildError> {
     let mut containers = Vec::new();
     let mut warnings = Vec::new();
     let mut job_ports = Vec::new();
@@ -142,14 +159,20 @@ pub fn job_pod(ctx: &BuildContext, args: &PrepareJobArgs, pull_secret: Option<&s
             }
             None => c.command = Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
         }
-        c.volume_mounts = Some(job_mounts(&def.user_mount_volumes, &format!("{field}.userMountVolumes"))?);
+        c.volume_mounts = Some(job_mounts(
+            &def.user_mount_volumes,
+            &format!("{field}.userMountVolumes"),
+        )?);
         warnings.extend(create_options_warning(def, "job container"));
         job_ports = ports;
         containers.push(c);
     }
 
-    let service_names =
-        names::service_container_names(args.services.iter().map(|s| (s.context_name.as_deref(), s.image.as_str())));
+    let service_names = names::service_container_names(
+        args.services
+            .iter()
+            .map(|s| (s.context_name.as_deref(), s.image.as_str())),
+    );
     let mut services = Vec::new();
     for (i, (def, name)) in args.services.iter().zip(service_names).enumerate() {
         let field = format!("args.services[{i}]");
@@ -161,7 +184,17 @@ pub fn job_pod(ctx: &BuildContext, args: &PrepareJobArgs, pull_secret: Option<&s
             c.args = Some(def.entry_point_args.clone());
         }
         let mut mounts = vec![work_mount("/__w", None, false)];
-        mounts.extend(user_mounts(&def.user_mount_volumes, &format!("{field}.userMountVolumes"))?);
+        // Upstream ignores a service's volumes; honour those under _work and say which are skipped,
+        // so workflows written for docker (e.g. mounting the docker socket) keep working.
+        for (j, m) in def.user_mount_volumes.iter().enumerate() {
+            match user_mounts(std::slice::from_ref(m), &format!("{field}.userMountVolumes[{j}]")) {
+                Ok(mut one) => mounts.append(&mut one),
+                Err(_) => warnings.push(format!(
+                    "service {name}: volume {:?} is outside the runner's _work directory and is not mounted on Kubernetes",
+                    m.source_volume_path
+                )),
+            }
+        }
         c.volume_mounts = Some(mounts);
         warnings.extend(create_options_warning(def, &format!("service {name}")));
         services.push(ServiceContainer {
@@ -186,17 +219,30 @@ pub fn job_pod(ctx: &BuildContext, args: &PrepareJobArgs, pull_secret: Option<&s
             restart_policy: Some("Never".into()),
             node_name: placement_node(ctx),
             volumes: Some(vec![work_volume(ctx)]),
-            image_pull_secrets: pull_secret.map(|n| vec![LocalObjectReference { name: n.to_string() }]),
+            image_pull_secrets: pull_secret.map(|n| {
+                vec![LocalObjectReference {
+                    name: n.to_string(),
+                }]
+            }),
             ..Default::default()
         }),
         status: None,
     };
-    Ok(JobPod { pod, job_ports, services, warnings })
+    Ok(JobPod {
+        pod,
+        job_ports,
+        services,
+        warnings,
+    })
 }
 
 /// The node the hook pins its pods to: the runner's, unless the scheduler places them.
 pub fn placement_node(ctx: &BuildContext) -> Option<String> {
-    if ctx.use_kube_scheduler { None } else { ctx.node_name.clone() }
+    if ctx.use_kube_scheduler {
+        None
+    } else {
+        ctx.node_name.clone()
+    }
 }
 
 #[cfg(test)]
@@ -246,13 +292,22 @@ mod tests {
     fn job_pod_shape() {
         let jp = job_pod(&ctx(), &args(), Some("arc-runner-abc-secret-x")).expect("valid");
         let spec = jp.pod.spec.as_ref().expect("spec");
-        assert_eq!(jp.pod.metadata.name.as_deref(), Some("arc-runner-abc-workflow"));
-        assert_eq!(jp.pod.metadata.labels.as_ref().expect("labels")["runner-pod"], "arc-runner-abc");
+        assert_eq!(
+            jp.pod.metadata.name.as_deref(),
+            Some("arc-runner-abc-workflow")
+        );
+        assert_eq!(
+            jp.pod.metadata.labels.as_ref().expect("labels")["runner-pod"],
+            "arc-runner-abc"
+        );
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.node_name.as_deref(), Some("node-1"));
         let job = &spec.containers[0];
         assert_eq!(job.name, "job");
-        assert_eq!(job.command.as_ref().expect("command"), &vec!["tail", "-f", "/dev/null"]);
+        assert_eq!(
+            job.command.as_ref().expect("command"),
+            &vec!["tail", "-f", "/dev/null"]
+        );
         assert_eq!(job.working_dir.as_deref(), Some("/__w/repo/repo"));
         let mounts: Vec<_> = job
             .volume_mounts
@@ -272,7 +327,10 @@ mod tests {
             ]
         );
         assert_eq!(spec.containers[1].name, "redis");
-        assert_eq!(spec.image_pull_secrets.as_ref().expect("secrets")[0].name, "arc-runner-abc-secret-x");
+        assert_eq!(
+            spec.image_pull_secrets.as_ref().expect("secrets")[0].name,
+            "arc-runner-abc-secret-x"
+        );
         assert_eq!(
             spec.volumes.as_ref().expect("volumes")[0]
                 .persistent_volume_claim
@@ -300,7 +358,8 @@ mod tests {
     #[test]
     fn mounts_outside_work_are_refused() {
         let mut a = args();
-        a.container.as_mut().expect("container").user_mount_volumes[0].source_volume_path = "/var/run/docker.sock".into();
+        a.container.as_mut().expect("container").user_mount_volumes[0].source_volume_path =
+            "/var/run/docker.sock".into();
         let e = job_pod(&ctx(), &a, None).expect_err("refused");
         assert_eq!(
             e.to_string(),

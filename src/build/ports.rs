@@ -16,7 +16,11 @@ pub struct PortMapping {
 
 /// Parses `[host:]container[/tcp|udp|sctp]`.
 pub fn parse_port_mapping(value: &str, field: &str) -> Result<PortMapping, BuildError> {
-    let err = |reason: &str| BuildError::Port { field: field.to_string(), value: value.to_string(), reason: reason.to_string() };
+    let err = |reason: &str| BuildError::Port {
+        field: field.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
     let (ports, protocol) = match value.trim().split_once('/') {
         None => (value.trim(), "TCP"),
         Some((p, proto)) => (
@@ -37,10 +41,22 @@ pub fn parse_port_mapping(value: &str, field: &str) -> Result<PortMapping, Build
     };
     let parts: Vec<&str> = ports.split(':').collect();
     match parts.as_slice() {
-        [c] => Ok(PortMapping { host_port: None, container_port: parse(c)?, protocol }),
-        [h, c] => Ok(PortMapping { host_port: Some(parse(h)?), container_port: parse(c)?, protocol }),
+        [c] => Ok(PortMapping {
+            host_port: None,
+            container_port: parse(c)?,
+            protocol,
+        }),
+        [h, c] => Ok(PortMapping {
+            host_port: Some(parse(h)?),
+            container_port: parse(c)?,
+            protocol,
+        }),
         // docker's ip:host:container form: the address has no meaning in a pod.
-        [_ip, h, c] => Ok(PortMapping { host_port: Some(parse(h)?), container_port: parse(c)?, protocol }),
+        [_ip, h, c] => Ok(PortMapping {
+            host_port: Some(parse(h)?),
+            container_port: parse(c)?,
+            protocol,
+        }),
         _ => Err(err("expected [host:]container[/protocol]")),
     }
 }
@@ -76,7 +92,12 @@ pub fn container_ports(mappings: &[PortMapping]) -> Option<Vec<ContainerPort>> {
 pub fn context_ports(mappings: &[PortMapping]) -> BTreeMap<String, String> {
     mappings
         .iter()
-        .map(|m| (m.container_port.to_string(), m.host_port.unwrap_or(m.container_port).to_string()))
+        .map(|m| {
+            (
+                m.container_port.to_string(),
+                m.host_port.unwrap_or(m.container_port).to_string(),
+            )
+        })
         .collect()
 }
 
@@ -88,19 +109,35 @@ mod tests {
     fn forms() {
         assert_eq!(
             parse_port_mapping("80", "f").expect("valid"),
-            PortMapping { host_port: None, container_port: 80, protocol: "TCP" }
+            PortMapping {
+                host_port: None,
+                container_port: 80,
+                protocol: "TCP"
+            }
         );
         assert_eq!(
             parse_port_mapping("80:8080", "f").expect("valid"),
-            PortMapping { host_port: Some(80), container_port: 8080, protocol: "TCP" }
+            PortMapping {
+                host_port: Some(80),
+                container_port: 8080,
+                protocol: "TCP"
+            }
         );
         assert_eq!(
             parse_port_mapping("8080:80/udp", "f").expect("valid"),
-            PortMapping { host_port: Some(8080), container_port: 80, protocol: "UDP" }
+            PortMapping {
+                host_port: Some(8080),
+                container_port: 80,
+                protocol: "UDP"
+            }
         );
         assert_eq!(
             parse_port_mapping("127.0.0.1:5432:5432/TCP", "f").expect("valid"),
-            PortMapping { host_port: Some(5432), container_port: 5432, protocol: "TCP" }
+            PortMapping {
+                host_port: Some(5432),
+                container_port: 5432,
+                protocol: "TCP"
+            }
         );
     }
 
@@ -112,7 +149,10 @@ mod tests {
             "args.container.portMappings[0]: invalid port mapping \"80:x\": ports must be numbers from 1 to 65535"
         );
         let e = parse_port_mapping("80/icmp", "f").expect_err("refused");
-        assert_eq!(e.to_string(), "f: invalid port mapping \"80/icmp\": protocol must be tcp, udp or sctp");
+        assert_eq!(
+            e.to_string(),
+            "f: invalid port mapping \"80/icmp\": protocol must be tcp, udp or sctp"
+        );
         assert!(parse_port_mapping("0", "f").is_err());
         assert!(parse_port_mapping("70000", "f").is_err());
         assert!(parse_port_mapping("1:2:3:4", "f").is_err());

@@ -22,7 +22,8 @@ pub struct PullCredentials<'a> {
 /// The registry host an image reference names, if any (`host[:port]/repo`, or `localhost/repo`).
 pub fn registry_host(image: &str) -> Option<&str> {
     let (first, rest) = image.split_once('/')?;
-    (!rest.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost")).then_some(first)
+    (!rest.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost"))
+        .then_some(first)
 }
 
 /// Builds the pull secret for every credentialled image (job container and services), one
@@ -34,14 +35,21 @@ pub fn registry_secret(
 ) -> Result<Option<Secret>, BuildError> {
     let mut auths = serde_json::Map::new();
     for c in creds.iter().filter(|c| c.registry.has_credentials()) {
-        let server = match c.registry.server_url.as_deref().filter(|s| !s.trim().is_empty()) {
+        let server = match c
+            .registry
+            .server_url
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             Some(s) => s.to_string(),
             None => match registry_host(c.image) {
                 Some(h) => h.to_string(),
                 None => ctx
                     .default_registry
                     .clone()
-                    .ok_or_else(|| BuildError::RegistryServer { field: format!("{}.serverUrl", c.field) })?,
+                    .ok_or_else(|| BuildError::RegistryServer {
+                        field: format!("{}.serverUrl", c.field),
+                    })?,
             },
         };
         let user = c.registry.username.as_deref().unwrap_or_default();
@@ -68,7 +76,10 @@ pub fn registry_secret(
         },
         type_: Some("kubernetes.io/dockerconfigjson".to_string()),
         immutable: Some(true),
-        data: Some(BTreeMap::from([(".dockerconfigjson".to_string(), ByteString(config.into_bytes()))])),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(config.into_bytes()),
+        )])),
         ..Default::default()
     }))
 }
@@ -102,7 +113,11 @@ mod tests {
     }
 
     fn reg(server: Option<&str>) -> Registry {
-        Registry { username: Some("bot".into()), password: Some("s3cr3t".into()), server_url: server.map(str::to_string) }
+        Registry {
+            username: Some("bot".into()),
+            password: Some("s3cr3t".into()),
+            server_url: server.map(str::to_string),
+        }
     }
 
     #[test]
@@ -111,7 +126,11 @@ mod tests {
         let s = registry_secret(
             &ctx(),
             "arc-runner-secret-abcdefgh",
-            &[PullCredentials { field: "args.container.registry".into(), image: "registry.example.internal/app:1", registry: &r }],
+            &[PullCredentials {
+                field: "args.container.registry".into(),
+                image: "registry.example.internal/app:1",
+                registry: &r,
+            }],
         )
         .expect("valid")
         .expect("credentials given");
@@ -126,37 +145,72 @@ mod tests {
         let wire = serde_json::to_value(&s).expect("serialises");
         let encoded = wire["data"][".dockerconfigjson"].as_str().expect("string");
         assert_eq!(B64.decode(encoded).expect("base64"), raw.clone());
-        assert_eq!(s.metadata.labels.as_ref().expect("labels")["runner-pod"], "arc-runner");
+        assert_eq!(
+            s.metadata.labels.as_ref().expect("labels")["runner-pod"],
+            "arc-runner"
+        );
     }
 
     #[test]
     fn server_from_image_or_default() {
         let r = reg(None);
-        let c = [PullCredentials { field: "args.container.registry".into(), image: "registry.example.internal:5000/a/b:1", registry: &r }];
-        let s = registry_secret(&ctx(), "n", &c).expect("valid").expect("some");
-        let v: serde_json::Value = serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
+        let c = [PullCredentials {
+            field: "args.container.registry".into(),
+            image: "registry.example.internal:5000/a/b:1",
+            registry: &r,
+        }];
+        let s = registry_secret(&ctx(), "n", &c)
+            .expect("valid")
+            .expect("some");
+        let v: serde_json::Value =
+            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
         assert!(v["auths"].get("registry.example.internal:5000").is_some());
 
-        let c = [PullCredentials { field: "args.container.registry".into(), image: "library/app:1", registry: &r }];
+        let c = [PullCredentials {
+            field: "args.container.registry".into(),
+            image: "library/app:1",
+            registry: &r,
+        }];
         let e = registry_secret(&ctx(), "n", &c).expect_err("no server known");
-        assert!(e.to_string().starts_with("args.container.registry.serverUrl: the image names no registry host"));
+        assert!(
+            e.to_string()
+                .starts_with("args.container.registry.serverUrl: the image names no registry host")
+        );
         let mut with_default = ctx();
         with_default.default_registry = Some("default-registry.example.internal".into());
-        assert!(registry_secret(&with_default, "n", &c).expect("valid").is_some());
+        assert!(
+            registry_secret(&with_default, "n", &c)
+                .expect("valid")
+                .is_some()
+        );
     }
 
     #[test]
     fn no_credentials_no_secret() {
-        let r = Registry { username: Some("u".into()), password: None, server_url: Some("x.example.internal".into()) };
-        let c = [PullCredentials { field: "f".into(), image: "x.example.internal/a", registry: &r }];
+        let r = Registry {
+            username: Some("u".into()),
+            password: None,
+            server_url: Some("x.example.internal".into()),
+        };
+        let c = [PullCredentials {
+            field: "f".into(),
+            image: "x.example.internal/a",
+            registry: &r,
+        }];
         assert!(registry_secret(&ctx(), "n", &c).expect("valid").is_none());
     }
 
     #[test]
     fn redaction_hides_values() {
         let r = reg(Some("registry.example.internal"));
-        let c = [PullCredentials { field: "f".into(), image: "a", registry: &r }];
-        let s = registry_secret(&ctx(), "n", &c).expect("valid").expect("some");
+        let c = [PullCredentials {
+            field: "f".into(),
+            image: "a",
+            registry: &r,
+        }];
+        let s = registry_secret(&ctx(), "n", &c)
+            .expect("valid")
+            .expect("some");
         let printed = serde_json::to_string(&redacted(&s)).expect("serialises");
         assert!(!printed.contains(&B64.encode("bot:s3cr3t")));
     }
