@@ -87,6 +87,7 @@ pub fn required(command: CommandName) -> &'static [Permission] {
         p("", "pods", "", "delete"),
         p("", "pods", "exec", "get"),
         p("", "pods", "exec", "create"),
+        p("", "secrets", "", "get"),
         p("", "secrets", "", "list"),
         p("", "secrets", "", "create"),
         p("", "secrets", "", "delete"),
@@ -101,6 +102,7 @@ pub fn required(command: CommandName) -> &'static [Permission] {
         p("", "pods", "", "list"),
         p("", "pods", "log", "get"),
         p("", "pods", "exec", "create"),
+        p("", "secrets", "", "get"),
         p("", "secrets", "", "create"),
         p("", "secrets", "", "delete"),
     ];
