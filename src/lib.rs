@@ -1,2 +1,9 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
+pub mod build;
+pub mod config;
+pub mod hooks;
+pub mod k8s;
+pub mod protocol;
+pub mod render;
+pub mod template;
 pub mod validate;

@@ -1,1 +1,94 @@
-fn main() {}
+//! The `arc-hook` command line: the hook itself (stdin JSON), `render`, `replay`, and the simulator and exporter.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use arc_hook::config::Config;
+use arc_hook::render::{RenderOptions, render};
+
+/// A Kubernetes container hook for GitHub Actions runners (ARC Kubernetes mode).
+///
+/// With no subcommand, arc-hook is the hook: it reads the runner's JSON from stdin
+/// (ACTIONS_RUNNER_CONTAINER_HOOKS points at a wrapper script that execs it).
+#[derive(Parser)]
+#[command(name = "arc-hook", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one hook command from the runner's JSON on stdin (the default).
+    Hook,
+    /// Print, as YAML, every object a runner input would create (no cluster needed).
+    Render {
+        /// A runner input (JSON), e.g. fixtures/prepare_job.json.
+        fixture: PathBuf,
+        /// Worker-podspec template to merge (default: $ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// Node name to pin pods to (a real run uses the runner pod's node).
+        #[arg(long, default_value = "runner-node")]
+        node_name: String,
+        /// Namespace to put objects in.
+        #[arg(long, default_value = "arc-runners")]
+        namespace: String,
+        /// Print registry credentials instead of redacting them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command.unwrap_or(Cmd::Hook) {
+        Cmd::Hook => arc_hook::hooks::main_from_stdin(),
+        Cmd::Render {
+            fixture,
+            template,
+            node_name,
+            namespace,
+            show_secrets,
+        } => {
+            let result = Config::from_env()
+                .map_err(anyhow::Error::from)
+                .and_then(|config| {
+                    render(
+                        &fixture,
+                        &config,
+                        &RenderOptions {
+                            template,
+                            node_name,
+                            namespace,
+                            show_secrets,
+                        },
+                    )
+                });
+            match result {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Internal logs go to stderr at `ARC_HOOK_LOG` (default: warnings only), never into stdout.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARC_HOOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
