@@ -1335,6 +1335,9 @@ def check_workflow_structure(ctx: Ctx) -> str:
     for role in re.findall(r'role:\s*"([\w-]+)"', dbp_text):
         if role not in jwt_roles:
             found.append(f"docker-build-push logs in with role {role!r}, which does not exist")
+    for dockerfile in re.findall(r"--file\s+(\S+)", dbp_text):
+        if not (ROOT / dockerfile).is_file():
+            found.append(f"docker-build-push builds {dockerfile}, which does not exist")
     if "docker push" not in dbp_text or "/v1/ci/data/image-tags/" not in dbp_text:
         found.append("docker-build-push must push the image and record the tag under ci/image-tags")
 

@@ -15,7 +15,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out_dir="$root/deploy/hook-templates"
 kinds=(cpu gpu fpga)
 # The file name inside the ConfigMap; the scale sets mount it and point
-# ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE at /home/runner/arc-hook/templates/worker-podspec.yaml.
+# ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE at /home/runner/arc-hook/worker-template/worker-podspec.yaml.
 key="worker-podspec.yaml"
 
 mode="write"
