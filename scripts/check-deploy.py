@@ -729,6 +729,19 @@ def check_exporter(ctx: Ctx) -> str:
     args = c.get("args", [])
     if args[:1] != ["exporter"] or args[args.index("--listen") + 1] != "0.0.0.0:9090" or "--org" not in args:
         found.append(f"exporter args {args}")
+    if "--webhook" not in args:
+        found.append("exporter runs without --webhook, so /webhook is not served")
+    if "--state-file" in args:
+        state = args[args.index("--state-file") + 1]
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        vols = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        holder = next((n for mp, n in mounts.items() if state.startswith(mp.rstrip("/") + "/")), None)
+        if holder is None or "persistentVolumeClaim" not in vols.get(holder, {}):
+            found.append(f"state file {state} is not on a persistent volume: restarts would double-count")
+        elif dep["spec"].get("strategy", {}).get("type") != "Recreate":
+            found.append("a ReadWriteOnce state volume needs strategy Recreate")
+    else:
+        found.append("exporter runs without --state-file: restarts would double-count runs")
     env = env_map(c)
     for var in ("GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET"):
         if "secretKeyRef" not in env.get(var, {}).get("valueFrom", {}):
