@@ -715,6 +715,32 @@ def check_dashboard(ctx: Ctx) -> str:
     return f"{len(ids)} panels, {n_queries} queries, all on exposed metrics"
 
 
+def check_metrics_match_exporter_code(ctx: Ctx) -> str:
+    """metrics.yaml's exporter section names exactly the families src/exporter/metrics.rs encodes."""
+    source = Path(os.environ.get("EXPORTER_METRICS_RS", ROOT / "src" / "exporter" / "metrics.rs"))
+    if not source.exists():
+        return f"{rel(source) if source.is_relative_to(ROOT) else source} not in this tree yet; nothing to compare"
+    text = source.read_text()
+    prefix = re.search(r'PREFIX:\s*&str\s*=\s*"(\w+)"', text)
+    if not prefix:
+        raise Failed(f"{source}: no PREFIX constant")
+    code = {}
+    for kind, family in re.findall(r'\be\.(counter|gauge|histogram)\(\s*"(\w+)"', text):
+        name = prefix.group(1) + family + ("_total" if kind == "counter" else "")
+        code[name] = "counter" if kind == "counter" else kind
+    catalogue = {m: spec["type"] for m, spec in load_yaml(DEPLOY / "monitoring" / "metrics.yaml")["exporter"].items()}
+    found = []
+    for m in sorted(set(code) | set(catalogue)):
+        if m not in catalogue:
+            found.append(f"{m} ({code[m]}) is exposed but not in metrics.yaml")
+        elif m not in code:
+            found.append(f"{m} is in metrics.yaml but the exporter does not expose it")
+        elif code[m] != catalogue[m]:
+            found.append(f"{m} is a {code[m]} in the code, a {catalogue[m]} in metrics.yaml")
+    problems(found)
+    return f"{len(code)} metric families agree with the exporter's code"
+
+
 def check_exporter(ctx: Ctx) -> str:
     found = []
     dep = ctx.one("monitoring", "Deployment", "github-actions-exporter")
@@ -1396,6 +1422,7 @@ CHECKS = [
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
     ("exporter manifests", check_exporter),
+    ("metric catalogue matches the exporter code", check_metrics_match_exporter_code),
     ("Vault Helm values", check_vault_values),
     ("Vault policies and roles", check_vault_policies_and_roles),
     ("Vault configure script", check_vault_configure_script),
