@@ -261,6 +261,72 @@ def check_namespaces(ctx: Ctx) -> str:
     return f"all objects in {sorted(declared)}"
 
 
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_security_problems(spec: dict, level: str) -> list[str]:
+    """The Pod Security Standards checks (baseline, restricted) that these manifests can trip."""
+    found = []
+    if level not in ("baseline", "restricted"):
+        return found
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            found.append(f"{flag} is not allowed under {level}")
+    containers = spec.get("initContainers", []) + spec.get("containers", [])
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if "hostPath" in kinds:
+            found.append(f"volume {v['name']}: hostPath is not allowed under {level}")
+        if level == "restricted" and not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {v['name']}: {sorted(kinds)} not allowed under restricted")
+    pod_sc = spec.get("securityContext", {})
+    for c in containers:
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            found.append(f"{where}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            found.append(f"{where}: hostPort")
+        if level != "restricted":
+            continue
+        if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))):
+            found.append(f"{where}: runAsNonRoot not set")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            found.append(f"{where}: runs as UID 0")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            found.append(f"{where}: capabilities must drop ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: adds capabilities")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccompProfile must be RuntimeDefault or Localhost")
+    return found
+
+
+def check_pod_security(ctx: Ctx) -> str:
+    levels = {o["metadata"]["name"]: o["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce", "privileged")
+              for o in ctx.objects("namespaces", "Namespace")}
+    found, checked = [], 0
+    for o in ctx.render(DEPLOY):
+        spec = None
+        if o["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+            spec = o["spec"]["template"]["spec"]
+        elif o["kind"] == "CronJob":
+            spec = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        if spec is None:
+            continue
+        ns = o["metadata"].get("namespace")
+        checked += 1
+        for problem in pod_security_problems(spec, levels.get(ns, "privileged")):
+            found.append(f"{o['kind']}/{o['metadata']['name']} in {ns} ({levels.get(ns)}): {problem}")
+    # Workflow and runner pods of the Kubernetes-mode scale sets would pass baseline but for the
+    # hostPath caches; arc-runners is privileged for runner-base's Docker-in-Docker anyway.
+    problems(found)
+    return f"{checked} workloads admissible under their namespace's enforced Pod Security level"
+
+
 def kubernetes_validate(docs: list[tuple[str, dict]]) -> list[str]:
     """Validates (label, object) pairs with kubernetes-validate, strict; returns problems."""
     import kubernetes_validate  # noqa: PLC0415 (imported late: slow to import)
@@ -1414,6 +1480,7 @@ CHECKS = [
     ("kustomize render", check_kustomize_render),
     ("namespaces declared", check_namespaces),
     ("kubernetes-validate (core kinds)", check_kubernetes_schemas),
+    ("Pod Security admission", check_pod_security),
     ("no secrets or registry hosts in git", check_no_secrets_or_registry_hosts),
     ("hook ConfigMaps match templates/", check_hook_configmaps),
     ("RBAC", check_rbac),
