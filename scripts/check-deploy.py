@@ -821,6 +821,8 @@ def check_exporter(ctx: Ctx) -> str:
     args = c.get("args", [])
     if args[:1] != ["exporter"] or args[args.index("--listen") + 1] != "0.0.0.0:9090" or "--org" not in args:
         found.append(f"exporter args {args}")
+    if "--org" in args and args[args.index("--org") + 1] != github_org():
+        found.append(f"exporter watches {args[args.index('--org') + 1]}, the runners serve {github_org()}")
     if "--webhook" not in args:
         found.append("exporter runs without --webhook, so /webhook is not served")
     if "--state-file" in args:
@@ -869,6 +871,15 @@ def check_exporter(ctx: Ctx) -> str:
 
 def unquote(s: str) -> str:
     return s[1:-1] if len(s) >= 2 and s[0] == s[-1] == '"' else s
+
+
+def github_org() -> str:
+    """The organisation the runners register with (githubConfigUrl); everything else must agree."""
+    url = load_yaml(DEPLOY / "scale-sets" / "common.values.yaml")["githubConfigUrl"]
+    m = re.fullmatch(r"https://[^/]+/([^/]+)/?", url)
+    if not m:
+        raise Failed(f"githubConfigUrl {url!r} is not an organisation URL")
+    return m.group(1)
 
 
 def parse_policy(path: Path) -> dict[str, set]:
@@ -949,6 +960,7 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
             if "sudo" in caps and name != "vault-configurer":
                 found.append(f"policy {name} has sudo on {p}")
     jwt_roles = {p.stem: json.loads(p.read_text()) for p in sorted((vdir / "config" / "jwt-roles").glob("*.json"))}
+    org = github_org()
     k8s_roles = {p.stem: json.loads(p.read_text()) for p in sorted((vdir / "config" / "kubernetes-roles").glob("*.json"))}
     used = set()
     for name, r in jwt_roles.items():
@@ -963,8 +975,8 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
             values = claims.get(claim)
             if not values or any(v.strip("*/") == "" for v in values):
                 found.append(f"{where}: bound_claims.{claim} must be set and not a bare wildcard")
-        if any(not v.startswith("example-org/") for v in claims.get("repository", [])):
-            found.append(f"{where}: repository claims must stay within the organisation")
+        if any(not v.startswith(f"{org}/") for v in claims.get("repository", [])):
+            found.append(f"{where}: repository claims must stay within the organisation {org}")
         if r.get("token_ttl", 10**9) > 3600 or r.get("token_max_ttl", 10**9) > 3600:
             found.append(f"{where}: tokens must live an hour at most")
     if jwt_roles.get("gha-production", {}).get("bound_claims", {}).get("environment") != ["production"]:
