@@ -196,7 +196,7 @@ class Ctx:
     def metrics_catalogue(self) -> tuple[dict[str, set], set]:
         cat = load_yaml(DEPLOY / "monitoring" / "metrics.yaml")
         series: dict[str, set] = {}
-        for group in ("exporter", "arc_listener", "prometheus"):
+        for group in ("exporter", "arc_listener", "vault", "kube_state_metrics", "prometheus"):
             for metric, spec in cat[group].items():
                 labels = set(spec.get("labels", []))
                 if spec["type"] == "histogram":
@@ -677,13 +677,15 @@ def promql_problems(expr: str, where: str, series: dict, target_labels: set) -> 
 
 def check_prometheus_rules(ctx: Ctx) -> str:
     series, target_labels = ctx.metrics_catalogue()
-    rule = ctx.one("monitoring", "PrometheusRule", "github-actions")
+    rules = [ctx.one("monitoring", "PrometheusRule", "github-actions"), ctx.one("vault", "PrometheusRule", "vault")]
     runbook = (DEPLOY / "monitoring" / "runbook.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
     found, alerts = [], {}
-    for group in rule["spec"]["groups"]:
+    for group in [g for rule in rules for g in rule["spec"]["groups"]]:
         for r in group["rules"]:
             name = r.get("alert") or r.get("record")
+            if name in alerts:
+                found.append(f"two rules named {name}")
             alerts[name] = r
             found += promql_problems(r["expr"], f"rule {name}", series, target_labels)
             if "alert" not in r:
