@@ -1287,7 +1287,8 @@ while [[ $# -gt 0 ]]; do
     *) url="$1"; shift ;;
   esac
 done
-echo "curl $url $data" >> "$STUB_LOG"
+compact="$(jq -c . <<< "$data" 2>/dev/null)" || compact="$data"
+echo "curl $url $compact" >> "$STUB_LOG"
 case "$url" in
   *audience=*) printf '{"value":"oidc.jwt.for.%s"}\n' "${url##*audience=}" ;;
   */v1/auth/jwt/login)
@@ -1295,7 +1296,8 @@ case "$url" in
     [[ "$role" == "$STUB_ALLOWED_ROLE" ]] || { echo '{"errors":["permission denied"]}'; exit 22; }
     echo '{"auth":{"client_token":"hvs.stubtoken"}}' ;;
   */v1/auth/token/revoke-self) echo '{}' ;;
-  */v1/*)
+  */v1/ci/data/*)
+    if [[ -n "$data" ]]; then echo '{"data":{"version":1}}'; exit 0; fi
     f="$STUB_KV/${url#*/v1/}.json"
     [[ -f "$f" ]] || { echo '{"errors":[]}'; exit 22; }
     cat "$f" ;;
@@ -1366,6 +1368,31 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
         got = parse_github_env((t / "env").read_text())
         if got != values:
             found.append(f"decrypted {got!r}, expected {values!r}")
+        # Recording the tag: role gha-image-tags-write, a path its templated policy allows.
+        record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
+        repo = f"{github_org()}/arc-hook"
+        (t / "log").write_text("")
+        res = run(["bash", "-e", "-c", record["run"]],
+                  env=dict(base, STUB_ALLOWED_ROLE="gha-image-tags-write", GITHUB_REPOSITORY=repo, GITHUB_SHA="0123abcd",
+                           GITHUB_SERVER_URL="https://github.example.internal", GITHUB_RUN_ID="42",
+                           GITHUB_STEP_SUMMARY=str(t / "summary"), IMAGE_NAME=dbp["env"]["IMAGE_NAME"],
+                           TAG="0.1.0-0123abcd", IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd",
+                           DIGEST="sha256:" + "0" * 64))
+        writes = [line.split(" ", 2) for line in (t / "log").read_text().splitlines() if "/v1/ci/data/image-tags/" in line]
+        policy = parse_policy(DEPLOY / "vault" / "policies" / "gha-image-tags-write.hcl")
+        allowed = [re.sub(r"\{\{identity\.entity\.aliases\.[^}]+\.metadata\.repository\}\}", repo, p) for p in policy]
+        if res.returncode != 0:
+            found.append(f"recording the tag failed: {res.stderr.strip()}")
+        elif not writes:
+            found.append(f"the tag is not written to ci/data/image-tags/ ({res.stderr.strip()})")
+        else:
+            path = writes[0][1].split("/v1/", 1)[1]
+            if not any(re.fullmatch(a.replace("*", "[^/]+(/[^/]+)*"), path) for a in allowed):
+                found.append(f"the tag goes to {path}, which policy gha-image-tags-write does not allow for {repo}")
+            record_data = json.loads(writes[0][2]).get("data", {})
+            for field in ("image", "tag", "digest", "commit"):
+                if not record_data.get(field):
+                    found.append(f"the tag record lacks {field}")
         # A role Vault refuses fails the step with an error annotation.
         (t / "output").write_text("")
         res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, STUB_ALLOWED_ROLE="other"))
@@ -1376,7 +1403,8 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
         if res.returncode == 0:
             found.append("a malformed secrets line is accepted")
     problems(found)
-    return "values with quotes, $, backticks and newlines survive fetch -> encrypted output -> decrypt, masked, token revoked"
+    return ("values with quotes, $, backticks and newlines survive fetch -> encrypted output -> decrypt, masked, "
+            "token revoked; the tag record lands where gha-image-tags-write allows")
 
 
 def parse_github_env(text: str) -> dict:
@@ -1401,6 +1429,14 @@ def parse_github_env(text: str) -> dict:
 
 def check_workflow_structure(ctx: Ctx) -> str:
     found = []
+    # Expressions expanded into a script are a code-injection path (branch names, inputs): every
+    # value reaches a `run:` through `env:` instead.
+    for wf_path in sorted((DEPLOY / "workflows").glob("*.yml")):
+        wf = load_workflow(wf_path.name)
+        for job_name, job in wf["jobs"].items():
+            for step in job.get("steps", []):
+                if "${{" in step.get("run", ""):
+                    found.append(f"{wf_path.name} job {job_name} step {step.get('name')!r}: ${{{{ }}}} inside run:; pass it through env")
     fs = load_workflow("fetch-secrets.yml")
     call = fs.get("on", {}).get("workflow_call")
     if not call:
