@@ -44,6 +44,24 @@ pub struct PollReport {
     pub errors: Vec<String>,
 }
 
+/// Where a repository's run listing starts: the cursor (or the window on a first poll), moved back
+/// to cover `rerun_lookback` so re-runs of recent runs are seen. The look-back is floored to the hour
+/// so the URL, and with it the ETag, stays the same between polls of an idle repository.
+pub fn listing_start(
+    cursor: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    window: Duration,
+    rerun_lookback: Duration,
+) -> DateTime<Utc> {
+    let start = cursor.unwrap_or(now - window);
+    if rerun_lookback <= Duration::zero() {
+        return start;
+    }
+    let back = now - rerun_lookback;
+    let floored = back - Duration::seconds(back.timestamp().rem_euclid(3600));
+    start.min(floored)
+}
+
 /// What a page of runs told us, kept so a 304 for it still yields its open runs.
 #[derive(Debug, Clone, Default)]
 struct PageSummary {
@@ -59,6 +77,7 @@ pub struct Collector {
     ledger: Arc<Mutex<Ledger>>,
     stats: Arc<Mutex<SelfStats>>,
     concurrency: usize,
+    rerun_lookback: Duration,
     repos: Mutex<BTreeMap<String, Option<String>>>,
     org_pages: Mutex<HashMap<String, Vec<Repository>>>,
     run_pages: Mutex<HashMap<String, PageSummary>>,
@@ -74,6 +93,7 @@ impl Collector {
         ledger: Arc<Mutex<Ledger>>,
         stats: Arc<Mutex<SelfStats>>,
         concurrency: usize,
+        rerun_lookback: Duration,
     ) -> Self {
         Collector {
             client,
@@ -81,6 +101,7 @@ impl Collector {
             ledger,
             stats,
             concurrency: concurrency.max(1),
+            rerun_lookback,
             repos: Mutex::new(BTreeMap::new()),
             org_pages: Mutex::new(HashMap::new()),
             run_pages: Mutex::new(HashMap::new()),
@@ -208,7 +229,7 @@ impl Collector {
             Ok(l) => (l.window(), l.cursor(repo)),
             Err(_) => return Ok((0, 0)),
         };
-        let since = cursor.unwrap_or(now - window);
+        let since = listing_start(cursor, now, window, self.rerun_lookback);
         let mut url = Some(self.client.runs_url(repo, since));
         let mut fresh_runs: Vec<WorkflowRun> = Vec::new();
         let mut open: Vec<(u64, DateTime<Utc>)> = Vec::new();
@@ -287,7 +308,7 @@ impl Collector {
             (None, Some(n)) => n - CURSOR_OVERLAP,
             (None, None) => since,
         };
-        ledger.set_cursor(repo, next_cursor.max(since));
+        ledger.set_cursor(repo, next_cursor.max(cursor.unwrap_or(since)));
         Ok(counted)
     }
 }

@@ -62,6 +62,10 @@ pub struct ExporterArgs {
     /// Bound on each GitHub API request.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How far back each poll re-lists runs to catch re-runs of runs it already counted (0 disables;
+    /// re-runs started later than this after the run was created are seen only with --webhook).
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub rerun_lookback: Duration,
     /// Repositories polled concurrently.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -138,6 +142,7 @@ pub struct Config {
     pub webhook_secret: Option<Vec<u8>>,
     pub client: ClientOptions,
     pub concurrency: usize,
+    pub rerun_lookback: Duration,
 }
 
 impl Config {
@@ -174,6 +179,7 @@ impl Config {
                 ..ClientOptions::default()
             },
             concurrency: args.concurrency,
+            rerun_lookback: args.rerun_lookback,
         })
     }
 }
@@ -211,6 +217,8 @@ impl Exporter {
             ledger.clone(),
             stats.clone(),
             config.concurrency,
+            chrono::Duration::from_std(config.rerun_lookback)
+                .map_err(|_| Error::Config("--rerun-lookback is too large".into()))?,
         ));
         let webhook = config
             .webhook_secret
