@@ -40,6 +40,8 @@ enum Cmd {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Serve GitHub Actions metrics for Prometheus (see src/exporter/README.md).
+    Exporter(arc_hook::exporter::ExporterArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,18 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command.unwrap_or(Cmd::Hook) {
         Cmd::Hook => arc_hook::hooks::main_from_stdin(),
+        Cmd::Exporter(args) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(arc_hook::exporter::run(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: exporter: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Render {
             fixture,
             template,
