@@ -1407,6 +1407,75 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
             "token revoked; the tag record lands where gha-image-tags-write allows")
 
 
+STUB_CURL_RELEASES = r"""#!/bin/bash
+for a; do url="$a"; done
+repo="${url#*/repos/}"; repo="${repo%/releases*}"
+f="$STUB_RELEASES/${repo//\//_}.json"
+[[ -f "$f" ]] || { echo "no releases for $repo" >&2; exit 22; }
+cat "$f"
+"""
+
+
+def check_version_tracking_behaviour(ctx: Ctx) -> str:
+    """Runs version-tracking's comparison step against stub release lists."""
+    step = workflow_step("version-tracking.yml", "Look up the latest releases")
+    versions = load_yaml(DEPLOY / "versions.yaml")
+
+    def bump(v: str) -> str:
+        parts = v.split(".")
+        return ".".join(parts[:-2] + [str(int(parts[-2]) + 1), "0"])
+
+    newer_runner, newer_chart = bump(versions["runner"]), bump(versions["arc-chart"])
+    releases = {
+        "actions_runner": [{"tag_name": f"v{bump(newer_runner)}", "draft": False, "prerelease": True},
+                           {"tag_name": f"v{newer_runner}", "draft": False, "prerelease": False}],
+        # Upstream behind what we run (a pinned fork or a yanked release): never downgrade.
+        "actions_runner-container-hooks": [{"tag_name": "v0.0.1", "draft": False, "prerelease": False}],
+        # The legacy controller's releases share the repository; only the chart's tags count.
+        "actions_actions-runner-controller": [{"tag_name": "v0.99.0", "draft": False, "prerelease": False},
+                                              {"tag_name": f"gha-runner-scale-set-{newer_chart}", "draft": False, "prerelease": False}],
+    }
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        (t / "bin" / "curl").write_text(STUB_CURL_RELEASES)
+        (t / "bin" / "curl").chmod(0o755)
+        (t / "releases").mkdir()
+        for name, body in releases.items():
+            (t / "releases" / f"{name}.json").write_text(json.dumps(body))
+        work = t / "repo"
+        (work / "deploy" / "scale-sets").mkdir(parents=True)
+        shutil.copy(DEPLOY / "versions.yaml", work / "deploy" / "versions.yaml")
+        shutil.copy(DEPLOY / "scale-sets" / "runner-base.values.yaml", work / "deploy" / "scale-sets" / "runner-base.values.yaml")
+        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_RELEASES=str(t / "releases"),
+                   GH_TOKEN="stub", GITHUB_API_URL="https://api.github.invalid", GITHUB_OUTPUT=str(t / "output"))
+        (t / "output").write_text("")
+        res = run(["bash", "-e", "-c", step["run"]], env=env, cwd=work)
+        if res.returncode != 0:
+            raise Failed(f"comparison step failed: {res.stdout.strip()} {res.stderr.strip()}")
+        after = load_yaml(work / "deploy" / "versions.yaml")
+        want = dict(versions, runner=newer_runner, **{"arc-chart": newer_chart})
+        if after != want:
+            found.append(f"versions.yaml became {after}, want {want}")
+        base = (work / "deploy" / "scale-sets" / "runner-base.values.yaml").read_text()
+        if f"actions-runner:{newer_runner}" not in base:
+            found.append("runner-base's image tag did not follow the runner version")
+        out = (t / "output").read_text()
+        for key in ("runner", "arc-chart"):
+            if f"| {key} |" not in out:
+                found.append(f"changes output lacks the {key} row")
+        if "| runner-container-hooks |" in out:
+            found.append("an older upstream release was reported as an update")
+        # Nothing newer upstream: no changes, so no pull request.
+        (t / "output").write_text("")
+        res = run(["bash", "-e", "-c", step["run"]], env=env, cwd=work)
+        if res.returncode != 0 or "|" in (t / "output").read_text():
+            found.append("a second run with nothing newer still reports changes")
+    problems(found)
+    return "bumps only forward, picks the chart's tags and skips prereleases, moves runner-base's image with the runner"
+
+
 def parse_github_env(text: str) -> dict:
     """Parses a GITHUB_ENV file (NAME=value and NAME<<DELIM heredocs)."""
     out, lines, i = {}, text.split("\n"), 0
@@ -1548,6 +1617,7 @@ CHECKS = [
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
     ("fetch-secrets behaviour (stub Vault)", check_fetch_secrets_behaviour),
+    ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
     ("README", check_readme),
 ]
 
