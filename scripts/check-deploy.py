@@ -332,14 +332,22 @@ def kubernetes_validate(docs: list[tuple[str, dict]]) -> list[str]:
     import kubernetes_validate  # noqa: PLC0415 (imported late: slow to import)
 
     found = []
-    for label, obj in docs:
-        try:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            found.append(f"{label}: {e.message} at {'/'.join(str(p) for p in e.path)}")
-        except kubernetes_validate.SchemaNotFoundError as e:
-            found.append(f"{label}: no schema ({e})")
+    for version in kube_versions():
+        for label, obj in docs:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                found.append(f"{label} (Kubernetes {version}): {e.message} at {'/'.join(str(p) for p in e.path)}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                found.append(f"{label} (Kubernetes {version}): no schema ({e})")
     return found
+
+
+def kube_versions() -> list[str]:
+    """The version the crate builds for, and the newest kubernetes-validate knows."""
+    from kubernetes_validate.utils import latest_version  # noqa: PLC0415
+
+    return sorted({KUBE_VERSION, latest_version()})
 
 
 CRD_GROUPS = ("monitoring.coreos.com/", "cert-manager.io/")
@@ -353,7 +361,7 @@ def check_kubernetes_schemas(ctx: Ctx) -> str:
             continue
         docs.append((f"{o['kind']}/{o['metadata']['name']}", o))
     problems(kubernetes_validate(docs))
-    return f"{len(docs)} objects valid for Kubernetes {KUBE_VERSION} (strict); {crds} CRD objects checked by their own checks"
+    return f"{len(docs)} objects valid for Kubernetes {' and '.join(kube_versions())} (strict); {crds} CRD objects checked by their own checks"
 
 
 def check_no_secrets_or_registry_hosts(ctx: Ctx) -> str:
@@ -642,7 +650,7 @@ def check_scale_sets(ctx: Ctx) -> str:
     if csa != {"namespace": "arc-systems", "name": "arc-gha-rs-controller"}:
         found.append(f"controllerServiceAccount {csa} does not match release `arc` in arc-systems")
     problems(found)
-    return f"7 scale sets; {len(pods)} effective runner pods valid for Kubernetes {KUBE_VERSION}"
+    return f"7 scale sets; {len(pods)} effective runner pods valid for Kubernetes {' and '.join(kube_versions())}"
 
 
 # ---------------------------------------------------------------------------------------------
