@@ -721,16 +721,20 @@ def check_prometheus_rules(ctx: Ctx) -> str:
     return f"{len(alerts)} rules parse; thresholds failure rate > 0.2, queue time > 60 s, consecutive failures >= 3"
 
 
+def selector_names(ast) -> list[str]:
+    names: list[str] = []
+    promql_parser.walk(ast, lambda n: names.append(n.name) if isinstance(n, promql_parser.VectorSelector) else None)
+    return names
+
+
 def find_comparison(ast, metric: str):
     """(operator, threshold) of the `<expr over metric> OP <number>` comparison in an expression."""
     result = []
 
     def visit(n):
         if isinstance(n, promql_parser.BinaryExpr) and isinstance(n.rhs, promql_parser.NumberLiteral):
-            names = []
-            promql_parser.walk(n.lhs, lambda m: names.append(m.name) if isinstance(m, promql_parser.VectorSelector) else None)
             op = str(n.op).strip()
-            if names == [metric] and op in (">", ">=", "<", "<=", "==", "!="):
+            if selector_names(n.lhs) == [metric] and op in (">", ">=", "<", "<=", "==", "!="):
                 result.append((op, float(n.rhs.val)))
     promql_parser.walk(ast, visit)
     return result[0] if len(result) == 1 else result or None
@@ -757,12 +761,10 @@ def check_dashboard(ctx: Ctx) -> str:
             n_queries += 1
             expr = substitute_grafana(t["expr"])
             found += promql_problems(expr, f"panel {p['title']!r}", series, target_labels)
-            with_names = []
             try:
-                promql_parser.walk(promql_parser.parse(expr), lambda n: with_names.append(n.name) if isinstance(n, promql_parser.VectorSelector) else None)
+                used.update(selector_names(promql_parser.parse(expr)))
             except ValueError:
-                pass
-            used.update(with_names)
+                pass  # promql_problems above reported it
     for var in dash["templating"]["list"]:
         if var["type"] != "query":
             continue
