@@ -332,14 +332,22 @@ def kubernetes_validate(docs: list[tuple[str, dict]]) -> list[str]:
     import kubernetes_validate  # noqa: PLC0415 (imported late: slow to import)
 
     found = []
-    for label, obj in docs:
-        try:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            found.append(f"{label}: {e.message} at {'/'.join(str(p) for p in e.path)}")
-        except kubernetes_validate.SchemaNotFoundError as e:
-            found.append(f"{label}: no schema ({e})")
+    for version in kube_versions():
+        for label, obj in docs:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                found.append(f"{label} (Kubernetes {version}): {e.message} at {'/'.join(str(p) for p in e.path)}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                found.append(f"{label} (Kubernetes {version}): no schema ({e})")
     return found
+
+
+def kube_versions() -> list[str]:
+    """The version the crate builds for, and the newest kubernetes-validate knows."""
+    from kubernetes_validate.utils import latest_version  # noqa: PLC0415
+
+    return sorted({KUBE_VERSION, latest_version()})
 
 
 CRD_GROUPS = ("monitoring.coreos.com/", "cert-manager.io/")
@@ -353,7 +361,7 @@ def check_kubernetes_schemas(ctx: Ctx) -> str:
             continue
         docs.append((f"{o['kind']}/{o['metadata']['name']}", o))
     problems(kubernetes_validate(docs))
-    return f"{len(docs)} objects valid for Kubernetes {KUBE_VERSION} (strict); {crds} CRD objects checked by their own checks"
+    return f"{len(docs)} objects valid for Kubernetes {' and '.join(kube_versions())} (strict); {crds} CRD objects checked by their own checks"
 
 
 def check_no_secrets_or_registry_hosts(ctx: Ctx) -> str:
@@ -642,7 +650,7 @@ def check_scale_sets(ctx: Ctx) -> str:
     if csa != {"namespace": "arc-systems", "name": "arc-gha-rs-controller"}:
         found.append(f"controllerServiceAccount {csa} does not match release `arc` in arc-systems")
     problems(found)
-    return f"7 scale sets; {len(pods)} effective runner pods valid for Kubernetes {KUBE_VERSION}"
+    return f"7 scale sets; {len(pods)} effective runner pods valid for Kubernetes {' and '.join(kube_versions())}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,16 +721,20 @@ def check_prometheus_rules(ctx: Ctx) -> str:
     return f"{len(alerts)} rules parse; thresholds failure rate > 0.2, queue time > 60 s, consecutive failures >= 3"
 
 
+def selector_names(ast) -> list[str]:
+    names: list[str] = []
+    promql_parser.walk(ast, lambda n: names.append(n.name) if isinstance(n, promql_parser.VectorSelector) else None)
+    return names
+
+
 def find_comparison(ast, metric: str):
     """(operator, threshold) of the `<expr over metric> OP <number>` comparison in an expression."""
     result = []
 
     def visit(n):
         if isinstance(n, promql_parser.BinaryExpr) and isinstance(n.rhs, promql_parser.NumberLiteral):
-            names = []
-            promql_parser.walk(n.lhs, lambda m: names.append(m.name) if isinstance(m, promql_parser.VectorSelector) else None)
             op = str(n.op).strip()
-            if names == [metric] and op in (">", ">=", "<", "<=", "==", "!="):
+            if selector_names(n.lhs) == [metric] and op in (">", ">=", "<", "<=", "==", "!="):
                 result.append((op, float(n.rhs.val)))
     promql_parser.walk(ast, visit)
     return result[0] if len(result) == 1 else result or None
@@ -749,12 +761,10 @@ def check_dashboard(ctx: Ctx) -> str:
             n_queries += 1
             expr = substitute_grafana(t["expr"])
             found += promql_problems(expr, f"panel {p['title']!r}", series, target_labels)
-            with_names = []
             try:
-                promql_parser.walk(promql_parser.parse(expr), lambda n: with_names.append(n.name) if isinstance(n, promql_parser.VectorSelector) else None)
+                used.update(selector_names(promql_parser.parse(expr)))
             except ValueError:
-                pass
-            used.update(with_names)
+                pass  # promql_problems above reported it
     for var in dash["templating"]["list"]:
         if var["type"] != "query":
             continue
@@ -1407,6 +1417,75 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
             "token revoked; the tag record lands where gha-image-tags-write allows")
 
 
+STUB_CURL_RELEASES = r"""#!/bin/bash
+for a; do url="$a"; done
+repo="${url#*/repos/}"; repo="${repo%/releases*}"
+f="$STUB_RELEASES/${repo//\//_}.json"
+[[ -f "$f" ]] || { echo "no releases for $repo" >&2; exit 22; }
+cat "$f"
+"""
+
+
+def check_version_tracking_behaviour(ctx: Ctx) -> str:
+    """Runs version-tracking's comparison step against stub release lists."""
+    step = workflow_step("version-tracking.yml", "Look up the latest releases")
+    versions = load_yaml(DEPLOY / "versions.yaml")
+
+    def bump(v: str) -> str:
+        parts = v.split(".")
+        return ".".join(parts[:-2] + [str(int(parts[-2]) + 1), "0"])
+
+    newer_runner, newer_chart = bump(versions["runner"]), bump(versions["arc-chart"])
+    releases = {
+        "actions_runner": [{"tag_name": f"v{bump(newer_runner)}", "draft": False, "prerelease": True},
+                           {"tag_name": f"v{newer_runner}", "draft": False, "prerelease": False}],
+        # Upstream behind what we run (a pinned fork or a yanked release): never downgrade.
+        "actions_runner-container-hooks": [{"tag_name": "v0.0.1", "draft": False, "prerelease": False}],
+        # The legacy controller's releases share the repository; only the chart's tags count.
+        "actions_actions-runner-controller": [{"tag_name": "v0.99.0", "draft": False, "prerelease": False},
+                                              {"tag_name": f"gha-runner-scale-set-{newer_chart}", "draft": False, "prerelease": False}],
+    }
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        (t / "bin" / "curl").write_text(STUB_CURL_RELEASES)
+        (t / "bin" / "curl").chmod(0o755)
+        (t / "releases").mkdir()
+        for name, body in releases.items():
+            (t / "releases" / f"{name}.json").write_text(json.dumps(body))
+        work = t / "repo"
+        (work / "deploy" / "scale-sets").mkdir(parents=True)
+        shutil.copy(DEPLOY / "versions.yaml", work / "deploy" / "versions.yaml")
+        shutil.copy(DEPLOY / "scale-sets" / "runner-base.values.yaml", work / "deploy" / "scale-sets" / "runner-base.values.yaml")
+        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_RELEASES=str(t / "releases"),
+                   GH_TOKEN="stub", GITHUB_API_URL="https://api.github.invalid", GITHUB_OUTPUT=str(t / "output"))
+        (t / "output").write_text("")
+        res = run(["bash", "-e", "-c", step["run"]], env=env, cwd=work)
+        if res.returncode != 0:
+            raise Failed(f"comparison step failed: {res.stdout.strip()} {res.stderr.strip()}")
+        after = load_yaml(work / "deploy" / "versions.yaml")
+        want = dict(versions, runner=newer_runner, **{"arc-chart": newer_chart})
+        if after != want:
+            found.append(f"versions.yaml became {after}, want {want}")
+        base = (work / "deploy" / "scale-sets" / "runner-base.values.yaml").read_text()
+        if f"actions-runner:{newer_runner}" not in base:
+            found.append("runner-base's image tag did not follow the runner version")
+        out = (t / "output").read_text()
+        for key in ("runner", "arc-chart"):
+            if f"| {key} |" not in out:
+                found.append(f"changes output lacks the {key} row")
+        if "| runner-container-hooks |" in out:
+            found.append("an older upstream release was reported as an update")
+        # Nothing newer upstream: no changes, so no pull request.
+        (t / "output").write_text("")
+        res = run(["bash", "-e", "-c", step["run"]], env=env, cwd=work)
+        if res.returncode != 0 or "|" in (t / "output").read_text():
+            found.append("a second run with nothing newer still reports changes")
+    problems(found)
+    return "bumps only forward, picks the chart's tags and skips prereleases, moves runner-base's image with the runner"
+
+
 def parse_github_env(text: str) -> dict:
     """Parses a GITHUB_ENV file (NAME=value and NAME<<DELIM heredocs)."""
     out, lines, i = {}, text.split("\n"), 0
@@ -1548,6 +1627,7 @@ CHECKS = [
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
     ("fetch-secrets behaviour (stub Vault)", check_fetch_secrets_behaviour),
+    ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
     ("README", check_readme),
 ]
 
