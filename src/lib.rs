@@ -8,3 +8,4 @@ pub mod protocol;
 pub mod render;
 pub mod template;
 pub mod validate;
+pub mod sim;

@@ -40,8 +40,17 @@ enum Cmd {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// The embedded Kubernetes API simulator (the default target of `replay` and the tests).
+    #[command(subcommand)]
+    Sim(SimCmd),
     /// Serve GitHub Actions metrics for Prometheus (see src/exporter/README.md).
     Exporter(arc_hook::exporter::ExporterArgs),
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Serve the simulated Kubernetes API on 127.0.0.1 until interrupted, and write a kubeconfig.
+    Serve(arc_hook::sim::cli::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +58,18 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command.unwrap_or(Cmd::Hook) {
         Cmd::Hook => arc_hook::hooks::main_from_stdin(),
+        Cmd::Sim(SimCmd::Serve(args)) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(arc_hook::sim::cli::serve(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Exporter(args) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
