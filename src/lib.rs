@@ -6,6 +6,7 @@ pub mod hooks;
 pub mod k8s;
 pub mod protocol;
 pub mod render;
+pub mod replay;
+pub mod sim;
 pub mod template;
 pub mod validate;
-pub mod sim;

@@ -117,9 +117,14 @@ const CONFIG_KEY_FMT: &str = "a valid config key must consist of alphanumeric ch
 pub fn config_key(key: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if key.len() > DNS1123_SUBDOMAIN_MAX {
-        errs.push(format!("must be no more than {DNS1123_SUBDOMAIN_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
     }
-    let ok = !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    let ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
     if !ok {
         errs.push(CONFIG_KEY_FMT.to_string());
     }

@@ -28,7 +28,12 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         _ => {}
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid(res.kind, res.group, meta::name(obj), causes));
+        return Err(ApiError::invalid(
+            res.kind,
+            res.group,
+            meta::name(obj),
+            causes,
+        ));
     }
     match res.id {
         "pods" => default_pod(obj),
@@ -37,7 +42,8 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "persistentvolumeclaims" => {
             obj["status"] = json!({"phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])), "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({}))});
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.entry("volumeName").or_insert_with(|| json!(format!("pvc-{}", meta::new_uid())));
+                spec.entry("volumeName")
+                    .or_insert_with(|| json!(format!("pvc-{}", meta::new_uid())));
                 spec.entry("volumeMode").or_insert(json!("Filesystem"));
             }
         }
@@ -69,7 +75,11 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
                 }
             }
             if let Some(m) = s.as_object_mut() {
-                for f in ["activeDeadlineSeconds", "tolerations", "ephemeralContainers"] {
+                for f in [
+                    "activeDeadlineSeconds",
+                    "tolerations",
+                    "ephemeralContainers",
+                ] {
                     m.remove(f);
                 }
             }
@@ -85,7 +95,16 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
     if res.id == "secrets" || res.id == "configmaps" {
         validate_data(res, new, &mut causes);
     }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(res.kind, res.group, meta::name(new), causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            res.kind,
+            res.group,
+            meta::name(new),
+            causes,
+        ))
+    }
 }
 
 /// Rejects bodies that do not decode as the kind, with the API server's decode message.
@@ -96,7 +115,9 @@ fn decode_check(res: &Resource, obj: &Value) -> Result<(), ApiError> {
         "jobs.batch" => serde_json::from_value::<Job>(obj.clone()).err(),
         "secrets" => serde_json::from_value::<v1::Secret>(obj.clone()).err(),
         "configmaps" => serde_json::from_value::<v1::ConfigMap>(obj.clone()).err(),
-        "persistentvolumeclaims" => serde_json::from_value::<v1::PersistentVolumeClaim>(obj.clone()).err(),
+        "persistentvolumeclaims" => {
+            serde_json::from_value::<v1::PersistentVolumeClaim>(obj.clone()).err()
+        }
         _ => None,
     };
     match err {
@@ -162,12 +183,19 @@ fn validate_data(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
     let limit = 1024 * 1024;
     if total > limit {
         let field = if res.id == "secrets" { "data" } else { "[]" };
-        causes.push(Cause { field: field.into(), reason: "FieldValueTooLong", message: format!("Too long: must have at most {limit} bytes") });
+        causes.push(Cause {
+            field: field.into(),
+            reason: "FieldValueTooLong",
+            message: format!("Too long: must have at most {limit} bytes"),
+        });
     }
 }
 
 fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// Validates a PodSpec at field path `p` (`spec` or `spec.template.spec`).
@@ -199,14 +227,24 @@ pub fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
     if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
         && !["Always", "OnFailure", "Never"].contains(&rp)
     {
-        causes.push(Cause::unsupported(format!("{p}.restartPolicy"), rp, &["Always", "OnFailure", "Never"]));
+        causes.push(Cause::unsupported(
+            format!("{p}.restartPolicy"),
+            rp,
+            &["Always", "OnFailure", "Never"],
+        ));
     }
     if let Some(ns) = spec.get("nodeSelector").and_then(Value::as_object) {
         validate_label_map(ns, &format!("{p}.nodeSelector"), causes);
     }
 }
 
-fn validate_container(c: &Value, f: &str, volumes: &HashSet<String>, names: &mut HashSet<String>, causes: &mut Vec<Cause>) {
+fn validate_container(
+    c: &Value,
+    f: &str,
+    volumes: &HashSet<String>,
+    names: &mut HashSet<String>,
+    causes: &mut Vec<Cause>,
+) {
     let name = c.get("name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         causes.push(Cause::required(format!("{f}.name")));
@@ -218,7 +256,10 @@ fn validate_container(c: &Value, f: &str, volumes: &HashSet<String>, names: &mut
             causes.push(Cause::duplicate(format!("{f}.name"), name));
         }
     }
-    if c.get("image").and_then(Value::as_str).is_none_or(|i| i.trim().is_empty()) {
+    if c.get("image")
+        .and_then(Value::as_str)
+        .is_none_or(|i| i.trim().is_empty())
+    {
         causes.push(Cause::required(format!("{f}.image")));
     }
     for (j, e) in arr(c, "env").iter().enumerate() {
@@ -244,10 +285,18 @@ fn validate_container(c: &Value, f: &str, volumes: &HashSet<String>, names: &mut
         if mp.is_empty() {
             causes.push(Cause::required(format!("{f}.volumeMounts[{j}].mountPath")));
         } else if !paths.insert(mp.to_string()) {
-            causes.push(Cause::invalid(format!("{f}.volumeMounts[{j}].mountPath"), mp, "must be unique"));
+            causes.push(Cause::invalid(
+                format!("{f}.volumeMounts[{j}].mountPath"),
+                mp,
+                "must be unique",
+            ));
         }
         if m.get("subPath").is_some() && m.get("subPathExpr").is_some() {
-            causes.push(Cause::invalid(format!("{f}.volumeMounts[{j}].subPathExpr"), m["subPathExpr"].as_str().unwrap_or(""), "subPathExpr and subPath are mutually exclusive"));
+            causes.push(Cause::invalid(
+                format!("{f}.volumeMounts[{j}].subPathExpr"),
+                m["subPathExpr"].as_str().unwrap_or(""),
+                "subPathExpr and subPath are mutually exclusive",
+            ));
         }
     }
     let res = c.get("resources").cloned().unwrap_or(Value::Null);
@@ -263,7 +312,11 @@ fn validate_container(c: &Value, f: &str, volumes: &HashSet<String>, names: &mut
                     Some(v) => {
                         parsed[slot].insert(r.clone(), json!(v));
                     }
-                    None => causes.push(Cause::invalid(format!("{f}.resources.{kind}[{r}]"), &qs, quantity::QUANTITY_FMT)),
+                    None => causes.push(Cause::invalid(
+                        format!("{f}.resources.{kind}[{r}]"),
+                        &qs,
+                        quantity::QUANTITY_FMT,
+                    )),
                 }
             }
         }
@@ -272,9 +325,19 @@ fn validate_container(c: &Value, f: &str, volumes: &HashSet<String>, names: &mut
         if let (Some(rv), Some(lv)) = (req.as_f64(), parsed[1].get(r).and_then(Value::as_f64))
             && rv > lv
         {
-            let shown = res.pointer(&format!("/requests/{r}")).map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).unwrap_or_default();
-            let limit = res.pointer(&format!("/limits/{r}")).map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).unwrap_or_default();
-            causes.push(Cause::invalid(format!("{f}.resources.requests"), &shown, &format!("must be less than or equal to {r} limit of {limit}")));
+            let shown = res
+                .pointer(&format!("/requests/{r}"))
+                .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                .unwrap_or_default();
+            let limit = res
+                .pointer(&format!("/limits/{r}"))
+                .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                .unwrap_or_default();
+            causes.push(Cause::invalid(
+                format!("{f}.resources.requests"),
+                &shown,
+                &format!("must be less than or equal to {r} limit of {limit}"),
+            ));
         }
     }
 }
@@ -283,7 +346,11 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
     let name = meta::name(obj);
     // The job name becomes a label value on its pods.
     if name.len() > validate::LABEL_VALUE_MAX {
-        causes.push(Cause::invalid("spec.template.labels", name, "must be no more than 63 characters"));
+        causes.push(Cause::invalid(
+            "spec.template.labels",
+            name,
+            "must be no more than 63 characters",
+        ));
     }
     let Some(spec) = obj.pointer("/spec/template/spec") else {
         causes.push(Cause::required("spec.template.spec.containers"));
@@ -296,9 +363,11 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
             reason: "FieldValueRequired",
             message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
         }),
-        Some(rp) if rp != "OnFailure" && rp != "Never" => {
-            causes.push(Cause::unsupported("spec.template.spec.restartPolicy", rp, &["OnFailure", "Never"]))
-        }
+        Some(rp) if rp != "OnFailure" && rp != "Never" => causes.push(Cause::unsupported(
+            "spec.template.spec.restartPolicy",
+            rp,
+            &["OnFailure", "Never"],
+        )),
         _ => {}
     }
 }
@@ -316,10 +385,16 @@ fn image_pull_policy(image: &str) -> &'static str {
 
 fn default_container(c: &mut Value) {
     let Some(m) = c.as_object_mut() else { return };
-    m.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+    m.entry("terminationMessagePath")
+        .or_insert(json!("/dev/termination-log"));
     m.entry("terminationMessagePolicy").or_insert(json!("File"));
-    let image = m.get("image").and_then(Value::as_str).unwrap_or("").to_string();
-    m.entry("imagePullPolicy").or_insert(json!(image_pull_policy(&image)));
+    let image = m
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    m.entry("imagePullPolicy")
+        .or_insert(json!(image_pull_policy(&image)));
     let res = m.entry("resources").or_insert(json!({}));
     // Limits without requests default the requests.
     if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned()
@@ -334,17 +409,27 @@ fn default_container(c: &mut Value) {
 
 /// Fills a PodSpec's defaults (shared by Pods and Job templates).
 pub fn default_pod_spec(spec: &mut Value) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     m.entry("restartPolicy").or_insert(json!("Always"));
-    m.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+    m.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
     m.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
     m.entry("securityContext").or_insert(json!({}));
-    m.entry("schedulerName").or_insert(json!("default-scheduler"));
-    let sa = m.get("serviceAccountName").or(m.get("serviceAccount")).and_then(Value::as_str).unwrap_or("default").to_string();
+    m.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    let sa = m
+        .get("serviceAccountName")
+        .or(m.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
     m.insert("serviceAccountName".into(), json!(sa));
     m.insert("serviceAccount".into(), json!(sa));
     m.entry("enableServiceLinks").or_insert(json!(true));
-    m.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+    m.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
     m.entry("priority").or_insert(json!(0));
     m.entry("tolerations").or_insert(json!([
         {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
@@ -370,7 +455,10 @@ pub fn default_pod_spec(spec: &mut Value) {
 fn qos_class(spec: &Value) -> &'static str {
     let mut any = false;
     let mut guaranteed = true;
-    for c in arr(spec, "containers").iter().chain(arr(spec, "initContainers")) {
+    for c in arr(spec, "containers")
+        .iter()
+        .chain(arr(spec, "initContainers"))
+    {
         let req = c.pointer("/resources/requests").and_then(Value::as_object);
         let lim = c.pointer("/resources/limits").and_then(Value::as_object);
         if req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty()) {
@@ -408,15 +496,21 @@ fn default_job(obj: &mut Value) {
         "controller-uid": uid,
         "job-name": name,
     });
-    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     spec.entry("backoffLimit").or_insert(json!(6));
     spec.entry("completions").or_insert(json!(1));
     spec.entry("parallelism").or_insert(json!(1));
     spec.entry("completionMode").or_insert(json!("NonIndexed"));
     spec.entry("suspend").or_insert(json!(false));
     spec.entry("manualSelector").or_insert(json!(false));
-    spec.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
-    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+    spec.entry("podReplacementPolicy")
+        .or_insert(json!("TerminatingOrFailed"));
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
     let tmpl = spec.entry("template").or_insert(json!({}));
     let tm = meta::metadata_mut(tmpl);
     let tl = tm.entry("labels").or_insert(json!({}));
@@ -451,14 +545,18 @@ mod tests {
     #[test]
     fn container_errors_name_their_fields() {
         let mut p = json!({"metadata": {"name": "p"}, "spec": {
-            "containers": [
-                {"name": "c", "image": "", "env": [{"name": "1X", "value": "v"}], "volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
-                {"name": "c", "image": "i", "resources": {"requests": {"cpu": "abc"}}}
-            ]}});
+        "containers": [
+            {"name": "c", "image": "", "env": [{"name": "1X", "value": "v"}], "volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
+            {"name": "c", "image": "i", "resources": {"requests": {"cpu": "abc"}}}
+        ]}});
         let e = admit_create(pods(), &mut p).expect_err("invalid");
-        for f in ["spec.containers[0].image: Required value", "spec.containers[0].env[0].name: Invalid value: \"1X\"",
-                  "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"", "spec.containers[1].name: Duplicate value: \"c\"",
-                  "spec.containers[1].resources.requests[cpu]: Invalid value: \"abc\""] {
+        for f in [
+            "spec.containers[0].image: Required value",
+            "spec.containers[0].env[0].name: Invalid value: \"1X\"",
+            "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
+            "spec.containers[1].name: Duplicate value: \"c\"",
+            "spec.containers[1].resources.requests[cpu]: Invalid value: \"abc\"",
+        ] {
             assert!(e.message.contains(f), "missing {f} in {}", e.message);
         }
     }
@@ -468,8 +566,14 @@ mod tests {
         let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "alpine:3.19", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
         admit_create(pods(), &mut p).expect("valid");
         assert_eq!(p["spec"]["restartPolicy"], "Always");
-        assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
-        assert_eq!(p["spec"]["containers"][0]["resources"]["requests"]["cpu"], "1");
+        assert_eq!(
+            p["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "1"
+        );
         assert_eq!(p["status"]["phase"], "Pending");
         assert_eq!(p["status"]["qosClass"], "Guaranteed");
     }
@@ -478,7 +582,12 @@ mod tests {
     fn job_templates_need_a_run_to_completion_restart_policy() {
         let mut j = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let e = admit_create(resources::by_id("jobs.batch"), &mut j).expect_err("invalid");
-        assert!(e.message.contains("spec.template.spec.restartPolicy: Required value"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("spec.template.spec.restartPolicy: Required value"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -487,6 +596,11 @@ mod tests {
         let mut new = json!({"metadata": {"name": "p", "labels": {"x": "y"}}, "spec": {"containers": [{"name": "c", "image": "b"}]}});
         admit_update(pods(), &old, &mut new).expect("image change allowed");
         let mut new = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "d", "image": "a"}]}});
-        assert_eq!(admit_update(pods(), &old, &mut new).expect_err("forbidden").code, 422);
+        assert_eq!(
+            admit_update(pods(), &old, &mut new)
+                .expect_err("forbidden")
+                .code,
+            422
+        );
     }
 }

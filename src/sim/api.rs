@@ -14,13 +14,22 @@ use super::resources::{self, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::store::{Key, StoreError};
-use super::{NODE_NAME, SimState, admission, events, exec, faults, kubelet, logs, meta, patch, rbac, table, watch};
+use super::{
+    NODE_NAME, SimState, admission, events, exec, faults, kubelet, logs, meta, patch, rbac, table,
+    watch,
+};
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
-        .route("/api/v1/namespaces/{ns}/pods/{name}/exec", any(exec::handler))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            any(exec::handler),
+        )
         .fallback(dispatch)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), faults::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults::middleware,
+        ))
         .with_state(state)
 }
 
@@ -34,8 +43,13 @@ pub fn seed(sim: &SimState) {
         let _ = create_namespace(sim, ns);
     }
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "arc-runner", "namespace": sim.cfg.namespace}});
-    let _ = sim.store.create(Key::new("serviceaccounts", &sim.cfg.namespace, "arc-runner"), sa);
-    let _ = sim.store.create(Key::new("nodes", "", NODE_NAME), node_object());
+    let _ = sim.store.create(
+        Key::new("serviceaccounts", &sim.cfg.namespace, "arc-runner"),
+        sa,
+    );
+    let _ = sim
+        .store
+        .create(Key::new("nodes", "", NODE_NAME), node_object());
 }
 
 fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
@@ -47,7 +61,9 @@ fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
         .create(Key::new("namespaces", "", name), obj)
         .map_err(|_| ApiError::already_exists("namespaces", "", name))?;
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
-    let _ = sim.store.create(Key::new("serviceaccounts", name, "default"), sa);
+    let _ = sim
+        .store
+        .create(Key::new("serviceaccounts", name, "default"), sa);
     Ok(created)
 }
 
@@ -97,7 +113,11 @@ enum Route {
 }
 
 fn route(path: &str, server: &str) -> Option<Route> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Doc(resources::version())),
         ["healthz" | "livez" | "readyz"] => return Some(Route::Doc(json!("ok"))),
@@ -115,21 +135,53 @@ fn route(path: &str, server: &str) -> Option<Route> {
     };
     let owned = |s: &&str| Some(s.to_string());
     let t = match rest {
-        ["namespaces", ns, plural, tail @ ..] if resources::find(group, version, plural).is_some_and(|r| r.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
             let res = resources::find(group, version, plural)?;
             match tail {
-                [] => Target { res, ns: owned(ns), name: None, sub: None },
-                [name] => Target { res, ns: owned(ns), name: owned(name), sub: None },
-                [name, sub] => Target { res, ns: owned(ns), name: owned(name), sub: owned(sub) },
+                [] => Target {
+                    res,
+                    ns: owned(ns),
+                    name: None,
+                    sub: None,
+                },
+                [name] => Target {
+                    res,
+                    ns: owned(ns),
+                    name: owned(name),
+                    sub: None,
+                },
+                [name, sub] => Target {
+                    res,
+                    ns: owned(ns),
+                    name: owned(name),
+                    sub: owned(sub),
+                },
                 _ => return None,
             }
         }
         [plural, tail @ ..] => {
             let res = resources::find(group, version, plural)?;
             let t = match tail {
-                [] => Target { res, ns: None, name: None, sub: None },
-                [name] if !res.namespaced => Target { res, ns: None, name: owned(name), sub: None },
-                [name, sub] if !res.namespaced => Target { res, ns: None, name: owned(name), sub: owned(sub) },
+                [] => Target {
+                    res,
+                    ns: None,
+                    name: None,
+                    sub: None,
+                },
+                [name] if !res.namespaced => Target {
+                    res,
+                    ns: None,
+                    name: owned(name),
+                    sub: None,
+                },
+                [name, sub] if !res.namespaced => Target {
+                    res,
+                    ns: None,
+                    name: owned(name),
+                    sub: owned(sub),
+                },
                 _ => return None,
             };
             return Some(Route::Target(t));
@@ -144,13 +196,24 @@ pub struct Query(pub Vec<(String, String)>);
 
 impl Query {
     pub fn parse(uri: &Uri) -> Query {
-        Query(form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1" | "True"))
@@ -176,14 +239,24 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     }
 }
 
-async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn dispatch(
+    State(sim): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let server = sim.addr.to_string();
     let Some(route) = route(uri.path(), &server) else {
         return ApiError::not_found_path().into_response();
     };
     let t = match route {
         Route::Doc(doc) => {
-            return if method == Method::GET { json_response(StatusCode::OK, &doc) } else { ApiError::method_not_allowed().into_response() };
+            return if method == Method::GET {
+                json_response(StatusCode::OK, &doc)
+            } else {
+                ApiError::method_not_allowed().into_response()
+            };
         }
         Route::Target(t) => t,
     };
@@ -203,25 +276,44 @@ async fn dispatch(State(sim): State<Arc<SimState>>, method: Method, uri: Uri, he
     if let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
         return e.into_response();
     }
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
     let result = match verb {
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),
         "list" => list(&sim, &t, &q).map(|l| render_list(l, &accept, t.res)),
         "watch" => return watch::serve(sim.clone(), t, &q),
-        "create" => create(&sim, &t, &q, &body).await.map(|o| json_response(StatusCode::CREATED, &o)),
-        "update" => update(&sim, &t, &body).await.map(|o| json_response(StatusCode::OK, &o)),
+        "create" => create(&sim, &t, &q, &body)
+            .await
+            .map(|o| json_response(StatusCode::CREATED, &o)),
+        "update" => update(&sim, &t, &body)
+            .await
+            .map(|o| json_response(StatusCode::OK, &o)),
         "patch" => patch(&sim, &t, &content_type, &body).await,
-        "delete" => delete(&sim, &t, &q, &body).await.map(|o| json_response(StatusCode::OK, &o)),
-        "deletecollection" => delete_collection(&sim, &t, &q).await.map(|o| json_response(StatusCode::OK, &o)),
+        "delete" => delete(&sim, &t, &q, &body)
+            .await
+            .map(|o| json_response(StatusCode::OK, &o)),
+        "deletecollection" => delete_collection(&sim, &t, &q)
+            .await
+            .map(|o| json_response(StatusCode::OK, &o)),
         _ => Err(ApiError::method_not_allowed()),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn render_one(obj: Value, accept: &str, res: &Resource) -> Response {
@@ -235,7 +327,10 @@ fn render_one(obj: Value, accept: &str, res: &Resource) -> Response {
 fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
     if wants_table(accept) {
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        let rv = list
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         json_response(StatusCode::OK, &table::table(res, &items, rv))
     } else {
         json_response(StatusCode::OK, &list)
@@ -243,7 +338,11 @@ fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
 }
 
 pub fn key_of(t: &Target) -> Key {
-    Key::new(t.res.id, t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""))
+    Key::new(
+        t.res.id,
+        t.ns.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or(""),
+    )
 }
 
 fn not_found(t: &Target) -> ApiError {
@@ -261,8 +360,14 @@ pub fn with_type(res: &Resource, mut obj: Value) -> Value {
 
 fn get(sim: &SimState, t: &Target) -> Result<Value, ApiError> {
     if t.res.id == "events.events.k8s.io" {
-        let core = sim.store.get(&Key::new("events", t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or("")));
-        return core.map(|e| events::to_events_v1(&e)).ok_or_else(|| not_found(t));
+        let core = sim.store.get(&Key::new(
+            "events",
+            t.ns.as_deref().unwrap_or(""),
+            t.name.as_deref().unwrap_or(""),
+        ));
+        return core
+            .map(|e| events::to_events_v1(&e))
+            .ok_or_else(|| not_found(t));
     }
     sim.store.get(&key_of(t)).ok_or_else(|| not_found(t))
 }
@@ -275,8 +380,10 @@ pub struct Filter {
 
 impl Filter {
     pub fn from_query(q: &Query) -> Result<Filter, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
         Ok(Filter { labels, fields })
     }
     pub fn matches(&self, obj: &Value) -> bool {
@@ -286,18 +393,30 @@ impl Filter {
 
 /// The store resource backing a served resource (events.k8s.io events are core events).
 pub fn store_id(res: &Resource) -> &'static str {
-    if res.id == "events.events.k8s.io" { "events" } else { res.id }
+    if res.id == "events.events.k8s.io" {
+        "events"
+    } else {
+        res.id
+    }
 }
 
 /// Converts a stored object to the served resource's shape.
 pub fn present(res: &Resource, obj: &Value) -> Value {
-    if res.id == "events.events.k8s.io" { events::to_events_v1(obj) } else { obj.clone() }
+    if res.id == "events.events.k8s.io" {
+        events::to_events_v1(obj)
+    } else {
+        obj.clone()
+    }
 }
 
 fn list(sim: &SimState, t: &Target, q: &Query) -> Result<Value, ApiError> {
     let filter = Filter::from_query(q)?;
     let (items, rv) = sim.store.list(store_id(t.res), t.ns.as_deref());
-    let items: Vec<Value> = items.iter().map(|o| present(t.res, o)).filter(|o| filter.matches(o)).collect();
+    let items: Vec<Value> = items
+        .iter()
+        .map(|o| present(t.res, o))
+        .filter(|o| filter.matches(o))
+        .collect();
     Ok(json!({
         "kind": format!("{}List", t.res.kind),
         "apiVersion": t.res.api_version(),
@@ -309,8 +428,18 @@ fn list(sim: &SimState, t: &Target, q: &Query) -> Result<Value, ApiError> {
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice::<Value>(body)
         .or_else(|_| serde_yaml_ng::from_slice::<Value>(body))
-        .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
-        .and_then(|v| if v.is_object() { Ok(v) } else { Err(ApiError::bad_request("the body of the request must be an object")) })
+        .map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+        })
+        .and_then(|v| {
+            if v.is_object() {
+                Ok(v)
+            } else {
+                Err(ApiError::bad_request(
+                    "the body of the request must be an object",
+                ))
+            }
+        })
 }
 
 fn check_namespace(sim: &SimState, t: &Target, obj: &mut Value) -> Result<(), ApiError> {
@@ -321,7 +450,9 @@ fn check_namespace(sim: &SimState, t: &Target, obj: &mut Value) -> Result<(), Ap
     let ns = t.ns.clone().unwrap_or_default();
     let body_ns = meta::namespace(obj).to_string();
     if !body_ns.is_empty() && body_ns != ns {
-        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     meta::metadata_mut(obj).insert("namespace".into(), json!(ns));
     if sim.store.get(&Key::new("namespaces", "", &ns)).is_none() {
@@ -330,7 +461,12 @@ fn check_namespace(sim: &SimState, t: &Target, obj: &mut Value) -> Result<(), Ap
     Ok(())
 }
 
-async fn create(sim: &Arc<SimState>, t: &Target, q: &Query, body: &[u8]) -> Result<Value, ApiError> {
+async fn create(
+    sim: &Arc<SimState>,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     if t.name.is_some() {
         return Err(ApiError::method_not_allowed());
     }
@@ -348,19 +484,43 @@ async fn create(sim: &Arc<SimState>, t: &Target, q: &Query, body: &[u8]) -> Resu
 }
 
 /// Creates an object on behalf of a controller, through the same admission as API clients.
-pub async fn create_value(sim: &Arc<SimState>, res: &'static Resource, ns: &str, obj: Value) -> Result<Value, ApiError> {
-    let t = Target { res, ns: Some(ns.to_string()), name: None, sub: None };
+pub async fn create_value(
+    sim: &Arc<SimState>,
+    res: &'static Resource,
+    ns: &str,
+    obj: Value,
+) -> Result<Value, ApiError> {
+    let t = Target {
+        res,
+        ns: Some(ns.to_string()),
+        name: None,
+        sub: None,
+    };
     create_checked(sim, &t, with_type(res, obj), false).await
 }
 
-async fn create_checked(sim: &Arc<SimState>, t: &Target, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+async fn create_checked(
+    sim: &Arc<SimState>,
+    t: &Target,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     check_namespace(sim, t, &mut obj)?;
     if meta::name(&obj).is_empty()
         && let Some(prefix) = meta::str_at(&obj, &["metadata", "generateName"]).map(str::to_string)
     {
-        meta::metadata_mut(&mut obj).insert("name".into(), json!(format!("{prefix}{}", meta::random_suffix(5))));
+        meta::metadata_mut(&mut obj).insert(
+            "name".into(),
+            json!(format!("{prefix}{}", meta::random_suffix(5))),
+        );
     }
-    for f in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for f in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         meta::metadata_mut(&mut obj).remove(f);
     }
     admission::admit_create(t.res, &mut obj)?;
@@ -372,7 +532,10 @@ async fn create_checked(sim: &Arc<SimState>, t: &Target, mut obj: Value, dry_run
     }
     let name = meta::name(&obj).to_string();
     let key = Key::new(t.res.id, t.ns.as_deref().unwrap_or(""), &name);
-    let created = sim.store.create(key, obj).map_err(|_| ApiError::already_exists(t.res.plural, t.res.group, &name))?;
+    let created = sim
+        .store
+        .create(key, obj)
+        .map_err(|_| ApiError::already_exists(t.res.plural, t.res.group, &name))?;
     if t.res.id == "pods" {
         kubelet::pod_created(sim.clone(), &created);
     }
@@ -382,14 +545,21 @@ async fn create_checked(sim: &Arc<SimState>, t: &Target, mut obj: Value, dry_run
 fn check_service_account(sim: &SimState, pod: &Value) -> Result<(), ApiError> {
     let ns = meta::namespace(pod);
     let sa = meta::str_at(pod, &["spec", "serviceAccountName"]).unwrap_or("default");
-    if sim.store.get(&Key::new("serviceaccounts", ns, sa)).is_some() {
+    if sim
+        .store
+        .get(&Key::new("serviceaccounts", ns, sa))
+        .is_some()
+    {
         return Ok(());
     }
     Err(ApiError::forbidden(
         "pods",
         "",
         Some(meta::name(pod)),
-        format!("pods \"{}\" is forbidden: error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found", meta::name(pod)),
+        format!(
+            "pods \"{}\" is forbidden: error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found",
+            meta::name(pod)
+        ),
     ))
 }
 
@@ -441,18 +611,28 @@ async fn update(sim: &Arc<SimState>, t: &Target, body: &[u8]) -> Result<Value, A
         )));
     }
     let expected = meta::str_at(&new, &["metadata", "resourceVersion"]).map(str::to_string);
-    write(sim, t, expected.as_deref(), |old| apply_write(t, old, new.clone())).await
+    write(sim, t, expected.as_deref(), |old| {
+        apply_write(t, old, new.clone())
+    })
+    .await
 }
 
 /// Read-modify-write of one object through `compute`, then the kubelet hears of ephemeral containers.
-async fn write(sim: &Arc<SimState>, t: &Target, expected_rv: Option<&str>, compute: impl FnOnce(&Value) -> Result<Value, ApiError>) -> Result<Value, ApiError> {
+async fn write(
+    sim: &Arc<SimState>,
+    t: &Target,
+    expected_rv: Option<&str>,
+    compute: impl FnOnce(&Value) -> Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
     let key = key_of(t);
     let result = sim.store.update(&key, expected_rv, |obj| {
         *obj = compute(obj)?;
         Ok::<(), ApiError>(())
     })?;
     let obj = result.map_err(|e| match e {
-        StoreError::Conflict => ApiError::conflict(t.res.plural, t.res.group, t.name.as_deref().unwrap_or("")),
+        StoreError::Conflict => {
+            ApiError::conflict(t.res.plural, t.res.group, t.name.as_deref().unwrap_or(""))
+        }
         _ => not_found(t),
     })?;
     if t.res.id == "pods" && t.sub.as_deref() == Some("ephemeralcontainers") {
@@ -461,9 +641,17 @@ async fn write(sim: &Arc<SimState>, t: &Target, expected_rv: Option<&str>, compu
     Ok(obj)
 }
 
-async fn patch(sim: &Arc<SimState>, t: &Target, content_type: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn patch(
+    sim: &Arc<SimState>,
+    t: &Target,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let key = key_of(t);
-    if content_type.starts_with("application/apply-patch") && sim.store.get(&key).is_none() && t.sub.is_none() {
+    if content_type.starts_with("application/apply-patch")
+        && sim.store.get(&key).is_none()
+        && t.sub.is_none()
+    {
         let mut create_t = t.clone();
         create_t.name = None;
         let obj = create(sim, &create_t, &Query(Vec::new()), body).await?;
@@ -486,33 +674,72 @@ pub struct DeleteOptions {
 
 fn delete_options(q: &Query, body: &[u8]) -> DeleteOptions {
     let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let grace = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()).or_else(|| b.get("gracePeriodSeconds").and_then(Value::as_i64));
-    let propagation = q.get("propagationPolicy").map(str::to_string).or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
+    let grace = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| b.get("gracePeriodSeconds").and_then(Value::as_i64));
+    let propagation = q.get("propagationPolicy").map(str::to_string).or_else(|| {
+        b.get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     DeleteOptions { grace, propagation }
 }
 
-async fn delete(sim: &Arc<SimState>, t: &Target, q: &Query, body: &[u8]) -> Result<Value, ApiError> {
+async fn delete(
+    sim: &Arc<SimState>,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let opts = delete_options(q, body);
-    delete_object(sim, t.res, t.ns.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""), &opts).await
+    delete_object(
+        sim,
+        t.res,
+        t.ns.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or(""),
+        &opts,
+    )
+    .await
 }
 
 /// Deletes one object with the resource's semantics (graceful pods, cascading jobs and namespaces).
-pub async fn delete_object(sim: &Arc<SimState>, res: &'static Resource, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+pub async fn delete_object(
+    sim: &Arc<SimState>,
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Value, ApiError> {
     let key = Key::new(res.id, ns, name);
     match res.id {
-        "pods" => kubelet::delete_pod(sim, &key, opts.grace).await.ok_or_else(|| ApiError::not_found("pods", "", name)),
+        "pods" => kubelet::delete_pod(sim, &key, opts.grace)
+            .await
+            .ok_or_else(|| ApiError::not_found("pods", "", name)),
         "jobs.batch" => {
-            let job = sim.store.delete(&key).ok_or_else(|| ApiError::not_found("jobs", "batch", name))?;
+            let job = sim
+                .store
+                .delete(&key)
+                .ok_or_else(|| ApiError::not_found("jobs", "batch", name))?;
             let policy = opts.propagation.as_deref().unwrap_or("Orphan");
             super::jobs::cascade(sim, &job, policy).await;
             Ok(job)
         }
         "namespaces" => {
-            let ns_obj = sim.store.get(&key).ok_or_else(|| ApiError::not_found("namespaces", "", name))?;
-            for r in resources::RESOURCES.iter().filter(|r| r.namespaced && r.id != "events.events.k8s.io") {
+            let ns_obj = sim
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found("namespaces", "", name))?;
+            for r in resources::RESOURCES
+                .iter()
+                .filter(|r| r.namespaced && r.id != "events.events.k8s.io")
+            {
                 let (items, _) = sim.store.list(r.id, Some(name));
                 for o in items {
-                    let opts = DeleteOptions { grace: Some(0), propagation: Some("Background".into()) };
+                    let opts = DeleteOptions {
+                        grace: Some(0),
+                        propagation: Some("Background".into()),
+                    };
                     let _ = Box::pin(delete_object(sim, r, name, meta::name(&o), &opts)).await;
                 }
             }
@@ -520,7 +747,10 @@ pub async fn delete_object(sim: &Arc<SimState>, res: &'static Resource, ns: &str
             Ok(ns_obj)
         }
         "nodes" => Err(ApiError::method_not_allowed()),
-        _ => sim.store.delete(&key).ok_or_else(|| ApiError::not_found(res.plural, res.group, name)),
+        _ => sim
+            .store
+            .delete(&key)
+            .ok_or_else(|| ApiError::not_found(res.plural, res.group, name)),
     }
 }
 
@@ -533,7 +763,9 @@ async fn delete_collection(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result
             deleted.push(d);
         }
     }
-    Ok(json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": {}, "items": deleted}))
+    Ok(
+        json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": {}, "items": deleted}),
+    )
 }
 
 #[cfg(test)]
@@ -550,9 +782,20 @@ mod tests {
     #[test]
     fn routes_namespaced_and_cluster_paths() {
         let t = target("/api/v1/namespaces/default/pods/p/log");
-        assert_eq!((t.res.id, t.ns.as_deref(), t.name.as_deref(), t.sub.as_deref()), ("pods", Some("default"), Some("p"), Some("log")));
+        assert_eq!(
+            (
+                t.res.id,
+                t.ns.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("p"), Some("log"))
+        );
         let t = target("/api/v1/namespaces/default");
-        assert_eq!((t.res.id, t.name.as_deref()), ("namespaces", Some("default")));
+        assert_eq!(
+            (t.res.id, t.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
         let t = target("/api/v1/pods");
         assert_eq!((t.res.id, t.ns.as_deref()), ("pods", None));
         let t = target("/apis/batch/v1/namespaces/ns/jobs/j");

@@ -43,13 +43,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         ..SimConfig::default()
     };
-    let sim = Simulator::start_on(cfg, args.port).await.context("cannot start the Kubernetes simulator")?;
-    sim.write_kubeconfig(&args.kubeconfig)
-        .with_context(|| format!("cannot write the kubeconfig to {}", args.kubeconfig.display()))?;
+    let sim = Simulator::start_on(cfg, args.port)
+        .await
+        .context("cannot start the Kubernetes simulator")?;
+    sim.write_kubeconfig(&args.kubeconfig).with_context(|| {
+        format!(
+            "cannot write the kubeconfig to {}",
+            args.kubeconfig.display()
+        )
+    })?;
     let path = std::fs::canonicalize(&args.kubeconfig).unwrap_or_else(|_| args.kubeconfig.clone());
     println!("export KUBECONFIG={}", path.display());
     eprintln!("arc-hook simulator serving {} (Ctrl-C to stop)", sim.url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
         _ = term.recv() => {}

@@ -24,13 +24,23 @@ impl Source {
 }
 
 /// Records (or, when the same one exists, counts again) an event about `involved`.
-pub fn record(store: &Store, involved: &Value, source: Source, warning: bool, reason: &str, message: &str, field_path: Option<&str>) {
+pub fn record(
+    store: &Store,
+    involved: &Value,
+    source: Source,
+    warning: bool,
+    reason: &str,
+    message: &str,
+    field_path: Option<&str>,
+) {
     let ns = meta::namespace(involved).to_string();
     let same = |e: &Value| {
         e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(meta::uid(involved))
             && e["reason"] == reason
             && e["message"] == message
-            && e.pointer("/involvedObject/fieldPath").and_then(Value::as_str) == field_path
+            && e.pointer("/involvedObject/fieldPath")
+                .and_then(Value::as_str)
+                == field_path
     };
     let now = meta::now();
     let (existing, _) = store.list("events", Some(&ns));
@@ -111,12 +121,32 @@ mod tests {
     #[test]
     fn repeated_events_are_counted() {
         let store = Store::new();
-        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
-        record(&store, &pod, Source::Kubelet, true, "BackOff", "Back-off pulling image \"x\"", None);
-        record(&store, &pod, Source::Kubelet, true, "BackOff", "Back-off pulling image \"x\"", None);
+        let pod =
+            json!({"kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
+        record(
+            &store,
+            &pod,
+            Source::Kubelet,
+            true,
+            "BackOff",
+            "Back-off pulling image \"x\"",
+            None,
+        );
+        record(
+            &store,
+            &pod,
+            Source::Kubelet,
+            true,
+            "BackOff",
+            "Back-off pulling image \"x\"",
+            None,
+        );
         let (events, _) = store.list("events", Some("default"));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["count"], 2);
-        assert_eq!(to_events_v1(&events[0])["note"], "Back-off pulling image \"x\"");
+        assert_eq!(
+            to_events_v1(&events[0])["note"],
+            "Back-off pulling image \"x\""
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -39,27 +41,61 @@ struct Request {
     stderr: bool,
 }
 
-fn check(sim: &SimState, ns: &str, name: &str, method: &Method, q: &Query) -> Result<Request, ApiError> {
-    let verbs: &[&str] = if *method == Method::GET { &["get", "create"] } else { &["create"] };
+fn check(
+    sim: &SimState,
+    ns: &str,
+    name: &str,
+    method: &Method,
+    q: &Query,
+) -> Result<Request, ApiError> {
+    let verbs: &[&str] = if *method == Method::GET {
+        &["get", "create"]
+    } else {
+        &["create"]
+    };
     for verb in verbs {
-        let attrs = rbac::Attributes { verb, group: "", resource: "pods", subresource: Some("exec"), namespace: Some(ns), name: Some(name) };
+        let attrs = rbac::Attributes {
+            verb,
+            group: "",
+            resource: "pods",
+            subresource: Some("exec"),
+            namespace: Some(ns),
+            name: Some(name),
+        };
         rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs)?;
     }
     let key = Key::new("pods", ns, name);
-    let pod = sim.store.get(&key).ok_or_else(|| ApiError::not_found("pods", "", name))?;
+    let pod = sim
+        .store
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found("pods", "", name))?;
     let container = pick_container(&pod, q.get("container"))?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
     if phase == "Succeeded" || phase == "Failed" {
-        return Err(ApiError::bad_request(format!("cannot exec into a container in a completed pod; current phase is {phase}")));
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
     }
     let command = q.all("command");
     if command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
     if q.flag("tty") {
-        return Err(ApiError::bad_request("tty is not supported by the arc-hook simulator"));
+        return Err(ApiError::bad_request(
+            "tty is not supported by the arc-hook simulator",
+        ));
     }
-    Ok(Request { key, container, command, stdin: q.flag("stdin"), stdout: q.flag("stdout"), stderr: q.flag("stderr") })
+    Ok(Request {
+        key,
+        container,
+        command,
+        stdin: q.flag("stdin"),
+        stdout: q.flag("stdout"),
+        stderr: q.flag("stderr"),
+    })
 }
 
 pub async fn handler(
@@ -74,17 +110,27 @@ pub async fn handler(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let ExecTarget::Ready { rt, namespaces } = kubelet::exec_target(&sim, &req.key, &req.container) else {
-        return ApiError::bad_request(format!("container not found (\"{}\")", req.container)).into_response();
+    let ExecTarget::Ready { rt, namespaces } = kubelet::exec_target(&sim, &req.key, &req.container)
+    else {
+        return ApiError::bad_request(format!("container not found (\"{}\")", req.container))
+            .into_response();
     };
     let Ok(ws) = ws else {
         return ApiError::bad_request("Upgrade request required: the arc-hook simulator serves exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only").into_response();
     };
     let ws = ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]);
-    let Some(protocol) = ws.selected_protocol().and_then(|p| p.to_str().ok()).map(str::to_string) else {
+    let Some(protocol) = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .map(str::to_string)
+    else {
         return ApiError::bad_request("none of the requested subprotocols is supported; use v5.channel.k8s.io or v4.channel.k8s.io").into_response();
     };
-    let spec = ProcessSpec { argv: req.command.clone(), env: rt.env.clone(), working_dir: rt.working_dir.clone() };
+    let spec = ProcessSpec {
+        argv: req.command.clone(),
+        env: rt.env.clone(),
+        working_dir: rt.working_dir.clone(),
+    };
     let join = match (namespaces, rt.pid) {
         (true, Some(pid)) => Some(pid),
         _ => None,
@@ -111,7 +157,10 @@ fn status_exit(command: &[String], code: i64) -> Value {
 
 /// A close frame with code 1000: client-go treats a close without a code as an error.
 fn normal_close() -> Message {
-    Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "".into() }))
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }))
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -126,27 +175,55 @@ enum Out {
     Data(u8, Vec<u8>),
 }
 
-async fn run(sim: Arc<SimState>, socket: WebSocket, req: Request, spec: ProcessSpec, join: Option<i32>, v5: bool) {
+async fn run(
+    sim: Arc<SimState>,
+    socket: WebSocket,
+    req: Request,
+    spec: ProcessSpec,
+    join: Option<i32>,
+    v5: bool,
+) {
     let (mut sink, mut source) = socket.split();
     let iso = match join {
         Some(pid) => Isolation::Join { container_pid: pid },
         None => Isolation::None,
     };
-    let stdin_cfg = if req.stdin { Stdio::piped() } else { Stdio::null() };
-    let out_cfg = if req.stdout { Stdio::piped() } else { Stdio::null() };
-    let err_cfg = if req.stderr { Stdio::piped() } else { Stdio::null() };
+    let stdin_cfg = if req.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let out_cfg = if req.stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let err_cfg = if req.stderr {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = match kubelet::process_spawn(&spec, iso, stdin_cfg, out_cfg, err_cfg) {
         Ok(c) => c,
         Err(e) => {
             let program = spec.argv.first().cloned().unwrap_or_default();
             let (code, what) = match e.kind() {
-                std::io::ErrorKind::NotFound => (127, format!("exec: \"{program}\": executable file not found in $PATH")),
-                std::io::ErrorKind::PermissionDenied => (126, format!("exec: \"{program}\": permission denied")),
+                std::io::ErrorKind::NotFound => (
+                    127,
+                    format!("exec: \"{program}\": executable file not found in $PATH"),
+                ),
+                std::io::ErrorKind::PermissionDenied => {
+                    (126, format!("exec: \"{program}\": permission denied"))
+                }
                 _ => (126, e.to_string()),
             };
-            let message = format!("OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown");
+            let message = format!(
+                "OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown"
+            );
             if req.stderr {
-                let _ = sink.send(frame(STDERR, format!("{message}\r\n").as_bytes())).await;
+                let _ = sink
+                    .send(frame(STDERR, format!("{message}\r\n").as_bytes()))
+                    .await;
             }
             let mut status = status_exit(&spec.argv, code);
             status["message"] = json!(message);
@@ -159,26 +236,41 @@ async fn run(sim: Arc<SimState>, socket: WebSocket, req: Request, spec: ProcessS
     kubelet::track_exec(&sim, &req.key, pgid, true);
 
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
-    let pumps: Vec<tokio::task::JoinHandle<()>> = [(STDOUT, child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)), (STDERR, child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>))]
-        .into_iter()
-        .filter_map(|(ch, s)| s.map(|s| (ch, s)))
-        .map(|(ch, mut s)| {
-            let tx = out_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tx.send(Out::Data(ch, buf[..n].to_vec())).await.is_err() {
-                                break;
-                            }
+    let pumps: Vec<tokio::task::JoinHandle<()>> = [
+        (
+            STDOUT,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ),
+        (
+            STDERR,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(ch, s)| s.map(|s| (ch, s)))
+    .map(|(ch, mut s)| {
+        let tx = out_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(Out::Data(ch, buf[..n].to_vec())).await.is_err() {
+                            break;
                         }
                     }
                 }
-            })
+            }
         })
-        .collect();
+    })
+    .collect();
     drop(out_tx);
 
     // Client -> process: stdin frames, v5 close signal; a closed socket kills the process.
@@ -276,7 +368,11 @@ async fn run(sim: Arc<SimState>, socket: WebSocket, req: Request, spec: ProcessS
         None => child.wait().await.map(kubelet::exit_code).unwrap_or(128),
     };
     if !client_gone {
-        let status = if code == 0 { status_success() } else { status_exit(&req.command, code) };
+        let status = if code == 0 {
+            status_success()
+        } else {
+            status_exit(&req.command, code)
+        };
         let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
         let _ = sink.send(normal_close()).await;
     }

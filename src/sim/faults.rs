@@ -119,7 +119,11 @@ fn is_resource_path(path: &str) -> bool {
 }
 
 /// Axum middleware applying latency and injected errors.
-pub(crate) async fn middleware(State(sim): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn middleware(
+    State(sim): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !is_resource_path(req.uri().path()) {
         return next.run(req).await;
     }
@@ -130,10 +134,12 @@ pub(crate) async fn middleware(State(sim): State<Arc<SimState>>, req: Request, n
     match fail {
         Some(429) => {
             let mut resp = ApiError::too_many_requests().into_response();
-            resp.headers_mut().insert("Retry-After", http::HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert("Retry-After", http::HeaderValue::from_static("1"));
             resp
         }
-        Some(code) => ApiError::internal(code, "injected fault: the simulator failed this call").into_response(),
+        Some(code) => ApiError::internal(code, "injected fault: the simulator failed this call")
+            .into_response(),
         None => next.run(req).await,
     }
 }
@@ -144,7 +150,10 @@ mod tests {
 
     #[test]
     fn seeded_failures_repeat() {
-        let f = Faults { error_rate: 0.5, ..Faults::default() };
+        let f = Faults {
+            error_rate: 0.5,
+            ..Faults::default()
+        };
         let a = FaultHandle::new(f.clone());
         let b = FaultHandle::new(f);
         let ra: Vec<_> = (0..32).map(|_| a.roll().1).collect();

@@ -11,12 +11,15 @@ use super::store::{ChangeKind, Key};
 use super::{SimState, api, kubelet, meta, resources};
 
 pub fn spawn_controller(sim: Arc<SimState>) {
-    let Ok((_, mut changes)) = sim.store.watch(None) else { return };
+    let Ok((_, mut changes)) = sim.store.watch(None) else {
+        return;
+    };
     tokio::spawn(async move {
         while let Some(change) = changes.recv().await {
             let job_key = match change.key.resource {
                 "jobs.batch" if change.kind == ChangeKind::Added => Some(change.key.clone()),
-                "pods" => owner_job(&change.object).map(|name| Key::new("jobs.batch", &change.key.namespace, &name)),
+                "pods" => owner_job(&change.object)
+                    .map(|name| Key::new("jobs.batch", &change.key.namespace, &name)),
                 _ => None,
             };
             if let Some(k) = job_key {
@@ -38,11 +41,23 @@ fn owner_job(pod: &Value) -> Option<String> {
 fn job_pods(sim: &SimState, job: &Value) -> Vec<Value> {
     let uid = meta::uid(job);
     let (pods, _) = sim.store.list("pods", Some(meta::namespace(job)));
-    pods.into_iter().filter(|p| meta::labels(p).get("controller-uid").and_then(Value::as_str) == Some(uid)).collect()
+    pods.into_iter()
+        .filter(|p| {
+            meta::labels(p)
+                .get("controller-uid")
+                .and_then(Value::as_str)
+                == Some(uid)
+        })
+        .collect()
 }
 
 fn has_condition(job: &Value, kind: &str) -> bool {
-    job.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == kind && c["status"] == "True")
+        })
 }
 
 fn condition(kind: &str, reason: &str, message: &str) -> Value {
@@ -58,36 +73,102 @@ fn involved(job: &Value) -> Value {
 }
 
 async fn sync(sim: &Arc<SimState>, key: &Key) {
-    let Some(job) = sim.store.get(key) else { return };
+    let Some(job) = sim.store.get(key) else {
+        return;
+    };
     if has_condition(&job, "Complete") || has_condition(&job, "Failed") {
         return;
     }
     let pods = job_pods(sim, &job);
-    let phase = |p: &Value| p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending").to_string();
-    let active = pods.iter().filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed") && p.pointer("/metadata/deletionTimestamp").is_none()).count();
+    let phase = |p: &Value| {
+        p.pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("Pending")
+            .to_string()
+    };
+    let active = pods
+        .iter()
+        .filter(|p| {
+            !matches!(phase(p).as_str(), "Succeeded" | "Failed")
+                && p.pointer("/metadata/deletionTimestamp").is_none()
+        })
+        .count();
     let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count();
     let failed = pods.iter().filter(|p| phase(p) == "Failed").count();
     let ready = pods
         .iter()
-        .filter(|p| p.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
+        .filter(|p| {
+            p.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
         .count();
-    let completions = job.pointer("/spec/completions").and_then(Value::as_u64).unwrap_or(1) as usize;
-    let backoff_limit = job.pointer("/spec/backoffLimit").and_then(Value::as_u64).unwrap_or(6) as usize;
+    let completions = job
+        .pointer("/spec/completions")
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as usize;
+    let backoff_limit = job
+        .pointer("/spec/backoffLimit")
+        .and_then(Value::as_u64)
+        .unwrap_or(6) as usize;
     let mut conditions: Vec<Value> = Vec::new();
     let mut finished = false;
     let mut create = false;
     if succeeded >= completions {
-        conditions.push(condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"));
-        conditions.push(condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
-        events::record(&sim.store, &involved(&job), Source::JobController, false, "Completed", "Job completed", None);
+        conditions.push(condition(
+            "SuccessCriteriaMet",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+        ));
+        conditions.push(condition(
+            "Complete",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+        ));
+        events::record(
+            &sim.store,
+            &involved(&job),
+            Source::JobController,
+            false,
+            "Completed",
+            "Job completed",
+            None,
+        );
         finished = true;
     } else if failed > backoff_limit {
-        conditions.push(condition("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"));
-        conditions.push(condition("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"));
-        events::record(&sim.store, &involved(&job), Source::JobController, true, "BackoffLimitExceeded", "Job has reached the specified backoff limit", None);
+        conditions.push(condition(
+            "FailureTarget",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ));
+        conditions.push(condition(
+            "Failed",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ));
+        events::record(
+            &sim.store,
+            &involved(&job),
+            Source::JobController,
+            true,
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            None,
+        );
         finished = true;
-        for p in pods.iter().filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed")) {
-            kubelet::delete_pod(sim, &Key::new("pods", meta::namespace(p), meta::name(p)), None).await;
+        for p in pods
+            .iter()
+            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+        {
+            kubelet::delete_pod(
+                sim,
+                &Key::new("pods", meta::namespace(p), meta::name(p)),
+                None,
+            )
+            .await;
         }
     } else if active == 0 {
         create = true;
@@ -101,7 +182,11 @@ async fn sync(sim: &Arc<SimState>, key: &Key) {
         if st.get("startTime").is_none() {
             st["startTime"] = json!(now);
         }
-        st["active"] = json!(if finished { 0 } else { active + usize::from(create) });
+        st["active"] = json!(if finished {
+            0
+        } else {
+            active + usize::from(create)
+        });
         st["succeeded"] = json!(succeeded);
         st["failed"] = json!(failed);
         st["ready"] = json!(ready);
@@ -118,9 +203,17 @@ async fn sync(sim: &Arc<SimState>, key: &Key) {
     if create {
         create_pod(sim, &job).await;
     }
-    if finished && let Some(ttl) = job.pointer("/spec/ttlSecondsAfterFinished").and_then(Value::as_u64) {
+    if finished
+        && let Some(ttl) = job
+            .pointer("/spec/ttlSecondsAfterFinished")
+            .and_then(Value::as_u64)
+    {
         let sim = sim.clone();
-        let (ns, name, uid) = (key.namespace.clone(), key.name.clone(), meta::uid(&job).to_string());
+        let (ns, name, uid) = (
+            key.namespace.clone(),
+            key.name.clone(),
+            meta::uid(&job).to_string(),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(ttl)).await;
             let key = Key::new("jobs.batch", &ns, &name);
@@ -146,8 +239,24 @@ async fn create_pod(sim: &Arc<SimState>, job: &Value) {
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": tmpl.get("spec").cloned().unwrap_or(json!({}))});
     match api::create_value(sim, resources::by_id("pods"), meta::namespace(job), pod).await {
-        Ok(p) => events::record(&sim.store, &involved(job), Source::JobController, false, "SuccessfulCreate", &format!("Created pod: {}", meta::name(&p)), None),
-        Err(e) => events::record(&sim.store, &involved(job), Source::JobController, true, "FailedCreate", &format!("Error creating: {}", e.message), None),
+        Ok(p) => events::record(
+            &sim.store,
+            &involved(job),
+            Source::JobController,
+            false,
+            "SuccessfulCreate",
+            &format!("Created pod: {}", meta::name(&p)),
+            None,
+        ),
+        Err(e) => events::record(
+            &sim.store,
+            &involved(job),
+            Source::JobController,
+            true,
+            "FailedCreate",
+            &format!("Error creating: {}", e.message),
+            None,
+        ),
     }
 }
 
@@ -158,7 +267,10 @@ pub async fn cascade(sim: &Arc<SimState>, job: &Value, policy: &str) {
         if policy == "Orphan" {
             let uid = meta::uid(job).to_string();
             let _ = sim.store.update::<()>(&key, None, |p| {
-                if let Some(refs) = p.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                if let Some(refs) = p
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
                     refs.retain(|r| r["uid"] != uid.as_str());
                 }
                 Ok(())

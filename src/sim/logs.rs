@@ -28,7 +28,9 @@ struct Inner {
 /// A container's output: appended as it arrives, readable while it grows.
 impl std::fmt::Debug for LogBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogBuffer").field("chunks", &self.lock().chunks.len()).finish()
+        f.debug_struct("LogBuffer")
+            .field("chunks", &self.lock().chunks.len())
+            .finish()
     }
 }
 
@@ -39,7 +41,10 @@ pub struct LogBuffer {
 
 impl LogBuffer {
     pub fn new() -> Arc<LogBuffer> {
-        Arc::new(LogBuffer { inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 })
+        Arc::new(LogBuffer {
+            inner: Mutex::new(Inner::default()),
+            changed: watch::channel(0).0,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -51,7 +56,10 @@ impl LogBuffer {
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut inner = self.lock();
         for piece in data.split_inclusive(|b| *b == b'\n') {
-            inner.chunks.push(Chunk { at: at.clone(), bytes: Bytes::copy_from_slice(piece) });
+            inner.chunks.push(Chunk {
+                at: at.clone(),
+                bytes: Bytes::copy_from_slice(piece),
+            });
         }
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
@@ -63,10 +71,16 @@ impl LogBuffer {
         self.changed.send_modify(|n| *n += 1);
     }
 
-
     fn snapshot(&self, from: usize) -> (Vec<Chunk>, bool) {
         let inner = self.lock();
-        (inner.chunks.get(from..).map(<[Chunk]>::to_vec).unwrap_or_default(), inner.closed)
+        (
+            inner
+                .chunks
+                .get(from..)
+                .map(<[Chunk]>::to_vec)
+                .unwrap_or_default(),
+            inner.closed,
+        )
     }
 
     /// Index of the first chunk of the last `n` lines.
@@ -109,7 +123,11 @@ impl Renderer {
 fn container_names(pod: &Value, list: &str) -> Vec<String> {
     pod.pointer(&format!("/spec/{list}"))
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -121,12 +139,20 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Ap
     let eph = container_names(pod, "ephemeralContainers");
     match requested.filter(|c| !c.is_empty()) {
         Some(c) if main.iter().chain(&init).chain(&eph).any(|x| x == c) => Ok(c.to_string()),
-        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
         None if main.len() == 1 => Ok(main[0].clone()),
         None => {
-            let mut msg = format!("a container name must be specified for pod {name}, choose one of: [{}]", main.join(" "));
+            let mut msg = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                main.join(" ")
+            );
             if !init.is_empty() {
-                msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
             }
             Err(ApiError::bad_request(msg))
         }
@@ -135,20 +161,36 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Ap
 
 /// Why a container has no log yet, in the API server's words.
 fn waiting_error(pod: &Value, container: &str) -> ApiError {
-    let statuses = ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"]
-        .iter()
-        .flat_map(|f| pod.pointer(&format!("/status/{f}")).and_then(Value::as_array).cloned().unwrap_or_default())
-        .collect::<Vec<_>>();
+    let statuses = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|f| {
+        pod.pointer(&format!("/status/{f}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    })
+    .collect::<Vec<_>>();
     let reason = statuses
         .iter()
         .find(|s| s["name"] == container)
-        .and_then(|s| s.pointer("/state/waiting/reason").and_then(Value::as_str).map(str::to_string))
+        .and_then(|s| {
+            s.pointer("/state/waiting/reason")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "ContainerCreating".to_string());
     let detail = match reason.as_str() {
         "ErrImagePull" | "ImagePullBackOff" => "trying and failing to pull image".to_string(),
         r => r.to_string(),
     };
-    ApiError::bad_request(format!("container \"{container}\" in pod \"{}\" is waiting to start: {detail}", meta::name(pod)))
+    ApiError::bad_request(format!(
+        "container \"{container}\" in pod \"{}\" is waiting to start: {detail}",
+        meta::name(pod)
+    ))
 }
 
 pub async fn handler(sim: &Arc<SimState>, t: &Target, q: &Query) -> Response {
@@ -160,11 +202,20 @@ pub async fn handler(sim: &Arc<SimState>, t: &Target, q: &Query) -> Response {
 
 fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiError> {
     let key = key_of(t);
-    let pod = sim.store.get(&key).ok_or_else(|| ApiError::not_found("pods", "", t.name.as_deref().unwrap_or("")))?;
+    let pod = sim
+        .store
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found("pods", "", t.name.as_deref().unwrap_or("")))?;
     let container = pick_container(&pod, q.get("container"))?;
-    let buf = sim.kubelet.log_buffer(&key, &container).ok_or_else(|| waiting_error(&pod, &container))?;
+    let buf = sim
+        .kubelet
+        .log_buffer(&key, &container)
+        .ok_or_else(|| waiting_error(&pod, &container))?;
     let follow = q.flag("follow");
-    let mut renderer = Renderer { timestamps: q.flag("timestamps"), at_line_start: true };
+    let mut renderer = Renderer {
+        timestamps: q.flag("timestamps"),
+        at_line_start: true,
+    };
     let start = match q.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
         Some(n) => buf.tail_start(n),
         None => 0,
@@ -176,7 +227,12 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
         if let Some(l) = limit {
             out.truncate(l);
         }
-        return Ok((http::StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain")], out).into_response());
+        return Ok((
+            http::StatusCode::OK,
+            [(http::header::CONTENT_TYPE, "text/plain")],
+            out,
+        )
+            .into_response());
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
@@ -193,7 +249,8 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
                     out.truncate(l.saturating_sub(sent));
                 }
                 sent += out.len();
-                if tx.send(Ok(Bytes::from(out))).await.is_err() || limit.is_some_and(|l| sent >= l) {
+                if tx.send(Ok(Bytes::from(out))).await.is_err() || limit.is_some_and(|l| sent >= l)
+                {
                     return;
                 }
             }
@@ -224,10 +281,16 @@ mod tests {
         b.append(b"one\ntwo\nthr");
         b.append(b"ee\n");
         let (chunks, _) = b.snapshot(b.tail_start(2));
-        let mut r = Renderer { timestamps: false, at_line_start: true };
+        let mut r = Renderer {
+            timestamps: false,
+            at_line_start: true,
+        };
         assert_eq!(r.render(&chunks), b"two\nthree\n");
         let (all, _) = b.snapshot(0);
-        let mut r = Renderer { timestamps: true, at_line_start: true };
+        let mut r = Renderer {
+            timestamps: true,
+            at_line_start: true,
+        };
         let text = String::from_utf8(r.render(&all)).expect("utf8");
         assert_eq!(text.lines().count(), 3);
         assert!(text.lines().all(|l| l.contains("Z ")), "{text}");
@@ -238,7 +301,13 @@ mod tests {
         let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
         assert_eq!(pick_container(&pod, Some("a")).expect("a"), "a");
         let e = pick_container(&pod, None).expect_err("ambiguous");
-        assert_eq!(e.message, "a container name must be specified for pod p, choose one of: [a b]");
-        assert_eq!(pick_container(&pod, Some("z")).expect_err("bad").message, "container z is not valid for pod p");
+        assert_eq!(
+            e.message,
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
+        assert_eq!(
+            pick_container(&pod, Some("z")).expect_err("bad").message,
+            "container z is not valid for pod p"
+        );
     }
 }

@@ -28,12 +28,17 @@ pub fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
     if !v.get("metadata").is_some_and(Value::is_object) {
         v["metadata"] = json!({});
     }
-    v["metadata"].as_object_mut().expect("metadata was just made an object")
+    v["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
 }
 
 /// Label map (empty when absent).
 pub fn labels(v: &Value) -> Map<String, Value> {
-    v.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default()
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// RFC 3339 timestamp with second precision (metav1.Time).
@@ -41,10 +46,10 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-
 /// RFC 3339 timestamp `secs` seconds from now.
 pub fn in_seconds(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A random UUID v4 string.
@@ -53,14 +58,23 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The 5-character suffix kube-apiserver appends to `generateName`.
 pub fn random_suffix(len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Human age as kubectl prints it: `5s`, `3m12s`, `15m`, `2h5m`, `4d`.
@@ -68,7 +82,9 @@ pub fn human_age(since: &str) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
         return "<unknown>".to_string();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
     if secs < 120 {
         format!("{secs}s")

@@ -112,7 +112,11 @@ impl PolicyRule {
 /// The Role the actions-runner-controller chart gives a runner in Kubernetes mode.
 pub fn arc_chart_default_role() -> Vec<PolicyRule> {
     vec![
-        PolicyRule::new(&[""], &["pods"], &["get", "list", "create", "delete", "update", "patch"]),
+        PolicyRule::new(
+            &[""],
+            &["pods"],
+            &["get", "list", "create", "delete", "update", "patch"],
+        ),
         PolicyRule::new(&[""], &["pods/exec"], &["get", "create"]),
         PolicyRule::new(&[""], &["pods/log"], &["get", "list", "watch"]),
         PolicyRule::new(&[""], &["secrets"], &["get", "list", "create", "delete"]),
@@ -126,9 +130,15 @@ pub enum SimError {
     #[error("cannot bind the simulator's listener on 127.0.0.1: {0}")]
     Bind(#[source] std::io::Error),
     #[error("cannot prepare the simulator's state directory {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write the kubeconfig {path}: {source}")]
-    Kubeconfig { path: PathBuf, source: std::io::Error },
+    Kubeconfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("pod {namespace}/{name} not found")]
     PodNotFound { namespace: String, name: String },
     #[error("cannot build a Kubernetes client for the simulator: {0}")]
@@ -164,21 +174,37 @@ impl Simulator {
     pub async fn start_on(cfg: SimConfig, port: u16) -> Result<Simulator, SimError> {
         let (state_dir, temp) = match &cfg.state_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| SimError::StateDir { path: dir.clone(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| SimError::StateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
                 (dir.clone(), None)
             }
             None => {
-                let dir = std::env::temp_dir().join(format!("arc-hook-sim-{}", meta::random_suffix(10)));
-                std::fs::create_dir_all(&dir).map_err(|source| SimError::StateDir { path: dir.clone(), source })?;
+                let dir =
+                    std::env::temp_dir().join(format!("arc-hook-sim-{}", meta::random_suffix(10)));
+                std::fs::create_dir_all(&dir).map_err(|source| SimError::StateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
                 (dir.clone(), Some(dir))
             }
         };
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(SimError::Bind)?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(SimError::Bind)?;
         let addr = listener.local_addr().map_err(SimError::Bind)?;
         let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
         let faults = FaultHandle::new(cfg.faults.clone());
         let kubelet = kubelet::Kubelet::new(state_dir);
-        let state = Arc::new(SimState { cfg, store: store::Store::new(), faults, kubelet, user, addr });
+        let state = Arc::new(SimState {
+            cfg,
+            store: store::Store::new(),
+            faults,
+            kubelet,
+            user,
+            addr,
+        });
         api::seed(&state);
         jobs::spawn_controller(state.clone());
         let app = api::router(state.clone());
@@ -192,7 +218,12 @@ impl Simulator {
             }
         });
         tracing::info!(%addr, "kubernetes simulator listening");
-        Ok(Simulator { state, stop: Some(stop_tx), server: Some(server), temp_dir: temp })
+        Ok(Simulator {
+            state,
+            stop: Some(stop_tx),
+            server: Some(server),
+            temp_dir: temp,
+        })
     }
 
     /// Base URL of the API server, e.g. `http://127.0.0.1:41234`.
@@ -209,15 +240,23 @@ impl Simulator {
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), SimError> {
         let text = kubeconfig_yaml(&self.url(), &self.state.cfg.namespace);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| SimError::Kubeconfig { path: path.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| SimError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
-        std::fs::write(path, text).map_err(|source| SimError::Kubeconfig { path: path.to_path_buf(), source })
+        std::fs::write(path, text).map_err(|source| SimError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// A kube-rs client for this simulator, defaulting to the configured namespace.
     pub async fn client(&self) -> kube::Client {
-        let uri: http::Uri = self.url().parse().expect("the simulator URL is a valid URI");
+        let uri: http::Uri = self
+            .url()
+            .parse()
+            .expect("the simulator URL is a valid URI");
         let mut config = kube::Config::new(uri);
         config.default_namespace = self.state.cfg.namespace.clone();
         kube::Client::try_from(config).expect("a plain-HTTP kube config always builds a client")
@@ -234,7 +273,10 @@ impl Simulator {
         if kubelet::evict(&self.state, ns, name).await {
             Ok(())
         } else {
-            Err(SimError::PodNotFound { namespace: ns.to_string(), name: name.to_string() })
+            Err(SimError::PodNotFound {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            })
         }
     }
 

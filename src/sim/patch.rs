@@ -17,7 +17,12 @@ pub fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), 
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(target, &p).map_err(|e| ApiError::internal(500, &format!("the server rejected our request due to an error in our request: {e}")))
+            json_patch::patch(target, &p).map_err(|e| {
+                ApiError::internal(
+                    500,
+                    &format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })
         }
         "application/merge-patch+json" => {
             merge(target, &parse(body)?);
@@ -44,7 +49,9 @@ pub fn merge(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Default::default());
     }
-    let t = target.as_object_mut().expect("target was just made an object");
+    let t = target
+        .as_object_mut()
+        .expect("target was just made an object");
     for (k, v) in p {
         if v.is_null() {
             t.remove(k);
@@ -57,12 +64,16 @@ pub fn merge(target: &mut Value, patch: &Value) {
 /// The merge key of list items for the fields the hook's objects use.
 fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "conditions" => {
-            Some(match field {
-                "conditions" => "type",
-                _ => "name",
-            })
-        }
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "conditions" => Some(match field {
+            "conditions" => "type",
+            _ => "name",
+        }),
         "volumeMounts" | "volumeDevices" => Some("mountPath"),
         "ports" => Some("containerPort"),
         "ownerReferences" => Some("uid"),
@@ -85,7 +96,9 @@ pub fn strategic(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Default::default());
     }
-    let t = target.as_object_mut().expect("target was just made an object");
+    let t = target
+        .as_object_mut()
+        .expect("target was just made an object");
     for (k, v) in p {
         if k.starts_with('$') {
             continue;
@@ -95,7 +108,9 @@ pub fn strategic(target: &mut Value, patch: &Value) {
             continue;
         }
         match (merge_key(k), v, t.get_mut(k)) {
-            (Some(key), Value::Array(items), Some(Value::Array(existing))) => merge_list(existing, items, key),
+            (Some(key), Value::Array(items), Some(Value::Array(existing))) => {
+                merge_list(existing, items, key)
+            }
             (_, Value::Object(_), Some(slot)) => strategic(slot, v),
             _ => {
                 let mut clean = v.clone();
@@ -109,7 +124,9 @@ pub fn strategic(target: &mut Value, patch: &Value) {
 fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
     for item in items {
         let id = item.get(key).cloned();
-        let pos = id.as_ref().and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
+        let pos = id
+            .as_ref()
+            .and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
         match (pos, delete) {
             (Some(i), true) => {
@@ -145,7 +162,12 @@ mod tests {
     #[test]
     fn merge_patch_deletes_with_null() {
         let mut t = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
-        apply(&mut t, "application/merge-patch+json", br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#).expect("patch");
+        apply(
+            &mut t,
+            "application/merge-patch+json",
+            br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#,
+        )
+        .expect("patch");
         assert_eq!(t, json!({"metadata": {"labels": {"b": "2", "c": "3"}}}));
     }
 
@@ -162,7 +184,12 @@ mod tests {
     #[test]
     fn json_patch_applies_operations() {
         let mut t = json!({"metadata": {"labels": {"a": "1"}}});
-        apply(&mut t, "application/json-patch+json", br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#).expect("patch");
+        apply(
+            &mut t,
+            "application/json-patch+json",
+            br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#,
+        )
+        .expect("patch");
         assert_eq!(t["metadata"]["labels"]["b"], "2");
     }
 }

@@ -1,12 +1,15 @@
 //! Resource quantities (`500m`, `2Gi`, `1e3`): validation and conversion to base units.
 
 /// The API server's message for a malformed quantity.
-pub const QUANTITY_FMT: &str = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+pub const QUANTITY_FMT: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 /// Parses a quantity into base units (cores, bytes, items); `None` when malformed.
 pub fn parse(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     if num.is_empty() || num.chars().skip(1).any(|c| c == '+' || c == '-') {
         return None;

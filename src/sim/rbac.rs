@@ -31,7 +31,11 @@ pub fn authorize(rules: Option<&[PolicyRule]>, user: &str, a: &Attributes) -> Re
     if allowed(rules, a) {
         return Ok(());
     }
-    let qualified = if a.group.is_empty() { a.resource.to_string() } else { format!("{}.{}", a.resource, a.group) };
+    let qualified = if a.group.is_empty() {
+        a.resource.to_string()
+    } else {
+        format!("{}.{}", a.resource, a.group)
+    };
     let shown_resource = match a.subresource {
         Some(s) => format!("{}/{s}", a.resource),
         None => a.resource.to_string(),
@@ -49,7 +53,12 @@ pub fn authorize(rules: Option<&[PolicyRule]>, user: &str, a: &Attributes) -> Re
         verb = a.verb,
         group = a.group
     );
-    Err(ApiError::forbidden(a.resource, a.group, a.name.filter(|n| !n.is_empty()), message))
+    Err(ApiError::forbidden(
+        a.resource,
+        a.group,
+        a.name.filter(|n| !n.is_empty()),
+        message,
+    ))
 }
 
 /// Answers a SelfSubjectAccessReview: fills `status` from the same rules.
@@ -88,14 +97,31 @@ mod tests {
     use super::*;
     use crate::sim::arc_chart_default_role;
 
-    fn attrs<'a>(verb: &'a str, resource: &'a str, sub: Option<&'a str>, name: Option<&'a str>) -> Attributes<'a> {
-        Attributes { verb, group: "", resource, subresource: sub, namespace: Some("default"), name }
+    fn attrs<'a>(
+        verb: &'a str,
+        resource: &'a str,
+        sub: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> Attributes<'a> {
+        Attributes {
+            verb,
+            group: "",
+            resource,
+            subresource: sub,
+            namespace: Some("default"),
+            name,
+        }
     }
 
     #[test]
     fn denial_text_matches_kube_apiserver() {
         let role = arc_chart_default_role();
-        let e = authorize(Some(&role), "system:serviceaccount:default:arc-runner", &attrs("watch", "pods", None, Some("x"))).expect_err("denied");
+        let e = authorize(
+            Some(&role),
+            "system:serviceaccount:default:arc-runner",
+            &attrs("watch", "pods", None, Some("x")),
+        )
+        .expect_err("denied");
         assert_eq!(e.code, 403);
         assert_eq!(
             e.message,
@@ -106,18 +132,33 @@ mod tests {
     #[test]
     fn chart_role_grants_exec_and_logs() {
         let role = arc_chart_default_role();
-        assert!(allowed(Some(&role), &attrs("create", "pods", Some("exec"), None)));
-        assert!(allowed(Some(&role), &attrs("get", "pods", Some("log"), None)));
-        assert!(!allowed(Some(&role), &attrs("create", "configmaps", None, None)));
+        assert!(allowed(
+            Some(&role),
+            &attrs("create", "pods", Some("exec"), None)
+        ));
+        assert!(allowed(
+            Some(&role),
+            &attrs("get", "pods", Some("log"), None)
+        ));
+        assert!(!allowed(
+            Some(&role),
+            &attrs("create", "configmaps", None, None)
+        ));
         assert!(allowed(None, &attrs("create", "configmaps", None, None)));
     }
 
     #[test]
     fn review_answers_from_the_rules() {
         let role = arc_chart_default_role();
-        let r = review(Some(&role), json!({"spec": {"resourceAttributes": {"verb": "watch", "resource": "pods", "namespace": "default"}}}));
+        let r = review(
+            Some(&role),
+            json!({"spec": {"resourceAttributes": {"verb": "watch", "resource": "pods", "namespace": "default"}}}),
+        );
         assert_eq!(r["status"]["allowed"], false);
-        let r = review(Some(&role), json!({"spec": {"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}}}));
+        let r = review(
+            Some(&role),
+            json!({"spec": {"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}}}),
+        );
         assert_eq!(r["status"]["allowed"], true);
     }
 }

@@ -23,11 +23,24 @@ pub struct Resource {
 
 impl Resource {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 }
 
-const RW: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const RW: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub static RESOURCES: &[Resource] = &[
     Resource {
@@ -55,7 +68,9 @@ pub static RESOURCES: &[Resource] = &[
         singular: "namespace",
         kind: "Namespace",
         namespaced: false,
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
         short_names: &["ns"],
         subresources: &[("status", "Namespace", &["get", "patch", "update"])],
     },
@@ -105,7 +120,11 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         verbs: RW,
         short_names: &["pvc"],
-        subresources: &[("status", "PersistentVolumeClaim", &["get", "patch", "update"])],
+        subresources: &[(
+            "status",
+            "PersistentVolumeClaim",
+            &["get", "patch", "update"],
+        )],
     },
     Resource {
         id: "serviceaccounts",
@@ -182,16 +201,25 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 /// API groups beyond core, with their one version.
-const GROUPS: &[(&str, &str)] = &[("batch", "v1"), ("authorization.k8s.io", "v1"), ("events.k8s.io", "v1")];
+const GROUPS: &[(&str, &str)] = &[
+    ("batch", "v1"),
+    ("authorization.k8s.io", "v1"),
+    ("events.k8s.io", "v1"),
+];
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Finds a resource by store id.
 pub fn by_id(id: &str) -> &'static Resource {
-    RESOURCES.iter().find(|r| r.id == id).expect("store ids come from the resource table")
+    RESOURCES
+        .iter()
+        .find(|r| r.id == id)
+        .expect("store ids come from the resource table")
 }
 
 pub fn version() -> Value {
@@ -241,7 +269,10 @@ pub fn api_group(group: &str) -> Option<Value> {
 
 /// The APIResourceList for a group version, or `None` when not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let served: Vec<&Resource> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if served.is_empty() {
         return None;
     }
@@ -271,16 +302,28 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// The OpenAPI v3 discovery root: one document per served group version.
 pub fn openapi_v3_root() -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=0000000000000001"}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=0000000000000001"}),
+    );
     for (g, v) in GROUPS {
-        paths.insert(format!("apis/{g}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=0000000000000001")}));
+        paths.insert(
+            format!("apis/{g}/{v}"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=0000000000000001")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -288,13 +331,20 @@ pub fn openapi_v3_root() -> Value {
 /// A minimal OpenAPI v3 document for a group version: PATCH operations tagged with their kind and
 /// the `fieldValidation` parameter, which is what kubectl checks before validating server-side.
 pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let served: Vec<&Resource> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if served.is_empty() {
         return None;
     }
     let mut paths = serde_json::Map::new();
     for r in served.iter().filter(|r| r.verbs.contains(&"patch")) {
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let path = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
         } else {
@@ -336,7 +386,12 @@ mod tests {
     #[test]
     fn subresources_are_listed() {
         let l = resource_list("", "v1").expect("core");
-        let names: Vec<&str> = l["resources"].as_array().expect("array").iter().filter_map(|r| r["name"].as_str()).collect();
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
         assert!(names.contains(&"pods/exec") && names.contains(&"pods/log"));
     }
 }

@@ -32,12 +32,21 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set_values(rest: &str) -> Option<Vec<String>> {
     let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 impl LabelSelector {
@@ -51,12 +60,23 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 Req::Eq(k.trim().into(), v.trim().into())
             } else if let Some((k, rest)) = part.split_once(" notin ") {
-                Req::NotIn(k.trim().into(), set_values(rest).ok_or_else(|| format!("unable to parse requirement: {part}"))?)
+                Req::NotIn(
+                    k.trim().into(),
+                    set_values(rest)
+                        .ok_or_else(|| format!("unable to parse requirement: {part}"))?,
+                )
             } else if let Some((k, rest)) = part.split_once(" in ") {
-                Req::In(k.trim().into(), set_values(rest).ok_or_else(|| format!("unable to parse requirement: {part}"))?)
+                Req::In(
+                    k.trim().into(),
+                    set_values(rest)
+                        .ok_or_else(|| format!("unable to parse requirement: {part}"))?,
+                )
             } else if let Some(k) = part.strip_prefix('!') {
                 Req::NotExists(k.trim().into())
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Req::Exists(part.into())
             } else {
                 return Err(format!("unable to parse requirement: {part}"));
@@ -65,7 +85,6 @@ impl LabelSelector {
         }
         Ok(LabelSelector(reqs))
     }
-
 
     pub fn matches(&self, labels: &Map<String, Value>) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
@@ -95,7 +114,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             terms.push((k.trim().to_string(), eq, v.trim().to_string()));
         }

@@ -20,23 +20,43 @@ impl Cause {
         }
     }
     pub fn required(field: impl Into<String>) -> Cause {
-        Cause { field: field.into(), reason: "FieldValueRequired", message: "Required value".into() }
+        Cause {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        }
     }
     pub fn duplicate(field: impl Into<String>, value: &str) -> Cause {
-        Cause { field: field.into(), reason: "FieldValueDuplicate", message: format!("Duplicate value: {}", json!(value)) }
+        Cause {
+            field: field.into(),
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {}", json!(value)),
+        }
     }
     pub fn not_found(field: impl Into<String>, value: &str) -> Cause {
-        Cause { field: field.into(), reason: "FieldValueNotFound", message: format!("Not found: {}", json!(value)) }
+        Cause {
+            field: field.into(),
+            reason: "FieldValueNotFound",
+            message: format!("Not found: {}", json!(value)),
+        }
     }
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
-        Cause { field: field.into(), reason: "FieldValueForbidden", message: format!("Forbidden: {detail}") }
+        Cause {
+            field: field.into(),
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+        }
     }
     pub fn unsupported(field: impl Into<String>, value: &str, supported: &[&str]) -> Cause {
         let list: Vec<String> = supported.iter().map(|s| json!(s).to_string()).collect();
         Cause {
             field: field.into(),
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: {}: supported values: {}", json!(value), list.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                json!(value),
+                list.join(", ")
+            ),
         }
     }
     /// The `field: message` text kube-apiserver joins into an Invalid message.
@@ -56,7 +76,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> ApiError {
-        ApiError { code, reason, message, details }
+        ApiError {
+            code,
+            reason,
+            message,
+            details,
+        }
     }
 
     /// `pods "x" not found`.
@@ -66,7 +91,12 @@ impl ApiError {
         if !group.is_empty() {
             d["group"] = json!(group);
         }
-        ApiError::new(404, "NotFound", format!("{what} \"{name}\" not found"), Some(d))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{what} \"{name}\" not found"),
+            Some(d),
+        )
     }
 
     /// `pods "x" already exists`.
@@ -76,7 +106,12 @@ impl ApiError {
         if !group.is_empty() {
             d["group"] = json!(group);
         }
-        ApiError::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists"), Some(d))
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{what} \"{name}\" already exists"),
+            Some(d),
+        )
     }
 
     /// The optimistic-concurrency failure of an update with a stale resourceVersion.
@@ -95,8 +130,16 @@ impl ApiError {
     /// `Pod "x" is invalid: ...` with one cause per field error.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> ApiError {
         let texts: Vec<String> = causes.iter().map(Cause::text).collect();
-        let joined = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
-        let kind_q = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let joined = if texts.len() == 1 {
+            texts[0].clone()
+        } else {
+            format!("[{}]", texts.join(", "))
+        };
+        let kind_q = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let causes_json: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
@@ -105,7 +148,12 @@ impl ApiError {
         if !group.is_empty() {
             d["group"] = json!(group);
         }
-        ApiError::new(422, "Invalid", format!("{kind_q} \"{name}\" is invalid: {joined}"), Some(d))
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind_q} \"{name}\" is invalid: {joined}"),
+            Some(d),
+        )
     }
 
     /// RBAC denial, worded like kube-apiserver's authorizer.
@@ -125,11 +173,21 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource".into(), None)
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+            None,
+        )
     }
 
     pub fn not_found_path() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource".into(), Some(json!({})))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            Some(json!({})),
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> ApiError {
@@ -137,16 +195,37 @@ impl ApiError {
     }
 
     pub fn unsupported_media(content_type: &str) -> ApiError {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"), None)
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"
+            ),
+            None,
+        )
     }
 
     pub fn too_many_requests() -> ApiError {
-        ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.".into(), Some(json!({"retryAfterSeconds": 1})))
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.".into(),
+            Some(json!({"retryAfterSeconds": 1})),
+        )
     }
 
     pub fn internal(code: u16, message: &str) -> ApiError {
-        let reason = if code == 503 { "ServiceUnavailable" } else { "InternalError" };
-        ApiError::new(code, reason, format!("Internal error occurred: {message}"), Some(json!({"causes": [{"message": message}]})))
+        let reason = if code == 503 {
+            "ServiceUnavailable"
+        } else {
+            "InternalError"
+        };
+        ApiError::new(
+            code,
+            reason,
+            format!("Internal error occurred: {message}"),
+            Some(json!({"causes": [{"message": message}]})),
+        )
     }
 
     /// The `Status` object.
@@ -169,12 +248,17 @@ impl ApiError {
 
 /// `pods` or `jobs.batch`, as kube-apiserver names a resource in messages.
 fn qualified(plural: &str, group: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = http::StatusCode::from_u16(self.code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let code = http::StatusCode::from_u16(self.code)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         json_response(code, &self.to_status())
     }
 }
@@ -182,7 +266,12 @@ impl IntoResponse for ApiError {
 /// A JSON response with the given status.
 pub fn json_response(code: http::StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (code, [(http::header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -191,17 +280,43 @@ mod tests {
 
     #[test]
     fn invalid_message_names_fields_like_the_api_server() {
-        let e = ApiError::invalid("Pod", "", "Bad_Name", vec![Cause::invalid("metadata.name", "Bad_Name", "bad")]);
-        assert_eq!(e.message, "Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": bad");
-        let e = ApiError::invalid("Pod", "", "p", vec![Cause::required("a"), Cause::required("b")]);
-        assert_eq!(e.message, "Pod \"p\" is invalid: [a: Required value, b: Required value]");
+        let e = ApiError::invalid(
+            "Pod",
+            "",
+            "Bad_Name",
+            vec![Cause::invalid("metadata.name", "Bad_Name", "bad")],
+        );
+        assert_eq!(
+            e.message,
+            "Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": bad"
+        );
+        let e = ApiError::invalid(
+            "Pod",
+            "",
+            "p",
+            vec![Cause::required("a"), Cause::required("b")],
+        );
+        assert_eq!(
+            e.message,
+            "Pod \"p\" is invalid: [a: Required value, b: Required value]"
+        );
         assert_eq!(e.to_status()["details"]["causes"][1]["field"], "b");
     }
 
     #[test]
     fn not_found_and_conflict_texts() {
-        assert_eq!(ApiError::not_found("pods", "", "x").message, "pods \"x\" not found");
-        assert_eq!(ApiError::not_found("jobs", "batch", "j").message, "jobs.batch \"j\" not found");
-        assert!(ApiError::conflict("pods", "", "x").message.starts_with("Operation cannot be fulfilled on pods \"x\""));
+        assert_eq!(
+            ApiError::not_found("pods", "", "x").message,
+            "pods \"x\" not found"
+        );
+        assert_eq!(
+            ApiError::not_found("jobs", "batch", "j").message,
+            "jobs.batch \"j\" not found"
+        );
+        assert!(
+            ApiError::conflict("pods", "", "x")
+                .message
+                .starts_with("Operation cannot be fulfilled on pods \"x\"")
+        );
     }
 }

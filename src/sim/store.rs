@@ -21,7 +21,11 @@ pub struct Key {
 
 impl Key {
     pub fn new(resource: &'static str, namespace: &str, name: &str) -> Key {
-        Key { resource, namespace: namespace.to_string(), name: name.to_string() }
+        Key {
+            resource,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -86,7 +90,12 @@ fn set_rv(obj: &mut Value, rv: u64) {
 impl Store {
     pub fn new() -> Store {
         Store {
-            inner: Mutex::new(Inner { rv: 100, objects: BTreeMap::new(), history: VecDeque::new(), watchers: Vec::new() }),
+            inner: Mutex::new(Inner {
+                rv: 100,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                watchers: Vec::new(),
+            }),
         }
     }
 
@@ -96,9 +105,20 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-
-    fn record(inner: &mut Inner, kind: ChangeKind, key: Key, object: Value, previous: Option<Value>) {
-        let change = Arc::new(Change { rv: inner.rv, kind, key, object, previous });
+    fn record(
+        inner: &mut Inner,
+        kind: ChangeKind,
+        key: Key,
+        object: Value,
+        previous: Option<Value>,
+    ) {
+        let change = Arc::new(Change {
+            rv: inner.rv,
+            kind,
+            key,
+            object,
+            previous,
+        });
         inner.history.push_back(change.clone());
         if inner.history.len() > HISTORY {
             inner.history.pop_front();
@@ -116,7 +136,8 @@ impl Store {
         let rv = inner.rv;
         let m = meta::metadata_mut(&mut obj);
         m.entry("uid").or_insert_with(|| json!(meta::new_uid()));
-        m.entry("creationTimestamp").or_insert_with(|| json!(meta::now()));
+        m.entry("creationTimestamp")
+            .or_insert_with(|| json!(meta::now()));
         set_rv(&mut obj, rv);
         inner.objects.insert(key.clone(), obj.clone());
         Self::record(&mut inner, ChangeKind::Added, key, obj.clone(), None);
@@ -181,7 +202,13 @@ impl Store {
         let rv = inner.rv;
         set_rv(&mut next, rv);
         inner.objects.insert(key.clone(), next.clone());
-        Self::record(&mut inner, ChangeKind::Modified, key.clone(), next.clone(), Some(previous));
+        Self::record(
+            &mut inner,
+            ChangeKind::Modified,
+            key.clone(),
+            next.clone(),
+            Some(previous),
+        );
         Ok(Ok(next))
     }
 
@@ -192,7 +219,13 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         set_rv(&mut obj, rv);
-        Self::record(&mut inner, ChangeKind::Deleted, key.clone(), obj.clone(), None);
+        Self::record(
+            &mut inner,
+            ChangeKind::Deleted,
+            key.clone(),
+            obj.clone(),
+            None,
+        );
         Some(obj)
     }
 
@@ -203,9 +236,17 @@ impl Store {
             Some(rv) if rv < inner.rv => {
                 let oldest = inner.history.front().map(|c| c.rv).unwrap_or(inner.rv + 1);
                 if rv + 1 < oldest {
-                    return Err(StoreError::Gone { requested: rv, oldest });
+                    return Err(StoreError::Gone {
+                        requested: rv,
+                        oldest,
+                    });
                 }
-                inner.history.iter().filter(|c| c.rv > rv).cloned().collect()
+                inner
+                    .history
+                    .iter()
+                    .filter(|c| c.rv > rv)
+                    .cloned()
+                    .collect()
             }
             _ => Vec::new(),
         };
@@ -229,7 +270,10 @@ mod tests {
         let (_, mut rx) = s.watch(None).expect("watch from now");
         let k = Key::new("pods", "default", "a");
         let created = s.create(k.clone(), pod("a")).expect("created");
-        assert_eq!(s.create(k.clone(), pod("a")), Err(StoreError::AlreadyExists));
+        assert_eq!(
+            s.create(k.clone(), pod("a")),
+            Err(StoreError::AlreadyExists)
+        );
         let rv1 = meta::str_at(&created, &["metadata", "resourceVersion"]).map(str::to_string);
         let updated = s
             .update::<()>(&k, rv1.as_deref(), |o| {
@@ -238,19 +282,35 @@ mod tests {
             })
             .expect("no closure error")
             .expect("updated");
-        assert_ne!(updated["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
-        assert_eq!(s.update::<()>(&k, rv1.as_deref(), |_| Ok(())), Ok(Err(StoreError::Conflict)));
+        assert_ne!(
+            updated["metadata"]["resourceVersion"],
+            created["metadata"]["resourceVersion"]
+        );
+        assert_eq!(
+            s.update::<()>(&k, rv1.as_deref(), |_| Ok(())),
+            Ok(Err(StoreError::Conflict))
+        );
         s.delete(&k).expect("deleted");
-        let kinds: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|c| c.kind).collect();
-        assert_eq!(kinds, vec![ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted]);
+        let kinds: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![ChangeKind::Added, ChangeKind::Modified, ChangeKind::Deleted]
+        );
     }
 
     #[test]
     fn watch_replays_history_after_a_version() {
         let s = Store::new();
-        let a = s.create(Key::new("pods", "default", "a"), pod("a")).expect("a");
-        s.create(Key::new("pods", "default", "b"), pod("b")).expect("b");
-        let rv: u64 = meta::str_at(&a, &["metadata", "resourceVersion"]).and_then(|r| r.parse().ok()).expect("rv");
+        let a = s
+            .create(Key::new("pods", "default", "a"), pod("a"))
+            .expect("a");
+        s.create(Key::new("pods", "default", "b"), pod("b"))
+            .expect("b");
+        let rv: u64 = meta::str_at(&a, &["metadata", "resourceVersion"])
+            .and_then(|r| r.parse().ok())
+            .expect("rv");
         let (backlog, _) = s.watch(Some(rv)).expect("watch");
         assert_eq!(backlog.len(), 1);
         assert_eq!(backlog[0].key.name, "b");

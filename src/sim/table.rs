@@ -15,25 +15,55 @@ pub fn pod_status_reason(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating".into();
     }
-    let mut reason = pod.pointer("/status/reason").and_then(Value::as_str).or(pod.pointer("/status/phase").and_then(Value::as_str)).unwrap_or("Pending").to_string();
-    let inits = pod.pointer("/status/initContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let n_init = pod.pointer("/spec/initContainers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    let mut reason = pod
+        .pointer("/status/reason")
+        .and_then(Value::as_str)
+        .or(pod.pointer("/status/phase").and_then(Value::as_str))
+        .unwrap_or("Pending")
+        .to_string();
+    let inits = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let n_init = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(Vec::len)
+        .unwrap_or(0);
     for (i, s) in inits.iter().enumerate() {
-        if s.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0) {
+        if s.pointer("/state/terminated/exitCode")
+            .and_then(Value::as_i64)
+            == Some(0)
+        {
             continue;
         }
-        if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str).filter(|r| *r != "PodInitializing") {
+        if let Some(r) = s
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+            .filter(|r| *r != "PodInitializing")
+        {
             return format!("Init:{r}");
         }
         if let Some(t) = s.pointer("/state/terminated") {
-            return format!("Init:{}", t.get("reason").and_then(Value::as_str).unwrap_or("Error"));
+            return format!(
+                "Init:{}",
+                t.get("reason").and_then(Value::as_str).unwrap_or("Error")
+            );
         }
         return format!("Init:{i}/{n_init}");
     }
-    for s in pod.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default() {
+    for s in pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
         if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
             reason = r.to_string();
-        } else if let Some(r) = s.pointer("/state/terminated/reason").and_then(Value::as_str)
+        } else if let Some(r) = s
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
             && reason != "Running"
         {
             reason = r.to_string();
@@ -43,16 +73,32 @@ pub fn pod_status_reason(pod: &Value) -> String {
 }
 
 fn pod_row(p: &Value) -> Vec<Value> {
-    let statuses = p.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let total = p.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-    let ready = statuses.iter().filter(|s| s["ready"] == json!(true)).count();
-    let restarts: i64 = statuses.iter().filter_map(|s| s["restartCount"].as_i64()).sum();
+    let statuses = p
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let total = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(Vec::len)
+        .unwrap_or(0);
+    let ready = statuses
+        .iter()
+        .filter(|s| s["ready"] == json!(true))
+        .count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
     vec![
         json!(meta::name(p)),
         json!(format!("{ready}/{total}")),
         json!(pod_status_reason(p)),
         json!(restarts.to_string()),
-        json!(meta::human_age(meta::str_at(p, &["metadata", "creationTimestamp"]).unwrap_or(""))),
+        json!(meta::human_age(
+            meta::str_at(p, &["metadata", "creationTimestamp"]).unwrap_or("")
+        )),
         json!(meta::str_at(p, &["status", "podIP"]).unwrap_or("<none>")),
         json!(meta::str_at(p, &["spec", "nodeName"]).unwrap_or("<none>")),
         json!("<none>"),
@@ -61,8 +107,16 @@ fn pod_row(p: &Value) -> Vec<Value> {
 }
 
 fn job_row(j: &Value) -> Vec<Value> {
-    let conds = j.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-    let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
+    let conds = j
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
     let status = if has("Complete") {
         "Complete"
     } else if has("Failed") {
@@ -70,10 +124,22 @@ fn job_row(j: &Value) -> Vec<Value> {
     } else {
         "Running"
     };
-    let succeeded = j.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
-    let completions = j.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
+    let succeeded = j
+        .pointer("/status/succeeded")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let completions = j
+        .pointer("/spec/completions")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let age = meta::human_age(meta::str_at(j, &["metadata", "creationTimestamp"]).unwrap_or(""));
-    vec![json!(meta::name(j)), json!(status), json!(format!("{succeeded}/{completions}")), json!(""), json!(age)]
+    vec![
+        json!(meta::name(j)),
+        json!(status),
+        json!(format!("{succeeded}/{completions}")),
+        json!(""),
+        json!(age),
+    ]
 }
 
 /// A Table of `items` (full objects ride along in each row, as `includeObject=Object` would).
@@ -95,12 +161,26 @@ pub fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
             pod_row,
         ),
         "jobs.batch" => (
-            vec![col("Name", "string", 0), col("Status", "string", 0), col("Completions", "string", 0), col("Duration", "string", 0), col("Age", "string", 0)],
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Completions", "string", 0),
+                col("Duration", "string", 0),
+                col("Age", "string", 0),
+            ],
             job_row,
         ),
-        _ => (vec![col("Name", "string", 0), col("Age", "string", 0)], |o| {
-            vec![json!(meta::name(o)), json!(meta::human_age(meta::str_at(o, &["metadata", "creationTimestamp"]).unwrap_or("")))]
-        }),
+        _ => (
+            vec![col("Name", "string", 0), col("Age", "string", 0)],
+            |o| {
+                vec![
+                    json!(meta::name(o)),
+                    json!(meta::human_age(
+                        meta::str_at(o, &["metadata", "creationTimestamp"]).unwrap_or("")
+                    )),
+                ]
+            },
+        ),
     };
     let rows: Vec<Value> = items
         .iter()

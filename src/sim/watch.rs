@@ -28,7 +28,9 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
 /// The event a watcher with `filter` sees for `change`, if any: objects entering the selection are
 /// ADDED, leaving it DELETED.
 fn event_for(change: &Change, t: &Target, filter: &Filter) -> Option<(&'static str, Value)> {
-    if change.key.resource != store_id(t.res) || t.ns.as_deref().is_some_and(|ns| ns != change.key.namespace) {
+    if change.key.resource != store_id(t.res)
+        || t.ns.as_deref().is_some_and(|ns| ns != change.key.namespace)
+    {
         return None;
     }
     let obj = present(t.res, &change.object);
@@ -36,7 +38,10 @@ fn event_for(change: &Change, t: &Target, filter: &Filter) -> Option<(&'static s
     match change.kind {
         ChangeKind::Added | ChangeKind::Deleted => now.then(|| (change.kind.as_str(), obj)),
         ChangeKind::Modified => {
-            let before = change.previous.as_ref().is_some_and(|p| filter.matches(&present(t.res, p)));
+            let before = change
+                .previous
+                .as_ref()
+                .is_some_and(|p| filter.matches(&present(t.res, p)));
             match (before, now) {
                 (true, true) => Some(("MODIFIED", obj)),
                 (false, true) => Some(("ADDED", obj)),
@@ -52,17 +57,27 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let requested_rv = match q.get("resourceVersion").filter(|rv| !rv.is_empty() && *rv != "0") {
+    let requested_rv = match q
+        .get("resourceVersion")
+        .filter(|rv| !rv.is_empty() && *rv != "0")
+    {
         None => None,
         Some(rv) => match rv.parse::<u64>() {
             Ok(n) => Some(n),
-            Err(_) => return ApiError::bad_request(format!("invalid resource version: {rv}")).into_response(),
+            Err(_) => {
+                return ApiError::bad_request(format!("invalid resource version: {rv}"))
+                    .into_response();
+            }
         },
     };
     let send_initial = q.flag("sendInitialEvents") || requested_rv.is_none();
     let bookmarks = q.flag("allowWatchBookmarks");
     let initial_end_marker = q.flag("sendInitialEvents");
-    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
     let close_after = sim.faults.watch_close_after_events();
 
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
@@ -78,7 +93,9 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
         let (backlog, mut live) = match subscription {
             Ok(s) => s,
             Err(StoreError::Gone { requested, oldest }) => {
-                let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
+                let status =
+                    ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+                        .to_status();
                 let _ = tx.send(Ok(event_line("ERROR", &status))).await;
                 return;
             }
@@ -107,7 +124,8 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         let mut backlog = backlog.into_iter();
         loop {
             let change = match backlog.next() {
@@ -149,5 +167,7 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
         .status(200)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| ApiError::internal(500, "cannot build the watch response").into_response())
+        .unwrap_or_else(|_| {
+            ApiError::internal(500, "cannot build the watch response").into_response()
+        })
 }

@@ -9,7 +9,10 @@ use crate::sim::meta;
 use crate::sim::status::{ApiError, Cause};
 
 fn list(pod: &Value, key: &str) -> Vec<Value> {
-    pod.pointer(&format!("/spec/{key}")).and_then(Value::as_array).cloned().unwrap_or_default()
+    pod.pointer(&format!("/spec/{key}"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The pod `old` with the ephemeral containers of `new`, if the change only adds containers.
@@ -20,7 +23,10 @@ pub fn admit(old: &Value, new: &Value) -> Result<Value, ApiError> {
     for b in &before {
         let name = b.get("name").and_then(Value::as_str).unwrap_or("");
         if !after.iter().any(|a| a == b) {
-            causes.push(Cause::forbidden("spec.ephemeralContainers", &format!("existing ephemeral containers \"{name}\" may not be removed or changed")));
+            causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers \"{name}\" may not be removed or changed"),
+            ));
         }
     }
     let mut names: HashSet<String> = ["containers", "initContainers"]
@@ -34,11 +40,19 @@ pub fn admit(old: &Value, new: &Value) -> Result<Value, ApiError> {
     spec["initContainers"] = json!([]);
     let mut scratch = Vec::new();
     admission::validate_pod_spec(&spec, "spec", &mut scratch);
-    causes.extend(scratch.into_iter().filter(|c| c.field.starts_with("spec.ephemeralContainers")));
+    causes.extend(
+        scratch
+            .into_iter()
+            .filter(|c| c.field.starts_with("spec.ephemeralContainers")),
+    );
     for (i, a) in after.iter().enumerate() {
         let name = a.get("name").and_then(Value::as_str).unwrap_or("");
-        if !before.iter().any(|b| b.get("name") == a.get("name")) && !names.insert(name.to_string()) {
-            causes.push(Cause::duplicate(format!("spec.ephemeralContainers[{i}].name"), name));
+        if !before.iter().any(|b| b.get("name") == a.get("name")) && !names.insert(name.to_string())
+        {
+            causes.push(Cause::duplicate(
+                format!("spec.ephemeralContainers[{i}].name"),
+                name,
+            ));
         }
     }
     if !causes.is_empty() {
@@ -49,7 +63,8 @@ pub fn admit(old: &Value, new: &Value) -> Result<Value, ApiError> {
         .into_iter()
         .map(|mut c| {
             if let Some(m) = c.as_object_mut() {
-                m.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+                m.entry("terminationMessagePath")
+                    .or_insert(json!("/dev/termination-log"));
                 m.entry("terminationMessagePolicy").or_insert(json!("File"));
                 m.entry("imagePullPolicy").or_insert(json!("IfNotPresent"));
                 m.entry("resources").or_insert(json!({}));
@@ -71,9 +86,15 @@ mod tests {
         let new = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine"}]}});
         let added = admit(&old, &new).expect("added");
         assert_eq!(added["spec"]["ephemeralContainers"][0]["name"], "step");
-        let changed = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "other"}]}});
+        let changed =
+            json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "other"}]}});
         assert_eq!(admit(&added, &changed).expect_err("changed").code, 422);
         let clash = json!({"spec": {"ephemeralContainers": [{"name": "c", "image": "alpine"}]}});
-        assert!(admit(&old, &clash).expect_err("dup").message.contains("Duplicate value"));
+        assert!(
+            admit(&old, &clash)
+                .expect_err("dup")
+                .message
+                .contains("Duplicate value")
+        );
     }
 }

@@ -77,7 +77,11 @@ impl Kubelet {
                  not their volumes at their mount paths, and share the host network"
             );
         }
-        Kubelet { state_dir, namespaces, pods: Mutex::new(HashMap::new()) }
+        Kubelet {
+            state_dir,
+            namespaces,
+            pods: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -106,7 +110,11 @@ impl Kubelet {
 
     /// The log of a container that has started at least once.
     pub fn log_buffer(&self, key: &Key, container: &str) -> Option<Arc<LogBuffer>> {
-        self.handle(key)?.rt().containers.get(container).map(|c| c.logs.clone())
+        self.handle(key)?
+            .rt()
+            .containers
+            .get(container)
+            .map(|c| c.logs.clone())
     }
 
     /// Stops every pod worker: processes killed, sandboxes removed.
@@ -130,17 +138,28 @@ impl Kubelet {
 pub(crate) fn pod_created(sim: Arc<SimState>, pod: &Value) {
     let key = Key::new("pods", meta::namespace(pod), meta::name(pod));
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = Arc::new(PodHandle { uid: meta::uid(pod).to_string(), tx, rt: Mutex::new(Runtime::default()) });
+    let handle = Arc::new(PodHandle {
+        uid: meta::uid(pod).to_string(),
+        tx,
+        rt: Mutex::new(Runtime::default()),
+    });
     sim.kubelet.pods().insert(key, handle.clone());
     tokio::spawn(worker::run(sim, pod.clone(), handle, rx));
 }
 
 /// Deletes a pod gracefully: marks it, then its worker kills processes and removes it.
 /// Returns the pod as the DELETE response shows it.
-pub(crate) async fn delete_pod(sim: &Arc<SimState>, key: &Key, grace: Option<i64>) -> Option<Value> {
+pub(crate) async fn delete_pod(
+    sim: &Arc<SimState>,
+    key: &Key,
+    grace: Option<i64>,
+) -> Option<Value> {
     let pod = sim.store.get(key)?;
     let grace = grace
-        .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30)
         .max(0);
     let handle = sim.kubelet.handle(key).filter(|h| h.uid == meta::uid(&pod));
@@ -167,7 +186,9 @@ pub(crate) async fn delete_pod(sim: &Arc<SimState>, key: &Key, grace: Option<i64
 /// Evicts a running pod; returns false when there is no such pod.
 pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
     let key = Key::new("pods", ns, name);
-    let Some(handle) = sim.kubelet.handle(&key) else { return false };
+    let Some(handle) = sim.kubelet.handle(&key) else {
+        return false;
+    };
     let (tx, rx) = oneshot::channel();
     if handle.tx.send(Command::Evict(tx)).is_err() {
         return false;
@@ -191,10 +212,15 @@ pub(crate) enum ExecTarget {
 }
 
 pub(crate) fn exec_target(sim: &SimState, key: &Key, container: &str) -> ExecTarget {
-    let Some(h) = sim.kubelet.handle(key) else { return ExecTarget::NotRunning };
+    let Some(h) = sim.kubelet.handle(key) else {
+        return ExecTarget::NotRunning;
+    };
     let rt = h.rt();
     match rt.containers.get(container) {
-        Some(c) if c.pid.is_some() => ExecTarget::Ready { rt: c.clone(), namespaces: sim.kubelet.namespaces },
+        Some(c) if c.pid.is_some() => ExecTarget::Ready {
+            rt: c.clone(),
+            namespaces: sim.kubelet.namespaces,
+        },
         _ => ExecTarget::NotRunning,
     }
 }

@@ -35,13 +35,17 @@ pub enum Isolation<'a> {
     /// No namespaces (not root, or unshare unavailable): host paths, host network.
     None,
     /// A new container: joins the pod's network namespace (pause pid), gets a private mount namespace.
-    Container { pause_pid: Option<i32>, mounts: &'a [Mount] },
+    Container {
+        pause_pid: Option<i32>,
+        mounts: &'a [Mount],
+    },
     /// An exec'd process: joins a running container's mount and network namespaces.
     Join { container_pid: i32 },
 }
 
 fn cstring(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 fn to_io(e: nix::Error) -> io::Error {
@@ -51,8 +55,17 @@ fn to_io(e: nix::Error) -> io::Error {
 /// Processes die with the simulator even when it crashes before `shutdown`.
 fn die_with_parent() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer argument and touches no memory.
-    let rc = unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL as nix::libc::c_ulong) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let rc = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_SET_PDEATHSIG,
+            nix::libc::SIGKILL as nix::libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Brings the loopback interface of the current network namespace up.
@@ -93,13 +106,20 @@ pub fn namespaces_available() -> bool {
             loopback_up()
         });
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Starts the pause process owning a new network namespace with `lo` up.
 pub fn spawn_pause() -> io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new("sleep");
-    cmd.arg("infinity").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    cmd.arg("infinity")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
     // SAFETY: the closure only makes syscalls.
     unsafe {
         cmd.pre_exec(|| {
@@ -118,7 +138,10 @@ fn host_path_of(target: &Path, earlier: &[Mount]) -> PathBuf {
         .iter()
         .filter(|m| target.starts_with(&m.target))
         .max_by_key(|m| m.target.as_os_str().len())
-        .map(|m| m.source.join(target.strip_prefix(&m.target).unwrap_or(Path::new(""))))
+        .map(|m| {
+            m.source
+                .join(target.strip_prefix(&m.target).unwrap_or(Path::new("")))
+        })
         .unwrap_or_else(|| target.to_path_buf())
 }
 
@@ -150,12 +173,24 @@ fn open_ns(pid: i32, kind: &str) -> io::Result<File> {
 }
 
 /// Spawns a process with the given isolation. Its process group is its pid.
-pub fn spawn(spec: &ProcessSpec, iso: Isolation, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> io::Result<tokio::process::Child> {
+pub fn spawn(
+    spec: &ProcessSpec,
+    iso: Isolation,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> io::Result<tokio::process::Child> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).env_clear().envs(spec.env.iter().cloned()).stdin(stdin).stdout(stdout).stderr(stderr).process_group(0);
+    cmd.args(args)
+        .env_clear()
+        .envs(spec.env.iter().cloned())
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
     match iso {
         Isolation::None => {
@@ -181,15 +216,37 @@ pub fn spawn(spec: &ProcessSpec, iso: Isolation, stdin: Stdio, stdout: Stdio, st
                 cmd.pre_exec(move || {
                     die_with_parent()?;
                     if let Some(fd) = net_fd {
-                        setns(BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET).map_err(to_io)?;
+                        setns(BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET)
+                            .map_err(to_io)?;
                     }
                     unshare(CloneFlags::CLONE_NEWNS).map_err(to_io)?;
-                    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>).map_err(to_io)?;
+                    mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                        None::<&str>,
+                    )
+                    .map_err(to_io)?;
                     for (src, dst, ro) in &plan {
-                        mount(Some(src.as_c_str()), dst.as_c_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(to_io)?;
+                        mount(
+                            Some(src.as_c_str()),
+                            dst.as_c_str(),
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REC,
+                            None::<&str>,
+                        )
+                        .map_err(to_io)?;
                         if *ro {
                             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                            mount(None::<&str>, dst.as_c_str(), None::<&str>, flags, None::<&str>).map_err(to_io)?;
+                            mount(
+                                None::<&str>,
+                                dst.as_c_str(),
+                                None::<&str>,
+                                flags,
+                                None::<&str>,
+                            )
+                            .map_err(to_io)?;
                         }
                     }
                     if let Some(dir) = &wd {
@@ -210,8 +267,10 @@ pub fn spawn(spec: &ProcessSpec, iso: Isolation, stdin: Stdio, stdout: Stdio, st
             unsafe {
                 cmd.pre_exec(move || {
                     die_with_parent()?;
-                    setns(BorrowedFd::borrow_raw(net_fd), CloneFlags::CLONE_NEWNET).map_err(to_io)?;
-                    setns(BorrowedFd::borrow_raw(mnt_fd), CloneFlags::CLONE_NEWNS).map_err(to_io)?;
+                    setns(BorrowedFd::borrow_raw(net_fd), CloneFlags::CLONE_NEWNET)
+                        .map_err(to_io)?;
+                    setns(BorrowedFd::borrow_raw(mnt_fd), CloneFlags::CLONE_NEWNS)
+                        .map_err(to_io)?;
                     match &wd {
                         Some(dir) => nix::unistd::chdir(dir.as_c_str()).map_err(to_io)?,
                         None => nix::unistd::chdir(c"/").map_err(to_io)?,
@@ -237,8 +296,18 @@ mod tests {
 
     #[test]
     fn nested_mount_points_live_in_the_outer_source() {
-        let outer = Mount { source: "/state/vol".into(), target: "/__w".into(), read_only: false };
-        assert_eq!(host_path_of(Path::new("/__w/_temp"), std::slice::from_ref(&outer)), PathBuf::from("/state/vol/_temp"));
-        assert_eq!(host_path_of(Path::new("/__e"), &[outer]), PathBuf::from("/__e"));
+        let outer = Mount {
+            source: "/state/vol".into(),
+            target: "/__w".into(),
+            read_only: false,
+        };
+        assert_eq!(
+            host_path_of(Path::new("/__w/_temp"), std::slice::from_ref(&outer)),
+            PathBuf::from("/state/vol/_temp")
+        );
+        assert_eq!(
+            host_path_of(Path::new("/__e"), &[outer]),
+            PathBuf::from("/__e")
+        );
     }
 }

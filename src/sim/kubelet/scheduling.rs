@@ -4,7 +4,8 @@ use serde_json::{Map, Value};
 
 use crate::sim::quantity;
 
-const NOT_HELPFUL: &str = "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+const NOT_HELPFUL: &str =
+    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
 
 /// What the sim node offers: cpu 64, memory 256Gi, 110 pods, no extended resources (no GPU).
 fn allocatable(resource: &str) -> Option<f64> {
@@ -18,11 +19,19 @@ fn allocatable(resource: &str) -> Option<f64> {
 }
 
 fn term_matches(term: &Value, labels: &Map<String, Value>) -> bool {
-    let exprs = term.get("matchExpressions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let exprs = term
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     exprs.iter().all(|e| {
         let key = e.get("key").and_then(Value::as_str).unwrap_or("");
         let have = labels.get(key).and_then(Value::as_str);
-        let values: Vec<&str> = e.get("values").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         match e.get("operator").and_then(Value::as_str).unwrap_or("") {
             "In" => have.is_some_and(|h| values.contains(&h)),
             "NotIn" => have.is_none_or(|h| !values.contains(&h)),
@@ -38,7 +47,10 @@ fn term_matches(term: &Value, labels: &Map<String, Value>) -> bool {
 fn requests(spec: &Value) -> Vec<(String, f64)> {
     let mut total: Vec<(String, f64)> = Vec::new();
     let add = |acc: &mut Vec<(String, f64)>, c: &Value, max: bool| {
-        let res = c.pointer("/resources/requests").or(c.pointer("/resources/limits")).and_then(Value::as_object);
+        let res = c
+            .pointer("/resources/requests")
+            .or(c.pointer("/resources/limits"))
+            .and_then(Value::as_object);
         for (k, v) in res.into_iter().flatten() {
             let q = quantity::parse(v.as_str().unwrap_or(&v.to_string())).unwrap_or(0.0);
             match acc.iter_mut().find(|(n, _)| n == k) {
@@ -48,20 +60,36 @@ fn requests(spec: &Value) -> Vec<(String, f64)> {
             }
         }
     };
-    for c in spec.get("containers").and_then(Value::as_array).into_iter().flatten() {
+    for c in spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         add(&mut total, c, false);
     }
-    for c in spec.get("initContainers").and_then(Value::as_array).into_iter().flatten() {
+    for c in spec
+        .get("initContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         add(&mut total, c, true);
     }
     total
 }
 
 /// `Ok` when the pod fits the node; otherwise the FailedScheduling message.
-pub fn fit(pod: &Value, node_labels: &Map<String, Value>, missing_claim: Option<&str>) -> Result<(), String> {
+pub fn fit(
+    pod: &Value,
+    node_labels: &Map<String, Value>,
+    missing_claim: Option<&str>,
+) -> Result<(), String> {
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
     if let Some(claim) = missing_claim {
-        return Err(format!("0/1 nodes are available: persistentvolumeclaim \"{claim}\" not found. {NOT_HELPFUL}"));
+        return Err(format!(
+            "0/1 nodes are available: persistentvolumeclaim \"{claim}\" not found. {NOT_HELPFUL}"
+        ));
     }
     let selector_ok = spec
         .get("nodeSelector")
@@ -72,7 +100,9 @@ pub fn fit(pod: &Value, node_labels: &Map<String, Value>, missing_claim: Option<
         .and_then(Value::as_array)
         .is_none_or(|terms| terms.is_empty() || terms.iter().any(|t| term_matches(t, node_labels)));
     if !selector_ok || !affinity_ok {
-        return Err(format!("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NOT_HELPFUL}"));
+        return Err(format!(
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NOT_HELPFUL}"
+        ));
     }
     let mut short: Vec<String> = requests(&spec)
         .into_iter()
@@ -95,14 +125,21 @@ mod tests {
     use serde_json::json;
 
     fn labels() -> Map<String, Value> {
-        json!({"kubernetes.io/hostname": "sim-node-1", "kubernetes.io/os": "linux"}).as_object().cloned().expect("object")
+        json!({"kubernetes.io/hostname": "sim-node-1", "kubernetes.io/os": "linux"})
+            .as_object()
+            .cloned()
+            .expect("object")
     }
 
     #[test]
     fn gpu_requests_do_not_fit() {
-        let pod = json!({"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}});
+        let pod =
+            json!({"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}});
         let e = fit(&pod, &labels(), None).expect_err("no gpu");
-        assert!(e.starts_with("0/1 nodes are available: 1 Insufficient nvidia.com/gpu."), "{e}");
+        assert!(
+            e.starts_with("0/1 nodes are available: 1 Insufficient nvidia.com/gpu."),
+            "{e}"
+        );
     }
 
     #[test]
@@ -110,8 +147,16 @@ mod tests {
         let ok = json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "sim-node-1"}, "containers": []}});
         assert!(fit(&ok, &labels(), None).is_ok());
         let bad = json!({"spec": {"nodeSelector": {"pool": "gpu"}, "containers": []}});
-        assert!(fit(&bad, &labels(), None).expect_err("mismatch").contains("didn't match Pod's node affinity/selector"));
+        assert!(
+            fit(&bad, &labels(), None)
+                .expect_err("mismatch")
+                .contains("didn't match Pod's node affinity/selector")
+        );
         let big = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "65"}}}]}});
-        assert!(fit(&big, &labels(), None).expect_err("too big").contains("Insufficient cpu"));
+        assert!(
+            fit(&big, &labels(), None)
+                .expect_err("too big")
+                .contains("Insufficient cpu")
+        );
     }
 }

@@ -64,7 +64,11 @@ struct Container {
 impl Container {
     fn new(kind: Kind, spec: &Value, waiting: &str) -> Container {
         Container {
-            name: spec.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+            name: spec
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             kind,
             spec: spec.clone(),
             state: json!({"waiting": {"reason": waiting}}),
@@ -88,7 +92,9 @@ impl Container {
     }
 
     fn terminated(&self) -> Option<i64> {
-        self.state.pointer("/terminated/exitCode").and_then(Value::as_i64)
+        self.state
+            .pointer("/terminated/exitCode")
+            .and_then(Value::as_i64)
     }
 
     fn status_json(&self) -> Value {
@@ -123,7 +129,11 @@ fn hex64(seed: &str) -> String {
 }
 
 fn image_id(image: &str) -> String {
-    format!("{}@sha256:{}", volumes::image_repository(image), hex64(image))
+    format!(
+        "{}@sha256:{}",
+        volumes::image_repository(image),
+        hex64(image)
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -163,16 +173,43 @@ struct Worker {
     terminating: bool,
 }
 
-pub(super) async fn run(sim: Arc<SimState>, pod: Value, handle: Arc<PodHandle>, mut cmds: mpsc::UnboundedReceiver<Command>) {
+pub(super) async fn run(
+    sim: Arc<SimState>,
+    pod: Value,
+    handle: Arc<PodHandle>,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+) {
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let key = Key::new("pods", meta::namespace(&pod), meta::name(&pod));
     let uid = meta::uid(&pod).to_string();
-    let sandbox = sim.kubelet.state_dir().join("pods").join(format!("{}_{}_{}", key.namespace, key.name, uid));
+    let sandbox = sim
+        .kubelet
+        .state_dir()
+        .join("pods")
+        .join(format!("{}_{}_{}", key.namespace, key.name, uid));
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
-    let has_init = spec.get("initContainers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let has_init = spec
+        .get("initContainers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     let mut containers = Vec::new();
-    for (kind, waiting) in [(Kind::Init, "PodInitializing"), (Kind::App, if has_init { "PodInitializing" } else { "ContainerCreating" })] {
-        for c in spec.get(kind.spec_list()).and_then(Value::as_array).into_iter().flatten() {
+    for (kind, waiting) in [
+        (Kind::Init, "PodInitializing"),
+        (
+            Kind::App,
+            if has_init {
+                "PodInitializing"
+            } else {
+                "ContainerCreating"
+            },
+        ),
+    ] {
+        for c in spec
+            .get(kind.spec_list())
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             containers.push(Container::new(kind, c, waiting));
         }
     }
@@ -237,14 +274,37 @@ async fn sleep_until(t: Option<Instant>) {
 
 impl Worker {
     fn next_timer(&self) -> Option<Instant> {
-        self.containers.iter().filter_map(|c| c.restart_at).chain(self.timer).min()
+        self.containers
+            .iter()
+            .filter_map(|c| c.restart_at)
+            .chain(self.timer)
+            .min()
     }
 
-    fn event(&self, source: Source, warning: bool, reason: &str, message: &str, field_path: Option<&str>) {
-        let mut involved = self.sim.store.get(&self.key).unwrap_or_else(|| self.pod.clone());
+    fn event(
+        &self,
+        source: Source,
+        warning: bool,
+        reason: &str,
+        message: &str,
+        field_path: Option<&str>,
+    ) {
+        let mut involved = self
+            .sim
+            .store
+            .get(&self.key)
+            .unwrap_or_else(|| self.pod.clone());
         involved["kind"] = json!("Pod");
         involved["apiVersion"] = json!("v1");
-        events::record(&self.sim.store, &involved, source, warning, reason, message, field_path);
+        events::record(
+            &self.sim.store,
+            &involved,
+            source,
+            warning,
+            reason,
+            message,
+            field_path,
+        );
     }
 
     fn set_condition(&mut self, kind: &'static str, ok: bool, reason: &str, message: &str) {
@@ -253,7 +313,8 @@ impl Worker {
             Some((was, _, _, t)) if *was == ok => t.clone(),
             _ => meta::now(),
         };
-        self.conditions.insert(kind, (ok, reason.to_string(), message.to_string(), time));
+        self.conditions
+            .insert(kind, (ok, reason.to_string(), message.to_string(), time));
     }
 
     fn refresh_conditions(&mut self) {
@@ -265,13 +326,31 @@ impl Worker {
             let alive = sandbox && !matches!(self.stage, Stage::Done) || self.phase == "Running";
             self.set_condition("PodReadyToStartContainers", alive, "", "");
         }
-        let incomplete: Vec<String> = self.containers.iter().filter(|c| c.kind == Kind::Init && c.terminated() != Some(0)).map(|c| c.name.clone()).collect();
+        let incomplete: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::Init && c.terminated() != Some(0))
+            .map(|c| c.name.clone())
+            .collect();
         if incomplete.is_empty() {
             self.set_condition("Initialized", true, "", "");
         } else {
-            self.set_condition("Initialized", false, "ContainersNotInitialized", &format!("containers with incomplete status: [{}]", incomplete.join(" ")));
+            self.set_condition(
+                "Initialized",
+                false,
+                "ContainersNotInitialized",
+                &format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                ),
+            );
         }
-        let unready: Vec<String> = self.containers.iter().filter(|c| c.kind == Kind::App && !c.ready).map(|c| c.name.clone()).collect();
+        let unready: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::App && !c.ready)
+            .map(|c| c.name.clone())
+            .collect();
         let done = matches!(self.phase, "Succeeded" | "Failed");
         for kind in ["ContainersReady", "Ready"] {
             if unready.is_empty() {
@@ -279,14 +358,26 @@ impl Worker {
             } else if done {
                 self.set_condition(kind, false, "PodCompleted", "");
             } else {
-                self.set_condition(kind, false, "ContainersNotReady", &format!("containers with unready status: [{}]", unready.join(" ")));
+                self.set_condition(
+                    kind,
+                    false,
+                    "ContainersNotReady",
+                    &format!("containers with unready status: [{}]", unready.join(" ")),
+                );
             }
         }
     }
 
     fn status_json(&mut self) -> Value {
         self.refresh_conditions();
-        let order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled", "DisruptionTarget"];
+        let order = [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+            "DisruptionTarget",
+        ];
         let conditions: Vec<Value> = order
             .iter()
             .filter_map(|k| self.conditions.get(k).map(|c| (k, c)))
@@ -301,13 +392,23 @@ impl Worker {
                 c
             })
             .collect();
-        let qos = self.pod.pointer("/status/qosClass").cloned().unwrap_or(json!("BestEffort"));
+        let qos = self
+            .pod
+            .pointer("/status/qosClass")
+            .cloned()
+            .unwrap_or(json!("BestEffort"));
         let mut s = json!({"phase": self.phase, "conditions": conditions, "qosClass": qos});
         if self.conditions.get("PodScheduled").is_some_and(|c| c.0) {
             s["hostIP"] = json!("127.0.0.1");
             s["hostIPs"] = json!([{"ip": "127.0.0.1"}]);
             s["startTime"] = json!(self.start_time);
-            let list = |kind: Kind| -> Vec<Value> { self.containers.iter().filter(|c| c.kind == kind).map(Container::status_json).collect() };
+            let list = |kind: Kind| -> Vec<Value> {
+                self.containers
+                    .iter()
+                    .filter(|c| c.kind == kind)
+                    .map(Container::status_json)
+                    .collect()
+            };
             let app = list(Kind::App);
             let init = list(Kind::Init);
             let eph = list(Kind::Ephemeral);
@@ -349,20 +450,27 @@ impl Worker {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|v| {
+                v.pointer("/persistentVolumeClaim/claimName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect();
         for claim in claims {
             let key = Key::new("persistentvolumeclaims", &ns, &claim);
             if self.sim.store.get(&key).is_some() {
                 continue;
             }
-            let Some(dir) = self.sim.cfg.pvc_dirs.get(&claim) else { return Some(claim) };
+            let Some(dir) = self.sim.cfg.pvc_dirs.get(&claim) else {
+                return Some(claim);
+            };
             let mut pvc = json!({
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": {"name": claim, "namespace": ns, "annotations": {"arc-hook.sim/host-dir": dir.display().to_string()}},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "sim"},
             });
-            if admission::admit_create(resources::by_id("persistentvolumeclaims"), &mut pvc).is_ok() {
+            if admission::admit_create(resources::by_id("persistentvolumeclaims"), &mut pvc).is_ok()
+            {
                 let _ = self.sim.store.create(key, pvc);
             }
         }
@@ -372,14 +480,23 @@ impl Worker {
     fn schedule(&mut self) {
         let missing = self.ensure_claims();
         let labels = api::node_labels().as_object().cloned().unwrap_or_default();
-        let preset = self.pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
+        let preset = self
+            .pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
         if let Some(node) = preset.as_deref().filter(|n| *n != NODE_NAME) {
             // Bound to a node that does not exist: stays Pending, as on a real cluster.
             tracing::debug!(node, "pod bound to an unknown node");
             self.stage = Stage::Unschedulable;
             return;
         }
-        let fit = if preset.is_some() { Ok(()) } else { scheduling::fit(&self.pod, &labels, missing.as_deref()) };
+        let fit = if preset.is_some() {
+            Ok(())
+        } else {
+            scheduling::fit(&self.pod, &labels, missing.as_deref())
+        };
         match fit {
             Err(message) => {
                 self.stage = Stage::Unschedulable;
@@ -398,7 +515,10 @@ impl Worker {
                 self.stage = Stage::Delaying;
                 self.timer = Some(Instant::now() + self.sim.cfg.start_delay);
                 self.publish();
-                let msg = format!("Successfully assigned {}/{} to {NODE_NAME}", self.key.namespace, self.key.name);
+                let msg = format!(
+                    "Successfully assigned {}/{} to {NODE_NAME}",
+                    self.key.namespace, self.key.name
+                );
                 self.event(Source::Scheduler, false, "Scheduled", &msg, None);
             }
         }
@@ -418,7 +538,9 @@ impl Worker {
                 _ => {}
             }
         }
-        let due: Vec<usize> = (0..self.containers.len()).filter(|i| self.containers[*i].restart_at.is_some_and(|t| t <= now)).collect();
+        let due: Vec<usize> = (0..self.containers.len())
+            .filter(|i| self.containers[*i].restart_at.is_some_and(|t| t <= now))
+            .collect();
         for i in due {
             self.containers[i].restart_at = None;
             if !self.terminating {
@@ -432,14 +554,32 @@ impl Worker {
         if let Err(e) = std::fs::create_dir_all(&self.sandbox) {
             tracing::warn!(error = %e, dir = %self.sandbox.display(), "cannot create pod sandbox");
         }
-        match volumes::prepare(&self.sim.cfg, &self.sim.store, self.sim.kubelet.state_dir(), &self.sandbox, &self.pod) {
+        match volumes::prepare(
+            &self.sim.cfg,
+            &self.sim.store,
+            self.sim.kubelet.state_dir(),
+            &self.sandbox,
+            &self.pod,
+        ) {
             Ok((dirs, missing)) => {
                 self.volumes = dirs;
                 for m in missing {
-                    self.event(Source::Kubelet, true, "FailedMount", &format!("MountVolume.SetUp failed: {m}"), None);
+                    self.event(
+                        Source::Kubelet,
+                        true,
+                        "FailedMount",
+                        &format!("MountVolume.SetUp failed: {m}"),
+                        None,
+                    );
                 }
             }
-            Err(e) => self.event(Source::Kubelet, true, "FailedMount", &format!("MountVolume.SetUp failed: {e}"), None),
+            Err(e) => self.event(
+                Source::Kubelet,
+                true,
+                "FailedMount",
+                &format!("MountVolume.SetUp failed: {e}"),
+                None,
+            ),
         }
         if self.sim.kubelet.namespaces() {
             match process::spawn_pause() {
@@ -460,15 +600,24 @@ impl Worker {
         if self.terminating || self.stage == Stage::PullFailed {
             return;
         }
-        let next_init = self.containers.iter().position(|c| c.kind == Kind::Init && c.terminated() != Some(0));
+        let next_init = self
+            .containers
+            .iter()
+            .position(|c| c.kind == Kind::Init && c.terminated() != Some(0));
         match next_init {
-            Some(i) if self.containers[i].pid.is_none() && self.containers[i].restart_at.is_none() => self.start_container(i),
+            Some(i)
+                if self.containers[i].pid.is_none() && self.containers[i].restart_at.is_none() =>
+            {
+                self.start_container(i)
+            }
             Some(_) => {}
             None => {
                 for c in self.containers.iter_mut().filter(|c| c.kind == Kind::App) {
                     c.state = json!({"waiting": {"reason": "ContainerCreating"}});
                 }
-                let apps: Vec<usize> = (0..self.containers.len()).filter(|i| self.containers[*i].kind == Kind::App).collect();
+                let apps: Vec<usize> = (0..self.containers.len())
+                    .filter(|i| self.containers[*i].kind == Kind::App)
+                    .collect();
                 for i in apps {
                     if self.stage == Stage::PullFailed {
                         break;
@@ -477,7 +626,11 @@ impl Worker {
                 }
                 if self.stage != Stage::PullFailed && self.stage != Stage::Done {
                     self.stage = Stage::Running;
-                    if self.containers.iter().any(|c| c.kind == Kind::App && c.pid.is_some()) {
+                    if self
+                        .containers
+                        .iter()
+                        .any(|c| c.kind == Kind::App && c.pid.is_some())
+                    {
                         self.phase = "Running";
                     }
                 }
@@ -489,25 +642,62 @@ impl Worker {
     fn pull(&mut self, i: usize) -> bool {
         let image = self.containers[i].image().to_string();
         let fp = self.containers[i].field_path();
-        let policy = self.containers[i].spec.get("imagePullPolicy").and_then(Value::as_str).unwrap_or("IfNotPresent").to_string();
+        let policy = self.containers[i]
+            .spec
+            .get("imagePullPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("IfNotPresent")
+            .to_string();
         if self.sim.cfg.unpullable_images.contains(&image) {
-            self.event(Source::Kubelet, false, "Pulling", &format!("Pulling image \"{image}\""), Some(&fp));
+            self.event(
+                Source::Kubelet,
+                false,
+                "Pulling",
+                &format!("Pulling image \"{image}\""),
+                Some(&fp),
+            );
             let cause = format!(
                 "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
             );
-            self.event(Source::Kubelet, true, "Failed", &format!("Failed to pull image \"{image}\": {cause}"), Some(&fp));
-            self.event(Source::Kubelet, true, "Failed", "Error: ErrImagePull", Some(&fp));
-            self.containers[i].state = json!({"waiting": {"reason": "ErrImagePull", "message": cause}});
+            self.event(
+                Source::Kubelet,
+                true,
+                "Failed",
+                &format!("Failed to pull image \"{image}\": {cause}"),
+                Some(&fp),
+            );
+            self.event(
+                Source::Kubelet,
+                true,
+                "Failed",
+                "Error: ErrImagePull",
+                Some(&fp),
+            );
+            self.containers[i].state =
+                json!({"waiting": {"reason": "ErrImagePull", "message": cause}});
             self.stage = Stage::PullFailed;
-            self.timer = Some(Instant::now() + self.sim.cfg.start_delay.max(Duration::from_millis(500)));
+            self.timer =
+                Some(Instant::now() + self.sim.cfg.start_delay.max(Duration::from_millis(500)));
             return false;
         }
         if !self.containers[i].pulled {
             if policy == "Always" {
-                self.event(Source::Kubelet, false, "Pulling", &format!("Pulling image \"{image}\""), Some(&fp));
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Pulling",
+                    &format!("Pulling image \"{image}\""),
+                    Some(&fp),
+                );
                 self.event(Source::Kubelet, false, "Pulled", &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 3623807 bytes."), Some(&fp));
             } else {
-                self.event(Source::Kubelet, false, "Pulled", &format!("Container image \"{image}\" already present on machine"), Some(&fp));
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                    Some(&fp),
+                );
             }
             self.containers[i].pulled = true;
         }
@@ -516,19 +706,44 @@ impl Worker {
 
     fn pull_back_off(&mut self) {
         for i in 0..self.containers.len() {
-            if self.containers[i].state.pointer("/waiting/reason").and_then(Value::as_str) == Some("ErrImagePull") {
+            if self.containers[i]
+                .state
+                .pointer("/waiting/reason")
+                .and_then(Value::as_str)
+                == Some("ErrImagePull")
+            {
                 let image = self.containers[i].image().to_string();
                 let fp = self.containers[i].field_path();
                 self.containers[i].state = json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}});
-                self.event(Source::Kubelet, false, "BackOff", &format!("Back-off pulling image \"{image}\""), Some(&fp));
-                self.event(Source::Kubelet, true, "Failed", "Error: ImagePullBackOff", Some(&fp));
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "BackOff",
+                    &format!("Back-off pulling image \"{image}\""),
+                    Some(&fp),
+                );
+                self.event(
+                    Source::Kubelet,
+                    true,
+                    "Failed",
+                    "Error: ImagePullBackOff",
+                    Some(&fp),
+                );
             }
         }
     }
 
     fn argv(&self, spec: &Value, env: &[(String, String)]) -> Vec<String> {
         let strings = |k: &str| -> Vec<String> {
-            spec.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(|s| volumes::expand(s, env)).collect()).unwrap_or_default()
+            spec.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| volumes::expand(s, env))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let (command, args) = (strings("command"), strings("args"));
         if !command.is_empty() {
@@ -538,7 +753,12 @@ impl Worker {
             return args;
         }
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
-        let configured = self.sim.cfg.image_commands.get(image).or_else(|| self.sim.cfg.image_commands.get(volumes::image_repository(image)));
+        let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
+            self.sim
+                .cfg
+                .image_commands
+                .get(volumes::image_repository(image))
+        });
         match configured {
             Some(c) if !c.is_empty() => c.clone(),
             _ => vec!["sleep".into(), "infinity".into()],
@@ -549,66 +769,148 @@ impl Worker {
         if !self.pull(i) {
             return;
         }
-        let latest = self.sim.store.get(&self.key).unwrap_or_else(|| self.pod.clone());
+        let latest = self
+            .sim
+            .store
+            .get(&self.key)
+            .unwrap_or_else(|| self.pod.clone());
         let spec = self.containers[i].spec.clone();
         let name = self.containers[i].name.clone();
         let env = volumes::container_env(&self.sim.store, &latest, &spec);
         let argv = self.argv(&spec, &env);
-        let working_dir = spec.get("workingDir").and_then(Value::as_str).filter(|d| !d.is_empty()).map(PathBuf::from);
+        let working_dir = spec
+            .get("workingDir")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
         let logs = LogBuffer::new();
-        let pspec = ProcessSpec { argv, env: env.clone(), working_dir: working_dir.clone() };
-        let spawned = volumes::container_mounts(&self.sim.cfg, &self.sandbox, &self.volumes, &spec, &env).and_then(|mounts| {
-            let iso = if self.sim.kubelet.namespaces() {
-                Isolation::Container { pause_pid: self.pause.as_ref().and_then(|p| p.id()).map(|p| p as i32), mounts: &mounts }
-            } else {
-                Isolation::None
-            };
-            process::spawn(&pspec, iso, Stdio::null(), Stdio::piped(), Stdio::piped())
-        });
-        let container_id = format!("containerd://{}", hex64(&format!("{}/{name}/{}", self.uid, self.containers[i].restart_count)));
+        let pspec = ProcessSpec {
+            argv,
+            env: env.clone(),
+            working_dir: working_dir.clone(),
+        };
+        let spawned =
+            volumes::container_mounts(&self.sim.cfg, &self.sandbox, &self.volumes, &spec, &env)
+                .and_then(|mounts| {
+                    let iso = if self.sim.kubelet.namespaces() {
+                        Isolation::Container {
+                            pause_pid: self.pause.as_ref().and_then(|p| p.id()).map(|p| p as i32),
+                            mounts: &mounts,
+                        }
+                    } else {
+                        Isolation::None
+                    };
+                    process::spawn(&pspec, iso, Stdio::null(), Stdio::piped(), Stdio::piped())
+                });
+        let container_id = format!(
+            "containerd://{}",
+            hex64(&format!(
+                "{}/{name}/{}",
+                self.uid, self.containers[i].restart_count
+            ))
+        );
         let fp = self.containers[i].field_path();
         let now = meta::now();
         self.containers[i].container_id = Some(container_id.clone());
         match spawned {
             Ok(child) => {
                 let pid = child.id().map(|p| p as i32).unwrap_or(0);
-                self.event(Source::Kubelet, false, "Created", &format!("Created container: {name}"), Some(&fp));
-                self.event(Source::Kubelet, false, "Started", &format!("Started container {name}"), Some(&fp));
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Created",
+                    &format!("Created container: {name}"),
+                    Some(&fp),
+                );
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Started",
+                    &format!("Started container {name}"),
+                    Some(&fp),
+                );
                 let c = &mut self.containers[i];
                 c.pid = Some(pid);
                 c.started = true;
                 c.ready = c.kind != Kind::Init;
                 c.state = json!({"running": {"startedAt": now}});
-                self.handle.rt().containers.insert(name.clone(), ContainerRt { pid: Some(pid), env, working_dir, logs: logs.clone() });
+                self.handle.rt().containers.insert(
+                    name.clone(),
+                    ContainerRt {
+                        pid: Some(pid),
+                        env,
+                        working_dir,
+                        logs: logs.clone(),
+                    },
+                );
                 monitor(child, name, pid, logs, self.exits.clone());
             }
             Err(e) => {
                 let what = match e.kind() {
-                    std::io::ErrorKind::NotFound => format!("exec: \"{}\": executable file not found in $PATH", pspec.argv.first().map(String::as_str).unwrap_or("")),
-                    std::io::ErrorKind::PermissionDenied => format!("exec: \"{}\": permission denied", pspec.argv.first().map(String::as_str).unwrap_or("")),
+                    std::io::ErrorKind::NotFound => format!(
+                        "exec: \"{}\": executable file not found in $PATH",
+                        pspec.argv.first().map(String::as_str).unwrap_or("")
+                    ),
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "exec: \"{}\": permission denied",
+                        pspec.argv.first().map(String::as_str).unwrap_or("")
+                    ),
                     _ => e.to_string(),
                 };
-                let message = format!("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: {what}: unknown");
-                self.event(Source::Kubelet, true, "Failed", &format!("Error: {message}"), Some(&fp));
+                let message = format!(
+                    "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: {what}: unknown"
+                );
+                self.event(
+                    Source::Kubelet,
+                    true,
+                    "Failed",
+                    &format!("Error: {message}"),
+                    Some(&fp),
+                );
                 logs.close();
-                self.handle.rt().containers.insert(name.clone(), ContainerRt { pid: None, env, working_dir, logs });
+                self.handle.rt().containers.insert(
+                    name.clone(),
+                    ContainerRt {
+                        pid: None,
+                        env,
+                        working_dir,
+                        logs,
+                    },
+                );
                 let c = &mut self.containers[i];
                 c.state = json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": message, "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now, "containerID": container_id}});
                 c.pid = None;
                 c.ready = false;
-                let _ = self.exits.send(Exit { name, pid: -1, code: 128 });
+                let _ = self.exits.send(Exit {
+                    name,
+                    pid: -1,
+                    code: 128,
+                });
             }
         }
     }
 
     fn restart_policy(&self) -> &str {
-        self.pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always")
+        self.pod
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
     }
 
     fn on_exit(&mut self, exit: Exit) {
-        let Some(i) = self.containers.iter().position(|c| c.name == exit.name && (c.pid == Some(exit.pid) || exit.pid == -1)) else { return };
+        let Some(i) = self
+            .containers
+            .iter()
+            .position(|c| c.name == exit.name && (c.pid == Some(exit.pid) || exit.pid == -1))
+        else {
+            return;
+        };
         if exit.pid != -1 {
-            let started = self.containers[i].state.pointer("/running/startedAt").cloned().unwrap_or(json!(meta::now()));
+            let started = self.containers[i]
+                .state
+                .pointer("/running/startedAt")
+                .cloned()
+                .unwrap_or(json!(meta::now()));
             let reason = if exit.code == 0 { "Completed" } else { "Error" };
             let cid = self.containers[i].container_id.clone();
             let c = &mut self.containers[i];
@@ -634,20 +936,38 @@ impl Worker {
             let c = &mut self.containers[i];
             c.restart_count += 1;
             c.last_state = c.state.clone();
-            let backoff = Duration::from_secs(1 << c.restart_count.clamp(0, 5) as u32).min(Duration::from_secs(30));
-            let msg = format!("back-off {}s restarting failed container={} pod={}_{}({})", backoff.as_secs(), c.name, self.key.name, self.key.namespace, self.uid);
+            let backoff = Duration::from_secs(1 << c.restart_count.clamp(0, 5) as u32)
+                .min(Duration::from_secs(30));
+            let msg = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                backoff.as_secs(),
+                c.name,
+                self.key.name,
+                self.key.namespace,
+                self.uid
+            );
             c.state = json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}});
             c.restart_at = Some(Instant::now() + backoff);
             let (name, fp) = (c.name.clone(), c.field_path());
-            let text = format!("Back-off restarting failed container {name} in pod {}_{}({})", self.key.name, self.key.namespace, self.uid);
+            let text = format!(
+                "Back-off restarting failed container {name} in pod {}_{}({})",
+                self.key.name, self.key.namespace, self.uid
+            );
             self.event(Source::Kubelet, true, "BackOff", &text, Some(&fp));
         } else {
             match kind {
                 Kind::Init if exit.code == 0 => self.start_next(),
                 Kind::Init => self.finish("Failed"),
                 Kind::App => {
-                    let apps: Vec<&Container> = self.containers.iter().filter(|c| c.kind == Kind::App).collect();
-                    if apps.iter().all(|c| c.terminated().is_some() && c.restart_at.is_none()) {
+                    let apps: Vec<&Container> = self
+                        .containers
+                        .iter()
+                        .filter(|c| c.kind == Kind::App)
+                        .collect();
+                    if apps
+                        .iter()
+                        .all(|c| c.terminated().is_some() && c.restart_at.is_none())
+                    {
                         let ok = apps.iter().all(|c| c.terminated() == Some(0));
                         self.finish(if ok { "Succeeded" } else { "Failed" });
                     }
@@ -661,7 +981,11 @@ impl Worker {
     fn finish(&mut self, phase: &'static str) {
         self.phase = phase;
         self.stage = Stage::Done;
-        for c in self.containers.iter_mut().filter(|c| c.kind == Kind::App && c.terminated().is_none()) {
+        for c in self
+            .containers
+            .iter_mut()
+            .filter(|c| c.kind == Kind::App && c.terminated().is_none())
+        {
             c.ready = false;
         }
         if let Some(mut pause) = self.pause.take() {
@@ -673,22 +997,47 @@ impl Worker {
     }
 
     /// Signals every process of the pod, waits up to `grace` for the containers, then kills.
-    async fn kill_all(&mut self, grace: i64, exits: &mut mpsc::UnboundedReceiver<Exit>, announce: bool) {
+    async fn kill_all(
+        &mut self,
+        grace: i64,
+        exits: &mut mpsc::UnboundedReceiver<Exit>,
+        announce: bool,
+    ) {
         self.terminating = true;
-        let running: Vec<(String, i32, String)> = self.containers.iter().filter_map(|c| c.pid.map(|p| (c.name.clone(), p, c.field_path()))).collect();
+        let running: Vec<(String, i32, String)> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.pid.map(|p| (c.name.clone(), p, c.field_path())))
+            .collect();
         let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
         for (name, pid, fp) in &running {
             if announce {
-                self.event(Source::Kubelet, false, "Killing", &format!("Stopping container {name}"), Some(fp));
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Killing",
+                    &format!("Stopping container {name}"),
+                    Some(fp),
+                );
             }
-            let sig = if grace == 0 { Signal::SIGKILL } else { Signal::SIGTERM };
+            let sig = if grace == 0 {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
             process::signal_group(*pid, sig);
         }
         for pg in &exec_pgids {
             process::signal_group(*pg, Signal::SIGTERM);
         }
-        self.wait_exits(Duration::from_secs(grace.max(0) as u64), exits).await;
-        let left: Vec<i32> = self.containers.iter().filter_map(|c| c.pid).chain(exec_pgids).collect();
+        self.wait_exits(Duration::from_secs(grace.max(0) as u64), exits)
+            .await;
+        let left: Vec<i32> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.pid)
+            .chain(exec_pgids)
+            .collect();
         for pid in left {
             process::signal_group(pid, Signal::SIGKILL);
         }
@@ -720,14 +1069,23 @@ impl Worker {
     }
 
     async fn evict(&mut self, exits: &mut mpsc::UnboundedReceiver<Exit>) {
-        let names: Vec<String> = self.containers.iter().filter(|c| c.kind == Kind::App).map(|c| c.name.clone()).collect();
+        let names: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::App)
+            .map(|c| c.name.clone())
+            .collect();
         let message = EVICTION_MESSAGE.to_string();
         self.event(Source::Kubelet, true, "Evicted", &format!("{message} Threshold quantity: 100Mi, available: 51200Ki. Container {} was using 2Gi, request is 0, has larger consumption of memory.", names.first().map(String::as_str).unwrap_or("")), None);
         self.kill_all(0, exits, true).await;
         self.terminating = false;
         for c in self.containers.iter_mut() {
             if c.terminated().is_none() && c.started {
-                let started = c.state.pointer("/running/startedAt").cloned().unwrap_or(json!(meta::now()));
+                let started = c
+                    .state
+                    .pointer("/running/startedAt")
+                    .cloned()
+                    .unwrap_or(json!(meta::now()));
                 c.state = json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown", "message": "The container could not be located when the pod was terminated", "startedAt": started, "finishedAt": meta::now()}});
             }
             c.ready = false;
@@ -741,14 +1099,21 @@ impl Worker {
     }
 
     fn ephemeral_changed(&mut self) {
-        let Some(pod) = self.sim.store.get(&self.key) else { return };
-        let specs = pod.pointer("/spec/ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let Some(pod) = self.sim.store.get(&self.key) else {
+            return;
+        };
+        let specs = pod
+            .pointer("/spec/ephemeralContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for spec in specs {
             let name = spec.get("name").and_then(Value::as_str).unwrap_or("");
             if self.containers.iter().any(|c| c.name == name) {
                 continue;
             }
-            self.containers.push(Container::new(Kind::Ephemeral, &spec, "ContainerCreating"));
+            self.containers
+                .push(Container::new(Kind::Ephemeral, &spec, "ContainerCreating"));
             let i = self.containers.len() - 1;
             if matches!(self.stage, Stage::Running) && !self.terminating {
                 self.start_container(i);
@@ -760,7 +1125,13 @@ impl Worker {
 
 /// Copies a container's output into its log and reports its exit. Leftover processes in its
 /// process group die with the main process, as in a container's PID namespace.
-fn monitor(mut child: tokio::process::Child, name: String, pid: i32, logs: Arc<LogBuffer>, exits: mpsc::UnboundedSender<Exit>) {
+fn monitor(
+    mut child: tokio::process::Child,
+    name: String,
+    pid: i32,
+    logs: Arc<LogBuffer>,
+    exits: mpsc::UnboundedSender<Exit>,
+) {
     let out = pump(child.stdout.take(), logs.clone());
     let err = pump(child.stderr.take(), logs.clone());
     tokio::spawn(async move {
@@ -775,7 +1146,10 @@ fn monitor(mut child: tokio::process::Child, name: String, pid: i32, logs: Arc<L
     });
 }
 
-fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(stream: Option<R>, logs: Arc<LogBuffer>) -> tokio::task::JoinHandle<()> {
+fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    stream: Option<R>,
+    logs: Arc<LogBuffer>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Some(mut s) = stream else { return };
         let mut buf = vec![0u8; 32 * 1024];
