@@ -192,6 +192,22 @@ pub fn spawn(
         .stderr(stderr)
         .process_group(0);
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
+    // Like runc, a container's working directory is created when missing; every prefix is
+    // prepared before the fork, so the child only makes syscalls.
+    let wd_prefixes: Vec<std::ffi::CString> = spec
+        .working_dir
+        .as_deref()
+        .map(|d| {
+            d.ancestors()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .skip(1)
+                .map(cstring)
+                .collect::<Result<_, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     match iso {
         Isolation::None => {
             if let Some(dir) = spec.working_dir.as_deref().filter(|d| d.is_dir()) {
@@ -250,6 +266,15 @@ pub fn spawn(
                         }
                     }
                     if let Some(dir) = &wd {
+                        for p in &wd_prefixes {
+                            match nix::unistd::mkdir(
+                                p.as_c_str(),
+                                nix::sys::stat::Mode::from_bits_truncate(0o755),
+                            ) {
+                                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                                Err(e) => return Err(to_io(e)),
+                            }
+                        }
                         nix::unistd::chdir(dir.as_c_str()).map_err(to_io)?;
                     }
                     Ok(())
