@@ -444,6 +444,38 @@ async fn metrics_endpoint_serves_text_and_openmetrics() {
     assert!(om.contains("# TYPE github_actions_workflow_runs counter\n"));
     assert!(om.contains("github_actions_workflow_runs_total{repo=\"acme/web\""));
 
+    strict_python_parsers(&text, &om);
+
     let (status, _, body) = http("GET", &format!("{url}/healthz"), &[], Vec::new()).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+/// Also runs the reference parsers of the Python `prometheus_client` (text and the strict OpenMetrics
+/// one) when the interpreter named by `PROMETHEUS_PYTHON` (default `python3`) has that package.
+fn strict_python_parsers(text: &str, openmetrics: &str) {
+    let python = std::env::var("PROMETHEUS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_client = std::process::Command::new(&python)
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_client {
+        eprintln!("{python} has no prometheus_client: strict Python parsers not run");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, o) = (dir.path().join("metrics.txt"), dir.path().join("metrics.om"));
+    std::fs::write(&t, text).expect("write");
+    std::fs::write(&o, openmetrics).expect("write");
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+t = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+o = list(om_families(open(sys.argv[2]).read()))
+print(len(t), len(o))
+"#;
+    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(&t).arg(&o).output().expect("python runs");
+    assert!(out.status.success(), "strict parsers refused the exposition: {}", String::from_utf8_lossy(&out.stderr));
+    let counts = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(counts.trim(), "12 12", "both formats carry the 12 families");
 }
