@@ -248,6 +248,29 @@ async fn rate_limit_reserve_waits_for_the_reset() {
 }
 
 #[tokio::test]
+async fn exhausted_budget_403_waits_for_the_reset_and_retries() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    let reset = Utc::now().timestamp() + 2;
+    fake.with(|s| {
+        s.rate.reset = reset;
+        s.inject.push_back(Inject::BudgetSpentElsewhere);
+    });
+    // The budget looked ample, but another user of the token spent it: GitHub answers 403 with
+    // x-ratelimit-remaining 0, and the exporter waits for x-ratelimit-reset before retrying.
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let reqs = fake.requests();
+    let refused: Vec<_> = reqs.iter().filter(|r| r.status == 403).collect();
+    assert_eq!(refused.len(), 1);
+    let retry = reqs.iter().position(|r| r.status == 403).map(|i| &reqs[i + 1]).expect("a retry follows");
+    assert_eq!(retry.target, refused[0].target, "the refused request is the one retried");
+    assert!(retry.at.timestamp() >= reset, "retried at {} before the reset {reset}", retry.at);
+    assert_eq!(retry.status, 200);
+}
+
+#[tokio::test]
 async fn secondary_rate_limit_retry_after_is_honoured() {
     let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
     script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));

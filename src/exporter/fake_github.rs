@@ -35,6 +35,9 @@ pub enum Inject {
     SecondaryLimit { retry_after: u64 },
     /// 429 with `retry-after`.
     TooManyRequests { retry_after: u64 },
+    /// Another client sharing the token spends the whole budget before this request: it gets
+    /// GitHub's 403 "API rate limit exceeded" with `x-ratelimit-remaining: 0` until the reset.
+    BudgetSpentElsewhere,
 }
 
 /// A request the fake received.
@@ -335,14 +338,16 @@ fn answer(
             return error(s, StatusCode::UNAUTHORIZED, "Bad credentials", &[]);
         }
     }
-    if let Some(inj) = s.inject.pop_front() {
-        let (status, retry_after, msg) = match inj {
-            Inject::SecondaryLimit { retry_after } => {
-                (StatusCode::FORBIDDEN, retry_after, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.")
-            }
-            Inject::TooManyRequests { retry_after } => (StatusCode::TOO_MANY_REQUESTS, retry_after, "Too many requests"),
-        };
-        return error(s, status, msg, &[("retry-after", retry_after.to_string())]);
+    let secondary = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
+    match s.inject.pop_front() {
+        Some(Inject::BudgetSpentElsewhere) => s.rate.remaining = 0,
+        Some(Inject::SecondaryLimit { retry_after }) => {
+            return error(s, StatusCode::FORBIDDEN, secondary, &[("retry-after", retry_after.to_string())]);
+        }
+        Some(Inject::TooManyRequests { retry_after }) => {
+            return error(s, StatusCode::TOO_MANY_REQUESTS, "Too many requests", &[("retry-after", retry_after.to_string())]);
+        }
+        None => {}
     }
     if s.rate.remaining == 0 {
         return error(s, StatusCode::FORBIDDEN, "API rate limit exceeded for user ID 1.", &[]);

@@ -374,7 +374,7 @@ impl Client {
     async fn get(&self, url: &str, conditional: bool) -> Result<Fetched, GitHubError> {
         let cached = if conditional { self.etags.lock().ok().and_then(|c| c.get(url).cloned()) } else { None };
         let if_none_match = cached.as_ref().map(|c| c.etag.clone());
-        let (status, headers, body) = self.send(Method::GET, url, None, if_none_match.as_deref()).await?;
+        let (status, headers, body) = self.send(Method::GET, url, if_none_match.as_deref()).await?;
         if status == StatusCode::NOT_MODIFIED {
             if let Some(c) = cached {
                 return Ok(Fetched::NotModified { next: c.next });
@@ -425,7 +425,6 @@ impl Client {
         &self,
         method: Method,
         url: &str,
-        _body: Option<Bytes>,
         if_none_match: Option<&str>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), GitHubError> {
         let mut tries = 0;
