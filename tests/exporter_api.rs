@@ -502,3 +502,58 @@ print(len(t), len(o))
     let counts = String::from_utf8_lossy(&out.stdout);
     assert_eq!(counts.trim(), "12 12", "both formats carry the 12 families");
 }
+
+#[tokio::test]
+async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let url = serve(&exporter).await;
+    let hook = format!("{url}/webhook");
+    let created = Utc::now() - chrono::Duration::minutes(3);
+    let started = created + chrono::Duration::seconds(75);
+
+    let deliver = |n: u32, action: &str, status: &str, started_at: Option<DateTime<Utc>>, repo: &str| {
+        let mut j = job(900, 90, 1, &["arc-runner-set"], created, started_at, "success");
+        j.status = Some(status.into());
+        if status != "completed" {
+            j.conclusion = None;
+            j.completed_at = None;
+        }
+        if status == "queued" {
+            j.runner_name = None;
+        }
+        let body = serde_json::json!({
+            "action": action,
+            "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", repo, &j),
+            "repository": {"full_name": repo, "default_branch": "main"},
+        })
+        .to_string()
+        .into_bytes();
+        let headers = vec![
+            ("x-github-event", "workflow_job".to_string()),
+            ("x-github-delivery", format!("life-{n}")),
+            ("x-hub-signature-256", sign(SECRET, &body)),
+        ];
+        (headers, body)
+    };
+    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed.
+    for (n, action, status, started_at) in [
+        (1, "queued", "queued", Some(created)),
+        (2, "in_progress", "in_progress", Some(started)),
+        (3, "completed", "completed", Some(started)),
+    ] {
+        let (h, b) = deliver(n, action, status, started_at, "acme/web");
+        assert_eq!(http("POST", &hook, &h, b).await.0, 200);
+    }
+    let (h, b) = deliver(4, "in_progress", "in_progress", Some(started), "someone-else/repo");
+    assert_eq!(http("POST", &hook, &h, b).await.0, 200);
+
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    let qt = "github_actions_workflow_queue_time_seconds";
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"arc-runner-set\""), Some(1.0), "{m}");
+    assert_eq!(histogram_sum(&m, qt, "runner_label=\"arc-runner-set\""), Some(75.0));
+    let deliveries = "github_actions_exporter_webhook_deliveries_total";
+    assert_eq!(value(&m, deliveries, &[("result", "accepted")]), Some(1.0));
+    assert_eq!(value(&m, deliveries, &[("result", "unchanged")]), Some(2.0), "queued and the completion of a counted job");
+    assert_eq!(value(&m, deliveries, &[("result", "ignored")]), Some(1.0), "repository outside --org");
+}
