@@ -237,16 +237,11 @@ impl Exporter {
     /// Writes the state file if the ledger changed since the last write.
     pub fn save_state_if_changed(&self) -> Result<(), Error> {
         let Some(path) = &self.state_file else { return Ok(()) };
-        let state = match self.ledger.lock() {
-            Ok(mut l) => {
-                if !l.take_dirty() {
-                    return Ok(());
-                }
-                l.to_state()
-            }
-            Err(_) => return Ok(()),
-        };
-        state.save(path)?;
+        // Written under the ledger lock, streaming from the ledger, so a large window is not copied.
+        let Ok(mut ledger) = self.ledger.lock() else { return Ok(()) };
+        if ledger.take_dirty() {
+            ledger.save_state(path)?;
+        }
         Ok(())
     }
 
