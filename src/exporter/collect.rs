@@ -25,11 +25,18 @@ pub enum Scope {
 impl Scope {
     /// Whether `full_name` (`owner/name`) is watched (case-insensitive, as GitHub names are).
     pub fn contains(&self, full_name: &str) -> bool {
+        self.label_for(full_name).is_some()
+    }
+
+    /// The `repo` label for a watched `full_name`: the `--repos` spelling, so webhook and polled
+    /// series of one repository never split over letter case; `None` if it is not watched.
+    pub fn label_for(&self, full_name: &str) -> Option<String> {
         match self {
             Scope::Org(org) => full_name
                 .split_once('/')
-                .is_some_and(|(owner, _)| owner.eq_ignore_ascii_case(org)),
-            Scope::Repos(repos) => repos.iter().any(|r| r.eq_ignore_ascii_case(full_name)),
+                .filter(|(owner, _)| owner.eq_ignore_ascii_case(org))
+                .map(|_| full_name.to_string()),
+            Scope::Repos(repos) => repos.iter().find(|r| r.eq_ignore_ascii_case(full_name)).cloned(),
         }
     }
 }
@@ -310,5 +317,30 @@ impl Collector {
         };
         ledger.set_cursor(repo, next_cursor.max(cursor.unwrap_or(since)));
         Ok(counted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_matches_case_insensitively_and_keeps_the_configured_spelling() {
+        let repos = Scope::Repos(vec!["Acme/Web".into()]);
+        assert_eq!(repos.label_for("acme/web").as_deref(), Some("Acme/Web"));
+        assert_eq!(repos.label_for("acme/api"), None);
+        let org = Scope::Org("acme".into());
+        assert!(org.contains("ACME/api"));
+        assert!(!org.contains("other/api"));
+    }
+
+    #[test]
+    fn listing_start_covers_the_rerun_lookback_on_an_hour_boundary() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:34:56Z").map(|d| d.with_timezone(&Utc)).unwrap_or_default();
+        let cursor = now - Duration::minutes(10);
+        let start = listing_start(Some(cursor), now, Duration::hours(24), Duration::hours(2));
+        assert_eq!(start.to_rfc3339(), "2026-01-01T10:00:00+00:00");
+        assert_eq!(listing_start(Some(cursor), now, Duration::hours(24), Duration::zero()), cursor);
+        assert_eq!(listing_start(None, now, Duration::hours(24), Duration::zero()), now - Duration::hours(24));
     }
 }

@@ -133,10 +133,10 @@ impl Webhook {
                 if recorded.unwrap_or(false) { "accepted" } else { "unchanged" }
             }),
             Some("workflow_run") => serde_json::from_slice::<WorkflowRunEvent>(body).map(|ev| {
-                let repo = &ev.repository.full_name;
-                if !self.scope.contains(repo) {
+                let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
                     return "ignored";
-                }
+                };
+                let repo = repo.as_str();
                 let Ok(mut l) = self.ledger.lock() else { return "unchanged" };
                 match ev.action.as_str() {
                     "completed" => {
