@@ -80,7 +80,7 @@ fn history(r: u64, i: u64, now: DateTime<Utc>) -> Vec<(arc_hook::exporter::githu
     out
 }
 
-fn in_process() {
+fn in_process(repos: u64) {
     let now = Utc::now();
     reset_peak();
     let rss0 = status_kib("VmRSS");
@@ -88,7 +88,7 @@ fn in_process() {
     let t0 = Instant::now();
     let mut ledger = Ledger::new(chrono::Duration::days(30), BranchPolicy::default());
     let (mut runs, mut attempts, mut jobs) = (0u64, 0u64, 0u64);
-    for r in 0..REPOS {
+    for r in 0..repos {
         let repo = format!("bench-org/repo-{r:04}");
         for i in 0..RUNS_PER_REPO {
             runs += 1;
@@ -110,7 +110,7 @@ fn in_process() {
     let (state, hwm_saved, restart) =
         restart_time(&mut ledger).map_or((0, 0, None), |(n, hwm, s, l)| (n, hwm, Some((s, l))));
     let series = text.lines().filter(|l| !l.starts_with('#')).count();
-    println!("in-process ingestion ({REPOS} repos x {RUNS_PER_REPO} runs):");
+    println!("in-process ingestion ({repos} repos x {RUNS_PER_REPO} runs):");
     println!("  runs {runs}, attempts counted {attempts}, jobs counted {jobs}");
     println!(
         "  ingest: wall {:.3} s, CPU {:.2} s ({:.1} µs per run)",
@@ -157,9 +157,9 @@ fn restart_time(ledger: &mut Ledger) -> Option<(u64, u64, Duration, Duration)> {
     Some((size, hwm, save, load))
 }
 
-async fn through_fake_api() {
+async fn through_fake_api(slice: u64) {
     let now = Utc::now();
-    let names: Vec<String> = (0..SLICE_REPOS).map(|r| format!("bench-org/repo-{r:04}")).collect();
+    let names: Vec<String> = (0..slice).map(|r| format!("bench-org/repo-{r:04}")).collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "main")).collect();
     let fake = match FakeGitHub::start("bench-org", &pairs).await {
         Ok(f) => f,
@@ -211,7 +211,7 @@ async fn through_fake_api() {
     let second_cpu = cpu_seconds() - cpu1;
     let second_requests = fake.requests().len() - before_idle;
     let not_modified = fake.requests().iter().skip(before_idle).filter(|r| r.status == 304).count();
-    println!("through the fake GitHub API ({SLICE_REPOS} repos x {RUNS_PER_REPO} runs, fake server in the same process):");
+    println!("through the fake GitHub API ({slice} repos x {RUNS_PER_REPO} runs, fake server in the same process):");
     match first {
         Ok(r) => println!(
             "  first poll: {} attempts, {} jobs, {} requests, wall {:.2} s, CPU {:.2} s (exporter + fake)",
@@ -238,13 +238,12 @@ async fn through_fake_api() {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs this too, so keep it quick there.
-    if std::env::args().any(|a| a == "--test") {
-        return;
-    }
-    in_process();
+    // `cargo bench` passes --bench; `cargo test --benches` does not, and gets a small smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (repos, slice) = if full { (REPOS, SLICE_REPOS) } else { (10, 2) };
+    in_process(repos);
     match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt.block_on(through_fake_api()),
+        Ok(rt) => rt.block_on(through_fake_api(slice)),
         Err(e) => println!("no tokio runtime: {e}"),
     }
     println!("total process CPU {:.2} s", cpu_seconds());
