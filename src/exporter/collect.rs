@@ -52,21 +52,23 @@ pub struct PollReport {
 }
 
 /// Where a repository's run listing starts: the cursor (or the window on a first poll), moved back
-/// to cover `rerun_lookback` so re-runs of recent runs are seen. The look-back is floored to the hour
-/// so the URL, and with it the ETag, stays the same between polls of an idle repository.
+/// to cover `rerun_lookback` so re-runs of recent runs are seen, and never before the window (a run
+/// stuck in `queued` for days must not make every poll list days of runs). Bounds other than the
+/// cursor are floored to the hour so the URL, and with it the ETag, stays the same between polls of
+/// an idle repository.
 pub fn listing_start(
     cursor: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     window: Duration,
     rerun_lookback: Duration,
 ) -> DateTime<Utc> {
-    let start = cursor.unwrap_or(now - window);
+    let floor_hour = |t: DateTime<Utc>| t - Duration::seconds(t.timestamp().rem_euclid(3600));
+    let window_start = floor_hour(now - window);
+    let start = cursor.map_or(window_start, |c| c.max(window_start));
     if rerun_lookback <= Duration::zero() {
         return start;
     }
-    let back = now - rerun_lookback;
-    let floored = back - Duration::seconds(back.timestamp().rem_euclid(3600));
-    start.min(floored)
+    start.min(floor_hour(now - rerun_lookback))
 }
 
 /// What a page of runs told us, kept so a 304 for it still yields its open runs.
@@ -341,6 +343,9 @@ mod tests {
         let start = listing_start(Some(cursor), now, Duration::hours(24), Duration::hours(2));
         assert_eq!(start.to_rfc3339(), "2026-01-01T10:00:00+00:00");
         assert_eq!(listing_start(Some(cursor), now, Duration::hours(24), Duration::zero()), cursor);
-        assert_eq!(listing_start(None, now, Duration::hours(24), Duration::zero()), now - Duration::hours(24));
+        let day_before_hour = DateTime::parse_from_rfc3339("2025-12-31T12:00:00Z").map(|d| d.with_timezone(&Utc)).unwrap_or_default();
+        assert_eq!(listing_start(None, now, Duration::hours(24), Duration::zero()), day_before_hour);
+        // A cursor held back by a run queued for two days is capped at the window.
+        assert_eq!(listing_start(Some(now - Duration::days(2)), now, Duration::hours(24), Duration::hours(2)), day_before_hour);
     }
 }
