@@ -557,3 +557,44 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
     assert_eq!(value(&m, deliveries, &[("result", "unchanged")]), Some(2.0), "queued and the completion of a counted job");
     assert_eq!(value(&m, deliveries, &[("result", "ignored")]), Some(1.0), "repository outside --org");
 }
+
+#[tokio::test]
+async fn incremental_polls_list_only_runs_since_the_cursor() {
+    for ignore_filter in [false, true] {
+        let fake = FakeGitHub::start("acme", &[("acme/api", "develop")]).await.expect("fake starts");
+        // 250 runs a minute apart, so most lie well before the cursor's 5-minute overlap.
+        let base = Utc::now() - chrono::Duration::hours(5);
+        for i in 0..250i64 {
+            let id = 1000 + i as u64;
+            let c = at(base, i * 60);
+            fake.put_attempt(
+                "acme/api",
+                run(id, 1, "Build", "develop", "push", Some("success"), c, c, at(c, 100)),
+                vec![job(id * 10, id, 1, &["arc-runner-set"], c, Some(at(c, 5)), "success")],
+            );
+        }
+        fake.with(|s| s.ignore_created_filter = ignore_filter);
+        let mut cfg = config(&fake, Scope::Repos(vec!["acme/api".into()]));
+        cfg.rerun_lookback = Duration::ZERO;
+        let exporter = Exporter::new(cfg).expect("exporter builds");
+        exporter.poll_once().await.expect("first poll");
+
+        let before = fake.requests().len();
+        let c = at(base, 250 * 60);
+        fake.put_attempt(
+            "acme/api",
+            run(5000, 1, "Build", "develop", "push", Some("success"), c, c, at(c, 100)),
+            vec![job(50000, 5000, 1, &["arc-runner-set"], c, Some(at(c, 3)), "success")],
+        );
+        let report = exporter.poll_once().await.expect("second poll");
+        assert_eq!((report.runs_counted, report.jobs_counted), (1, 1));
+        let second: Vec<_> = fake.requests().into_iter().skip(before).collect();
+        let listings: Vec<_> = second.iter().filter(|r| r.target.contains("/actions/runs?")).collect();
+        // One page: the filter (or, on an API ignoring it, the first run older than the cursor) ends the listing.
+        assert_eq!(listings.len(), 1, "filter ignored: {ignore_filter}: {:?}", listings.iter().map(|r| &r.target).collect::<Vec<_>>());
+        assert!(listings[0].target.contains("created=%3E%3D"));
+        assert_eq!(second.iter().filter(|r| r.target.contains("/jobs")).count(), 1, "jobs fetched for the new run only");
+        let m = exporter.render(Format::Text);
+        assert_eq!(value(&m, "github_actions_workflow_runs_total", &[("repo", "acme/api")]), Some(251.0));
+    }
+}

@@ -77,6 +77,8 @@ pub struct FakeState {
     pub issued_tokens: u32,
     /// Lifetime of issued installation tokens.
     pub token_lifetime: Duration,
+    /// Serve run listings unfiltered, like an API that does not support `created`.
+    pub ignore_created_filter: bool,
 }
 
 /// A running fake on 127.0.0.1.
@@ -110,6 +112,7 @@ impl FakeGitHub {
             app: None,
             issued_tokens: 0,
             token_lifetime: Duration::hours(1),
+            ignore_created_filter: false,
         }));
         let app = Router::new().fallback(serve).with_state((state.clone(), addr));
         let server = tokio::spawn(async move {
@@ -371,6 +374,7 @@ fn answer(
             let repo = &s.repos[i];
             let since = query
                 .get("created")
+                .filter(|_| !s.ignore_created_filter)
                 .and_then(|c| c.strip_prefix(">="))
                 .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
                 .map(|d| d.with_timezone(&Utc));
