@@ -29,7 +29,15 @@ fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim_start_matches(':').trim().trim_end_matches(" kB").trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(field).map(|v| {
+                v.trim_start_matches(':')
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .to_string()
+            })
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -44,7 +52,14 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Run `i` of repository `r`: a mix of outcomes, branches, events, re-runs and skipped jobs.
-fn history(r: u64, i: u64, now: DateTime<Utc>) -> Vec<(arc_hook::exporter::github::WorkflowRun, Vec<arc_hook::exporter::github::Job>)> {
+fn history(
+    r: u64,
+    i: u64,
+    now: DateTime<Utc>,
+) -> Vec<(
+    arc_hook::exporter::github::WorkflowRun,
+    Vec<arc_hook::exporter::github::Job>,
+)> {
     let id = r * 1_000_000 + i;
     let created = now - chrono::Duration::minutes(((RUNS_PER_REPO - i) * 60 + r % 60) as i64);
     let sec = |s: i64| created + chrono::Duration::seconds(s);
@@ -64,17 +79,53 @@ fn history(r: u64, i: u64, now: DateTime<Utc>) -> Vec<(arc_hook::exporter::githu
     };
     let queue = (i % 17 * 13) as i64;
     let mut out = vec![(
-        run(id, 1, workflow, branch, event, Some(conclusion), created, sec(5), sec(600)),
+        run(
+            id,
+            1,
+            workflow,
+            branch,
+            event,
+            Some(conclusion),
+            created,
+            sec(5),
+            sec(600),
+        ),
         vec![
-            job(id * 10, id, 1, labels, created, Some(sec(queue)), conclusion),
+            job(
+                id * 10,
+                id,
+                1,
+                labels,
+                created,
+                Some(sec(queue)),
+                conclusion,
+            ),
             job(id * 10 + 1, id, 1, labels, created, None, "skipped"),
         ],
     )];
     if i % 20 == 0 {
         // The failed run is re-run and succeeds.
         out.push((
-            run(id, 2, workflow, branch, event, Some("success"), created, sec(700), sec(1300)),
-            vec![job(id * 10 + 2, id, 2, labels, sec(700), Some(sec(700 + queue)), "success")],
+            run(
+                id,
+                2,
+                workflow,
+                branch,
+                event,
+                Some("success"),
+                created,
+                sec(700),
+                sec(1300),
+            ),
+            vec![job(
+                id * 10 + 2,
+                id,
+                2,
+                labels,
+                sec(700),
+                Some(sec(700 + queue)),
+                "success",
+            )],
         ));
     }
     out
@@ -105,7 +156,9 @@ fn in_process(repos: u64) {
     let rss_ingested = status_kib("VmRSS");
     let hwm_ingested = status_kib("VmHWM");
     let t1 = Instant::now();
-    let text = ledger.metrics(now).encode(&SelfStats::default(), Format::Text);
+    let text = ledger
+        .metrics(now)
+        .encode(&SelfStats::default(), Format::Text);
     let render = t1.elapsed();
     let (state, hwm_saved, restart) =
         restart_time(&mut ledger).map_or((0, 0, None), |(n, hwm, s, l)| (n, hwm, Some((s, l))));
@@ -118,7 +171,12 @@ fn in_process(repos: u64) {
         cpu_ingest,
         ingest.as_secs_f64() * 1e6 / runs as f64
     );
-    println!("  render /metrics: {:.1} ms, {} samples, {} KiB", render.as_secs_f64() * 1e3, series, text.len() / 1024);
+    println!(
+        "  render /metrics: {:.1} ms, {} samples, {} KiB",
+        render.as_secs_f64() * 1e3,
+        series,
+        text.len() / 1024
+    );
     println!(
         "  memory: RSS {:.1} MiB after ingestion (peak {:.1} MiB while ingesting; {:.1} MiB at start)",
         mib(rss_ingested),
@@ -159,7 +217,9 @@ fn restart_time(ledger: &mut Ledger) -> Option<(u64, u64, Duration, Duration)> {
 
 async fn through_fake_api(slice: u64) {
     let now = Utc::now();
-    let names: Vec<String> = (0..slice).map(|r| format!("bench-org/repo-{r:04}")).collect();
+    let names: Vec<String> = (0..slice)
+        .map(|r| format!("bench-org/repo-{r:04}"))
+        .collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "main")).collect();
     let fake = match FakeGitHub::start("bench-org", &pairs).await {
         Ok(f) => f,
@@ -183,7 +243,10 @@ async fn through_fake_api(slice: u64) {
         branch_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
-        client: ClientOptions { rate_limit_reserve: 0, ..ClientOptions::default() },
+        client: ClientOptions {
+            rate_limit_reserve: 0,
+            ..ClientOptions::default()
+        },
         concurrency: 4,
         rerun_lookback: Duration::from_secs(2 * 3600),
     };
@@ -210,8 +273,15 @@ async fn through_fake_api(slice: u64) {
     let second_wall = t1.elapsed();
     let second_cpu = cpu_seconds() - cpu1;
     let second_requests = fake.requests().len() - before_idle;
-    let not_modified = fake.requests().iter().skip(before_idle).filter(|r| r.status == 304).count();
-    println!("through the fake GitHub API ({slice} repos x {RUNS_PER_REPO} runs, fake server in the same process):");
+    let not_modified = fake
+        .requests()
+        .iter()
+        .skip(before_idle)
+        .filter(|r| r.status == 304)
+        .count();
+    println!(
+        "through the fake GitHub API ({slice} repos x {RUNS_PER_REPO} runs, fake server in the same process):"
+    );
     match first {
         Ok(r) => println!(
             "  first poll: {} attempts, {} jobs, {} requests, wall {:.2} s, CPU {:.2} s (exporter + fake)",
@@ -234,7 +304,10 @@ async fn through_fake_api(slice: u64) {
         ),
         Err(e) => println!("  idle poll failed: {e}"),
     }
-    println!("  peak RSS during the polls: {:.1} MiB", mib(status_kib("VmHWM")));
+    println!(
+        "  peak RSS during the polls: {:.1} MiB",
+        mib(status_kib("VmHWM"))
+    );
 }
 
 fn main() {
@@ -242,7 +315,11 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (repos, slice) = if full { (REPOS, SLICE_REPOS) } else { (10, 2) };
     in_process(repos);
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(through_fake_api(slice)),
         Err(e) => println!("no tokio runtime: {e}"),
     }

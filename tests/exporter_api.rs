@@ -43,14 +43,17 @@ fn org() -> Scope {
 
 /// Looks a sample up in the Prometheus text exposition, parsed by prometheus-parse.
 fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("exposition parses");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("exposition parses");
     scrape.samples.iter().find_map(|s| {
         let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
         if !matches {
             return None;
         }
         match &s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(*v),
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(*v),
             _ => None,
         }
     })
@@ -59,12 +62,16 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// `_count` of a histogram series, read from the raw text (prometheus-parse folds histograms).
 fn histogram_count(text: &str, name: &str, label: &str) -> Option<f64> {
     let prefix = format!("{name}_count{{{label}}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
 }
 
 fn histogram_sum(text: &str, name: &str, label: &str) -> Option<f64> {
     let prefix = format!("{name}_sum{{{label}}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
 }
 
 fn at(base: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
@@ -77,7 +84,17 @@ fn script_first_history(fake: &FakeGitHub, base: DateTime<Utc>) {
     let w = "acme/web";
     fake.put_attempt(
         w,
-        run(1, 1, "CI", "main", "push", Some("success"), base, at(base, 10), at(base, 300)),
+        run(
+            1,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            base,
+            at(base, 10),
+            at(base, 300),
+        ),
         vec![
             job(11, 1, 1, GPU, base, Some(at(base, 30)), "success"),
             job(12, 1, 1, GPU, base, None, "skipped"),
@@ -85,12 +102,40 @@ fn script_first_history(fake: &FakeGitHub, base: DateTime<Utc>) {
     );
     fake.put_attempt(
         w,
-        run(2, 1, "CI", "feature/x", "pull_request", Some("failure"), at(base, 60), at(base, 60), at(base, 600)),
-        vec![job(21, 2, 1, &["ubuntu-latest"], at(base, 60), Some(at(base, 70)), "failure")],
+        run(
+            2,
+            1,
+            "CI",
+            "feature/x",
+            "pull_request",
+            Some("failure"),
+            at(base, 60),
+            at(base, 60),
+            at(base, 600),
+        ),
+        vec![job(
+            21,
+            2,
+            1,
+            &["ubuntu-latest"],
+            at(base, 60),
+            Some(at(base, 70)),
+            "failure",
+        )],
     );
     fake.put_attempt(
         w,
-        run(3, 1, "CI", "main", "push", Some("failure"), at(base, 120), at(base, 120), at(base, 900)),
+        run(
+            3,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("failure"),
+            at(base, 120),
+            at(base, 120),
+            at(base, 900),
+        ),
         vec![
             job(31, 3, 1, GPU, at(base, 120), Some(at(base, 180)), "failure"),
             job(33, 3, 1, GPU, at(base, 120), None, "cancelled"),
@@ -98,7 +143,17 @@ fn script_first_history(fake: &FakeGitHub, base: DateTime<Utc>) {
     );
     fake.put_attempt(
         w,
-        run(5, 1, "CI", "main", "push", None, at(base, 1000), at(base, 1000), at(base, 1000)),
+        run(
+            5,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(base, 1000),
+            at(base, 1000),
+            at(base, 1000),
+        ),
         Vec::new(),
     );
 }
@@ -108,13 +163,49 @@ fn script_second_history(fake: &FakeGitHub, base: DateTime<Utc>) {
     let w = "acme/web";
     fake.put_attempt(
         w,
-        run(3, 2, "CI", "main", "push", Some("success"), at(base, 120), at(base, 1700), at(base, 1800)),
-        vec![job(32, 3, 2, GPU, at(base, 1700), Some(at(base, 1820)), "success")],
+        run(
+            3,
+            2,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            at(base, 120),
+            at(base, 1700),
+            at(base, 1800),
+        ),
+        vec![job(
+            32,
+            3,
+            2,
+            GPU,
+            at(base, 1700),
+            Some(at(base, 1820)),
+            "success",
+        )],
     );
     fake.put_attempt(
         w,
-        run(5, 1, "CI", "main", "push", Some("failure"), at(base, 1000), at(base, 1000), at(base, 2100)),
-        vec![job(51, 5, 1, GPU, at(base, 1000), Some(at(base, 1090)), "failure")],
+        run(
+            5,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("failure"),
+            at(base, 1000),
+            at(base, 1000),
+            at(base, 2100),
+        ),
+        vec![job(
+            51,
+            5,
+            1,
+            GPU,
+            at(base, 1000),
+            Some(at(base, 1090)),
+            "failure",
+        )],
     );
 }
 
@@ -125,15 +216,35 @@ fn script_many_runs(fake: &FakeGitHub, base: DateTime<Utc>) {
         let c = at(base, i as i64);
         fake.put_attempt(
             "acme/api",
-            run(id, 1, "Build", "develop", "push", Some("success"), c, c, at(base, i as i64 + 100)),
-            vec![job(id * 10, id, 1, &["arc-runner-set"], c, Some(at(base, i as i64 + 5)), "success")],
+            run(
+                id,
+                1,
+                "Build",
+                "develop",
+                "push",
+                Some("success"),
+                c,
+                c,
+                at(base, i as i64 + 100),
+            ),
+            vec![job(
+                id * 10,
+                id,
+                1,
+                &["arc-runner-set"],
+                c,
+                Some(at(base, i as i64 + 5)),
+                "success",
+            )],
         );
     }
 }
 
 #[tokio::test]
 async fn scripted_history_yields_exact_metric_values() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main"), ("acme/api", "develop")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main"), ("acme/api", "develop")])
+        .await
+        .expect("fake starts");
     let base = Utc::now() - chrono::Duration::hours(1);
     script_first_history(&fake, base);
     script_many_runs(&fake, base);
@@ -143,85 +254,248 @@ async fn scripted_history_yields_exact_metric_values() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let m = exporter.render(Format::Text);
     let runs = "github_actions_workflow_runs_total";
-    let web_main_push = |c: &str| value(&m, runs, &[("repo", "acme/web"), ("workflow", "CI"), ("branch", "main"), ("event", "push"), ("conclusion", c)]);
+    let web_main_push = |c: &str| {
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("workflow", "CI"),
+                ("branch", "main"),
+                ("event", "push"),
+                ("conclusion", c),
+            ],
+        )
+    };
     assert_eq!(web_main_push("success"), Some(1.0));
     assert_eq!(web_main_push("failure"), Some(1.0));
     // A non-default, non-allowed branch is folded into "other".
     assert_eq!(
-        value(&m, runs, &[("repo", "acme/web"), ("branch", "other"), ("event", "pull_request"), ("conclusion", "failure")]),
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("branch", "other"),
+                ("event", "pull_request"),
+                ("conclusion", "failure")
+            ]
+        ),
         Some(1.0)
     );
     // The repository's default branch is kept even though it is not main/master.
-    assert_eq!(value(&m, runs, &[("repo", "acme/api"), ("branch", "develop"), ("conclusion", "success")]), Some(250.0));
     assert_eq!(
-        value(&m, "github_actions_workflow_runs_by_branch_total", &[("repo", "acme/web"), ("branch", "main"), ("conclusion", "failure")]),
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/api"),
+                ("branch", "develop"),
+                ("conclusion", "success")
+            ]
+        ),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_by_branch_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "failure")
+            ]
+        ),
         Some(1.0)
     );
     // The run in progress is in the gauge, not in the totals.
-    assert_eq!(value(&m, "github_actions_workflow_runs_in_progress", &[("repo", "acme/web")]), Some(1.0));
-    assert_eq!(value(&m, "github_actions_workflow_consecutive_failures", &[("repo", "acme/web"), ("workflow", "CI")]), Some(2.0));
-    let rate = value(&m, "github_actions_workflow_failure_rate", &[("repo", "acme/web"), ("workflow", "CI")]).expect("rate");
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(2.0)
+    );
+    let rate = value(
+        &m,
+        "github_actions_workflow_failure_rate",
+        &[("repo", "acme/web"), ("workflow", "CI")],
+    )
+    .expect("rate");
     assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
     // Queue time: jobs 11 (30 s) and 31 (60 s) on gpu; skipped job 12 and never-started job 33 excluded.
     let qt = "github_actions_workflow_queue_time_seconds";
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
     assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(90.0));
-    assert_eq!(histogram_count(&m, qt, "runner_label=\"ubuntu-latest\""), Some(1.0));
-    assert_eq!(histogram_count(&m, qt, "runner_label=\"arc-runner-set\""), Some(250.0));
-    assert_eq!(value(&m, "github_actions_workflow_queue_time_average_seconds", &[("runner_label", "gpu")]), Some(45.0));
     assert_eq!(
-        histogram_count(&m, "github_actions_workflow_duration_seconds", "repo=\"acme/web\",workflow=\"CI\""),
+        histogram_count(&m, qt, "runner_label=\"ubuntu-latest\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_queue_time_average_seconds",
+            &[("runner_label", "gpu")]
+        ),
+        Some(45.0)
+    );
+    assert_eq!(
+        histogram_count(
+            &m,
+            "github_actions_workflow_duration_seconds",
+            "repo=\"acme/web\",workflow=\"CI\""
+        ),
         Some(3.0)
     );
 
     // Pagination: the 250 runs of acme/api were read over pages 1, 2 and 3 by following Link rel="next".
     let reqs = fake.requests();
-    let api_runs: Vec<_> = reqs.iter().filter(|r| r.target.starts_with("/repos/acme/api/actions/runs?")).collect();
-    assert_eq!(api_runs.len(), 3, "{:?}", api_runs.iter().map(|r| &r.target).collect::<Vec<_>>());
+    let api_runs: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.target.starts_with("/repos/acme/api/actions/runs?"))
+        .collect();
+    assert_eq!(
+        api_runs.len(),
+        3,
+        "{:?}",
+        api_runs.iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
     assert!(api_runs[1].target.contains("page=2") && api_runs[2].target.contains("page=3"));
-    assert!(reqs.iter().all(|r| r.authorization.as_deref() == Some("Bearer ghp_test")));
+    assert!(
+        reqs.iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer ghp_test"))
+    );
 
     // Second poll: the re-run's success resets the streak, run 5's failure starts a new one.
     script_second_history(&fake, base);
     let report = exporter.poll_once().await.expect("second poll");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let m = exporter.render(Format::Text);
-    let web_main_push = |c: &str| value(&m, runs, &[("repo", "acme/web"), ("workflow", "CI"), ("branch", "main"), ("event", "push"), ("conclusion", c)]);
-    assert_eq!(web_main_push("success"), Some(2.0), "attempt 2 of run 3 counted once, attempt 1 not again");
+    let web_main_push = |c: &str| {
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("workflow", "CI"),
+                ("branch", "main"),
+                ("event", "push"),
+                ("conclusion", c),
+            ],
+        )
+    };
+    assert_eq!(
+        web_main_push("success"),
+        Some(2.0),
+        "attempt 2 of run 3 counted once, attempt 1 not again"
+    );
     assert_eq!(web_main_push("failure"), Some(2.0));
-    assert_eq!(value(&m, "github_actions_workflow_runs_in_progress", &[("repo", "acme/web")]), Some(0.0));
-    assert_eq!(value(&m, "github_actions_workflow_consecutive_failures", &[("repo", "acme/web"), ("workflow", "CI")]), Some(1.0));
-    let rate = value(&m, "github_actions_workflow_failure_rate", &[("repo", "acme/web"), ("workflow", "CI")]).expect("rate");
-    assert!((rate - 0.6).abs() < 1e-9, "3 failed of 5 decisive attempts, got {rate}");
-    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(4.0), "re-run job attempt has its own queue time");
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(1.0)
+    );
+    let rate = value(
+        &m,
+        "github_actions_workflow_failure_rate",
+        &[("repo", "acme/web"), ("workflow", "CI")],
+    )
+    .expect("rate");
+    assert!(
+        (rate - 0.6).abs() < 1e-9,
+        "3 failed of 5 decisive attempts, got {rate}"
+    );
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"gpu\""),
+        Some(4.0),
+        "re-run job attempt has its own queue time"
+    );
     assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(300.0));
-    assert_eq!(value(&m, runs, &[("repo", "acme/api"), ("conclusion", "success")]), Some(250.0));
+    assert_eq!(
+        value(&m, runs, &[("repo", "acme/api"), ("conclusion", "success")]),
+        Some(250.0)
+    );
 
     // Third poll with nothing new: every listing answers 304 and nothing is re-processed.
     let before = fake.requests().len();
-    let not_modified_before =
-        value(&m, "github_actions_exporter_api_requests_total", &[("status", "304")]).unwrap_or(0.0);
+    let not_modified_before = value(
+        &m,
+        "github_actions_exporter_api_requests_total",
+        &[("status", "304")],
+    )
+    .unwrap_or(0.0);
     let report = exporter.poll_once().await.expect("third poll");
     assert_eq!((report.runs_counted, report.jobs_counted), (0, 0));
     let third: Vec<_> = fake.requests().into_iter().skip(before).collect();
     assert!(!third.is_empty());
     assert!(
-        third.iter().all(|r| r.status == 304 && r.if_none_match.is_some()),
+        third
+            .iter()
+            .all(|r| r.status == 304 && r.if_none_match.is_some()),
         "{:?}",
-        third.iter().map(|r| (&r.target, r.status)).collect::<Vec<_>>()
+        third
+            .iter()
+            .map(|r| (&r.target, r.status))
+            .collect::<Vec<_>>()
     );
-    assert!(third.iter().all(|r| !r.target.contains("/jobs")), "no job listing fetched again");
+    assert!(
+        third.iter().all(|r| !r.target.contains("/jobs")),
+        "no job listing fetched again"
+    );
     let m3 = exporter.render(Format::Text);
-    assert_eq!(value(&m3, runs, &[("repo", "acme/api"), ("conclusion", "success")]), Some(250.0));
-    assert_eq!(value(&m3, "github_actions_exporter_api_requests_total", &[("status", "304")]), Some(not_modified_before + third.len() as f64));
+    assert_eq!(
+        value(
+            &m3,
+            runs,
+            &[("repo", "acme/api"), ("conclusion", "success")]
+        ),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(
+            &m3,
+            "github_actions_exporter_api_requests_total",
+            &[("status", "304")]
+        ),
+        Some(not_modified_before + third.len() as f64)
+    );
     // The fake does not charge 304s, and the exporter reports the budget it was last told.
     let remaining = fake.with(|s| s.rate.remaining) as f64;
-    assert_eq!(value(&m3, "github_actions_exporter_rate_limit_remaining", &[]), Some(remaining));
+    assert_eq!(
+        value(&m3, "github_actions_exporter_rate_limit_remaining", &[]),
+        Some(remaining)
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_reserve_waits_for_the_reset() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     let base = Utc::now() - chrono::Duration::hours(1);
     script_first_history(&fake, base);
     let reset = Utc::now().timestamp() + 2;
@@ -236,20 +510,37 @@ async fn rate_limit_reserve_waits_for_the_reset() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
     let reqs = fake.requests();
-    assert!(reqs.iter().all(|r| r.status != 403), "the exporter never ran the budget dry");
+    assert!(
+        reqs.iter().all(|r| r.status != 403),
+        "the exporter never ran the budget dry"
+    );
     // Two requests leave 2 = the reserve; the third waits until the reset.
     assert!(reqs[1].at.timestamp() < reset);
-    assert!(reqs[2].at.timestamp() >= reset, "third request at {} before reset {reset}", reqs[2].at);
+    assert!(
+        reqs[2].at.timestamp() >= reset,
+        "third request at {} before reset {reset}",
+        reqs[2].at
+    );
     let m = exporter.render(Format::Text);
     assert_eq!(
-        value(&m, "github_actions_workflow_runs_total", &[("repo", "acme/web"), ("branch", "main"), ("conclusion", "success")]),
+        value(
+            &m,
+            "github_actions_workflow_runs_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "success")
+            ]
+        ),
         Some(1.0)
     );
 }
 
 #[tokio::test]
 async fn exhausted_budget_403_waits_for_the_reset_and_retries() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
     let reset = Utc::now().timestamp() + 2;
     fake.with(|s| {
@@ -264,38 +555,79 @@ async fn exhausted_budget_403_waits_for_the_reset_and_retries() {
     let reqs = fake.requests();
     let refused: Vec<_> = reqs.iter().filter(|r| r.status == 403).collect();
     assert_eq!(refused.len(), 1);
-    let retry = reqs.iter().position(|r| r.status == 403).map(|i| &reqs[i + 1]).expect("a retry follows");
-    assert_eq!(retry.target, refused[0].target, "the refused request is the one retried");
-    assert!(retry.at.timestamp() >= reset, "retried at {} before the reset {reset}", retry.at);
+    let retry = reqs
+        .iter()
+        .position(|r| r.status == 403)
+        .map(|i| &reqs[i + 1])
+        .expect("a retry follows");
+    assert_eq!(
+        retry.target, refused[0].target,
+        "the refused request is the one retried"
+    );
+    assert!(
+        retry.at.timestamp() >= reset,
+        "retried at {} before the reset {reset}",
+        retry.at
+    );
     assert_eq!(retry.status, 200);
 }
 
 #[tokio::test]
 async fn secondary_rate_limit_retry_after_is_honoured() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
     fake.with(|s| {
-        s.inject.push_back(Inject::SecondaryLimit { retry_after: 1 });
-        s.inject.push_back(Inject::TooManyRequests { retry_after: 1 });
+        s.inject
+            .push_back(Inject::SecondaryLimit { retry_after: 1 });
+        s.inject
+            .push_back(Inject::TooManyRequests { retry_after: 1 });
     });
     let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
     let report = exporter.poll_once().await.expect("poll");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let reqs = fake.requests();
-    assert_eq!((reqs[0].status, reqs[1].status, reqs[2].status), (403, 429, 200));
+    assert_eq!(
+        (reqs[0].status, reqs[1].status, reqs[2].status),
+        (403, 429, 200)
+    );
     assert!(reqs[1].at - reqs[0].at >= chrono::Duration::milliseconds(1000));
     assert!(reqs[2].at - reqs[1].at >= chrono::Duration::milliseconds(1000));
     let m = exporter.render(Format::Text);
-    assert_eq!(value(&m, "github_actions_exporter_api_requests_total", &[("status", "403")]), Some(1.0));
-    assert_eq!(value(&m, "github_actions_exporter_api_requests_total", &[("status", "429")]), Some(1.0));
-    assert_eq!(value(&m, "github_actions_workflow_runs_in_progress", &[("repo", "acme/web")]), Some(1.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_api_requests_total",
+            &[("status", "403")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_api_requests_total",
+            &[("status", "429")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web")]
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
 async fn restart_with_state_file_does_not_double_count() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("exporter-state.json");
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     let base = Utc::now() - chrono::Duration::hours(1);
     script_first_history(&fake, base);
     let mut cfg = config(&fake, org());
@@ -310,31 +642,93 @@ async fn restart_with_state_file_does_not_double_count() {
     let second = Exporter::new(cfg).expect("exporter restarts");
     fake.put_attempt(
         "acme/web",
-        run(6, 1, "CI", "main", "push", Some("success"), at(base, 2000), at(base, 2000), at(base, 2300)),
-        vec![job(61, 6, 1, GPU, at(base, 2000), Some(at(base, 2015)), "success")],
+        run(
+            6,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            at(base, 2000),
+            at(base, 2000),
+            at(base, 2300),
+        ),
+        vec![job(
+            61,
+            6,
+            1,
+            GPU,
+            at(base, 2000),
+            Some(at(base, 2015)),
+            "success",
+        )],
     );
     let report = second.poll_once().await.expect("poll after restart");
-    assert_eq!((report.runs_counted, report.jobs_counted), (1, 1), "only the new run and its job are counted");
+    assert_eq!(
+        (report.runs_counted, report.jobs_counted),
+        (1, 1),
+        "only the new run and its job are counted"
+    );
     let m = second.render(Format::Text);
     let runs = "github_actions_workflow_runs_total";
-    assert_eq!(value(&m, runs, &[("repo", "acme/web"), ("branch", "main"), ("conclusion", "success")]), Some(1.0));
-    assert_eq!(value(&m, runs, &[("repo", "acme/web"), ("conclusion", "failure")]), None);
-    assert_eq!(histogram_count(&m, "github_actions_workflow_queue_time_seconds", "runner_label=\"gpu\""), Some(1.0));
+    assert_eq!(
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "success")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, runs, &[("repo", "acme/web"), ("conclusion", "failure")]),
+        None
+    );
+    assert_eq!(
+        histogram_count(
+            &m,
+            "github_actions_workflow_queue_time_seconds",
+            "runner_label=\"gpu\""
+        ),
+        Some(1.0)
+    );
     // Window-derived gauges survive the restart: 2 failures, then a success among 3 + 1 decisive attempts.
-    let rate = value(&m, "github_actions_workflow_failure_rate", &[("repo", "acme/web"), ("workflow", "CI")]).expect("rate");
+    let rate = value(
+        &m,
+        "github_actions_workflow_failure_rate",
+        &[("repo", "acme/web"), ("workflow", "CI")],
+    )
+    .expect("rate");
     assert!((rate - 0.5).abs() < 1e-9, "{rate}");
-    assert_eq!(value(&m, "github_actions_workflow_consecutive_failures", &[("repo", "acme/web"), ("workflow", "CI")]), Some(0.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(0.0)
+    );
 }
 
 async fn serve(exporter: &Exporter) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let router = exporter.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{addr}")
 }
 
-async fn http(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, http::HeaderMap, String) {
+async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, String) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
@@ -347,11 +741,29 @@ async fn http(method: &str, url: &str, headers: &[(&str, String)], body: Vec<u8>
         .expect("request succeeds");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
-fn job_event(job_id: u64, run_id: u64, attempt: u32, created: DateTime<Utc>, started: DateTime<Utc>) -> Vec<u8> {
-    let j = job(job_id, run_id, attempt, GPU, created, Some(started), "success");
+fn job_event(
+    job_id: u64,
+    run_id: u64,
+    attempt: u32,
+    created: DateTime<Utc>,
+    started: DateTime<Utc>,
+) -> Vec<u8> {
+    let j = job(
+        job_id,
+        run_id,
+        attempt,
+        GPU,
+        created,
+        Some(started),
+        "success",
+    );
     let mut payload = serde_json::json!({
         "action": "completed",
         "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", "acme/web", &j),
@@ -364,7 +776,9 @@ fn job_event(job_id: u64, run_id: u64, attempt: u32, created: DateTime<Utc>, sta
 
 #[tokio::test]
 async fn webhook_verifies_signatures_and_dedupes_with_polling() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     let base = Utc::now() - chrono::Duration::hours(1);
     script_first_history(&fake, base);
     let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
@@ -375,28 +789,82 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
     // Job 31 of run 3 (60 s in the queue), delivered before any poll.
     let body = job_event(31, 3, 1, at(base, 120), at(base, 180));
     let event = ("x-github-event", "workflow_job".to_string());
-    let (status, _, _) = http("POST", &hook, &[event.clone(), ("x-github-delivery", "d1".into())], body.clone()).await;
+    let (status, _, _) = http(
+        "POST",
+        &hook,
+        &[event.clone(), ("x-github-delivery", "d1".into())],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, 401, "missing signature");
     let forged = sign(b"wrong-secret", &body);
-    let (status, _, _) =
-        http("POST", &hook, &[event.clone(), ("x-github-delivery", "d1".into()), ("x-hub-signature-256", forged)], body.clone()).await;
+    let (status, _, _) = http(
+        "POST",
+        &hook,
+        &[
+            event.clone(),
+            ("x-github-delivery", "d1".into()),
+            ("x-hub-signature-256", forged),
+        ],
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, 401, "signature with another secret");
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
-    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), None, "nothing recorded from refused deliveries");
-    assert_eq!(value(&m, "github_actions_exporter_webhook_deliveries_total", &[("result", "bad_signature")]), Some(2.0));
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"gpu\""),
+        None,
+        "nothing recorded from refused deliveries"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "bad_signature")]
+        ),
+        Some(2.0)
+    );
 
     let good = sign(SECRET, &body);
-    let headers = [event.clone(), ("x-github-delivery", "d1".to_string()), ("x-hub-signature-256", good.clone())];
+    let headers = [
+        event.clone(),
+        ("x-github-delivery", "d1".to_string()),
+        ("x-hub-signature-256", good.clone()),
+    ];
     assert_eq!(http("POST", &hook, &headers, body.clone()).await.0, 200);
-    assert_eq!(http("POST", &hook, &headers, body.clone()).await.0, 200, "redelivery acknowledged");
+    assert_eq!(
+        http("POST", &hook, &headers, body.clone()).await.0,
+        200,
+        "redelivery acknowledged"
+    );
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(1.0));
     assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(60.0));
-    assert_eq!(value(&m, "github_actions_exporter_webhook_deliveries_total", &[("result", "duplicate")]), Some(1.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "duplicate")]
+        ),
+        Some(1.0)
+    );
 
     // A workflow_run completion by webhook, then the poll that lists the same run.
-    let r = run(2, 1, "CI", "feature/x", "pull_request", Some("failure"), at(base, 60), at(base, 60), at(base, 600));
-    let repo = arc_hook::exporter::fake_github::FakeRepo { full_name: "acme/web".into(), ..Default::default() };
+    let r = run(
+        2,
+        1,
+        "CI",
+        "feature/x",
+        "pull_request",
+        Some("failure"),
+        at(base, 60),
+        at(base, 60),
+        at(base, 600),
+    );
+    let repo = arc_hook::exporter::fake_github::FakeRepo {
+        full_name: "acme/web".into(),
+        ..Default::default()
+    };
     let payload = serde_json::json!({
         "action": "completed",
         "workflow_run": arc_hook::exporter::fake_github::run_json("https://api.github.com", &repo, &r),
@@ -405,7 +873,11 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
     .to_string()
     .into_bytes();
     let sig = sign(SECRET, &payload);
-    let headers = [("x-github-event", "workflow_run".to_string()), ("x-github-delivery", "d2".into()), ("x-hub-signature-256", sig)];
+    let headers = [
+        ("x-github-event", "workflow_run".to_string()),
+        ("x-github-delivery", "d2".into()),
+        ("x-hub-signature-256", sig),
+    ];
     assert_eq!(http("POST", &hook, &headers, payload).await.0, 200);
 
     exporter.poll_once().await.expect("poll");
@@ -413,15 +885,32 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
     // Polling saw jobs 11 and 31 and runs 1..3; job 31 and run 2 were already counted by the webhook.
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
     assert_eq!(
-        value(&m, "github_actions_workflow_runs_total", &[("repo", "acme/web"), ("branch", "other"), ("conclusion", "failure")]),
+        value(
+            &m,
+            "github_actions_workflow_runs_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "other"),
+                ("conclusion", "failure")
+            ]
+        ),
         Some(1.0)
     );
-    assert_eq!(value(&m, "github_actions_exporter_webhook_deliveries_total", &[("result", "accepted")]), Some(2.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "accepted")]
+        ),
+        Some(2.0)
+    );
 }
 
 #[tokio::test]
 async fn metrics_endpoint_serves_text_and_openmetrics() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
     let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
     exporter.poll_once().await.expect("poll");
@@ -429,8 +918,14 @@ async fn metrics_endpoint_serves_text_and_openmetrics() {
 
     let (status, headers, text) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     assert_eq!(status, 200);
-    assert!(headers["content-type"].to_str().unwrap_or("").starts_with("text/plain; version=0.0.4"));
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("text format parses");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("text format parses");
     for family in [
         "github_actions_workflow_runs_total",
         "github_actions_workflow_failure_rate",
@@ -444,25 +939,45 @@ async fn metrics_endpoint_serves_text_and_openmetrics() {
         "github_actions_exporter_rate_limit_remaining",
         "github_actions_exporter_last_poll_timestamp_seconds",
     ] {
-        assert!(scrape.samples.iter().any(|s| s.metric == family), "{family} missing from\n{text}");
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == family),
+            "{family} missing from\n{text}"
+        );
     }
     let hist = scrape
         .samples
         .iter()
-        .find(|s| s.metric == "github_actions_workflow_queue_time_seconds" && s.labels.get("runner_label") == Some("gpu"))
+        .find(|s| {
+            s.metric == "github_actions_workflow_queue_time_seconds"
+                && s.labels.get("runner_label") == Some("gpu")
+        })
         .expect("gpu histogram");
     match &hist.value {
         prometheus_parse::Value::Histogram(buckets) => {
-            assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "cumulative buckets");
-            assert_eq!(buckets.last().map(|b| (b.less_than, b.count)), Some((f64::INFINITY, 2.0)));
+            assert!(
+                buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                "cumulative buckets"
+            );
+            assert_eq!(
+                buckets.last().map(|b| (b.less_than, b.count)),
+                Some((f64::INFINITY, 2.0))
+            );
         }
         other => panic!("queue time is not a histogram: {other:?}"),
     }
 
-    let accept = ("accept", "application/openmetrics-text; version=1.0.0".to_string());
+    let accept = (
+        "accept",
+        "application/openmetrics-text; version=1.0.0".to_string(),
+    );
     let (status, headers, om) = http("GET", &format!("{url}/metrics"), &[accept], Vec::new()).await;
     assert_eq!(status, 200);
-    assert!(headers["content-type"].to_str().unwrap_or("").starts_with("application/openmetrics-text; version=1.0.0"));
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text; version=1.0.0")
+    );
     assert!(om.ends_with("# EOF\n"));
     assert!(om.contains("# TYPE github_actions_workflow_runs counter\n"));
     assert!(om.contains("github_actions_workflow_runs_total{repo=\"acme/web\""));
@@ -486,7 +1001,10 @@ fn strict_python_parsers(text: &str, openmetrics: &str) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (t, o) = (dir.path().join("metrics.txt"), dir.path().join("metrics.om"));
+    let (t, o) = (
+        dir.path().join("metrics.txt"),
+        dir.path().join("metrics.om"),
+    );
     std::fs::write(&t, text).expect("write");
     std::fs::write(&o, openmetrics).expect("write");
     let script = r#"
@@ -497,23 +1015,47 @@ t = list(text_string_to_metric_families(open(sys.argv[1]).read()))
 o = list(om_families(open(sys.argv[2]).read()))
 print(len(t), len(o))
 "#;
-    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(&t).arg(&o).output().expect("python runs");
-    assert!(out.status.success(), "strict parsers refused the exposition: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&t)
+        .arg(&o)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "strict parsers refused the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let counts = String::from_utf8_lossy(&out.stdout);
     assert_eq!(counts.trim(), "12 12", "both formats carry the 12 families");
 }
 
 #[tokio::test]
 async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
     let url = serve(&exporter).await;
     let hook = format!("{url}/webhook");
     let created = Utc::now() - chrono::Duration::minutes(3);
     let started = created + chrono::Duration::seconds(75);
 
-    let deliver = |n: u32, action: &str, status: &str, started_at: Option<DateTime<Utc>>, repo: &str| {
-        let mut j = job(900, 90, 1, &["arc-runner-set"], created, started_at, "success");
+    let deliver = |n: u32,
+                   action: &str,
+                   status: &str,
+                   started_at: Option<DateTime<Utc>>,
+                   repo: &str| {
+        let mut j = job(
+            900,
+            90,
+            1,
+            &["arc-runner-set"],
+            created,
+            started_at,
+            "success",
+        );
         j.status = Some(status.into());
         if status != "completed" {
             j.conclusion = None;
@@ -545,23 +1087,46 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
         let (h, b) = deliver(n, action, status, started_at, "acme/web");
         assert_eq!(http("POST", &hook, &h, b).await.0, 200);
     }
-    let (h, b) = deliver(4, "in_progress", "in_progress", Some(started), "someone-else/repo");
+    let (h, b) = deliver(
+        4,
+        "in_progress",
+        "in_progress",
+        Some(started),
+        "someone-else/repo",
+    );
     assert_eq!(http("POST", &hook, &h, b).await.0, 200);
 
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     let qt = "github_actions_workflow_queue_time_seconds";
-    assert_eq!(histogram_count(&m, qt, "runner_label=\"arc-runner-set\""), Some(1.0), "{m}");
-    assert_eq!(histogram_sum(&m, qt, "runner_label=\"arc-runner-set\""), Some(75.0));
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        histogram_sum(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(75.0)
+    );
     let deliveries = "github_actions_exporter_webhook_deliveries_total";
     assert_eq!(value(&m, deliveries, &[("result", "accepted")]), Some(1.0));
-    assert_eq!(value(&m, deliveries, &[("result", "unchanged")]), Some(2.0), "queued and the completion of a counted job");
-    assert_eq!(value(&m, deliveries, &[("result", "ignored")]), Some(1.0), "repository outside --org");
+    assert_eq!(
+        value(&m, deliveries, &[("result", "unchanged")]),
+        Some(2.0),
+        "queued and the completion of a counted job"
+    );
+    assert_eq!(
+        value(&m, deliveries, &[("result", "ignored")]),
+        Some(1.0),
+        "repository outside --org"
+    );
 }
 
 #[tokio::test]
 async fn incremental_polls_list_only_runs_since_the_cursor() {
     for ignore_filter in [false, true] {
-        let fake = FakeGitHub::start("acme", &[("acme/api", "develop")]).await.expect("fake starts");
+        let fake = FakeGitHub::start("acme", &[("acme/api", "develop")])
+            .await
+            .expect("fake starts");
         // 250 runs a minute apart, so most lie well before the cursor's 5-minute overlap.
         let base = Utc::now() - chrono::Duration::hours(5);
         for i in 0..250i64 {
@@ -569,8 +1134,26 @@ async fn incremental_polls_list_only_runs_since_the_cursor() {
             let c = at(base, i * 60);
             fake.put_attempt(
                 "acme/api",
-                run(id, 1, "Build", "develop", "push", Some("success"), c, c, at(c, 100)),
-                vec![job(id * 10, id, 1, &["arc-runner-set"], c, Some(at(c, 5)), "success")],
+                run(
+                    id,
+                    1,
+                    "Build",
+                    "develop",
+                    "push",
+                    Some("success"),
+                    c,
+                    c,
+                    at(c, 100),
+                ),
+                vec![job(
+                    id * 10,
+                    id,
+                    1,
+                    &["arc-runner-set"],
+                    c,
+                    Some(at(c, 5)),
+                    "success",
+                )],
             );
         }
         fake.with(|s| s.ignore_created_filter = ignore_filter);
@@ -583,18 +1166,55 @@ async fn incremental_polls_list_only_runs_since_the_cursor() {
         let c = at(base, 250 * 60);
         fake.put_attempt(
             "acme/api",
-            run(5000, 1, "Build", "develop", "push", Some("success"), c, c, at(c, 100)),
-            vec![job(50000, 5000, 1, &["arc-runner-set"], c, Some(at(c, 3)), "success")],
+            run(
+                5000,
+                1,
+                "Build",
+                "develop",
+                "push",
+                Some("success"),
+                c,
+                c,
+                at(c, 100),
+            ),
+            vec![job(
+                50000,
+                5000,
+                1,
+                &["arc-runner-set"],
+                c,
+                Some(at(c, 3)),
+                "success",
+            )],
         );
         let report = exporter.poll_once().await.expect("second poll");
         assert_eq!((report.runs_counted, report.jobs_counted), (1, 1));
         let second: Vec<_> = fake.requests().into_iter().skip(before).collect();
-        let listings: Vec<_> = second.iter().filter(|r| r.target.contains("/actions/runs?")).collect();
+        let listings: Vec<_> = second
+            .iter()
+            .filter(|r| r.target.contains("/actions/runs?"))
+            .collect();
         // One page: the filter (or, on an API ignoring it, the first run older than the cursor) ends the listing.
-        assert_eq!(listings.len(), 1, "filter ignored: {ignore_filter}: {:?}", listings.iter().map(|r| &r.target).collect::<Vec<_>>());
+        assert_eq!(
+            listings.len(),
+            1,
+            "filter ignored: {ignore_filter}: {:?}",
+            listings.iter().map(|r| &r.target).collect::<Vec<_>>()
+        );
         assert!(listings[0].target.contains("created=%3E%3D"));
-        assert_eq!(second.iter().filter(|r| r.target.contains("/jobs")).count(), 1, "jobs fetched for the new run only");
+        assert_eq!(
+            second.iter().filter(|r| r.target.contains("/jobs")).count(),
+            1,
+            "jobs fetched for the new run only"
+        );
         let m = exporter.render(Format::Text);
-        assert_eq!(value(&m, "github_actions_workflow_runs_total", &[("repo", "acme/api")]), Some(251.0));
+        assert_eq!(
+            value(
+                &m,
+                "github_actions_workflow_runs_total",
+                &[("repo", "acme/api")]
+            ),
+            Some(251.0)
+        );
     }
 }

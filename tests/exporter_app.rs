@@ -46,22 +46,48 @@ fn config(fake: &FakeGitHub, credentials: Credentials) -> Config {
         branch_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
-        client: ClientOptions { rate_limit_reserve: 0, ..ClientOptions::default() },
+        client: ClientOptions {
+            rate_limit_reserve: 0,
+            ..ClientOptions::default()
+        },
         concurrency: 1,
         rerun_lookback: Duration::from_secs(3600),
     }
 }
 
 async fn fake_with_app() -> (FakeGitHub, Credentials) {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     let now = Utc::now() - chrono::Duration::minutes(30);
     fake.put_attempt(
         "acme/web",
-        run(1, 1, "CI", "main", "push", Some("success"), now, now, now + chrono::Duration::minutes(5)),
-        vec![job(11, 1, 1, &["gpu"], now, Some(now + chrono::Duration::seconds(20)), "success")],
+        run(
+            1,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            now,
+            now,
+            now + chrono::Duration::minutes(5),
+        ),
+        vec![job(
+            11,
+            1,
+            1,
+            &["gpu"],
+            now,
+            Some(now + chrono::Duration::seconds(20)),
+            "success",
+        )],
     );
-    let creds = Credentials::app_from_pem("4242".into(), 77, TEST_APP_KEY).expect("test key parses");
-    let Credentials::App { key, .. } = &creds else { unreachable!("app_from_pem returns App") };
+    let creds =
+        Credentials::app_from_pem("4242".into(), 77, TEST_APP_KEY).expect("test key parses");
+    let Credentials::App { key, .. } = &creds else {
+        unreachable!("app_from_pem returns App")
+    };
     let public = key.public().as_ref().to_vec();
     // The fake accepts only installation tokens it issued, and only for JWTs signed by this key.
     fake.with(|s| {
@@ -83,8 +109,16 @@ async fn app_jwt_is_exchanged_for_an_installation_token_and_reused() {
     assert_eq!(reqs[0].method, "POST");
     assert_eq!(reqs[0].target, "/app/installations/77/access_tokens");
     assert_eq!(reqs[0].status, 201);
-    assert_eq!(fake.with(|s| s.issued_tokens), 1, "a token valid for an hour is reused");
-    assert!(reqs.iter().filter(|r| r.method == "GET").all(|r| r.authorization.as_deref() == Some("Bearer ghs_fake1")));
+    assert_eq!(
+        fake.with(|s| s.issued_tokens),
+        1,
+        "a token valid for an hour is reused"
+    );
+    assert!(
+        reqs.iter()
+            .filter(|r| r.method == "GET")
+            .all(|r| r.authorization.as_deref() == Some("Bearer ghs_fake1"))
+    );
 }
 
 #[tokio::test]
@@ -97,7 +131,10 @@ async fn installation_token_is_refreshed_before_it_expires() {
     let issued_after_first = fake.with(|s| s.issued_tokens);
     exporter.poll_once().await.expect("second poll");
     assert!(fake.with(|s| s.issued_tokens) > issued_after_first);
-    assert!(fake.requests().iter().all(|r| r.status != 401), "no request went out with an expired or missing token");
+    assert!(
+        fake.requests().iter().all(|r| r.status != 401),
+        "no request went out with an expired or missing token"
+    );
 }
 
 #[tokio::test]

@@ -28,14 +28,22 @@ fn exporter() -> tokio::process::Command {
 
 #[tokio::test]
 async fn org_and_repos_together_are_refused() {
-    let out = exporter().args(["--org", "acme", "--repos", "acme/web"]).output().await.expect("runs");
+    let out = exporter()
+        .args(["--org", "acme", "--repos", "acme/web"])
+        .output()
+        .await
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
 #[tokio::test]
 async fn webhook_without_secret_says_which_variable_is_missing() {
-    let out = exporter().args(["--org", "acme", "--webhook"]).output().await.expect("runs");
+    let out = exporter()
+        .args(["--org", "acme", "--webhook"])
+        .output()
+        .await
+        .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("GITHUB_WEBHOOK_SECRET"));
 }
@@ -43,28 +51,61 @@ async fn webhook_without_secret_says_which_variable_is_missing() {
 async fn get(url: &str) -> Option<String> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::get(url).body(Empty::new()).ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.ok()?.ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
     let body = resp.into_body().collect().await.ok()?.to_bytes();
     Some(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
 async fn binary_polls_serves_metrics_and_saves_state_on_sigterm() {
-    let fake = FakeGitHub::start("acme", &[("acme/web", "main")]).await.expect("fake starts");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
     let t = Utc::now() - chrono::Duration::minutes(30);
     fake.put_attempt(
         "acme/web",
-        run(1, 1, "CI", "main", "push", Some("success"), t, t, t + chrono::Duration::minutes(4)),
-        vec![job(11, 1, 1, &["arc-runner-set"], t, Some(t + chrono::Duration::seconds(42)), "success")],
+        run(
+            1,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            t,
+            t,
+            t + chrono::Duration::minutes(4),
+        ),
+        vec![job(
+            11,
+            1,
+            1,
+            &["arc-runner-set"],
+            t,
+            Some(t + chrono::Duration::seconds(42)),
+            "success",
+        )],
     );
     fake.with(|s| s.accepted_tokens = vec![TOKEN.into()]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.json");
     let mut child = exporter()
         .env("GITHUB_TOKEN", TOKEN)
-        .env("RUST_LOG", "debug")
-        .args(["--repos", "acme/web", "--api-url", &fake.url(), "--poll-interval", "1h"])
+        .env("ARC_HOOK_LOG", "debug")
+        .args([
+            "--repos",
+            "acme/web",
+            "--api-url",
+            &fake.url(),
+            "--poll-interval",
+            "1h",
+        ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--state-file")
         .arg(&state)
@@ -80,16 +121,25 @@ async fn binary_polls_serves_metrics_and_saves_state_on_sigterm() {
                 break m;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no completed poll on /metrics within 30s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no completed poll on /metrics within 30s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(metrics.contains(
         "github_actions_workflow_runs_total{repo=\"acme/web\",workflow=\"CI\",branch=\"main\",event=\"push\",conclusion=\"success\"} 1\n"
     ), "{metrics}");
-    assert!(metrics.contains("github_actions_workflow_queue_time_seconds_sum{runner_label=\"arc-runner-set\"} 42.0\n"));
+    assert!(metrics.contains(
+        "github_actions_workflow_queue_time_seconds_sum{runner_label=\"arc-runner-set\"} 42.0\n"
+    ));
 
     let pid = child.id().expect("child pid") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits within 15s of SIGTERM")

@@ -36,7 +36,10 @@ impl Scope {
                 .split_once('/')
                 .filter(|(owner, _)| owner.eq_ignore_ascii_case(org))
                 .map(|_| full_name.to_string()),
-            Scope::Repos(repos) => repos.iter().find(|r| r.eq_ignore_ascii_case(full_name)).cloned(),
+            Scope::Repos(repos) => repos
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(full_name))
+                .cloned(),
         }
     }
 }
@@ -129,7 +132,10 @@ impl Collector {
             u.clear();
         }
         let repos = self.resolve_repos().await?;
-        let mut report = PollReport { repos: repos.len(), ..PollReport::default() };
+        let mut report = PollReport {
+            repos: repos.len(),
+            ..PollReport::default()
+        };
         let results: Vec<_> = futures::stream::iter(repos)
             .map(|(repo, default_branch)| async move {
                 let r = self.poll_repo(&repo, default_branch.as_deref()).await;
@@ -161,7 +167,8 @@ impl Collector {
         if let Ok(mut p) = self.run_pages.lock() {
             p.retain(|u, _| used.contains(u));
         }
-        self.client.retain_etags(|u| !u.contains("/actions/runs?") || used.contains(u));
+        self.client
+            .retain_etags(|u| !u.contains("/actions/runs?") || used.contains(u));
         let now = Utc::now();
         if let Ok(mut l) = self.ledger.lock() {
             l.prune(now);
@@ -189,7 +196,8 @@ impl Collector {
                             url = next;
                         }
                         Page::NotModified { next } => {
-                            let cached = self.org_pages.lock().ok().and_then(|c| c.get(&u).cloned());
+                            let cached =
+                                self.org_pages.lock().ok().and_then(|c| c.get(&u).cloned());
                             found.extend(cached.unwrap_or_default());
                             url = next;
                         }
@@ -232,7 +240,11 @@ impl Collector {
     }
 
     /// Polls one repository; returns (run attempts counted, jobs counted).
-    async fn poll_repo(&self, repo: &str, default_branch: Option<&str>) -> Result<(usize, usize), GitHubError> {
+    async fn poll_repo(
+        &self,
+        repo: &str,
+        default_branch: Option<&str>,
+    ) -> Result<(usize, usize), GitHubError> {
         let now = Utc::now();
         let (window, cursor) = match self.ledger.lock() {
             Ok(l) => (l.window(), l.cursor(repo)),
@@ -283,7 +295,11 @@ impl Collector {
         for run in &fresh_runs {
             let last = run.run_attempt.max(1);
             for attempt in 1..=last {
-                let seen = self.ledger.lock().map(|l| l.has_run_attempt(run.id, attempt)).unwrap_or(true);
+                let seen = self
+                    .ledger
+                    .lock()
+                    .map(|l| l.has_run_attempt(run.id, attempt))
+                    .unwrap_or(true);
                 if seen || (attempt == last && !run.is_completed()) {
                     continue;
                 }
@@ -303,14 +319,19 @@ impl Collector {
         attempts.sort_by_key(|(r, _)| (r.updated_at, r.id, r.run_attempt));
 
         let mut counted = (0, 0);
-        let Ok(mut ledger) = self.ledger.lock() else { return Ok(counted) };
+        let Ok(mut ledger) = self.ledger.lock() else {
+            return Ok(counted);
+        };
         for (run, jobs) in &attempts {
             for job in jobs {
                 counted.1 += usize::from(ledger.record_job(job, now));
             }
             counted.0 += usize::from(ledger.record_run(repo, default_branch, run, now));
         }
-        ledger.set_open_runs(repo, open.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>());
+        ledger.set_open_runs(
+            repo,
+            open.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(),
+        );
         let oldest_open = open.iter().map(|(_, c)| *c).min();
         let next_cursor = match (oldest_open, newest) {
             (Some(o), _) => o,
@@ -338,14 +359,32 @@ mod tests {
 
     #[test]
     fn listing_start_covers_the_rerun_lookback_on_an_hour_boundary() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T12:34:56Z").map(|d| d.with_timezone(&Utc)).unwrap_or_default();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:34:56Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
         let cursor = now - Duration::minutes(10);
         let start = listing_start(Some(cursor), now, Duration::hours(24), Duration::hours(2));
         assert_eq!(start.to_rfc3339(), "2026-01-01T10:00:00+00:00");
-        assert_eq!(listing_start(Some(cursor), now, Duration::hours(24), Duration::zero()), cursor);
-        let day_before_hour = DateTime::parse_from_rfc3339("2025-12-31T12:00:00Z").map(|d| d.with_timezone(&Utc)).unwrap_or_default();
-        assert_eq!(listing_start(None, now, Duration::hours(24), Duration::zero()), day_before_hour);
+        assert_eq!(
+            listing_start(Some(cursor), now, Duration::hours(24), Duration::zero()),
+            cursor
+        );
+        let day_before_hour = DateTime::parse_from_rfc3339("2025-12-31T12:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
+        assert_eq!(
+            listing_start(None, now, Duration::hours(24), Duration::zero()),
+            day_before_hour
+        );
         // A cursor held back by a run queued for two days is capped at the window.
-        assert_eq!(listing_start(Some(now - Duration::days(2)), now, Duration::hours(24), Duration::hours(2)), day_before_hour);
+        assert_eq!(
+            listing_start(
+                Some(now - Duration::days(2)),
+                now,
+                Duration::hours(24),
+                Duration::hours(2)
+            ),
+            day_before_hour
+        );
     }
 }

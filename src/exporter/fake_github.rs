@@ -103,9 +103,17 @@ impl FakeGitHub {
             org: org.to_string(),
             repos: repos
                 .iter()
-                .map(|(n, b)| FakeRepo { full_name: n.to_string(), default_branch: b.to_string(), ..FakeRepo::default() })
+                .map(|(n, b)| FakeRepo {
+                    full_name: n.to_string(),
+                    default_branch: b.to_string(),
+                    ..FakeRepo::default()
+                })
                 .collect(),
-            rate: RateLimit { limit: 5000, remaining: 5000, reset: Utc::now().timestamp() + 3600 },
+            rate: RateLimit {
+                limit: 5000,
+                remaining: 5000,
+                reset: Utc::now().timestamp() + 3600,
+            },
             inject: VecDeque::new(),
             requests: Vec::new(),
             accepted_tokens: Vec::new(),
@@ -114,13 +122,19 @@ impl FakeGitHub {
             token_lifetime: Duration::hours(1),
             ignore_created_filter: false,
         }));
-        let app = Router::new().fallback(serve).with_state((state.clone(), addr));
+        let app = Router::new()
+            .fallback(serve)
+            .with_state((state.clone(), addr));
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "fake GitHub stopped");
             }
         });
-        Ok(FakeGitHub { state, addr, server })
+        Ok(FakeGitHub {
+            state,
+            addr,
+            server,
+        })
     }
 
     /// Base URL to pass as `--api-url`.
@@ -142,7 +156,9 @@ impl FakeGitHub {
     /// Adds or updates one attempt of a run and its jobs; the highest attempt is the run's current state.
     pub fn put_attempt(&self, repo: &str, run: WorkflowRun, jobs: Vec<Job>) {
         self.with(|s| {
-            let Some(r) = s.repos.iter_mut().find(|r| r.full_name == repo) else { return };
+            let Some(r) = s.repos.iter_mut().find(|r| r.full_name == repo) else {
+                return;
+            };
             let latest = r.runs.get(&run.id).map(|x| x.run_attempt).unwrap_or(0);
             if run.run_attempt >= latest {
                 r.runs.insert(run.id, run.clone());
@@ -171,7 +187,14 @@ pub fn run(
         name: Some(workflow.into()),
         head_branch: Some(branch.into()),
         event: event.into(),
-        status: Some(if conclusion.is_some() { "completed" } else { "in_progress" }.into()),
+        status: Some(
+            if conclusion.is_some() {
+                "completed"
+            } else {
+                "in_progress"
+            }
+            .into(),
+        ),
         conclusion: conclusion.map(str::to_string),
         run_attempt: attempt,
         created_at,
@@ -272,7 +295,10 @@ pub fn job_json(base: &str, full: &str, j: &Job) -> Value {
 }
 
 fn repo_json(r: &FakeRepo) -> Value {
-    let (owner, name) = r.full_name.split_once('/').unwrap_or((&r.full_name, &r.full_name));
+    let (owner, name) = r
+        .full_name
+        .split_once('/')
+        .unwrap_or((&r.full_name, &r.full_name));
     json!({
         "id": 1296269,
         "name": name,
@@ -295,10 +321,18 @@ async fn serve(
 ) -> Response {
     let base = format!("http://{addr}");
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let mut rec = Recorded {
         method: method.to_string(),
-        target: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        target: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         if_none_match: header("if-none-match"),
         authorization: header("authorization"),
         at: Utc::now(),
@@ -341,36 +375,68 @@ fn answer(
             return error(s, StatusCode::UNAUTHORIZED, "Bad credentials", &[]);
         }
     }
-    let secondary = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
+    let secondary =
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
     match s.inject.pop_front() {
         Some(Inject::BudgetSpentElsewhere) => s.rate.remaining = 0,
         Some(Inject::SecondaryLimit { retry_after }) => {
-            return error(s, StatusCode::FORBIDDEN, secondary, &[("retry-after", retry_after.to_string())]);
+            return error(
+                s,
+                StatusCode::FORBIDDEN,
+                secondary,
+                &[("retry-after", retry_after.to_string())],
+            );
         }
         Some(Inject::TooManyRequests { retry_after }) => {
-            return error(s, StatusCode::TOO_MANY_REQUESTS, "Too many requests", &[("retry-after", retry_after.to_string())]);
+            return error(
+                s,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                &[("retry-after", retry_after.to_string())],
+            );
         }
         None => {}
     }
     if s.rate.remaining == 0 {
-        return error(s, StatusCode::FORBIDDEN, "API rate limit exceeded for user ID 1.", &[]);
+        return error(
+            s,
+            StatusCode::FORBIDDEN,
+            "API rate limit exceeded for user ID 1.",
+            &[],
+        );
     }
 
-    let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
-    let per_page: usize = query.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30).clamp(1, 100);
-    let find = |s: &FakeState, o: &str, r: &str| s.repos.iter().position(|x| x.full_name == format!("{o}/{r}"));
+    let page: usize = query
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let per_page: usize = query
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let find = |s: &FakeState, o: &str, r: &str| {
+        s.repos
+            .iter()
+            .position(|x| x.full_name == format!("{o}/{r}"))
+    };
 
     let (body, link) = match segs.as_slice() {
         ["orgs", org, "repos"] if *org == s.org => {
             let all: Vec<Value> = s.repos.iter().map(repo_json).collect();
-            paged(base, uri, all, page, per_page, |items, _| Value::Array(items))
+            paged(base, uri, all, page, per_page, |items, _| {
+                Value::Array(items)
+            })
         }
         ["repos", o, r] => match find(s, o, r) {
             Some(i) => (repo_json(&s.repos[i]), None),
             None => return error(s, StatusCode::NOT_FOUND, "Not Found", &[]),
         },
         ["repos", o, r, "actions", "runs"] => {
-            let Some(i) = find(s, o, r) else { return error(s, StatusCode::NOT_FOUND, "Not Found", &[]) };
+            let Some(i) = find(s, o, r) else {
+                return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
+            };
             let repo = &s.repos[i];
             let since = query
                 .get("created")
@@ -378,35 +444,71 @@ fn answer(
                 .and_then(|c| c.strip_prefix(">="))
                 .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
                 .map(|d| d.with_timezone(&Utc));
-            let mut runs: Vec<&WorkflowRun> =
-                repo.runs.values().filter(|r| since.is_none_or(|s| r.created_at >= s)).collect();
+            let mut runs: Vec<&WorkflowRun> = repo
+                .runs
+                .values()
+                .filter(|r| since.is_none_or(|s| r.created_at >= s))
+                .collect();
             runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
             let all: Vec<Value> = runs.iter().map(|r| run_json(base, repo, r)).collect();
-            paged(base, uri, all, page, per_page, |items, total| json!({"total_count": total, "workflow_runs": items}))
+            paged(
+                base,
+                uri,
+                all,
+                page,
+                per_page,
+                |items, total| json!({"total_count": total, "workflow_runs": items}),
+            )
         }
         ["repos", o, r, "actions", "runs", id, "attempts", n] => {
-            let Some(i) = find(s, o, r) else { return error(s, StatusCode::NOT_FOUND, "Not Found", &[]) };
+            let Some(i) = find(s, o, r) else {
+                return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
+            };
             let key = (id.parse().unwrap_or(0), n.parse().unwrap_or(0));
             match s.repos[i].attempts.get(&key) {
                 Some(run) => (run_json(base, &s.repos[i], run), None),
                 None => return error(s, StatusCode::NOT_FOUND, "Not Found", &[]),
             }
         }
-        ["repos", o, r, "actions", "runs", id, rest @ ..] if rest == ["jobs"] || (rest.len() == 3 && rest[0] == "attempts" && rest[2] == "jobs") => {
-            let Some(i) = find(s, o, r) else { return error(s, StatusCode::NOT_FOUND, "Not Found", &[]) };
+        ["repos", o, r, "actions", "runs", id, rest @ ..]
+            if rest == ["jobs"]
+                || (rest.len() == 3 && rest[0] == "attempts" && rest[2] == "jobs") =>
+        {
+            let Some(i) = find(s, o, r) else {
+                return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
+            };
             let repo = &s.repos[i];
             let run_id: u64 = id.parse().unwrap_or(0);
             let jobs: Vec<&Job> = if rest.len() == 3 {
                 let n: u32 = rest[1].parse().unwrap_or(0);
-                repo.jobs.get(&(run_id, n)).map(|v| v.iter().collect()).unwrap_or_default()
+                repo.jobs
+                    .get(&(run_id, n))
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default()
             } else if query.get("filter").map(String::as_str) == Some("all") {
-                repo.jobs.range((run_id, 0)..=(run_id, u32::MAX)).flat_map(|(_, v)| v).collect()
+                repo.jobs
+                    .range((run_id, 0)..=(run_id, u32::MAX))
+                    .flat_map(|(_, v)| v)
+                    .collect()
             } else {
                 let latest = repo.runs.get(&run_id).map(|r| r.run_attempt).unwrap_or(1);
-                repo.jobs.get(&(run_id, latest)).map(|v| v.iter().collect()).unwrap_or_default()
+                repo.jobs
+                    .get(&(run_id, latest))
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default()
             };
-            let all: Vec<Value> = jobs.iter().map(|j| job_json(base, &repo.full_name, j)).collect();
-            paged(base, uri, all, page, per_page, |items, total| json!({"total_count": total, "jobs": items}))
+            let all: Vec<Value> = jobs
+                .iter()
+                .map(|j| job_json(base, &repo.full_name, j))
+                .collect();
+            paged(
+                base,
+                uri,
+                all,
+                page,
+                per_page,
+                |items, total| json!({"total_count": total, "jobs": items}),
+            )
         }
         _ => return error(s, StatusCode::NOT_FOUND, "Not Found", &[]),
     };
@@ -428,7 +530,10 @@ fn answer(
     if not_modified {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     (StatusCode::OK, headers, text).into_response()
 }
 
@@ -442,7 +547,11 @@ fn paged(
 ) -> (Value, Option<String>) {
     let total = all.len();
     let last = total.div_ceil(per_page).max(1);
-    let items: Vec<Value> = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
     let page_url = |p: usize| {
         let others: Vec<String> = uri
             .query()
@@ -466,7 +575,10 @@ fn paged(
         rels.push(format!("{}; rel=\"first\"", page_url(1)));
         rels.push(format!("{}; rel=\"prev\"", page_url(page - 1)));
     }
-    (wrap(items, total), (!rels.is_empty()).then(|| rels.join(", ")))
+    (
+        wrap(items, total),
+        (!rels.is_empty()).then(|| rels.join(", ")),
+    )
 }
 
 fn hv(v: &str) -> HeaderValue {
@@ -478,17 +590,26 @@ fn rate_headers(s: &FakeState) -> HeaderMap {
     h.insert("x-ratelimit-limit", hv(&s.rate.limit.to_string()));
     h.insert("x-ratelimit-remaining", hv(&s.rate.remaining.to_string()));
     h.insert("x-ratelimit-reset", hv(&s.rate.reset.to_string()));
-    h.insert("x-ratelimit-used", hv(&(s.rate.limit - s.rate.remaining.min(s.rate.limit)).to_string()));
+    h.insert(
+        "x-ratelimit-used",
+        hv(&(s.rate.limit - s.rate.remaining.min(s.rate.limit)).to_string()),
+    );
     h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
     h
 }
 
-fn error(s: &FakeState, status: StatusCode, message: &str, extra: &[(&'static str, String)]) -> Response {
+fn error(
+    s: &FakeState,
+    status: StatusCode,
+    message: &str,
+    extra: &[(&'static str, String)],
+) -> Response {
     let mut h = rate_headers(s);
     for (k, v) in extra {
         h.insert(*k, hv(v));
     }
-    let body = json!({"message": message, "documentation_url": "https://docs.github.com/rest"}).to_string();
+    let body = json!({"message": message, "documentation_url": "https://docs.github.com/rest"})
+        .to_string();
     (status, h, body).into_response()
 }
 
@@ -496,7 +617,9 @@ fn app_token(s: &mut FakeState, installation: &str, authorization: Option<&str>)
     let Some((app_id, inst, public_key)) = s.app.clone() else {
         return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
     };
-    let jwt = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    let jwt = authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
     let valid = installation == inst.to_string() && verify_jwt(jwt, &app_id, &public_key);
     if !valid {
         return error(
@@ -521,21 +644,31 @@ fn app_token(s: &mut FakeState, installation: &str, authorization: Option<&str>)
 /// Checks an RS256 JWT's signature and `iss`, `iat`, `exp` claims like GitHub does.
 fn verify_jwt(jwt: &str, app_id: &str, public_key: &[u8]) -> bool {
     let parts: Vec<&str> = jwt.split('.').collect();
-    let [h, c, sig] = parts.as_slice() else { return false };
+    let [h, c, sig] = parts.as_slice() else {
+        return false;
+    };
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let (Ok(sig), Ok(claims), Ok(header)) = (b64.decode(sig), b64.decode(c), b64.decode(h)) else {
         return false;
     };
-    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public_key);
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    );
     if key.verify(format!("{h}.{c}").as_bytes(), &sig).is_err() {
         return false;
     }
-    let (Ok(claims), Ok(header)) = (serde_json::from_slice::<Value>(&claims), serde_json::from_slice::<Value>(&header)) else {
+    let (Ok(claims), Ok(header)) = (
+        serde_json::from_slice::<Value>(&claims),
+        serde_json::from_slice::<Value>(&header),
+    ) else {
         return false;
     };
     let now = Utc::now().timestamp();
     header["alg"] == "RS256"
         && claims["iss"].as_str() == Some(app_id)
         && claims["iat"].as_i64().is_some_and(|iat| iat <= now)
-        && claims["exp"].as_i64().is_some_and(|exp| exp > now && exp - now <= 600)
+        && claims["exp"]
+            .as_i64()
+            .is_some_and(|exp| exp > now && exp - now <= 600)
 }

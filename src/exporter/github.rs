@@ -25,9 +25,16 @@ pub enum GitHubError {
     #[error("no answer from {url} within {secs}s")]
     Timeout { url: String, secs: u64 },
     #[error("{url} answered {status}: {message}")]
-    Status { url: String, status: u16, message: String },
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
     #[error("cannot decode the answer of {url}: {source}")]
-    Decode { url: String, source: serde_json::Error },
+    Decode {
+        url: String,
+        source: serde_json::Error,
+    },
     #[error("still rate limited at {url} after {tries} tries")]
     RateLimited { url: String, tries: u32 },
     #[error("GitHub App key: {0}")]
@@ -42,7 +49,11 @@ pub enum Credentials {
     /// A personal access token or any bearer token.
     Token(String),
     /// A GitHub App installation: JWT (RS256) exchanged for an installation token.
-    App { app_id: String, installation_id: u64, key: Arc<ring::signature::RsaKeyPair> },
+    App {
+        app_id: String,
+        installation_id: u64,
+        key: Arc<ring::signature::RsaKeyPair>,
+    },
     /// No authentication (tests, public GHES mirrors).
     Anonymous,
 }
@@ -51,8 +62,15 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Token(_) => f.write_str("Token(<redacted>)"),
-            Credentials::App { app_id, installation_id, .. } => {
-                write!(f, "App {{ app_id: {app_id}, installation_id: {installation_id} }}")
+            Credentials::App {
+                app_id,
+                installation_id,
+                ..
+            } => {
+                write!(
+                    f,
+                    "App {{ app_id: {app_id}, installation_id: {installation_id} }}"
+                )
             }
             Credentials::Anonymous => f.write_str("Anonymous"),
         }
@@ -61,19 +79,37 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// Loads an App private key from PEM (PKCS#1 `RSA PRIVATE KEY` as GitHub issues it, or PKCS#8).
-    pub fn app_from_pem(app_id: String, installation_id: u64, pem: &str) -> Result<Self, GitHubError> {
+    pub fn app_from_pem(
+        app_id: String,
+        installation_id: u64,
+        pem: &str,
+    ) -> Result<Self, GitHubError> {
         let key = parse_rsa_pem(pem)?;
-        Ok(Credentials::App { app_id, installation_id, key: Arc::new(key) })
+        Ok(Credentials::App {
+            app_id,
+            installation_id,
+            key: Arc::new(key),
+        })
     }
 }
 
 fn parse_rsa_pem(pem: &str) -> Result<ring::signature::RsaKeyPair, GitHubError> {
     let (pkcs1, begin, end) = if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        (true, "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----")
+        (
+            true,
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----END RSA PRIVATE KEY-----",
+        )
     } else if pem.contains("-----BEGIN PRIVATE KEY-----") {
-        (false, "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----")
+        (
+            false,
+            "-----BEGIN PRIVATE KEY-----",
+            "-----END PRIVATE KEY-----",
+        )
     } else {
-        return Err(GitHubError::AppKey("no RSA PRIVATE KEY or PRIVATE KEY PEM block".into()));
+        return Err(GitHubError::AppKey(
+            "no RSA PRIVATE KEY or PRIVATE KEY PEM block".into(),
+        ));
     };
     let body = pem
         .split(begin)
@@ -93,7 +129,11 @@ fn parse_rsa_pem(pem: &str) -> Result<ring::signature::RsaKeyPair, GitHubError> 
 }
 
 /// Builds the RS256 JWT GitHub wants from an App: issued 60 s in the past (clock drift), valid 9 minutes.
-pub fn app_jwt(app_id: &str, key: &ring::signature::RsaKeyPair, now: DateTime<Utc>) -> Result<String, GitHubError> {
+pub fn app_jwt(
+    app_id: &str,
+    key: &ring::signature::RsaKeyPair,
+    now: DateTime<Utc>,
+) -> Result<String, GitHubError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let header = b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
     let iat = now.timestamp() - 60;
@@ -304,7 +344,10 @@ impl Client {
 
     /// First page URL of the jobs of one attempt of a run.
     pub fn attempt_jobs_url(&self, repo: &str, run_id: u64, attempt: u32) -> String {
-        format!("{}/repos/{repo}/actions/runs/{run_id}/attempts/{attempt}/jobs?per_page=100", self.api_url)
+        format!(
+            "{}/repos/{repo}/actions/runs/{run_id}/attempts/{attempt}/jobs?per_page=100",
+            self.api_url
+        )
     }
 
     /// Fetches one repository (conditional: `None` when unchanged since the last call).
@@ -323,11 +366,19 @@ impl Client {
 
     /// One page of workflow runs.
     pub async fn runs_page(&self, url: &str) -> Result<Page<WorkflowRun>, GitHubError> {
-        self.page(url, |url, body| decode::<RunsPage>(url, body).map(|p| p.workflow_runs)).await
+        self.page(url, |url, body| {
+            decode::<RunsPage>(url, body).map(|p| p.workflow_runs)
+        })
+        .await
     }
 
     /// All jobs of one run attempt, following pagination.
-    pub async fn attempt_jobs(&self, repo: &str, run_id: u64, attempt: u32) -> Result<Vec<Job>, GitHubError> {
+    pub async fn attempt_jobs(
+        &self,
+        repo: &str,
+        run_id: u64,
+        attempt: u32,
+    ) -> Result<Vec<Job>, GitHubError> {
         let mut url = Some(self.attempt_jobs_url(repo, run_id, attempt));
         let mut jobs = Vec::new();
         while let Some(u) = url.take() {
@@ -341,8 +392,16 @@ impl Client {
     }
 
     /// One earlier attempt of a run (`GET .../runs/{id}/attempts/{n}`).
-    pub async fn run_attempt(&self, repo: &str, run_id: u64, attempt: u32) -> Result<WorkflowRun, GitHubError> {
-        let url = format!("{}/repos/{repo}/actions/runs/{run_id}/attempts/{attempt}", self.api_url);
+    pub async fn run_attempt(
+        &self,
+        repo: &str,
+        run_id: u64,
+        attempt: u32,
+    ) -> Result<WorkflowRun, GitHubError> {
+        let url = format!(
+            "{}/repos/{repo}/actions/runs/{run_id}/attempts/{attempt}",
+            self.api_url
+        );
         match self.get(&url, false).await? {
             Fetched::Fresh { body, .. } => decode(&url, &body),
             Fetched::NotModified { .. } => Err(GitHubError::Status {
@@ -360,7 +419,10 @@ impl Client {
     ) -> Result<Page<T>, GitHubError> {
         match self.get(url, true).await? {
             Fetched::NotModified { next } => Ok(Page::NotModified { next }),
-            Fetched::Fresh { body, next } => Ok(Page::Fresh { items: parse(url, &body)?, next }),
+            Fetched::Fresh { body, next } => Ok(Page::Fresh {
+                items: parse(url, &body)?,
+                next,
+            }),
         }
     }
 
@@ -372,9 +434,15 @@ impl Client {
     }
 
     async fn get(&self, url: &str, conditional: bool) -> Result<Fetched, GitHubError> {
-        let cached = if conditional { self.etags.lock().ok().and_then(|c| c.get(url).cloned()) } else { None };
+        let cached = if conditional {
+            self.etags.lock().ok().and_then(|c| c.get(url).cloned())
+        } else {
+            None
+        };
         let if_none_match = cached.as_ref().map(|c| c.etag.clone());
-        let (status, headers, body) = self.send(Method::GET, url, if_none_match.as_deref()).await?;
+        let (status, headers, body) = self
+            .send(Method::GET, url, if_none_match.as_deref())
+            .await?;
         if status == StatusCode::NOT_MODIFIED {
             if let Some(c) = cached {
                 return Ok(Fetched::NotModified { next: c.next });
@@ -383,11 +451,23 @@ impl Client {
         if !status.is_success() {
             return Err(status_error(url, status, &body));
         }
-        let next = headers.get(http::header::LINK).and_then(|v| v.to_str().ok()).and_then(next_link);
+        let next = headers
+            .get(http::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link);
         if conditional {
-            if let Some(etag) = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()) {
+            if let Some(etag) = headers
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+            {
                 if let Ok(mut c) = self.etags.lock() {
-                    c.insert(url.to_string(), CachedPage { etag: etag.to_string(), next: next.clone() });
+                    c.insert(
+                        url.to_string(),
+                        CachedPage {
+                            etag: etag.to_string(),
+                            next: next.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -398,17 +478,27 @@ impl Client {
         match &self.credentials {
             Credentials::Anonymous => Ok(None),
             Credentials::Token(t) => Ok(Some(format!("Bearer {t}"))),
-            Credentials::App { app_id, installation_id, key } => {
+            Credentials::App {
+                app_id,
+                installation_id,
+                key,
+            } => {
                 let mut cached = self.installation_token.lock().await;
-                let fresh_enough = |exp: &DateTime<Utc>| *exp - Utc::now() > chrono::Duration::minutes(5);
+                let fresh_enough =
+                    |exp: &DateTime<Utc>| *exp - Utc::now() > chrono::Duration::minutes(5);
                 if let Some((tok, exp)) = cached.as_ref() {
                     if fresh_enough(exp) {
                         return Ok(Some(format!("Bearer {tok}")));
                     }
                 }
                 let jwt = app_jwt(app_id, key, Utc::now())?;
-                let url = format!("{}/app/installations/{installation_id}/access_tokens", self.api_url);
-                let (status, _, body) = self.send_once(Method::POST, &url, Some(&format!("Bearer {jwt}")), None).await?;
+                let url = format!(
+                    "{}/app/installations/{installation_id}/access_tokens",
+                    self.api_url
+                );
+                let (status, _, body) = self
+                    .send_once(Method::POST, &url, Some(&format!("Bearer {jwt}")), None)
+                    .await?;
                 if !status.is_success() {
                     return Err(status_error(&url, status, &body));
                 }
@@ -431,7 +521,9 @@ impl Client {
         loop {
             self.wait_for_rate_limit().await;
             let auth = self.authorization().await?;
-            let (status, headers, body) = self.send_once(method.clone(), url, auth.as_deref(), if_none_match).await?;
+            let (status, headers, body) = self
+                .send_once(method.clone(), url, auth.as_deref(), if_none_match)
+                .await?;
             let limited = status == StatusCode::TOO_MANY_REQUESTS
                 || (status == StatusCode::FORBIDDEN
                     && (headers.contains_key(http::header::RETRY_AFTER)
@@ -441,14 +533,22 @@ impl Client {
             }
             tries += 1;
             if tries > self.options.max_retries {
-                return Err(GitHubError::RateLimited { url: url.to_string(), tries });
+                return Err(GitHubError::RateLimited {
+                    url: url.to_string(),
+                    tries,
+                });
             }
             let wait = match header_u64(&headers, "retry-after") {
                 Some(secs) => Duration::from_secs(secs),
                 None => until_reset(header_u64(&headers, "x-ratelimit-reset").map(|r| r as i64)),
             };
             let wait = wait.min(self.options.max_rate_limit_wait);
-            tracing::warn!(url, status = status.as_u16(), wait_secs = wait.as_secs_f64(), "rate limited by GitHub; waiting");
+            tracing::warn!(
+                url,
+                status = status.as_u16(),
+                wait_secs = wait.as_secs_f64(),
+                "rate limited by GitHub; waiting"
+            );
             tokio::time::sleep(wait).await;
         }
     }
@@ -465,7 +565,10 @@ impl Client {
         if let Some(reset) = reset {
             let wait = until_reset(Some(reset)).min(self.options.max_rate_limit_wait);
             if !wait.is_zero() {
-                tracing::info!(wait_secs = wait.as_secs_f64(), "rate-limit budget at reserve; waiting for the reset");
+                tracing::info!(
+                    wait_secs = wait.as_secs_f64(),
+                    "rate-limit budget at reserve; waiting for the reset"
+                );
                 tokio::time::sleep(wait).await;
             }
             if let Ok(mut r) = self.rate.lock() {
@@ -488,7 +591,10 @@ impl Client {
             .method(method)
             .uri(url)
             .header(http::header::ACCEPT, "application/vnd.github+json")
-            .header(http::header::USER_AGENT, concat!("arc-hook-exporter/", env!("CARGO_PKG_VERSION")))
+            .header(
+                http::header::USER_AGENT,
+                concat!("arc-hook-exporter/", env!("CARGO_PKG_VERSION")),
+            )
             .header("x-github-api-version", "2022-11-28");
         if let Some(a) = authorization {
             req = req.header(http::header::AUTHORIZATION, a);
@@ -496,16 +602,22 @@ impl Client {
         if let Some(e) = if_none_match {
             req = req.header(http::header::IF_NONE_MATCH, e);
         }
-        let req = req.body(Full::new(Bytes::new())).map_err(|e| GitHubError::Transport {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-        let secs = self.options.request_timeout.as_secs();
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| GitHubError::Transport {
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| GitHubError::Transport {
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
+        let secs = self.options.request_timeout.as_secs();
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| GitHubError::Transport {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|e| GitHubError::Transport {
                 url: url.to_string(),
@@ -515,7 +627,10 @@ impl Client {
         };
         let result = tokio::time::timeout(self.options.request_timeout, exchange)
             .await
-            .map_err(|_| GitHubError::Timeout { url: url.to_string(), secs })
+            .map_err(|_| GitHubError::Timeout {
+                url: url.to_string(),
+                secs,
+            })
             .and_then(|r| r);
         self.observe(&result);
         result
@@ -526,8 +641,14 @@ impl Client {
             Ok((s, _, _)) => s.as_u16().to_string(),
             Err(_) => "error".to_string(),
         };
-        let remaining = result.as_ref().ok().and_then(|(_, h, _)| header_u64(h, "x-ratelimit-remaining"));
-        let reset = result.as_ref().ok().and_then(|(_, h, _)| header_u64(h, "x-ratelimit-reset"));
+        let remaining = result
+            .as_ref()
+            .ok()
+            .and_then(|(_, h, _)| header_u64(h, "x-ratelimit-remaining"));
+        let reset = result
+            .as_ref()
+            .ok()
+            .and_then(|(_, h, _)| header_u64(h, "x-ratelimit-reset"));
         if let Ok(mut s) = self.stats.lock() {
             *s.api_requests.entry(status).or_default() += 1;
             if let Some(r) = remaining {
@@ -547,15 +668,26 @@ enum Fetched {
 }
 
 fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, GitHubError> {
-    serde_json::from_slice(body).map_err(|source| GitHubError::Decode { url: url.to_string(), source })
+    serde_json::from_slice(body).map_err(|source| GitHubError::Decode {
+        url: url.to_string(),
+        source,
+    })
 }
 
 fn status_error(url: &str, status: StatusCode, body: &[u8]) -> GitHubError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
-    GitHubError::Status { url: url.to_string(), status: status.as_u16(), message }
+    GitHubError::Status {
+        url: url.to_string(),
+        status: status.as_u16(),
+        message,
+    }
 }
 
 fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
@@ -582,7 +714,15 @@ pub fn next_link(link: &str) -> Option<String> {
             let p = p.trim();
             p == "rel=\"next\"" || p == "rel=next"
         });
-        if is_next { Some(url.trim_start_matches('<').trim_end_matches('>').to_string()) } else { None }
+        if is_next {
+            Some(
+                url.trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string(),
+            )
+        } else {
+            None
+        }
     })
 }
 
@@ -593,7 +733,10 @@ mod tests {
     #[test]
     fn next_link_is_found_among_others() {
         let h = r#"<https://api.github.com/repositories/1/actions/runs?page=1>; rel="prev", <https://api.github.com/repositories/1/actions/runs?page=3>; rel="next", <https://api.github.com/repositories/1/actions/runs?page=5>; rel="last""#;
-        assert_eq!(next_link(h).as_deref(), Some("https://api.github.com/repositories/1/actions/runs?page=3"));
+        assert_eq!(
+            next_link(h).as_deref(),
+            Some("https://api.github.com/repositories/1/actions/runs?page=3")
+        );
         assert_eq!(next_link(r#"<https://x/?page=1>; rel="first""#), None);
     }
 

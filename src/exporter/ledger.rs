@@ -12,7 +12,16 @@ use super::metrics::{DURATION_BUCKETS, Histogram, Metrics, QUEUE_TIME_BUCKETS};
 pub const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
 
 /// Labels that say nothing about which runner pool a job needs.
-const GENERIC_LABELS: &[&str] = &["self-hosted", "linux", "windows", "macos", "x64", "x86", "arm", "arm64"];
+const GENERIC_LABELS: &[&str] = &[
+    "self-hosted",
+    "linux",
+    "windows",
+    "macos",
+    "x64",
+    "x86",
+    "arm",
+    "arm64",
+];
 
 /// The branch label of a run: allowed branches keep their name, others become `other`.
 #[derive(Debug, Clone)]
@@ -22,7 +31,9 @@ pub struct BranchPolicy {
 
 impl Default for BranchPolicy {
     fn default() -> Self {
-        BranchPolicy { allow: vec!["main".into(), "master".into()] }
+        BranchPolicy {
+            allow: vec!["main".into(), "master".into()],
+        }
     }
 }
 
@@ -35,7 +46,9 @@ impl BranchPolicy {
     /// The `branch` label for `branch` in a repository whose default branch is `default_branch`.
     pub fn label(&self, branch: Option<&str>, default_branch: Option<&str>) -> String {
         match branch {
-            Some(b) if Some(b) == default_branch || self.allow.iter().any(|a| a == b) => b.to_string(),
+            Some(b) if Some(b) == default_branch || self.allow.iter().any(|a| a == b) => {
+                b.to_string()
+            }
             Some(_) => "other".into(),
             None => "none".into(),
         }
@@ -55,7 +68,11 @@ pub fn runner_label(labels: &[String]) -> String {
     }
     specific.sort_unstable();
     specific.dedup();
-    if specific.is_empty() { "none".into() } else { specific.join(",") }
+    if specific.is_empty() {
+        "none".into()
+    } else {
+        specific.join(",")
+    }
 }
 
 /// A counted run attempt kept for the window.
@@ -95,21 +112,35 @@ pub struct State {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {path} is not valid: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write state file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl State {
     /// Loads `path`; a missing file is an empty state (first start).
     pub fn load(path: &Path) -> Result<State, StateError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| StateError::Parse { path: path.to_path_buf(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(source) => Err(StateError::Read { path: path.to_path_buf(), source }),
+            Err(source) => Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
@@ -131,7 +162,10 @@ struct StateRef<'a> {
 
 fn write_atomically(path: &Path, value: &impl Serialize) -> Result<(), StateError> {
     use std::io::Write as _;
-    let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -255,7 +289,9 @@ impl Ledger {
 
     /// Replaces the set of not-yet-completed runs of `repo` (a poll sees all of them).
     pub fn set_open_runs(&mut self, repo: &str, ids: BTreeSet<u64>) {
-        self.metrics.in_progress.insert(repo.to_string(), ids.len() as u64);
+        self.metrics
+            .in_progress
+            .insert(repo.to_string(), ids.len() as u64);
         self.open_runs.insert(repo.to_string(), ids);
     }
 
@@ -263,19 +299,29 @@ impl Ledger {
     pub fn mark_run_open(&mut self, repo: &str, run_id: u64) {
         let set = self.open_runs.entry(repo.to_string()).or_default();
         set.insert(run_id);
-        self.metrics.in_progress.insert(repo.to_string(), set.len() as u64);
+        self.metrics
+            .in_progress
+            .insert(repo.to_string(), set.len() as u64);
     }
 
     fn mark_run_closed(&mut self, repo: &str, run_id: u64) {
         if let Some(set) = self.open_runs.get_mut(repo) {
             set.remove(&run_id);
-            self.metrics.in_progress.insert(repo.to_string(), set.len() as u64);
+            self.metrics
+                .in_progress
+                .insert(repo.to_string(), set.len() as u64);
         }
     }
 
     /// Counts a completed run attempt once. Returns whether it was counted: attempts not completed,
     /// already counted, or completed before the window are not.
-    pub fn record_run(&mut self, repo: &str, default_branch: Option<&str>, run: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    pub fn record_run(
+        &mut self,
+        repo: &str,
+        default_branch: Option<&str>,
+        run: &WorkflowRun,
+        now: DateTime<Utc>,
+    ) -> bool {
         if !run.is_completed() {
             return false;
         }
@@ -286,12 +332,22 @@ impl Ledger {
         }
         let workflow = run.name.clone().unwrap_or_else(|| "unknown".into());
         let conclusion = run.conclusion.clone().unwrap_or_else(|| "unknown".into());
-        let branch = self.branches.label(run.head_branch.as_deref(), default_branch);
+        let branch = self
+            .branches
+            .label(run.head_branch.as_deref(), default_branch);
         let m = &mut self.metrics;
         *m.runs_total
-            .entry([repo.into(), workflow.clone(), branch.clone(), run.event.clone(), conclusion.clone()])
+            .entry([
+                repo.into(),
+                workflow.clone(),
+                branch.clone(),
+                run.event.clone(),
+                conclusion.clone(),
+            ])
             .or_default() += 1;
-        *m.runs_by_branch_total.entry([repo.into(), branch, conclusion.clone()]).or_default() += 1;
+        *m.runs_by_branch_total
+            .entry([repo.into(), branch, conclusion.clone()])
+            .or_default() += 1;
         if let Some(started) = run.run_started_at {
             let secs = (completed_at - started).num_milliseconds().max(0) as f64 / 1000.0;
             m.duration
@@ -299,7 +355,10 @@ impl Ledger {
                 .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
                 .observe(secs);
         }
-        let streak = m.consecutive_failures.entry([repo.into(), workflow.clone()]).or_default();
+        let streak = m
+            .consecutive_failures
+            .entry([repo.into(), workflow.clone()])
+            .or_default();
         if conclusion == "success" {
             *streak = 0;
         } else if FAILURE_CONCLUSIONS.contains(&conclusion.as_str()) {
@@ -320,8 +379,10 @@ impl Ledger {
     /// Counts a job's queue time once per job attempt. Only jobs that started on a runner count:
     /// status `in_progress`/`completed`, `started_at` and `runner_name` set, conclusion not `skipped`.
     pub fn record_job(&mut self, job: &Job, now: DateTime<Utc>) -> bool {
-        let started_on_runner = matches!(job.status.as_deref(), Some("in_progress") | Some("completed"))
-            && job.conclusion.as_deref() != Some("skipped")
+        let started_on_runner = matches!(
+            job.status.as_deref(),
+            Some("in_progress") | Some("completed")
+        ) && job.conclusion.as_deref() != Some("skipped")
             && job.runner_name.as_deref().is_some_and(|n| !n.is_empty());
         let Some(started_at) = job.started_at.filter(|_| started_on_runner) else {
             return false;
@@ -336,7 +397,13 @@ impl Ledger {
             .entry(label.clone())
             .or_insert_with(|| Histogram::new(QUEUE_TIME_BUCKETS))
             .observe(secs);
-        self.jobs.push(SeenJob { job_id: job.id, attempt: job.run_attempt, runner_label: label, queue_seconds: secs, started_at });
+        self.jobs.push(SeenJob {
+            job_id: job.id,
+            attempt: job.run_attempt,
+            runner_label: label,
+            queue_seconds: secs,
+            started_at,
+        });
         self.dirty = true;
         true
     }
@@ -368,7 +435,9 @@ impl Ledger {
         let horizon = now - self.window;
         let mut rate: BTreeMap<[String; 2], (u64, u64)> = BTreeMap::new();
         for r in self.runs.iter().filter(|r| r.completed_at >= horizon) {
-            let e = rate.entry([r.repo.clone(), r.workflow.clone()]).or_default();
+            let e = rate
+                .entry([r.repo.clone(), r.workflow.clone()])
+                .or_default();
             if FAILURE_CONCLUSIONS.contains(&r.conclusion.as_str()) {
                 e.0 += 1;
                 e.1 += 1;
@@ -378,7 +447,16 @@ impl Ledger {
         }
         m.failure_rate = rate
             .into_iter()
-            .map(|(k, (failed, decisive))| (k, if decisive == 0 { 0.0 } else { failed as f64 / decisive as f64 }))
+            .map(|(k, (failed, decisive))| {
+                (
+                    k,
+                    if decisive == 0 {
+                        0.0
+                    } else {
+                        failed as f64 / decisive as f64
+                    },
+                )
+            })
             .collect();
         let mut queue: BTreeMap<String, (f64, u64)> = BTreeMap::new();
         for j in self.jobs.iter().filter(|j| j.started_at >= horizon) {
@@ -386,7 +464,10 @@ impl Ledger {
             e.0 += j.queue_seconds;
             e.1 += 1;
         }
-        m.queue_time_average = queue.into_iter().map(|(k, (sum, n))| (k, sum / n as f64)).collect();
+        m.queue_time_average = queue
+            .into_iter()
+            .map(|(k, (sum, n))| (k, sum / n as f64))
+            .collect();
         m
     }
 }
@@ -401,9 +482,15 @@ mod tests {
 
     #[test]
     fn runner_label_drops_generic_labels_and_sorts() {
-        assert_eq!(runner_label(&s(&["self-hosted", "Linux", "X64", "gpu", "a100"])), "a100,gpu");
+        assert_eq!(
+            runner_label(&s(&["self-hosted", "Linux", "X64", "gpu", "a100"])),
+            "a100,gpu"
+        );
         assert_eq!(runner_label(&s(&["arc-runner-set"])), "arc-runner-set");
-        assert_eq!(runner_label(&s(&["self-hosted", "linux"])), "linux,self-hosted");
+        assert_eq!(
+            runner_label(&s(&["self-hosted", "linux"])),
+            "linux,self-hosted"
+        );
         assert_eq!(runner_label(&[]), "none");
     }
 

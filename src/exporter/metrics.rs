@@ -54,7 +54,12 @@ pub struct Histogram {
 impl Histogram {
     /// An empty histogram over `bounds` (ascending).
     pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     /// Records one observation.
@@ -130,12 +135,18 @@ pub struct Metrics {
 impl Metrics {
     /// Encodes workflow metrics plus self-metrics in `format`.
     pub fn encode(&self, stats: &SelfStats, format: Format) -> String {
-        let mut e = Encoder { out: String::with_capacity(4096), format };
+        let mut e = Encoder {
+            out: String::with_capacity(4096),
+            format,
+        };
         e.counter(
             "workflow_runs",
             "Completed workflow run attempts, each attempt counted once.",
             self.runs_total.iter().map(|(k, v)| {
-                (labels(&["repo", "workflow", "branch", "event", "conclusion"], k), *v)
+                (
+                    labels(&["repo", "workflow", "branch", "event", "conclusion"], k),
+                    *v,
+                )
             }),
         );
         e.gauge(
@@ -146,7 +157,9 @@ impl Metrics {
         e.histogram(
             "workflow_duration_seconds",
             "Run attempt duration: run_started_at to completion.",
-            self.duration.iter().map(|(k, h)| (labels(&["repo", "workflow"], k), h)),
+            self.duration
+                .iter()
+                .map(|(k, h)| (labels(&["repo", "workflow"], k), h)),
         );
         e.histogram(
             "workflow_queue_time_seconds",
@@ -156,7 +169,9 @@ impl Metrics {
         e.gauge(
             "workflow_queue_time_average_seconds",
             "Mean job queue time of jobs started within the window, by runner label.",
-            self.queue_time_average.iter().map(|(k, v)| (vec![("runner_label", k.as_str())], *v)),
+            self.queue_time_average
+                .iter()
+                .map(|(k, v)| (vec![("runner_label", k.as_str())], *v)),
         );
         e.gauge(
             "workflow_consecutive_failures",
@@ -168,7 +183,9 @@ impl Metrics {
         e.gauge(
             "workflow_runs_in_progress",
             "Workflow runs not yet completed (queued, waiting, in progress).",
-            self.in_progress.iter().map(|(k, v)| (vec![("repo", k.as_str())], *v as f64)),
+            self.in_progress
+                .iter()
+                .map(|(k, v)| (vec![("repo", k.as_str())], *v as f64)),
         );
         e.counter(
             "workflow_runs_by_branch",
@@ -180,22 +197,34 @@ impl Metrics {
         e.counter(
             "exporter_api_requests",
             "GitHub API responses by HTTP status.",
-            stats.api_requests.iter().map(|(k, v)| (vec![("status", k.as_str())], *v)),
+            stats
+                .api_requests
+                .iter()
+                .map(|(k, v)| (vec![("status", k.as_str())], *v)),
         );
         e.gauge(
             "exporter_rate_limit_remaining",
             "Last x-ratelimit-remaining reported by the GitHub API.",
-            stats.rate_limit_remaining.map(|v| (Vec::new(), v)).into_iter(),
+            stats
+                .rate_limit_remaining
+                .map(|v| (Vec::new(), v))
+                .into_iter(),
         );
         e.gauge(
             "exporter_last_poll_timestamp_seconds",
             "Unix time of the last completed poll cycle.",
-            stats.last_poll_timestamp.map(|v| (Vec::new(), v)).into_iter(),
+            stats
+                .last_poll_timestamp
+                .map(|v| (Vec::new(), v))
+                .into_iter(),
         );
         e.counter(
             "exporter_webhook_deliveries",
             "Webhook deliveries by result.",
-            stats.webhook_deliveries.iter().map(|(k, v)| (vec![("result", k.as_str())], *v)),
+            stats
+                .webhook_deliveries
+                .iter()
+                .map(|(k, v)| (vec![("result", k.as_str())], *v)),
         );
         if format == Format::OpenMetrics {
             e.out.push_str("# EOF\n");
@@ -204,8 +233,15 @@ impl Metrics {
     }
 }
 
-fn labels<'a, const N: usize>(names: &[&'static str; N], values: &'a [String; N]) -> Vec<(&'static str, &'a str)> {
-    names.iter().copied().zip(values.iter().map(String::as_str)).collect()
+fn labels<'a, const N: usize>(
+    names: &[&'static str; N],
+    values: &'a [String; N],
+) -> Vec<(&'static str, &'a str)> {
+    names
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .collect()
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -224,7 +260,12 @@ impl Encoder {
     }
 
     /// `family` is the counter name without `_total`, as OpenMetrics wants it.
-    fn counter<'a>(&mut self, family: &str, help: &str, samples: impl Iterator<Item = (Labels<'a>, u64)>) {
+    fn counter<'a>(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, u64)>,
+    ) {
         match self.format {
             Format::Text => self.header(&format!("{family}_total"), help, "counter"),
             Format::OpenMetrics => self.header(family, help, "counter"),
@@ -234,18 +275,33 @@ impl Encoder {
         }
     }
 
-    fn gauge<'a>(&mut self, family: &str, help: &str, samples: impl Iterator<Item = (Labels<'a>, f64)>) {
+    fn gauge<'a>(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, f64)>,
+    ) {
         self.header(family, help, "gauge");
         for (l, v) in samples {
             self.sample(family, &l, None, &fmt_f64(v));
         }
     }
 
-    fn histogram<'a>(&mut self, family: &str, help: &str, samples: impl Iterator<Item = (Labels<'a>, &'a Histogram)>) {
+    fn histogram<'a>(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, &'a Histogram)>,
+    ) {
         self.header(family, help, "histogram");
         for (l, h) in samples {
             for (le, c) in h.cumulative() {
-                self.sample(&format!("{family}_bucket"), &l, Some(&fmt_f64(le)), &c.to_string());
+                self.sample(
+                    &format!("{family}_bucket"),
+                    &l,
+                    Some(&fmt_f64(le)),
+                    &c.to_string(),
+                );
             }
             self.sample(&format!("{family}_sum"), &l, None, &fmt_f64(h.sum()));
             self.sample(&format!("{family}_count"), &l, None, &h.count().to_string());
@@ -258,7 +314,11 @@ impl Encoder {
         if !l.is_empty() || le.is_some() {
             self.out.push('{');
             let mut first = true;
-            for (k, v) in l.iter().map(|(k, v)| (*k, *v)).chain(le.map(|le| ("le", le))) {
+            for (k, v) in l
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .chain(le.map(|le| ("le", le)))
+            {
                 if !first {
                     self.out.push(',');
                 }
@@ -316,7 +376,10 @@ mod tests {
         h.observe(0.5);
         h.observe(5.0);
         h.observe(50.0);
-        assert_eq!(h.cumulative(), vec![(1.0, 1), (10.0, 2), (f64::INFINITY, 3)]);
+        assert_eq!(
+            h.cumulative(),
+            vec![(1.0, 1), (10.0, 2), (f64::INFINITY, 3)]
+        );
         assert_eq!(h.sum(), 55.5);
     }
 

@@ -75,7 +75,9 @@ pub struct ExporterArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 30s, 5m, 24h or 7d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 30s, 5m, 24h or 7d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -112,20 +114,28 @@ impl Secrets {
         let credentials = if let Some(t) = var("GITHUB_TOKEN") {
             Some(Credentials::Token(t))
         } else if let Some(app_id) = var("GITHUB_APP_ID") {
-            let inst = var("GITHUB_APP_INSTALLATION_ID")
-                .ok_or_else(|| Error::Config("GITHUB_APP_ID is set but GITHUB_APP_INSTALLATION_ID is not".into()))?;
+            let inst = var("GITHUB_APP_INSTALLATION_ID").ok_or_else(|| {
+                Error::Config("GITHUB_APP_ID is set but GITHUB_APP_INSTALLATION_ID is not".into())
+            })?;
             let inst: u64 = inst
                 .parse()
                 .map_err(|_| Error::Config("GITHUB_APP_INSTALLATION_ID must be a number".into()))?;
-            let path = var("GITHUB_APP_PRIVATE_KEY_PATH")
-                .ok_or_else(|| Error::Config("GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY_PATH is not".into()))?;
-            let pem = std::fs::read_to_string(&path)
-                .map_err(|e| Error::Config(format!("cannot read GITHUB_APP_PRIVATE_KEY_PATH {path}: {e}")))?;
+            let path = var("GITHUB_APP_PRIVATE_KEY_PATH").ok_or_else(|| {
+                Error::Config("GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY_PATH is not".into())
+            })?;
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read GITHUB_APP_PRIVATE_KEY_PATH {path}: {e}"
+                ))
+            })?;
             Some(Credentials::app_from_pem(app_id, inst, &pem)?)
         } else {
             None
         };
-        Ok(Secrets { credentials, webhook_secret: var("GITHUB_WEBHOOK_SECRET").map(String::into_bytes) })
+        Ok(Secrets {
+            credentials,
+            webhook_secret: var("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
+        })
     }
 }
 
@@ -152,16 +162,24 @@ impl Config {
             (Some(org), true) => Scope::Org(org.clone()),
             (None, false) => {
                 if let Some(bad) = args.repos.iter().find(|r| r.split('/').count() != 2) {
-                    return Err(Error::Config(format!("--repos entry `{bad}` is not owner/name")));
+                    return Err(Error::Config(format!(
+                        "--repos entry `{bad}` is not owner/name"
+                    )));
                 }
                 Scope::Repos(args.repos.clone())
             }
-            _ => return Err(Error::Config("give exactly one of --org ORG or --repos owner/a,owner/b".into())),
+            _ => {
+                return Err(Error::Config(
+                    "give exactly one of --org ORG or --repos owner/a,owner/b".into(),
+                ));
+            }
         };
         let webhook_secret = match (args.webhook, secrets.webhook_secret) {
             (true, Some(s)) => Some(s),
             (true, None) => {
-                return Err(Error::Config("--webhook needs the secret in GITHUB_WEBHOOK_SECRET".into()));
+                return Err(Error::Config(
+                    "--webhook needs the secret in GITHUB_WEBHOOK_SECRET".into(),
+                ));
             }
             (false, _) => None,
         };
@@ -210,7 +228,12 @@ impl Exporter {
         };
         let ledger = Arc::new(Mutex::new(ledger));
         let stats = Arc::new(Mutex::new(SelfStats::default()));
-        let client = Arc::new(Client::new(&config.api_url, config.credentials, config.client, stats.clone())?);
+        let client = Arc::new(Client::new(
+            &config.api_url,
+            config.credentials,
+            config.client,
+            stats.clone(),
+        )?);
         let collector = Arc::new(Collector::new(
             client,
             config.scope.clone(),
@@ -220,11 +243,21 @@ impl Exporter {
             chrono::Duration::from_std(config.rerun_lookback)
                 .map_err(|_| Error::Config("--rerun-lookback is too large".into()))?,
         ));
-        let webhook = config
-            .webhook_secret
-            .as_deref()
-            .map(|s| Arc::new(Webhook::new(s, config.scope.clone(), ledger.clone(), stats.clone())));
-        Ok(Exporter { ledger, stats, collector, webhook, state_file: config.state_file })
+        let webhook = config.webhook_secret.as_deref().map(|s| {
+            Arc::new(Webhook::new(
+                s,
+                config.scope.clone(),
+                ledger.clone(),
+                stats.clone(),
+            ))
+        });
+        Ok(Exporter {
+            ledger,
+            stats,
+            collector,
+            webhook,
+            state_file: config.state_file,
+        })
     }
 
     /// One poll cycle, then the state file is written if anything changed.
@@ -236,9 +269,13 @@ impl Exporter {
 
     /// Writes the state file if the ledger changed since the last write.
     pub fn save_state_if_changed(&self) -> Result<(), Error> {
-        let Some(path) = &self.state_file else { return Ok(()) };
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
         // Written under the ledger lock, streaming from the ledger, so a large window is not copied.
-        let Ok(mut ledger) = self.ledger.lock() else { return Ok(()) };
+        let Ok(mut ledger) = self.ledger.lock() else {
+            return Ok(());
+        };
         if ledger.take_dirty() {
             ledger.save_state(path)?;
         }
@@ -247,7 +284,11 @@ impl Exporter {
 
     /// The `/metrics` body in `format`.
     pub fn render(&self, format: Format) -> String {
-        let metrics = self.ledger.lock().map(|l| l.metrics(Utc::now())).unwrap_or_default();
+        let metrics = self
+            .ledger
+            .lock()
+            .map(|l| l.metrics(Utc::now()))
+            .unwrap_or_default();
         let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
         metrics.encode(&stats, format)
     }
@@ -261,15 +302,22 @@ impl Exporter {
                 get(move |headers: HeaderMap| {
                     let me = me.clone();
                     async move {
-                        let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-                        ([(header::CONTENT_TYPE, format.content_type())], me.render(format))
+                        let format = Format::from_accept(
+                            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+                        );
+                        (
+                            [(header::CONTENT_TYPE, format.content_type())],
+                            me.render(format),
+                        )
                     }
                 }),
             )
             .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }));
         if let Some(hook) = &self.webhook {
             router = router.merge(
-                Router::new().route("/webhook", post(webhook::receive)).with_state(hook.clone()),
+                Router::new()
+                    .route("/webhook", post(webhook::receive))
+                    .with_state(hook.clone()),
             );
         }
         router
@@ -278,7 +326,8 @@ impl Exporter {
 
 /// `arc-hook exporter`: serve metrics and poll until SIGINT/SIGTERM.
 pub async fn run(args: ExporterArgs) -> anyhow::Result<()> {
-    let secrets = Secrets::from_env().context("reading exporter credentials from the environment")?;
+    let secrets =
+        Secrets::from_env().context("reading exporter credentials from the environment")?;
     let config = Config::from_args(&args, secrets)?;
     let exporter = Exporter::new(config).context("starting the exporter")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -323,7 +372,9 @@ pub async fn run(args: ExporterArgs) -> anyhow::Result<()> {
             _ = stop_rx.wait_for(|s| *s) => break,
         }
     }
-    exporter.save_state_if_changed().context("writing the state file at shutdown")?;
+    exporter
+        .save_state_if_changed()
+        .context("writing the state file at shutdown")?;
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("metrics server failed")),
@@ -336,13 +387,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -76,7 +76,12 @@ struct WorkflowRunEvent {
 
 impl Webhook {
     /// A receiver for deliveries signed with `secret`, recording events of repositories in `scope`.
-    pub fn new(secret: &[u8], scope: Scope, ledger: Arc<Mutex<Ledger>>, stats: Arc<Mutex<SelfStats>>) -> Self {
+    pub fn new(
+        secret: &[u8],
+        scope: Scope,
+        ledger: Arc<Mutex<Ledger>>,
+        stats: Arc<Mutex<SelfStats>>,
+    ) -> Self {
         Webhook {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
             scope,
@@ -94,7 +99,9 @@ impl Webhook {
 
     /// Returns false if this delivery id was handled before.
     fn first_delivery(&self, id: &str) -> bool {
-        let Ok(mut d) = self.deliveries.lock() else { return true };
+        let Ok(mut d) = self.deliveries.lock() else {
+            return true;
+        };
         let (set, order) = &mut *d;
         if !set.insert(id.to_string()) {
             return false;
@@ -129,18 +136,32 @@ impl Webhook {
                 if !self.scope.contains(&ev.repository.full_name) {
                     return "ignored";
                 }
-                let recorded = self.ledger.lock().map(|mut l| l.record_job(&ev.workflow_job, now));
-                if recorded.unwrap_or(false) { "accepted" } else { "unchanged" }
+                let recorded = self
+                    .ledger
+                    .lock()
+                    .map(|mut l| l.record_job(&ev.workflow_job, now));
+                if recorded.unwrap_or(false) {
+                    "accepted"
+                } else {
+                    "unchanged"
+                }
             }),
             Some("workflow_run") => serde_json::from_slice::<WorkflowRunEvent>(body).map(|ev| {
                 let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
                     return "ignored";
                 };
                 let repo = repo.as_str();
-                let Ok(mut l) = self.ledger.lock() else { return "unchanged" };
+                let Ok(mut l) = self.ledger.lock() else {
+                    return "unchanged";
+                };
                 match ev.action.as_str() {
                     "completed" => {
-                        if l.record_run(repo, ev.repository.default_branch.as_deref(), &ev.workflow_run, now) {
+                        if l.record_run(
+                            repo,
+                            ev.repository.default_branch.as_deref(),
+                            &ev.workflow_run,
+                            now,
+                        ) {
                             "accepted"
                         } else {
                             "unchanged"
@@ -169,7 +190,11 @@ impl Webhook {
 }
 
 /// The axum handler for `POST /webhook`.
-pub async fn receive(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+pub async fn receive(
+    State(hook): State<Arc<Webhook>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     hook.handle(&headers, &body)
 }
 
