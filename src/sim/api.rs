@@ -273,7 +273,9 @@ async fn dispatch(
         namespace: t.ns.as_deref(),
         name: t.name.as_deref(),
     };
-    if let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
+    // Every authenticated user may ask what it may do (system:basic-user).
+    let self_review = t.res.id == "selfsubjectaccessreviews.authorization.k8s.io";
+    if !self_review && let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
         return e.into_response();
     }
     let accept = headers
@@ -286,6 +288,10 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    let body_verb = matches!(verb, "create" | "update");
+    if body_verb && (content_type.contains("protobuf") || content_type.contains("cbor")) {
+        return ApiError::unsupported_media(&content_type).into_response();
+    }
     let result = match verb {
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),

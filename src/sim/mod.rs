@@ -62,6 +62,9 @@ pub struct SimConfig {
     pub state_dir: Option<PathBuf>,
     /// Initial fault knobs (change them at runtime with [`Simulator::faults`]).
     pub faults: Faults,
+    /// Run pods in private mount/network namespaces when possible (root). `false` forces the
+    /// no-namespace fallback: host paths, host network.
+    pub use_namespaces: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +79,7 @@ impl Default for SimConfig {
             image_files: HashMap::new(),
             state_dir: None,
             faults: Faults::default(),
+            use_namespaces: true,
         }
     }
 }
@@ -196,7 +200,7 @@ impl Simulator {
         let addr = listener.local_addr().map_err(SimError::Bind)?;
         let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
         let faults = FaultHandle::new(cfg.faults.clone());
-        let kubelet = kubelet::Kubelet::new(state_dir);
+        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces);
         let state = Arc::new(SimState {
             cfg,
             store: store::Store::new(),
@@ -262,6 +266,11 @@ impl Simulator {
         kube::Client::try_from(config).expect("a plain-HTTP kube config always builds a client")
     }
 
+    /// Whether pods run in private mount and network namespaces (root) or on the host's.
+    pub fn uses_namespaces(&self) -> bool {
+        self.state.kubelet.namespaces()
+    }
+
     /// Handle to change the fault knobs while the simulator runs.
     pub fn faults(&self) -> FaultHandle {
         self.state.faults.clone()
@@ -276,6 +285,19 @@ impl Simulator {
             Err(SimError::PodNotFound {
                 namespace: ns.to_string(),
                 name: name.to_string(),
+            })
+        }
+    }
+
+    /// Kills a running container the way the kernel's OOM killer does: it terminates with exit code
+    /// 137 and reason OOMKilled, and the pod follows its restart policy.
+    pub async fn oom_kill(&self, ns: &str, pod: &str, container: &str) -> Result<(), SimError> {
+        if kubelet::oom_kill(&self.state, ns, pod, container).await {
+            Ok(())
+        } else {
+            Err(SimError::PodNotFound {
+                namespace: ns.to_string(),
+                name: format!("{pod} (container {container} not running)"),
             })
         }
     }
@@ -295,6 +317,22 @@ impl Simulator {
             && let Err(e) = std::fs::remove_dir_all(&dir)
         {
             tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the simulator's state directory");
+        }
+    }
+}
+
+impl Drop for Simulator {
+    /// Without [`Simulator::shutdown`] (a panicking test), still kill pod processes and remove temp state.
+    fn drop(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.state.kubelet.kill_everything();
+        if let Some(dir) = self.temp_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -27,9 +27,15 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
 /// Orders a pod worker receives.
 pub(crate) enum Command {
-    Delete { grace: i64 },
+    Delete {
+        grace: i64,
+    },
     Evict(oneshot::Sender<()>),
     EphemeralChanged,
+    OomKill {
+        container: String,
+        done: oneshot::Sender<bool>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -48,6 +54,8 @@ pub struct Runtime {
     pub containers: HashMap<String, ContainerRt>,
     /// Process groups of exec'd processes, killed with the pod.
     pub exec_pgids: HashSet<i32>,
+    /// The pause process holding the pod's network namespace.
+    pub pause_pid: Option<i32>,
 }
 
 pub(crate) struct PodHandle {
@@ -69,9 +77,9 @@ pub(crate) struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(state_dir: PathBuf) -> Kubelet {
-        let namespaces = process::namespaces_available();
-        if !namespaces {
+    pub fn new(state_dir: PathBuf, want_namespaces: bool) -> Kubelet {
+        let namespaces = want_namespaces && process::namespaces_available();
+        if want_namespaces && !namespaces {
             tracing::warn!(
                 "the simulator runs without mount and network namespaces (needs root): pods see host paths, \
                  not their volumes at their mount paths, and share the host network"
@@ -115,6 +123,22 @@ impl Kubelet {
             .containers
             .get(container)
             .map(|c| c.logs.clone())
+    }
+
+    /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
+    pub fn kill_everything(&self) {
+        for h in self.pods().values() {
+            let rt = h.rt();
+            let pids = rt
+                .containers
+                .values()
+                .filter_map(|c| c.pid)
+                .chain(rt.exec_pgids.iter().copied())
+                .chain(rt.pause_pid);
+            for pid in pids {
+                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 
     /// Stops every pod worker: processes killed, sandboxes removed.
@@ -195,6 +219,29 @@ pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
     true
+}
+
+/// Kills a running container as the kernel's OOM killer would; false when it is not running.
+pub(crate) async fn oom_kill(sim: &Arc<SimState>, ns: &str, name: &str, container: &str) -> bool {
+    let Some(handle) = sim.kubelet.handle(&Key::new("pods", ns, name)) else {
+        return false;
+    };
+    let (tx, rx) = oneshot::channel();
+    if handle
+        .tx
+        .send(Command::OomKill {
+            container: container.to_string(),
+            done: tx,
+        })
+        .is_err()
+    {
+        return false;
+    }
+    tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
 }
 
 /// Tells a pod's worker that its ephemeral containers changed.

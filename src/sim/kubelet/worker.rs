@@ -59,6 +59,8 @@ struct Container {
     pid: Option<i32>,
     restart_at: Option<Instant>,
     pulled: bool,
+    /// Killed by the (simulated) OOM killer: the next exit is reported as OOMKilled.
+    oom_killed: bool,
 }
 
 impl Container {
@@ -80,6 +82,7 @@ impl Container {
             pid: None,
             restart_at: None,
             pulled: false,
+            oom_killed: false,
         }
     }
 
@@ -257,6 +260,9 @@ pub(super) async fn run(
                     let _ = ack.send(());
                 }
                 Some(Command::EphemeralChanged) => w.ephemeral_changed(),
+                Some(Command::OomKill { container, done }) => {
+                    let _ = done.send(w.oom_kill(&container));
+                }
             },
             Some(exit) = exits.recv() => w.on_exit(exit),
             _ = sleep_until(timer) => w.on_timer(),
@@ -488,7 +494,7 @@ impl Worker {
             .map(str::to_string);
         if let Some(node) = preset.as_deref().filter(|n| *n != NODE_NAME) {
             // Bound to a node that does not exist: stays Pending, as on a real cluster.
-            tracing::debug!(node, "pod bound to an unknown node");
+            tracing::warn!(node, pod = %self.key.name, "pod bound to a node the simulator does not have ({NODE_NAME}); it stays Pending");
             self.stage = Stage::Unschedulable;
             return;
         }
@@ -581,9 +587,13 @@ impl Worker {
                 None,
             ),
         }
-        if self.sim.kubelet.namespaces() {
+        let host_network = self.pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true));
+        if self.sim.kubelet.namespaces() && !host_network {
             match process::spawn_pause() {
-                Ok(child) => self.pause = Some(child),
+                Ok(child) => {
+                    self.handle.rt().pause_pid = child.id().map(|p| p as i32);
+                    self.pause = Some(child);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the pod network namespace; the pod shares the host network");
                 }
@@ -911,7 +921,12 @@ impl Worker {
                 .pointer("/running/startedAt")
                 .cloned()
                 .unwrap_or(json!(meta::now()));
-            let reason = if exit.code == 0 { "Completed" } else { "Error" };
+            let oom = std::mem::take(&mut self.containers[i].oom_killed);
+            let reason = match (oom, exit.code) {
+                (true, _) => "OOMKilled",
+                (false, 0) => "Completed",
+                _ => "Error",
+            };
             let cid = self.containers[i].container_id.clone();
             let c = &mut self.containers[i];
             c.state = json!({"terminated": {"exitCode": exit.code, "reason": reason, "startedAt": started, "finishedAt": meta::now(), "containerID": cid}});
@@ -1096,6 +1111,19 @@ impl Worker {
         self.reason = Some(("Evicted".to_string(), message));
         self.finish("Failed");
         self.publish();
+    }
+
+    fn oom_kill(&mut self, name: &str) -> bool {
+        let Some(c) = self
+            .containers
+            .iter_mut()
+            .find(|c| c.name == name && c.pid.is_some())
+        else {
+            return false;
+        };
+        c.oom_killed = true;
+        process::signal_group(c.pid.unwrap_or(0), Signal::SIGKILL);
+        true
     }
 
     fn ephemeral_changed(&mut self) {
