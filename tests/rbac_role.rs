@@ -7,7 +7,8 @@ use k8s_openapi::api::rbac::v1::Role;
 #[test]
 fn role_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac/role.yaml");
-    let role: Role = serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("role.yaml")).expect("a Role");
+    let role: Role = serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("role.yaml"))
+        .expect("a Role");
     let mut granted = BTreeSet::new();
     for rule in role.rules.unwrap_or_default() {
         for g in rule.api_groups.unwrap_or_default() {
@@ -21,11 +22,18 @@ fn role_matches_the_code() {
     let used: BTreeSet<String> = arc_hook::k8s::rbac::all_permissions()
         .iter()
         .map(|p| {
-            let r = if p.subresource.is_empty() { p.resource.to_string() } else { format!("{}/{}", p.resource, p.subresource) };
+            let r = if p.subresource.is_empty() {
+                p.resource.to_string()
+            } else {
+                format!("{}/{}", p.resource, p.subresource)
+            };
             format!("{} {r} ({})", p.verb, p.group)
         })
         .collect();
     let extra: Vec<_> = granted.difference(&used).collect();
     let missing: Vec<_> = used.difference(&granted).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "role.yaml grants unused {extra:?} and lacks {missing:?}");
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "role.yaml grants unused {extra:?} and lacks {missing:?}"
+    );
 }

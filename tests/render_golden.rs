@@ -28,25 +28,56 @@ fn render(fixture: &str, template: Option<&str>) -> std::process::Output {
 }
 
 fn check_names(pod_name: &str, labels: Option<&std::collections::BTreeMap<String, String>>) {
-    assert!(arc_hook::validate::dns1123_subdomain(pod_name).is_empty(), "{pod_name}");
+    assert!(
+        arc_hook::validate::dns1123_subdomain(pod_name).is_empty(),
+        "{pod_name}"
+    );
     for (k, v) in labels.into_iter().flatten() {
         assert!(arc_hook::validate::label_key(k).is_empty(), "label key {k}");
-        assert!(arc_hook::validate::label_value(v).is_empty(), "label value {v}");
+        assert!(
+            arc_hook::validate::label_value(v).is_empty(),
+            "label value {v}"
+        );
     }
 }
 
 fn check_pod_spec(spec: &k8s_openapi::api::core::v1::PodSpec) {
     let mut seen = std::collections::HashSet::new();
     for c in &spec.containers {
-        assert!(arc_hook::validate::dns1123_label(&c.name).is_empty(), "container {}", c.name);
-        assert!(seen.insert(c.name.clone()), "duplicate container {}", c.name);
-        assert!(c.image.as_deref().is_some_and(|i| !i.is_empty()), "container {} has an image", c.name);
-        let volumes: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert!(
+            arc_hook::validate::dns1123_label(&c.name).is_empty(),
+            "container {}",
+            c.name
+        );
+        assert!(
+            seen.insert(c.name.clone()),
+            "duplicate container {}",
+            c.name
+        );
+        assert!(
+            c.image.as_deref().is_some_and(|i| !i.is_empty()),
+            "container {} has an image",
+            c.name
+        );
+        let volumes: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
         for m in c.volume_mounts.iter().flatten() {
-            assert!(volumes.contains(&m.name.as_str()), "mount {} refers to a volume", m.name);
+            assert!(
+                volumes.contains(&m.name.as_str()),
+                "mount {} refers to a volume",
+                m.name
+            );
         }
         for e in c.env.iter().flatten() {
-            assert!(arc_hook::validate::env_var_name(&e.name).is_empty(), "env {}", e.name);
+            assert!(
+                arc_hook::validate::env_var_name(&e.name).is_empty(),
+                "env {}",
+                e.name
+            );
         }
     }
 }
@@ -61,19 +92,44 @@ fn check_objects(yaml: &str) {
         match v["kind"].as_str().expect("kind") {
             "Pod" => {
                 let pod: Pod = serde_json::from_value(v.clone()).expect("a Pod");
-                assert_eq!(serde_json::to_value(&pod).expect("serialises"), v, "round trip");
-                check_names(pod.metadata.name.as_deref().expect("name"), pod.metadata.labels.as_ref());
+                assert_eq!(
+                    serde_json::to_value(&pod).expect("serialises"),
+                    v,
+                    "round trip"
+                );
+                check_names(
+                    pod.metadata.name.as_deref().expect("name"),
+                    pod.metadata.labels.as_ref(),
+                );
                 check_pod_spec(pod.spec.as_ref().expect("spec"));
             }
             "Secret" => {
                 let s: Secret = serde_json::from_value(v.clone()).expect("a Secret");
-                check_names(s.metadata.name.as_deref().expect("name"), s.metadata.labels.as_ref());
+                check_names(
+                    s.metadata.name.as_deref().expect("name"),
+                    s.metadata.labels.as_ref(),
+                );
             }
             "Job" => {
                 let j: Job = serde_json::from_value(v.clone()).expect("a Job");
-                assert_eq!(serde_json::to_value(&j).expect("serialises"), v, "round trip");
-                check_names(j.metadata.name.as_deref().expect("name"), j.metadata.labels.as_ref());
-                check_pod_spec(j.spec.as_ref().expect("spec").template.spec.as_ref().expect("pod spec"));
+                assert_eq!(
+                    serde_json::to_value(&j).expect("serialises"),
+                    v,
+                    "round trip"
+                );
+                check_names(
+                    j.metadata.name.as_deref().expect("name"),
+                    j.metadata.labels.as_ref(),
+                );
+                check_pod_spec(
+                    j.spec
+                        .as_ref()
+                        .expect("spec")
+                        .template
+                        .spec
+                        .as_ref()
+                        .expect("pod spec"),
+                );
             }
             other => panic!("unexpected kind {other}"),
         }
@@ -82,15 +138,22 @@ fn check_objects(yaml: &str) {
 
 fn golden(fixture: &str, template: Option<&str>) {
     let out = render(fixture, template);
-    assert!(out.status.success(), "render failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let yaml = String::from_utf8(out.stdout).expect("utf-8");
     check_objects(&yaml);
-    let file = root().join("tests/golden").join(format!("{fixture}__{}.yaml", template.unwrap_or("none")));
+    let file = root()
+        .join("tests/golden")
+        .join(format!("{fixture}__{}.yaml", template.unwrap_or("none")));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&file, &yaml).expect("write golden");
         return;
     }
-    let want = std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", file.display()));
+    let want = std::fs::read_to_string(&file)
+        .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", file.display()));
     pretty_assertions::assert_eq!(want, yaml, "{} differs", file.display());
 }
 
@@ -139,7 +202,10 @@ fn script_step_and_cleanup_create_nothing() {
     for f in ["run_script_step", "cleanup_job"] {
         let out = render(f, Some("cpu"));
         assert!(out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("# {f} creates no objects\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("# {f} creates no objects\n")
+        );
     }
 }
 
@@ -154,12 +220,20 @@ fn secrets_are_redacted_unless_asked() {
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&shown.stdout);
-    let data = text.lines().find(|l| l.contains(".dockerconfigjson:")).expect("data line");
+    let data = text
+        .lines()
+        .find(|l| l.contains(".dockerconfigjson:"))
+        .expect("data line");
     let b64 = data.split(": ").nth(1).expect("value").trim();
     use base64::Engine;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
     let v: serde_json::Value = serde_json::from_slice(&decoded).expect("json");
-    assert_eq!(v["auths"]["registry.example.internal"]["username"], "ci-bot");
+    assert_eq!(
+        v["auths"]["registry.example.internal"]["username"],
+        "ci-bot"
+    );
 }
 
 #[test]
@@ -190,8 +264,19 @@ fn bad_template_is_one_line_error() {
 fn malformed_fixture_names_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("bad.json");
-    std::fs::write(&f, r#"{"command":"prepare_job","args":{"container":{"workingDirectory":"/__w"}}}"#).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook")).arg("render").arg(&f).output().expect("runs");
+    std::fs::write(
+        &f,
+        r#"{"command":"prepare_job","args":{"container":{"workingDirectory":"/__w"}}}"#,
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .arg("render")
+        .arg(&f)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "error: invalid hook input: args.container.image: missing");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: invalid hook input: args.container.image: missing"
+    );
 }
