@@ -6,6 +6,7 @@ pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
 pub mod script;
+pub mod workspace;
 
 use std::io::Read;
 use std::process::ExitCode;
