@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod copy;
+pub mod ephemeral;
 pub mod exec;
 pub mod rbac;
 pub mod retry;
