@@ -4,15 +4,14 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::HookResult;
 use super::script::{StepCommand, step_script};
 use super::workspace::{self, RunnerDirs};
 use crate::build::{JOB_CONTAINER_NAME, names};
 use crate::config::Config;
-use crate::k8s::copy;
-use crate::k8s::exec::{ExecError, ExecTarget, exec};
+use crate::k8s::exec::{ExecTarget, exec};
 use crate::protocol::{Envelope, RunScriptStepArgs};
 
 /// Directory under the runner's `_temp` (`/__w/_temp` in the pod) holding step start scripts.
@@ -89,9 +88,11 @@ pub async fn run_script_step(
     };
     // Exec round trips per step: push (copy mode), run, pull (copy mode).
     if let Some(d) = &dirs {
-        let stats = workspace::push_step(&kube, &pod, d).await.context(
-            "no-volume mode: copying _temp and new actions into the job pod before the step",
-        )?;
+        let stats = workspace::push_step(&kube, &pod, d, Vec::new())
+            .await
+            .context(
+                "no-volume mode: copying _temp and new actions into the job pod before the step",
+            )?;
         tracing::debug!(
             entries = stats.entries,
             skipped = stats.skipped,
@@ -120,69 +121,5 @@ pub async fn run_script_step(
         Some(d) => Some(workspace::pull_step(&kube, &pod, d).await),
         None => None,
     };
-    step_outcome(result, pulled)
-}
-
-/// The step's exit code, unless its files could not come back: then the failure names both,
-/// and a step that passed fails (its outputs are missing).
-fn step_outcome(
-    step: Result<i32, ExecError>,
-    pulled: Option<Result<copy::Stats, copy::CopyError>>,
-) -> HookResult {
-    match (step, pulled) {
-        (Ok(code), None | Some(Ok(_))) => Ok(code),
-        (Ok(code), Some(Err(e))) => {
-            eprintln!(
-                "arc-hook: the step exited with code {code}, but copying _temp (its file commands) back from the job pod failed: {e}"
-            );
-            Ok(if code == 0 { 1 } else { code })
-        }
-        (Err(e), None | Some(Ok(_))) => bail!(e),
-        (Err(e), Some(Err(p))) => {
-            bail!("{e}; copying _temp (its file commands) back from the job pod also failed: {p}")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn broken() -> ExecError {
-        ExecError::Broken {
-            what: "the step".into(),
-            pod: "p".into(),
-            message: "reset".into(),
-        }
-    }
-
-    fn pull_failed() -> copy::CopyError {
-        copy::CopyError::Tar {
-            pod: "p".into(),
-            code: 2,
-            stderr: "tar: short read".into(),
-        }
-    }
-
-    #[test]
-    fn a_failed_pull_never_hides_the_step_code() {
-        assert_eq!(step_outcome(Ok(3), None).expect("code"), 3);
-        assert_eq!(
-            step_outcome(Ok(0), Some(Ok(copy::Stats::default()))).expect("code"),
-            0
-        );
-        assert_eq!(
-            step_outcome(Ok(3), Some(Err(pull_failed()))).expect("code"),
-            3
-        );
-        // A passing step whose outputs are lost must not pass.
-        assert_eq!(
-            step_outcome(Ok(0), Some(Err(pull_failed()))).expect("code"),
-            1
-        );
-        let e = step_outcome(Err(broken()), Some(Err(pull_failed()))).expect_err("both");
-        let msg = e.to_string();
-        assert!(msg.contains("lost the connection to pod p"), "{msg}");
-        assert!(msg.contains("tar: short read"), "{msg}");
-    }
+    workspace::step_outcome(result, pulled)
 }

@@ -180,8 +180,14 @@ pub async fn push_initial(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<S
     Ok(stats)
 }
 
-/// Before a step: sends what changed in `_temp` and `_actions` since the pod last saw them.
-pub async fn push_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+/// Before a step: sends what changed in `_temp` and `_actions` since the pod last saw them,
+/// plus `extra` entries (always).
+pub async fn push_step(
+    kube: &Kube,
+    pod: &str,
+    dirs: &RunnerDirs,
+    extra: Vec<Source>,
+) -> Result<Stats, CopyError> {
     let path = dirs.manifest_path();
     let opts = PushOptions {
         since: Some(Manifest::load(&path)),
@@ -192,7 +198,7 @@ pub async fn push_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
         pod,
         JOB_CONTAINER_NAME,
         POD_WORK,
-        dirs.step_sources(),
+        dirs.step_sources().into_iter().chain(extra).collect(),
         opts,
     )
     .await?;
@@ -220,9 +226,34 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
     Ok(stats)
 }
 
+/// The step's exit code, unless its files could not come back: then the failure names both,
+/// and a step that passed fails (its outputs are missing).
+pub fn step_outcome<E>(
+    step: Result<i32, E>,
+    pulled: Option<Result<Stats, CopyError>>,
+) -> anyhow::Result<i32>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match (step, pulled) {
+        (Ok(code), None | Some(Ok(_))) => Ok(code),
+        (Ok(code), Some(Err(e))) => {
+            eprintln!(
+                "arc-hook: the step exited with code {code}, but copying _temp (its file commands) back from the job pod failed: {e}"
+            );
+            Ok(if code == 0 { 1 } else { code })
+        }
+        (Err(e), None | Some(Ok(_))) => Err(e.into()),
+        (Err(e), Some(Err(p))) => Err(anyhow::anyhow!(
+            "{e}; copying _temp (its file commands) back from the job pod also failed: {p}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::exec::ExecError;
     use std::path::Path;
 
     fn dirs(home: &Path) -> RunnerDirs {
@@ -284,5 +315,43 @@ mod tests {
         }
         let kept: Vec<String> = step_entries(m).entries.into_keys().collect();
         assert_eq!(kept, ["_actions/a", "_temp", "_temp/x"]);
+    }
+
+    fn broken() -> ExecError {
+        ExecError::Broken {
+            what: "the step".into(),
+            pod: "p".into(),
+            message: "reset".into(),
+        }
+    }
+
+    fn pull_failed() -> CopyError {
+        CopyError::Tar {
+            pod: "p".into(),
+            code: 2,
+            stderr: "tar: short read".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_pull_never_hides_the_step_code() {
+        assert_eq!(step_outcome::<ExecError>(Ok(3), None).expect("code"), 3);
+        assert_eq!(
+            step_outcome::<ExecError>(Ok(0), Some(Ok(Stats::default()))).expect("code"),
+            0
+        );
+        assert_eq!(
+            step_outcome::<ExecError>(Ok(3), Some(Err(pull_failed()))).expect("code"),
+            3
+        );
+        // A passing step whose outputs are lost must not pass.
+        assert_eq!(
+            step_outcome::<ExecError>(Ok(0), Some(Err(pull_failed()))).expect("code"),
+            1
+        );
+        let e = step_outcome(Err(broken()), Some(Err(pull_failed()))).expect_err("both");
+        let msg = e.to_string();
+        assert!(msg.contains("lost the connection to pod p"), "{msg}");
+        assert!(msg.contains("tar: short read"), "{msg}");
     }
 }
