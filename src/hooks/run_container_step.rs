@@ -59,8 +59,12 @@ pub async fn run_container_step(
                 .build
                 .as_ref()
                 .context(crate::config::BUILD_NOT_CONFIGURED)?;
-            super::build_image::build(&kube, config, build, &ctx, &pod, copy, dockerfile, &granted)
-                .await?
+            let job = super::build_image::BuildJob {
+                ctx: &ctx,
+                copy,
+                dockerfile,
+            };
+            super::build_image::build(&kube, config, build, &job, &granted).await?
         }
     };
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::AsyncBufReadExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use tokio::io::AsyncWriteExt;
 
@@ -100,8 +100,14 @@ async fn run_job(
     wait_running(kube, &pod, opts)
         .await
         .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;
-    stream_log(kube, &pod).await?;
-    exit_code(kube, &pod).await
+    stream_log(kube, &pod, STEP_CONTAINER_NAME).await?;
+    let t = terminated(kube, &pod, STEP_CONTAINER_NAME).await?;
+    if t.reason.as_deref() == Some("OOMKilled") {
+        eprintln!(
+            "arc-hook: the step's container was killed: OOMKilled (raise its memory limit in the worker-podspec template, `$step`)"
+        );
+    }
+    Ok(t.exit_code)
 }
 
 /// The pod the Job created for the step.
@@ -127,12 +133,12 @@ async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Streams the step container's log to stdout as it is written.
-async fn stream_log(kube: &Kube, pod: &str) -> anyhow::Result<()> {
+/// Streams `container`'s log to stdout as it is written.
+pub async fn stream_log(kube: &Kube, pod: &str, container: &str) -> anyhow::Result<()> {
     let api = kube.pods();
     let lp = LogParams {
         follow: true,
-        container: Some(STEP_CONTAINER_NAME.into()),
+        container: Some(container.into()),
         ..Default::default()
     };
     let stream = with_retry(&format!("reading the log of pod {pod}"), || {
@@ -150,39 +156,40 @@ async fn stream_log(kube: &Kube, pod: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The step container's exit code, once it has terminated.
-async fn exit_code(kube: &Kube, pod: &str) -> HookResult {
+/// `container`'s terminated state (exit code, reason, message), once it has one.
+pub async fn terminated(
+    kube: &Kube,
+    pod: &str,
+    container: &str,
+) -> anyhow::Result<ContainerStateTerminated> {
     let api = kube.pods();
     let deadline = tokio::time::Instant::now() + EXIT_STATUS_TIMEOUT;
+    let mut delay = Duration::from_millis(50);
     loop {
         let p = with_retry(&format!("reading pod {pod}"), || api.get(pod)).await?;
         let terminated = p
             .status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == STEP_CONTAINER_NAME))
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.clone());
         if let Some(t) = terminated {
-            if let Some(reason) = t.reason.as_deref().filter(|r| *r == "OOMKilled") {
-                eprintln!(
-                    "arc-hook: the step's container was killed: {reason} (raise its memory limit in the worker-podspec template, `$step`)"
-                );
-            }
-            return Ok(t.exit_code);
+            return Ok(t);
         }
         if p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted") {
             bail!(
-                "the step's pod was evicted: {}",
+                "pod {pod} was evicted: {}",
                 p.status.and_then(|s| s.message).unwrap_or_default()
             );
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "the step's log ended but its container reported no exit code within {}s; its result is unknown",
+                "the log of {container} in pod {pod} ended but it reported no exit code within {}s; its result is unknown",
                 EXIT_STATUS_TIMEOUT.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
     }
 }
