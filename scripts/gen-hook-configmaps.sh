@@ -15,13 +15,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out_dir="$root/deploy/hook-templates"
 kinds=(cpu gpu fpga)
 # The file name inside the ConfigMap; the scale sets mount it and point
-# ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE at /home/runner/arc-hook/templates/worker-podspec.yaml.
+# ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE at /home/runner/arc-hook/worker-template/worker-podspec.yaml.
 key="worker-podspec.yaml"
 
-mode=write
+mode="write"
 case "${1:-}" in
   "") ;;
-  --check) mode=check ;;
+  --check) mode="check" ;;
   -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
   *) echo "gen-hook-configmaps: unknown argument '$1' (use --check or nothing)" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use arc_hook::config::Config;
 use arc_hook::render::{RenderOptions, render};
+use arc_hook::replay::{ReplayOptions, replay};
 
 /// A Kubernetes container hook for GitHub Actions runners (ARC Kubernetes mode).
 ///
@@ -40,6 +41,26 @@ enum Cmd {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Play the runner's part for a recorded job (see fixtures/jobs/), against the embedded
+    /// simulator unless a cluster is configured. Exits with the first failing command's code.
+    Replay {
+        /// A job directory: NN-*.json runner inputs in order, work/ (the runner's _work), env, sim.json.
+        job_dir: PathBuf,
+        /// Lay the runner's home out here and keep it (default: a temporary directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
+    /// The embedded Kubernetes API simulator (the default target of `replay` and the tests).
+    #[command(subcommand)]
+    Sim(SimCmd),
+    /// Serve GitHub Actions metrics for Prometheus (see src/exporter/README.md).
+    Exporter(arc_hook::exporter::ExporterArgs),
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Serve the simulated Kubernetes API on 127.0.0.1 until interrupted, and write a kubeconfig.
+    Serve(arc_hook::sim::cli::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +68,53 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command.unwrap_or(Cmd::Hook) {
         Cmd::Hook => arc_hook::hooks::main_from_stdin(),
+        Cmd::Replay { job_dir, workdir } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = ReplayOptions {
+                job_dir,
+                workdir,
+                hook_binary: None,
+            };
+            match runtime.block_on(replay(&opts)) {
+                Ok(report) => {
+                    ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(1))
+                }
+                Err(e) => {
+                    eprintln!("error: replay: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Sim(SimCmd::Serve(args)) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(arc_hook::sim::cli::serve(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Exporter(args) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(arc_hook::exporter::run(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: exporter: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Render {
             fixture,
             template,

@@ -111,6 +111,29 @@ pub fn env_var_name(name: &str) -> Vec<String> {
     }
 }
 
+const CONFIG_KEY_FMT: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+/// Checks a ConfigMap/Secret data key the way the API server does.
+pub fn config_key(key: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if key.len() > DNS1123_SUBDOMAIN_MAX {
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
+    }
+    let ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    if !ok {
+        errs.push(CONFIG_KEY_FMT.to_string());
+    }
+    if key == "." || key == ".." || key.starts_with("..") {
+        errs.push("must not be '.' or '..' and must not start with '..'".to_string());
+    }
+    errs
+}
+
 /// Turns an arbitrary string into a valid DNS-1123 label of at most `max` characters:
 /// lower-cased, runs of invalid characters become `-`, leading/trailing `-` trimmed.
 /// Returns `fallback` when nothing usable remains.
@@ -183,6 +206,13 @@ mod tests {
         assert!(!env_var_name("1ABC").is_empty());
         assert!(!env_var_name("A=B").is_empty());
         assert!(!env_var_name("").is_empty());
+    }
+
+    #[test]
+    fn config_keys() {
+        assert!(config_key("ca.crt").is_empty());
+        assert!(!config_key("a b").is_empty());
+        assert!(!config_key("..x").is_empty());
     }
 
     #[test]

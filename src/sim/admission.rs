@@ -1,0 +1,606 @@
+//! Admission: validation with kube-apiserver's field errors, and the defaults it fills in.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value, json};
+
+use super::meta;
+use super::quantity;
+use super::resources::Resource;
+use super::status::{ApiError, Cause};
+use crate::validate;
+
+/// Validates and defaults a new object. `uid` is the identity the store will give it.
+pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    decode_check(res, obj)?;
+    let mut causes = Vec::new();
+    validate_metadata(res, obj, &mut causes);
+    match res.id {
+        "pods" => {
+            if let Some(spec) = obj.get("spec") {
+                validate_pod_spec(spec, "spec", &mut causes);
+            } else {
+                causes.push(Cause::required("spec.containers"));
+            }
+        }
+        "jobs.batch" => validate_job(obj, &mut causes),
+        "secrets" | "configmaps" => validate_data(res, obj, &mut causes),
+        _ => {}
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(
+            res.kind,
+            res.group,
+            meta::name(obj),
+            causes,
+        ));
+    }
+    match res.id {
+        "pods" => default_pod(obj),
+        "jobs.batch" => default_job(obj),
+        "secrets" if obj.get("type").is_none_or(Value::is_null) => obj["type"] = json!("Opaque"),
+        "persistentvolumeclaims" => {
+            obj["status"] = json!({"phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])), "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({}))});
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.entry("volumeName")
+                    .or_insert_with(|| json!(format!("pvc-{}", meta::new_uid())));
+                spec.entry("volumeMode").or_insert(json!("Filesystem"));
+            }
+        }
+        "namespaces" => {
+            obj["status"] = json!({"phase": "Active"});
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            let name = meta::name(obj).to_string();
+            let labels = meta::metadata_mut(obj).entry("labels").or_insert(json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Validates an update of `old` into `new` (labels and names, and Pod spec immutability).
+pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    decode_check(res, new)?;
+    let mut causes = Vec::new();
+    validate_labels(new, "metadata", &mut causes);
+    if res.id == "pods" {
+        let strip = |v: &Value| {
+            let mut s = v.get("spec").cloned().unwrap_or(Value::Null);
+            for list in ["containers", "initContainers"] {
+                if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+                    cs.iter_mut().for_each(|c| c["image"] = Value::Null);
+                }
+            }
+            if let Some(m) = s.as_object_mut() {
+                for f in [
+                    "activeDeadlineSeconds",
+                    "tolerations",
+                    "ephemeralContainers",
+                ] {
+                    m.remove(f);
+                }
+            }
+            s
+        };
+        if strip(old) != strip(new) {
+            causes.push(Cause::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
+    }
+    if res.id == "secrets" || res.id == "configmaps" {
+        validate_data(res, new, &mut causes);
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            res.kind,
+            res.group,
+            meta::name(new),
+            causes,
+        ))
+    }
+}
+
+/// Rejects bodies that do not decode as the kind, with the API server's decode message.
+fn decode_check(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::{batch::v1::Job, core::v1};
+    let err = match res.id {
+        "pods" => serde_json::from_value::<v1::Pod>(obj.clone()).err(),
+        "jobs.batch" => serde_json::from_value::<Job>(obj.clone()).err(),
+        "secrets" => serde_json::from_value::<v1::Secret>(obj.clone()).err(),
+        "configmaps" => serde_json::from_value::<v1::ConfigMap>(obj.clone()).err(),
+        "persistentvolumeclaims" => {
+            serde_json::from_value::<v1::PersistentVolumeClaim>(obj.clone()).err()
+        }
+        _ => None,
+    };
+    match err {
+        None => Ok(()),
+        Some(e) => Err(ApiError::bad_request(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
+            kind = res.kind,
+            v = res.version
+        ))),
+    }
+}
+
+fn validate_metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+    let name = meta::name(obj);
+    if name.is_empty() {
+        causes.push(Cause {
+            field: "metadata.name".into(),
+            reason: "FieldValueRequired",
+            message: "Required value: name or generateName is required".into(),
+        });
+    } else {
+        let errs = match res.id {
+            "namespaces" | "services" => validate::dns1123_label(name),
+            _ => validate::dns1123_subdomain(name),
+        };
+        for e in errs {
+            causes.push(Cause::invalid("metadata.name", name, &e));
+        }
+    }
+    validate_labels(obj, "metadata", causes);
+}
+
+fn validate_label_map(map: &Map<String, Value>, field: &str, causes: &mut Vec<Cause>) {
+    for (k, v) in map {
+        for e in validate::label_key(k) {
+            causes.push(Cause::invalid(field, k, &e));
+        }
+        let val = v.as_str().unwrap_or("");
+        for e in validate::label_value(val) {
+            causes.push(Cause::invalid(field, val, &e));
+        }
+    }
+}
+
+fn validate_labels(obj: &Value, prefix: &str, causes: &mut Vec<Cause>) {
+    if let Some(l) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        validate_label_map(l, &format!("{prefix}.labels"), causes);
+    }
+}
+
+fn validate_data(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+    let mut total = 0usize;
+    for field in ["data", "stringData", "binaryData"] {
+        if let Some(m) = obj.get(field).and_then(Value::as_object) {
+            for (k, v) in m {
+                total += v.as_str().map(str::len).unwrap_or(0);
+                for e in validate::config_key(k) {
+                    causes.push(Cause::invalid(format!("{field}[{k}]"), k, &e));
+                }
+            }
+        }
+    }
+    let limit = 1024 * 1024;
+    if total > limit {
+        let field = if res.id == "secrets" { "data" } else { "[]" };
+        causes.push(Cause {
+            field: field.into(),
+            reason: "FieldValueTooLong",
+            message: format!("Too long: must have at most {limit} bytes"),
+        });
+    }
+}
+
+fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// Validates a PodSpec at field path `p` (`spec` or `spec.template.spec`).
+pub fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
+    let mut volumes = HashSet::new();
+    for (i, v) in arr(spec, "volumes").iter().enumerate() {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        let f = format!("{p}.volumes[{i}].name");
+        if name.is_empty() {
+            causes.push(Cause::required(f));
+        } else {
+            for e in validate::dns1123_label(name) {
+                causes.push(Cause::invalid(f.clone(), name, &e));
+            }
+            if !volumes.insert(name.to_string()) {
+                causes.push(Cause::duplicate(f, name));
+            }
+        }
+    }
+    if arr(spec, "containers").is_empty() {
+        causes.push(Cause::required(format!("{p}.containers")));
+    }
+    let mut names = HashSet::new();
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for (i, c) in arr(spec, list).iter().enumerate() {
+            validate_container(c, &format!("{p}.{list}[{i}]"), &volumes, &mut names, causes);
+        }
+    }
+    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
+        && !["Always", "OnFailure", "Never"].contains(&rp)
+    {
+        causes.push(Cause::unsupported(
+            format!("{p}.restartPolicy"),
+            rp,
+            &["Always", "OnFailure", "Never"],
+        ));
+    }
+    if let Some(ns) = spec.get("nodeSelector").and_then(Value::as_object) {
+        validate_label_map(ns, &format!("{p}.nodeSelector"), causes);
+    }
+}
+
+fn validate_container(
+    c: &Value,
+    f: &str,
+    volumes: &HashSet<String>,
+    names: &mut HashSet<String>,
+    causes: &mut Vec<Cause>,
+) {
+    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required(format!("{f}.name")));
+    } else {
+        for e in validate::dns1123_label(name) {
+            causes.push(Cause::invalid(format!("{f}.name"), name, &e));
+        }
+        if !names.insert(name.to_string()) {
+            causes.push(Cause::duplicate(format!("{f}.name"), name));
+        }
+    }
+    if c.get("image")
+        .and_then(Value::as_str)
+        .is_none_or(|i| i.trim().is_empty())
+    {
+        causes.push(Cause::required(format!("{f}.image")));
+    }
+    for (j, e) in arr(c, "env").iter().enumerate() {
+        let n = e.get("name").and_then(Value::as_str).unwrap_or("");
+        let ef = format!("{f}.env[{j}].name");
+        if n.is_empty() {
+            causes.push(Cause::required(ef));
+        } else {
+            for msg in validate::env_var_name(n) {
+                causes.push(Cause::invalid(ef.clone(), n, &msg));
+            }
+        }
+    }
+    let mut paths = HashSet::new();
+    for (j, m) in arr(c, "volumeMounts").iter().enumerate() {
+        let n = m.get("name").and_then(Value::as_str).unwrap_or("");
+        if n.is_empty() {
+            causes.push(Cause::required(format!("{f}.volumeMounts[{j}].name")));
+        } else if !volumes.contains(n) {
+            causes.push(Cause::not_found(format!("{f}.volumeMounts[{j}].name"), n));
+        }
+        let mp = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+        if mp.is_empty() {
+            causes.push(Cause::required(format!("{f}.volumeMounts[{j}].mountPath")));
+        } else if !paths.insert(mp.to_string()) {
+            causes.push(Cause::invalid(
+                format!("{f}.volumeMounts[{j}].mountPath"),
+                mp,
+                "must be unique",
+            ));
+        }
+        if m.get("subPath").is_some() && m.get("subPathExpr").is_some() {
+            causes.push(Cause::invalid(
+                format!("{f}.volumeMounts[{j}].subPathExpr"),
+                m["subPathExpr"].as_str().unwrap_or(""),
+                "subPathExpr and subPath are mutually exclusive",
+            ));
+        }
+    }
+    let res = c.get("resources").cloned().unwrap_or(Value::Null);
+    let mut parsed: [Map<String, Value>; 2] = Default::default();
+    for (slot, kind) in ["requests", "limits"].iter().enumerate() {
+        if let Some(m) = res.get(*kind).and_then(Value::as_object) {
+            for (r, q) in m {
+                let qs = match q {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                match quantity::parse(&qs) {
+                    Some(v) => {
+                        parsed[slot].insert(r.clone(), json!(v));
+                    }
+                    None => causes.push(Cause::invalid(
+                        format!("{f}.resources.{kind}[{r}]"),
+                        &qs,
+                        quantity::QUANTITY_FMT,
+                    )),
+                }
+            }
+        }
+    }
+    for (r, req) in &parsed[0] {
+        if let (Some(rv), Some(lv)) = (req.as_f64(), parsed[1].get(r).and_then(Value::as_f64))
+            && rv > lv
+        {
+            let shown = res
+                .pointer(&format!("/requests/{r}"))
+                .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                .unwrap_or_default();
+            let limit = res
+                .pointer(&format!("/limits/{r}"))
+                .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                .unwrap_or_default();
+            causes.push(Cause::invalid(
+                format!("{f}.resources.requests"),
+                &shown,
+                &format!("must be less than or equal to {r} limit of {limit}"),
+            ));
+        }
+    }
+}
+
+fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
+    let name = meta::name(obj);
+    // The job name becomes a label value on its pods.
+    if name.len() > validate::LABEL_VALUE_MAX {
+        causes.push(Cause::invalid(
+            "spec.template.labels",
+            name,
+            "must be no more than 63 characters",
+        ));
+    }
+    let Some(spec) = obj.pointer("/spec/template/spec") else {
+        causes.push(Cause::required("spec.template.spec.containers"));
+        return;
+    };
+    validate_pod_spec(spec, "spec.template.spec", causes);
+    match spec.get("restartPolicy").and_then(Value::as_str) {
+        None => causes.push(Cause {
+            field: "spec.template.spec.restartPolicy".into(),
+            reason: "FieldValueRequired",
+            message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
+        }),
+        Some(rp) if rp != "OnFailure" && rp != "Never" => causes.push(Cause::unsupported(
+            "spec.template.spec.restartPolicy",
+            rp,
+            &["OnFailure", "Never"],
+        )),
+        _ => {}
+    }
+}
+
+fn image_pull_policy(image: &str) -> &'static str {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        "IfNotPresent"
+    } else if !last.contains(':') || last.ends_with(":latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
+}
+
+fn default_container(c: &mut Value) {
+    let Some(m) = c.as_object_mut() else { return };
+    m.entry("terminationMessagePath")
+        .or_insert(json!("/dev/termination-log"));
+    m.entry("terminationMessagePolicy").or_insert(json!("File"));
+    let image = m
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    m.entry("imagePullPolicy")
+        .or_insert(json!(image_pull_policy(&image)));
+    let res = m.entry("resources").or_insert(json!({}));
+    // Limits without requests default the requests.
+    if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned()
+        && let Some(r) = res.as_object_mut()
+        && let Some(reqs) = r.entry("requests").or_insert(json!({})).as_object_mut()
+    {
+        for (k, v) in limits {
+            reqs.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// Fills a PodSpec's defaults (shared by Pods and Job templates).
+pub fn default_pod_spec(spec: &mut Value) {
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
+    m.entry("restartPolicy").or_insert(json!("Always"));
+    m.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    m.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    m.entry("securityContext").or_insert(json!({}));
+    m.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    let sa = m
+        .get("serviceAccountName")
+        .or(m.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    m.insert("serviceAccountName".into(), json!(sa));
+    m.insert("serviceAccount".into(), json!(sa));
+    m.entry("enableServiceLinks").or_insert(json!(true));
+    m.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
+    m.entry("priority").or_insert(json!(0));
+    m.entry("tolerations").or_insert(json!([
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    ]));
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = m.get_mut(list).and_then(Value::as_array_mut) {
+            cs.iter_mut().for_each(default_container);
+        }
+    }
+    if let Some(vs) = m.get_mut("volumes").and_then(Value::as_array_mut) {
+        for v in vs {
+            for (kind, mode) in [("configMap", 420), ("secret", 420)] {
+                if let Some(src) = v.get_mut(kind).and_then(Value::as_object_mut) {
+                    src.entry("defaultMode").or_insert(json!(mode));
+                }
+            }
+        }
+    }
+}
+
+/// The QoS class of a (defaulted) PodSpec.
+fn qos_class(spec: &Value) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in arr(spec, "containers")
+        .iter()
+        .chain(arr(spec, "initContainers"))
+    {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        if req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty()) {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = lim.and_then(|l| l.get(r));
+            if l.is_none() || req.and_then(|q| q.get(r)) != l {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        _ => "Burstable",
+    }
+}
+
+fn default_pod(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec") {
+        default_pod_spec(spec);
+    }
+    let qos = obj.get("spec").map(qos_class).unwrap_or("BestEffort");
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+fn default_job(obj: &mut Value) {
+    let uid = meta::new_uid();
+    let name = meta::name(obj).to_string();
+    meta::metadata_mut(obj).insert("uid".into(), json!(uid));
+    let labels = json!({
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    });
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("backoffLimit").or_insert(json!(6));
+    spec.entry("completions").or_insert(json!(1));
+    spec.entry("parallelism").or_insert(json!(1));
+    spec.entry("completionMode").or_insert(json!("NonIndexed"));
+    spec.entry("suspend").or_insert(json!(false));
+    spec.entry("manualSelector").or_insert(json!(false));
+    spec.entry("podReplacementPolicy")
+        .or_insert(json!("TerminatingOrFailed"));
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let tmpl = spec.entry("template").or_insert(json!({}));
+    let tm = meta::metadata_mut(tmpl);
+    let tl = tm.entry("labels").or_insert(json!({}));
+    if let (Some(tl), Some(add)) = (tl.as_object_mut(), labels.as_object()) {
+        for (k, v) in add {
+            tl.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(ps) = tmpl.get_mut("spec") {
+        default_pod_spec(ps);
+    }
+    obj["status"] = json!({});
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::resources;
+
+    fn pods() -> &'static Resource {
+        resources::by_id("pods")
+    }
+
+    #[test]
+    fn bad_pod_name_is_refused_like_the_api_server() {
+        let mut p = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "alpine"}]}});
+        let e = admit_create(pods(), &mut p).expect_err("invalid");
+        assert_eq!(e.code, 422);
+        assert!(e.message.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of"), "{}", e.message);
+    }
+
+    #[test]
+    fn container_errors_name_their_fields() {
+        let mut p = json!({"metadata": {"name": "p"}, "spec": {
+        "containers": [
+            {"name": "c", "image": "", "env": [{"name": "1X", "value": "v"}], "volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
+            {"name": "c", "image": "i", "resources": {"requests": {"cpu": "abc"}}}
+        ]}});
+        let e = admit_create(pods(), &mut p).expect_err("invalid");
+        for f in [
+            "spec.containers[0].image: Required value",
+            "spec.containers[0].env[0].name: Invalid value: \"1X\"",
+            "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
+            "spec.containers[1].name: Duplicate value: \"c\"",
+            "spec.containers[1].resources.requests[cpu]: Invalid value: \"abc\"",
+        ] {
+            assert!(e.message.contains(f), "missing {f} in {}", e.message);
+        }
+    }
+
+    #[test]
+    fn pods_get_defaults_and_pending_status() {
+        let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "alpine:3.19", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        admit_create(pods(), &mut p).expect("valid");
+        assert_eq!(p["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            p["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "1"
+        );
+        assert_eq!(p["status"]["phase"], "Pending");
+        assert_eq!(p["status"]["qosClass"], "Guaranteed");
+    }
+
+    #[test]
+    fn job_templates_need_a_run_to_completion_restart_policy() {
+        let mut j = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let e = admit_create(resources::by_id("jobs.batch"), &mut j).expect_err("invalid");
+        assert!(
+            e.message
+                .contains("spec.template.spec.restartPolicy: Required value"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn pod_spec_changes_are_forbidden_on_update() {
+        let old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}});
+        let mut new = json!({"metadata": {"name": "p", "labels": {"x": "y"}}, "spec": {"containers": [{"name": "c", "image": "b"}]}});
+        admit_update(pods(), &old, &mut new).expect("image change allowed");
+        let mut new = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "d", "image": "a"}]}});
+        assert_eq!(
+            admit_update(pods(), &old, &mut new)
+                .expect_err("forbidden")
+                .code,
+            422
+        );
+    }
+}

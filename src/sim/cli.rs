@@ -1,0 +1,67 @@
+//! `arc-hook sim serve`: runs the simulator until interrupted, with a kubeconfig for clients.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{SimConfig, Simulator, arc_chart_default_role};
+
+/// Options of `arc-hook sim serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1 to serve the Kubernetes API on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Where to write the kubeconfig pointing at the simulator.
+    #[arg(long, default_value = "arc-hook-sim.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Delay between a pod's scheduling and its containers starting.
+    #[arg(long, default_value_t = 200)]
+    pub start_delay_ms: u64,
+    /// Image reference that fails to pull (ErrImagePull, then ImagePullBackOff); repeatable.
+    #[arg(long = "unpullable", value_name = "IMAGE")]
+    pub unpullable: Vec<String>,
+    /// Enforce the actions-runner-controller chart's runner Role instead of allowing everything.
+    #[arg(long)]
+    pub default_role: bool,
+    /// Default namespace (written into the kubeconfig).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Keep pod sandboxes here instead of a temporary directory removed on exit.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Serves until SIGINT or SIGTERM, then kills pod processes and removes temporary state.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = SimConfig {
+        namespace: args.namespace.clone(),
+        start_delay: Duration::from_millis(args.start_delay_ms),
+        unpullable_images: args.unpullable.clone(),
+        rbac: args.default_role.then(arc_chart_default_role),
+        state_dir: args.state_dir.clone(),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start_on(cfg, args.port)
+        .await
+        .context("cannot start the Kubernetes simulator")?;
+    sim.write_kubeconfig(&args.kubeconfig).with_context(|| {
+        format!(
+            "cannot write the kubeconfig to {}",
+            args.kubeconfig.display()
+        )
+    })?;
+    let path = std::fs::canonicalize(&args.kubeconfig).unwrap_or_else(|_| args.kubeconfig.clone());
+    println!("export KUBECONFIG={}", path.display());
+    eprintln!("arc-hook simulator serving {} (Ctrl-C to stop)", sim.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping the simulator");
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! `pods/exec` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): channels 0-4, the final
+//! Status on the error channel, and v5's close-stdin signal.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::api::Query;
+use super::kubelet::{self, ExecTarget, Isolation, ProcessSpec};
+use super::logs::pick_container;
+use super::status::ApiError;
+use super::store::Key;
+use super::{SimState, rbac};
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const CLOSE: u8 = 255;
+/// After the process exits, how long output may keep draining (from escaped background children).
+const DRAIN: Duration = Duration::from_secs(2);
+
+struct Request {
+    key: Key,
+    container: String,
+    command: Vec<String>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+fn check(
+    sim: &SimState,
+    ns: &str,
+    name: &str,
+    method: &Method,
+    q: &Query,
+) -> Result<Request, ApiError> {
+    let verbs: &[&str] = if *method == Method::GET {
+        &["get", "create"]
+    } else {
+        &["create"]
+    };
+    for verb in verbs {
+        let attrs = rbac::Attributes {
+            verb,
+            group: "",
+            resource: "pods",
+            subresource: Some("exec"),
+            namespace: Some(ns),
+            name: Some(name),
+        };
+        rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs)?;
+    }
+    let key = Key::new("pods", ns, name);
+    let pod = sim
+        .store
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found("pods", "", name))?;
+    let container = pick_container(&pod, q.get("container"))?;
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let command = q.all("command");
+    if command.is_empty() {
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
+    }
+    if q.flag("tty") {
+        return Err(ApiError::bad_request(
+            "tty is not supported by the arc-hook simulator",
+        ));
+    }
+    Ok(Request {
+        key,
+        container,
+        command,
+        stdin: q.flag("stdin"),
+        stdout: q.flag("stdout"),
+        stderr: q.flag("stderr"),
+    })
+}
+
+pub async fn handler(
+    State(sim): State<Arc<SimState>>,
+    Path((ns, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let q = Query::parse(&uri);
+    let req = match check(&sim, &ns, &name, &method, &q) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let ExecTarget::Ready { rt, namespaces } = kubelet::exec_target(&sim, &req.key, &req.container)
+    else {
+        return ApiError::bad_request(format!("container not found (\"{}\")", req.container))
+            .into_response();
+    };
+    let Ok(ws) = ws else {
+        return ApiError::bad_request("Upgrade request required: the arc-hook simulator serves exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only").into_response();
+    };
+    let ws = ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]);
+    let Some(protocol) = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .map(str::to_string)
+    else {
+        return ApiError::bad_request("none of the requested subprotocols is supported; use v5.channel.k8s.io or v4.channel.k8s.io").into_response();
+    };
+    let spec = ProcessSpec {
+        argv: req.command.clone(),
+        env: rt.env.clone(),
+        working_dir: rt.working_dir.clone(),
+    };
+    let join = match (namespaces, rt.pid) {
+        (true, Some(pid)) => Some(pid),
+        _ => None,
+    };
+    ws.on_upgrade(move |socket| async move {
+        let v5 = protocol.starts_with("v5");
+        run(sim, socket, req, spec, join, v5).await;
+    })
+}
+
+fn status_success() -> Value {
+    json!({"metadata": {}, "status": "Success"})
+}
+
+fn status_exit(command: &[String], code: i64) -> Value {
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+/// A close frame with code 1000: client-go treats a close without a code as an error.
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }))
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+/// Output from the process to the socket writer.
+enum Out {
+    Data(u8, Vec<u8>),
+}
+
+async fn run(
+    sim: Arc<SimState>,
+    socket: WebSocket,
+    req: Request,
+    spec: ProcessSpec,
+    join: Option<i32>,
+    v5: bool,
+) {
+    let (mut sink, mut source) = socket.split();
+    let iso = match join {
+        Some(pid) => Isolation::Join { container_pid: pid },
+        None => Isolation::None,
+    };
+    let stdin_cfg = if req.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let out_cfg = if req.stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let err_cfg = if req.stderr {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = match kubelet::process_spawn(&spec, iso, stdin_cfg, out_cfg, err_cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            let program = spec.argv.first().cloned().unwrap_or_default();
+            let (code, what) = match e.kind() {
+                std::io::ErrorKind::NotFound => (
+                    127,
+                    format!("exec: \"{program}\": executable file not found in $PATH"),
+                ),
+                std::io::ErrorKind::PermissionDenied => {
+                    (126, format!("exec: \"{program}\": permission denied"))
+                }
+                _ => (126, e.to_string()),
+            };
+            let message = format!(
+                "OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown"
+            );
+            if req.stderr {
+                let _ = sink
+                    .send(frame(STDERR, format!("{message}\r\n").as_bytes()))
+                    .await;
+            }
+            let mut status = status_exit(&spec.argv, code);
+            status["message"] = json!(message);
+            let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+            let _ = sink.send(normal_close()).await;
+            return;
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    kubelet::track_exec(&sim, &req.key, pgid, true);
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
+    let pumps: Vec<tokio::task::JoinHandle<()>> = [
+        (
+            STDOUT,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ),
+        (
+            STDERR,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(ch, s)| s.map(|s| (ch, s)))
+    .map(|(ch, mut s)| {
+        let tx = out_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(Out::Data(ch, buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    })
+    .collect();
+    drop(out_tx);
+
+    // Client -> process: stdin frames, v5 close signal; a closed socket kills the process.
+    let mut stdin = child.stdin.take();
+    let (gone_tx, mut gone_rx) = mpsc::channel::<()>(1);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = source.next().await {
+            let Ok(msg) = msg else { break };
+            let data = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match data.first() {
+                Some(&STDIN) => {
+                    if let Some(s) = stdin.as_mut()
+                        && s.write_all(&data[1..]).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
+                    if let Some(mut s) = stdin.take() {
+                        let _ = s.shutdown().await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(stdin);
+        let _ = gone_tx.send(()).await;
+    });
+
+    let drop_after = sim.faults.exec_drop_after_bytes();
+    let mut sent = 0usize;
+    let mut exit: Option<i64> = None;
+    let mut outputs_done = false;
+    let mut client_gone = false;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            out = out_rx.recv(), if !outputs_done => match out {
+                Some(Out::Data(ch, data)) => {
+                    if sink.send(frame(ch, &data)).await.is_err() {
+                        client_gone = true;
+                        kubelet::signal_group(pgid, Signal::SIGKILL);
+                        continue;
+                    }
+                    sent += data.len();
+                    if drop_after.is_some_and(|n| sent >= n) {
+                        tracing::debug!(sent, "injected fault: dropping exec stream");
+                        kubelet::signal_group(pgid, Signal::SIGKILL);
+                        kubelet::track_exec(&sim, &req.key, pgid, false);
+                        reader.abort();
+                        // Dropping the socket closes the connection without a close frame or status.
+                        drop(sink);
+                        pumps.iter().for_each(|p| p.abort());
+                        let _ = child.wait().await;
+                        return;
+                    }
+                }
+                None => {
+                    outputs_done = true;
+                    if exit.is_some() {
+                        break;
+                    }
+                }
+            },
+            status = child.wait(), if exit.is_none() => {
+                exit = Some(status.map(kubelet::exit_code).unwrap_or(128));
+                // Leftover background processes of the exec session die with it.
+                kubelet::signal_group(pgid, Signal::SIGKILL);
+                if outputs_done || client_gone {
+                    break;
+                }
+                drain_deadline = Some(tokio::time::Instant::now() + DRAIN);
+            },
+            _ = gone_rx.recv(), if !client_gone => {
+                // The client went away: nobody will read the result.
+                client_gone = true;
+                kubelet::signal_group(pgid, Signal::SIGKILL);
+                if exit.is_some() {
+                    break;
+                }
+            },
+            _ = sleep_until(drain_deadline) => break,
+        }
+    }
+    kubelet::track_exec(&sim, &req.key, pgid, false);
+    for p in pumps {
+        p.abort();
+    }
+    let code = match exit {
+        Some(c) => c,
+        None => child.wait().await.map(kubelet::exit_code).unwrap_or(128),
+    };
+    if !client_gone {
+        let status = if code == 0 {
+            status_success()
+        } else {
+            status_exit(&req.command, code)
+        };
+        let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+        let _ = sink.send(normal_close()).await;
+    }
+    reader.abort();
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,174 @@
+//! Fault injection: failing or slow API calls, dropped exec streams and watches cut short.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::SimState;
+use super::status::ApiError;
+
+/// Fault knobs. The default injects nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Fraction (0..=1) of resource API calls answered with `error_status` instead of being served.
+    pub error_rate: f64,
+    /// 500 (InternalError) or 429 (TooManyRequests, with `Retry-After: 1`).
+    pub error_status: u16,
+    /// Delay added before serving every resource API call.
+    pub latency: Duration,
+    /// Exec streams are cut (socket closed without a status) once this many output bytes were sent.
+    pub exec_drop_after_bytes: Option<usize>,
+    /// Watches end (cleanly, as on a server timeout) after this many events.
+    pub watch_close_after_events: Option<usize>,
+    /// Seed of the random generator deciding which calls fail, so a test's failures repeat.
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            error_rate: 0.0,
+            error_status: 500,
+            latency: Duration::ZERO,
+            exec_drop_after_bytes: None,
+            watch_close_after_events: None,
+            seed: 0x5eed,
+        }
+    }
+}
+
+struct FaultState {
+    faults: Faults,
+    rng: StdRng,
+}
+
+/// Shared, runtime-changeable fault knobs.
+#[derive(Clone)]
+pub struct FaultHandle(Arc<Mutex<FaultState>>);
+
+impl FaultHandle {
+    pub(crate) fn new(faults: Faults) -> FaultHandle {
+        let rng = StdRng::seed_from_u64(faults.seed);
+        FaultHandle(Arc::new(Mutex::new(FaultState { faults, rng })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        // A panic while holding this lock cannot leave the knobs half-written; keep going.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current knobs.
+    pub fn get(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Replaces all knobs (and reseeds the generator from `faults.seed`).
+    pub fn set(&self, faults: Faults) {
+        let mut s = self.lock();
+        s.rng = StdRng::seed_from_u64(faults.seed);
+        s.faults = faults;
+    }
+
+    /// Changes some knobs in place: `sim.faults().update(|f| f.error_rate = 0.5)`.
+    pub fn update(&self, change: impl FnOnce(&mut Faults)) {
+        let mut s = self.lock();
+        let old_seed = s.faults.seed;
+        change(&mut s.faults);
+        if s.faults.seed != old_seed {
+            s.rng = StdRng::seed_from_u64(s.faults.seed);
+        }
+    }
+
+    /// Removes every fault.
+    pub fn clear(&self) {
+        self.set(Faults::default());
+    }
+
+    /// Decides, for one call, the added latency and whether it fails.
+    fn roll(&self) -> (Duration, Option<u16>) {
+        let mut s = self.lock();
+        let latency = s.faults.latency;
+        let rate = s.faults.error_rate.clamp(0.0, 1.0);
+        let fail = rate > 0.0 && s.rng.random::<f64>() < rate;
+        (latency, fail.then_some(s.faults.error_status))
+    }
+
+    pub(crate) fn exec_drop_after_bytes(&self) -> Option<usize> {
+        self.lock().faults.exec_drop_after_bytes
+    }
+
+    pub(crate) fn watch_close_after_events(&self) -> Option<usize> {
+        self.lock().faults.watch_close_after_events
+    }
+}
+
+/// Whether faults apply to this path: resource calls do, discovery and `/version` do not, so clients
+/// can still find the API while it misbehaves.
+fn is_resource_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.first() {
+        Some(&"api") => segs.len() >= 3,
+        Some(&"apis") => segs.len() >= 4,
+        _ => false,
+    }
+}
+
+/// Axum middleware applying latency and injected errors.
+pub(crate) async fn middleware(
+    State(sim): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !is_resource_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (latency, fail) = sim.faults.roll();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fail {
+        Some(429) => {
+            let mut resp = ApiError::too_many_requests().into_response();
+            resp.headers_mut()
+                .insert("Retry-After", http::HeaderValue::from_static("1"));
+            resp
+        }
+        Some(code) => ApiError::internal(code, "injected fault: the simulator failed this call")
+            .into_response(),
+        None => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_failures_repeat() {
+        let f = Faults {
+            error_rate: 0.5,
+            ..Faults::default()
+        };
+        let a = FaultHandle::new(f.clone());
+        let b = FaultHandle::new(f);
+        let ra: Vec<_> = (0..32).map(|_| a.roll().1).collect();
+        let rb: Vec<_> = (0..32).map(|_| b.roll().1).collect();
+        assert_eq!(ra, rb);
+        assert!(ra.iter().any(|x| x.is_some()) && ra.iter().any(|x| x.is_none()));
+    }
+
+    #[test]
+    fn discovery_is_exempt() {
+        assert!(!is_resource_path("/version"));
+        assert!(!is_resource_path("/api"));
+        assert!(!is_resource_path("/api/v1"));
+        assert!(!is_resource_path("/apis/batch/v1"));
+        assert!(is_resource_path("/api/v1/namespaces/default/pods"));
+        assert!(is_resource_path("/apis/batch/v1/jobs"));
+    }
+}

@@ -1,0 +1,238 @@
+//! The kubelet: one worker task per pod runs it through scheduling, image pulls, its sandbox and
+//! containers, and tears it down on deletion, eviction or shutdown.
+
+pub mod ephemeral;
+mod process;
+mod scheduling;
+mod volumes;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::logs::LogBuffer;
+use super::store::Key;
+use super::{SimState, meta};
+
+pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use worker::exit_code;
+
+/// How long shutdown waits for pod workers to clean up.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+
+/// Orders a pod worker receives.
+pub(crate) enum Command {
+    Delete { grace: i64 },
+    Evict(oneshot::Sender<()>),
+    EphemeralChanged,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What exec needs to know about a running container.
+#[derive(Debug, Clone)]
+pub struct ContainerRt {
+    /// Main process id while running.
+    pub pid: Option<i32>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+    pub logs: Arc<LogBuffer>,
+}
+
+#[derive(Default)]
+pub struct Runtime {
+    pub containers: HashMap<String, ContainerRt>,
+    /// Process groups of exec'd processes, killed with the pod.
+    pub exec_pgids: HashSet<i32>,
+}
+
+pub(crate) struct PodHandle {
+    pub uid: String,
+    tx: mpsc::UnboundedSender<Command>,
+    pub rt: Mutex<Runtime>,
+}
+
+impl PodHandle {
+    pub fn rt(&self) -> MutexGuard<'_, Runtime> {
+        self.rt.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) struct Kubelet {
+    state_dir: PathBuf,
+    namespaces: bool,
+    pods: Mutex<HashMap<Key, Arc<PodHandle>>>,
+}
+
+impl Kubelet {
+    pub fn new(state_dir: PathBuf) -> Kubelet {
+        let namespaces = process::namespaces_available();
+        if !namespaces {
+            tracing::warn!(
+                "the simulator runs without mount and network namespaces (needs root): pods see host paths, \
+                 not their volumes at their mount paths, and share the host network"
+            );
+        }
+        Kubelet {
+            state_dir,
+            namespaces,
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Whether pods get private mount and network namespaces.
+    pub fn namespaces(&self) -> bool {
+        self.namespaces
+    }
+
+    fn pods(&self) -> MutexGuard<'_, HashMap<Key, Arc<PodHandle>>> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn handle(&self, key: &Key) -> Option<Arc<PodHandle>> {
+        self.pods().get(key).cloned()
+    }
+
+    fn forget(&self, key: &Key, uid: &str) {
+        let mut pods = self.pods();
+        if pods.get(key).is_some_and(|h| h.uid == uid) {
+            pods.remove(key);
+        }
+    }
+
+    /// The log of a container that has started at least once.
+    pub fn log_buffer(&self, key: &Key, container: &str) -> Option<Arc<LogBuffer>> {
+        self.handle(key)?
+            .rt()
+            .containers
+            .get(container)
+            .map(|c| c.logs.clone())
+    }
+
+    /// Stops every pod worker: processes killed, sandboxes removed.
+    pub async fn shutdown(&self) {
+        let handles: Vec<Arc<PodHandle>> = self.pods().values().cloned().collect();
+        let mut acks = Vec::new();
+        for h in handles {
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(Command::Shutdown(tx)).is_ok() {
+                acks.push(rx);
+            }
+        }
+        let all = futures::future::join_all(acks);
+        if tokio::time::timeout(SHUTDOWN_WAIT, all).await.is_err() {
+            tracing::warn!("some pod workers did not stop within {SHUTDOWN_WAIT:?}");
+        }
+    }
+}
+
+/// Starts the worker of a newly created pod.
+pub(crate) fn pod_created(sim: Arc<SimState>, pod: &Value) {
+    let key = Key::new("pods", meta::namespace(pod), meta::name(pod));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = Arc::new(PodHandle {
+        uid: meta::uid(pod).to_string(),
+        tx,
+        rt: Mutex::new(Runtime::default()),
+    });
+    sim.kubelet.pods().insert(key, handle.clone());
+    tokio::spawn(worker::run(sim, pod.clone(), handle, rx));
+}
+
+/// Deletes a pod gracefully: marks it, then its worker kills processes and removes it.
+/// Returns the pod as the DELETE response shows it.
+pub(crate) async fn delete_pod(
+    sim: &Arc<SimState>,
+    key: &Key,
+    grace: Option<i64>,
+) -> Option<Value> {
+    let pod = sim.store.get(key)?;
+    let grace = grace
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0);
+    let handle = sim.kubelet.handle(key).filter(|h| h.uid == meta::uid(&pod));
+    let Some(handle) = handle else {
+        return sim.store.delete(key);
+    };
+    let marked = sim.store.update::<()>(key, None, |p| {
+        let m = meta::metadata_mut(p);
+        if !m.contains_key("deletionTimestamp") {
+            m.insert("deletionTimestamp".into(), json!(meta::in_seconds(grace)));
+        }
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        Ok(())
+    });
+    if handle.tx.send(Command::Delete { grace }).is_err() {
+        return sim.store.delete(key);
+    }
+    match marked {
+        Ok(Ok(p)) => Some(p),
+        _ => Some(pod),
+    }
+}
+
+/// Evicts a running pod; returns false when there is no such pod.
+pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
+    let key = Key::new("pods", ns, name);
+    let Some(handle) = sim.kubelet.handle(&key) else {
+        return false;
+    };
+    let (tx, rx) = oneshot::channel();
+    if handle.tx.send(Command::Evict(tx)).is_err() {
+        return false;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+    true
+}
+
+/// Tells a pod's worker that its ephemeral containers changed.
+pub(crate) fn ephemeral_changed(sim: &Arc<SimState>, pod: &Value) {
+    let key = Key::new("pods", meta::namespace(pod), meta::name(pod));
+    if let Some(h) = sim.kubelet.handle(&key) {
+        let _ = h.tx.send(Command::EphemeralChanged);
+    }
+}
+
+/// Where an exec'd process runs, or why it cannot.
+pub(crate) enum ExecTarget {
+    Ready { rt: ContainerRt, namespaces: bool },
+    NotRunning,
+}
+
+pub(crate) fn exec_target(sim: &SimState, key: &Key, container: &str) -> ExecTarget {
+    let Some(h) = sim.kubelet.handle(key) else {
+        return ExecTarget::NotRunning;
+    };
+    let rt = h.rt();
+    match rt.containers.get(container) {
+        Some(c) if c.pid.is_some() => ExecTarget::Ready {
+            rt: c.clone(),
+            namespaces: sim.kubelet.namespaces,
+        },
+        _ => ExecTarget::NotRunning,
+    }
+}
+
+/// Remembers (or forgets) an exec'd process group so deleting the pod kills it.
+pub(crate) fn track_exec(sim: &SimState, key: &Key, pgid: i32, running: bool) {
+    if let Some(h) = sim.kubelet.handle(key) {
+        let mut rt = h.rt();
+        if running {
+            rt.exec_pgids.insert(pgid);
+        } else {
+            rt.exec_pgids.remove(&pgid);
+        }
+    }
+}

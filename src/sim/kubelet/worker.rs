@@ -1,0 +1,1173 @@
+//! One pod's life: scheduling, start delay, image pulls, sandbox, init and app containers,
+//! restarts, status publication, eviction and teardown.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::process::{self, Isolation, ProcessSpec};
+use super::{Command, ContainerRt, PodHandle, scheduling, volumes};
+use crate::sim::events::{self, Source};
+use crate::sim::logs::LogBuffer;
+use crate::sim::store::Key;
+use crate::sim::{NODE_NAME, SimState, admission, api, meta, resources};
+
+/// After the main process exits, how long its output pipes may stay open (escaped children).
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+/// After SIGKILL, how long to wait for processes to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// The message of an eviction, as the kubelet words it.
+pub const EVICTION_MESSAGE: &str = "The node was low on resource: memory.";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Init,
+    App,
+    Ephemeral,
+}
+
+impl Kind {
+    fn spec_list(self) -> &'static str {
+        match self {
+            Kind::Init => "initContainers",
+            Kind::App => "containers",
+            Kind::Ephemeral => "ephemeralContainers",
+        }
+    }
+}
+
+struct Container {
+    name: String,
+    kind: Kind,
+    spec: Value,
+    state: Value,
+    last_state: Value,
+    ready: bool,
+    started: bool,
+    restart_count: i64,
+    container_id: Option<String>,
+    pid: Option<i32>,
+    restart_at: Option<Instant>,
+    pulled: bool,
+}
+
+impl Container {
+    fn new(kind: Kind, spec: &Value, waiting: &str) -> Container {
+        Container {
+            name: spec
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            kind,
+            spec: spec.clone(),
+            state: json!({"waiting": {"reason": waiting}}),
+            last_state: json!({}),
+            ready: false,
+            started: false,
+            restart_count: 0,
+            container_id: None,
+            pid: None,
+            restart_at: None,
+            pulled: false,
+        }
+    }
+
+    fn image(&self) -> &str {
+        self.spec.get("image").and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn field_path(&self) -> String {
+        format!("spec.{}{{{}}}", self.kind.spec_list(), self.name)
+    }
+
+    fn terminated(&self) -> Option<i64> {
+        self.state
+            .pointer("/terminated/exitCode")
+            .and_then(Value::as_i64)
+    }
+
+    fn status_json(&self) -> Value {
+        let mut s = json!({
+            "name": self.name,
+            "state": self.state,
+            "lastState": self.last_state,
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "image": self.image(),
+            "imageID": if self.pulled { image_id(self.image()) } else { String::new() },
+            "started": self.started,
+        });
+        if let Some(id) = &self.container_id {
+            s["containerID"] = json!(id);
+        }
+        if self.kind == Kind::Ephemeral {
+            s.as_object_mut().map(|m| m.remove("restartCount"));
+        }
+        s
+    }
+}
+
+fn hex64(seed: &str) -> String {
+    (0..4)
+        .map(|i| {
+            let mut h = DefaultHasher::new();
+            (seed, i).hash(&mut h);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
+fn image_id(image: &str) -> String {
+    format!(
+        "{}@sha256:{}",
+        volumes::image_repository(image),
+        hex64(image)
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    Unschedulable,
+    Delaying,
+    PullFailed,
+    Starting,
+    Running,
+    Done,
+}
+
+struct Exit {
+    name: String,
+    pid: i32,
+    code: i64,
+}
+
+struct Worker {
+    sim: Arc<SimState>,
+    key: Key,
+    uid: String,
+    pod: Value,
+    handle: Arc<PodHandle>,
+    containers: Vec<Container>,
+    conditions: HashMap<&'static str, (bool, String, String, String)>,
+    phase: &'static str,
+    reason: Option<(String, String)>,
+    stage: Stage,
+    timer: Option<Instant>,
+    exits: mpsc::UnboundedSender<Exit>,
+    pause: Option<tokio::process::Child>,
+    sandbox: PathBuf,
+    volumes: HashMap<String, PathBuf>,
+    start_time: Option<String>,
+    pod_ip: Option<String>,
+    terminating: bool,
+}
+
+pub(super) async fn run(
+    sim: Arc<SimState>,
+    pod: Value,
+    handle: Arc<PodHandle>,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+) {
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let key = Key::new("pods", meta::namespace(&pod), meta::name(&pod));
+    let uid = meta::uid(&pod).to_string();
+    let sandbox = sim
+        .kubelet
+        .state_dir()
+        .join("pods")
+        .join(format!("{}_{}_{}", key.namespace, key.name, uid));
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let has_init = spec
+        .get("initContainers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let mut containers = Vec::new();
+    for (kind, waiting) in [
+        (Kind::Init, "PodInitializing"),
+        (
+            Kind::App,
+            if has_init {
+                "PodInitializing"
+            } else {
+                "ContainerCreating"
+            },
+        ),
+    ] {
+        for c in spec
+            .get(kind.spec_list())
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            containers.push(Container::new(kind, c, waiting));
+        }
+    }
+    let mut w = Worker {
+        sim: sim.clone(),
+        key: key.clone(),
+        uid: uid.clone(),
+        pod,
+        handle,
+        containers,
+        conditions: HashMap::new(),
+        phase: "Pending",
+        reason: None,
+        stage: Stage::Delaying,
+        timer: None,
+        exits: exits_tx,
+        pause: None,
+        sandbox,
+        volumes: HashMap::new(),
+        start_time: None,
+        pod_ip: None,
+        terminating: false,
+    };
+    tracing::debug!(ns = %key.namespace, name = %key.name, "pod worker started");
+    w.schedule();
+    loop {
+        let timer = w.next_timer();
+        tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                None => { w.teardown(0, &mut exits).await; break; }
+                Some(Command::Delete { grace }) => {
+                    w.teardown(grace, &mut exits).await;
+                    if sim.store.get(&key).is_some_and(|p| meta::uid(&p) == uid) {
+                        sim.store.delete(&key);
+                    }
+                    break;
+                }
+                Some(Command::Shutdown(ack)) => {
+                    w.teardown(0, &mut exits).await;
+                    let _ = ack.send(());
+                    break;
+                }
+                Some(Command::Evict(ack)) => {
+                    w.evict(&mut exits).await;
+                    let _ = ack.send(());
+                }
+                Some(Command::EphemeralChanged) => w.ephemeral_changed(),
+            },
+            Some(exit) = exits.recv() => w.on_exit(exit),
+            _ = sleep_until(timer) => w.on_timer(),
+        }
+    }
+    sim.kubelet.forget(&key, &uid);
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Worker {
+    fn next_timer(&self) -> Option<Instant> {
+        self.containers
+            .iter()
+            .filter_map(|c| c.restart_at)
+            .chain(self.timer)
+            .min()
+    }
+
+    fn event(
+        &self,
+        source: Source,
+        warning: bool,
+        reason: &str,
+        message: &str,
+        field_path: Option<&str>,
+    ) {
+        let mut involved = self
+            .sim
+            .store
+            .get(&self.key)
+            .unwrap_or_else(|| self.pod.clone());
+        involved["kind"] = json!("Pod");
+        involved["apiVersion"] = json!("v1");
+        events::record(
+            &self.sim.store,
+            &involved,
+            source,
+            warning,
+            reason,
+            message,
+            field_path,
+        );
+    }
+
+    fn set_condition(&mut self, kind: &'static str, ok: bool, reason: &str, message: &str) {
+        let entry = self.conditions.get(kind);
+        let time = match entry {
+            Some((was, _, _, t)) if *was == ok => t.clone(),
+            _ => meta::now(),
+        };
+        self.conditions
+            .insert(kind, (ok, reason.to_string(), message.to_string(), time));
+    }
+
+    fn refresh_conditions(&mut self) {
+        if !self.conditions.contains_key("PodScheduled") {
+            return;
+        }
+        let sandbox = self.pod_ip.is_some();
+        if self.conditions.contains_key("PodReadyToStartContainers") || sandbox {
+            let alive = sandbox && !matches!(self.stage, Stage::Done) || self.phase == "Running";
+            self.set_condition("PodReadyToStartContainers", alive, "", "");
+        }
+        let incomplete: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::Init && c.terminated() != Some(0))
+            .map(|c| c.name.clone())
+            .collect();
+        if incomplete.is_empty() {
+            self.set_condition("Initialized", true, "", "");
+        } else {
+            self.set_condition(
+                "Initialized",
+                false,
+                "ContainersNotInitialized",
+                &format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                ),
+            );
+        }
+        let unready: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::App && !c.ready)
+            .map(|c| c.name.clone())
+            .collect();
+        let done = matches!(self.phase, "Succeeded" | "Failed");
+        for kind in ["ContainersReady", "Ready"] {
+            if unready.is_empty() {
+                self.set_condition(kind, true, "", "");
+            } else if done {
+                self.set_condition(kind, false, "PodCompleted", "");
+            } else {
+                self.set_condition(
+                    kind,
+                    false,
+                    "ContainersNotReady",
+                    &format!("containers with unready status: [{}]", unready.join(" ")),
+                );
+            }
+        }
+    }
+
+    fn status_json(&mut self) -> Value {
+        self.refresh_conditions();
+        let order = [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+            "DisruptionTarget",
+        ];
+        let conditions: Vec<Value> = order
+            .iter()
+            .filter_map(|k| self.conditions.get(k).map(|c| (k, c)))
+            .map(|(k, (ok, reason, message, time))| {
+                let mut c = json!({"type": k, "status": if *ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": time});
+                if !reason.is_empty() {
+                    c["reason"] = json!(reason);
+                }
+                if !message.is_empty() {
+                    c["message"] = json!(message);
+                }
+                c
+            })
+            .collect();
+        let qos = self
+            .pod
+            .pointer("/status/qosClass")
+            .cloned()
+            .unwrap_or(json!("BestEffort"));
+        let mut s = json!({"phase": self.phase, "conditions": conditions, "qosClass": qos});
+        if self.conditions.get("PodScheduled").is_some_and(|c| c.0) {
+            s["hostIP"] = json!("127.0.0.1");
+            s["hostIPs"] = json!([{"ip": "127.0.0.1"}]);
+            s["startTime"] = json!(self.start_time);
+            let list = |kind: Kind| -> Vec<Value> {
+                self.containers
+                    .iter()
+                    .filter(|c| c.kind == kind)
+                    .map(Container::status_json)
+                    .collect()
+            };
+            let app = list(Kind::App);
+            let init = list(Kind::Init);
+            let eph = list(Kind::Ephemeral);
+            s["containerStatuses"] = json!(app);
+            if !init.is_empty() {
+                s["initContainerStatuses"] = json!(init);
+            }
+            if !eph.is_empty() {
+                s["ephemeralContainerStatuses"] = json!(eph);
+            }
+        }
+        if let Some(ip) = &self.pod_ip {
+            s["podIP"] = json!(ip);
+            s["podIPs"] = json!([{"ip": ip}]);
+        }
+        if let Some((reason, message)) = &self.reason {
+            s["reason"] = json!(reason);
+            s["message"] = json!(message);
+        }
+        s
+    }
+
+    fn publish(&mut self) {
+        let status = self.status_json();
+        let uid = self.uid.clone();
+        let _ = self.sim.store.update::<()>(&self.key, None, |p| {
+            if meta::uid(p) == uid {
+                p["status"] = status;
+            }
+            Ok(())
+        });
+    }
+
+    fn ensure_claims(&self) -> Option<String> {
+        let ns = self.key.namespace.clone();
+        let claims: Vec<String> = self
+            .pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                v.pointer("/persistentVolumeClaim/claimName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
+        for claim in claims {
+            let key = Key::new("persistentvolumeclaims", &ns, &claim);
+            if self.sim.store.get(&key).is_some() {
+                continue;
+            }
+            let Some(dir) = self.sim.cfg.pvc_dirs.get(&claim) else {
+                return Some(claim);
+            };
+            let mut pvc = json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": ns, "annotations": {"arc-hook.sim/host-dir": dir.display().to_string()}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "sim"},
+            });
+            if admission::admit_create(resources::by_id("persistentvolumeclaims"), &mut pvc).is_ok()
+            {
+                let _ = self.sim.store.create(key, pvc);
+            }
+        }
+        None
+    }
+
+    fn schedule(&mut self) {
+        let missing = self.ensure_claims();
+        let labels = api::node_labels().as_object().cloned().unwrap_or_default();
+        let preset = self
+            .pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        if let Some(node) = preset.as_deref().filter(|n| *n != NODE_NAME) {
+            // Bound to a node that does not exist: stays Pending, as on a real cluster.
+            tracing::debug!(node, "pod bound to an unknown node");
+            self.stage = Stage::Unschedulable;
+            return;
+        }
+        let fit = if preset.is_some() {
+            Ok(())
+        } else {
+            scheduling::fit(&self.pod, &labels, missing.as_deref())
+        };
+        match fit {
+            Err(message) => {
+                self.stage = Stage::Unschedulable;
+                self.set_condition("PodScheduled", false, "Unschedulable", &message);
+                self.publish();
+                self.event(Source::Scheduler, true, "FailedScheduling", &message, None);
+            }
+            Ok(()) => {
+                let _ = self.sim.store.update::<()>(&self.key, None, |p| {
+                    p["spec"]["nodeName"] = json!(NODE_NAME);
+                    Ok(())
+                });
+                self.pod["spec"]["nodeName"] = json!(NODE_NAME);
+                self.set_condition("PodScheduled", true, "", "");
+                self.start_time = Some(meta::now());
+                self.stage = Stage::Delaying;
+                self.timer = Some(Instant::now() + self.sim.cfg.start_delay);
+                self.publish();
+                let msg = format!(
+                    "Successfully assigned {}/{} to {NODE_NAME}",
+                    self.key.namespace, self.key.name
+                );
+                self.event(Source::Scheduler, false, "Scheduled", &msg, None);
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.timer.is_some_and(|t| t <= now) {
+            self.timer = None;
+            match self.stage {
+                Stage::Delaying => {
+                    self.make_sandbox();
+                    self.stage = Stage::Starting;
+                    self.start_next();
+                }
+                Stage::PullFailed => self.pull_back_off(),
+                _ => {}
+            }
+        }
+        let due: Vec<usize> = (0..self.containers.len())
+            .filter(|i| self.containers[*i].restart_at.is_some_and(|t| t <= now))
+            .collect();
+        for i in due {
+            self.containers[i].restart_at = None;
+            if !self.terminating {
+                self.start_container(i);
+            }
+        }
+        self.publish();
+    }
+
+    fn make_sandbox(&mut self) {
+        if let Err(e) = std::fs::create_dir_all(&self.sandbox) {
+            tracing::warn!(error = %e, dir = %self.sandbox.display(), "cannot create pod sandbox");
+        }
+        match volumes::prepare(
+            &self.sim.cfg,
+            &self.sim.store,
+            self.sim.kubelet.state_dir(),
+            &self.sandbox,
+            &self.pod,
+        ) {
+            Ok((dirs, missing)) => {
+                self.volumes = dirs;
+                for m in missing {
+                    self.event(
+                        Source::Kubelet,
+                        true,
+                        "FailedMount",
+                        &format!("MountVolume.SetUp failed: {m}"),
+                        None,
+                    );
+                }
+            }
+            Err(e) => self.event(
+                Source::Kubelet,
+                true,
+                "FailedMount",
+                &format!("MountVolume.SetUp failed: {e}"),
+                None,
+            ),
+        }
+        if self.sim.kubelet.namespaces() {
+            match process::spawn_pause() {
+                Ok(child) => self.pause = Some(child),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the pod network namespace; the pod shares the host network");
+                }
+            }
+        }
+        let mut h = DefaultHasher::new();
+        self.uid.hash(&mut h);
+        let n = h.finish();
+        self.pod_ip = Some(format!("10.244.{}.{}", (n >> 8) % 250, n % 250 + 2));
+    }
+
+    /// Starts the next init container, or all app containers once init is done.
+    fn start_next(&mut self) {
+        if self.terminating || self.stage == Stage::PullFailed {
+            return;
+        }
+        let next_init = self
+            .containers
+            .iter()
+            .position(|c| c.kind == Kind::Init && c.terminated() != Some(0));
+        match next_init {
+            Some(i)
+                if self.containers[i].pid.is_none() && self.containers[i].restart_at.is_none() =>
+            {
+                self.start_container(i)
+            }
+            Some(_) => {}
+            None => {
+                for c in self.containers.iter_mut().filter(|c| c.kind == Kind::App) {
+                    c.state = json!({"waiting": {"reason": "ContainerCreating"}});
+                }
+                let apps: Vec<usize> = (0..self.containers.len())
+                    .filter(|i| self.containers[*i].kind == Kind::App)
+                    .collect();
+                for i in apps {
+                    if self.stage == Stage::PullFailed {
+                        break;
+                    }
+                    self.start_container(i);
+                }
+                if self.stage != Stage::PullFailed && self.stage != Stage::Done {
+                    self.stage = Stage::Running;
+                    if self
+                        .containers
+                        .iter()
+                        .any(|c| c.kind == Kind::App && c.pid.is_some())
+                    {
+                        self.phase = "Running";
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn pull(&mut self, i: usize) -> bool {
+        let image = self.containers[i].image().to_string();
+        let fp = self.containers[i].field_path();
+        let policy = self.containers[i]
+            .spec
+            .get("imagePullPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("IfNotPresent")
+            .to_string();
+        if self.sim.cfg.unpullable_images.contains(&image) {
+            self.event(
+                Source::Kubelet,
+                false,
+                "Pulling",
+                &format!("Pulling image \"{image}\""),
+                Some(&fp),
+            );
+            let cause = format!(
+                "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
+            );
+            self.event(
+                Source::Kubelet,
+                true,
+                "Failed",
+                &format!("Failed to pull image \"{image}\": {cause}"),
+                Some(&fp),
+            );
+            self.event(
+                Source::Kubelet,
+                true,
+                "Failed",
+                "Error: ErrImagePull",
+                Some(&fp),
+            );
+            self.containers[i].state =
+                json!({"waiting": {"reason": "ErrImagePull", "message": cause}});
+            self.stage = Stage::PullFailed;
+            self.timer =
+                Some(Instant::now() + self.sim.cfg.start_delay.max(Duration::from_millis(500)));
+            return false;
+        }
+        if !self.containers[i].pulled {
+            if policy == "Always" {
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Pulling",
+                    &format!("Pulling image \"{image}\""),
+                    Some(&fp),
+                );
+                self.event(Source::Kubelet, false, "Pulled", &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 3623807 bytes."), Some(&fp));
+            } else {
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                    Some(&fp),
+                );
+            }
+            self.containers[i].pulled = true;
+        }
+        true
+    }
+
+    fn pull_back_off(&mut self) {
+        for i in 0..self.containers.len() {
+            if self.containers[i]
+                .state
+                .pointer("/waiting/reason")
+                .and_then(Value::as_str)
+                == Some("ErrImagePull")
+            {
+                let image = self.containers[i].image().to_string();
+                let fp = self.containers[i].field_path();
+                self.containers[i].state = json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}});
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "BackOff",
+                    &format!("Back-off pulling image \"{image}\""),
+                    Some(&fp),
+                );
+                self.event(
+                    Source::Kubelet,
+                    true,
+                    "Failed",
+                    "Error: ImagePullBackOff",
+                    Some(&fp),
+                );
+            }
+        }
+    }
+
+    fn argv(&self, spec: &Value, env: &[(String, String)]) -> Vec<String> {
+        let strings = |k: &str| -> Vec<String> {
+            spec.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| volumes::expand(s, env))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (command, args) = (strings("command"), strings("args"));
+        if !command.is_empty() {
+            return command.into_iter().chain(args).collect();
+        }
+        if !args.is_empty() {
+            return args;
+        }
+        let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
+        let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
+            self.sim
+                .cfg
+                .image_commands
+                .get(volumes::image_repository(image))
+        });
+        match configured {
+            Some(c) if !c.is_empty() => c.clone(),
+            _ => vec!["sleep".into(), "infinity".into()],
+        }
+    }
+
+    fn start_container(&mut self, i: usize) {
+        if !self.pull(i) {
+            return;
+        }
+        let latest = self
+            .sim
+            .store
+            .get(&self.key)
+            .unwrap_or_else(|| self.pod.clone());
+        let spec = self.containers[i].spec.clone();
+        let name = self.containers[i].name.clone();
+        let env = volumes::container_env(&self.sim.store, &latest, &spec);
+        let argv = self.argv(&spec, &env);
+        let working_dir = spec
+            .get("workingDir")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        let logs = LogBuffer::new();
+        let pspec = ProcessSpec {
+            argv,
+            env: env.clone(),
+            working_dir: working_dir.clone(),
+        };
+        let spawned =
+            volumes::container_mounts(&self.sim.cfg, &self.sandbox, &self.volumes, &spec, &env)
+                .and_then(|mounts| {
+                    let iso = if self.sim.kubelet.namespaces() {
+                        Isolation::Container {
+                            pause_pid: self.pause.as_ref().and_then(|p| p.id()).map(|p| p as i32),
+                            mounts: &mounts,
+                        }
+                    } else {
+                        Isolation::None
+                    };
+                    process::spawn(&pspec, iso, Stdio::null(), Stdio::piped(), Stdio::piped())
+                });
+        let container_id = format!(
+            "containerd://{}",
+            hex64(&format!(
+                "{}/{name}/{}",
+                self.uid, self.containers[i].restart_count
+            ))
+        );
+        let fp = self.containers[i].field_path();
+        let now = meta::now();
+        self.containers[i].container_id = Some(container_id.clone());
+        match spawned {
+            Ok(child) => {
+                let pid = child.id().map(|p| p as i32).unwrap_or(0);
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Created",
+                    &format!("Created container: {name}"),
+                    Some(&fp),
+                );
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Started",
+                    &format!("Started container {name}"),
+                    Some(&fp),
+                );
+                let c = &mut self.containers[i];
+                c.pid = Some(pid);
+                c.started = true;
+                c.ready = c.kind != Kind::Init;
+                c.state = json!({"running": {"startedAt": now}});
+                self.handle.rt().containers.insert(
+                    name.clone(),
+                    ContainerRt {
+                        pid: Some(pid),
+                        env,
+                        working_dir,
+                        logs: logs.clone(),
+                    },
+                );
+                monitor(child, name, pid, logs, self.exits.clone());
+            }
+            Err(e) => {
+                let what = match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "exec: \"{}\": executable file not found in $PATH",
+                        pspec.argv.first().map(String::as_str).unwrap_or("")
+                    ),
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "exec: \"{}\": permission denied",
+                        pspec.argv.first().map(String::as_str).unwrap_or("")
+                    ),
+                    _ => e.to_string(),
+                };
+                let message = format!(
+                    "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: {what}: unknown"
+                );
+                self.event(
+                    Source::Kubelet,
+                    true,
+                    "Failed",
+                    &format!("Error: {message}"),
+                    Some(&fp),
+                );
+                logs.close();
+                self.handle.rt().containers.insert(
+                    name.clone(),
+                    ContainerRt {
+                        pid: None,
+                        env,
+                        working_dir,
+                        logs,
+                    },
+                );
+                let c = &mut self.containers[i];
+                c.state = json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": message, "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now, "containerID": container_id}});
+                c.pid = None;
+                c.ready = false;
+                let _ = self.exits.send(Exit {
+                    name,
+                    pid: -1,
+                    code: 128,
+                });
+            }
+        }
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+    }
+
+    fn on_exit(&mut self, exit: Exit) {
+        let Some(i) = self
+            .containers
+            .iter()
+            .position(|c| c.name == exit.name && (c.pid == Some(exit.pid) || exit.pid == -1))
+        else {
+            return;
+        };
+        if exit.pid != -1 {
+            let started = self.containers[i]
+                .state
+                .pointer("/running/startedAt")
+                .cloned()
+                .unwrap_or(json!(meta::now()));
+            let reason = if exit.code == 0 { "Completed" } else { "Error" };
+            let cid = self.containers[i].container_id.clone();
+            let c = &mut self.containers[i];
+            c.state = json!({"terminated": {"exitCode": exit.code, "reason": reason, "startedAt": started, "finishedAt": meta::now(), "containerID": cid}});
+            c.pid = None;
+            c.ready = false;
+            if let Some(rt) = self.handle.rt().containers.get_mut(&exit.name) {
+                rt.pid = None;
+            }
+        }
+        if self.terminating || self.stage == Stage::Done {
+            self.publish();
+            return;
+        }
+        let kind = self.containers[i].kind;
+        let policy = self.restart_policy().to_string();
+        let restart = match policy.as_str() {
+            "Always" => kind != Kind::Init || exit.code != 0,
+            "OnFailure" => exit.code != 0,
+            _ => false,
+        } && kind != Kind::Ephemeral;
+        if restart {
+            let c = &mut self.containers[i];
+            c.restart_count += 1;
+            c.last_state = c.state.clone();
+            let backoff = Duration::from_secs(1 << c.restart_count.clamp(0, 5) as u32)
+                .min(Duration::from_secs(30));
+            let msg = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                backoff.as_secs(),
+                c.name,
+                self.key.name,
+                self.key.namespace,
+                self.uid
+            );
+            c.state = json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}});
+            c.restart_at = Some(Instant::now() + backoff);
+            let (name, fp) = (c.name.clone(), c.field_path());
+            let text = format!(
+                "Back-off restarting failed container {name} in pod {}_{}({})",
+                self.key.name, self.key.namespace, self.uid
+            );
+            self.event(Source::Kubelet, true, "BackOff", &text, Some(&fp));
+        } else {
+            match kind {
+                Kind::Init if exit.code == 0 => self.start_next(),
+                Kind::Init => self.finish("Failed"),
+                Kind::App => {
+                    let apps: Vec<&Container> = self
+                        .containers
+                        .iter()
+                        .filter(|c| c.kind == Kind::App)
+                        .collect();
+                    if apps
+                        .iter()
+                        .all(|c| c.terminated().is_some() && c.restart_at.is_none())
+                    {
+                        let ok = apps.iter().all(|c| c.terminated() == Some(0));
+                        self.finish(if ok { "Succeeded" } else { "Failed" });
+                    }
+                }
+                Kind::Ephemeral => {}
+            }
+        }
+        self.publish();
+    }
+
+    fn finish(&mut self, phase: &'static str) {
+        self.phase = phase;
+        self.stage = Stage::Done;
+        for c in self
+            .containers
+            .iter_mut()
+            .filter(|c| c.kind == Kind::App && c.terminated().is_none())
+        {
+            c.ready = false;
+        }
+        if let Some(mut pause) = self.pause.take() {
+            let _ = pause.start_kill();
+            tokio::spawn(async move {
+                let _ = pause.wait().await;
+            });
+        }
+    }
+
+    /// Signals every process of the pod, waits up to `grace` for the containers, then kills.
+    async fn kill_all(
+        &mut self,
+        grace: i64,
+        exits: &mut mpsc::UnboundedReceiver<Exit>,
+        announce: bool,
+    ) {
+        self.terminating = true;
+        let running: Vec<(String, i32, String)> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.pid.map(|p| (c.name.clone(), p, c.field_path())))
+            .collect();
+        let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
+        for (name, pid, fp) in &running {
+            if announce {
+                self.event(
+                    Source::Kubelet,
+                    false,
+                    "Killing",
+                    &format!("Stopping container {name}"),
+                    Some(fp),
+                );
+            }
+            let sig = if grace == 0 {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            process::signal_group(*pid, sig);
+        }
+        for pg in &exec_pgids {
+            process::signal_group(*pg, Signal::SIGTERM);
+        }
+        self.wait_exits(Duration::from_secs(grace.max(0) as u64), exits)
+            .await;
+        let left: Vec<i32> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.pid)
+            .chain(exec_pgids)
+            .collect();
+        for pid in left {
+            process::signal_group(pid, Signal::SIGKILL);
+        }
+        self.wait_exits(KILL_WAIT, exits).await;
+        if let Some(mut pause) = self.pause.take() {
+            let _ = pause.start_kill();
+            let _ = tokio::time::timeout(KILL_WAIT, pause.wait()).await;
+        }
+    }
+
+    /// Handles container exits until none runs or `limit` passes.
+    async fn wait_exits(&mut self, limit: Duration, exits: &mut mpsc::UnboundedReceiver<Exit>) {
+        let deadline = Instant::now() + limit;
+        while self.containers.iter().any(|c| c.pid.is_some()) {
+            match tokio::time::timeout_at(deadline, exits.recv()).await {
+                Ok(Some(exit)) => self.on_exit(exit),
+                _ => break,
+            }
+        }
+    }
+
+    async fn teardown(&mut self, grace: i64, exits: &mut mpsc::UnboundedReceiver<Exit>) {
+        self.kill_all(grace, exits, true).await;
+        if self.sandbox.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.sandbox)
+        {
+            tracing::warn!(error = %e, dir = %self.sandbox.display(), "cannot remove pod sandbox");
+        }
+    }
+
+    async fn evict(&mut self, exits: &mut mpsc::UnboundedReceiver<Exit>) {
+        let names: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::App)
+            .map(|c| c.name.clone())
+            .collect();
+        let message = EVICTION_MESSAGE.to_string();
+        self.event(Source::Kubelet, true, "Evicted", &format!("{message} Threshold quantity: 100Mi, available: 51200Ki. Container {} was using 2Gi, request is 0, has larger consumption of memory.", names.first().map(String::as_str).unwrap_or("")), None);
+        self.kill_all(0, exits, true).await;
+        self.terminating = false;
+        for c in self.containers.iter_mut() {
+            if c.terminated().is_none() && c.started {
+                let started = c
+                    .state
+                    .pointer("/running/startedAt")
+                    .cloned()
+                    .unwrap_or(json!(meta::now()));
+                c.state = json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown", "message": "The container could not be located when the pod was terminated", "startedAt": started, "finishedAt": meta::now()}});
+            }
+            c.ready = false;
+            c.restart_at = None;
+        }
+        self.timer = None;
+        self.set_condition("DisruptionTarget", true, "TerminationByKubelet", &message);
+        self.reason = Some(("Evicted".to_string(), message));
+        self.finish("Failed");
+        self.publish();
+    }
+
+    fn ephemeral_changed(&mut self) {
+        let Some(pod) = self.sim.store.get(&self.key) else {
+            return;
+        };
+        let specs = pod
+            .pointer("/spec/ephemeralContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for spec in specs {
+            let name = spec.get("name").and_then(Value::as_str).unwrap_or("");
+            if self.containers.iter().any(|c| c.name == name) {
+                continue;
+            }
+            self.containers
+                .push(Container::new(Kind::Ephemeral, &spec, "ContainerCreating"));
+            let i = self.containers.len() - 1;
+            if matches!(self.stage, Stage::Running) && !self.terminating {
+                self.start_container(i);
+            }
+        }
+        self.publish();
+    }
+}
+
+/// Copies a container's output into its log and reports its exit. Leftover processes in its
+/// process group die with the main process, as in a container's PID namespace.
+fn monitor(
+    mut child: tokio::process::Child,
+    name: String,
+    pid: i32,
+    logs: Arc<LogBuffer>,
+    exits: mpsc::UnboundedSender<Exit>,
+) {
+    let out = pump(child.stdout.take(), logs.clone());
+    let err = pump(child.stderr.take(), logs.clone());
+    tokio::spawn(async move {
+        let code = match child.wait().await {
+            Ok(status) => exit_code(status),
+            Err(_) => 128,
+        };
+        process::signal_group(pid, Signal::SIGKILL);
+        let _ = tokio::time::timeout(PIPE_DRAIN, futures::future::join(out, err)).await;
+        logs.close();
+        let _ = exits.send(Exit { name, pid, code });
+    });
+}
+
+fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    stream: Option<R>,
+    logs: Arc<LogBuffer>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(mut s) = stream else { return };
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => logs.append(&buf[..n]),
+            }
+        }
+    })
+}
+
+/// A process's exit code as a container runtime reports it (128 + signal when killed).
+pub fn exit_code(status: std::process::ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => i64::from(c),
+        (None, Some(sig)) => 128 + i64::from(sig),
+        _ => 128,
+    }
+}

@@ -1,0 +1,310 @@
+//! An embedded Kubernetes API server and kubelet for one machine: the hook's test double (see `README.md`).
+//!
+//! [`Simulator::start`] serves the Kubernetes REST API on `127.0.0.1` over plain HTTP; `kubectl` and
+//! kube-rs talk to it like to a cluster. Pods run as local processes in private mount (and network)
+//! namespaces so they see their volumes at the paths the pod spec names.
+
+mod admission;
+mod api;
+pub mod cli;
+mod events;
+mod exec;
+mod faults;
+mod jobs;
+mod kubelet;
+mod logs;
+mod meta;
+mod patch;
+mod quantity;
+mod rbac;
+mod resources;
+mod selectors;
+mod status;
+mod store;
+mod table;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use faults::{FaultHandle, Faults};
+
+/// Name of the simulator's only node.
+pub const NODE_NAME: &str = "sim-node-1";
+/// Kubernetes version the simulator reports on `/version`.
+pub const GIT_VERSION: &str = "v1.32.4";
+/// Name used for the kubeconfig's context, cluster and user.
+pub const KUBECONFIG_NAME: &str = "arc-hook-sim";
+
+/// Everything that shapes a simulator run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Default namespace (created at start, written into the kubeconfig).
+    pub namespace: String,
+    /// Time from scheduling to Running for each pod.
+    pub start_delay: Duration,
+    /// Exact image references that fail to pull (ErrImagePull, then ImagePullBackOff).
+    pub unpullable_images: Vec<String>,
+    /// `None` allows everything; `Some(rules)` allows only what the rules grant.
+    pub rbac: Option<Vec<PolicyRule>>,
+    /// PVC claim name -> host directory backing it. Claims listed here need not exist as objects.
+    pub pvc_dirs: HashMap<String, PathBuf>,
+    /// Image -> command run when a container has no `command` (stands in for ENTRYPOINT/CMD).
+    pub image_commands: HashMap<String, Vec<String>>,
+    /// Image -> files that shadow the host's inside that image's containers.
+    pub image_files: HashMap<String, Vec<(PathBuf, Vec<u8>)>>,
+    /// Where sandboxes live; `None` = a temporary directory removed on shutdown.
+    pub state_dir: Option<PathBuf>,
+    /// Initial fault knobs (change them at runtime with [`Simulator::faults`]).
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            namespace: "default".to_string(),
+            start_delay: Duration::from_millis(200),
+            unpullable_images: Vec::new(),
+            rbac: None,
+            pvc_dirs: HashMap::new(),
+            image_commands: HashMap::new(),
+            image_files: HashMap::new(),
+            state_dir: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// One RBAC rule: the listed verbs on the listed resources of the listed API groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// API groups (`""` is core, `"*"` any).
+    pub api_groups: Vec<String>,
+    /// Resources, with subresources written `pods/exec` (`"*"` any).
+    pub resources: Vec<String>,
+    /// Verbs (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`, `"*"`).
+    pub verbs: Vec<String>,
+}
+
+impl PolicyRule {
+    /// Builds a rule from string slices: `PolicyRule::new(&[""], &["pods"], &["get", "list"])`.
+    pub fn new(api_groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        PolicyRule {
+            api_groups: owned(api_groups),
+            resources: owned(resources),
+            verbs: owned(verbs),
+        }
+    }
+
+    /// Whether this rule grants `verb` on `resource` (with `/subresource`) in `api_group`.
+    pub fn allows(&self, api_group: &str, resource: &str, verb: &str) -> bool {
+        let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        any(&self.api_groups, api_group) && any(&self.resources, resource) && any(&self.verbs, verb)
+    }
+}
+
+/// The Role the actions-runner-controller chart gives a runner in Kubernetes mode.
+pub fn arc_chart_default_role() -> Vec<PolicyRule> {
+    vec![
+        PolicyRule::new(
+            &[""],
+            &["pods"],
+            &["get", "list", "create", "delete", "update", "patch"],
+        ),
+        PolicyRule::new(&[""], &["pods/exec"], &["get", "create"]),
+        PolicyRule::new(&[""], &["pods/log"], &["get", "list", "watch"]),
+        PolicyRule::new(&[""], &["secrets"], &["get", "list", "create", "delete"]),
+        PolicyRule::new(&["batch"], &["jobs"], &["get", "list", "create", "delete"]),
+    ]
+}
+
+/// Failures of the simulator's own operations (API errors go to clients as `Status` objects).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot bind the simulator's listener on 127.0.0.1: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("cannot prepare the simulator's state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pod {namespace}/{name} not found")]
+    PodNotFound { namespace: String, name: String },
+    #[error("cannot build a Kubernetes client for the simulator: {0}")]
+    Client(String),
+}
+
+/// Shared state of a running simulator: configuration, object store, kubelet and controllers.
+pub(crate) struct SimState {
+    pub cfg: SimConfig,
+    pub store: store::Store,
+    pub faults: FaultHandle,
+    pub kubelet: kubelet::Kubelet,
+    pub user: String,
+    pub addr: SocketAddr,
+}
+
+/// A running simulator. Dropping it without [`Simulator::shutdown`] leaves pod processes behind.
+pub struct Simulator {
+    state: Arc<SimState>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    /// A temporary state directory to remove on shutdown.
+    temp_dir: Option<PathBuf>,
+}
+
+impl Simulator {
+    /// Starts the API server on `127.0.0.1` on an ephemeral port.
+    pub async fn start(cfg: SimConfig) -> Result<Simulator, SimError> {
+        Self::start_on(cfg, 0).await
+    }
+
+    /// Starts the API server on `127.0.0.1:port` (`0` picks a free port).
+    pub async fn start_on(cfg: SimConfig, port: u16) -> Result<Simulator, SimError> {
+        let (state_dir, temp) = match &cfg.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| SimError::StateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                (dir.clone(), None)
+            }
+            None => {
+                let dir =
+                    std::env::temp_dir().join(format!("arc-hook-sim-{}", meta::random_suffix(10)));
+                std::fs::create_dir_all(&dir).map_err(|source| SimError::StateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                (dir.clone(), Some(dir))
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(SimError::Bind)?;
+        let addr = listener.local_addr().map_err(SimError::Bind)?;
+        let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
+        let faults = FaultHandle::new(cfg.faults.clone());
+        let kubelet = kubelet::Kubelet::new(state_dir);
+        let state = Arc::new(SimState {
+            cfg,
+            store: store::Store::new(),
+            faults,
+            kubelet,
+            user,
+            addr,
+        });
+        api::seed(&state);
+        jobs::spawn_controller(state.clone());
+        let app = api::router(state.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "simulator server stopped");
+            }
+        });
+        tracing::info!(%addr, "kubernetes simulator listening");
+        Ok(Simulator {
+            state,
+            stop: Some(stop_tx),
+            server: Some(server),
+            temp_dir: temp,
+        })
+    }
+
+    /// Base URL of the API server, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.state.addr)
+    }
+
+    /// Directory holding pod sandboxes, mapped hostPath volumes and sim-managed PVCs.
+    pub fn state_dir(&self) -> &Path {
+        self.state.kubelet.state_dir()
+    }
+
+    /// Writes a kubeconfig whose current context points at this simulator.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), SimError> {
+        let text = kubeconfig_yaml(&self.url(), &self.state.cfg.namespace);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SimError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(path, text).map_err(|source| SimError::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A kube-rs client for this simulator, defaulting to the configured namespace.
+    pub async fn client(&self) -> kube::Client {
+        let uri: http::Uri = self
+            .url()
+            .parse()
+            .expect("the simulator URL is a valid URI");
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = self.state.cfg.namespace.clone();
+        kube::Client::try_from(config).expect("a plain-HTTP kube config always builds a client")
+    }
+
+    /// Handle to change the fault knobs while the simulator runs.
+    pub fn faults(&self) -> FaultHandle {
+        self.state.faults.clone()
+    }
+
+    /// Evicts a pod as the kubelet does under memory pressure: kills its processes and marks it
+    /// Failed with reason Evicted.
+    pub async fn evict_pod(&self, ns: &str, name: &str) -> Result<(), SimError> {
+        if kubelet::evict(&self.state, ns, name).await {
+            Ok(())
+        } else {
+            Err(SimError::PodNotFound {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            })
+        }
+    }
+
+    /// Stops serving, kills every pod process and removes temporary sandboxes.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.state.kubelet.shutdown().await;
+        if let Some(server) = self.server.take() {
+            // Open watches keep the graceful shutdown waiting; they are not worth waiting for.
+            server.abort();
+            let _ = server.await;
+        }
+        if let Some(dir) = self.temp_dir.take()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the simulator's state directory");
+        }
+    }
+}
+
+/// The kubeconfig text for a simulator at `url`.
+pub fn kubeconfig_yaml(url: &str, namespace: &str) -> String {
+    let n = KUBECONFIG_NAME;
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n    namespace: {namespace}\n\
+         current-context: {n}\nusers:\n- name: {n}\n  user:\n    token: arc-hook-sim-token\npreferences: {{}}\n"
+    )
+}

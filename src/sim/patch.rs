@@ -1,0 +1,195 @@
+//! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and an approximation of
+//! strategic merge patch (lists of named items merge by their key; `$patch` directives honoured).
+
+use serde_json::Value;
+
+use super::status::ApiError;
+
+/// Applies a PATCH body of the given content type to `target`.
+pub fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let parse = |b: &[u8]| -> Result<Value, ApiError> {
+        serde_json::from_slice(b)
+            .or_else(|_| serde_yaml_ng::from_slice::<Value>(b))
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    };
+    match ct {
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            json_patch::patch(target, &p).map_err(|e| {
+                ApiError::internal(
+                    500,
+                    &format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })
+        }
+        "application/merge-patch+json" => {
+            merge(target, &parse(body)?);
+            Ok(())
+        }
+        "application/strategic-merge-patch+json" => {
+            strategic(target, &parse(body)?);
+            Ok(())
+        }
+        "application/apply-patch+yaml" => {
+            strategic(target, &parse(body)?);
+            Ok(())
+        }
+        other => Err(ApiError::unsupported_media(other)),
+    }
+}
+
+/// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
+pub fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let t = target
+        .as_object_mut()
+        .expect("target was just made an object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// The merge key of list items for the fields the hook's objects use.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "conditions" => Some(match field {
+            "conditions" => "type",
+            _ => "name",
+        }),
+        "volumeMounts" | "volumeDevices" => Some("mountPath"),
+        "ports" => Some("containerPort"),
+        "ownerReferences" => Some("uid"),
+        _ => None,
+    }
+}
+
+/// Strategic merge patch, as far as Pod/Job/Secret objects need it.
+pub fn strategic(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut clean = patch.clone();
+        strip_directives(&mut clean);
+        *target = clean;
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let t = target
+        .as_object_mut()
+        .expect("target was just made an object");
+    for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        match (merge_key(k), v, t.get_mut(k)) {
+            (Some(key), Value::Array(items), Some(Value::Array(existing))) => {
+                merge_list(existing, items, key)
+            }
+            (_, Value::Object(_), Some(slot)) => strategic(slot, v),
+            _ => {
+                let mut clean = v.clone();
+                strip_directives(&mut clean);
+                t.insert(k.clone(), clean);
+            }
+        }
+    }
+}
+
+fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
+    for item in items {
+        let id = item.get(key).cloned();
+        let pos = id
+            .as_ref()
+            .and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete) {
+            (Some(i), true) => {
+                existing.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => strategic(&mut existing[i], item),
+            (None, false) => {
+                let mut clean = item.clone();
+                strip_directives(&mut clean);
+                existing.push(clean);
+            }
+        }
+    }
+}
+
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_deletes_with_null() {
+        let mut t = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        apply(
+            &mut t,
+            "application/merge-patch+json",
+            br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#,
+        )
+        .expect("patch");
+        assert_eq!(t, json!({"metadata": {"labels": {"b": "2", "c": "3"}}}));
+    }
+
+    #[test]
+    fn strategic_merge_merges_containers_by_name() {
+        let mut t = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+        let p = json!({"spec": {"containers": [{"name": "b", "image": "z"}, {"name": "c", "image": "w"}], "$setElementOrder/containers": []}});
+        strategic(&mut t, &p);
+        assert_eq!(t["spec"]["containers"][1]["image"], "z");
+        assert_eq!(t["spec"]["containers"][2]["name"], "c");
+        assert_eq!(t["spec"]["containers"][0]["image"], "x");
+    }
+
+    #[test]
+    fn json_patch_applies_operations() {
+        let mut t = json!({"metadata": {"labels": {"a": "1"}}});
+        apply(
+            &mut t,
+            "application/json-patch+json",
+            br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#,
+        )
+        .expect("patch");
+        assert_eq!(t["metadata"]["labels"]["b"], "2");
+    }
+}

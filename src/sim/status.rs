@@ -1,0 +1,322 @@
+//! API errors as the `Status` objects kube-apiserver answers with.
+
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// One field error of an Invalid response: field path, `reason` (FieldValueInvalid...) and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cause {
+    pub field: String,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Cause {
+    pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {}: {detail}", json!(value)),
+        }
+    }
+    pub fn required(field: impl Into<String>) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        }
+    }
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {}", json!(value)),
+        }
+    }
+    pub fn not_found(field: impl Into<String>, value: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueNotFound",
+            message: format!("Not found: {}", json!(value)),
+        }
+    }
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+        }
+    }
+    pub fn unsupported(field: impl Into<String>, value: &str, supported: &[&str]) -> Cause {
+        let list: Vec<String> = supported.iter().map(|s| json!(s).to_string()).collect();
+        Cause {
+            field: field.into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                json!(value),
+                list.join(", ")
+            ),
+        }
+    }
+    /// The `field: message` text kube-apiserver joins into an Invalid message.
+    fn text(&self) -> String {
+        format!("{}: {}", self.field, self.message)
+    }
+}
+
+/// An error answered as a `Status` object.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message,
+            details,
+        }
+    }
+
+    /// `pods "x" not found`.
+    pub fn not_found(plural: &str, group: &str, name: &str) -> ApiError {
+        let what = qualified(plural, group);
+        let mut d = json!({"name": name, "kind": plural});
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{what} \"{name}\" not found"),
+            Some(d),
+        )
+    }
+
+    /// `pods "x" already exists`.
+    pub fn already_exists(plural: &str, group: &str, name: &str) -> ApiError {
+        let what = qualified(plural, group);
+        let mut d = json!({"name": name, "kind": plural});
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{what} \"{name}\" already exists"),
+            Some(d),
+        )
+    }
+
+    /// The optimistic-concurrency failure of an update with a stale resourceVersion.
+    pub fn conflict(plural: &str, group: &str, name: &str) -> ApiError {
+        let what = qualified(plural, group);
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
+            Some(json!({"name": name, "kind": plural})),
+        )
+    }
+
+    /// `Pod "x" is invalid: ...` with one cause per field error.
+    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> ApiError {
+        let texts: Vec<String> = causes.iter().map(Cause::text).collect();
+        let joined = if texts.len() == 1 {
+            texts[0].clone()
+        } else {
+            format!("[{}]", texts.join(", "))
+        };
+        let kind_q = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let causes_json: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        let mut d = json!({"name": name, "kind": kind, "causes": causes_json});
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind_q} \"{name}\" is invalid: {joined}"),
+            Some(d),
+        )
+    }
+
+    /// RBAC denial, worded like kube-apiserver's authorizer.
+    pub fn forbidden(plural: &str, group: &str, name: Option<&str>, message: String) -> ApiError {
+        let mut d = json!({"kind": plural});
+        if let Some(n) = name {
+            d["name"] = json!(n);
+        }
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        ApiError::new(403, "Forbidden", message, Some(d))
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message.into(), None)
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+            None,
+        )
+    }
+
+    pub fn not_found_path() -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            Some(json!({})),
+        )
+    }
+
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message.into(), None)
+    }
+
+    pub fn unsupported_media(content_type: &str) -> ApiError {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"
+            ),
+            None,
+        )
+    }
+
+    pub fn too_many_requests() -> ApiError {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.".into(),
+            Some(json!({"retryAfterSeconds": 1})),
+        )
+    }
+
+    pub fn internal(code: u16, message: &str) -> ApiError {
+        let reason = if code == 503 {
+            "ServiceUnavailable"
+        } else {
+            "InternalError"
+        };
+        ApiError::new(
+            code,
+            reason,
+            format!("Internal error occurred: {message}"),
+            Some(json!({"causes": [{"message": message}]})),
+        )
+    }
+
+    /// The `Status` object.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+/// `pods` or `jobs.batch`, as kube-apiserver names a resource in messages.
+fn qualified(plural: &str, group: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = http::StatusCode::from_u16(self.code)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(code, &self.to_status())
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response(code: http::StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_message_names_fields_like_the_api_server() {
+        let e = ApiError::invalid(
+            "Pod",
+            "",
+            "Bad_Name",
+            vec![Cause::invalid("metadata.name", "Bad_Name", "bad")],
+        );
+        assert_eq!(
+            e.message,
+            "Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": bad"
+        );
+        let e = ApiError::invalid(
+            "Pod",
+            "",
+            "p",
+            vec![Cause::required("a"), Cause::required("b")],
+        );
+        assert_eq!(
+            e.message,
+            "Pod \"p\" is invalid: [a: Required value, b: Required value]"
+        );
+        assert_eq!(e.to_status()["details"]["causes"][1]["field"], "b");
+    }
+
+    #[test]
+    fn not_found_and_conflict_texts() {
+        assert_eq!(
+            ApiError::not_found("pods", "", "x").message,
+            "pods \"x\" not found"
+        );
+        assert_eq!(
+            ApiError::not_found("jobs", "batch", "j").message,
+            "jobs.batch \"j\" not found"
+        );
+        assert!(
+            ApiError::conflict("pods", "", "x")
+                .message
+                .starts_with("Operation cannot be fulfilled on pods \"x\"")
+        );
+    }
+}
