@@ -192,6 +192,19 @@ pub fn spawn(
         .stderr(stderr)
         .process_group(0);
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
+    // Like runc, a container's working directory is created when missing (an emptyDir is empty).
+    let wd_parts: Vec<CString> = match spec.working_dir.as_deref() {
+        Some(d) => {
+            let mut parts: Vec<&Path> = d.ancestors().collect();
+            parts.reverse();
+            parts
+                .into_iter()
+                .skip(1)
+                .map(cstring)
+                .collect::<io::Result<_>>()?
+        }
+        None => Vec::new(),
+    };
     match iso {
         Isolation::None => {
             if let Some(dir) = spec.working_dir.as_deref().filter(|d| d.is_dir()) {
@@ -248,6 +261,12 @@ pub fn spawn(
                             )
                             .map_err(to_io)?;
                         }
+                    }
+                    for part in &wd_parts {
+                        let _ = nix::unistd::mkdir(
+                            part.as_c_str(),
+                            nix::sys::stat::Mode::from_bits_truncate(0o755),
+                        );
                     }
                     if let Some(dir) = &wd {
                         nix::unistd::chdir(dir.as_c_str()).map_err(to_io)?;
