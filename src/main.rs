@@ -157,6 +157,8 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
         .with_target(false)
         .try_init();
 }

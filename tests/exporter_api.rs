@@ -537,6 +537,42 @@ async fn rate_limit_reserve_waits_for_the_reset() {
 }
 
 #[tokio::test]
+async fn exhausted_budget_403_waits_for_the_reset_and_retries() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    let reset = Utc::now().timestamp() + 2;
+    fake.with(|s| {
+        s.rate.reset = reset;
+        s.inject.push_back(Inject::BudgetSpentElsewhere);
+    });
+    // The budget looked ample, but another user of the token spent it: GitHub answers 403 with
+    // x-ratelimit-remaining 0, and the exporter waits for x-ratelimit-reset before retrying.
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let reqs = fake.requests();
+    let refused: Vec<_> = reqs.iter().filter(|r| r.status == 403).collect();
+    assert_eq!(refused.len(), 1);
+    let retry = reqs
+        .iter()
+        .position(|r| r.status == 403)
+        .map(|i| &reqs[i + 1])
+        .expect("a retry follows");
+    assert_eq!(
+        retry.target, refused[0].target,
+        "the refused request is the one retried"
+    );
+    assert!(
+        retry.at.timestamp() >= reset,
+        "retried at {} before the reset {reset}",
+        retry.at
+    );
+    assert_eq!(retry.status, 200);
+}
+
+#[tokio::test]
 async fn secondary_rate_limit_retry_after_is_honoured() {
     let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
         .await
@@ -946,6 +982,239 @@ async fn metrics_endpoint_serves_text_and_openmetrics() {
     assert!(om.contains("# TYPE github_actions_workflow_runs counter\n"));
     assert!(om.contains("github_actions_workflow_runs_total{repo=\"acme/web\""));
 
+    strict_python_parsers(&text, &om);
+
     let (status, _, body) = http("GET", &format!("{url}/healthz"), &[], Vec::new()).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+/// Also runs the reference parsers of the Python `prometheus_client` (text and the strict OpenMetrics
+/// one) when the interpreter named by `PROMETHEUS_PYTHON` (default `python3`) has that package.
+fn strict_python_parsers(text: &str, openmetrics: &str) {
+    let python = std::env::var("PROMETHEUS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_client = std::process::Command::new(&python)
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_client {
+        eprintln!("{python} has no prometheus_client: strict Python parsers not run");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, o) = (
+        dir.path().join("metrics.txt"),
+        dir.path().join("metrics.om"),
+    );
+    std::fs::write(&t, text).expect("write");
+    std::fs::write(&o, openmetrics).expect("write");
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+t = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+o = list(om_families(open(sys.argv[2]).read()))
+print(len(t), len(o))
+"#;
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&t)
+        .arg(&o)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "strict parsers refused the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(counts.trim(), "12 12", "both formats carry the 12 families");
+}
+
+#[tokio::test]
+async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let url = serve(&exporter).await;
+    let hook = format!("{url}/webhook");
+    let created = Utc::now() - chrono::Duration::minutes(3);
+    let started = created + chrono::Duration::seconds(75);
+
+    let deliver = |n: u32,
+                   action: &str,
+                   status: &str,
+                   started_at: Option<DateTime<Utc>>,
+                   repo: &str| {
+        let mut j = job(
+            900,
+            90,
+            1,
+            &["arc-runner-set"],
+            created,
+            started_at,
+            "success",
+        );
+        j.status = Some(status.into());
+        if status != "completed" {
+            j.conclusion = None;
+            j.completed_at = None;
+        }
+        if status == "queued" {
+            j.runner_name = None;
+        }
+        let body = serde_json::json!({
+            "action": action,
+            "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", repo, &j),
+            "repository": {"full_name": repo, "default_branch": "main"},
+        })
+        .to_string()
+        .into_bytes();
+        let headers = vec![
+            ("x-github-event", "workflow_job".to_string()),
+            ("x-github-delivery", format!("life-{n}")),
+            ("x-hub-signature-256", sign(SECRET, &body)),
+        ];
+        (headers, body)
+    };
+    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed.
+    for (n, action, status, started_at) in [
+        (1, "queued", "queued", Some(created)),
+        (2, "in_progress", "in_progress", Some(started)),
+        (3, "completed", "completed", Some(started)),
+    ] {
+        let (h, b) = deliver(n, action, status, started_at, "acme/web");
+        assert_eq!(http("POST", &hook, &h, b).await.0, 200);
+    }
+    let (h, b) = deliver(
+        4,
+        "in_progress",
+        "in_progress",
+        Some(started),
+        "someone-else/repo",
+    );
+    assert_eq!(http("POST", &hook, &h, b).await.0, 200);
+
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    let qt = "github_actions_workflow_queue_time_seconds";
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        histogram_sum(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(75.0)
+    );
+    let deliveries = "github_actions_exporter_webhook_deliveries_total";
+    assert_eq!(value(&m, deliveries, &[("result", "accepted")]), Some(1.0));
+    assert_eq!(
+        value(&m, deliveries, &[("result", "unchanged")]),
+        Some(2.0),
+        "queued and the completion of a counted job"
+    );
+    assert_eq!(
+        value(&m, deliveries, &[("result", "ignored")]),
+        Some(1.0),
+        "repository outside --org"
+    );
+}
+
+#[tokio::test]
+async fn incremental_polls_list_only_runs_since_the_cursor() {
+    for ignore_filter in [false, true] {
+        let fake = FakeGitHub::start("acme", &[("acme/api", "develop")])
+            .await
+            .expect("fake starts");
+        // 250 runs a minute apart, so most lie well before the cursor's 5-minute overlap.
+        let base = Utc::now() - chrono::Duration::hours(5);
+        for i in 0..250i64 {
+            let id = 1000 + i as u64;
+            let c = at(base, i * 60);
+            fake.put_attempt(
+                "acme/api",
+                run(
+                    id,
+                    1,
+                    "Build",
+                    "develop",
+                    "push",
+                    Some("success"),
+                    c,
+                    c,
+                    at(c, 100),
+                ),
+                vec![job(
+                    id * 10,
+                    id,
+                    1,
+                    &["arc-runner-set"],
+                    c,
+                    Some(at(c, 5)),
+                    "success",
+                )],
+            );
+        }
+        fake.with(|s| s.ignore_created_filter = ignore_filter);
+        let mut cfg = config(&fake, Scope::Repos(vec!["acme/api".into()]));
+        cfg.rerun_lookback = Duration::ZERO;
+        let exporter = Exporter::new(cfg).expect("exporter builds");
+        exporter.poll_once().await.expect("first poll");
+
+        let before = fake.requests().len();
+        let c = at(base, 250 * 60);
+        fake.put_attempt(
+            "acme/api",
+            run(
+                5000,
+                1,
+                "Build",
+                "develop",
+                "push",
+                Some("success"),
+                c,
+                c,
+                at(c, 100),
+            ),
+            vec![job(
+                50000,
+                5000,
+                1,
+                &["arc-runner-set"],
+                c,
+                Some(at(c, 3)),
+                "success",
+            )],
+        );
+        let report = exporter.poll_once().await.expect("second poll");
+        assert_eq!((report.runs_counted, report.jobs_counted), (1, 1));
+        let second: Vec<_> = fake.requests().into_iter().skip(before).collect();
+        let listings: Vec<_> = second
+            .iter()
+            .filter(|r| r.target.contains("/actions/runs?"))
+            .collect();
+        // One page: the filter (or, on an API ignoring it, the first run older than the cursor) ends the listing.
+        assert_eq!(
+            listings.len(),
+            1,
+            "filter ignored: {ignore_filter}: {:?}",
+            listings.iter().map(|r| &r.target).collect::<Vec<_>>()
+        );
+        assert!(listings[0].target.contains("created=%3E%3D"));
+        assert_eq!(
+            second.iter().filter(|r| r.target.contains("/jobs")).count(),
+            1,
+            "jobs fetched for the new run only"
+        );
+        let m = exporter.render(Format::Text);
+        assert_eq!(
+            value(
+                &m,
+                "github_actions_workflow_runs_total",
+                &[("repo", "acme/api")]
+            ),
+            Some(251.0)
+        );
+    }
 }

@@ -256,7 +256,7 @@ async fn a_missing_permission_is_named() {
     cfg.rbac = Some(rules);
     let mut r = Runner::start(cfg).await;
     let (run, _) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr.contains("may not create secrets"),
         "{}",

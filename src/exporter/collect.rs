@@ -25,11 +25,21 @@ pub enum Scope {
 impl Scope {
     /// Whether `full_name` (`owner/name`) is watched (case-insensitive, as GitHub names are).
     pub fn contains(&self, full_name: &str) -> bool {
+        self.label_for(full_name).is_some()
+    }
+
+    /// The `repo` label for a watched `full_name`: the `--repos` spelling, so webhook and polled
+    /// series of one repository never split over letter case; `None` if it is not watched.
+    pub fn label_for(&self, full_name: &str) -> Option<String> {
         match self {
             Scope::Org(org) => full_name
                 .split_once('/')
-                .is_some_and(|(owner, _)| owner.eq_ignore_ascii_case(org)),
-            Scope::Repos(repos) => repos.iter().any(|r| r.eq_ignore_ascii_case(full_name)),
+                .filter(|(owner, _)| owner.eq_ignore_ascii_case(org))
+                .map(|_| full_name.to_string()),
+            Scope::Repos(repos) => repos
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(full_name))
+                .cloned(),
         }
     }
 }
@@ -45,21 +55,23 @@ pub struct PollReport {
 }
 
 /// Where a repository's run listing starts: the cursor (or the window on a first poll), moved back
-/// to cover `rerun_lookback` so re-runs of recent runs are seen. The look-back is floored to the hour
-/// so the URL, and with it the ETag, stays the same between polls of an idle repository.
+/// to cover `rerun_lookback` so re-runs of recent runs are seen, and never before the window (a run
+/// stuck in `queued` for days must not make every poll list days of runs). Bounds other than the
+/// cursor are floored to the hour so the URL, and with it the ETag, stays the same between polls of
+/// an idle repository.
 pub fn listing_start(
     cursor: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     window: Duration,
     rerun_lookback: Duration,
 ) -> DateTime<Utc> {
-    let start = cursor.unwrap_or(now - window);
+    let floor_hour = |t: DateTime<Utc>| t - Duration::seconds(t.timestamp().rem_euclid(3600));
+    let window_start = floor_hour(now - window);
+    let start = cursor.map_or(window_start, |c| c.max(window_start));
     if rerun_lookback <= Duration::zero() {
         return start;
     }
-    let back = now - rerun_lookback;
-    let floored = back - Duration::seconds(back.timestamp().rem_euclid(3600));
-    start.min(floored)
+    start.min(floor_hour(now - rerun_lookback))
 }
 
 /// What a page of runs told us, kept so a 304 for it still yields its open runs.
@@ -328,5 +340,51 @@ impl Collector {
         };
         ledger.set_cursor(repo, next_cursor.max(cursor.unwrap_or(since)));
         Ok(counted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_matches_case_insensitively_and_keeps_the_configured_spelling() {
+        let repos = Scope::Repos(vec!["Acme/Web".into()]);
+        assert_eq!(repos.label_for("acme/web").as_deref(), Some("Acme/Web"));
+        assert_eq!(repos.label_for("acme/api"), None);
+        let org = Scope::Org("acme".into());
+        assert!(org.contains("ACME/api"));
+        assert!(!org.contains("other/api"));
+    }
+
+    #[test]
+    fn listing_start_covers_the_rerun_lookback_on_an_hour_boundary() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:34:56Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
+        let cursor = now - Duration::minutes(10);
+        let start = listing_start(Some(cursor), now, Duration::hours(24), Duration::hours(2));
+        assert_eq!(start.to_rfc3339(), "2026-01-01T10:00:00+00:00");
+        assert_eq!(
+            listing_start(Some(cursor), now, Duration::hours(24), Duration::zero()),
+            cursor
+        );
+        let day_before_hour = DateTime::parse_from_rfc3339("2025-12-31T12:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
+        assert_eq!(
+            listing_start(None, now, Duration::hours(24), Duration::zero()),
+            day_before_hour
+        );
+        // A cursor held back by a run queued for two days is capped at the window.
+        assert_eq!(
+            listing_start(
+                Some(now - Duration::days(2)),
+                now,
+                Duration::hours(24),
+                Duration::hours(2)
+            ),
+            day_before_hour
+        );
     }
 }

@@ -35,6 +35,9 @@ pub enum Inject {
     SecondaryLimit { retry_after: u64 },
     /// 429 with `retry-after`.
     TooManyRequests { retry_after: u64 },
+    /// Another client sharing the token spends the whole budget before this request: it gets
+    /// GitHub's 403 "API rate limit exceeded" with `x-ratelimit-remaining: 0` until the reset.
+    BudgetSpentElsewhere,
 }
 
 /// A request the fake received.
@@ -74,6 +77,8 @@ pub struct FakeState {
     pub issued_tokens: u32,
     /// Lifetime of issued installation tokens.
     pub token_lifetime: Duration,
+    /// Serve run listings unfiltered, like an API that does not support `created`.
+    pub ignore_created_filter: bool,
 }
 
 /// A running fake on 127.0.0.1.
@@ -115,6 +120,7 @@ impl FakeGitHub {
             app: None,
             issued_tokens: 0,
             token_lifetime: Duration::hours(1),
+            ignore_created_filter: false,
         }));
         let app = Router::new()
             .fallback(serve)
@@ -369,20 +375,27 @@ fn answer(
             return error(s, StatusCode::UNAUTHORIZED, "Bad credentials", &[]);
         }
     }
-    if let Some(inj) = s.inject.pop_front() {
-        let (status, retry_after, msg) = match inj {
-            Inject::SecondaryLimit { retry_after } => (
+    let secondary =
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
+    match s.inject.pop_front() {
+        Some(Inject::BudgetSpentElsewhere) => s.rate.remaining = 0,
+        Some(Inject::SecondaryLimit { retry_after }) => {
+            return error(
+                s,
                 StatusCode::FORBIDDEN,
-                retry_after,
-                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-            ),
-            Inject::TooManyRequests { retry_after } => (
+                secondary,
+                &[("retry-after", retry_after.to_string())],
+            );
+        }
+        Some(Inject::TooManyRequests { retry_after }) => {
+            return error(
+                s,
                 StatusCode::TOO_MANY_REQUESTS,
-                retry_after,
                 "Too many requests",
-            ),
-        };
-        return error(s, status, msg, &[("retry-after", retry_after.to_string())]);
+                &[("retry-after", retry_after.to_string())],
+            );
+        }
+        None => {}
     }
     if s.rate.remaining == 0 {
         return error(
@@ -427,6 +440,7 @@ fn answer(
             let repo = &s.repos[i];
             let since = query
                 .get("created")
+                .filter(|_| !s.ignore_created_filter)
                 .and_then(|c| c.strip_prefix(">="))
                 .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
                 .map(|d| d.with_timezone(&Utc));

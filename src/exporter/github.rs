@@ -441,7 +441,7 @@ impl Client {
         };
         let if_none_match = cached.as_ref().map(|c| c.etag.clone());
         let (status, headers, body) = self
-            .send(Method::GET, url, None, if_none_match.as_deref())
+            .send(Method::GET, url, if_none_match.as_deref())
             .await?;
         if status == StatusCode::NOT_MODIFIED {
             if let Some(c) = cached {
@@ -515,7 +515,6 @@ impl Client {
         &self,
         method: Method,
         url: &str,
-        _body: Option<Bytes>,
         if_none_match: Option<&str>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), GitHubError> {
         let mut tries = 0;

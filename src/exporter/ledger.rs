@@ -146,17 +146,35 @@ impl State {
 
     /// Writes `path` atomically (temporary file in the same directory, then rename).
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let err = |source| StateError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let bytes = serde_json::to_vec(self).map_err(|e| err(std::io::Error::other(e)))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, bytes).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        write_atomically(path, self)
     }
+}
+
+/// The state file's content borrowed from a ledger, so saving copies nothing.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    version: u32,
+    cursors: &'a BTreeMap<String, DateTime<Utc>>,
+    runs: &'a [SeenRun],
+    jobs: &'a [SeenJob],
+    consecutive_failures: Vec<(&'a str, &'a str, u64)>,
+}
+
+fn write_atomically(path: &Path, value: &impl Serialize) -> Result<(), StateError> {
+    use std::io::Write as _;
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp).map_err(err)?;
+    let mut out = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut out, value).map_err(|e| err(std::io::Error::other(e)))?;
+    out.flush().map_err(err)?;
+    out.get_ref().sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// Counts each run attempt and job attempt once, and keeps the window the derived gauges need.
@@ -224,6 +242,26 @@ impl Ledger {
     /// Whether something changed since the last `take_dirty`.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::replace(&mut self.dirty, false)
+    }
+
+    /// Writes the state file straight from the ledger (no copy of the window), atomically.
+    /// On failure the ledger stays dirty so the next flush tries again.
+    pub fn save_state(&mut self, path: &Path) -> Result<(), StateError> {
+        let state = StateRef {
+            version: 1,
+            cursors: &self.cursors,
+            runs: &self.runs,
+            jobs: &self.jobs,
+            consecutive_failures: self
+                .metrics
+                .consecutive_failures
+                .iter()
+                .map(|([r, w], n)| (r.as_str(), w.as_str(), *n))
+                .collect(),
+        };
+        let result = write_atomically(path, &state);
+        self.dirty = result.is_err();
+        result
     }
 
     /// The window the failure rate and queue average cover.

@@ -272,16 +272,13 @@ impl Exporter {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
-        let state = match self.ledger.lock() {
-            Ok(mut l) => {
-                if !l.take_dirty() {
-                    return Ok(());
-                }
-                l.to_state()
-            }
-            Err(_) => return Ok(()),
+        // Written under the ledger lock, streaming from the ledger, so a large window is not copied.
+        let Ok(mut ledger) = self.ledger.lock() else {
+            return Ok(());
         };
-        state.save(path)?;
+        if ledger.take_dirty() {
+            ledger.save_state(path)?;
+        }
         Ok(())
     }
 
@@ -356,15 +353,14 @@ pub async fn run(args: ExporterArgs) -> anyhow::Result<()> {
     let mut next_poll = tokio::time::Instant::now();
     loop {
         if tokio::time::Instant::now() >= next_poll {
-            match exporter.poll_once().await {
-                Ok(r) => tracing::info!(
-                    repos = r.repos,
-                    runs = r.runs_counted,
-                    jobs = r.jobs_counted,
-                    failed_repos = r.errors.len(),
-                    "poll cycle done"
-                ),
-                Err(e) => tracing::warn!(error = %e, "poll cycle failed; retrying next interval"),
+            // A poll can wait long for a rate-limit reset; a shutdown does not wait for it. Each
+            // repository's results enter the ledger at once, so a cut poll leaves no half-counted repo.
+            tokio::select! {
+                result = exporter.poll_once() => match result {
+                    Ok(r) => tracing::info!(repos = r.repos, runs = r.runs_counted, jobs = r.jobs_counted, failed_repos = r.errors.len(), "poll cycle done"),
+                    Err(e) => tracing::warn!(error = %e, "poll cycle failed; retrying next interval"),
+                },
+                _ = stop_rx.wait_for(|s| *s) => break,
             }
             next_poll = tokio::time::Instant::now() + args.poll_interval;
         } else if let Err(e) = exporter.save_state_if_changed() {

@@ -147,10 +147,10 @@ impl Webhook {
                 }
             }),
             Some("workflow_run") => serde_json::from_slice::<WorkflowRunEvent>(body).map(|ev| {
-                let repo = &ev.repository.full_name;
-                if !self.scope.contains(repo) {
+                let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
                     return "ignored";
-                }
+                };
+                let repo = repo.as_str();
                 let Ok(mut l) = self.ledger.lock() else {
                     return "unchanged";
                 };

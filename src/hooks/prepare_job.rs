@@ -32,15 +32,36 @@ struct Created {
     secret: Option<String>,
 }
 
+/// How long a failed prepare_job waits for what it created to disappear.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Created {
+    /// Deletes what was created and waits (bounded) until the pod is really gone, so a failed
+    /// prepare_job leaves nothing running behind it.
     async fn remove(&self, kube: &Kube) {
         if let Some(p) = &self.pod {
             let api = kube.pods();
             let dp = DeleteParams::default().grace_period(0);
-            if let Err(e) = with_retry(&format!("deleting pod {p}"), || api.delete(p, &dp)).await
-                && !e.is_not_found()
-            {
-                eprintln!("arc-hook: could not remove pod {p} after the failure: {e}");
+            match with_retry(&format!("deleting pod {p}"), || api.delete(p, &dp)).await {
+                Err(e) if !e.is_not_found() => {
+                    eprintln!("arc-hook: could not remove pod {p} after the failure: {e}")
+                }
+                _ => {
+                    let gone = crate::k8s::wait::wait_gone(
+                        &format!("pod {p} to be deleted"),
+                        REMOVE_TIMEOUT,
+                        || async {
+                            match with_retry(&format!("reading pod {p}"), || api.get_opt(p)).await {
+                                Ok(found) => Ok(usize::from(found.is_some())),
+                                Err(e) => Err(e),
+                            }
+                        },
+                    )
+                    .await;
+                    if let Err(e) = gone {
+                        eprintln!("arc-hook: pod {p} is still being removed: {e}");
+                    }
+                }
             }
         }
         if let Some(s) = &self.secret {

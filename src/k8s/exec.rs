@@ -13,6 +13,8 @@ use super::retry::backoff;
 
 /// Attempts at opening the exec stream. Safe to retry: a refused upgrade ran nothing.
 const START_ATTEMPTS: u32 = 6;
+/// How long output already received may still be drained once the stream has ended.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 /// Buffer between the WebSocket task and our readers.
 const PIPE_BUF: usize = 256 * 1024;
 
@@ -183,10 +185,36 @@ where
     let status = proc.take_status().expect("status is taken once, here");
     let stdout = proc.stdout().expect("stdout was requested");
     let stderr = proc.stderr().expect("stderr was requested");
-    let (o, e) = tokio::join!(pump(stdout, out), pump(stderr, err));
-    o.map_err(|e| broken(format!("writing output: {e}")))?;
-    e.map_err(|e| broken(format!("writing output: {e}")))?;
-    let status = status.await;
+    let pumps = async { tokio::join!(pump(stdout, out), pump(stderr, err)) };
+    tokio::pin!(pumps);
+    tokio::pin!(status);
+    // kube's stream task ends without closing our readers when the connection breaks, so once
+    // it has ended without a status the output still buffered gets a short grace, never an
+    // unbounded wait. With a status, the readers are closed and drained to the end.
+    let mut final_status = None;
+    let mut status_done = false;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let pumped = loop {
+        tokio::select! {
+            r = &mut pumps => break Some(r),
+            s = &mut status, if !status_done => {
+                status_done = true;
+                if s.is_none() {
+                    drain_deadline = Some(tokio::time::Instant::now() + OUTPUT_DRAIN);
+                }
+                final_status = s;
+            }
+            _ = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if drain_deadline.is_some() => break None,
+        }
+    };
+    if let Some((o, e)) = pumped {
+        o.map_err(|e| broken(format!("writing output: {e}")))?;
+        e.map_err(|e| broken(format!("writing output: {e}")))?;
+        if !status_done {
+            final_status = status.await;
+        }
+    }
+    let status = final_status;
     if let Some(t) = stdin_task {
         match t.await {
             Ok(Ok(_)) => {}

@@ -228,6 +228,7 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         let mut input: Value = serde_json::from_str(&std::fs::read_to_string(file)?)
             .with_context(|| format!("{name}: not JSON"))?;
         let command = input["command"].as_str().unwrap_or_default().to_string();
+        // After a failure only cleanup_job runs, and only if a job pod was prepared.
         let skip = first_failure != 0 && (command != "cleanup_job" || !prepared);
         if skip {
             println!("── {name}: {command} skipped (an earlier command failed)");

@@ -19,6 +19,16 @@ pub struct Attributes<'a> {
 /// Whether `rules` (`None` = no RBAC) allow the request.
 pub fn allowed(rules: Option<&[PolicyRule]>, a: &Attributes) -> bool {
     let Some(rules) = rules else { return true };
+    // The built-in `system:basic-user` ClusterRole lets every authenticated user review its own access.
+    if a.group == "authorization.k8s.io"
+        && a.verb == "create"
+        && matches!(
+            a.resource,
+            "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+        )
+    {
+        return true;
+    }
     let resource = match a.subresource {
         Some(s) => format!("{}/{s}", a.resource),
         None => a.resource.to_string(),

@@ -192,19 +192,22 @@ pub fn spawn(
         .stderr(stderr)
         .process_group(0);
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
-    // Like runc, a container's working directory is created when missing (an emptyDir is empty).
-    let wd_parts: Vec<CString> = match spec.working_dir.as_deref() {
-        Some(d) => {
-            let mut parts: Vec<&Path> = d.ancestors().collect();
-            parts.reverse();
-            parts
+    // Like runc, a container's working directory is created when missing; every prefix is
+    // prepared before the fork, so the child only makes syscalls.
+    let wd_prefixes: Vec<std::ffi::CString> = spec
+        .working_dir
+        .as_deref()
+        .map(|d| {
+            d.ancestors()
+                .collect::<Vec<_>>()
                 .into_iter()
+                .rev()
                 .skip(1)
                 .map(cstring)
-                .collect::<io::Result<_>>()?
-        }
-        None => Vec::new(),
-    };
+                .collect::<Result<_, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     match iso {
         Isolation::None => {
             if let Some(dir) = spec.working_dir.as_deref().filter(|d| d.is_dir()) {
@@ -262,13 +265,16 @@ pub fn spawn(
                             .map_err(to_io)?;
                         }
                     }
-                    for part in &wd_parts {
-                        let _ = nix::unistd::mkdir(
-                            part.as_c_str(),
-                            nix::sys::stat::Mode::from_bits_truncate(0o755),
-                        );
-                    }
                     if let Some(dir) = &wd {
+                        for p in &wd_prefixes {
+                            match nix::unistd::mkdir(
+                                p.as_c_str(),
+                                nix::sys::stat::Mode::from_bits_truncate(0o755),
+                            ) {
+                                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                                Err(e) => return Err(to_io(e)),
+                            }
+                        }
                         nix::unistd::chdir(dir.as_c_str()).map_err(to_io)?;
                     }
                     Ok(())
