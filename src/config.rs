@@ -9,6 +9,10 @@ pub const DEFAULT_RENDER_RUNNER_POD: &str = "arc-runner";
 pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default of `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`.
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a Dockerfile action's image build may take.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+/// The one line a Dockerfile action gets when in-cluster builds are not configured.
+pub const BUILD_NOT_CONFIGURED: &str = "args.dockerfile: this runner cannot build Dockerfile actions: in-cluster image builds are not configured; set ARC_HOOK_BUILDER_IMAGE (a Kaniko executor image from your registry mirror) and ARC_HOOK_BUILD_REGISTRY (where built images are pushed, e.g. your Harbor project), optionally ARC_HOOK_BUILD_PUSH_SECRET (a dockerconfigjson secret with push credentials); or use a prebuilt image (`uses: docker://<image>`)";
 
 /// An environment variable holding a value arc-hook cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,28 @@ pub enum WorkVolumeMode {
     Claim,
     /// The workflow pod gets an emptyDir and the hook copies files over exec (kubernetes-novolume).
     Copy,
+}
+
+/// How container steps (`run_container_step`) run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStepMode {
+    /// As an ephemeral container in the job pod where the Role allows it, else as a Job.
+    Auto,
+    /// Always as a separate Job (the job pod is never patched).
+    Job,
+}
+
+/// In-cluster builds of Dockerfile actions (Kaniko executor pods).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// `ARC_HOOK_BUILDER_IMAGE`: the Kaniko executor image.
+    pub builder_image: String,
+    /// `ARC_HOOK_BUILD_REGISTRY`: repository prefix built images are pushed under (`host/project`).
+    pub registry: String,
+    /// `ARC_HOOK_BUILD_PUSH_SECRET`: a `kubernetes.io/dockerconfigjson` secret with push credentials.
+    pub push_secret: Option<String>,
+    /// `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a build may take.
+    pub timeout: Duration,
 }
 
 /// Configuration of one hook invocation.
@@ -52,6 +78,10 @@ pub struct Config {
     /// `ARC_HOOK_DEFAULT_REGISTRY`: the docker-config key for credentials of images that name no
     /// registry host (the runner then sends no `serverUrl`).
     pub default_registry: Option<String>,
+    /// `ARC_HOOK_CONTAINER_STEPS`: `auto` (ephemeral containers where allowed) or `job`.
+    pub container_steps: ContainerStepMode,
+    /// Dockerfile action builds; `None` unless `ARC_HOOK_BUILDER_IMAGE` and `ARC_HOOK_BUILD_REGISTRY` are set.
+    pub build: Option<BuildConfig>,
     /// `RUNNER_WORKSPACE`: `<_work>/<repo>` on the runner.
     pub runner_workspace: Option<PathBuf>,
     /// `GITHUB_WORKSPACE`: `<_work>/<repo>/<repo>` on the runner.
@@ -96,11 +126,49 @@ impl Config {
         };
         let work_volume = match get("ARC_HOOK_WORK_VOLUME").as_deref().map(str::trim) {
             None | Some("claim") => WorkVolumeMode::Claim,
+            Some("copy") => WorkVolumeMode::Copy,
             Some(v) => {
                 return Err(ConfigError {
                     name: "ARC_HOOK_WORK_VOLUME",
                     value: v.to_string(),
-                    reason: "expected claim (the only mode in this build)".into(),
+                    reason: "expected claim (mount the work PVC) or copy (no-volume mode)".into(),
+                });
+            }
+        };
+        let container_steps = match get("ARC_HOOK_CONTAINER_STEPS").as_deref().map(str::trim) {
+            None | Some("auto") => ContainerStepMode::Auto,
+            Some("job") => ContainerStepMode::Job,
+            Some(v) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_CONTAINER_STEPS",
+                    value: v.to_string(),
+                    reason: "expected auto (ephemeral containers where allowed) or job".into(),
+                });
+            }
+        };
+        let build = match (
+            get("ARC_HOOK_BUILDER_IMAGE"),
+            get("ARC_HOOK_BUILD_REGISTRY"),
+        ) {
+            (Some(image), Some(registry)) => Some(BuildConfig {
+                builder_image: image.trim().to_string(),
+                registry: registry.trim().trim_end_matches('/').to_string(),
+                push_secret: get("ARC_HOOK_BUILD_PUSH_SECRET").map(|s| s.trim().to_string()),
+                timeout: seconds("ARC_HOOK_BUILD_TIMEOUT_SECONDS", DEFAULT_BUILD_TIMEOUT)?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_BUILD_REGISTRY",
+                    value: String::new(),
+                    reason: "must be set with ARC_HOOK_BUILDER_IMAGE: where built Dockerfile action images are pushed (host/project)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_BUILDER_IMAGE",
+                    value: String::new(),
+                    reason: "must be set with ARC_HOOK_BUILD_REGISTRY: the Kaniko executor image that builds Dockerfile actions".into(),
                 });
             }
         };
@@ -118,6 +186,8 @@ impl Config {
             work_volume,
             cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
             default_registry: get("ARC_HOOK_DEFAULT_REGISTRY"),
+            container_steps,
+            build,
             runner_workspace: get("RUNNER_WORKSPACE").map(PathBuf::from),
             github_workspace: get("GITHUB_WORKSPACE").map(PathBuf::from),
             runner_temp: get("RUNNER_TEMP").map(PathBuf::from),
@@ -213,7 +283,35 @@ mod tests {
         let e = cfg(&[("ARC_HOOK_WORK_VOLUME", "nfs")]).expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "ARC_HOOK_WORK_VOLUME=\"nfs\": expected claim (the only mode in this build)"
+            "ARC_HOOK_WORK_VOLUME=\"nfs\": expected claim (mount the work PVC) or copy (no-volume mode)"
         );
+        let e =
+            cfg(&[("ARC_HOOK_BUILDER_IMAGE", "mirror.internal/kaniko:v1")]).expect_err("refused");
+        assert!(
+            e.to_string().starts_with(
+                "ARC_HOOK_BUILD_REGISTRY=\"\": must be set with ARC_HOOK_BUILDER_IMAGE"
+            )
+        );
+    }
+
+    #[test]
+    fn copy_mode_and_builds() {
+        let c = cfg(&[
+            ("ARC_HOOK_WORK_VOLUME", "copy"),
+            ("ARC_HOOK_CONTAINER_STEPS", "job"),
+            ("ARC_HOOK_BUILDER_IMAGE", "mirror.internal/kaniko:v1"),
+            ("ARC_HOOK_BUILD_REGISTRY", "harbor.internal/ci-actions/"),
+            ("ARC_HOOK_BUILD_PUSH_SECRET", "harbor-push"),
+        ])
+        .expect("valid env");
+        assert_eq!(c.work_volume, WorkVolumeMode::Copy);
+        assert_eq!(c.container_steps, ContainerStepMode::Job);
+        let b = c.build.expect("builds configured");
+        assert_eq!(b.registry, "harbor.internal/ci-actions");
+        assert_eq!(b.push_secret.as_deref(), Some("harbor-push"));
+        assert_eq!(b.timeout, DEFAULT_BUILD_TIMEOUT);
+        let c = cfg(&[]).expect("valid");
+        assert!(c.build.is_none());
+        assert_eq!(c.container_steps, ContainerStepMode::Auto);
     }
 }

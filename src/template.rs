@@ -14,11 +14,12 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::build::ephemeral::ALLOWED_FIELDS;
 use crate::build::job::STEP_CONTAINER_NAME;
 use crate::build::pod::JobPod;
 use crate::build::{JOB_CONTAINER_NAME, MANAGED_BY_LABEL, ROLE_LABEL, RUNNER_POD_LABEL};
@@ -356,6 +357,54 @@ impl Template {
         }
         merge_pod_spec(pod_spec, &spec);
         let object = self.typed::<Job>("(merged job)", &v)?;
+        Ok(Merged { object, warnings })
+    }
+
+    /// Merges `$step` into a step running as an ephemeral container. Only the fields the API
+    /// allows there are taken (env, envFrom, volumeMounts without sub-paths, securityContext,
+    /// workingDir...); the rest (resources, ports, probes...) is dropped with a warning. Pod
+    /// fields and sidecars were applied to the job pod by prepare_job and are not repeated.
+    pub fn apply_to_ephemeral_step(
+        &self,
+        container: &EphemeralContainer,
+        vars: &TemplateVars,
+    ) -> Result<Merged<EphemeralContainer>, TemplateError> {
+        let mut warnings = Vec::new();
+        let mut base = serde_json::to_value(container)
+            .map_err(|e| self.field("(ephemeral container)", e.to_string()))?;
+        for (i, tc) in self.containers().into_iter().enumerate() {
+            if tc.get("name").and_then(Value::as_str) != Some(&format!("${STEP_CONTAINER_NAME}")) {
+                continue;
+            }
+            let mut tc = substitute(tc, vars, &format!("spec.containers[{i}]"), &self.origin)?;
+            if let Some(obj) = tc.as_object_mut() {
+                let dropped: Vec<String> = obj
+                    .keys()
+                    .filter(|k| !ALLOWED_FIELDS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                for k in dropped {
+                    obj.remove(&k);
+                    warnings.push(format!(
+                        "template $step.{k} is ignored: the step runs as an ephemeral container in the job pod, which cannot have it"
+                    ));
+                }
+                if let Some(Value::Array(mounts)) = obj.get_mut("volumeMounts") {
+                    mounts.retain(|m| {
+                        let sub = m.get("subPath").or_else(|| m.get("subPathExpr"));
+                        if sub.is_some() {
+                            warnings.push(format!(
+                                "template $step volumeMount at {} is ignored: ephemeral containers cannot mount sub-paths",
+                                m.get("mountPath").and_then(Value::as_str).unwrap_or("?")
+                            ));
+                        }
+                        sub.is_none()
+                    });
+                }
+            }
+            merge_container(&mut base, &tc, true, &mut warnings);
+        }
+        let object = self.typed::<EphemeralContainer>("(merged ephemeral container)", &base)?;
         Ok(Merged { object, warnings })
     }
 
@@ -875,5 +924,43 @@ spec:
             .map(|e| e.name.clone())
             .collect();
         assert!(env.contains(&"S".to_string()) && !env.contains(&"J".to_string()));
+    }
+
+    #[test]
+    fn ephemeral_steps_take_only_allowed_fields() {
+        let args = RunContainerStepArgs::default();
+        let (c, _) = crate::build::ephemeral::ephemeral_step_container(&args, "alpine", "step-x")
+            .expect("valid")
+            .expect("ephemeral");
+        let t = Template::parse(
+            "spec:\n  containers:\n    - name: $step\n      env: [{name: S, value: \"${RUNNER_POD_NAME}\"}]\n      resources: {limits: {memory: 1Gi}}\n      securityContext: {runAsUser: 1000}\n      volumeMounts: [{name: cache, mountPath: /c}, {name: cache, mountPath: /d, subPath: x}]\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let m = t.apply_to_ephemeral_step(&c, &vars()).expect("merges");
+        let env = m.object.env.as_ref().expect("env");
+        assert!(
+            env.iter()
+                .any(|e| e.name == "S" && e.value.as_deref() == Some("arc-runner"))
+        );
+        assert!(m.object.resources.is_none());
+        assert_eq!(
+            m.object
+                .security_context
+                .as_ref()
+                .and_then(|s| s.run_as_user),
+            Some(1000)
+        );
+        let mounts: Vec<_> = m
+            .object
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .map(|v| v.mount_path.as_str())
+            .collect();
+        assert!(mounts.contains(&"/c") && !mounts.contains(&"/d"));
+        assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("$step.resources"));
     }
 }

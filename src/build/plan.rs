@@ -1,8 +1,9 @@
 //! What a command will create, fully built and template-merged: the one place `render` and the hooks get their objects from.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{EphemeralContainer, Pod, Secret};
 
+use super::ephemeral::{NotEphemeral, ephemeral_step_container, github_links};
 use super::job::{container_step_job, step_container};
 use super::pod::{JobPod, ServiceContainer, job_pod, work_subpath};
 use super::ports::{PortMapping, context_ports};
@@ -187,4 +188,57 @@ pub fn plan_container_step(
         job,
         warnings,
     })
+}
+
+/// A container step as an ephemeral container of the job pod.
+#[derive(Debug, Clone)]
+pub struct EphemeralStepPlan {
+    pub container: EphemeralContainer,
+    /// Links to create at the work volume's root so `/github/*` resolves (`name -> target`).
+    pub links: Vec<(&'static str, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Builds a container step as an ephemeral container named `step-<suffix>`, or says why it
+/// needs a Job instead.
+pub fn plan_ephemeral_step(
+    ctx: &BuildContext,
+    args: &RunContainerStepArgs,
+    image: &str,
+    workspace_subpath: &str,
+    template: Option<&Template>,
+    suffix: &str,
+) -> Result<Result<EphemeralStepPlan, NotEphemeral>, PlanError> {
+    if args.registry.as_ref().is_some_and(|r| r.has_credentials()) {
+        return Ok(Err(NotEphemeral(
+            "the step's image needs registry credentials, and a running pod cannot take a new pull secret".into(),
+        )));
+    }
+    let (container, mut warnings) =
+        match ephemeral_step_container(args, image, &format!("step-{suffix}"))? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+    if let Some(o) = args
+        .create_options
+        .as_deref()
+        .filter(|o| !o.trim().is_empty())
+    {
+        warnings.push(format!(
+            "container step: options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead"
+        ));
+    }
+    let container = match template {
+        Some(t) => {
+            let merged = t.apply_to_ephemeral_step(&container, &template_vars(ctx))?;
+            warnings.extend(merged.warnings);
+            merged.object
+        }
+        None => container,
+    };
+    Ok(Ok(EphemeralStepPlan {
+        container,
+        links: github_links(workspace_subpath),
+        warnings,
+    }))
 }

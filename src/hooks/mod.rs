@@ -1,11 +1,15 @@
 //! The hook commands, one file each, and the stdin entry point that dispatches to them.
 
+pub mod build_image;
 pub mod cleanup_job;
 pub mod externals;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
 pub mod script;
+pub mod step_ephemeral;
+pub mod step_job;
+pub mod workspace;
 
 use std::io::Read;
 use std::process::ExitCode;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kube::api::{DeleteParams, PostParams};
 
+use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, log_line, runner_node};
 use crate::build::plan::{PreparePlan, plan_prepare_job};
 use crate::build::{JOB_CONTAINER_NAME, names};
@@ -195,6 +196,17 @@ async fn create_and_start(
 
     if plan.job_image.is_none() {
         return Ok(false);
+    }
+    if config.work_volume == WorkVolumeMode::Copy {
+        let dirs = RunnerDirs::from_config(config)?;
+        let stats = workspace::push_initial(kube, &name, &dirs)
+            .await
+            .context("no-volume mode: copying the runner's _work and externals into the job pod")?;
+        tracing::info!(
+            entries = stats.entries,
+            bytes = stats.bytes,
+            "work volume filled"
+        );
     }
     detect_alpine(kube, &name).await
 }

@@ -1,41 +1,36 @@
-//! run_container_step: run a container action's image as its own Job with the workspace mounted, stream its log, return its exit code.
+//! run_container_step: run a container action's image (or one built from its Dockerfile) as an ephemeral container in the job pod, else as its own Job.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use futures::AsyncBufReadExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
-use tokio::io::AsyncWriteExt;
 
+use super::run_script_step::job_pod;
+use super::step_ephemeral::{Outcome, run_in_job_pod};
+use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, log_line, runner_node};
-use crate::build::job::STEP_CONTAINER_NAME;
 use crate::build::names;
-use crate::build::plan::{plan_container_step, workspace_subpath};
-use crate::config::Config;
+use crate::build::plan::{plan_container_step, plan_ephemeral_step, workspace_subpath};
+use crate::config::{Config, ContainerStepMode};
 use crate::k8s::rbac::{self, Extra};
-use crate::k8s::retry::with_retry;
-use crate::k8s::wait::{WaitOptions, wait_running};
-use crate::k8s::{K8sError, Kube};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 use crate::template::Template;
 
-/// How long a step Job gets to create its pod.
-const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long, after the log ends, the container gets to report its exit code.
-const EXIT_STATUS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Marker under `_temp/_arc_hook/`: the fallback to Jobs was explained once this job.
+const FALLBACK_NOTED: &str = "container-steps-as-jobs";
 
 pub async fn run_container_step(
-    _envelope: &Envelope,
+    envelope: &Envelope,
     args: &RunContainerStepArgs,
     config: &Config,
 ) -> HookResult {
-    let Some(image) = args.image.clone() else {
-        bail!(
-            "args.dockerfile: Dockerfile actions cannot be built on this runner: in-cluster image builds are not configured; use a prebuilt image (`uses: docker://<image>`)"
-        );
-    };
     let runner = config.require_runner_pod_name()?.to_string();
+    if args.image.as_deref().is_none_or(str::is_empty) {
+        match &args.dockerfile {
+            Some(_) if config.build.is_none() => bail!(crate::config::BUILD_NOT_CONFIGURED),
+            Some(_) => {}
+            None => bail!("invalid hook input: args.image: missing (and no args.dockerfile)"),
+        }
+    }
     let template = config
         .template_path
         .as_deref()
@@ -49,175 +44,91 @@ pub async fn run_container_step(
             &kube.namespace
         ));
     }
-    if !granted.jobs {
-        bail!(rbac::missing_message(
-            crate::k8s::rbac::JOB_PERMISSIONS,
-            &kube.namespace
-        ));
-    }
+    let pod = job_pod(envelope, &runner);
+    let copy = workspace::copy_mode(envelope, config);
     let node = runner_node(&kube, config, &runner).await?;
     let ctx = build_context(config, &kube, &runner, node);
     let ws = workspace_subpath(config.github_workspace.as_deref());
-    let plan = plan_container_step(
-        &ctx,
-        args,
-        &image,
-        &ws,
-        template.as_ref(),
-        &names::random_suffix(),
-    )?;
+    let suffix = names::random_suffix();
+
+    let image = match args.image.clone().filter(|i| !i.is_empty()) {
+        Some(i) => i,
+        None => {
+            let dockerfile = args.dockerfile.as_deref().unwrap_or_default();
+            let build = config
+                .build
+                .as_ref()
+                .context(crate::config::BUILD_NOT_CONFIGURED)?;
+            let job = super::build_image::BuildJob {
+                ctx: &ctx,
+                copy,
+                dockerfile,
+            };
+            super::build_image::build(&kube, config, build, &job, &granted).await?
+        }
+    };
+
+    let refused = match (
+        config.container_steps,
+        granted.has(Extra::EphemeralContainers),
+    ) {
+        (ContainerStepMode::Job, _) => "ARC_HOOK_CONTAINER_STEPS=job".to_string(),
+        (ContainerStepMode::Auto, false) => {
+            "the runner's Role does not grant patch on pods/ephemeralcontainers".to_string()
+        }
+        (ContainerStepMode::Auto, true) => {
+            match plan_ephemeral_step(&ctx, args, &image, &ws, template.as_ref(), &suffix)? {
+                Err(why) => why.0,
+                Ok(plan) => {
+                    for w in &plan.warnings {
+                        log_line(&format!("arc-hook: warning: {w}"));
+                    }
+                    let dirs = if copy {
+                        Some(RunnerDirs::from_config(config)?)
+                    } else {
+                        None
+                    };
+                    let work = config.runner_work_dir().context(
+                        "RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
+                    )?;
+                    match run_in_job_pod(&kube, config, &pod, &plan, &work, dirs.as_ref()).await {
+                        Outcome::Ran(result) => return result,
+                        Outcome::Refused(why) => why,
+                    }
+                }
+            }
+        }
+    };
+    note_fallback_once(config, &refused);
+    if copy {
+        bail!(
+            "no-volume mode: this container step cannot run in the job pod ({refused}), and a separate pod would not see the job's files; grant patch on pods/ephemeralcontainers in the runner's Role (deploy/rbac/role.yaml) or use ARC_HOOK_WORK_VOLUME=claim"
+        );
+    }
+    let plan = plan_container_step(&ctx, args, &image, &ws, template.as_ref(), &suffix)?;
     for w in &plan.warnings {
         log_line(&format!("arc-hook: warning: {w}"));
     }
-    let job_name = plan.job.metadata.name.clone().unwrap_or_default();
-    let secret_name = plan.secret.as_ref().and_then(|s| s.metadata.name.clone());
-
-    let result = run_job(&kube, config, &plan, &job_name, &granted).await;
-
-    // Step objects go away whatever happened.
-    let jobs = kube.jobs();
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        grace_period_seconds: Some(0),
-        ..Default::default()
-    };
-    if let Err(e) = with_retry(&format!("deleting job {job_name}"), || {
-        jobs.delete(&job_name, &dp)
-    })
-    .await
-        && !e.is_not_found()
-    {
-        eprintln!("arc-hook: could not delete step job {job_name}: {e}");
-    }
-    if let Some(s) = secret_name {
-        let secrets = kube.secrets();
-        let sdp = DeleteParams::default();
-        let _ = with_retry(&format!("deleting secret {s}"), || secrets.delete(&s, &sdp)).await;
-    }
-    result
+    super::step_job::run_as_job(&kube, config, &plan, &granted).await
 }
 
-async fn run_job(
-    kube: &Kube,
-    config: &Config,
-    plan: &crate::build::plan::ContainerStepPlan,
-    job_name: &str,
-    granted: &rbac::Granted,
-) -> HookResult {
-    let pp = PostParams::default();
-    if let Some(secret) = &plan.secret {
-        let api = kube.secrets();
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        super::prepare_job::create_once(
-            &format!("creating secret {name}"),
-            || api.create(&pp, secret),
-            || api.get(&name),
-        )
-        .await?;
+/// Says once per job (not once per step) why container steps run as Jobs.
+fn note_fallback_once(config: &Config, why: &str) {
+    let marker: Option<PathBuf> = config.runner_temp.as_ref().map(|t| {
+        t.join(super::run_script_step::SCRIPT_DIR)
+            .join(FALLBACK_NOTED)
+    });
+    if marker.as_ref().is_some_and(|m| m.exists()) {
+        tracing::debug!(%why, "container step as a Job");
+        return;
     }
-    let jobs = kube.jobs();
-    super::prepare_job::create_once(
-        &format!("creating job {job_name}"),
-        || jobs.create(&pp, &plan.job),
-        || jobs.get(job_name),
-    )
-    .await
-    .context("cannot create the step's Job")?;
-
-    let pod = step_pod(kube, job_name).await?;
-    let opts = WaitOptions {
-        timeout: config.prepare_timeout,
-        can_watch: granted.has(Extra::WatchPods),
-        can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: super::prepare_job::UNSCHEDULABLE_GRACE,
-        accept_finished: true,
-    };
-    wait_running(kube, &pod, opts)
-        .await
-        .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;
-    stream_log(kube, &pod).await?;
-    exit_code(kube, &pod).await
-}
-
-/// The pod the Job created for the step.
-async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
-    let api = kube.pods();
-    let lp = ListParams::default().labels(&format!("job-name={job_name}"));
-    let deadline = tokio::time::Instant::now() + POD_APPEAR_TIMEOUT;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let list = with_retry(&format!("listing pods of job {job_name}"), || api.list(&lp)).await?;
-        if let Some(name) = list.items.into_iter().find_map(|p: Pod| p.metadata.name) {
-            return Ok(name);
+    log_line(&format!(
+        "arc-hook: container steps run as separate Jobs on this runner: {why}"
+    ));
+    if let Some(m) = marker {
+        if let Some(dir) = m.parent() {
+            let _ = std::fs::create_dir_all(dir);
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(K8sError::Timeout {
-                what: format!("job {job_name} to create its pod"),
-                after: POD_APPEAR_TIMEOUT,
-            }
-            .into());
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
-}
-
-/// Streams the step container's log to stdout as it is written.
-async fn stream_log(kube: &Kube, pod: &str) -> anyhow::Result<()> {
-    let api = kube.pods();
-    let lp = LogParams {
-        follow: true,
-        container: Some(STEP_CONTAINER_NAME.into()),
-        ..Default::default()
-    };
-    let stream = with_retry(&format!("reading the log of pod {pod}"), || {
-        api.log_stream(pod, &lp)
-    })
-    .await?;
-    let mut lines = stream.lines();
-    let mut out = tokio::io::stdout();
-    use futures::TryStreamExt;
-    while let Some(line) = lines.try_next().await.context("reading the step's log")? {
-        out.write_all(line.as_bytes()).await?;
-        out.write_all(b"\n").await?;
-        out.flush().await?;
-    }
-    Ok(())
-}
-
-/// The step container's exit code, once it has terminated.
-async fn exit_code(kube: &Kube, pod: &str) -> HookResult {
-    let api = kube.pods();
-    let deadline = tokio::time::Instant::now() + EXIT_STATUS_TIMEOUT;
-    loop {
-        let p = with_retry(&format!("reading pod {pod}"), || api.get(pod)).await?;
-        let terminated = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == STEP_CONTAINER_NAME))
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.terminated.clone());
-        if let Some(t) = terminated {
-            if let Some(reason) = t.reason.as_deref().filter(|r| *r == "OOMKilled") {
-                eprintln!(
-                    "arc-hook: the step's container was killed: {reason} (raise its memory limit in the worker-podspec template, `$step`)"
-                );
-            }
-            return Ok(t.exit_code);
-        }
-        if p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted") {
-            bail!(
-                "the step's pod was evicted: {}",
-                p.status.and_then(|s| s.message).unwrap_or_default()
-            );
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "the step's log ended but its container reported no exit code within {}s; its result is unknown",
-                EXIT_STATUS_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = std::fs::write(&m, why);
     }
 }

@@ -4,10 +4,11 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::HookResult;
 use super::script::{StepCommand, step_script};
+use super::workspace::{self, RunnerDirs};
 use crate::build::{JOB_CONTAINER_NAME, names};
 use crate::config::Config;
 use crate::k8s::exec::{ExecTarget, exec};
@@ -79,6 +80,26 @@ pub async fn run_script_step(
     let in_pod = format!("/__w/_temp/{SCRIPT_DIR}/{file_name}");
 
     let kube = super::connect(config).await?;
+    let copy = super::workspace::copy_mode(envelope, config);
+    let dirs = if copy {
+        Some(RunnerDirs::from_config(config)?)
+    } else {
+        None
+    };
+    // Exec round trips per step: push (copy mode), run, pull (copy mode).
+    if let Some(d) = &dirs {
+        let stats = workspace::push_step(&kube, &pod, d, Vec::new())
+            .await
+            .context(
+                "no-volume mode: copying _temp and new actions into the job pod before the step",
+            )?;
+        tracing::debug!(
+            entries = stats.entries,
+            skipped = stats.skipped,
+            bytes = stats.bytes,
+            "pushed before the step"
+        );
+    }
     let command = vec!["sh".to_string(), in_pod];
     let target = ExecTarget {
         pod: &pod,
@@ -95,8 +116,10 @@ pub async fn run_script_step(
     )
     .await;
     drop(local);
-    match result {
-        Ok(code) => Ok(code),
-        Err(e) => bail!(e),
-    }
+    let pulled = match &dirs {
+        // Also after a failed or broken step: its file commands must reach the runner.
+        Some(d) => Some(workspace::pull_step(&kube, &pod, d).await),
+        None => None,
+    };
+    workspace::step_outcome(result, pulled)
 }

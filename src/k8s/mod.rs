@@ -1,6 +1,8 @@
 //! Talking to the Kubernetes API: client set-up, retries, permission checks, waits, exec and file copies.
 
 pub mod client;
+pub mod copy;
+pub mod ephemeral;
 pub mod exec;
 pub mod rbac;
 pub mod retry;
