@@ -1,3 +1,12 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
-pub mod validate;
+pub mod build;
+pub mod config;
+pub mod exporter;
+pub mod hooks;
+pub mod k8s;
+pub mod protocol;
+pub mod render;
+pub mod replay;
 pub mod sim;
+pub mod template;
+pub mod validate;

@@ -20,7 +20,9 @@ fn is_lower_alnum(c: u8) -> bool {
 pub fn dns1123_label(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if value.len() > DNS1123_LABEL_MAX {
-        errs.push(format!("must be no more than {DNS1123_LABEL_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters"
+        ));
     }
     if !is_dns1123_label_shape(value) {
         errs.push(DNS1123_LABEL_FMT.to_string());
@@ -40,7 +42,9 @@ fn is_dns1123_label_shape(value: &str) -> bool {
 pub fn dns1123_subdomain(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if value.len() > DNS1123_SUBDOMAIN_MAX {
-        errs.push(format!("must be no more than {DNS1123_SUBDOMAIN_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
     }
     if value.is_empty() || !value.split('.').all(is_dns1123_label_shape) {
         errs.push(DNS1123_SUBDOMAIN_FMT.to_string());
@@ -75,12 +79,20 @@ pub fn label_key(key: &str) -> Vec<String> {
     };
     let mut errs = Vec::new();
     if let Some(p) = prefix {
-        errs.extend(dns1123_subdomain(p).into_iter().map(|e| format!("prefix part {e}")));
+        errs.extend(
+            dns1123_subdomain(p)
+                .into_iter()
+                .map(|e| format!("prefix part {e}")),
+        );
     }
     if name.is_empty() {
         errs.push("name part must be non-empty".to_string());
     } else {
-        errs.extend(label_value(name).into_iter().map(|e| format!("name part {e}")));
+        errs.extend(
+            label_value(name)
+                .into_iter()
+                .map(|e| format!("name part {e}")),
+        );
     }
     errs
 }
@@ -92,7 +104,11 @@ pub fn env_var_name(name: &str) -> Vec<String> {
         && !b[0].is_ascii_digit()
         && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.');
-    if ok { Vec::new() } else { vec![ENV_VAR_FMT.to_string()] }
+    if ok {
+        Vec::new()
+    } else {
+        vec![ENV_VAR_FMT.to_string()]
+    }
 }
 
 const CONFIG_KEY_FMT: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
@@ -101,9 +117,14 @@ const CONFIG_KEY_FMT: &str = "a valid config key must consist of alphanumeric ch
 pub fn config_key(key: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if key.len() > DNS1123_SUBDOMAIN_MAX {
-        errs.push(format!("must be no more than {DNS1123_SUBDOMAIN_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
     }
-    let ok = !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    let ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
     if !ok {
         errs.push(CONFIG_KEY_FMT.to_string());
     }
@@ -127,14 +148,23 @@ pub fn to_dns1123_label(raw: &str, max: usize, fallback: &str) -> String {
         }
     }
     let trimmed = truncate_label(out.trim_matches('-'), max);
-    if trimmed.is_empty() { fallback.to_string() } else { trimmed }
+    if trimmed.is_empty() {
+        fallback.to_string()
+    } else {
+        trimmed
+    }
 }
 
 /// Truncates a valid label-shaped string to `max` bytes and strips the trailing
 /// non-alphanumerics truncation may expose, so the result stays valid.
 pub fn truncate_label(value: &str, max: usize) -> String {
-    let cut = if value.len() > max { &value[..max] } else { value };
-    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    let cut = if value.len() > max {
+        &value[..max]
+    } else {
+        value
+    };
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 #[cfg(test)]

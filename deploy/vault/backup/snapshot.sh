@@ -1,0 +1,23 @@
+#!/bin/sh
+# Step 1 of the weekly backup (init container, Vault image): log in with the pod's projected
+# service-account token (Kubernetes auth role vault-backup), save a raft snapshot of the whole
+# cluster into /backup, check that Vault can read it back, and write its SHA-256 next to it.
+# Writes /backup/CURRENT with the snapshot's file name for the upload containers.
+set -eu
+log() { printf 'snapshot: %s\n' "$*"; }
+
+: "${VAULT_ADDR:?}" "${BACKUP_DIR:=/backup}" "${SA_TOKEN_FILE:=/var/run/secrets/vault/token}"
+[ -s "$SA_TOKEN_FILE" ] || { echo "snapshot: no service-account token at $SA_TOKEN_FILE" >&2; exit 1; }
+
+VAULT_TOKEN="$(vault write -field=token auth/kubernetes/login role=vault-backup jwt=@"$SA_TOKEN_FILE")"
+export VAULT_TOKEN
+# The token is needed for one request; revoke it however this script ends.
+trap 'vault token revoke -self >/dev/null 2>&1 || true' EXIT
+
+name="vault-raft-$(date -u +%Y%m%dT%H%M%SZ).snap"
+vault operator raft snapshot save "$BACKUP_DIR/$name"
+# Fails on a truncated or corrupt file: better no upload than a backup that cannot be restored.
+vault operator raft snapshot inspect "$BACKUP_DIR/$name" >/dev/null
+(cd "$BACKUP_DIR" && sha256sum "$name" > "$name.sha256")
+printf '%s\n' "$name" > "$BACKUP_DIR/CURRENT"
+log "saved $name ($(wc -c < "$BACKUP_DIR/$name") bytes), sha256 $(cut -d' ' -f1 "$BACKUP_DIR/$name.sha256")"

@@ -1,0 +1,174 @@
+//! Pure construction of every Kubernetes object the hook creates; `render`, the hooks and the tests all call it.
+
+pub mod builder;
+pub mod ephemeral;
+pub mod job;
+pub mod names;
+pub mod plan;
+pub mod pod;
+pub mod ports;
+pub mod secret;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::EnvVar;
+
+use crate::config::WorkVolumeMode;
+
+/// Label upstream puts on every object of a runner; kept so leftovers of either hook are found.
+pub const RUNNER_POD_LABEL: &str = "runner-pod";
+/// Label naming what an object is for (`workflow`, `step`, `registry-credentials`).
+pub const ROLE_LABEL: &str = "arc-hook.dev/role";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "arc-hook";
+/// The job container's name (and `$job` in templates).
+pub const JOB_CONTAINER_NAME: &str = "job";
+/// The work volume's name in the workflow pod.
+pub const WORK_VOLUME_NAME: &str = "work";
+
+/// A runner input the hook cannot turn into a valid object.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BuildError {
+    #[error(
+        "{field}: invalid environment variable name {name:?} (use letters, digits, '_', '-' or '.', not starting with a digit)"
+    )]
+    EnvName { field: String, name: String },
+    #[error("{field}: invalid port mapping {value:?}: {reason}")]
+    Port {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "{field}: {path:?} is outside the runner's _work directory; on Kubernetes only paths under _work can be mounted"
+    )]
+    MountOutsideWork { field: String, path: String },
+    #[error(
+        "{field}: the image names no registry host and the runner sent no serverUrl; set ARC_HOOK_DEFAULT_REGISTRY to the docker-config key of your default registry"
+    )]
+    RegistryServer { field: String },
+}
+
+/// What object construction needs to know about where it runs.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub runner_pod: String,
+    pub namespace: String,
+    /// The runner's node; the workflow pod is pinned to it unless the scheduler places it.
+    pub node_name: Option<String>,
+    pub use_kube_scheduler: bool,
+    pub work_volume: WorkVolumeMode,
+    pub claim_name: String,
+    pub default_registry: Option<String>,
+}
+
+/// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
+pub fn ignored_options_warning(options: Option<&str>, what: &str) -> Option<String> {
+    options.filter(|o| !o.trim().is_empty()).map(|o| {
+        format!("{what}: container options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead")
+    })
+}
+
+/// A build context for unit tests: runner `arc-runner`, namespace `ci`, node `node-1`, claim mode.
+#[cfg(test)]
+pub(crate) fn test_context() -> BuildContext {
+    BuildContext {
+        runner_pod: "arc-runner".into(),
+        namespace: "ci".into(),
+        node_name: Some("node-1".into()),
+        use_kube_scheduler: false,
+        work_volume: crate::config::WorkVolumeMode::Claim,
+        claim_name: "arc-runner-work".into(),
+        default_registry: None,
+    }
+}
+
+/// The labels every object of this runner carries.
+pub fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (RUNNER_POD_LABEL.to_string(), ctx.runner_pod.clone()),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (ROLE_LABEL.to_string(), role.to_string()),
+    ])
+}
+
+/// The label selector matching every object of this runner.
+pub fn runner_selector(runner_pod: &str) -> String {
+    format!("{RUNNER_POD_LABEL}={runner_pod}")
+}
+
+/// Container env from the runner's variables, as upstream builds it: `HOME` and empty values
+/// dropped, `GITHUB_ACTIONS=true` and `CI=true` (unless set) added. Names are validated.
+pub fn container_env(
+    vars: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<Vec<EnvVar>, BuildError> {
+    let mut env = Vec::with_capacity(vars.len() + 2);
+    for (k, v) in vars {
+        if !crate::validate::env_var_name(k).is_empty() {
+            return Err(BuildError::EnvName {
+                field: format!("{field}.environmentVariables"),
+                name: k.clone(),
+            });
+        }
+        if k == "HOME" || v.is_empty() || k == "GITHUB_ACTIONS" {
+            continue;
+        }
+        env.push(EnvVar {
+            name: k.clone(),
+            value: Some(v.clone()),
+            value_from: None,
+        });
+    }
+    env.push(EnvVar {
+        name: "GITHUB_ACTIONS".into(),
+        value: Some("true".into()),
+        value_from: None,
+    });
+    if !vars.contains_key("CI") {
+        env.push(EnvVar {
+            name: "CI".into(),
+            value: Some("true".into()),
+            value_from: None,
+        });
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_follows_upstream_rules() {
+        let vars = BTreeMap::from([
+            ("HOME".to_string(), "/root".to_string()),
+            ("EMPTY".to_string(), String::new()),
+            ("A".to_string(), "x y $z".to_string()),
+        ]);
+        let env = container_env(&vars, "args.container").expect("valid");
+        let pairs: Vec<_> = env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![("A", "x y $z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")]
+        );
+
+        let vars = BTreeMap::from([("CI".to_string(), "false".to_string())]);
+        let env = container_env(&vars, "f").expect("valid");
+        assert_eq!(env.iter().filter(|e| e.name == "CI").count(), 1);
+        assert_eq!(env[0].value.as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        let vars = BTreeMap::from([("1BAD".to_string(), "v".to_string())]);
+        let e = container_env(&vars, "args.container").expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "args.container.environmentVariables: invalid environment variable name \"1BAD\" (use letters, digits, '_', '-' or '.', not starting with a digit)"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! What a command will create, fully built and template-merged: the one place `render` and the hooks get their objects from.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EphemeralContainer, Pod, Secret};
+
+use super::ephemeral::{NotEphemeral, ephemeral_step_container, github_links};
+use super::job::{container_step_job, step_container};
+use super::pod::{JobPod, ServiceContainer, job_pod, work_subpath};
+use super::ports::{PortMapping, context_ports};
+use super::secret::{PullCredentials, registry_secret};
+use super::{BuildContext, BuildError, names};
+use crate::protocol::{ContextEntry, PrepareJobArgs, ResponseContext, RunContainerStepArgs};
+use crate::template::{Template, TemplateError, TemplateVars};
+
+/// Object construction or template merge failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+/// prepare_job's objects.
+#[derive(Debug, Clone)]
+pub struct PreparePlan {
+    pub secret: Option<Secret>,
+    pub pod: Pod,
+    pub job_image: Option<String>,
+    pub job_ports: Vec<PortMapping>,
+    pub services: Vec<ServiceContainer>,
+    pub warnings: Vec<String>,
+}
+
+impl PreparePlan {
+    pub fn pod_name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The runner's `job.container` / `job.services` context for this pod.
+    pub fn response_context(&self) -> ResponseContext {
+        ResponseContext {
+            container: self.job_image.as_ref().map(|image| ContextEntry {
+                image: image.clone(),
+                ports: context_ports(&self.job_ports),
+            }),
+            services: self
+                .services
+                .iter()
+                .map(|s| ContextEntry {
+                    image: s.image.clone(),
+                    ports: context_ports(&s.ports),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn template_vars(ctx: &BuildContext) -> TemplateVars {
+    TemplateVars {
+        runner_pod_name: ctx.runner_pod.clone(),
+        workflow_pod_name: names::job_pod_name(&ctx.runner_pod),
+        namespace: ctx.namespace.clone(),
+    }
+}
+
+/// Builds prepare_job's secret (if any credentials) and workflow pod; `suffix` names the secret.
+pub fn plan_prepare_job(
+    ctx: &BuildContext,
+    args: &PrepareJobArgs,
+    template: Option<&Template>,
+    suffix: &str,
+) -> Result<PreparePlan, PlanError> {
+    let mut creds = Vec::new();
+    if let Some(c) = &args.container
+        && let Some(r) = &c.registry
+    {
+        creds.push(PullCredentials {
+            field: "args.container.registry".into(),
+            image: &c.image,
+            registry: r,
+        });
+    }
+    for (i, s) in args.services.iter().enumerate() {
+        if let Some(r) = &s.registry {
+            creds.push(PullCredentials {
+                field: format!("args.services[{i}].registry"),
+                image: &s.image,
+                registry: r,
+            });
+        }
+    }
+    let secret_name = names::runner_object_name(&ctx.runner_pod, "secret", suffix);
+    let secret = registry_secret(ctx, &secret_name, &creds)?;
+    let JobPod {
+        pod,
+        job_ports,
+        services,
+        mut warnings,
+    } = job_pod(ctx, args, secret.as_ref().map(|_| secret_name.as_str()))?;
+    let pod = match template {
+        Some(t) => {
+            let jp = JobPod {
+                pod,
+                job_ports: job_ports.clone(),
+                services: services.clone(),
+                warnings: Vec::new(),
+            };
+            let merged = t.apply_to_job_pod(&jp, &template_vars(ctx))?;
+            warnings.extend(merged.warnings);
+            merged.object
+        }
+        None => pod,
+    };
+    Ok(PreparePlan {
+        secret,
+        pod,
+        job_image: args.container.as_ref().map(|c| c.image.clone()),
+        job_ports,
+        services,
+        warnings,
+    })
+}
+
+/// A container step's objects when it runs as its own Job.
+#[derive(Debug, Clone)]
+pub struct ContainerStepPlan {
+    pub secret: Option<Secret>,
+    pub job: Job,
+    pub warnings: Vec<String>,
+}
+
+/// The work-volume sub-path of the runner's workspace (`GITHUB_WORKSPACE` on the runner).
+pub fn workspace_subpath(github_workspace: Option<&std::path::Path>) -> String {
+    github_workspace
+        .and_then(|p| work_subpath(&p.to_string_lossy()))
+        .unwrap_or_default()
+}
+
+/// Builds a container step's Job (image steps; Dockerfile steps pass the built image).
+pub fn plan_container_step(
+    ctx: &BuildContext,
+    args: &RunContainerStepArgs,
+    image: &str,
+    workspace_subpath: &str,
+    template: Option<&Template>,
+    suffix: &str,
+) -> Result<ContainerStepPlan, PlanError> {
+    let secret_name = names::runner_object_name(&ctx.runner_pod, "secret", suffix);
+    let creds: Vec<_> = args
+        .registry
+        .iter()
+        .map(|r| PullCredentials {
+            field: "args.registry".into(),
+            image,
+            registry: r,
+        })
+        .collect();
+    let secret = registry_secret(ctx, &secret_name, &creds)?;
+    let container = step_container(args, image, workspace_subpath)?;
+    let name = names::runner_object_name(&ctx.runner_pod, "step", suffix);
+    let job = container_step_job(
+        ctx,
+        &name,
+        container,
+        secret.as_ref().map(|_| secret_name.as_str()),
+    );
+    let mut warnings = Vec::new();
+    warnings.extend(super::ignored_options_warning(
+        args.create_options.as_deref(),
+        "container step",
+    ));
+    let job = match template {
+        Some(t) => {
+            let merged = t.apply_to_step_job(&job, &template_vars(ctx))?;
+            warnings.extend(merged.warnings);
+            merged.object
+        }
+        None => job,
+    };
+    Ok(ContainerStepPlan {
+        secret,
+        job,
+        warnings,
+    })
+}
+
+/// A container step as an ephemeral container of the job pod.
+#[derive(Debug, Clone)]
+pub struct EphemeralStepPlan {
+    pub container: EphemeralContainer,
+    /// Links to create at the work volume's root so `/github/*` resolves (`name -> target`).
+    pub links: Vec<(&'static str, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Builds a container step as an ephemeral container named `step-<suffix>`, or says why it
+/// needs a Job instead.
+pub fn plan_ephemeral_step(
+    ctx: &BuildContext,
+    args: &RunContainerStepArgs,
+    image: &str,
+    workspace_subpath: &str,
+    template: Option<&Template>,
+    suffix: &str,
+) -> Result<Result<EphemeralStepPlan, NotEphemeral>, PlanError> {
+    if args.registry.as_ref().is_some_and(|r| r.has_credentials()) {
+        return Ok(Err(NotEphemeral(
+            "the step's image needs registry credentials, and a running pod cannot take a new pull secret".into(),
+        )));
+    }
+    let (container, mut warnings) =
+        match ephemeral_step_container(args, image, &format!("step-{suffix}"))? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+    warnings.extend(super::ignored_options_warning(
+        args.create_options.as_deref(),
+        "container step",
+    ));
+    let container = match template {
+        Some(t) => {
+            let merged = t.apply_to_ephemeral_step(&container, &template_vars(ctx))?;
+            warnings.extend(merged.warnings);
+            merged.object
+        }
+        None => container,
+    };
+    Ok(Ok(EphemeralStepPlan {
+        container,
+        links: github_links(workspace_subpath),
+        warnings,
+    }))
+}

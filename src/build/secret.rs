@@ -1,0 +1,216 @@
+//! The `kubernetes.io/dockerconfigjson` Secret holding the job's registry credentials.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
+
+use super::{BuildContext, BuildError, runner_labels};
+use crate::protocol::Registry;
+
+/// Credentials for one image, with the field path used in errors.
+pub struct PullCredentials<'a> {
+    pub field: String,
+    pub image: &'a str,
+    pub registry: &'a Registry,
+}
+
+/// The registry host an image reference names, if any (`host[:port]/repo`, or `localhost/repo`).
+pub fn registry_host(image: &str) -> Option<&str> {
+    let (first, rest) = image.split_once('/')?;
+    (!rest.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost"))
+        .then_some(first)
+}
+
+/// Builds the pull secret for every credentialled image (job container and services), one
+/// `auths` entry per registry. Returns `None` when no image has credentials.
+pub fn registry_secret(
+    ctx: &BuildContext,
+    name: &str,
+    creds: &[PullCredentials<'_>],
+) -> Result<Option<Secret>, BuildError> {
+    let mut auths = serde_json::Map::new();
+    for c in creds.iter().filter(|c| c.registry.has_credentials()) {
+        let server = match c
+            .registry
+            .server_url
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            Some(s) => s.to_string(),
+            None => match registry_host(c.image) {
+                Some(h) => h.to_string(),
+                None => ctx
+                    .default_registry
+                    .clone()
+                    .ok_or_else(|| BuildError::RegistryServer {
+                        field: format!("{}.serverUrl", c.field),
+                    })?,
+            },
+        };
+        let user = c.registry.username.as_deref().unwrap_or_default();
+        let pass = c.registry.password.as_deref().unwrap_or_default();
+        auths.insert(
+            server,
+            json!({
+                "username": user,
+                "password": pass,
+                "auth": B64.encode(format!("{user}:{pass}")),
+            }),
+        );
+    }
+    if auths.is_empty() {
+        return Ok(None);
+    }
+    let config = json!({ "auths": auths }).to_string();
+    Ok(Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ctx.namespace.clone()),
+            labels: Some(runner_labels(ctx, "registry-credentials")),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".to_string()),
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(config.into_bytes()),
+        )])),
+        ..Default::default()
+    }))
+}
+
+/// A copy of `secret` with every data value replaced, for printing.
+pub fn redacted(secret: &Secret) -> Secret {
+    let mut s = secret.clone();
+    if let Some(data) = s.data.as_mut() {
+        for v in data.values_mut() {
+            *v = ByteString(b"<redacted: pass --show-secrets to print>".to_vec());
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> BuildContext {
+        crate::build::test_context()
+    }
+
+    fn reg(server: Option<&str>) -> Registry {
+        Registry {
+            username: Some("bot".into()),
+            password: Some("s3cr3t".into()),
+            server_url: server.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn dockerconfigjson_content() {
+        let r = reg(Some("registry.example.internal"));
+        let s = registry_secret(
+            &ctx(),
+            "arc-runner-secret-abcdefgh",
+            &[PullCredentials {
+                field: "args.container.registry".into(),
+                image: "registry.example.internal/app:1",
+                registry: &r,
+            }],
+        )
+        .expect("valid")
+        .expect("credentials given");
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+        let raw = &s.data.as_ref().expect("data")[".dockerconfigjson"].0;
+        let v: serde_json::Value = serde_json::from_slice(raw).expect("json");
+        let entry = &v["auths"]["registry.example.internal"];
+        assert_eq!(entry["auth"], B64.encode("bot:s3cr3t"));
+        assert_eq!(entry["username"], "bot");
+        assert_eq!(entry["password"], "s3cr3t");
+        // k8s-openapi serialises data base64-encoded, as the API expects.
+        let wire = serde_json::to_value(&s).expect("serialises");
+        let encoded = wire["data"][".dockerconfigjson"].as_str().expect("string");
+        assert_eq!(B64.decode(encoded).expect("base64"), raw.clone());
+        assert_eq!(
+            s.metadata.labels.as_ref().expect("labels")["runner-pod"],
+            "arc-runner"
+        );
+    }
+
+    #[test]
+    fn server_from_image_or_default() {
+        let r = reg(None);
+        let c = [PullCredentials {
+            field: "args.container.registry".into(),
+            image: "registry.example.internal:5000/a/b:1",
+            registry: &r,
+        }];
+        let s = registry_secret(&ctx(), "n", &c)
+            .expect("valid")
+            .expect("some");
+        let v: serde_json::Value =
+            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
+        assert!(v["auths"].get("registry.example.internal:5000").is_some());
+
+        let c = [PullCredentials {
+            field: "args.container.registry".into(),
+            image: "library/app:1",
+            registry: &r,
+        }];
+        let e = registry_secret(&ctx(), "n", &c).expect_err("no server known");
+        assert!(
+            e.to_string()
+                .starts_with("args.container.registry.serverUrl: the image names no registry host")
+        );
+        let mut with_default = ctx();
+        with_default.default_registry = Some("default-registry.example.internal".into());
+        assert!(
+            registry_secret(&with_default, "n", &c)
+                .expect("valid")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn no_credentials_no_secret() {
+        let r = Registry {
+            username: Some("u".into()),
+            password: None,
+            server_url: Some("x.example.internal".into()),
+        };
+        let c = [PullCredentials {
+            field: "f".into(),
+            image: "x.example.internal/a",
+            registry: &r,
+        }];
+        assert!(registry_secret(&ctx(), "n", &c).expect("valid").is_none());
+    }
+
+    #[test]
+    fn redaction_hides_values() {
+        let r = reg(Some("registry.example.internal"));
+        let c = [PullCredentials {
+            field: "f".into(),
+            image: "a",
+            registry: &r,
+        }];
+        let s = registry_secret(&ctx(), "n", &c)
+            .expect("valid")
+            .expect("some");
+        let printed = serde_json::to_string(&redacted(&s)).expect("serialises");
+        assert!(!printed.contains(&B64.encode("bot:s3cr3t")));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(registry_host("redis:7"), None);
+        assert_eq!(registry_host("library/redis"), None);
+        assert_eq!(registry_host("localhost/x"), Some("localhost"));
+        assert_eq!(registry_host("a.b/x/y:1"), Some("a.b"));
+    }
+}

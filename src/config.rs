@@ -1,0 +1,317 @@
+//! Every environment variable arc-hook reads, read once, typed and documented (the README's table mirrors this file).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The runner pod name `render` assumes when `ACTIONS_RUNNER_POD_NAME` is unset.
+pub const DEFAULT_RENDER_RUNNER_POD: &str = "arc-runner";
+/// Default of `ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS` (upstream's 10 minutes).
+pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default of `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`.
+pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a Dockerfile action's image build may take.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+/// The one line a Dockerfile action gets when in-cluster builds are not configured.
+pub const BUILD_NOT_CONFIGURED: &str = "args.dockerfile: this runner cannot build Dockerfile actions: in-cluster image builds are not configured; set ARC_HOOK_BUILDER_IMAGE (a Kaniko executor image from your registry mirror) and ARC_HOOK_BUILD_REGISTRY (where built images are pushed, e.g. your Harbor project), optionally ARC_HOOK_BUILD_PUSH_SECRET (a dockerconfigjson secret with push credentials); or use a prebuilt image (`uses: docker://<image>`)";
+
+/// An environment variable holding a value arc-hook cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// How the runner's `_work` reaches the workflow pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkVolumeMode {
+    /// The runner's work PVC is mounted in the workflow pod (upstream's kubernetes mode).
+    Claim,
+    /// The workflow pod gets an emptyDir and the hook copies files over exec (kubernetes-novolume).
+    Copy,
+}
+
+/// How container steps (`run_container_step`) run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStepMode {
+    /// As an ephemeral container in the job pod where the Role allows it, else as a Job.
+    Auto,
+    /// Always as a separate Job (the job pod is never patched).
+    Job,
+}
+
+/// In-cluster builds of Dockerfile actions (Kaniko executor pods).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// `ARC_HOOK_BUILDER_IMAGE`: the Kaniko executor image.
+    pub builder_image: String,
+    /// `ARC_HOOK_BUILD_REGISTRY`: repository prefix built images are pushed under (`host/project`).
+    pub registry: String,
+    /// `ARC_HOOK_BUILD_PUSH_SECRET`: a `kubernetes.io/dockerconfigjson` secret with push credentials.
+    pub push_secret: Option<String>,
+    /// `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a build may take.
+    pub timeout: Duration,
+}
+
+/// Configuration of one hook invocation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ACTIONS_RUNNER_POD_NAME`: the runner pod; workflow objects are named after and labelled with it.
+    pub runner_pod_name: Option<String>,
+    /// `ACTIONS_RUNNER_CLAIM_NAME`: the work volume's PVC (default `<runner pod>-work`).
+    pub claim_name: Option<String>,
+    /// `ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=true`: refuse jobs without `container:`.
+    pub require_job_container: bool,
+    /// `ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE`: worker-podspec template path.
+    pub template_path: Option<PathBuf>,
+    /// `ACTIONS_RUNNER_USE_KUBE_SCHEDULER=true`: let the scheduler place the workflow pod.
+    pub use_kube_scheduler: bool,
+    /// `ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS`: how long prepare_job waits for the pod.
+    pub prepare_timeout: Duration,
+    /// `ACTIONS_RUNNER_KUBERNETES_NAMESPACE`: overrides the namespace (as upstream).
+    pub namespace: Option<String>,
+    /// `ARC_HOOK_WORK_VOLUME`: `claim` (default) or `copy` (no-volume mode).
+    pub work_volume: WorkVolumeMode,
+    /// `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`: how long cleanup_job waits for objects to disappear.
+    pub cleanup_timeout: Duration,
+    /// `ARC_HOOK_DEFAULT_REGISTRY`: the docker-config key for credentials of images that name no
+    /// registry host (the runner then sends no `serverUrl`).
+    pub default_registry: Option<String>,
+    /// `ARC_HOOK_CONTAINER_STEPS`: `auto` (ephemeral containers where allowed) or `job`.
+    pub container_steps: ContainerStepMode,
+    /// Dockerfile action builds; `None` unless `ARC_HOOK_BUILDER_IMAGE` and `ARC_HOOK_BUILD_REGISTRY` are set.
+    pub build: Option<BuildConfig>,
+    /// `RUNNER_WORKSPACE`: `<_work>/<repo>` on the runner.
+    pub runner_workspace: Option<PathBuf>,
+    /// `GITHUB_WORKSPACE`: `<_work>/<repo>/<repo>` on the runner.
+    pub github_workspace: Option<PathBuf>,
+    /// `RUNNER_TEMP`: `<_work>/_temp` on the runner.
+    pub runner_temp: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let flag = |k: &'static str| -> Result<bool, ConfigError> {
+            match get(k).as_deref().map(str::trim) {
+                None => Ok(false),
+                Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+                Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+                Some(v) => Err(ConfigError {
+                    name: k,
+                    value: v.to_string(),
+                    reason: "expected true or false".into(),
+                }),
+            }
+        };
+        let seconds = |k: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                    _ => Err(ConfigError {
+                        name: k,
+                        value: v,
+                        reason: "expected a whole number of seconds > 0".into(),
+                    }),
+                },
+            }
+        };
+        let work_volume = match get("ARC_HOOK_WORK_VOLUME").as_deref().map(str::trim) {
+            None | Some("claim") => WorkVolumeMode::Claim,
+            Some("copy") => WorkVolumeMode::Copy,
+            Some(v) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_WORK_VOLUME",
+                    value: v.to_string(),
+                    reason: "expected claim (mount the work PVC) or copy (no-volume mode)".into(),
+                });
+            }
+        };
+        let container_steps = match get("ARC_HOOK_CONTAINER_STEPS").as_deref().map(str::trim) {
+            None | Some("auto") => ContainerStepMode::Auto,
+            Some("job") => ContainerStepMode::Job,
+            Some(v) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_CONTAINER_STEPS",
+                    value: v.to_string(),
+                    reason: "expected auto (ephemeral containers where allowed) or job".into(),
+                });
+            }
+        };
+        let build = match (
+            get("ARC_HOOK_BUILDER_IMAGE"),
+            get("ARC_HOOK_BUILD_REGISTRY"),
+        ) {
+            (Some(image), Some(registry)) => Some(BuildConfig {
+                builder_image: image.trim().to_string(),
+                registry: registry.trim().trim_end_matches('/').to_string(),
+                push_secret: get("ARC_HOOK_BUILD_PUSH_SECRET").map(|s| s.trim().to_string()),
+                timeout: seconds("ARC_HOOK_BUILD_TIMEOUT_SECONDS", DEFAULT_BUILD_TIMEOUT)?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_BUILD_REGISTRY",
+                    value: String::new(),
+                    reason: "must be set with ARC_HOOK_BUILDER_IMAGE: where built Dockerfile action images are pushed (host/project)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    name: "ARC_HOOK_BUILDER_IMAGE",
+                    value: String::new(),
+                    reason: "must be set with ARC_HOOK_BUILD_REGISTRY: the Kaniko executor image that builds Dockerfile actions".into(),
+                });
+            }
+        };
+        Ok(Self {
+            runner_pod_name: get("ACTIONS_RUNNER_POD_NAME"),
+            claim_name: get("ACTIONS_RUNNER_CLAIM_NAME"),
+            require_job_container: flag("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER")?,
+            template_path: get("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE").map(PathBuf::from),
+            use_kube_scheduler: flag("ACTIONS_RUNNER_USE_KUBE_SCHEDULER")?,
+            prepare_timeout: seconds(
+                "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS",
+                DEFAULT_PREPARE_TIMEOUT,
+            )?,
+            namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE"),
+            work_volume,
+            cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
+            default_registry: get("ARC_HOOK_DEFAULT_REGISTRY"),
+            container_steps,
+            build,
+            runner_workspace: get("RUNNER_WORKSPACE").map(PathBuf::from),
+            github_workspace: get("GITHUB_WORKSPACE").map(PathBuf::from),
+            runner_temp: get("RUNNER_TEMP").map(PathBuf::from),
+        })
+    }
+
+    /// The runner pod's name, required by every hook command.
+    pub fn require_runner_pod_name(&self) -> Result<&str, ConfigError> {
+        self.runner_pod_name.as_deref().ok_or_else(|| ConfigError {
+            name: "ACTIONS_RUNNER_POD_NAME",
+            value: String::new(),
+            reason:
+                "must be set to the runner pod's name (ARC's chart sets it from the downward API)"
+                    .into(),
+        })
+    }
+
+    /// The work volume's claim name for the runner pod `runner`.
+    pub fn claim_name_for(&self, runner: &str) -> String {
+        self.claim_name
+            .clone()
+            .unwrap_or_else(|| format!("{runner}-work"))
+    }
+
+    /// The runner's `_work` directory, from `RUNNER_WORKSPACE` (`_work/<repo>`) or `RUNNER_TEMP` (`_work/_temp`).
+    pub fn runner_work_dir(&self) -> Option<PathBuf> {
+        self.runner_workspace
+            .as_deref()
+            .or(self.runner_temp.as_deref())
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).expect("empty env is valid");
+        assert!(!c.require_job_container);
+        assert!(!c.use_kube_scheduler);
+        assert_eq!(c.prepare_timeout, DEFAULT_PREPARE_TIMEOUT);
+        assert_eq!(c.work_volume, WorkVolumeMode::Claim);
+        assert_eq!(c.claim_name_for("r1"), "r1-work");
+        assert!(c.require_runner_pod_name().is_err());
+    }
+
+    #[test]
+    fn reads_values() {
+        let c = cfg(&[
+            ("ACTIONS_RUNNER_POD_NAME", "runner-abc"),
+            ("ACTIONS_RUNNER_CLAIM_NAME", "my-claim"),
+            ("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", "true"),
+            ("ACTIONS_RUNNER_USE_KUBE_SCHEDULER", "TRUE"),
+            ("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "30"),
+            ("RUNNER_WORKSPACE", "/home/runner/_work/repo"),
+        ])
+        .expect("valid env");
+        assert_eq!(c.require_runner_pod_name().expect("set"), "runner-abc");
+        assert_eq!(c.claim_name_for("runner-abc"), "my-claim");
+        assert!(c.require_job_container && c.use_kube_scheduler);
+        assert_eq!(c.prepare_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.runner_work_dir(),
+            Some(PathBuf::from("/home/runner/_work"))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e =
+            cfg(&[("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "soon")]).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS=\"soon\": expected a whole number of seconds > 0"
+        );
+        let e = cfg(&[("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", "yes")]).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=\"yes\": expected true or false"
+        );
+        let e = cfg(&[("ARC_HOOK_WORK_VOLUME", "nfs")]).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "ARC_HOOK_WORK_VOLUME=\"nfs\": expected claim (mount the work PVC) or copy (no-volume mode)"
+        );
+        let e =
+            cfg(&[("ARC_HOOK_BUILDER_IMAGE", "mirror.internal/kaniko:v1")]).expect_err("refused");
+        assert!(
+            e.to_string().starts_with(
+                "ARC_HOOK_BUILD_REGISTRY=\"\": must be set with ARC_HOOK_BUILDER_IMAGE"
+            )
+        );
+    }
+
+    #[test]
+    fn copy_mode_and_builds() {
+        let c = cfg(&[
+            ("ARC_HOOK_WORK_VOLUME", "copy"),
+            ("ARC_HOOK_CONTAINER_STEPS", "job"),
+            ("ARC_HOOK_BUILDER_IMAGE", "mirror.internal/kaniko:v1"),
+            ("ARC_HOOK_BUILD_REGISTRY", "harbor.internal/ci-actions/"),
+            ("ARC_HOOK_BUILD_PUSH_SECRET", "harbor-push"),
+        ])
+        .expect("valid env");
+        assert_eq!(c.work_volume, WorkVolumeMode::Copy);
+        assert_eq!(c.container_steps, ContainerStepMode::Job);
+        let b = c.build.expect("builds configured");
+        assert_eq!(b.registry, "harbor.internal/ci-actions");
+        assert_eq!(b.push_secret.as_deref(), Some("harbor-push"));
+        assert_eq!(b.timeout, DEFAULT_BUILD_TIMEOUT);
+        let c = cfg(&[]).expect("valid");
+        assert!(c.build.is_none());
+        assert_eq!(c.container_steps, ContainerStepMode::Auto);
+    }
+}

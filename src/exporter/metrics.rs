@@ -1,0 +1,415 @@
+//! Metric values (counters, gauges, histograms) and their Prometheus text / OpenMetrics encoding.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The metric name prefix every exported family carries.
+pub const PREFIX: &str = "github_actions_";
+
+/// Upper bounds (seconds) of the queue-time histogram buckets.
+pub const QUEUE_TIME_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0,
+];
+/// Upper bounds (seconds) of the run-duration histogram buckets.
+pub const DURATION_BUCKETS: &[f64] = &[
+    30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
+];
+
+/// Which exposition format a scrape asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics text 1.0.0 (ends with `# EOF`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format from an HTTP `Accept` header value.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// A histogram with fixed bucket bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Non-cumulative count per bound; observations above the last bound are only in `count`.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, value: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of observations.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Cumulative `(le, count)` pairs, ending with `+Inf`.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut acc = 0;
+        let mut out: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                acc += c;
+                (*b, acc)
+            })
+            .collect();
+        out.push((f64::INFINITY, self.count));
+        out
+    }
+}
+
+/// Self-metrics of the exporter's GitHub client and webhook receiver.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SelfStats {
+    /// API responses by HTTP status code (or `error` for transport failures).
+    pub api_requests: BTreeMap<String, u64>,
+    /// Last `x-ratelimit-remaining` seen.
+    pub rate_limit_remaining: Option<f64>,
+    /// Unix time the last complete poll cycle finished.
+    pub last_poll_timestamp: Option<f64>,
+    /// Webhook deliveries by result.
+    pub webhook_deliveries: BTreeMap<String, u64>,
+}
+
+/// Every workflow metric value the exporter serves.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Metrics {
+    /// Key: repo, workflow, branch, event, conclusion.
+    pub runs_total: BTreeMap<[String; 5], u64>,
+    /// Key: repo, branch, conclusion.
+    pub runs_by_branch_total: BTreeMap<[String; 3], u64>,
+    /// Key: repo, workflow.
+    pub duration: BTreeMap<[String; 2], Histogram>,
+    /// Key: runner label.
+    pub queue_time: BTreeMap<String, Histogram>,
+    /// Key: repo, workflow.
+    pub consecutive_failures: BTreeMap<[String; 2], u64>,
+    /// Key: repo.
+    pub in_progress: BTreeMap<String, u64>,
+    /// Key: repo, workflow. Derived from the window at render time.
+    pub failure_rate: BTreeMap<[String; 2], f64>,
+    /// Key: runner label. Derived from the window at render time.
+    pub queue_time_average: BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    /// Encodes workflow metrics plus self-metrics in `format`.
+    pub fn encode(&self, stats: &SelfStats, format: Format) -> String {
+        let mut e = Encoder {
+            out: String::with_capacity(4096),
+            format,
+        };
+        e.counter(
+            "workflow_runs",
+            "Completed workflow run attempts, each attempt counted once.",
+            self.runs_total.iter().map(|(k, v)| {
+                (
+                    labels(&["repo", "workflow", "branch", "event", "conclusion"], k),
+                    *v,
+                )
+            }),
+        );
+        e.gauge(
+            "workflow_failure_rate",
+            "Share of failed attempts among succeeded+failed attempts completed within the window (0..1).",
+            self.failure_rate.iter().map(|(k, v)| (labels(&["repo", "workflow"], k), *v)),
+        );
+        e.histogram(
+            "workflow_duration_seconds",
+            "Run attempt duration: run_started_at to completion.",
+            self.duration
+                .iter()
+                .map(|(k, h)| (labels(&["repo", "workflow"], k), h)),
+        );
+        e.histogram(
+            "workflow_queue_time_seconds",
+            "Job queue time (started_at - created_at) by runner label; skipped and never-started jobs excluded.",
+            self.queue_time.iter().map(|(k, h)| (vec![("runner_label", k.as_str())], h)),
+        );
+        e.gauge(
+            "workflow_queue_time_average_seconds",
+            "Mean job queue time of jobs started within the window, by runner label.",
+            self.queue_time_average
+                .iter()
+                .map(|(k, v)| (vec![("runner_label", k.as_str())], *v)),
+        );
+        e.gauge(
+            "workflow_consecutive_failures",
+            "Failed attempts since the last successful one.",
+            self.consecutive_failures
+                .iter()
+                .map(|(k, v)| (labels(&["repo", "workflow"], k), *v as f64)),
+        );
+        e.gauge(
+            "workflow_runs_in_progress",
+            "Workflow runs not yet completed (queued, waiting, in progress).",
+            self.in_progress
+                .iter()
+                .map(|(k, v)| (vec![("repo", k.as_str())], *v as f64)),
+        );
+        e.counter(
+            "workflow_runs_by_branch",
+            "Completed workflow run attempts by branch.",
+            self.runs_by_branch_total
+                .iter()
+                .map(|(k, v)| (labels(&["repo", "branch", "conclusion"], k), *v)),
+        );
+        e.counter(
+            "exporter_api_requests",
+            "GitHub API responses by HTTP status.",
+            stats
+                .api_requests
+                .iter()
+                .map(|(k, v)| (vec![("status", k.as_str())], *v)),
+        );
+        e.gauge(
+            "exporter_rate_limit_remaining",
+            "Last x-ratelimit-remaining reported by the GitHub API.",
+            stats
+                .rate_limit_remaining
+                .map(|v| (Vec::new(), v))
+                .into_iter(),
+        );
+        e.gauge(
+            "exporter_last_poll_timestamp_seconds",
+            "Unix time of the last completed poll cycle.",
+            stats
+                .last_poll_timestamp
+                .map(|v| (Vec::new(), v))
+                .into_iter(),
+        );
+        e.counter(
+            "exporter_webhook_deliveries",
+            "Webhook deliveries by result.",
+            stats
+                .webhook_deliveries
+                .iter()
+                .map(|(k, v)| (vec![("result", k.as_str())], *v)),
+        );
+        if format == Format::OpenMetrics {
+            e.out.push_str("# EOF\n");
+        }
+        e.out
+    }
+}
+
+fn labels<'a, const N: usize>(
+    names: &[&'static str; N],
+    values: &'a [String; N],
+) -> Vec<(&'static str, &'a str)> {
+    names
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .collect()
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+struct Encoder {
+    out: String,
+    format: Format,
+}
+
+impl Encoder {
+    fn header(&mut self, family: &str, help: &str, kind: &str) {
+        let p = PREFIX;
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.out, "# HELP {p}{family} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {p}{family} {kind}");
+    }
+
+    /// `family` is the counter name without `_total`, as OpenMetrics wants it.
+    fn counter<'a>(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, u64)>,
+    ) {
+        match self.format {
+            Format::Text => self.header(&format!("{family}_total"), help, "counter"),
+            Format::OpenMetrics => self.header(family, help, "counter"),
+        }
+        for (l, v) in samples {
+            self.sample(&format!("{family}_total"), &l, None, &v.to_string());
+        }
+    }
+
+    fn gauge<'a>(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, f64)>,
+    ) {
+        self.header(family, help, "gauge");
+        for (l, v) in samples {
+            self.sample(family, &l, None, &fmt_f64(v));
+        }
+    }
+
+    fn histogram<'a>(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, &'a Histogram)>,
+    ) {
+        self.header(family, help, "histogram");
+        for (l, h) in samples {
+            for (le, c) in h.cumulative() {
+                self.sample(
+                    &format!("{family}_bucket"),
+                    &l,
+                    Some(&fmt_f64(le)),
+                    &c.to_string(),
+                );
+            }
+            self.sample(&format!("{family}_sum"), &l, None, &fmt_f64(h.sum()));
+            self.sample(&format!("{family}_count"), &l, None, &h.count().to_string());
+        }
+    }
+
+    fn sample(&mut self, name: &str, l: &Labels<'_>, le: Option<&str>, value: &str) {
+        self.out.push_str(PREFIX);
+        self.out.push_str(name);
+        if !l.is_empty() || le.is_some() {
+            self.out.push('{');
+            let mut first = true;
+            for (k, v) in l
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .chain(le.map(|le| ("le", le)))
+            {
+                if !first {
+                    self.out.push(',');
+                }
+                first = false;
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_label_into(&mut self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        self.out.push_str(value);
+        self.out.push('\n');
+    }
+}
+
+/// Formats a float the way both Prometheus and OpenMetrics parsers accept (`+Inf`, `1.0`, `0.25`).
+pub fn fmt_f64(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_label_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_inf() {
+        let mut h = Histogram::new(&[1.0, 10.0]);
+        h.observe(0.5);
+        h.observe(5.0);
+        h.observe(50.0);
+        assert_eq!(
+            h.cumulative(),
+            vec![(1.0, 1), (10.0, 2), (f64::INFINITY, 3)]
+        );
+        assert_eq!(h.sum(), 55.5);
+    }
+
+    #[test]
+    fn floats_format_canonically() {
+        assert_eq!(fmt_f64(1.0), "1.0");
+        assert_eq!(fmt_f64(0.25), "0.25");
+        assert_eq!(fmt_f64(f64::INFINITY), "+Inf");
+    }
+
+    #[test]
+    fn counters_carry_total_suffix_and_openmetrics_ends_with_eof() {
+        let mut m = Metrics::default();
+        let key = ["o/r", "CI", "main", "push", "success"].map(String::from);
+        m.runs_total.insert(key, 2);
+        let text = m.encode(&SelfStats::default(), Format::Text);
+        assert!(text.contains("# TYPE github_actions_workflow_runs_total counter"));
+        assert!(text.contains(
+            "github_actions_workflow_runs_total{repo=\"o/r\",workflow=\"CI\",branch=\"main\",event=\"push\",conclusion=\"success\"} 2"
+        ));
+        assert!(!text.contains("# EOF"));
+        let om = m.encode(&SelfStats::default(), Format::OpenMetrics);
+        assert!(om.contains("# TYPE github_actions_workflow_runs counter"));
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        escape_label_into(&mut s, "a\"b\\c\nd");
+        assert_eq!(s, "a\\\"b\\\\c\\nd");
+    }
+}

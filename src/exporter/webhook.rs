@@ -1,0 +1,215 @@
+//! The `/webhook` receiver: `X-Hub-Signature-256` verification and `workflow_job`/`workflow_run` events.
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::collect::Scope;
+use super::github::{Job, WorkflowRun};
+use super::ledger::Ledger;
+use super::metrics::SelfStats;
+
+/// Delivery ids remembered to drop GitHub's redeliveries.
+const REMEMBERED_DELIVERIES: usize = 10_000;
+
+/// Shared state of the webhook handler.
+pub struct Webhook {
+    key: ring::hmac::Key,
+    scope: Scope,
+    ledger: Arc<Mutex<Ledger>>,
+    stats: Arc<Mutex<SelfStats>>,
+    deliveries: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+/// Checks `X-Hub-Signature-256: sha256=<hex>` against the HMAC-SHA256 of `body`, in constant time.
+pub fn verify_signature(key: &ring::hmac::Key, body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Some(tag) = decode_hex(hex) else {
+        return false;
+    };
+    ring::hmac::verify(key, body, &tag).is_ok()
+}
+
+/// The signature header value GitHub would send for `body` (for tests and tools).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct EventRepository {
+    full_name: String,
+    #[serde(default)]
+    default_branch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkflowJobEvent {
+    workflow_job: Job,
+    repository: EventRepository,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkflowRunEvent {
+    action: String,
+    workflow_run: WorkflowRun,
+    repository: EventRepository,
+}
+
+impl Webhook {
+    /// A receiver for deliveries signed with `secret`, recording events of repositories in `scope`.
+    pub fn new(
+        secret: &[u8],
+        scope: Scope,
+        ledger: Arc<Mutex<Ledger>>,
+        stats: Arc<Mutex<SelfStats>>,
+    ) -> Self {
+        Webhook {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            scope,
+            ledger,
+            stats,
+            deliveries: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
+    }
+
+    fn count(&self, result: &str) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s.webhook_deliveries.entry(result.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Returns false if this delivery id was handled before.
+    fn first_delivery(&self, id: &str) -> bool {
+        let Ok(mut d) = self.deliveries.lock() else {
+            return true;
+        };
+        let (set, order) = &mut *d;
+        if !set.insert(id.to_string()) {
+            return false;
+        }
+        order.push_back(id.to_string());
+        if order.len() > REMEMBERED_DELIVERIES {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Handles one delivery; the status is what GitHub gets back.
+    pub fn handle(&self, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'static str) {
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        if !verify_signature(&self.key, body, header("x-hub-signature-256")) {
+            self.count("bad_signature");
+            tracing::warn!("webhook delivery with a missing or wrong X-Hub-Signature-256 refused");
+            return (StatusCode::UNAUTHORIZED, "bad signature\n");
+        }
+        if let Some(id) = header("x-github-delivery") {
+            if !self.first_delivery(id) {
+                self.count("duplicate");
+                return (StatusCode::OK, "duplicate delivery\n");
+            }
+        }
+        let now = Utc::now();
+        let result = match header("x-github-event") {
+            Some("ping") => Ok("ping"),
+            Some("workflow_job") => serde_json::from_slice::<WorkflowJobEvent>(body).map(|ev| {
+                if !self.scope.contains(&ev.repository.full_name) {
+                    return "ignored";
+                }
+                let recorded = self
+                    .ledger
+                    .lock()
+                    .map(|mut l| l.record_job(&ev.workflow_job, now));
+                if recorded.unwrap_or(false) {
+                    "accepted"
+                } else {
+                    "unchanged"
+                }
+            }),
+            Some("workflow_run") => serde_json::from_slice::<WorkflowRunEvent>(body).map(|ev| {
+                let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
+                    return "ignored";
+                };
+                let repo = repo.as_str();
+                let Ok(mut l) = self.ledger.lock() else {
+                    return "unchanged";
+                };
+                match ev.action.as_str() {
+                    "completed" => {
+                        if l.record_run(
+                            repo,
+                            ev.repository.default_branch.as_deref(),
+                            &ev.workflow_run,
+                            now,
+                        ) {
+                            "accepted"
+                        } else {
+                            "unchanged"
+                        }
+                    }
+                    _ => {
+                        l.mark_run_open(repo, ev.workflow_run.id);
+                        "accepted"
+                    }
+                }
+            }),
+            _ => Ok("ignored"),
+        };
+        match result {
+            Ok(r) => {
+                self.count(r);
+                (StatusCode::OK, "ok\n")
+            }
+            Err(e) => {
+                self.count("invalid");
+                tracing::warn!(error = %e, "webhook payload not understood");
+                (StatusCode::BAD_REQUEST, "payload not understood\n")
+            }
+        }
+    }
+}
+
+/// The axum handler for `POST /webhook`.
+pub async fn receive(
+    State(hook): State<Arc<Webhook>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    hook.handle(&headers, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_round_trips_and_rejects_tampering() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+        let sig = sign(b"s3cret", b"{}");
+        assert!(verify_signature(&key, b"{}", Some(&sig)));
+        assert!(!verify_signature(&key, b"{ }", Some(&sig)));
+        assert!(!verify_signature(&key, b"{}", None));
+        assert!(!verify_signature(&key, b"{}", Some("sha1=00")));
+        assert!(!verify_signature(&key, b"{}", Some("sha256=zz")));
+    }
+}

@@ -1,0 +1,170 @@
+//! Dockerfile actions: the image built in-cluster by a Kaniko executor pod, pushed to the configured registry under a content-hash tag, then run like any other image.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use kube::api::{DeleteParams, PostParams};
+
+use super::log_line;
+use super::prepare_job::{UNSCHEDULABLE_GRACE, create_once};
+use super::step_job::{stream_log, terminated};
+use crate::build::builder::{
+    BUILDER_CONTAINER, BuildRequest, BuildSource, MAX_CONTEXT_ARCHIVE, builder_pod,
+    context_archive, context_hash, context_secret, image_name,
+};
+use crate::build::pod::work_subpath;
+use crate::build::{BuildContext, names};
+use crate::config::{BuildConfig, Config};
+use crate::k8s::Kube;
+use crate::k8s::rbac::{Extra, Granted};
+use crate::k8s::retry::with_retry;
+use crate::k8s::wait::{WaitOptions, wait_running};
+
+/// What the build needs to know about the job.
+pub struct BuildJob<'a> {
+    pub ctx: &'a BuildContext,
+    /// No-volume mode: the context travels in a secret instead of a claim sub-path.
+    pub copy: bool,
+    /// The runner-side path of the action's Dockerfile (`args.dockerfile`).
+    pub dockerfile: &'a str,
+}
+
+/// Builds the action's image and returns the reference to run (`<destination>@<digest>`).
+pub async fn build(
+    kube: &Kube,
+    config: &Config,
+    build: &BuildConfig,
+    job: &BuildJob<'_>,
+    granted: &Granted,
+) -> anyhow::Result<String> {
+    let dockerfile = Path::new(job.dockerfile);
+    let (Some(dir), Some(file)) = (dockerfile.parent(), dockerfile.file_name()) else {
+        bail!(
+            "args.dockerfile: {:?} is not a path to a Dockerfile",
+            job.dockerfile
+        );
+    };
+    let hash = context_hash(dir).with_context(|| {
+        format!(
+            "args.dockerfile: cannot read the build context {}",
+            dir.display()
+        )
+    })?;
+    let destination = format!("{}/{}:{hash}", build.registry, image_name(job.dockerfile));
+    let suffix = names::random_suffix();
+    let pod_name = names::runner_object_name(&job.ctx.runner_pod, "build", &suffix);
+    let mut secret_name = None;
+    let source = if job.copy {
+        let archive = context_archive(dir)
+            .with_context(|| format!("archiving the build context {}", dir.display()))?;
+        if archive.len() > MAX_CONTEXT_ARCHIVE {
+            bail!(
+                "no-volume mode: the Dockerfile action's context {} is {} KiB, more than the {} KiB a secret can carry to the builder; use ARC_HOOK_WORK_VOLUME=claim or a prebuilt image",
+                dir.display(),
+                archive.len() / 1024,
+                MAX_CONTEXT_ARCHIVE / 1024
+            );
+        }
+        let name = names::runner_object_name(&job.ctx.runner_pod, "buildctx", &suffix);
+        let secret = context_secret(job.ctx, &name, archive);
+        let api = kube.secrets();
+        let pp = PostParams::default();
+        create_once(
+            &format!("creating secret {name}"),
+            || api.create(&pp, &secret),
+            || api.get(&name),
+        )
+        .await?;
+        secret_name = Some(name.clone());
+        BuildSource::Archive { secret: name }
+    } else {
+        let sub_path = work_subpath(&dir.to_string_lossy()).with_context(|| {
+            format!(
+                "args.dockerfile: {} is outside the runner's _work directory, which the builder cannot mount",
+                dir.display()
+            )
+        })?;
+        BuildSource::Claim {
+            claim: job.ctx.claim_name.clone(),
+            sub_path,
+        }
+    };
+    let req = BuildRequest {
+        pod_name: pod_name.clone(),
+        source,
+        dockerfile: file.to_string_lossy().to_string(),
+        destination: destination.clone(),
+    };
+    let pod = builder_pod(job.ctx, build, &req);
+    log_line(&format!(
+        "arc-hook: building {destination} from {} in pod {pod_name}",
+        dir.display()
+    ));
+    let result = run_builder(kube, config, build, &pod, &pod_name, granted).await;
+
+    let dp = DeleteParams::default().grace_period(0);
+    let pods = kube.pods();
+    if let Err(e) = with_retry(&format!("deleting pod {pod_name}"), || {
+        pods.delete(&pod_name, &dp)
+    })
+    .await
+        && !e.is_not_found()
+    {
+        eprintln!("arc-hook: could not delete the builder pod {pod_name}: {e}");
+    }
+    if let Some(s) = secret_name {
+        let secrets = kube.secrets();
+        let sdp = DeleteParams::default();
+        let _ = with_retry(&format!("deleting secret {s}"), || secrets.delete(&s, &sdp)).await;
+    }
+    let digest = result?;
+    Ok(match digest {
+        Some(d) => format!("{destination}@{d}"),
+        None => destination,
+    })
+}
+
+/// Creates the builder pod, streams its log, and returns the pushed digest (when Kaniko wrote one).
+async fn run_builder(
+    kube: &Kube,
+    config: &Config,
+    build: &BuildConfig,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    name: &str,
+    granted: &Granted,
+) -> anyhow::Result<Option<String>> {
+    let api = kube.pods();
+    let pp = PostParams::default();
+    create_once(
+        &format!("creating the builder pod {name}"),
+        || api.create(&pp, pod),
+        || api.get(name),
+    )
+    .await
+    .context("cannot create the image builder pod")?;
+    let opts = WaitOptions {
+        timeout: config.prepare_timeout,
+        can_watch: granted.has(Extra::WatchPods),
+        can_list_events: granted.has(Extra::ListEvents),
+        unschedulable_grace: UNSCHEDULABLE_GRACE,
+        accept_finished: true,
+    };
+    wait_running(kube, name, opts).await.map_err(|f| {
+        anyhow::anyhow!(
+            "the image builder did not start (ARC_HOOK_BUILDER_IMAGE={}): {f}",
+            build.builder_image
+        )
+    })?;
+    stream_log(kube, name, BUILDER_CONTAINER).await?;
+    let t = terminated(kube, name, BUILDER_CONTAINER).await?;
+    if t.exit_code != 0 {
+        bail!(
+            "building the Dockerfile action's image failed (builder exit code {}{}); the builder's log is above",
+            t.exit_code,
+            t.reason.map(|r| format!(", {r}")).unwrap_or_default()
+        );
+    }
+    Ok(t.message
+        .map(|m| m.trim().to_string())
+        .filter(|m| m.starts_with("sha256:")))
+}

@@ -1,0 +1,146 @@
+//! cleanup_job: remove every pod, Job and secret this runner created, and wait until they are gone.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{DeleteParams, ListParams, PropagationPolicy};
+
+use super::HookResult;
+use crate::build::runner_selector;
+use crate::config::Config;
+use crate::k8s::retry::with_retry;
+use crate::k8s::wait::wait_gone;
+use crate::k8s::{K8sError, Kube, rbac};
+use crate::protocol::CommandName;
+
+/// Seconds a deleted pod gets to stop: enough for a clean exit, short enough for the next job.
+const POD_GRACE_SECONDS: u32 = 1;
+
+/// What was removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub pods: usize,
+    pub jobs: usize,
+    pub secrets: usize,
+}
+
+async fn names<K>(api: &kube::Api<K>, selector: &str, what: &str) -> Result<Vec<String>, K8sError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let lp = ListParams::default().labels(selector);
+    let list = with_retry(&format!("listing {what} with {selector}"), || api.list(&lp)).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect())
+}
+
+async fn delete_all<K>(
+    api: &kube::Api<K>,
+    names: &[String],
+    dp: &DeleteParams,
+    what: &str,
+) -> Result<(), K8sError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for n in names {
+        match with_retry(&format!("deleting {what} {n}"), || api.delete(n, dp)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes this runner's objects (by the `runner-pod` label, so never another runner's) and
+/// waits up to `timeout` until none is left. `jobs` says whether batch Jobs may be touched.
+pub async fn remove_runner_objects(
+    kube: &Kube,
+    runner: &str,
+    jobs: bool,
+    timeout: Duration,
+) -> Result<Removed, K8sError> {
+    let selector = runner_selector(runner);
+    let mut removed = Removed::default();
+    if jobs {
+        let api = kube.jobs();
+        let found = names(&api, &selector, "jobs").await?;
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        delete_all(&api, &found, &dp, "job").await?;
+        removed.jobs = found.len();
+    }
+    let pods = kube.pods();
+    let found = names(&pods, &selector, "pods").await?;
+    delete_all(
+        &pods,
+        &found,
+        &DeleteParams::default().grace_period(POD_GRACE_SECONDS),
+        "pod",
+    )
+    .await?;
+    removed.pods = found.len();
+
+    let secrets = kube.secrets();
+    let found = names(&secrets, &selector, "secrets").await?;
+    delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
+    removed.secrets = found.len();
+
+    if removed.pods > 0 {
+        wait_gone(
+            &format!("pods of runner {runner} to be deleted"),
+            timeout,
+            || async { Ok(names(&pods, &selector, "pods").await?.len()) },
+        )
+        .await?;
+    }
+    if jobs && removed.jobs > 0 {
+        let api = kube.jobs();
+        wait_gone(
+            &format!("jobs of runner {runner} to be deleted"),
+            timeout,
+            || async { Ok(names(&api, &selector, "jobs").await?.len()) },
+        )
+        .await?;
+    }
+    Ok(removed)
+}
+
+pub async fn cleanup_job(config: &Config) -> HookResult {
+    let runner = config.require_runner_pod_name()?.to_string();
+    let kube = super::connect(config).await?;
+    let granted = rbac::check(&kube, CommandName::CleanupJob, true).await;
+    if !granted.missing_required.is_empty() {
+        anyhow::bail!(rbac::missing_message(
+            &granted.missing_required,
+            &kube.namespace
+        ));
+    }
+    let removed = remove_runner_objects(&kube, &runner, granted.jobs, config.cleanup_timeout)
+        .await
+        .context("cleaning up the job's objects")?;
+    tracing::info!(?removed, "cleanup done");
+    if let Some(dir) = config
+        .runner_temp
+        .as_ref()
+        .map(|t| t.join(super::run_script_step::SCRIPT_DIR))
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    // The /github links container steps left at the work volume's root (never a real directory).
+    if let Some(work) = config.runner_work_dir() {
+        for (name, _) in crate::build::ephemeral::github_links("") {
+            let path = work.join(name);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    Ok(0)
+}

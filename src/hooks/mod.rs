@@ -1,0 +1,132 @@
+//! The hook commands, one file each, and the stdin entry point that dispatches to them.
+
+pub mod build_image;
+pub mod cleanup_job;
+pub mod externals;
+pub mod prepare_job;
+pub mod run_container_step;
+pub mod run_script_step;
+pub mod script;
+pub mod step_ephemeral;
+pub mod step_job;
+pub mod workspace;
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use crate::build::BuildContext;
+use crate::config::Config;
+use crate::k8s::Kube;
+use crate::protocol::{Command, Envelope, parse_envelope};
+
+/// A command's result: the exit code the runner sees.
+pub type HookResult = anyhow::Result<i32>;
+
+/// Reads the runner's JSON from stdin, runs the command, and exits as the runner expects.
+pub fn main_from_stdin() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("invalid hook input: stdin: cannot read it ({e})");
+        return ExitCode::FAILURE;
+    }
+    let envelope = match parse_envelope(&input) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("arc-hook: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("arc-hook: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = envelope.command.name().as_str();
+    match runtime.block_on(run(envelope, config)) {
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("arc-hook {name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(envelope: Envelope, config: Config) -> HookResult {
+    let _span = tracing::info_span!("hook", command = envelope.command.name().as_str()).entered();
+    match &envelope.command {
+        Command::PrepareJob(args) => prepare_job::prepare_job(&envelope, args, &config).await,
+        Command::RunScriptStep(args) => {
+            run_script_step::run_script_step(&envelope, args, &config).await
+        }
+        Command::RunContainerStep(args) => {
+            run_container_step::run_container_step(&envelope, args, &config).await
+        }
+        Command::CleanupJob => cleanup_job::cleanup_job(&config).await,
+    }
+}
+
+/// Connects to the cluster named by the configuration.
+pub async fn connect(config: &Config) -> anyhow::Result<Kube> {
+    Ok(Kube::connect(config.namespace.as_deref()).await?)
+}
+
+/// The build context for this runner; `node_name` is the runner pod's node (None: unpinned).
+pub fn build_context(
+    config: &Config,
+    kube: &Kube,
+    runner: &str,
+    node_name: Option<String>,
+) -> BuildContext {
+    BuildContext {
+        runner_pod: runner.to_string(),
+        namespace: kube.namespace.clone(),
+        node_name,
+        use_kube_scheduler: config.use_kube_scheduler,
+        work_volume: config.work_volume,
+        claim_name: config.claim_name_for(runner),
+        default_registry: config.default_registry.clone(),
+    }
+}
+
+/// The runner pod's node, where workflow pods are pinned unless the scheduler places them.
+pub async fn runner_node(
+    kube: &Kube,
+    config: &Config,
+    runner: &str,
+) -> anyhow::Result<Option<String>> {
+    if config.use_kube_scheduler {
+        return Ok(None);
+    }
+    let api = kube.pods();
+    let pod = crate::k8s::retry::with_retry(&format!("reading runner pod {runner}"), || api.get(runner))
+        .await
+        .map_err(|e| {
+            if e.is_not_found() {
+                anyhow::anyhow!(
+                    "runner pod {runner} not found in namespace {}: ACTIONS_RUNNER_POD_NAME must name this runner's pod, or set ACTIONS_RUNNER_USE_KUBE_SCHEDULER=true",
+                    kube.namespace
+                )
+            } else {
+                anyhow::Error::from(e)
+            }
+        })?;
+    Ok(pod.spec.and_then(|s| s.node_name))
+}
+
+/// Prints one line for the job log.
+pub fn log_line(line: &str) {
+    println!("{line}");
+}

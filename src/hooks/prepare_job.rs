@@ -1,0 +1,278 @@
+//! prepare_job: create the workflow pod (and pull secret), wait until it runs, and tell the runner about it.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kube::api::{DeleteParams, PostParams};
+
+use super::workspace::{self, RunnerDirs};
+use super::{HookResult, build_context, log_line, runner_node};
+use crate::build::plan::{PreparePlan, plan_prepare_job};
+use crate::build::{JOB_CONTAINER_NAME, names};
+use crate::config::{Config, WorkVolumeMode};
+use crate::k8s::exec::{ExecTarget, exec_capture};
+use crate::k8s::rbac::{self, Extra};
+use crate::k8s::retry::with_retry;
+use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::k8s::{K8sError, Kube};
+use crate::protocol::{CommandName, Envelope, JobState, PrepareJobArgs, PrepareJobResponse};
+use crate::template::Template;
+
+/// How long an Unschedulable workflow pod is given before prepare_job fails (unless the
+/// cluster autoscaler reports a scale-up, which gets the whole prepare timeout).
+pub const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
+
+/// The message for a job without `container:` on a runner that requires one.
+pub const REQUIRE_CONTAINER_MESSAGE: &str = "this runner runs jobs only in containers (ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=true): add `container: <image>` to the job in your workflow, e.g. `container: ubuntu:24.04`";
+
+/// Objects created so far, removed again if prepare_job fails.
+#[derive(Default)]
+struct Created {
+    pod: Option<String>,
+    secret: Option<String>,
+}
+
+/// How long a failed prepare_job waits for what it created to disappear.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Created {
+    /// Deletes what was created and waits (bounded) until the pod is really gone, so a failed
+    /// prepare_job leaves nothing running behind it.
+    async fn remove(&self, kube: &Kube) {
+        if let Some(p) = &self.pod {
+            let api = kube.pods();
+            let dp = DeleteParams::default().grace_period(0);
+            match with_retry(&format!("deleting pod {p}"), || api.delete(p, &dp)).await {
+                Err(e) if !e.is_not_found() => {
+                    eprintln!("arc-hook: could not remove pod {p} after the failure: {e}")
+                }
+                _ => {
+                    let gone = crate::k8s::wait::wait_gone(
+                        &format!("pod {p} to be deleted"),
+                        REMOVE_TIMEOUT,
+                        || async {
+                            match with_retry(&format!("reading pod {p}"), || api.get_opt(p)).await {
+                                Ok(found) => Ok(usize::from(found.is_some())),
+                                Err(e) => Err(e),
+                            }
+                        },
+                    )
+                    .await;
+                    if let Err(e) = gone {
+                        eprintln!("arc-hook: pod {p} is still being removed: {e}");
+                    }
+                }
+            }
+        }
+        if let Some(s) = &self.secret {
+            let api = kube.secrets();
+            let dp = DeleteParams::default();
+            if let Err(e) = with_retry(&format!("deleting secret {s}"), || api.delete(s, &dp)).await
+                && !e.is_not_found()
+            {
+                eprintln!("arc-hook: could not remove secret {s} after the failure: {e}");
+            }
+        }
+    }
+}
+
+pub async fn prepare_job(
+    envelope: &Envelope,
+    args: &PrepareJobArgs,
+    config: &Config,
+) -> HookResult {
+    if args.container.is_none() && config.require_job_container {
+        bail!(REQUIRE_CONTAINER_MESSAGE);
+    }
+    if args.container.is_none() && args.services.is_empty() {
+        bail!(
+            "args: the job has neither a container nor services; there is nothing to run in Kubernetes"
+        );
+    }
+    let response_file = envelope.response_file.clone().context(
+        "invalid hook input: responseFile: missing (prepare_job must write its response there)",
+    )?;
+    let runner = config.require_runner_pod_name()?.to_string();
+    // Read the template before touching the cluster: a broken template must not leave objects behind.
+    let template = config
+        .template_path
+        .as_deref()
+        .map(Template::load)
+        .transpose()?;
+
+    let kube = super::connect(config).await?;
+    let granted = rbac::check(&kube, CommandName::PrepareJob, true).await;
+    if !granted.missing_required.is_empty() {
+        bail!(rbac::missing_message(
+            &granted.missing_required,
+            &kube.namespace
+        ));
+    }
+    let node = runner_node(&kube, config, &runner).await?;
+
+    super::cleanup_job::remove_runner_objects(&kube, &runner, granted.jobs, config.cleanup_timeout)
+        .await
+        .context("removing the previous job's leftovers")?;
+
+    let ctx = build_context(config, &kube, &runner, node);
+    let plan = plan_prepare_job(&ctx, args, template.as_ref(), &names::random_suffix())?;
+    for w in &plan.warnings {
+        log_line(&format!("arc-hook: warning: {w}"));
+    }
+    if config.work_volume == WorkVolumeMode::Claim {
+        provide_externals(config);
+    }
+
+    let mut created = Created::default();
+    let result = create_and_start(&kube, config, &plan, &granted, &mut created).await;
+    let is_alpine = match result {
+        Ok(a) => a,
+        Err(e) => {
+            created.remove(&kube).await;
+            return Err(e);
+        }
+    };
+    let response = PrepareJobResponse {
+        state: JobState {
+            job_pod: plan.pod_name().to_string(),
+            namespace: Some(kube.namespace.clone()),
+            no_volume: config.work_volume == WorkVolumeMode::Copy,
+        },
+        context: plan.response_context(),
+        is_alpine,
+    };
+    let json = serde_json::to_vec(&response).context("serialising the response")?;
+    if let Err(e) = std::fs::write(&response_file, json) {
+        created.remove(&kube).await;
+        bail!(
+            "cannot write the response file {}: {e}",
+            response_file.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Creates the secret and pod, waits for the pod, fills it in no-volume mode, detects alpine.
+async fn create_and_start(
+    kube: &Kube,
+    config: &Config,
+    plan: &PreparePlan,
+    granted: &rbac::Granted,
+    created: &mut Created,
+) -> anyhow::Result<bool> {
+    let pp = PostParams::default();
+    if let Some(secret) = &plan.secret {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let api = kube.secrets();
+        create_once(
+            &format!("creating registry secret {name}"),
+            || api.create(&pp, secret),
+            || api.get(&name),
+        )
+        .await?;
+        created.secret = Some(name);
+    }
+    let name = plan.pod_name().to_string();
+    let api = kube.pods();
+    create_once(
+        &format!("creating pod {name}"),
+        || api.create(&pp, &plan.pod),
+        || api.get(&name),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot create the workflow pod: {e}"))?;
+    created.pod = Some(name.clone());
+
+    let opts = WaitOptions {
+        timeout: config.prepare_timeout,
+        can_watch: granted.has(Extra::WatchPods),
+        can_list_events: granted.has(Extra::ListEvents),
+        unschedulable_grace: UNSCHEDULABLE_GRACE,
+        accept_finished: false,
+    };
+    wait_running(kube, &name, opts)
+        .await
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+
+    if plan.job_image.is_none() {
+        return Ok(false);
+    }
+    if config.work_volume == WorkVolumeMode::Copy {
+        let dirs = RunnerDirs::from_config(config)?;
+        let stats = workspace::push_initial(kube, &name, &dirs)
+            .await
+            .context("no-volume mode: copying the runner's _work and externals into the job pod")?;
+        tracing::info!(
+            entries = stats.entries,
+            bytes = stats.bytes,
+            "work volume filled"
+        );
+    }
+    detect_alpine(kube, &name).await
+}
+
+/// Creates an object; a retried create that meets AlreadyExists checks the object is there
+/// (the first attempt may have landed before its answer was lost).
+pub async fn create_once<T, C, CF, G, GF>(action: &str, create: C, get: G) -> Result<T, K8sError>
+where
+    C: FnMut() -> CF,
+    CF: std::future::Future<Output = Result<T, kube::Error>>,
+    G: FnMut() -> GF,
+    GF: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    match with_retry(action, create).await {
+        Err(e) if e.code() == Some(409) => with_retry(action, get).await,
+        other => other,
+    }
+}
+
+/// Whether the job container runs Alpine (the runner then uses its alpine node build).
+async fn detect_alpine(kube: &Kube, pod: &str) -> anyhow::Result<bool> {
+    let cmd: Vec<String> = [
+        "sh",
+        "-c",
+        "cat /etc/*release* 2>/dev/null | grep -qi '^ID=\"\\{0,1\\}alpine'",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let target = ExecTarget {
+        pod,
+        container: JOB_CONTAINER_NAME,
+        what: "the alpine check",
+    };
+    let (code, _, err) = exec_capture(kube, target, &cmd)
+        .await
+        .context("checking whether the job container is alpine")?;
+    if code > 1 {
+        tracing::warn!(code, stderr = %String::from_utf8_lossy(&err), "alpine check could not run; assuming not alpine");
+    }
+    Ok(code == 0)
+}
+
+/// Copies the runner's externals into the work volume (`_work/externals`, `/__e` in the pod),
+/// as upstream does; unchanged files are skipped.
+fn provide_externals(config: &Config) {
+    let Some(work) = config.runner_work_dir() else {
+        tracing::warn!("RUNNER_WORKSPACE is not set: cannot find the runner's externals for /__e");
+        return;
+    };
+    let Some(src) = work.parent().map(|p| p.join("externals")) else {
+        return;
+    };
+    if !src.is_dir() {
+        tracing::warn!(path = %src.display(), "the runner's externals are missing; /__e will be empty");
+        return;
+    }
+    match super::externals::sync_tree(&src, &work.join("externals")) {
+        Ok(s) => tracing::debug!(
+            copied = s.copied,
+            unchanged = s.unchanged,
+            bytes = s.bytes,
+            "externals in the work volume"
+        ),
+        Err(e) => log_line(&format!(
+            "arc-hook: warning: copying the runner's externals to /__e failed: {e}"
+        )),
+    }
+}

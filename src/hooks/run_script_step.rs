@@ -1,0 +1,125 @@
+//! run_script_step: run the step in the job container with its exact environment, stream its output, return its exit code.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::HookResult;
+use super::script::{StepCommand, step_script};
+use super::workspace::{self, RunnerDirs};
+use crate::build::{JOB_CONTAINER_NAME, names};
+use crate::config::Config;
+use crate::k8s::exec::{ExecTarget, exec};
+use crate::protocol::{Envelope, RunScriptStepArgs};
+
+/// Directory under the runner's `_temp` (`/__w/_temp` in the pod) holding step start scripts.
+pub const SCRIPT_DIR: &str = "_arc_hook";
+
+/// The runner's `_temp`, which the job container sees at `/__w/_temp`.
+pub fn runner_temp(config: &Config) -> anyhow::Result<PathBuf> {
+    config
+        .runner_temp
+        .clone()
+        .or_else(|| config.runner_work_dir().map(|w| w.join("_temp")))
+        .context("RUNNER_TEMP is not set: the hook must run from the runner, which sets it")
+}
+
+/// The workflow pod named in the state, else the one this runner's prepare_job creates.
+pub fn job_pod(envelope: &Envelope, runner: &str) -> String {
+    envelope
+        .state
+        .as_ref()
+        .map(|s| s.job_pod.clone())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| names::job_pod_name(runner))
+}
+
+/// Removes the start script on every path out, also when the step fails or the hook errors.
+struct ScriptFile(PathBuf);
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub async fn run_script_step(
+    envelope: &Envelope,
+    args: &RunScriptStepArgs,
+    config: &Config,
+) -> HookResult {
+    let runner = config.require_runner_pod_name()?;
+    let pod = job_pod(envelope, runner);
+    let script = step_script(&StepCommand {
+        entry_point: &args.entry_point,
+        entry_point_args: &args.entry_point_args,
+        environment: &args.environment_variables,
+        prepend_path: &args.prepend_path,
+        working_directory: args.working_directory.as_deref(),
+    })?;
+
+    let dir = runner_temp(config)?.join(SCRIPT_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // World-writable + sticky like /tmp: the container's user may differ from the runner's
+    // and must be able to delete its own start script.
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    let file_name = format!("step-{}.sh", names::random_suffix());
+    let local = ScriptFile(dir.join(&file_name));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&local.0)
+            .with_context(|| format!("writing the step script {}", local.0.display()))?;
+        f.write_all(script.as_bytes())
+            .context("writing the step script")?;
+    }
+    let in_pod = format!("/__w/_temp/{SCRIPT_DIR}/{file_name}");
+
+    let kube = super::connect(config).await?;
+    let copy = super::workspace::copy_mode(envelope, config);
+    let dirs = if copy {
+        Some(RunnerDirs::from_config(config)?)
+    } else {
+        None
+    };
+    // Exec round trips per step: push (copy mode), run, pull (copy mode).
+    if let Some(d) = &dirs {
+        let stats = workspace::push_step(&kube, &pod, d, Vec::new())
+            .await
+            .context(
+                "no-volume mode: copying _temp and new actions into the job pod before the step",
+            )?;
+        tracing::debug!(
+            entries = stats.entries,
+            skipped = stats.skipped,
+            bytes = stats.bytes,
+            "pushed before the step"
+        );
+    }
+    let command = vec!["sh".to_string(), in_pod];
+    let target = ExecTarget {
+        pod: &pod,
+        container: JOB_CONTAINER_NAME,
+        what: "the step",
+    };
+    let result = exec(
+        &kube,
+        target,
+        &command,
+        None::<tokio::io::Empty>,
+        tokio::io::stdout(),
+        tokio::io::stderr(),
+    )
+    .await;
+    drop(local);
+    let pulled = match &dirs {
+        // Also after a failed or broken step: its file commands must reach the runner.
+        Some(d) => Some(workspace::pull_step(&kube, &pod, d).await),
+        None => None,
+    };
+    workspace::step_outcome(result, pulled)
+}

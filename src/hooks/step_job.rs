@@ -1,0 +1,195 @@
+//! A container step as its own batch Job (where it cannot be an ephemeral container of the job pod): the workspace mounted from the work claim, log streamed, exit code returned, the Job removed.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::AsyncBufReadExt;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
+use tokio::io::AsyncWriteExt;
+
+use super::HookResult;
+use crate::build::job::STEP_CONTAINER_NAME;
+use crate::build::plan::ContainerStepPlan;
+use crate::config::Config;
+use crate::k8s::rbac::{self, Extra};
+use crate::k8s::retry::with_retry;
+use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::k8s::{K8sError, Kube};
+
+/// How long a step Job gets to create its pod.
+const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long, after the log ends, the container gets to report its exit code.
+pub const EXIT_STATUS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the planned Job to its end and removes it (and its pull secret) whatever happened.
+pub async fn run_as_job(
+    kube: &Kube,
+    config: &Config,
+    plan: &ContainerStepPlan,
+    granted: &rbac::Granted,
+) -> HookResult {
+    if !granted.jobs {
+        bail!(rbac::missing_message(
+            crate::k8s::rbac::JOB_PERMISSIONS,
+            &kube.namespace
+        ));
+    }
+    let job_name = plan.job.metadata.name.clone().unwrap_or_default();
+    let secret_name = plan.secret.as_ref().and_then(|s| s.metadata.name.clone());
+
+    let result = run_job(kube, config, plan, &job_name, granted).await;
+
+    let jobs = kube.jobs();
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    if let Err(e) = with_retry(&format!("deleting job {job_name}"), || {
+        jobs.delete(&job_name, &dp)
+    })
+    .await
+        && !e.is_not_found()
+    {
+        eprintln!("arc-hook: could not delete step job {job_name}: {e}");
+    }
+    if let Some(s) = secret_name {
+        let secrets = kube.secrets();
+        let sdp = DeleteParams::default();
+        let _ = with_retry(&format!("deleting secret {s}"), || secrets.delete(&s, &sdp)).await;
+    }
+    result
+}
+
+async fn run_job(
+    kube: &Kube,
+    config: &Config,
+    plan: &ContainerStepPlan,
+    job_name: &str,
+    granted: &rbac::Granted,
+) -> HookResult {
+    let pp = PostParams::default();
+    if let Some(secret) = &plan.secret {
+        let api = kube.secrets();
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        super::prepare_job::create_once(
+            &format!("creating secret {name}"),
+            || api.create(&pp, secret),
+            || api.get(&name),
+        )
+        .await?;
+    }
+    let jobs = kube.jobs();
+    super::prepare_job::create_once(
+        &format!("creating job {job_name}"),
+        || jobs.create(&pp, &plan.job),
+        || jobs.get(job_name),
+    )
+    .await
+    .context("cannot create the step's Job")?;
+
+    let pod = step_pod(kube, job_name).await?;
+    let opts = WaitOptions {
+        timeout: config.prepare_timeout,
+        can_watch: granted.has(Extra::WatchPods),
+        can_list_events: granted.has(Extra::ListEvents),
+        unschedulable_grace: super::prepare_job::UNSCHEDULABLE_GRACE,
+        accept_finished: true,
+    };
+    wait_running(kube, &pod, opts)
+        .await
+        .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;
+    stream_log(kube, &pod, STEP_CONTAINER_NAME).await?;
+    let t = terminated(kube, &pod, STEP_CONTAINER_NAME).await?;
+    if t.reason.as_deref() == Some("OOMKilled") {
+        eprintln!(
+            "arc-hook: the step's container was killed: OOMKilled (raise its memory limit in the worker-podspec template, `$step`)"
+        );
+    }
+    Ok(t.exit_code)
+}
+
+/// The pod the Job created for the step.
+async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
+    let api = kube.pods();
+    let lp = ListParams::default().labels(&format!("job-name={job_name}"));
+    let deadline = tokio::time::Instant::now() + POD_APPEAR_TIMEOUT;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let list = with_retry(&format!("listing pods of job {job_name}"), || api.list(&lp)).await?;
+        if let Some(name) = list.items.into_iter().find_map(|p: Pod| p.metadata.name) {
+            return Ok(name);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(K8sError::Timeout {
+                what: format!("job {job_name} to create its pod"),
+                after: POD_APPEAR_TIMEOUT,
+            }
+            .into());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Streams `container`'s log to stdout as it is written.
+pub async fn stream_log(kube: &Kube, pod: &str, container: &str) -> anyhow::Result<()> {
+    let api = kube.pods();
+    let lp = LogParams {
+        follow: true,
+        container: Some(container.into()),
+        ..Default::default()
+    };
+    let stream = with_retry(&format!("reading the log of pod {pod}"), || {
+        api.log_stream(pod, &lp)
+    })
+    .await?;
+    let mut lines = stream.lines();
+    let mut out = tokio::io::stdout();
+    use futures::TryStreamExt;
+    while let Some(line) = lines.try_next().await.context("reading the step's log")? {
+        out.write_all(line.as_bytes()).await?;
+        out.write_all(b"\n").await?;
+        out.flush().await?;
+    }
+    Ok(())
+}
+
+/// `container`'s terminated state (exit code, reason, message), once it has one.
+pub async fn terminated(
+    kube: &Kube,
+    pod: &str,
+    container: &str,
+) -> anyhow::Result<ContainerStateTerminated> {
+    let api = kube.pods();
+    let deadline = tokio::time::Instant::now() + EXIT_STATUS_TIMEOUT;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let p = with_retry(&format!("reading pod {pod}"), || api.get(pod)).await?;
+        let terminated = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.clone());
+        if let Some(t) = terminated {
+            return Ok(t);
+        }
+        if p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted") {
+            bail!(
+                "pod {pod} was evicted: {}",
+                p.status.and_then(|s| s.message).unwrap_or_default()
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the log of {container} in pod {pod} ended but it reported no exit code within {}s; its result is unknown",
+                EXIT_STATUS_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,357 @@
+//! No-volume mode: the runner's `_work` and externals copied into the job pod's emptyDir, and `_temp` kept in step with it around every step.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::build::JOB_CONTAINER_NAME;
+use crate::config::{Config, WorkVolumeMode};
+use crate::k8s::Kube;
+use crate::k8s::copy::{self, CopyError, Manifest, PushOptions, Source, Stats};
+use crate::protocol::Envelope;
+
+/// The work volume's mount in the job container.
+pub const POD_WORK: &str = "/__w";
+/// The job pod's `_temp`.
+pub const POD_TEMP: &str = "/__w/_temp";
+/// Runner-side record of what the pod holds, under `_temp/_arc_hook/` (never sent itself).
+pub const MANIFEST_FILE: &str = "pushed.json";
+/// `_temp` entries that stay in the pod: the container's HOME (tool caches can be gigabytes
+/// and the runner never reads them).
+pub const PULL_EXCLUDE: &[&str] = &["_github_home"];
+/// The `_work` entries pushed before every step: what the runner writes between steps.
+const STEP_ROOTS: &[&str] = &["_temp", "_actions"];
+
+/// Whether this job's pod has an emptyDir work volume the hook fills (decided by prepare_job).
+pub fn copy_mode(envelope: &Envelope, config: &Config) -> bool {
+    match &envelope.state {
+        Some(s) if !s.job_pod.is_empty() => s.no_volume,
+        _ => config.work_volume == WorkVolumeMode::Copy,
+    }
+}
+
+/// The runner's `_work`, `_temp` and externals directories.
+#[derive(Debug, Clone)]
+pub struct RunnerDirs {
+    pub work: PathBuf,
+    pub temp: PathBuf,
+    pub externals: Option<PathBuf>,
+    /// `_work/<repo>`, when the runner says (else all of `_work` is pushed).
+    pub workspace: Option<PathBuf>,
+}
+
+impl RunnerDirs {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let work = config.runner_work_dir().context(
+            "no-volume mode needs the runner's _work: RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
+        )?;
+        let temp = config
+            .runner_temp
+            .clone()
+            .unwrap_or_else(|| work.join("_temp"));
+        let externals = work
+            .parent()
+            .map(|p| p.join("externals"))
+            .filter(|p| p.is_dir());
+        Ok(Self {
+            workspace: config
+                .runner_workspace
+                .clone()
+                .filter(|w| w.parent() == Some(work.as_path())),
+            work,
+            temp,
+            externals,
+        })
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.temp
+            .join(super::run_script_step::SCRIPT_DIR)
+            .join(MANIFEST_FILE)
+    }
+
+    fn exclude(&self) -> Vec<String> {
+        vec![
+            format!(
+                "_temp/{}/{MANIFEST_FILE}",
+                super::run_script_step::SCRIPT_DIR
+            ),
+            format!(
+                "_temp/{}/{MANIFEST_FILE}.tmp",
+                super::run_script_step::SCRIPT_DIR
+            ),
+        ]
+    }
+
+    /// What prepare_job sends: externals, the workspace, `_actions`, `_tool`, `_temp`.
+    pub fn initial_sources(&self) -> Vec<Source> {
+        let mut s = Vec::new();
+        if let Some(e) = &self.externals {
+            s.push(Source {
+                local: e.clone(),
+                name: "externals".into(),
+            });
+        }
+        match &self.workspace {
+            Some(ws) => {
+                if let Some(name) = ws.file_name().and_then(|n| n.to_str()) {
+                    s.push(Source {
+                        local: ws.clone(),
+                        name: name.to_string(),
+                    });
+                }
+                for r in ["_actions", "_tool"] {
+                    s.push(Source {
+                        local: self.work.join(r),
+                        name: r.into(),
+                    });
+                }
+            }
+            None => {
+                // Without the workspace's name, send every top-level entry but externals and _temp.
+                if let Ok(rd) = std::fs::read_dir(&self.work) {
+                    let mut names: Vec<String> = rd
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                        .filter(|n| n != "externals" && n != "_temp")
+                        .collect();
+                    names.sort();
+                    s.extend(names.into_iter().map(|n| Source {
+                        local: self.work.join(&n),
+                        name: n,
+                    }));
+                }
+            }
+        }
+        s.push(self.temp_source());
+        s
+    }
+
+    fn temp_source(&self) -> Source {
+        Source {
+            local: self.temp.clone(),
+            name: "_temp".into(),
+        }
+    }
+
+    /// What every step sends (when changed): `_temp` and `_actions`.
+    pub fn step_sources(&self) -> Vec<Source> {
+        vec![
+            self.temp_source(),
+            Source {
+                local: self.work.join("_actions"),
+                name: "_actions".into(),
+            },
+        ]
+    }
+}
+
+/// Only the step roots are compared later; the rest of the first push is not recorded.
+fn step_entries(record: Manifest) -> Manifest {
+    Manifest {
+        entries: record
+            .entries
+            .into_iter()
+            .filter(|(k, _)| {
+                STEP_ROOTS
+                    .iter()
+                    .any(|r| k == r || k.starts_with(&format!("{r}/")))
+            })
+            .collect(),
+    }
+}
+
+/// prepare_job: fills the job pod's work volume in one exec.
+pub async fn push_initial(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+    let opts = PushOptions {
+        since: None,
+        exclude: dirs.exclude(),
+    };
+    let (stats, record) = copy::push(
+        kube,
+        pod,
+        JOB_CONTAINER_NAME,
+        POD_WORK,
+        dirs.initial_sources(),
+        opts,
+    )
+    .await?;
+    step_entries(record).save(&dirs.manifest_path())?;
+    Ok(stats)
+}
+
+/// Before a step: sends what changed in `_temp` and `_actions` since the pod last saw them,
+/// plus `extra` entries (always).
+pub async fn push_step(
+    kube: &Kube,
+    pod: &str,
+    dirs: &RunnerDirs,
+    extra: Vec<Source>,
+) -> Result<Stats, CopyError> {
+    let path = dirs.manifest_path();
+    let opts = PushOptions {
+        since: Some(Manifest::load(&path)),
+        exclude: dirs.exclude(),
+    };
+    let (stats, record) = copy::push(
+        kube,
+        pod,
+        JOB_CONTAINER_NAME,
+        POD_WORK,
+        dirs.step_sources().into_iter().chain(extra).collect(),
+        opts,
+    )
+    .await?;
+    step_entries(record).save(&path)?;
+    Ok(stats)
+}
+
+/// After a step (also a failed one): brings the pod's `_temp` back, file commands included.
+pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+    let (stats, record) = copy::pull(
+        kube,
+        pod,
+        JOB_CONTAINER_NAME,
+        POD_TEMP,
+        PULL_EXCLUDE,
+        dirs.temp.clone(),
+        "_temp".into(),
+    )
+    .await?;
+    // What came back is what the pod has: not worth sending again next step.
+    let path = dirs.manifest_path();
+    let mut manifest = Manifest::load(&path);
+    manifest.entries.extend(record.entries);
+    manifest.save(&path)?;
+    Ok(stats)
+}
+
+/// The step's exit code, unless its files could not come back: then the failure names both,
+/// and a step that passed fails (its outputs are missing).
+pub fn step_outcome<E>(
+    step: Result<i32, E>,
+    pulled: Option<Result<Stats, CopyError>>,
+) -> anyhow::Result<i32>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match (step, pulled) {
+        (Ok(code), None | Some(Ok(_))) => Ok(code),
+        (Ok(code), Some(Err(e))) => {
+            eprintln!(
+                "arc-hook: the step exited with code {code}, but copying _temp (its file commands) back from the job pod failed: {e}"
+            );
+            Ok(if code == 0 { 1 } else { code })
+        }
+        (Err(e), None | Some(Ok(_))) => Err(e.into()),
+        (Err(e), Some(Err(p))) => Err(anyhow::anyhow!(
+            "{e}; copying _temp (its file commands) back from the job pod also failed: {p}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::exec::ExecError;
+    use std::path::Path;
+
+    fn dirs(home: &Path) -> RunnerDirs {
+        let work = home.join("_work");
+        for d in [
+            "_work/repo/repo",
+            "_work/_actions/a/b",
+            "_work/_tool",
+            "_work/_temp/_arc_hook",
+            "externals/node20",
+        ] {
+            std::fs::create_dir_all(home.join(d)).expect("mkdir");
+        }
+        let config = Config::from_lookup(|k| match k {
+            "RUNNER_WORKSPACE" => Some(work.join("repo").to_string_lossy().to_string()),
+            "RUNNER_TEMP" => Some(work.join("_temp").to_string_lossy().to_string()),
+            _ => None,
+        })
+        .expect("config");
+        RunnerDirs::from_config(&config).expect("dirs")
+    }
+
+    #[test]
+    fn initial_push_sends_externals_workspace_actions_tool_temp() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let d = dirs(home.path());
+        let names: Vec<String> = d.initial_sources().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["externals", "repo", "_actions", "_tool", "_temp"]);
+        assert_eq!(
+            d.step_sources()
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>(),
+            ["_temp", "_actions"]
+        );
+        assert!(
+            d.exclude()
+                .contains(&"_temp/_arc_hook/pushed.json".to_string())
+        );
+    }
+
+    #[test]
+    fn only_step_roots_are_remembered() {
+        let mut m = Manifest::default();
+        let st = copy::Stamp {
+            size: 1,
+            mtime_ns: 1,
+            mode: 0o644,
+        };
+        for k in [
+            "_temp",
+            "_temp/x",
+            "_actions/a",
+            "repo/file",
+            "_tempest",
+            "externals/node",
+        ] {
+            m.entries.insert(k.into(), st);
+        }
+        let kept: Vec<String> = step_entries(m).entries.into_keys().collect();
+        assert_eq!(kept, ["_actions/a", "_temp", "_temp/x"]);
+    }
+
+    fn broken() -> ExecError {
+        ExecError::Broken {
+            what: "the step".into(),
+            pod: "p".into(),
+            message: "reset".into(),
+        }
+    }
+
+    fn pull_failed() -> CopyError {
+        CopyError::Tar {
+            pod: "p".into(),
+            code: 2,
+            stderr: "tar: short read".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_pull_never_hides_the_step_code() {
+        assert_eq!(step_outcome::<ExecError>(Ok(3), None).expect("code"), 3);
+        assert_eq!(
+            step_outcome::<ExecError>(Ok(0), Some(Ok(Stats::default()))).expect("code"),
+            0
+        );
+        assert_eq!(
+            step_outcome::<ExecError>(Ok(3), Some(Err(pull_failed()))).expect("code"),
+            3
+        );
+        // A passing step whose outputs are lost must not pass.
+        assert_eq!(
+            step_outcome::<ExecError>(Ok(0), Some(Err(pull_failed()))).expect("code"),
+            1
+        );
+        let e = step_outcome(Err(broken()), Some(Err(pull_failed()))).expect_err("both");
+        let msg = e.to_string();
+        assert!(msg.contains("lost the connection to pod p"), "{msg}");
+        assert!(msg.contains("tar: short read"), "{msg}");
+    }
+}

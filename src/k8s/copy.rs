@@ -1,0 +1,845 @@
+//! Streaming tar copies between the runner and a pod over exec: no temporary archive, no per-file round trips, and an unpacker that refuses entries escaping its target.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::io::SyncIoBridge;
+
+use super::Kube;
+use super::exec::{ExecError, ExecTarget, exec};
+
+/// Buffer between the archive thread and the exec stream: bounds memory whatever the tree size.
+const PIPE_BUF: usize = 1024 * 1024;
+
+/// A copy that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("refusing archive entry {entry:?}: {reason}")]
+    Unsafe { entry: String, reason: String },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("tar in pod {pod} exited with code {code}: {stderr}")]
+    Tar {
+        pod: String,
+        code: i32,
+        stderr: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CopyError {
+    let what = what.into();
+    move |source| CopyError::Io { what, source }
+}
+
+/// A local file or directory to send, and its name in the archive (relative to the pod's destination).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub local: PathBuf,
+    pub name: String,
+}
+
+/// What an entry looked like when it was last sent or received, to skip it when unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub mode: u32,
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            mode: meta.mode(),
+        }
+    }
+}
+
+/// Archive name -> stamp of every entry the pod is known to hold (runner-side `_temp/_arc_hook/pushed.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub entries: BTreeMap<String, Stamp>,
+}
+
+impl Manifest {
+    /// Reads a manifest; a missing or unreadable one is empty (everything is sent again).
+    pub fn load(path: &Path) -> Self {
+        fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), CopyError> {
+        let json = serde_json::to_vec(self).map_err(|e| CopyError::Io {
+            what: format!("serialising {}", path.display()),
+            source: io::Error::other(e),
+        })?;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, json).map_err(io_err(format!("writing {}", tmp.display())))?;
+        fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+    }
+
+    fn unchanged(&self, name: &str, meta: &fs::Metadata) -> bool {
+        self.entries.get(name) == Some(&Stamp::of(meta))
+    }
+}
+
+/// What an archive held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub entries: u64,
+    pub skipped: u64,
+    pub bytes: u64,
+}
+
+/// Which entries to send.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Skip entries whose stamp matches this manifest (incremental push); `None` sends everything.
+    pub since: Option<Manifest>,
+    /// Archive names never sent (and their subtrees).
+    pub exclude: Vec<String>,
+}
+
+/// Writes a tar of `sources` to `out`, recording every entry's stamp in `record`.
+/// Symlinks are archived as links, never followed; directories are always sent when new or
+/// changed, so empty ones survive.
+pub fn write_archive<W: Write>(
+    out: W,
+    sources: &[Source],
+    opts: &PushOptions,
+    record: &mut Manifest,
+) -> Result<Stats, CopyError> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let mut stats = Stats::default();
+    for s in sources {
+        let meta = match fs::symlink_metadata(&s.local) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(format!("reading {}", s.local.display()))(e)),
+        };
+        add_tree(
+            &mut builder,
+            &s.local,
+            &s.name,
+            &meta,
+            opts,
+            record,
+            &mut stats,
+        )?;
+    }
+    builder
+        .into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io_err("finishing the archive"))?;
+    Ok(stats)
+}
+
+fn add_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    local: &Path,
+    name: &str,
+    meta: &fs::Metadata,
+    opts: &PushOptions,
+    record: &mut Manifest,
+    stats: &mut Stats,
+) -> Result<(), CopyError> {
+    if opts.exclude.iter().any(|x| x == name) {
+        return Ok(());
+    }
+    let unchanged = opts.since.as_ref().is_some_and(|m| m.unchanged(name, meta));
+    record.entries.insert(name.to_string(), Stamp::of(meta));
+    if unchanged {
+        stats.skipped += 1;
+    } else {
+        b.append_path_with_name(local, name)
+            .map_err(io_err(format!("archiving {}", local.display())))?;
+        stats.entries += 1;
+        if meta.is_file() {
+            stats.bytes += meta.len();
+        }
+    }
+    if meta.is_dir() {
+        let mut children: Vec<_> = fs::read_dir(local)
+            .map_err(io_err(format!("listing {}", local.display())))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(format!("listing {}", local.display())))?;
+        children.sort_by_key(|e| e.file_name());
+        for c in children {
+            let child = c.path();
+            let Some(file_name) = c.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(path = %child.display(), "skipping a file whose name is not UTF-8");
+                continue;
+            };
+            let child_meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                // Vanished while we walked (a runner temp file): nothing to send.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(format!("reading {}", child.display()))(e)),
+            };
+            let child_name = if name.is_empty() || name == "." {
+                file_name
+            } else {
+                format!("{name}/{file_name}")
+            };
+            add_tree(b, &child, &child_name, &child_meta, opts, record, stats)?;
+        }
+    }
+    Ok(())
+}
+
+/// The checked, relative path of an archive entry (`.` components dropped), or why it is refused.
+pub fn entry_path(raw: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("it climbs out of the target with `..`".into()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("it is an absolute path".into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses to write below a symlink: every existing ancestor of `rel` under `root` must be a
+/// real directory, so a link planted by an earlier entry (or already there) is never followed.
+fn check_ancestors(root: &Path, rel: &Path, entry: &str) -> Result<(), CopyError> {
+    let mut at = root.to_path_buf();
+    let parents: Vec<_> = rel.components().collect();
+    for c in parents.iter().take(parents.len().saturating_sub(1)) {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(CopyError::Unsafe {
+                    entry: entry.to_string(),
+                    reason: format!(
+                        "{} is a symlink; writing through it could leave the target directory",
+                        at.strip_prefix(root).unwrap_or(&at).display()
+                    ),
+                });
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(CopyError::Unsafe {
+                    entry: entry.to_string(),
+                    reason: format!(
+                        "{} is not a directory",
+                        at.strip_prefix(root).unwrap_or(&at).display()
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&at).map_err(io_err(format!("creating {}", at.display())))?;
+            }
+            Err(e) => return Err(io_err(format!("reading {}", at.display()))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever is at `path` unless it is a directory we are about to reuse.
+fn clear_for(path: &Path, want_dir: bool) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {
+            if want_dir {
+                Ok(())
+            } else {
+                fs::remove_dir_all(path)
+            }
+        }
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn set_mtime(path: &Path, mtime: u64) {
+    let t = UNIX_EPOCH + Duration::from_secs(mtime);
+    if let Ok(f) = fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(t);
+    }
+}
+
+/// Unpacks a tar stream into `root`, refusing entries that would land outside it: `..`,
+/// absolute names, writes below a symlink (whether the archive created it or it was there),
+/// hard links to outside. Modes (without setuid/setgid), mtimes, symlinks and empty
+/// directories are kept; devices and fifos are skipped. Each written entry's stamp goes to
+/// `record` under `prefix/<entry>`.
+pub fn unpack<R: Read>(
+    input: R,
+    root: &Path,
+    prefix: &str,
+    record: &mut Manifest,
+) -> Result<Stats, CopyError> {
+    fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
+    let mut archive = tar::Archive::new(input);
+    let mut stats = Stats::default();
+    let mut dir_times = Vec::new();
+    let entries = archive.entries().map_err(io_err("reading the archive"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(io_err("reading the archive"))?;
+        let raw = entry
+            .path()
+            .map_err(io_err("reading an entry name"))?
+            .into_owned();
+        let shown = raw.to_string_lossy().to_string();
+        let rel = entry_path(&raw).map_err(|reason| CopyError::Unsafe {
+            entry: shown.clone(),
+            reason,
+        })?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap_or(0o644) & 0o1777;
+        let mtime = header.mtime().unwrap_or(0);
+        if rel.as_os_str().is_empty() {
+            // The root itself (`./`): keep ours, take its mode.
+            if kind.is_dir() {
+                let _ = fs::set_permissions(root, fs::Permissions::from_mode(mode));
+            }
+            continue;
+        }
+        check_ancestors(root, &rel, &shown)?;
+        let dest = root.join(&rel);
+        let write = io_err(format!("writing {}", dest.display()));
+        match kind {
+            tar::EntryType::Directory => {
+                clear_for(&dest, true).map_err(io_err(format!("replacing {}", dest.display())))?;
+                fs::create_dir_all(&dest).map_err(write)?;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o700))
+                    .map_err(io_err(format!("chmod {}", dest.display())))?;
+                dir_times.push((dest.clone(), mode, mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&dest)
+                    .map_err(io_err(format!("writing {}", dest.display())))?;
+                let n = io::copy(&mut entry, &mut f).map_err(write)?;
+                f.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_err(format!("chmod {}", dest.display())))?;
+                let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
+                stats.bytes += n;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err("reading a link target"))?
+                    .ok_or_else(|| CopyError::Unsafe {
+                        entry: shown.clone(),
+                        reason: "a symlink without a target".into(),
+                    })?
+                    .into_owned();
+                clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
+                std::os::unix::fs::symlink(&target, &dest).map_err(write)?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err("reading a link target"))?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let target_rel = entry_path(&target).map_err(|reason| CopyError::Unsafe {
+                    entry: shown.clone(),
+                    reason: format!("hard link to {}: {reason}", target.display()),
+                })?;
+                check_ancestors(root, &target_rel, &shown)?;
+                let src = root.join(&target_rel);
+                if !fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
+                    return Err(CopyError::Unsafe {
+                        entry: shown,
+                        reason: format!(
+                            "hard link to {}, which is not a file this archive wrote",
+                            target.display()
+                        ),
+                    });
+                }
+                clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
+                fs::hard_link(&src, &dest).map_err(write)?;
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            other => {
+                tracing::debug!(entry = %shown, kind = ?other, "skipping a special file");
+                continue;
+            }
+        }
+        stats.entries += 1;
+        if let Ok(m) = fs::symlink_metadata(&dest) {
+            let name = if prefix.is_empty() {
+                rel.to_string_lossy().to_string()
+            } else {
+                format!("{prefix}/{}", rel.to_string_lossy())
+            };
+            record.entries.insert(name, Stamp::of(&m));
+        }
+    }
+    // Directory modes and times last: writing their children changed both.
+    for (dir, mode, mtime) in dir_times.into_iter().rev() {
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
+        set_mtime(&dir, mtime);
+    }
+    Ok(stats)
+}
+
+/// The pod-side command that unpacks a pushed stream into `dest` (which must exist).
+/// `-o`: files get the container user's ownership, not the runner's uid (GNU and busybox tar).
+pub fn extract_command(dest: &str) -> Vec<String> {
+    ["tar", "-x", "-o", "-f", "-", "-C", dest]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The pod-side command that streams the tree under `src` to stdout, without the top-level
+/// entries named in `exclude` (an empty directory gives an empty stream).
+pub fn archive_command(src: &str, exclude: &[&str]) -> Vec<String> {
+    let mut skip = String::new();
+    for x in exclude {
+        skip.push_str(&format!(
+            " [ \"$e\" = {} ] && continue;",
+            crate::hooks::script::sh_quote(x)
+        ));
+    }
+    let script = format!(
+        "cd \"$1\" || exit 1; set --; for e in * .[!.]* ..?*; do {{ [ -e \"$e\" ] || [ -L \"$e\" ]; }} || continue;{skip} set -- \"$@\" \"$e\"; done; [ $# -eq 0 ] && exit 0; exec tar -c -f - -- \"$@\""
+    );
+    vec![
+        "sh".into(),
+        "-c".into(),
+        script,
+        "arc-hook-pull".into(),
+        src.into(),
+    ]
+}
+
+/// Sends `sources` into the pod directory `dest` as one tar stream over one exec.
+/// Returns what was sent and the stamps of everything considered (for the next incremental push).
+pub async fn push(
+    kube: &Kube,
+    pod: &str,
+    container: &str,
+    dest: &str,
+    sources: Vec<Source>,
+    opts: PushOptions,
+) -> Result<(Stats, Manifest), CopyError> {
+    let started = SystemTime::now();
+    let (writer, reader) = tokio::io::duplex(PIPE_BUF);
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut record = Manifest::default();
+        let out = io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(writer));
+        let stats = write_archive(out, &sources, &opts, &mut record)?;
+        Ok::<_, CopyError>((stats, record))
+    });
+    let mut stderr = Vec::new();
+    let target = ExecTarget {
+        pod,
+        container,
+        what: "tar (copying files into the pod)",
+    };
+    let code = exec(
+        kube,
+        target,
+        &extract_command(dest),
+        Some(reader),
+        tokio::io::sink(),
+        &mut stderr,
+    )
+    .await;
+    let produced = producer.await.map_err(|e| CopyError::Io {
+        what: "archiving".into(),
+        source: io::Error::other(e),
+    })?;
+    // A local failure explains a broken stream better than the pod's complaint about it.
+    let (stats, record) = produced?;
+    let code = code?;
+    if code != 0 {
+        return Err(CopyError::Tar {
+            pod: pod.into(),
+            code,
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+        });
+    }
+    tracing::debug!(
+        pod,
+        dest,
+        entries = stats.entries,
+        skipped = stats.skipped,
+        bytes = stats.bytes,
+        elapsed_ms = started.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
+        "pushed"
+    );
+    Ok((stats, record))
+}
+
+/// Streams the pod directory `src` (minus top-level `exclude`) into the local `dest`,
+/// through the checking unpacker. Entries written are stamped in the returned manifest under
+/// `prefix/`.
+pub async fn pull(
+    kube: &Kube,
+    pod: &str,
+    container: &str,
+    src: &str,
+    exclude: &[&str],
+    dest: PathBuf,
+    prefix: String,
+) -> Result<(Stats, Manifest), CopyError> {
+    let (writer, reader) = tokio::io::duplex(PIPE_BUF);
+    let consumer = tokio::task::spawn_blocking(move || {
+        let mut record = Manifest::default();
+        let input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
+        let stats = unpack(input, &dest, &prefix, &mut record)?;
+        Ok::<_, CopyError>((stats, record))
+    });
+    let mut stderr = Vec::new();
+    let target = ExecTarget {
+        pod,
+        container,
+        what: "tar (copying files from the pod)",
+    };
+    let code = exec(
+        kube,
+        target,
+        &archive_command(src, exclude),
+        None::<tokio::io::Empty>,
+        writer,
+        &mut stderr,
+    )
+    .await;
+    let unpacked = consumer.await.map_err(|e| CopyError::Io {
+        what: "unpacking".into(),
+        source: io::Error::other(e),
+    })?;
+    let (stats, record) = unpacked?;
+    let code = code?;
+    if code != 0 {
+        return Err(CopyError::Tar {
+            pod: pod.into(),
+            code,
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+        });
+    }
+    Ok((stats, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path();
+        fs::create_dir_all(p.join("repo/src")).expect("mkdir");
+        fs::create_dir_all(p.join("repo/empty")).expect("mkdir");
+        fs::write(p.join("repo/src/main.sh"), b"#!/bin/sh\necho hi\n").expect("write");
+        fs::set_permissions(
+            p.join("repo/src/main.sh"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        fs::write(p.join("repo/README"), b"readme").expect("write");
+        fs::set_permissions(p.join("repo/README"), fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        symlink("src/main.sh", p.join("repo/run")).expect("symlink");
+        symlink("/etc/passwd", p.join("repo/abs-link")).expect("symlink");
+        d
+    }
+
+    fn archive(sources: &[Source], opts: &PushOptions) -> (Vec<u8>, Stats, Manifest) {
+        let mut buf = Vec::new();
+        let mut rec = Manifest::default();
+        let stats = write_archive(&mut buf, sources, opts, &mut rec).expect("archive");
+        (buf, stats, rec)
+    }
+
+    #[test]
+    fn round_trip_keeps_modes_links_empty_dirs_and_mtimes() {
+        let src = tree();
+        let mtime = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        fs::File::options()
+            .write(true)
+            .open(src.path().join("repo/README"))
+            .expect("open")
+            .set_modified(mtime)
+            .expect("mtime");
+        let sources = [Source {
+            local: src.path().join("repo"),
+            name: "repo".into(),
+        }];
+        let (buf, stats, _) = archive(&sources, &PushOptions::default());
+        assert_eq!(stats.entries, 7);
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut rec = Manifest::default();
+        unpack(&buf[..], out.path(), "w", &mut rec).expect("unpack");
+        let o = out.path().join("repo");
+        let mode = |p: &str| fs::metadata(o.join(p)).expect("exists").mode() & 0o7777;
+        assert_eq!(mode("src/main.sh"), 0o755);
+        assert_eq!(mode("README"), 0o600);
+        assert_eq!(
+            fs::read_link(o.join("run")).expect("link"),
+            Path::new("src/main.sh")
+        );
+        assert_eq!(
+            fs::read_link(o.join("abs-link")).expect("link"),
+            Path::new("/etc/passwd")
+        );
+        assert!(o.join("empty").is_dir());
+        assert_eq!(
+            fs::metadata(o.join("README"))
+                .expect("exists")
+                .modified()
+                .expect("mtime"),
+            mtime
+        );
+        assert!(rec.entries.contains_key("w/repo/README"));
+    }
+
+    #[test]
+    fn incremental_push_sends_only_changes() {
+        let src = tree();
+        let sources = [Source {
+            local: src.path().join("repo"),
+            name: "repo".into(),
+        }];
+        let (_, first, rec) = archive(&sources, &PushOptions::default());
+        let opts = PushOptions {
+            since: Some(rec.clone()),
+            exclude: vec![],
+        };
+        let (_, second, _) = archive(&sources, &opts);
+        assert_eq!(second.entries, 0);
+        assert_eq!(second.skipped, first.entries);
+        fs::write(src.path().join("repo/src/new.txt"), b"new").expect("write");
+        fs::write(src.path().join("repo/README"), b"readme, longer").expect("write");
+        let (buf, third, _) = archive(&sources, &opts);
+        // The new file, the changed one, and src/ (its mtime changed with the new entry).
+        assert_eq!(third.entries, 3);
+        let names: Vec<String> = tar::Archive::new(&buf[..])
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .to_string_lossy()
+                    .to_string()
+            })
+            .collect();
+        assert!(names.contains(&"repo/src/new.txt".to_string()), "{names:?}");
+        assert!(names.contains(&"repo/README".to_string()), "{names:?}");
+    }
+
+    #[test]
+    fn excluded_names_are_not_sent() {
+        let src = tree();
+        let sources = [Source {
+            local: src.path().join("repo"),
+            name: "repo".into(),
+        }];
+        let opts = PushOptions {
+            since: None,
+            exclude: vec!["repo/src".into()],
+        };
+        let (_, stats, rec) = archive(&sources, &opts);
+        assert_eq!(stats.entries, 5);
+        assert!(!rec.entries.keys().any(|k| k.starts_with("repo/src")));
+    }
+
+    /// A raw archive with names the tar crate's builder would refuse to write.
+    fn crafted(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, link, data) in entries {
+            let mut h = tar::Header::new_old();
+            {
+                let raw = h.as_old_mut();
+                raw.name[..name.len()].copy_from_slice(name.as_bytes());
+                raw.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn unpack_err(buf: &[u8]) -> (String, tempfile::TempDir) {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let root = parent.path().join("target");
+        let e = unpack(buf, &root, "", &mut Manifest::default()).expect_err("refused");
+        (e.to_string(), parent)
+    }
+
+    #[test]
+    fn parent_dir_entries_are_refused() {
+        let buf = crafted(&[
+            ("ok.txt", tar::EntryType::Regular, "", b"fine"),
+            ("../evil.txt", tar::EntryType::Regular, "", b"evil"),
+        ]);
+        let (e, parent) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"../evil.txt\": it climbs out of the target with `..`"
+        );
+        assert!(!parent.path().join("evil.txt").exists());
+        let buf = crafted(&[("a/../../evil.txt", tar::EntryType::Regular, "", b"evil")]);
+        assert!(unpack_err(&buf).0.contains("a/../../evil.txt"));
+    }
+
+    #[test]
+    fn absolute_entries_are_refused() {
+        let buf = crafted(&[("/tmp/arc-hook-evil", tar::EntryType::Regular, "", b"evil")]);
+        assert_eq!(
+            unpack_err(&buf).0,
+            "refusing archive entry \"/tmp/arc-hook-evil\": it is an absolute path"
+        );
+    }
+
+    #[test]
+    fn writes_through_an_archived_symlink_are_refused() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let link = outside.path().to_string_lossy().to_string();
+        let buf = crafted(&[
+            ("escape", tar::EntryType::Symlink, &link, b""),
+            ("escape/owned.txt", tar::EntryType::Regular, "", b"evil"),
+        ]);
+        let (e, _p) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"escape/owned.txt\": escape is a symlink; writing through it could leave the target directory"
+        );
+        assert!(!outside.path().join("owned.txt").exists());
+    }
+
+    #[test]
+    fn a_file_over_an_archived_symlink_replaces_the_link() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"original").expect("write");
+        let link = victim.to_string_lossy().to_string();
+        let buf = crafted(&[
+            ("f", tar::EntryType::Symlink, &link, b""),
+            ("f", tar::EntryType::Regular, "", b"new"),
+        ]);
+        let out = tempfile::tempdir().expect("tempdir");
+        unpack(&buf[..], out.path(), "", &mut Manifest::default()).expect("unpack");
+        assert_eq!(fs::read(&victim).expect("read"), b"original");
+        assert_eq!(fs::read(out.path().join("f")).expect("read"), b"new");
+    }
+
+    #[test]
+    fn hard_links_outside_are_refused() {
+        let buf = crafted(&[("h", tar::EntryType::Link, "../../etc/passwd", b"")]);
+        assert!(
+            unpack_err(&buf)
+                .0
+                .starts_with("refusing archive entry \"h\": hard link to ../../etc/passwd")
+        );
+    }
+
+    #[test]
+    fn pull_command_skips_excluded_and_handles_empty_dirs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(d.path().join("_runner_file_commands")).expect("mkdir");
+        fs::write(
+            d.path().join("_runner_file_commands/set_output_1"),
+            b"x=1\n",
+        )
+        .expect("write");
+        fs::create_dir_all(d.path().join("_github_home/.cache")).expect("mkdir");
+        fs::write(d.path().join(".hidden"), b"h").expect("write");
+        let cmd = archive_command(&d.path().to_string_lossy(), &["_github_home"]);
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dest = tempfile::tempdir().expect("tempdir");
+        unpack(
+            &out.stdout[..],
+            dest.path(),
+            "_temp",
+            &mut Manifest::default(),
+        )
+        .expect("unpack");
+        assert_eq!(
+            fs::read(dest.path().join("_runner_file_commands/set_output_1")).expect("pulled"),
+            b"x=1\n"
+        );
+        assert!(dest.path().join(".hidden").exists());
+        assert!(!dest.path().join("_github_home").exists());
+
+        let empty = tempfile::tempdir().expect("tempdir");
+        let cmd = archive_command(&empty.path().to_string_lossy(), &[]);
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .expect("sh");
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty());
+        let stats = unpack(&out.stdout[..], dest.path(), "", &mut Manifest::default())
+            .expect("empty stream");
+        assert_eq!(stats.entries, 0);
+    }
+
+    #[test]
+    fn pushed_archive_extracts_with_system_tar() {
+        let src = tree();
+        let sources = [Source {
+            local: src.path().join("repo"),
+            name: "repo".into(),
+        }];
+        let (buf, _, _) = archive(&sources, &PushOptions::default());
+        let dest = tempfile::tempdir().expect("tempdir");
+        let cmd = extract_command(&dest.path().to_string_lossy());
+        let mut child = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("tar");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&buf)
+            .expect("feed");
+        assert!(child.wait().expect("tar").success());
+        assert_eq!(
+            fs::metadata(dest.path().join("repo/src/main.sh"))
+                .expect("x")
+                .mode()
+                & 0o777,
+            0o755
+        );
+        assert!(dest.path().join("repo/empty").is_dir());
+    }
+}

@@ -1,0 +1,325 @@
+//! Ephemeral containers in a running pod: adding one, waiting for it to start, following its log, and reading its exit code from `ephemeralContainerStatuses`.
+
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ContainerState, EphemeralContainer, Pod};
+use kube::api::{LogParams, Patch, PatchParams};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::retry::with_retry;
+use super::{K8sError, Kube};
+
+/// Container waiting reasons that will not resolve by themselves.
+const FATAL_WAITING: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why an ephemeral container did not give an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum EphemeralError {
+    /// The cluster does not let us add ephemeral containers here (the caller falls back).
+    #[error("the API server refused the ephemeral container ({code}: {message})")]
+    NotAllowed { code: u16, message: String },
+    #[error(transparent)]
+    Api(#[from] K8sError),
+    #[error("the step's container {name} did not start: {reason}")]
+    Start { name: String, reason: String },
+    #[error("the job pod {pod} is gone: {why}")]
+    PodGone { pod: String, why: String },
+    #[error("reading the step's log: {0}")]
+    Log(String),
+}
+
+/// Where one ephemeral container stands (pure reading of the pod's status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EphemeralState {
+    /// Not in the status yet, or waiting for a reason that may resolve (pulling...).
+    Waiting(String),
+    Running,
+    Terminated {
+        exit_code: i32,
+        reason: Option<String>,
+    },
+    /// Will never start.
+    Failed(String),
+    /// The pod itself stopped or is being deleted.
+    PodGone(String),
+}
+
+/// Classifies container `name`'s status in `pod`.
+pub fn ephemeral_state(pod: &Pod, name: &str) -> EphemeralState {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return EphemeralState::PodGone("the pod is being deleted".into());
+    }
+    let status = pod.status.as_ref();
+    let cs = status
+        .and_then(|s| s.ephemeral_container_statuses.as_ref())
+        .and_then(|l| l.iter().find(|c| c.name == name));
+    match cs.and_then(|c| c.state.as_ref()) {
+        Some(ContainerState {
+            terminated: Some(t),
+            ..
+        }) => EphemeralState::Terminated {
+            exit_code: t.exit_code,
+            reason: t.reason.clone(),
+        },
+        Some(ContainerState {
+            running: Some(_), ..
+        }) => EphemeralState::Running,
+        other => {
+            let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+            if phase == "Failed" || phase == "Succeeded" {
+                return EphemeralState::PodGone(format!(
+                    "the pod is {}{}",
+                    phase.to_lowercase(),
+                    status
+                        .and_then(|s| s.reason.as_deref())
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+            let waiting = other.and_then(|s| s.waiting.as_ref());
+            let reason = waiting
+                .and_then(|w| w.reason.clone())
+                .unwrap_or_else(|| "not started yet".into());
+            if FATAL_WAITING.contains(&reason.as_str()) {
+                let msg = waiting
+                    .and_then(|w| w.message.as_deref())
+                    .unwrap_or_default();
+                EphemeralState::Failed(if msg.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}: {msg}")
+                })
+            } else {
+                EphemeralState::Waiting(reason)
+            }
+        }
+    }
+}
+
+/// Adds `container` to `pod`'s ephemeral containers (one strategic-merge PATCH of the
+/// subresource; repeating it after a lost answer changes nothing).
+pub async fn add(
+    kube: &Kube,
+    pod: &str,
+    container: &EphemeralContainer,
+) -> Result<(), EphemeralError> {
+    let api = kube.pods();
+    let patch = serde_json::json!({"spec": {"ephemeralContainers": [container]}});
+    let pp = PatchParams::default();
+    let patch = Patch::Strategic(&patch);
+    let action = format!("adding ephemeral container {} to pod {pod}", container.name);
+    match with_retry(&action, || api.patch_ephemeral_containers(pod, &pp, &patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.code() {
+            Some(404) => {
+                // Not served (an old cluster), or the pod is gone: only the first falls back.
+                match with_retry(&format!("reading pod {pod}"), || api.get(pod)).await {
+                    Err(g) if g.is_not_found() => Err(EphemeralError::PodGone {
+                        pod: pod.into(),
+                        why: "not found".into(),
+                    }),
+                    _ => Err(not_allowed(404, e)),
+                }
+            }
+            Some(code @ (403 | 405 | 415 | 422)) => Err(not_allowed(code, e)),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+fn not_allowed(code: u16, e: K8sError) -> EphemeralError {
+    let message = match e {
+        K8sError::Api { message, .. } => message,
+        other => other.to_string(),
+    };
+    EphemeralError::NotAllowed { code, message }
+}
+
+/// Waits until container `name` runs or has already finished; fails at once when it cannot start.
+pub async fn wait_started(
+    kube: &Kube,
+    pod: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<EphemeralState, EphemeralError> {
+    let api = kube.pods();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let p = match with_retry(&format!("reading pod {pod}"), || api.get(pod)).await {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => {
+                return Err(EphemeralError::PodGone {
+                    pod: pod.into(),
+                    why: "deleted".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match ephemeral_state(&p, name) {
+            s @ (EphemeralState::Running | EphemeralState::Terminated { .. }) => return Ok(s),
+            EphemeralState::Failed(reason) => {
+                return Err(EphemeralError::Start {
+                    name: name.into(),
+                    reason,
+                });
+            }
+            EphemeralState::PodGone(why) => {
+                return Err(EphemeralError::PodGone {
+                    pod: pod.into(),
+                    why,
+                });
+            }
+            EphemeralState::Waiting(reason) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(EphemeralError::Start {
+                        name: name.into(),
+                        reason: format!(
+                            "still {reason} after {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS)",
+                            timeout.as_secs()
+                        ),
+                    });
+                }
+            }
+        }
+        // The status changes on the kubelet's schedule; a short, growing poll is all a
+        // Role without watch allows.
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Copies container `name`'s log to `out` as it is written, until the container ends.
+pub async fn follow_log<W: AsyncWrite + Unpin>(
+    kube: &Kube,
+    pod: &str,
+    name: &str,
+    mut out: W,
+) -> Result<(), EphemeralError> {
+    let api = kube.pods();
+    let lp = LogParams {
+        follow: true,
+        container: Some(name.into()),
+        ..Default::default()
+    };
+    let stream = with_retry(&format!("reading the log of {name} in pod {pod}"), || {
+        api.log_stream(pod, &lp)
+    })
+    .await?;
+    let mut lines = stream.lines();
+    while let Some(line) = lines
+        .try_next()
+        .await
+        .map_err(|e| EphemeralError::Log(e.to_string()))?
+    {
+        let w = async {
+            out.write_all(line.as_bytes()).await?;
+            out.write_all(b"\n").await?;
+            out.flush().await
+        };
+        w.await.map_err(|e| EphemeralError::Log(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The exit code of container `name`, once it has terminated (waiting up to `timeout`).
+pub async fn exit_code(
+    kube: &Kube,
+    pod: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(i32, Option<String>), EphemeralError> {
+    let api = kube.pods();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let p = with_retry(&format!("reading pod {pod}"), || api.get(pod)).await?;
+        match ephemeral_state(&p, name) {
+            EphemeralState::Terminated { exit_code, reason } => return Ok((exit_code, reason)),
+            EphemeralState::PodGone(why) => {
+                return Err(EphemeralError::PodGone {
+                    pod: pod.into(),
+                    why,
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(EphemeralError::Log(format!(
+                    "the log of {name} ended but it reported no exit code within {}s; its result is unknown",
+                    timeout.as_secs()
+                )));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).expect("pod")
+    }
+
+    fn eph(state: serde_json::Value) -> serde_json::Value {
+        json!({"phase": "Running", "ephemeralContainerStatuses": [
+            {"name": "step-1", "ready": false, "restartCount": 0, "image": "i", "imageID": "", "state": state}
+        ]})
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(
+            ephemeral_state(&pod(json!({"phase": "Running"})), "step-1"),
+            EphemeralState::Waiting("not started yet".into())
+        );
+        assert_eq!(
+            ephemeral_state(&pod(eph(json!({"running": {}}))), "step-1"),
+            EphemeralState::Running
+        );
+        assert_eq!(
+            ephemeral_state(
+                &pod(eph(
+                    json!({"terminated": {"exitCode": 7, "reason": "Error"}})
+                )),
+                "step-1"
+            ),
+            EphemeralState::Terminated {
+                exit_code: 7,
+                reason: Some("Error".into())
+            }
+        );
+        assert_eq!(
+            ephemeral_state(
+                &pod(eph(
+                    json!({"waiting": {"reason": "ErrImagePull", "message": "not found"}})
+                )),
+                "step-1"
+            ),
+            EphemeralState::Failed("ErrImagePull: not found".into())
+        );
+        assert_eq!(
+            ephemeral_state(
+                &pod(eph(json!({"waiting": {"reason": "ContainerCreating"}}))),
+                "step-1"
+            ),
+            EphemeralState::Waiting("ContainerCreating".into())
+        );
+        assert!(matches!(
+            ephemeral_state(&pod(json!({"phase": "Failed", "reason": "Evicted"})), "step-1"),
+            EphemeralState::PodGone(w) if w == "the pod is failed (Evicted)"
+        ));
+    }
+}

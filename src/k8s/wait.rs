@@ -1,0 +1,505 @@
+//! Waiting for a pod to run: by watch where allowed, else a tight get loop; failing at once, with the pod's story, when it cannot start.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use kube::api::{ListParams, WatchEvent, WatchParams};
+
+use super::retry::with_retry;
+use super::{K8sError, Kube};
+
+/// Container waiting reasons that will not resolve by themselves.
+const FATAL_WAITING: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+    "RunContainerError",
+];
+
+/// Where a pod stands on its way to running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodProgress {
+    /// Running, every container started.
+    Running,
+    /// Still on its way (scheduling, pulling...).
+    Pending(String),
+    /// Cannot be scheduled (yet); fails after a grace period unless the cluster scales up.
+    Unschedulable(String),
+    /// Will never run; the reason, for the user.
+    Failed(String),
+}
+
+fn container_problem(s: &ContainerStatus) -> Option<String> {
+    let state = s.state.as_ref()?;
+    if let Some(w) = &state.waiting {
+        let reason = w.reason.as_deref().unwrap_or_default();
+        if FATAL_WAITING.contains(&reason) {
+            let msg = w.message.as_deref().unwrap_or_default();
+            return Some(format!(
+                "container {}: {reason}{}{msg}",
+                s.name,
+                if msg.is_empty() { "" } else { ": " }
+            ));
+        }
+    }
+    if let Some(t) = &state.terminated {
+        let reason = t.reason.as_deref().unwrap_or("Terminated");
+        let msg = t
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        return Some(format!(
+            "container {} exited with code {} ({reason}){msg}",
+            s.name, t.exit_code
+        ));
+    }
+    None
+}
+
+/// Classifies a pod's status (pure; `classify` is what every wait decides with).
+pub fn classify(pod: &Pod) -> PodProgress {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodProgress::Failed("the pod is being deleted".into());
+    }
+    let Some(status) = pod.status.as_ref() else {
+        return PodProgress::Pending("no status yet".into());
+    };
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    if phase == "Failed" || phase == "Succeeded" {
+        let reason = status.reason.as_deref().unwrap_or(phase);
+        let msg = status
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let containers: Vec<String> = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(container_problem)
+            .collect();
+        let extra = if containers.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", containers.join("; "))
+        };
+        return PodProgress::Failed(format!(
+            "pod {}{msg}{extra}",
+            if reason == phase {
+                format!("phase {phase}")
+            } else {
+                reason.to_string()
+            }
+        ));
+    }
+    let statuses: Vec<&ContainerStatus> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .collect();
+    for s in &statuses {
+        if let Some(p) = container_problem(s) {
+            // A finished init container is fine.
+            let init_done = status.init_container_statuses.iter().flatten().any(|i| {
+                i.name == s.name
+                    && i.state
+                        .as_ref()
+                        .and_then(|st| st.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 0)
+            });
+            if !init_done {
+                return PodProgress::Failed(p);
+            }
+        }
+    }
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        if c.reason.as_deref() == Some("Unschedulable") {
+            return PodProgress::Unschedulable(
+                c.message
+                    .clone()
+                    .unwrap_or_else(|| "no node fits the pod".into()),
+            );
+        }
+    }
+    let all_running = status.container_statuses.as_ref().is_some_and(|cs| {
+        !cs.is_empty()
+            && cs
+                .iter()
+                .all(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+    });
+    if phase == "Running" && all_running {
+        return PodProgress::Running;
+    }
+    let waiting: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| {
+            let w = s.state.as_ref()?.waiting.as_ref()?;
+            Some(format!(
+                "{}: {}",
+                s.name,
+                w.reason.as_deref().unwrap_or("waiting")
+            ))
+        })
+        .collect();
+    PodProgress::Pending(if waiting.is_empty() {
+        phase.to_string()
+    } else {
+        waiting.join(", ")
+    })
+}
+
+/// How a wait may observe the pod.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitOptions {
+    pub timeout: Duration,
+    pub can_watch: bool,
+    pub can_list_events: bool,
+    /// How long an Unschedulable pod is given before failing (unless the cluster is scaling up).
+    pub unschedulable_grace: Duration,
+    /// Also return once the pod's containers have run and finished (step pods that exit fast).
+    pub accept_finished: bool,
+}
+
+/// Whether every container has started: running, or already terminated with an exit code.
+pub fn has_run(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    if status.reason.as_deref() == Some("Evicted") {
+        return false;
+    }
+    status.container_statuses.as_ref().is_some_and(|cs| {
+        !cs.is_empty()
+            && cs.iter().all(|s| {
+                s.state
+                    .as_ref()
+                    .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+            })
+    })
+}
+
+/// The pod's recent events, oldest first, one line each (empty without permission).
+pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
+    let params = ListParams::default().fields(&format!(
+        "involvedObject.name={pod},involvedObject.kind=Pod"
+    ));
+    let api = kube.events();
+    let Ok(list) = with_retry(&format!("listing events of pod {pod}"), || {
+        api.list(&params)
+    })
+    .await
+    else {
+        return Vec::new();
+    };
+    let mut events: Vec<Event> = list.items;
+    events.sort_by_key(|e| {
+        e.last_timestamp
+            .clone()
+            .map(|t| t.0)
+            .or(e.event_time.clone().map(|t| t.0))
+    });
+    events
+        .iter()
+        .rev()
+        .take(8)
+        .rev()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e.type_.as_deref().unwrap_or("Normal"),
+                e.reason.as_deref().unwrap_or_default(),
+                e.message.as_deref().unwrap_or_default().trim()
+            )
+        })
+        .collect()
+}
+
+async fn scaling_up(kube: &Kube, pod: &str) -> bool {
+    pod_events(kube, pod)
+        .await
+        .iter()
+        .any(|e| e.contains("TriggeredScaleUp"))
+}
+
+/// Why a pod never ran: the summary and the events that explain it.
+#[derive(Debug)]
+pub struct PodFailure {
+    pub summary: String,
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Display for PodFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.summary)?;
+        for e in &self.events {
+            write!(f, "\n  event: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until pod `name` runs. Fails at once when it never will.
+pub async fn wait_running(kube: &Kube, name: &str, opts: WaitOptions) -> Result<Pod, PodFailure> {
+    let deadline = Instant::now() + opts.timeout;
+    let api = kube.pods();
+    let mut unschedulable_since: Option<Instant> = None;
+    let fail = |summary: String| async move {
+        let events = if opts.can_list_events {
+            pod_events(kube, name).await
+        } else {
+            Vec::new()
+        };
+        PodFailure { summary, events }
+    };
+    loop {
+        let pod = match with_retry(&format!("reading pod {name}"), || api.get(name)).await {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => {
+                return Err(fail(format!("pod {name} was deleted before it ran")).await);
+            }
+            Err(e) => return Err(fail(e.to_string()).await),
+        };
+        let mut current = pod;
+        loop {
+            if opts.accept_finished && has_run(&current) {
+                return Ok(current);
+            }
+            match classify(&current) {
+                PodProgress::Running => return Ok(current),
+                PodProgress::Failed(why) => {
+                    return Err(fail(format!("pod {name} cannot run: {why}")).await);
+                }
+                PodProgress::Unschedulable(why) => {
+                    let since = *unschedulable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= opts.unschedulable_grace
+                        && !(opts.can_list_events && scaling_up(kube, name).await)
+                    {
+                        return Err(fail(format!(
+                            "pod {name} cannot be scheduled after {}s: {why}",
+                            since.elapsed().as_secs()
+                        ))
+                        .await);
+                    }
+                }
+                PodProgress::Pending(_) => unschedulable_since = None,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = match classify(&current) {
+                    PodProgress::Pending(w) | PodProgress::Unschedulable(w) => w,
+                    _ => String::new(),
+                };
+                return Err(fail(format!(
+                    "pod {name} did not start within {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS); last state: {why}",
+                    opts.timeout.as_secs()
+                ))
+                .await);
+            }
+            let remaining = deadline - now;
+            // Re-check unschedulable pods at least once per second so the grace period is honoured.
+            let step = remaining.min(if unschedulable_since.is_some() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(10)
+            });
+            if opts.can_watch {
+                match next_change(kube, name, &current, step).await {
+                    Some(WatchOutcome::Changed(p)) => {
+                        current = *p;
+                        continue;
+                    }
+                    Some(WatchOutcome::Deleted) => {
+                        return Err(fail(format!("pod {name} was deleted before it ran")).await);
+                    }
+                    None => break, // watch ended or broke: re-read and resume from the new version
+                }
+            } else {
+                tokio::time::sleep(step.min(Duration::from_millis(250))).await;
+                break;
+            }
+        }
+    }
+}
+
+enum WatchOutcome {
+    Changed(Box<Pod>),
+    Deleted,
+}
+
+/// The pod's next version after `current`, by watch from its resourceVersion; `None` when the
+/// watch ended without news (timeout, broken stream, 410 Gone): the caller re-reads.
+async fn next_change(
+    kube: &Kube,
+    name: &str,
+    current: &Pod,
+    within: Duration,
+) -> Option<WatchOutcome> {
+    let api = kube.pods();
+    let rv = current
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    let secs = within.as_secs().clamp(1, 290) as u32;
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(secs);
+    let stream = tokio::time::timeout(Duration::from_secs(10), api.watch(&params, &rv))
+        .await
+        .ok()?
+        .ok()?;
+    let mut stream = stream.boxed();
+    let deadline = tokio::time::Instant::now() + within + Duration::from_secs(1);
+    loop {
+        let item = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .ok()?
+            .ok()??;
+        match item {
+            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                return Some(WatchOutcome::Changed(Box::new(p)));
+            }
+            WatchEvent::Deleted(_) => return Some(WatchOutcome::Deleted),
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Error(e) => {
+                tracing::debug!(code = e.code, "pod watch ended: {}", e.message);
+                return None;
+            }
+        }
+    }
+}
+
+/// Waits until no object matching `list` remains (polling; cleanup is short).
+pub async fn wait_gone<F, Fut>(what: &str, timeout: Duration, mut list: F) -> Result<(), K8sError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, K8sError>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        if list().await? == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(K8sError::Timeout {
+                what: what.to_string(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status}))
+            .expect("valid pod")
+    }
+
+    #[test]
+    fn running_needs_every_container_running() {
+        let p = pod(json!({"phase": "Running", "containerStatuses": [
+            {"name": "job", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {}}},
+            {"name": "redis", "ready": false, "restartCount": 0, "image": "x", "imageID": "", "state": {"waiting": {"reason": "ContainerCreating"}}}
+        ]}));
+        assert_eq!(
+            classify(&p),
+            PodProgress::Pending("redis: ContainerCreating".into())
+        );
+        let p = pod(json!({"phase": "Running", "containerStatuses": [
+            {"name": "job", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {}}}
+        ]}));
+        assert_eq!(classify(&p), PodProgress::Running);
+    }
+
+    #[test]
+    fn image_pull_failures_are_fatal() {
+        let p = pod(json!({"phase": "Pending", "containerStatuses": [
+            {"name": "job", "ready": false, "restartCount": 0, "image": "nope:1", "imageID": "",
+             "state": {"waiting": {"reason": "ErrImagePull", "message": "failed to pull image \"nope:1\": not found"}}}
+        ]}));
+        assert_eq!(
+            classify(&p),
+            PodProgress::Failed(
+                "container job: ErrImagePull: failed to pull image \"nope:1\": not found".into()
+            )
+        );
+    }
+
+    #[test]
+    fn eviction_and_exit_are_fatal() {
+        let p = pod(
+            json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
+        );
+        assert_eq!(
+            classify(&p),
+            PodProgress::Failed("pod Evicted: The node was low on resource: memory.".into())
+        );
+        let p = pod(json!({"phase": "Running", "containerStatuses": [
+            {"name": "job", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+             "state": {"terminated": {"exitCode": 127, "reason": "Error", "message": "tail: not found"}}}
+        ]}));
+        assert_eq!(
+            classify(&p),
+            PodProgress::Failed(
+                "container job exited with code 127 (Error): tail: not found".into()
+            )
+        );
+    }
+
+    #[test]
+    fn unschedulable_is_reported() {
+        let p = pod(json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}
+        ]}));
+        assert_eq!(
+            classify(&p),
+            PodProgress::Unschedulable(
+                "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()
+            )
+        );
+    }
+
+    #[test]
+    fn deletion_is_fatal() {
+        let mut p = pod(json!({"phase": "Pending"}));
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        assert_eq!(
+            classify(&p),
+            PodProgress::Failed("the pod is being deleted".into())
+        );
+    }
+
+    #[test]
+    fn failure_display_lists_events() {
+        let f = PodFailure {
+            summary: "pod p cannot run".into(),
+            events: vec!["Warning Failed: x".into()],
+        };
+        assert_eq!(
+            f.to_string(),
+            "pod p cannot run\n  event: Warning Failed: x"
+        );
+    }
+}

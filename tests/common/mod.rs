@@ -1,0 +1,292 @@
+//! End-to-end harness: a runner home, the embedded simulator with the work claim backed by that
+//! home's `_work`, a runner pod, and the real `arc-hook` binary invoked through the shipped
+//! wrapper with JSON on stdin, exactly as the runner invokes it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use arc_hook::sim::{SimConfig, Simulator};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+pub const RUNNER: &str = "arc-runner-test";
+
+/// What one hook invocation did.
+#[derive(Debug)]
+pub struct HookRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl HookRun {
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "hook failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A simulated runner: its home, the simulator, and the state prepare_job returned.
+pub struct Runner {
+    pub sim: Simulator,
+    pub home: tempfile::TempDir,
+    pub work: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub name: String,
+    pub env: BTreeMap<String, String>,
+    pub state: Option<Value>,
+    step_counter: std::sync::atomic::AtomicUsize,
+}
+
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        start_delay: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
+impl Runner {
+    /// Starts a simulator from `cfg` (its `pvc_dirs` gets this runner's work claim) and a runner pod.
+    pub async fn start(cfg: SimConfig) -> Runner {
+        Self::start_named(cfg, RUNNER).await
+    }
+
+    pub async fn start_named(mut cfg: SimConfig, name: &str) -> Runner {
+        let home = tempfile::tempdir().expect("runner home");
+        let work = home.path().join("_work");
+        for d in [
+            "_temp/_runner_file_commands",
+            "_temp/_github_home",
+            "_temp/_github_workflow",
+            "_actions",
+            "_tool",
+            "repo/repo",
+        ] {
+            std::fs::create_dir_all(work.join(d)).expect("mkdir");
+        }
+        std::fs::create_dir_all(home.path().join("externals/node20/bin")).expect("mkdir");
+        std::fs::write(
+            home.path().join("externals/node20/bin/node"),
+            "#!/bin/sh\necho fake node \"$@\"\n",
+        )
+        .expect("write");
+        cfg.pvc_dirs.insert(format!("{name}-work"), work.clone());
+        let sim = Simulator::start(cfg).await.expect("simulator starts");
+        let kubeconfig = home.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        let runner = Runner {
+            sim,
+            work: work.clone(),
+            kubeconfig: kubeconfig.clone(),
+            name: name.to_string(),
+            env: BTreeMap::from([
+                ("ACTIONS_RUNNER_POD_NAME".to_string(), name.to_string()),
+                (
+                    "KUBECONFIG".to_string(),
+                    kubeconfig.to_string_lossy().to_string(),
+                ),
+                (
+                    "RUNNER_WORKSPACE".to_string(),
+                    work.join("repo").to_string_lossy().to_string(),
+                ),
+                (
+                    "GITHUB_WORKSPACE".to_string(),
+                    work.join("repo/repo").to_string_lossy().to_string(),
+                ),
+                (
+                    "RUNNER_TEMP".to_string(),
+                    work.join("_temp").to_string_lossy().to_string(),
+                ),
+                (
+                    "ARC_HOOK_BIN".to_string(),
+                    env!("CARGO_BIN_EXE_arc-hook").to_string(),
+                ),
+                (
+                    "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS".to_string(),
+                    "60".to_string(),
+                ),
+            ]),
+            home,
+            state: None,
+            step_counter: Default::default(),
+        };
+        runner.create_runner_pod(name).await;
+        runner
+    }
+
+    /// A second runner pod in the same simulator (it shares nothing else with this one).
+    pub async fn create_runner_pod(&self, name: &str) {
+        let pods: kube::Api<Pod> = kube::Api::default_namespaced(self.sim.client().await);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "runner", "image": "runner:test", "command": ["sleep", "infinity"]}], "restartPolicy": "Never"}
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("runner pod created");
+    }
+
+    pub async fn pods(&self) -> kube::Api<Pod> {
+        kube::Api::default_namespaced(self.sim.client().await)
+    }
+
+    /// Names of pods labelled for runner `name`.
+    pub async fn pods_of(&self, name: &str) -> Vec<String> {
+        let lp = ListParams::default().labels(&format!("runner-pod={name}"));
+        self.pods()
+            .await
+            .list(&lp)
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    pub async fn secrets_of(&self, name: &str) -> Vec<String> {
+        let api: kube::Api<Secret> = kube::Api::default_namespaced(self.sim.client().await);
+        let lp = ListParams::default().labels(&format!("runner-pod={name}"));
+        api.list(&lp)
+            .await
+            .expect("list secrets")
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    /// Runs the hook through the wrapper with `input` on stdin and `extra` env on top.
+    pub async fn hook_with_env(&self, input: &Value, extra: &[(&str, &str)]) -> HookRun {
+        let wrapper = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/arc-hook.sh");
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg(wrapper)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(&self.env)
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("hook starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(&serde_json::to_vec(input).expect("json"))
+            .await
+            .expect("stdin written");
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+            .await
+            .expect("the hook finishes within 180s")
+            .expect("hook output");
+        HookRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    pub async fn hook(&self, input: &Value) -> HookRun {
+        self.hook_with_env(input, &[]).await
+    }
+
+    /// prepare_job with `args`; remembers the returned state for later commands.
+    pub async fn prepare_with_env(
+        &mut self,
+        args: Value,
+        extra: &[(&str, &str)],
+    ) -> (HookRun, Option<Value>) {
+        let response = self.work.join("_temp/_runner_hook_responses/prepare.json");
+        std::fs::create_dir_all(response.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&response, b"").expect("empty response file");
+        let input =
+            json!({"command": "prepare_job", "responseFile": response, "state": {}, "args": args});
+        let run = self.hook_with_env(&input, extra).await;
+        let resp = if run.code == 0 {
+            let v: Value = serde_json::from_slice(&std::fs::read(&response).expect("response"))
+                .expect("response is JSON");
+            self.state = Some(v["state"].clone());
+            Some(v)
+        } else {
+            None
+        };
+        (run, resp)
+    }
+
+    pub async fn prepare(&mut self, args: Value) -> (HookRun, Option<Value>) {
+        self.prepare_with_env(args, &[]).await
+    }
+
+    /// run_script_step running `script` with bash, as the runner does (the script is written to `_temp`).
+    pub async fn script_step(&self, script: &str, env: Value) -> HookRun {
+        self.script_step_with(script, env, json!([]), &[]).await
+    }
+
+    pub async fn script_step_with(
+        &self,
+        script: &str,
+        env: Value,
+        prepend: Value,
+        extra: &[(&str, &str)],
+    ) -> HookRun {
+        let n = self
+            .step_counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("step-{n}.sh");
+        std::fs::write(self.work.join("_temp").join(&name), script).expect("script written");
+        let input = json!({
+            "command": "run_script_step",
+            "responseFile": null,
+            "state": self.state.clone().unwrap_or(json!({})),
+            "args": {
+                "entryPoint": "bash",
+                "entryPointArgs": ["--noprofile", "--norc", "-e", "-o", "pipefail", format!("/__w/_temp/{name}")],
+                "environmentVariables": env,
+                "prependPath": prepend,
+                "workingDirectory": "/__w/repo/repo"
+            }
+        });
+        self.hook_with_env(&input, extra).await
+    }
+
+    pub async fn cleanup(&self) -> HookRun {
+        let input = json!({"command": "cleanup_job", "responseFile": null, "state": self.state.clone().unwrap_or(json!({})), "args": {}});
+        self.hook(&input).await
+    }
+
+    pub fn runner_path(&self, rel: &str) -> PathBuf {
+        self.work.join(rel)
+    }
+}
+
+/// prepare_job args for a job container with optional services.
+pub fn job_args(image: &str, services: Value) -> Value {
+    json!({
+        "container": {
+            "image": image,
+            "workingDirectory": "/__w/repo/repo",
+            "createOptions": null,
+            "environmentVariables": {"FROM_PREPARE": "yes"},
+            "entryPoint": null,
+            "entryPointArgs": null,
+            "userMountVolumes": [],
+            "systemMountVolumes": [],
+            "registry": null,
+            "portMappings": []
+        },
+        "services": services
+    })
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,1220 @@
+//! The exporter against a fake GitHub API on 127.0.0.1: metric values, pagination, 304s, rate limits,
+//! webhook signatures, restart safety and the exposition formats.
+use std::time::Duration;
+
+use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::fake_github::{FakeGitHub, Inject, job, run};
+use arc_hook::exporter::github::{ClientOptions, Credentials};
+use arc_hook::exporter::metrics::Format;
+use arc_hook::exporter::webhook::sign;
+use arc_hook::exporter::{Config, Exporter};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const GPU: &[&str] = &["self-hosted", "linux", "x64", "gpu"];
+const SECRET: &[u8] = b"hook-secret";
+
+fn config(fake: &FakeGitHub, scope: Scope) -> Config {
+    Config {
+        api_url: fake.url(),
+        scope,
+        credentials: Credentials::Token("ghp_test".into()),
+        window: Duration::from_secs(24 * 3600),
+        branch_allow_list: Vec::new(),
+        state_file: None,
+        webhook_secret: Some(SECRET.to_vec()),
+        client: ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            rate_limit_reserve: 0,
+            max_rate_limit_wait: Duration::from_secs(10),
+            max_retries: 3,
+        },
+        concurrency: 2,
+        rerun_lookback: Duration::from_secs(6 * 3600),
+    }
+}
+
+fn org() -> Scope {
+    Scope::Org("acme".into())
+}
+
+/// Looks a sample up in the Prometheus text exposition, parsed by prometheus-parse.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("exposition parses");
+    scrape.samples.iter().find_map(|s| {
+        let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        if !matches {
+            return None;
+        }
+        match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(*v),
+            _ => None,
+        }
+    })
+}
+
+/// `_count` of a histogram series, read from the raw text (prometheus-parse folds histograms).
+fn histogram_count(text: &str, name: &str, label: &str) -> Option<f64> {
+    let prefix = format!("{name}_count{{{label}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+fn histogram_sum(text: &str, name: &str, label: &str) -> Option<f64> {
+    let prefix = format!("{name}_sum{{{label}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+fn at(base: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    base + chrono::Duration::seconds(secs)
+}
+
+/// acme/web: a success, a failure on a feature branch, a failed first attempt, a run in progress;
+/// jobs including a skipped one and one never started.
+fn script_first_history(fake: &FakeGitHub, base: DateTime<Utc>) {
+    let w = "acme/web";
+    fake.put_attempt(
+        w,
+        run(
+            1,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            base,
+            at(base, 10),
+            at(base, 300),
+        ),
+        vec![
+            job(11, 1, 1, GPU, base, Some(at(base, 30)), "success"),
+            job(12, 1, 1, GPU, base, None, "skipped"),
+        ],
+    );
+    fake.put_attempt(
+        w,
+        run(
+            2,
+            1,
+            "CI",
+            "feature/x",
+            "pull_request",
+            Some("failure"),
+            at(base, 60),
+            at(base, 60),
+            at(base, 600),
+        ),
+        vec![job(
+            21,
+            2,
+            1,
+            &["ubuntu-latest"],
+            at(base, 60),
+            Some(at(base, 70)),
+            "failure",
+        )],
+    );
+    fake.put_attempt(
+        w,
+        run(
+            3,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("failure"),
+            at(base, 120),
+            at(base, 120),
+            at(base, 900),
+        ),
+        vec![
+            job(31, 3, 1, GPU, at(base, 120), Some(at(base, 180)), "failure"),
+            job(33, 3, 1, GPU, at(base, 120), None, "cancelled"),
+        ],
+    );
+    fake.put_attempt(
+        w,
+        run(
+            5,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(base, 1000),
+            at(base, 1000),
+            at(base, 1000),
+        ),
+        Vec::new(),
+    );
+}
+
+/// Second poll: run 3 re-run succeeds, run 5 completes with a failure.
+fn script_second_history(fake: &FakeGitHub, base: DateTime<Utc>) {
+    let w = "acme/web";
+    fake.put_attempt(
+        w,
+        run(
+            3,
+            2,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            at(base, 120),
+            at(base, 1700),
+            at(base, 1800),
+        ),
+        vec![job(
+            32,
+            3,
+            2,
+            GPU,
+            at(base, 1700),
+            Some(at(base, 1820)),
+            "success",
+        )],
+    );
+    fake.put_attempt(
+        w,
+        run(
+            5,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("failure"),
+            at(base, 1000),
+            at(base, 1000),
+            at(base, 2100),
+        ),
+        vec![job(
+            51,
+            5,
+            1,
+            GPU,
+            at(base, 1000),
+            Some(at(base, 1090)),
+            "failure",
+        )],
+    );
+}
+
+/// acme/api: 250 successful runs, so its listing spans 3 pages of 100.
+fn script_many_runs(fake: &FakeGitHub, base: DateTime<Utc>) {
+    for i in 0..250u64 {
+        let id = 1000 + i;
+        let c = at(base, i as i64);
+        fake.put_attempt(
+            "acme/api",
+            run(
+                id,
+                1,
+                "Build",
+                "develop",
+                "push",
+                Some("success"),
+                c,
+                c,
+                at(base, i as i64 + 100),
+            ),
+            vec![job(
+                id * 10,
+                id,
+                1,
+                &["arc-runner-set"],
+                c,
+                Some(at(base, i as i64 + 5)),
+                "success",
+            )],
+        );
+    }
+}
+
+#[tokio::test]
+async fn scripted_history_yields_exact_metric_values() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main"), ("acme/api", "develop")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    script_many_runs(&fake, base);
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+
+    let report = exporter.poll_once().await.expect("first poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let m = exporter.render(Format::Text);
+    let runs = "github_actions_workflow_runs_total";
+    let web_main_push = |c: &str| {
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("workflow", "CI"),
+                ("branch", "main"),
+                ("event", "push"),
+                ("conclusion", c),
+            ],
+        )
+    };
+    assert_eq!(web_main_push("success"), Some(1.0));
+    assert_eq!(web_main_push("failure"), Some(1.0));
+    // A non-default, non-allowed branch is folded into "other".
+    assert_eq!(
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("branch", "other"),
+                ("event", "pull_request"),
+                ("conclusion", "failure")
+            ]
+        ),
+        Some(1.0)
+    );
+    // The repository's default branch is kept even though it is not main/master.
+    assert_eq!(
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/api"),
+                ("branch", "develop"),
+                ("conclusion", "success")
+            ]
+        ),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_by_branch_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "failure")
+            ]
+        ),
+        Some(1.0)
+    );
+    // The run in progress is in the gauge, not in the totals.
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(2.0)
+    );
+    let rate = value(
+        &m,
+        "github_actions_workflow_failure_rate",
+        &[("repo", "acme/web"), ("workflow", "CI")],
+    )
+    .expect("rate");
+    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+    // Queue time: jobs 11 (30 s) and 31 (60 s) on gpu; skipped job 12 and never-started job 33 excluded.
+    let qt = "github_actions_workflow_queue_time_seconds";
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
+    assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(90.0));
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"ubuntu-latest\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_queue_time_average_seconds",
+            &[("runner_label", "gpu")]
+        ),
+        Some(45.0)
+    );
+    assert_eq!(
+        histogram_count(
+            &m,
+            "github_actions_workflow_duration_seconds",
+            "repo=\"acme/web\",workflow=\"CI\""
+        ),
+        Some(3.0)
+    );
+
+    // Pagination: the 250 runs of acme/api were read over pages 1, 2 and 3 by following Link rel="next".
+    let reqs = fake.requests();
+    let api_runs: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.target.starts_with("/repos/acme/api/actions/runs?"))
+        .collect();
+    assert_eq!(
+        api_runs.len(),
+        3,
+        "{:?}",
+        api_runs.iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+    assert!(api_runs[1].target.contains("page=2") && api_runs[2].target.contains("page=3"));
+    assert!(
+        reqs.iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer ghp_test"))
+    );
+
+    // Second poll: the re-run's success resets the streak, run 5's failure starts a new one.
+    script_second_history(&fake, base);
+    let report = exporter.poll_once().await.expect("second poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let m = exporter.render(Format::Text);
+    let web_main_push = |c: &str| {
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("workflow", "CI"),
+                ("branch", "main"),
+                ("event", "push"),
+                ("conclusion", c),
+            ],
+        )
+    };
+    assert_eq!(
+        web_main_push("success"),
+        Some(2.0),
+        "attempt 2 of run 3 counted once, attempt 1 not again"
+    );
+    assert_eq!(web_main_push("failure"), Some(2.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(1.0)
+    );
+    let rate = value(
+        &m,
+        "github_actions_workflow_failure_rate",
+        &[("repo", "acme/web"), ("workflow", "CI")],
+    )
+    .expect("rate");
+    assert!(
+        (rate - 0.6).abs() < 1e-9,
+        "3 failed of 5 decisive attempts, got {rate}"
+    );
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"gpu\""),
+        Some(4.0),
+        "re-run job attempt has its own queue time"
+    );
+    assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(300.0));
+    assert_eq!(
+        value(&m, runs, &[("repo", "acme/api"), ("conclusion", "success")]),
+        Some(250.0)
+    );
+
+    // Third poll with nothing new: every listing answers 304 and nothing is re-processed.
+    let before = fake.requests().len();
+    let not_modified_before = value(
+        &m,
+        "github_actions_exporter_api_requests_total",
+        &[("status", "304")],
+    )
+    .unwrap_or(0.0);
+    let report = exporter.poll_once().await.expect("third poll");
+    assert_eq!((report.runs_counted, report.jobs_counted), (0, 0));
+    let third: Vec<_> = fake.requests().into_iter().skip(before).collect();
+    assert!(!third.is_empty());
+    assert!(
+        third
+            .iter()
+            .all(|r| r.status == 304 && r.if_none_match.is_some()),
+        "{:?}",
+        third
+            .iter()
+            .map(|r| (&r.target, r.status))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        third.iter().all(|r| !r.target.contains("/jobs")),
+        "no job listing fetched again"
+    );
+    let m3 = exporter.render(Format::Text);
+    assert_eq!(
+        value(
+            &m3,
+            runs,
+            &[("repo", "acme/api"), ("conclusion", "success")]
+        ),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(
+            &m3,
+            "github_actions_exporter_api_requests_total",
+            &[("status", "304")]
+        ),
+        Some(not_modified_before + third.len() as f64)
+    );
+    // The fake does not charge 304s, and the exporter reports the budget it was last told.
+    let remaining = fake.with(|s| s.rate.remaining) as f64;
+    assert_eq!(
+        value(&m3, "github_actions_exporter_rate_limit_remaining", &[]),
+        Some(remaining)
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_reserve_waits_for_the_reset() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    let reset = Utc::now().timestamp() + 2;
+    fake.with(|s| {
+        s.rate.remaining = 4;
+        s.rate.reset = reset;
+    });
+    let mut cfg = config(&fake, org());
+    cfg.client.rate_limit_reserve = 2;
+    let exporter = Exporter::new(cfg).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter().all(|r| r.status != 403),
+        "the exporter never ran the budget dry"
+    );
+    // Two requests leave 2 = the reserve; the third waits until the reset.
+    assert!(reqs[1].at.timestamp() < reset);
+    assert!(
+        reqs[2].at.timestamp() >= reset,
+        "third request at {} before reset {reset}",
+        reqs[2].at
+    );
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "success")
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn exhausted_budget_403_waits_for_the_reset_and_retries() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    let reset = Utc::now().timestamp() + 2;
+    fake.with(|s| {
+        s.rate.reset = reset;
+        s.inject.push_back(Inject::BudgetSpentElsewhere);
+    });
+    // The budget looked ample, but another user of the token spent it: GitHub answers 403 with
+    // x-ratelimit-remaining 0, and the exporter waits for x-ratelimit-reset before retrying.
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let reqs = fake.requests();
+    let refused: Vec<_> = reqs.iter().filter(|r| r.status == 403).collect();
+    assert_eq!(refused.len(), 1);
+    let retry = reqs
+        .iter()
+        .position(|r| r.status == 403)
+        .map(|i| &reqs[i + 1])
+        .expect("a retry follows");
+    assert_eq!(
+        retry.target, refused[0].target,
+        "the refused request is the one retried"
+    );
+    assert!(
+        retry.at.timestamp() >= reset,
+        "retried at {} before the reset {reset}",
+        retry.at
+    );
+    assert_eq!(retry.status, 200);
+}
+
+#[tokio::test]
+async fn secondary_rate_limit_retry_after_is_honoured() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    fake.with(|s| {
+        s.inject
+            .push_back(Inject::SecondaryLimit { retry_after: 1 });
+        s.inject
+            .push_back(Inject::TooManyRequests { retry_after: 1 });
+    });
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let reqs = fake.requests();
+    assert_eq!(
+        (reqs[0].status, reqs[1].status, reqs[2].status),
+        (403, 429, 200)
+    );
+    assert!(reqs[1].at - reqs[0].at >= chrono::Duration::milliseconds(1000));
+    assert!(reqs[2].at - reqs[1].at >= chrono::Duration::milliseconds(1000));
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_api_requests_total",
+            &[("status", "403")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_api_requests_total",
+            &[("status", "429")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn restart_with_state_file_does_not_double_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("exporter-state.json");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    let mut cfg = config(&fake, org());
+    cfg.state_file = Some(state.clone());
+
+    let first = Exporter::new(cfg.clone()).expect("exporter builds");
+    first.poll_once().await.expect("poll");
+    assert!(state.exists(), "state file written after a poll");
+    drop(first);
+
+    // A restarted exporter sees the same history plus one new run.
+    let second = Exporter::new(cfg).expect("exporter restarts");
+    fake.put_attempt(
+        "acme/web",
+        run(
+            6,
+            1,
+            "CI",
+            "main",
+            "push",
+            Some("success"),
+            at(base, 2000),
+            at(base, 2000),
+            at(base, 2300),
+        ),
+        vec![job(
+            61,
+            6,
+            1,
+            GPU,
+            at(base, 2000),
+            Some(at(base, 2015)),
+            "success",
+        )],
+    );
+    let report = second.poll_once().await.expect("poll after restart");
+    assert_eq!(
+        (report.runs_counted, report.jobs_counted),
+        (1, 1),
+        "only the new run and its job are counted"
+    );
+    let m = second.render(Format::Text);
+    let runs = "github_actions_workflow_runs_total";
+    assert_eq!(
+        value(
+            &m,
+            runs,
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "success")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, runs, &[("repo", "acme/web"), ("conclusion", "failure")]),
+        None
+    );
+    assert_eq!(
+        histogram_count(
+            &m,
+            "github_actions_workflow_queue_time_seconds",
+            "runner_label=\"gpu\""
+        ),
+        Some(1.0)
+    );
+    // Window-derived gauges survive the restart: 2 failures, then a success among 3 + 1 decisive attempts.
+    let rate = value(
+        &m,
+        "github_actions_workflow_failure_rate",
+        &[("repo", "acme/web"), ("workflow", "CI")],
+    )
+    .expect("rate");
+    assert!((rate - 0.5).abs() < 1e-9, "{rate}");
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(0.0)
+    );
+}
+
+async fn serve(exporter: &Exporter) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = exporter.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("answer within 10s")
+        .expect("request succeeds");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn job_event(
+    job_id: u64,
+    run_id: u64,
+    attempt: u32,
+    created: DateTime<Utc>,
+    started: DateTime<Utc>,
+) -> Vec<u8> {
+    let j = job(
+        job_id,
+        run_id,
+        attempt,
+        GPU,
+        created,
+        Some(started),
+        "success",
+    );
+    let mut payload = serde_json::json!({
+        "action": "completed",
+        "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", "acme/web", &j),
+        "repository": {"full_name": "acme/web", "default_branch": "main", "name": "web"},
+        "sender": {"login": "octocat"},
+    });
+    payload["workflow_job"]["status"] = "completed".into();
+    payload.to_string().into_bytes()
+}
+
+#[tokio::test]
+async fn webhook_verifies_signatures_and_dedupes_with_polling() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let url = serve(&exporter).await;
+    let hook = format!("{url}/webhook");
+    let qt = "github_actions_workflow_queue_time_seconds";
+
+    // Job 31 of run 3 (60 s in the queue), delivered before any poll.
+    let body = job_event(31, 3, 1, at(base, 120), at(base, 180));
+    let event = ("x-github-event", "workflow_job".to_string());
+    let (status, _, _) = http(
+        "POST",
+        &hook,
+        &[event.clone(), ("x-github-delivery", "d1".into())],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "missing signature");
+    let forged = sign(b"wrong-secret", &body);
+    let (status, _, _) = http(
+        "POST",
+        &hook,
+        &[
+            event.clone(),
+            ("x-github-delivery", "d1".into()),
+            ("x-hub-signature-256", forged),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "signature with another secret");
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"gpu\""),
+        None,
+        "nothing recorded from refused deliveries"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "bad_signature")]
+        ),
+        Some(2.0)
+    );
+
+    let good = sign(SECRET, &body);
+    let headers = [
+        event.clone(),
+        ("x-github-delivery", "d1".to_string()),
+        ("x-hub-signature-256", good.clone()),
+    ];
+    assert_eq!(http("POST", &hook, &headers, body.clone()).await.0, 200);
+    assert_eq!(
+        http("POST", &hook, &headers, body.clone()).await.0,
+        200,
+        "redelivery acknowledged"
+    );
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(1.0));
+    assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(60.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "duplicate")]
+        ),
+        Some(1.0)
+    );
+
+    // A workflow_run completion by webhook, then the poll that lists the same run.
+    let r = run(
+        2,
+        1,
+        "CI",
+        "feature/x",
+        "pull_request",
+        Some("failure"),
+        at(base, 60),
+        at(base, 60),
+        at(base, 600),
+    );
+    let repo = arc_hook::exporter::fake_github::FakeRepo {
+        full_name: "acme/web".into(),
+        ..Default::default()
+    };
+    let payload = serde_json::json!({
+        "action": "completed",
+        "workflow_run": arc_hook::exporter::fake_github::run_json("https://api.github.com", &repo, &r),
+        "repository": {"full_name": "acme/web", "default_branch": "main"},
+    })
+    .to_string()
+    .into_bytes();
+    let sig = sign(SECRET, &payload);
+    let headers = [
+        ("x-github-event", "workflow_run".to_string()),
+        ("x-github-delivery", "d2".into()),
+        ("x-hub-signature-256", sig),
+    ];
+    assert_eq!(http("POST", &hook, &headers, payload).await.0, 200);
+
+    exporter.poll_once().await.expect("poll");
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    // Polling saw jobs 11 and 31 and runs 1..3; job 31 and run 2 were already counted by the webhook.
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "other"),
+                ("conclusion", "failure")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "accepted")]
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_text_and_openmetrics() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let url = serve(&exporter).await;
+
+    let (status, headers, text) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("text format parses");
+    for family in [
+        "github_actions_workflow_runs_total",
+        "github_actions_workflow_failure_rate",
+        "github_actions_workflow_duration_seconds",
+        "github_actions_workflow_queue_time_seconds",
+        "github_actions_workflow_queue_time_average_seconds",
+        "github_actions_workflow_consecutive_failures",
+        "github_actions_workflow_runs_in_progress",
+        "github_actions_workflow_runs_by_branch_total",
+        "github_actions_exporter_api_requests_total",
+        "github_actions_exporter_rate_limit_remaining",
+        "github_actions_exporter_last_poll_timestamp_seconds",
+    ] {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == family),
+            "{family} missing from\n{text}"
+        );
+    }
+    let hist = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "github_actions_workflow_queue_time_seconds"
+                && s.labels.get("runner_label") == Some("gpu")
+        })
+        .expect("gpu histogram");
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(
+                buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                "cumulative buckets"
+            );
+            assert_eq!(
+                buckets.last().map(|b| (b.less_than, b.count)),
+                Some((f64::INFINITY, 2.0))
+            );
+        }
+        other => panic!("queue time is not a histogram: {other:?}"),
+    }
+
+    let accept = (
+        "accept",
+        "application/openmetrics-text; version=1.0.0".to_string(),
+    );
+    let (status, headers, om) = http("GET", &format!("{url}/metrics"), &[accept], Vec::new()).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text; version=1.0.0")
+    );
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE github_actions_workflow_runs counter\n"));
+    assert!(om.contains("github_actions_workflow_runs_total{repo=\"acme/web\""));
+
+    strict_python_parsers(&text, &om);
+
+    let (status, _, body) = http("GET", &format!("{url}/healthz"), &[], Vec::new()).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+/// Also runs the reference parsers of the Python `prometheus_client` (text and the strict OpenMetrics
+/// one) when the interpreter named by `PROMETHEUS_PYTHON` (default `python3`) has that package.
+fn strict_python_parsers(text: &str, openmetrics: &str) {
+    let python = std::env::var("PROMETHEUS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_client = std::process::Command::new(&python)
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_client {
+        eprintln!("{python} has no prometheus_client: strict Python parsers not run");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, o) = (
+        dir.path().join("metrics.txt"),
+        dir.path().join("metrics.om"),
+    );
+    std::fs::write(&t, text).expect("write");
+    std::fs::write(&o, openmetrics).expect("write");
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+t = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+o = list(om_families(open(sys.argv[2]).read()))
+print(len(t), len(o))
+"#;
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&t)
+        .arg(&o)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "strict parsers refused the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(counts.trim(), "12 12", "both formats carry the 12 families");
+}
+
+#[tokio::test]
+async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let url = serve(&exporter).await;
+    let hook = format!("{url}/webhook");
+    let created = Utc::now() - chrono::Duration::minutes(3);
+    let started = created + chrono::Duration::seconds(75);
+
+    let deliver = |n: u32,
+                   action: &str,
+                   status: &str,
+                   started_at: Option<DateTime<Utc>>,
+                   repo: &str| {
+        let mut j = job(
+            900,
+            90,
+            1,
+            &["arc-runner-set"],
+            created,
+            started_at,
+            "success",
+        );
+        j.status = Some(status.into());
+        if status != "completed" {
+            j.conclusion = None;
+            j.completed_at = None;
+        }
+        if status == "queued" {
+            j.runner_name = None;
+        }
+        let body = serde_json::json!({
+            "action": action,
+            "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", repo, &j),
+            "repository": {"full_name": repo, "default_branch": "main"},
+        })
+        .to_string()
+        .into_bytes();
+        let headers = vec![
+            ("x-github-event", "workflow_job".to_string()),
+            ("x-github-delivery", format!("life-{n}")),
+            ("x-hub-signature-256", sign(SECRET, &body)),
+        ];
+        (headers, body)
+    };
+    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed.
+    for (n, action, status, started_at) in [
+        (1, "queued", "queued", Some(created)),
+        (2, "in_progress", "in_progress", Some(started)),
+        (3, "completed", "completed", Some(started)),
+    ] {
+        let (h, b) = deliver(n, action, status, started_at, "acme/web");
+        assert_eq!(http("POST", &hook, &h, b).await.0, 200);
+    }
+    let (h, b) = deliver(
+        4,
+        "in_progress",
+        "in_progress",
+        Some(started),
+        "someone-else/repo",
+    );
+    assert_eq!(http("POST", &hook, &h, b).await.0, 200);
+
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    let qt = "github_actions_workflow_queue_time_seconds";
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        histogram_sum(&m, qt, "runner_label=\"arc-runner-set\""),
+        Some(75.0)
+    );
+    let deliveries = "github_actions_exporter_webhook_deliveries_total";
+    assert_eq!(value(&m, deliveries, &[("result", "accepted")]), Some(1.0));
+    assert_eq!(
+        value(&m, deliveries, &[("result", "unchanged")]),
+        Some(2.0),
+        "queued and the completion of a counted job"
+    );
+    assert_eq!(
+        value(&m, deliveries, &[("result", "ignored")]),
+        Some(1.0),
+        "repository outside --org"
+    );
+}
+
+#[tokio::test]
+async fn incremental_polls_list_only_runs_since_the_cursor() {
+    for ignore_filter in [false, true] {
+        let fake = FakeGitHub::start("acme", &[("acme/api", "develop")])
+            .await
+            .expect("fake starts");
+        // 250 runs a minute apart, so most lie well before the cursor's 5-minute overlap.
+        let base = Utc::now() - chrono::Duration::hours(5);
+        for i in 0..250i64 {
+            let id = 1000 + i as u64;
+            let c = at(base, i * 60);
+            fake.put_attempt(
+                "acme/api",
+                run(
+                    id,
+                    1,
+                    "Build",
+                    "develop",
+                    "push",
+                    Some("success"),
+                    c,
+                    c,
+                    at(c, 100),
+                ),
+                vec![job(
+                    id * 10,
+                    id,
+                    1,
+                    &["arc-runner-set"],
+                    c,
+                    Some(at(c, 5)),
+                    "success",
+                )],
+            );
+        }
+        fake.with(|s| s.ignore_created_filter = ignore_filter);
+        let mut cfg = config(&fake, Scope::Repos(vec!["acme/api".into()]));
+        cfg.rerun_lookback = Duration::ZERO;
+        let exporter = Exporter::new(cfg).expect("exporter builds");
+        exporter.poll_once().await.expect("first poll");
+
+        let before = fake.requests().len();
+        let c = at(base, 250 * 60);
+        fake.put_attempt(
+            "acme/api",
+            run(
+                5000,
+                1,
+                "Build",
+                "develop",
+                "push",
+                Some("success"),
+                c,
+                c,
+                at(c, 100),
+            ),
+            vec![job(
+                50000,
+                5000,
+                1,
+                &["arc-runner-set"],
+                c,
+                Some(at(c, 3)),
+                "success",
+            )],
+        );
+        let report = exporter.poll_once().await.expect("second poll");
+        assert_eq!((report.runs_counted, report.jobs_counted), (1, 1));
+        let second: Vec<_> = fake.requests().into_iter().skip(before).collect();
+        let listings: Vec<_> = second
+            .iter()
+            .filter(|r| r.target.contains("/actions/runs?"))
+            .collect();
+        // One page: the filter (or, on an API ignoring it, the first run older than the cursor) ends the listing.
+        assert_eq!(
+            listings.len(),
+            1,
+            "filter ignored: {ignore_filter}: {:?}",
+            listings.iter().map(|r| &r.target).collect::<Vec<_>>()
+        );
+        assert!(listings[0].target.contains("created=%3E%3D"));
+        assert_eq!(
+            second.iter().filter(|r| r.target.contains("/jobs")).count(),
+            1,
+            "jobs fetched for the new run only"
+        );
+        let m = exporter.render(Format::Text);
+        assert_eq!(
+            value(
+                &m,
+                "github_actions_workflow_runs_total",
+                &[("repo", "acme/api")]
+            ),
+            Some(251.0)
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! The job lifecycle end to end: the real binary, through the wrapper, against the simulator.
+
+mod common;
+
+use std::collections::HashMap;
+
+use arc_hook::sim::{Faults, PolicyRule, arc_chart_default_role};
+use common::{Runner, job_args, sim_config};
+use serde_json::json;
+
+fn web_service() -> serde_json::Value {
+    json!([{
+        "contextName": "web",
+        "image": "nginx:1.27",
+        "entryPoint": null,
+        "entryPointArgs": [],
+        "environmentVariables": {},
+        "userMountVolumes": [],
+        "systemMountVolumes": [],
+        "registry": null,
+        "portMappings": ["8080"]
+    }])
+}
+
+fn with_web() -> arc_hook::sim::SimConfig {
+    let mut cfg = sim_config();
+    cfg.image_commands = HashMap::from([(
+        "nginx:1.27".to_string(),
+        vec![
+            "python3".into(),
+            "-m".into(),
+            "http.server".into(),
+            "8080".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ],
+    )]);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_job_with_a_service() {
+    let mut r = Runner::start(with_web()).await;
+    let (run, resp) = r.prepare(job_args("ubuntu:24.04", web_service())).await;
+    run.assert_ok();
+    let resp = resp.expect("response");
+    assert_eq!(resp["state"]["jobPod"], "arc-runner-test-workflow");
+    assert_eq!(resp["isAlpine"], false);
+    assert_eq!(resp["context"]["services"][0]["ports"]["8080"], "8080");
+    assert!(resp["context"]["container"].is_object());
+
+    // Step 1 writes into the workspace; the runner sees it (shared work volume).
+    let s1 = r
+        .script_step(
+            "echo built > artifact.txt\necho step-one-out; echo step-one-err >&2\n",
+            json!({}),
+        )
+        .await;
+    s1.assert_ok();
+    assert!(s1.stdout.contains("step-one-out"), "{}", s1.stdout);
+    assert!(s1.stderr.contains("step-one-err"), "{}", s1.stderr);
+    assert_eq!(
+        std::fs::read_to_string(r.runner_path("repo/repo/artifact.txt")).expect("artifact"),
+        "built\n"
+    );
+
+    // Step 2 sees the job container's env and step 1's file.
+    let s2 = r
+        .script_step(
+            "test \"$FROM_PREPARE\" = yes\ncat artifact.txt\n",
+            json!({}),
+        )
+        .await;
+    s2.assert_ok();
+    assert!(s2.stdout.contains("built"));
+
+    // Step 3 reaches the service over the pod's network.
+    let s3 = r
+        .script_step(
+            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(100):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
+            json!({}),
+        )
+        .await;
+    s3.assert_ok();
+    assert!(s3.stdout.contains("service answered"), "{}", s3.stdout);
+
+    r.cleanup().await.assert_ok();
+    assert!(r.pods_of(common::RUNNER).await.is_empty());
+    assert!(r.secrets_of(common::RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_exit_code_is_the_hooks() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let s = r
+        .script_step("echo about to fail\nexit 3\n", json!({}))
+        .await;
+    assert_eq!(s.code, 3, "{s:?}");
+    assert!(s.stdout.contains("about to fail"));
+    let s = r.script_step("exit 0\n", json!({})).await;
+    assert_eq!(s.code, 0);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_values_arrive_byte_exact() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let big: String = (0..100 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let values = json!({
+        "QUOTES": "it's \"quoted\" and 'single'",
+        "SUBST": "$(touch /tmp/pwned) ${HOME} $$ $1",
+        "BACKTICKS": "`id` and \\`escaped\\`",
+        "NEWLINES": "one\ntwo\n\ttab\r\nend\n",
+        "PERCENT": "100% %PATH% %s %n",
+        "UNICODE": "héllo wörld ✓ 日本語 🚀",
+        "BIG": big,
+    });
+    // The step dumps each value as JSON; Python reads the environment without any shell in between.
+    let s = r
+        .script_step(
+            "python3 -c 'import json, os; print(json.dumps({k: os.environ[k] for k in [\"QUOTES\",\"SUBST\",\"BACKTICKS\",\"NEWLINES\",\"PERCENT\",\"UNICODE\",\"BIG\"]}))' > env.json\n",
+            values.clone(),
+        )
+        .await;
+    s.assert_ok();
+    let seen: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(r.runner_path("repo/repo/env.json")).expect("env.json"),
+    )
+    .expect("json");
+    assert_eq!(seen, values);
+    assert!(
+        !std::path::Path::new("/tmp/pwned").exists(),
+        "no value was executed"
+    );
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepend_path_and_working_directory() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    std::fs::create_dir_all(r.runner_path("_tool/mytool/bin")).expect("mkdir");
+    std::fs::write(
+        r.runner_path("_tool/mytool/bin/mytool"),
+        "#!/bin/sh\necho mytool ran in $PWD\n",
+    )
+    .expect("write");
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(r.runner_path("_tool/mytool/bin/mytool"))
+            .expect("meta")
+            .permissions(),
+        0o755,
+    );
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(r.runner_path("_tool/mytool/bin/mytool"))
+        .status()
+        .expect("chmod");
+    let s = r
+        .script_step_with("mytool\n", json!({}), json!(["/__w/_tool/mytool/bin"]), &[])
+        .await;
+    s.assert_ok();
+    assert!(
+        s.stdout.contains("mytool ran in /__w/repo/repo"),
+        "{}",
+        s.stdout
+    );
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpullable_image_fails_fast_and_leaves_nothing() {
+    let mut cfg = sim_config();
+    cfg.unpullable_images = vec!["registry.example.internal/nope:1".into()];
+    let mut r = Runner::start(cfg).await;
+    let mut args = job_args("registry.example.internal/nope:1", json!([]));
+    args["container"]["registry"] = json!({"username": "u", "password": "hunter2-secret", "serverUrl": "registry.example.internal"});
+    let (run, _) = r
+        .prepare_with_env(
+            args,
+            &[("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "300")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("registry.example.internal/nope:1"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ErrImagePull") || run.stderr.contains("ImagePullBackOff"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("did not start within"),
+        "failed on the pull error, not the timeout: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2-secret") && !run.stdout.contains("hunter2-secret"));
+    assert!(r.pods_of(common::RUNNER).await.is_empty(), "no pod left");
+    assert!(
+        r.secrets_of(common::RUNNER).await.is_empty(),
+        "no secret left"
+    );
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_container_can_be_required() {
+    let mut r = Runner::start(sim_config()).await;
+    let (run, _) = r
+        .prepare_with_env(
+            json!({"container": null, "services": []}),
+            &[("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", "true")],
+        )
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("add `container: <image>` to the job"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(common::RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named() {
+    let mut cfg = sim_config();
+    let mut rules: Vec<PolicyRule> = arc_chart_default_role();
+    rules.retain(|r| !r.resources.iter().any(|res| res == "secrets"));
+    rules.push(PolicyRule::new(
+        &[""],
+        &["secrets"],
+        &["get", "list", "delete"],
+    ));
+    rules.push(PolicyRule::new(&[""], &["pods"], &["get"])); // runner pod lookup only
+    cfg.rbac = Some(rules);
+    let mut r = Runner::start(cfg).await;
+    let (run, _) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("may not create secrets"),
+        "{}",
+        run.stderr
+    );
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_job_with_only_the_chart_default_role() {
+    let mut cfg = sim_config();
+    cfg.rbac = Some(arc_chart_default_role());
+    let mut r = Runner::start(cfg).await;
+    let (run, resp) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+    run.assert_ok();
+    assert!(resp.is_some());
+    r.script_step("echo works without watch or events\n", json!({}))
+        .await
+        .assert_ok();
+    r.cleanup().await.assert_ok();
+    assert!(r.pods_of(common::RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_twice_and_other_runners_survive() {
+    let mut r = Runner::start(sim_config()).await;
+    // Another runner's workflow pod, created by its own hook run in the same namespace.
+    r.create_runner_pod("arc-runner-other").await;
+    let mut other_env = r.env.clone();
+    other_env.insert("ACTIONS_RUNNER_POD_NAME".into(), "arc-runner-other".into());
+    let response = r.work.join("_temp/other-response.json");
+    std::fs::write(&response, b"").expect("response file");
+    let other = {
+        let saved = std::mem::replace(&mut r.env, other_env);
+        let run = r
+            .hook(&json!({"command": "prepare_job", "responseFile": response, "args": job_args("ubuntu:24.04", json!([]))}))
+            .await;
+        r.env = saved;
+        run
+    };
+    other.assert_ok();
+
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    r.cleanup().await.assert_ok();
+    r.cleanup().await.assert_ok();
+    assert!(r.pods_of(common::RUNNER).await.is_empty());
+    assert_eq!(
+        r.pods_of("arc-runner-other").await,
+        vec!["arc-runner-other-workflow".to_string()]
+    );
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_error_bursts_are_ridden_out() {
+    let mut r = Runner::start(sim_config()).await;
+    r.sim.faults().set(Faults {
+        error_rate: 0.3,
+        error_status: 503,
+        ..Default::default()
+    });
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    r.sim.faults().update(|f| f.error_status = 429);
+    let s = r.script_step("echo through the storm\n", json!({})).await;
+    s.assert_ok();
+    assert!(s.stdout.contains("through the storm"));
+    r.cleanup().await.assert_ok();
+    r.sim.faults().clear();
+    assert!(r.pods_of(common::RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_exec_stream_never_passes() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    r.sim
+        .faults()
+        .update(|f| f.exec_drop_after_bytes = Some(1000));
+    let s = r
+        .script_step(
+            "for i in $(seq 1 2000); do echo line $i; done\nexit 0\n",
+            json!({}),
+        )
+        .await;
+    assert_ne!(s.code, 0, "a step whose end was not seen must fail");
+    assert!(s.stderr.contains("lost the connection"), "{}", s.stderr);
+    r.sim.faults().clear();
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpine_is_detected() {
+    let mut r = Runner::start(sim_config()).await;
+    let (run, resp) = r.prepare(job_args("alpine:3.20", json!([]))).await;
+    run.assert_ok();
+    assert_eq!(resp.expect("response")["isAlpine"], true);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_exits_1_naming_the_field() {
+    let r = Runner::start(sim_config()).await;
+    let run = r.hook(&json!({"command": "prepare_job", "responseFile": "/tmp/x", "args": {"container": {"workingDirectory": "/__w"}}})).await;
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr.trim(),
+        "invalid hook input: args.container.image: missing"
+    );
+    r.sim.shutdown().await;
+}

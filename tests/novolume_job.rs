@@ -1,0 +1,177 @@
+//! No-volume mode end to end: the job pod has an emptyDir, and files move only through arc-hook's tar streams.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{Runner, job_args, sim_config};
+use serde_json::json;
+
+const POD: &str = "arc-runner-test-workflow";
+
+async fn copy_mode_runner() -> Runner {
+    let mut r = Runner::start(sim_config()).await;
+    r.env
+        .insert("ARC_HOOK_WORK_VOLUME".to_string(), "copy".to_string());
+    r
+}
+
+/// The runner creates a file-command file before each step and names it in the step's env.
+fn file_command(r: &Runner, kind: &str, n: u32) -> (String, std::path::PathBuf) {
+    let name = format!("{kind}_{n}");
+    let local = r.runner_path(&format!("_temp/_runner_file_commands/{name}"));
+    std::fs::write(&local, b"").expect("file command created");
+    (format!("/__w/_temp/_runner_file_commands/{name}"), local)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_share_workspace_and_outputs_without_a_shared_volume() {
+    let mut r = copy_mode_runner().await;
+    let tool = r.runner_path("repo/repo/tool.sh");
+    std::fs::write(&tool, "#!/bin/sh\necho tool ran\n").expect("write");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("tool.sh", r.runner_path("repo/repo/tool-link")).expect("link");
+    std::fs::create_dir(r.runner_path("repo/repo/empty-dir")).expect("mkdir");
+
+    let (run, resp) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+    run.assert_ok();
+    let resp = resp.expect("response");
+    assert_eq!(resp["state"]["noVolume"], true);
+    let pod = r.pods().await.get(POD).await.expect("job pod");
+    let volumes = pod.spec.expect("spec").volumes.expect("volumes");
+    assert!(volumes[0].empty_dir.is_some() && volumes[0].persistent_volume_claim.is_none());
+
+    // Step 1: modes, links and empty directories arrived; it writes the workspace and an output.
+    let (out1, out1_local) = file_command(&r, "set_output", 1);
+    let s1 = r
+        .script_step(
+            "./tool-link\ntest -x tool.sh\ntest -L tool-link\ntest -d empty-dir\ntest -f /__e/node20/bin/node\necho built > artifact.txt\necho result=42 >> \"$GITHUB_OUTPUT\"\n",
+            json!({"GITHUB_OUTPUT": out1}),
+        )
+        .await;
+    s1.assert_ok();
+    assert!(s1.stdout.contains("tool ran"), "{}", s1.stdout);
+    assert_eq!(
+        read(&out1_local),
+        "result=42\n",
+        "the runner sees step 1's output"
+    );
+    assert!(
+        !r.runner_path("repo/repo/artifact.txt").exists(),
+        "the workspace is the pod's own: no shared volume"
+    );
+
+    // Step 2 reads both, writes its own output and a file with a mode and a link into _temp.
+    let (out2, out2_local) = file_command(&r, "set_output", 2);
+    let s2 = r
+        .script_step(
+            "cat artifact.txt\ngrep -x result=42 /__w/_temp/_runner_file_commands/set_output_1\necho seen=yes >> \"$GITHUB_OUTPUT\"\nmkdir -p /__w/_temp/made\nprintf 'x' > /__w/_temp/made/run.sh\nchmod 750 /__w/_temp/made/run.sh\nln -s run.sh /__w/_temp/made/link\nmkdir /__w/_temp/made/empty\n",
+            json!({"GITHUB_OUTPUT": out2}),
+        )
+        .await;
+    s2.assert_ok();
+    assert!(s2.stdout.contains("built"), "{}", s2.stdout);
+    assert_eq!(read(&out2_local), "seen=yes\n");
+    let made = r.runner_path("_temp/made");
+    let mode = std::fs::metadata(made.join("run.sh"))
+        .expect("pulled")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750);
+    assert_eq!(
+        std::fs::read_link(made.join("link")).expect("link"),
+        Path::new("run.sh")
+    );
+    assert!(made.join("empty").is_dir());
+
+    r.cleanup().await.assert_ok();
+    assert!(r.pods_of(&r.name).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_steps_file_commands_come_back() {
+    let mut r = copy_mode_runner().await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (out, out_local) = file_command(&r, "set_output", 1);
+    let (summary, summary_local) = file_command(&r, "step_summary", 1);
+    let (env, env_local) = file_command(&r, "set_env", 1);
+    let s = r
+        .script_step(
+            "echo failed=yes >> \"$GITHUB_OUTPUT\"\necho '## what broke' >> \"$GITHUB_STEP_SUMMARY\"\necho K=v >> \"$GITHUB_ENV\"\nexit 3\n",
+            json!({"GITHUB_OUTPUT": out, "GITHUB_STEP_SUMMARY": summary, "GITHUB_ENV": env}),
+        )
+        .await;
+    assert_eq!(s.code, 3, "the step's own exit code\n{}", s.stderr);
+    assert_eq!(read(&out_local), "failed=yes\n");
+    assert_eq!(read(&summary_local), "## what broke\n");
+    assert_eq!(read(&env_local), "K=v\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_symlink_is_never_written_through() {
+    let mut r = copy_mode_runner().await;
+    let outside = tempfile::tempdir().expect("outside");
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    // Step 1 plants a link to a directory outside the runner's _temp; it comes back as a link.
+    let s1 = r
+        .script_step(
+            &format!("ln -s {} /__w/_temp/trap\n", outside.path().display()),
+            json!({}),
+        )
+        .await;
+    s1.assert_ok();
+    let trap = r.runner_path("_temp/trap");
+    assert!(
+        std::fs::symlink_metadata(&trap)
+            .expect("pulled")
+            .file_type()
+            .is_symlink()
+    );
+    // Step 2 turns it into a directory with a file: the pull replaces the link, never follows it.
+    let s2 = r
+        .script_step(
+            "rm /__w/_temp/trap\nmkdir /__w/_temp/trap\necho caught > /__w/_temp/trap/f\n",
+            json!({}),
+        )
+        .await;
+    s2.assert_ok();
+    assert!(
+        !outside.path().join("f").exists(),
+        "written through the link"
+    );
+    assert_eq!(read(&trap.join("f")), "caught\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_changes_are_pushed_between_steps() {
+    let mut r = copy_mode_runner().await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    // The runner downloads an action between steps; the next step sees it.
+    let action = r.runner_path("_actions/org/act/v1");
+    std::fs::create_dir_all(&action).expect("mkdir");
+    std::fs::write(action.join("action.yml"), "name: act\n").expect("write");
+    let s = r
+        .script_step("cat /__w/_actions/org/act/v1/action.yml\n", json!({}))
+        .await;
+    s.assert_ok();
+    assert!(s.stdout.contains("name: act"), "{}", s.stdout);
+    let manifest = read(&r.runner_path("_temp/_arc_hook/pushed.json"));
+    assert!(
+        manifest.contains("_actions/org/act/v1/action.yml"),
+        "{manifest}"
+    );
+}
