@@ -12,6 +12,7 @@ mod kubelet;
 mod logs;
 mod meta;
 mod patch;
+mod protobuf;
 mod quantity;
 mod rbac;
 mod resources;
