@@ -380,3 +380,50 @@ async fn malformed_input_exits_1_naming_the_field() {
     );
     r.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_job_pod_is_named_in_the_next_step() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    r.sim
+        .evict_pod("default", "arc-runner-test-workflow")
+        .await
+        .expect("evicted");
+    let s = r.script_step("echo never\n", json!({})).await;
+    assert_ne!(s.code, 0);
+    assert!(s.stderr.contains("Evicted"), "{}", s.stderr);
+    assert!(s.stderr.contains("low on resource: memory"), "{}", s.stderr);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_job_container_is_named() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let marker = r.runner_path("repo/repo/started");
+    let step = r.script_step("touch started\nsleep 30\n", json!({}));
+    let killer = async {
+        for _ in 0..200 {
+            if marker.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        r.sim
+            .oom_kill("default", "arc-runner-test-workflow", "job")
+            .await
+            .expect("oom kill");
+    };
+    let (s, ()) = tokio::join!(step, killer);
+    assert_ne!(s.code, 0, "{s:?}");
+    assert!(s.stderr.contains("OOMKilled"), "{}", s.stderr);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}

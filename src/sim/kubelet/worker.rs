@@ -1123,6 +1123,12 @@ impl Worker {
         };
         c.oom_killed = true;
         process::signal_group(c.pid.unwrap_or(0), Signal::SIGKILL);
+        // The OOM killer takes the container's whole cgroup, processes started by exec
+        // included. Exec sessions are tracked per pod here, so all of the pod's die with it.
+        let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
+        for pg in exec_pgids {
+            process::signal_group(pg, Signal::SIGKILL);
+        }
         true
     }
 
