@@ -77,7 +77,7 @@ async fn full_job_with_a_service() {
     // Step 3 reaches the service over the pod's network.
     let s3 = r
         .script_step(
-            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(100):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
+            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(600):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
             json!({}),
         )
         .await;
