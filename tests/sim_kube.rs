@@ -661,9 +661,10 @@ async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "mounts"}, "spec": {"restartPolicy": "Never",
         "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": "work"}}, {"name": "scratch", "emptyDir": {}}],
         "containers": [{"name": "main", "image": "alpine:3.19", "workingDir": "/__w",
-            "env": [{"name": "SUB", "value": "deep"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; ls /__e"],
-            "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)"}]}]}}))
+            "env": [{"name": "SUB", "value": "deep"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; touch /__e/f 2>/dev/null || echo read-only; echo ${IP%%.*}"],
+            "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)", "readOnly": true}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p)
         .await
@@ -673,7 +674,7 @@ async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
         .logs("mounts", &LogParams::default())
         .await
         .expect("logs");
-    assert_eq!(logs, "from the host\nmounts\nID=alpine\n");
+    assert_eq!(logs, "from the host\nmounts\nID=alpine\nread-only\n10\n");
     assert_eq!(
         std::fs::read_to_string(work.path().join("back")).expect("written through the mount"),
         "written\n"
@@ -735,15 +736,15 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
     let pods: Api<Pod> = Api::default_namespaced(client);
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "host"}, "spec": {
         "volumes": [{"name": "data", "emptyDir": {}}],
-        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}))
+        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/__arc_hook_sim_data"}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p)
         .await
         .expect("created");
     wait_for(&pods, "host", "Running", conditions::is_pod_running()).await;
     let step = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine:3.19",
-        "command": ["sh", "-c", "echo from the step > /data/x; grep ^ID= /etc/os-release"],
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}});
+        "command": ["sh", "-c", "echo from the step > /__arc_hook_sim_data/x; grep ^ID= /etc/os-release"],
+        "volumeMounts": [{"name": "data", "mountPath": "/__arc_hook_sim_data"}]}]}});
     pods.patch_ephemeral_containers("host", &PatchParams::default(), &Patch::Strategic(step))
         .await
         .expect("ephemeral container added");
@@ -771,7 +772,7 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
         let mut cat = pods
             .exec(
                 "host",
-                ["cat", "/data/x"],
+                ["cat", "/__arc_hook_sim_data/x"],
                 &AttachParams::default().stderr(false),
             )
             .await
@@ -944,5 +945,321 @@ async fn sim_exec_streams_large_payloads_both_ways() {
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "payload came back intact");
     eprintln!("8 MiB round trip in {:?}", started.elapsed());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_secrets_and_configmaps_feed_env_and_volumes() {
+    use k8s_openapi::api::core::v1::Secret;
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "creds"}, "stringData": {"token": "s3cr$t \"quoted\""}}),
+    )
+    .expect("secret");
+    let created = secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("secret created");
+    assert_eq!(created.data.expect("data")["token"].0, b"s3cr$t \"quoted\"");
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"MODE": "fast"}}))
+            .expect("cm");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("cm created");
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "consumer"}, "spec": {"restartPolicy": "Never",
+        "volumes": [{"name": "sec", "secret": {"secretName": "creds"}}],
+        "containers": [{"name": "main", "image": "busybox",
+            "envFrom": [{"configMapRef": {"name": "settings"}}],
+            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
+            "command": ["sh", "-c", "echo \"$MODE|$TOKEN\"; if [ -d /__arc_hook_sim_sec ]; then cat /__arc_hook_sim_sec/token; echo; fi"],
+            "volumeMounts": [{"name": "sec", "mountPath": "/__arc_hook_sim_sec", "readOnly": true}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p)
+        .await
+        .expect("created");
+    wait_for(&pods, "consumer", "Succeeded", phase_is("Succeeded")).await;
+    let logs = pods
+        .logs("consumer", &LogParams::default())
+        .await
+        .expect("logs");
+    let expected = if sim.uses_namespaces() {
+        "fast|s3cr$t \"quoted\"\ns3cr$t \"quoted\"\n"
+    } else {
+        "fast|s3cr$t \"quoted\"\n"
+    };
+    assert_eq!(logs, expected);
+    let deleted = secrets
+        .delete("creds", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    assert!(deleted.is_right(), "secrets answer deletion with a Status");
+    assert_eq!(
+        api_code(secrets.get("creds").await.expect_err("gone")).0,
+        404
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_init_containers_run_to_completion_first() {
+    let sim = start(SimConfig::default()).await;
+    let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "staged"}, "spec": {"nodeName": "sim-node-1",
+        "volumes": [{"name": "ext", "emptyDir": {}}],
+        "initContainers": [{"name": "fs-init", "image": "busybox", "command": ["sh", "-c", "echo staged > /__e/marker; echo init ran"],
+            "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}],
+        "containers": [{"name": "job", "image": "busybox", "command": ["sh", "-c", "cat /__e/marker; exec sleep 3600"],
+            "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p)
+        .await
+        .expect("created");
+    let p = wait_for(&pods, "staged", "Running", conditions::is_pod_running()).await;
+    let status = p.status.expect("status");
+    let init = &status.init_container_statuses.expect("init statuses")[0];
+    let term = init
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("init terminated");
+    assert_eq!(
+        (term.exit_code, term.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    let initialized = status
+        .conditions
+        .expect("conditions")
+        .into_iter()
+        .find(|c| c.type_ == "Initialized")
+        .expect("Initialized");
+    assert_eq!(initialized.status, "True");
+    let init_log = pods
+        .logs(
+            "staged",
+            &LogParams {
+                container: Some("fs-init".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("init logs");
+    assert_eq!(init_log, "init ran\n");
+    if sim.uses_namespaces() {
+        let mut lines = pods
+            .log_stream(
+                "staged",
+                &LogParams {
+                    container: Some("job".into()),
+                    follow: true,
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .expect("logs")
+            .lines();
+        let first = tokio::time::timeout(WAIT, lines.next())
+            .await
+            .expect("line in time")
+            .expect("a line")
+            .expect("readable");
+        assert_eq!(
+            first, "staged",
+            "the init container's file is in the shared volume"
+        );
+    }
+    // With one app container, logs default to it even when there are init containers.
+    let default_log = pods
+        .logs("staged", &LogParams::default())
+        .await
+        .expect("default container");
+    if sim.uses_namespaces() {
+        assert_eq!(default_log, "staged\n");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_watch_from_a_too_old_version_gets_410() {
+    use kube::core::WatchEvent;
+    let sim = start(SimConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client().await);
+    let mut stream = cms
+        .watch(&WatchParams::default(), "1")
+        .await
+        .expect("watch")
+        .boxed();
+    let first = tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("decodes")
+        .expect("an event");
+    match first {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(
+                e.message.starts_with("too old resource version: 1"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_deleting_a_pod_terms_its_processes_and_removes_its_sandbox() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig {
+        pvc_dirs: HashMap::from([("out".to_string(), out.path().to_path_buf())]),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = sim.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let dir = if sim.uses_namespaces() {
+        "/__arc_hook_sim_out".to_string()
+    } else {
+        out.path().display().to_string()
+    };
+    // `$$` in a command is an escaped `$` for Kubernetes, so the shell pid is `$$$$`.
+    let script = format!(
+        "echo $$$$ > {dir}/pid; trap 'echo terminated > {dir}/term; exit 0' TERM; while true; do sleep 0.05; done"
+    );
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "doomed"}, "spec": {
+        "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
+            "volumeMounts": [{"name": "out", "mountPath": "/__arc_hook_sim_out"}]}]}}))
+    .expect("pod");
+    let created = pods
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("created");
+    wait_for(&pods, "doomed", "Running", conditions::is_pod_running()).await;
+    let uid = created.metadata.uid.expect("uid");
+    let sandbox = sim
+        .state_dir()
+        .join("pods")
+        .join(format!("default_doomed_{uid}"));
+    assert!(sandbox.is_dir(), "a running pod has a sandbox");
+    let pid_file = out.path().join("pid");
+    // The container writes its pid as it starts; the pod is already Running, so this is quick.
+    let read_pid = async {
+        loop {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                break p;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let pid = tokio::time::timeout(WAIT, read_pid)
+        .await
+        .expect("the container wrote its pid");
+    let deleted = pods
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let marked = deleted.left().expect("pods answer deletion with the pod");
+    assert!(
+        marked.metadata.deletion_timestamp.is_some(),
+        "graceful deletion marks the pod first"
+    );
+    sim_support::wait_deleted(&pods, "doomed").await;
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("term")).expect("the container saw SIGTERM"),
+        "terminated\n"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container process is gone"
+    );
+    assert!(!sandbox.exists(), "the sandbox is removed");
+    let events: Api<Event> = Api::default_namespaced(client);
+    let killing = events
+        .list(&ListParams::default().fields("involvedObject.name=doomed,reason=Killing"))
+        .await
+        .expect("events")
+        .items;
+    assert_eq!(
+        killing[0].message.as_deref(),
+        Some("Stopping container main")
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_restarted_containers_keep_their_previous_log() {
+    let sim = start(SimConfig::default()).await;
+    let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
+    // The container's private /tmp survives a restart, as its writable layer would.
+    let script = "if [ -f /tmp/ran ]; then echo second run; exec sleep 3600; fi; touch /tmp/ran; echo first run; exit 1";
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "flaky"}, "spec": {"restartPolicy": "OnFailure",
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}),
+    )
+    .expect("pod");
+    pods.create(&PostParams::default(), &p)
+        .await
+        .expect("created");
+    let restarted_and_running = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| {
+                cs[0].restart_count == 1
+                    && cs[0].state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+    };
+    let p = wait_for(
+        &pods,
+        "flaky",
+        "restarted once and running",
+        restarted_and_running,
+    )
+    .await;
+    let last = p
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|cs| cs[0].last_state.clone())
+        .and_then(|s| s.terminated)
+        .expect("last state");
+    assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+    let previous = pods
+        .logs(
+            "flaky",
+            &LogParams {
+                previous: true,
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("previous log");
+    if sim.uses_namespaces() {
+        assert_eq!(previous, "first run\n");
+        let mut lines = pods
+            .log_stream(
+                "flaky",
+                &LogParams {
+                    follow: true,
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .expect("log")
+            .lines();
+        let first = tokio::time::timeout(WAIT, lines.next())
+            .await
+            .expect("line in time")
+            .expect("a line")
+            .expect("readable");
+        assert_eq!(first, "second run");
+    }
     sim.shutdown().await;
 }

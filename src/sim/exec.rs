@@ -1,5 +1,4 @@
-//! `pods/exec` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): channels 0-4, the final
-//! Status on the error channel, and v5's close-stdin signal.
+//! `pods/exec` over WebSocket (`v5`/`v4.channel.k8s.io`): stream channels, the final Status, v5 stdin close.
 
 use std::process::Stdio;
 use std::sync::Arc;

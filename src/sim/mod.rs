@@ -1,12 +1,9 @@
-//! An embedded Kubernetes API server and kubelet for one machine: the hook's test double (see `README.md`).
-//!
-//! [`Simulator::start`] serves the Kubernetes REST API on `127.0.0.1` over plain HTTP; `kubectl` and
-//! kube-rs talk to it like to a cluster. Pods run as local processes in private mount (and network)
-//! namespaces so they see their volumes at the paths the pod spec names.
+//! An embedded Kubernetes API server and kubelet for one machine, the hook's test double (see `src/sim/README.md`).
 
 mod admission;
 mod api;
 pub mod cli;
+mod cluster;
 mod events;
 mod exec;
 mod faults;
@@ -23,6 +20,7 @@ mod status;
 mod store;
 mod table;
 mod watch;
+mod write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -185,8 +183,12 @@ impl Simulator {
                 (dir.clone(), None)
             }
             None => {
-                let dir =
-                    std::env::temp_dir().join(format!("arc-hook-sim-{}", meta::random_suffix(10)));
+                remove_stale_state_dirs();
+                let dir = std::env::temp_dir().join(format!(
+                    "{TEMP_PREFIX}{}-{}",
+                    std::process::id(),
+                    meta::random_suffix(8)
+                ));
                 std::fs::create_dir_all(&dir).map_err(|source| SimError::StateDir {
                     path: dir.clone(),
                     source,
@@ -209,7 +211,7 @@ impl Simulator {
             user,
             addr,
         });
-        api::seed(&state);
+        cluster::seed(&state);
         jobs::spawn_controller(state.clone());
         let app = api::router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -333,6 +335,30 @@ impl Drop for Simulator {
         self.state.kubelet.kill_everything();
         if let Some(dir) = self.temp_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Temporary state directories are named `<prefix><pid>-<random>`.
+const TEMP_PREFIX: &str = "arc-hook-sim-";
+
+/// Removes temporary state directories of simulators whose process is gone (killed, or exited
+/// without `shutdown`), so test runs do not pile them up.
+fn remove_stale_state_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(dir = %entry.path().display(), "removing a dead simulator's state directory");
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

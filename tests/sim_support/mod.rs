@@ -68,8 +68,7 @@ where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let cond = kube::runtime::conditions::is_deleted("");
-    let gone = |o: Option<&K>| o.is_none() || cond.matches_object(o);
+    let gone = |o: Option<&K>| o.is_none();
     match tokio::time::timeout(WAIT, await_condition(api.clone(), name, gone)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => panic!("watching {name} until deleted failed: {e}"),

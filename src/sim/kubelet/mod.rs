@@ -1,6 +1,6 @@
-//! The kubelet: one worker task per pod runs it through scheduling, image pulls, its sandbox and
-//! containers, and tears it down on deletion, eviction or shutdown.
+//! The kubelet: one worker task per pod, and the handles the API uses to reach it.
 
+mod container;
 pub mod ephemeral;
 mod process;
 mod scheduling;
@@ -19,8 +19,8 @@ use super::logs::LogBuffer;
 use super::store::Key;
 use super::{SimState, meta};
 
+pub use container::exit_code;
 pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
-pub use worker::exit_code;
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
@@ -47,6 +47,8 @@ pub struct ContainerRt {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub logs: Arc<LogBuffer>,
+    /// The log of the previous run, after a restart.
+    pub previous_logs: Option<Arc<LogBuffer>>,
 }
 
 #[derive(Default)]
@@ -73,6 +75,8 @@ impl PodHandle {
 pub(crate) struct Kubelet {
     state_dir: PathBuf,
     namespaces: bool,
+    /// Set when the simulator stops: workers start nothing new.
+    stopped: std::sync::atomic::AtomicBool,
     pods: Mutex<HashMap<Key, Arc<PodHandle>>>,
 }
 
@@ -88,6 +92,7 @@ impl Kubelet {
         Kubelet {
             state_dir,
             namespaces,
+            stopped: Default::default(),
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -117,16 +122,26 @@ impl Kubelet {
     }
 
     /// The log of a container that has started at least once.
-    pub fn log_buffer(&self, key: &Key, container: &str) -> Option<Arc<LogBuffer>> {
-        self.handle(key)?
-            .rt()
-            .containers
-            .get(container)
-            .map(|c| c.logs.clone())
+    pub fn log_buffer(&self, key: &Key, container: &str, previous: bool) -> Option<Arc<LogBuffer>> {
+        let handle = self.handle(key)?;
+        let rt = handle.rt();
+        let c = rt.containers.get(container)?;
+        if previous {
+            c.previous_logs.clone()
+        } else {
+            Some(c.logs.clone())
+        }
+    }
+
+    /// Whether the simulator is stopping (no new sandboxes or processes).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
     pub fn kill_everything(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for h in self.pods().values() {
             let rt = h.rt();
             let pids = rt
@@ -143,6 +158,8 @@ impl Kubelet {
 
     /// Stops every pod worker: processes killed, sandboxes removed.
     pub async fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<Arc<PodHandle>> = self.pods().values().cloned().collect();
         let mut acks = Vec::new();
         for h in handles {

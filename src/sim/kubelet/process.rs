@@ -1,5 +1,4 @@
-//! Starting pod processes: the pause process holding a pod's network namespace, containers in
-//! private mount namespaces with their volumes bind-mounted, and exec'd processes joining them.
+//! Pod processes: the netns-holding pause process, containers in private mount namespaces, exec joins.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -194,7 +193,7 @@ pub fn spawn(
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
     // Like runc, a container's working directory is created when missing; every prefix is
     // prepared before the fork, so the child only makes syscalls.
-    let wd_prefixes: Vec<std::ffi::CString> = spec
+    let wd_prefixes: Vec<CString> = spec
         .working_dir
         .as_deref()
         .map(|d| {
