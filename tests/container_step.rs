@@ -417,3 +417,78 @@ async fn a_dockerfile_step_is_built_by_a_kaniko_pod_then_run() {
     let left: Vec<String> = r.pods_of(&r.name).await;
     assert_eq!(left, vec![POD.to_string()], "the builder pod is removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_volume_dockerfile_build_gets_its_context_from_a_secret() {
+    let mut r = Runner::start(cfg_with(&[
+        (
+            BUILDER,
+            vec![
+                "sh",
+                "-c",
+                "sleep 0.3; echo \"kaniko $1\"; tar -tzf /context/context.tar.gz; tar -xzOf /context/context.tar.gz Dockerfile",
+                "executor",
+            ],
+        ),
+        (
+            &format!("{REGISTRY}/example-org-hello-action"),
+            vec!["sh", "-c", "echo built-image-ran"],
+        ),
+    ]))
+    .await;
+    for (k, v) in [
+        ("ARC_HOOK_WORK_VOLUME", "copy"),
+        ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
+        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+    ] {
+        r.env.insert(k.into(), v.into());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(&r);
+    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
+    let run = r
+        .hook(&step_input(
+            &r,
+            None,
+            Some(&dockerfile),
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("kaniko --context=tar:///context/context.tar.gz"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("FROM alpine:3.19"),
+        "the context archive unpacks:\n{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("built-image-ran"), "{}", run.stdout);
+    let spec = watcher.await.expect("watcher").spec.expect("spec");
+    let ctx = spec
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find_map(|v| v.secret)
+        .expect("context secret volume");
+    assert!(
+        ctx.secret_name
+            .expect("name")
+            .starts_with("arc-runner-test-buildctx-")
+    );
+    assert!(
+        r.secrets_of(&r.name)
+            .await
+            .iter()
+            .all(|s| !s.contains("buildctx")),
+        "context secret removed"
+    );
+}
