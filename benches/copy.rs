@@ -39,6 +39,11 @@ fn peak_rss_mib(pid: Option<u32>) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Resets the kernel's peak-RSS mark, so each size's peak is its own.
+fn reset_peak() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Half the bytes in 4 KiB files (in directories of 500), half in four large files.
 fn make_tree(root: &Path, mib: usize) -> io::Result<usize> {
     let total = mib * 1024 * 1024;
@@ -73,9 +78,9 @@ fn make_tree(root: &Path, mib: usize) -> io::Result<usize> {
     Ok(small_count + LARGE_FILES)
 }
 
-/// A typical step's change: 1% of the small files.
-fn touch_one_percent(work: &Path, files: usize) -> io::Result<()> {
-    for i in (0..files - LARGE_FILES).step_by(100) {
+/// A typical step's change: 1% of the small files (a different 1% for each `round`).
+fn touch_one_percent(work: &Path, files: usize, round: usize) -> io::Result<()> {
+    for i in (round..files - LARGE_FILES).step_by(100) {
         let p = work.join(format!("src/d{:04}/f{i}.txt", i / 500));
         fs::write(p, b"changed by the step\n")?;
     }
@@ -181,6 +186,7 @@ async fn run(target: &Target, mib: usize) -> io::Result<()> {
             name: "ws".into(),
         }]
     };
+    reset_peak();
     let start = Instant::now();
     // As prepare_job pushes a workspace: nothing recorded, so memory does not grow with it.
     let full_opts = PushOptions {
@@ -206,19 +212,30 @@ async fn run(target: &Target, mib: usize) -> io::Result<()> {
         &mut manifest,
     )
     .map_err(io::Error::other)?;
-    touch_one_percent(&work, files)?;
-    let start = Instant::now();
-    let inc = target
-        .push(
-            sources(),
-            PushOptions {
-                since: Some(manifest),
-                ..Default::default()
-            },
+    let mut best = f64::INFINITY;
+    let mut inc = Stats::default();
+    for round in 0..3 {
+        touch_one_percent(&work, files, round)?;
+        let start = Instant::now();
+        inc = target
+            .push(
+                sources(),
+                PushOptions {
+                    since: Some(manifest.clone()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        best = best.min(start.elapsed().as_secs_f64());
+        write_archive(
+            io::sink(),
+            &sources(),
+            &PushOptions::default(),
+            &mut manifest,
         )
-        .await?;
-    let inc_s = start.elapsed().as_secs_f64();
-
+        .map_err(io::Error::other)?;
+    }
+    let inc_s = best;
     let mb = |b: u64, s: f64| b as f64 / 1e6 / s;
     let sim = match target {
         Target::Sim { sim_pid, .. } => {
@@ -227,7 +244,7 @@ async fn run(target: &Target, mib: usize) -> io::Result<()> {
         Target::Local { .. } => String::new(),
     };
     println!(
-        "{mib:>5} MiB, {files} files | full push {full_s:.2}s {:.0} MB/s | pull {pull_s:.2}s {:.0} MB/s | hook peak RSS {streaming_peak:.1} MiB | incremental push (1% of small files) {inc_s:.3}s, {} entries, {} KB = {:.0}x faster than full{sim}",
+        "{mib:>5} MiB, {files} files | full push {full_s:.2}s {:.0} MB/s | pull {pull_s:.2}s {:.0} MB/s | hook peak RSS {streaming_peak:.1} MiB | incremental push (1% of small files, best of 3) {inc_s:.3}s, {} entries, {} KB = {:.0}x faster than full{sim}",
         mb(full.bytes, full_s),
         mb(pulled.bytes, pull_s),
         inc.entries,
