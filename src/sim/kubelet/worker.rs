@@ -653,9 +653,6 @@ impl Worker {
         if !command.is_empty() {
             return command.into_iter().chain(args).collect();
         }
-        if !args.is_empty() {
-            return args;
-        }
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
         let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
             self.sim
@@ -663,7 +660,11 @@ impl Worker {
                 .image_commands
                 .get(volumes::image_repository(image))
         });
+        // Docker semantics: `args` replace the image's CMD but keep its ENTRYPOINT, which a
+        // configured image command stands in for (an image without one has no ENTRYPOINT).
         match configured {
+            Some(c) if !c.is_empty() && !args.is_empty() => c.iter().cloned().chain(args).collect(),
+            _ if !args.is_empty() => args,
             Some(c) if !c.is_empty() => c.clone(),
             _ => vec!["sleep".into(), "infinity".into()],
         }
