@@ -175,3 +175,63 @@ async fn only_changes_are_pushed_between_steps() {
         "{manifest}"
     );
 }
+
+/// A tar stream with raw entry names (the tar crate's builder refuses `..`).
+fn crafted_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in entries {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_entry_climbing_out_of_temp_is_refused() {
+    let mut r = copy_mode_runner().await;
+    // The job container's PATH finds a `tar` that answers the pull with a crafted archive.
+    let bin = r.runner_path("_temp/evilbin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::write(
+        bin.join("tar"),
+        "#!/bin/sh\nif [ \"$1\" = -c ]; then exec cat /__w/_temp/evil.tar; fi\nexec /usr/bin/tar \"$@\"\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(bin.join("tar"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(
+        r.runner_path("_temp/evil.tar"),
+        crafted_archive(&[("ok.txt", b"fine"), ("../escape.txt", b"escaped")]),
+    )
+    .expect("write");
+    let mut args = job_args("ubuntu:24.04", json!([]));
+    args["container"]["environmentVariables"]["PATH"] =
+        json!("/__w/_temp/evilbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    r.prepare(args).await.0.assert_ok();
+
+    let s = r.script_step("true\n", json!({})).await;
+    assert_eq!(
+        s.code, 1,
+        "a passing step whose files cannot come back fails\n{}",
+        s.stderr
+    );
+    assert!(
+        s.stderr.contains(
+            "the step exited with code 0, but copying _temp (its file commands) back from the job pod failed: refusing archive entry \"../escape.txt\": it climbs out of the target with `..`"
+        ),
+        "{}",
+        s.stderr
+    );
+    assert!(
+        !r.runner_path("escape.txt").exists(),
+        "nothing lands outside _temp"
+    );
+}

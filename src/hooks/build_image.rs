@@ -159,9 +159,12 @@ async fn run_builder(
     let t = terminated(kube, name, BUILDER_CONTAINER).await?;
     if t.exit_code != 0 {
         bail!(
-            "building the Dockerfile action's image failed (builder exit code {}{}); the builder's log is above",
+            "building the Dockerfile action's image failed (builder exit code {}{}{}); the builder's log is above",
             t.exit_code,
-            t.reason.map(|r| format!(", {r}")).unwrap_or_default()
+            t.reason.map(|r| format!(", {r}")).unwrap_or_default(),
+            t.message
+                .map(|m| format!(": {}", m.trim()))
+                .unwrap_or_default()
         );
     }
     Ok(t.message

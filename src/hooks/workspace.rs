@@ -166,6 +166,7 @@ pub async fn push_initial(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<S
     let opts = PushOptions {
         since: None,
         exclude: dirs.exclude(),
+        record_under: Some(STEP_ROOTS.iter().map(|r| r.to_string()).collect()),
     };
     let (stats, record) = copy::push(
         kube,
@@ -192,6 +193,7 @@ pub async fn push_step(
     let opts = PushOptions {
         since: Some(Manifest::load(&path)),
         exclude: dirs.exclude(),
+        record_under: Some(STEP_ROOTS.iter().map(|r| r.to_string()).collect()),
     };
     let (stats, record) = copy::push(
         kube,
@@ -215,7 +217,7 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
         POD_TEMP,
         PULL_EXCLUDE,
         dirs.temp.clone(),
-        "_temp".into(),
+        Some("_temp".into()),
     )
     .await?;
     // What came back is what the pod has: not worth sending again next step.

@@ -115,6 +115,22 @@ pub struct PushOptions {
     pub since: Option<Manifest>,
     /// Archive names never sent (and their subtrees).
     pub exclude: Vec<String>,
+    /// Record stamps only under these names (`None`: everything). Memory stays flat for a large
+    /// first push when only a few roots are compared later.
+    pub record_under: Option<Vec<String>>,
+}
+
+impl PushOptions {
+    fn records(&self, name: &str) -> bool {
+        self.record_under.as_ref().is_none_or(|roots| {
+            roots.iter().any(|r| {
+                name == r
+                    || name
+                        .strip_prefix(r.as_str())
+                        .is_some_and(|t| t.starts_with('/'))
+            })
+        })
+    }
 }
 
 /// Writes a tar of `sources` to `out`, recording every entry's stamp in `record`.
@@ -165,7 +181,9 @@ fn add_tree<W: Write>(
         return Ok(());
     }
     let unchanged = opts.since.as_ref().is_some_and(|m| m.unchanged(name, meta));
-    record.entries.insert(name.to_string(), Stamp::of(meta));
+    if opts.records(name) {
+        record.entries.insert(name.to_string(), Stamp::of(meta));
+    }
     if unchanged {
         stats.skipped += 1;
     } else {
@@ -284,12 +302,12 @@ fn set_mtime(path: &Path, mtime: u64) {
 /// absolute names, writes below a symlink (whether the archive created it or it was there),
 /// hard links to outside. Modes (without setuid/setgid), mtimes, symlinks and empty
 /// directories are kept; devices and fifos are skipped. Each written entry's stamp goes to
-/// `record` under `prefix/<entry>`.
+/// `record` (when given) under `prefix/<entry>`.
 pub fn unpack<R: Read>(
     input: R,
     root: &Path,
     prefix: &str,
-    record: &mut Manifest,
+    mut record: Option<&mut Manifest>,
 ) -> Result<Stats, CopyError> {
     fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
     let mut archive = tar::Archive::new(input);
@@ -385,7 +403,9 @@ pub fn unpack<R: Read>(
             }
         }
         stats.entries += 1;
-        if let Ok(m) = fs::symlink_metadata(&dest) {
+        if let Some(record) = record.as_deref_mut()
+            && let Ok(m) = fs::symlink_metadata(&dest)
+        {
             let name = if prefix.is_empty() {
                 rel.to_string_lossy().to_string()
             } else {
@@ -493,8 +513,8 @@ pub async fn push(
 }
 
 /// Streams the pod directory `src` (minus top-level `exclude`) into the local `dest`,
-/// through the checking unpacker. Entries written are stamped in the returned manifest under
-/// `prefix/`.
+/// through the checking unpacker. With a `prefix`, entries written are stamped in the returned
+/// manifest under `prefix/`.
 pub async fn pull(
     kube: &Kube,
     pod: &str,
@@ -502,13 +522,19 @@ pub async fn pull(
     src: &str,
     exclude: &[&str],
     dest: PathBuf,
-    prefix: String,
+    prefix: Option<String>,
 ) -> Result<(Stats, Manifest), CopyError> {
     let (writer, reader) = tokio::io::duplex(PIPE_BUF);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut record = Manifest::default();
-        let input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
-        let stats = unpack(input, &dest, &prefix, &mut record)?;
+        let mut input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
+        let stats = match &prefix {
+            Some(p) => unpack(&mut input, &dest, p, Some(&mut record))?,
+            None => unpack(&mut input, &dest, "", None)?,
+        };
+        // tar pads its output past the end-of-archive marker the reader stops at; read it all,
+        // or the pod's tar meets a closed pipe and a good copy looks broken.
+        io::copy(&mut input, &mut io::sink()).map_err(io_err("reading the end of the archive"))?;
         Ok::<_, CopyError>((stats, record))
     });
     let mut stderr = Vec::new();
@@ -591,7 +617,7 @@ mod tests {
         assert_eq!(stats.entries, 7);
         let out = tempfile::tempdir().expect("tempdir");
         let mut rec = Manifest::default();
-        unpack(&buf[..], out.path(), "w", &mut rec).expect("unpack");
+        unpack(&buf[..], out.path(), "w", Some(&mut rec)).expect("unpack");
         let o = out.path().join("repo");
         let mode = |p: &str| fs::metadata(o.join(p)).expect("exists").mode() & 0o7777;
         assert_eq!(mode("src/main.sh"), 0o755);
@@ -625,7 +651,7 @@ mod tests {
         let (_, first, rec) = archive(&sources, &PushOptions::default());
         let opts = PushOptions {
             since: Some(rec.clone()),
-            exclude: vec![],
+            ..Default::default()
         };
         let (_, second, _) = archive(&sources, &opts);
         assert_eq!(second.entries, 0);
@@ -651,6 +677,23 @@ mod tests {
     }
 
     #[test]
+    fn only_named_roots_are_recorded() {
+        let src = tree();
+        let sources = [Source {
+            local: src.path().join("repo"),
+            name: "repo".into(),
+        }];
+        let opts = PushOptions {
+            record_under: Some(vec!["repo/src".into()]),
+            ..Default::default()
+        };
+        let (_, stats, rec) = archive(&sources, &opts);
+        assert_eq!(stats.entries, 7, "everything is sent");
+        let names: Vec<&str> = rec.entries.keys().map(String::as_str).collect();
+        assert_eq!(names, ["repo/src", "repo/src/main.sh"]);
+    }
+
+    #[test]
     fn excluded_names_are_not_sent() {
         let src = tree();
         let sources = [Source {
@@ -658,8 +701,8 @@ mod tests {
             name: "repo".into(),
         }];
         let opts = PushOptions {
-            since: None,
             exclude: vec!["repo/src".into()],
+            ..Default::default()
         };
         let (_, stats, rec) = archive(&sources, &opts);
         assert_eq!(stats.entries, 5);
@@ -691,7 +734,7 @@ mod tests {
     fn unpack_err(buf: &[u8]) -> (String, tempfile::TempDir) {
         let parent = tempfile::tempdir().expect("tempdir");
         let root = parent.path().join("target");
-        let e = unpack(buf, &root, "", &mut Manifest::default()).expect_err("refused");
+        let e = unpack(buf, &root, "", None).expect_err("refused");
         (e.to_string(), parent)
     }
 
@@ -747,7 +790,7 @@ mod tests {
             ("f", tar::EntryType::Regular, "", b"new"),
         ]);
         let out = tempfile::tempdir().expect("tempdir");
-        unpack(&buf[..], out.path(), "", &mut Manifest::default()).expect("unpack");
+        unpack(&buf[..], out.path(), "", None).expect("unpack");
         assert_eq!(fs::read(&victim).expect("read"), b"original");
         assert_eq!(fs::read(out.path().join("f")).expect("read"), b"new");
     }
@@ -784,13 +827,7 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let dest = tempfile::tempdir().expect("tempdir");
-        unpack(
-            &out.stdout[..],
-            dest.path(),
-            "_temp",
-            &mut Manifest::default(),
-        )
-        .expect("unpack");
+        unpack(&out.stdout[..], dest.path(), "_temp", None).expect("unpack");
         assert_eq!(
             fs::read(dest.path().join("_runner_file_commands/set_output_1")).expect("pulled"),
             b"x=1\n"
@@ -806,8 +843,7 @@ mod tests {
             .expect("sh");
         assert!(out.status.success());
         assert!(out.stdout.is_empty());
-        let stats = unpack(&out.stdout[..], dest.path(), "", &mut Manifest::default())
-            .expect("empty stream");
+        let stats = unpack(&out.stdout[..], dest.path(), "", None).expect("empty stream");
         assert_eq!(stats.entries, 0);
     }
 

@@ -656,9 +656,6 @@ impl Worker {
         if !command.is_empty() {
             return command.into_iter().chain(args).collect();
         }
-        if !args.is_empty() {
-            return args;
-        }
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
         let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
             self.sim
@@ -666,7 +663,11 @@ impl Worker {
                 .image_commands
                 .get(volumes::image_repository(image))
         });
+        // Docker semantics: `args` replace the image's CMD but keep its ENTRYPOINT, which a
+        // configured image command stands in for (an image without one has no ENTRYPOINT).
         match configured {
+            Some(c) if !c.is_empty() && !args.is_empty() => c.iter().cloned().chain(args).collect(),
+            _ if !args.is_empty() => args,
             Some(c) if !c.is_empty() => c.clone(),
             _ => vec!["sleep".into(), "infinity".into()],
         }
@@ -1037,6 +1038,12 @@ impl Worker {
         };
         c.oom_killed = true;
         process::signal_group(c.pid.unwrap_or(0), Signal::SIGKILL);
+        // The OOM killer takes the container's whole cgroup, processes started by exec
+        // included. Exec sessions are tracked per pod here, so all of the pod's die with it.
+        let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
+        for pg in exec_pgids {
+            process::signal_group(pg, Signal::SIGKILL);
+        }
         true
     }
 

@@ -1,0 +1,494 @@
+//! Container steps end to end: ephemeral containers in the job pod, the Job fallback, no-volume mode, and Dockerfile actions built by a Kaniko pod.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arc_hook::sim::{SimConfig, arc_chart_default_role};
+use common::{HookRun, Runner, job_args, sim_config};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+
+const POD: &str = "arc-runner-test-workflow";
+/// The action image's ENTRYPOINT, as the simulator runs it when the step names none.
+const ACTION_ENTRYPOINT: &str = "echo from-entrypoint; printf 'who=[%s]\\n' \"$INPUT_WHO\"; cat /github/workspace/marker; echo x=1 >> \"$GITHUB_OUTPUT\"; exit 7";
+
+fn cfg_with(images: &[(&str, Vec<&str>)]) -> SimConfig {
+    let mut cfg = sim_config();
+    cfg.image_commands = images
+        .iter()
+        .map(|(i, c)| (i.to_string(), c.iter().map(|s| s.to_string()).collect()))
+        .collect::<HashMap<_, _>>();
+    cfg
+}
+
+fn action_cfg() -> SimConfig {
+    cfg_with(&[("action-image:1", vec!["sh", "-c", ACTION_ENTRYPOINT])])
+}
+
+fn step_input(
+    r: &Runner,
+    image: Option<&str>,
+    dockerfile: Option<&str>,
+    entry: Value,
+    args: Value,
+    env: Value,
+) -> Value {
+    json!({
+        "command": "run_container_step",
+        "responseFile": null,
+        "state": r.state.clone().unwrap_or(json!({})),
+        "args": {
+            "image": image, "dockerfile": dockerfile,
+            "entryPoint": entry, "entryPointArgs": args,
+            "workingDirectory": "/github/workspace", "createOptions": null,
+            "environmentVariables": env, "prependPath": [],
+            "userMountVolumes": [], "systemMountVolumes": [],
+            "registry": null, "portMappings": []
+        }
+    })
+}
+
+/// The runner's file-command file for a container step (at /github/file_commands in the container).
+fn output_file(r: &Runner, name: &str) -> (String, std::path::PathBuf) {
+    let local = r.runner_path(&format!("_temp/_runner_file_commands/{name}"));
+    std::fs::write(&local, b"").expect("file command created");
+    (format!("/github/file_commands/{name}"), local)
+}
+
+const WHO: &str = "it's \"$HOME\" `id` \\n and\na newline ✓";
+
+async fn run_action(r: &Runner) -> (HookRun, std::path::PathBuf) {
+    std::fs::write(r.runner_path("repo/repo/marker"), "in-workspace\n").expect("marker");
+    let (out, local) = output_file(r, "set_output_c1");
+    let run = r
+        .hook(&step_input(
+            r,
+            Some("action-image:1"),
+            None,
+            Value::Null,
+            json!([]),
+            json!({"INPUT_WHO": WHO, "GITHUB_OUTPUT": out}),
+        ))
+        .await;
+    (run, local)
+}
+
+fn assert_action_ran(run: &HookRun, output: &std::path::Path) {
+    assert_eq!(
+        run.code, 7,
+        "the container's exit code\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("from-entrypoint"),
+        "the image's own entrypoint ran:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("who=[{WHO}]")),
+        "env byte-exact:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("in-workspace"),
+        "/github/workspace is the workspace:\n{}",
+        run.stdout
+    );
+    assert_eq!(std::fs::read_to_string(output).expect("output"), "x=1\n");
+}
+
+async fn ephemeral_names(r: &Runner) -> Vec<String> {
+    let pod = r.pods().await.get(POD).await.expect("job pod");
+    pod.spec
+        .and_then(|s| s.ephemeral_containers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_runs_in_the_job_pod_with_its_own_entrypoint() {
+    let mut r = Runner::start(action_cfg()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (run, output) = run_action(&r).await;
+    assert_action_ran(&run, &output);
+    assert!(!run.stdout.contains("separate Jobs"), "{}", run.stdout);
+    let names = ephemeral_names(&r).await;
+    assert_eq!(names.len(), 1);
+    assert!(
+        names[0].starts_with("step-") && names[0].len() == 13,
+        "{names:?}"
+    );
+    let pods = r.pods_of(&r.name).await;
+    assert_eq!(pods, vec![POD.to_string()], "no step pod or Job");
+    r.cleanup().await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_reaches_a_service_container() {
+    let mut r = Runner::start(cfg_with(&[(
+        "nginx:1.27",
+        vec![
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+        ],
+    )]))
+    .await;
+    let services = json!([{
+        "contextName": "web", "image": "nginx:1.27", "entryPoint": null, "entryPointArgs": [],
+        "environmentVariables": {}, "userMountVolumes": [], "systemMountVolumes": [],
+        "registry": null, "portMappings": ["8080"]
+    }]);
+    r.prepare(job_args("ubuntu:24.04", services))
+        .await
+        .0
+        .assert_ok();
+    let probe = "import time, urllib.request\nfor _ in range(100):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\n";
+    let run = r
+        .hook(&step_input(
+            &r,
+            Some("python:3.12"),
+            None,
+            json!("python3"),
+            json!(["-c", probe]),
+            json!({}),
+        ))
+        .await;
+    run.assert_ok();
+    assert!(run.stdout.contains("service answered"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_permission_steps_run_as_jobs_and_say_so_once() {
+    let mut cfg = action_cfg();
+    cfg.rbac = Some(arc_chart_default_role());
+    let mut r = Runner::start(cfg).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (first, output) = run_action(&r).await;
+    assert_action_ran(&first, &output);
+    assert!(
+        first.stdout.contains("arc-hook: container steps run as separate Jobs on this runner: the runner's Role does not grant patch on pods/ephemeralcontainers"),
+        "{}",
+        first.stdout
+    );
+    let (second, output) = run_action(&r).await;
+    assert_action_ran(&second, &output);
+    assert!(
+        !second.stdout.contains("separate Jobs"),
+        "said once:\n{}",
+        second.stdout
+    );
+    assert!(ephemeral_names(&r).await.is_empty());
+    r.cleanup().await.assert_ok();
+    assert!(r.pods_of(&r.name).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_volume_steps_run_in_the_job_pod_and_their_outputs_come_back() {
+    let mut r = Runner::start(action_cfg()).await;
+    r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    std::fs::write(r.runner_path("repo/repo/marker"), "in-workspace\n").expect("marker");
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (run, output) = run_action(&r).await;
+    assert_action_ran(&run, &output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_volume_without_the_permission_fails_with_the_fix() {
+    let mut cfg = action_cfg();
+    cfg.rbac = Some(arc_chart_default_role());
+    let mut r = Runner::start(cfg).await;
+    r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (run, _) = run_action(&r).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("no-volume mode: this container step cannot run in the job pod (the runner's Role does not grant patch on pods/ephemeralcontainers)")
+            && run.stderr.contains("grant patch on pods/ephemeralcontainers"),
+        "{}",
+        run.stderr
+    );
+}
+
+const BUILDER: &str = "mirror.internal/kaniko/executor:v1";
+const REGISTRY: &str = "harbor.internal/ci-actions";
+
+fn write_action(r: &Runner) -> String {
+    let dir = r.runner_path("_actions/example-org/hello-action/v1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM alpine:3.19\nENTRYPOINT [\"/hello.sh\"]\n",
+    )
+    .expect("write");
+    dir.join("Dockerfile").to_string_lossy().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_step_without_a_builder_says_how_to_enable_it() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(&r);
+    let run = r
+        .hook(&step_input(
+            &r,
+            None,
+            Some(&dockerfile),
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    assert_eq!(run.code, 1);
+    let last = run
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.contains("cannot build Dockerfile actions")
+            && last.contains("ARC_HOOK_BUILDER_IMAGE")
+            && last.contains("ARC_HOOK_BUILD_REGISTRY"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
+}
+
+/// The first builder pod that appears (they are deleted once the build ends).
+async fn first_builder_pod(api: kube::Api<Pod>) -> Pod {
+    let lp = ListParams::default().labels("arc-hook.dev/role=build");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(list) = api.list(&lp).await
+            && let Some(p) = list.items.into_iter().next()
+        {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no builder pod appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_step_is_built_by_a_kaniko_pod_then_run() {
+    let mut r = Runner::start(cfg_with(&[
+        // Kaniko's stand-in shows what it was given; the built image's ENTRYPOINT says it ran.
+        (
+            BUILDER,
+            vec![
+                "sh",
+                "-c",
+                "sleep 0.3; echo \"kaniko $*\"; cat /workspace/Dockerfile; echo pushed",
+                "executor",
+            ],
+        ),
+        (
+            &format!("{REGISTRY}/example-org-hello-action"),
+            vec!["sh", "-c", "echo built-image-ran"],
+        ),
+    ]))
+    .await;
+    let secrets: kube::Api<Secret> = kube::Api::default_namespaced(r.sim.client().await);
+    let push: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "harbor-push"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &push)
+        .await
+        .expect("push secret");
+    for (k, v) in [
+        ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
+        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+        ("ARC_HOOK_BUILD_PUSH_SECRET", "harbor-push"),
+    ] {
+        r.env.insert(k.into(), v.into());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(&r);
+
+    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
+    let run = r
+        .hook(&step_input(
+            &r,
+            None,
+            Some(&dockerfile),
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("FROM alpine:3.19"),
+        "the build log is streamed:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "kaniko --context=dir:///workspace --dockerfile=/workspace/Dockerfile --destination="
+        ),
+        "Kaniko's entrypoint got the flags:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("built-image-ran"),
+        "the built image ran:\n{}",
+        run.stdout
+    );
+
+    let pod = watcher.await.expect("watcher");
+    let spec = pod.spec.expect("spec");
+    let c = &spec.containers[0];
+    assert_eq!(c.image.as_deref(), Some(BUILDER));
+    assert_eq!(c.command, None, "Kaniko's own entrypoint");
+    let args = c.args.clone().expect("args");
+    assert_eq!(args[0], "--context=dir:///workspace");
+    assert_eq!(args[1], "--dockerfile=/workspace/Dockerfile");
+    let dest = args[2].strip_prefix("--destination=").expect("destination");
+    let (repo, tag) = dest.rsplit_once(':').expect("tag");
+    assert_eq!(repo, format!("{REGISTRY}/example-org-hello-action"));
+    assert_eq!(tag.len(), 16, "content hash tag {tag}");
+    let mounts = c.volume_mounts.clone().expect("mounts");
+    let context = mounts
+        .iter()
+        .find(|m| m.mount_path == "/workspace")
+        .expect("context mount");
+    assert_eq!(
+        context.sub_path.as_deref(),
+        Some("_actions/example-org/hello-action/v1")
+    );
+    assert_eq!(context.read_only, Some(true));
+    assert!(mounts.iter().any(|m| m.mount_path == "/kaniko/.docker"));
+    let volumes = spec.volumes.expect("volumes");
+    let claim = volumes
+        .iter()
+        .find_map(|v| v.persistent_volume_claim.as_ref())
+        .expect("claim");
+    assert_eq!(claim.claim_name, "arc-runner-test-work");
+    let push = volumes
+        .iter()
+        .find_map(|v| v.secret.as_ref())
+        .expect("push secret volume");
+    assert_eq!(push.secret_name.as_deref(), Some("harbor-push"));
+    assert_eq!(
+        push.items.as_ref().expect("items")[0].key,
+        ".dockerconfigjson"
+    );
+    assert!(
+        spec.containers[0].security_context.is_none(),
+        "unprivileged"
+    );
+
+    let left: Vec<String> = r.pods_of(&r.name).await;
+    assert_eq!(left, vec![POD.to_string()], "the builder pod is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_volume_dockerfile_build_gets_its_context_from_a_secret() {
+    let mut r = Runner::start(cfg_with(&[
+        (
+            BUILDER,
+            vec![
+                "sh",
+                "-c",
+                "sleep 0.3; echo \"kaniko $1\"; tar -tzf /context/context.tar.gz; tar -xzOf /context/context.tar.gz Dockerfile",
+                "executor",
+            ],
+        ),
+        (
+            &format!("{REGISTRY}/example-org-hello-action"),
+            vec!["sh", "-c", "echo built-image-ran"],
+        ),
+    ]))
+    .await;
+    for (k, v) in [
+        ("ARC_HOOK_WORK_VOLUME", "copy"),
+        ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
+        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+    ] {
+        r.env.insert(k.into(), v.into());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(&r);
+    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
+    let run = r
+        .hook(&step_input(
+            &r,
+            None,
+            Some(&dockerfile),
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("kaniko --context=tar:///context/context.tar.gz"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("FROM alpine:3.19"),
+        "the context archive unpacks:\n{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("built-image-ran"), "{}", run.stdout);
+    let spec = watcher.await.expect("watcher").spec.expect("spec");
+    let ctx = spec
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find_map(|v| v.secret)
+        .expect("context secret volume");
+    assert!(
+        ctx.secret_name
+            .expect("name")
+            .starts_with("arc-runner-test-buildctx-")
+    );
+    assert!(
+        r.secrets_of(&r.name)
+            .await
+            .iter()
+            .all(|s| !s.contains("buildctx")),
+        "context secret removed"
+    );
+}
