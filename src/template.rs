@@ -563,20 +563,11 @@ fn append(target: &mut Value, extra: &Value) {
 mod tests {
     use super::*;
     use crate::build::BuildContext;
-    use crate::config::WorkVolumeMode;
     use crate::protocol::{ContainerDefinition, PrepareJobArgs, RunContainerStepArgs};
     use std::collections::BTreeMap;
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            runner_pod: "arc-runner".into(),
-            namespace: "ci".into(),
-            node_name: Some("node-1".into()),
-            use_kube_scheduler: false,
-            work_volume: WorkVolumeMode::Claim,
-            claim_name: "arc-runner-work".into(),
-            default_registry: None,
-        }
+        crate::build::test_context()
     }
 
     fn vars() -> TemplateVars {

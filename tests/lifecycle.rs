@@ -77,7 +77,7 @@ async fn full_job_with_a_service() {
     // Step 3 reaches the service over the pod's network.
     let s3 = r
         .script_step(
-            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(100):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
+            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(600):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
             json!({}),
         )
         .await;
@@ -378,5 +378,52 @@ async fn malformed_input_exits_1_naming_the_field() {
         run.stderr.trim(),
         "invalid hook input: args.container.image: missing"
     );
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_job_pod_is_named_in_the_next_step() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    r.sim
+        .evict_pod("default", "arc-runner-test-workflow")
+        .await
+        .expect("evicted");
+    let s = r.script_step("echo never\n", json!({})).await;
+    assert_ne!(s.code, 0);
+    assert!(s.stderr.contains("Evicted"), "{}", s.stderr);
+    assert!(s.stderr.contains("low on resource: memory"), "{}", s.stderr);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_job_container_is_named() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let marker = r.runner_path("repo/repo/started");
+    let step = r.script_step("touch started\nsleep 30\n", json!({}));
+    let killer = async {
+        for _ in 0..200 {
+            if marker.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        r.sim
+            .oom_kill("default", "arc-runner-test-workflow", "job")
+            .await
+            .expect("oom kill");
+    };
+    let (s, ()) = tokio::join!(step, killer);
+    assert_ne!(s.code, 0, "{s:?}");
+    assert!(s.stderr.contains("OOMKilled"), "{}", s.stderr);
+    r.cleanup().await.assert_ok();
     r.sim.shutdown().await;
 }

@@ -305,19 +305,10 @@ fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WorkVolumeMode;
     use std::time::Duration;
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            runner_pod: "arc-runner".into(),
-            namespace: "ci".into(),
-            node_name: Some("node-1".into()),
-            use_kube_scheduler: false,
-            work_volume: WorkVolumeMode::Claim,
-            claim_name: "arc-runner-work".into(),
-            default_registry: None,
-        }
+        crate::build::test_context()
     }
 
     fn build() -> BuildConfig {

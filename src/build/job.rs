@@ -111,18 +111,9 @@ pub fn container_step_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WorkVolumeMode;
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            runner_pod: "arc-runner".into(),
-            namespace: "ci".into(),
-            node_name: Some("node-1".into()),
-            use_kube_scheduler: false,
-            work_volume: WorkVolumeMode::Claim,
-            claim_name: "arc-runner-work".into(),
-            default_registry: None,
-        }
+        crate::build::test_context()
     }
 
     #[test]

@@ -62,6 +62,27 @@ pub struct BuildContext {
     pub default_registry: Option<String>,
 }
 
+/// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
+pub fn ignored_options_warning(options: Option<&str>, what: &str) -> Option<String> {
+    options.filter(|o| !o.trim().is_empty()).map(|o| {
+        format!("{what}: container options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead")
+    })
+}
+
+/// A build context for unit tests: runner `arc-runner`, namespace `ci`, node `node-1`, claim mode.
+#[cfg(test)]
+pub(crate) fn test_context() -> BuildContext {
+    BuildContext {
+        runner_pod: "arc-runner".into(),
+        namespace: "ci".into(),
+        node_name: Some("node-1".into()),
+        use_kube_scheduler: false,
+        work_volume: crate::config::WorkVolumeMode::Claim,
+        claim_name: "arc-runner-work".into(),
+        default_registry: None,
+    }
+}
+
 /// The labels every object of this runner carries.
 pub fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

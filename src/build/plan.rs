@@ -166,15 +166,10 @@ pub fn plan_container_step(
         secret.as_ref().map(|_| secret_name.as_str()),
     );
     let mut warnings = Vec::new();
-    if let Some(o) = args
-        .create_options
-        .as_deref()
-        .filter(|o| !o.trim().is_empty())
-    {
-        warnings.push(format!(
-            "container step: options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead"
-        ));
-    }
+    warnings.extend(super::ignored_options_warning(
+        args.create_options.as_deref(),
+        "container step",
+    ));
     let job = match template {
         Some(t) => {
             let merged = t.apply_to_step_job(&job, &template_vars(ctx))?;
@@ -219,15 +214,10 @@ pub fn plan_ephemeral_step(
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-    if let Some(o) = args
-        .create_options
-        .as_deref()
-        .filter(|o| !o.trim().is_empty())
-    {
-        warnings.push(format!(
-            "container step: options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead"
-        ));
-    }
+    warnings.extend(super::ignored_options_warning(
+        args.create_options.as_deref(),
+        "container step",
+    ));
     let container = match template {
         Some(t) => {
             let merged = t.apply_to_ephemeral_step(&container, &template_vars(ctx))?;

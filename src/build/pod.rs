@@ -132,13 +132,6 @@ fn base_container(
     Ok((c, ports))
 }
 
-fn create_options_warning(def: &ContainerDefinition, what: &str) -> Option<String> {
-    def.create_options
-        .as_deref()
-        .filter(|o| !o.trim().is_empty())
-        .map(|o| format!("{what}: container options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead"))
-}
-
 /// Builds the workflow pod for prepare_job (before template merge).
 pub fn job_pod(
     ctx: &BuildContext,
@@ -163,7 +156,10 @@ pub fn job_pod(
             &def.user_mount_volumes,
             &format!("{field}.userMountVolumes"),
         )?);
-        warnings.extend(create_options_warning(def, "job container"));
+        warnings.extend(super::ignored_options_warning(
+            def.create_options.as_deref(),
+            "job container",
+        ));
         job_ports = ports;
         containers.push(c);
     }
@@ -196,7 +192,10 @@ pub fn job_pod(
             }
         }
         c.volume_mounts = Some(mounts);
-        warnings.extend(create_options_warning(def, &format!("service {name}")));
+        warnings.extend(super::ignored_options_warning(
+            def.create_options.as_deref(),
+            &format!("service {name}"),
+        ));
         services.push(ServiceContainer {
             container_name: name,
             image: def.image.clone(),

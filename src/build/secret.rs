@@ -98,18 +98,9 @@ pub fn redacted(secret: &Secret) -> Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WorkVolumeMode;
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            runner_pod: "arc-runner".into(),
-            namespace: "ci".into(),
-            node_name: Some("node-1".into()),
-            use_kube_scheduler: false,
-            work_volume: WorkVolumeMode::Claim,
-            claim_name: "arc-runner-work".into(),
-            default_registry: None,
-        }
+        crate::build::test_context()
     }
 
     fn reg(server: Option<&str>) -> Registry {

@@ -116,6 +116,26 @@ pub async fn run_script_step(
     )
     .await;
     drop(local);
+    // A step that could not start, whose stream broke, or that was killed by a signal: say
+    // what happened to the pod (eviction, OOM kill...).
+    let result = match result {
+        Err(e) => Err(match crate::k8s::wait::pod_problem(&kube, &pod).await {
+            Some(cause) => e.with_cause(&cause),
+            None => e,
+        }),
+        Ok(code) if code > 128 => {
+            // The kubelet reports a killed container a moment after the fact.
+            for _ in 0..4 {
+                if let Some(cause) = crate::k8s::wait::pod_problem(&kube, &pod).await {
+                    eprintln!("arc-hook: the step was killed (exit code {code}): {cause}");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Ok(code)
+        }
+        ok => ok,
+    };
     let pulled = match &dirs {
         // Also after a failed or broken step: its file commands must reach the runner.
         Some(d) => Some(workspace::pull_step(&kube, &pod, d).await),

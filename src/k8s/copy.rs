@@ -527,11 +527,14 @@ pub async fn pull(
     let (writer, reader) = tokio::io::duplex(PIPE_BUF);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut record = Manifest::default();
-        let input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
+        let mut input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
         let stats = match &prefix {
-            Some(p) => unpack(input, &dest, p, Some(&mut record))?,
-            None => unpack(input, &dest, "", None)?,
+            Some(p) => unpack(&mut input, &dest, p, Some(&mut record))?,
+            None => unpack(&mut input, &dest, "", None)?,
         };
+        // tar pads its output past the end-of-archive marker the reader stops at; read it all,
+        // or the pod's tar meets a closed pipe and a good copy looks broken.
+        io::copy(&mut input, &mut io::sink()).map_err(io_err("reading the end of the archive"))?;
         Ok::<_, CopyError>((stats, record))
     });
     let mut stderr = Vec::new();

@@ -43,6 +43,21 @@ pub enum ExecError {
     },
 }
 
+impl ExecError {
+    /// Adds what is known about why (the pod's state) to the message.
+    pub fn with_cause(mut self, cause: &str) -> Self {
+        match &mut self {
+            ExecError::Start { message, .. }
+            | ExecError::Broken { message, .. }
+            | ExecError::Failed { message, .. } => {
+                message.push_str("; ");
+                message.push_str(cause);
+            }
+        }
+        self
+    }
+}
+
 /// The exit code a final exec `Status` encodes: 0 on Success, the `ExitCode` cause on
 /// NonZeroExitCode, `None` for any other failure (the command could not run).
 pub fn exit_code(status: &Status) -> Option<i32> {
@@ -122,6 +137,10 @@ async fn start(
                 };
                 (transient, format!("the API server answered {code}{hint}"))
             }
+            Ok(Err(kube::Error::Api(status))) => (
+                status.code == 429 || status.code >= 500,
+                status.message.clone(),
+            ),
             Ok(Err(e)) => (true, e.to_string()),
             Err(_) => (true, "no answer within 30s".to_string()),
         };

@@ -233,6 +233,20 @@ async fn scaling_up(kube: &Kube, pod: &str) -> bool {
         .any(|e| e.contains("TriggeredScaleUp"))
 }
 
+/// What is wrong with a pod that should be running (evicted, deleted, a container killed),
+/// for explaining a failed exec; `None` when it looks healthy or cannot be read.
+pub async fn pod_problem(kube: &Kube, name: &str) -> Option<String> {
+    let api = kube.pods();
+    match with_retry(&format!("reading pod {name}"), || api.get_opt(name)).await {
+        Ok(None) => Some(format!("pod {name} no longer exists")),
+        Ok(Some(pod)) => match classify(&pod) {
+            PodProgress::Failed(why) => Some(format!("pod {name}: {why}")),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
 /// Why a pod never ran: the summary and the events that explain it.
 #[derive(Debug)]
 pub struct PodFailure {

@@ -38,7 +38,12 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     match res.id {
         "pods" => default_pod(obj),
         "jobs.batch" => default_job(obj),
-        "secrets" if obj.get("type").is_none_or(Value::is_null) => obj["type"] = json!("Opaque"),
+        "secrets" => {
+            if obj.get("type").is_none_or(Value::is_null) {
+                obj["type"] = json!("Opaque");
+            }
+            fold_string_data(obj);
+        }
         "persistentvolumeclaims" => {
             obj["status"] = json!({"phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])), "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({}))});
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
@@ -59,6 +64,23 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         _ => {}
     }
     Ok(())
+}
+
+/// Moves a Secret's `stringData` into `data` (base64), as the API server does on every write.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in strings {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or("").as_bytes());
+        obj["data"][k] = json!(encoded);
+    }
 }
 
 /// Validates an update of `old` into `new` (labels and names, and Pod spec immutability).
@@ -94,6 +116,9 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
     }
     if res.id == "secrets" || res.id == "configmaps" {
         validate_data(res, new, &mut causes);
+    }
+    if res.id == "secrets" {
+        fold_string_data(new);
     }
     if causes.is_empty() {
         Ok(())
@@ -576,6 +601,15 @@ mod tests {
         );
         assert_eq!(p["status"]["phase"], "Pending");
         assert_eq!(p["status"]["qosClass"], "Guaranteed");
+    }
+
+    #[test]
+    fn secret_string_data_becomes_data() {
+        let mut s = json!({"metadata": {"name": "s"}, "stringData": {"token": "abc"}});
+        admit_create(resources::by_id("secrets"), &mut s).expect("valid");
+        assert_eq!(s["data"]["token"], "YWJj");
+        assert!(s.get("stringData").is_none());
+        assert_eq!(s["type"], "Opaque");
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! `pods/exec` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`): channels 0-4, the final
-//! Status on the error channel, and v5's close-stdin signal.
+//! `pods/exec` over WebSocket (`v5`/`v4.channel.k8s.io`): stream channels, the final Status, v5 stdin close.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -313,14 +312,18 @@ async fn run(
     loop {
         tokio::select! {
             out = out_rx.recv(), if !outputs_done => match out {
-                Some(Out::Data(ch, data)) => {
+                Some(Out::Data(ch, mut data)) => {
+                    let cut = drop_after.is_some_and(|n| sent + data.len() >= n);
+                    if let Some(n) = drop_after {
+                        data.truncate(n.saturating_sub(sent));
+                    }
                     if sink.send(frame(ch, &data)).await.is_err() {
                         client_gone = true;
                         kubelet::signal_group(pgid, Signal::SIGKILL);
                         continue;
                     }
                     sent += data.len();
-                    if drop_after.is_some_and(|n| sent >= n) {
+                    if cut {
                         tracing::debug!(sent, "injected fault: dropping exec stream");
                         kubelet::signal_group(pgid, Signal::SIGKILL);
                         kubelet::track_exec(&sim, &req.key, pgid, false);

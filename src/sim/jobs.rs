@@ -1,5 +1,4 @@
-//! The Job controller: one pod per Job from its template, retries up to backoffLimit, status and
-//! Complete/Failed conditions, cascading deletion and ttlSecondsAfterFinished.
+//! The Job controller: pods from the template, backoffLimit, status, conditions, cascade and TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::events::{self, Source};
 use super::store::{ChangeKind, Key};
-use super::{SimState, api, kubelet, meta, resources};
+use super::{SimState, kubelet, meta, resources, write};
 
 pub fn spawn_controller(sim: Arc<SimState>) {
     let Ok((_, mut changes)) = sim.store.watch(None) else {
@@ -238,7 +237,7 @@ async fn create_pod(sim: &Arc<SimState>, job: &Value) {
         md["annotations"] = a.clone();
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": tmpl.get("spec").cloned().unwrap_or(json!({}))});
-    match api::create_value(sim, resources::by_id("pods"), meta::namespace(job), pod).await {
+    match write::create_value(sim, resources::by_id("pods"), meta::namespace(job), pod).await {
         Ok(p) => events::record(
             &sim.store,
             &involved(job),

@@ -83,6 +83,16 @@ impl LogBuffer {
         )
     }
 
+    /// Index of the first chunk written at or after `t` (RFC 3339 strings of one format sort by time).
+    fn first_at_or_after(&self, t: &str) -> usize {
+        let inner = self.lock();
+        inner
+            .chunks
+            .iter()
+            .position(|c| c.at.as_str() >= t)
+            .unwrap_or(inner.chunks.len())
+    }
+
     /// Index of the first chunk of the last `n` lines.
     fn tail_start(&self, n: usize) -> usize {
         let inner = self.lock();
@@ -193,6 +203,21 @@ fn waiting_error(pod: &Value, container: &str) -> ApiError {
     ))
 }
 
+/// The `sinceSeconds`/`sinceTime` bound, in the chunks' timestamp format.
+fn since(q: &Query) -> Option<String> {
+    let t = match (
+        q.get("sinceSeconds").and_then(|s| s.parse::<i64>().ok()),
+        q.get("sinceTime"),
+    ) {
+        (Some(secs), _) => chrono::Utc::now() - chrono::Duration::seconds(secs),
+        (None, Some(t)) => chrono::DateTime::parse_from_rfc3339(t)
+            .ok()?
+            .with_timezone(&chrono::Utc),
+        _ => return None,
+    };
+    Some(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+}
+
 pub async fn handler(sim: &Arc<SimState>, t: &Target, q: &Query) -> Response {
     match serve(sim, t, q) {
         Ok(r) => r,
@@ -207,19 +232,28 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
         .get(&key)
         .ok_or_else(|| ApiError::not_found("pods", "", t.name.as_deref().unwrap_or("")))?;
     let container = pick_container(&pod, q.get("container"))?;
-    let buf = sim
-        .kubelet
-        .log_buffer(&key, &container)
-        .ok_or_else(|| waiting_error(&pod, &container))?;
+    let previous = q.flag("previous");
+    let buf = match sim.kubelet.log_buffer(&key, &container, previous) {
+        Some(b) => b,
+        None if previous => {
+            return Err(ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{}\" not found",
+                meta::name(&pod)
+            )));
+        }
+        None => return Err(waiting_error(&pod, &container)),
+    };
     let follow = q.flag("follow");
     let mut renderer = Renderer {
         timestamps: q.flag("timestamps"),
         at_line_start: true,
     };
+    let since = since(q);
     let start = match q.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
         Some(n) => buf.tail_start(n),
         None => 0,
-    };
+    }
+    .max(since.map(|t| buf.first_at_or_after(&t)).unwrap_or(0));
     let limit = q.get("limitBytes").and_then(|n| n.parse::<usize>().ok());
     if !follow {
         let (chunks, _) = buf.snapshot(start);

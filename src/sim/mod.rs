@@ -1,12 +1,9 @@
-//! An embedded Kubernetes API server and kubelet for one machine: the hook's test double (see `README.md`).
-//!
-//! [`Simulator::start`] serves the Kubernetes REST API on `127.0.0.1` over plain HTTP; `kubectl` and
-//! kube-rs talk to it like to a cluster. Pods run as local processes in private mount (and network)
-//! namespaces so they see their volumes at the paths the pod spec names.
+//! An embedded Kubernetes API server and kubelet for one machine, the hook's test double (see `src/sim/README.md`).
 
 mod admission;
 mod api;
 pub mod cli;
+mod cluster;
 mod events;
 mod exec;
 mod faults;
@@ -23,6 +20,7 @@ mod status;
 mod store;
 mod table;
 mod watch;
+mod write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +60,9 @@ pub struct SimConfig {
     pub state_dir: Option<PathBuf>,
     /// Initial fault knobs (change them at runtime with [`Simulator::faults`]).
     pub faults: Faults,
+    /// Run pods in private mount/network namespaces when possible (root). `false` forces the
+    /// no-namespace fallback: host paths, host network.
+    pub use_namespaces: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +77,7 @@ impl Default for SimConfig {
             image_files: HashMap::new(),
             state_dir: None,
             faults: Faults::default(),
+            use_namespaces: true,
         }
     }
 }
@@ -181,8 +183,12 @@ impl Simulator {
                 (dir.clone(), None)
             }
             None => {
-                let dir =
-                    std::env::temp_dir().join(format!("arc-hook-sim-{}", meta::random_suffix(10)));
+                remove_stale_state_dirs();
+                let dir = std::env::temp_dir().join(format!(
+                    "{TEMP_PREFIX}{}-{}",
+                    std::process::id(),
+                    meta::random_suffix(8)
+                ));
                 std::fs::create_dir_all(&dir).map_err(|source| SimError::StateDir {
                     path: dir.clone(),
                     source,
@@ -196,7 +202,7 @@ impl Simulator {
         let addr = listener.local_addr().map_err(SimError::Bind)?;
         let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
         let faults = FaultHandle::new(cfg.faults.clone());
-        let kubelet = kubelet::Kubelet::new(state_dir);
+        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces);
         let state = Arc::new(SimState {
             cfg,
             store: store::Store::new(),
@@ -205,7 +211,7 @@ impl Simulator {
             user,
             addr,
         });
-        api::seed(&state);
+        cluster::seed(&state);
         jobs::spawn_controller(state.clone());
         let app = api::router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -262,6 +268,11 @@ impl Simulator {
         kube::Client::try_from(config).expect("a plain-HTTP kube config always builds a client")
     }
 
+    /// Whether pods run in private mount and network namespaces (root) or on the host's.
+    pub fn uses_namespaces(&self) -> bool {
+        self.state.kubelet.namespaces()
+    }
+
     /// Handle to change the fault knobs while the simulator runs.
     pub fn faults(&self) -> FaultHandle {
         self.state.faults.clone()
@@ -276,6 +287,19 @@ impl Simulator {
             Err(SimError::PodNotFound {
                 namespace: ns.to_string(),
                 name: name.to_string(),
+            })
+        }
+    }
+
+    /// Kills a running container the way the kernel's OOM killer does: it terminates with exit code
+    /// 137 and reason OOMKilled, and the pod follows its restart policy.
+    pub async fn oom_kill(&self, ns: &str, pod: &str, container: &str) -> Result<(), SimError> {
+        if kubelet::oom_kill(&self.state, ns, pod, container).await {
+            Ok(())
+        } else {
+            Err(SimError::PodNotFound {
+                namespace: ns.to_string(),
+                name: format!("{pod} (container {container} not running)"),
             })
         }
     }
@@ -295,6 +319,46 @@ impl Simulator {
             && let Err(e) = std::fs::remove_dir_all(&dir)
         {
             tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the simulator's state directory");
+        }
+    }
+}
+
+impl Drop for Simulator {
+    /// Without [`Simulator::shutdown`] (a panicking test), still kill pod processes and remove temp state.
+    fn drop(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.state.kubelet.kill_everything();
+        if let Some(dir) = self.temp_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Temporary state directories are named `<prefix><pid>-<random>`.
+const TEMP_PREFIX: &str = "arc-hook-sim-";
+
+/// Removes temporary state directories of simulators whose process is gone (killed, or exited
+/// without `shutdown`), so test runs do not pile them up.
+fn remove_stale_state_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(dir = %entry.path().display(), "removing a dead simulator's state directory");
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -1,5 +1,4 @@
-//! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and an approximation of
-//! strategic merge patch (lists of named items merge by their key; `$patch` directives honoured).
+//! PATCH bodies: JSON patch, JSON merge patch, and strategic merge patch as far as our kinds need it.
 
 use serde_json::Value;
 

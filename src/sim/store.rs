@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::meta;
 
 /// How many changes are kept for watches resuming from an older resourceVersion.
-const HISTORY: usize = 20_000;
+const HISTORY: usize = 10_000;
 
 /// Identity of a stored object: resource (`pods`, `jobs.batch`), namespace (`""` when cluster-scoped), name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

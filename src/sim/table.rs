@@ -142,6 +142,47 @@ fn job_row(j: &Value) -> Vec<Value> {
     ]
 }
 
+fn event_row(e: &Value) -> Vec<Value> {
+    let last = meta::str_at(e, &["lastTimestamp"])
+        .or(meta::str_at(e, &["metadata", "creationTimestamp"]))
+        .unwrap_or("");
+    let kind = meta::str_at(e, &["involvedObject", "kind"])
+        .unwrap_or("")
+        .to_lowercase();
+    let object = format!(
+        "{kind}/{}",
+        meta::str_at(e, &["involvedObject", "name"]).unwrap_or("")
+    );
+    vec![
+        json!(meta::human_age(last)),
+        json!(meta::str_at(e, &["type"]).unwrap_or("")),
+        json!(meta::str_at(e, &["reason"]).unwrap_or("")),
+        json!(object),
+        json!(meta::str_at(e, &["message"]).unwrap_or("")),
+    ]
+}
+
+fn node_row(n: &Value) -> Vec<Value> {
+    let age = meta::human_age(meta::str_at(n, &["metadata", "creationTimestamp"]).unwrap_or(""));
+    let version = meta::str_at(n, &["status", "nodeInfo", "kubeletVersion"]).unwrap_or("");
+    vec![
+        json!(meta::name(n)),
+        json!("Ready"),
+        json!("<none>"),
+        json!(age),
+        json!(version),
+    ]
+}
+
+fn namespace_row(n: &Value) -> Vec<Value> {
+    let age = meta::human_age(meta::str_at(n, &["metadata", "creationTimestamp"]).unwrap_or(""));
+    vec![
+        json!(meta::name(n)),
+        json!(meta::str_at(n, &["status", "phase"]).unwrap_or("Active")),
+        json!(age),
+    ]
+}
+
 /// A Table of `items` (full objects ride along in each row, as `includeObject=Object` would).
 pub fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
     type RowFn = fn(&Value) -> Vec<Value>;
@@ -169,6 +210,34 @@ pub fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
                 col("Age", "string", 0),
             ],
             job_row,
+        ),
+        "events" => (
+            vec![
+                col("Last Seen", "string", 0),
+                col("Type", "string", 0),
+                col("Reason", "string", 0),
+                col("Object", "string", 0),
+                col("Message", "string", 0),
+            ],
+            event_row,
+        ),
+        "nodes" => (
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Roles", "string", 0),
+                col("Age", "string", 0),
+                col("Version", "string", 0),
+            ],
+            node_row,
+        ),
+        "namespaces" => (
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Age", "string", 0),
+            ],
+            namespace_row,
         ),
         _ => (
             vec![col("Name", "string", 0), col("Age", "string", 0)],

@@ -52,7 +52,16 @@ fn event_for(change: &Change, t: &Target, filter: &Filter) -> Option<(&'static s
     }
 }
 
-pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
+/// The object of a watch event: as stored, or a one-row Table for `kubectl get -w`.
+fn shaped(res: &'static super::resources::Resource, obj: &Value, as_table: bool) -> Value {
+    if as_table {
+        super::table::table(res, std::slice::from_ref(obj), None)
+    } else {
+        obj.clone()
+    }
+}
+
+pub fn serve(sim: Arc<SimState>, t: Target, q: &Query, as_table: bool) -> Response {
     let filter = match Filter::from_query(q) {
         Ok(f) => f,
         Err(e) => return e.into_response(),
@@ -106,7 +115,11 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
         for obj in initial {
             let obj = present(t.res, &obj);
             if filter.matches(&obj) {
-                if tx.send(Ok(event_line("ADDED", &obj))).await.is_err() {
+                if tx
+                    .send(Ok(event_line("ADDED", &shaped(t.res, &obj, as_table))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 sent += 1;
@@ -151,7 +164,11 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query) -> Response {
             };
             last_rv = last_rv.max(change.rv);
             if let Some((kind, obj)) = event_for(&change, &t, &filter) {
-                if tx.send(Ok(event_line(kind, &obj))).await.is_err() {
+                if tx
+                    .send(Ok(event_line(kind, &shaped(t.res, &obj, as_table))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 sent += 1;

@@ -1,6 +1,6 @@
-//! The kubelet: one worker task per pod runs it through scheduling, image pulls, its sandbox and
-//! containers, and tears it down on deletion, eviction or shutdown.
+//! The kubelet: one worker task per pod, and the handles the API uses to reach it.
 
+mod container;
 pub mod ephemeral;
 mod process;
 mod scheduling;
@@ -19,17 +19,23 @@ use super::logs::LogBuffer;
 use super::store::Key;
 use super::{SimState, meta};
 
+pub use container::exit_code;
 pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
-pub use worker::exit_code;
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
 /// Orders a pod worker receives.
 pub(crate) enum Command {
-    Delete { grace: i64 },
+    Delete {
+        grace: i64,
+    },
     Evict(oneshot::Sender<()>),
     EphemeralChanged,
+    OomKill {
+        container: String,
+        done: oneshot::Sender<bool>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -41,6 +47,8 @@ pub struct ContainerRt {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub logs: Arc<LogBuffer>,
+    /// The log of the previous run, after a restart.
+    pub previous_logs: Option<Arc<LogBuffer>>,
 }
 
 #[derive(Default)]
@@ -48,6 +56,8 @@ pub struct Runtime {
     pub containers: HashMap<String, ContainerRt>,
     /// Process groups of exec'd processes, killed with the pod.
     pub exec_pgids: HashSet<i32>,
+    /// The pause process holding the pod's network namespace.
+    pub pause_pid: Option<i32>,
 }
 
 pub(crate) struct PodHandle {
@@ -65,13 +75,15 @@ impl PodHandle {
 pub(crate) struct Kubelet {
     state_dir: PathBuf,
     namespaces: bool,
+    /// Set when the simulator stops: workers start nothing new.
+    stopped: std::sync::atomic::AtomicBool,
     pods: Mutex<HashMap<Key, Arc<PodHandle>>>,
 }
 
 impl Kubelet {
-    pub fn new(state_dir: PathBuf) -> Kubelet {
-        let namespaces = process::namespaces_available();
-        if !namespaces {
+    pub fn new(state_dir: PathBuf, want_namespaces: bool) -> Kubelet {
+        let namespaces = want_namespaces && process::namespaces_available();
+        if want_namespaces && !namespaces {
             tracing::warn!(
                 "the simulator runs without mount and network namespaces (needs root): pods see host paths, \
                  not their volumes at their mount paths, and share the host network"
@@ -80,6 +92,7 @@ impl Kubelet {
         Kubelet {
             state_dir,
             namespaces,
+            stopped: Default::default(),
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -109,16 +122,44 @@ impl Kubelet {
     }
 
     /// The log of a container that has started at least once.
-    pub fn log_buffer(&self, key: &Key, container: &str) -> Option<Arc<LogBuffer>> {
-        self.handle(key)?
-            .rt()
-            .containers
-            .get(container)
-            .map(|c| c.logs.clone())
+    pub fn log_buffer(&self, key: &Key, container: &str, previous: bool) -> Option<Arc<LogBuffer>> {
+        let handle = self.handle(key)?;
+        let rt = handle.rt();
+        let c = rt.containers.get(container)?;
+        if previous {
+            c.previous_logs.clone()
+        } else {
+            Some(c.logs.clone())
+        }
+    }
+
+    /// Whether the simulator is stopping (no new sandboxes or processes).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
+    pub fn kill_everything(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for h in self.pods().values() {
+            let rt = h.rt();
+            let pids = rt
+                .containers
+                .values()
+                .filter_map(|c| c.pid)
+                .chain(rt.exec_pgids.iter().copied())
+                .chain(rt.pause_pid);
+            for pid in pids {
+                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 
     /// Stops every pod worker: processes killed, sandboxes removed.
     pub async fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<Arc<PodHandle>> = self.pods().values().cloned().collect();
         let mut acks = Vec::new();
         for h in handles {
@@ -195,6 +236,29 @@ pub(crate) async fn evict(sim: &Arc<SimState>, ns: &str, name: &str) -> bool {
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
     true
+}
+
+/// Kills a running container as the kernel's OOM killer would; false when it is not running.
+pub(crate) async fn oom_kill(sim: &Arc<SimState>, ns: &str, name: &str, container: &str) -> bool {
+    let Some(handle) = sim.kubelet.handle(&Key::new("pods", ns, name)) else {
+        return false;
+    };
+    let (tx, rx) = oneshot::channel();
+    if handle
+        .tx
+        .send(Command::OomKill {
+            container: container.to_string(),
+            done: tx,
+        })
+        .is_err()
+    {
+        return false;
+    }
+    tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
 }
 
 /// Tells a pod's worker that its ephemeral containers changed.

@@ -1,5 +1,4 @@
-//! Starting pod processes: the pause process holding a pod's network namespace, containers in
-//! private mount namespaces with their volumes bind-mounted, and exec'd processes joining them.
+//! Pod processes: the netns-holding pause process, containers in private mount namespaces, exec joins.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -194,7 +193,7 @@ pub fn spawn(
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
     // Like runc, a container's working directory is created when missing; every prefix is
     // prepared before the fork, so the child only makes syscalls.
-    let wd_prefixes: Vec<std::ffi::CString> = spec
+    let wd_prefixes: Vec<CString> = spec
         .working_dir
         .as_deref()
         .map(|d| {
@@ -225,6 +224,7 @@ pub fn spawn(
                 .iter()
                 .map(|m| Ok((cstring(&m.source)?, cstring(&m.target)?, m.read_only)))
                 .collect::<io::Result<_>>()?;
+            let mut fds: Vec<nix::libc::c_int> = Vec::with_capacity(plan.len());
             let net = pause_pid.map(|p| open_ns(p, "net")).transpose()?;
             let net_fd: Option<RawFd> = net.as_ref().map(|f| f.as_raw_fd());
             // SAFETY: the closure only makes syscalls on data prepared before the fork.
@@ -244,9 +244,22 @@ pub fn spawn(
                         None::<&str>,
                     )
                     .map_err(to_io)?;
-                    for (src, dst, ro) in &plan {
+                    // Every source is opened before the first mount and mounted through
+                    // /proc/self/fd: an earlier mount (a private /tmp) may cover a later source's path.
+                    fds.clear();
+                    for (src, _, _) in &plan {
+                        let fd =
+                            nix::libc::open(src.as_ptr(), nix::libc::O_PATH | nix::libc::O_CLOEXEC);
+                        if fd < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        fds.push(fd);
+                    }
+                    for ((_, dst, ro), fd) in plan.iter().zip(&fds) {
+                        let mut buf = [0u8; 32];
+                        let src = fd_path(*fd, &mut buf);
                         mount(
-                            Some(src.as_c_str()),
+                            Some(src),
                             dst.as_c_str(),
                             None::<&str>,
                             MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -310,6 +323,27 @@ pub fn spawn(
     }
 }
 
+/// Writes `/proc/self/fd/<fd>` into `buf` without allocating (it runs between fork and exec).
+fn fd_path(fd: nix::libc::c_int, buf: &mut [u8; 32]) -> &std::ffi::CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.max(0) as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    buf[PREFIX.len() + len] = 0;
+    std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/")
+}
+
 /// Sends `signal` to a process group; false when it no longer exists.
 pub fn signal_group(pgid: i32, signal: Signal) -> bool {
     killpg(Pid::from_raw(pgid), signal).is_ok()
@@ -318,6 +352,19 @@ pub fn signal_group(pgid: i32, signal: Signal) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_paths_are_written_without_allocating() {
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            fd_path(7, &mut buf).to_str().expect("utf8"),
+            "/proc/self/fd/7"
+        );
+        assert_eq!(
+            fd_path(1234, &mut buf).to_str().expect("utf8"),
+            "/proc/self/fd/1234"
+        );
+    }
 
     #[test]
     fn nested_mount_points_live_in_the_outer_source() {

@@ -344,6 +344,28 @@ pub fn container_mounts(
     env: &[(String, String)],
 ) -> io::Result<Vec<Mount>> {
     let mut mounts = Vec::new();
+    let name = container.get("name").and_then(Value::as_str).unwrap_or("c");
+    // Each container has its own /tmp and /root, as its image's filesystem would give it.
+    let targets: Vec<&str> = arr(container, "volumeMounts")
+        .iter()
+        .filter_map(|m| m.get("mountPath").and_then(Value::as_str))
+        .collect();
+    for (dir, mode) in [("/tmp", 0o1777), ("/root", 0o700)] {
+        if targets.iter().any(|t| t.trim_end_matches('/') == dir) {
+            continue;
+        }
+        let source = sandbox
+            .join("rootfs")
+            .join(name)
+            .join(dir.trim_start_matches('/'));
+        std::fs::create_dir_all(&source)?;
+        std::fs::set_permissions(&source, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        mounts.push(Mount {
+            source,
+            target: PathBuf::from(dir),
+            read_only: false,
+        });
+    }
     for m in arr(container, "volumeMounts") {
         let vol = m.get("name").and_then(Value::as_str).unwrap_or("");
         let Some(dir) = volumes.get(vol) else {
@@ -374,7 +396,6 @@ pub fn container_mounts(
         });
     }
     let image = container.get("image").and_then(Value::as_str).unwrap_or("");
-    let name = container.get("name").and_then(Value::as_str).unwrap_or("c");
     for (i, (path, content)) in image_files(cfg, image).into_iter().enumerate() {
         let target = if path.is_absolute() {
             path

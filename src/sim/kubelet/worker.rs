@@ -1,5 +1,4 @@
-//! One pod's life: scheduling, start delay, image pulls, sandbox, init and app containers,
-//! restarts, status publication, eviction and teardown.
+//! One pod's life from scheduling to teardown: pulls, sandbox, containers, restarts, status, eviction.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -11,130 +10,21 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::container::{Container, Exit, Kind, hex64, monitor};
 use super::process::{self, Isolation, ProcessSpec};
 use super::{Command, ContainerRt, PodHandle, scheduling, volumes};
 use crate::sim::events::{self, Source};
 use crate::sim::logs::LogBuffer;
 use crate::sim::store::Key;
-use crate::sim::{NODE_NAME, SimState, admission, api, meta, resources};
+use crate::sim::{NODE_NAME, SimState, admission, cluster, meta, resources};
 
-/// After the main process exits, how long its output pipes may stay open (escaped children).
-const PIPE_DRAIN: Duration = Duration::from_secs(2);
 /// After SIGKILL, how long to wait for processes to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The message of an eviction, as the kubelet words it.
 pub const EVICTION_MESSAGE: &str = "The node was low on resource: memory.";
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Init,
-    App,
-    Ephemeral,
-}
-
-impl Kind {
-    fn spec_list(self) -> &'static str {
-        match self {
-            Kind::Init => "initContainers",
-            Kind::App => "containers",
-            Kind::Ephemeral => "ephemeralContainers",
-        }
-    }
-}
-
-struct Container {
-    name: String,
-    kind: Kind,
-    spec: Value,
-    state: Value,
-    last_state: Value,
-    ready: bool,
-    started: bool,
-    restart_count: i64,
-    container_id: Option<String>,
-    pid: Option<i32>,
-    restart_at: Option<Instant>,
-    pulled: bool,
-}
-
-impl Container {
-    fn new(kind: Kind, spec: &Value, waiting: &str) -> Container {
-        Container {
-            name: spec
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            kind,
-            spec: spec.clone(),
-            state: json!({"waiting": {"reason": waiting}}),
-            last_state: json!({}),
-            ready: false,
-            started: false,
-            restart_count: 0,
-            container_id: None,
-            pid: None,
-            restart_at: None,
-            pulled: false,
-        }
-    }
-
-    fn image(&self) -> &str {
-        self.spec.get("image").and_then(Value::as_str).unwrap_or("")
-    }
-
-    fn field_path(&self) -> String {
-        format!("spec.{}{{{}}}", self.kind.spec_list(), self.name)
-    }
-
-    fn terminated(&self) -> Option<i64> {
-        self.state
-            .pointer("/terminated/exitCode")
-            .and_then(Value::as_i64)
-    }
-
-    fn status_json(&self) -> Value {
-        let mut s = json!({
-            "name": self.name,
-            "state": self.state,
-            "lastState": self.last_state,
-            "ready": self.ready,
-            "restartCount": self.restart_count,
-            "image": self.image(),
-            "imageID": if self.pulled { image_id(self.image()) } else { String::new() },
-            "started": self.started,
-        });
-        if let Some(id) = &self.container_id {
-            s["containerID"] = json!(id);
-        }
-        if self.kind == Kind::Ephemeral {
-            s.as_object_mut().map(|m| m.remove("restartCount"));
-        }
-        s
-    }
-}
-
-fn hex64(seed: &str) -> String {
-    (0..4)
-        .map(|i| {
-            let mut h = DefaultHasher::new();
-            (seed, i).hash(&mut h);
-            format!("{:016x}", h.finish())
-        })
-        .collect()
-}
-
-fn image_id(image: &str) -> String {
-    format!(
-        "{}@sha256:{}",
-        volumes::image_repository(image),
-        hex64(image)
-    )
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
@@ -144,12 +34,6 @@ enum Stage {
     Starting,
     Running,
     Done,
-}
-
-struct Exit {
-    name: String,
-    pid: i32,
-    code: i64,
 }
 
 struct Worker {
@@ -257,6 +141,9 @@ pub(super) async fn run(
                     let _ = ack.send(());
                 }
                 Some(Command::EphemeralChanged) => w.ephemeral_changed(),
+                Some(Command::OomKill { container, done }) => {
+                    let _ = done.send(w.oom_kill(&container));
+                }
             },
             Some(exit) = exits.recv() => w.on_exit(exit),
             _ = sleep_until(timer) => w.on_timer(),
@@ -479,7 +366,10 @@ impl Worker {
 
     fn schedule(&mut self) {
         let missing = self.ensure_claims();
-        let labels = api::node_labels().as_object().cloned().unwrap_or_default();
+        let labels = cluster::node_labels()
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let preset = self
             .pod
             .pointer("/spec/nodeName")
@@ -488,7 +378,7 @@ impl Worker {
             .map(str::to_string);
         if let Some(node) = preset.as_deref().filter(|n| *n != NODE_NAME) {
             // Bound to a node that does not exist: stays Pending, as on a real cluster.
-            tracing::debug!(node, "pod bound to an unknown node");
+            tracing::warn!(node, pod = %self.key.name, "pod bound to a node the simulator does not have ({NODE_NAME}); it stays Pending");
             self.stage = Stage::Unschedulable;
             return;
         }
@@ -515,22 +405,32 @@ impl Worker {
                 self.stage = Stage::Delaying;
                 self.timer = Some(Instant::now() + self.sim.cfg.start_delay);
                 self.publish();
-                let msg = format!(
-                    "Successfully assigned {}/{} to {NODE_NAME}",
-                    self.key.namespace, self.key.name
-                );
-                self.event(Source::Scheduler, false, "Scheduled", &msg, None);
+                // Pods created with spec.nodeName bypass the scheduler and get no Scheduled event.
+                if preset.is_none() {
+                    let msg = format!(
+                        "Successfully assigned {}/{} to {NODE_NAME}",
+                        self.key.namespace, self.key.name
+                    );
+                    self.event(Source::Scheduler, false, "Scheduled", &msg, None);
+                }
             }
         }
     }
 
     fn on_timer(&mut self) {
+        if self.sim.kubelet.stopped() {
+            self.timer = None;
+            self.containers.iter_mut().for_each(|c| c.restart_at = None);
+            return;
+        }
         let now = Instant::now();
         if self.timer.is_some_and(|t| t <= now) {
             self.timer = None;
             match self.stage {
                 Stage::Delaying => {
                     self.make_sandbox();
+                    // The pod IP is in the API before any container reads it through a fieldRef.
+                    self.publish();
                     self.stage = Stage::Starting;
                     self.start_next();
                 }
@@ -581,9 +481,13 @@ impl Worker {
                 None,
             ),
         }
-        if self.sim.kubelet.namespaces() {
+        let host_network = self.pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true));
+        if self.sim.kubelet.namespaces() && !host_network {
             match process::spawn_pause() {
-                Ok(child) => self.pause = Some(child),
+                Ok(child) => {
+                    self.handle.rt().pause_pid = child.id().map(|p| p as i32);
+                    self.pause = Some(child);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the pod network namespace; the pod shares the host network");
                 }
@@ -835,6 +739,12 @@ impl Worker {
                 c.started = true;
                 c.ready = c.kind != Kind::Init;
                 c.state = json!({"running": {"startedAt": now}});
+                let previous_logs = self
+                    .handle
+                    .rt()
+                    .containers
+                    .get(&name)
+                    .map(|c| c.logs.clone());
                 self.handle.rt().containers.insert(
                     name.clone(),
                     ContainerRt {
@@ -842,6 +752,7 @@ impl Worker {
                         env,
                         working_dir,
                         logs: logs.clone(),
+                        previous_logs,
                     },
                 );
                 monitor(child, name, pid, logs, self.exits.clone());
@@ -869,6 +780,12 @@ impl Worker {
                     Some(&fp),
                 );
                 logs.close();
+                let previous_logs = self
+                    .handle
+                    .rt()
+                    .containers
+                    .get(&name)
+                    .map(|c| c.logs.clone());
                 self.handle.rt().containers.insert(
                     name.clone(),
                     ContainerRt {
@@ -876,6 +793,7 @@ impl Worker {
                         env,
                         working_dir,
                         logs,
+                        previous_logs,
                     },
                 );
                 let c = &mut self.containers[i];
@@ -912,7 +830,12 @@ impl Worker {
                 .pointer("/running/startedAt")
                 .cloned()
                 .unwrap_or(json!(meta::now()));
-            let reason = if exit.code == 0 { "Completed" } else { "Error" };
+            let oom = std::mem::take(&mut self.containers[i].oom_killed);
+            let reason = match (oom, exit.code) {
+                (true, _) => "OOMKilled",
+                (false, 0) => "Completed",
+                _ => "Error",
+            };
             let cid = self.containers[i].container_id.clone();
             let c = &mut self.containers[i];
             c.state = json!({"terminated": {"exitCode": exit.code, "reason": reason, "startedAt": started, "finishedAt": meta::now(), "containerID": cid}});
@@ -1099,6 +1022,25 @@ impl Worker {
         self.publish();
     }
 
+    fn oom_kill(&mut self, name: &str) -> bool {
+        let Some(c) = self
+            .containers
+            .iter_mut()
+            .find(|c| c.name == name && c.pid.is_some())
+        else {
+            return false;
+        };
+        c.oom_killed = true;
+        process::signal_group(c.pid.unwrap_or(0), Signal::SIGKILL);
+        // The OOM killer takes the container's whole cgroup, processes started by exec
+        // included. Exec sessions are tracked per pod here, so all of the pod's die with it.
+        let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
+        for pg in exec_pgids {
+            process::signal_group(pg, Signal::SIGKILL);
+        }
+        true
+    }
+
     fn ephemeral_changed(&mut self) {
         let Some(pod) = self.sim.store.get(&self.key) else {
             return;
@@ -1121,54 +1063,5 @@ impl Worker {
             }
         }
         self.publish();
-    }
-}
-
-/// Copies a container's output into its log and reports its exit. Leftover processes in its
-/// process group die with the main process, as in a container's PID namespace.
-fn monitor(
-    mut child: tokio::process::Child,
-    name: String,
-    pid: i32,
-    logs: Arc<LogBuffer>,
-    exits: mpsc::UnboundedSender<Exit>,
-) {
-    let out = pump(child.stdout.take(), logs.clone());
-    let err = pump(child.stderr.take(), logs.clone());
-    tokio::spawn(async move {
-        let code = match child.wait().await {
-            Ok(status) => exit_code(status),
-            Err(_) => 128,
-        };
-        process::signal_group(pid, Signal::SIGKILL);
-        let _ = tokio::time::timeout(PIPE_DRAIN, futures::future::join(out, err)).await;
-        logs.close();
-        let _ = exits.send(Exit { name, pid, code });
-    });
-}
-
-fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    stream: Option<R>,
-    logs: Arc<LogBuffer>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Some(mut s) = stream else { return };
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => logs.append(&buf[..n]),
-            }
-        }
-    })
-}
-
-/// A process's exit code as a container runtime reports it (128 + signal when killed).
-pub fn exit_code(status: std::process::ExitStatus) -> i64 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => i64::from(c),
-        (None, Some(sig)) => 128 + i64::from(sig),
-        _ => 128,
     }
 }

@@ -1,0 +1,65 @@
+//! `arc-hook replay` on the shipped jobs: the README's main command, end to end on the simulator.
+
+use std::process::Command;
+
+fn replay(job: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["replay", &format!("fixtures/jobs/{job}")])
+        // No cluster configured: replay must pick the embedded simulator.
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("arc-hook runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn build_and_test_passes_and_reaches_its_service() {
+    let (code, out, err) = replay("build-and-test");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("using the embedded simulator"), "{out}");
+    assert!(
+        err.contains("Ran 2 tests") && err.contains("OK"),
+        "{out}{err}"
+    );
+    assert!(out.contains("service web answered"), "{out}");
+    assert!(
+        out.contains("05-cleanup_job.json") && out.contains("cleanup_job exited 0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_step_is_the_replays_exit_code_and_cleanup_still_runs() {
+    let (code, out, err) = replay("failing-step");
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("check failed: 2 of 7 cases"), "{err}");
+    assert!(
+        out.contains("03-never-runs.json: run_script_step skipped"),
+        "{out}"
+    );
+    assert!(!out.contains("this step must not run"), "{out}");
+    assert!(out.contains("cleanup_job exited 0"), "{out}");
+}
+
+#[test]
+fn file_commands_flow_between_steps() {
+    let (code, out, err) = replay("file-commands");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("GITHUB_OUTPUT: version=1.2.3"), "{out}");
+    assert!(
+        out.contains("GITHUB_ENV: NOTES=line one\\nline two"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hello from tool"),
+        "GITHUB_PATH reached the next step: {out}"
+    );
+    assert!(out.contains("consumed BUILD_ID=42"), "{out}");
+}

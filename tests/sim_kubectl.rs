@@ -1,0 +1,336 @@
+//! The real kubectl against the simulator: apply, wait, get, logs, exec, describe, delete.
+
+mod sim_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use arc_hook::sim::{SimConfig, Simulator};
+use sim_support::{WAIT, start};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// The kubectl on PATH (a dispatcher choosing a versioned binary from the server's version).
+fn kubectl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+}
+
+/// A versioned kubectl (`kubectl.1.30`) next to the real binary the dispatcher links to.
+fn versioned_kubectl(version: &str) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(kubectl()?).ok()?;
+    let p = real.parent()?.join(format!("kubectl.{version}"));
+    p.is_file().then_some(p)
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    fn new(sim: &Simulator, dir: &Path, bin: PathBuf) -> Kubectl {
+        let kubeconfig = dir.join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        Kubectl {
+            bin,
+            kubeconfig,
+            cache: dir.join("cache"),
+        }
+    }
+
+    async fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("kubectl starts");
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .await
+                .expect("stdin written");
+        }
+        let out = tokio::time::timeout(WAIT, child.wait_with_output())
+            .await
+            .expect("kubectl finishes in time")
+            .expect("kubectl runs");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, None).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert_eq!(out.code, 0, "kubectl {args:?} failed: {}", out.stderr);
+        out.stdout
+    }
+}
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: main
+    image: alpine:3.19
+    env: [{name: GREETING, value: hello}]
+    command: ["sh", "-c", "echo $(GREETING) from the sim; exec sleep 3600"]
+"#;
+
+macro_rules! need_kubectl {
+    () => {
+        match kubectl() {
+            Some(k) => k,
+            None => {
+                eprintln!("skipping: kubectl is not on PATH");
+                return;
+            }
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_kubectl_pod_lifecycle() {
+    let bin = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig::default()).await;
+    let k = Kubectl::new(&sim, dir.path(), bin);
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(&manifest, POD).expect("manifest");
+    let manifest = manifest.to_str().expect("utf-8 path");
+
+    assert_eq!(
+        k.ok(&["apply", "-f", manifest]).await.trim(),
+        "pod/web created"
+    );
+    assert_eq!(
+        k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"])
+            .await
+            .trim(),
+        "pod/web condition met"
+    );
+    let table = k.ok(&["get", "pods", "-l", "app=web"]).await;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("no web row in {table}"));
+    assert!(row.contains("1/1") && row.contains("Running"), "{row}");
+    assert!(k.ok(&["get", "pods", "-l", "app=other"]).await.is_empty());
+    assert_eq!(k.ok(&["logs", "web"]).await, "hello from the sim\n");
+
+    let exec = k
+        .run(&[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(exec.code, 3, "{}", exec.stderr);
+    assert_eq!(exec.stdout, "out\n");
+    assert!(exec.stderr.starts_with("err\n"), "{}", exec.stderr);
+
+    let described = k.ok(&["describe", "pod", "web"]).await;
+    for needle in [
+        "Status:           Running",
+        "Successfully assigned default/web to sim-node-1",
+        "Started container main",
+        "GREETING:  hello",
+    ] {
+        assert!(
+            described.contains(needle),
+            "describe lacks {needle:?}:\n{described}"
+        );
+    }
+    // Re-applying an unchanged manifest is a no-op, a changed one patches.
+    assert_eq!(
+        k.ok(&["apply", "-f", manifest]).await.trim(),
+        "pod/web unchanged"
+    );
+    assert_eq!(
+        k.ok(&["label", "pod", "web", "tier=front"]).await.trim(),
+        "pod/web labeled"
+    );
+    assert!(
+        k.ok(&["get", "pods", "-l", "tier=front", "-o", "name"])
+            .await
+            .contains("pod/web")
+    );
+
+    assert_eq!(
+        k.ok(&["delete", "pod", "web"]).await.trim(),
+        "pod \"web\" deleted"
+    );
+    let gone = k.run(&["get", "pod", "web"]).await;
+    assert_eq!(gone.code, 1);
+    assert!(
+        gone.stderr.contains("pods \"web\" not found"),
+        "{}",
+        gone.stderr
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_kubectl_refuses_an_invalid_pod_like_the_api_server() {
+    let bin = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig::default()).await;
+    let k = Kubectl::new(&sim, dir.path(), bin);
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec:\n  containers: [{name: c, image: alpine}]\n";
+    let out = k.run_with_stdin(&["apply", "-f", "-"], Some(bad)).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "The Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of"
+        ),
+        "{}",
+        out.stderr
+    );
+    let no_image =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: noimage}\nspec:\n  containers: [{name: c}]\n";
+    let out = k
+        .run_with_stdin(&["create", "-f", "-"], Some(no_image))
+        .await;
+    assert!(
+        out.stderr
+            .contains("spec.containers[0].image: Required value"),
+        "{}",
+        out.stderr
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_kubectl_exec_works_across_client_versions() {
+    let _ = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig::default()).await;
+    let setup = Kubectl::new(&sim, dir.path(), kubectl().expect("kubectl"));
+    setup.run_with_stdin(&["apply", "-f", "-"], Some(POD)).await;
+    setup
+        .ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"])
+        .await;
+    for version in ["1.30", "1.33"] {
+        let Some(bin) = versioned_kubectl(version) else {
+            eprintln!("skipping kubectl {version}: not installed next to kubectl");
+            continue;
+        };
+        let k = Kubectl::new(&sim, dir.path(), bin);
+        let exec = k
+            .run(&[
+                "exec",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ])
+            .await;
+        assert_eq!(
+            (exec.code, exec.stdout.as_str()),
+            (3, "out\n"),
+            "kubectl {version}: {}",
+            exec.stderr
+        );
+        assert!(
+            exec.stderr.starts_with("err\n"),
+            "kubectl {version}: {}",
+            exec.stderr
+        );
+        let piped = k
+            .run_with_stdin(
+                &["exec", "-i", "web", "--", "tr", "a-z", "A-Z"],
+                Some("shout\n"),
+            )
+            .await;
+        assert_eq!(
+            (piped.code, piped.stdout.as_str()),
+            (0, "SHOUT\n"),
+            "kubectl {version}: {}",
+            piped.stderr
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_serve_writes_a_kubeconfig_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kc");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .args(["sim", "serve", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("arc-hook starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("readable")
+        .expect("a line");
+    assert_eq!(
+        first,
+        format!(
+            "export KUBECONFIG={}",
+            std::fs::canonicalize(&kubeconfig)
+                .expect("written")
+                .display()
+        )
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig parses"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kubeconfig loads");
+    assert_eq!(config.default_namespace, "default");
+    let client = kube::Client::try_from(config).expect("client");
+    assert_eq!(
+        client
+            .apiserver_version()
+            .await
+            .expect("version")
+            .git_version,
+        "v1.32.4"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signalled");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits in time")
+        .expect("exit status");
+    assert!(status.success(), "{status}");
+}
