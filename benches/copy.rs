@@ -138,13 +138,10 @@ impl Target {
                     .stdout(Stdio::piped())
                     .spawn()?;
                 let out = child.stdout.take().expect("stdout was piped");
-                let stats = unpack(
-                    io::BufReader::with_capacity(256 * 1024, out),
-                    dest,
-                    "",
-                    None,
-                )
-                .map_err(io::Error::other)?;
+                let mut input = io::BufReader::with_capacity(256 * 1024, out);
+                let stats = unpack(&mut input, dest, "", None).map_err(io::Error::other)?;
+                // tar pads past the end-of-archive marker; drain it so tar exits cleanly.
+                io::copy(&mut input, &mut io::sink())?;
                 if !child.wait()?.success() {
                     return Err(io::Error::other("tar -c failed"));
                 }

@@ -492,3 +492,47 @@ async fn a_no_volume_dockerfile_build_gets_its_context_from_a_secret() {
         "context secret removed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_template_merges_into_the_ephemeral_container() {
+    let mut r = Runner::start(cfg_with(&[(
+        "action-image:1",
+        vec!["sh", "-c", "echo \"from-template=[$FROM_TEMPLATE]\""],
+    )]))
+    .await;
+    let template = r.home.path().join("template.yaml");
+    std::fs::write(
+        &template,
+        "spec:\n  containers:\n    - name: $step\n      env: [{name: FROM_TEMPLATE, value: \"${RUNNER_POD_NAME}\"}]\n      resources: {limits: {memory: 1Gi}}\n",
+    )
+    .expect("template");
+    r.env.insert(
+        "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE".into(),
+        template.to_string_lossy().to_string(),
+    );
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let run = r
+        .hook(&step_input(
+            &r,
+            Some("action-image:1"),
+            None,
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("from-template=[arc-runner-test]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("arc-hook: warning: template $step.resources is ignored: the step runs as an ephemeral container in the job pod"),
+        "{}",
+        run.stdout
+    );
+}

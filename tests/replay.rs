@@ -63,3 +63,42 @@ fn file_commands_flow_between_steps() {
     );
     assert!(out.contains("consumed BUILD_ID=42"), "{out}");
 }
+
+/// The shipped jobs again, in no-volume mode: the pod's work volume is an emptyDir and every
+/// file goes through arc-hook's tar streams.
+fn replay_no_volume(job: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["replay", &format!("fixtures/jobs/{job}")])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", env!("CARGO_MANIFEST_DIR"))
+        .env("ARC_HOOK_WORK_VOLUME", "copy")
+        .output()
+        .expect("arc-hook runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn the_shipped_jobs_pass_in_no_volume_mode() {
+    let (code, out, err) = replay_no_volume("file-commands");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("GITHUB_OUTPUT: version=1.2.3"), "{out}");
+    assert!(out.contains("hello from tool"), "{out}");
+    assert!(out.contains("consumed BUILD_ID=42"), "{out}");
+
+    let (code, out, err) = replay_no_volume("failing-step");
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+
+    let (code, out, err) = replay_no_volume("build-and-test");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("Ran 2 tests") && err.contains("OK"),
+        "{out}{err}"
+    );
+    assert!(out.contains("service web answered"), "{out}");
+}

@@ -91,7 +91,18 @@ pub async fn run_container_step(
                     let work = config.runner_work_dir().context(
                         "RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
                     )?;
-                    match run_in_job_pod(&kube, config, &pod, &plan, &work, dirs.as_ref()).await {
+                    let can_watch = granted.has(Extra::WatchPods);
+                    match run_in_job_pod(
+                        &kube,
+                        config,
+                        &pod,
+                        &plan,
+                        &work,
+                        dirs.as_ref(),
+                        can_watch,
+                    )
+                    .await
+                    {
                         Outcome::Ran(result) => return result,
                         Outcome::Refused(why) => why,
                     }

@@ -59,6 +59,7 @@ pub async fn run_in_job_pod(
     plan: &EphemeralStepPlan,
     work: &Path,
     dirs: Option<&RunnerDirs>,
+    can_watch: bool,
 ) -> Outcome {
     if let Err(why) = ensure_links(work, &plan.links) {
         return Outcome::Refused(why);
@@ -88,7 +89,7 @@ pub async fn run_in_job_pod(
         }
         Err(e) => return Outcome::Ran(Err(e.into())),
     }
-    let result = run_added(kube, config, pod, name).await;
+    let result = run_added(kube, config, pod, name, can_watch).await;
     let pulled = match dirs {
         Some(d) => Some(workspace::pull_step(kube, pod, d).await),
         None => None,
@@ -101,11 +102,18 @@ async fn run_added(
     config: &Config,
     pod: &str,
     name: &str,
+    can_watch: bool,
 ) -> Result<i32, EphemeralError> {
-    ephemeral::wait_started(kube, pod, name, config.prepare_timeout).await?;
+    ephemeral::wait_started(kube, pod, name, config.prepare_timeout, can_watch).await?;
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
-    let (code, reason) =
-        ephemeral::exit_code(kube, pod, name, super::step_job::EXIT_STATUS_TIMEOUT).await?;
+    let (code, reason) = ephemeral::exit_code(
+        kube,
+        pod,
+        name,
+        super::step_job::EXIT_STATUS_TIMEOUT,
+        can_watch,
+    )
+    .await?;
     if reason.as_deref() == Some("OOMKilled") {
         eprintln!(
             "arc-hook: the step's container was killed: OOMKilled (it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`)"

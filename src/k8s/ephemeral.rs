@@ -150,6 +150,7 @@ pub async fn wait_started(
     pod: &str,
     name: &str,
     timeout: Duration,
+    can_watch: bool,
 ) -> Result<EphemeralState, EphemeralError> {
     let api = kube.pods();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -191,11 +192,29 @@ pub async fn wait_started(
                 }
             }
         }
-        // The status changes on the kubelet's schedule; a short, growing poll is all a
-        // Role without watch allows.
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        delay = next_look(kube, pod, &p, can_watch, deadline, delay).await;
     }
+}
+
+/// Until the pod changes (by watch where the Role allows it) or, without watch, a short,
+/// growing poll interval passes; returns the next poll interval.
+async fn next_look(
+    kube: &Kube,
+    pod: &str,
+    current: &Pod,
+    can_watch: bool,
+    deadline: tokio::time::Instant,
+    delay: Duration,
+) -> Duration {
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if can_watch {
+        let within = remaining.clamp(Duration::from_millis(100), Duration::from_secs(10));
+        if super::wait::pod_changed(kube, pod, current, within).await {
+            return delay;
+        }
+    }
+    tokio::time::sleep(delay.min(remaining)).await;
+    (delay * 2).min(Duration::from_millis(500))
 }
 
 /// Copies container `name`'s log to `out` as it is written, until the container ends.
@@ -237,6 +256,7 @@ pub async fn exit_code(
     pod: &str,
     name: &str,
     timeout: Duration,
+    can_watch: bool,
 ) -> Result<(i32, Option<String>), EphemeralError> {
     let api = kube.pods();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -259,8 +279,7 @@ pub async fn exit_code(
             }
             _ => {}
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        delay = next_look(kube, pod, &p, can_watch, deadline, delay).await;
     }
 }
 

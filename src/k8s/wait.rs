@@ -352,6 +352,12 @@ enum WatchOutcome {
     Deleted,
 }
 
+/// Waits up to `within` for pod `name` to change after `current` (by watch); false when the
+/// watch saw nothing (the caller re-reads either way).
+pub async fn pod_changed(kube: &Kube, name: &str, current: &Pod, within: Duration) -> bool {
+    next_change(kube, name, current, within).await.is_some()
+}
+
 /// The pod's next version after `current`, by watch from its resourceVersion; `None` when the
 /// watch ended without news (timeout, broken stream, 410 Gone): the caller re-reads.
 async fn next_change(
