@@ -1263,3 +1263,34 @@ async fn sim_restarted_containers_keep_their_previous_log() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_kube_watcher_rides_out_watches_closed_early() {
+    let sim = start(SimConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client().await);
+    sim.faults()
+        .update(|f| f.watch_close_after_events = Some(1));
+    let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
+    for n in ["one", "two", "three"] {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n}})).expect("cm");
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("created");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(WAIT, stream.try_next())
+            .await
+            .expect("events keep coming")
+            .expect("watch ok")
+            .expect("open");
+        if let watcher::Event::Apply(c) | watcher::Event::InitApply(c) = ev {
+            seen.insert(c.metadata.name.unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["one", "three", "two"]
+    );
+    sim.shutdown().await;
+}

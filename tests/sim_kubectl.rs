@@ -334,3 +334,68 @@ async fn sim_serve_writes_a_kubeconfig_and_stops_on_sigterm() {
         .expect("exit status");
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_kubectl_create_generators_work_despite_protobuf() {
+    let bin = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig::default()).await;
+    let k = Kubectl::new(&sim, dir.path(), bin);
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=token=s3cret"
+        ])
+        .await
+        .trim(),
+        "secret/creds created"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.type} {.data.token}"
+        ])
+        .await,
+        "Opaque czNjcmV0"
+    );
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast"
+        ])
+        .await
+        .trim(),
+        "configmap/settings created"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.mode}"
+        ])
+        .await,
+        "fast"
+    );
+    assert_eq!(
+        k.ok(&["create", "namespace", "team"]).await.trim(),
+        "namespace/team created"
+    );
+    let job = k.run(&["create", "job", "j", "--image=busybox"]).await;
+    assert_eq!(job.code, 1);
+    assert!(
+        job.stderr.contains("use kubectl apply/create -f"),
+        "{}",
+        job.stderr
+    );
+    sim.shutdown().await;
+}

@@ -39,7 +39,7 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "pods" => default_pod(obj),
         "jobs.batch" => default_job(obj),
         "secrets" => {
-            if obj.get("type").is_none_or(Value::is_null) {
+            if obj.get("type").is_none_or(|t| t.is_null() || t == "") {
                 obj["type"] = json!("Opaque");
             }
             fold_string_data(obj);

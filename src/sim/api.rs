@@ -14,7 +14,7 @@ use super::resources::{self, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::store::Key;
-use super::{SimState, events, exec, faults, logs, meta, rbac, table, watch, write};
+use super::{SimState, events, exec, faults, logs, meta, protobuf, rbac, table, watch, write};
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
@@ -221,9 +221,17 @@ async fn dispatch(
         .unwrap_or("application/json")
         .to_string();
     let body_verb = matches!(verb, "create" | "update");
-    if body_verb && (content_type.contains("protobuf") || content_type.contains("cbor")) {
+    let body = if body_verb && content_type.contains("protobuf") {
+        // kubectl's generators (`create secret|configmap|namespace|serviceaccount`) send protobuf.
+        match protobuf::decode(&body) {
+            Some(obj) => Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
+            None => return ApiError::unsupported_media(&content_type).into_response(),
+        }
+    } else if body_verb && content_type.contains("cbor") {
         return ApiError::unsupported_media(&content_type).into_response();
-    }
+    } else {
+        body
+    };
     let result = match verb {
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),

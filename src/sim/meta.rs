@@ -79,12 +79,21 @@ pub fn random_suffix(len: usize) -> String {
 
 /// Human age as kubectl prints it: `5s`, `3m12s`, `15m`, `2h5m`, `4d`.
 pub fn human_age(since: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
+    human_duration(since, None)
+}
+
+/// The time from `start` to `end` (now when `None`), printed like [`human_age`].
+pub fn human_duration(start: &str, end: Option<&str>) -> String {
+    let parse = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let Some(t) = parse(start) else {
         return "<unknown>".to_string();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
+    let until = end.and_then(parse).unwrap_or_else(chrono::Utc::now);
+    let secs = (until - t).num_seconds().max(0);
     let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
     if secs < 120 {
         format!("{secs}s")

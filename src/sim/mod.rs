@@ -12,6 +12,7 @@ mod kubelet;
 mod logs;
 mod meta;
 mod patch;
+mod protobuf;
 mod quantity;
 mod rbac;
 mod resources;
@@ -363,11 +364,12 @@ fn remove_stale_state_dirs() {
     }
 }
 
-/// The kubeconfig text for a simulator at `url`.
+/// The kubeconfig text for a simulator at `url`. `insecure-skip-tls-verify` is what lets
+/// `@kubernetes/client-node` (the upstream hook's client) talk plain HTTP; kubectl and kube ignore it.
 pub fn kubeconfig_yaml(url: &str, namespace: &str) -> String {
     let n = KUBECONFIG_NAME;
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {url}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\n\
          contexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n    namespace: {namespace}\n\
          current-context: {n}\nusers:\n- name: {n}\n  user:\n    token: arc-hook-sim-token\npreferences: {{}}\n"
     )

@@ -199,7 +199,7 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator does not decode protobuf: use kubectl apply/create -f with YAML or JSON)"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator decodes protobuf only for Secrets, ConfigMaps, Namespaces and ServiceAccounts: use kubectl apply/create -f with YAML or JSON)"
             ),
             None,
         )

@@ -133,11 +133,16 @@ fn job_row(j: &Value) -> Vec<Value> {
         .and_then(Value::as_i64)
         .unwrap_or(1);
     let age = meta::human_age(meta::str_at(j, &["metadata", "creationTimestamp"]).unwrap_or(""));
+    // DURATION runs from startTime to completionTime, or to now while the job runs.
+    let duration = match meta::str_at(j, &["status", "startTime"]) {
+        Some(start) => meta::human_duration(start, meta::str_at(j, &["status", "completionTime"])),
+        None => String::new(),
+    };
     vec![
         json!(meta::name(j)),
         json!(status),
         json!(format!("{succeeded}/{completions}")),
-        json!(""),
+        json!(duration),
         json!(age),
     ]
 }

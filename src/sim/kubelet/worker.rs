@@ -451,6 +451,9 @@ impl Worker {
     }
 
     fn make_sandbox(&mut self) {
+        if self.sim.kubelet.stopped() {
+            return;
+        }
         if let Err(e) = std::fs::create_dir_all(&self.sandbox) {
             tracing::warn!(error = %e, dir = %self.sandbox.display(), "cannot create pod sandbox");
         }
@@ -671,6 +674,9 @@ impl Worker {
     }
 
     fn start_container(&mut self, i: usize) {
+        if self.sim.kubelet.stopped() {
+            return;
+        }
         if !self.pull(i) {
             return;
         }
