@@ -120,10 +120,16 @@ async fn a_step_runs_in_the_job_pod_with_its_own_entrypoint() {
     let (run, output) = run_action(&r).await;
     assert_action_ran(&run, &output);
     assert!(!run.stdout.contains("separate Jobs"), "{}", run.stdout);
+    // A second step gets its own container; the first stays (ephemeral containers cannot be removed).
+    let (again, output) = run_action(&r).await;
+    assert_action_ran(&again, &output);
     let names = ephemeral_names(&r).await;
-    assert_eq!(names.len(), 1);
+    assert_eq!(names.len(), 2);
+    assert_ne!(names[0], names[1]);
     assert!(
-        names[0].starts_with("step-") && names[0].len() == 13,
+        names
+            .iter()
+            .all(|n| n.starts_with("step-") && n.len() == 13),
         "{names:?}"
     );
     let pods = r.pods_of(&r.name).await;

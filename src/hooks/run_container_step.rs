@@ -110,12 +110,12 @@ pub async fn run_container_step(
             }
         }
     };
-    note_fallback_once(config, &refused);
     if copy {
         bail!(
             "no-volume mode: this container step cannot run in the job pod ({refused}), and a separate pod would not see the job's files; grant patch on pods/ephemeralcontainers in the runner's Role (deploy/rbac/role.yaml) or use ARC_HOOK_WORK_VOLUME=claim"
         );
     }
+    note_fallback_once(config, &refused);
     let plan = plan_container_step(&ctx, args, &image, &ws, template.as_ref(), &suffix)?;
     for w in &plan.warnings {
         log_line(&format!("arc-hook: warning: {w}"));

@@ -119,8 +119,8 @@ pub async fn add(
     let action = format!("adding ephemeral container {} to pod {pod}", container.name);
     match with_retry(&action, || api.patch_ephemeral_containers(pod, &pp, &patch)).await {
         Ok(_) => Ok(()),
-        Err(e) => match e.code() {
-            Some(404) => {
+        Err(e) => match refusal(e.code()) {
+            Refusal::NotServedOrGone => {
                 // Not served (an old cluster), or the pod is gone: only the first falls back.
                 match with_retry(&format!("reading pod {pod}"), || api.get(pod)).await {
                     Err(g) if g.is_not_found() => Err(EphemeralError::PodGone {
@@ -130,9 +130,29 @@ pub async fn add(
                     _ => Err(not_allowed(404, e)),
                 }
             }
-            Some(code @ (403 | 405 | 415 | 422)) => Err(not_allowed(code, e)),
-            _ => Err(e.into()),
+            Refusal::NotAllowed(code) => Err(not_allowed(code, e)),
+            Refusal::Failure => Err(e.into()),
         },
+    }
+}
+
+/// What an API answer to the ephemeral-container PATCH means for the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Forbidden (RBAC, admission), method or patch type not supported, or the container
+    /// refused as invalid (feature off, policy): run the step elsewhere.
+    NotAllowed(u16),
+    /// 404: the subresource is not served (old cluster), or the pod is gone.
+    NotServedOrGone,
+    /// Anything else is a failure of the step.
+    Failure,
+}
+
+fn refusal(code: Option<u16>) -> Refusal {
+    match code {
+        Some(404) => Refusal::NotServedOrGone,
+        Some(code @ (403 | 405 | 415 | 422)) => Refusal::NotAllowed(code),
+        _ => Refusal::Failure,
     }
 }
 
@@ -296,6 +316,16 @@ mod tests {
         json!({"phase": "Running", "ephemeralContainerStatuses": [
             {"name": "step-1", "ready": false, "restartCount": 0, "image": "i", "imageID": "", "state": state}
         ]})
+    }
+
+    #[test]
+    fn refusals_fall_back_and_failures_do_not() {
+        assert_eq!(refusal(Some(403)), Refusal::NotAllowed(403));
+        assert_eq!(refusal(Some(422)), Refusal::NotAllowed(422));
+        assert_eq!(refusal(Some(405)), Refusal::NotAllowed(405));
+        assert_eq!(refusal(Some(404)), Refusal::NotServedOrGone);
+        assert_eq!(refusal(Some(500)), Refusal::Failure);
+        assert_eq!(refusal(None), Refusal::Failure);
     }
 
     #[test]

@@ -8,6 +8,58 @@ use crate::sim::admission;
 use crate::sim::meta;
 use crate::sim::status::{ApiError, Cause};
 
+/// Fields an ephemeral container may set (the API server's allow-list); sub-paths are refused too.
+const ALLOWED: &[&str] = &[
+    "name",
+    "image",
+    "command",
+    "args",
+    "workingDir",
+    "env",
+    "envFrom",
+    "volumeMounts",
+    "volumeDevices",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "securityContext",
+    "stdin",
+    "stdinOnce",
+    "tty",
+    "targetContainerName",
+];
+
+/// Causes for fields an ephemeral container may not have, as the API server words them.
+fn forbidden_fields(c: &Value, i: usize, causes: &mut Vec<Cause>) {
+    let Some(obj) = c.as_object() else { return };
+    for key in obj.keys().filter(|k| !ALLOWED.contains(&k.as_str())) {
+        causes.push(Cause::forbidden(
+            format!("spec.ephemeralContainers[{i}].{key}"),
+            "cannot be set for an Ephemeral Container",
+        ));
+    }
+    for (j, m) in list_of(c, "volumeMounts").iter().enumerate() {
+        for f in ["subPath", "subPathExpr"] {
+            if m.get(f)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+            {
+                causes.push(Cause::forbidden(
+                    format!("spec.ephemeralContainers[{i}].volumeMounts[{j}].{f}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+    }
+}
+
+fn list_of(v: &Value, key: &str) -> Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn list(pod: &Value, key: &str) -> Vec<Value> {
     pod.pointer(&format!("/spec/{key}"))
         .and_then(Value::as_array)
@@ -47,6 +99,9 @@ pub fn admit(old: &Value, new: &Value) -> Result<Value, ApiError> {
     );
     for (i, a) in after.iter().enumerate() {
         let name = a.get("name").and_then(Value::as_str).unwrap_or("");
+        if !before.iter().any(|b| b.get("name") == a.get("name")) {
+            forbidden_fields(a, i, &mut causes);
+        }
         if !before.iter().any(|b| b.get("name") == a.get("name")) && !names.insert(name.to_string())
         {
             causes.push(Cause::duplicate(
@@ -95,6 +150,28 @@ mod tests {
                 .expect_err("dup")
                 .message
                 .contains("Duplicate value")
+        );
+    }
+
+    #[test]
+    fn fields_outside_the_allow_list_and_sub_paths_are_forbidden() {
+        let old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "w", "emptyDir": {}}]}});
+        let new = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine",
+            "resources": {"limits": {"memory": "1Gi"}},
+            "volumeMounts": [{"name": "w", "mountPath": "/w", "subPath": "x"}]}]}});
+        let e = admit(&old, &new).expect_err("refused");
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("spec.ephemeralContainers[0].resources"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.ephemeralContainers[0].volumeMounts[0].subPath"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cannot be set for an Ephemeral Container"),
+            "{text}"
         );
     }
 }
