@@ -289,6 +289,10 @@ pub fn spawn(
                             }
                         }
                         nix::unistd::chdir(dir.as_c_str()).map_err(to_io)?;
+                    } else {
+                        // Without a workingDir a container starts in `/` (no image WORKDIR
+                        // here), never in the simulator's own directory, which its mounts may hide.
+                        nix::unistd::chdir(c"/").map_err(to_io)?;
                     }
                     Ok(())
                 });
