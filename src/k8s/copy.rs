@@ -486,20 +486,7 @@ pub async fn push(
         &mut stderr,
     )
     .await;
-    let produced = producer.await.map_err(|e| CopyError::Io {
-        what: "archiving".into(),
-        source: io::Error::other(e),
-    })?;
-    // A local failure explains a broken stream better than the pod's complaint about it.
-    let (stats, record) = produced?;
-    let code = code?;
-    if code != 0 {
-        return Err(CopyError::Tar {
-            pod: pod.into(),
-            code,
-            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
-        });
-    }
+    let (stats, record) = settle(producer.await, "archiving", code, pod, &stderr)?;
     tracing::debug!(
         pod,
         dest,
@@ -552,20 +539,31 @@ pub async fn pull(
         &mut stderr,
     )
     .await;
-    let unpacked = consumer.await.map_err(|e| CopyError::Io {
-        what: "unpacking".into(),
+    settle(consumer.await, "unpacking", code, pod, &stderr)
+}
+
+/// Combines the local end of a copy with tar's exit in the pod. A local failure explains a
+/// broken stream better than the pod's complaint about it, so it wins.
+fn settle<T>(
+    local: Result<Result<T, CopyError>, tokio::task::JoinError>,
+    what: &str,
+    code: Result<i32, crate::k8s::exec::ExecError>,
+    pod: &str,
+    stderr: &[u8],
+) -> Result<T, CopyError> {
+    let value = local.map_err(|e| CopyError::Io {
+        what: what.into(),
         source: io::Error::other(e),
-    })?;
-    let (stats, record) = unpacked?;
+    })??;
     let code = code?;
     if code != 0 {
         return Err(CopyError::Tar {
             pod: pod.into(),
             code,
-            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+            stderr: String::from_utf8_lossy(stderr).trim().to_string(),
         });
     }
-    Ok((stats, record))
+    Ok(value)
 }
 
 #[cfg(test)]
