@@ -161,17 +161,11 @@ async fn prepend_path_and_working_directory() {
         "#!/bin/sh\necho mytool ran in $PWD\n",
     )
     .expect("write");
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(r.runner_path("_tool/mytool/bin/mytool"))
-            .expect("meta")
-            .permissions(),
-        0o755,
-    );
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(r.runner_path("_tool/mytool/bin/mytool"))
-        .status()
-        .expect("chmod");
+    std::fs::set_permissions(
+        r.runner_path("_tool/mytool/bin/mytool"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let s = r
         .script_step_with("mytool\n", json!({}), json!(["/__w/_tool/mytool/bin"]), &[])
         .await;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -285,8 +285,4 @@ pub fn job_args(image: &str, services: Value) -> Value {
         },
         "services": services
     })
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }
