@@ -3,13 +3,18 @@
 use std::process::Command;
 
 fn replay(job: &str) -> (i32, String, String) {
+    replay_with(job, &[])
+}
+
+/// Replays `job` with `env` on top; no cluster is configured, so replay must pick the simulator.
+fn replay_with(job: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["replay", &format!("fixtures/jobs/{job}")])
-        // No cluster configured: replay must pick the embedded simulator.
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("HOME", env!("CARGO_MANIFEST_DIR"))
+        .envs(env.iter().copied())
         .output()
         .expect("arc-hook runs");
     (
@@ -67,20 +72,7 @@ fn file_commands_flow_between_steps() {
 /// The shipped jobs again, in no-volume mode: the pod's work volume is an emptyDir and every
 /// file goes through arc-hook's tar streams.
 fn replay_no_volume(job: &str) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["replay", &format!("fixtures/jobs/{job}")])
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", env!("CARGO_MANIFEST_DIR"))
-        .env("ARC_HOOK_WORK_VOLUME", "copy")
-        .output()
-        .expect("arc-hook runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    replay_with(job, &[("ARC_HOOK_WORK_VOLUME", "copy")])
 }
 
 #[test]
