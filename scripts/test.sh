@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): formatting, lints, every Rust test
-# (unit, golden, end-to-end against the embedded simulator with the real kubectl), and the
-# offline validation of deploy/.
+# (unit, golden, end-to-end against the embedded simulator with the real kubectl), the static
+# binaries the images ship, and the offline validation of deploy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,9 +10,19 @@ cargo fmt --check
 
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy (the runner image's build: the hook alone)"
+cargo clippy --locked --lib --bins --no-default-features -- -D warnings
 
 echo "== cargo nextest"
 cargo nextest run --locked --no-fail-fast
+
+echo "== the runner image's binary"
+scripts/build-release.sh runner --check
+# One whole recorded job, every command through scripts/arc-hook.sh into the static binary.
+cargo run --locked --quiet -- replay fixtures/jobs/build-and-test --hook-binary dist/runner/arc-hook
+
+echo "== the exporter image's binary"
+scripts/build-release.sh exporter --check
 
 if [ -f scripts/check-deploy.py ]; then
   echo "== deploy/ validation"

@@ -75,9 +75,10 @@ pub struct Config {
     pub work_volume: WorkVolumeMode,
     /// `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`: how long cleanup_job waits for objects to disappear.
     pub cleanup_timeout: Duration,
-    /// `ARC_HOOK_DEFAULT_REGISTRY`: the docker-config key for credentials of images that name no
+    /// `ARC_HOOK_DEFAULT_REGISTRY` (default [`DOCKER_HUB_CONFIG_KEY`]): the docker-config key for
+    /// credentials of images that name no
     /// registry host (the runner then sends no `serverUrl`).
-    pub default_registry: Option<String>,
+    pub default_registry: String,
     /// `ARC_HOOK_CONTAINER_STEPS`: `auto` (ephemeral containers where allowed) or `job`.
     pub container_steps: ContainerStepMode,
     /// Dockerfile action builds; `None` unless `ARC_HOOK_BUILDER_IMAGE` and `ARC_HOOK_BUILD_REGISTRY` are set.
@@ -175,7 +176,9 @@ impl Config {
         Ok(Self {
             runner_pod_name: get("ACTIONS_RUNNER_POD_NAME"),
             claim_name: get("ACTIONS_RUNNER_CLAIM_NAME"),
-            require_job_container: flag("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER")?,
+            require_job_container: runner_flag(
+                get("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER").as_deref(),
+            ),
             template_path: get("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE").map(PathBuf::from),
             use_kube_scheduler: flag("ACTIONS_RUNNER_USE_KUBE_SCHEDULER")?,
             prepare_timeout: seconds(
@@ -185,7 +188,8 @@ impl Config {
             namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE"),
             work_volume,
             cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
-            default_registry: get("ARC_HOOK_DEFAULT_REGISTRY"),
+            default_registry: get("ARC_HOOK_DEFAULT_REGISTRY")
+                .unwrap_or_else(|| DOCKER_HUB_CONFIG_KEY.to_string()),
             container_steps,
             build,
             runner_workspace: get("RUNNER_WORKSPACE").map(PathBuf::from),
@@ -220,6 +224,18 @@ impl Config {
             .and_then(|p| p.parent())
             .map(PathBuf::from)
     }
+}
+
+/// The docker-config key Docker itself uses for Docker Hub credentials: the runner sends
+/// `serverUrl: ""` for an image without a registry host, and Docker mode logs in there.
+pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
+
+/// A boolean the way the runner reads its own settings (`StringUtil.ConvertToBoolean`): `1`,
+/// `true`, `$true` (any case) are true, anything else false. The runner has already acted on
+/// `ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER` before calling the hook, so arc-hook must agree with it
+/// rather than fail on a value the runner accepted.
+pub fn runner_flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "$true"))
 }
 
 #[cfg(test)]
@@ -275,11 +291,20 @@ mod tests {
             e.to_string(),
             "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS=\"soon\": expected a whole number of seconds > 0"
         );
-        let e = cfg(&[("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", "yes")]).expect_err("refused");
-        assert_eq!(
-            e.to_string(),
-            "ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=\"yes\": expected true or false"
-        );
+        for (value, want) in [
+            ("yes", false),
+            ("TRUE", true),
+            ("$true", true),
+            ("1", true),
+            ("0", false),
+            (" true", false),
+        ] {
+            let c = cfg(&[("ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER", value)]).expect("accepted");
+            assert_eq!(
+                c.require_job_container, want,
+                "{value:?} as the runner reads it"
+            );
+        }
         let e = cfg(&[("ARC_HOOK_WORK_VOLUME", "nfs")]).expect_err("refused");
         assert_eq!(
             e.to_string(),

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use arc_hook::config::Config;
 use arc_hook::render::{RenderOptions, render};
-use arc_hook::replay::{ReplayOptions, replay};
 
 /// A Kubernetes container hook for GitHub Actions runners (ARC Kubernetes mode).
 ///
@@ -41,6 +41,7 @@ enum Cmd {
         #[arg(long)]
         show_secrets: bool,
     },
+    #[cfg(feature = "sim")]
     /// Play the runner's part for a recorded job (see fixtures/jobs/), against the embedded
     /// simulator unless a cluster is configured. Exits with the first failing command's code.
     Replay {
@@ -49,14 +50,21 @@ enum Cmd {
         /// Lay the runner's home out here and keep it (default: a temporary directory).
         #[arg(long)]
         workdir: Option<PathBuf>,
+        /// The hook binary the runner calls (through scripts/arc-hook.sh), e.g. the runner
+        /// image's static build (default: this binary).
+        #[arg(long)]
+        hook_binary: Option<PathBuf>,
     },
+    #[cfg(feature = "sim")]
     /// The embedded Kubernetes API simulator (the default target of `replay` and the tests).
     #[command(subcommand)]
     Sim(SimCmd),
+    #[cfg(feature = "exporter")]
     /// Serve GitHub Actions metrics for Prometheus (see src/exporter/README.md).
     Exporter(arc_hook::exporter::ExporterArgs),
 }
 
+#[cfg(feature = "sim")]
 #[derive(Subcommand)]
 enum SimCmd {
     /// Serve the simulated Kubernetes API on 127.0.0.1 until interrupted, and write a kubeconfig.
@@ -66,54 +74,22 @@ enum SimCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command.unwrap_or(Cmd::Hook) {
-        Cmd::Hook => arc_hook::hooks::main_from_stdin(),
-        Cmd::Replay { job_dir, workdir } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let opts = ReplayOptions {
-                job_dir,
-                workdir,
-                hook_binary: None,
-            };
-            match runtime.block_on(replay(&opts)) {
-                Ok(report) => {
-                    ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(1))
-                }
-                Err(e) => {
-                    eprintln!("error: replay: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    match run(cli.command.unwrap_or(Cmd::Hook)) {
+        Ok(code) => code,
+        // The one place errors are printed: each command's context says which part failed.
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
         }
-        Cmd::Sim(SimCmd::Serve(args)) => {
-            let result = tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(arc_hook::sim::cli::serve(args)));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: sim: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Exporter(args) => {
-            let result = tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(arc_hook::exporter::run(args)));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: exporter: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    }
+}
+
+/// Runs one subcommand to its exit code.
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Hook => {
+            let code = runtime(Flavour::Hook)?.block_on(arc_hook::hooks::run_from_stdin())?;
+            Ok(exit_code(code))
         }
         Cmd::Render {
             fixture,
@@ -122,32 +98,77 @@ fn main() -> ExitCode {
             namespace,
             show_secrets,
         } => {
-            let result = Config::from_env()
-                .map_err(anyhow::Error::from)
-                .and_then(|config| {
-                    render(
-                        &fixture,
-                        &config,
-                        &RenderOptions {
-                            template,
-                            node_name,
-                            namespace,
-                            show_secrets,
-                        },
-                    )
-                });
-            match result {
-                Ok(yaml) => {
-                    print!("{yaml}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let config = Config::from_env().context("error")?;
+            let yaml = render(
+                &fixture,
+                &config,
+                &RenderOptions {
+                    template,
+                    node_name,
+                    namespace,
+                    show_secrets,
+                },
+            )
+            .context("error")?;
+            print!("{yaml}");
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "sim")]
+        Cmd::Replay {
+            job_dir,
+            workdir,
+            hook_binary,
+        } => {
+            let opts = arc_hook::replay::ReplayOptions {
+                job_dir,
+                workdir,
+                hook_binary,
+            };
+            let report = runtime(Flavour::Server)?
+                .block_on(arc_hook::replay::replay(&opts))
+                .context("error: replay")?;
+            Ok(exit_code(report.exit_code))
+        }
+        #[cfg(feature = "sim")]
+        Cmd::Sim(SimCmd::Serve(args)) => {
+            runtime(Flavour::Server)?
+                .block_on(arc_hook::sim::cli::serve(args))
+                .context("error: sim")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "exporter")]
+        Cmd::Exporter(args) => {
+            runtime(Flavour::Server)?
+                .block_on(arc_hook::exporter::run(args))
+                .context("error: exporter")?;
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Which runtime a command needs.
+enum Flavour {
+    /// One hook command: a single thread is enough and starts fastest.
+    Hook,
+    /// Servers (simulator, exporter) and replay, which runs a simulator beside the hook.
+    #[cfg_attr(not(any(feature = "sim", feature = "exporter")), allow(dead_code))]
+    Server,
+}
+
+fn runtime(flavour: Flavour) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match flavour {
+        Flavour::Hook => tokio::runtime::Builder::new_current_thread(),
+        Flavour::Server => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("arc-hook: cannot start")
+}
+
+/// The process exit code for a command's code (0-255; anything else fails).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
 /// Internal logs go to stderr at `ARC_HOOK_LOG` (default: warnings only), never into stdout.

@@ -103,8 +103,9 @@ pub struct JobState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mount {
-    #[serde(default, deserialize_with = "null_default")]
-    pub source_volume_path: String,
+    /// `None` for a volume without a source (`volumes: [/cache]`): Docker's anonymous volume.
+    #[serde(default)]
+    pub source_volume_path: Option<String>,
     pub target_volume_path: String,
     #[serde(default, deserialize_with = "null_default")]
     pub read_only: bool,
@@ -134,9 +135,6 @@ impl Registry {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDefinition {
     pub image: String,
-    /// The service's key in the workflow (`services.<contextName>`); absent for the job container.
-    #[serde(default)]
-    pub context_name: Option<String>,
     #[serde(default)]
     pub working_directory: Option<String>,
     #[serde(default)]
@@ -145,7 +143,9 @@ pub struct ContainerDefinition {
     pub environment_variables: BTreeMap<String, String>,
     #[serde(default)]
     pub entry_point: Option<String>,
-    #[serde(default, deserialize_with = "string_or_list")]
+    /// The arguments the process receives: the runner's tokens decoded with Docker mode's rules
+    /// ([`crate::runner_args`]).
+    #[serde(default, deserialize_with = "runner_arguments")]
     pub entry_point_args: Vec<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub user_mount_volumes: Vec<Mount>,
@@ -172,7 +172,9 @@ pub struct PrepareJobArgs {
 #[serde(rename_all = "camelCase")]
 pub struct RunScriptStepArgs {
     pub entry_point: String,
-    #[serde(default, deserialize_with = "string_or_list")]
+    /// The arguments the process receives: the runner's tokens decoded with Docker mode's rules
+    /// ([`crate::runner_args`]).
+    #[serde(default, deserialize_with = "runner_arguments")]
     pub entry_point_args: Vec<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub environment_variables: BTreeMap<String, String>,
@@ -193,7 +195,9 @@ pub struct RunContainerStepArgs {
     pub dockerfile: Option<String>,
     #[serde(default)]
     pub entry_point: Option<String>,
-    #[serde(default, deserialize_with = "string_or_list")]
+    /// The arguments the process receives: the runner's tokens decoded with Docker mode's rules
+    /// ([`crate::runner_args`]).
+    #[serde(default, deserialize_with = "runner_arguments")]
     pub entry_point_args: Vec<String>,
     #[serde(default)]
     pub working_directory: Option<String>,
@@ -397,6 +401,16 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The runner's `entryPointArgs` tokens (a list of strings, or null), decoded into the arguments
+/// Docker mode would give the process.
+fn runner_arguments<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let tokens = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
+    Ok(crate::runner_args::decode(&tokens))
 }
 
 /// Accepts a list of strings, a single string (older runners), or null.

@@ -2,7 +2,7 @@
 //!
 //! Rules (the spec's, upstream-compatible): `metadata.labels`/`annotations` are merged into the
 //! object's; in `spec.containers`, `$job` merges into the job container, `$<service>` into that
-//! service's container (by container name, `contextName` or upstream's image-derived name),
+//! service's container (by its container name, upstream's image-derived name),
 //! `$step` into a container step's container, and any other container is added as a sidecar.
 //! Merged containers append `env`, `envFrom`, `volumeMounts`, `volumeDevices` and `ports` and
 //! override everything else, except `name`, `image`, `command` and `args` of the job and step
@@ -250,21 +250,20 @@ impl Template {
             let (container_name, hook_owned) = if target == JOB_CONTAINER_NAME {
                 (JOB_CONTAINER_NAME.to_string(), true)
             } else {
-                let svc = job_pod.services.iter().find(|s| {
-                    s.container_name == target
-                        || s.context_name.as_deref() == Some(target)
-                        || s.image_name == target
-                });
+                let svc = job_pod
+                    .services
+                    .iter()
+                    .find(|s| s.container_name == target || s.image_name == target);
                 match svc {
                     Some(s) => (s.container_name.clone(), false),
                     None => {
                         let known: Vec<String> = std::iter::once("$job".to_string())
-                            .chain(job_pod.services.iter().map(|s| {
-                                format!(
-                                    "${}",
-                                    s.context_name.as_deref().unwrap_or(&s.container_name)
-                                )
-                            }))
+                            .chain(
+                                job_pod
+                                    .services
+                                    .iter()
+                                    .map(|s| format!("${}", s.container_name)),
+                            )
                             .collect();
                         return Err(self.field(
                             &format!("spec.containers[{i}].name"),
@@ -587,13 +586,11 @@ mod tests {
             }),
             services: vec![
                 ContainerDefinition {
-                    image: "redis:7".into(),
-                    context_name: Some("cache".into()),
+                    image: "registry.example.internal/cache/redis:7".into(),
                     ..Default::default()
                 },
                 ContainerDefinition {
                     image: "postgres:16".into(),
-                    context_name: Some("db".into()),
                     ..Default::default()
                 },
             ],
@@ -682,12 +679,12 @@ spec:
     }
 
     #[test]
-    fn services_match_by_context_name_container_name_or_image() {
+    fn services_match_by_image_derived_name() {
         let m = merge(
             r#"
 spec:
   containers:
-    - name: $cache
+    - name: $redis
       env: [{name: X, value: "1"}]
     - name: $postgres
       args: ["-c", "fsync=off"]
@@ -695,7 +692,7 @@ spec:
         )
         .expect("merges");
         assert_eq!(
-            container(&m.object, "cache")
+            container(&m.object, "redis")
                 .env
                 .as_ref()
                 .expect("env")
@@ -705,7 +702,10 @@ spec:
             "X"
         );
         assert_eq!(
-            container(&m.object, "db").args.as_deref().expect("args")[1],
+            container(&m.object, "postgres")
+                .args
+                .as_deref()
+                .expect("args")[1],
             "fsync=off"
         );
     }
@@ -715,7 +715,7 @@ spec:
         let e = merge("spec:\n  containers:\n    - name: $redsi\n").expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "worker-podspec template t.yaml: spec.containers[0].name: \"$redsi\" matches no container of this job (known: $job, $cache, $db)"
+            "worker-podspec template t.yaml: spec.containers[0].name: \"$redsi\" matches no container of this job (known: $job, $redis, $postgres)"
         );
     }
 
@@ -732,10 +732,10 @@ spec:
             e.to_string(),
             "worker-podspec template t.yaml: spec.containers[0].image: sidecar \"dind\" has no image"
         );
-        let e = merge("spec:\n  containers:\n    - name: cache\n      image: x\n")
+        let e = merge("spec:\n  containers:\n    - name: redis\n      image: x\n")
             .expect_err("refused");
         assert!(
-            e.to_string().contains("sidecar name \"cache\" is taken"),
+            e.to_string().contains("sidecar name \"redis\" is taken"),
             "{e}"
         );
         let e = merge("spec:\n  containers:\n    - name: Bad_Name\n      image: x\n")
@@ -889,8 +889,8 @@ spec:
             image: Some("alpine".into()),
             ..Default::default()
         };
-        let c = crate::build::job::step_container(&args, "alpine", "r/r").expect("valid");
-        let job = crate::build::job::container_step_job(&ctx(), "arc-runner-step-x", c, None);
+        let (c, v) = crate::build::job::step_container(&args, "alpine", "r/r").expect("valid");
+        let job = crate::build::job::container_step_job(&ctx(), "arc-runner-step-x", c, v, None);
         let t = Template::parse(
             "metadata: {labels: {team: ml}}\nspec:\n  containers:\n    - name: $step\n      env: [{name: S, value: \"1\"}]\n    - name: $job\n      env: [{name: J, value: \"1\"}]\n",
             "t.yaml",

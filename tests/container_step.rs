@@ -36,6 +36,11 @@ fn step_input(
     args: Value,
     env: Value,
 ) -> Value {
+    // The runner sends a Docker action's args as its command line cut at spaces.
+    let args: Vec<String> = serde_json::from_value(args).expect("a list of arguments");
+    let args = arc_hook::runner_args::runner_container_tokens(
+        &arc_hook::runner_args::runner_action_arguments(&args),
+    );
     json!({
         "command": "run_container_step",
         "responseFile": null,
@@ -44,7 +49,7 @@ fn step_input(
             "image": image, "dockerfile": dockerfile,
             "entryPoint": entry, "entryPointArgs": args,
             "workingDirectory": "/github/workspace", "createOptions": null,
-            "environmentVariables": env, "prependPath": [],
+            "environmentVariables": env,
             "userMountVolumes": [], "systemMountVolumes": [],
             "registry": null, "portMappings": []
         }
@@ -152,7 +157,7 @@ async fn a_step_reaches_a_service_container() {
     )]))
     .await;
     let services = json!([{
-        "contextName": "web", "image": "nginx:1.27", "entryPoint": null, "entryPointArgs": [],
+        "image": "nginx:1.27", "entryPoint": null, "entryPointArgs": [],
         "environmentVariables": {}, "userMountVolumes": [], "systemMountVolumes": [],
         "registry": null, "portMappings": ["8080"]
     }]);
@@ -161,13 +166,16 @@ async fn a_step_reaches_a_service_container() {
         .0
         .assert_ok();
     let probe = "import time, urllib.request\nfor _ in range(100):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\n";
+    // A multi-line program cannot pass through the runner's argument encoding (its Trim() eats
+    // the newline before each indented line), so it goes in a file as a real action's would.
+    std::fs::write(r.runner_path("_temp/probe.py"), probe).expect("probe written");
     let run = r
         .hook(&step_input(
             &r,
             Some("python:3.12"),
             None,
             json!("python3"),
-            json!(["-c", probe]),
+            json!(["/github/runner_temp/probe.py"]),
             json!({}),
         ))
         .await;

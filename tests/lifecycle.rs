@@ -10,7 +10,6 @@ use serde_json::json;
 
 fn web_service() -> serde_json::Value {
     json!([{
-        "contextName": "web",
         "image": "nginx:1.27",
         "entryPoint": null,
         "entryPointArgs": [],

@@ -257,7 +257,7 @@ fn bad_template_is_one_line_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("spec.containers[0].name: \"$nosuch\" matches no container of this job (known: $job, $redis, $postgres_db)"), "{err}");
+    assert!(err.contains("spec.containers[0].name: \"$nosuch\" matches no container of this job (known: $job, $redis, $postgres)"), "{err}");
 }
 
 #[test]

@@ -94,3 +94,45 @@ fn the_shipped_jobs_pass_in_no_volume_mode() {
     );
     assert!(out.contains("service web answered"), "{out}");
 }
+
+/// The runner's own encodings (actions/runner: `ContainerActionHandler.cs`, `HookInput.cs`,
+/// `ScriptHandlerHelpers.cs`) decode to exactly the arguments Docker mode gives each process.
+fn assert_runner_encodings(out: &str, err: &str) {
+    assert!(
+        out.contains(r#"action argv: ["a b", "say \"hi\"", ""]"#),
+        "a Docker action's runs.args, with a space, quotes and an empty value:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("docker argv: ['--flag', 'x y']"),
+        "a docker:// step's raw with.args:\n{out}"
+    );
+    assert!(
+        out.contains("runner_temp marker: visible from /github/runner_temp"),
+        "RUNNER_TEMP is mounted at /github/runner_temp:\n{out}"
+    );
+    assert!(
+        out.contains(
+            r#"env: {"EMPTY_KEPT": "", "DOLLARS": "$(CI) $$ $HOME", "HOME": "/github/home"}"#
+        ),
+        "container-step env is byte-exact, keeps KEY= and HOME, as docker run does:\n{out}"
+    );
+    assert!(
+        out.contains("pwsh arg: [-command]\npwsh arg: [. '/__w/_temp/4d3e6f70-0000-4000-8000-000000000004.ps1']\npwsh script ran"),
+        "shell: pwsh gets -command and one dot-source argument, and its script runs:\n{out}"
+    );
+    assert!(out.contains("python shell ran with []"), "{out}");
+}
+
+#[test]
+fn runner_encodings_decode_as_in_docker_mode() {
+    let (code, out, err) = replay("runner-encodings");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_runner_encodings(&out, &err);
+}
+
+#[test]
+fn runner_encodings_decode_as_in_docker_mode_without_a_volume() {
+    let (code, out, err) = replay_with("runner-encodings", &[("ARC_HOOK_WORK_VOLUME", "copy")]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_runner_encodings(&out, &err);
+}

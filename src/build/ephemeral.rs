@@ -8,8 +8,9 @@
 
 use k8s_openapi::api::core::v1::EphemeralContainer;
 
+use super::job::StepMount;
 use super::pod::{user_mounts, work_mount};
-use super::{BuildError, container_env};
+use super::{BuildError, EnvFor, container_env, kubelet_literal, kubelet_literals};
 use crate::protocol::RunContainerStepArgs;
 
 /// Where the work volume is mounted whole, besides `/__w`.
@@ -40,19 +41,48 @@ pub const ALLOWED_FIELDS: &[&str] = &[
 #[error("{0}")]
 pub struct NotEphemeral(pub String);
 
-/// The links at the work volume's root: `(name, relative target)`.
-pub fn github_links(workspace_subpath: &str) -> Vec<(&'static str, String)> {
-    let ws = if workspace_subpath.is_empty() {
-        ".".to_string()
-    } else {
-        workspace_subpath.to_string()
-    };
-    vec![
-        ("workspace", ws),
-        ("file_commands", "_temp/_runner_file_commands".into()),
-        ("home", "_temp/_github_home".into()),
-        ("workflow", "_temp/_github_workflow".into()),
-    ]
+/// The names `/github/<name>` may take as a link at the work volume's root: the runner's own
+/// mounts for container actions. cleanup_job removes exactly these.
+pub const GITHUB_LINK_NAMES: [&str; 5] = [
+    "workspace",
+    "file_commands",
+    "home",
+    "workflow",
+    "runner_temp",
+];
+
+/// The links at the work volume's root that make the step's `/github/*` mounts resolve:
+/// `(name, relative target)`. A mount elsewhere, or a read-only one, cannot be a link.
+pub fn github_links(mounts: &[StepMount]) -> Result<Vec<(String, String)>, NotEphemeral> {
+    mounts
+        .iter()
+        .map(|m| {
+            let name = m
+                .target
+                .strip_prefix(GITHUB_MOUNT)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .filter(|n| GITHUB_LINK_NAMES.contains(n))
+                .ok_or_else(|| {
+                    NotEphemeral(format!(
+                        "the step mounts {} (only /github/{{{}}} can be reached without a sub-path)",
+                        m.target,
+                        GITHUB_LINK_NAMES.join(",")
+                    ))
+                })?;
+            if m.read_only {
+                return Err(NotEphemeral(format!(
+                    "the step mounts {} read-only (a link cannot be read-only)",
+                    m.target
+                )));
+            }
+            let target = if m.sub_path.is_empty() {
+                ".".to_string()
+            } else {
+                m.sub_path.clone()
+            };
+            Ok((name.to_string(), target))
+        })
+        .collect()
 }
 
 /// The step as an ephemeral container named `name`: the image's own entrypoint unless the step
@@ -67,7 +97,19 @@ pub fn ephemeral_step_container(
         work_mount("/__w", None, false),
         work_mount(GITHUB_MOUNT, None, false),
     ];
-    for m in user_mounts(&args.user_mount_volumes, "args.userMountVolumes")? {
+    let user = user_mounts(&args.user_mount_volumes, "args.userMountVolumes")?;
+    if let Some(v) = user.volumes.first() {
+        let path = user
+            .mounts
+            .iter()
+            .find(|m| m.name == v.name)
+            .map(|m| m.mount_path.as_str())
+            .unwrap_or_default();
+        return Ok(Err(NotEphemeral(format!(
+            "the step asks for an anonymous volume at {path} (a new pod volume, which a running pod cannot take)"
+        ))));
+    }
+    for m in user.mounts {
         if m.sub_path.is_some() {
             return Ok(Err(NotEphemeral(format!(
                 "the step mounts a directory of _work at {} (a sub-path, which ephemeral containers cannot have)",
@@ -89,10 +131,15 @@ pub fn ephemeral_step_container(
                 .entry_point
                 .as_deref()
                 .filter(|e| !e.is_empty())
-                .map(|e| vec![e.to_string()]),
-            args: (!args.entry_point_args.is_empty()).then(|| args.entry_point_args.clone()),
+                .map(|e| vec![kubelet_literal(e)]),
+            args: (!args.entry_point_args.is_empty())
+                .then(|| kubelet_literals(&args.entry_point_args)),
             working_dir: args.working_directory.clone().filter(|w| !w.is_empty()),
-            env: Some(container_env(&args.environment_variables, "args")?),
+            env: Some(container_env(
+                &args.environment_variables,
+                "args",
+                EnvFor::Step,
+            )?),
             volume_mounts: Some(mounts),
             ..Default::default()
         },
@@ -127,7 +174,11 @@ mod tests {
         );
         assert_eq!(c.working_dir.as_deref(), Some("/github/workspace"));
         let env = c.env.as_ref().expect("env");
-        assert_eq!(env[0].value.as_deref(), Some("x'$y\"\n"));
+        assert_eq!(
+            env[0].value.as_deref(),
+            Some("x'$$y\"\n"),
+            "written for the kubelet, which gives back x'$y\"\\n"
+        );
         let mounts = c.volume_mounts.as_ref().expect("mounts");
         assert!(mounts.iter().all(|m| m.sub_path.is_none()));
         assert_eq!(
@@ -149,7 +200,7 @@ mod tests {
     fn sub_path_mounts_need_a_job() {
         let args = RunContainerStepArgs {
             user_mount_volumes: vec![Mount {
-                source_volume_path: "/home/runner/_work/cache".into(),
+                source_volume_path: Some("/home/runner/_work/cache".into()),
                 target_volume_path: "/cache".into(),
                 read_only: false,
             }],
@@ -163,9 +214,29 @@ mod tests {
 
     #[test]
     fn links_resolve_docker_paths() {
-        let links = github_links("repo/repo");
-        assert_eq!(links[0], ("workspace", "repo/repo".to_string()));
-        assert_eq!(links[1].1, "_temp/_runner_file_commands");
-        assert_eq!(github_links("")[0].1, ".");
+        let mounts = crate::build::job::step_system_mounts(&[], "repo/repo").expect("mounts");
+        let links = github_links(&mounts).expect("links");
+        assert!(links.contains(&("workspace".to_string(), "repo/repo".to_string())));
+        assert!(links.contains(&("runner_temp".to_string(), "_temp".to_string())));
+        assert!(links.contains(&(
+            "file_commands".to_string(),
+            "_temp/_runner_file_commands".to_string()
+        )));
+        let root = crate::build::job::step_system_mounts(&[], "").expect("mounts");
+        assert!(
+            github_links(&root)
+                .expect("links")
+                .contains(&("workspace".to_string(), ".".to_string()))
+        );
+    }
+
+    #[test]
+    fn mounts_elsewhere_need_a_job() {
+        let mounts = [StepMount {
+            target: "/github/../etc".into(),
+            sub_path: "_temp".into(),
+            read_only: false,
+        }];
+        assert!(github_links(&mounts).is_err());
     }
 }

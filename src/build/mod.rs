@@ -44,9 +44,13 @@ pub enum BuildError {
     )]
     MountOutsideWork { field: String, path: String },
     #[error(
-        "{field}: the image names no registry host and the runner sent no serverUrl; set ARC_HOOK_DEFAULT_REGISTRY to the docker-config key of your default registry"
+        "{first} and {second}: two different sets of credentials for registry {server}; a pod has one pull secret entry per registry, so give the job and its services the same credentials for it"
     )]
-    RegistryServer { field: String },
+    ConflictingCredentials {
+        server: String,
+        first: String,
+        second: String,
+    },
 }
 
 /// What object construction needs to know about where it runs.
@@ -59,7 +63,7 @@ pub struct BuildContext {
     pub use_kube_scheduler: bool,
     pub work_volume: WorkVolumeMode,
     pub claim_name: String,
-    pub default_registry: Option<String>,
+    pub default_registry: String,
 }
 
 /// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
@@ -79,7 +83,7 @@ pub(crate) fn test_context() -> BuildContext {
         use_kube_scheduler: false,
         work_volume: crate::config::WorkVolumeMode::Claim,
         claim_name: "arc-runner-work".into(),
-        default_registry: None,
+        default_registry: crate::config::DOCKER_HUB_CONFIG_KEY.into(),
     }
 }
 
@@ -97,11 +101,34 @@ pub fn runner_selector(runner_pod: &str) -> String {
     format!("{RUNNER_POD_LABEL}={runner_pod}")
 }
 
-/// Container env from the runner's variables, as upstream builds it: `HOME` and empty values
-/// dropped, `GITHUB_ACTIONS=true` and `CI=true` (unless set) added. Names are validated.
+/// Which container an environment is for: Docker mode treats them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvFor {
+    /// The job container or a service (`docker create -e KEY` without the value in docker's
+    /// environment drops an empty variable; upstream drops `HOME`, the runner's own).
+    JobOrService,
+    /// A container step (`docker run` with the values in docker's environment: `KEY=` is kept,
+    /// and `HOME` is the runner's `/github/home`).
+    Step,
+}
+
+/// `value` written so the kubelet passes it on unchanged: it expands `$(VAR)` and turns `$$`
+/// into `$` in a container's `command`, `args` and `env` values, so every `$` is doubled.
+pub fn kubelet_literal(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
+/// A command line (entry point or arguments) with every word made a [`kubelet_literal`].
+pub fn kubelet_literals(words: &[String]) -> Vec<String> {
+    words.iter().map(|w| kubelet_literal(w)).collect()
+}
+
+/// The container's env: the runner's variables byte-exact (see [`kubelet_literal`]), then
+/// `GITHUB_ACTIONS=true` and `CI=true` unless set, as Docker mode adds them.
 pub fn container_env(
     vars: &BTreeMap<String, String>,
     field: &str,
+    target: EnvFor,
 ) -> Result<Vec<EnvVar>, BuildError> {
     let mut env = Vec::with_capacity(vars.len() + 2);
     for (k, v) in vars {
@@ -111,12 +138,15 @@ pub fn container_env(
                 name: k.clone(),
             });
         }
-        if k == "HOME" || v.is_empty() || k == "GITHUB_ACTIONS" {
+        if k == "GITHUB_ACTIONS" {
+            continue;
+        }
+        if target == EnvFor::JobOrService && (k == "HOME" || v.is_empty()) {
             continue;
         }
         env.push(EnvVar {
             name: k.clone(),
-            value: Some(v.clone()),
+            value: Some(kubelet_literal(v)),
             value_from: None,
         });
     }
@@ -146,18 +176,34 @@ mod tests {
             ("EMPTY".to_string(), String::new()),
             ("A".to_string(), "x y $z".to_string()),
         ]);
-        let env = container_env(&vars, "args.container").expect("valid");
+        let env = container_env(&vars, "args.container", EnvFor::JobOrService).expect("valid");
         let pairs: Vec<_> = env
             .iter()
             .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
             .collect();
         assert_eq!(
             pairs,
-            vec![("A", "x y $z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")]
+            vec![("A", "x y $$z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")]
+        );
+        let env = container_env(&vars, "args", EnvFor::Step).expect("valid");
+        let pairs: Vec<_> = env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("A", "x y $$z"),
+                ("EMPTY", ""),
+                ("HOME", "/root"),
+                ("GITHUB_ACTIONS", "true"),
+                ("CI", "true")
+            ],
+            "a container step keeps KEY= and HOME, as docker run does"
         );
 
         let vars = BTreeMap::from([("CI".to_string(), "false".to_string())]);
-        let env = container_env(&vars, "f").expect("valid");
+        let env = container_env(&vars, "f", EnvFor::JobOrService).expect("valid");
         assert_eq!(env.iter().filter(|e| e.name == "CI").count(), 1);
         assert_eq!(env[0].value.as_deref(), Some("false"));
     }
@@ -165,7 +211,7 @@ mod tests {
     #[test]
     fn env_names_are_checked() {
         let vars = BTreeMap::from([("1BAD".to_string(), "v".to_string())]);
-        let e = container_env(&vars, "args.container").expect_err("refused");
+        let e = container_env(&vars, "args.container", EnvFor::JobOrService).expect_err("refused");
         assert_eq!(
             e.to_string(),
             "args.container.environmentVariables: invalid environment variable name \"1BAD\" (use letters, digits, '_', '-' or '.', not starting with a digit)"

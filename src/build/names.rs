@@ -50,17 +50,14 @@ pub fn image_derived_name(image: &str) -> String {
     no_digest.split(':').next().unwrap_or(no_digest).to_string()
 }
 
-/// Container names for the job's services: each service's `contextName` (else its image-derived
-/// name) made a valid DNS-1123 label, unique among themselves and distinct from `job`.
-pub fn service_container_names<'a>(
-    services: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
-) -> Vec<String> {
+/// Container names for the job's services: each one's image-derived name (upstream's rule; the
+/// runner sends no service key) made a valid DNS-1123 label, unique among themselves and
+/// distinct from `job`.
+pub fn service_container_names<'a>(images: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut taken: Vec<String> = vec![super::JOB_CONTAINER_NAME.to_string()];
     let mut out = Vec::new();
-    for (context_name, image) in services {
-        let raw = context_name
-            .map(str::to_string)
-            .unwrap_or_else(|| image_derived_name(image));
+    for image in images {
+        let raw = image_derived_name(image);
         let base = to_dns1123_label(&raw, DNS1123_LABEL_MAX, "service");
         let mut name = base.clone();
         let mut n = 1;
@@ -136,15 +133,16 @@ mod tests {
 
     #[test]
     fn service_names_are_valid_and_unique() {
+        let long = format!("registry.example.internal/{}:1", "s".repeat(70));
         let names = service_container_names([
-            (Some("redis"), "redis:7"),
-            (Some("Redis"), "redis:6"),
-            (Some("job"), "busybox"),
-            (Some("my_db.Primary"), "postgres:16"),
-            (None, "registry.example.internal/x/memcached:1"),
-            (Some("___"), "x"),
-            (Some(&*"s".repeat(70)), "x"),
-            (Some(&*"s".repeat(70)), "x"),
+            "redis:7",
+            "Redis:6",
+            "registry.example.internal/job",
+            "my_db.Primary:16",
+            "registry.example.internal/x/memcached:1",
+            "___",
+            &long,
+            &long,
         ]);
         assert_eq!(
             names[..6],

@@ -4,7 +4,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EphemeralContainer, Pod, Secret};
 
 use super::ephemeral::{NotEphemeral, ephemeral_step_container, github_links};
-use super::job::{container_step_job, step_container};
+use super::job::{container_step_job, step_container, step_system_mounts};
 use super::pod::{JobPod, ServiceContainer, job_pod, work_subpath};
 use super::ports::{PortMapping, context_ports};
 use super::secret::{PullCredentials, registry_secret};
@@ -157,12 +157,13 @@ pub fn plan_container_step(
         })
         .collect();
     let secret = registry_secret(ctx, &secret_name, &creds)?;
-    let container = step_container(args, image, workspace_subpath)?;
+    let (container, volumes) = step_container(args, image, workspace_subpath)?;
     let name = names::runner_object_name(&ctx.runner_pod, "step", suffix);
     let job = container_step_job(
         ctx,
         &name,
         container,
+        volumes,
         secret.as_ref().map(|_| secret_name.as_str()),
     );
     let mut warnings = Vec::new();
@@ -190,7 +191,7 @@ pub fn plan_container_step(
 pub struct EphemeralStepPlan {
     pub container: EphemeralContainer,
     /// Links to create at the work volume's root so `/github/*` resolves (`name -> target`).
-    pub links: Vec<(&'static str, String)>,
+    pub links: Vec<(String, String)>,
     pub warnings: Vec<String>,
 }
 
@@ -209,6 +210,11 @@ pub fn plan_ephemeral_step(
             "the step's image needs registry credentials, and a running pod cannot take a new pull secret".into(),
         )));
     }
+    let system = step_system_mounts(&args.system_mount_volumes, workspace_subpath)?;
+    let links = match github_links(&system) {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
     let (container, mut warnings) =
         match ephemeral_step_container(args, image, &format!("step-{suffix}"))? {
             Ok(c) => c,
@@ -228,7 +234,7 @@ pub fn plan_ephemeral_step(
     };
     Ok(Ok(EphemeralStepPlan {
         container,
-        links: github_links(workspace_subpath),
+        links,
         warnings,
     }))
 }

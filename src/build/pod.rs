@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::ports::{PortMapping, container_ports, parse_port_mappings};
 use super::{
-    BuildContext, BuildError, JOB_CONTAINER_NAME, WORK_VOLUME_NAME, container_env, names,
-    runner_labels,
+    BuildContext, BuildError, EnvFor, JOB_CONTAINER_NAME, WORK_VOLUME_NAME, container_env,
+    kubelet_literal, kubelet_literals, names, runner_labels,
 };
 use crate::config::WorkVolumeMode;
 use crate::protocol::{ContainerDefinition, Mount, PrepareJobArgs};
@@ -23,7 +23,7 @@ pub struct JobPod {
     pub pod: Pod,
     /// Port mappings of the job container (empty without one).
     pub job_ports: Vec<PortMapping>,
-    /// Per service, in the runner's order: container name, image-derived name, context name, ports.
+    /// Per service, in the runner's order: container name, image-derived name, ports.
     pub services: Vec<ServiceContainer>,
     /// Things the user should know (ignored createOptions...), one line each.
     pub warnings: Vec<String>,
@@ -34,7 +34,6 @@ pub struct ServiceContainer {
     pub container_name: String,
     pub image: String,
     pub image_name: String,
-    pub context_name: Option<String>,
     pub ports: Vec<PortMapping>,
 }
 
@@ -69,36 +68,63 @@ pub fn work_mount(mount_path: &str, sub_path: Option<&str>, read_only: bool) -> 
 
 /// The job container's mounts, as upstream: `/__w`, externals at `/__e`, `/github/home` and
 /// `/github/workflow` from `_temp`, then the user's volumes under `_work`.
-pub fn job_mounts(user: &[Mount], field: &str) -> Result<Vec<VolumeMount>, BuildError> {
+pub fn job_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError> {
     let mut m = vec![
         work_mount("/__w", None, false),
-        work_mount("/__e", Some("externals"), false),
+        // The runner asks for the externals read-only: no step may change the node or tools of
+        // the steps after it.
+        work_mount("/__e", Some("externals"), true),
         work_mount("/github/home", Some("_temp/_github_home"), false),
         work_mount("/github/workflow", Some("_temp/_github_workflow"), false),
     ];
-    m.extend(user_mounts(user, field)?);
-    Ok(m)
+    let user = user_mounts(user, field)?;
+    m.extend(user.mounts);
+    Ok(UserMounts {
+        mounts: m,
+        volumes: user.volumes,
+    })
 }
 
-/// The user's `volumes:` as sub-paths of the work volume. Kubernetes cannot mount the runner's
-/// host paths into another pod, so only paths under `_work` are accepted.
-pub fn user_mounts(user: &[Mount], field: &str) -> Result<Vec<VolumeMount>, BuildError> {
-    user.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let sub = work_subpath(&m.source_volume_path).ok_or_else(|| {
-                BuildError::MountOutsideWork {
-                    field: format!("{field}[{i}].sourceVolumePath"),
-                    path: m.source_volume_path.clone(),
-                }
-            })?;
-            Ok(work_mount(
-                &m.target_volume_path,
-                (!sub.is_empty()).then_some(sub.as_str()),
-                m.read_only,
-            ))
-        })
-        .collect()
+/// The user's `volumes:`: sub-paths of the work volume, and an emptyDir for each volume without a
+/// source (`volumes: [/cache]`, Docker's anonymous volume).
+#[derive(Debug, Clone, Default)]
+pub struct UserMounts {
+    pub mounts: Vec<VolumeMount>,
+    /// The emptyDir volumes the anonymous mounts need in the pod.
+    pub volumes: Vec<Volume>,
+}
+
+/// The user's `volumes:`. Kubernetes cannot mount the runner's host paths into another pod, so
+/// only paths under `_work` are accepted.
+pub fn user_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError> {
+    let mut out = UserMounts::default();
+    for (i, m) in user.iter().enumerate() {
+        let Some(source) = m.source_volume_path.as_deref() else {
+            let name = format!("anon-{}", names::stable_suffix(&m.target_volume_path));
+            out.mounts.push(VolumeMount {
+                name: name.clone(),
+                mount_path: m.target_volume_path.clone(),
+                read_only: m.read_only.then_some(true),
+                ..Default::default()
+            });
+            out.volumes.push(Volume {
+                name,
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            });
+            continue;
+        };
+        let sub = work_subpath(source).ok_or_else(|| BuildError::MountOutsideWork {
+            field: format!("{field}[{i}].sourceVolumePath"),
+            path: source.to_string(),
+        })?;
+        out.mounts.push(work_mount(
+            &m.target_volume_path,
+            (!sub.is_empty()).then_some(sub.as_str()),
+            m.read_only,
+        ));
+    }
+    Ok(out)
 }
 
 /// `/home/runner/_work/repo/x` -> `repo/x`; relative paths are taken relative to `_work`.
@@ -125,7 +151,11 @@ fn base_container(
         name: name.to_string(),
         image: Some(def.image.clone()),
         working_dir: def.working_directory.clone().filter(|w| !w.is_empty()),
-        env: Some(container_env(&def.environment_variables, field)?),
+        env: Some(container_env(
+            &def.environment_variables,
+            field,
+            EnvFor::JobOrService,
+        )?),
         ports: container_ports(&ports),
         ..Default::default()
     };
@@ -141,21 +171,25 @@ pub fn job_pod(
     let mut containers = Vec::new();
     let mut warnings = Vec::new();
     let mut job_ports = Vec::new();
+    let mut extra_volumes: Vec<Volume> = Vec::new();
 
     if let Some(def) = &args.container {
         let field = "args.container";
         let (mut c, ports) = base_container(def, JOB_CONTAINER_NAME, field)?;
         match def.entry_point.as_deref().filter(|e| !e.is_empty()) {
             Some(ep) => {
-                c.command = Some(vec![ep.to_string()]);
-                c.args = (!def.entry_point_args.is_empty()).then(|| def.entry_point_args.clone());
+                c.command = Some(vec![kubelet_literal(ep)]);
+                c.args = (!def.entry_point_args.is_empty())
+                    .then(|| kubelet_literals(&def.entry_point_args));
             }
             None => c.command = Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
         }
-        c.volume_mounts = Some(job_mounts(
+        let mounts = job_mounts(
             &def.user_mount_volumes,
             &format!("{field}.userMountVolumes"),
-        )?);
+        )?;
+        c.volume_mounts = Some(mounts.mounts);
+        extra_volumes.extend(mounts.volumes);
         warnings.extend(super::ignored_options_warning(
             def.create_options.as_deref(),
             "job container",
@@ -164,30 +198,30 @@ pub fn job_pod(
         containers.push(c);
     }
 
-    let service_names = names::service_container_names(
-        args.services
-            .iter()
-            .map(|s| (s.context_name.as_deref(), s.image.as_str())),
-    );
+    let service_names =
+        names::service_container_names(args.services.iter().map(|s| s.image.as_str()));
     let mut services = Vec::new();
     for (i, (def, name)) in args.services.iter().zip(service_names).enumerate() {
         let field = format!("args.services[{i}]");
         let (mut c, ports) = base_container(def, &name, &field)?;
         if let Some(ep) = def.entry_point.as_deref().filter(|e| !e.is_empty()) {
-            c.command = Some(vec![ep.to_string()]);
+            c.command = Some(vec![kubelet_literal(ep)]);
         }
         if !def.entry_point_args.is_empty() {
-            c.args = Some(def.entry_point_args.clone());
+            c.args = Some(kubelet_literals(&def.entry_point_args));
         }
         let mut mounts = vec![work_mount("/__w", None, false)];
         // Upstream ignores a service's volumes; honour those under _work and say which are skipped,
         // so workflows written for docker (e.g. mounting the docker socket) keep working.
         for (j, m) in def.user_mount_volumes.iter().enumerate() {
             match user_mounts(std::slice::from_ref(m), &format!("{field}.userMountVolumes[{j}]")) {
-                Ok(mut one) => mounts.append(&mut one),
+                Ok(one) => {
+                    mounts.extend(one.mounts);
+                    extra_volumes.extend(one.volumes);
+                }
                 Err(_) => warnings.push(format!(
                     "service {name}: volume {:?} is outside the runner's _work directory and is not mounted on Kubernetes",
-                    m.source_volume_path
+                    m.source_volume_path.as_deref().unwrap_or_default()
                 )),
             }
         }
@@ -200,7 +234,6 @@ pub fn job_pod(
             container_name: name,
             image: def.image.clone(),
             image_name: names::image_derived_name(&def.image),
-            context_name: def.context_name.clone(),
             ports,
         });
         containers.push(c);
@@ -217,7 +250,7 @@ pub fn job_pod(
             containers,
             restart_policy: Some("Never".into()),
             node_name: placement_node(ctx),
-            volumes: Some(vec![work_volume(ctx)]),
+            volumes: Some(pod_volumes(ctx, extra_volumes)),
             image_pull_secrets: pull_secret.map(|n| {
                 vec![LocalObjectReference {
                     name: n.to_string(),
@@ -233,6 +266,18 @@ pub fn job_pod(
         services,
         warnings,
     })
+}
+
+/// The work volume, then the anonymous volumes of the job and its services (one per name: two
+/// containers naming the same path share it, as with one Docker volume).
+fn pod_volumes(ctx: &BuildContext, extra: Vec<Volume>) -> Vec<Volume> {
+    let mut volumes = vec![work_volume(ctx)];
+    for v in extra {
+        if !volumes.iter().any(|have| have.name == v.name) {
+            volumes.push(v);
+        }
+    }
+    volumes
 }
 
 /// The node the hook pins its pods to: the runner's, unless the scheduler places them.
@@ -258,7 +303,7 @@ mod tests {
             use_kube_scheduler: false,
             work_volume: WorkVolumeMode::Claim,
             claim_name: "arc-runner-abc-work".into(),
-            default_registry: None,
+            default_registry: crate::config::DOCKER_HUB_CONFIG_KEY.into(),
         }
     }
 
@@ -270,7 +315,7 @@ mod tests {
                 environment_variables: BTreeMap::from([("NODE_ENV".into(), "test".into())]),
                 port_mappings: vec!["8080:80".into()],
                 user_mount_volumes: vec![Mount {
-                    source_volume_path: "/home/runner/_work/repo/repo/data".into(),
+                    source_volume_path: Some("/home/runner/_work/repo/repo/data".into()),
                     target_volume_path: "/data".into(),
                     read_only: true,
                 }],
@@ -280,7 +325,6 @@ mod tests {
             }),
             services: vec![ContainerDefinition {
                 image: "redis:7".into(),
-                context_name: Some("redis".into()),
                 port_mappings: vec!["6379".into()],
                 ..Default::default()
             }],
@@ -358,7 +402,7 @@ mod tests {
     fn mounts_outside_work_are_refused() {
         let mut a = args();
         a.container.as_mut().expect("container").user_mount_volumes[0].source_volume_path =
-            "/var/run/docker.sock".into();
+            Some("/var/run/docker.sock".into());
         let e = job_pod(&ctx(), &a, None).expect_err("refused");
         assert_eq!(
             e.to_string(),

@@ -34,6 +34,8 @@ pub fn registry_secret(
     creds: &[PullCredentials<'_>],
 ) -> Result<Option<Secret>, BuildError> {
     let mut auths = serde_json::Map::new();
+    // (field, (server, user, password)) of the credentials taken so far.
+    let mut seen: Vec<(String, (String, String, String))> = Vec::new();
     for c in creds.iter().filter(|c| c.registry.has_credentials()) {
         let server = match c
             .registry
@@ -42,18 +44,27 @@ pub fn registry_secret(
             .filter(|s| !s.trim().is_empty())
         {
             Some(s) => s.to_string(),
-            None => match registry_host(c.image) {
-                Some(h) => h.to_string(),
-                None => ctx
-                    .default_registry
-                    .clone()
-                    .ok_or_else(|| BuildError::RegistryServer {
-                        field: format!("{}.serverUrl", c.field),
-                    })?,
-            },
+            // No host in the image: Docker's default registry, under the key Docker uses.
+            None => registry_host(c.image)
+                .map(str::to_string)
+                .unwrap_or_else(|| ctx.default_registry.clone()),
         };
         let user = c.registry.username.as_deref().unwrap_or_default();
         let pass = c.registry.password.as_deref().unwrap_or_default();
+        if let Some((other, have)) = seen.iter().find(|(_, (srv, _, _))| *srv == server) {
+            let (_, u, p) = have;
+            if u != user || p != pass {
+                return Err(BuildError::ConflictingCredentials {
+                    server,
+                    first: other.clone(),
+                    second: c.field.clone(),
+                });
+            }
+        }
+        seen.push((
+            c.field.clone(),
+            (server.clone(), user.to_string(), pass.to_string()),
+        ));
         auths.insert(
             server,
             json!({
@@ -162,18 +173,55 @@ mod tests {
             image: "library/app:1",
             registry: &r,
         }];
-        let e = registry_secret(&ctx(), "n", &c).expect_err("no server known");
+        let s = registry_secret(&ctx(), "n", &c)
+            .expect("valid")
+            .expect("some");
+        let v: serde_json::Value =
+            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
         assert!(
-            e.to_string()
-                .starts_with("args.container.registry.serverUrl: the image names no registry host")
+            v["auths"]
+                .get(crate::config::DOCKER_HUB_CONFIG_KEY)
+                .is_some(),
+            "an image without a host uses Docker Hub's key, as Docker mode does"
         );
         let mut with_default = ctx();
-        with_default.default_registry = Some("default-registry.example.internal".into());
+        with_default.default_registry = "default-registry.example.internal".into();
+        let s = registry_secret(&with_default, "n", &c)
+            .expect("valid")
+            .expect("some");
+        let v: serde_json::Value =
+            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
         assert!(
-            registry_secret(&with_default, "n", &c)
-                .expect("valid")
+            v["auths"]
+                .get("default-registry.example.internal")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn one_registry_two_passwords_is_refused() {
+        let a = reg(Some("registry.example.internal"));
+        let mut b = a.clone();
+        b.password = Some("other".into());
+        let c = [
+            PullCredentials {
+                field: "args.container.registry".into(),
+                image: "registry.example.internal/a:1",
+                registry: &a,
+            },
+            PullCredentials {
+                field: "args.services[0].registry".into(),
+                image: "registry.example.internal/b:1",
+                registry: &b,
+            },
+        ];
+        let e = registry_secret(&ctx(), "n", &c).expect_err("conflict");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("args.container.registry") && msg.contains("args.services[0].registry"),
+            "{msg}"
+        );
+        assert!(!msg.contains("other"), "never the password: {msg}");
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub async fn cleanup_job(config: &Config) -> HookResult {
     }
     // The /github links container steps left at the work volume's root (never a real directory).
     if let Some(work) = config.runner_work_dir() {
-        for (name, _) in crate::build::ephemeral::github_links("") {
+        for name in crate::build::ephemeral::GITHUB_LINK_NAMES {
             let path = work.join(name);
             if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
                 let _ = std::fs::remove_file(path);

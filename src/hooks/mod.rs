@@ -12,7 +12,8 @@ pub mod step_job;
 pub mod workspace;
 
 use std::io::Read;
-use std::process::ExitCode;
+
+use anyhow::Context;
 
 use crate::build::BuildContext;
 use crate::config::Config;
@@ -22,50 +23,26 @@ use crate::protocol::{Command, Envelope, parse_envelope};
 /// A command's result: the exit code the runner sees.
 pub type HookResult = anyhow::Result<i32>;
 
-/// Reads the runner's JSON from stdin, runs the command, and exits as the runner expects.
-pub fn main_from_stdin() -> ExitCode {
+/// Reads the runner's JSON from stdin and runs the command. Returns the step's exit code; an
+/// error's context is the line the job log shows.
+pub async fn run_from_stdin() -> HookResult {
+    // The runner writes the whole object and closes stdin before anything else happens, so a
+    // blocking read here holds up nothing.
     let mut input = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-        eprintln!("invalid hook input: stdin: cannot read it ({e})");
-        return ExitCode::FAILURE;
-    }
-    let envelope = match parse_envelope(&input) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("arc-hook: invalid configuration: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("arc-hook: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("invalid hook input: stdin: cannot read it")?;
+    let envelope = parse_envelope(&input)?;
+    let config = Config::from_env().context("arc-hook: invalid configuration")?;
     let name = envelope.command.name().as_str();
-    match runtime.block_on(run(envelope, config)) {
-        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
-        Err(e) => {
-            eprintln!("arc-hook {name}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run(envelope, config)
+        .await
+        .with_context(|| format!("arc-hook {name}"))
 }
 
 /// Runs one command.
+#[tracing::instrument(name = "hook", skip_all, fields(command = envelope.command.name().as_str()))]
 pub async fn run(envelope: Envelope, config: Config) -> HookResult {
-    let _span = tracing::info_span!("hook", command = envelope.command.name().as_str()).entered();
     match &envelope.command {
         Command::PrepareJob(args) => prepare_job::prepare_job(&envelope, args, &config).await,
         Command::RunScriptStep(args) => {

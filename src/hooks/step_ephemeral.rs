@@ -24,7 +24,7 @@ pub enum Outcome {
 
 /// Creates (or re-points) the links at the work volume's root that make `/github/<name>`
 /// resolve. An entry of that name that is not a link is left alone: the step then needs a Job.
-pub fn ensure_links(work: &Path, links: &[(&'static str, String)]) -> Result<(), String> {
+pub fn ensure_links(work: &Path, links: &[(String, String)]) -> Result<(), String> {
     for (name, target) in links {
         let path = work.join(name);
         match std::fs::symlink_metadata(&path) {
@@ -130,15 +130,15 @@ mod tests {
     fn links_are_created_repointed_and_never_clobber_a_directory() {
         let work = tempfile::tempdir().expect("tempdir");
         let links = vec![
-            ("workspace", "repo/repo".to_string()),
-            ("home", "_temp/_github_home".to_string()),
+            ("workspace".to_string(), "repo/repo".to_string()),
+            ("home".to_string(), "_temp/_github_home".to_string()),
         ];
         ensure_links(work.path(), &links).expect("created");
         assert_eq!(
             std::fs::read_link(work.path().join("workspace")).expect("link"),
             Path::new("repo/repo")
         );
-        let moved = vec![("workspace", "other/other".to_string())];
+        let moved = vec![("workspace".to_string(), "other/other".to_string())];
         ensure_links(work.path(), &moved).expect("re-pointed");
         assert_eq!(
             std::fs::read_link(work.path().join("workspace")).expect("link"),

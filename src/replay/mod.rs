@@ -152,7 +152,9 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     let wrapper = home.join("arc-hook.sh");
     std::fs::write(&wrapper, WRAPPER)?;
     let hook_binary = match &opts.hook_binary {
-        Some(b) => b.clone(),
+        Some(b) => {
+            std::fs::canonicalize(b).with_context(|| format!("hook binary {}", b.display()))?
+        }
         None => std::env::current_exe().context("locating the arc-hook binary")?,
     };
 
@@ -219,7 +221,6 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     let mut extra_env: BTreeMap<String, String> = BTreeMap::new();
     let mut extra_path: Vec<String> = Vec::new();
     let mut first_failure = 0;
-    let mut prepared = false;
     for (i, file) in files.iter().enumerate() {
         let name = file
             .file_name()
@@ -228,8 +229,9 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         let mut input: Value = serde_json::from_str(&std::fs::read_to_string(file)?)
             .with_context(|| format!("{name}: not JSON"))?;
         let command = input["command"].as_str().unwrap_or_default().to_string();
-        // After a failure only cleanup_job runs, and only if a job pod was prepared.
-        let skip = first_failure != 0 && (command != "cleanup_job" || !prepared);
+        // After a failure only cleanup_job runs, as the runner does (also after a failed
+        // prepare_job, with the state it had: none).
+        let skip = first_failure != 0 && command != "cleanup_job";
         if skip {
             println!("── {name}: {command} skipped (an earlier command failed)");
             played.push(Played {
@@ -241,14 +243,13 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
             });
             continue;
         }
+        // As the runner: a fresh, empty response file for every command, and the state of the
+        // last response that had one (null before any).
         let response = work.join(format!("_temp/_runner_hook_responses/{i:02}.json"));
-        if command == "prepare_job" {
-            std::fs::create_dir_all(response.parent().unwrap_or(&work))?;
-            std::fs::write(&response, b"")?;
-            input["responseFile"] = Value::String(response.to_string_lossy().to_string());
-        } else if let Some(s) = &state {
-            input["state"] = s.clone();
-        }
+        std::fs::create_dir_all(response.parent().unwrap_or(&work))?;
+        std::fs::write(&response, b"")?;
+        input["responseFile"] = Value::String(response.to_string_lossy().to_string());
+        input["state"] = state.clone().unwrap_or(Value::Null);
         let file_commands = if command == "run_script_step" || command == "run_container_step" {
             inject_step_context(&mut input, &extra_env, &extra_path);
             prepare_file_commands(&input, &work)?
@@ -269,7 +270,14 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
                 .with_context(|| format!("prepare_job's response is not valid: {text}"))?;
             println!("   job pod {}, isAlpine {}", r.state.job_pod, r.is_alpine);
             state = Some(serde_json::to_value(&r.state)?);
-            prepared = true;
+        } else if code == 0 {
+            // Any later response with a state replaces the stored one, as in the runner.
+            let text = std::fs::read_to_string(&response).unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<Value>(&text)
+                && let Some(s) = v.get("state").filter(|s| !s.is_null())
+            {
+                state = Some(s.clone());
+            }
         }
         for (kind, path) in &file_commands {
             let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -79,13 +79,13 @@ fn loopback_up() -> io::Result<()> {
         let mut req: libc::ifreq = std::mem::zeroed();
         req.ifr_name[0] = b'l' as libc::c_char;
         req.ifr_name[1] = b'o' as libc::c_char;
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) < 0 {
             let e = io::Error::last_os_error();
             libc::close(fd);
             return Err(e);
         }
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req);
+        let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &mut req);
         let e = io::Error::last_os_error();
         libc::close(fd);
         if rc < 0 { Err(e) } else { Ok(()) }
