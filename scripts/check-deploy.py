@@ -957,6 +957,38 @@ def check_vault_values(ctx: Ctx) -> str:
     return f"HA raft, {replicas} replicas, TLS; raft config parses"
 
 
+def check_vault_scrape(ctx: Ctx) -> str:
+    """Every Vault server pod is scraped, sealed and standby ones included, and the alerts select that job."""
+    v = load_yaml(DEPLOY / "vault" / "values.yaml")
+    found = []
+    # vault-helm templates/prometheus-servicemonitor.yaml: in HA mode the chart's ServiceMonitor selects
+    # vault-active="true" (the unsealed leader only); it is on with either of these two values.
+    if v.get("serverTelemetry", {}).get("serviceMonitor", {}).get("enabled") or v.get("global", {}).get("serverTelemetry", {}).get("prometheusOperator"):
+        found.append("the chart's ServiceMonitor is on: it scrapes only the vault-active pod, never a sealed or standby one")
+    server_labels = {"app.kubernetes.io/name": "vault", "component": "server"}
+    monitors = [m for m in ctx.objects("vault", "PodMonitor") if m["spec"].get("selector", {}).get("matchLabels") == server_labels
+                and not m["spec"]["selector"].get("matchExpressions")]
+    if len(monitors) != 1:
+        found.append(f"want one PodMonitor selecting exactly {server_labels} (no vault-active/vault-sealed condition), found {len(monitors)}")
+    else:
+        m = monitors[0]
+        endpoints = m["spec"].get("podMetricsEndpoints", [])
+        # vault-helm templates/server-statefulset.yaml names the API port after the scheme.
+        if [(e.get("port"), e.get("scheme"), e.get("path")) for e in endpoints] != [("https", "https", "/v1/sys/metrics")]:
+            found.append(f"PodMonitor {m['metadata']['name']} must scrape port https at /v1/sys/metrics over https")
+        job = f"{m['metadata']['namespace']}/{m['metadata']['name']}"
+        rules = ctx.one("vault", "PrometheusRule", "vault")
+        exprs = {r.get("alert"): r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]}
+        down = exprs.get("VaultServerDown", "")
+        if f'job="{job}"' not in down:
+            found.append(f"alert VaultServerDown does not select the PodMonitor's job {job!r}")
+        replicas = v["server"]["ha"]["replicas"]
+        if not re.search(rf"<\s*{replicas}\b", down):
+            found.append(f"alert VaultServerDown does not compare with the {replicas} replicas of values.yaml")
+    problems(found)
+    return "chart ServiceMonitor off; one PodMonitor scrapes every server pod; VaultServerDown counts its targets against the replicas"
+
+
 def check_vault_policies_and_roles(ctx: Ctx) -> str:
     found = []
     vdir = DEPLOY / "vault"
@@ -1620,6 +1652,7 @@ CHECKS = [
     ("exporter manifests", check_exporter),
     ("metric catalogue matches the exporter code", check_metrics_match_exporter_code),
     ("Vault Helm values", check_vault_values),
+    ("Vault scrape (every server pod)", check_vault_scrape),
     ("Vault policies and roles", check_vault_policies_and_roles),
     ("Vault configure script", check_vault_configure_script),
     ("Vault backup CronJob", check_vault_backup),
