@@ -1100,16 +1100,6 @@ def check_vault_backup(ctx: Ctx) -> str:
     return f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; scripts upload and prune correctly against stubs"
 
 
-STUB_VAULT = r"""#!/bin/sh
-echo "vault $*" >> "$STUB_LOG"
-case "$1 $2" in
-  "write -field=token") echo stub-token ;;
-  "operator raft")
-    case "$4" in save) printf 'raft-snapshot-bytes' > "$5" ;; inspect) [ -s "$5" ] ;; *) exit 2 ;; esac ;;
-  "token revoke") ;;
-  *) echo "unexpected vault $*" >&2; exit 2 ;;
-esac
-"""
 # A fake S3: objects are files under $STUB_S3/<bucket>/<key>, mtime = LastModified.
 STUB_AWS = r"""#!/bin/sh
 echo "aws $*" >> "$STUB_LOG"
@@ -1154,15 +1144,18 @@ def backup_scripts_behave() -> list[str]:
     scripts = DEPLOY / "vault" / "backup"
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "bin").mkdir()
-        for name, body in (("vault", STUB_VAULT), ("aws", STUB_AWS), ("mc", STUB_MC)):
+        vm = VaultModel(t)
+        vm.configured()
+        for name, body in (("aws", STUB_AWS), ("mc", STUB_MC)):
             (t / "bin" / name).write_text(body)
             (t / "bin" / name).chmod(0o755)
         backup, s3, minio = t / "backup", t / "s3", t / "minio"
         for d in (backup, s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
             d.mkdir(parents=True)
-        token = t / "sa-token"
-        token.write_text("sa-jwt")
+        # The projected service-account token, as the model's Kubernetes auth reads it.
+        sa_token = t / "sa-token"
+        sa_token.write_text("model." + __import__("base64").b64encode(json.dumps(
+            {"namespace": "vault", "serviceaccount": "vault-backup", "aud": "vault"}).encode()).decode())
         # Existing backups: one 8 days old (must go), one 3 days old (must stay).
         for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
             for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
@@ -1170,9 +1163,8 @@ def backup_scripts_behave() -> list[str]:
                 f.write_text("x")
                 when = __import__("time").time() - age * 86400
                 os.utime(f, (when, when))
-        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"),
-                   STUB_S3=str(s3), STUB_MINIO=str(minio), BACKUP_DIR=str(backup), SA_TOKEN_FILE=str(token),
-                   VAULT_ADDR="https://vault-active.vault.svc:8200", RETENTION_DAYS="6",
+        env = dict(vm.env, STUB_S3=str(s3), STUB_MINIO=str(minio), BACKUP_DIR=str(backup), SA_TOKEN_FILE=str(sa_token),
+                   RETENTION_DAYS="6",
                    S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
                    MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
         for script in ("snapshot.sh", "upload-s3.sh", "upload-minio.sh"):
@@ -1190,9 +1182,16 @@ def backup_scripts_behave() -> list[str]:
             want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
             if names != want:
                 found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
-        log = (t / "log").read_text()
-        if "vault token revoke -self" not in log:
-            found.append("snapshot.sh does not revoke its Vault token")
+        # The role sets token_no_default_policy, and only `default` grants revoke-self
+        # (vault/policy_store.go defaultPolicy; vault/token_store.go revoke-self is ACL-checked like any path):
+        # the model refuses the revocation unless policy vault-backup grants it.
+        left = [k for k, v in vm.state()["tokens"].items() if v.get("role") == "vault-backup"]
+        if left:
+            found.append(f"the backup's Vault token is still valid after the run ({len(left)} left): revoke-self was refused")
+        vm.edit(lambda st: st["policies"].update({"vault-backup": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'}))
+        res = run(["sh", str(scripts / "snapshot.sh")], env=env)
+        if res.returncode == 0:
+            found.append("snapshot.sh succeeds although Vault refused to revoke its token")
         # A failed upload must not prune: the old snapshot survives.
         (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
         old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
@@ -1205,77 +1204,183 @@ def backup_scripts_behave() -> list[str]:
     return found
 
 
-STUB_VAULT_CONFIGURE = r"""#!/bin/sh
-# Records every call; plays a fresh Vault (nothing enabled yet) unless $STUB_STATE/enabled exists.
-echo "vault $*" >> "$STUB_LOG"
-case "$1" in
-  token) exit 0 ;;
-  read)
-    case "$*" in
-      *-field=accessor*sys/auth/jwt) echo auth_jwt_5e1f2a ;;
-      *sys/audit) [ -e "$STUB_STATE/enabled" ] && echo '{"file/": {}}'; [ -e "$STUB_STATE/enabled" ] ;;
-      *) [ -e "$STUB_STATE/enabled" ] ;;
-    esac ;;
-  secrets|auth|audit) exit 0 ;;
-  write) exit 0 ;;
-  policy) cat > "$STUB_STATE/policy-$3" ;;
-  *) echo "unexpected vault $*" >&2; exit 2 ;;
-esac
-"""
+class VaultModel:
+    """A Vault for the scripts and workflows to talk to: scripts/vault_model.py behind stub `vault` and
+    `curl` commands. It enforces what the real one does (policies read per request, merging role writes,
+    revoke-self as an ACL-checked path, JWT claim binding), so a check fails where Vault would refuse."""
+
+    MODEL = ROOT / "scripts" / "vault_model.py"
+
+    def __init__(self, tmp: Path):
+        self.dir = tmp
+        (tmp / "bin").mkdir(exist_ok=True)
+        for tool in ("vault", "curl"):
+            # -I -S: a bare interpreter starts in a fraction of the time, and the scripts call it dozens of times.
+            (tmp / "bin" / tool).write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{self.MODEL}" {tool} "$@"\n')
+            (tmp / "bin" / tool).chmod(0o755)
+        self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_MODEL_STATE=str(tmp / "vault.json"),
+                        STUB_LOG=str(tmp / "log"), VAULT_ADDR="https://vault-active.vault.svc:8200")
+        run([sys.executable, str(self.MODEL), "init"], env=self.env, check=True)
+
+    def state(self) -> dict:
+        return json.loads((self.dir / "vault.json").read_text())
+
+    def edit(self, change) -> None:
+        """Changes the stored state directly (an operator's or attacker's earlier action)."""
+        state = self.state()
+        change(state)
+        (self.dir / "vault.json").write_text(json.dumps(state))
+
+    def vault(self, *args: str, token: str = "root", **env) -> subprocess.CompletedProcess:
+        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token, **env))
+
+    def issue_configurer_token(self) -> str:
+        """What the runbook has the operator do: apply vault-configurer with a privileged token, issue a token."""
+        res = self.vault("write", "sys/policies/acl/vault-configurer", f"policy=@{DEPLOY / 'vault' / 'policies' / 'vault-configurer.hcl'}")
+        if res.returncode != 0:
+            raise Failed(f"model: writing vault-configurer as root failed: {res.stderr.strip()}")
+        self.edit(lambda st: st["tokens"].update({"hvs.configurer": {"policies": ["vault-configurer", "default"], "meta": {}}}))
+        return "hvs.configurer"
+
+    def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
+        return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")],
+                   env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token,
+                        "GITHUB_OIDC_ISSUER": "https://token.actions.githubusercontent.com", **env})
+
+    @staticmethod
+    def config_copy(dest: Path) -> Path:
+        vdir = DEPLOY / "vault"
+        shutil.copytree(vdir / "policies", dest / "policies")
+        shutil.copytree(vdir / "config" / "jwt-roles", dest / "jwt-roles")
+        shutil.copytree(vdir / "config" / "kubernetes-roles", dest / "kubernetes-roles")
+        return dest
+
+    def configured(self) -> None:
+        """A Vault configured from git, as the configure Job leaves it."""
+        res = self.configure(self.config_copy(self.dir / "config"), self.issue_configurer_token())
+        if res.returncode != 0:
+            raise Failed(f"configure-vault.sh failed on the model: {res.stderr.strip() or res.stdout.strip()}")
+
+
+def git_roles(kind: str) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((DEPLOY / "vault" / "config" / f"{kind}-roles").glob("*.json"))}
 
 
 def check_vault_configure_script(ctx: Ctx) -> str:
-    """Runs configure-vault.sh against a stub vault, on a fresh and on a configured Vault."""
-    vdir = DEPLOY / "vault"
+    """Runs configure-vault.sh against the Vault model: bounded token, convergence, dry run, issuer."""
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        config = t / "config"
-        shutil.copytree(vdir / "policies", config / "policies")
-        shutil.copytree(vdir / "config" / "jwt-roles", config / "jwt-roles")
-        shutil.copytree(vdir / "config" / "kubernetes-roles", config / "kubernetes-roles")
-        (t / "bin").mkdir()
-        (t / "state").mkdir()
-        stub = t / "bin" / "vault"
-        stub.write_text(STUB_VAULT_CONFIGURE)
-        stub.chmod(0o755)
-        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"),
-                   STUB_STATE=str(t / "state"), CONFIG_DIR=str(config), VAULT_TOKEN="stub",
-                   VAULT_ADDR="https://vault-active.vault.svc:8200")
-        script = vdir / "config" / "configure-vault.sh"
-        res = run(["sh", str(script)], env=env)
+        vm = VaultModel(t)
+        token = vm.issue_configurer_token()
+        # Drift an earlier hand edit left behind: gha-ci also grants production secrets to any subject.
+        vm.edit(lambda st: st["roles"]["jwt"].update({"gha-ci": {"bound_subject": "repo:example-org/x:ref:refs/heads/main",
+                                                                  "token_policies": ["gha-production-read"]}}))
+        vm.edit(lambda st: st["roles"]["kubernetes"].update({"someone-elses": {"token_policies": ["other"]}}))
+        config = vm.config_copy(t / "config")
+        res = vm.configure(config, token)
         if res.returncode != 0:
             raise Failed(f"fresh Vault: {res.stderr.strip() or res.stdout.strip()}")
-        log = (t / "log").read_text()
-        for call in ("secrets enable -path=ci -version=2", "auth enable -path=jwt jwt",
-                     "auth enable -path=kubernetes kubernetes", "audit enable file",
-                     "write auth/jwt/config oidc_discovery_url=https://token.actions.githubusercontent.com"):
-            if call not in log:
-                found.append(f"fresh Vault: no `vault {call}`")
-        for p in (vdir / "policies").glob("*.hcl"):
-            written = t / "state" / f"policy-{p.stem}"
-            if not written.exists():
+        st = vm.state()
+        for call, where in (("mounts", "ci"), ("auth", "jwt"), ("auth", "kubernetes"), ("audit", "file")):
+            if where not in st[call]:
+                found.append(f"fresh Vault: {call} {where} not enabled")
+        if st["config"].get("auth/jwt/config", {}).get("bound_issuer") != "https://token.actions.githubusercontent.com":
+            found.append("auth/jwt/config does not trust GitHub's issuer")
+        for p in (DEPLOY / "vault" / "policies").glob("*.hcl"):
+            stored = st["policies"].get(p.stem)
+            if p.stem == "vault-configurer":
+                continue
+            if stored is None:
                 found.append(f"policy {p.stem} not written")
-            elif "@JWT_ACCESSOR@" in written.read_text() or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in written.read_text()):
+            elif "@JWT_ACCESSOR@" in stored or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in stored):
                 found.append(f"policy {p.stem} written without the jwt accessor substituted")
+        # Role writes merge into the stored role (vault-plugin-auth-jwt path_role.go pathRoleCreateUpdate;
+        # vault-plugin-auth-kubernetes path_role.go): only delete-and-write leaves exactly the file.
         for kind in ("jwt", "kubernetes"):
-            for r in (vdir / "config" / f"{kind}-roles").glob("*.json"):
-                if f"write auth/{kind}/role/{r.stem} @" not in log:
-                    found.append(f"role auth/{kind}/role/{r.stem} not written")
-        # Second run on a configured Vault: nothing enabled twice.
-        (t / "state" / "enabled").touch()
-        (t / "log").write_text("")
-        res = run(["sh", str(script)], env=env)
+            for name, want in git_roles(kind).items():
+                if st["roles"][kind].get(name) != want:
+                    found.append(f"auth/{kind}/role/{name} in Vault is {st['roles'][kind].get(name)}, git says {want}")
+        if "someone-elses" not in st["roles"]["kubernetes"]:
+            found.append("a role this configuration does not manage was deleted")
+
+        # The token must not be able to raise its own rights. Vault builds a token's ACL from the policy
+        # store on every request (vault/request_handling.go -> vault/policy_store.go ACL), so a rewrite of
+        # vault-configurer or default would apply to this very token at once.
+        vm.edit(lambda st: st["kv"].update({"production/db": {"password": "s3cret"}}))
+        for own in ("vault-configurer", "default"):
+            vm.vault("write", f"sys/policies/acl/{own}", 'policy=path "ci/*" { capabilities = ["read"] }', token=token)
+            if vm.vault("read", "ci/data/production/db", token=token).returncode == 0:
+                found.append(f"the configurer token rewrote policy {own} and then read a production secret")
+                break
+        for path in ("auth/jwt/role/unlisted", "auth/kubernetes/role/unlisted", "sys/policies/acl/unlisted"):
+            if vm.vault("write", path, "token_policies=default", "policy=x", token=token).returncode == 0:
+                found.append(f"the configurer token may write {path}, which this repository does not manage")
+
+        # Re-running converges; a dry run changes nothing and shows what it would change.
+        vm.edit(lambda st: (st["policies"].update({"gha-ci-read": 'path "ci/data/*" { capabilities = ["read"] }'}),
+                            st["roles"]["jwt"]["gha-ci"].update({"bound_subject": "drifted"})))
+        before = vm.state()
+        res = vm.configure(config, token, DRY_RUN="true")
+        after = vm.state()
         if res.returncode != 0:
-            found.append(f"configured Vault: {res.stderr.strip()}")
-        elif re.search(r"^vault (secrets|auth|audit) enable", (t / "log").read_text(), re.M):
-            found.append("second run enables again: the script is not idempotent")
-        # Without a token it refuses with a message that says what to do.
-        res = run(["sh", str(script)], env=dict(env, VAULT_TOKEN=""))
+            found.append(f"dry run failed: {res.stderr.strip()}")
+        elif {k: v for k, v in after.items() if k != "tokens"} != {k: v for k, v in before.items() if k != "tokens"}:
+            found.append("DRY_RUN=true changed Vault")
+        elif 'gha-ci-read: +path "ci/data/shared/*"' not in res.stdout or "auth/jwt/role/gha-ci: replaced" not in res.stdout:
+            found.append(f"the dry run does not show the policy difference and the role to replace: {res.stdout[-400:]}")
+        # A managed policy and role removed from git are removed from Vault; unmanaged ones stay.
+        (config / "policies" / "gha-production-read.hcl").unlink()
+        (config / "jwt-roles" / "gha-production.json").unlink()
+        res = vm.configure(config, token)
+        st = vm.state()
+        if res.returncode != 0:
+            found.append(f"second run: {res.stderr.strip()}")
+        else:
+            if "gha-production-read" in st["policies"] or "gha-production" in st["roles"]["jwt"]:
+                found.append("a managed policy or role removed from git stays in Vault")
+            if st["roles"]["jwt"].get("gha-ci") != git_roles("jwt")["gha-ci"] or "ci/data/*" in st["policies"].get("gha-ci-read", ""):
+                found.append("a second run does not restore the drifted role and policy")
+            if "someone-elses" not in st["roles"]["kubernetes"]:
+                found.append("a role this configuration does not manage was deleted")
+        # GitHub Enterprise Server: the issuer is a setting.
+        ghes = "https://ghes.example.internal/_services/token"
+        res = vm.configure(config, token, GITHUB_OIDC_ISSUER=ghes)
+        if res.returncode != 0 or vm.state()["config"].get("auth/jwt/config", {}).get("oidc_discovery_url") != ghes:
+            found.append("GITHUB_OIDC_ISSUER (GitHub Enterprise Server) is not what auth/jwt/config trusts")
+        res = vm.configure(config, "")
         if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
             found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+    found += issuer_setting_problems(ctx)
     problems(found)
-    return "fresh and configured Vault: mounts, auth methods, audit, every policy (accessor substituted) and role"
+    return ("bounded token cannot rewrite its own policies or unlisted roles; roles rewritten exactly; removed ones deleted, "
+            "others kept; dry run changes nothing; issuer configurable and allowed by the egress NetworkPolicy")
+
+
+def issuer_setting_problems(ctx: Ctx) -> list[str]:
+    """The configure Job's issuer and the servers' egress come from one ConfigMap."""
+    found = []
+    cms = [o for o in ctx.objects("vault", "ConfigMap") if o["metadata"]["name"].startswith("vault-oidc-issuer")]
+    if len(cms) != 1:
+        return ["no ConfigMap vault-oidc-issuer (GITHUB_OIDC_ISSUER, GITHUB_OIDC_ISSUER_CIDR) in deploy/vault"]
+    cm = cms[0]
+    job = ctx.one("vault", "Job", "vault-configure")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    ref = env.get("GITHUB_OIDC_ISSUER", {}).get("valueFrom", {}).get("configMapKeyRef", {})
+    if ref.get("name") != cm["metadata"]["name"] or ref.get("key") != "GITHUB_OIDC_ISSUER":
+        found.append("the configure Job does not take GITHUB_OIDC_ISSUER from ConfigMap vault-oidc-issuer")
+    issuer = cm["data"].get("GITHUB_OIDC_ISSUER", "")
+    if not re.fullmatch(r"https://token\.actions\.githubusercontent\.com|https://[^/]+/_services/token", issuer):
+        found.append(f"GITHUB_OIDC_ISSUER {issuer!r} is neither github.com's nor a GitHub Enterprise Server's")
+    egress = [o for o in ctx.objects("vault", "NetworkPolicy") if "Egress" in o["spec"].get("policyTypes", [])
+              and o["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "vault", "component": "server"}]
+    cidr = cm["data"].get("GITHUB_OIDC_ISSUER_CIDR")
+    allowed = [r for p in egress for r in p["spec"].get("egress", [])
+               if any(t.get("ipBlock", {}).get("cidr") == cidr for t in r.get("to", []))
+               and any(pt.get("port") == 443 for pt in r.get("ports", []))]
+    if not cidr or not allowed:
+        found.append(f"no egress NetworkPolicy lets the Vault servers reach the issuer's range {cidr!r} on 443")
+    return found
 
 
 def check_shell_scripts(ctx: Ctx) -> str:

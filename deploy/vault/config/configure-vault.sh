@@ -57,7 +57,7 @@ if vault read sys/mounts/ci >/dev/null 2>&1; then
   log "ci/ (kv-v2) already enabled"
 else
   apply vault secrets enable -path=ci -version=2 -description="CI secrets and image tags" kv
-  log "enabled ci/ (kv-v2)"
+  dry || log "enabled ci/ (kv-v2)"
 fi
 
 # Auth methods.
@@ -66,7 +66,7 @@ for method in jwt kubernetes; do
     log "auth $method/ already enabled"
   else
     apply vault auth enable -path="$method" "$method"
-    log "enabled auth $method/"
+    dry || log "enabled auth $method/"
   fi
 done
 
@@ -85,7 +85,7 @@ if vault read -format=json sys/audit 2>/dev/null | grep -q '"file/"'; then
   log "audit device file/ already enabled"
 else
   apply vault audit enable file file_path=/vault/audit/audit.log
-  log "enabled audit device file/"
+  dry || log "enabled audit device file/"
 fi
 
 work="$(mktemp -d)"
@@ -115,14 +115,14 @@ for file in "$CONFIG_DIR"/policies/*.hcl; do
     diff -u "$work/have.hcl" "$work/want.hcl" | tail -n +3 | sed "s|^|  $name: |"
   fi
   apply vault write "sys/policies/acl/$name" policy=@"$work/want.hcl"
-  log "policy $name written"
+  dry || log "policy $name written"
   changes=$((changes + 1))
 done
 for name in $(list_names sys/policies/acl); do
   grep -qx "$name" "$work/policies" && continue
   if managed "sys/policies/acl/$name"; then
     apply vault delete "sys/policies/acl/$name"
-    log "policy $name deleted: no longer in git"
+    dry || log "policy $name deleted: no longer in git"
     changes=$((changes + 1))
   else
     log "policy $name left alone: not managed here"
@@ -141,14 +141,14 @@ for kind in jwt kubernetes; do
       apply vault delete "auth/$kind/role/$name"
     fi
     apply vault write "auth/$kind/role/$name" @"$file"
-    log "auth/$kind/role/$name written"
+    dry || log "auth/$kind/role/$name written"
     changes=$((changes + 1))
   done
   for name in $(list_names "auth/$kind/role"); do
     grep -qx "$name" "$work/roles" && continue
     if managed "auth/$kind/role/$name"; then
       apply vault delete "auth/$kind/role/$name"
-      log "auth/$kind/role/$name deleted: no longer in git"
+      dry || log "auth/$kind/role/$name deleted: no longer in git"
       changes=$((changes + 1))
     else
       log "auth/$kind/role/$name left alone: not managed here"
