@@ -1257,7 +1257,7 @@ class VaultModel:
 
     def configured(self) -> None:
         """A Vault configured from git, as the configure Job leaves it."""
-        res = self.configure(self.config_copy(self.dir / "config"), self.issue_configurer_token())
+        res = self.configure(self.config_copy(Path(tempfile.mkdtemp(dir=self.dir)) / "config"), self.issue_configurer_token())
         if res.returncode != 0:
             raise Failed(f"configure-vault.sh failed on the model: {res.stderr.strip() or res.stdout.strip()}")
 
@@ -1422,37 +1422,6 @@ def check_actionlint(ctx: Ctx) -> str:
     return f"{len(list(wdir.glob('*.yml')))} workflows pass actionlint (with shellcheck)"
 
 
-# Stub curl for the workflows' Vault calls: OIDC token endpoint, JWT login, KV reads, token revocation.
-# KV data comes from $STUB_KV/<path>.json; every call is logged to $STUB_LOG.
-STUB_CURL = r"""#!/bin/bash
-url="" data=""
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --data) data="$2"; shift 2 ;;
-    -H|-X|--cacert|--retry) shift 2 ;;
-    -*) shift ;;
-    *) url="$1"; shift ;;
-  esac
-done
-compact="$(jq -c . <<< "$data" 2>/dev/null)" || compact="$data"
-echo "curl $url $compact" >> "$STUB_LOG"
-case "$url" in
-  *audience=*) printf '{"value":"oidc.jwt.for.%s"}\n' "${url##*audience=}" ;;
-  */v1/auth/jwt/login)
-    role="$(jq -r .role <<< "$data")"
-    [[ "$role" == "$STUB_ALLOWED_ROLE" ]] || { echo '{"errors":["permission denied"]}'; exit 22; }
-    echo '{"auth":{"client_token":"hvs.stubtoken"}}' ;;
-  */v1/auth/token/revoke-self) echo '{}' ;;
-  */v1/ci/data/*)
-    if [[ -n "$data" ]]; then echo '{"data":{"version":1}}'; exit 0; fi
-    f="$STUB_KV/${url#*/v1/}.json"
-    [[ -f "$f" ]] || { echo '{"errors":[]}'; exit 22; }
-    cat "$f" ;;
-  *) echo "unexpected curl $url" >&2; exit 2 ;;
-esac
-"""
-
-
 def workflow_step(workflow: str, step_name: str) -> dict:
     wf = load_workflow(workflow)
     for job in wf["jobs"].values():
@@ -1462,14 +1431,30 @@ def workflow_step(workflow: str, step_name: str) -> dict:
     raise Failed(f"{workflow}: no step {step_name!r}")
 
 
+def fetch_callers() -> list[tuple[str, str, dict]]:
+    """(workflow, job, job) for every job in deploy/workflows that calls fetch-secrets."""
+    return [(wf.name, n, j) for wf in sorted((DEPLOY / "workflows").glob("*.yml"))
+            for n, j in load_workflow(wf.name)["jobs"].items() if str(j.get("uses", "")).endswith("fetch-secrets.yml")]
+
+
+def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-secrets.yml") -> str:
+    """The OIDC claims GitHub gives a job of `repo` calling example-org/arc-hook's `workflow` at main."""
+    return json.dumps({"repository": repo, "ref": ref, "environment": "",
+                       "job_workflow_ref": f"{github_org()}/arc-hook/.github/workflows/{workflow}@refs/heads/main"})
+
+
 def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
-    """Runs fetch-secrets' step and docker-build-push's decrypt step against a stub Vault."""
-    fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read secrets")
+    """The round trip through the Vault model: docker-build-push records a tag, fetch-secrets hands
+    secrets (encrypted) and tags (plain) to callers by catalogue name, use-runner-image runs in the tag."""
+    fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read values")
     decrypt = workflow_step("docker-build-push.yml", "Decrypt secrets")
-    for step in (fetch, decrypt):
+    record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
+    for step in (fetch, decrypt, record):
         if "${{" in step["run"]:
             raise Failed(f"step {step['name']!r} interpolates expressions into its script; pass them through env")
-    values = {
+    catalogue = load_workflow("fetch-secrets.yml")["jobs"]["fetch"]["env"]["CATALOGUE"]
+    org = github_org()
+    secrets = {
         "REGISTRY_USERNAME": "ci-bot",
         # Everything a shell or the output file format could trip on.
         "REGISTRY_PASSWORD": "p@ss w0rd $HOME `id` \"q\" 'x'\nsecond line=EOF",
@@ -1477,81 +1462,92 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "bin").mkdir()
-        (t / "bin" / "curl").write_text(STUB_CURL)
-        (t / "bin" / "curl").chmod(0o755)
-        kv = t / "kv" / "ci" / "data" / "registry"
-        kv.mkdir(parents=True)
-        (kv / "push.json").write_text(json.dumps({"data": {"data": {"username": values["REGISTRY_USERNAME"], "password": values["REGISTRY_PASSWORD"]}}}))
-        key = "k" * 40
-        base = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"), STUB_KV=str(t / "kv"),
-                    STUB_ALLOWED_ROLE="gha-registry-push", RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"),
-                    GITHUB_ENV=str(t / "env"), ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
-                    VAULT_ADDR="https://vault-active.vault.svc:8200", VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY=key,
+        vm = VaultModel(t)
+        vm.configured()
+        vm.edit(lambda st: st["kv"].update({"registry/push": {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]}}))
+        base = dict(vm.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
+                    ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
+                    VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY="k" * 40, CATALOGUE=catalogue,
                     VAULT_CA_CERT="-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----")
-        dbp = load_workflow("docker-build-push.yml")
-        caller = next(j for j in dbp["jobs"].values() if "uses" in j)
-        env = dict(base, VAULT_ROLE=caller["with"]["role"], SECRET_SPECS=caller["with"]["secrets"])
-        (t / "output").write_text("")
-        res = run(["bash", "-e", "-c", fetch["run"]], env=env)
-        if res.returncode != 0:
-            raise Failed(f"fetch step failed: {res.stdout.strip()} {res.stderr.strip()}")
-        outputs = (t / "output").read_text()
-        m = re.search(r"^secrets=(.+)$", outputs, re.M)
-        if not m or values["REGISTRY_PASSWORD"].splitlines()[0] in outputs:
-            raise Failed("fetch step wrote no encrypted `secrets` output, or wrote a value in clear text")
-        for line in values["REGISTRY_PASSWORD"].splitlines():
+
+        def fetch_run(names: str, repo: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
+            (t / "output").write_text("")
+            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": names, "STUB_CLAIMS": run_claims(repo), **extra})
+            out = dict(line.split("=", 1) for line in (t / "output").read_text().splitlines() if "=" in line)
+            return res, out
+
+        # Callers name catalogue entries, never Vault paths: a moved path is one edit in the catalogue.
+        callers = fetch_callers()
+        for wf, job, j in callers:
+            if "ci/data/" in json.dumps(j.get("with", {})):
+                found.append(f"{wf} job {job} asks fetch-secrets for a Vault path instead of a catalogue name")
+        dbp = next(j for wf, _, j in callers if wf == "docker-build-push.yml")
+        res, out = fetch_run(dbp["with"]["names"], f"{org}/arc-hook")
+        if res.returncode != 0 or "secrets" not in out:
+            raise Failed(f"docker-build-push's fetch failed: {res.stdout.strip()} {res.stderr.strip()}")
+        if secrets["REGISTRY_PASSWORD"].splitlines()[0] in (t / "output").read_text():
+            found.append("a secret reached the outputs in clear text")
+        for line in secrets["REGISTRY_PASSWORD"].splitlines():
             if f"::add-mask::{line}" not in res.stdout:
                 found.append(f"value line {line!r} not masked")
-        if "::add-mask::hvs.stubtoken" not in res.stdout:
-            found.append("Vault token not masked")
-        if "revoke-self" not in (t / "log").read_text():
-            found.append("Vault token not revoked")
-        # The caller's decrypt step recovers the exact values into GITHUB_ENV.
+        if [k for k, v in vm.state()["tokens"].items() if v.get("role")]:
+            found.append("fetch-secrets left a Vault token valid")
         (t / "env").write_text("")
-        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=m.group(1)))
+        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=out["secrets"]))
+        if res.returncode != 0 or parse_github_env((t / "env").read_text()) != secrets:
+            found.append(f"decrypting docker-build-push's secrets gave {parse_github_env((t / 'env').read_text())!r}")
+
+        # The producer records tag T (role gha-image-tags-write, its own repository's path only).
+        producer_env = dict(base, STUB_CLAIMS=run_claims(f"{org}/arc-hook", workflow="docker-build-push.yml"),
+                            GITHUB_REPOSITORY=f"{org}/arc-hook", GITHUB_SHA="0123abcd", GITHUB_SERVER_URL="https://github.example.internal",
+                            GITHUB_RUN_ID="42", GITHUB_STEP_SUMMARY=str(t / "summary"),
+                            IMAGE_NAME=load_workflow("docker-build-push.yml")["env"]["IMAGE_NAME"], TAG="0.1.0-0123abcd",
+                            IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd", DIGEST="sha256:" + "0" * 64)
+        res = run(["bash", "-e", "-c", record["run"]], env=producer_env)
         if res.returncode != 0:
-            raise Failed(f"decrypt step failed: {res.stderr.strip()}")
-        got = parse_github_env((t / "env").read_text())
-        if got != values:
-            found.append(f"decrypted {got!r}, expected {values!r}")
-        # Recording the tag: role gha-image-tags-write, a path its templated policy allows.
-        record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
-        repo = f"{github_org()}/arc-hook"
-        (t / "log").write_text("")
-        res = run(["bash", "-e", "-c", record["run"]],
-                  env=dict(base, STUB_ALLOWED_ROLE="gha-image-tags-write", GITHUB_REPOSITORY=repo, GITHUB_SHA="0123abcd",
-                           GITHUB_SERVER_URL="https://github.example.internal", GITHUB_RUN_ID="42",
-                           GITHUB_STEP_SUMMARY=str(t / "summary"), IMAGE_NAME=dbp["env"]["IMAGE_NAME"],
-                           TAG="0.1.0-0123abcd", IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd",
-                           DIGEST="sha256:" + "0" * 64))
-        writes = [line.split(" ", 2) for line in (t / "log").read_text().splitlines() if "/v1/ci/data/image-tags/" in line]
-        policy = parse_policy(DEPLOY / "vault" / "policies" / "gha-image-tags-write.hcl")
-        allowed = [re.sub(r"\{\{identity\.entity\.aliases\.[^}]+\.metadata\.repository\}\}", repo, p) for p in policy]
-        if res.returncode != 0:
-            found.append(f"recording the tag failed: {res.stderr.strip()}")
-        elif not writes:
-            found.append(f"the tag is not written to ci/data/image-tags/ ({res.stderr.strip()})")
-        else:
-            path = writes[0][1].split("/v1/", 1)[1]
-            if not any(re.fullmatch(a.replace("*", "[^/]+(/[^/]+)*"), path) for a in allowed):
-                found.append(f"the tag goes to {path}, which policy gha-image-tags-write does not allow for {repo}")
-            record_data = json.loads(writes[0][2]).get("data", {})
-            for field in ("image", "tag", "digest", "commit"):
-                if not record_data.get(field):
-                    found.append(f"the tag record lacks {field}")
-        # A role Vault refuses fails the step with an error annotation.
-        (t / "output").write_text("")
-        res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, STUB_ALLOWED_ROLE="other"))
-        if res.returncode == 0 or "::error" not in res.stdout or (t / "output").read_text():
-            found.append("a refused Vault login does not fail the step cleanly")
-        # A malformed spec line is refused.
-        res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, SECRET_SPECS="ci/data/registry/push username"))
-        if res.returncode == 0:
-            found.append("a malformed secrets line is accepted")
+            raise Failed(f"recording the tag failed: {res.stderr.strip()}")
+        # A consumer in another repository of the organisation gets T in clear and runs in it.
+        consumer = load_workflow("use-runner-image.yml")
+        fetch_job, fetch_spec = next((n, j) for n, j in consumer["jobs"].items() if "uses" in j)
+        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", OUTPUT_KEY="")
+        values = json.loads(out.get("values", "{}")) if res.returncode == 0 else {}
+        if values.get("RUNNER_IMAGE") != producer_env["IMAGE"]:
+            found.append(f"the consumer got {values} (exit {res.returncode}: {res.stdout.strip()[-200:]}), not the recorded {producer_env['IMAGE']}")
+        images = [j.get("container", {}).get("image", "") for j in consumer["jobs"].values() if "container" in j]
+        want_expr = rf"\$\{{\{{\s*fromJSON\(needs\.{fetch_job}\.outputs\.values\)\.RUNNER_IMAGE\s*\}}\}}"
+        if not images or not all(re.fullmatch(want_expr, i) for i in images):
+            found.append(f"use-runner-image's container.image {images} is not fromJSON(needs.{fetch_job}.outputs.values).RUNNER_IMAGE")
+        # The catalogue moves the tag: every caller follows without being edited.
+        moved = catalogue.replace("ci/data/image-tags/", "ci/data/moved/image-tags/")
+        vm.edit(lambda st: st["policies"].update({"gha-image-tags-read": 'path "ci/data/moved/image-tags/*" { capabilities = ["read"] }'}))
+        vm.edit(lambda st: st["kv"].update({f"moved/image-tags/{org}/arc-hook/arc-hook-runner": {"image": "moved:1"}}))
+        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", CATALOGUE=moved, OUTPUT_KEY="")
+        if res.returncode != 0 or json.loads(out.get("values", "{}")).get("RUNNER_IMAGE") != "moved:1":
+            found.append("after a catalogue edit the unchanged consumer does not read the new path")
+        vm.configured()
+        # Refusals: a workflow outside the organisation; a repository writing another's tag; a reader writing.
+        res, out = fetch_run(fetch_spec["with"]["names"], "other-org/some-service", OUTPUT_KEY="")
+        if res.returncode == 0 or "::error" not in res.stdout or out:
+            found.append("a workflow outside the organisation read an image tag")
+        before = vm.state()["kv"]
+        res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"))
+        if res.returncode == 0 or vm.state()["kv"] != before:
+            found.append("arc-hook's docker-build-push wrote another repository's tag")
+        reader = run(["curl", "--fail-with-body", "-X", "POST", "--data", json.dumps({"role": "gha-image-tags-read", "jwt": "model." + __import__("base64").b64encode(
+            json.dumps(dict(json.loads(run_claims(f"{org}/some-service")), aud="arc-platform-vault")).encode()).decode()}),
+            f"{base['VAULT_ADDR']}/v1/auth/jwt/login"], env=base)
+        token = json.loads(reader.stdout or "{}").get("auth", {}).get("client_token", "")
+        res = run(["curl", "--fail-with-body", "-H", f"X-Vault-Token: {token}", "--data", '{"data": {"image": "evil"}}',
+                   f"{base['VAULT_ADDR']}/v1/ci/data/image-tags/{org}/arc-hook/arc-hook-runner"], env=base)
+        if not token or res.returncode == 0:
+            found.append("role gha-image-tags-read may write a tag (or its login failed)")
+        # A name missing from the catalogue fails before any login.
+        res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
+        if res.returncode == 0 or "catalogue" not in res.stdout:
+            found.append("a name outside the catalogue (a raw Vault path) is accepted")
     problems(found)
-    return ("values with quotes, $, backticks and newlines survive fetch -> encrypted output -> decrypt, masked, "
-            "token revoked; the tag record lands where gha-image-tags-write allows")
+    return ("secrets survive fetch -> encrypted -> decrypt, masked, tokens revoked; producer records T, consumer gets T in clear "
+            "and runs in it; catalogue moves reach unchanged callers; outside-org reads and cross-repo or reader writes refused")
 
 
 STUB_CURL_RELEASES = r"""#!/bin/bash
@@ -1657,14 +1653,14 @@ def check_workflow_structure(ctx: Ctx) -> str:
     call = fs.get("on", {}).get("workflow_call")
     if not call:
         raise Failed("fetch-secrets.yml is not triggered by workflow_call")
-    for inp in ("role", "secrets"):
-        if not call.get("inputs", {}).get(inp, {}).get("required"):
-            found.append(f"fetch-secrets: input {inp} must be required")
-    if not call.get("secrets", {}).get("OUTPUT_KEY", {}).get("required"):
-        found.append("fetch-secrets: secret OUTPUT_KEY must be required")
+    if not call.get("inputs", {}).get("names", {}).get("required"):
+        found.append("fetch-secrets: input names must be required")
+    if "OUTPUT_KEY" not in call.get("secrets", {}):
+        found.append("fetch-secrets: no OUTPUT_KEY secret to encrypt secrets with")
     outputs = call.get("outputs", {})
-    if "secrets" not in outputs:
-        found.append("fetch-secrets: no `secrets` output")
+    for out in ("secrets", "values"):
+        if out not in outputs:
+            found.append(f"fetch-secrets: no `{out}` output")
     for name, out in outputs.items():
         m = re.fullmatch(r"\$\{\{\s*jobs\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}", out["value"])
         if not m or m.group(2) not in fs["jobs"].get(m.group(1), {}).get("outputs", {}):
@@ -1689,16 +1685,30 @@ def check_workflow_structure(ctx: Ctx) -> str:
             if not (DEPLOY / "workflows" / wf_file).exists():
                 found.append(f"jwt role {role} binds workflow {wf_file}, which deploy/workflows lacks")
 
-    dbp = load_workflow("docker-build-push.yml")
-    callers = [(n, j) for n, j in dbp["jobs"].items() if str(j.get("uses", "")).endswith("fetch-secrets.yml")]
-    if not callers:
-        found.append("docker-build-push does not call fetch-secrets")
-    for n, j in callers:
-        role = j.get("with", {}).get("role")
-        if role not in jwt_roles:
-            found.append(f"docker-build-push job {n} uses Vault role {role!r}, which does not exist")
+    # The catalogue's roles exist; every caller asks only for catalogue names, with id-token: write.
+    catalogue = {}
+    for line in fs["jobs"]["fetch"].get("env", {}).get("CATALOGUE", "").splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 5 or fields[4] not in ("secret", "plain") or not fields[2].startswith("ci/data/"):
+            found.append(f"fetch-secrets catalogue line {line.strip()!r}: want <name> <role> <ci/data/ path> <key> <secret|plain>")
+            continue
+        catalogue[fields[0]] = fields
+        if fields[1] not in jwt_roles:
+            found.append(f"fetch-secrets catalogue: {fields[0]} uses role {fields[1]!r}, which does not exist")
+    if not catalogue:
+        found.append("fetch-secrets has no catalogue (job fetch, env CATALOGUE)")
+    for wf, n, j in fetch_callers():
+        for line in j.get("with", {}).get("names", "").splitlines():
+            name = line.split("|")[0].strip()
+            if name and name not in catalogue:
+                found.append(f"{wf} job {n} asks for {name!r}, which is not in fetch-secrets' catalogue")
         if j.get("permissions", {}).get("id-token") != "write":
-            found.append(f"docker-build-push job {n} must grant id-token: write to the called workflow")
+            found.append(f"{wf} job {n} must grant id-token: write to the called workflow")
+    dbp = load_workflow("docker-build-push.yml")
+    if not any(wf == "docker-build-push.yml" for wf, _, _ in fetch_callers()):
+        found.append("docker-build-push does not call fetch-secrets")
     build = [j for j in dbp["jobs"].values() if "steps" in j]
     if not build or any(j.get("runs-on") != "runner-base" for j in build):
         found.append("docker-build-push must build on runner-base")
@@ -1764,7 +1774,7 @@ CHECKS = [
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
-    ("fetch-secrets behaviour (stub Vault)", check_fetch_secrets_behaviour),
+    ("fetch-secrets behaviour (Vault model)", check_fetch_secrets_behaviour),
     ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
     ("README", check_readme),
 ]
