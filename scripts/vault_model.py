@@ -337,6 +337,9 @@ def vault_cli(args: list[str]) -> int:
             request(state, token, "write", f"sys/auth/{flags['path']}", {"type": rest[2]})
         elif cmd == ["audit", "enable"]:
             request(state, token, "write", f"sys/audit/{rest[2]}", kv_pairs(rest[3:]))
+        elif cmd == ["policy", "write"]:
+            text = sys.stdin.read() if rest[3] == "-" else open(rest[3]).read()
+            request(state, token, "write", f"sys/policies/acl/{rest[2]}", {"policy": text})
         elif rest[0] == "read":
             cli_output(flags, request(state, token, "read", rest[1]))
         elif rest[0] == "list":
