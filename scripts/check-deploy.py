@@ -1041,6 +1041,21 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
         found.append(f"a role grants policy {p}, which has no file in policies/")
     for p in sorted(set(policies) - used - {"vault-configurer"}):
         found.append(f"policy {p} is granted by no role")
+    # The configurer writes only the names listed for it, never a policy its own token carries: Vault
+    # builds a token's ACL from the policy store on each request (vault/policy_store.go ACL), so write
+    # access to vault-configurer or default is write access to its own rights.
+    conf = policies.get("vault-configurer", {})
+    writes = {"create", "update", "delete"}
+    for p, caps in conf.items():
+        if caps & writes and ("*" in p or "+" in p) and p.startswith(("sys/policies/", "auth/")):
+            found.append(f"vault-configurer may write {p!r}: a glob, where it should name each managed policy and role")
+        if caps & writes and p.rsplit("/", 1)[-1] in ("vault-configurer", "default", "root") and p.startswith("sys/polic"):
+            found.append(f"vault-configurer may write {p!r}, a policy its own token holds")
+    managed = {f"sys/policies/acl/{n}" for n in policies if n != "vault-configurer"}
+    managed |= {f"auth/jwt/role/{n}" for n in jwt_roles} | {f"auth/kubernetes/role/{n}" for n in k8s_roles}
+    for path in sorted(managed):
+        if not writes <= conf.get(path, set()):
+            found.append(f"vault-configurer does not name {path} with create, update and delete (the configure Job could not manage it)")
     # The configure Job must receive every file (a forgotten generator entry is a silent gap).
     kust = load_yaml(vdir / "kustomization.yaml")
     gens = {g["name"]: set(g.get("files", [])) for g in kust["configMapGenerator"]}

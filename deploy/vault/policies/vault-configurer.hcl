@@ -1,6 +1,6 @@
 # The token the vault-configure Job runs with: short-lived and issued by an operator for one run
 # (RESTORE.md "Running the configuration"):
-#   vault token create -policy=vault-configurer -ttl=1h -use-limit=300 -format=json
+#   vault token create -policy=vault-configurer -ttl=1h -use-limit=200 -format=json
 # stored in Secret vault-configurer-token and deleted after the run. It cannot read or write a
 # secret, and it can write only the policies and roles this repository manages, each named below.
 #
