@@ -957,6 +957,38 @@ def check_vault_values(ctx: Ctx) -> str:
     return f"HA raft, {replicas} replicas, TLS; raft config parses"
 
 
+def check_vault_scrape(ctx: Ctx) -> str:
+    """Every Vault server pod is scraped, sealed and standby ones included, and the alerts select that job."""
+    v = load_yaml(DEPLOY / "vault" / "values.yaml")
+    found = []
+    # vault-helm templates/prometheus-servicemonitor.yaml: in HA mode the chart's ServiceMonitor selects
+    # vault-active="true" (the unsealed leader only); it is on with either of these two values.
+    if v.get("serverTelemetry", {}).get("serviceMonitor", {}).get("enabled") or v.get("global", {}).get("serverTelemetry", {}).get("prometheusOperator"):
+        found.append("the chart's ServiceMonitor is on: it scrapes only the vault-active pod, never a sealed or standby one")
+    server_labels = {"app.kubernetes.io/name": "vault", "component": "server"}
+    monitors = [m for m in ctx.objects("vault", "PodMonitor") if m["spec"].get("selector", {}).get("matchLabels") == server_labels
+                and not m["spec"]["selector"].get("matchExpressions")]
+    if len(monitors) != 1:
+        found.append(f"want one PodMonitor selecting exactly {server_labels} (no vault-active/vault-sealed condition), found {len(monitors)}")
+    else:
+        m = monitors[0]
+        endpoints = m["spec"].get("podMetricsEndpoints", [])
+        # vault-helm templates/server-statefulset.yaml names the API port after the scheme.
+        if [(e.get("port"), e.get("scheme"), e.get("path")) for e in endpoints] != [("https", "https", "/v1/sys/metrics")]:
+            found.append(f"PodMonitor {m['metadata']['name']} must scrape port https at /v1/sys/metrics over https")
+        job = f"{m['metadata']['namespace']}/{m['metadata']['name']}"
+        rules = ctx.one("vault", "PrometheusRule", "vault")
+        exprs = {r.get("alert"): r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]}
+        down = exprs.get("VaultServerDown", "")
+        if f'job="{job}"' not in down:
+            found.append(f"alert VaultServerDown does not select the PodMonitor's job {job!r}")
+        replicas = v["server"]["ha"]["replicas"]
+        if not re.search(rf"<\s*{replicas}\b", down):
+            found.append(f"alert VaultServerDown does not compare with the {replicas} replicas of values.yaml")
+    problems(found)
+    return "chart ServiceMonitor off; one PodMonitor scrapes every server pod; VaultServerDown counts its targets against the replicas"
+
+
 def check_vault_policies_and_roles(ctx: Ctx) -> str:
     found = []
     vdir = DEPLOY / "vault"
@@ -1009,6 +1041,21 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
         found.append(f"a role grants policy {p}, which has no file in policies/")
     for p in sorted(set(policies) - used - {"vault-configurer"}):
         found.append(f"policy {p} is granted by no role")
+    # The configurer writes only the names listed for it, never a policy its own token carries: Vault
+    # builds a token's ACL from the policy store on each request (vault/policy_store.go ACL), so write
+    # access to vault-configurer or default is write access to its own rights.
+    conf = policies.get("vault-configurer", {})
+    writes = {"create", "update", "delete"}
+    for p, caps in conf.items():
+        if caps & writes and ("*" in p or "+" in p) and p.startswith(("sys/policies/", "auth/")):
+            found.append(f"vault-configurer may write {p!r}: a glob, where it should name each managed policy and role")
+        if caps & writes and p.rsplit("/", 1)[-1] in ("vault-configurer", "default", "root") and p.startswith("sys/polic"):
+            found.append(f"vault-configurer may write {p!r}, a policy its own token holds")
+    managed = {f"sys/policies/acl/{n}" for n in policies if n != "vault-configurer"}
+    managed |= {f"auth/jwt/role/{n}" for n in jwt_roles} | {f"auth/kubernetes/role/{n}" for n in k8s_roles}
+    for path in sorted(managed):
+        if not writes <= conf.get(path, set()):
+            found.append(f"vault-configurer does not name {path} with create, update and delete (the configure Job could not manage it)")
     # The configure Job must receive every file (a forgotten generator entry is a silent gap).
     kust = load_yaml(vdir / "kustomization.yaml")
     gens = {g["name"]: set(g.get("files", [])) for g in kust["configMapGenerator"]}
@@ -1068,16 +1115,6 @@ def check_vault_backup(ctx: Ctx) -> str:
     return f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; scripts upload and prune correctly against stubs"
 
 
-STUB_VAULT = r"""#!/bin/sh
-echo "vault $*" >> "$STUB_LOG"
-case "$1 $2" in
-  "write -field=token") echo stub-token ;;
-  "operator raft")
-    case "$4" in save) printf 'raft-snapshot-bytes' > "$5" ;; inspect) [ -s "$5" ] ;; *) exit 2 ;; esac ;;
-  "token revoke") ;;
-  *) echo "unexpected vault $*" >&2; exit 2 ;;
-esac
-"""
 # A fake S3: objects are files under $STUB_S3/<bucket>/<key>, mtime = LastModified.
 STUB_AWS = r"""#!/bin/sh
 echo "aws $*" >> "$STUB_LOG"
@@ -1122,15 +1159,18 @@ def backup_scripts_behave() -> list[str]:
     scripts = DEPLOY / "vault" / "backup"
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "bin").mkdir()
-        for name, body in (("vault", STUB_VAULT), ("aws", STUB_AWS), ("mc", STUB_MC)):
+        vm = VaultModel(t)
+        vm.configured()
+        for name, body in (("aws", STUB_AWS), ("mc", STUB_MC)):
             (t / "bin" / name).write_text(body)
             (t / "bin" / name).chmod(0o755)
         backup, s3, minio = t / "backup", t / "s3", t / "minio"
         for d in (backup, s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
             d.mkdir(parents=True)
-        token = t / "sa-token"
-        token.write_text("sa-jwt")
+        # The projected service-account token, as the model's Kubernetes auth reads it.
+        sa_token = t / "sa-token"
+        sa_token.write_text("model." + __import__("base64").b64encode(json.dumps(
+            {"namespace": "vault", "serviceaccount": "vault-backup", "aud": "vault"}).encode()).decode())
         # Existing backups: one 8 days old (must go), one 3 days old (must stay).
         for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
             for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
@@ -1138,9 +1178,8 @@ def backup_scripts_behave() -> list[str]:
                 f.write_text("x")
                 when = __import__("time").time() - age * 86400
                 os.utime(f, (when, when))
-        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"),
-                   STUB_S3=str(s3), STUB_MINIO=str(minio), BACKUP_DIR=str(backup), SA_TOKEN_FILE=str(token),
-                   VAULT_ADDR="https://vault-active.vault.svc:8200", RETENTION_DAYS="6",
+        env = dict(vm.env, STUB_S3=str(s3), STUB_MINIO=str(minio), BACKUP_DIR=str(backup), SA_TOKEN_FILE=str(sa_token),
+                   RETENTION_DAYS="6",
                    S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
                    MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
         for script in ("snapshot.sh", "upload-s3.sh", "upload-minio.sh"):
@@ -1158,9 +1197,16 @@ def backup_scripts_behave() -> list[str]:
             want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
             if names != want:
                 found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
-        log = (t / "log").read_text()
-        if "vault token revoke -self" not in log:
-            found.append("snapshot.sh does not revoke its Vault token")
+        # The role sets token_no_default_policy, and only `default` grants revoke-self
+        # (vault/policy_store.go defaultPolicy; vault/token_store.go revoke-self is ACL-checked like any path):
+        # the model refuses the revocation unless policy vault-backup grants it.
+        left = [k for k, v in vm.state()["tokens"].items() if v.get("role") == "vault-backup"]
+        if left:
+            found.append(f"the backup's Vault token is still valid after the run ({len(left)} left): revoke-self was refused")
+        vm.edit(lambda st: st["policies"].update({"vault-backup": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'}))
+        res = run(["sh", str(scripts / "snapshot.sh")], env=env)
+        if res.returncode == 0:
+            found.append("snapshot.sh succeeds although Vault refused to revoke its token")
         # A failed upload must not prune: the old snapshot survives.
         (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
         old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
@@ -1173,77 +1219,183 @@ def backup_scripts_behave() -> list[str]:
     return found
 
 
-STUB_VAULT_CONFIGURE = r"""#!/bin/sh
-# Records every call; plays a fresh Vault (nothing enabled yet) unless $STUB_STATE/enabled exists.
-echo "vault $*" >> "$STUB_LOG"
-case "$1" in
-  token) exit 0 ;;
-  read)
-    case "$*" in
-      *-field=accessor*sys/auth/jwt) echo auth_jwt_5e1f2a ;;
-      *sys/audit) [ -e "$STUB_STATE/enabled" ] && echo '{"file/": {}}'; [ -e "$STUB_STATE/enabled" ] ;;
-      *) [ -e "$STUB_STATE/enabled" ] ;;
-    esac ;;
-  secrets|auth|audit) exit 0 ;;
-  write) exit 0 ;;
-  policy) cat > "$STUB_STATE/policy-$3" ;;
-  *) echo "unexpected vault $*" >&2; exit 2 ;;
-esac
-"""
+class VaultModel:
+    """A Vault for the scripts and workflows to talk to: scripts/vault_model.py behind stub `vault` and
+    `curl` commands. It enforces what the real one does (policies read per request, merging role writes,
+    revoke-self as an ACL-checked path, JWT claim binding), so a check fails where Vault would refuse."""
+
+    MODEL = ROOT / "scripts" / "vault_model.py"
+
+    def __init__(self, tmp: Path):
+        self.dir = tmp
+        (tmp / "bin").mkdir(exist_ok=True)
+        for tool in ("vault", "curl"):
+            # -I -S: a bare interpreter starts in a fraction of the time, and the scripts call it dozens of times.
+            (tmp / "bin" / tool).write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{self.MODEL}" {tool} "$@"\n')
+            (tmp / "bin" / tool).chmod(0o755)
+        self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_MODEL_STATE=str(tmp / "vault.json"),
+                        STUB_LOG=str(tmp / "log"), VAULT_ADDR="https://vault-active.vault.svc:8200")
+        run([sys.executable, str(self.MODEL), "init"], env=self.env, check=True)
+
+    def state(self) -> dict:
+        return json.loads((self.dir / "vault.json").read_text())
+
+    def edit(self, change) -> None:
+        """Changes the stored state directly (an operator's or attacker's earlier action)."""
+        state = self.state()
+        change(state)
+        (self.dir / "vault.json").write_text(json.dumps(state))
+
+    def vault(self, *args: str, token: str = "root", **env) -> subprocess.CompletedProcess:
+        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token, **env))
+
+    def issue_configurer_token(self) -> str:
+        """What the runbook has the operator do: apply vault-configurer with a privileged token, issue a token."""
+        res = self.vault("write", "sys/policies/acl/vault-configurer", f"policy=@{DEPLOY / 'vault' / 'policies' / 'vault-configurer.hcl'}")
+        if res.returncode != 0:
+            raise Failed(f"model: writing vault-configurer as root failed: {res.stderr.strip()}")
+        self.edit(lambda st: st["tokens"].update({"hvs.configurer": {"policies": ["vault-configurer", "default"], "meta": {}}}))
+        return "hvs.configurer"
+
+    def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
+        return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")],
+                   env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token,
+                        "GITHUB_OIDC_ISSUER": "https://token.actions.githubusercontent.com", **env})
+
+    @staticmethod
+    def config_copy(dest: Path) -> Path:
+        vdir = DEPLOY / "vault"
+        shutil.copytree(vdir / "policies", dest / "policies")
+        shutil.copytree(vdir / "config" / "jwt-roles", dest / "jwt-roles")
+        shutil.copytree(vdir / "config" / "kubernetes-roles", dest / "kubernetes-roles")
+        return dest
+
+    def configured(self) -> None:
+        """A Vault configured from git, as the configure Job leaves it."""
+        res = self.configure(self.config_copy(Path(tempfile.mkdtemp(dir=self.dir)) / "config"), self.issue_configurer_token())
+        if res.returncode != 0:
+            raise Failed(f"configure-vault.sh failed on the model: {res.stderr.strip() or res.stdout.strip()}")
+
+
+def git_roles(kind: str) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((DEPLOY / "vault" / "config" / f"{kind}-roles").glob("*.json"))}
 
 
 def check_vault_configure_script(ctx: Ctx) -> str:
-    """Runs configure-vault.sh against a stub vault, on a fresh and on a configured Vault."""
-    vdir = DEPLOY / "vault"
+    """Runs configure-vault.sh against the Vault model: bounded token, convergence, dry run, issuer."""
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        config = t / "config"
-        shutil.copytree(vdir / "policies", config / "policies")
-        shutil.copytree(vdir / "config" / "jwt-roles", config / "jwt-roles")
-        shutil.copytree(vdir / "config" / "kubernetes-roles", config / "kubernetes-roles")
-        (t / "bin").mkdir()
-        (t / "state").mkdir()
-        stub = t / "bin" / "vault"
-        stub.write_text(STUB_VAULT_CONFIGURE)
-        stub.chmod(0o755)
-        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"),
-                   STUB_STATE=str(t / "state"), CONFIG_DIR=str(config), VAULT_TOKEN="stub",
-                   VAULT_ADDR="https://vault-active.vault.svc:8200")
-        script = vdir / "config" / "configure-vault.sh"
-        res = run(["sh", str(script)], env=env)
+        vm = VaultModel(t)
+        token = vm.issue_configurer_token()
+        # Drift an earlier hand edit left behind: gha-ci also grants production secrets to any subject.
+        vm.edit(lambda st: st["roles"]["jwt"].update({"gha-ci": {"bound_subject": "repo:example-org/x:ref:refs/heads/main",
+                                                                  "token_policies": ["gha-production-read"]}}))
+        vm.edit(lambda st: st["roles"]["kubernetes"].update({"someone-elses": {"token_policies": ["other"]}}))
+        config = vm.config_copy(t / "config")
+        res = vm.configure(config, token)
         if res.returncode != 0:
             raise Failed(f"fresh Vault: {res.stderr.strip() or res.stdout.strip()}")
-        log = (t / "log").read_text()
-        for call in ("secrets enable -path=ci -version=2", "auth enable -path=jwt jwt",
-                     "auth enable -path=kubernetes kubernetes", "audit enable file",
-                     "write auth/jwt/config oidc_discovery_url=https://token.actions.githubusercontent.com"):
-            if call not in log:
-                found.append(f"fresh Vault: no `vault {call}`")
-        for p in (vdir / "policies").glob("*.hcl"):
-            written = t / "state" / f"policy-{p.stem}"
-            if not written.exists():
+        st = vm.state()
+        for call, where in (("mounts", "ci"), ("auth", "jwt"), ("auth", "kubernetes"), ("audit", "file")):
+            if where not in st[call]:
+                found.append(f"fresh Vault: {call} {where} not enabled")
+        if st["config"].get("auth/jwt/config", {}).get("bound_issuer") != "https://token.actions.githubusercontent.com":
+            found.append("auth/jwt/config does not trust GitHub's issuer")
+        for p in (DEPLOY / "vault" / "policies").glob("*.hcl"):
+            stored = st["policies"].get(p.stem)
+            if p.stem == "vault-configurer":
+                continue
+            if stored is None:
                 found.append(f"policy {p.stem} not written")
-            elif "@JWT_ACCESSOR@" in written.read_text() or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in written.read_text()):
+            elif "@JWT_ACCESSOR@" in stored or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in stored):
                 found.append(f"policy {p.stem} written without the jwt accessor substituted")
+        # Role writes merge into the stored role (vault-plugin-auth-jwt path_role.go pathRoleCreateUpdate;
+        # vault-plugin-auth-kubernetes path_role.go): only delete-and-write leaves exactly the file.
         for kind in ("jwt", "kubernetes"):
-            for r in (vdir / "config" / f"{kind}-roles").glob("*.json"):
-                if f"write auth/{kind}/role/{r.stem} @" not in log:
-                    found.append(f"role auth/{kind}/role/{r.stem} not written")
-        # Second run on a configured Vault: nothing enabled twice.
-        (t / "state" / "enabled").touch()
-        (t / "log").write_text("")
-        res = run(["sh", str(script)], env=env)
+            for name, want in git_roles(kind).items():
+                if st["roles"][kind].get(name) != want:
+                    found.append(f"auth/{kind}/role/{name} in Vault is {st['roles'][kind].get(name)}, git says {want}")
+        if "someone-elses" not in st["roles"]["kubernetes"]:
+            found.append("a role this configuration does not manage was deleted")
+
+        # The token must not be able to raise its own rights. Vault builds a token's ACL from the policy
+        # store on every request (vault/request_handling.go -> vault/policy_store.go ACL), so a rewrite of
+        # vault-configurer or default would apply to this very token at once.
+        vm.edit(lambda st: st["kv"].update({"production/db": {"password": "s3cret"}}))
+        for own in ("vault-configurer", "default"):
+            vm.vault("write", f"sys/policies/acl/{own}", 'policy=path "ci/*" { capabilities = ["read"] }', token=token)
+            if vm.vault("read", "ci/data/production/db", token=token).returncode == 0:
+                found.append(f"the configurer token rewrote policy {own} and then read a production secret")
+                break
+        for path in ("auth/jwt/role/unlisted", "auth/kubernetes/role/unlisted", "sys/policies/acl/unlisted"):
+            if vm.vault("write", path, "token_policies=default", "policy=x", token=token).returncode == 0:
+                found.append(f"the configurer token may write {path}, which this repository does not manage")
+
+        # Re-running converges; a dry run changes nothing and shows what it would change.
+        vm.edit(lambda st: (st["policies"].update({"gha-ci-read": 'path "ci/data/*" { capabilities = ["read"] }'}),
+                            st["roles"]["jwt"]["gha-ci"].update({"bound_subject": "drifted"})))
+        before = vm.state()
+        res = vm.configure(config, token, DRY_RUN="true")
+        after = vm.state()
         if res.returncode != 0:
-            found.append(f"configured Vault: {res.stderr.strip()}")
-        elif re.search(r"^vault (secrets|auth|audit) enable", (t / "log").read_text(), re.M):
-            found.append("second run enables again: the script is not idempotent")
-        # Without a token it refuses with a message that says what to do.
-        res = run(["sh", str(script)], env=dict(env, VAULT_TOKEN=""))
+            found.append(f"dry run failed: {res.stderr.strip()}")
+        elif {k: v for k, v in after.items() if k != "tokens"} != {k: v for k, v in before.items() if k != "tokens"}:
+            found.append("DRY_RUN=true changed Vault")
+        elif 'gha-ci-read: +path "ci/data/shared/*"' not in res.stdout or "auth/jwt/role/gha-ci: replaced" not in res.stdout:
+            found.append(f"the dry run does not show the policy difference and the role to replace: {res.stdout[-400:]}")
+        # A managed policy and role removed from git are removed from Vault; unmanaged ones stay.
+        (config / "policies" / "gha-production-read.hcl").unlink()
+        (config / "jwt-roles" / "gha-production.json").unlink()
+        res = vm.configure(config, token)
+        st = vm.state()
+        if res.returncode != 0:
+            found.append(f"second run: {res.stderr.strip()}")
+        else:
+            if "gha-production-read" in st["policies"] or "gha-production" in st["roles"]["jwt"]:
+                found.append("a managed policy or role removed from git stays in Vault")
+            if st["roles"]["jwt"].get("gha-ci") != git_roles("jwt")["gha-ci"] or "ci/data/*" in st["policies"].get("gha-ci-read", ""):
+                found.append("a second run does not restore the drifted role and policy")
+            if "someone-elses" not in st["roles"]["kubernetes"]:
+                found.append("a role this configuration does not manage was deleted")
+        # GitHub Enterprise Server: the issuer is a setting.
+        ghes = "https://ghes.example.internal/_services/token"
+        res = vm.configure(config, token, GITHUB_OIDC_ISSUER=ghes)
+        if res.returncode != 0 or vm.state()["config"].get("auth/jwt/config", {}).get("oidc_discovery_url") != ghes:
+            found.append("GITHUB_OIDC_ISSUER (GitHub Enterprise Server) is not what auth/jwt/config trusts")
+        res = vm.configure(config, "")
         if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
             found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+    found += issuer_setting_problems(ctx)
     problems(found)
-    return "fresh and configured Vault: mounts, auth methods, audit, every policy (accessor substituted) and role"
+    return ("bounded token cannot rewrite its own policies or unlisted roles; roles rewritten exactly; removed ones deleted, "
+            "others kept; dry run changes nothing; issuer configurable and allowed by the egress NetworkPolicy")
+
+
+def issuer_setting_problems(ctx: Ctx) -> list[str]:
+    """The configure Job's issuer and the servers' egress come from one ConfigMap."""
+    found = []
+    cms = [o for o in ctx.objects("vault", "ConfigMap") if o["metadata"]["name"].startswith("vault-oidc-issuer")]
+    if len(cms) != 1:
+        return ["no ConfigMap vault-oidc-issuer (GITHUB_OIDC_ISSUER, GITHUB_OIDC_ISSUER_CIDR) in deploy/vault"]
+    cm = cms[0]
+    job = ctx.one("vault", "Job", "vault-configure")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    ref = env.get("GITHUB_OIDC_ISSUER", {}).get("valueFrom", {}).get("configMapKeyRef", {})
+    if ref.get("name") != cm["metadata"]["name"] or ref.get("key") != "GITHUB_OIDC_ISSUER":
+        found.append("the configure Job does not take GITHUB_OIDC_ISSUER from ConfigMap vault-oidc-issuer")
+    issuer = cm["data"].get("GITHUB_OIDC_ISSUER", "")
+    if not re.fullmatch(r"https://token\.actions\.githubusercontent\.com|https://[^/]+/_services/token", issuer):
+        found.append(f"GITHUB_OIDC_ISSUER {issuer!r} is neither github.com's nor a GitHub Enterprise Server's")
+    egress = [o for o in ctx.objects("vault", "NetworkPolicy") if "Egress" in o["spec"].get("policyTypes", [])
+              and o["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "vault", "component": "server"}]
+    cidr = cm["data"].get("GITHUB_OIDC_ISSUER_CIDR")
+    allowed = [r for p in egress for r in p["spec"].get("egress", [])
+               if any(t.get("ipBlock", {}).get("cidr") == cidr for t in r.get("to", []))
+               and any(pt.get("port") == 443 for pt in r.get("ports", []))]
+    if not cidr or not allowed:
+        found.append(f"no egress NetworkPolicy lets the Vault servers reach the issuer's range {cidr!r} on 443")
+    return found
 
 
 def check_shell_scripts(ctx: Ctx) -> str:
@@ -1285,37 +1437,6 @@ def check_actionlint(ctx: Ctx) -> str:
     return f"{len(list(wdir.glob('*.yml')))} workflows pass actionlint (with shellcheck)"
 
 
-# Stub curl for the workflows' Vault calls: OIDC token endpoint, JWT login, KV reads, token revocation.
-# KV data comes from $STUB_KV/<path>.json; every call is logged to $STUB_LOG.
-STUB_CURL = r"""#!/bin/bash
-url="" data=""
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --data) data="$2"; shift 2 ;;
-    -H|-X|--cacert|--retry) shift 2 ;;
-    -*) shift ;;
-    *) url="$1"; shift ;;
-  esac
-done
-compact="$(jq -c . <<< "$data" 2>/dev/null)" || compact="$data"
-echo "curl $url $compact" >> "$STUB_LOG"
-case "$url" in
-  *audience=*) printf '{"value":"oidc.jwt.for.%s"}\n' "${url##*audience=}" ;;
-  */v1/auth/jwt/login)
-    role="$(jq -r .role <<< "$data")"
-    [[ "$role" == "$STUB_ALLOWED_ROLE" ]] || { echo '{"errors":["permission denied"]}'; exit 22; }
-    echo '{"auth":{"client_token":"hvs.stubtoken"}}' ;;
-  */v1/auth/token/revoke-self) echo '{}' ;;
-  */v1/ci/data/*)
-    if [[ -n "$data" ]]; then echo '{"data":{"version":1}}'; exit 0; fi
-    f="$STUB_KV/${url#*/v1/}.json"
-    [[ -f "$f" ]] || { echo '{"errors":[]}'; exit 22; }
-    cat "$f" ;;
-  *) echo "unexpected curl $url" >&2; exit 2 ;;
-esac
-"""
-
-
 def workflow_step(workflow: str, step_name: str) -> dict:
     wf = load_workflow(workflow)
     for job in wf["jobs"].values():
@@ -1325,14 +1446,30 @@ def workflow_step(workflow: str, step_name: str) -> dict:
     raise Failed(f"{workflow}: no step {step_name!r}")
 
 
+def fetch_callers() -> list[tuple[str, str, dict]]:
+    """(workflow, job, job) for every job in deploy/workflows that calls fetch-secrets."""
+    return [(wf.name, n, j) for wf in sorted((DEPLOY / "workflows").glob("*.yml"))
+            for n, j in load_workflow(wf.name)["jobs"].items() if str(j.get("uses", "")).endswith("fetch-secrets.yml")]
+
+
+def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-secrets.yml") -> str:
+    """The OIDC claims GitHub gives a job of `repo` calling example-org/arc-hook's `workflow` at main."""
+    return json.dumps({"repository": repo, "ref": ref, "environment": "",
+                       "job_workflow_ref": f"{github_org()}/arc-hook/.github/workflows/{workflow}@refs/heads/main"})
+
+
 def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
-    """Runs fetch-secrets' step and docker-build-push's decrypt step against a stub Vault."""
-    fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read secrets")
+    """The round trip through the Vault model: docker-build-push records a tag, fetch-secrets hands
+    secrets (encrypted) and tags (plain) to callers by catalogue name, use-runner-image runs in the tag."""
+    fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read values")
     decrypt = workflow_step("docker-build-push.yml", "Decrypt secrets")
-    for step in (fetch, decrypt):
+    record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
+    for step in (fetch, decrypt, record):
         if "${{" in step["run"]:
             raise Failed(f"step {step['name']!r} interpolates expressions into its script; pass them through env")
-    values = {
+    catalogue = load_workflow("fetch-secrets.yml")["jobs"]["fetch"]["env"]["CATALOGUE"]
+    org = github_org()
+    secrets = {
         "REGISTRY_USERNAME": "ci-bot",
         # Everything a shell or the output file format could trip on.
         "REGISTRY_PASSWORD": "p@ss w0rd $HOME `id` \"q\" 'x'\nsecond line=EOF",
@@ -1340,81 +1477,92 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "bin").mkdir()
-        (t / "bin" / "curl").write_text(STUB_CURL)
-        (t / "bin" / "curl").chmod(0o755)
-        kv = t / "kv" / "ci" / "data" / "registry"
-        kv.mkdir(parents=True)
-        (kv / "push.json").write_text(json.dumps({"data": {"data": {"username": values["REGISTRY_USERNAME"], "password": values["REGISTRY_PASSWORD"]}}}))
-        key = "k" * 40
-        base = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"), STUB_KV=str(t / "kv"),
-                    STUB_ALLOWED_ROLE="gha-registry-push", RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"),
-                    GITHUB_ENV=str(t / "env"), ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
-                    VAULT_ADDR="https://vault-active.vault.svc:8200", VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY=key,
+        vm = VaultModel(t)
+        vm.configured()
+        vm.edit(lambda st: st["kv"].update({"registry/push": {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]}}))
+        base = dict(vm.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
+                    ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
+                    VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY="k" * 40, CATALOGUE=catalogue,
                     VAULT_CA_CERT="-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----")
-        dbp = load_workflow("docker-build-push.yml")
-        caller = next(j for j in dbp["jobs"].values() if "uses" in j)
-        env = dict(base, VAULT_ROLE=caller["with"]["role"], SECRET_SPECS=caller["with"]["secrets"])
-        (t / "output").write_text("")
-        res = run(["bash", "-e", "-c", fetch["run"]], env=env)
-        if res.returncode != 0:
-            raise Failed(f"fetch step failed: {res.stdout.strip()} {res.stderr.strip()}")
-        outputs = (t / "output").read_text()
-        m = re.search(r"^secrets=(.+)$", outputs, re.M)
-        if not m or values["REGISTRY_PASSWORD"].splitlines()[0] in outputs:
-            raise Failed("fetch step wrote no encrypted `secrets` output, or wrote a value in clear text")
-        for line in values["REGISTRY_PASSWORD"].splitlines():
+
+        def fetch_run(names: str, repo: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
+            (t / "output").write_text("")
+            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": names, "STUB_CLAIMS": run_claims(repo), **extra})
+            out = dict(line.split("=", 1) for line in (t / "output").read_text().splitlines() if "=" in line)
+            return res, out
+
+        # Callers name catalogue entries, never Vault paths: a moved path is one edit in the catalogue.
+        callers = fetch_callers()
+        for wf, job, j in callers:
+            if "ci/data/" in json.dumps(j.get("with", {})):
+                found.append(f"{wf} job {job} asks fetch-secrets for a Vault path instead of a catalogue name")
+        dbp = next(j for wf, _, j in callers if wf == "docker-build-push.yml")
+        res, out = fetch_run(dbp["with"]["names"], f"{org}/arc-hook")
+        if res.returncode != 0 or "secrets" not in out:
+            raise Failed(f"docker-build-push's fetch failed: {res.stdout.strip()} {res.stderr.strip()}")
+        if secrets["REGISTRY_PASSWORD"].splitlines()[0] in (t / "output").read_text():
+            found.append("a secret reached the outputs in clear text")
+        for line in secrets["REGISTRY_PASSWORD"].splitlines():
             if f"::add-mask::{line}" not in res.stdout:
                 found.append(f"value line {line!r} not masked")
-        if "::add-mask::hvs.stubtoken" not in res.stdout:
-            found.append("Vault token not masked")
-        if "revoke-self" not in (t / "log").read_text():
-            found.append("Vault token not revoked")
-        # The caller's decrypt step recovers the exact values into GITHUB_ENV.
+        if [k for k, v in vm.state()["tokens"].items() if v.get("role")]:
+            found.append("fetch-secrets left a Vault token valid")
         (t / "env").write_text("")
-        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=m.group(1)))
+        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=out["secrets"]))
+        if res.returncode != 0 or parse_github_env((t / "env").read_text()) != secrets:
+            found.append(f"decrypting docker-build-push's secrets gave {parse_github_env((t / 'env').read_text())!r}")
+
+        # The producer records tag T (role gha-image-tags-write, its own repository's path only).
+        producer_env = dict(base, STUB_CLAIMS=run_claims(f"{org}/arc-hook", workflow="docker-build-push.yml"),
+                            GITHUB_REPOSITORY=f"{org}/arc-hook", GITHUB_SHA="0123abcd", GITHUB_SERVER_URL="https://github.example.internal",
+                            GITHUB_RUN_ID="42", GITHUB_STEP_SUMMARY=str(t / "summary"),
+                            IMAGE_NAME=load_workflow("docker-build-push.yml")["env"]["IMAGE_NAME"], TAG="0.1.0-0123abcd",
+                            IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd", DIGEST="sha256:" + "0" * 64)
+        res = run(["bash", "-e", "-c", record["run"]], env=producer_env)
         if res.returncode != 0:
-            raise Failed(f"decrypt step failed: {res.stderr.strip()}")
-        got = parse_github_env((t / "env").read_text())
-        if got != values:
-            found.append(f"decrypted {got!r}, expected {values!r}")
-        # Recording the tag: role gha-image-tags-write, a path its templated policy allows.
-        record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
-        repo = f"{github_org()}/arc-hook"
-        (t / "log").write_text("")
-        res = run(["bash", "-e", "-c", record["run"]],
-                  env=dict(base, STUB_ALLOWED_ROLE="gha-image-tags-write", GITHUB_REPOSITORY=repo, GITHUB_SHA="0123abcd",
-                           GITHUB_SERVER_URL="https://github.example.internal", GITHUB_RUN_ID="42",
-                           GITHUB_STEP_SUMMARY=str(t / "summary"), IMAGE_NAME=dbp["env"]["IMAGE_NAME"],
-                           TAG="0.1.0-0123abcd", IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd",
-                           DIGEST="sha256:" + "0" * 64))
-        writes = [line.split(" ", 2) for line in (t / "log").read_text().splitlines() if "/v1/ci/data/image-tags/" in line]
-        policy = parse_policy(DEPLOY / "vault" / "policies" / "gha-image-tags-write.hcl")
-        allowed = [re.sub(r"\{\{identity\.entity\.aliases\.[^}]+\.metadata\.repository\}\}", repo, p) for p in policy]
-        if res.returncode != 0:
-            found.append(f"recording the tag failed: {res.stderr.strip()}")
-        elif not writes:
-            found.append(f"the tag is not written to ci/data/image-tags/ ({res.stderr.strip()})")
-        else:
-            path = writes[0][1].split("/v1/", 1)[1]
-            if not any(re.fullmatch(a.replace("*", "[^/]+(/[^/]+)*"), path) for a in allowed):
-                found.append(f"the tag goes to {path}, which policy gha-image-tags-write does not allow for {repo}")
-            record_data = json.loads(writes[0][2]).get("data", {})
-            for field in ("image", "tag", "digest", "commit"):
-                if not record_data.get(field):
-                    found.append(f"the tag record lacks {field}")
-        # A role Vault refuses fails the step with an error annotation.
-        (t / "output").write_text("")
-        res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, STUB_ALLOWED_ROLE="other"))
-        if res.returncode == 0 or "::error" not in res.stdout or (t / "output").read_text():
-            found.append("a refused Vault login does not fail the step cleanly")
-        # A malformed spec line is refused.
-        res = run(["bash", "-e", "-c", fetch["run"]], env=dict(env, SECRET_SPECS="ci/data/registry/push username"))
-        if res.returncode == 0:
-            found.append("a malformed secrets line is accepted")
+            raise Failed(f"recording the tag failed: {res.stderr.strip()}")
+        # A consumer in another repository of the organisation gets T in clear and runs in it.
+        consumer = load_workflow("use-runner-image.yml")
+        fetch_job, fetch_spec = next((n, j) for n, j in consumer["jobs"].items() if "uses" in j)
+        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", OUTPUT_KEY="")
+        values = json.loads(out.get("values", "{}")) if res.returncode == 0 else {}
+        if values.get("RUNNER_IMAGE") != producer_env["IMAGE"]:
+            found.append(f"the consumer got {values} (exit {res.returncode}: {res.stdout.strip()[-200:]}), not the recorded {producer_env['IMAGE']}")
+        images = [j.get("container", {}).get("image", "") for j in consumer["jobs"].values() if "container" in j]
+        want_expr = rf"\$\{{\{{\s*fromJSON\(needs\.{fetch_job}\.outputs\.values\)\.RUNNER_IMAGE\s*\}}\}}"
+        if not images or not all(re.fullmatch(want_expr, i) for i in images):
+            found.append(f"use-runner-image's container.image {images} is not fromJSON(needs.{fetch_job}.outputs.values).RUNNER_IMAGE")
+        # The catalogue moves the tag: every caller follows without being edited.
+        moved = catalogue.replace("ci/data/image-tags/", "ci/data/moved/image-tags/")
+        vm.edit(lambda st: st["policies"].update({"gha-image-tags-read": 'path "ci/data/moved/image-tags/*" { capabilities = ["read"] }'}))
+        vm.edit(lambda st: st["kv"].update({f"moved/image-tags/{org}/arc-hook/arc-hook-runner": {"image": "moved:1"}}))
+        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", CATALOGUE=moved, OUTPUT_KEY="")
+        if res.returncode != 0 or json.loads(out.get("values", "{}")).get("RUNNER_IMAGE") != "moved:1":
+            found.append("after a catalogue edit the unchanged consumer does not read the new path")
+        vm.configured()
+        # Refusals: a workflow outside the organisation; a repository writing another's tag; a reader writing.
+        res, out = fetch_run(fetch_spec["with"]["names"], "other-org/some-service", OUTPUT_KEY="")
+        if res.returncode == 0 or "::error" not in res.stdout or out:
+            found.append("a workflow outside the organisation read an image tag")
+        before = vm.state()["kv"]
+        res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"))
+        if res.returncode == 0 or vm.state()["kv"] != before:
+            found.append("arc-hook's docker-build-push wrote another repository's tag")
+        reader = run(["curl", "--fail-with-body", "-X", "POST", "--data", json.dumps({"role": "gha-image-tags-read", "jwt": "model." + __import__("base64").b64encode(
+            json.dumps(dict(json.loads(run_claims(f"{org}/some-service")), aud="arc-platform-vault")).encode()).decode()}),
+            f"{base['VAULT_ADDR']}/v1/auth/jwt/login"], env=base)
+        token = json.loads(reader.stdout or "{}").get("auth", {}).get("client_token", "")
+        res = run(["curl", "--fail-with-body", "-H", f"X-Vault-Token: {token}", "--data", '{"data": {"image": "evil"}}',
+                   f"{base['VAULT_ADDR']}/v1/ci/data/image-tags/{org}/arc-hook/arc-hook-runner"], env=base)
+        if not token or res.returncode == 0:
+            found.append("role gha-image-tags-read may write a tag (or its login failed)")
+        # A name missing from the catalogue fails before any login.
+        res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
+        if res.returncode == 0 or "catalogue" not in res.stdout:
+            found.append("a name outside the catalogue (a raw Vault path) is accepted")
     problems(found)
-    return ("values with quotes, $, backticks and newlines survive fetch -> encrypted output -> decrypt, masked, "
-            "token revoked; the tag record lands where gha-image-tags-write allows")
+    return ("secrets survive fetch -> encrypted -> decrypt, masked, tokens revoked; producer records T, consumer gets T in clear "
+            "and runs in it; catalogue moves reach unchanged callers; outside-org reads and cross-repo or reader writes refused")
 
 
 STUB_CURL_RELEASES = r"""#!/bin/bash
@@ -1520,14 +1668,14 @@ def check_workflow_structure(ctx: Ctx) -> str:
     call = fs.get("on", {}).get("workflow_call")
     if not call:
         raise Failed("fetch-secrets.yml is not triggered by workflow_call")
-    for inp in ("role", "secrets"):
-        if not call.get("inputs", {}).get(inp, {}).get("required"):
-            found.append(f"fetch-secrets: input {inp} must be required")
-    if not call.get("secrets", {}).get("OUTPUT_KEY", {}).get("required"):
-        found.append("fetch-secrets: secret OUTPUT_KEY must be required")
+    if not call.get("inputs", {}).get("names", {}).get("required"):
+        found.append("fetch-secrets: input names must be required")
+    if "OUTPUT_KEY" not in call.get("secrets", {}):
+        found.append("fetch-secrets: no OUTPUT_KEY secret to encrypt secrets with")
     outputs = call.get("outputs", {})
-    if "secrets" not in outputs:
-        found.append("fetch-secrets: no `secrets` output")
+    for out in ("secrets", "values"):
+        if out not in outputs:
+            found.append(f"fetch-secrets: no `{out}` output")
     for name, out in outputs.items():
         m = re.fullmatch(r"\$\{\{\s*jobs\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}", out["value"])
         if not m or m.group(2) not in fs["jobs"].get(m.group(1), {}).get("outputs", {}):
@@ -1552,16 +1700,30 @@ def check_workflow_structure(ctx: Ctx) -> str:
             if not (DEPLOY / "workflows" / wf_file).exists():
                 found.append(f"jwt role {role} binds workflow {wf_file}, which deploy/workflows lacks")
 
-    dbp = load_workflow("docker-build-push.yml")
-    callers = [(n, j) for n, j in dbp["jobs"].items() if str(j.get("uses", "")).endswith("fetch-secrets.yml")]
-    if not callers:
-        found.append("docker-build-push does not call fetch-secrets")
-    for n, j in callers:
-        role = j.get("with", {}).get("role")
-        if role not in jwt_roles:
-            found.append(f"docker-build-push job {n} uses Vault role {role!r}, which does not exist")
+    # The catalogue's roles exist; every caller asks only for catalogue names, with id-token: write.
+    catalogue = {}
+    for line in fs["jobs"]["fetch"].get("env", {}).get("CATALOGUE", "").splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 5 or fields[4] not in ("secret", "plain") or not fields[2].startswith("ci/data/"):
+            found.append(f"fetch-secrets catalogue line {line.strip()!r}: want <name> <role> <ci/data/ path> <key> <secret|plain>")
+            continue
+        catalogue[fields[0]] = fields
+        if fields[1] not in jwt_roles:
+            found.append(f"fetch-secrets catalogue: {fields[0]} uses role {fields[1]!r}, which does not exist")
+    if not catalogue:
+        found.append("fetch-secrets has no catalogue (job fetch, env CATALOGUE)")
+    for wf, n, j in fetch_callers():
+        for line in j.get("with", {}).get("names", "").splitlines():
+            name = line.split("|")[0].strip()
+            if name and name not in catalogue:
+                found.append(f"{wf} job {n} asks for {name!r}, which is not in fetch-secrets' catalogue")
         if j.get("permissions", {}).get("id-token") != "write":
-            found.append(f"docker-build-push job {n} must grant id-token: write to the called workflow")
+            found.append(f"{wf} job {n} must grant id-token: write to the called workflow")
+    dbp = load_workflow("docker-build-push.yml")
+    if not any(wf == "docker-build-push.yml" for wf, _, _ in fetch_callers()):
+        found.append("docker-build-push does not call fetch-secrets")
     build = [j for j in dbp["jobs"].values() if "steps" in j]
     if not build or any(j.get("runs-on") != "runner-base" for j in build):
         found.append("docker-build-push must build on runner-base")
@@ -1620,13 +1782,14 @@ CHECKS = [
     ("exporter manifests", check_exporter),
     ("metric catalogue matches the exporter code", check_metrics_match_exporter_code),
     ("Vault Helm values", check_vault_values),
+    ("Vault scrape (every server pod)", check_vault_scrape),
     ("Vault policies and roles", check_vault_policies_and_roles),
     ("Vault configure script", check_vault_configure_script),
     ("Vault backup CronJob", check_vault_backup),
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
-    ("fetch-secrets behaviour (stub Vault)", check_fetch_secrets_behaviour),
+    ("fetch-secrets behaviour (Vault model)", check_fetch_secrets_behaviour),
     ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
     ("README", check_readme),
 ]

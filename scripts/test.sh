@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): formatting, lints, every Rust test
 # (unit, golden, end-to-end against the embedded simulator with the real kubectl), the static
-# binaries the images ship, and the offline validation of deploy/.
+# binaries the images ship, the offline validation of deploy/ and its alert rules' unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +28,6 @@ if [ -f scripts/check-deploy.py ]; then
   echo "== deploy/ validation"
   python3 scripts/check-deploy.py
 fi
+
+echo "== alert rules (promtool)"
+scripts/check-rules.sh
