@@ -218,6 +218,26 @@ async fn unpullable_image_fails_fast_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_image_without_sh_is_named_by_prepare_job() {
+    let mut r = Runner::start(sim_config()).await;
+    let mut args = job_args("distroless:1", json!([]));
+    // No `sh` on the container's PATH; the keep-alive runs by absolute path.
+    args["container"]["environmentVariables"]["PATH"] = json!("/nonexistent");
+    args["container"]["entryPoint"] = json!("/usr/bin/tail");
+    args["container"]["entryPointArgs"] = json!(["-f", "/dev/null"]);
+    let (run, _) = r.prepare(args).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("could not start `sh`: executable file not found in $PATH"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(common::RUNNER).await.is_empty(), "no pod left");
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_container_can_be_required() {
     let mut r = Runner::start(sim_config()).await;
     let (run, _) = r
