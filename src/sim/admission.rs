@@ -97,11 +97,9 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
                 }
             }
             if let Some(m) = s.as_object_mut() {
-                for f in [
-                    "activeDeadlineSeconds",
-                    "tolerations",
-                    "ephemeralContainers",
-                ] {
+                // ephemeralContainers change only through their subresource: a plain update
+                // that touches them is refused like any other spec change.
+                for f in ["activeDeadlineSeconds", "tolerations"] {
                     m.remove(f);
                 }
             }
@@ -657,6 +655,11 @@ mod tests {
         let old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}});
         let mut new = json!({"metadata": {"name": "p", "labels": {"x": "y"}}, "spec": {"containers": [{"name": "c", "image": "b"}]}});
         admit_update(pods(), &old, &mut new).expect("image change allowed");
+        let mut new = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}], "ephemeralContainers": [{"name": "e", "image": "a"}]}});
+        let e = admit_update(pods(), &old, &mut new)
+            .expect_err("ephemeral containers via a plain update");
+        assert_eq!(e.code, 422);
+        assert!(e.message.starts_with("Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than"), "{}", e.message);
         let mut new = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "d", "image": "a"}]}});
         assert_eq!(
             admit_update(pods(), &old, &mut new)
