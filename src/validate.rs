@@ -202,6 +202,8 @@ mod tests {
         assert_eq!(truncate_label("abcd-efg", 5), "abcd");
     }
 
+    type Rule = fn(&str) -> Vec<String>;
+
     /// Runs the hook's rule and the simulator's (written from the API's source) on the same
     /// Kubernetes test vectors; returns the values where the hook is stricter and looser.
     fn compare(
@@ -228,12 +230,7 @@ mod tests {
             (vectors::qualified_name(), vectors::env_var_name_relaxed());
         all_env.good.extend(vectors::env_var_name_strict().good);
         all_env.bad.extend(vectors::env_var_name_strict().bad);
-        let cases: Vec<(
-            &str,
-            fn(&str) -> Vec<String>,
-            fn(&str) -> Vec<String>,
-            vectors::Vectors,
-        )> = vec![
+        let cases: Vec<(&str, Rule, Rule, vectors::Vectors)> = vec![
             (
                 "dns1123_label",
                 dns1123_label,
