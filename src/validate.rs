@@ -1,4 +1,4 @@
-//! Kubernetes' name and label rules, shared by object construction and the simulator's admission.
+//! Kubernetes' name and label rules as the hook checks them before it creates objects (the simulator has its own copy, `sim::validation`, to test these against).
 
 /// Maximum length of a DNS-1123 label (container names, pod names used as hostnames, label values).
 pub const DNS1123_LABEL_MAX: usize = 63;
@@ -10,7 +10,7 @@ pub const LABEL_VALUE_MAX: usize = 63;
 const DNS1123_LABEL_FMT: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN_FMT: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const LABEL_VALUE_FMT: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const ENV_VAR_FMT: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
+const ENV_VAR_FMT: &str = "a valid environment variable name must consist only of printable ASCII characters other than '='";
 
 fn is_lower_alnum(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
@@ -78,12 +78,17 @@ pub fn label_key(key: &str) -> Vec<String> {
         None => (None, key),
     };
     let mut errs = Vec::new();
-    if let Some(p) = prefix {
-        errs.extend(
+    if name.contains('/') {
+        errs.push("a qualified name may contain at most one '/'".to_string());
+    }
+    match prefix {
+        Some("") => errs.push("prefix part must be non-empty".to_string()),
+        Some(p) => errs.extend(
             dns1123_subdomain(p)
                 .into_iter()
                 .map(|e| format!("prefix part {e}")),
-        );
+        ),
+        None => {}
     }
     if name.is_empty() {
         errs.push("name part must be non-empty".to_string());
@@ -97,39 +102,18 @@ pub fn label_key(key: &str) -> Vec<String> {
     errs
 }
 
-/// Checks an environment variable name the way the API server does (strict mode).
+/// Checks an environment variable name with the rule of Kubernetes 1.32 and later
+/// (`IsRelaxedEnvVarName`, on by default from 1.32): printable ASCII except `=`. Clusters before
+/// 1.32 apply the stricter `[-._a-zA-Z][-._a-zA-Z0-9]*` (and refuse `.`, `..`, `..X`); there a
+/// name this accepts but the cluster does not is refused by the API server when the pod is
+/// created, with its own message naming the field.
 pub fn env_var_name(name: &str) -> Vec<String> {
-    let b = name.as_bytes();
-    let ok = !b.is_empty()
-        && !b[0].is_ascii_digit()
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.');
-    if ok {
-        Vec::new()
-    } else {
-        vec![ENV_VAR_FMT.to_string()]
-    }
-}
-
-const CONFIG_KEY_FMT: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
-
-/// Checks a ConfigMap/Secret data key the way the API server does.
-pub fn config_key(key: &str) -> Vec<String> {
     let mut errs = Vec::new();
-    if key.len() > DNS1123_SUBDOMAIN_MAX {
-        errs.push(format!(
-            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
-        ));
+    if name.is_empty() {
+        errs.push("environment variable name must be non-empty".to_string());
     }
-    let ok = !key.is_empty()
-        && key
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
-    if !ok {
-        errs.push(CONFIG_KEY_FMT.to_string());
-    }
-    if key == "." || key == ".." || key.starts_with("..") {
-        errs.push("must not be '.' or '..' and must not start with '..'".to_string());
+    if name.chars().any(|c| !(' '..='~').contains(&c) || c == '=') {
+        errs.push(ENV_VAR_FMT.to_string());
     }
     errs
 }
@@ -203,16 +187,11 @@ mod tests {
     fn env_names() {
         assert!(env_var_name("GITHUB_ENV").is_empty());
         assert!(env_var_name("my.env-name").is_empty());
-        assert!(!env_var_name("1ABC").is_empty());
+        assert!(env_var_name("1ABC").is_empty(), "accepted from 1.32 on");
+        assert!(env_var_name("MY VAR").is_empty(), "accepted from 1.32 on");
+        assert!(!env_var_name("Ç").is_empty());
         assert!(!env_var_name("A=B").is_empty());
         assert!(!env_var_name("").is_empty());
-    }
-
-    #[test]
-    fn config_keys() {
-        assert!(config_key("ca.crt").is_empty());
-        assert!(!config_key("a b").is_empty());
-        assert!(!config_key("..x").is_empty());
     }
 
     #[test]
@@ -221,5 +200,82 @@ mod tests {
         assert_eq!(to_dns1123_label("___", 63, "svc"), "svc");
         assert_eq!(to_dns1123_label("abc-def", 4, "x"), "abc");
         assert_eq!(truncate_label("abcd-efg", 5), "abcd");
+    }
+
+    type Rule = fn(&str) -> Vec<String>;
+
+    /// Runs the hook's rule and the simulator's (written from the API's source) on the same
+    /// Kubernetes test vectors; returns the values where the hook is stricter and looser.
+    fn compare(
+        hook: fn(&str) -> Vec<String>,
+        api: fn(&str) -> Vec<String>,
+        v: crate::sim::validation::vectors::Vectors,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut stricter, mut looser) = (Vec::new(), Vec::new());
+        for value in v.good.iter().chain(&v.bad) {
+            match (hook(value).is_empty(), api(value).is_empty()) {
+                (false, true) => stricter.push(value.clone()),
+                (true, false) => looser.push(value.clone()),
+                _ => {}
+            }
+        }
+        (stricter, looser)
+    }
+
+    #[test]
+    fn the_hooks_rules_agree_with_the_api_servers() {
+        use crate::sim::validation as api;
+        use crate::sim::validation::vectors;
+        let (label_key_v, mut all_env) =
+            (vectors::qualified_name(), vectors::env_var_name_relaxed());
+        all_env.good.extend(vectors::env_var_name_strict().good);
+        all_env.bad.extend(vectors::env_var_name_strict().bad);
+        let cases: Vec<(&str, Rule, Rule, vectors::Vectors)> = vec![
+            (
+                "dns1123_label",
+                dns1123_label,
+                api::dns1123_label,
+                vectors::dns1123_label(),
+            ),
+            (
+                "dns1123_subdomain",
+                dns1123_subdomain,
+                api::dns1123_subdomain,
+                vectors::dns1123_subdomain(),
+            ),
+            ("label_key", label_key, api::qualified_name, label_key_v),
+            (
+                "label_value",
+                label_value,
+                api::label_value,
+                vectors::label_value(),
+            ),
+            (
+                "env_var_name (1.32+)",
+                env_var_name,
+                api::env_var_name_relaxed,
+                all_env,
+            ),
+        ];
+        for (rule, hook, api, v) in cases {
+            let (stricter, looser) = compare(hook, api, v);
+            assert!(
+                stricter.is_empty() && looser.is_empty(),
+                "{rule}: the hook is stricter than the API on {stricter:?} and looser on {looser:?}"
+            );
+        }
+        // Before 1.32 the API applies the strict env rule: the hook is only ever looser there
+        // (the API server then refuses the pod, naming the field).
+        let mut v = vectors::env_var_name_strict();
+        v.good.extend(vectors::env_var_name_relaxed().good);
+        v.bad.extend(vectors::env_var_name_relaxed().bad);
+        let (stricter, looser) = compare(env_var_name, api::env_var_name_strict, v);
+        assert!(
+            stricter.is_empty(),
+            "stricter than any cluster: {stricter:?}"
+        );
+        for name in [".", "..", "..abc", "1ABC", "a b"] {
+            assert!(looser.contains(&name.to_string()), "{name:?}: {looser:?}");
+        }
     }
 }

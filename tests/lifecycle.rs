@@ -217,6 +217,102 @@ async fn unpullable_image_fails_fast_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_image_without_sh_is_named_by_prepare_job() {
+    let mut r = Runner::start(sim_config()).await;
+    let mut args = job_args("distroless:1", json!([]));
+    // No `sh` on the container's PATH; the keep-alive runs by absolute path.
+    args["container"]["environmentVariables"]["PATH"] = json!("/nonexistent");
+    args["container"]["entryPoint"] = json!("/usr/bin/tail");
+    args["container"]["entryPointArgs"] = json!(["-f", "/dev/null"]);
+    let (run, _) = r.prepare(args).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("could not start `sh`: executable file not found in $PATH"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(common::RUNNER).await.is_empty(), "no pod left");
+    r.sim.shutdown().await;
+}
+
+/// Runs prepare_job with a pod template, returning its output once it has failed.
+async fn prepare_failing_with_template(template: &str, image: &str) -> common::HookRun {
+    let mut r = Runner::start(sim_config()).await;
+    let path = r.home.path().join("template.yaml");
+    std::fs::write(&path, template).expect("template");
+    r.env.insert(
+        "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE".into(),
+        path.to_string_lossy().to_string(),
+    );
+    let (run, _) = r
+        .prepare_with_env(
+            job_args(image, json!([])),
+            &[("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "4")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(r.pods_of(common::RUNNER).await.is_empty(), "no pod left");
+    r.sim.shutdown().await;
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_reference_the_kubelet_refuses_fails_fast() {
+    let run = prepare_failing_with_template("spec: {}\n", "docker://alpine:3.19").await;
+    assert!(
+        run.stderr.contains("InvalidImageName")
+            && run.stderr.contains(
+                "couldn't parse image name \"docker://alpine:3.19\": invalid reference format"
+            ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("did not start within"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_in_the_job_env_fails_fast() {
+    let run = prepare_failing_with_template(
+        "spec:\n  containers:\n    - name: $job\n      env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: nope, key: token}}}]\n",
+        "ubuntu:24.04",
+    )
+    .await;
+    assert!(
+        run.stderr.contains("CreateContainerConfigError")
+            && run.stderr.contains("secret \"nope\" not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("did not start within"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_volume_source_is_named_when_the_pod_never_starts() {
+    let run = prepare_failing_with_template(
+        "spec:\n  volumes: [{name: cfg, configMap: {name: nope}}]\n",
+        "ubuntu:24.04",
+    )
+    .await;
+    assert!(
+        run.stderr.contains("FailedMount")
+            && run.stderr.contains(
+                "MountVolume.SetUp failed for volume \"cfg\" : configmap \"nope\" not found"
+            ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_container_can_be_required() {
     let mut r = Runner::start(sim_config()).await;
     let (run, _) = r

@@ -30,6 +30,7 @@ struct Kubectl {
     cache: PathBuf,
 }
 
+#[derive(Debug)]
 struct Output {
     code: i32,
     stdout: String,
@@ -157,6 +158,17 @@ async fn sim_kubectl_pod_lifecycle() {
     assert_eq!(exec.code, 3, "{}", exec.stderr);
     assert_eq!(exec.stdout, "out\n");
     assert!(exec.stderr.starts_with("err\n"), "{}", exec.stderr);
+
+    // A binary the image lacks: kubectl shows containerd's internal error, not an exit code.
+    let missing = k.run(&["exec", "web", "--", "no-such-tool"]).await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(
+        missing.stderr.contains("error: Internal error occurred: error executing command in container: failed to exec in container: failed to start exec")
+            && missing.stderr.contains("exec: \"no-such-tool\": executable file not found in $PATH: unknown"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!missing.stderr.contains("exit code"), "{}", missing.stderr);
 
     let described = k.ok(&["describe", "pod", "web"]).await;
     for needle in [

@@ -30,7 +30,7 @@ pub const WORK_VOLUME_NAME: &str = "work";
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BuildError {
     #[error(
-        "{field}: invalid environment variable name {name:?} (use letters, digits, '_', '-' or '.', not starting with a digit)"
+        "{field}: invalid environment variable name {name:?} (use printable ASCII characters other than '=')"
     )]
     EnvName { field: String, name: String },
     #[error("{field}: invalid port mapping {value:?}: {reason}")]
@@ -210,11 +210,11 @@ mod tests {
 
     #[test]
     fn env_names_are_checked() {
-        let vars = BTreeMap::from([("1BAD".to_string(), "v".to_string())]);
+        let vars = BTreeMap::from([("A=B".to_string(), "v".to_string())]);
         let e = container_env(&vars, "args.container", EnvFor::JobOrService).expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "args.container.environmentVariables: invalid environment variable name \"1BAD\" (use letters, digits, '_', '-' or '.', not starting with a digit)"
+            "args.container.environmentVariables: invalid environment variable name \"A=B\" (use printable ASCII characters other than '=')"
         );
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScriptError {
     #[error(
-        "args.environmentVariables: {0:?} is not a valid environment variable name (letters, digits, '_', '-' or '.', not starting with a digit or '-')"
+        "args.environmentVariables: {0:?} is not a valid environment variable name (printable ASCII other than '=', not starting with '-')"
     )]
     EnvName(String),
     #[error(
@@ -283,7 +283,7 @@ mod tests {
         .expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "args.environmentVariables: \"BAD=NAME\" is not a valid environment variable name (letters, digits, '_', '-' or '.', not starting with a digit or '-')"
+            "args.environmentVariables: \"BAD=NAME\" is not a valid environment variable name (printable ASCII other than '=', not starting with '-')"
         );
     }
 }

@@ -35,6 +35,17 @@ pub enum ExecError {
         pod: String,
         message: String,
     },
+    /// The container runtime could not start the command's binary (missing or not executable):
+    /// the exec has no exit code, only the runtime's reason.
+    #[error(
+        "{what} in pod {pod} could not start `{program}`: {message} (the container's image must provide it)"
+    )]
+    NotStarted {
+        what: String,
+        pod: String,
+        program: String,
+        message: String,
+    },
     #[error("{what} in pod {pod} failed: {message}")]
     Failed {
         what: String,
@@ -49,6 +60,7 @@ impl ExecError {
         match &mut self {
             ExecError::Start { message, .. }
             | ExecError::Broken { message, .. }
+            | ExecError::NotStarted { message, .. }
             | ExecError::Failed { message, .. } => {
                 message.push_str("; ");
                 message.push_str(cause);
@@ -249,14 +261,42 @@ where
         };
         return Err(broken(why));
     };
+    let message = status.message.as_deref().unwrap_or("");
     match exit_code(&status) {
         Some(code) => Ok(code),
+        None if let Some(reason) = start_failure(message) => Err(ExecError::NotStarted {
+            what: what.into(),
+            pod: pod.into(),
+            program: command.first().cloned().unwrap_or_default(),
+            message: reason,
+        }),
         None => Err(ExecError::Failed {
             what: what.into(),
             pod: pod.into(),
-            message: status.message.unwrap_or_else(|| "no reason given".into()),
+            message: if message.is_empty() {
+                "no reason given".into()
+            } else {
+                message.to_string()
+            },
         }),
     }
+}
+
+/// The runtime's reason when a failed exec never started its process: runc (under containerd
+/// or CRI-O) says `... unable to start container process: exec: "sh": executable file not
+/// found in $PATH: unknown`.
+fn start_failure(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("unable to start container process: ")?;
+    let rest = rest.strip_suffix(": unknown").unwrap_or(rest);
+    // `exec: "sh": ` names the program, which the error already says.
+    let reason = match rest
+        .strip_prefix("exec: \"")
+        .and_then(|r| r.split_once("\": "))
+    {
+        Some((_, reason)) => reason,
+        None => rest,
+    };
+    Some(reason.to_string())
 }
 
 /// Runs `command` and collects its stdout (stderr goes to `err`); for short helper commands.
@@ -286,6 +326,19 @@ mod tests {
 
     fn status(v: serde_json::Value) -> Status {
         serde_json::from_value(v).expect("valid status")
+    }
+
+    #[test]
+    fn a_process_that_never_started_is_told_apart() {
+        let m = "Internal error occurred: error executing command in container: failed to exec in container: failed to start exec \"0a1b\": OCI runtime exec failed: exec failed: unable to start container process: exec: \"sh\": executable file not found in $PATH: unknown";
+        assert_eq!(
+            start_failure(m).as_deref(),
+            Some("executable file not found in $PATH")
+        );
+        assert_eq!(
+            start_failure("Internal error occurred: the node went away"),
+            None
+        );
     }
 
     #[test]

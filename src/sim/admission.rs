@@ -8,7 +8,7 @@ use super::meta;
 use super::quantity;
 use super::resources::Resource;
 use super::status::{ApiError, Cause};
-use crate::validate;
+use super::validation;
 
 /// Validates and defaults a new object. `uid` is the identity the store will give it.
 pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
@@ -97,11 +97,9 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
                 }
             }
             if let Some(m) = s.as_object_mut() {
-                for f in [
-                    "activeDeadlineSeconds",
-                    "tolerations",
-                    "ephemeralContainers",
-                ] {
+                // ephemeralContainers change only through their subresource: a plain update
+                // that touches them is refused like any other spec change.
+                for f in ["activeDeadlineSeconds", "tolerations"] {
                     m.remove(f);
                 }
             }
@@ -165,8 +163,9 @@ fn validate_metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
         });
     } else {
         let errs = match res.id {
-            "namespaces" | "services" => validate::dns1123_label(name),
-            _ => validate::dns1123_subdomain(name),
+            "namespaces" => validation::dns1123_label(name),
+            "services" => validation::dns1035_label(name),
+            _ => validation::dns1123_subdomain(name),
         };
         for e in errs {
             causes.push(Cause::invalid("metadata.name", name, &e));
@@ -177,11 +176,11 @@ fn validate_metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
 
 fn validate_label_map(map: &Map<String, Value>, field: &str, causes: &mut Vec<Cause>) {
     for (k, v) in map {
-        for e in validate::label_key(k) {
+        for e in validation::qualified_name(k) {
             causes.push(Cause::invalid(field, k, &e));
         }
         let val = v.as_str().unwrap_or("");
-        for e in validate::label_value(val) {
+        for e in validation::label_value(val) {
             causes.push(Cause::invalid(field, val, &e));
         }
     }
@@ -199,7 +198,7 @@ fn validate_data(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
         if let Some(m) = obj.get(field).and_then(Value::as_object) {
             for (k, v) in m {
                 total += v.as_str().map(str::len).unwrap_or(0);
-                for e in validate::config_key(k) {
+                for e in validation::config_key(k) {
                     causes.push(Cause::invalid(format!("{field}[{k}]"), k, &e));
                 }
             }
@@ -232,7 +231,7 @@ pub fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
         if name.is_empty() {
             causes.push(Cause::required(f));
         } else {
-            for e in validate::dns1123_label(name) {
+            for e in validation::dns1123_label(name) {
                 causes.push(Cause::invalid(f.clone(), name, &e));
             }
             if !volumes.insert(name.to_string()) {
@@ -274,7 +273,7 @@ fn validate_container(
     if name.is_empty() {
         causes.push(Cause::required(format!("{f}.name")));
     } else {
-        for e in validate::dns1123_label(name) {
+        for e in validation::dns1123_label(name) {
             causes.push(Cause::invalid(format!("{f}.name"), name, &e));
         }
         if !names.insert(name.to_string()) {
@@ -293,7 +292,7 @@ fn validate_container(
         if n.is_empty() {
             causes.push(Cause::required(ef));
         } else {
-            for msg in validate::env_var_name(n) {
+            for msg in validation::env_var_name_relaxed(n) {
                 causes.push(Cause::invalid(ef.clone(), n, &msg));
             }
         }
@@ -370,7 +369,7 @@ fn validate_container(
 fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
     let name = meta::name(obj);
     // The job name becomes a label value on its pods.
-    if name.len() > validate::LABEL_VALUE_MAX {
+    if name.len() > 63 {
         causes.push(Cause::invalid(
             "spec.template.labels",
             name,
@@ -571,16 +570,43 @@ mod tests {
     fn container_errors_name_their_fields() {
         let mut p = json!({"metadata": {"name": "p"}, "spec": {
         "containers": [
-            {"name": "c", "image": "", "env": [{"name": "1X", "value": "v"}], "volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
+            {"name": "c", "image": "", "env": [{"name": "A=B", "value": "v"}], "volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
             {"name": "c", "image": "i", "resources": {"requests": {"cpu": "abc"}}}
         ]}});
         let e = admit_create(pods(), &mut p).expect_err("invalid");
         for f in [
             "spec.containers[0].image: Required value",
-            "spec.containers[0].env[0].name: Invalid value: \"1X\"",
+            "spec.containers[0].env[0].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='",
             "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
             "spec.containers[1].name: Duplicate value: \"c\"",
             "spec.containers[1].resources.requests[cpu]: Invalid value: \"abc\"",
+        ] {
+            assert!(e.message.contains(f), "missing {f} in {}", e.message);
+        }
+    }
+
+    #[test]
+    fn env_names_follow_the_relaxed_rule_of_1_32() {
+        let pod = |name: &str| json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": name, "value": "v"}]}]}});
+        for ok in ["1ABC", "MY VAR", "..", "a:b"] {
+            admit_create(pods(), &mut pod(ok)).unwrap_or_else(|e| panic!("{ok:?}: {}", e.message));
+        }
+        for bad in ["A=B", "Ç"] {
+            assert_eq!(
+                admit_create(pods(), &mut pod(bad)).expect_err(bad).code,
+                422
+            );
+        }
+    }
+
+    #[test]
+    fn label_errors_use_the_api_servers_words() {
+        let mut p = json!({"metadata": {"name": "p", "labels": {"/x": "v", "a/b/c": "v"}}, "spec": {"containers": [{"name": "c.d", "image": "i"}]}});
+        let e = admit_create(pods(), &mut p).expect_err("invalid");
+        for f in [
+            "metadata.labels: Invalid value: \"/x\": prefix part must be non-empty",
+            "metadata.labels: Invalid value: \"a/b/c\": a qualified name must consist of",
+            "spec.containers[0].name: Invalid value: \"c.d\": must not contain dots",
         ] {
             assert!(e.message.contains(f), "missing {f} in {}", e.message);
         }
@@ -629,6 +655,11 @@ mod tests {
         let old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}});
         let mut new = json!({"metadata": {"name": "p", "labels": {"x": "y"}}, "spec": {"containers": [{"name": "c", "image": "b"}]}});
         admit_update(pods(), &old, &mut new).expect("image change allowed");
+        let mut new = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}], "ephemeralContainers": [{"name": "e", "image": "a"}]}});
+        let e = admit_update(pods(), &old, &mut new)
+            .expect_err("ephemeral containers via a plain update");
+        assert_eq!(e.code, 422);
+        assert!(e.message.starts_with("Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than"), "{}", e.message);
         let mut new = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "d", "image": "a"}]}});
         assert_eq!(
             admit_update(pods(), &old, &mut new)

@@ -69,15 +69,8 @@ fn check(
         .get(&key)
         .ok_or_else(|| ApiError::not_found("pods", "", name))?;
     let container = pick_container(&pod, q.get("container"))?;
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("Pending");
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
-        )));
-    }
+    // No phase check: a completed pod's containers are simply not running (the kubelet's
+    // `container not found`); "cannot exec into a container in a completed pod" is kubectl's.
     let command = q.all("command");
     if command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
@@ -154,6 +147,31 @@ fn status_exit(command: &[String], code: i64) -> Value {
     })
 }
 
+/// The Status of an exec whose process could not be started (binary missing or not
+/// executable), as containerd and the kubelet report it: `InternalError`, no `ExitCode` cause.
+fn status_start_failed(argv: &[String], e: &std::io::Error) -> Value {
+    let program = argv.first().map(String::as_str).unwrap_or("");
+    let what = match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("exec: \"{program}\": executable file not found in $PATH")
+        }
+        std::io::ErrorKind::PermissionDenied => format!("exec: \"{program}\": permission denied"),
+        _ => e.to_string(),
+    };
+    let err = format!(
+        "error executing command in container: failed to exec in container: failed to start exec \"{id}\": OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown",
+        id = super::meta::new_uid().replace('-', "")
+    );
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("Internal error occurred: {err}"),
+        "reason": "InternalError",
+        "details": {"causes": [{"message": err}]},
+        "code": 500,
+    })
+}
+
 /// A close frame with code 1000: client-go treats a close without a code as an error.
 fn normal_close() -> Message {
     Message::Close(Some(axum::extract::ws::CloseFrame {
@@ -205,27 +223,9 @@ async fn run(
     let mut child = match kubelet::process_spawn(&spec, iso, stdin_cfg, out_cfg, err_cfg) {
         Ok(c) => c,
         Err(e) => {
-            let program = spec.argv.first().cloned().unwrap_or_default();
-            let (code, what) = match e.kind() {
-                std::io::ErrorKind::NotFound => (
-                    127,
-                    format!("exec: \"{program}\": executable file not found in $PATH"),
-                ),
-                std::io::ErrorKind::PermissionDenied => {
-                    (126, format!("exec: \"{program}\": permission denied"))
-                }
-                _ => (126, e.to_string()),
-            };
-            let message = format!(
-                "OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown"
-            );
-            if req.stderr {
-                let _ = sink
-                    .send(frame(STDERR, format!("{message}\r\n").as_bytes()))
-                    .await;
-            }
-            let mut status = status_exit(&spec.argv, code);
-            status["message"] = json!(message);
+            // containerd's answer when the runtime cannot start the process: no exit code, an
+            // internal error (kubelet's ServeExec wraps it; containerd's execInternal words it).
+            let status = status_start_failed(&spec.argv, &e);
             let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
             let _ = sink.send(normal_close()).await;
             return;

@@ -20,6 +20,7 @@ mod selectors;
 mod status;
 mod store;
 mod table;
+pub mod validation;
 mod watch;
 mod write;
 

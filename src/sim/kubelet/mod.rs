@@ -2,6 +2,7 @@
 
 mod container;
 pub mod ephemeral;
+mod image_ref;
 mod process;
 mod scheduling;
 mod volumes;

@@ -149,7 +149,7 @@ pub fn prepare(
                         None => {
                             if src.get("optional") != Some(&Value::Bool(true)) {
                                 missing.push(format!(
-                                    "{} \"{obj_name}\" not found",
+                                    "for volume \"{name}\" : {} \"{obj_name}\" not found",
                                     if resource == "secrets" {
                                         "secret"
                                     } else {
@@ -226,8 +226,45 @@ fn field_ref(pod: &Value, path: &str) -> String {
     cur.and_then(Value::as_str).unwrap_or("").to_string()
 }
 
+/// A referenced key of a ConfigMap or Secret, or the kubelet's `CreateContainerConfigError`
+/// message (`pkg/kubelet/kubelet_pods.go`, makeEnvironmentVariables) when it or its object is
+/// missing and the reference is not optional. `Ok(None)`: optional and missing.
+fn key_ref(
+    store: &Store,
+    ns: &str,
+    r: &Value,
+    resource: &'static str,
+) -> Result<Option<String>, String> {
+    let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+    let key = r.get("key").and_then(Value::as_str).unwrap_or("");
+    let optional = r.get("optional") == Some(&Value::Bool(true));
+    let (singular, kind) = if resource == "secrets" {
+        ("secret", "Secret")
+    } else {
+        ("configmap", "ConfigMap")
+    };
+    let Some(data) = object_data(store, resource, ns, name) else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(format!("{singular} \"{name}\" not found"))
+        };
+    };
+    match data.iter().find(|(k, _)| k == key) {
+        Some((_, v)) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
+        None if optional => Ok(None),
+        None => Err(format!("couldn't find key {key} in {kind} {ns}/{name}")),
+    }
+}
+
 /// The environment a container's processes get: a base PATH/HOSTNAME/HOME, envFrom, then env.
-pub fn container_env(store: &Store, pod: &Value, container: &Value) -> Vec<(String, String)> {
+/// `Err` is the kubelet's `CreateContainerConfigError` message (a missing, non-optional
+/// ConfigMap, Secret or key).
+pub fn container_env(
+    store: &Store,
+    pod: &Value,
+    container: &Value,
+) -> Result<Vec<(String, String)>, String> {
     let ns = meta::namespace(pod);
     let mut env: Vec<(String, String)> = vec![
         (
@@ -248,7 +285,23 @@ pub fn container_env(store: &Store, pod: &Value, container: &Value) -> Vec<(Stri
                 .pointer(&format!("/{field}/name"))
                 .and_then(Value::as_str)
             {
-                for (k, v) in object_data(store, resource, ns, name).unwrap_or_default() {
+                let data = match object_data(store, resource, ns, name) {
+                    Some(d) => d,
+                    None if from.pointer(&format!("/{field}/optional"))
+                        == Some(&Value::Bool(true)) =>
+                    {
+                        Vec::new()
+                    }
+                    None => {
+                        let singular = if resource == "secrets" {
+                            "secret"
+                        } else {
+                            "configmap"
+                        };
+                        return Err(format!("{singular} \"{name}\" not found"));
+                    }
+                };
+                for (k, v) in data {
                     set(
                         &mut env,
                         format!("{prefix}{k}"),
@@ -272,37 +325,21 @@ pub fn container_env(store: &Store, pod: &Value, container: &Value) -> Vec<(Stri
         {
             field_ref(pod, path)
         } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-            let data = object_data(
-                store,
-                "secrets",
-                ns,
-                r.get("name").and_then(Value::as_str).unwrap_or(""),
-            )
-            .unwrap_or_default();
-            let key = r.get("key").and_then(Value::as_str).unwrap_or("");
-            data.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
+            match key_ref(store, ns, r, "secrets")? {
+                Some(v) => v,
+                None => continue,
+            }
         } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-            let data = object_data(
-                store,
-                "configmaps",
-                ns,
-                r.get("name").and_then(Value::as_str).unwrap_or(""),
-            )
-            .unwrap_or_default();
-            let key = r.get("key").and_then(Value::as_str).unwrap_or("");
-            data.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
+            match key_ref(store, ns, r, "configmaps")? {
+                Some(v) => v,
+                None => continue,
+            }
         } else {
             String::new()
         };
         set(&mut env, name, value);
     }
-    env
+    Ok(env)
 }
 
 /// Files an image "has" that shadow the host's: configured by exact reference or by name without

@@ -31,6 +31,8 @@ enum Stage {
     Unschedulable,
     Delaying,
     PullFailed,
+    /// A volume source is missing: containers stay ContainerCreating (FailedMount events).
+    MountFailed,
     Starting,
     Running,
     Done,
@@ -428,11 +430,15 @@ impl Worker {
             self.timer = None;
             match self.stage {
                 Stage::Delaying => {
-                    self.make_sandbox();
+                    let mounted = self.make_sandbox();
                     // The pod IP is in the API before any container reads it through a fieldRef.
                     self.publish();
-                    self.stage = Stage::Starting;
-                    self.start_next();
+                    if mounted {
+                        self.stage = Stage::Starting;
+                        self.start_next();
+                    } else {
+                        self.stage = Stage::MountFailed;
+                    }
                 }
                 Stage::PullFailed => self.pull_back_off(),
                 _ => {}
@@ -450,10 +456,13 @@ impl Worker {
         self.publish();
     }
 
-    fn make_sandbox(&mut self) {
+    /// Sets up the sandbox and volumes; `false` when a volume source is missing, which keeps
+    /// the containers from starting, as the kubelet's volume manager does.
+    fn make_sandbox(&mut self) -> bool {
         if self.sim.kubelet.stopped() {
-            return;
+            return false;
         }
+        let mut mounted = true;
         if let Err(e) = std::fs::create_dir_all(&self.sandbox) {
             tracing::warn!(error = %e, dir = %self.sandbox.display(), "cannot create pod sandbox");
         }
@@ -467,22 +476,26 @@ impl Worker {
             Ok((dirs, missing)) => {
                 self.volumes = dirs;
                 for m in missing {
+                    mounted = false;
                     self.event(
                         Source::Kubelet,
                         true,
                         "FailedMount",
-                        &format!("MountVolume.SetUp failed: {m}"),
+                        &format!("MountVolume.SetUp failed {m}"),
                         None,
                     );
                 }
             }
-            Err(e) => self.event(
-                Source::Kubelet,
-                true,
-                "FailedMount",
-                &format!("MountVolume.SetUp failed: {e}"),
-                None,
-            ),
+            Err(e) => {
+                mounted = false;
+                self.event(
+                    Source::Kubelet,
+                    true,
+                    "FailedMount",
+                    &format!("MountVolume.SetUp failed: {e}"),
+                    None,
+                )
+            }
         }
         let host_network = self.pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true));
         if self.sim.kubelet.namespaces() && !host_network {
@@ -500,6 +513,7 @@ impl Worker {
         self.uid.hash(&mut h);
         let n = h.finish();
         self.pod_ip = Some(format!("10.244.{}.{}", (n >> 8) % 250, n % 250 + 2));
+        mounted
     }
 
     /// Starts the next init container, or all app containers once init is done.
@@ -555,6 +569,20 @@ impl Worker {
             .and_then(Value::as_str)
             .unwrap_or("IfNotPresent")
             .to_string();
+        if let Some(message) = super::image_ref::invalid_image_message(&image) {
+            self.event(Source::Kubelet, true, "InspectFailed", &message, Some(&fp));
+            self.event(
+                Source::Kubelet,
+                true,
+                "Failed",
+                "Error: InvalidImageName",
+                Some(&fp),
+            );
+            self.containers[i].state =
+                json!({"waiting": {"reason": "InvalidImageName", "message": message}});
+            self.stage = Stage::PullFailed;
+            return false;
+        }
         if self.sim.cfg.unpullable_images.contains(&image) {
             self.event(
                 Source::Kubelet,
@@ -687,7 +715,21 @@ impl Worker {
             .unwrap_or_else(|| self.pod.clone());
         let spec = self.containers[i].spec.clone();
         let name = self.containers[i].name.clone();
-        let env = volumes::container_env(&self.sim.store, &latest, &spec);
+        let env = match volumes::container_env(&self.sim.store, &latest, &spec) {
+            Ok(env) => env,
+            Err(message) => {
+                let fp = self.containers[i].field_path();
+                self.event(
+                    Source::Kubelet,
+                    true,
+                    "Failed",
+                    &format!("Error: {message}"),
+                    Some(&fp),
+                );
+                self.containers[i].state = json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
+                return;
+            }
+        };
         let argv = self.argv(&spec, &env);
         let working_dir = spec
             .get("workingDir")
