@@ -60,6 +60,8 @@ pub struct BuildContext {
     pub work_volume: WorkVolumeMode,
     pub claim_name: String,
     pub default_registry: Option<String>,
+    /// The node cache slot the job holds (`${CACHE_SLOT}` in templates, a label on the workflow pod).
+    pub cache_slot: Option<u32>,
 }
 
 /// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
@@ -80,6 +82,7 @@ pub(crate) fn test_context() -> BuildContext {
         work_volume: crate::config::WorkVolumeMode::Claim,
         claim_name: "arc-runner-work".into(),
         default_registry: None,
+        cache_slot: Some(0),
     }
 }
 

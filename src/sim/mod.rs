@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use faults::{FaultHandle, Faults};
+pub use kubelet::default_allocatable;
 
 /// Name of the simulator's only node.
 pub const NODE_NAME: &str = "sim-node-1";
@@ -64,6 +65,10 @@ pub struct SimConfig {
     /// Run pods in private mount/network namespaces when possible (root). `false` forces the
     /// no-namespace fallback: host paths, host network.
     pub use_namespaces: bool,
+    /// The node's capacity (= allocatable) by resource: quantities such as `cpu: "8"`,
+    /// `memory: "32Gi"`, `nvidia.com/gpu: "1"`. Pods whose requests do not fit what is left stay
+    /// Pending (`Insufficient cpu`) until a pod on the node ends.
+    pub node_allocatable: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for SimConfig {
@@ -79,6 +84,7 @@ impl Default for SimConfig {
             state_dir: None,
             faults: Faults::default(),
             use_namespaces: true,
+            node_allocatable: kubelet::default_allocatable(),
         }
     }
 }
@@ -203,7 +209,7 @@ impl Simulator {
         let addr = listener.local_addr().map_err(SimError::Bind)?;
         let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
         let faults = FaultHandle::new(cfg.faults.clone());
-        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces);
+        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces, &cfg.node_allocatable);
         let state = Arc::new(SimState {
             cfg,
             store: store::Store::new(),

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::container::{Container, Exit, Kind, hex64, monitor};
 use super::process::{self, Isolation, ProcessSpec};
-use super::{Command, ContainerRt, PodHandle, scheduling, volumes};
+use super::{Command, ContainerRt, Placement, PodHandle, volumes};
 use crate::sim::events::{self, Source};
 use crate::sim::logs::LogBuffer;
 use crate::sim::store::Key;
@@ -118,10 +118,15 @@ pub(super) async fn run(
         terminating: false,
     };
     tracing::debug!(ns = %key.namespace, name = %key.name, "pod worker started");
+    let mut freed = sim.kubelet.freed();
     w.schedule();
     loop {
         let timer = w.next_timer();
+        let unschedulable = w.stage == Stage::Unschedulable;
         tokio::select! {
+            // Room on the node may have come free: a Pending pod tries again, as the scheduler
+            // retries on pod deletions.
+            Ok(()) = freed.changed(), if unschedulable => w.schedule(),
             cmd = cmds.recv() => match cmd {
                 None => { w.teardown(0, &mut exits).await; break; }
                 Some(Command::Delete { grace }) => {
@@ -382,19 +387,26 @@ impl Worker {
             self.stage = Stage::Unschedulable;
             return;
         }
-        let fit = if preset.is_some() {
-            Ok(())
-        } else {
-            scheduling::fit(&self.pod, &labels, missing.as_deref())
-        };
-        match fit {
-            Err(message) => {
+        let placement =
+            self.sim
+                .kubelet
+                .place(&self.pod, &labels, missing.as_deref(), preset.is_some());
+        match placement {
+            Placement::Unschedulable(message) => {
                 self.stage = Stage::Unschedulable;
                 self.set_condition("PodScheduled", false, "Unschedulable", &message);
                 self.publish();
                 self.event(Source::Scheduler, true, "FailedScheduling", &message, None);
             }
-            Ok(()) => {
+            Placement::Rejected(reason, message) => {
+                // The kubelet's admission: the pod fails before any container is created.
+                self.set_condition("PodScheduled", true, "", "");
+                self.event(Source::Kubelet, true, &reason, &message, None);
+                self.reason = Some((reason, message));
+                self.finish("Failed");
+                self.publish();
+            }
+            Placement::Bound => {
                 let _ = self.sim.store.update::<()>(&self.key, None, |p| {
                     p["spec"]["nodeName"] = json!(NODE_NAME);
                     Ok(())
@@ -911,6 +923,7 @@ impl Worker {
     fn finish(&mut self, phase: &'static str) {
         self.phase = phase;
         self.stage = Stage::Done;
+        self.sim.kubelet.release(&self.uid);
         for c in self
             .containers
             .iter_mut()
