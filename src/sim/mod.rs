@@ -69,6 +69,9 @@ pub struct SimConfig {
     /// `memory: "32Gi"`, `nvidia.com/gpu: "1"`. Pods whose requests do not fit what is left stay
     /// Pending (`Insufficient cpu`) until a pod on the node ends.
     pub node_allocatable: std::collections::BTreeMap<String, String>,
+    /// Image (exact reference or repository) -> the (uid, gid) its config names (`USER`), used
+    /// when neither the container nor the pod sets `runAsUser`/`runAsGroup`.
+    pub image_users: HashMap<String, (u32, u32)>,
 }
 
 impl Default for SimConfig {
@@ -85,6 +88,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             use_namespaces: true,
             node_allocatable: kubelet::default_allocatable(),
+            image_users: HashMap::new(),
         }
     }
 }

@@ -21,7 +21,7 @@ use super::{SimState, meta};
 
 pub use container::exit_code;
 pub use scheduling::default_allocatable;
-pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use process::{Identity, Isolation, ProcessSpec, signal_group, spawn as process_spawn};
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
@@ -47,6 +47,8 @@ pub struct ContainerRt {
     pub pid: Option<i32>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
+    /// Who the container runs as; exec'd processes run as the same user.
+    pub user: Option<Identity>,
     pub logs: Arc<LogBuffer>,
     /// The log of the previous run, after a restart.
     pub previous_logs: Option<Arc<LogBuffer>>,

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::container::{Container, Exit, Kind, hex64, monitor};
-use super::process::{self, Isolation, ProcessSpec};
+use super::process::{self, Identity, Isolation, ProcessSpec};
 use super::{Command, ContainerRt, Placement, PodHandle, volumes};
 use crate::sim::events::{self, Source};
 use crate::sim::logs::LogBuffer;
@@ -685,6 +685,45 @@ impl Worker {
         }
     }
 
+    /// Who a container runs as: its `securityContext`, else the pod's, else the image's
+    /// configured user (`SimConfig::image_users`), else the simulator's own. Supplementary
+    /// groups are the pod's `supplementalGroups` and `fsGroup`, as the kubelet passes them.
+    fn identity(&self, spec: &Value) -> Option<Identity> {
+        let pod_sc = self.pod.pointer("/spec/securityContext");
+        let field = |k: &str| -> Option<u32> {
+            spec.pointer(&format!("/securityContext/{k}"))
+                .or_else(|| pod_sc.and_then(|s| s.get(k)))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
+        let from_image = self.sim.cfg.image_users.get(image).or_else(|| {
+            self.sim
+                .cfg
+                .image_users
+                .get(volumes::image_repository(image))
+        });
+        let uid = field("runAsUser").or(from_image.map(|u| u.0));
+        let gid = field("runAsGroup").or(from_image.map(|u| u.1));
+        let groups: Vec<u32> = pod_sc
+            .and_then(|s| s.get("supplementalGroups"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .chain(pod_sc.and_then(|s| s.get("fsGroup")).and_then(Value::as_u64))
+            .filter_map(|n| u32::try_from(n).ok())
+            .collect();
+        if uid.is_none() && gid.is_none() && groups.is_empty() {
+            return None;
+        }
+        Some(Identity {
+            uid: uid.unwrap_or(0),
+            gid: gid.unwrap_or(0),
+            groups,
+        })
+    }
+
     fn start_container(&mut self, i: usize) {
         if self.sim.kubelet.stopped() {
             return;
@@ -707,10 +746,12 @@ impl Worker {
             .filter(|d| !d.is_empty())
             .map(PathBuf::from);
         let logs = LogBuffer::new();
+        let user = self.identity(&spec);
         let pspec = ProcessSpec {
             argv,
             env: env.clone(),
             working_dir: working_dir.clone(),
+            user: user.clone(),
         };
         let spawned =
             volumes::container_mounts(&self.sim.cfg, &self.sandbox, &self.volumes, &spec, &env)
@@ -769,6 +810,7 @@ impl Worker {
                         pid: Some(pid),
                         env,
                         working_dir,
+                        user: user.clone(),
                         logs: logs.clone(),
                         previous_logs,
                     },
@@ -810,6 +852,7 @@ impl Worker {
                         pid: None,
                         env,
                         working_dir,
+                        user: user.clone(),
                         logs,
                         previous_logs,
                     },
