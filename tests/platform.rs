@@ -40,7 +40,10 @@ impl Other<'_> {
         vec![
             ("ACTIONS_RUNNER_POD_NAME", self.name.to_string()),
             ("ACTIONS_RUNNER_CLAIM_NAME", format!("{}-work", self.r.name)),
-            ("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", template.to_string()),
+            (
+                "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
+                template.to_string(),
+            ),
         ]
     }
 
@@ -132,7 +135,11 @@ async fn consecutive_jobs_of_different_runners_share_a_warm_uv_cache() {
     a.cleanup().await.assert_ok();
 
     b.prepare(TEMPLATE).await.assert_ok();
-    assert_eq!(b.slot().await, "0", "the next job on the node reuses slot 0");
+    assert_eq!(
+        b.slot().await,
+        "0",
+        "the next job on the node reuses slot 0"
+    );
     let seen = b.script("cat /mnt/cache/uv/wheel-from-a\n").await;
     seen.assert_ok();
     assert!(seen.stdout.contains("warm"), "{}", seen.stdout);
@@ -156,7 +163,9 @@ async fn concurrent_jobs_on_one_node_never_share_a_uv_cache() {
     assert_eq!(slots, ["0", "1"]);
 
     a.script("echo a > /mnt/cache/uv/owner\n").await.assert_ok();
-    let in_b = b.script("test ! -e /mnt/cache/uv/owner && echo clean\n").await;
+    let in_b = b
+        .script("test ! -e /mnt/cache/uv/owner && echo clean\n")
+        .await;
     in_b.assert_ok();
     assert!(in_b.stdout.contains("clean"), "{}", in_b.stdout);
 
@@ -186,11 +195,13 @@ async fn a_job_running_as_uid_1001_writes_every_cache() {
         .expect("chown");
     assert!(chown.success());
     let template = r.home.path().join("uid-1001.yaml");
-    let text = std::fs::read_to_string(TEMPLATE).expect("template").replacen(
-        "    - name: $job\n",
-        "    - name: $job\n      securityContext: {runAsUser: 1001, runAsGroup: 1001}\n",
-        1,
-    );
+    let text = std::fs::read_to_string(TEMPLATE)
+        .expect("template")
+        .replacen(
+            "    - name: $job\n",
+            "    - name: $job\n      securityContext: {runAsUser: 1001, runAsGroup: 1001}\n",
+            1,
+        );
     std::fs::write(&template, text).expect("write template");
     let template: &'static str = Box::leak(template.to_string_lossy().to_string().into_boxed_str());
 
@@ -214,7 +225,10 @@ async fn a_job_running_as_uid_1001_writes_every_cache() {
     a.cleanup().await.assert_ok();
     let other = std::fs::read_to_string(template)
         .expect("template")
-        .replace("runAsUser: 1001, runAsGroup: 1001", "runAsUser: 1002, runAsGroup: 1002");
+        .replace(
+            "runAsUser: 1001, runAsGroup: 1001",
+            "runAsUser: 1002, runAsGroup: 1002",
+        );
     std::fs::write(template, other).expect("template");
     a.prepare(template).await.assert_ok();
     let input = json!({
@@ -266,7 +280,9 @@ async fn a_job_that_does_not_fit_waits_until_a_pod_on_the_node_ends() {
     run.assert_ok();
     assert!(
         run.stdout.contains("is waiting for the scheduler")
-            && run.stdout.contains("0/1 nodes are available: 1 Insufficient cpu."),
+            && run
+                .stdout
+                .contains("0/1 nodes are available: 1 Insufficient cpu."),
         "the job log gives the scheduler's reason:\n{}",
         run.stdout
     );
@@ -309,7 +325,9 @@ async fn the_kubelet_rejects_a_bound_pod_that_does_not_fit() {
                                  "resources": {"requests": {"cpu": "3"}}}]}
     }))
     .expect("pod");
-    pods.create(&Default::default(), &pod).await.expect("created");
+    pods.create(&Default::default(), &pod)
+        .await
+        .expect("created");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         let p = pods.get("pinned").await.expect("pod");
@@ -323,6 +341,8 @@ async fn the_kubelet_rejects_a_bound_pod_that_does_not_fit() {
     assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
     assert_eq!(
         status.message.as_deref(),
-        Some("Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000")
+        Some(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
+        )
     );
 }

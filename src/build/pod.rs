@@ -277,7 +277,9 @@ pub fn pin_to_node(spec: &mut PodSpec, ctx: &BuildContext) {
             node_selector_terms: Vec::new(),
         });
     if required.node_selector_terms.is_empty() {
-        required.node_selector_terms.push(NodeSelectorTerm::default());
+        required
+            .node_selector_terms
+            .push(NodeSelectorTerm::default());
     }
     for term in &mut required.node_selector_terms {
         let exprs = term.match_expressions.get_or_insert_with(Vec::new);

@@ -4,7 +4,7 @@
 //! same node. prepare_job takes the lowest free slot, creates its pod, then looks again: when two
 //! runners raced for one slot, the pod created first (then the lower name) keeps it and the other
 //! deletes its pod and tries the next free slot. No job step runs before prepare_job returns, so
-//! the loser never touched the cache.
+//! the loser never used the cache (only its init container, which fixes permissions idempotently).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -36,7 +36,13 @@ pub fn holders(pods: &[Pod], node: Option<&str>) -> Vec<Holder> {
         })
         .filter(|p| node.is_none_or(|n| pinned_node(p).as_deref() == Some(n)))
         .filter_map(|p| {
-            let slot = p.metadata.labels.as_ref()?.get(CACHE_SLOT_LABEL)?.parse().ok()?;
+            let slot = p
+                .metadata
+                .labels
+                .as_ref()?
+                .get(CACHE_SLOT_LABEL)?
+                .parse()
+                .ok()?;
             Some(Holder {
                 pod: p.metadata.name.clone()?,
                 slot,
@@ -64,16 +70,18 @@ pub fn lost_race(held: &[Holder], me: &str, slot: u32) -> bool {
     let Some(mine) = held.iter().find(|h| h.pod == me) else {
         return false;
     };
-    held.iter().any(|h| {
-        h.slot == slot && h.pod != me && (&h.created, &h.pod) < (&mine.created, &mine.pod)
-    })
+    held.iter()
+        .any(|h| h.slot == slot && h.pod != me && (&h.created, &h.pod) < (&mine.created, &mine.pod))
 }
 
 /// The namespace's workflow pods that hold a slot.
 pub async fn list_holders(kube: &Kube, node: Option<&str>) -> Result<Vec<Holder>, K8sError> {
     let api = kube.pods();
     let params = ListParams::default().labels(CACHE_SLOT_LABEL);
-    let list = with_retry("listing workflow pods for a cache slot", || api.list(&params)).await?;
+    let list = with_retry("listing workflow pods for a cache slot", || {
+        api.list(&params)
+    })
+    .await?;
     Ok(holders(&list.items, node))
 }
 
@@ -121,9 +129,27 @@ mod tests {
     #[test]
     fn a_race_is_won_by_the_pod_created_first_then_the_lower_name() {
         let pods = [
-            pod("runner-b-workflow", "0", "n1", "2025-01-01T00:00:01Z", "Pending"),
-            pod("runner-a-workflow", "0", "n1", "2025-01-01T00:00:01Z", "Pending"),
-            pod("runner-c-workflow", "0", "n1", "2025-01-01T00:00:02Z", "Pending"),
+            pod(
+                "runner-b-workflow",
+                "0",
+                "n1",
+                "2025-01-01T00:00:01Z",
+                "Pending",
+            ),
+            pod(
+                "runner-a-workflow",
+                "0",
+                "n1",
+                "2025-01-01T00:00:01Z",
+                "Pending",
+            ),
+            pod(
+                "runner-c-workflow",
+                "0",
+                "n1",
+                "2025-01-01T00:00:02Z",
+                "Pending",
+            ),
         ];
         let held = holders(&pods, Some("n1"));
         assert!(!lost_race(&held, "runner-a-workflow", 0));

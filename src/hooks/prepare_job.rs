@@ -115,7 +115,16 @@ pub async fn prepare_job(
     }
 
     let mut created = Created::default();
-    let placed = create_with_slot(&kube, config, args, template.as_ref(), &runner, node, &mut created).await;
+    let placed = create_with_slot(
+        &kube,
+        config,
+        args,
+        template.as_ref(),
+        &runner,
+        node,
+        &mut created,
+    )
+    .await;
     let (plan, created_at) = match placed {
         Ok(p) => p,
         Err(e) => {
@@ -184,7 +193,10 @@ async fn create_with_slot(
             tracing::debug!(slot, "cache slot taken");
             return Ok((plan, created_at));
         }
-        tracing::info!(slot, "another job on the node took the same cache slot first; retrying");
+        tracing::info!(
+            slot,
+            "another job on the node took the same cache slot first; retrying"
+        );
         created.remove(kube).await;
         *created = Created::default();
         lost.push(slot);

@@ -47,7 +47,11 @@ pub fn parse_pulled(message: &str) -> Option<Pull> {
     }
     let rest = message.strip_prefix("Successfully pulled image ")?;
     let (image, tail) = quoted(rest)?;
-    let took = tail.trim_start().strip_prefix("in ")?.split_whitespace().next()?;
+    let took = tail
+        .trim_start()
+        .strip_prefix("in ")?
+        .split_whitespace()
+        .next()?;
     Some(Pull {
         image,
         seconds: Some(go_duration_seconds(took)?),
@@ -128,7 +132,11 @@ async fn pulls(kube: &Kube, pod: &str) -> Vec<Pull> {
         "involvedObject.name={pod},involvedObject.kind=Pod,reason=Pulled"
     ));
     let api = kube.events();
-    match with_retry(&format!("listing events of pod {pod}"), || api.list(&params)).await {
+    match with_retry(&format!("listing events of pod {pod}"), || {
+        api.list(&params)
+    })
+    .await
+    {
         Ok(list) => list
             .items
             .iter()
@@ -157,7 +165,9 @@ pub async fn report(
         Vec::new()
     };
     let startup = Startup {
-        scheduled_after: seen.scheduled.map(|t| t.saturating_duration_since(created_at)),
+        scheduled_after: seen
+            .scheduled
+            .map(|t| t.saturating_duration_since(created_at)),
         pulls,
         ready_after,
     };
@@ -185,20 +195,34 @@ mod tests {
     #[test]
     fn pulled_events_are_read() {
         assert_eq!(
-            parse_pulled("Successfully pulled image \"node:20\" in 3.512s (3.6s including waiting). Image size: 3623807 bytes."),
-            Some(Pull { image: "node:20".into(), seconds: Some(3.512) })
+            parse_pulled(
+                "Successfully pulled image \"node:20\" in 3.512s (3.6s including waiting). Image size: 3623807 bytes."
+            ),
+            Some(Pull {
+                image: "node:20".into(),
+                seconds: Some(3.512)
+            })
         );
         assert_eq!(
             parse_pulled("Successfully pulled image \"x\" in 1m2.5s (1m2.5s including waiting)"),
-            Some(Pull { image: "x".into(), seconds: Some(62.5) })
+            Some(Pull {
+                image: "x".into(),
+                seconds: Some(62.5)
+            })
         );
         assert_eq!(
             parse_pulled("Successfully pulled image \"x\" in 850ms (850ms including waiting)"),
-            Some(Pull { image: "x".into(), seconds: Some(0.85) })
+            Some(Pull {
+                image: "x".into(),
+                seconds: Some(0.85)
+            })
         );
         assert_eq!(
             parse_pulled("Container image \"redis:7\" already present on machine"),
-            Some(Pull { image: "redis:7".into(), seconds: None })
+            Some(Pull {
+                image: "redis:7".into(),
+                seconds: None
+            })
         );
         assert_eq!(parse_pulled("Pulling image \"x\""), None);
     }
@@ -208,8 +232,14 @@ mod tests {
         let s = Startup {
             scheduled_after: Some(Duration::from_millis(200)),
             pulls: vec![
-                Pull { image: "node:20".into(), seconds: Some(3.5) },
-                Pull { image: "redis:7".into(), seconds: None },
+                Pull {
+                    image: "node:20".into(),
+                    seconds: Some(3.5),
+                },
+                Pull {
+                    image: "redis:7".into(),
+                    seconds: None,
+                },
             ],
             ready_after: Duration::from_millis(4100),
         };

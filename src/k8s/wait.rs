@@ -390,7 +390,7 @@ pub async fn wait_running_observed(
                     if give_up && !(opts.can_list_events && scaling_up(kube, name).await) {
                         let summary = if verdict == SchedulingVerdict::NeverFits {
                             format!(
-                                "pod {name} can never be scheduled: no node could take it even if every other pod ended (a resource request above the node's allocatable, or a node selector/affinity no node matches); lower the request or fix the selector: {why}"
+                                "pod {name} can never be scheduled, even once other pods end: {why} (lower the template's resource requests, or fix its node selector, affinity or volumes)"
                             )
                         } else {
                             format!(
@@ -616,7 +616,9 @@ mod tests {
         let no_node = "0/5 nodes are available: 5 node(s) didn't match Pod's node affinity/selector. preemption: 0/5 nodes are available: 5 Preemption is not helpful for scheduling.";
         assert_eq!(scheduling_verdict(no_node), NeverFits);
         assert_eq!(
-            scheduling_verdict("0/3 nodes are available: 3 node(s) had untolerated taint {gpu: true}."),
+            scheduling_verdict(
+                "0/3 nodes are available: 3 node(s) had untolerated taint {gpu: true}."
+            ),
             Unknown
         );
         assert_eq!(scheduling_verdict("no node fits the pod"), Unknown);

@@ -43,7 +43,9 @@ fn parse_resource(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8"))?;
     if name.is_empty() || super::quantity::parse(qty).is_none() {
-        return Err(format!("{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8 or memory=32Gi"));
+        return Err(format!(
+            "{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8 or memory=32Gi"
+        ));
     }
     Ok((name.to_string(), qty.to_string()))
 }

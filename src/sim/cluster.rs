@@ -21,9 +21,10 @@ pub fn seed(sim: &SimState) {
         Key::new("serviceaccounts", &sim.cfg.namespace, "arc-runner"),
         sa,
     );
-    let _ = sim
-        .store
-        .create(Key::new("nodes", "", NODE_NAME), node_object(&sim.cfg.node_allocatable));
+    let _ = sim.store.create(
+        Key::new("nodes", "", NODE_NAME),
+        node_object(&sim.cfg.node_allocatable),
+    );
 }
 
 pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {

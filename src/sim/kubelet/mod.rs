@@ -20,8 +20,8 @@ use super::store::Key;
 use super::{SimState, meta};
 
 pub use container::exit_code;
-pub use scheduling::default_allocatable;
 pub use process::{Identity, Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use scheduling::default_allocatable;
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);

@@ -40,7 +40,9 @@ pub struct Identity {
 }
 
 /// Drops to `id` (groups first, the uid last, as runc does); between fork and exec.
-fn become_user(id: &Option<(nix::unistd::Uid, nix::unistd::Gid, Vec<nix::unistd::Gid>)>) -> io::Result<()> {
+fn become_user(
+    id: &Option<(nix::unistd::Uid, nix::unistd::Gid, Vec<nix::unistd::Gid>)>,
+) -> io::Result<()> {
     if let Some((uid, gid, groups)) = id {
         nix::unistd::setgroups(groups).map_err(to_io)?;
         nix::unistd::setgid(*gid).map_err(to_io)?;

@@ -102,7 +102,11 @@ pub fn requests(pod: &Value) -> Resources {
 
 /// Resources the pod asks for beyond what the node has left: (name, requested, used, capacity),
 /// in base units; `used` is what the node's other pods hold.
-fn shortfalls(requested: &Resources, node: &Resources, used: &Resources) -> Vec<(String, f64, f64, f64)> {
+fn shortfalls(
+    requested: &Resources,
+    node: &Resources,
+    used: &Resources,
+) -> Vec<(String, f64, f64, f64)> {
     requested
         .iter()
         .filter(|(_, q)| **q > 0.0)
@@ -116,7 +120,11 @@ fn shortfalls(requested: &Resources, node: &Resources, used: &Resources) -> Vec<
 
 /// The kubelet's admission of a pod bound with `spec.nodeName` (the scheduler never saw it):
 /// `Err((reason, message))` as a real kubelet rejects it, e.g. `OutOfcpu`.
-pub fn admit_bound(requested: &Resources, node: &Resources, used: &Resources) -> Result<(), (String, String)> {
+pub fn admit_bound(
+    requested: &Resources,
+    node: &Resources,
+    used: &Resources,
+) -> Result<(), (String, String)> {
     let Some((r, q, held, cap)) = shortfalls(requested, node, used).into_iter().next() else {
         return Ok(());
     };
@@ -181,7 +189,11 @@ pub fn fit(
     Err(format!(
         "0/1 nodes are available: {}. {}",
         reasons.join(", "),
-        if unresolvable { NOT_HELPFUL } else { NO_VICTIMS }
+        if unresolvable {
+            NOT_HELPFUL
+        } else {
+            NO_VICTIMS
+        }
     ))
 }
 

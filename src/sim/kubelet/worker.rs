@@ -711,7 +711,11 @@ impl Worker {
             .into_iter()
             .flatten()
             .filter_map(Value::as_u64)
-            .chain(pod_sc.and_then(|s| s.get("fsGroup")).and_then(Value::as_u64))
+            .chain(
+                pod_sc
+                    .and_then(|s| s.get("fsGroup"))
+                    .and_then(Value::as_u64),
+            )
             .filter_map(|n| u32::try_from(n).ok())
             .collect();
         if uid.is_none() && gid.is_none() && groups.is_empty() {
