@@ -368,6 +368,8 @@ pub async fn wait_running_observed(
         };
         let mut current = pod;
         loop {
+            // Whether a grace period is running out, so the pod must be looked at every second.
+            let grace_running;
             if seen.scheduled.is_none() && is_scheduled(&current) {
                 seen.scheduled = Some(Instant::now());
             }
@@ -382,6 +384,7 @@ pub async fn wait_running_observed(
                 PodProgress::Unschedulable(why) => {
                     let since = *unschedulable_since.get_or_insert_with(Instant::now);
                     let verdict = scheduling_verdict(&why);
+                    grace_running = verdict == SchedulingVerdict::Unknown;
                     let give_up = match verdict {
                         SchedulingVerdict::NeverFits => true,
                         SchedulingVerdict::NodeBusy => false,
@@ -412,7 +415,10 @@ pub async fn wait_running_observed(
                         }
                     }
                 }
-                PodProgress::Pending(_) => unschedulable_since = None,
+                PodProgress::Pending(_) => {
+                    unschedulable_since = None;
+                    grace_running = false;
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -427,9 +433,13 @@ pub async fn wait_running_observed(
                 .await);
             }
             let remaining = deadline - now;
-            // Re-check unschedulable pods at least once per second so the grace period is honoured.
-            let step = remaining.min(if unschedulable_since.is_some() {
+            // Re-check unschedulable pods at least once per second while a grace period runs;
+            // a pod waiting for room is woken by its own changes, and looked at by the next notice.
+            let step = remaining.min(if grace_running {
                 Duration::from_secs(1)
+            } else if let Some(t) = next_notice.filter(|_| unschedulable_since.is_some()) {
+                t.saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_secs(1), Duration::from_secs(10))
             } else {
                 Duration::from_secs(10)
             });
