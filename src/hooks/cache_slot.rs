@@ -1,9 +1,12 @@
 //! Node cache slots: which `${CACHE_SLOT}` a job takes, so consecutive jobs on a node reuse warm caches and concurrent ones never share one.
 //!
 //! A slot is held by a live workflow pod (the `arc-hook.dev/cache-slot` label) pinned to the
-//! same node. prepare_job takes the lowest free slot, creates its pod, then looks again: when two
-//! runners raced for one slot, the pod created first (then the lower name) keeps it and the other
-//! deletes its pod and tries the next free slot. No job step runs before prepare_job returns, so
+//! same node. prepare_job takes the lowest free slot, creates its pod, then looks again: a pod
+//! that finds another holder of its slot created before it, or in the same second (creation
+//! timestamps have one-second resolution, so neither can tell which came first), yields: it
+//! deletes its pod and, after a short random pause, tries again with the lowest free slot. At most one pod
+//! keeps a slot: of two holders, the later-or-equal one always sees the other when it looks
+//! again, since it looks after its own creation. No job step runs before prepare_job returns, so
 //! the loser never used the cache (only its init container, which fixes permissions idempotently).
 
 use k8s_openapi::api::core::v1::Pod;
@@ -57,21 +60,31 @@ pub fn holders(pods: &[Pod], node: Option<&str>) -> Vec<Holder> {
         .collect()
 }
 
-/// The lowest slot nobody in `held` holds and `skip` does not exclude.
-pub fn lowest_free(held: &[Holder], me: &str, skip: &[u32]) -> u32 {
+/// The lowest slot no other pod in `held` holds.
+pub fn lowest_free(held: &[Holder], me: &str) -> u32 {
     (0..)
-        .find(|s| !skip.contains(s) && !held.iter().any(|h| h.slot == *s && h.pod != me))
+        .find(|s| !held.iter().any(|h| h.slot == *s && h.pod != me))
         .unwrap_or(0)
 }
 
-/// Whether pod `me`, holding `slot`, lost a race: another holder of the slot was created first
-/// (or at the same second with a lower name).
+/// Whether pod `me`, holding `slot`, must yield it: another holder of the slot was created
+/// before it or in the same second.
 pub fn lost_race(held: &[Holder], me: &str, slot: u32) -> bool {
     let Some(mine) = held.iter().find(|h| h.pod == me) else {
         return false;
     };
     held.iter()
-        .any(|h| h.slot == slot && h.pod != me && (&h.created, &h.pod) < (&mine.created, &mine.pod))
+        .any(|h| h.slot == slot && h.pod != me && h.created <= mine.created)
+}
+
+/// A pause of 0–1 s before retrying after yielding a slot, so two runners that yielded to each
+/// other do not meet again on the next slot.
+pub fn retry_pause() -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::time::Duration::from_millis(u64::from(nanos % 1000))
 }
 
 /// The namespace's workflow pods that hold a slot.
@@ -119,23 +132,17 @@ mod tests {
         ];
         let held = holders(&pods, Some("n1"));
         assert_eq!(held.len(), 2);
-        assert_eq!(lowest_free(&held, "me", &[]), 2);
-        assert_eq!(lowest_free(&held, "me", &[2]), 3);
-        assert_eq!(lowest_free(&holders(&pods, Some("n3")), "me", &[]), 0);
+        assert_eq!(lowest_free(&held, "me"), 2);
+        // A pod's own slot does not count against it.
+        assert_eq!(lowest_free(&held, "a"), 0);
+        assert_eq!(lowest_free(&holders(&pods, Some("n3")), "me"), 0);
         // Without pinning every pod counts.
-        assert_eq!(lowest_free(&holders(&pods, None), "me", &[]), 3);
+        assert_eq!(lowest_free(&holders(&pods, None), "me"), 3);
     }
 
     #[test]
-    fn a_race_is_won_by_the_pod_created_first_then_the_lower_name() {
+    fn a_race_is_won_only_by_a_pod_created_strictly_first() {
         let pods = [
-            pod(
-                "runner-b-workflow",
-                "0",
-                "n1",
-                "2025-01-01T00:00:01Z",
-                "Pending",
-            ),
             pod(
                 "runner-a-workflow",
                 "0",
@@ -144,8 +151,22 @@ mod tests {
                 "Pending",
             ),
             pod(
-                "runner-c-workflow",
+                "runner-b-workflow",
                 "0",
+                "n1",
+                "2025-01-01T00:00:02Z",
+                "Pending",
+            ),
+            pod(
+                "runner-c-workflow",
+                "1",
+                "n1",
+                "2025-01-01T00:00:02Z",
+                "Pending",
+            ),
+            pod(
+                "runner-d-workflow",
+                "1",
                 "n1",
                 "2025-01-01T00:00:02Z",
                 "Pending",
@@ -154,6 +175,10 @@ mod tests {
         let held = holders(&pods, Some("n1"));
         assert!(!lost_race(&held, "runner-a-workflow", 0));
         assert!(lost_race(&held, "runner-b-workflow", 0));
-        assert!(lost_race(&held, "runner-c-workflow", 0));
+        // Created in the same second: neither can know it was first, so both yield.
+        assert!(lost_race(&held, "runner-c-workflow", 1));
+        assert!(lost_race(&held, "runner-d-workflow", 1));
+        // Alone, a pod keeps its slot.
+        assert!(!lost_race(&held[..1], "runner-a-workflow", 0));
     }
 }

@@ -175,12 +175,11 @@ async fn create_with_slot(
     created: &mut Created,
 ) -> anyhow::Result<(PreparePlan, Instant)> {
     let pod_name = names::job_pod_name(runner);
-    let mut lost: Vec<u32> = Vec::new();
     for _ in 0..cache_slot::MAX_ATTEMPTS {
         let held = cache_slot::list_holders(kube, node.as_deref())
             .await
             .context("choosing a cache slot")?;
-        let slot = cache_slot::lowest_free(&held, &pod_name, &lost);
+        let slot = cache_slot::lowest_free(&held, &pod_name);
         let mut ctx = build_context(config, kube, runner, node.clone());
         ctx.cache_slot = Some(slot);
         let plan = plan_prepare_job(&ctx, args, template, &names::random_suffix())?;
@@ -199,7 +198,7 @@ async fn create_with_slot(
         );
         created.remove(kube).await;
         *created = Created::default();
-        lost.push(slot);
+        tokio::time::sleep(cache_slot::retry_pause()).await;
     }
     bail!(
         "could not get a cache slot on the node after {} attempts: other jobs kept taking the same one; retry the job",
