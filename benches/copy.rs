@@ -291,6 +291,7 @@ async fn sim_target(
         can_watch: true,
         can_list_events: true,
         unschedulable_grace: Duration::from_secs(60),
+        waiting_notice: None,
         accept_finished: false,
     };
     wait_running(&kube, POD, opts)

@@ -74,14 +74,16 @@ KUBE_VERSION = "1.33.0"  # The k8s-openapi feature the crate builds with (Cargo.
 
 KINDS = ("cpu", "gpu", "fpga")
 KUBE_MODE_SETS = {
-    # name: (worker kind, minRunners, maxRunners) — the issue's numbers.
+    # name: (worker kind, minRunners, maxRunners) — the design's table (runner-base: 1/10 too).
     "runner-cpu": ("cpu", 1, 10),
     "runner-cpu-largememory": ("cpu", 1, 10),
     "runner-highcpu": ("cpu", 1, 10),
-    "runner-hybrid": ("cpu", 0, 4),
-    "runner-gpu": ("gpu", 0, 3),
-    "runner-fpga": ("fpga", 0, 3),
+    "runner-hybrid": ("cpu", 1, 4),
+    "runner-gpu": ("gpu", 1, 3),
+    "runner-fpga": ("fpga", 1, 3),
 }
+# Scale sets the design's table places on the large-memory nodes (`ci=large-memory`).
+LARGE_MEMORY_SETS = ("runner-cpu", "runner-cpu-largememory")
 HOOK_WRAPPER = "/home/runner/arc-hook/arc-hook.sh"
 # The most the runner's Role may ever grant: ARC's default kubernetes-mode Role (gha-runner-scale-set
 # kube_mode_role.yaml) plus the extras arc-hook checks with SelfSubjectAccessReviews before use. The
@@ -96,10 +98,11 @@ RBAC_CEILING = {
     ("", "events"): {"get", "list", "watch"},
 }
 SCALE_SET_KEYS = {
+    # The top-level keys of gha-runner-scale-set 0.12.1's values.yaml, no more.
     "githubConfigUrl", "githubConfigSecret", "proxy", "maxRunners", "minRunners", "runnerGroup",
     "runnerScaleSetName", "fullnameOverride", "githubServerTLS", "keyVault", "containerMode",
-    "listenerTemplate", "listenerMetrics", "listenerConfig", "template", "controllerServiceAccount",
-    "namespaceOverride", "annotations", "labels", "resourceMeta", "hookTemplate",
+    "listenerTemplate", "listenerMetrics", "template", "controllerServiceAccount",
+    "namespaceOverride", "annotations", "labels", "resourceMeta",
 }
 CONTROLLER_KEYS = {
     "labels", "replicaCount", "image", "imagePullSecrets", "nameOverride", "fullnameOverride", "env",
@@ -525,6 +528,30 @@ def node_exclusions(spec: dict) -> dict[str, set]:
     return out
 
 
+
+def runner_base_dind(v: dict, where: str) -> list:
+    """runner-base: Docker-in-Docker (the chart's dind layout, spelled out) whose daemon trusts the
+    internal registry's CA from the `harbor-ca` ConfigMap, for the registry docker-build-push uses."""
+    found = []
+    spec = v["template"]["spec"]
+    if "containerMode" in v:
+        found.append(f"{where} containerMode must stay unset: the chart's dind mode cannot mount the registry CA into dind")
+    dind = next((c for c in spec.get("initContainers", []) + spec.get("containers", []) if c["name"] == "dind"), None)
+    if dind is None or not dind.get("securityContext", {}).get("privileged"):
+        found.append(f"{where} needs a privileged dind container")
+        return found
+    workflow = load_yaml(DEPLOY / "workflows" / "docker-build-push.yml")
+    registry = workflow.get("env", {}).get("REGISTRY", "")
+    ca_vol = next((x["name"] for x in spec.get("volumes", []) if x.get("configMap", {}).get("name") == "harbor-ca"), None)
+    if ca_vol is None:
+        found.append(f"{where} does not mount the harbor-ca ConfigMap")
+    elif not any(m["name"] == ca_vol and m["mountPath"].rstrip("/") == f"/etc/docker/certs.d/{registry}" for m in dind.get("volumeMounts", [])):
+        found.append(f"{where} dind does not trust harbor-ca for {registry!r} (mount it at /etc/docker/certs.d/{registry})")
+    runner = next((c for c in spec.get("containers", []) if c["name"] == "runner"), {})
+    if env_map(runner).get("DOCKER_HOST", {}).get("value") != "unix:///var/run/docker.sock":
+        found.append(f"{where} runner's DOCKER_HOST does not point at the dind socket")
+    return found
+
 def check_scale_sets(ctx: Ctx) -> str:
     found = []
     files = sorted(p.name.removesuffix(".values.yaml") for p in (DEPLOY / "scale-sets").glob("*.values.yaml"))
@@ -559,8 +586,7 @@ def check_scale_sets(ctx: Ctx) -> str:
         if runner.get("command") != ["/home/runner/run.sh"]:
             found.append(f"{where} runner command {runner.get('command')}")
         if name == "runner-base":
-            if v.get("containerMode", {}).get("type") != "dind":
-                found.append(f"{where} containerMode.type must be dind")
+            found += runner_base_dind(v, where)
             if (v.get("minRunners"), v.get("maxRunners")) != (1, 10):
                 found.append(f"{where} min/max {v.get('minRunners')}/{v.get('maxRunners')} (want 1/10)")
             if not runner["image"].endswith(f"actions-runner:{versions['runner']}"):
@@ -626,8 +652,10 @@ def check_scale_sets(ctx: Ctx) -> str:
         for t in tpl.get("tolerations", []):
             if (t.get("key"), t.get("effect")) not in runner_tol:
                 found.append(f"{where} worker template tolerates {t.get('key')}:{t.get('effect')} but runner pods cannot reach those nodes")
-        if name == "runner-cpu-largememory" and runner_req.get("ci") != {"large-memory"}:
-            found.append(f"{where} must require nodes labelled ci=large-memory")
+        if name in LARGE_MEMORY_SETS and runner_req.get("ci") != {"large-memory"}:
+            found.append(f"{where} must require nodes labelled ci=large-memory (the design's table)")
+        if name in LARGE_MEMORY_SETS and ("ci", "NoSchedule") not in runner_tol:
+            found.append(f"{where} must tolerate the ci=large-memory taint")
         if name in ("runner-cpu", "runner-hybrid"):
             excl = node_exclusions(pod["spec"])
             for label in ("nvidia.com/gpu.present", "arc-hook.dev/fpga"):

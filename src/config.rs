@@ -7,6 +7,9 @@ use std::time::Duration;
 pub const DEFAULT_RENDER_RUNNER_POD: &str = "arc-runner";
 /// Default of `ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS` (upstream's 10 minutes).
 pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default of `ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS`: how long a pod the scheduler cannot place,
+/// for a reason other than a busy node, is given before prepare_job fails.
+pub const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
 /// Default of `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`.
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default of `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a Dockerfile action's image build may take.
@@ -69,6 +72,9 @@ pub struct Config {
     pub use_kube_scheduler: bool,
     /// `ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS`: how long prepare_job waits for the pod.
     pub prepare_timeout: Duration,
+    /// `ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS`: how long an Unschedulable workflow pod is given
+    /// when the node is not merely busy and the cluster is not scaling up.
+    pub unschedulable_grace: Duration,
     /// `ACTIONS_RUNNER_KUBERNETES_NAMESPACE`: overrides the namespace (as upstream).
     pub namespace: Option<String>,
     /// `ARC_HOOK_WORK_VOLUME`: `claim` (default) or `copy` (no-volume mode).
@@ -184,6 +190,10 @@ impl Config {
             prepare_timeout: seconds(
                 "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS",
                 DEFAULT_PREPARE_TIMEOUT,
+            )?,
+            unschedulable_grace: seconds(
+                "ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS",
+                DEFAULT_UNSCHEDULABLE_GRACE,
             )?,
             namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE"),
             work_volume,

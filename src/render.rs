@@ -38,6 +38,8 @@ pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::
         use_kube_scheduler: config.use_kube_scheduler,
         work_volume: config.work_volume,
         default_registry: config.default_registry.clone(),
+        // What the first job on an idle node gets.
+        cache_slot: Some(0),
     };
     let template_path = opts.template.as_ref().or(config.template_path.as_ref());
     let template = template_path.map(|p| Template::load(p)).transpose()?;

@@ -8,7 +8,8 @@
 //! override everything else, except `name`, `image`, `command` and `args` of the job and step
 //! containers, which stay the hook's. Pod `volumes`, `imagePullSecrets`, `tolerations` and
 //! `initContainers` are appended; every other pod field overrides.
-//! String values may use `${RUNNER_POD_NAME}`, `${WORKFLOW_POD_NAME}` and `${RUNNER_NAMESPACE}`;
+//! String values may use `${RUNNER_POD_NAME}`, `${WORKFLOW_POD_NAME}`, `${RUNNER_NAMESPACE}` and
+//! `${CACHE_SLOT}` (the lowest node cache slot no concurrent job on the node holds);
 //! `$${` writes a literal `${`.
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub struct TemplateVars {
     pub runner_pod_name: String,
     pub workflow_pod_name: String,
     pub namespace: String,
+    /// The node cache slot the job holds (`${CACHE_SLOT}`), when known.
+    pub cache_slot: Option<String>,
 }
 
 impl TemplateVars {
@@ -82,6 +85,7 @@ impl TemplateVars {
             "RUNNER_POD_NAME" => Some(&self.runner_pod_name),
             "WORKFLOW_POD_NAME" => Some(&self.workflow_pod_name),
             "RUNNER_NAMESPACE" => Some(&self.namespace),
+            "CACHE_SLOT" => self.cache_slot.as_deref(),
             _ => None,
         }
     }
@@ -473,7 +477,10 @@ pub fn expand(s: &str, vars: &TemplateVars) -> Result<String, String> {
                 .ok_or_else(|| format!("unterminated variable in {s:?}"))?;
             let name = &r[..end];
             let value = vars.get(name).ok_or_else(|| {
-                format!("unknown variable ${{{name}}} (known: ${{RUNNER_POD_NAME}}, ${{WORKFLOW_POD_NAME}}, ${{RUNNER_NAMESPACE}}; write $${{ for a literal ${{)")
+                if name == "CACHE_SLOT" {
+                    return "${CACHE_SLOT}: no cache slot is known for this pod (only the workflow pod and its step Jobs hold one)".to_string();
+                }
+                format!("unknown variable ${{{name}}} (known: ${{RUNNER_POD_NAME}}, ${{WORKFLOW_POD_NAME}}, ${{RUNNER_NAMESPACE}}, ${{CACHE_SLOT}}; write $${{ for a literal ${{)")
             })?;
             out.push_str(value);
             rest = &r[end + 1..];
@@ -574,6 +581,7 @@ mod tests {
             runner_pod_name: "arc-runner".into(),
             workflow_pod_name: "arc-runner-workflow".into(),
             namespace: "ci".into(),
+            cache_slot: Some("0".into()),
         }
     }
 
@@ -781,7 +789,7 @@ spec:
             spec.image_pull_secrets.as_ref().expect("ips")[0].name,
             "extra"
         );
-        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert!(format!("{:?}", spec.affinity).contains("node-1"));
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn check_object(value: &Value) -> Result<Vec<String>, String> {
         ("v1", "PersistentVolumeClaim") => round_trip::<core::PersistentVolumeClaim>(value),
         ("v1", "Pod") => round_trip::<core::Pod>(value),
         ("apps/v1", "Deployment") => round_trip::<apps::Deployment>(value),
+        ("apps/v1", "DaemonSet") => round_trip::<apps::DaemonSet>(value),
         ("batch/v1", "Job") => round_trip::<batch::Job>(value),
         ("batch/v1", "CronJob") => round_trip::<batch::CronJob>(value),
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<networking::NetworkPolicy>(value),

@@ -377,6 +377,11 @@ async fn cleanup_twice_and_other_runners_survive() {
     r.create_runner_pod("arc-runner-other").await;
     let mut other_env = r.env.clone();
     other_env.insert("ACTIONS_RUNNER_POD_NAME".into(), "arc-runner-other".into());
+    // The simulator has only this runner's work claim; the scheduler needs the claim to exist.
+    other_env.insert(
+        "ACTIONS_RUNNER_CLAIM_NAME".into(),
+        format!("{}-work", common::RUNNER),
+    );
     let response = r.work.join("_temp/other-response.json");
     std::fs::write(&response, b"").expect("response file");
     let other = {

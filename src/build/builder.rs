@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::pod::placement_node;
+use super::pod::pin_to_node;
 use super::{BuildContext, runner_labels};
 use crate::config::BuildConfig;
 
@@ -129,7 +129,7 @@ pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) 
         termination_message_policy: Some("File".into()),
         ..Default::default()
     };
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             name: Some(req.pod_name.clone()),
             namespace: Some(ctx.namespace.clone()),
@@ -140,18 +140,18 @@ pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) 
             containers: vec![container],
             restart_policy: Some("Never".into()),
             active_deadline_seconds: Some(build.timeout.as_secs() as i64),
-            // The claim is usually ReadWriteOnce: build where the runner is.
-            node_name: match req.source {
-                BuildSource::Claim { .. } => placement_node(ctx),
-                BuildSource::Archive { .. } => None,
-            },
             automount_service_account_token: Some(false),
             volumes: Some(volumes),
             image_pull_secrets: None::<Vec<LocalObjectReference>>,
             ..Default::default()
         }),
         status: None,
+    };
+    // The claim is usually ReadWriteOnce: build where the runner is.
+    if let (BuildSource::Claim { .. }, Some(spec)) = (&req.source, pod.spec.as_mut()) {
+        pin_to_node(spec, ctx);
     }
+    pod
 }
 
 /// The secret carrying a no-volume build's context archive.
@@ -355,7 +355,7 @@ mod tests {
         let push = v[1].secret.as_ref().expect("secret");
         assert_eq!(push.secret_name.as_deref(), Some("harbor-push"));
         assert_eq!(push.items.as_ref().expect("items")[0].path, "config.json");
-        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert!(format!("{:?}", spec.affinity).contains("node-1"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.active_deadline_seconds, Some(900));
         assert!(c.security_context.is_none(), "no privileged flag");

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::pod::{placement_node, user_mounts, work_mount, work_subpath, work_volume};
+use super::pod::{pin_to_node, user_mounts, work_mount, work_subpath, work_volume};
 use super::ports::{container_ports, parse_port_mappings};
 use super::{
     BuildContext, BuildError, EnvFor, container_env, kubelet_literal, kubelet_literals,
@@ -145,7 +145,7 @@ pub fn container_step_job(
     let mut volumes = vec![work_volume(ctx)];
     volumes.extend(extra_volumes);
     let labels = runner_labels(ctx, "step");
-    Job {
+    let mut job = Job {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(ctx.namespace.clone()),
@@ -163,7 +163,6 @@ pub fn container_step_job(
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
-                    node_name: placement_node(ctx),
                     volumes: Some(volumes),
                     image_pull_secrets: pull_secret.map(|n| {
                         vec![LocalObjectReference {
@@ -176,7 +175,11 @@ pub fn container_step_job(
             ..Default::default()
         }),
         status: None,
+    };
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pin_to_node(pod, ctx);
     }
+    job
 }
 
 #[cfg(test)]
@@ -206,7 +209,8 @@ mod tests {
         assert_eq!(spec.backoff_limit, Some(0));
         let pod = spec.template.spec.expect("pod spec");
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(pod.node_name.as_deref(), Some("node-1"));
+        assert_eq!(pod.node_name, None);
+        assert!(format!("{:?}", pod.affinity).contains("node-1"));
         let ws = pod.containers[0]
             .volume_mounts
             .as_ref()

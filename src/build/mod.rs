@@ -64,6 +64,8 @@ pub struct BuildContext {
     pub work_volume: WorkVolumeMode,
     pub claim_name: String,
     pub default_registry: String,
+    /// The node cache slot the job holds (`${CACHE_SLOT}` in templates, a label on the workflow pod).
+    pub cache_slot: Option<u32>,
 }
 
 /// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
@@ -84,6 +86,7 @@ pub(crate) fn test_context() -> BuildContext {
         work_volume: crate::config::WorkVolumeMode::Claim,
         claim_name: "arc-runner-work".into(),
         default_registry: crate::config::DOCKER_HUB_CONFIG_KEY.into(),
+        cache_slot: Some(0),
     }
 }
 

@@ -61,6 +61,7 @@ pub fn template_vars(ctx: &BuildContext) -> TemplateVars {
         runner_pod_name: ctx.runner_pod.clone(),
         workflow_pod_name: names::job_pod_name(&ctx.runner_pod),
         namespace: ctx.namespace.clone(),
+        cache_slot: ctx.cache_slot.map(|s| s.to_string()),
     }
 }
 
@@ -108,7 +109,12 @@ pub fn plan_prepare_job(
             };
             let merged = t.apply_to_job_pod(&jp, &template_vars(ctx))?;
             warnings.extend(merged.warnings);
-            merged.object
+            let mut pod = merged.object;
+            // A template's own affinity replaces the pod's: pin to the runner's node again.
+            if let Some(spec) = pod.spec.as_mut() {
+                super::pod::pin_to_node(spec, ctx);
+            }
+            pod
         }
         None => pod,
     };
@@ -175,7 +181,11 @@ pub fn plan_container_step(
         Some(t) => {
             let merged = t.apply_to_step_job(&job, &template_vars(ctx))?;
             warnings.extend(merged.warnings);
-            merged.object
+            let mut job = merged.object;
+            if let Some(spec) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+                super::pod::pin_to_node(spec, ctx);
+            }
+            job
         }
         None => job,
     };

@@ -1,8 +1,9 @@
 //! The workflow pod: the job container, one container per service, the work volume and pull secret.
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, LocalObjectReference, PersistentVolumeClaimVolumeSource, Pod,
-    PodSpec, Volume, VolumeMount,
+    Affinity, Container, EmptyDirVolumeSource, LocalObjectReference, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -13,6 +14,11 @@ use super::{
 };
 use crate::config::WorkVolumeMode;
 use crate::protocol::{ContainerDefinition, Mount, PrepareJobArgs};
+
+/// The node label the workflow pod's required node affinity names (the runner's node).
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// Label on the workflow pod: the node cache slot (`${CACHE_SLOT}`) its job holds.
+pub const CACHE_SLOT_LABEL: &str = "arc-hook.dev/cache-slot";
 
 /// The job container's keep-alive command when the runner gives no entry point (as upstream).
 pub const KEEP_ALIVE: [&str; 3] = ["tail", "-f", "/dev/null"];
@@ -243,13 +249,12 @@ pub fn job_pod(
         metadata: ObjectMeta {
             name: Some(names::job_pod_name(&ctx.runner_pod)),
             namespace: Some(ctx.namespace.clone()),
-            labels: Some(runner_labels(ctx, "workflow")),
+            labels: Some(workflow_labels(ctx)),
             ..Default::default()
         },
         spec: Some(PodSpec {
             containers,
             restart_policy: Some("Never".into()),
-            node_name: placement_node(ctx),
             volumes: Some(pod_volumes(ctx, extra_volumes)),
             image_pull_secrets: pull_secret.map(|n| {
                 vec![LocalObjectReference {
@@ -260,6 +265,10 @@ pub fn job_pod(
         }),
         status: None,
     };
+    let mut pod = pod;
+    if let Some(spec) = pod.spec.as_mut() {
+        pin_to_node(spec, ctx);
+    }
     Ok(JobPod {
         pod,
         job_ports,
@@ -280,13 +289,69 @@ fn pod_volumes(ctx: &BuildContext, extra: Vec<Volume>) -> Vec<Volume> {
     volumes
 }
 
-/// The node the hook pins its pods to: the runner's, unless the scheduler places them.
-pub fn placement_node(ctx: &BuildContext) -> Option<String> {
-    if ctx.use_kube_scheduler {
-        None
-    } else {
-        ctx.node_name.clone()
+/// The workflow pod's labels: the runner's, plus its cache slot when it holds one.
+fn workflow_labels(ctx: &BuildContext) -> std::collections::BTreeMap<String, String> {
+    let mut labels = runner_labels(ctx, "workflow");
+    if let Some(slot) = ctx.cache_slot {
+        labels.insert(CACHE_SLOT_LABEL.to_string(), slot.to_string());
     }
+    labels
+}
+
+/// Keeps the pod on the runner's node through the scheduler, so a busy node makes it wait
+/// rather than fail in the kubelet (`OutOfcpu`): `kubernetes.io/hostname In [node]` joins every
+/// required node-selector term (terms are ORed, so each must carry it). A template's own terms
+/// are kept. Nothing when the scheduler may place the pod anywhere. Idempotent.
+pub fn pin_to_node(spec: &mut PodSpec, ctx: &BuildContext) {
+    let Some(node) = ctx.node_name.as_deref().filter(|_| !ctx.use_kube_scheduler) else {
+        return;
+    };
+    spec.node_name = None;
+    let pin = NodeSelectorRequirement {
+        key: HOSTNAME_LABEL.into(),
+        operator: "In".into(),
+        values: Some(vec![node.to_string()]),
+    };
+    let required = spec
+        .affinity
+        .get_or_insert_with(Affinity::default)
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default)
+        .required_during_scheduling_ignored_during_execution
+        .get_or_insert_with(|| NodeSelector {
+            node_selector_terms: Vec::new(),
+        });
+    if required.node_selector_terms.is_empty() {
+        required
+            .node_selector_terms
+            .push(NodeSelectorTerm::default());
+    }
+    for term in &mut required.node_selector_terms {
+        let exprs = term.match_expressions.get_or_insert_with(Vec::new);
+        if !exprs.contains(&pin) {
+            exprs.push(pin.clone());
+        }
+    }
+}
+
+/// The node a pod is bound or pinned to: `spec.nodeName`, else the hostname its required node
+/// affinity names (as [`pin_to_node`] writes it).
+pub fn pinned_node(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if let Some(n) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
+        return Some(n.clone());
+    }
+    spec.affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms
+        .iter()
+        .flat_map(|t| t.match_expressions.iter().flatten())
+        .find(|e| e.key == HOSTNAME_LABEL && e.operator == "In")
+        .and_then(|e| e.values.as_ref()?.first().cloned())
 }
 
 #[cfg(test)]
@@ -304,6 +369,7 @@ mod tests {
             work_volume: WorkVolumeMode::Claim,
             claim_name: "arc-runner-abc-work".into(),
             default_registry: crate::config::DOCKER_HUB_CONFIG_KEY.into(),
+            cache_slot: None,
         }
     }
 
@@ -344,7 +410,8 @@ mod tests {
             "arc-runner-abc"
         );
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.node_name, None);
+        assert_eq!(pinned_node(&jp.pod).as_deref(), Some("node-1"));
         let job = &spec.containers[0];
         assert_eq!(job.name, "job");
         assert_eq!(
@@ -387,11 +454,38 @@ mod tests {
     }
 
     #[test]
+    fn pinning_joins_every_template_term_once() {
+        let mut spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "fpga", "operator": "In", "values": ["true"]}]},
+                {"matchExpressions": [{"key": "pool", "operator": "Exists"}]}
+            ]}}}
+        }))
+        .expect("spec");
+        pin_to_node(&mut spec, &ctx());
+        pin_to_node(&mut spec, &ctx());
+        let terms = serde_json::to_value(&spec).expect("json")["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            .clone();
+        assert_eq!(
+            terms,
+            serde_json::json!([
+                {"matchExpressions": [{"key": "fpga", "operator": "In", "values": ["true"]},
+                                      {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}]},
+                {"matchExpressions": [{"key": "pool", "operator": "Exists"},
+                                      {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}]}
+            ])
+        );
+    }
+
+    #[test]
     fn scheduler_and_copy_mode() {
         let mut c = ctx();
         c.use_kube_scheduler = true;
         c.work_volume = WorkVolumeMode::Copy;
         let jp = job_pod(&c, &args(), None).expect("valid");
+        assert_eq!(pinned_node(&jp.pod), None);
         let spec = jp.pod.spec.expect("spec");
         assert_eq!(spec.node_name, None);
         assert!(spec.volumes.expect("volumes")[0].empty_dir.is_some());

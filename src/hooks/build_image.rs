@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use kube::api::{DeleteParams, PostParams};
 
 use super::log_line;
-use super::prepare_job::{UNSCHEDULABLE_GRACE, create_once};
+use super::prepare_job::create_once;
 use super::step_job::{stream_log, terminated};
 use crate::build::builder::{
     BUILDER_CONTAINER, BuildRequest, BuildSource, MAX_CONTEXT_ARCHIVE, builder_pod,
@@ -146,7 +146,8 @@ async fn run_builder(
         timeout: config.prepare_timeout,
         can_watch: granted.has(Extra::WatchPods),
         can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: UNSCHEDULABLE_GRACE,
+        unschedulable_grace: config.unschedulable_grace,
+        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
         accept_finished: true,
     };
     wait_running(kube, name, opts).await.map_err(|f| {

@@ -1,12 +1,14 @@
 //! The hook commands, one file each, and the stdin entry point that dispatches to them.
 
 pub mod build_image;
+pub mod cache_slot;
 pub mod cleanup_job;
 pub mod externals;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
 pub mod script;
+pub mod startup;
 pub mod step_ephemeral;
 pub mod step_job;
 pub mod workspace;
@@ -75,6 +77,7 @@ pub fn build_context(
         work_volume: config.work_volume,
         claim_name: config.claim_name_for(runner),
         default_registry: config.default_registry.clone(),
+        cache_slot: None,
     }
 }
 

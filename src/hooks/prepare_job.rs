@@ -1,26 +1,22 @@
 //! prepare_job: create the workflow pod (and pull secret), wait until it runs, and tell the runner about it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use kube::api::{DeleteParams, PostParams};
 
 use super::workspace::{self, RunnerDirs};
-use super::{HookResult, build_context, log_line, runner_node};
+use super::{HookResult, build_context, cache_slot, log_line, runner_node, startup};
 use crate::build::plan::{PreparePlan, plan_prepare_job};
 use crate::build::{JOB_CONTAINER_NAME, names};
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
-use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::k8s::wait::{Milestones, WaitOptions, wait_running_observed};
 use crate::k8s::{K8sError, Kube};
 use crate::protocol::{CommandName, Envelope, JobState, PrepareJobArgs, PrepareJobResponse};
 use crate::template::Template;
-
-/// How long an Unschedulable workflow pod is given before prepare_job fails (unless the
-/// cluster autoscaler reports a scale-up, which gets the whole prepare timeout).
-pub const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// The message for a job without `container:` on a runner that requires one.
 pub const REQUIRE_CONTAINER_MESSAGE: &str = "this runner runs jobs only in containers (ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=true): add `container: <image>` to the job in your workflow, e.g. `container: ubuntu:24.04`";
@@ -114,17 +110,32 @@ pub async fn prepare_job(
         .await
         .context("removing the previous job's leftovers")?;
 
-    let ctx = build_context(config, &kube, &runner, node);
-    let plan = plan_prepare_job(&ctx, args, template.as_ref(), &names::random_suffix())?;
-    for w in &plan.warnings {
-        log_line(&format!("arc-hook: warning: {w}"));
-    }
     if config.work_volume == WorkVolumeMode::Claim {
         provide_externals(config);
     }
 
     let mut created = Created::default();
-    let result = create_and_start(&kube, config, &plan, &granted, &mut created).await;
+    let placed = create_with_slot(
+        &kube,
+        config,
+        args,
+        template.as_ref(),
+        &runner,
+        node,
+        &mut created,
+    )
+    .await;
+    let (plan, created_at) = match placed {
+        Ok(p) => p,
+        Err(e) => {
+            created.remove(&kube).await;
+            return Err(e);
+        }
+    };
+    for w in &plan.warnings {
+        log_line(&format!("arc-hook: warning: {w}"));
+    }
+    let result = start(&kube, config, &plan, &granted, created_at).await;
     let is_alpine = match result {
         Ok(a) => a,
         Err(e) => {
@@ -152,14 +163,55 @@ pub async fn prepare_job(
     Ok(0)
 }
 
-/// Creates the secret and pod, waits for the pod, fills it in no-volume mode, detects alpine.
-async fn create_and_start(
+/// Creates the workflow pod (and its secret) holding the lowest free cache slot on the node;
+/// after losing a race for a slot, removes what it created and takes the next one.
+async fn create_with_slot(
     kube: &Kube,
     config: &Config,
-    plan: &PreparePlan,
-    granted: &rbac::Granted,
+    args: &PrepareJobArgs,
+    template: Option<&Template>,
+    runner: &str,
+    node: Option<String>,
     created: &mut Created,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(PreparePlan, Instant)> {
+    let pod_name = names::job_pod_name(runner);
+    for _ in 0..cache_slot::MAX_ATTEMPTS {
+        let held = cache_slot::list_holders(kube, node.as_deref())
+            .await
+            .context("choosing a cache slot")?;
+        let slot = cache_slot::lowest_free(&held, &pod_name);
+        let mut ctx = build_context(config, kube, runner, node.clone());
+        ctx.cache_slot = Some(slot);
+        let plan = plan_prepare_job(&ctx, args, template, &names::random_suffix())?;
+        let created_at = Instant::now();
+        create_objects(kube, &plan, created).await?;
+        let held = cache_slot::list_holders(kube, node.as_deref())
+            .await
+            .context("checking the cache slot")?;
+        if !cache_slot::lost_race(&held, &pod_name, slot) {
+            tracing::debug!(slot, "cache slot taken");
+            return Ok((plan, created_at));
+        }
+        tracing::info!(
+            slot,
+            "another job on the node took the same cache slot first; retrying"
+        );
+        created.remove(kube).await;
+        *created = Created::default();
+        tokio::time::sleep(cache_slot::retry_pause()).await;
+    }
+    bail!(
+        "could not get a cache slot on the node after {} attempts: other jobs kept taking the same one; retry the job",
+        cache_slot::MAX_ATTEMPTS
+    )
+}
+
+/// Creates the secret (if any) and the pod.
+async fn create_objects(
+    kube: &Kube,
+    plan: &PreparePlan,
+    created: &mut Created,
+) -> anyhow::Result<()> {
     let pp = PostParams::default();
     if let Some(secret) = &plan.secret {
         let name = secret.metadata.name.clone().unwrap_or_default();
@@ -181,18 +233,32 @@ async fn create_and_start(
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot create the workflow pod: {e}"))?;
-    created.pod = Some(name.clone());
+    created.pod = Some(name);
+    Ok(())
+}
 
+/// Waits for the pod, reports where start-up time went, fills it in no-volume mode, detects alpine.
+async fn start(
+    kube: &Kube,
+    config: &Config,
+    plan: &PreparePlan,
+    granted: &rbac::Granted,
+    created_at: Instant,
+) -> anyhow::Result<bool> {
+    let name = plan.pod_name().to_string();
     let opts = WaitOptions {
         timeout: config.prepare_timeout,
         can_watch: granted.has(Extra::WatchPods),
         can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: UNSCHEDULABLE_GRACE,
+        unschedulable_grace: config.unschedulable_grace,
+        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
         accept_finished: false,
     };
-    wait_running(kube, &name, opts)
+    let mut seen = Milestones::default();
+    wait_running_observed(kube, &name, opts, &mut seen)
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
+    startup::report(kube, &name, granted, created_at, seen).await;
 
     if plan.job_image.is_none() {
         return Ok(false);

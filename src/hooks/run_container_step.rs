@@ -47,7 +47,9 @@ pub async fn run_container_step(
     let pod = job_pod(envelope, &runner);
     let copy = workspace::copy_mode(envelope, config);
     let node = runner_node(&kube, config, &runner).await?;
-    let ctx = build_context(config, &kube, &runner, node);
+    let mut ctx = build_context(config, &kube, &runner, node);
+    // A step Job shares its job's caches: the slot of the workflow pod.
+    ctx.cache_slot = super::cache_slot::held_by(&kube, &pod).await;
     let ws = workspace_subpath(config.github_workspace.as_deref());
     let suffix = names::random_suffix();
 

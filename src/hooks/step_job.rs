@@ -94,7 +94,8 @@ async fn run_job(
         timeout: config.prepare_timeout,
         can_watch: granted.has(Extra::WatchPods),
         can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: super::prepare_job::UNSCHEDULABLE_GRACE,
+        unschedulable_grace: config.unschedulable_grace,
+        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
         accept_finished: true,
     };
     wait_running(kube, &pod, opts)

@@ -57,23 +57,28 @@ pub enum Extra {
     ListEvents,
     /// Run container steps as ephemeral containers in the job pod.
     EphemeralContainers,
+    /// Record start-up times as an annotation on the workflow pod.
+    AnnotatePods,
 }
 
 impl Extra {
-    pub const ALL: [Extra; 3] = [
+    pub const ALL: [Extra; 4] = [
         Extra::WatchPods,
         Extra::ListEvents,
         Extra::EphemeralContainers,
+        Extra::AnnotatePods,
     ];
 
     pub fn permissions(self) -> &'static [Permission] {
         const WATCH_PODS: &[Permission] = &[p("", "pods", "", "watch")];
         const LIST_EVENTS: &[Permission] = &[p("", "events", "", "list")];
         const EPHEMERAL: &[Permission] = &[p("", "pods", "ephemeralcontainers", "patch")];
+        const ANNOTATE: &[Permission] = &[p("", "pods", "", "patch")];
         match self {
             Extra::WatchPods => WATCH_PODS,
             Extra::ListEvents => LIST_EVENTS,
             Extra::EphemeralContainers => EPHEMERAL,
+            Extra::AnnotatePods => ANNOTATE,
         }
     }
 }
@@ -123,7 +128,7 @@ pub fn required(command: CommandName) -> &'static [Permission] {
 /// Optional extras each command can use.
 pub fn extras(command: CommandName) -> &'static [Extra] {
     match command {
-        CommandName::PrepareJob => &[Extra::WatchPods, Extra::ListEvents],
+        CommandName::PrepareJob => &[Extra::WatchPods, Extra::ListEvents, Extra::AnnotatePods],
         CommandName::RunScriptStep => &[],
         CommandName::RunContainerStep => &[
             Extra::WatchPods,

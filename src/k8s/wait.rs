@@ -9,6 +9,9 @@ use kube::api::{ListParams, WatchEvent, WatchParams};
 use super::retry::with_retry;
 use super::{K8sError, Kube};
 
+/// How often the job log hears about a workflow pod still waiting for the scheduler.
+pub const WAITING_NOTICE: Duration = Duration::from_secs(30);
+
 /// Container waiting reasons that will not resolve by themselves.
 const FATAL_WAITING: &[&str] = &[
     "ErrImagePull",
@@ -160,14 +163,64 @@ pub fn classify(pod: &Pod) -> PodProgress {
     })
 }
 
+/// What the scheduler's `Unschedulable` message says about the pod's chances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulingVerdict {
+    /// No node could ever take it (a request above every node's allocatable, an affinity or
+    /// selector no node matches): the scheduler found preemption not helpful on every node.
+    NeverFits,
+    /// Some node could take it once other pods end (e.g. `Insufficient cpu`, no victims found).
+    NodeBusy,
+    /// Anything else (taints, volumes, an older scheduler's wording): given a grace period.
+    Unknown,
+}
+
+/// Reads kube-scheduler's FailedScheduling message, e.g. `0/3 nodes are available: 1 Insufficient
+/// cpu, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available:
+/// 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.`
+/// Preemption is "not helpful" exactly where a filter failed unresolvably (NodeResourcesFit marks
+/// a request above the node's allocatable so), which is what tells a full node from a too-small one.
+pub fn scheduling_verdict(message: &str) -> SchedulingVerdict {
+    let nodes = |part: &str| -> Option<u64> {
+        let rest = part.trim_start().strip_prefix("0/")?;
+        rest.split_once(' ')?.0.parse().ok()
+    };
+    let Some((filters, preemption)) = message.split_once("preemption:") else {
+        return SchedulingVerdict::Unknown;
+    };
+    let Some(total) = nodes(filters) else {
+        return SchedulingVerdict::Unknown;
+    };
+    let counted = |reason: &str| -> u64 {
+        preemption
+            .split_once(':')
+            .map(|(_, r)| r)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|r| r.contains(reason))
+            .filter_map(|r| r.trim().split_once(' ')?.0.parse::<u64>().ok())
+            .sum()
+    };
+    if total > 0 && counted("Preemption is not helpful") >= total {
+        SchedulingVerdict::NeverFits
+    } else if counted("No preemption victims found") > 0 {
+        SchedulingVerdict::NodeBusy
+    } else {
+        SchedulingVerdict::Unknown
+    }
+}
+
 /// How a wait may observe the pod.
 #[derive(Debug, Clone, Copy)]
 pub struct WaitOptions {
     pub timeout: Duration,
     pub can_watch: bool,
     pub can_list_events: bool,
-    /// How long an Unschedulable pod is given before failing (unless the cluster is scaling up).
+    /// How long an Unschedulable pod is given before failing (unless the cluster is scaling up,
+    /// or the node is only busy: then the whole timeout).
     pub unschedulable_grace: Duration,
+    /// How often a pod waiting for the scheduler is reported in the job log (`None`: never).
+    pub waiting_notice: Option<Duration>,
     /// Also return once the pod's containers have run and finished (step pods that exit fast).
     pub accept_finished: bool,
 }
@@ -264,11 +317,39 @@ impl std::fmt::Display for PodFailure {
     }
 }
 
+/// When the wait saw the pod's milestones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Milestones {
+    /// When the pod was first seen scheduled (`PodScheduled=True`).
+    pub scheduled: Option<Instant>,
+}
+
+fn is_scheduled(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
+}
+
 /// Waits until pod `name` runs. Fails at once when it never will.
 pub async fn wait_running(kube: &Kube, name: &str, opts: WaitOptions) -> Result<Pod, PodFailure> {
+    wait_running_observed(kube, name, opts, &mut Milestones::default()).await
+}
+
+/// [`wait_running`], noting when the pod was scheduled in `seen`.
+pub async fn wait_running_observed(
+    kube: &Kube,
+    name: &str,
+    opts: WaitOptions,
+    seen: &mut Milestones,
+) -> Result<Pod, PodFailure> {
     let deadline = Instant::now() + opts.timeout;
     let api = kube.pods();
     let mut unschedulable_since: Option<Instant> = None;
+    let mut next_notice: Option<Instant> = None;
     let fail = |summary: String| async move {
         let events = if opts.can_list_events {
             pod_events(kube, name).await
@@ -287,6 +368,11 @@ pub async fn wait_running(kube: &Kube, name: &str, opts: WaitOptions) -> Result<
         };
         let mut current = pod;
         loop {
+            // Whether a grace period is running out, so the pod must be looked at every second.
+            let grace_running;
+            if seen.scheduled.is_none() && is_scheduled(&current) {
+                seen.scheduled = Some(Instant::now());
+            }
             if opts.accept_finished && has_run(&current) {
                 return Ok(current);
             }
@@ -297,17 +383,42 @@ pub async fn wait_running(kube: &Kube, name: &str, opts: WaitOptions) -> Result<
                 }
                 PodProgress::Unschedulable(why) => {
                     let since = *unschedulable_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= opts.unschedulable_grace
-                        && !(opts.can_list_events && scaling_up(kube, name).await)
-                    {
-                        return Err(fail(format!(
-                            "pod {name} cannot be scheduled after {}s: {why}",
-                            since.elapsed().as_secs()
-                        ))
-                        .await);
+                    let verdict = scheduling_verdict(&why);
+                    grace_running = verdict == SchedulingVerdict::Unknown;
+                    let give_up = match verdict {
+                        SchedulingVerdict::NeverFits => true,
+                        SchedulingVerdict::NodeBusy => false,
+                        SchedulingVerdict::Unknown => since.elapsed() >= opts.unschedulable_grace,
+                    };
+                    if give_up && !(opts.can_list_events && scaling_up(kube, name).await) {
+                        let summary = if verdict == SchedulingVerdict::NeverFits {
+                            format!(
+                                "pod {name} can never be scheduled, even once other pods end: {why} (lower the template's resource requests, or fix its node selector, affinity or volumes)"
+                            )
+                        } else {
+                            format!(
+                                "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}",
+                                since.elapsed().as_secs()
+                            )
+                        };
+                        return Err(fail(summary).await);
+                    }
+                    if let Some(every) = opts.waiting_notice {
+                        let due = next_notice.is_none_or(|t| Instant::now() >= t);
+                        if due {
+                            println!(
+                                "arc-hook: pod {name} is waiting for the scheduler ({}s so far, up to {}s): {why}",
+                                since.elapsed().as_secs(),
+                                opts.timeout.as_secs()
+                            );
+                            next_notice = Some(Instant::now() + every);
+                        }
                     }
                 }
-                PodProgress::Pending(_) => unschedulable_since = None,
+                PodProgress::Pending(_) => {
+                    unschedulable_since = None;
+                    grace_running = false;
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -322,9 +433,13 @@ pub async fn wait_running(kube: &Kube, name: &str, opts: WaitOptions) -> Result<
                 .await);
             }
             let remaining = deadline - now;
-            // Re-check unschedulable pods at least once per second so the grace period is honoured.
-            let step = remaining.min(if unschedulable_since.is_some() {
+            // Re-check unschedulable pods at least once per second while a grace period runs;
+            // a pod waiting for room is woken by its own changes, and looked at by the next notice.
+            let step = remaining.min(if grace_running {
                 Duration::from_secs(1)
+            } else if let Some(t) = next_notice.filter(|_| unschedulable_since.is_some()) {
+                t.saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_secs(1), Duration::from_secs(10))
             } else {
                 Duration::from_secs(10)
             });
@@ -497,6 +612,26 @@ mod tests {
                 "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()
             )
         );
+    }
+
+    #[test]
+    fn scheduler_messages_tell_a_busy_node_from_one_that_never_fits() {
+        use SchedulingVerdict::*;
+        let busy = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+        assert_eq!(scheduling_verdict(busy), NodeBusy);
+        let too_big = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+        assert_eq!(scheduling_verdict(too_big), NeverFits);
+        let pinned_busy = "0/5 nodes are available: 1 Insufficient memory, 4 node(s) didn't match Pod's node affinity/selector. preemption: 0/5 nodes are available: 1 No preemption victims found for incoming pod, 4 Preemption is not helpful for scheduling.";
+        assert_eq!(scheduling_verdict(pinned_busy), NodeBusy);
+        let no_node = "0/5 nodes are available: 5 node(s) didn't match Pod's node affinity/selector. preemption: 0/5 nodes are available: 5 Preemption is not helpful for scheduling.";
+        assert_eq!(scheduling_verdict(no_node), NeverFits);
+        assert_eq!(
+            scheduling_verdict(
+                "0/3 nodes are available: 3 node(s) had untolerated taint {gpu: true}."
+            ),
+            Unknown
+        );
+        assert_eq!(scheduling_verdict("no node fits the pod"), Unknown);
     }
 
     #[test]

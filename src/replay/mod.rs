@@ -48,6 +48,9 @@ pub struct SimSettings {
     /// Restrict the simulated service account to ARC's default Role.
     #[serde(default)]
     pub arc_default_role: bool,
+    /// The simulated node's allocatable resources by name (`{"cpu": "8"}`); others keep their defaults.
+    #[serde(default)]
+    pub node_allocatable: std::collections::BTreeMap<String, String>,
 }
 
 /// One command's outcome.

@@ -33,7 +33,10 @@ pub async fn start_simulator(
     settings: &SimSettings,
     home: &Path,
 ) -> anyhow::Result<SimTarget> {
+    let mut node_allocatable = crate::sim::default_allocatable();
+    node_allocatable.extend(settings.node_allocatable.clone());
     let cfg = SimConfig {
+        node_allocatable,
         pvc_dirs: HashMap::from([(claim.to_string(), work.to_path_buf())]),
         image_commands: settings.image_commands.clone(),
         unpullable_images: settings.unpullable_images.clone(),

@@ -31,11 +31,31 @@ pub struct ServeArgs {
     /// Keep pod sandboxes here instead of a temporary directory removed on exit.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// The node's allocatable amount of a resource, e.g. `cpu=8`, `memory=32Gi`,
+    /// `nvidia.com/gpu=1` (repeatable; unnamed resources keep cpu 64, memory 256Gi, pods 110).
+    #[arg(long = "node-allocatable", value_name = "RESOURCE=QUANTITY", value_parser = parse_resource)]
+    pub node_allocatable: Vec<(String, String)>,
+}
+
+/// `cpu=8` -> ("cpu", "8"), with the quantity checked.
+fn parse_resource(s: &str) -> Result<(String, String), String> {
+    let (name, qty) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8"))?;
+    if name.is_empty() || super::quantity::parse(qty).is_none() {
+        return Err(format!(
+            "{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8 or memory=32Gi"
+        ));
+    }
+    Ok((name.to_string(), qty.to_string()))
 }
 
 /// Serves until SIGINT or SIGTERM, then kills pod processes and removes temporary state.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut node_allocatable = super::kubelet::default_allocatable();
+    node_allocatable.extend(args.node_allocatable.iter().cloned());
     let cfg = SimConfig {
+        node_allocatable,
         namespace: args.namespace.clone(),
         start_delay: Duration::from_millis(args.start_delay_ms),
         unpullable_images: args.unpullable.clone(),

@@ -21,9 +21,10 @@ pub fn seed(sim: &SimState) {
         Key::new("serviceaccounts", &sim.cfg.namespace, "arc-runner"),
         sa,
     );
-    let _ = sim
-        .store
-        .create(Key::new("nodes", "", NODE_NAME), node_object());
+    let _ = sim.store.create(
+        Key::new("nodes", "", NODE_NAME),
+        node_object(&sim.cfg.node_allocatable),
+    );
 }
 
 pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
@@ -41,8 +42,8 @@ pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
     Ok(created)
 }
 
-fn node_object() -> Value {
-    let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti", "hugepages-2Mi": "0"});
+fn node_object(allocatable: &std::collections::BTreeMap<String, String>) -> Value {
+    let capacity = json!(allocatable);
     json!({
         "apiVersion": "v1",
         "kind": "Node",

@@ -122,6 +122,7 @@ pub async fn handler(
         argv: req.command.clone(),
         env: rt.env.clone(),
         working_dir: rt.working_dir.clone(),
+        user: rt.user.clone(),
     };
     let join = match (namespaces, rt.pid) {
         (true, Some(pid)) => Some(pid),

@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use faults::{FaultHandle, Faults};
+pub use kubelet::default_allocatable;
 
 /// Name of the simulator's only node.
 pub const NODE_NAME: &str = "sim-node-1";
@@ -65,6 +66,13 @@ pub struct SimConfig {
     /// Run pods in private mount/network namespaces when possible (root). `false` forces the
     /// no-namespace fallback: host paths, host network.
     pub use_namespaces: bool,
+    /// The node's capacity (= allocatable) by resource: quantities such as `cpu: "8"`,
+    /// `memory: "32Gi"`, `nvidia.com/gpu: "1"`. Pods whose requests do not fit what is left stay
+    /// Pending (`Insufficient cpu`) until a pod on the node ends.
+    pub node_allocatable: std::collections::BTreeMap<String, String>,
+    /// Image (exact reference or repository) -> the (uid, gid) its config names (`USER`), used
+    /// when neither the container nor the pod sets `runAsUser`/`runAsGroup`.
+    pub image_users: HashMap<String, (u32, u32)>,
 }
 
 impl Default for SimConfig {
@@ -80,6 +88,8 @@ impl Default for SimConfig {
             state_dir: None,
             faults: Faults::default(),
             use_namespaces: true,
+            node_allocatable: kubelet::default_allocatable(),
+            image_users: HashMap::new(),
         }
     }
 }
@@ -204,7 +214,7 @@ impl Simulator {
         let addr = listener.local_addr().map_err(SimError::Bind)?;
         let user = format!("system:serviceaccount:{}:arc-runner", cfg.namespace);
         let faults = FaultHandle::new(cfg.faults.clone());
-        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces);
+        let kubelet = kubelet::Kubelet::new(state_dir, cfg.use_namespaces, &cfg.node_allocatable);
         let state = Arc::new(SimState {
             cfg,
             store: store::Store::new(),

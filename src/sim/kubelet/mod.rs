@@ -21,7 +21,8 @@ use super::store::Key;
 use super::{SimState, meta};
 
 pub use container::exit_code;
-pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use process::{Identity, Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use scheduling::default_allocatable;
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
@@ -47,6 +48,8 @@ pub struct ContainerRt {
     pub pid: Option<i32>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
+    /// Who the container runs as; exec'd processes run as the same user.
+    pub user: Option<Identity>,
     pub logs: Arc<LogBuffer>,
     /// The log of the previous run, after a restart.
     pub previous_logs: Option<Arc<LogBuffer>>,
@@ -79,10 +82,28 @@ pub(crate) struct Kubelet {
     /// Set when the simulator stops: workers start nothing new.
     stopped: std::sync::atomic::AtomicBool,
     pods: Mutex<HashMap<Key, Arc<PodHandle>>>,
+    /// The node's allocatable resources.
+    allocatable: scheduling::Resources,
+    /// What each pod on the node requests, by pod uid, until it ends.
+    bound: Mutex<HashMap<String, scheduling::Resources>>,
+    /// Bumped whenever a pod on the node ends: Pending pods try again.
+    freed: tokio::sync::watch::Sender<u64>,
+}
+
+/// A scheduling decision: bound to the node, or why not.
+pub(crate) enum Placement {
+    Bound,
+    Unschedulable(String),
+    /// The kubelet rejected a pod bound with `spec.nodeName` (reason, message), e.g. `OutOfcpu`.
+    Rejected(String, String),
 }
 
 impl Kubelet {
-    pub fn new(state_dir: PathBuf, want_namespaces: bool) -> Kubelet {
+    pub fn new(
+        state_dir: PathBuf,
+        want_namespaces: bool,
+        allocatable: &std::collections::BTreeMap<String, String>,
+    ) -> Kubelet {
         let namespaces = want_namespaces && process::namespaces_available();
         if want_namespaces && !namespaces {
             tracing::warn!(
@@ -95,7 +116,62 @@ impl Kubelet {
             namespaces,
             stopped: Default::default(),
             pods: Mutex::new(HashMap::new()),
+            allocatable: scheduling::parse_allocatable(allocatable),
+            bound: Mutex::new(HashMap::new()),
+            freed: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Decides, atomically with every other pod's decision, whether the pod goes on the node;
+    /// `preset` pods (`spec.nodeName`) skip the scheduler and face only the kubelet's admission.
+    pub(crate) fn place(
+        &self,
+        pod: &Value,
+        node_labels: &serde_json::Map<String, Value>,
+        missing_claim: Option<&str>,
+        preset: bool,
+    ) -> Placement {
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = meta::uid(pod);
+        let mut used = scheduling::Resources::new();
+        for (_, r) in bound.iter().filter(|(u, _)| u.as_str() != uid) {
+            for (k, v) in r {
+                *used.entry(k.clone()).or_default() += v;
+            }
+        }
+        let requested = scheduling::requests(pod);
+        let decision = if preset {
+            scheduling::admit_bound(&requested, &self.allocatable, &used)
+                .map_err(|(reason, message)| Placement::Rejected(reason, message))
+        } else {
+            scheduling::fit(pod, node_labels, missing_claim, &self.allocatable, &used)
+                .map_err(Placement::Unschedulable)
+        };
+        match decision {
+            Ok(()) => {
+                bound.insert(uid.to_string(), requested);
+                Placement::Bound
+            }
+            Err(p) => p,
+        }
+    }
+
+    /// Gives back what an ended pod held, so Pending pods try again.
+    pub(crate) fn release(&self, uid: &str) {
+        let removed = self
+            .bound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid)
+            .is_some();
+        if removed {
+            self.freed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes whenever a pod on the node ends.
+    pub(crate) fn freed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -116,6 +192,7 @@ impl Kubelet {
     }
 
     fn forget(&self, key: &Key, uid: &str) {
+        self.release(uid);
         let mut pods = self.pods();
         if pods.get(key).is_some_and(|h| h.uid == uid) {
             pods.remove(key);

@@ -27,6 +27,28 @@ pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
+    /// Who it runs as (`None`: the simulator's own user, root in CI).
+    pub user: Option<Identity>,
+}
+
+/// A container's user, as `runAsUser`/`runAsGroup`/`supplementalGroups` (or the image) set it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Drops to `id` (groups first, the uid last, as runc does); between fork and exec.
+fn become_user(
+    id: &Option<(nix::unistd::Uid, nix::unistd::Gid, Vec<nix::unistd::Gid>)>,
+) -> io::Result<()> {
+    if let Some((uid, gid, groups)) = id {
+        nix::unistd::setgroups(groups).map_err(to_io)?;
+        nix::unistd::setgid(*gid).map_err(to_io)?;
+        nix::unistd::setuid(*uid).map_err(to_io)?;
+    }
+    Ok(())
 }
 
 /// How a process is isolated.
@@ -191,6 +213,17 @@ pub fn spawn(
         .stderr(stderr)
         .process_group(0);
     let wd = spec.working_dir.as_deref().map(cstring).transpose()?;
+    // Prepared before the fork: the child only makes syscalls.
+    let id = spec.user.as_ref().map(|u| {
+        (
+            nix::unistd::Uid::from_raw(u.uid),
+            nix::unistd::Gid::from_raw(u.gid),
+            std::iter::once(u.gid)
+                .chain(u.groups.iter().copied())
+                .map(nix::unistd::Gid::from_raw)
+                .collect::<Vec<_>>(),
+        )
+    });
     // Like runc, a container's working directory is created when missing; every prefix is
     // prepared before the fork, so the child only makes syscalls.
     let wd_prefixes: Vec<CString> = spec
@@ -212,9 +245,12 @@ pub fn spawn(
             if let Some(dir) = spec.working_dir.as_deref().filter(|d| d.is_dir()) {
                 cmd.current_dir(dir);
             }
-            // SAFETY: the closure only makes syscalls.
+            // SAFETY: the closure only makes syscalls on data prepared before the fork.
             unsafe {
-                cmd.pre_exec(die_with_parent);
+                cmd.pre_exec(move || {
+                    die_with_parent()?;
+                    become_user(&id)
+                });
             }
             cmd.spawn()
         }
@@ -294,7 +330,7 @@ pub fn spawn(
                         // here), never in the simulator's own directory, which its mounts may hide.
                         nix::unistd::chdir(c"/").map_err(to_io)?;
                     }
-                    Ok(())
+                    become_user(&id)
                 });
             }
             let child = cmd.spawn();
@@ -317,7 +353,7 @@ pub fn spawn(
                         Some(dir) => nix::unistd::chdir(dir.as_c_str()).map_err(to_io)?,
                         None => nix::unistd::chdir(c"/").map_err(to_io)?,
                     }
-                    Ok(())
+                    become_user(&id)
                 });
             }
             let child = cmd.spawn();

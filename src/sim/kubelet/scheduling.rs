@@ -1,4 +1,7 @@
-//! The scheduler's decision for the one sim node: node selectors, affinity, resources, claims.
+//! The scheduler's decision for the one sim node: node selectors, affinity, resources (what the
+//! node's other pods already hold included), claims; and the kubelet's admission of bound pods.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -7,15 +10,31 @@ use crate::sim::quantity;
 const NOT_HELPFUL: &str =
     "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
 
-/// What the sim node offers: cpu 64, memory 256Gi, 110 pods, no extended resources (no GPU).
-fn allocatable(resource: &str) -> Option<f64> {
-    match resource {
-        "cpu" => Some(64.0),
-        "memory" => quantity::parse("256Gi"),
-        "pods" => Some(110.0),
-        "ephemeral-storage" => quantity::parse("1Ti"),
-        _ => None,
-    }
+const NO_VICTIMS: &str =
+    "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+
+/// Resource name -> amount in base units (cores, bytes, pods).
+pub type Resources = BTreeMap<String, f64>;
+
+/// The default sim node: cpu 64, memory 256Gi, 110 pods, 1Ti ephemeral storage, no GPU.
+pub fn default_allocatable() -> BTreeMap<String, String> {
+    [
+        ("cpu", "64"),
+        ("memory", "256Gi"),
+        ("pods", "110"),
+        ("ephemeral-storage", "1Ti"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Parses the node's allocatable quantities (malformed ones count as zero).
+pub fn parse_allocatable(quantities: &BTreeMap<String, String>) -> Resources {
+    quantities
+        .iter()
+        .map(|(k, v)| (k.clone(), quantity::parse(v).unwrap_or(0.0)))
+        .collect()
 }
 
 fn term_matches(term: &Value, labels: &Map<String, Value>) -> bool {
@@ -43,9 +62,11 @@ fn term_matches(term: &Value, labels: &Map<String, Value>) -> bool {
     })
 }
 
-/// The pod's effective requests: the larger of the sum over containers and each init container.
-fn requests(spec: &Value) -> Vec<(String, f64)> {
-    let mut total: Vec<(String, f64)> = Vec::new();
+/// The pod's effective requests (the larger of the sum over containers and each init container),
+/// plus one `pods`.
+pub fn requests(pod: &Value) -> Resources {
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let mut total: Vec<(String, f64)> = vec![("pods".to_string(), 1.0)];
     let add = |acc: &mut Vec<(String, f64)>, c: &Value, max: bool| {
         let res = c
             .pointer("/resources/requests")
@@ -76,14 +97,57 @@ fn requests(spec: &Value) -> Vec<(String, f64)> {
     {
         add(&mut total, c, true);
     }
-    total
+    total.into_iter().collect()
+}
+
+/// Resources the pod asks for beyond what the node has left: (name, requested, used, capacity),
+/// in base units; `used` is what the node's other pods hold.
+fn shortfalls(
+    requested: &Resources,
+    node: &Resources,
+    used: &Resources,
+) -> Vec<(String, f64, f64, f64)> {
+    requested
+        .iter()
+        .filter(|(_, q)| **q > 0.0)
+        .filter_map(|(r, q)| {
+            let cap = node.get(r).copied().unwrap_or(0.0);
+            let held = used.get(r).copied().unwrap_or(0.0);
+            (q + held > cap).then(|| (r.clone(), *q, held, cap))
+        })
+        .collect()
+}
+
+/// The kubelet's admission of a pod bound with `spec.nodeName` (the scheduler never saw it):
+/// `Err((reason, message))` as a real kubelet rejects it, e.g. `OutOfcpu`.
+pub fn admit_bound(
+    requested: &Resources,
+    node: &Resources,
+    used: &Resources,
+) -> Result<(), (String, String)> {
+    let Some((r, q, held, cap)) = shortfalls(requested, node, used).into_iter().next() else {
+        return Ok(());
+    };
+    // The kubelet prints cpu in millicores and everything else in base units.
+    let scale = if r == "cpu" { 1000.0 } else { 1.0 };
+    let reason = format!("OutOf{r}");
+    let message = format!(
+        "Pod was rejected: Node didn't have enough resource: {r}, requested: {}, used: {}, capacity: {}",
+        (q * scale).round() as i64,
+        (held * scale).round() as i64,
+        (cap * scale).round() as i64
+    );
+    Err((reason, message))
 }
 
 /// `Ok` when the pod fits the node; otherwise the FailedScheduling message.
+/// `node` is the node's allocatable, `used` what its running pods request.
 pub fn fit(
     pod: &Value,
     node_labels: &Map<String, Value>,
     missing_claim: Option<&str>,
+    node: &Resources,
+    used: &Resources,
 ) -> Result<(), String> {
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
     if let Some(claim) = missing_claim {
@@ -104,19 +168,33 @@ pub fn fit(
             "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NOT_HELPFUL}"
         ));
     }
-    let mut short: Vec<String> = requests(&spec)
-        .into_iter()
-        .filter(|(r, q)| *q > 0.0 && allocatable(r).is_none_or(|a| *q > a))
-        .map(|(r, _)| format!("1 Insufficient {r}"))
-        .collect();
-    if !short.is_empty() {
-        short.sort();
-        return Err(format!(
-            "0/1 nodes are available: {}. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
-            short.join(", ")
-        ));
+    let short = shortfalls(&requests(pod), node, used);
+    if short.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // As kube-scheduler's NodeResourcesFit: a request above the node's allocatable is
+    // unresolvable (preemption cannot help); one that only lacks what other pods hold is not.
+    let unresolvable = short.iter().any(|(_, q, _, cap)| q > cap);
+    let mut reasons: Vec<String> = short
+        .iter()
+        .map(|(r, ..)| {
+            if r == "pods" {
+                "1 Too many pods".to_string()
+            } else {
+                format!("1 Insufficient {r}")
+            }
+        })
+        .collect();
+    reasons.sort();
+    Err(format!(
+        "0/1 nodes are available: {}. {}",
+        reasons.join(", "),
+        if unresolvable {
+            NOT_HELPFUL
+        } else {
+            NO_VICTIMS
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -131,11 +209,45 @@ mod tests {
             .expect("object")
     }
 
+    fn node() -> Resources {
+        parse_allocatable(&default_allocatable())
+    }
+
+    fn cpu_pod(cpu: &str) -> Value {
+        json!({"spec": {"containers": [{"resources": {"requests": {"cpu": cpu}}}]}})
+    }
+
+    #[test]
+    fn a_busy_node_is_resolvable_and_an_oversized_pod_is_not() {
+        let used = Resources::from([("cpu".to_string(), 62.0), ("pods".to_string(), 3.0)]);
+        let e = fit(&cpu_pod("4"), &labels(), None, &node(), &used).expect_err("busy");
+        assert_eq!(
+            e,
+            format!("0/1 nodes are available: 1 Insufficient cpu. {NO_VICTIMS}")
+        );
+        assert!(fit(&cpu_pod("2"), &labels(), None, &node(), &used).is_ok());
+        let e = fit(&cpu_pod("65"), &labels(), None, &node(), &Resources::new()).expect_err("big");
+        assert!(e.ends_with(NOT_HELPFUL), "{e}");
+    }
+
+    #[test]
+    fn the_kubelet_rejects_bound_pods_that_do_not_fit() {
+        let used = Resources::from([("cpu".to_string(), 62.0)]);
+        let (reason, message) =
+            admit_bound(&requests(&cpu_pod("4")), &node(), &used).expect_err("out of cpu");
+        assert_eq!(reason, "OutOfcpu");
+        assert_eq!(
+            message,
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 4000, used: 62000, capacity: 64000"
+        );
+        assert!(admit_bound(&requests(&cpu_pod("2")), &node(), &used).is_ok());
+    }
+
     #[test]
     fn gpu_requests_do_not_fit() {
         let pod =
             json!({"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}});
-        let e = fit(&pod, &labels(), None).expect_err("no gpu");
+        let e = fit(&pod, &labels(), None, &node(), &Resources::new()).expect_err("no gpu");
         assert!(
             e.starts_with("0/1 nodes are available: 1 Insufficient nvidia.com/gpu."),
             "{e}"
@@ -145,16 +257,16 @@ mod tests {
     #[test]
     fn selectors_must_match_the_node() {
         let ok = json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "sim-node-1"}, "containers": []}});
-        assert!(fit(&ok, &labels(), None).is_ok());
+        assert!(fit(&ok, &labels(), None, &node(), &Resources::new()).is_ok());
         let bad = json!({"spec": {"nodeSelector": {"pool": "gpu"}, "containers": []}});
         assert!(
-            fit(&bad, &labels(), None)
+            fit(&bad, &labels(), None, &node(), &Resources::new())
                 .expect_err("mismatch")
                 .contains("didn't match Pod's node affinity/selector")
         );
         let big = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "65"}}}]}});
         assert!(
-            fit(&big, &labels(), None)
+            fit(&big, &labels(), None, &node(), &Resources::new())
                 .expect_err("too big")
                 .contains("Insufficient cpu")
         );

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::container::{Container, Exit, Kind, hex64, monitor};
-use super::process::{self, Isolation, ProcessSpec};
-use super::{Command, ContainerRt, PodHandle, scheduling, volumes};
+use super::process::{self, Identity, Isolation, ProcessSpec};
+use super::{Command, ContainerRt, Placement, PodHandle, volumes};
 use crate::sim::events::{self, Source};
 use crate::sim::logs::LogBuffer;
 use crate::sim::store::Key;
@@ -120,10 +120,15 @@ pub(super) async fn run(
         terminating: false,
     };
     tracing::debug!(ns = %key.namespace, name = %key.name, "pod worker started");
+    let mut freed = sim.kubelet.freed();
     w.schedule();
     loop {
         let timer = w.next_timer();
+        let unschedulable = w.stage == Stage::Unschedulable;
         tokio::select! {
+            // Room on the node may have come free: a Pending pod tries again, as the scheduler
+            // retries on pod deletions.
+            Ok(()) = freed.changed(), if unschedulable => w.schedule(),
             cmd = cmds.recv() => match cmd {
                 None => { w.teardown(0, &mut exits).await; break; }
                 Some(Command::Delete { grace }) => {
@@ -384,19 +389,26 @@ impl Worker {
             self.stage = Stage::Unschedulable;
             return;
         }
-        let fit = if preset.is_some() {
-            Ok(())
-        } else {
-            scheduling::fit(&self.pod, &labels, missing.as_deref())
-        };
-        match fit {
-            Err(message) => {
+        let placement =
+            self.sim
+                .kubelet
+                .place(&self.pod, &labels, missing.as_deref(), preset.is_some());
+        match placement {
+            Placement::Unschedulable(message) => {
                 self.stage = Stage::Unschedulable;
                 self.set_condition("PodScheduled", false, "Unschedulable", &message);
                 self.publish();
                 self.event(Source::Scheduler, true, "FailedScheduling", &message, None);
             }
-            Ok(()) => {
+            Placement::Rejected(reason, message) => {
+                // The kubelet's admission: the pod fails before any container is created.
+                self.set_condition("PodScheduled", true, "", "");
+                self.event(Source::Kubelet, true, &reason, &message, None);
+                self.reason = Some((reason, message));
+                self.finish("Failed");
+                self.publish();
+            }
+            Placement::Bound => {
                 let _ = self.sim.store.update::<()>(&self.key, None, |p| {
                     p["spec"]["nodeName"] = json!(NODE_NAME);
                     Ok(())
@@ -701,6 +713,49 @@ impl Worker {
         }
     }
 
+    /// Who a container runs as: its `securityContext`, else the pod's, else the image's
+    /// configured user (`SimConfig::image_users`), else the simulator's own. Supplementary
+    /// groups are the pod's `supplementalGroups` and `fsGroup`, as the kubelet passes them.
+    fn identity(&self, spec: &Value) -> Option<Identity> {
+        let pod_sc = self.pod.pointer("/spec/securityContext");
+        let field = |k: &str| -> Option<u32> {
+            spec.pointer(&format!("/securityContext/{k}"))
+                .or_else(|| pod_sc.and_then(|s| s.get(k)))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
+        let from_image = self.sim.cfg.image_users.get(image).or_else(|| {
+            self.sim
+                .cfg
+                .image_users
+                .get(volumes::image_repository(image))
+        });
+        let uid = field("runAsUser").or(from_image.map(|u| u.0));
+        let gid = field("runAsGroup").or(from_image.map(|u| u.1));
+        let groups: Vec<u32> = pod_sc
+            .and_then(|s| s.get("supplementalGroups"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .chain(
+                pod_sc
+                    .and_then(|s| s.get("fsGroup"))
+                    .and_then(Value::as_u64),
+            )
+            .filter_map(|n| u32::try_from(n).ok())
+            .collect();
+        if uid.is_none() && gid.is_none() && groups.is_empty() {
+            return None;
+        }
+        Some(Identity {
+            uid: uid.unwrap_or(0),
+            gid: gid.unwrap_or(0),
+            groups,
+        })
+    }
+
     fn start_container(&mut self, i: usize) {
         if self.sim.kubelet.stopped() {
             return;
@@ -737,10 +792,12 @@ impl Worker {
             .filter(|d| !d.is_empty())
             .map(PathBuf::from);
         let logs = LogBuffer::new();
+        let user = self.identity(&spec);
         let pspec = ProcessSpec {
             argv,
             env: env.clone(),
             working_dir: working_dir.clone(),
+            user: user.clone(),
         };
         let spawned =
             volumes::container_mounts(&self.sim.cfg, &self.sandbox, &self.volumes, &spec, &env)
@@ -799,6 +856,7 @@ impl Worker {
                         pid: Some(pid),
                         env,
                         working_dir,
+                        user: user.clone(),
                         logs: logs.clone(),
                         previous_logs,
                     },
@@ -840,6 +898,7 @@ impl Worker {
                         pid: None,
                         env,
                         working_dir,
+                        user: user.clone(),
                         logs,
                         previous_logs,
                     },
@@ -953,6 +1012,7 @@ impl Worker {
     fn finish(&mut self, phase: &'static str) {
         self.phase = phase;
         self.stage = Stage::Done;
+        self.sim.kubelet.release(&self.uid);
         for c in self
             .containers
             .iter_mut()
