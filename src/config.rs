@@ -80,6 +80,8 @@ pub struct Config {
     pub default_registry: Option<String>,
     /// `ARC_HOOK_CONTAINER_STEPS`: `auto` (ephemeral containers where allowed) or `job`.
     pub container_steps: ContainerStepMode,
+    /// `ARC_HOOK_JOB_OPTIONS` and `ARC_HOOK_JOB_OPTIONS_MAX`: which docker `options:` jobs may use, and their maxima.
+    pub job_options: crate::docker_options::OptionsPolicy,
     /// Dockerfile action builds; `None` unless `ARC_HOOK_BUILDER_IMAGE` and `ARC_HOOK_BUILD_REGISTRY` are set.
     pub build: Option<BuildConfig>,
     /// `RUNNER_WORKSPACE`: `<_work>/<repo>` on the runner.
@@ -172,6 +174,15 @@ impl Config {
                 });
             }
         };
+        let job_options = crate::docker_options::OptionsPolicy::from_settings(
+            get("ARC_HOOK_JOB_OPTIONS").as_deref(),
+            get("ARC_HOOK_JOB_OPTIONS_MAX").as_deref(),
+        )
+        .map_err(|e| ConfigError {
+            name: e.setting,
+            value: get(e.setting).unwrap_or_default(),
+            reason: e.reason,
+        })?;
         Ok(Self {
             runner_pod_name: get("ACTIONS_RUNNER_POD_NAME"),
             claim_name: get("ACTIONS_RUNNER_CLAIM_NAME"),
@@ -187,6 +198,7 @@ impl Config {
             cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
             default_registry: get("ARC_HOOK_DEFAULT_REGISTRY"),
             container_steps,
+            job_options,
             build,
             runner_workspace: get("RUNNER_WORKSPACE").map(PathBuf::from),
             github_workspace: get("GITHUB_WORKSPACE").map(PathBuf::from),
@@ -312,6 +324,7 @@ mod tests {
         assert_eq!(b.timeout, DEFAULT_BUILD_TIMEOUT);
         let c = cfg(&[]).expect("valid");
         assert!(c.build.is_none());
+        assert!(!c.job_options.allowed.contains("privileged"));
         assert_eq!(c.container_steps, ContainerStepMode::Auto);
     }
 }

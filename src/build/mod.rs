@@ -4,6 +4,7 @@ pub mod builder;
 pub mod ephemeral;
 pub mod job;
 pub mod names;
+pub mod options;
 pub mod plan;
 pub mod pod;
 pub mod ports;

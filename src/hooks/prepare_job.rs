@@ -115,7 +115,13 @@ pub async fn prepare_job(
         .context("removing the previous job's leftovers")?;
 
     let ctx = build_context(config, &kube, &runner, node);
-    let plan = plan_prepare_job(&ctx, args, template.as_ref(), &names::random_suffix())?;
+    let plan = plan_prepare_job(
+        &ctx,
+        args,
+        template.as_ref(),
+        &config.job_options,
+        &names::random_suffix(),
+    )?;
     for w in &plan.warnings {
         log_line(&format!("arc-hook: warning: {w}"));
     }
