@@ -77,7 +77,9 @@ pub fn apply_container_options(
         what: what.to_string(),
         error,
     };
-    let opts = policy.check(parse_options(options).map_err(fail)?).map_err(fail)?;
+    let opts = policy
+        .check(parse_options(options).map_err(fail)?)
+        .map_err(fail)?;
     if let (Some(reservation), Some(memory)) = (opts.memory_reservation, opts.memory)
         && reservation > memory
     {
@@ -163,7 +165,9 @@ fn apply_to_container(
     warnings: &mut Vec<String>,
 ) {
     let limit = |c: &mut Container, resource: &str, value: String| {
-        let r = c.resources.get_or_insert_with(ResourceRequirements::default);
+        let r = c
+            .resources
+            .get_or_insert_with(ResourceRequirements::default);
         r.limits
             .get_or_insert_with(BTreeMap::new)
             .insert(resource.to_string(), Quantity(value.clone()));
@@ -194,7 +198,9 @@ fn apply_to_container(
     }
     if let Some(Gpus::Count(n)) = opts.gpus {
         // Extended resources need requests equal to limits.
-        let r = c.resources.get_or_insert_with(ResourceRequirements::default);
+        let r = c
+            .resources
+            .get_or_insert_with(ResourceRequirements::default);
         for map in [&mut r.limits, &mut r.requests] {
             map.get_or_insert_with(BTreeMap::new)
                 .insert(GPU_RESOURCE.into(), Quantity(n.to_string()));
@@ -234,7 +240,9 @@ fn apply_to_container(
     if !needs_context {
         return;
     }
-    let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+    let sc = c
+        .security_context
+        .get_or_insert_with(SecurityContext::default);
     if let Some(u) = opts.user {
         sc.run_as_user = Some(u.uid);
         if let Some(g) = u.gid {
@@ -249,7 +257,13 @@ fn apply_to_container(
     }
     if !opts.cap_add.is_empty() || !opts.cap_drop.is_empty() {
         let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
-        for (list, names) in [(&mut caps.add, &opts.cap_add), (&mut caps.drop, &opts.cap_drop)] {
+        for (list, names) in [
+            (&mut caps.add, &opts.cap_add),
+            (&mut caps.drop, &opts.cap_drop),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
             let list = list.get_or_insert_with(Vec::new);
             for n in names {
                 if !list.contains(n) {
@@ -310,7 +324,11 @@ mod tests {
         }
     }
 
-    fn applied(job: &str, service: &str, policy: &OptionsPolicy) -> Result<(Pod, Vec<String>), String> {
+    fn applied(
+        job: &str,
+        service: &str,
+        policy: &OptionsPolicy,
+    ) -> Result<(Pod, Vec<String>), String> {
         let a = args(job, service);
         let jp = job_pod(&test_context(), &a, None).expect("valid pod");
         let mut pod = jp.pod;
@@ -388,10 +406,22 @@ mod tests {
         apply_job_options(&mut pod, &a, &jp.services, &OptionsPolicy::default()).expect("applies");
         let r = container(&pod, "job").resources.clone().expect("resources");
         assert_eq!(q(&r.limits, "cpu").as_deref(), Some("2"));
-        assert_eq!(q(&r.requests, "cpu").as_deref(), Some("2"), "lowered to the limit");
+        assert_eq!(
+            q(&r.requests, "cpu").as_deref(),
+            Some("2"),
+            "lowered to the limit"
+        );
         assert_eq!(q(&r.limits, "memory").as_deref(), Some("64Gi"));
-        assert_eq!(q(&r.requests, "memory").as_deref(), Some("16Gi"), "kept: below the limit");
-        assert_eq!(q(&r.limits, "ephemeral-storage").as_deref(), Some("50Gi"), "template's other values stay");
+        assert_eq!(
+            q(&r.requests, "memory").as_deref(),
+            Some("16Gi"),
+            "kept: below the limit"
+        );
+        assert_eq!(
+            q(&r.limits, "ephemeral-storage").as_deref(),
+            Some("50Gi"),
+            "template's other values stay"
+        );
     }
 
     #[test]
@@ -402,14 +432,28 @@ mod tests {
             "job container options: --privileged is not allowed on this runner; the platform team can allow it by adding privileged to ARC_HOOK_JOB_OPTIONS (e.g. ARC_HOOK_JOB_OPTIONS=default,privileged)"
         );
         let e = applied("", "--cap-add NET_ADMIN", &OptionsPolicy::default()).expect_err("refused");
-        assert!(e.starts_with("service redis options: --cap-add is not allowed"), "{e}");
-        let p = OptionsPolicy::from_settings(Some("default,privileged,cap-add"), None).expect("valid");
-        let (pod, _) = applied("--privileged --cap-drop ALL", "--cap-add net_admin", &p).expect("allowed");
+        assert!(
+            e.starts_with("service redis options: --cap-add is not allowed"),
+            "{e}"
+        );
+        let p =
+            OptionsPolicy::from_settings(Some("default,privileged,cap-add"), None).expect("valid");
+        let (pod, _) =
+            applied("--privileged --cap-drop ALL", "--cap-add net_admin", &p).expect("allowed");
         let sc = container(&pod, "job").security_context.clone().expect("sc");
         assert_eq!(sc.privileged, Some(true));
-        assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
-        let sc = container(&pod, "redis").security_context.clone().expect("sc");
-        assert_eq!(sc.capabilities.and_then(|c| c.add), Some(vec!["NET_ADMIN".to_string()]));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
+        let sc = container(&pod, "redis")
+            .security_context
+            .clone()
+            .expect("sc");
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.add),
+            Some(vec!["NET_ADMIN".to_string()])
+        );
     }
 
     #[test]
@@ -421,7 +465,12 @@ mod tests {
         )
         .expect("applies");
         let job = container(&pod, "job");
-        let env: Vec<_> = job.env.iter().flatten().filter(|e| e.name == "CI").collect();
+        let env: Vec<_> = job
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "CI")
+            .collect();
         assert_eq!(env.len(), 1, "options replace the runner's value");
         assert_eq!(env[0].value.as_deref(), Some("false"));
         assert_eq!(job.working_dir.as_deref(), Some("/src"));
@@ -455,14 +504,34 @@ mod tests {
     fn a_service_gets_its_own_shm_volume() {
         let (pod, _) = applied("", "--shm-size 256m", &OptionsPolicy::default()).expect("applies");
         let redis = container(&pod, "redis");
-        assert!(redis.volume_mounts.iter().flatten().any(|m| m.name == "shm-redis" && m.mount_path == "/dev/shm"));
-        assert!(container(&pod, "job").volume_mounts.iter().flatten().all(|m| m.mount_path != "/dev/shm"));
+        assert!(
+            redis
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "shm-redis" && m.mount_path == "/dev/shm")
+        );
+        assert!(
+            container(&pod, "job")
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.mount_path != "/dev/shm")
+        );
     }
 
     #[test]
     fn reservation_above_memory_is_refused() {
-        let e = applied("--memory 1g --memory-reservation 2g", "", &OptionsPolicy::default()).expect_err("refused");
-        assert_eq!(e, "job container options: --memory-reservation \"2Gi\": must not exceed --memory 1Gi");
+        let e = applied(
+            "--memory 1g --memory-reservation 2g",
+            "",
+            &OptionsPolicy::default(),
+        )
+        .expect_err("refused");
+        assert_eq!(
+            e,
+            "job container options: --memory-reservation \"2Gi\": must not exceed --memory 1Gi"
+        );
     }
 
     #[test]

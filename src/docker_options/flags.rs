@@ -264,13 +264,19 @@ fn set(
         }
         "workdir" => {
             if !v.starts_with('/') {
-                return Err(bad(&v, "the working directory must be an absolute path".into()));
+                return Err(bad(
+                    &v,
+                    "the working directory must be an absolute path".into(),
+                ));
             }
             opts.workdir = Some(v);
         }
         "hostname" => {
             if let Some(problem) = crate::validate::dns1123_label(&v).first() {
-                return Err(bad(&v, format!("not a valid Kubernetes host name: {problem}")));
+                return Err(bad(
+                    &v,
+                    format!("not a valid Kubernetes host name: {problem}"),
+                ));
             }
             opts.hostname = Some(v);
         }
@@ -341,14 +347,22 @@ mod tests {
         ] {
             assert_eq!(ok(s).memory, Some(8 << 30), "{s}");
         }
-        assert_eq!(ok("-u 1001").user, Some(User { uid: 1001, gid: None }));
+        assert_eq!(
+            ok("-u 1001").user,
+            Some(User {
+                uid: 1001,
+                gid: None
+            })
+        );
         assert_eq!(ok("-w /src").workdir.as_deref(), Some("/src"));
         assert_eq!(ok("-h box").hostname.as_deref(), Some("box"));
     }
 
     #[test]
     fn later_values_win_and_lists_accumulate() {
-        let o = ok("--cpus 1 --cpus 2 -e A=1 --env B= -e C --add-host a:10.0.0.1 --add-host=b=10.0.0.2");
+        let o = ok(
+            "--cpus 1 --cpus 2 -e A=1 --env B= -e C --add-host a:10.0.0.1 --add-host=b=10.0.0.2",
+        );
         assert_eq!(o.cpus_milli, Some(2000));
         assert_eq!(
             o.env,
@@ -404,11 +418,17 @@ mod tests {
 
     #[test]
     fn capabilities_and_ulimits() {
-        let o = ok("--cap-add net_admin --cap-add CAP_SYS_PTRACE --cap-drop ALL --ulimit nofile=1024:2048");
+        let o = ok(
+            "--cap-add net_admin --cap-add CAP_SYS_PTRACE --cap-drop ALL --ulimit nofile=1024:2048",
+        );
         assert_eq!(o.cap_add, ["NET_ADMIN", "SYS_PTRACE"]);
         assert_eq!(o.cap_drop, ["ALL"]);
         assert_eq!(o.ulimits, ["nofile=1024:2048"]);
         assert_eq!(o.in_use(), ["cap-add", "cap-drop", "ulimit"]);
+        assert_eq!(
+            ok("--cap-add X --privileged").in_use(),
+            ["privileged", "cap-add"]
+        );
         assert_eq!(
             err("--ulimit nofile"),
             "--ulimit \"nofile\": expected name=soft[:hard]"
@@ -417,10 +437,19 @@ mod tests {
 
     #[test]
     fn flags_without_kubernetes_meaning_are_listed_once() {
-        let o = ok("--network host --net=bridge --init --label a=b -l c=d --network-alias x --health-cmd 'curl -f x'");
+        let o = ok(
+            "--network host --net=bridge --init --label a=b -l c=d --network-alias x --health-cmd 'curl -f x'",
+        );
         assert_eq!(
             o.no_meaning,
-            ["--network", "--net", "--init", "--label", "--network-alias", "--health-cmd"]
+            [
+                "--network",
+                "--net",
+                "--init",
+                "--label",
+                "--network-alias",
+                "--health-cmd"
+            ]
         );
         assert!(o.in_use().is_empty());
     }
@@ -459,7 +488,10 @@ mod tests {
             err("-w src"),
             "--workdir \"src\": the working directory must be an absolute path"
         );
-        assert!(err("--hostname My_Box").starts_with("--hostname \"My_Box\": not a valid Kubernetes host name"));
+        assert!(
+            err("--hostname My_Box")
+                .starts_with("--hostname \"My_Box\": not a valid Kubernetes host name")
+        );
         assert_eq!(err("-e 'A=1"), "a ' quote is never closed");
         assert_eq!(
             err("--user runner"),

@@ -21,7 +21,9 @@ pub const MAXIMA_SETTING: &str = "ARC_HOOK_JOB_OPTIONS_MAX";
 pub enum OptionsError {
     #[error("{0}")]
     Syntax(String),
-    #[error("unknown docker option {flag}: docker would refuse it too; remove it from the job's options")]
+    #[error(
+        "unknown docker option {flag}: docker would refuse it too; remove it from the job's options"
+    )]
     UnknownFlag { flag: String },
     #[error("{flag} needs a value")]
     MissingValue { flag: String },
@@ -36,15 +38,25 @@ pub enum OptionsError {
     )]
     Positional { arg: String },
     #[error(
-        "{flag} is not allowed on this runner; the platform team can allow it by adding {name} to {ALLOWED_SETTING} (e.g. {ALLOWED_SETTING}=default,{name})"
+        "{} not allowed on this runner; the platform team can allow {} by adding {} to {ALLOWED_SETTING} (e.g. {ALLOWED_SETTING}=default,{})",
+        not_allowed_flags(names), if names.len() == 1 { "it" } else { "them" }, names.join(","), names.join(",")
     )]
-    NotAllowed { flag: String, name: &'static str },
+    NotAllowed { names: Vec<&'static str> },
     #[error("{flag} {value}: above this runner's maximum of {max} ({MAXIMA_SETTING})")]
     AboveMaximum {
         flag: String,
         value: String,
         max: String,
     },
+}
+
+/// `--privileged is` / `--privileged and --cap-add are`.
+fn not_allowed_flags(names: &[&str]) -> String {
+    let flags: Vec<String> = names.iter().map(|n| format!("--{n}")).collect();
+    match flags.as_slice() {
+        [one] => format!("{one} is"),
+        _ => format!("{} are", flags.join(" and ")),
+    }
 }
 
 /// `--gpus`: a count, or `all` (resolved by the policy, since Kubernetes needs a number).
@@ -115,9 +127,9 @@ impl DockerOptions {
         add(self.workdir.is_some(), "workdir");
         add(self.hostname.is_some(), "hostname");
         add(!self.add_hosts.is_empty(), "add-host");
+        add(self.privileged, "privileged");
         add(!self.cap_add.is_empty(), "cap-add");
         add(!self.cap_drop.is_empty(), "cap-drop");
-        add(self.privileged, "privileged");
         add(!self.ulimits.is_empty(), "ulimit");
         used
     }

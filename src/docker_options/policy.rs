@@ -138,13 +138,13 @@ impl OptionsPolicy {
     /// Checks a job's options: a disallowed option or a value above its maximum is refused;
     /// `--gpus all` becomes the GPU maximum.
     pub fn check(&self, mut opts: DockerOptions) -> Result<DockerOptions, OptionsError> {
-        for name in opts.in_use() {
-            if !self.allowed.contains(name) {
-                return Err(OptionsError::NotAllowed {
-                    flag: format!("--{name}"),
-                    name,
-                });
-            }
+        let refused: Vec<&'static str> = opts
+            .in_use()
+            .into_iter()
+            .filter(|name| !self.allowed.contains(name))
+            .collect();
+        if !refused.is_empty() {
+            return Err(OptionsError::NotAllowed { names: refused });
         }
         let above = |flag: &str, value: String, max: String| OptionsError::AboveMaximum {
             flag: flag.into(),
@@ -217,6 +217,10 @@ mod tests {
             check(&p, "--cap-add NET_ADMIN"),
             Err("--cap-add is not allowed on this runner; the platform team can allow it by adding cap-add to ARC_HOOK_JOB_OPTIONS (e.g. ARC_HOOK_JOB_OPTIONS=default,cap-add)".into())
         );
+        assert_eq!(
+            check(&p, "--cap-add SYS_PTRACE --privileged"),
+            Err("--privileged and --cap-add are not allowed on this runner; the platform team can allow them by adding privileged,cap-add to ARC_HOOK_JOB_OPTIONS (e.g. ARC_HOOK_JOB_OPTIONS=default,privileged,cap-add)".into())
+        );
         assert!(check(&p, "--privileged=false --cap-drop ALL --cpus 64 --gpus 8").is_ok());
     }
 
@@ -247,7 +251,10 @@ mod tests {
         );
         assert_eq!(
             check(&p, "-m 32g"),
-            Err("--memory 32Gi: above this runner's maximum of 16Gi (ARC_HOOK_JOB_OPTIONS_MAX)".into())
+            Err(
+                "--memory 32Gi: above this runner's maximum of 16Gi (ARC_HOOK_JOB_OPTIONS_MAX)"
+                    .into()
+            )
         );
         assert!(check(&p, "--memory-reservation 17g").is_err());
         assert!(check(&p, "--shm-size 5g").is_err());
@@ -261,14 +268,20 @@ mod tests {
     #[test]
     fn gpus_all_without_a_maximum_is_refused() {
         let e = check(&OptionsPolicy::default(), "--gpus all").expect_err("refused");
-        assert!(e.starts_with("--gpus \"all\": Kubernetes needs a number of GPUs; use --gpus N"), "{e}");
+        assert!(
+            e.starts_with("--gpus \"all\": Kubernetes needs a number of GPUs; use --gpus N"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_settings_name_the_problem() {
         let e = OptionsPolicy::from_settings(Some("default,sudo"), None).expect_err("bad");
         assert_eq!(e.setting, "ARC_HOOK_JOB_OPTIONS");
-        assert!(e.reason.starts_with("unknown option \"sudo\"; expected default, none or any of cpus,"));
+        assert!(
+            e.reason
+                .starts_with("unknown option \"sudo\"; expected default, none or any of cpus,")
+        );
         let e = OptionsPolicy::from_settings(None, Some("cpus")).expect_err("bad");
         assert_eq!(e.setting, "ARC_HOOK_JOB_OPTIONS_MAX");
         assert_eq!(e.reason, "\"cpus\": expected name=value, e.g. cpus=16");

@@ -126,11 +126,7 @@ pub fn parse_user(value: &str) -> Result<User, String> {
     };
     let id = |s: &str| -> Result<i64, String> {
         if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit()) {
-            let hint = if s == "root" {
-                " (root is 0)"
-            } else {
-                ""
-            };
+            let hint = if s == "root" { " (root is 0)" } else { "" };
             return Err(format!(
                 "Kubernetes needs numeric user and group ids (runAsUser/runAsGroup), not names{hint}; e.g. --user 1001:1001"
             ));
@@ -159,7 +155,9 @@ pub fn parse_add_host(value: &str) -> Result<HostEntry, String> {
         );
     }
     let bare = ip.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = bare.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let ip: IpAddr = bare
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
     if let Some(problem) = crate::validate::dns1123_subdomain(host).first() {
         return Err(format!("host name {host:?}: {problem}"));
     }
@@ -265,8 +263,15 @@ mod tests {
         );
         assert_eq!(parse_user("0"), Ok(User { uid: 0, gid: None }));
         let e = parse_user("runner").expect_err("name");
-        assert!(e.starts_with("Kubernetes needs numeric user and group ids"), "{e}");
-        assert!(parse_user("root").expect_err("name").contains("(root is 0)"));
+        assert!(
+            e.starts_with("Kubernetes needs numeric user and group ids"),
+            "{e}"
+        );
+        assert!(
+            parse_user("root")
+                .expect_err("name")
+                .contains("(root is 0)")
+        );
         assert!(parse_user("1001:docker").is_err());
         assert!(parse_user("1001:").is_err());
         assert!(parse_user("99999999999").is_err());

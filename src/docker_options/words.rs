@@ -86,21 +86,20 @@ mod tests {
 
     #[test]
     fn blanks_separate_words() {
-        assert_eq!(ok("  --cpus 4\t--memory=8g \n -e A=1 "), [
-            "--cpus", "4", "--memory=8g", "-e", "A=1"
-        ]);
+        assert_eq!(
+            ok("  --cpus 4\t--memory=8g \n -e A=1 "),
+            ["--cpus", "4", "--memory=8g", "-e", "A=1"]
+        );
         assert!(ok("").is_empty());
         assert!(ok("   ").is_empty());
     }
 
     #[test]
     fn quotes_group_and_disappear() {
-        assert_eq!(ok(r#"-e "A=x y" -e 'B=$HOME "q"'"#), [
-            "-e",
-            "A=x y",
-            "-e",
-            r#"B=$HOME "q""#
-        ]);
+        assert_eq!(
+            ok(r#"-e "A=x y" -e 'B=$HOME "q"'"#),
+            ["-e", "A=x y", "-e", r#"B=$HOME "q""#]
+        );
         assert_eq!(ok(r#"--env=A="1 2"3"#), ["--env=A=1 23"]);
         assert_eq!(ok(r#"-e "" x"#), ["-e", "", "x"]);
         assert_eq!(ok("''"), [""]);
@@ -122,11 +121,15 @@ mod tests {
             "a ' quote is never closed"
         );
         assert_eq!(
-            split_words(r#"-e "A=1"#).expect_err("open quote").to_string(),
+            split_words(r#"-e "A=1"#)
+                .expect_err("open quote")
+                .to_string(),
             "a \" quote is never closed"
         );
         assert_eq!(
-            split_words(r"--cpus 4 \").expect_err("backslash").to_string(),
+            split_words(r"--cpus 4 \")
+                .expect_err("backslash")
+                .to_string(),
             "the options end with a lone backslash"
         );
     }
