@@ -2,6 +2,7 @@
 
 mod container;
 pub mod ephemeral;
+mod memory_volumes;
 mod process;
 mod scheduling;
 mod volumes;

@@ -466,6 +466,11 @@ impl Worker {
         ) {
             Ok((dirs, missing)) => {
                 self.volumes = dirs;
+                if let Err(e) =
+                    super::memory_volumes::mount_memory_volumes(&self.pod, &self.sandbox)
+                {
+                    tracing::warn!(error = %e, "memory-backed emptyDir stays a plain directory");
+                }
                 for m in missing {
                     self.event(
                         Source::Kubelet,
@@ -991,6 +996,7 @@ impl Worker {
 
     async fn teardown(&mut self, grace: i64, exits: &mut mpsc::UnboundedReceiver<Exit>) {
         self.kill_all(grace, exits, true).await;
+        super::memory_volumes::unmount_memory_volumes(&self.sandbox);
         if self.sandbox.exists()
             && let Err(e) = std::fs::remove_dir_all(&self.sandbox)
         {
