@@ -1,6 +1,7 @@
 //! Pure construction of every Kubernetes object the hook creates; `render`, the hooks and the tests all call it.
 
 pub mod builder;
+pub mod buildkit;
 pub mod ephemeral;
 pub mod job;
 pub mod names;
