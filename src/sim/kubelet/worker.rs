@@ -659,7 +659,15 @@ impl Worker {
         };
         let (command, args) = (strings("command"), strings("args"));
         if !command.is_empty() {
-            return command.into_iter().chain(args).collect();
+            let stand_in = self.sim.cfg.programs.get(&command[0]).cloned();
+            return match stand_in {
+                Some(s) => s
+                    .into_iter()
+                    .chain(command.into_iter().skip(1))
+                    .chain(args)
+                    .collect(),
+                None => command.into_iter().chain(args).collect(),
+            };
         }
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
         let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
