@@ -15,7 +15,7 @@ pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default of `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a Dockerfile action's image build may take.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 /// The one line a Dockerfile action gets when in-cluster builds are not configured.
-pub const BUILD_NOT_CONFIGURED: &str = "args.dockerfile: this runner cannot build Dockerfile actions: in-cluster image builds are not configured; set ARC_HOOK_BUILDER_IMAGE (a Kaniko executor image from your registry mirror) and ARC_HOOK_BUILD_REGISTRY (where built images are pushed, e.g. your Harbor project), optionally ARC_HOOK_BUILD_PUSH_SECRET (a dockerconfigjson secret with push credentials); or use a prebuilt image (`uses: docker://<image>`)";
+pub const BUILD_NOT_CONFIGURED: &str = "args.dockerfile: this runner cannot build Dockerfile actions: in-cluster image builds are not configured; set ARC_HOOK_BUILDER_IMAGE (BuildKit's rootless image, e.g. moby/buildkit:v0.23.2-rootless, from your registry mirror) and ARC_HOOK_BUILD_REGISTRY (where built images are pushed, e.g. your Harbor project), optionally ARC_HOOK_BUILD_PUSH_SECRET (a dockerconfigjson secret with push credentials); or use a prebuilt image (`uses: docker://<image>`)";
 
 /// An environment variable holding a value arc-hook cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +44,24 @@ pub enum ContainerStepMode {
     Job,
 }
 
-/// In-cluster builds of Dockerfile actions (Kaniko executor pods).
+/// Which image builder builds Dockerfile actions (`ARC_HOOK_BUILDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuilderKind {
+    /// Rootless, daemonless BuildKit (`moby/buildkit:*-rootless`), or `BUILDKIT_HOST`.
+    BuildKit,
+    /// A Kaniko executor image.
+    Kaniko,
+}
+
+/// In-cluster builds of Dockerfile actions (BuildKit or Kaniko builder pods).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildConfig {
-    /// `ARC_HOOK_BUILDER_IMAGE`: the Kaniko executor image.
+    /// `ARC_HOOK_BUILDER`: `buildkit` (default) or `kaniko`.
+    pub kind: BuilderKind,
+    /// `ARC_HOOK_BUILDER_IMAGE`: the builder image (BuildKit's rootless image, or a Kaniko executor).
     pub builder_image: String,
+    /// `BUILDKIT_HOST`: a remote buildkitd the builder pod's `buildctl` uses instead of its own.
+    pub buildkit_host: Option<String>,
     /// `ARC_HOOK_BUILD_REGISTRY`: repository prefix built images are pushed under (`host/project`).
     pub registry: String,
     /// `ARC_HOOK_BUILD_PUSH_SECRET`: a `kubernetes.io/dockerconfigjson` secret with push credentials.
@@ -87,6 +100,8 @@ pub struct Config {
     pub default_registry: String,
     /// `ARC_HOOK_CONTAINER_STEPS`: `auto` (ephemeral containers where allowed) or `job`.
     pub container_steps: ContainerStepMode,
+    /// `ARC_HOOK_JOB_OPTIONS` and `ARC_HOOK_JOB_OPTIONS_MAX`: which docker `options:` jobs may use, and their maxima.
+    pub job_options: crate::docker_options::OptionsPolicy,
     /// Dockerfile action builds; `None` unless `ARC_HOOK_BUILDER_IMAGE` and `ARC_HOOK_BUILD_REGISTRY` are set.
     pub build: Option<BuildConfig>,
     /// `RUNNER_WORKSPACE`: `<_work>/<repo>` on the runner.
@@ -158,6 +173,19 @@ impl Config {
             get("ARC_HOOK_BUILD_REGISTRY"),
         ) {
             (Some(image), Some(registry)) => Some(BuildConfig {
+                kind: match get("ARC_HOOK_BUILDER").as_deref().map(str::trim) {
+                    None | Some("buildkit") => BuilderKind::BuildKit,
+                    Some("kaniko") => BuilderKind::Kaniko,
+                    Some(v) => {
+                        return Err(ConfigError {
+                            name: "ARC_HOOK_BUILDER",
+                            value: v.to_string(),
+                            reason: "expected buildkit (rootless BuildKit, the default) or kaniko"
+                                .into(),
+                        });
+                    }
+                },
+                buildkit_host: get("BUILDKIT_HOST").map(|s| s.trim().to_string()),
                 builder_image: image.trim().to_string(),
                 registry: registry.trim().trim_end_matches('/').to_string(),
                 push_secret: get("ARC_HOOK_BUILD_PUSH_SECRET").map(|s| s.trim().to_string()),
@@ -175,10 +203,19 @@ impl Config {
                 return Err(ConfigError {
                     name: "ARC_HOOK_BUILDER_IMAGE",
                     value: String::new(),
-                    reason: "must be set with ARC_HOOK_BUILD_REGISTRY: the Kaniko executor image that builds Dockerfile actions".into(),
+                    reason: "must be set with ARC_HOOK_BUILD_REGISTRY: the builder image (BuildKit's rootless image, or a Kaniko executor with ARC_HOOK_BUILDER=kaniko) that builds Dockerfile actions".into(),
                 });
             }
         };
+        let job_options = crate::docker_options::OptionsPolicy::from_settings(
+            get("ARC_HOOK_JOB_OPTIONS").as_deref(),
+            get("ARC_HOOK_JOB_OPTIONS_MAX").as_deref(),
+        )
+        .map_err(|e| ConfigError {
+            name: e.setting,
+            value: get(e.setting).unwrap_or_default(),
+            reason: e.reason,
+        })?;
         Ok(Self {
             runner_pod_name: get("ACTIONS_RUNNER_POD_NAME"),
             claim_name: get("ACTIONS_RUNNER_CLAIM_NAME"),
@@ -201,6 +238,7 @@ impl Config {
             default_registry: get("ARC_HOOK_DEFAULT_REGISTRY")
                 .unwrap_or_else(|| DOCKER_HUB_CONFIG_KEY.to_string()),
             container_steps,
+            job_options,
             build,
             runner_workspace: get("RUNNER_WORKSPACE").map(PathBuf::from),
             github_workspace: get("GITHUB_WORKSPACE").map(PathBuf::from),
@@ -345,8 +383,20 @@ mod tests {
         assert_eq!(b.registry, "harbor.internal/ci-actions");
         assert_eq!(b.push_secret.as_deref(), Some("harbor-push"));
         assert_eq!(b.timeout, DEFAULT_BUILD_TIMEOUT);
+        assert_eq!(b.kind, BuilderKind::BuildKit);
+        let e = cfg(&[
+            ("ARC_HOOK_BUILDER", "docker"),
+            ("ARC_HOOK_BUILDER_IMAGE", "i"),
+            ("ARC_HOOK_BUILD_REGISTRY", "r"),
+        ])
+        .expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "ARC_HOOK_BUILDER=\"docker\": expected buildkit (rootless BuildKit, the default) or kaniko"
+        );
         let c = cfg(&[]).expect("valid");
         assert!(c.build.is_none());
+        assert!(!c.job_options.allowed.contains("privileged"));
         assert_eq!(c.container_steps, ContainerStepMode::Auto);
     }
 }

@@ -1,6 +1,7 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
 pub mod build;
 pub mod config;
+pub mod docker_options;
 #[cfg(feature = "exporter")]
 pub mod exporter;
 pub mod hooks;

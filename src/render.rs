@@ -50,7 +50,8 @@ pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::
     let mut warnings = Vec::new();
     match &envelope.command {
         Command::PrepareJob(args) => {
-            let plan = plan_prepare_job(&ctx, args, template.as_ref(), &suffix)?;
+            let plan =
+                plan_prepare_job(&ctx, args, template.as_ref(), &config.job_options, &suffix)?;
             if let Some(s) = &plan.secret {
                 docs.push(to_yaml(&if opts.show_secrets {
                     s.clone()

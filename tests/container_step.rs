@@ -343,6 +343,7 @@ async fn a_dockerfile_step_is_built_by_a_kaniko_pod_then_run() {
         .await
         .expect("push secret");
     for (k, v) in [
+        ("ARC_HOOK_BUILDER", "kaniko"),
         ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
         ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
         ("ARC_HOOK_BUILD_PUSH_SECRET", "harbor-push"),
@@ -452,6 +453,7 @@ async fn a_no_volume_dockerfile_build_gets_its_context_from_a_secret() {
     .await;
     for (k, v) in [
         ("ARC_HOOK_WORK_VOLUME", "copy"),
+        ("ARC_HOOK_BUILDER", "kaniko"),
         ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
         ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
     ] {
@@ -548,5 +550,75 @@ async fn the_step_template_merges_into_the_ephemeral_container() {
         run.stdout.contains("arc-hook: warning: template $step.resources is ignored: the step runs as an ephemeral container in the job pod"),
         "{}",
         run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_step_is_built_by_rootless_buildkit_then_run() {
+    const BUILDKIT: &str = "mirror.internal/moby/buildkit:v0.23.2-rootless";
+    let mut cfg = cfg_with(&[(
+        &format!("{REGISTRY}/example-org-hello-action"),
+        vec!["sh", "-c", "echo built-image-ran"],
+    )]);
+    // buildctl-daemonless.sh's stand-in reads the context and says what it would push.
+    cfg.programs.insert(
+        "buildctl-daemonless.sh".into(),
+        ["sh", "-c", "sleep 0.3; echo \"buildctl $*\"; cat /workspace/Dockerfile; echo \"BUILDKITD_FLAGS=$BUILDKITD_FLAGS\"; echo pushed", "buildctl-daemonless.sh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let mut r = Runner::start(cfg).await;
+    for (k, v) in [
+        ("ARC_HOOK_BUILDER_IMAGE", BUILDKIT),
+        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+    ] {
+        r.env.insert(k.into(), v.into());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(&r);
+    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
+    let run = r
+        .hook(&step_input(
+            &r,
+            None,
+            Some(&dockerfile),
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("buildctl build --frontend dockerfile.v0 --local context=/workspace --local dockerfile=/workspace --opt filename=Dockerfile --output type=image,name=harbor.internal/ci-actions/example-org-hello-action:"),
+        "buildctl got the build:\n{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("FROM alpine:3.19"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("BUILDKITD_FLAGS=--oci-worker-no-process-sandbox"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("built-image-ran"), "{}", run.stdout);
+    let spec = watcher.await.expect("watcher").spec.expect("spec");
+    let sc = spec.containers[0]
+        .security_context
+        .clone()
+        .expect("rootless BuildKit's documented security context");
+    assert_eq!(sc.privileged, None);
+    assert_eq!(
+        sc.seccomp_profile.map(|p| p.type_).as_deref(),
+        Some("Unconfined")
+    );
+    assert!(spec.volumes.iter().flatten().all(|v| v.host_path.is_none()));
+    assert_eq!(
+        r.pods_of(&r.name).await,
+        vec![POD.to_string()],
+        "the builder pod is removed"
     );
 }

@@ -280,3 +280,84 @@ fn malformed_fixture_names_the_field() {
         "error: invalid hook input: args.container.image: missing"
     );
 }
+
+fn golden_with_env(fixture: &str, template: Option<&str>, env: &[(&str, &str)], name: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+    cmd.current_dir(root())
+        .arg("render")
+        .arg(format!("fixtures/{fixture}.json"))
+        .env_remove("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE")
+        .env("ACTIONS_RUNNER_POD_NAME", "arc-runner-7x2kq-runner-h4v9c");
+    if let Some(t) = template {
+        cmd.arg("--template").arg(format!("templates/{t}.yaml"));
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("arc-hook runs");
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("utf-8");
+    check_objects(&yaml);
+    let file = root().join("tests/golden").join(format!("{name}.yaml"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&file, &yaml).expect("write golden");
+        return;
+    }
+    let want = std::fs::read_to_string(&file)
+        .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", file.display()));
+    pretty_assertions::assert_eq!(want, yaml, "{} differs", file.display());
+}
+
+/// Job options: resources, the /dev/shm volume, the security context, env, working directory,
+/// host name and aliases; ulimit and network are warnings.
+#[test]
+fn job_options_without_template() {
+    golden("prepare_job_options", None);
+}
+
+/// The template's values stay where no option speaks; options win for the fields they set
+/// (limits replaced, a request above the new limit lowered to it).
+#[test]
+fn job_options_over_the_gpu_template() {
+    golden("prepare_job_options", Some("gpu"));
+}
+
+#[test]
+fn privileged_options_are_refused_by_default() {
+    let out = render("prepare_job_privileged", None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "error: job container options: --privileged and --cap-add are not allowed on this runner; the platform team can allow them by adding privileged,cap-add to ARC_HOOK_JOB_OPTIONS (e.g. ARC_HOOK_JOB_OPTIONS=default,privileged,cap-add)"
+    );
+}
+
+#[test]
+fn privileged_options_when_the_platform_allows_them() {
+    golden_with_env(
+        "prepare_job_privileged",
+        None,
+        &[("ARC_HOOK_JOB_OPTIONS", "default,privileged,cap-add")],
+        "prepare_job_privileged__allowed",
+    );
+}
+
+#[test]
+fn job_options_above_a_maximum_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .current_dir(root())
+        .args(["render", "fixtures/prepare_job_options.json"])
+        .env("ARC_HOOK_JOB_OPTIONS_MAX", "cpus=2,gpus=1")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: job container options: --cpus 4: above this runner's maximum of 2 (ARC_HOOK_JOB_OPTIONS_MAX)"
+    );
+}

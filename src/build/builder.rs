@@ -1,4 +1,4 @@
-//! The Kaniko executor pod that builds a Dockerfile action's image in-cluster and pushes it, and the content-addressed tag it pushes to.
+//! The builder pod (BuildKit or Kaniko) that builds a Dockerfile action's image in-cluster and pushes it, and the content-addressed tag it pushes to.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::pod::pin_to_node;
 use super::{BuildContext, runner_labels};
-use crate::config::BuildConfig;
+use crate::config::{BuildConfig, BuilderKind};
 
 /// The builder pod's only container.
 pub const BUILDER_CONTAINER: &str = "build";
@@ -47,13 +47,60 @@ pub struct BuildRequest {
     pub destination: String,
 }
 
-/// The builder pod: Kaniko's own entrypoint with the build's flags; no privileges, no host
-/// mounts; the digest written to the termination message so the step runs exactly what was built.
+/// The builder pod of the configured builder (BuildKit by default, or Kaniko).
 pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
-    let (context_arg, dockerfile_arg, mut volumes, mut mounts) = match &req.source {
-        BuildSource::Claim { claim, sub_path } => (
+    match build.kind {
+        BuilderKind::BuildKit => super::buildkit::buildkit_pod(ctx, build, req),
+        BuilderKind::Kaniko => kaniko_pod(ctx, build, req),
+    }
+}
+
+/// The Kaniko pod: Kaniko's own entrypoint with the build's flags; no privileges, no host
+/// mounts; the digest written to the termination message so the step runs exactly what was built.
+pub fn kaniko_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
+    let (context_arg, dockerfile_arg) = match &req.source {
+        BuildSource::Claim { .. } => (
             format!("--context=dir://{CONTEXT_MOUNT}"),
             format!("--dockerfile={CONTEXT_MOUNT}/{}", req.dockerfile),
+        ),
+        BuildSource::Archive { .. } => (
+            format!("--context=tar://{CONTEXT_ARCHIVE_MOUNT}/{CONTEXT_ARCHIVE_KEY}"),
+            format!("--dockerfile={}", req.dockerfile),
+        ),
+    };
+    let container = Container {
+        name: BUILDER_CONTAINER.into(),
+        image: Some(build.builder_image.clone()),
+        args: Some(vec![
+            context_arg,
+            dockerfile_arg,
+            format!("--destination={}", req.destination),
+            "--digest-file=/dev/termination-log".into(),
+            "--push-retry=3".into(),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "DOCKER_CONFIG".into(),
+            value: Some(PUSH_CONFIG_MOUNT.into()),
+            value_from: None,
+        }]),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    };
+    builder_pod_shell(ctx, build, req, container, PUSH_CONFIG_MOUNT)
+}
+
+/// What every builder pod has: the context (a read-only claim sub-path at `/workspace`, or the
+/// archive secret at `/context`), the push credentials as `config.json` in `push_config_mount`,
+/// no service account token, a deadline, and the runner's node for claim builds.
+pub fn builder_pod_shell(
+    ctx: &BuildContext,
+    build: &BuildConfig,
+    req: &BuildRequest,
+    mut container: Container,
+    push_config_mount: &str,
+) -> Pod {
+    let (mut volumes, mut mounts) = match &req.source {
+        BuildSource::Claim { claim, sub_path } => (
             vec![Volume {
                 name: "context".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -71,8 +118,6 @@ pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) 
             }],
         ),
         BuildSource::Archive { secret } => (
-            format!("--context=tar://{CONTEXT_ARCHIVE_MOUNT}/{CONTEXT_ARCHIVE_KEY}"),
-            format!("--dockerfile={}", req.dockerfile),
             vec![Volume {
                 name: "context".into(),
                 secret: Some(SecretVolumeSource {
@@ -105,30 +150,13 @@ pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) 
         });
         mounts.push(VolumeMount {
             name: "push-config".into(),
-            mount_path: PUSH_CONFIG_MOUNT.into(),
+            mount_path: push_config_mount.into(),
             read_only: Some(true),
             ..Default::default()
         });
     }
-    let container = Container {
-        name: BUILDER_CONTAINER.into(),
-        image: Some(build.builder_image.clone()),
-        args: Some(vec![
-            context_arg,
-            dockerfile_arg,
-            format!("--destination={}", req.destination),
-            "--digest-file=/dev/termination-log".into(),
-            "--push-retry=3".into(),
-        ]),
-        env: Some(vec![EnvVar {
-            name: "DOCKER_CONFIG".into(),
-            value: Some(PUSH_CONFIG_MOUNT.into()),
-            value_from: None,
-        }]),
-        volume_mounts: Some(mounts),
-        termination_message_policy: Some("File".into()),
-        ..Default::default()
-    };
+    mounts.extend(container.volume_mounts.take().unwrap_or_default());
+    container.volume_mounts = Some(mounts);
     let mut pod = Pod {
         metadata: ObjectMeta {
             name: Some(req.pod_name.clone()),
@@ -313,7 +341,9 @@ mod tests {
 
     fn build() -> BuildConfig {
         BuildConfig {
+            kind: BuilderKind::Kaniko,
             builder_image: "mirror.internal/kaniko/executor:v1".into(),
+            buildkit_host: None,
             registry: "harbor.internal/ci-actions".into(),
             push_secret: Some("harbor-push".into()),
             timeout: Duration::from_secs(900),

@@ -1,9 +1,11 @@
 //! Pure construction of every Kubernetes object the hook creates; `render`, the hooks and the tests all call it.
 
 pub mod builder;
+pub mod buildkit;
 pub mod ephemeral;
 pub mod job;
 pub mod names;
+pub mod options;
 pub mod plan;
 pub mod pod;
 pub mod ports;

@@ -19,6 +19,8 @@ pub enum PlanError {
     Build(#[from] BuildError),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Options(#[from] super::options::ContainerOptionsError),
 }
 
 /// prepare_job's objects.
@@ -66,10 +68,12 @@ pub fn template_vars(ctx: &BuildContext) -> TemplateVars {
 }
 
 /// Builds prepare_job's secret (if any credentials) and workflow pod; `suffix` names the secret.
+/// The containers' docker options are applied after the template, within `policy`.
 pub fn plan_prepare_job(
     ctx: &BuildContext,
     args: &PrepareJobArgs,
     template: Option<&Template>,
+    policy: &crate::docker_options::OptionsPolicy,
     suffix: &str,
 ) -> Result<PreparePlan, PlanError> {
     let mut creds = Vec::new();
@@ -99,7 +103,7 @@ pub fn plan_prepare_job(
         services,
         mut warnings,
     } = job_pod(ctx, args, secret.as_ref().map(|_| secret_name.as_str()))?;
-    let pod = match template {
+    let mut pod = match template {
         Some(t) => {
             let jp = JobPod {
                 pod,
@@ -118,6 +122,10 @@ pub fn plan_prepare_job(
         }
         None => pod,
     };
+    // Job options after the template: they win for the fields they set.
+    warnings.extend(super::options::apply_job_options(
+        &mut pod, args, &services, policy,
+    )?);
     Ok(PreparePlan {
         secret,
         pod,

@@ -31,7 +31,7 @@ pub struct JobPod {
     pub job_ports: Vec<PortMapping>,
     /// Per service, in the runner's order: container name, image-derived name, ports.
     pub services: Vec<ServiceContainer>,
-    /// Things the user should know (ignored createOptions...), one line each.
+    /// Things the user should know (volumes not mounted...), one line each.
     pub warnings: Vec<String>,
 }
 
@@ -196,10 +196,6 @@ pub fn job_pod(
         )?;
         c.volume_mounts = Some(mounts.mounts);
         extra_volumes.extend(mounts.volumes);
-        warnings.extend(super::ignored_options_warning(
-            def.create_options.as_deref(),
-            "job container",
-        ));
         job_ports = ports;
         containers.push(c);
     }
@@ -232,10 +228,6 @@ pub fn job_pod(
             }
         }
         c.volume_mounts = Some(mounts);
-        warnings.extend(super::ignored_options_warning(
-            def.create_options.as_deref(),
-            &format!("service {name}"),
-        ));
         services.push(ServiceContainer {
             container_name: name,
             image: def.image.clone(),
@@ -449,8 +441,8 @@ mod tests {
                 .claim_name,
             "arc-runner-abc-work"
         );
-        assert_eq!(jp.warnings.len(), 1);
-        assert!(jp.warnings[0].contains("--cpus 2"));
+        // createOptions are applied by build::options (after the template), not here.
+        assert!(jp.warnings.is_empty());
     }
 
     #[test]

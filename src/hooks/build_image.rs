@@ -1,4 +1,4 @@
-//! Dockerfile actions: the image built in-cluster by a Kaniko executor pod, pushed to the configured registry under a content-hash tag, then run like any other image.
+//! Dockerfile actions: the image built in-cluster by a BuildKit (or Kaniko) builder pod, pushed to the configured registry under a content-hash tag, then run like any other image.
 
 use std::path::Path;
 
@@ -169,6 +169,6 @@ async fn run_builder(
         );
     }
     Ok(t.message
-        .map(|m| m.trim().to_string())
-        .filter(|m| m.starts_with("sha256:")))
+        .as_deref()
+        .and_then(crate::build::buildkit::pushed_digest))
 }

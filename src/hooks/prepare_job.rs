@@ -182,7 +182,13 @@ async fn create_with_slot(
         let slot = cache_slot::lowest_free(&held, &pod_name);
         let mut ctx = build_context(config, kube, runner, node.clone());
         ctx.cache_slot = Some(slot);
-        let plan = plan_prepare_job(&ctx, args, template, &names::random_suffix())?;
+        let plan = plan_prepare_job(
+            &ctx,
+            args,
+            template,
+            &config.job_options,
+            &names::random_suffix(),
+        )?;
         let created_at = Instant::now();
         create_objects(kube, &plan, created).await?;
         let held = cache_slot::list_holders(kube, node.as_deref())

@@ -57,6 +57,9 @@ pub struct SimConfig {
     pub pvc_dirs: HashMap<String, PathBuf>,
     /// Image -> command run when a container has no `command` (stands in for ENTRYPOINT/CMD).
     pub image_commands: HashMap<String, Vec<String>>,
+    /// Program name -> host command standing in for it when a container's `command` names a
+    /// program only images have (`buildctl-daemonless.sh`); the container's other words follow.
+    pub programs: HashMap<String, Vec<String>>,
     /// Image -> files that shadow the host's inside that image's containers.
     pub image_files: HashMap<String, Vec<(PathBuf, Vec<u8>)>>,
     /// Where sandboxes live; `None` = a temporary directory removed on shutdown.
@@ -84,6 +87,7 @@ impl Default for SimConfig {
             rbac: None,
             pvc_dirs: HashMap::new(),
             image_commands: HashMap::new(),
+            programs: HashMap::new(),
             image_files: HashMap::new(),
             state_dir: None,
             faults: Faults::default(),

@@ -3,6 +3,7 @@
 mod container;
 pub mod ephemeral;
 mod image_ref;
+mod memory_volumes;
 mod process;
 mod scheduling;
 mod volumes;

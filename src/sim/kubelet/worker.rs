@@ -487,6 +487,11 @@ impl Worker {
         ) {
             Ok((dirs, missing)) => {
                 self.volumes = dirs;
+                if let Err(e) =
+                    super::memory_volumes::mount_memory_volumes(&self.pod, &self.sandbox)
+                {
+                    tracing::warn!(error = %e, "memory-backed emptyDir stays a plain directory");
+                }
                 for m in missing {
                     mounted = false;
                     self.event(
@@ -694,7 +699,15 @@ impl Worker {
         };
         let (command, args) = (strings("command"), strings("args"));
         if !command.is_empty() {
-            return command.into_iter().chain(args).collect();
+            let stand_in = self.sim.cfg.programs.get(&command[0]).cloned();
+            return match stand_in {
+                Some(s) => s
+                    .into_iter()
+                    .chain(command.into_iter().skip(1))
+                    .chain(args)
+                    .collect(),
+                None => command.into_iter().chain(args).collect(),
+            };
         }
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
         let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
@@ -1093,6 +1106,7 @@ impl Worker {
 
     async fn teardown(&mut self, grace: i64, exits: &mut mpsc::UnboundedReceiver<Exit>) {
         self.kill_all(grace, exits, true).await;
+        super::memory_volumes::unmount_memory_volumes(&self.sandbox);
         if self.sandbox.exists()
             && let Err(e) = std::fs::remove_dir_all(&self.sandbox)
         {

@@ -1,0 +1,543 @@
+//! A workflow pod's containers with their docker `options:` applied: resources, `/dev/shm`, security context, env, host names.
+//!
+//! Applied after the worker-podspec template, so an option wins for the fields it sets and the
+//! template's values stay for every other field (README: "Job container options").
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostAlias, Pod, ResourceRequirements,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::JOB_CONTAINER_NAME;
+use super::pod::ServiceContainer;
+use crate::docker_options::values::{format_cpus, format_size};
+use crate::docker_options::{DockerOptions, Gpus, OptionsError, OptionsPolicy, parse_options};
+use crate::protocol::PrepareJobArgs;
+
+/// The extended resource `--gpus N` asks for (the NVIDIA device plugin's).
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// Where docker mounts the shared-memory tmpfs `--shm-size` sizes.
+pub const SHM_PATH: &str = "/dev/shm";
+
+/// A container's options cannot be applied; displays as one line naming the container.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} options: {error}")]
+pub struct ContainerOptionsError {
+    /// `job container` or `service <name>`.
+    pub what: String,
+    pub error: OptionsError,
+}
+
+/// Applies the job container's and every service's `createOptions` to the workflow pod;
+/// returns the warnings for the job log.
+pub fn apply_job_options(
+    pod: &mut Pod,
+    args: &PrepareJobArgs,
+    services: &[ServiceContainer],
+    policy: &OptionsPolicy,
+) -> Result<Vec<String>, ContainerOptionsError> {
+    let mut warnings = Vec::new();
+    if let Some(def) = &args.container {
+        warnings.extend(apply_container_options(
+            pod,
+            JOB_CONTAINER_NAME,
+            "job container",
+            def.create_options.as_deref(),
+            policy,
+        )?);
+    }
+    for (def, svc) in args.services.iter().zip(services) {
+        warnings.extend(apply_container_options(
+            pod,
+            &svc.container_name,
+            &format!("service {}", svc.container_name),
+            def.create_options.as_deref(),
+            policy,
+        )?);
+    }
+    Ok(warnings)
+}
+
+/// Parses, checks and applies one container's options. The job container's `--hostname` names
+/// the pod; a service's is ignored with a warning (one pod has one host name).
+pub fn apply_container_options(
+    pod: &mut Pod,
+    container: &str,
+    what: &str,
+    options: Option<&str>,
+    policy: &OptionsPolicy,
+) -> Result<Vec<String>, ContainerOptionsError> {
+    let Some(options) = options.filter(|o| !o.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let fail = |error| ContainerOptionsError {
+        what: what.to_string(),
+        error,
+    };
+    let opts = policy
+        .check(parse_options(options).map_err(fail)?)
+        .map_err(fail)?;
+    if let (Some(reservation), Some(memory)) = (opts.memory_reservation, opts.memory)
+        && reservation > memory
+    {
+        return Err(fail(OptionsError::BadValue {
+            flag: "--memory-reservation".into(),
+            value: format_size(reservation),
+            reason: format!("must not exceed --memory {}", format_size(memory)),
+        }));
+    }
+    let mut warnings = Vec::new();
+    let is_job = container == JOB_CONTAINER_NAME;
+    let Some(spec) = pod.spec.as_mut() else {
+        return Ok(warnings);
+    };
+    let shm_volume = shm_volume_name(container);
+    if let Some(c) = spec.containers.iter_mut().find(|c| c.name == container) {
+        apply_to_container(c, &opts, &shm_volume, what, &mut warnings);
+    }
+    if let Some(size) = opts.shm_size {
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        volumes.retain(|v| v.name != shm_volume);
+        volumes.push(Volume {
+            name: shm_volume,
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity(format_size(size))),
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(h) = &opts.hostname {
+        if is_job {
+            spec.hostname = Some(h.clone());
+        } else {
+            warnings.push(format!(
+                "{what}: --hostname is ignored: the pod has one host name, which only the job container's options set"
+            ));
+        }
+    }
+    for entry in &opts.add_hosts {
+        let aliases = spec.host_aliases.get_or_insert_with(Vec::new);
+        let alias = match aliases.iter_mut().position(|a| a.ip == entry.ip) {
+            Some(i) => &mut aliases[i],
+            None => {
+                aliases.push(HostAlias {
+                    ip: entry.ip.clone(),
+                    hostnames: None,
+                });
+                let last = aliases.len() - 1;
+                &mut aliases[last]
+            }
+        };
+        let names = alias.hostnames.get_or_insert_with(Vec::new);
+        if !names.contains(&entry.host) {
+            names.push(entry.host.clone());
+        }
+    }
+    for u in &opts.ulimits {
+        warnings.push(format!(
+            "{what}: --ulimit {u} is ignored: Kubernetes has no per-container ulimits (the node's limits apply)"
+        ));
+    }
+    if !opts.no_meaning.is_empty() {
+        warnings.push(format!(
+            "{what}: {} ignored: no Kubernetes meaning (use the worker-podspec template for pod settings)",
+            opts.no_meaning.join(", ")
+        ));
+    }
+    Ok(warnings)
+}
+
+/// The `/dev/shm` volume of a container (`shm-job`, `shm-<service>`), within the 63 characters a
+/// volume name may have.
+fn shm_volume_name(container: &str) -> String {
+    crate::validate::truncate_label(&format!("shm-{container}"), 63)
+}
+
+fn apply_to_container(
+    c: &mut Container,
+    opts: &DockerOptions,
+    shm_volume: &str,
+    what: &str,
+    warnings: &mut Vec<String>,
+) {
+    let limit = |c: &mut Container, resource: &str, value: String| {
+        let r = c
+            .resources
+            .get_or_insert_with(ResourceRequirements::default);
+        r.limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(resource.to_string(), Quantity(value.clone()));
+        // A request above the new limit would be invalid: it is lowered to the limit, and a
+        // missing request becomes the limit (what Kubernetes defaults it to anyway).
+        let requests = r.requests.get_or_insert_with(BTreeMap::new);
+        let keep = requests
+            .get(resource)
+            .and_then(|q| quantity_value(&q.0))
+            .zip(quantity_value(&value))
+            .is_some_and(|(req, lim)| req <= lim);
+        if !keep {
+            requests.insert(resource.to_string(), Quantity(value));
+        }
+    };
+    if let Some(m) = opts.cpus_milli {
+        limit(c, "cpu", format_cpus(m));
+    }
+    if let Some(b) = opts.memory {
+        limit(c, "memory", format_size(b));
+    }
+    if let Some(b) = opts.memory_reservation {
+        c.resources
+            .get_or_insert_with(ResourceRequirements::default)
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert("memory".into(), Quantity(format_size(b)));
+    }
+    if let Some(Gpus::Count(n)) = opts.gpus {
+        // Extended resources need requests equal to limits.
+        let r = c
+            .resources
+            .get_or_insert_with(ResourceRequirements::default);
+        for map in [&mut r.limits, &mut r.requests] {
+            map.get_or_insert_with(BTreeMap::new)
+                .insert(GPU_RESOURCE.into(), Quantity(n.to_string()));
+        }
+    }
+    if opts.shm_size.is_some() {
+        let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+        mounts.retain(|m| m.mount_path.trim_end_matches('/') != SHM_PATH);
+        mounts.push(VolumeMount {
+            name: shm_volume.to_string(),
+            mount_path: SHM_PATH.into(),
+            ..Default::default()
+        });
+    }
+    for (name, value) in &opts.env {
+        let Some(value) = value else {
+            warnings.push(format!(
+                "{what}: -e {name} without a value is ignored: docker would copy it from the runner's environment, which the pod does not have; write -e {name}=value"
+            ));
+            continue;
+        };
+        let env = c.env.get_or_insert_with(Vec::new);
+        env.retain(|e| &e.name != name);
+        env.push(EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            value_from: None,
+        });
+    }
+    if let Some(w) = &opts.workdir {
+        c.working_dir = Some(w.clone());
+    }
+    let needs_context = opts.user.is_some()
+        || opts.privileged
+        || !opts.cap_add.is_empty()
+        || !opts.cap_drop.is_empty();
+    if !needs_context {
+        return;
+    }
+    let sc = c
+        .security_context
+        .get_or_insert_with(SecurityContext::default);
+    if let Some(u) = opts.user {
+        sc.run_as_user = Some(u.uid);
+        if let Some(g) = u.gid {
+            sc.run_as_group = Some(g);
+        }
+        sc.run_as_non_root = sc.run_as_non_root.filter(|_| u.uid != 0);
+    }
+    if opts.privileged {
+        sc.privileged = Some(true);
+        // The API refuses privileged together with allowPrivilegeEscalation: false.
+        sc.allow_privilege_escalation = None;
+    }
+    if !opts.cap_add.is_empty() || !opts.cap_drop.is_empty() {
+        let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
+        for (list, names) in [
+            (&mut caps.add, &opts.cap_add),
+            (&mut caps.drop, &opts.cap_drop),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
+            let list = list.get_or_insert_with(Vec::new);
+            for n in names {
+                if !list.contains(n) {
+                    list.push(n.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A Kubernetes quantity's value (`500m`, `16Gi`, `1G`, `2`), for comparing a template's request
+/// with a job's limit; `None` for forms it does not read.
+fn quantity_value(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some(n * factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::pod::job_pod;
+    use crate::build::test_context;
+    use crate::protocol::ContainerDefinition;
+
+    fn args(job: &str, service: &str) -> PrepareJobArgs {
+        PrepareJobArgs {
+            container: Some(ContainerDefinition {
+                image: "pytorch/pytorch:2.5.1".into(),
+                create_options: Some(job.into()),
+                ..Default::default()
+            }),
+            services: vec![ContainerDefinition {
+                image: "redis:7".into(),
+                create_options: Some(service.into()),
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn applied(
+        job: &str,
+        service: &str,
+        policy: &OptionsPolicy,
+    ) -> Result<(Pod, Vec<String>), String> {
+        let a = args(job, service);
+        let jp = job_pod(&test_context(), &a, None).expect("valid pod");
+        let mut pod = jp.pod;
+        apply_job_options(&mut pod, &a, &jp.services, policy)
+            .map(|w| (pod, w))
+            .map_err(|e| e.to_string())
+    }
+
+    fn container<'a>(pod: &'a Pod, name: &str) -> &'a Container {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == name))
+            .expect("container")
+    }
+
+    fn q(map: &Option<BTreeMap<String, Quantity>>, key: &str) -> Option<String> {
+        map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
+    }
+
+    #[test]
+    fn the_issue_example_sizes_the_job() {
+        let (pod, warnings) = applied(
+            "--cpus 4 --memory 8g --shm-size 2g --gpus 1 --user 1001:1001",
+            "",
+            &OptionsPolicy::default(),
+        )
+        .expect("applies");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let job = container(&pod, "job");
+        let r = job.resources.as_ref().expect("resources");
+        assert_eq!(q(&r.limits, "cpu").as_deref(), Some("4"));
+        assert_eq!(q(&r.requests, "cpu").as_deref(), Some("4"));
+        assert_eq!(q(&r.limits, "memory").as_deref(), Some("8Gi"));
+        assert_eq!(q(&r.limits, GPU_RESOURCE).as_deref(), Some("1"));
+        assert_eq!(q(&r.requests, GPU_RESOURCE).as_deref(), Some("1"));
+        let sc = job.security_context.as_ref().expect("security context");
+        assert_eq!((sc.run_as_user, sc.run_as_group), (Some(1001), Some(1001)));
+        let shm = job
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == "/dev/shm")
+            .expect("shm mount");
+        assert_eq!(shm.name, "shm-job");
+        let vol = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|v| v.iter().find(|v| v.name == "shm-job"))
+            .and_then(|v| v.empty_dir.as_ref())
+            .expect("shm volume");
+        assert_eq!(vol.medium.as_deref(), Some("Memory"));
+        assert_eq!(vol.size_limit.as_ref().map(|q| q.0.as_str()), Some("2Gi"));
+    }
+
+    #[test]
+    fn a_template_request_above_the_limit_is_lowered() {
+        let a = args("--cpus 2 --memory 64g", "");
+        let jp = job_pod(&test_context(), &a, None).expect("valid pod");
+        let mut pod = jp.pod;
+        if let Some(s) = pod.spec.as_mut() {
+            s.containers[0].resources = Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity("4".into())),
+                    ("memory".to_string(), Quantity("16Gi".into())),
+                ])),
+                limits: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity("32".into())),
+                    ("memory".to_string(), Quantity("128Gi".into())),
+                    ("ephemeral-storage".to_string(), Quantity("50Gi".into())),
+                ])),
+                ..Default::default()
+            });
+        }
+        apply_job_options(&mut pod, &a, &jp.services, &OptionsPolicy::default()).expect("applies");
+        let r = container(&pod, "job").resources.clone().expect("resources");
+        assert_eq!(q(&r.limits, "cpu").as_deref(), Some("2"));
+        assert_eq!(
+            q(&r.requests, "cpu").as_deref(),
+            Some("2"),
+            "lowered to the limit"
+        );
+        assert_eq!(q(&r.limits, "memory").as_deref(), Some("64Gi"));
+        assert_eq!(
+            q(&r.requests, "memory").as_deref(),
+            Some("16Gi"),
+            "kept: below the limit"
+        );
+        assert_eq!(
+            q(&r.limits, "ephemeral-storage").as_deref(),
+            Some("50Gi"),
+            "template's other values stay"
+        );
+    }
+
+    #[test]
+    fn security_options_follow_the_policy() {
+        let e = applied("--privileged", "", &OptionsPolicy::default()).expect_err("refused");
+        assert_eq!(
+            e,
+            "job container options: --privileged is not allowed on this runner; the platform team can allow it by adding privileged to ARC_HOOK_JOB_OPTIONS (e.g. ARC_HOOK_JOB_OPTIONS=default,privileged)"
+        );
+        let e = applied("", "--cap-add NET_ADMIN", &OptionsPolicy::default()).expect_err("refused");
+        assert!(
+            e.starts_with("service redis options: --cap-add is not allowed"),
+            "{e}"
+        );
+        let p =
+            OptionsPolicy::from_settings(Some("default,privileged,cap-add"), None).expect("valid");
+        let (pod, _) =
+            applied("--privileged --cap-drop ALL", "--cap-add net_admin", &p).expect("allowed");
+        let sc = container(&pod, "job").security_context.clone().expect("sc");
+        assert_eq!(sc.privileged, Some(true));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
+        let sc = container(&pod, "redis")
+            .security_context
+            .clone()
+            .expect("sc");
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.add),
+            Some(vec!["NET_ADMIN".to_string()])
+        );
+    }
+
+    #[test]
+    fn env_workdir_and_hosts() {
+        let (pod, warnings) = applied(
+            "-e CI=false -e TOKEN -w /src --hostname trainer --add-host db:10.0.0.5 --add-host cache:10.0.0.5 --ulimit nofile=4096 --network host",
+            "--hostname other --add-host queue:10.0.0.6",
+            &OptionsPolicy::default(),
+        )
+        .expect("applies");
+        let job = container(&pod, "job");
+        let env: Vec<_> = job
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "CI")
+            .collect();
+        assert_eq!(env.len(), 1, "options replace the runner's value");
+        assert_eq!(env[0].value.as_deref(), Some("false"));
+        assert_eq!(job.working_dir.as_deref(), Some("/src"));
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.hostname.as_deref(), Some("trainer"));
+        let aliases: Vec<_> = spec
+            .host_aliases
+            .iter()
+            .flatten()
+            .map(|a| (a.ip.as_str(), a.hostnames.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            aliases,
+            vec![
+                ("10.0.0.5", vec!["db".to_string(), "cache".to_string()]),
+                ("10.0.0.6", vec!["queue".to_string()])
+            ]
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "job container: -e TOKEN without a value is ignored: docker would copy it from the runner's environment, which the pod does not have; write -e TOKEN=value",
+                "job container: --ulimit nofile=4096 is ignored: Kubernetes has no per-container ulimits (the node's limits apply)",
+                "job container: --network ignored: no Kubernetes meaning (use the worker-podspec template for pod settings)",
+                "service redis: --hostname is ignored: the pod has one host name, which only the job container's options set",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_service_gets_its_own_shm_volume() {
+        let (pod, _) = applied("", "--shm-size 256m", &OptionsPolicy::default()).expect("applies");
+        let redis = container(&pod, "redis");
+        assert!(
+            redis
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "shm-redis" && m.mount_path == "/dev/shm")
+        );
+        assert!(
+            container(&pod, "job")
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.mount_path != "/dev/shm")
+        );
+    }
+
+    #[test]
+    fn reservation_above_memory_is_refused() {
+        let e = applied(
+            "--memory 1g --memory-reservation 2g",
+            "",
+            &OptionsPolicy::default(),
+        )
+        .expect_err("refused");
+        assert_eq!(
+            e,
+            "job container options: --memory-reservation \"2Gi\": must not exceed --memory 1Gi"
+        );
+    }
+
+    #[test]
+    fn quantities_compare() {
+        assert_eq!(quantity_value("500m"), Some(0.5));
+        assert_eq!(quantity_value("16Gi"), Some(16.0 * 1024f64.powi(3)));
+        assert_eq!(quantity_value("1G"), Some(1e9));
+        assert_eq!(quantity_value("1e3"), None);
+    }
+}
