@@ -124,12 +124,21 @@ impl Target {
 
     async fn pull(&self, dest: &Path) -> io::Result<Stats> {
         match self {
-            Target::Sim { kube, .. } => {
-                copy::pull(kube, POD, "job", "/__w/ws", &[], dest.to_path_buf(), None)
-                    .await
-                    .map(|(s, _)| s)
-                    .map_err(io::Error::other)
-            }
+            Target::Sim { kube, .. } => copy::pull(
+                kube,
+                POD,
+                "job",
+                "/__w/ws",
+                &[],
+                copy::PullInto {
+                    dest: dest.to_path_buf(),
+                    prefix: None,
+                    max_bytes: u64::MAX,
+                },
+            )
+            .await
+            .map(|(s, _)| s)
+            .map_err(io::Error::other),
             Target::Local { dir } => {
                 let mut child = Command::new("tar")
                     .args(["-c", "-f", "-", "-C"])

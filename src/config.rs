@@ -12,6 +12,8 @@ pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
 /// Default of `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`.
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most a no-volume pull may bring back to the runner after one step (2 GiB).
+pub const DEFAULT_PULL_MAX_BYTES: u64 = 2 << 30;
 /// Default of `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a Dockerfile action's image build may take.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 /// The one line a Dockerfile action gets when in-cluster builds are not configured.
@@ -94,6 +96,9 @@ pub struct Config {
     pub work_volume: WorkVolumeMode,
     /// `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`: how long cleanup_job waits for objects to disappear.
     pub cleanup_timeout: Duration,
+    /// `ARC_HOOK_PULL_MAX_BYTES`: the most a no-volume pull may bring back after one step; a
+    /// step that leaves more in `_temp` fails, naming the largest files.
+    pub pull_max_bytes: u64,
     /// `ARC_HOOK_DEFAULT_REGISTRY` (default [`DOCKER_HUB_CONFIG_KEY`]): the docker-config key for
     /// credentials of images that name no
     /// registry host (the runner then sends no `serverUrl`).
@@ -235,6 +240,19 @@ impl Config {
             namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE"),
             work_volume,
             cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
+            pull_max_bytes: match get("ARC_HOOK_PULL_MAX_BYTES") {
+                None => DEFAULT_PULL_MAX_BYTES,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(ConfigError {
+                            name: "ARC_HOOK_PULL_MAX_BYTES",
+                            value: v,
+                            reason: "expected a whole number of bytes > 0".into(),
+                        });
+                    }
+                },
+            },
             default_registry: get("ARC_HOOK_DEFAULT_REGISTRY")
                 .unwrap_or_else(|| DOCKER_HUB_CONFIG_KEY.to_string()),
             container_steps,

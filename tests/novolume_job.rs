@@ -123,22 +123,33 @@ async fn a_pulled_symlink_is_never_written_through() {
         .await
         .0
         .assert_ok();
-    // Step 1 plants a link to a directory outside the runner's _temp; it comes back as a link.
+    // Step 1 plants a link to a directory outside the runner's _temp: the pull refuses it by
+    // name, the step fails with that reason, and nothing lands on the runner.
     let s1 = r
         .script_step(
-            &format!("ln -s {} /__w/_temp/trap\n", outside.path().display()),
+            &format!(
+                "ln -s {} /__w/_temp/trap
+",
+                outside.path().display()
+            ),
             json!({}),
         )
         .await;
-    s1.assert_ok();
+    assert_ne!(s1.code, 0, "a refused pull fails the step");
+    assert!(
+        s1.stderr.contains(&format!(
+            "refusing archive entry \"trap\": a symbolic link to {}, outside the copied directory",
+            outside.path().display()
+        )),
+        "{}",
+        s1.stderr
+    );
     let trap = r.runner_path("_temp/trap");
     assert!(
-        std::fs::symlink_metadata(&trap)
-            .expect("pulled")
-            .file_type()
-            .is_symlink()
+        std::fs::symlink_metadata(&trap).is_err(),
+        "no link on the runner"
     );
-    // Step 2 turns it into a directory with a file: the pull replaces the link, never follows it.
+    // Step 2 turns it into a directory with a file: it comes back as a directory.
     let s2 = r
         .script_step(
             "rm /__w/_temp/trap\nmkdir /__w/_temp/trap\necho caught > /__w/_temp/trap/f\n",

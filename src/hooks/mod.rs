@@ -8,6 +8,7 @@ pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
 pub mod script;
+pub mod shared_work;
 pub mod startup;
 pub mod step_ephemeral;
 pub mod step_job;
@@ -51,7 +52,11 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
             run_script_step::run_script_step(&envelope, args, &config).await
         }
         Command::RunContainerStep(args) => {
-            run_container_step::run_container_step(&envelope, args, &config).await
+            let code = run_container_step::run_container_step(&envelope, args, &config).await?;
+            match run_script_step::runner_temp(&config) {
+                Ok(temp) => run_script_step::runner_paths_intact(&temp, code),
+                Err(_) => Ok(code),
+            }
         }
         Command::CleanupJob => cleanup_job::cleanup_job(&config).await,
     }

@@ -1,10 +1,9 @@
 //! run_container_step: run a container action's image (or one built from its Dockerfile) as an ephemeral container in the job pod, else as its own Job.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 
 use super::run_script_step::job_pod;
+use super::shared_work::SharedDir;
 use super::step_ephemeral::{Outcome, run_in_job_pod};
 use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, log_line, runner_node};
@@ -127,21 +126,22 @@ pub async fn run_container_step(
 
 /// Says once per job (not once per step) why container steps run as Jobs.
 fn note_fallback_once(config: &Config, why: &str) {
-    let marker: Option<PathBuf> = config.runner_temp.as_ref().map(|t| {
-        t.join(super::run_script_step::SCRIPT_DIR)
-            .join(FALLBACK_NOTED)
+    // The marker lives in the job-shared `_temp/_arc_hook`: opened without following links.
+    let dir = config.runner_temp.as_deref().and_then(|t| {
+        SharedDir::open(t)
+            .and_then(|t| t.child_dir(super::run_script_step::SCRIPT_DIR))
+            .ok()
     });
-    if marker.as_ref().is_some_and(|m| m.exists()) {
+    if let Some(d) = &dir
+        && d.kind(FALLBACK_NOTED).ok().flatten().is_some()
+    {
         tracing::debug!(%why, "container step as a Job");
         return;
     }
     log_line(&format!(
         "arc-hook: container steps run as separate Jobs on this runner: {why}"
     ));
-    if let Some(m) = marker {
-        if let Some(dir) = m.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(&m, why);
+    if let Some(d) = dir {
+        let _ = d.create_file(FALLBACK_NOTED, 0o644, why.as_bytes());
     }
 }

@@ -1,13 +1,12 @@
 //! run_script_step: run the step in the job container with its exact environment, stream its output, return its exit code.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::HookResult;
 use super::script::{StepCommand, step_script};
+use super::shared_work::{SharedDir, check_runner_paths};
 use super::workspace::{self, RunnerDirs};
 use crate::build::{JOB_CONTAINER_NAME, names};
 use crate::config::Config;
@@ -37,12 +36,31 @@ pub fn job_pod(envelope: &Envelope, runner: &str) -> String {
 }
 
 /// Removes the start script on every path out, also when the step fails or the hook errors.
-struct ScriptFile(PathBuf);
+struct ScriptFile {
+    dir: SharedDir,
+    name: String,
+}
 
 impl Drop for ScriptFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = self.dir.remove_file(&self.name);
     }
+}
+
+/// Writes the start script into `_temp/_arc_hook`, opened without following links (the job
+/// shares `_work` and may have planted one there to make the hook write or chmod elsewhere).
+fn write_start_script(temp: &Path, script: &str) -> anyhow::Result<ScriptFile> {
+    let dir = SharedDir::open(temp)
+        .and_then(|t| t.child_dir(SCRIPT_DIR))
+        .context("preparing the step's start script")?;
+    // World-writable + sticky like /tmp: the container's user may differ from the runner's
+    // and must be able to delete its own start script.
+    dir.set_mode(0o1777)
+        .context("preparing the step's start script")?;
+    let name = format!("step-{}.sh", names::random_suffix());
+    dir.create_file(&name, 0o644, script.as_bytes())
+        .context("writing the step's start script")?;
+    Ok(ScriptFile { dir, name })
 }
 
 pub async fn run_script_step(
@@ -60,24 +78,9 @@ pub async fn run_script_step(
         working_directory: args.working_directory.as_deref(),
     })?;
 
-    let dir = runner_temp(config)?.join(SCRIPT_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // World-writable + sticky like /tmp: the container's user may differ from the runner's
-    // and must be able to delete its own start script.
-    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
-    let file_name = format!("step-{}.sh", names::random_suffix());
-    let local = ScriptFile(dir.join(&file_name));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&local.0)
-            .with_context(|| format!("writing the step script {}", local.0.display()))?;
-        f.write_all(script.as_bytes())
-            .context("writing the step script")?;
-    }
-    let in_pod = format!("/__w/_temp/{SCRIPT_DIR}/{file_name}");
+    let temp = runner_temp(config)?;
+    let local = write_start_script(&temp, &script)?;
+    let in_pod = format!("/__w/_temp/{SCRIPT_DIR}/{}", local.name);
 
     let kube = super::connect(config).await?;
     let copy = super::workspace::copy_mode(envelope, config);
@@ -141,5 +144,29 @@ pub async fn run_script_step(
         Some(d) => Some(workspace::pull_step(&kube, &pod, d).await),
         None => None,
     };
-    workspace::step_outcome(result, pulled)
+    let code = workspace::step_outcome(result, pulled)?;
+    runner_paths_intact(&temp, code)
+}
+
+/// Fails the step when it left links (or pipes, devices) where the runner reads file commands
+/// or keeps its directories: the runner reads those next, with its own rights. Keeps the step's
+/// own failure code when it had one.
+pub fn runner_paths_intact(temp: &Path, code: i32) -> HookResult {
+    match check_runner_paths(temp) {
+        Ok(()) => Ok(code),
+        Err(planted) => {
+            for p in &planted {
+                eprintln!("arc-hook: refused: {p}");
+            }
+            eprintln!(
+                "arc-hook: the step replaced runner-owned paths under _temp (above); failing it so the runner never reads through them{}",
+                if code != 0 {
+                    format!(" (the step itself exited {code})")
+                } else {
+                    String::new()
+                }
+            );
+            Ok(if code != 0 { code } else { 1 })
+        }
+    }
 }

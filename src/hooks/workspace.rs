@@ -17,8 +17,9 @@ pub const POD_TEMP: &str = "/__w/_temp";
 /// Runner-side record of what the pod holds, under `_temp/_arc_hook/` (never sent itself).
 pub const MANIFEST_FILE: &str = "pushed.json";
 /// `_temp` entries that stay in the pod: the container's HOME (tool caches can be gigabytes
-/// and the runner never reads them).
-pub const PULL_EXCLUDE: &[&str] = &["_github_home"];
+/// and the runner never reads them), and the hook's own directory (the runner side keeps its
+/// manifest there, which a step must not be able to overwrite).
+pub const PULL_EXCLUDE: &[&str] = &["_github_home", super::run_script_step::SCRIPT_DIR];
 /// The `_work` entries pushed before every step: what the runner writes between steps.
 const STEP_ROOTS: &[&str] = &["_temp", "_actions"];
 
@@ -38,6 +39,8 @@ pub struct RunnerDirs {
     pub externals: Option<PathBuf>,
     /// `_work/<repo>`, when the runner says (else all of `_work` is pushed).
     pub workspace: Option<PathBuf>,
+    /// The most one pull may bring back (`ARC_HOOK_PULL_MAX_BYTES`).
+    pub pull_max_bytes: u64,
 }
 
 impl RunnerDirs {
@@ -61,6 +64,7 @@ impl RunnerDirs {
             work,
             temp,
             externals,
+            pull_max_bytes: config.pull_max_bytes,
         })
     }
 
@@ -216,8 +220,11 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
         JOB_CONTAINER_NAME,
         POD_TEMP,
         PULL_EXCLUDE,
-        dirs.temp.clone(),
-        Some("_temp".into()),
+        copy::PullInto {
+            dest: dirs.temp.clone(),
+            prefix: Some("_temp".into()),
+            max_bytes: dirs.pull_max_bytes,
+        },
     )
     .await?;
     // What came back is what the pod has: not worth sending again next step.

@@ -27,6 +27,10 @@ pub enum CopyError {
     },
     #[error("refusing archive entry {entry:?}: {reason}")]
     Unsafe { entry: String, reason: String },
+    #[error(
+        "refusing the copy: it holds more than {max} bytes (ARC_HOOK_PULL_MAX_BYTES); largest entries: {largest}"
+    )]
+    TooLarge { max: u64, largest: String },
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error("tar in pod {pod} exited with code {code}: {stderr}")]
@@ -307,8 +311,68 @@ pub fn unpack<R: Read>(
     input: R,
     root: &Path,
     prefix: &str,
-    mut record: Option<&mut Manifest>,
+    record: Option<&mut Manifest>,
 ) -> Result<Stats, CopyError> {
+    unpack_bounded(input, root, prefix, record, u64::MAX)
+}
+
+/// The largest regular-file entries seen so far, for the message of a refused copy.
+#[derive(Default)]
+struct Largest(Vec<(u64, String)>);
+
+impl Largest {
+    fn note(&mut self, size: u64, name: &str) {
+        self.0.push((size, name.to_string()));
+        self.0.sort_by_key(|e| std::cmp::Reverse(e.0));
+        self.0.truncate(3);
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(size, name)| format!("{name} ({size} bytes)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Where a symlink at `rel` pointing at `target` resolves, relative to the root; `None` when
+/// it leaves the root (absolute, or `..` past it).
+fn link_resolves_inside(rel: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: Vec<std::ffi::OsString> = rel
+        .parent()
+        .map(|p| p.components().map(|c| c.as_os_str().to_owned()).collect())
+        .unwrap_or_default();
+    for c in target.components() {
+        match c {
+            Component::Normal(p) => depth.push(p.to_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// [`unpack`], refusing the stream once its files add up to more than `max_bytes` (checked
+/// against each entry's declared size before any of its data is written, so a huge sparse
+/// file is refused before it fills the disk).
+pub fn unpack_bounded<R: Read>(
+    input: R,
+    root: &Path,
+    prefix: &str,
+    mut record: Option<&mut Manifest>,
+    max_bytes: u64,
+) -> Result<Stats, CopyError> {
+    let mut total: u64 = 0;
+    let mut largest = Largest::default();
     fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
     let mut archive = tar::Archive::new(input);
     let mut stats = Stats::default();
@@ -338,6 +402,28 @@ pub fn unpack<R: Read>(
         }
         check_ancestors(root, &rel, &shown)?;
         let dest = root.join(&rel);
+        let existing = fs::symlink_metadata(&dest).ok();
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            let size = header.size().unwrap_or(0);
+            largest.note(size, &shown);
+            total = total.saturating_add(size);
+            if total > max_bytes {
+                return Err(CopyError::TooLarge {
+                    max: max_bytes,
+                    largest: largest.describe(),
+                });
+            }
+        }
+        if !kind.is_dir()
+            && existing
+                .as_ref()
+                .is_some_and(|m| m.is_dir() && !m.file_type().is_symlink())
+        {
+            return Err(CopyError::Unsafe {
+                entry: shown,
+                reason: "it would replace a directory on the runner with something else".into(),
+            });
+        }
         let write = io_err(format!("writing {}", dest.display()));
         match kind {
             tar::EntryType::Directory => {
@@ -369,6 +455,24 @@ pub fn unpack<R: Read>(
                         reason: "a symlink without a target".into(),
                     })?
                     .into_owned();
+                if existing
+                    .as_ref()
+                    .is_some_and(|m| !m.file_type().is_symlink())
+                {
+                    return Err(CopyError::Unsafe {
+                        entry: shown,
+                        reason: "it would replace a file on the runner with a symbolic link".into(),
+                    });
+                }
+                if !link_resolves_inside(&rel, &target) {
+                    return Err(CopyError::Unsafe {
+                        entry: shown,
+                        reason: format!(
+                            "a symbolic link to {}, outside the copied directory",
+                            target.display()
+                        ),
+                    });
+                }
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
                 std::os::unix::fs::symlink(&target, &dest).map_err(write)?;
             }
@@ -499,6 +603,17 @@ pub async fn push(
     Ok((stats, record))
 }
 
+/// Where a pull lands on the runner.
+#[derive(Debug, Clone)]
+pub struct PullInto {
+    /// The local directory.
+    pub dest: PathBuf,
+    /// With a prefix, entries written are stamped in the returned manifest under `prefix/`.
+    pub prefix: Option<String>,
+    /// The most the pull may bring back ([`unpack_bounded`]).
+    pub max_bytes: u64,
+}
+
 /// Streams the pod directory `src` (minus top-level `exclude`) into the local `dest`,
 /// through the checking unpacker. With a `prefix`, entries written are stamped in the returned
 /// manifest under `prefix/`.
@@ -508,16 +623,20 @@ pub async fn pull(
     container: &str,
     src: &str,
     exclude: &[&str],
-    dest: PathBuf,
-    prefix: Option<String>,
+    into: PullInto,
 ) -> Result<(Stats, Manifest), CopyError> {
+    let PullInto {
+        dest,
+        prefix,
+        max_bytes,
+    } = into;
     let (writer, reader) = tokio::io::duplex(PIPE_BUF);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut record = Manifest::default();
         let mut input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
         let stats = match &prefix {
-            Some(p) => unpack(&mut input, &dest, p, Some(&mut record))?,
-            None => unpack(&mut input, &dest, "", None)?,
+            Some(p) => unpack_bounded(&mut input, &dest, p, Some(&mut record), max_bytes)?,
+            None => unpack_bounded(&mut input, &dest, "", None, max_bytes)?,
         };
         // tar pads its output past the end-of-archive marker the reader stops at; read it all,
         // or the pod's tar meets a closed pipe and a good copy looks broken.
@@ -607,12 +726,14 @@ mod tests {
             .expect("open")
             .set_modified(mtime)
             .expect("mtime");
+        // A link out of the tree is sent, but never unpacked on the runner (tested below).
+        fs::remove_file(src.path().join("repo/abs-link")).expect("rm");
         let sources = [Source {
             local: src.path().join("repo"),
             name: "repo".into(),
         }];
         let (buf, stats, _) = archive(&sources, &PushOptions::default());
-        assert_eq!(stats.entries, 7);
+        assert_eq!(stats.entries, 6);
         let out = tempfile::tempdir().expect("tempdir");
         let mut rec = Manifest::default();
         unpack(&buf[..], out.path(), "w", Some(&mut rec)).expect("unpack");
@@ -623,10 +744,6 @@ mod tests {
         assert_eq!(
             fs::read_link(o.join("run")).expect("link"),
             Path::new("src/main.sh")
-        );
-        assert_eq!(
-            fs::read_link(o.join("abs-link")).expect("link"),
-            Path::new("/etc/passwd")
         );
         assert!(o.join("empty").is_dir());
         assert_eq!(
@@ -772,25 +889,115 @@ mod tests {
         let (e, _p) = unpack_err(&buf);
         assert_eq!(
             e,
-            "refusing archive entry \"escape/owned.txt\": escape is a symlink; writing through it could leave the target directory"
+            format!(
+                "refusing archive entry \"escape\": a symbolic link to {link}, outside the copied directory"
+            )
         );
         assert!(!outside.path().join("owned.txt").exists());
+        // A link inside the tree still never carries a write below it.
+        let buf = crafted(&[
+            ("inside", tar::EntryType::Symlink, "d", b""),
+            ("inside/owned.txt", tar::EntryType::Regular, "", b"evil"),
+        ]);
+        let (e, _p) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"inside/owned.txt\": inside is a symlink; writing through it could leave the target directory"
+        );
     }
 
     #[test]
     fn a_file_over_an_archived_symlink_replaces_the_link() {
-        let outside = tempfile::tempdir().expect("tempdir");
-        let victim = outside.path().join("victim");
-        fs::write(&victim, b"original").expect("write");
-        let link = victim.to_string_lossy().to_string();
+        let out = tempfile::tempdir().expect("tempdir");
+        fs::write(out.path().join("target"), b"original").expect("write");
         let buf = crafted(&[
-            ("f", tar::EntryType::Symlink, &link, b""),
+            ("f", tar::EntryType::Symlink, "target", b""),
             ("f", tar::EntryType::Regular, "", b"new"),
         ]);
-        let out = tempfile::tempdir().expect("tempdir");
         unpack(&buf[..], out.path(), "", None).expect("unpack");
-        assert_eq!(fs::read(&victim).expect("read"), b"original");
+        assert_eq!(
+            fs::read(out.path().join("target")).expect("read"),
+            b"original"
+        );
         assert_eq!(fs::read(out.path().join("f")).expect("read"), b"new");
+    }
+
+    #[test]
+    fn links_out_of_the_tree_are_refused() {
+        for (target, shown) in [
+            ("/etc/passwd", "/etc/passwd"),
+            ("../../x", "../../x"),
+            ("a/../../../x", "a/../../../x"),
+        ] {
+            let buf = crafted(&[("d/link", tar::EntryType::Symlink, target, b"")]);
+            let (e, p) = unpack_err(&buf);
+            assert_eq!(
+                e,
+                format!(
+                    "refusing archive entry \"d/link\": a symbolic link to {shown}, outside the copied directory"
+                )
+            );
+            assert!(fs::symlink_metadata(p.path().join("target/d/link")).is_err());
+        }
+        // Inside is fine.
+        let buf = crafted(&[("d/link", tar::EntryType::Symlink, "../d2/f", b"")]);
+        let out = tempfile::tempdir().expect("tempdir");
+        unpack(&buf[..], out.path(), "", None).expect("inside");
+    }
+
+    #[test]
+    fn runner_paths_are_never_replaced_by_links_or_files() {
+        let out = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(out.path().join("_runner_file_commands")).expect("dir");
+        fs::write(out.path().join("_runner_file_commands/set_output_1"), b"").expect("file");
+        let buf = crafted(&[("_runner_file_commands", tar::EntryType::Symlink, "x", b"")]);
+        let e = unpack(&buf[..], out.path(), "", None)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            e,
+            "refusing archive entry \"_runner_file_commands\": it would replace a directory on the runner with something else"
+        );
+        let buf = crafted(&[(
+            "_runner_file_commands/set_output_1",
+            tar::EntryType::Symlink,
+            "y",
+            b"",
+        )]);
+        let e = unpack(&buf[..], out.path(), "", None)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            e,
+            "refusing archive entry \"_runner_file_commands/set_output_1\": it would replace a file on the runner with a symbolic link"
+        );
+        assert!(
+            out.path()
+                .join("_runner_file_commands/set_output_1")
+                .is_file()
+        );
+    }
+
+    #[test]
+    fn pulls_are_bounded_before_data_is_written() {
+        let big = vec![0u8; 4096];
+        let buf = crafted(&[
+            ("small", tar::EntryType::Regular, "", &big[..100]),
+            ("big", tar::EntryType::Regular, "", &big),
+            ("bigger", tar::EntryType::Regular, "", &big),
+        ]);
+        let out = tempfile::tempdir().expect("tempdir");
+        let e = unpack_bounded(&buf[..], out.path(), "", None, 5000)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            e,
+            "refusing the copy: it holds more than 5000 bytes (ARC_HOOK_PULL_MAX_BYTES); largest entries: big (4096 bytes), bigger (4096 bytes), small (100 bytes)"
+        );
+        assert!(
+            !out.path().join("bigger").exists(),
+            "refused before writing it"
+        );
     }
 
     #[test]
