@@ -18,3 +18,6 @@ if [ -f scripts/check-deploy.py ]; then
   echo "== deploy/ validation"
   python3 scripts/check-deploy.py
 fi
+
+echo "== alert rules (promtool check + unit tests)"
+scripts/check-rules.sh
