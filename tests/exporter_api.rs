@@ -308,30 +308,37 @@ async fn scripted_history_yields_exact_metric_values() {
         ),
         Some(1.0)
     );
-    // The run in progress is in the gauge, not in the totals.
+    // The run in progress is in the gauge, by status, not in the totals.
     assert_eq!(
         value(
             &m,
             "github_actions_workflow_runs_in_progress",
-            &[("repo", "acme/web")]
+            &[("repo", "acme/web"), ("status", "in_progress")]
         ),
         Some(1.0)
     );
     assert_eq!(
         value(
             &m,
-            "github_actions_workflow_consecutive_failures",
-            &[("repo", "acme/web"), ("workflow", "CI")]
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web"), ("status", "queued")]
         ),
-        Some(2.0)
+        Some(0.0)
     );
-    let rate = value(
-        &m,
-        "github_actions_workflow_failure_rate",
-        &[("repo", "acme/web"), ("workflow", "CI")],
-    )
-    .expect("rate");
-    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+    // The streak counts the default branch only: run 3 failed on main; run 2's pull-request
+    // failure on feature/x does not count.
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[
+                ("repo", "acme/web"),
+                ("workflow_path", ".github/workflows/ci.yml"),
+                ("workflow", "CI")
+            ]
+        ),
+        Some(1.0)
+    );
     // Queue time: jobs 11 (30 s) and 31 (60 s) on gpu; skipped job 12 and never-started job 33 excluded.
     let qt = "github_actions_workflow_queue_time_seconds";
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
@@ -344,22 +351,17 @@ async fn scripted_history_yields_exact_metric_values() {
         histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
         Some(250.0)
     );
-    assert_eq!(
-        value(
-            &m,
-            "github_actions_workflow_queue_time_average_seconds",
-            &[("runner_label", "gpu")]
-        ),
-        Some(45.0)
-    );
-    assert_eq!(
+    // Durations by conclusion: run 1 succeeded; runs 2 and 3 failed.
+    let duration = |c: &str| {
         histogram_count(
             &m,
             "github_actions_workflow_duration_seconds",
-            "repo=\"acme/web\",workflow=\"CI\""
-        ),
-        Some(3.0)
-    );
+            &format!(
+                "repo=\"acme/web\",workflow_path=\".github/workflows/ci.yml\",workflow=\"CI\",conclusion=\"{c}\""
+            ),
+        )
+    };
+    assert_eq!((duration("success"), duration("failure")), (Some(1.0), Some(2.0)));
 
     // Pagination: the 250 runs of acme/api were read over pages 1, 2 and 3 by following Link rel="next".
     let reqs = fake.requests();
@@ -407,10 +409,11 @@ async fn scripted_history_yields_exact_metric_values() {
         value(
             &m,
             "github_actions_workflow_runs_in_progress",
-            &[("repo", "acme/web")]
+            &[("repo", "acme/web"), ("status", "in_progress")]
         ),
         Some(0.0)
     );
+    // Run 3's successful re-run on main ended the streak; run 5's failure started a new one.
     assert_eq!(
         value(
             &m,
@@ -418,16 +421,6 @@ async fn scripted_history_yields_exact_metric_values() {
             &[("repo", "acme/web"), ("workflow", "CI")]
         ),
         Some(1.0)
-    );
-    let rate = value(
-        &m,
-        "github_actions_workflow_failure_rate",
-        &[("repo", "acme/web"), ("workflow", "CI")],
-    )
-    .expect("rate");
-    assert!(
-        (rate - 0.6).abs() < 1e-9,
-        "3 failed of 5 decisive attempts, got {rate}"
     );
     assert_eq!(
         histogram_count(&m, qt, "runner_label=\"gpu\""),
@@ -638,8 +631,17 @@ async fn restart_with_state_file_does_not_double_count() {
     assert!(state.exists(), "state file written after a poll");
     drop(first);
 
-    // A restarted exporter sees the same history plus one new run.
+    // A restarted exporter sees the same history plus one new run; the default-branch streak
+    // (run 3 failed on main) survives the restart.
     let second = Exporter::new(cfg).expect("exporter restarts");
+    assert_eq!(
+        value(
+            &second.render(Format::Text),
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(1.0)
+    );
     fake.put_attempt(
         "acme/web",
         run(
@@ -669,6 +671,8 @@ async fn restart_with_state_file_does_not_double_count() {
         (1, 1),
         "only the new run and its job are counted"
     );
+    // Series born since the scrape above are served empty once; the next scrape has them.
+    second.render(Format::Text);
     let m = second.render(Format::Text);
     let runs = "github_actions_workflow_runs_total";
     assert_eq!(
@@ -695,14 +699,7 @@ async fn restart_with_state_file_does_not_double_count() {
         ),
         Some(1.0)
     );
-    // Window-derived gauges survive the restart: 2 failures, then a success among 3 + 1 decisive attempts.
-    let rate = value(
-        &m,
-        "github_actions_workflow_failure_rate",
-        &[("repo", "acme/web"), ("workflow", "CI")],
-    )
-    .expect("rate");
-    assert!((rate - 0.5).abs() < 1e-9, "{rate}");
+    // Run 6's success on main ends the restored streak.
     assert_eq!(
         value(
             &m,
@@ -711,6 +708,31 @@ async fn restart_with_state_file_does_not_double_count() {
         ),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn corrupt_state_file_is_set_aside_and_the_exporter_starts_fresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("exporter-state.json");
+    std::fs::write(&state, b"{\"version\": 2, \"runs\": [tru").expect("write state");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    let mut cfg = config(&fake, org());
+    cfg.state_file = Some(state.clone());
+
+    let exporter = Exporter::new(cfg).expect("a corrupt state file does not stop the exporter");
+    let aside = dir.path().join("exporter-state.json.corrupt");
+    assert_eq!(
+        std::fs::read(&aside).expect("corrupt file kept beside"),
+        b"{\"version\": 2, \"runs\": [tru"
+    );
+    let report = exporter.poll_once().await.expect("poll");
+    assert_eq!(report.runs_counted, 3, "the window is counted afresh");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("new state written")).expect("json");
+    assert_eq!(saved["version"], 2);
 }
 
 async fn serve(exporter: &Exporter) -> String {
@@ -838,6 +860,10 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
         "redelivery acknowledged"
     );
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    // A series born after the first scrape is served empty once, so that Prometheus sees its
+    // first observation as an increase; the next scrape has it.
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(0.0));
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(1.0));
     assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(60.0));
     assert_eq!(
@@ -881,9 +907,16 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
     assert_eq!(http("POST", &hook, &headers, payload).await.0, 200);
 
     exporter.poll_once().await.expect("poll");
+    // Series born since the last scrape are served empty once; the second scrape has them.
+    http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     // Polling saw jobs 11 and 31 and runs 1..3; job 31 and run 2 were already counted by the webhook.
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
+    // Run 2 was counted from its webhook, yet polling still read its jobs: job 21's queue time.
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"ubuntu-latest\""),
+        Some(1.0)
+    );
     assert_eq!(
         value(
             &m,
@@ -928,16 +961,18 @@ async fn metrics_endpoint_serves_text_and_openmetrics() {
         .expect("text format parses");
     for family in [
         "github_actions_workflow_runs_total",
-        "github_actions_workflow_failure_rate",
         "github_actions_workflow_duration_seconds",
         "github_actions_workflow_queue_time_seconds",
-        "github_actions_workflow_queue_time_average_seconds",
+        "github_actions_workflow_jobs_queued",
+        "github_actions_workflow_oldest_queued_job_age_seconds",
         "github_actions_workflow_consecutive_failures",
         "github_actions_workflow_runs_in_progress",
         "github_actions_workflow_runs_by_branch_total",
         "github_actions_exporter_api_requests_total",
         "github_actions_exporter_rate_limit_remaining",
         "github_actions_exporter_last_poll_timestamp_seconds",
+        "github_actions_exporter_repo_poll_errors_total",
+        "github_actions_exporter_repo_last_success_timestamp_seconds",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == family),
