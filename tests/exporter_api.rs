@@ -361,7 +361,10 @@ async fn scripted_history_yields_exact_metric_values() {
             ),
         )
     };
-    assert_eq!((duration("success"), duration("failure")), (Some(1.0), Some(2.0)));
+    assert_eq!(
+        (duration("success"), duration("failure")),
+        (Some(1.0), Some(2.0))
+    );
 
     // Pagination: the 250 runs of acme/api were read over pages 1, 2 and 3 by following Link rel="next".
     let reqs = fake.requests();

@@ -138,7 +138,21 @@ impl Collector {
         if let Ok(mut u) = self.used_urls.lock() {
             u.clear();
         }
-        let repos = self.resolve_repos().await?;
+        let repos = match self.resolve_repos().await {
+            Ok(r) => r,
+            Err(e) => {
+                // Without the repository list no repository is polled: each one known failed.
+                let known: Vec<String> = self
+                    .repos
+                    .lock()
+                    .map(|k| k.keys().cloned().collect())
+                    .unwrap_or_default();
+                for repo in &known {
+                    self.record_repo_failure(repo);
+                }
+                return Err(e);
+            }
+        };
         let started = Utc::now();
         let watched: HashSet<String> = repos.iter().map(|(r, _)| r.clone()).collect();
         let keep = |r: &str| watched.contains(r);
@@ -177,12 +191,7 @@ impl Collector {
                 }
                 Err(e) => {
                     tracing::warn!(repo, error = %e, "polling a repository failed; retrying next cycle");
-                    if let Ok(mut s) = self.stats.lock() {
-                        *s.repo_poll_errors.entry(repo.clone()).or_default() += 1;
-                    }
-                    if let Ok(mut l) = self.ledger.lock() {
-                        l.forget_live_state(&repo);
-                    }
+                    self.record_repo_failure(&repo);
                     // Nothing of this repo was recorded past the failure: forget its ETags so
                     // the next cycle re-reads the pages instead of getting 304s for them.
                     let marker = format!("/repos/{repo}/");
@@ -211,6 +220,16 @@ impl Collector {
             }
         }
         Ok(report)
+    }
+
+    /// A failed poll of `repo`: one more error, and what was true as of its last poll is dropped.
+    fn record_repo_failure(&self, repo: &str) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s.repo_poll_errors.entry(repo.to_string()).or_default() += 1;
+        }
+        if let Ok(mut l) = self.ledger.lock() {
+            l.forget_live_state(repo);
+        }
     }
 
     async fn resolve_repos(&self) -> Result<Vec<(String, Option<String>)>, GitHubError> {

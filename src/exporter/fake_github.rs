@@ -212,13 +212,25 @@ pub fn run(
 pub fn workflow_file(workflow: &str) -> String {
     let slug: String = workflow
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!(".github/workflows/{slug}.yml")
 }
 
 /// A job of an open run still waiting for a runner (status `queued`, no runner, not started).
-pub fn queued_job(id: u64, run_id: u64, attempt: u32, labels: &[&str], created_at: DateTime<Utc>) -> Job {
+pub fn queued_job(
+    id: u64,
+    run_id: u64,
+    attempt: u32,
+    labels: &[&str],
+    created_at: DateTime<Utc>,
+) -> Job {
     Job {
         id,
         run_id,
@@ -405,7 +417,11 @@ fn answer(
             return error(s, StatusCode::UNAUTHORIZED, "Bad credentials", &[]);
         }
     }
-    if let Some((_, status)) = s.fail_paths.iter().find(|(p, _)| uri.path().contains(p.as_str())) {
+    if let Some((_, status)) = s
+        .fail_paths
+        .iter()
+        .find(|(p, _)| uri.path().contains(p.as_str()))
+    {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
         return error(s, status, "Server Error", &[]);
     }

@@ -220,8 +220,10 @@ impl Job {
     /// Whether a runner picked the job up: status `in_progress`/`completed`, `started_at` and
     /// `runner_name` set, conclusion not `skipped`.
     pub fn started_on_runner(&self) -> bool {
-        matches!(self.status.as_deref(), Some("in_progress") | Some("completed"))
-            && self.conclusion.as_deref() != Some("skipped")
+        matches!(
+            self.status.as_deref(),
+            Some("in_progress") | Some("completed")
+        ) && self.conclusion.as_deref() != Some("skipped")
             && self.started_at.is_some()
             && self.runner_name.as_deref().is_some_and(|n| !n.is_empty())
     }

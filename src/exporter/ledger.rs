@@ -476,7 +476,12 @@ impl Ledger {
         if let Some(started) = run.run_started_at {
             let secs = (completed_at - started).num_milliseconds().max(0) as f64 / 1000.0;
             m.duration
-                .entry([repo.into(), path.clone(), workflow.clone(), conclusion.clone()])
+                .entry([
+                    repo.into(),
+                    path.clone(),
+                    workflow.clone(),
+                    conclusion.clone(),
+                ])
                 .or_insert_with(|| Series::new(Histogram::new(DURATION_BUCKETS), visible))
                 .value
                 .observe(secs);
@@ -595,7 +600,9 @@ impl Ledger {
                 m.in_progress.insert([repo.clone(), status.into()], 0);
             }
             for status in runs.values() {
-                *m.in_progress.entry([repo.clone(), status.clone()]).or_default() += 1;
+                *m.in_progress
+                    .entry([repo.clone(), status.clone()])
+                    .or_default() += 1;
             }
         }
         for label in self.metrics.queue_time.keys() {
@@ -624,7 +631,11 @@ impl Ledger {
 /// Whether a run belongs to its repository's default-branch history: pushed (or scheduled, or
 /// dispatched) on the default branch, not a pull request's. Without a known default branch, the
 /// allow-list's `main`/`master` stand in.
-fn on_default_branch(run: &WorkflowRun, default_branch: Option<&str>, branches: &BranchPolicy) -> bool {
+fn on_default_branch(
+    run: &WorkflowRun,
+    default_branch: Option<&str>,
+    branches: &BranchPolicy,
+) -> bool {
     if PROPOSAL_EVENTS.contains(&run.event.as_str()) {
         return false;
     }

@@ -122,7 +122,9 @@ impl SelfStats {
     /// repository that never polls successfully alerts too.
     pub fn watch_repo(&mut self, repo: &str, now: f64) {
         self.repo_poll_errors.entry(repo.to_string()).or_default();
-        self.repo_last_success.entry(repo.to_string()).or_insert(now);
+        self.repo_last_success
+            .entry(repo.to_string())
+            .or_insert(now);
     }
 
     /// Stops tracking repositories not in `keep` (removed, archived, out of scope).
@@ -214,7 +216,14 @@ impl Metrics {
             self.runs_total.iter().map(|(k, v)| {
                 (
                     labels(
-                        &["repo", "workflow_path", "workflow", "branch", "event", "conclusion"],
+                        &[
+                            "repo",
+                            "workflow_path",
+                            "workflow",
+                            "branch",
+                            "event",
+                            "conclusion",
+                        ],
                         k,
                     ),
                     count(v),
@@ -488,8 +497,15 @@ mod tests {
     #[test]
     fn counters_carry_total_suffix_and_openmetrics_ends_with_eof() {
         let mut m = Metrics::default();
-        let key = ["o/r", ".github/workflows/ci.yml", "CI", "main", "push", "success"]
-            .map(String::from);
+        let key = [
+            "o/r",
+            ".github/workflows/ci.yml",
+            "CI",
+            "main",
+            "push",
+            "success",
+        ]
+        .map(String::from);
         m.runs_total.insert(key.clone(), Series::new(2, true));
         let text = m.encode(&SelfStats::default(), Format::Text);
         assert!(text.contains("# TYPE github_actions_workflow_runs_total counter"));
