@@ -1146,11 +1146,24 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
         Some(75.0)
     );
     let deliveries = "github_actions_exporter_webhook_deliveries_total";
-    assert_eq!(value(&m, deliveries, &[("result", "accepted")]), Some(1.0));
+    assert_eq!(
+        value(&m, deliveries, &[("result", "accepted")]),
+        Some(2.0),
+        "queued (a job waiting for a runner) and in_progress (its queue time)"
+    );
     assert_eq!(
         value(&m, deliveries, &[("result", "unchanged")]),
-        Some(2.0),
-        "queued and the completion of a counted job"
+        Some(1.0),
+        "the completion of a counted job"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_jobs_queued",
+            &[("runner_label", "arc-runner-set")]
+        ),
+        Some(0.0),
+        "the job left the queue when a runner took it"
     );
     assert_eq!(
         value(&m, deliveries, &[("result", "ignored")]),

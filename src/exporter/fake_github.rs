@@ -320,7 +320,8 @@ pub fn job_json(base: &str, full: &str, j: &Job) -> Value {
         "status": j.status,
         "conclusion": j.conclusion,
         "created_at": ts(&j.created_at.unwrap_or_else(Utc::now)),
-        "started_at": j.started_at.as_ref().map(ts),
+        // GitHub's schema has no null here: a job not started yet (or skipped) says when it was queued.
+        "started_at": ts(&j.started_at.or(j.created_at).unwrap_or_else(Utc::now)),
         "completed_at": j.completed_at.as_ref().map(ts),
         "name": format!("job-{}", j.id),
         "steps": [],

@@ -228,13 +228,14 @@ impl Job {
             && self.runner_name.as_deref().is_some_and(|n| !n.is_empty())
     }
 
-    /// Whether the job waits for a runner: `queued` (or `pending`/`requested`) and not started.
-    /// `waiting` is an environment's approval, not a runner shortage.
+    /// Whether the job waits for a runner: status `queued` (or `pending`/`requested`). GitHub
+    /// sets `started_at` of a queued job too, so only the status tells. `waiting` is an
+    /// environment's approval, not a runner shortage.
     pub fn waits_for_runner(&self) -> bool {
         matches!(
             self.status.as_deref(),
             Some("queued") | Some("pending") | Some("requested")
-        ) && self.started_at.is_none()
+        )
     }
 }
 
