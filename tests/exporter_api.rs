@@ -1269,3 +1269,176 @@ async fn incremental_polls_list_only_runs_since_the_cursor() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_failing_to_load_does_not_block_its_repository() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    // Run 3's jobs answer 502 forever.
+    fake.with(|s| {
+        s.fail_paths = vec![("/actions/runs/3/attempts/1/jobs".into(), 502)];
+    });
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(
+        report.errors.is_empty(),
+        "the repository itself polled: {report:?}"
+    );
+    assert_eq!(report.runs_counted, 2, "runs 1 and 2 counted despite run 3");
+    let errors = |m: &str| {
+        value(
+            m,
+            "github_actions_exporter_repo_poll_errors_total",
+            &[("repo", "acme/web")],
+        )
+    };
+    let m = exporter.render(Format::Text);
+    assert_eq!(errors(&m), Some(1.0));
+    // Retried each cycle (its jobs not counted twice meanwhile), then counted without its jobs.
+    for _ in 0..2 {
+        exporter.poll_once().await.expect("poll");
+    }
+    let jobs_requests = fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.target
+                .starts_with("/repos/acme/web/actions/runs/1/attempts/1/jobs")
+        })
+        .count();
+    assert_eq!(jobs_requests, 1, "run 1's jobs are read once");
+    exporter.render(Format::Text);
+    let m = exporter.render(Format::Text);
+    assert_eq!(errors(&m), Some(3.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "failure")
+            ]
+        ),
+        Some(1.0),
+        "run 3 counted after 3 failed cycles"
+    );
+}
+
+#[tokio::test]
+async fn failed_and_removed_repositories_report_nothing_stale() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main"), ("acme/api", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    // acme/api: three failures on main, and a run in progress.
+    for id in 0..3u64 {
+        fake.put_attempt(
+            "acme/api",
+            run(
+                700 + id,
+                1,
+                "CI",
+                "main",
+                "push",
+                Some("failure"),
+                at(base, id as i64),
+                at(base, id as i64),
+                at(base, 100 + id as i64),
+            ),
+            Vec::new(),
+        );
+    }
+    fake.put_attempt(
+        "acme/api",
+        run(
+            710,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(base, 500),
+            at(base, 500),
+            at(base, 500),
+        ),
+        Vec::new(),
+    );
+    fake.with(|s| s.accepted_tokens = vec!["ghp_test".into()]);
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    let in_progress = |m: &str, repo: &str| {
+        value(
+            m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", repo), ("status", "in_progress")],
+        )
+    };
+    assert_eq!(in_progress(&m, "acme/web"), Some(1.0));
+    assert_eq!(in_progress(&m, "acme/api"), Some(1.0));
+    let last_poll = value(
+        &m,
+        "github_actions_exporter_last_poll_timestamp_seconds",
+        &[],
+    );
+    let api_success = |m: &str| {
+        value(
+            m,
+            "github_actions_exporter_repo_last_success_timestamp_seconds",
+            &[("repo", "acme/api")],
+        )
+    };
+    let api_success_before = api_success(&m);
+
+    // A revoked token: every request is refused. The poll cycle does not count as a poll.
+    fake.with(|s| s.accepted_tokens = vec!["another".into()]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(exporter.poll_once().await.is_err(), "the org listing fails");
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_last_poll_timestamp_seconds",
+            &[]
+        ),
+        last_poll
+    );
+    assert_eq!(api_success(&m), api_success_before);
+    assert_eq!(
+        in_progress(&m, "acme/web"),
+        None,
+        "unknown, not the last value"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_repo_poll_errors_total",
+            &[("repo", "acme/api")]
+        ),
+        Some(1.0)
+    );
+
+    // Access back, and acme/api archived: it leaves every series, its streak included.
+    fake.with(|s| {
+        s.accepted_tokens = vec!["ghp_test".into()];
+        if let Some(r) = s.repos.iter_mut().find(|r| r.full_name == "acme/api") {
+            r.archived = true;
+        }
+    });
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    assert_eq!(in_progress(&m, "acme/web"), Some(1.0));
+    assert!(
+        !m.lines().any(|l| !l.starts_with('#')
+            && l.contains("repo=\"acme/api\"")
+            && !l.starts_with("github_actions_workflow_runs_total")
+            && !l.starts_with("github_actions_workflow_runs_by_branch_total")
+            && !l.starts_with("github_actions_workflow_duration_seconds")),
+        "only counters of acme/api remain:\n{m}"
+    );
+}

@@ -311,7 +311,9 @@ impl Collector {
         let mut fresh_runs: Vec<WorkflowRun> = Vec::new();
         let mut open: Vec<OpenRun> = Vec::new();
         let mut newest: Option<DateTime<Utc>> = None;
+        let mut listed: Vec<String> = Vec::new();
         while let Some(u) = url.take() {
+            listed.push(u.clone());
             if let Ok(mut used) = self.used_urls.lock() {
                 used.insert(u.clone());
             }
@@ -388,6 +390,13 @@ impl Collector {
                         }
                     }
                 }
+            }
+        }
+        if !retry.is_empty() {
+            // The next cycle must list these runs again, not get a 304 for the pages holding them.
+            self.client.retain_etags(|u| !listed.iter().any(|l| l == u));
+            if let Ok(mut p) = self.run_pages.lock() {
+                p.retain(|u, _| !listed.contains(u));
             }
         }
         // Consecutive-failure streaks follow completion order.

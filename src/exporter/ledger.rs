@@ -668,6 +668,63 @@ mod tests {
         assert_eq!(runner_label(&[]), "none");
     }
 
+    fn finished(
+        id: u64,
+        path: &str,
+        branch: &str,
+        event: &str,
+        conclusion: &str,
+        at: DateTime<Utc>,
+    ) -> WorkflowRun {
+        WorkflowRun {
+            id,
+            name: Some("CI".into()),
+            head_branch: Some(branch.into()),
+            event: event.into(),
+            status: Some("completed".into()),
+            conclusion: Some(conclusion.into()),
+            run_attempt: 1,
+            created_at: at,
+            updated_at: at,
+            run_started_at: Some(at),
+            path: Some(path.into()),
+        }
+    }
+
+    #[test]
+    fn streaks_count_default_branch_failures_per_workflow_file_and_age_out() {
+        let now = Utc::now();
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default());
+        let t = |s: i64| now - Duration::hours(2) + Duration::seconds(s);
+        let ci = ".github/workflows/ci.yml";
+        let nightly = ".github/workflows/nightly.yml";
+        let runs = [
+            finished(1, ci, "main", "push", "failure", t(1)),
+            finished(2, ci, "trunk-fix", "pull_request", "failure", t(2)),
+            finished(3, ci, "main", "pull_request", "failure", t(3)),
+            finished(4, ci, "feature", "push", "success", t(4)),
+            finished(5, ci, "trunk", "schedule", "failure", t(5)),
+            finished(6, ci, "trunk", "push", "timed_out", t(6)),
+            finished(7, nightly, "trunk", "schedule", "success", t(7)),
+        ];
+        for r in &runs {
+            assert!(l.record_run("acme/web", Some("trunk"), r, now));
+        }
+        let streak = |m: &Metrics, path: &str| {
+            m.consecutive_failures
+                .get(&["acme/web".into(), path.into(), "CI".into()])
+                .copied()
+        };
+        let m = l.metrics(now);
+        // Pull requests (even from a branch named like the default) and other branches never count;
+        // the feature branch's success does not reset trunk's streak; "main" is not this repo's default.
+        assert_eq!(streak(&m, ci), Some(2));
+        assert_eq!(streak(&m, nightly), Some(0), "same name, another file");
+        // A workflow without a default-branch run for a whole window loses its streak.
+        l.prune(now + Duration::hours(23));
+        assert_eq!(streak(&l.metrics(now), ci), None);
+    }
+
     #[test]
     fn branch_policy_keeps_default_and_allowed_branches() {
         let p = BranchPolicy::default();
