@@ -115,7 +115,8 @@ VAULT_CAPABILITIES = {"create", "read", "update", "patch", "delete", "list", "su
 # Alert name -> (comparison, threshold) the issue prescribes.
 ALERT_THRESHOLDS = {
     "GitHubActionsWorkflowFailureRateHigh": (">", 0.2, "github_actions_workflow_failure_rate"),
-    "GitHubActionsQueueTimeHigh": (">", 60.0, "github_actions_workflow_queue_time_average_seconds"),
+    "GitHubActionsQueueTimeHigh": (">", 60.0, "github_actions_workflow_queue_time_seconds_bucket"),
+    "GitHubActionsJobsWaitingForRunner": (">", 900.0, "github_actions_workflow_oldest_queued_job_age_seconds"),
     "GitHubActionsConsecutiveFailures": (">=", 3.0, "github_actions_workflow_consecutive_failures"),
 }
 GRAFANA_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
@@ -199,7 +200,7 @@ class Ctx:
     def metrics_catalogue(self) -> tuple[dict[str, set], set]:
         cat = load_yaml(DEPLOY / "monitoring" / "metrics.yaml")
         series: dict[str, set] = {}
-        for group in ("exporter", "arc_listener", "vault", "kube_state_metrics", "prometheus"):
+        for group in ("exporter", "recording_rules", "arc_listener", "vault", "kube_state_metrics", "prometheus"):
             for metric, spec in cat[group].items():
                 labels = set(spec.get("labels", []))
                 if spec["type"] == "histogram":
@@ -737,6 +738,10 @@ def check_prometheus_rules(ctx: Ctx) -> str:
             anchor = ann.get("runbook_url", "").partition("#")[2]
             if anchor not in anchors:
                 found.append(f"alert {name}: runbook_url anchor #{anchor} is not a heading of runbook.md")
+    recorded = {name for name, r in alerts.items() if "record" in r}
+    catalogued = set(load_yaml(DEPLOY / "monitoring" / "metrics.yaml").get("recording_rules", {}))
+    if recorded != catalogued:
+        found.append(f"recording rules {sorted(recorded)} differ from metrics.yaml recording_rules {sorted(catalogued)}")
     for name, (op, threshold, metric) in ALERT_THRESHOLDS.items():
         r = alerts.get(name)
         if r is None:
@@ -746,7 +751,8 @@ def check_prometheus_rules(ctx: Ctx) -> str:
         if cmp != (op, threshold):
             found.append(f"alert {name}: compares {metric} as {cmp}, want {op} {threshold:g}")
     problems(found)
-    return f"{len(alerts)} rules parse; thresholds failure rate > 0.2, queue time > 60 s, consecutive failures >= 3"
+    return (f"{len(alerts)} rules parse; thresholds failure rate > 0.2, queue time p90 > 60 s, "
+            "oldest queued job > 900 s, consecutive failures >= 3")
 
 
 def selector_names(ast) -> list[str]:
@@ -803,6 +809,8 @@ def check_dashboard(ctx: Ctx) -> str:
             found.append(f"variable {var['name']}: {m.group(1)} has no label {m.group(2)}")
     required = {
         "queue time by runner label": {"github_actions_workflow_queue_time_average_seconds", "github_actions_workflow_queue_time_seconds_bucket"},
+        "jobs waiting for a runner": {"github_actions_workflow_jobs_queued", "github_actions_workflow_oldest_queued_job_age_seconds"},
+        "exporter health per repository": {"github_actions_exporter_repo_last_success_timestamp_seconds", "github_actions_exporter_repo_poll_errors_total"},
         "failure rate": {"github_actions_workflow_failure_rate"},
         "duration": {"github_actions_workflow_duration_seconds_bucket"},
         "in progress": {"github_actions_workflow_runs_in_progress"},
@@ -856,8 +864,9 @@ def check_exporter(ctx: Ctx) -> str:
     pod = dep["spec"]["template"]
     c = pod["spec"]["containers"][0]
     version = load_yaml(DEPLOY / "versions.yaml")["arc-hook"]
-    if not c["image"].endswith(f"/arc-hook:{version}"):
-        found.append(f"exporter image {c['image']} is not arc-hook {version} (versions.yaml)")
+    # The exporter's own image (scripts/Dockerfile.exporter), at arc-hook's version.
+    if not c["image"].endswith(f"/arc-hook-exporter:{version}"):
+        found.append(f"exporter image {c['image']} is not arc-hook-exporter {version} (versions.yaml, scripts/Dockerfile.exporter)")
     args = c.get("args", [])
     if args[:1] != ["exporter"] or args[args.index("--listen") + 1] != "0.0.0.0:9090" or "--org" not in args:
         found.append(f"exporter args {args}")
@@ -865,6 +874,12 @@ def check_exporter(ctx: Ctx) -> str:
         found.append(f"exporter watches {args[args.index('--org') + 1]}, the runners serve {github_org()}")
     if "--webhook" not in args:
         found.append("exporter runs without --webhook, so /webhook is not served")
+    # Every variable the manifest sets must be one the binary reads (README's environment table).
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(l for l in readme.splitlines() if l.startswith("| `"))))
+    for env in c.get("env", []):
+        if env["name"] not in documented:
+            found.append(f"exporter env {env['name']} is not read by arc-hook (README environment table)")
     if "--state-file" in args:
         state = args[args.index("--state-file") + 1]
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}

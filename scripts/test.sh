@@ -29,5 +29,5 @@ if [ -f scripts/check-deploy.py ]; then
   python3 scripts/check-deploy.py
 fi
 
-echo "== alert rules (promtool)"
+echo "== alert rules (promtool check + unit tests)"
 scripts/check-rules.sh

@@ -308,30 +308,37 @@ async fn scripted_history_yields_exact_metric_values() {
         ),
         Some(1.0)
     );
-    // The run in progress is in the gauge, not in the totals.
+    // The run in progress is in the gauge, by status, not in the totals.
     assert_eq!(
         value(
             &m,
             "github_actions_workflow_runs_in_progress",
-            &[("repo", "acme/web")]
+            &[("repo", "acme/web"), ("status", "in_progress")]
         ),
         Some(1.0)
     );
     assert_eq!(
         value(
             &m,
-            "github_actions_workflow_consecutive_failures",
-            &[("repo", "acme/web"), ("workflow", "CI")]
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", "acme/web"), ("status", "queued")]
         ),
-        Some(2.0)
+        Some(0.0)
     );
-    let rate = value(
-        &m,
-        "github_actions_workflow_failure_rate",
-        &[("repo", "acme/web"), ("workflow", "CI")],
-    )
-    .expect("rate");
-    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+    // The streak counts the default branch only: run 3 failed on main; run 2's pull-request
+    // failure on feature/x does not count.
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_consecutive_failures",
+            &[
+                ("repo", "acme/web"),
+                ("workflow_path", ".github/workflows/ci.yml"),
+                ("workflow", "CI")
+            ]
+        ),
+        Some(1.0)
+    );
     // Queue time: jobs 11 (30 s) and 31 (60 s) on gpu; skipped job 12 and never-started job 33 excluded.
     let qt = "github_actions_workflow_queue_time_seconds";
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
@@ -344,21 +351,19 @@ async fn scripted_history_yields_exact_metric_values() {
         histogram_count(&m, qt, "runner_label=\"arc-runner-set\""),
         Some(250.0)
     );
-    assert_eq!(
-        value(
-            &m,
-            "github_actions_workflow_queue_time_average_seconds",
-            &[("runner_label", "gpu")]
-        ),
-        Some(45.0)
-    );
-    assert_eq!(
+    // Durations by conclusion: run 1 succeeded; runs 2 and 3 failed.
+    let duration = |c: &str| {
         histogram_count(
             &m,
             "github_actions_workflow_duration_seconds",
-            "repo=\"acme/web\",workflow=\"CI\""
-        ),
-        Some(3.0)
+            &format!(
+                "repo=\"acme/web\",workflow_path=\".github/workflows/ci.yml\",workflow=\"CI\",conclusion=\"{c}\""
+            ),
+        )
+    };
+    assert_eq!(
+        (duration("success"), duration("failure")),
+        (Some(1.0), Some(2.0))
     );
 
     // Pagination: the 250 runs of acme/api were read over pages 1, 2 and 3 by following Link rel="next".
@@ -407,10 +412,11 @@ async fn scripted_history_yields_exact_metric_values() {
         value(
             &m,
             "github_actions_workflow_runs_in_progress",
-            &[("repo", "acme/web")]
+            &[("repo", "acme/web"), ("status", "in_progress")]
         ),
         Some(0.0)
     );
+    // Run 3's successful re-run on main ended the streak; run 5's failure started a new one.
     assert_eq!(
         value(
             &m,
@@ -418,16 +424,6 @@ async fn scripted_history_yields_exact_metric_values() {
             &[("repo", "acme/web"), ("workflow", "CI")]
         ),
         Some(1.0)
-    );
-    let rate = value(
-        &m,
-        "github_actions_workflow_failure_rate",
-        &[("repo", "acme/web"), ("workflow", "CI")],
-    )
-    .expect("rate");
-    assert!(
-        (rate - 0.6).abs() < 1e-9,
-        "3 failed of 5 decisive attempts, got {rate}"
     );
     assert_eq!(
         histogram_count(&m, qt, "runner_label=\"gpu\""),
@@ -638,8 +634,17 @@ async fn restart_with_state_file_does_not_double_count() {
     assert!(state.exists(), "state file written after a poll");
     drop(first);
 
-    // A restarted exporter sees the same history plus one new run.
+    // A restarted exporter sees the same history plus one new run; the default-branch streak
+    // (run 3 failed on main) survives the restart.
     let second = Exporter::new(cfg).expect("exporter restarts");
+    assert_eq!(
+        value(
+            &second.render(Format::Text),
+            "github_actions_workflow_consecutive_failures",
+            &[("repo", "acme/web"), ("workflow", "CI")]
+        ),
+        Some(1.0)
+    );
     fake.put_attempt(
         "acme/web",
         run(
@@ -669,6 +674,8 @@ async fn restart_with_state_file_does_not_double_count() {
         (1, 1),
         "only the new run and its job are counted"
     );
+    // Series born since the scrape above are served empty once; the next scrape has them.
+    second.render(Format::Text);
     let m = second.render(Format::Text);
     let runs = "github_actions_workflow_runs_total";
     assert_eq!(
@@ -695,14 +702,7 @@ async fn restart_with_state_file_does_not_double_count() {
         ),
         Some(1.0)
     );
-    // Window-derived gauges survive the restart: 2 failures, then a success among 3 + 1 decisive attempts.
-    let rate = value(
-        &m,
-        "github_actions_workflow_failure_rate",
-        &[("repo", "acme/web"), ("workflow", "CI")],
-    )
-    .expect("rate");
-    assert!((rate - 0.5).abs() < 1e-9, "{rate}");
+    // Run 6's success on main ends the restored streak.
     assert_eq!(
         value(
             &m,
@@ -711,6 +711,31 @@ async fn restart_with_state_file_does_not_double_count() {
         ),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn corrupt_state_file_is_set_aside_and_the_exporter_starts_fresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("exporter-state.json");
+    std::fs::write(&state, b"{\"version\": 2, \"runs\": [tru").expect("write state");
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    script_first_history(&fake, Utc::now() - chrono::Duration::hours(1));
+    let mut cfg = config(&fake, org());
+    cfg.state_file = Some(state.clone());
+
+    let exporter = Exporter::new(cfg).expect("a corrupt state file does not stop the exporter");
+    let aside = dir.path().join("exporter-state.json.corrupt");
+    assert_eq!(
+        std::fs::read(&aside).expect("corrupt file kept beside"),
+        b"{\"version\": 2, \"runs\": [tru"
+    );
+    let report = exporter.poll_once().await.expect("poll");
+    assert_eq!(report.runs_counted, 3, "the window is counted afresh");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("new state written")).expect("json");
+    assert_eq!(saved["version"], 2);
 }
 
 async fn serve(exporter: &Exporter) -> String {
@@ -838,6 +863,10 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
         "redelivery acknowledged"
     );
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    // A series born after the first scrape is served empty once, so that Prometheus sees its
+    // first observation as an increase; the next scrape has it.
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(0.0));
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(1.0));
     assert_eq!(histogram_sum(&m, qt, "runner_label=\"gpu\""), Some(60.0));
     assert_eq!(
@@ -881,9 +910,16 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
     assert_eq!(http("POST", &hook, &headers, payload).await.0, 200);
 
     exporter.poll_once().await.expect("poll");
+    // Series born since the last scrape are served empty once; the second scrape has them.
+    http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
     // Polling saw jobs 11 and 31 and runs 1..3; job 31 and run 2 were already counted by the webhook.
     assert_eq!(histogram_count(&m, qt, "runner_label=\"gpu\""), Some(2.0));
+    // Run 2 was counted from its webhook, yet polling still read its jobs: job 21's queue time.
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"ubuntu-latest\""),
+        Some(1.0)
+    );
     assert_eq!(
         value(
             &m,
@@ -928,16 +964,18 @@ async fn metrics_endpoint_serves_text_and_openmetrics() {
         .expect("text format parses");
     for family in [
         "github_actions_workflow_runs_total",
-        "github_actions_workflow_failure_rate",
         "github_actions_workflow_duration_seconds",
         "github_actions_workflow_queue_time_seconds",
-        "github_actions_workflow_queue_time_average_seconds",
+        "github_actions_workflow_jobs_queued",
+        "github_actions_workflow_oldest_queued_job_age_seconds",
         "github_actions_workflow_consecutive_failures",
         "github_actions_workflow_runs_in_progress",
         "github_actions_workflow_runs_by_branch_total",
         "github_actions_exporter_api_requests_total",
         "github_actions_exporter_rate_limit_remaining",
         "github_actions_exporter_last_poll_timestamp_seconds",
+        "github_actions_exporter_repo_poll_errors_total",
+        "github_actions_exporter_repo_last_success_timestamp_seconds",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == family),
@@ -1108,11 +1146,24 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
         Some(75.0)
     );
     let deliveries = "github_actions_exporter_webhook_deliveries_total";
-    assert_eq!(value(&m, deliveries, &[("result", "accepted")]), Some(1.0));
+    assert_eq!(
+        value(&m, deliveries, &[("result", "accepted")]),
+        Some(2.0),
+        "queued (a job waiting for a runner) and in_progress (its queue time)"
+    );
     assert_eq!(
         value(&m, deliveries, &[("result", "unchanged")]),
-        Some(2.0),
-        "queued and the completion of a counted job"
+        Some(1.0),
+        "the completion of a counted job"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_jobs_queued",
+            &[("runner_label", "arc-runner-set")]
+        ),
+        Some(0.0),
+        "the job left the queue when a runner took it"
     );
     assert_eq!(
         value(&m, deliveries, &[("result", "ignored")]),
@@ -1217,4 +1268,177 @@ async fn incremental_polls_list_only_runs_since_the_cursor() {
             Some(251.0)
         );
     }
+}
+
+#[tokio::test]
+async fn a_run_failing_to_load_does_not_block_its_repository() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    // Run 3's jobs answer 502 forever.
+    fake.with(|s| {
+        s.fail_paths = vec![("/actions/runs/3/attempts/1/jobs".into(), 502)];
+    });
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert!(
+        report.errors.is_empty(),
+        "the repository itself polled: {report:?}"
+    );
+    assert_eq!(report.runs_counted, 2, "runs 1 and 2 counted despite run 3");
+    let errors = |m: &str| {
+        value(
+            m,
+            "github_actions_exporter_repo_poll_errors_total",
+            &[("repo", "acme/web")],
+        )
+    };
+    let m = exporter.render(Format::Text);
+    assert_eq!(errors(&m), Some(1.0));
+    // Retried each cycle (its jobs not counted twice meanwhile), then counted without its jobs.
+    for _ in 0..2 {
+        exporter.poll_once().await.expect("poll");
+    }
+    let jobs_requests = fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.target
+                .starts_with("/repos/acme/web/actions/runs/1/attempts/1/jobs")
+        })
+        .count();
+    assert_eq!(jobs_requests, 1, "run 1's jobs are read once");
+    exporter.render(Format::Text);
+    let m = exporter.render(Format::Text);
+    assert_eq!(errors(&m), Some(3.0));
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_workflow_runs_total",
+            &[
+                ("repo", "acme/web"),
+                ("branch", "main"),
+                ("conclusion", "failure")
+            ]
+        ),
+        Some(1.0),
+        "run 3 counted after 3 failed cycles"
+    );
+}
+
+#[tokio::test]
+async fn failed_and_removed_repositories_report_nothing_stale() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main"), ("acme/api", "main")])
+        .await
+        .expect("fake starts");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    script_first_history(&fake, base);
+    // acme/api: three failures on main, and a run in progress.
+    for id in 0..3u64 {
+        fake.put_attempt(
+            "acme/api",
+            run(
+                700 + id,
+                1,
+                "CI",
+                "main",
+                "push",
+                Some("failure"),
+                at(base, id as i64),
+                at(base, id as i64),
+                at(base, 100 + id as i64),
+            ),
+            Vec::new(),
+        );
+    }
+    fake.put_attempt(
+        "acme/api",
+        run(
+            710,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(base, 500),
+            at(base, 500),
+            at(base, 500),
+        ),
+        Vec::new(),
+    );
+    fake.with(|s| s.accepted_tokens = vec!["ghp_test".into()]);
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    let in_progress = |m: &str, repo: &str| {
+        value(
+            m,
+            "github_actions_workflow_runs_in_progress",
+            &[("repo", repo), ("status", "in_progress")],
+        )
+    };
+    assert_eq!(in_progress(&m, "acme/web"), Some(1.0));
+    assert_eq!(in_progress(&m, "acme/api"), Some(1.0));
+    let last_poll = value(
+        &m,
+        "github_actions_exporter_last_poll_timestamp_seconds",
+        &[],
+    );
+    let api_success = |m: &str| {
+        value(
+            m,
+            "github_actions_exporter_repo_last_success_timestamp_seconds",
+            &[("repo", "acme/api")],
+        )
+    };
+    let api_success_before = api_success(&m);
+
+    // A revoked token: every request is refused. The poll cycle does not count as a poll.
+    fake.with(|s| s.accepted_tokens = vec!["another".into()]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(exporter.poll_once().await.is_err(), "the org listing fails");
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_last_poll_timestamp_seconds",
+            &[]
+        ),
+        last_poll
+    );
+    assert_eq!(api_success(&m), api_success_before);
+    assert_eq!(
+        in_progress(&m, "acme/web"),
+        None,
+        "unknown, not the last value"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_repo_poll_errors_total",
+            &[("repo", "acme/api")]
+        ),
+        Some(1.0)
+    );
+
+    // Access back, and acme/api archived: it leaves every series, its streak included.
+    fake.with(|s| {
+        s.accepted_tokens = vec!["ghp_test".into()];
+        if let Some(r) = s.repos.iter_mut().find(|r| r.full_name == "acme/api") {
+            r.archived = true;
+        }
+    });
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    assert_eq!(in_progress(&m, "acme/web"), Some(1.0));
+    assert!(
+        !m.lines().any(|l| !l.starts_with('#')
+            && l.contains("repo=\"acme/api\"")
+            && !l.starts_with("github_actions_workflow_runs_total")
+            && !l.starts_with("github_actions_workflow_runs_by_branch_total")
+            && !l.starts_with("github_actions_workflow_duration_seconds")),
+        "only counters of acme/api remain:\n{m}"
+    );
 }

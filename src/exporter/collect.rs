@@ -1,5 +1,5 @@
 //! Polling: which repositories, which runs since the cursor, which attempts and jobs to fetch, fed to the ledger.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -12,6 +12,10 @@ use super::metrics::SelfStats;
 /// Runs created this long before the newest run seen are listed again, for runs that
 /// became visible late; deduplication keeps them from being counted twice.
 pub const CURSOR_OVERLAP: Duration = Duration::minutes(5);
+
+/// Cycles a completed run's attempt or jobs may fail to load before the run is counted without
+/// them: one broken run must neither block its repository nor stay uncounted.
+pub const RUN_READ_TRIES: u32 = 3;
 
 /// Which repositories the exporter watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +81,7 @@ pub fn listing_start(
 /// What a page of runs told us, kept so a 304 for it still yields its open runs.
 #[derive(Debug, Clone, Default)]
 struct PageSummary {
-    open: Vec<(u64, DateTime<Utc>)>,
+    open: Vec<OpenRun>,
     newest_created: Option<DateTime<Utc>>,
     reached_cursor: bool,
 }
@@ -95,6 +99,8 @@ pub struct Collector {
     run_pages: Mutex<HashMap<String, PageSummary>>,
     /// Run-listing URLs requested in the current cycle; cached pages of other URLs are dropped.
     used_urls: Mutex<HashSet<String>>,
+    /// Failed reads per (run, attempt), for [`RUN_READ_TRIES`].
+    run_failures: Mutex<HashMap<(u64, u32), u32>>,
 }
 
 impl Collector {
@@ -118,6 +124,7 @@ impl Collector {
             org_pages: Mutex::new(HashMap::new()),
             run_pages: Mutex::new(HashMap::new()),
             used_urls: Mutex::new(HashSet::new()),
+            run_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,7 +138,33 @@ impl Collector {
         if let Ok(mut u) = self.used_urls.lock() {
             u.clear();
         }
-        let repos = self.resolve_repos().await?;
+        let repos = match self.resolve_repos().await {
+            Ok(r) => r,
+            Err(e) => {
+                // Without the repository list no repository is polled: each one known failed.
+                let known: Vec<String> = self
+                    .repos
+                    .lock()
+                    .map(|k| k.keys().cloned().collect())
+                    .unwrap_or_default();
+                for repo in &known {
+                    self.record_repo_failure(repo);
+                }
+                return Err(e);
+            }
+        };
+        let started = Utc::now();
+        let watched: HashSet<String> = repos.iter().map(|(r, _)| r.clone()).collect();
+        let keep = |r: &str| watched.contains(r);
+        if let Ok(mut s) = self.stats.lock() {
+            s.retain_repos(&keep);
+            for r in &watched {
+                s.watch_repo(r, unix_seconds(started));
+            }
+        }
+        if let Ok(mut l) = self.ledger.lock() {
+            l.retain_repos(&keep);
+        }
         let mut report = PollReport {
             repos: repos.len(),
             ..PollReport::default()
@@ -146,12 +179,19 @@ impl Collector {
             .await;
         for (repo, result) in results {
             match result {
-                Ok((runs, jobs)) => {
-                    report.runs_counted += runs;
-                    report.jobs_counted += jobs;
+                Ok(outcome) => {
+                    report.runs_counted += outcome.runs;
+                    report.jobs_counted += outcome.jobs;
+                    if let Ok(mut s) = self.stats.lock() {
+                        s.repo_last_success
+                            .insert(repo.clone(), unix_seconds(Utc::now()));
+                        *s.repo_poll_errors.entry(repo.clone()).or_default() +=
+                            outcome.failed_runs as u64;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(repo, error = %e, "polling a repository failed; retrying next cycle");
+                    self.record_repo_failure(&repo);
                     // Nothing of this repo was recorded past the failure: forget its ETags so
                     // the next cycle re-reads the pages instead of getting 304s for them.
                     let marker = format!("/repos/{repo}/");
@@ -173,10 +213,23 @@ impl Collector {
         if let Ok(mut l) = self.ledger.lock() {
             l.prune(now);
         }
-        if let Ok(mut s) = self.stats.lock() {
-            s.last_poll_timestamp = Some(now.timestamp_millis() as f64 / 1000.0);
+        // A cycle in which every repository failed (a revoked token) is no poll at all.
+        if report.repos == 0 || report.errors.len() < report.repos {
+            if let Ok(mut s) = self.stats.lock() {
+                s.last_poll_timestamp = Some(unix_seconds(now));
+            }
         }
         Ok(report)
+    }
+
+    /// A failed poll of `repo`: one more error, and what was true as of its last poll is dropped.
+    fn record_repo_failure(&self, repo: &str) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s.repo_poll_errors.entry(repo.to_string()).or_default() += 1;
+        }
+        if let Ok(mut l) = self.ledger.lock() {
+            l.forget_live_state(repo);
+        }
     }
 
     async fn resolve_repos(&self) -> Result<Vec<(String, Option<String>)>, GitHubError> {
@@ -239,23 +292,28 @@ impl Collector {
         }
     }
 
-    /// Polls one repository; returns (run attempts counted, jobs counted).
+    /// Polls one repository: counts its completed attempts and their jobs, and reads the jobs of
+    /// its open runs (queued jobs, queue times of jobs that started). A run whose details fail to
+    /// load is retried next cycle without holding back the others.
     async fn poll_repo(
         &self,
         repo: &str,
         default_branch: Option<&str>,
-    ) -> Result<(usize, usize), GitHubError> {
+    ) -> Result<RepoOutcome, GitHubError> {
         let now = Utc::now();
+        let mut outcome = RepoOutcome::default();
         let (window, cursor) = match self.ledger.lock() {
             Ok(l) => (l.window(), l.cursor(repo)),
-            Err(_) => return Ok((0, 0)),
+            Err(_) => return Ok(outcome),
         };
         let since = listing_start(cursor, now, window, self.rerun_lookback);
         let mut url = Some(self.client.runs_url(repo, since));
         let mut fresh_runs: Vec<WorkflowRun> = Vec::new();
-        let mut open: Vec<(u64, DateTime<Utc>)> = Vec::new();
+        let mut open: Vec<OpenRun> = Vec::new();
         let mut newest: Option<DateTime<Utc>> = None;
+        let mut listed: Vec<String> = Vec::new();
         while let Some(u) = url.take() {
+            listed.push(u.clone());
             if let Ok(mut used) = self.used_urls.lock() {
                 used.insert(u.clone());
             }
@@ -274,7 +332,12 @@ impl Collector {
                         }
                         summary.newest_created = summary.newest_created.max(Some(run.created_at));
                         if !run.is_completed() {
-                            summary.open.push((run.id, run.created_at));
+                            summary.open.push(OpenRun {
+                                id: run.id,
+                                attempt: run.run_attempt.max(1),
+                                status: run.status.clone().unwrap_or_else(|| "queued".into()),
+                                created_at: run.created_at,
+                            });
                         }
                         fresh_runs.push(run);
                     }
@@ -284,63 +347,167 @@ impl Collector {
                     (summary, next)
                 }
             };
-            open.extend(summary.open.iter().copied());
+            open.extend(summary.open.iter().cloned());
             newest = newest.max(summary.newest_created);
             if !summary.reached_cursor {
                 url = next;
             }
         }
 
-        let mut attempts: Vec<(WorkflowRun, Vec<Job>)> = Vec::new();
+        let mut attempts: Vec<(WorkflowRun, Option<Vec<Job>>)> = Vec::new();
+        // Runs to list again next cycle, whose details failed to load.
+        let mut retry: Vec<DateTime<Utc>> = Vec::new();
         for run in &fresh_runs {
             let last = run.run_attempt.max(1);
             for attempt in 1..=last {
-                let seen = self
+                let jobs_counted = self
                     .ledger
                     .lock()
-                    .map(|l| l.has_run_attempt(run.id, attempt))
-                    .unwrap_or(true);
-                if seen || (attempt == last && !run.is_completed()) {
+                    .map(|l| l.run_attempt_jobs_counted(run.id, attempt))
+                    .unwrap_or(Some(true));
+                if jobs_counted == Some(true) || (attempt == last && !run.is_completed()) {
                     continue;
                 }
-                let attempt_run = if attempt == last {
-                    run.clone()
-                } else {
-                    self.client.run_attempt(repo, run.id, attempt).await?
-                };
-                if !attempt_run.is_completed() || attempt_run.updated_at < now - window {
-                    continue;
+                match self.read_attempt(repo, run, attempt, last).await {
+                    Ok(Some((attempt_run, jobs))) => {
+                        if attempt_run.is_completed() && attempt_run.updated_at >= now - window {
+                            attempts.push((attempt_run, Some(jobs)));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        outcome.failed_runs += 1;
+                        let tries = self.note_run_failure(run.id, attempt);
+                        if tries >= RUN_READ_TRIES {
+                            // Give up on the details; the latest attempt still counts.
+                            tracing::warn!(repo, run = run.id, attempt, error = %e, "cannot read a run's details; counting it without them");
+                            if attempt == last && run.is_completed() {
+                                attempts.push((run.clone(), None));
+                            }
+                        } else {
+                            tracing::warn!(repo, run = run.id, attempt, error = %e, "cannot read a run's details; retrying next cycle");
+                            retry.push(run.created_at);
+                        }
+                    }
                 }
-                let jobs = self.client.attempt_jobs(repo, run.id, attempt).await?;
-                attempts.push((attempt_run, jobs));
+            }
+        }
+        if !retry.is_empty() {
+            // The next cycle must list these runs again, not get a 304 for the pages holding them.
+            self.client.retain_etags(|u| !listed.iter().any(|l| l == u));
+            if let Ok(mut p) = self.run_pages.lock() {
+                p.retain(|u, _| !listed.contains(u));
             }
         }
         // Consecutive-failure streaks follow completion order.
         attempts.sort_by_key(|(r, _)| (r.updated_at, r.id, r.run_attempt));
 
-        let mut counted = (0, 0);
-        let Ok(mut ledger) = self.ledger.lock() else {
-            return Ok(counted);
-        };
-        for (run, jobs) in &attempts {
-            for job in jobs {
-                counted.1 += usize::from(ledger.record_job(job, now));
+        // Jobs of open runs: those waiting for a runner (the shortage signal) and those that started.
+        let mut open_jobs: Vec<Job> = Vec::new();
+        for run in &open {
+            match self.client.attempt_jobs(repo, run.id, run.attempt).await {
+                Ok(jobs) => open_jobs.extend(jobs),
+                Err(e) => {
+                    outcome.failed_runs += 1;
+                    tracing::warn!(repo, run = run.id, error = %e, "cannot read the jobs of an open run");
+                }
             }
-            counted.0 += usize::from(ledger.record_run(repo, default_branch, run, now));
+        }
+
+        let Ok(mut ledger) = self.ledger.lock() else {
+            return Ok(outcome);
+        };
+        for job in &open_jobs {
+            outcome.jobs += usize::from(ledger.record_job(job, now));
+        }
+        for (run, jobs) in &attempts {
+            for job in jobs.iter().flatten() {
+                outcome.jobs += usize::from(ledger.record_job(job, now));
+            }
+            if ledger.has_run_attempt(run.id, run.run_attempt) {
+                ledger.set_jobs_counted(run.id, run.run_attempt);
+            } else {
+                outcome.runs += usize::from(ledger.record_run(repo, default_branch, run, now));
+            }
         }
         ledger.set_open_runs(
             repo,
-            open.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(),
+            open.iter()
+                .map(|r| (r.id, r.status.clone()))
+                .collect::<BTreeMap<_, _>>(),
         );
-        let oldest_open = open.iter().map(|(_, c)| *c).min();
-        let next_cursor = match (oldest_open, newest) {
+        ledger.set_queued_jobs(repo, &open_jobs);
+        let oldest_pending = open
+            .iter()
+            .map(|r| r.created_at)
+            .chain(retry.iter().copied())
+            .min();
+        let next_cursor = match (oldest_pending, newest) {
             (Some(o), _) => o,
             (None, Some(n)) => n - CURSOR_OVERLAP,
             (None, None) => since,
         };
         ledger.set_cursor(repo, next_cursor.max(cursor.unwrap_or(since)));
-        Ok(counted)
+        drop(ledger);
+        if let Ok(mut f) = self.run_failures.lock() {
+            for (run, _) in &attempts {
+                f.remove(&(run.id, run.run_attempt));
+            }
+        }
+        Ok(outcome)
     }
+
+    /// Reads one attempt of `run` (the listing's copy for the latest) and its jobs; `None` if the
+    /// attempt is not completed.
+    async fn read_attempt(
+        &self,
+        repo: &str,
+        run: &WorkflowRun,
+        attempt: u32,
+        last: u32,
+    ) -> Result<Option<(WorkflowRun, Vec<Job>)>, GitHubError> {
+        let attempt_run = if attempt == last {
+            run.clone()
+        } else {
+            self.client.run_attempt(repo, run.id, attempt).await?
+        };
+        if !attempt_run.is_completed() {
+            return Ok(None);
+        }
+        let jobs = self.client.attempt_jobs(repo, run.id, attempt).await?;
+        Ok(Some((attempt_run, jobs)))
+    }
+
+    fn note_run_failure(&self, run_id: u64, attempt: u32) -> u32 {
+        let Ok(mut f) = self.run_failures.lock() else {
+            return RUN_READ_TRIES;
+        };
+        let n = f.entry((run_id, attempt)).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+/// A run the listing showed as not completed.
+#[derive(Debug, Clone)]
+struct OpenRun {
+    id: u64,
+    attempt: u32,
+    status: String,
+    created_at: DateTime<Utc>,
+}
+
+/// What polling one repository did.
+#[derive(Debug, Default)]
+struct RepoOutcome {
+    runs: usize,
+    jobs: usize,
+    /// Runs whose details failed to load this cycle.
+    failed_runs: usize,
+}
+
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub struct FakeState {
     pub token_lifetime: Duration,
     /// Serve run listings unfiltered, like an API that does not support `created`.
     pub ignore_created_filter: bool,
+    /// Requests whose path contains the first part get the status in the second (e.g. a permanent
+    /// 502 on one run's jobs).
+    pub fail_paths: Vec<(String, u16)>,
 }
 
 /// A running fake on 127.0.0.1.
@@ -121,6 +124,7 @@ impl FakeGitHub {
             issued_tokens: 0,
             token_lifetime: Duration::hours(1),
             ignore_created_filter: false,
+            fail_paths: Vec::new(),
         }));
         let app = Router::new()
             .fallback(serve)
@@ -184,6 +188,7 @@ pub fn run(
 ) -> WorkflowRun {
     WorkflowRun {
         id,
+        path: Some(workflow_file(workflow)),
         name: Some(workflow.into()),
         head_branch: Some(branch.into()),
         event: event.into(),
@@ -200,6 +205,43 @@ pub fn run(
         created_at,
         updated_at,
         run_started_at: Some(started_at),
+    }
+}
+
+/// The workflow file the fake gives a workflow name: `.github/workflows/<name, lower-case, dashed>.yml`.
+pub fn workflow_file(workflow: &str) -> String {
+    let slug: String = workflow
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(".github/workflows/{slug}.yml")
+}
+
+/// A job of an open run still waiting for a runner (status `queued`, no runner, not started).
+pub fn queued_job(
+    id: u64,
+    run_id: u64,
+    attempt: u32,
+    labels: &[&str],
+    created_at: DateTime<Utc>,
+) -> Job {
+    Job {
+        id,
+        run_id,
+        run_attempt: attempt,
+        status: Some("queued".into()),
+        conclusion: None,
+        created_at: Some(created_at),
+        started_at: None,
+        completed_at: None,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        runner_name: None,
     }
 }
 
@@ -220,7 +262,7 @@ pub fn job(
         run_attempt: attempt,
         status: Some("completed".into()),
         conclusion: Some(conclusion.into()),
-        created_at,
+        created_at: Some(created_at),
         started_at,
         completed_at: started_at.map(|s| s + Duration::seconds(30)),
         labels: labels.iter().map(|l| l.to_string()).collect(),
@@ -242,7 +284,7 @@ pub fn run_json(base: &str, repo: &FakeRepo, r: &WorkflowRun) -> Value {
         "node_id": format!("WFR_{}", r.id),
         "head_branch": r.head_branch,
         "head_sha": format!("{:040x}", r.id),
-        "path": ".github/workflows/ci.yml",
+        "path": r.path.as_deref().unwrap_or(".github/workflows/ci.yml"),
         "display_title": r.name,
         "run_number": r.id,
         "event": r.event,
@@ -277,8 +319,9 @@ pub fn job_json(base: &str, full: &str, j: &Job) -> Value {
         "html_url": format!("https://github.com/{full}/actions/runs/{}/job/{}", j.run_id, j.id),
         "status": j.status,
         "conclusion": j.conclusion,
-        "created_at": ts(&j.created_at),
-        "started_at": j.started_at.as_ref().map(ts),
+        "created_at": ts(&j.created_at.unwrap_or_else(Utc::now)),
+        // GitHub's schema has no null here: a job not started yet (or skipped) says when it was queued.
+        "started_at": ts(&j.started_at.or(j.created_at).unwrap_or_else(Utc::now)),
         "completed_at": j.completed_at.as_ref().map(ts),
         "name": format!("job-{}", j.id),
         "steps": [],
@@ -374,6 +417,14 @@ fn answer(
         if !ok {
             return error(s, StatusCode::UNAUTHORIZED, "Bad credentials", &[]);
         }
+    }
+    if let Some((_, status)) = s
+        .fail_paths
+        .iter()
+        .find(|(p, _)| uri.path().contains(p.as_str()))
+    {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return error(s, status, "Server Error", &[]);
     }
     let secondary =
         "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";

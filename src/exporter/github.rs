@@ -181,6 +181,10 @@ pub struct WorkflowRun {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub run_started_at: Option<DateTime<Utc>>,
+    /// The workflow file (`.github/workflows/ci.yml`): what identifies a workflow, since two files
+    /// may share a display name.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 fn one() -> u32 {
@@ -191,6 +195,47 @@ impl WorkflowRun {
     /// Whether GitHub considers this attempt finished.
     pub fn is_completed(&self) -> bool {
         self.status.as_deref() == Some("completed")
+    }
+
+    /// The workflow's identity for metrics: its file path, or its name when the path is unknown.
+    pub fn workflow_path(&self) -> &str {
+        match (self.path.as_deref(), self.name.as_deref()) {
+            (Some(p), _) if !p.is_empty() => p,
+            (_, Some(n)) if !n.is_empty() => n,
+            _ => "unknown",
+        }
+    }
+
+    /// The workflow's display name: its name, or the file name of its path when the name is empty.
+    pub fn workflow_name(&self) -> &str {
+        match (self.name.as_deref(), self.path.as_deref()) {
+            (Some(n), _) if !n.is_empty() => n,
+            (_, Some(p)) if !p.is_empty() => p.rsplit('/').next().unwrap_or(p),
+            _ => "unknown",
+        }
+    }
+}
+
+impl Job {
+    /// Whether a runner picked the job up: status `in_progress`/`completed`, `started_at` and
+    /// `runner_name` set, conclusion not `skipped`.
+    pub fn started_on_runner(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("in_progress") | Some("completed")
+        ) && self.conclusion.as_deref() != Some("skipped")
+            && self.started_at.is_some()
+            && self.runner_name.as_deref().is_some_and(|n| !n.is_empty())
+    }
+
+    /// Whether the job waits for a runner: status `queued` (or `pending`/`requested`). GitHub
+    /// sets `started_at` of a queued job too, so only the status tells. `waiting` is an
+    /// environment's approval, not a runner shortage.
+    pub fn waits_for_runner(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("queued") | Some("pending") | Some("requested")
+        )
     }
 }
 
@@ -205,7 +250,9 @@ pub struct Job {
     pub status: Option<String>,
     #[serde(default)]
     pub conclusion: Option<String>,
-    pub created_at: DateTime<Utc>,
+    /// When the job was queued; some `workflow_job` deliveries lack it (then no queue time is known).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default)]

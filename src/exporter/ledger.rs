@@ -1,15 +1,19 @@
 //! What has been counted: per-attempt/per-job deduplication, the sliding window, cursors and the state file.
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::github::{Job, WorkflowRun};
-use super::metrics::{DURATION_BUCKETS, Histogram, Metrics, QUEUE_TIME_BUCKETS};
+use super::metrics::{DURATION_BUCKETS, Histogram, Metrics, QUEUE_TIME_BUCKETS, Series};
 
 /// Conclusions that count as a failure (and increment consecutive failures).
 pub const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
+
+/// Events whose runs test proposed changes: their failures never touch a default-branch streak,
+/// even when the proposing branch is named like the default branch.
+const PROPOSAL_EVENTS: &[&str] = &["pull_request", "pull_request_target", "merge_group"];
 
 /// Labels that say nothing about which runner pool a job needs.
 const GENERIC_LABELS: &[&str] = &[
@@ -41,6 +45,11 @@ impl BranchPolicy {
     /// An explicit allow-list; the repository's default branch is always allowed in addition.
     pub fn new(allow: Vec<String>) -> Self {
         BranchPolicy { allow }
+    }
+
+    /// Whether `branch` is on the allow-list.
+    pub fn allows(&self, branch: &str) -> bool {
+        self.allow.iter().any(|a| a == branch)
     }
 
     /// The `branch` label for `branch` in a repository whose default branch is `default_branch`.
@@ -84,6 +93,26 @@ pub struct SeenRun {
     pub attempt: u32,
     pub conclusion: String,
     pub completed_at: DateTime<Utc>,
+    /// Whether the attempt's jobs were read (a run counted from a webhook has not had them yet).
+    #[serde(default = "counted")]
+    pub jobs_counted: bool,
+}
+
+fn counted() -> bool {
+    true
+}
+
+/// Failed runs in a row of one workflow file on a repository's default branch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Streak {
+    pub repo: String,
+    pub workflow_path: String,
+    /// Display name of the latest run.
+    pub workflow: String,
+    pub failures: u64,
+    /// Completion of the latest run that changed it; streaks of workflows without a run for a
+    /// whole window (deleted, disabled, renamed files) are dropped.
+    pub last_run_at: DateTime<Utc>,
 }
 
 /// A counted job attempt kept for the window.
@@ -104,8 +133,9 @@ pub struct State {
     pub cursors: BTreeMap<String, DateTime<Utc>>,
     pub runs: Vec<SeenRun>,
     pub jobs: Vec<SeenJob>,
-    /// `(repo, workflow, count)`.
-    pub consecutive_failures: Vec<(String, String, u64)>,
+    /// Default-branch failure streaks (version 2; version 1's name-keyed streaks are dropped).
+    #[serde(default)]
+    pub streaks: Vec<Streak>,
 }
 
 /// What the state file can fail with.
@@ -157,7 +187,7 @@ struct StateRef<'a> {
     cursors: &'a BTreeMap<String, DateTime<Utc>>,
     runs: &'a [SeenRun],
     jobs: &'a [SeenJob],
-    consecutive_failures: Vec<(&'a str, &'a str, u64)>,
+    streaks: Vec<&'a Streak>,
 }
 
 fn write_atomically(path: &Path, value: &impl Serialize) -> Result<(), StateError> {
@@ -182,13 +212,21 @@ fn write_atomically(path: &Path, value: &impl Serialize) -> Result<(), StateErro
 pub struct Ledger {
     window: Duration,
     branches: BranchPolicy,
-    seen_runs: HashSet<(u64, u32)>,
+    /// Counted attempts, and whether their jobs were read.
+    seen_runs: HashMap<(u64, u32), bool>,
     runs: Vec<SeenRun>,
     seen_jobs: HashSet<(u64, u32)>,
     jobs: Vec<SeenJob>,
     cursors: BTreeMap<String, DateTime<Utc>>,
-    open_runs: BTreeMap<String, BTreeSet<u64>>,
+    /// Per repository: open run id -> status.
+    open_runs: BTreeMap<String, BTreeMap<u64, String>>,
+    /// Per repository: job id -> (runner label, queued since) of jobs waiting for a runner.
+    queued_jobs: BTreeMap<String, BTreeMap<u64, (String, DateTime<Utc>)>>,
+    /// Key: repo, workflow file.
+    streaks: BTreeMap<[String; 2], Streak>,
     metrics: Metrics,
+    /// Whether `/metrics` was scraped yet: series born later are served empty once.
+    scraped: bool,
     dirty: bool,
 }
 
@@ -198,13 +236,16 @@ impl Ledger {
         Ledger {
             window,
             branches,
-            seen_runs: HashSet::new(),
+            seen_runs: HashMap::new(),
             runs: Vec::new(),
             seen_jobs: HashSet::new(),
             jobs: Vec::new(),
             cursors: BTreeMap::new(),
             open_runs: BTreeMap::new(),
+            queued_jobs: BTreeMap::new(),
+            streaks: BTreeMap::new(),
             metrics: Metrics::default(),
+            scraped: false,
             dirty: false,
         }
     }
@@ -212,13 +253,18 @@ impl Ledger {
     /// A ledger resuming from a saved state: what it lists is never counted again.
     pub fn from_state(window: Duration, branches: BranchPolicy, state: State) -> Self {
         let mut l = Ledger::new(window, branches);
-        l.seen_runs = state.runs.iter().map(|r| (r.run_id, r.attempt)).collect();
+        l.seen_runs = state
+            .runs
+            .iter()
+            .map(|r| ((r.run_id, r.attempt), r.jobs_counted))
+            .collect();
         l.seen_jobs = state.jobs.iter().map(|j| (j.job_id, j.attempt)).collect();
         l.runs = state.runs;
         l.jobs = state.jobs;
         l.cursors = state.cursors;
-        for (repo, wf, n) in state.consecutive_failures {
-            l.metrics.consecutive_failures.insert([repo, wf], n);
+        for st in state.streaks {
+            l.streaks
+                .insert([st.repo.clone(), st.workflow_path.clone()], st);
         }
         l
     }
@@ -226,16 +272,11 @@ impl Ledger {
     /// The state to persist.
     pub fn to_state(&self) -> State {
         State {
-            version: 1,
+            version: 2,
             cursors: self.cursors.clone(),
             runs: self.runs.clone(),
             jobs: self.jobs.clone(),
-            consecutive_failures: self
-                .metrics
-                .consecutive_failures
-                .iter()
-                .map(|([r, w], n)| (r.clone(), w.clone(), *n))
-                .collect(),
+            streaks: self.streaks.values().cloned().collect(),
         }
     }
 
@@ -248,16 +289,11 @@ impl Ledger {
     /// On failure the ledger stays dirty so the next flush tries again.
     pub fn save_state(&mut self, path: &Path) -> Result<(), StateError> {
         let state = StateRef {
-            version: 1,
+            version: 2,
             cursors: &self.cursors,
             runs: &self.runs,
             jobs: &self.jobs,
-            consecutive_failures: self
-                .metrics
-                .consecutive_failures
-                .iter()
-                .map(|([r, w], n)| (r.as_str(), w.as_str(), *n))
-                .collect(),
+            streaks: self.streaks.values().collect(),
         };
         let result = write_atomically(path, &state);
         self.dirty = result.is_err();
@@ -284,37 +320,94 @@ impl Ledger {
 
     /// Whether this attempt has been counted already.
     pub fn has_run_attempt(&self, run_id: u64, attempt: u32) -> bool {
-        self.seen_runs.contains(&(run_id, attempt))
+        self.seen_runs.contains_key(&(run_id, attempt))
     }
 
-    /// Replaces the set of not-yet-completed runs of `repo` (a poll sees all of them).
-    pub fn set_open_runs(&mut self, repo: &str, ids: BTreeSet<u64>) {
-        self.metrics
-            .in_progress
-            .insert(repo.to_string(), ids.len() as u64);
-        self.open_runs.insert(repo.to_string(), ids);
+    /// `None`: attempt not counted; `Some(false)`: counted (from a webhook) but its jobs not read;
+    /// `Some(true)`: counted with its jobs.
+    pub fn run_attempt_jobs_counted(&self, run_id: u64, attempt: u32) -> Option<bool> {
+        self.seen_runs.get(&(run_id, attempt)).copied()
     }
 
-    /// Tracks a run that a webhook reported as requested or in progress.
-    pub fn mark_run_open(&mut self, repo: &str, run_id: u64) {
-        let set = self.open_runs.entry(repo.to_string()).or_default();
-        set.insert(run_id);
-        self.metrics
-            .in_progress
-            .insert(repo.to_string(), set.len() as u64);
+    /// Records that the jobs of a counted attempt were read.
+    pub fn set_jobs_counted(&mut self, run_id: u64, attempt: u32) {
+        if let Some(done) = self.seen_runs.get_mut(&(run_id, attempt)) {
+            if !*done {
+                *done = true;
+                if let Some(r) = self
+                    .runs
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.run_id == run_id && r.attempt == attempt)
+                {
+                    r.jobs_counted = true;
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Replaces the not-yet-completed runs of `repo` (id -> status; a poll sees all of them).
+    pub fn set_open_runs(&mut self, repo: &str, runs: BTreeMap<u64, String>) {
+        self.open_runs.insert(repo.to_string(), runs);
+    }
+
+    /// Replaces the jobs of `repo` waiting for a runner (a poll reads the jobs of every open run).
+    pub fn set_queued_jobs(&mut self, repo: &str, jobs: &[Job]) {
+        let queued = jobs
+            .iter()
+            .filter(|j| j.waits_for_runner())
+            .filter_map(|j| Some((j.id, (runner_label(&j.labels), j.created_at?))))
+            .collect();
+        self.queued_jobs.insert(repo.to_string(), queued);
+    }
+
+    /// Tracks a run that a webhook reported as requested, queued or in progress.
+    pub fn mark_run_open(&mut self, repo: &str, run_id: u64, status: &str) {
+        self.open_runs
+            .entry(repo.to_string())
+            .or_default()
+            .insert(run_id, status.to_string());
     }
 
     fn mark_run_closed(&mut self, repo: &str, run_id: u64) {
         if let Some(set) = self.open_runs.get_mut(repo) {
             set.remove(&run_id);
-            self.metrics
-                .in_progress
-                .insert(repo.to_string(), set.len() as u64);
         }
     }
 
-    /// Counts a completed run attempt once. Returns whether it was counted: attempts not completed,
-    /// already counted, or completed before the window are not.
+    /// A webhook's view of one job: waiting for a runner, or not any more.
+    pub fn job_update(&mut self, repo: &str, job: &Job) {
+        let queue = self.queued_jobs.entry(repo.to_string()).or_default();
+        match job.created_at.filter(|_| job.waits_for_runner()) {
+            Some(created) => {
+                queue.insert(job.id, (runner_label(&job.labels), created));
+            }
+            None => {
+                queue.remove(&job.id);
+            }
+        }
+    }
+
+    /// Forgets what is only true "as of the last successful poll" of `repo` (open runs, queued
+    /// jobs): after a failed poll nothing is known, and a stale number is worse than none.
+    pub fn forget_live_state(&mut self, repo: &str) {
+        self.open_runs.remove(repo);
+        self.queued_jobs.remove(repo);
+    }
+
+    /// Drops everything of repositories no longer watched (removed, archived, out of scope),
+    /// including their failure streaks.
+    pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
+        self.open_runs.retain(|r, _| keep(r));
+        self.queued_jobs.retain(|r, _| keep(r));
+        let before = self.streaks.len();
+        self.streaks.retain(|[r, _], _| keep(r));
+        self.dirty |= before != self.streaks.len();
+    }
+
+    /// Counts a completed run attempt once, with its jobs read by the caller. Returns whether it
+    /// was counted: attempts not completed, already counted, or completed before the window are not.
     pub fn record_run(
         &mut self,
         repo: &str,
@@ -322,47 +415,98 @@ impl Ledger {
         run: &WorkflowRun,
         now: DateTime<Utc>,
     ) -> bool {
+        self.count_run(repo, default_branch, run, now, true)
+    }
+
+    /// Counts a completed run attempt once whose jobs are not known yet (a webhook delivery);
+    /// the next poll reads them.
+    pub fn record_run_without_jobs(
+        &mut self,
+        repo: &str,
+        default_branch: Option<&str>,
+        run: &WorkflowRun,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.count_run(repo, default_branch, run, now, false)
+    }
+
+    fn count_run(
+        &mut self,
+        repo: &str,
+        default_branch: Option<&str>,
+        run: &WorkflowRun,
+        now: DateTime<Utc>,
+        jobs_counted: bool,
+    ) -> bool {
         if !run.is_completed() {
             return false;
         }
         self.mark_run_closed(repo, run.id);
         let completed_at = run.updated_at;
-        if completed_at < now - self.window || !self.seen_runs.insert((run.id, run.run_attempt)) {
+        if completed_at < now - self.window
+            || self.seen_runs.contains_key(&(run.id, run.run_attempt))
+        {
             return false;
         }
-        let workflow = run.name.clone().unwrap_or_else(|| "unknown".into());
+        self.seen_runs
+            .insert((run.id, run.run_attempt), jobs_counted);
+        let path = run.workflow_path().to_string();
+        let workflow = run.workflow_name().to_string();
         let conclusion = run.conclusion.clone().unwrap_or_else(|| "unknown".into());
         let branch = self
             .branches
             .label(run.head_branch.as_deref(), default_branch);
+        let visible = !self.scraped;
         let m = &mut self.metrics;
-        *m.runs_total
+        m.runs_total
             .entry([
                 repo.into(),
+                path.clone(),
                 workflow.clone(),
                 branch.clone(),
                 run.event.clone(),
                 conclusion.clone(),
             ])
-            .or_default() += 1;
-        *m.runs_by_branch_total
+            .or_insert_with(|| Series::new(0, visible))
+            .value += 1;
+        m.runs_by_branch_total
             .entry([repo.into(), branch, conclusion.clone()])
-            .or_default() += 1;
+            .or_insert_with(|| Series::new(0, visible))
+            .value += 1;
         if let Some(started) = run.run_started_at {
             let secs = (completed_at - started).num_milliseconds().max(0) as f64 / 1000.0;
             m.duration
-                .entry([repo.into(), workflow.clone()])
-                .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+                .entry([
+                    repo.into(),
+                    path.clone(),
+                    workflow.clone(),
+                    conclusion.clone(),
+                ])
+                .or_insert_with(|| Series::new(Histogram::new(DURATION_BUCKETS), visible))
+                .value
                 .observe(secs);
         }
-        let streak = m
-            .consecutive_failures
-            .entry([repo.into(), workflow.clone()])
-            .or_default();
-        if conclusion == "success" {
-            *streak = 0;
-        } else if FAILURE_CONCLUSIONS.contains(&conclusion.as_str()) {
-            *streak += 1;
+        if on_default_branch(run, default_branch, &self.branches) {
+            let streak = self
+                .streaks
+                .entry([repo.into(), path.clone()])
+                .or_insert_with(|| Streak {
+                    repo: repo.into(),
+                    workflow_path: path.clone(),
+                    workflow: workflow.clone(),
+                    failures: 0,
+                    last_run_at: completed_at,
+                });
+            // Out-of-order completions (a webhook before an older polled run) must not undo a newer state.
+            if completed_at >= streak.last_run_at {
+                if conclusion == "success" {
+                    streak.failures = 0;
+                } else if FAILURE_CONCLUSIONS.contains(&conclusion.as_str()) {
+                    streak.failures += 1;
+                }
+                streak.workflow = workflow.clone();
+                streak.last_run_at = completed_at;
+            }
         }
         self.runs.push(SeenRun {
             repo: repo.into(),
@@ -371,31 +515,32 @@ impl Ledger {
             attempt: run.run_attempt,
             conclusion,
             completed_at,
+            jobs_counted,
         });
         self.dirty = true;
         true
     }
 
-    /// Counts a job's queue time once per job attempt. Only jobs that started on a runner count:
-    /// status `in_progress`/`completed`, `started_at` and `runner_name` set, conclusion not `skipped`.
+    /// Counts a job's queue time once per job attempt, when it started on a runner
+    /// ([`Job::started_on_runner`]) and its queueing time is known.
     pub fn record_job(&mut self, job: &Job, now: DateTime<Utc>) -> bool {
-        let started_on_runner = matches!(
-            job.status.as_deref(),
-            Some("in_progress") | Some("completed")
-        ) && job.conclusion.as_deref() != Some("skipped")
-            && job.runner_name.as_deref().is_some_and(|n| !n.is_empty());
-        let Some(started_at) = job.started_at.filter(|_| started_on_runner) else {
+        let (Some(started_at), Some(created_at)) = (
+            job.started_at.filter(|_| job.started_on_runner()),
+            job.created_at,
+        ) else {
             return false;
         };
         if started_at < now - self.window || !self.seen_jobs.insert((job.id, job.run_attempt)) {
             return false;
         }
         let label = runner_label(&job.labels);
-        let secs = (started_at - job.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let secs = (started_at - created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let visible = !self.scraped;
         self.metrics
             .queue_time
             .entry(label.clone())
-            .or_insert_with(|| Histogram::new(QUEUE_TIME_BUCKETS))
+            .or_insert_with(|| Series::new(Histogram::new(QUEUE_TIME_BUCKETS), visible))
+            .value
             .observe(secs);
         self.jobs.push(SeenJob {
             job_id: job.id,
@@ -419,6 +564,9 @@ impl Ledger {
             }
             keep
         });
+        let before = self.streaks.len();
+        self.streaks.retain(|_, st| st.last_run_at >= horizon);
+        self.dirty |= before != self.streaks.len();
         let (jobs, seen_jobs) = (&mut self.jobs, &mut self.seen_jobs);
         jobs.retain(|j| {
             let keep = j.started_at >= horizon;
@@ -429,46 +577,72 @@ impl Ledger {
         });
     }
 
-    /// The metric values with the window-derived gauges computed for `now`.
+    /// The metric values, with the gauges that depend on `now` computed.
     pub fn metrics(&self, now: DateTime<Utc>) -> Metrics {
         let mut m = self.metrics.clone();
-        let horizon = now - self.window;
-        let mut rate: BTreeMap<[String; 2], (u64, u64)> = BTreeMap::new();
-        for r in self.runs.iter().filter(|r| r.completed_at >= horizon) {
-            let e = rate
-                .entry([r.repo.clone(), r.workflow.clone()])
-                .or_default();
-            if FAILURE_CONCLUSIONS.contains(&r.conclusion.as_str()) {
-                e.0 += 1;
-                e.1 += 1;
-            } else if r.conclusion == "success" {
-                e.1 += 1;
-            }
-        }
-        m.failure_rate = rate
-            .into_iter()
-            .map(|(k, (failed, decisive))| {
+        m.consecutive_failures = self
+            .streaks
+            .values()
+            .map(|st| {
                 (
-                    k,
-                    if decisive == 0 {
-                        0.0
-                    } else {
-                        failed as f64 / decisive as f64
-                    },
+                    [
+                        st.repo.clone(),
+                        st.workflow_path.clone(),
+                        st.workflow.clone(),
+                    ],
+                    st.failures,
                 )
             })
             .collect();
-        let mut queue: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-        for j in self.jobs.iter().filter(|j| j.started_at >= horizon) {
-            let e = queue.entry(j.runner_label.clone()).or_default();
-            e.0 += j.queue_seconds;
-            e.1 += 1;
+        for (repo, runs) in &self.open_runs {
+            // Queued and in_progress are always present, so "none" reads as 0, not as no data.
+            for status in ["queued", "in_progress"] {
+                m.in_progress.insert([repo.clone(), status.into()], 0);
+            }
+            for status in runs.values() {
+                *m.in_progress
+                    .entry([repo.clone(), status.clone()])
+                    .or_default() += 1;
+            }
         }
-        m.queue_time_average = queue
-            .into_iter()
-            .map(|(k, (sum, n))| (k, sum / n as f64))
-            .collect();
+        for label in self.metrics.queue_time.keys() {
+            m.jobs_queued.insert(label.clone(), 0);
+            m.oldest_queued_age.insert(label.clone(), 0.0);
+        }
+        for (label, since) in self.queued_jobs.values().flat_map(|q| q.values()) {
+            *m.jobs_queued.entry(label.clone()).or_default() += 1;
+            let age = (now - *since).num_milliseconds().max(0) as f64 / 1000.0;
+            let oldest = m.oldest_queued_age.entry(label.clone()).or_default();
+            *oldest = oldest.max(age);
+        }
         m
+    }
+
+    /// The metric values for a scrape: series born since the previous scrape are served empty
+    /// this once, then revealed.
+    pub fn metrics_for_scrape(&mut self, now: DateTime<Utc>) -> Metrics {
+        let m = self.metrics(now);
+        self.metrics.reveal();
+        self.scraped = true;
+        m
+    }
+}
+
+/// Whether a run belongs to its repository's default-branch history: pushed (or scheduled, or
+/// dispatched) on the default branch, not a pull request's. Without a known default branch, the
+/// allow-list's `main`/`master` stand in.
+fn on_default_branch(
+    run: &WorkflowRun,
+    default_branch: Option<&str>,
+    branches: &BranchPolicy,
+) -> bool {
+    if PROPOSAL_EVENTS.contains(&run.event.as_str()) {
+        return false;
+    }
+    match (run.head_branch.as_deref(), default_branch) {
+        (Some(b), Some(d)) => b == d,
+        (Some(b), None) => branches.allows(b),
+        (None, _) => false,
     }
 }
 
@@ -492,6 +666,63 @@ mod tests {
             "linux,self-hosted"
         );
         assert_eq!(runner_label(&[]), "none");
+    }
+
+    fn finished(
+        id: u64,
+        path: &str,
+        branch: &str,
+        event: &str,
+        conclusion: &str,
+        at: DateTime<Utc>,
+    ) -> WorkflowRun {
+        WorkflowRun {
+            id,
+            name: Some("CI".into()),
+            head_branch: Some(branch.into()),
+            event: event.into(),
+            status: Some("completed".into()),
+            conclusion: Some(conclusion.into()),
+            run_attempt: 1,
+            created_at: at,
+            updated_at: at,
+            run_started_at: Some(at),
+            path: Some(path.into()),
+        }
+    }
+
+    #[test]
+    fn streaks_count_default_branch_failures_per_workflow_file_and_age_out() {
+        let now = Utc::now();
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default());
+        let t = |s: i64| now - Duration::hours(2) + Duration::seconds(s);
+        let ci = ".github/workflows/ci.yml";
+        let nightly = ".github/workflows/nightly.yml";
+        let runs = [
+            finished(1, ci, "main", "push", "failure", t(1)),
+            finished(2, ci, "trunk-fix", "pull_request", "failure", t(2)),
+            finished(3, ci, "main", "pull_request", "failure", t(3)),
+            finished(4, ci, "feature", "push", "success", t(4)),
+            finished(5, ci, "trunk", "schedule", "failure", t(5)),
+            finished(6, ci, "trunk", "push", "timed_out", t(6)),
+            finished(7, nightly, "trunk", "schedule", "success", t(7)),
+        ];
+        for r in &runs {
+            assert!(l.record_run("acme/web", Some("trunk"), r, now));
+        }
+        let streak = |m: &Metrics, path: &str| {
+            m.consecutive_failures
+                .get(&["acme/web".into(), path.into(), "CI".into()])
+                .copied()
+        };
+        let m = l.metrics(now);
+        // Pull requests (even from a branch named like the default) and other branches never count;
+        // the feature branch's success does not reset trunk's streak; "main" is not this repo's default.
+        assert_eq!(streak(&m, ci), Some(2));
+        assert_eq!(streak(&m, nightly), Some(0), "same name, another file");
+        // A workflow without a default-branch run for a whole window loses its streak.
+        l.prune(now + Duration::hours(23));
+        assert_eq!(streak(&l.metrics(now), ci), None);
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl Format {
 /// A histogram with fixed bucket bounds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
-    bounds: &'static [f64],
+    /// Upper bounds of the buckets.
+    pub bounds: &'static [f64],
     /// Non-cumulative count per bound; observations above the last bound are only in `count`.
     counts: Vec<u64>,
     sum: f64,
@@ -98,101 +99,188 @@ impl Histogram {
     }
 }
 
-/// Self-metrics of the exporter's GitHub client and webhook receiver.
+/// Self-metrics of the exporter's GitHub client, poll cycles and webhook receiver.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SelfStats {
     /// API responses by HTTP status code (or `error` for transport failures).
     pub api_requests: BTreeMap<String, u64>,
     /// Last `x-ratelimit-remaining` seen.
     pub rate_limit_remaining: Option<f64>,
-    /// Unix time the last complete poll cycle finished.
+    /// Unix time the last poll cycle that reached GitHub finished (at least one repository polled,
+    /// or none to poll); the exporter's start until then, so a poll that never works still ages.
     pub last_poll_timestamp: Option<f64>,
+    /// Failed polls per watched repository (zero from the moment it is watched).
+    pub repo_poll_errors: BTreeMap<String, u64>,
+    /// Unix time each watched repository was last polled successfully (its first sighting until then).
+    pub repo_last_success: BTreeMap<String, f64>,
     /// Webhook deliveries by result.
     pub webhook_deliveries: BTreeMap<String, u64>,
 }
 
+impl SelfStats {
+    /// Starts tracking `repo` (no-op when tracked), with `now` as its last success so that a
+    /// repository that never polls successfully alerts too.
+    pub fn watch_repo(&mut self, repo: &str, now: f64) {
+        self.repo_poll_errors.entry(repo.to_string()).or_default();
+        self.repo_last_success
+            .entry(repo.to_string())
+            .or_insert(now);
+    }
+
+    /// Stops tracking repositories not in `keep` (removed, archived, out of scope).
+    pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
+        self.repo_poll_errors.retain(|r, _| keep(r));
+        self.repo_last_success.retain(|r, _| keep(r));
+    }
+}
+
+/// A counter or histogram and whether scrapes may see its value yet. A series first exposed at its
+/// current value hides that value from `increase()`/`rate()` (Prometheus needs a sample before the
+/// change), so a series created after the first scrape is served empty on its next scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series<T> {
+    pub value: T,
+    pub visible: bool,
+}
+
+impl<T> Series<T> {
+    /// A series holding `value`; `visible: false` serves it empty once.
+    pub fn new(value: T, visible: bool) -> Self {
+        Series { value, visible }
+    }
+}
+
+/// What a scrape serves of a histogram series: nothing observed until it is visible.
+fn hist(s: &Series<Histogram>) -> std::borrow::Cow<'_, Histogram> {
+    if s.visible {
+        std::borrow::Cow::Borrowed(&s.value)
+    } else {
+        std::borrow::Cow::Owned(Histogram::new(s.value.bounds))
+    }
+}
+
+/// Key of a run series: repo, workflow file, workflow name, branch, event, conclusion.
+pub type RunKey = [String; 6];
+/// Key of a duration series: repo, workflow file, workflow name, conclusion.
+pub type DurationKey = [String; 4];
+/// Key of a workflow: repo, workflow file, workflow name.
+pub type WorkflowKey = [String; 3];
+
 /// Every workflow metric value the exporter serves.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Metrics {
-    /// Key: repo, workflow, branch, event, conclusion.
-    pub runs_total: BTreeMap<[String; 5], u64>,
+    pub runs_total: BTreeMap<RunKey, Series<u64>>,
     /// Key: repo, branch, conclusion.
-    pub runs_by_branch_total: BTreeMap<[String; 3], u64>,
-    /// Key: repo, workflow.
-    pub duration: BTreeMap<[String; 2], Histogram>,
+    pub runs_by_branch_total: BTreeMap<[String; 3], Series<u64>>,
+    pub duration: BTreeMap<DurationKey, Series<Histogram>>,
     /// Key: runner label.
-    pub queue_time: BTreeMap<String, Histogram>,
-    /// Key: repo, workflow.
-    pub consecutive_failures: BTreeMap<[String; 2], u64>,
-    /// Key: repo.
-    pub in_progress: BTreeMap<String, u64>,
-    /// Key: repo, workflow. Derived from the window at render time.
-    pub failure_rate: BTreeMap<[String; 2], f64>,
-    /// Key: runner label. Derived from the window at render time.
-    pub queue_time_average: BTreeMap<String, f64>,
+    pub queue_time: BTreeMap<String, Series<Histogram>>,
+    /// Failed runs in a row on the default branch (pull requests excluded).
+    pub consecutive_failures: BTreeMap<WorkflowKey, u64>,
+    /// Key: repo, status (`queued`, `in_progress`, ...). Derived at render time.
+    pub in_progress: BTreeMap<[String; 2], u64>,
+    /// Key: runner label: jobs waiting for a runner. Derived at render time.
+    pub jobs_queued: BTreeMap<String, u64>,
+    /// Key: runner label: age of the oldest job waiting for a runner (0 when none). Derived at render time.
+    pub oldest_queued_age: BTreeMap<String, f64>,
 }
 
 impl Metrics {
+    /// Marks every series visible: the next scrape serves real values.
+    pub fn reveal(&mut self) {
+        for s in self.runs_total.values_mut() {
+            s.visible = true;
+        }
+        for s in self.runs_by_branch_total.values_mut() {
+            s.visible = true;
+        }
+        for s in self.duration.values_mut() {
+            s.visible = true;
+        }
+        for s in self.queue_time.values_mut() {
+            s.visible = true;
+        }
+    }
+
     /// Encodes workflow metrics plus self-metrics in `format`.
     pub fn encode(&self, stats: &SelfStats, format: Format) -> String {
         let mut e = Encoder {
             out: String::with_capacity(4096),
             format,
         };
+        let count = |s: &Series<u64>| if s.visible { s.value } else { 0 };
+
         e.counter(
             "workflow_runs",
             "Completed workflow run attempts, each attempt counted once.",
             self.runs_total.iter().map(|(k, v)| {
                 (
-                    labels(&["repo", "workflow", "branch", "event", "conclusion"], k),
-                    *v,
+                    labels(
+                        &[
+                            "repo",
+                            "workflow_path",
+                            "workflow",
+                            "branch",
+                            "event",
+                            "conclusion",
+                        ],
+                        k,
+                    ),
+                    count(v),
                 )
             }),
         );
-        e.gauge(
-            "workflow_failure_rate",
-            "Share of failed attempts among succeeded+failed attempts completed within the window (0..1).",
-            self.failure_rate.iter().map(|(k, v)| (labels(&["repo", "workflow"], k), *v)),
-        );
         e.histogram(
             "workflow_duration_seconds",
-            "Run attempt duration: run_started_at to completion.",
-            self.duration
-                .iter()
-                .map(|(k, h)| (labels(&["repo", "workflow"], k), h)),
+            "Run attempt duration (run_started_at to completion) by conclusion.",
+            self.duration.iter().map(|(k, h)| {
+                (
+                    labels(&["repo", "workflow_path", "workflow", "conclusion"], k),
+                    hist(h),
+                )
+            }),
         );
         e.histogram(
             "workflow_queue_time_seconds",
-            "Job queue time (started_at - created_at) by runner label; skipped and never-started jobs excluded.",
-            self.queue_time.iter().map(|(k, h)| (vec![("runner_label", k.as_str())], h)),
+            "Job queue time (started_at - created_at) by runner label, observed when the job starts; skipped and never-started jobs excluded.",
+            self.queue_time
+                .iter()
+                .map(|(k, h)| (vec![("runner_label", k.as_str())], hist(h))),
         );
         e.gauge(
-            "workflow_queue_time_average_seconds",
-            "Mean job queue time of jobs started within the window, by runner label.",
-            self.queue_time_average
+            "workflow_jobs_queued",
+            "Jobs of open runs waiting for a runner (status queued), by runner label.",
+            self.jobs_queued
+                .iter()
+                .map(|(k, v)| (vec![("runner_label", k.as_str())], *v as f64)),
+        );
+        e.gauge(
+            "workflow_oldest_queued_job_age_seconds",
+            "How long the oldest job still waiting for a runner has waited (0 when none waits), by runner label.",
+            self.oldest_queued_age
                 .iter()
                 .map(|(k, v)| (vec![("runner_label", k.as_str())], *v)),
         );
         e.gauge(
             "workflow_consecutive_failures",
-            "Failed attempts since the last successful one.",
+            "Failed runs in a row of a workflow file on the repository's default branch (pull requests excluded).",
             self.consecutive_failures
                 .iter()
-                .map(|(k, v)| (labels(&["repo", "workflow"], k), *v as f64)),
+                .map(|(k, v)| (labels(&["repo", "workflow_path", "workflow"], k), *v as f64)),
         );
         e.gauge(
             "workflow_runs_in_progress",
-            "Workflow runs not yet completed (queued, waiting, in progress).",
+            "Workflow runs not yet completed, by status (queued, in_progress, ...), as of the repository's last successful poll.",
             self.in_progress
                 .iter()
-                .map(|(k, v)| (vec![("repo", k.as_str())], *v as f64)),
+                .map(|(k, v)| (labels(&["repo", "status"], k), *v as f64)),
         );
         e.counter(
             "workflow_runs_by_branch",
             "Completed workflow run attempts by branch.",
             self.runs_by_branch_total
                 .iter()
-                .map(|(k, v)| (labels(&["repo", "branch", "conclusion"], k), *v)),
+                .map(|(k, v)| (labels(&["repo", "branch", "conclusion"], k), count(v))),
         );
         e.counter(
             "exporter_api_requests",
@@ -212,11 +300,27 @@ impl Metrics {
         );
         e.gauge(
             "exporter_last_poll_timestamp_seconds",
-            "Unix time of the last completed poll cycle.",
+            "Unix time of the last poll cycle in which at least one repository was polled successfully (the exporter's start until then).",
             stats
                 .last_poll_timestamp
                 .map(|v| (Vec::new(), v))
                 .into_iter(),
+        );
+        e.counter(
+            "exporter_repo_poll_errors",
+            "Failed polls of a watched repository (and failed reads of one of its runs).",
+            stats
+                .repo_poll_errors
+                .iter()
+                .map(|(k, v)| (vec![("repo", k.as_str())], *v)),
+        );
+        e.gauge(
+            "exporter_repo_last_success_timestamp_seconds",
+            "Unix time a watched repository was last polled successfully (when it was first watched, until then).",
+            stats
+                .repo_last_success
+                .iter()
+                .map(|(k, v)| (vec![("repo", k.as_str())], *v)),
         );
         e.counter(
             "exporter_webhook_deliveries",
@@ -287,11 +391,11 @@ impl Encoder {
         }
     }
 
-    fn histogram<'a>(
+    fn histogram<'a, H: std::ops::Deref<Target = Histogram>>(
         &mut self,
         family: &str,
         help: &str,
-        samples: impl Iterator<Item = (Labels<'a>, &'a Histogram)>,
+        samples: impl Iterator<Item = (Labels<'a>, H)>,
     ) {
         self.header(family, help, "histogram");
         for (l, h) in samples {
@@ -393,13 +497,28 @@ mod tests {
     #[test]
     fn counters_carry_total_suffix_and_openmetrics_ends_with_eof() {
         let mut m = Metrics::default();
-        let key = ["o/r", "CI", "main", "push", "success"].map(String::from);
-        m.runs_total.insert(key, 2);
+        let key = [
+            "o/r",
+            ".github/workflows/ci.yml",
+            "CI",
+            "main",
+            "push",
+            "success",
+        ]
+        .map(String::from);
+        m.runs_total.insert(key.clone(), Series::new(2, true));
         let text = m.encode(&SelfStats::default(), Format::Text);
         assert!(text.contains("# TYPE github_actions_workflow_runs_total counter"));
         assert!(text.contains(
-            "github_actions_workflow_runs_total{repo=\"o/r\",workflow=\"CI\",branch=\"main\",event=\"push\",conclusion=\"success\"} 2"
+            "github_actions_workflow_runs_total{repo=\"o/r\",workflow_path=\".github/workflows/ci.yml\",workflow=\"CI\",branch=\"main\",event=\"push\",conclusion=\"success\"} 2"
         ));
+        // A series born after the first scrape is served at zero once, so increase() sees its first run.
+        m.runs_total.insert(key, Series::new(1, false));
+        let text = m.encode(&SelfStats::default(), Format::Text);
+        assert!(text.contains("conclusion=\"success\"} 0\n"));
+        m.reveal();
+        let text = m.encode(&SelfStats::default(), Format::Text);
+        assert!(text.contains("conclusion=\"success\"} 1\n"));
         assert!(!text.contains("# EOF"));
         let om = m.encode(&SelfStats::default(), Format::OpenMetrics);
         assert!(om.contains("# TYPE github_actions_workflow_runs counter"));

@@ -223,11 +223,15 @@ impl Exporter {
             BranchPolicy::new(config.branch_allow_list.clone())
         };
         let ledger = match &config.state_file {
-            Some(path) => Ledger::from_state(window, branches, State::load(path)?),
+            Some(path) => Ledger::from_state(window, branches, load_or_set_aside(path)?),
             None => Ledger::new(window, branches),
         };
         let ledger = Arc::new(Mutex::new(ledger));
-        let stats = Arc::new(Mutex::new(SelfStats::default()));
+        // The last poll is "now" at start: a poll that never succeeds ages like one that stopped.
+        let stats = Arc::new(Mutex::new(SelfStats {
+            last_poll_timestamp: Some(Utc::now().timestamp_millis() as f64 / 1000.0),
+            ..SelfStats::default()
+        }));
         let client = Arc::new(Client::new(
             &config.api_url,
             config.credentials,
@@ -287,7 +291,7 @@ impl Exporter {
         let metrics = self
             .ledger
             .lock()
-            .map(|l| l.metrics(Utc::now()))
+            .map(|mut l| l.metrics_for_scrape(Utc::now()))
             .unwrap_or_default();
         let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
         metrics.encode(&stats, format)
@@ -321,6 +325,26 @@ impl Exporter {
             );
         }
         router
+    }
+}
+
+/// Loads the state file; one that cannot be parsed is renamed to `<file>.corrupt` with a warning
+/// and the exporter starts fresh (refusing to start would crash-loop the pod over a bad file).
+pub fn load_or_set_aside(path: &std::path::Path) -> Result<State, StateError> {
+    match State::load(path) {
+        Err(StateError::Parse { source, .. }) => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".corrupt");
+            let aside = PathBuf::from(aside);
+            std::fs::rename(path, &aside).map_err(|e| StateError::Write {
+                path: aside.clone(),
+                source: e,
+            })?;
+            tracing::warn!(state_file = %path.display(), moved_to = %aside.display(), error = %source,
+                "state file is not valid; set it aside and starting fresh (runs in the window are counted again)");
+            Ok(State::default())
+        }
+        other => other,
     }
 }
 

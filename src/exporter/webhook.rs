@@ -71,7 +71,31 @@ struct WorkflowJobEvent {
 struct WorkflowRunEvent {
     action: String,
     workflow_run: WorkflowRun,
+    /// The workflow the run belongs to: names the run when its own `name` is empty.
+    #[serde(default)]
+    workflow: Option<EventWorkflow>,
     repository: EventRepository,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EventWorkflow {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// Fills an empty run `name` or a missing `path` from the delivery's `workflow` object.
+fn name_run(mut run: WorkflowRun, workflow: Option<EventWorkflow>) -> WorkflowRun {
+    let workflow = workflow.unwrap_or_default();
+    let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+    if empty(&run.name) && !empty(&workflow.name) {
+        run.name = workflow.name;
+    }
+    if empty(&run.path) && !empty(&workflow.path) {
+        run.path = workflow.path;
+    }
+    run
 }
 
 impl Webhook {
@@ -133,14 +157,14 @@ impl Webhook {
         let result = match header("x-github-event") {
             Some("ping") => Ok("ping"),
             Some("workflow_job") => serde_json::from_slice::<WorkflowJobEvent>(body).map(|ev| {
-                if !self.scope.contains(&ev.repository.full_name) {
+                let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
                     return "ignored";
-                }
-                let recorded = self
-                    .ledger
-                    .lock()
-                    .map(|mut l| l.record_job(&ev.workflow_job, now));
-                if recorded.unwrap_or(false) {
+                };
+                let Ok(mut l) = self.ledger.lock() else {
+                    return "unchanged";
+                };
+                l.job_update(&repo, &ev.workflow_job);
+                if l.record_job(&ev.workflow_job, now) || ev.workflow_job.waits_for_runner() {
                     "accepted"
                 } else {
                     "unchanged"
@@ -154,12 +178,19 @@ impl Webhook {
                 let Ok(mut l) = self.ledger.lock() else {
                     return "unchanged";
                 };
+                let run = name_run(ev.workflow_run, ev.workflow);
                 match ev.action.as_str() {
+                    // The delivery's status says "completed" on completion; an older payload
+                    // shape says otherwise, and the action is what GitHub documents.
                     "completed" => {
-                        if l.record_run(
+                        let run = WorkflowRun {
+                            status: Some("completed".into()),
+                            ..run
+                        };
+                        if l.record_run_without_jobs(
                             repo,
                             ev.repository.default_branch.as_deref(),
-                            &ev.workflow_run,
+                            &run,
                             now,
                         ) {
                             "accepted"
@@ -168,7 +199,8 @@ impl Webhook {
                         }
                     }
                     _ => {
-                        l.mark_run_open(repo, ev.workflow_run.id);
+                        let status = run.status.as_deref().unwrap_or("queued");
+                        l.mark_run_open(repo, run.id, status);
                         "accepted"
                     }
                 }
