@@ -292,6 +292,14 @@ impl Config {
     }
 }
 
+/// `ARC_HOOK_LOG`: the internal log filter (`tracing` syntax), read before anything else so that
+/// configuration errors can be logged. Dependencies never log below DEBUG (see `main.rs`).
+pub fn log_filter() -> Option<String> {
+    std::env::var("ARC_HOOK_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// The docker-config key Docker itself uses for Docker Hub credentials: the runner sends
 /// `serverUrl: ""` for an image without a registry host, and Docker mode logs in there.
 pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";

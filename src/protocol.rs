@@ -308,11 +308,98 @@ pub fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
     if let Command::PrepareJob(a) = &command {
         validate_prepare_args(a)?;
     }
+    check_process_strings(&command)?;
+    if let Some(s) = &state
+        && !s.job_pod.is_empty()
+        && let Some(why) = crate::validate::dns1123_subdomain(&s.job_pod)
+            .into_iter()
+            .next()
+    {
+        // It goes into request URLs: nothing but a valid object name may.
+        return Err(InputError::new(
+            "state.jobPod",
+            format!("{:?} is not a pod name: {why}", s.job_pod),
+        ));
+    }
     Ok(Envelope {
         response_file,
         command,
         state,
     })
+}
+
+/// The longest single argument or `NAME=value` string Linux passes to a process
+/// (`MAX_ARG_STRLEN`, 32 pages, with its terminating NUL).
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// Refuses what no process can receive, naming the field: a NUL byte in an argument or
+/// variable (it would be cut there, or dropped), or one over [`MAX_ARG_STRLEN`] (the start fails
+/// with "Argument list too long", naming nothing).
+fn check_process_strings(command: &Command) -> Result<(), InputError> {
+    fn one(field: String, value: &str, extra: usize) -> Result<(), InputError> {
+        if value.contains('\0') {
+            return Err(InputError::new(
+                field,
+                "holds a NUL byte, which no process argument or variable can carry",
+            ));
+        }
+        if value.len() + extra + 1 > MAX_ARG_STRLEN {
+            return Err(InputError::new(
+                field,
+                format!(
+                    "is {} bytes; Linux refuses a single argument or variable over 128 KiB (pass it in a file instead)",
+                    value.len() + extra
+                ),
+            ));
+        }
+        Ok(())
+    }
+    fn env(prefix: &str, vars: &BTreeMap<String, String>) -> Result<(), InputError> {
+        for (k, v) in vars {
+            one(format!("{prefix}.environmentVariables.{k}"), v, k.len() + 1)?;
+            one(format!("{prefix}.environmentVariables"), k, 0)?;
+        }
+        Ok(())
+    }
+    fn argv(prefix: &str, entry: Option<&str>, args: &[String]) -> Result<(), InputError> {
+        if let Some(e) = entry {
+            one(format!("{prefix}.entryPoint"), e, 0)?;
+        }
+        for (i, a) in args.iter().enumerate() {
+            one(format!("{prefix}.entryPointArgs[{i}]"), a, 0)?;
+        }
+        Ok(())
+    }
+    match command {
+        Command::PrepareJob(a) => {
+            if let Some(c) = &a.container {
+                env("args.container", &c.environment_variables)?;
+                argv(
+                    "args.container",
+                    c.entry_point.as_deref(),
+                    &c.entry_point_args,
+                )?;
+            }
+            for (i, c) in a.services.iter().enumerate() {
+                let p = format!("args.services[{i}]");
+                env(&p, &c.environment_variables)?;
+                argv(&p, c.entry_point.as_deref(), &c.entry_point_args)?;
+            }
+        }
+        Command::RunScriptStep(a) => {
+            env("args", &a.environment_variables)?;
+            argv("args", Some(&a.entry_point), &a.entry_point_args)?;
+            for (i, p) in a.prepend_path.iter().enumerate() {
+                one(format!("args.prependPath[{i}]"), p, 0)?;
+            }
+        }
+        Command::RunContainerStep(a) => {
+            env("args", &a.environment_variables)?;
+            argv("args", a.entry_point.as_deref(), &a.entry_point_args)?;
+        }
+        Command::CleanupJob => {}
+    }
+    Ok(())
 }
 
 fn required_args(args: Option<&Value>) -> Result<&Value, InputError> {

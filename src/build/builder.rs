@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::pod::pin_to_node;
-use super::{BuildContext, runner_labels};
+use super::{BuildContext, runner_annotations, runner_labels};
 use crate::config::{BuildConfig, BuilderKind};
 
 /// The builder pod's only container.
@@ -162,6 +162,7 @@ pub fn builder_pod_shell(
             name: Some(req.pod_name.clone()),
             namespace: Some(ctx.namespace.clone()),
             labels: Some(runner_labels(ctx, "build")),
+            annotations: Some(runner_annotations(ctx)),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -189,6 +190,7 @@ pub fn context_secret(ctx: &BuildContext, name: &str, archive: Vec<u8>) -> Secre
             name: Some(name.to_string()),
             namespace: Some(ctx.namespace.clone()),
             labels: Some(runner_labels(ctx, "build-context")),
+            annotations: Some(runner_annotations(ctx)),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(

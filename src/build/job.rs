@@ -150,6 +150,7 @@ pub fn container_step_job(
             name: Some(name.to_string()),
             namespace: Some(ctx.namespace.clone()),
             labels: Some(labels.clone()),
+            annotations: Some(super::runner_annotations(ctx)),
             ..Default::default()
         },
         spec: Some(JobSpec {

@@ -19,6 +19,8 @@ use crate::config::WorkVolumeMode;
 
 /// Label upstream puts on every object of a runner; kept so leftovers of either hook are found.
 pub const RUNNER_POD_LABEL: &str = "runner-pod";
+/// The runner pod's full name on every object (the label may hold a hashed form of it).
+pub const RUNNER_POD_ANNOTATION: &str = "arc-hook.dev/runner-pod";
 /// Label naming what an object is for (`workflow`, `step`, `registry-credentials`).
 pub const ROLE_LABEL: &str = "arc-hook.dev/role";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -95,7 +97,10 @@ pub(crate) fn test_context() -> BuildContext {
 /// The labels every object of this runner carries.
 pub fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (RUNNER_POD_LABEL.to_string(), ctx.runner_pod.clone()),
+        (
+            RUNNER_POD_LABEL.to_string(),
+            names::runner_label_value(&ctx.runner_pod),
+        ),
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         (ROLE_LABEL.to_string(), role.to_string()),
     ])
@@ -103,7 +108,23 @@ pub fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String>
 
 /// The label selector matching every object of this runner.
 pub fn runner_selector(runner_pod: &str) -> String {
-    format!("{RUNNER_POD_LABEL}={runner_pod}")
+    format!(
+        "{RUNNER_POD_LABEL}={}",
+        names::runner_label_value(runner_pod)
+    )
+}
+
+/// The annotations every object of this runner carries: its full name.
+pub fn runner_annotations(ctx: &BuildContext) -> BTreeMap<String, String> {
+    BTreeMap::from([(RUNNER_POD_ANNOTATION.to_string(), ctx.runner_pod.clone())])
+}
+
+/// Whether an object found under our name (an AlreadyExists) is this runner's: its
+/// `runner-pod` label must be ours. Another runner's object is never adopted.
+pub fn owned_by(labels: Option<&BTreeMap<String, String>>, runner_pod: &str) -> bool {
+    labels
+        .and_then(|l| l.get(RUNNER_POD_LABEL))
+        .is_some_and(|v| *v == names::runner_label_value(runner_pod))
 }
 
 /// Which container an environment is for: Docker mode treats them differently.

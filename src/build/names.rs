@@ -6,17 +6,40 @@ use crate::validate::{DNS1123_LABEL_MAX, to_dns1123_label, truncate_label};
 
 const WORKFLOW_SUFFIX: &str = "-workflow";
 
-/// `<runner pod>-workflow`, the runner part truncated so the whole is a valid 63-character label.
+/// `base` cut to at most `room` characters so that distinct bases never meet: unchanged when it
+/// fits, else its first characters and `-` and a hash of the whole (ARC's runner names differ
+/// only at their end, `<scale set>-<5>-runner-<5>`, so a plain cut would merge them).
+fn fit(base: &str, room: usize) -> String {
+    if base.len() <= room {
+        return base.to_string();
+    }
+    let hash = stable_suffix(base);
+    let head = truncate_label(base, room.saturating_sub(hash.len() + 1));
+    if head.is_empty() {
+        hash
+    } else {
+        format!("{head}-{hash}")
+    }
+}
+
+/// `<runner pod>-workflow`, the runner part fitted so the whole is a valid 63-character label.
 pub fn job_pod_name(runner_pod: &str) -> String {
-    let base = truncate_label(runner_pod, DNS1123_LABEL_MAX - WORKFLOW_SUFFIX.len());
+    let base = fit(runner_pod, DNS1123_LABEL_MAX - WORKFLOW_SUFFIX.len());
     format!("{base}{WORKFLOW_SUFFIX}")
 }
 
 /// `<runner pod>-<kind>-<suffix>` (kind `step` or `secret`), at most 63 characters.
 pub fn runner_object_name(runner_pod: &str, kind: &str, suffix: &str) -> String {
     let tail = format!("-{kind}-{suffix}");
-    let base = truncate_label(runner_pod, DNS1123_LABEL_MAX.saturating_sub(tail.len()));
+    let base = fit(runner_pod, DNS1123_LABEL_MAX.saturating_sub(tail.len()));
     format!("{base}{tail}")
+}
+
+/// The `runner-pod` label's value: the runner pod's name when it fits a label value (63
+/// characters), else fitted with a hash of the whole name. The full name is kept in the
+/// [`RUNNER_POD_ANNOTATION`](super::RUNNER_POD_ANNOTATION) annotation.
+pub fn runner_label_value(runner_pod: &str) -> String {
+    fit(runner_pod, DNS1123_LABEL_MAX)
 }
 
 /// Eight random lowercase alphanumerics, like upstream's suffixes.
@@ -81,6 +104,33 @@ mod tests {
     use crate::validate::dns1123_label;
 
     #[test]
+    fn long_runner_names_that_share_a_prefix_never_share_objects() {
+        // ARC: <scale set>-<5>-runner-<5>; a 40-character scale-set name.
+        let set = "gpu-inference-large-memory-nightly-build";
+        let a = format!("{set}-x7k2p-runner-abcde");
+        let b = format!("{set}-x7k2p-runner-fghij");
+        assert_ne!(job_pod_name(&a), job_pod_name(&b));
+        assert_ne!(
+            runner_object_name(&a, "secret", "12345678"),
+            runner_object_name(&b, "secret", "12345678")
+        );
+        assert_ne!(runner_label_value(&a), runner_label_value(&b));
+        for n in [
+            job_pod_name(&a),
+            runner_object_name(&b, "step", "12345678"),
+            runner_label_value(&"r".repeat(200)),
+        ] {
+            assert!(n.len() <= 63, "{n}");
+            assert!(dns1123_label(&n).is_empty(), "{n}");
+        }
+        assert_eq!(
+            runner_label_value("arc-runner"),
+            "arc-runner",
+            "short names unchanged"
+        );
+    }
+
+    #[test]
     fn job_pod_name_is_truncated_and_valid() {
         assert_eq!(
             job_pod_name("runner-x7k2p-runner-abcde"),
@@ -90,10 +140,13 @@ mod tests {
         let name = job_pod_name(&long);
         assert_eq!(name.len(), 63);
         assert!(dns1123_label(&name).is_empty());
-        // Truncation exposing a '-' must not produce "--workflow".
-        let tricky = format!("{}-bbbbbbbbbbbbbb", "a".repeat(53));
+        // Truncation exposing a '-' must not produce "--<hash>".
+        let tricky = format!("{}-bbbbbbbbbbbbbb", "a".repeat(44));
         let name = job_pod_name(&tricky);
-        assert_eq!(name, format!("{}-workflow", "a".repeat(53)));
+        assert_eq!(
+            name,
+            format!("{}-{}-workflow", "a".repeat(44), stable_suffix(&tricky))
+        );
         assert!(dns1123_label(&name).is_empty());
     }
 

@@ -242,6 +242,7 @@ pub fn job_pod(
             name: Some(names::job_pod_name(&ctx.runner_pod)),
             namespace: Some(ctx.namespace.clone()),
             labels: Some(workflow_labels(ctx)),
+            annotations: Some(super::runner_annotations(ctx)),
             ..Default::default()
         },
         spec: Some(PodSpec {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
-use super::{BuildContext, BuildError, runner_labels};
+use super::{BuildContext, BuildError, runner_annotations, runner_labels};
 use crate::protocol::Registry;
 
 /// Credentials for one image, with the field path used in errors.
@@ -83,6 +83,7 @@ pub fn registry_secret(
             name: Some(name.to_string()),
             namespace: Some(ctx.namespace.clone()),
             labels: Some(runner_labels(ctx, "registry-credentials")),
+            annotations: Some(runner_annotations(ctx)),
             ..Default::default()
         },
         type_: Some("kubernetes.io/dockerconfigjson".to_string()),

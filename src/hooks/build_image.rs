@@ -71,6 +71,7 @@ pub async fn build(
         let pp = PostParams::default();
         create_once(
             &format!("creating secret {name}"),
+            &secret,
             || api.create(&pp, &secret),
             || api.get(&name),
         )
@@ -137,6 +138,7 @@ async fn run_builder(
     let pp = PostParams::default();
     create_once(
         &format!("creating the builder pod {name}"),
+        pod,
         || api.create(&pp, pod),
         || api.get(name),
     )

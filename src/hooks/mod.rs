@@ -47,7 +47,19 @@ pub async fn run_from_stdin() -> HookResult {
 #[tracing::instrument(name = "hook", skip_all, fields(command = envelope.command.name().as_str()))]
 pub async fn run(envelope: Envelope, config: Config) -> HookResult {
     match &envelope.command {
-        Command::PrepareJob(args) => prepare_job::prepare_job(&envelope, args, &config).await,
+        Command::PrepareJob(args) => {
+            // A runner that is stopped (SIGTERM, e.g. its pod deleted) mid-prepare must not
+            // leave a workflow pod behind: nothing else would remove it.
+            tokio::select! {
+                result = prepare_job::prepare_job(&envelope, args, &config) => result,
+                signal = stop_signal() => {
+                    let signal = signal?;
+                    eprintln!("arc-hook prepare_job: stopped by {signal}; removing what it created");
+                    prepare_job::remove_after_stop(&config).await;
+                    Ok(128 + if signal == "SIGINT" { 2 } else { 15 })
+                }
+            }
+        }
         Command::RunScriptStep(args) => {
             run_script_step::run_script_step(&envelope, args, &config).await
         }
@@ -60,6 +72,17 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
         }
         Command::CleanupJob => cleanup_job::cleanup_job(&config).await,
     }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT), naming the signal.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
 
 /// Connects to the cluster named by the configuration.

@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, PostParams};
 use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, cache_slot, log_line, runner_node, startup};
 use crate::build::plan::{PreparePlan, plan_prepare_job};
-use crate::build::{JOB_CONTAINER_NAME, names};
+use crate::build::{JOB_CONTAINER_NAME, RUNNER_POD_LABEL, names};
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::rbac::{self, Extra};
@@ -224,6 +224,7 @@ async fn create_objects(
         let api = kube.secrets();
         create_once(
             &format!("creating registry secret {name}"),
+            secret,
             || api.create(&pp, secret),
             || api.get(&name),
         )
@@ -234,6 +235,7 @@ async fn create_objects(
     let api = kube.pods();
     create_once(
         &format!("creating pod {name}"),
+        &plan.pod,
         || api.create(&pp, &plan.pod),
         || api.get(&name),
     )
@@ -283,17 +285,63 @@ async fn start(
     detect_alpine(kube, &name).await
 }
 
-/// Creates an object; a retried create that meets AlreadyExists checks the object is there
-/// (the first attempt may have landed before its answer was lost).
-pub async fn create_once<T, C, CF, G, GF>(action: &str, create: C, get: G) -> Result<T, K8sError>
+/// After a stop signal: removes this runner's objects (what the interrupted prepare_job may have
+/// created), bounded by the cleanup timeout; failures are only logged, the job is failing anyway.
+pub async fn remove_after_stop(config: &Config) {
+    let Ok(runner) = config.require_runner_pod_name() else {
+        return;
+    };
+    let removal = async {
+        let kube = super::connect(config).await?;
+        super::cleanup_job::remove_runner_objects(&kube, runner, false, config.cleanup_timeout)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    match tokio::time::timeout(config.cleanup_timeout, removal).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("arc-hook prepare_job: could not remove its objects: {e:#}"),
+        Err(_) => eprintln!(
+            "arc-hook prepare_job: removing its objects took longer than {}s; cleanup_job will retry",
+            config.cleanup_timeout.as_secs()
+        ),
+    }
+}
+
+/// Creates `mine`; a retried create that meets AlreadyExists takes the object there only when
+/// it carries `mine`'s `runner-pod` label (the first attempt may have landed before its answer
+/// was lost). Another runner's object under the same name is an error, never adopted.
+pub async fn create_once<T, C, CF, G, GF>(
+    action: &str,
+    mine: &T,
+    create: C,
+    get: G,
+) -> Result<T, K8sError>
 where
+    T: kube::Resource,
     C: FnMut() -> CF,
     CF: std::future::Future<Output = Result<T, kube::Error>>,
     G: FnMut() -> GF,
     GF: std::future::Future<Output = Result<T, kube::Error>>,
 {
     match with_retry(action, create).await {
-        Err(e) if e.code() == Some(409) => with_retry(action, get).await,
+        Err(e) if e.code() == Some(409) => {
+            let found = with_retry(action, get).await?;
+            let label = |o: &T| {
+                o.meta()
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(RUNNER_POD_LABEL))
+                    .cloned()
+            };
+            if label(&found).is_some() && label(&found) == label(mine) {
+                Ok(found)
+            } else {
+                Err(K8sError::Failed(format!(
+                    "{action}: an object of that name already exists and belongs to {} (its {RUNNER_POD_LABEL} label), not to this runner; refusing to use it",
+                    label(&found).unwrap_or_else(|| "no runner".into())
+                )))
+            }
+        }
         other => other,
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScriptError {
     #[error(
-        "args.environmentVariables: {0:?} is not a valid environment variable name (printable ASCII other than '=', not starting with '-')"
+        "args.environmentVariables: invalid environment variable name {0:?} (use printable ASCII characters other than '=')"
     )]
     EnvName(String),
     #[error(
@@ -44,7 +44,7 @@ pub struct StepCommand<'a> {
 }
 
 /// Builds the script: removes itself, enters the working directory, puts `prependPath` before
-/// PATH, then `exec env` with each variable and argument as one quoted word.
+/// PATH, then `exec env --` with each variable and argument as one quoted word.
 pub fn step_script(step: &StepCommand<'_>) -> Result<String, ScriptError> {
     if step.entry_point.is_empty() {
         return Err(ScriptError::NoEntryPoint);
@@ -53,7 +53,9 @@ pub fn step_script(step: &StepCommand<'_>) -> Result<String, ScriptError> {
         return Err(ScriptError::EntryPointEquals(step.entry_point.to_string()));
     }
     for k in step.environment.keys() {
-        if !crate::validate::env_var_name(k).is_empty() || k.starts_with('-') {
+        // The same rule as container env (build::container_env); `env --` below lets a name
+        // start with '-'.
+        if !crate::validate::env_var_name(k).is_empty() {
             return Err(ScriptError::EnvName(k.clone()));
         }
     }
@@ -91,7 +93,7 @@ pub fn step_script(step: &StepCommand<'_>) -> Result<String, ScriptError> {
             sh_quote(&prepend)
         ));
     }
-    s.push_str("exec env");
+    s.push_str("exec env --");
     for w in env_words {
         s.push_str(" \\\n  ");
         s.push_str(&w);
@@ -283,7 +285,19 @@ mod tests {
         .expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "args.environmentVariables: \"BAD=NAME\" is not a valid environment variable name (printable ASCII other than '=', not starting with '-')"
+            "args.environmentVariables: invalid environment variable name \"BAD=NAME\" (use printable ASCII characters other than '=')"
         );
+        // A leading '-' is a valid name for the API and reaches the step through `env --`.
+        let env = BTreeMap::from([("-LEAD".to_string(), "v".to_string())]);
+        let script = step_script(&StepCommand {
+            entry_point: "env",
+            entry_point_args: &[],
+            environment: &env,
+            prepend_path: &[],
+            working_directory: None,
+        })
+        .expect("accepted");
+        let out = String::from_utf8_lossy(&run(&script).stdout).to_string();
+        assert!(out.lines().any(|l| l == "-LEAD=v"), "{out}");
     }
 }

@@ -75,6 +75,7 @@ async fn run_job(
         let name = secret.metadata.name.clone().unwrap_or_default();
         super::prepare_job::create_once(
             &format!("creating secret {name}"),
+            secret,
             || api.create(&pp, secret),
             || api.get(&name),
         )
@@ -83,6 +84,7 @@ async fn run_job(
     let jobs = kube.jobs();
     super::prepare_job::create_once(
         &format!("creating job {job_name}"),
+        &plan.job,
         || jobs.create(&pp, &plan.job),
         || jobs.get(job_name),
     )
