@@ -296,7 +296,8 @@ pub const SILENT_STEP: &str =
     "echo ran >> /__w/_temp/ran-count\necho before\nsleep 4\necho after\nexit 7\n";
 
 /// A step that counts its runs in `_temp/ran-count` and prints 40 numbered lines over about 4 s.
-pub const CHATTY_STEP: &str = "echo ran >> /__w/_temp/ran-count\nfor i in $(seq 1 40); do echo line $i; sleep 0.1; done\n";
+pub const CHATTY_STEP: &str =
+    "echo ran >> /__w/_temp/ran-count\nfor i in $(seq 1 40); do echo line $i; sleep 0.1; done\n";
 
 /// Runs `SILENT_STEP` behind a 2 s exec idle timeout: the full log, exit 7, one run.
 pub async fn silent_step_outlives_idle_timeout(r: &Runner) {
@@ -308,7 +309,10 @@ pub async fn silent_step_outlives_idle_timeout(r: &Runner) {
     assert_eq!(s.code, 7, "{s:?}");
     let lines: Vec<&str> = s.stdout.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines, ["before", "after"], "{s:?}");
-    assert!(s.stderr.contains("reattaching"), "the stream was cut: {s:?}");
+    assert!(
+        s.stderr.contains("reattaching"),
+        "the stream was cut: {s:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran-count"),
         "ran\n",
