@@ -246,3 +246,27 @@ async fn a_pulled_entry_climbing_out_of_temp_is_refused() {
         "nothing lands outside _temp"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_mode_a_silent_step_outlives_an_idle_timeout() {
+    let mut r = copy_mode_runner().await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    common::silent_step_outlives_idle_timeout(&r).await;
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_mode_a_step_survives_cut_streams_and_an_api_restart() {
+    let mut r = copy_mode_runner().await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    common::chatty_step_survives_cuts_and_an_api_restart(&r).await;
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}

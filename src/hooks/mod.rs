@@ -3,6 +3,7 @@
 pub mod build_image;
 pub mod cache_slot;
 pub mod cleanup_job;
+pub mod detached;
 pub mod externals;
 pub mod prepare_job;
 pub mod run_container_step;

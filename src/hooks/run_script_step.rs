@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::HookResult;
+use super::detached::{self, DetachedStep};
 use super::script::{StepCommand, step_script};
 use super::shared_work::{SharedDir, check_runner_paths};
 use super::workspace::{self, RunnerDirs};
 use crate::build::{JOB_CONTAINER_NAME, names};
 use crate::config::Config;
-use crate::k8s::exec::{ExecTarget, exec};
+use crate::k8s::exec::{ExecError, ExecTarget};
 use crate::protocol::{Envelope, RunScriptStepArgs};
 
 /// Directory under the runner's `_temp` (`/__w/_temp` in the pod) holding step start scripts.
@@ -103,22 +104,33 @@ pub async fn run_script_step(
             "pushed before the step"
         );
     }
-    let command = vec!["sh".to_string(), in_pod];
     let target = ExecTarget {
         pod: &pod,
         container: JOB_CONTAINER_NAME,
         what: "the step",
     };
-    let result = exec(
+    let step_id = file_name
+        .strip_prefix("step-")
+        .and_then(|n| n.strip_suffix(".sh"))
+        .unwrap_or(&file_name);
+    let step = DetachedStep::new(step_id, in_pod);
+    let result = detached::run(
         &kube,
         target,
-        &command,
-        None::<tokio::io::Empty>,
+        &step,
         tokio::io::stdout(),
         tokio::io::stderr(),
     )
     .await;
     drop(local);
+    // The pod could not be reached for the whole reattach window: say so, with its own code.
+    let result = match result {
+        Err(e @ ExecError::Lost { .. }) => {
+            eprintln!("arc-hook: {e}");
+            Ok(detached::EXIT_RESULT_UNKNOWN)
+        }
+        other => other,
+    };
     // A step that could not start, whose stream broke, or that was killed by a signal: say
     // what happened to the pod (eviction, OOM kill...).
     let result = match result {

@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Kube;
 use super::retry::backoff;
 
-/// Attempts at opening the exec stream. Safe to retry: a refused upgrade ran nothing.
+/// Attempts at opening the exec stream. A refused upgrade ran nothing; an upgrade whose answer
+/// was lost may have started the command, so commands whose effect must happen once (steps) are
+/// written to be re-sent safely (see `hooks::detached`).
 const START_ATTEMPTS: u32 = 6;
 /// How long output already received may still be drained once the stream has ended.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
@@ -46,6 +48,17 @@ pub enum ExecError {
         program: String,
         message: String,
     },
+    /// No exec stream could be reopened for `after`: the command may still be running.
+    #[error(
+        "lost pod {pod} for {}s while {what} was running ({message}); it may still be running there, and its result is unknown. cleanup_job deletes the pod, which stops it",
+        after.as_secs()
+    )]
+    Lost {
+        what: String,
+        pod: String,
+        after: Duration,
+        message: String,
+    },
     #[error("{what} in pod {pod} failed: {message}")]
     Failed {
         what: String,
@@ -61,6 +74,7 @@ impl ExecError {
             ExecError::Start { message, .. }
             | ExecError::Broken { message, .. }
             | ExecError::NotStarted { message, .. }
+            | ExecError::Lost { message, .. }
             | ExecError::Failed { message, .. } => {
                 message.push_str("; ");
                 message.push_str(cause);

@@ -2,6 +2,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{
@@ -276,8 +277,13 @@ async fn run(
     // Client -> process: stdin frames, v5 close signal; a closed socket kills the process.
     let mut stdin = child.stdin.take();
     let (gone_tx, mut gone_rx) = mpsc::channel::<()>(1);
+    // When the client last sent a frame (pings included), for the idle-timeout fault.
+    let started = tokio::time::Instant::now();
+    let last_rx = Arc::new(AtomicU64::new(0));
+    let last_rx_w = last_rx.clone();
     let reader = tokio::spawn(async move {
         while let Some(msg) = source.next().await {
+            last_rx_w.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             let Ok(msg) = msg else { break };
             let data = match msg {
                 Message::Binary(b) => b.to_vec(),
@@ -305,82 +311,96 @@ async fn run(
     });
 
     let drop_after = sim.faults.exec_drop_after_bytes();
+    let idle_timeout = sim.faults.exec_idle_timeout();
+    let mut last_tx = started;
     let mut sent = 0usize;
     let mut exit: Option<i64> = None;
     let mut outputs_done = false;
     let mut client_gone = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            out = out_rx.recv(), if !outputs_done => match out {
-                Some(Out::Data(ch, mut data)) => {
-                    let cut = drop_after.is_some_and(|n| sent + data.len() >= n);
-                    if let Some(n) = drop_after {
-                        data.truncate(n.saturating_sub(sent));
+    'cut: {
+        loop {
+            tokio::select! {
+                out = out_rx.recv(), if !outputs_done => match out {
+                    Some(Out::Data(ch, mut data)) => {
+                        let cut = drop_after.is_some_and(|n| sent + data.len() >= n)
+                            && sim.faults.take_exec_drop();
+                        if let Some(n) = drop_after.filter(|_| cut) {
+                            data.truncate(n.saturating_sub(sent));
+                        }
+                        if sink.send(frame(ch, &data)).await.is_err() {
+                            client_gone = true;
+                            kubelet::signal_group(pgid, Signal::SIGKILL);
+                            continue;
+                        }
+                        sent += data.len();
+                        last_tx = tokio::time::Instant::now();
+                        if cut {
+                            tracing::debug!(sent, "injected fault: dropping exec stream");
+                            break 'cut;
+                        }
                     }
-                    if sink.send(frame(ch, &data)).await.is_err() {
-                        client_gone = true;
-                        kubelet::signal_group(pgid, Signal::SIGKILL);
-                        continue;
+                    None => {
+                        outputs_done = true;
+                        if exit.is_some() {
+                            break;
+                        }
                     }
-                    sent += data.len();
-                    if cut {
-                        tracing::debug!(sent, "injected fault: dropping exec stream");
-                        kubelet::signal_group(pgid, Signal::SIGKILL);
-                        kubelet::track_exec(&sim, &req.key, pgid, false);
-                        reader.abort();
-                        // Dropping the socket closes the connection without a close frame or status.
-                        drop(sink);
-                        pumps.iter().for_each(|p| p.abort());
-                        let _ = child.wait().await;
-                        return;
+                },
+                status = child.wait(), if exit.is_none() => {
+                    exit = Some(status.map(kubelet::exit_code).unwrap_or(128));
+                    // Leftover background processes of the exec session die with it.
+                    kubelet::signal_group(pgid, Signal::SIGKILL);
+                    if outputs_done || client_gone {
+                        break;
                     }
-                }
-                None => {
-                    outputs_done = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN);
+                },
+                _ = gone_rx.recv(), if !client_gone => {
+                    // The client went away: nobody will read the result.
+                    client_gone = true;
+                    kubelet::signal_group(pgid, Signal::SIGKILL);
                     if exit.is_some() {
                         break;
                     }
-                }
-            },
-            status = child.wait(), if exit.is_none() => {
-                exit = Some(status.map(kubelet::exit_code).unwrap_or(128));
-                // Leftover background processes of the exec session die with it.
-                kubelet::signal_group(pgid, Signal::SIGKILL);
-                if outputs_done || client_gone {
-                    break;
-                }
-                drain_deadline = Some(tokio::time::Instant::now() + DRAIN);
-            },
-            _ = gone_rx.recv(), if !client_gone => {
-                // The client went away: nobody will read the result.
-                client_gone = true;
-                kubelet::signal_group(pgid, Signal::SIGKILL);
-                if exit.is_some() {
-                    break;
-                }
-            },
-            _ = sleep_until(drain_deadline) => break,
+                },
+                _ = sleep_until(drain_deadline) => break,
+                _ = sleep_until(idle_timeout.map(|t| last_tx.max(started + Duration::from_millis(last_rx.load(Ordering::Relaxed))) + t)), if exit.is_none() => {
+                    let rx = started + Duration::from_millis(last_rx.load(Ordering::Relaxed));
+                    if idle_timeout.is_some_and(|t| last_tx.max(rx).elapsed() >= t) {
+                        tracing::debug!("injected fault: exec stream idle, closing it");
+                        break 'cut;
+                    }
+                },
+            }
         }
-    }
-    kubelet::track_exec(&sim, &req.key, pgid, false);
-    for p in pumps {
-        p.abort();
-    }
-    let code = match exit {
-        Some(c) => c,
-        None => child.wait().await.map(kubelet::exit_code).unwrap_or(128),
-    };
-    if !client_gone {
-        let status = if code == 0 {
-            status_success()
-        } else {
-            status_exit(&req.command, code)
+        kubelet::track_exec(&sim, &req.key, pgid, false);
+        for p in pumps {
+            p.abort();
+        }
+        let code = match exit {
+            Some(c) => c,
+            None => child.wait().await.map(kubelet::exit_code).unwrap_or(128),
         };
-        let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
-        let _ = sink.send(normal_close()).await;
+        if !client_gone {
+            let status = if code == 0 {
+                status_success()
+            } else {
+                status_exit(&req.command, code)
+            };
+            let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+            let _ = sink.send(normal_close()).await;
+        }
+        reader.abort();
+        return;
     }
+    // A cut: the socket closes without a close frame or status, as when a proxy drops it.
+    kubelet::signal_group(pgid, Signal::SIGKILL);
+    kubelet::track_exec(&sim, &req.key, pgid, false);
     reader.abort();
+    drop(sink);
+    pumps.iter().for_each(|p| p.abort());
+    let _ = child.wait().await;
 }
 
 async fn sleep_until(t: Option<tokio::time::Instant>) {

@@ -23,6 +23,11 @@ pub struct Faults {
     pub latency: Duration,
     /// Exec streams are cut (socket closed without a status) once this many output bytes were sent.
     pub exec_drop_after_bytes: Option<usize>,
+    /// How many exec streams `exec_drop_after_bytes` cuts (each cut uses one); `None`: every one.
+    pub exec_drops_left: Option<usize>,
+    /// Exec streams are cut (as by a proxy's idle timeout) after this long without a frame in
+    /// either direction; WebSocket pings count as traffic.
+    pub exec_idle_timeout: Option<Duration>,
     /// Watches end (cleanly, as on a server timeout) after this many events.
     pub watch_close_after_events: Option<usize>,
     /// Seed of the random generator deciding which calls fail, so a test's failures repeat.
@@ -36,6 +41,8 @@ impl Default for Faults {
             error_status: 500,
             latency: Duration::ZERO,
             exec_drop_after_bytes: None,
+            exec_drops_left: None,
+            exec_idle_timeout: None,
             watch_close_after_events: None,
             seed: 0x5eed,
         }
@@ -99,7 +106,28 @@ impl FaultHandle {
     }
 
     pub(crate) fn exec_drop_after_bytes(&self) -> Option<usize> {
-        self.lock().faults.exec_drop_after_bytes
+        let s = self.lock();
+        match s.faults.exec_drops_left {
+            Some(0) => None,
+            _ => s.faults.exec_drop_after_bytes,
+        }
+    }
+
+    /// Counts one cut against `exec_drops_left`; false when none was left (another stream took it).
+    pub(crate) fn take_exec_drop(&self) -> bool {
+        let mut s = self.lock();
+        match &mut s.faults.exec_drops_left {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+
+    pub(crate) fn exec_idle_timeout(&self) -> Option<Duration> {
+        self.lock().faults.exec_idle_timeout
     }
 
     pub(crate) fn watch_close_after_events(&self) -> Option<usize> {

@@ -9,6 +9,7 @@ mod exec;
 mod faults;
 mod jobs;
 mod kubelet;
+mod listener;
 mod logs;
 mod meta;
 mod patch;
@@ -178,6 +179,7 @@ pub struct Simulator {
     state: Arc<SimState>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    restart: listener::RestartHandle,
     /// A temporary state directory to remove on shutdown.
     temp_dir: Option<PathBuf>,
 }
@@ -231,6 +233,7 @@ impl Simulator {
         jobs::spawn_controller(state.clone());
         let app = api::router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (listener, restart) = listener::RestartableListener::new(listener, addr);
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stop_rx.await;
@@ -244,6 +247,7 @@ impl Simulator {
             state,
             stop: Some(stop_tx),
             server: Some(server),
+            restart,
             temp_dir: temp,
         })
     }
@@ -287,6 +291,15 @@ impl Simulator {
     /// Whether pods run in private mount and network namespaces (root) or on the host's.
     pub fn uses_namespaces(&self) -> bool {
         self.state.kubelet.namespaces()
+    }
+
+    /// Restarts the API server as an upgrade would: every open connection (watches, exec
+    /// streams) is cut, new ones are refused for `down`, then it serves on the same address.
+    /// Pods keep running throughout.
+    pub fn restart_api(&self, down: Duration) {
+        if !self.restart.restart(down) {
+            tracing::warn!("the API server is not running; nothing to restart");
+        }
     }
 
     /// Handle to change the fault knobs while the simulator runs.

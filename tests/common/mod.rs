@@ -266,6 +266,91 @@ impl Runner {
     pub fn runner_path(&self, rel: &str) -> PathBuf {
         self.work.join(rel)
     }
+
+    /// Waits (at most 20 s) until a file named `name` shows up in the job pod's `_temp`: the
+    /// runner's own `_work` in claim mode, an emptyDir under the simulator's state in copy mode.
+    pub async fn wait_for_pod_file(&self, name: &str) -> bool {
+        fn find(dir: &std::path::Path, name: &str, depth: u32) -> bool {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return false;
+            };
+            entries.flatten().any(|e| {
+                e.file_name() == name
+                    || (depth > 0
+                        && e.file_type().is_ok_and(|t| t.is_dir())
+                        && find(&e.path(), name, depth - 1))
+            })
+        }
+        for _ in 0..400 {
+            if find(&self.work.join("_temp"), name, 0) || find(self.sim.state_dir(), name, 8) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// A step that counts its runs in `_temp/ran-count`, prints, stays silent for 4 s, prints again and exits 7.
+pub const SILENT_STEP: &str =
+    "echo ran >> /__w/_temp/ran-count\necho before\nsleep 4\necho after\nexit 7\n";
+
+/// A step that counts its runs in `_temp/ran-count` and prints 40 numbered lines over about 4 s.
+pub const CHATTY_STEP: &str =
+    "echo ran >> /__w/_temp/ran-count\nfor i in $(seq 1 40); do echo line $i; sleep 0.1; done\n";
+
+/// Runs `SILENT_STEP` behind a 2 s exec idle timeout: the full log, exit 7, one run.
+pub async fn silent_step_outlives_idle_timeout(r: &Runner) {
+    r.sim
+        .faults()
+        .update(|f| f.exec_idle_timeout = Some(Duration::from_secs(2)));
+    let s = r.script_step(SILENT_STEP, json!({})).await;
+    r.sim.faults().clear();
+    assert_eq!(s.code, 7, "{s:?}");
+    let lines: Vec<&str> = s.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines, ["before", "after"], "{s:?}");
+    assert!(
+        s.stderr.contains("reattaching"),
+        "the stream was cut: {s:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran-count"),
+        "ran\n",
+        "the step ran exactly once"
+    );
+}
+
+/// Runs `CHATTY_STEP` while its exec stream is cut three times and the API server restarts
+/// once: every line once, in order, one run.
+pub async fn chatty_step_survives_cuts_and_an_api_restart(r: &Runner) {
+    let step = r.script_step(CHATTY_STEP, json!({}));
+    let storm = async {
+        assert!(r.wait_for_pod_file("ran-count").await, "the step started");
+        r.sim.faults().update(|f| {
+            f.exec_drop_after_bytes = Some(60);
+            f.exec_drops_left = Some(3);
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        r.sim.restart_api(Duration::from_secs(2));
+    };
+    let (s, ()) = tokio::join!(step, storm);
+    let drops_left = r.sim.faults().get().exec_drops_left;
+    r.sim.faults().clear();
+    s.assert_ok();
+    let lines: Vec<String> = s
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (1..=40).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, want, "{}", s.stderr);
+    assert_eq!(drops_left, Some(0), "three cuts happened");
+    assert_eq!(
+        std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran-count"),
+        "ran\n",
+        "the step ran exactly once"
+    );
 }
 
 /// prepare_job args for a job container with optional services.

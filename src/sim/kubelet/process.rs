@@ -384,6 +384,34 @@ fn fd_path(fd: nix::libc::c_int, buf: &mut [u8; 32]) -> &std::ffi::CStr {
     std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/")
 }
 
+/// The mount namespace of `pid` (`mnt:[4026532...]`), which identifies a container here; `None`
+/// when it is the simulator's own (no isolation), so nothing keyed on it can reach the host.
+pub fn mount_namespace(pid: i32) -> Option<PathBuf> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let own = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    (ns != own).then_some(ns)
+}
+
+/// Signals every process in mount namespace `ns`: what the container's cgroup would hold,
+/// including processes that left their exec's session (`setsid`). Returns how many.
+pub fn signal_mount_namespace(ns: &Path, signal: Signal) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|p| p == ns)
+            && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Sends `signal` to a process group; false when it no longer exists.
 pub fn signal_group(pgid: i32, signal: Signal) -> bool {
     killpg(Pid::from_raw(pgid), signal).is_ok()

@@ -1055,6 +1055,10 @@ impl Worker {
             .filter_map(|c| c.pid.map(|p| (c.name.clone(), p, c.field_path())))
             .collect();
         let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
+        let namespaces: Vec<PathBuf> = running
+            .iter()
+            .filter_map(|(_, pid, _)| process::mount_namespace(*pid))
+            .collect();
         for (name, pid, fp) in &running {
             if announce {
                 self.event(
@@ -1075,6 +1079,9 @@ impl Worker {
         for pg in &exec_pgids {
             process::signal_group(*pg, Signal::SIGTERM);
         }
+        for ns in &namespaces {
+            process::signal_mount_namespace(ns, Signal::SIGTERM);
+        }
         self.wait_exits(Duration::from_secs(grace.max(0) as u64), exits)
             .await;
         let left: Vec<i32> = self
@@ -1085,6 +1092,9 @@ impl Worker {
             .collect();
         for pid in left {
             process::signal_group(pid, Signal::SIGKILL);
+        }
+        for ns in &namespaces {
+            process::signal_mount_namespace(ns, Signal::SIGKILL);
         }
         self.wait_exits(KILL_WAIT, exits).await;
         if let Some(mut pause) = self.pause.take() {
@@ -1153,7 +1163,12 @@ impl Worker {
             return false;
         };
         c.oom_killed = true;
-        process::signal_group(c.pid.unwrap_or(0), Signal::SIGKILL);
+        let pid = c.pid.unwrap_or(0);
+        let ns = process::mount_namespace(pid);
+        process::signal_group(pid, Signal::SIGKILL);
+        if let Some(ns) = ns {
+            process::signal_mount_namespace(&ns, Signal::SIGKILL);
+        }
         // The OOM killer takes the container's whole cgroup, processes started by exec
         // included. Exec sessions are tracked per pod here, so all of the pod's die with it.
         let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
