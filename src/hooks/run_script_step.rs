@@ -109,11 +109,13 @@ pub async fn run_script_step(
         container: JOB_CONTAINER_NAME,
         what: "the step",
     };
-    let step_id = file_name
+    let step_id = local
+        .name
         .strip_prefix("step-")
         .and_then(|n| n.strip_suffix(".sh"))
-        .unwrap_or(&file_name);
-    let step = DetachedStep::new(step_id, in_pod);
+        .unwrap_or(&local.name)
+        .to_string();
+    let step = DetachedStep::new(&step_id, in_pod);
     let result = detached::run(
         &kube,
         target,
