@@ -53,6 +53,9 @@ fi
 F=; sleep 0.05 2>/dev/null && F=1
 idle=0 waited=0
 while :; do
+  if [ ! -d "$d" ] || [ -L "$d" ] || [ -L "${d%/*}" ]; then
+    echo "arc-hook: the step's directory $d was removed or replaced (by the step itself?); its result is lost" >&2; exit 1
+  fi
   fin=; reg "$d/status" && fin=1
   got=
   z=$(size "$d/out"); if [ "$z" -gt "$o" ]; then tail -c +$((o+1)) "$d/out" | head -c $((z-o)); o=$z; got=1; fi

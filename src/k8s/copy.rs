@@ -649,16 +649,30 @@ pub async fn pull(
         container,
         what: "tar (copying files from the pod)",
     };
-    let code = exec(
-        kube,
-        target,
-        &archive_command(src, exclude),
-        None::<tokio::io::Empty>,
-        writer,
-        &mut stderr,
-    )
-    .await;
-    settle(consumer.await, "unpacking", code, pod, &stderr)
+    let command = archive_command(src, exclude);
+    let mut consumer = consumer;
+    let (local, code) = {
+        let streaming = exec(
+            kube,
+            target,
+            &command,
+            None::<tokio::io::Empty>,
+            writer,
+            &mut stderr,
+        );
+        tokio::pin!(streaming);
+        tokio::select! {
+            code = &mut streaming => (consumer.await, code),
+            local = &mut consumer => match local {
+                Ok(Ok(v)) => (Ok(Ok(v)), streaming.await),
+                // The unpacker refused (a hostile entry, or more than the limit): close the
+                // stream at once, so the pod's tar stops on a broken pipe instead of sending
+                // the rest (a sparse 1 TiB file would take many minutes of zeros).
+                refused => (refused, Ok(0)),
+            },
+        }
+    };
+    settle(local, "unpacking", code, pod, &stderr)
 }
 
 /// Combines the local end of a copy with tar's exit in the pod. A local failure explains a
