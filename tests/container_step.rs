@@ -44,7 +44,7 @@ fn step_input(
     json!({
         "command": "run_container_step",
         "responseFile": null,
-        "state": r.state.clone().unwrap_or(json!({})),
+        "state": r.state.clone().unwrap_or(Value::Null),
         "args": {
             "image": image, "dockerfile": dockerfile,
             "entryPoint": entry, "entryPointArgs": args,
@@ -621,4 +621,30 @@ async fn a_dockerfile_step_is_built_by_rootless_buildkit_then_run() {
         vec![POD.to_string()],
         "the builder pod is removed"
     );
+}
+
+/// A job with neither container nor services gets no prepare_job and no cleanup_job from the
+/// runner, yet its Docker-action steps arrive with `state: null`: each runs as a Job and removes
+/// what it created itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_without_prepare_job_runs_as_a_job_and_leaves_nothing() {
+    let r = Runner::start(action_cfg()).await;
+    assert!(r.state.is_none(), "no prepare_job");
+    let (run, output) = run_action(&r).await;
+    assert_action_ran(&run, &output);
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::default_namespaced(r.sim.client().await);
+    let lp = ListParams::default().labels(&format!("runner-pod={}", r.name));
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        let j = jobs.list(&lp).await.expect("jobs").items.len();
+        let p = r.pods_of(&r.name).await.len();
+        let s = r.secrets_of(&r.name).await.len();
+        left = j + p + s;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the step's Job, its pod and secret are gone without a cleanup_job");
 }

@@ -69,10 +69,18 @@ pub async fn run_container_step(
         }
     };
 
+    // A job with neither container nor services has no workflow pod: the runner sent no
+    // prepare_job (state null) and will send no cleanup_job, so the step is a Job that removes
+    // itself.
+    let prepared = envelope
+        .state
+        .as_ref()
+        .is_some_and(|s| !s.job_pod.is_empty());
     let refused = match (
         config.container_steps,
         granted.has(Extra::EphemeralContainers),
     ) {
+        _ if !prepared => "the job has no workflow pod (no container or services)".to_string(),
         (ContainerStepMode::Job, _) => "ARC_HOOK_CONTAINER_STEPS=job".to_string(),
         (ContainerStepMode::Auto, false) => {
             "the runner's Role does not grant patch on pods/ephemeralcontainers".to_string()
@@ -111,6 +119,11 @@ pub async fn run_container_step(
             }
         }
     };
+    if copy && !prepared {
+        bail!(
+            "no-volume mode: this container step belongs to a job without `container:` or services, so no pod holds the job's files for it; add `container:` to the job (any image with sh and tar) or use ARC_HOOK_WORK_VOLUME=claim"
+        );
+    }
     if copy {
         bail!(
             "no-volume mode: this container step cannot run in the job pod ({refused}), and a separate pod would not see the job's files; grant patch on pods/ephemeralcontainers in the runner's Role (deploy/rbac/role.yaml) or use ARC_HOOK_WORK_VOLUME=claim"
