@@ -646,5 +646,8 @@ async fn a_step_without_prepare_job_runs_as_a_job_and_leaves_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(left, 0, "the step's Job, its pod and secret are gone without a cleanup_job");
+    assert_eq!(
+        left, 0,
+        "the step's Job, its pod and secret are gone without a cleanup_job"
+    );
 }

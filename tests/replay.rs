@@ -136,3 +136,21 @@ fn runner_encodings_decode_as_in_docker_mode_without_a_volume() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert_runner_encodings(&out, &err);
 }
+
+#[test]
+fn a_job_replays_under_api_faults() {
+    // fixtures/jobs/under-faults: build-and-test with sim.json faults (429s, latency, cut exec
+    // streams, short watches): every command still succeeds, each step's output once.
+    let (code, out, err) = replay("under-faults");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("service web answered"), "{out}");
+    assert_eq!(err.matches("Ran 2 tests").count(), 1, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("the simulator injected"))
+        .unwrap_or_else(|| panic!("no fault summary in:\n{out}"));
+    assert!(
+        !line.contains(" 0 API errors") && !line.contains(" 0 exec"),
+        "{line}"
+    );
+}

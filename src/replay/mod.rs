@@ -4,18 +4,17 @@
 //! prepare_job, the steps, cleanup_job), `work/` (the runner's `_work` as it was: step scripts
 //! under `work/_temp`, sources under `work/<repo>/<repo>`), optionally `externals/`, `env`
 //! (`KEY=VALUE` lines for the hook, `${JOB_DIR}` expanded) and `sim.json` (simulator settings:
-//! `imageCommands`, `unpullableImages`).
+//! `imageCommands`, `unpullableImages`, `arcDefaultRole`, `nodeAllocatable`, `faults`).
 
 pub mod filecommands;
 pub mod target;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -37,21 +36,7 @@ pub struct ReplayOptions {
     pub hook_binary: Option<PathBuf>,
 }
 
-/// Simulator settings a job directory may carry.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SimSettings {
-    #[serde(default)]
-    pub image_commands: HashMap<String, Vec<String>>,
-    #[serde(default)]
-    pub unpullable_images: Vec<String>,
-    /// Restrict the simulated service account to ARC's default Role.
-    #[serde(default)]
-    pub arc_default_role: bool,
-    /// The simulated node's allocatable resources by name (`{"cpu": "8"}`); others keep their defaults.
-    #[serde(default)]
-    pub node_allocatable: std::collections::BTreeMap<String, String>,
-}
+pub use crate::sim::settings::SimSettings;
 
 /// One command's outcome.
 #[derive(Debug, Clone)]
@@ -126,7 +111,7 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     let files = command_files(&opts.job_dir)?;
     let job_env = read_env_file(&opts.job_dir)?;
     let sim_settings: SimSettings = match std::fs::read_to_string(opts.job_dir.join("sim.json")) {
-        Ok(t) => serde_json::from_str(&t).context("sim.json")?,
+        Ok(t) => SimSettings::from_json(&t).context("sim.json")?,
         Err(_) => SimSettings::default(),
     };
 
@@ -334,6 +319,13 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
         );
     }
     if let Some(sim) = sim {
+        let injected = sim.sim.faults().injected();
+        if injected != crate::sim::Injected::default() {
+            println!(
+                "   the simulator injected {} API errors and {} exec stream cuts (sim.json faults)",
+                injected.errors, injected.exec_cuts
+            );
+        }
         sim.shutdown().await;
     }
     drop(scratch);

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 
 use super::SimSettings;
-use crate::sim::{SimConfig, Simulator, arc_chart_default_role};
+use crate::sim::{SimConfig, Simulator};
 
 /// A running simulator and the kubeconfig the hook uses to reach it.
 pub struct SimTarget {
@@ -33,18 +33,16 @@ pub async fn start_simulator(
     settings: &SimSettings,
     home: &Path,
 ) -> anyhow::Result<SimTarget> {
-    let mut node_allocatable = crate::sim::default_allocatable();
-    node_allocatable.extend(settings.node_allocatable.clone());
-    let cfg = SimConfig {
-        node_allocatable,
+    let mut cfg = SimConfig {
+        node_allocatable: crate::sim::default_allocatable(),
         pvc_dirs: HashMap::from([(claim.to_string(), work.to_path_buf())]),
-        image_commands: settings.image_commands.clone(),
-        unpullable_images: settings.unpullable_images.clone(),
-        rbac: settings.arc_default_role.then(arc_chart_default_role),
         state_dir: Some(home.join("sim")),
         start_delay: Duration::from_millis(100),
         ..Default::default()
     };
+    settings
+        .apply(&mut cfg)
+        .map_err(|e| anyhow::anyhow!("sim.json: {e}"))?;
     let sim = Simulator::start(cfg)
         .await
         .context("starting the embedded Kubernetes simulator")?;

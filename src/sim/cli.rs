@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// `nvidia.com/gpu=1` (repeatable; unnamed resources keep cpu 64, memory 256Gi, pods 110).
     #[arg(long = "node-allocatable", value_name = "RESOURCE=QUANTITY", value_parser = parse_resource)]
     pub node_allocatable: Vec<(String, String)>,
+    /// A job directory's sim.json (image commands, unpullable images, ARC's Role, node
+    /// capacity, faults): serve a job's simulator standalone, e.g. for kubectl or upstream's hook.
+    #[arg(long, value_name = "SIM_JSON")]
+    pub settings: Option<PathBuf>,
+    /// Faults to inject (on top of --settings).
+    #[command(flatten)]
+    pub faults: super::settings::FaultSettings,
 }
 
 /// `cpu=8` -> ("cpu", "8"), with the quantity checked.
@@ -54,7 +61,7 @@ fn parse_resource(s: &str) -> Result<(String, String), String> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut node_allocatable = super::kubelet::default_allocatable();
     node_allocatable.extend(args.node_allocatable.iter().cloned());
-    let cfg = SimConfig {
+    let mut cfg = SimConfig {
         node_allocatable,
         namespace: args.namespace.clone(),
         start_delay: Duration::from_millis(args.start_delay_ms),
@@ -63,6 +70,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         ..SimConfig::default()
     };
+    if let Some(path) = &args.settings {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --settings {}", path.display()))?;
+        let settings = super::settings::SimSettings::from_json(&text)
+            .with_context(|| format!("--settings {}", path.display()))?;
+        settings
+            .apply(&mut cfg)
+            .map_err(|e| anyhow::anyhow!("--settings {}: {e}", path.display()))?;
+    }
+    cfg.faults = args
+        .faults
+        .apply(cfg.faults.clone())
+        .map_err(|e| anyhow::anyhow!("fault flags: {e}"))?;
     let sim = Simulator::start_on(cfg, args.port)
         .await
         .context("cannot start the Kubernetes simulator")?;

@@ -52,6 +52,16 @@ impl Default for Faults {
 struct FaultState {
     faults: Faults,
     rng: StdRng,
+    injected: Injected,
+}
+
+/// What the fault knobs have done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// API calls answered with an injected error.
+    pub errors: u64,
+    /// Exec streams cut by `exec_drop_after_bytes`.
+    pub exec_cuts: u64,
 }
 
 /// Shared, runtime-changeable fault knobs.
@@ -61,7 +71,11 @@ pub struct FaultHandle(Arc<Mutex<FaultState>>);
 impl FaultHandle {
     pub(crate) fn new(faults: Faults) -> FaultHandle {
         let rng = StdRng::seed_from_u64(faults.seed);
-        FaultHandle(Arc::new(Mutex::new(FaultState { faults, rng })))
+        FaultHandle(Arc::new(Mutex::new(FaultState {
+            faults,
+            rng,
+            injected: Injected::default(),
+        })))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
@@ -91,6 +105,11 @@ impl FaultHandle {
         }
     }
 
+    /// What was injected so far.
+    pub fn injected(&self) -> Injected {
+        self.lock().injected
+    }
+
     /// Removes every fault.
     pub fn clear(&self) {
         self.set(Faults::default());
@@ -102,6 +121,9 @@ impl FaultHandle {
         let latency = s.faults.latency;
         let rate = s.faults.error_rate.clamp(0.0, 1.0);
         let fail = rate > 0.0 && s.rng.random::<f64>() < rate;
+        if fail {
+            s.injected.errors += 1;
+        }
         (latency, fail.then_some(s.faults.error_status))
     }
 
@@ -116,14 +138,18 @@ impl FaultHandle {
     /// Counts one cut against `exec_drops_left`; false when none was left (another stream took it).
     pub(crate) fn take_exec_drop(&self) -> bool {
         let mut s = self.lock();
-        match &mut s.faults.exec_drops_left {
+        let taken = match &mut s.faults.exec_drops_left {
             Some(0) => false,
             Some(n) => {
                 *n -= 1;
                 true
             }
             None => true,
+        };
+        if taken {
+            s.injected.exec_cuts += 1;
         }
+        taken
     }
 
     pub(crate) fn exec_idle_timeout(&self) -> Option<Duration> {

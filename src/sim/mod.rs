@@ -18,6 +18,7 @@ mod quantity;
 mod rbac;
 mod resources;
 mod selectors;
+pub mod settings;
 mod status;
 mod store;
 mod table;
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-pub use faults::{FaultHandle, Faults};
+pub use faults::{FaultHandle, Faults, Injected};
 pub use kubelet::default_allocatable;
 
 /// Name of the simulator's only node.
