@@ -15,6 +15,7 @@ mod patch;
 mod protobuf;
 mod quantity;
 mod rbac;
+pub mod registry;
 mod resources;
 mod selectors;
 mod status;
