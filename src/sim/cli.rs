@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// `nvidia.com/gpu=1` (repeatable; unnamed resources keep cpu 64, memory 256Gi, pods 110).
     #[arg(long = "node-allocatable", value_name = "RESOURCE=QUANTITY", value_parser = parse_resource)]
     pub node_allocatable: Vec<(String, String)>,
+    /// Serve exec with `v4.channel.k8s.io` only, as an API server before 1.30 does (no stdin
+    /// close signal).
+    #[arg(long)]
+    pub exec_v4_only: bool,
 }
 
 /// `cpu=8` -> ("cpu", "8"), with the quantity checked.
@@ -61,6 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         unpullable_images: args.unpullable.clone(),
         rbac: args.default_role.then(arc_chart_default_role),
         state_dir: args.state_dir.clone(),
+        exec_v4_only: args.exec_v4_only,
         ..SimConfig::default()
     };
     let sim = Simulator::start_on(cfg, args.port)
