@@ -7,6 +7,7 @@ pub mod exporter;
 pub mod hooks;
 pub mod k8s;
 pub mod protocol;
+pub mod registry;
 pub mod render;
 #[cfg(feature = "sim")]
 pub mod replay;

@@ -1,4 +1,4 @@
-//! Container steps end to end: ephemeral containers in the job pod, the Job fallback, no-volume mode, and Dockerfile actions built by a Kaniko pod.
+//! Container steps end to end: ephemeral containers in the job pod, the Job fallback, no-volume mode, and Dockerfile actions built by a BuildKit or Kaniko pod (or found in the registry).
 
 mod common;
 
@@ -598,6 +598,14 @@ async fn a_dockerfile_step_is_built_by_rootless_buildkit_then_run() {
         run.stdout
     );
     assert!(run.stdout.contains("FROM alpine:3.19"), "{}", run.stdout);
+    assert_eq!(
+        run.stdout
+            .matches("arc-hook: could not check whether the registry already has harbor.internal/ci-actions/example-org-hello-action:")
+            .count(),
+        1,
+        "an unreachable registry costs one line, then the build:\n{}",
+        run.stdout
+    );
     assert!(
         run.stdout
             .contains("BUILDKITD_FLAGS=--oci-worker-no-process-sandbox"),
@@ -650,4 +658,149 @@ async fn a_step_without_prepare_job_runs_as_a_job_and_leaves_nothing() {
         left, 0,
         "the step's Job, its pod and secret are gone without a cleanup_job"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
+    use arc_hook::sim::registry::{FakeAuth, FakeRegistry, fake_digest};
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+
+    const BUILDKIT: &str = "mirror.internal/moby/buildkit:v0.23.2-rootless";
+    // Where the builder stand-in "pushes" (outside /tmp, which each container has its own of).
+    let pushed = tempfile::Builder::new()
+        .prefix("pushed-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("pushed dir");
+    std::fs::set_permissions(pushed.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("writable by the rootless builder");
+    let fake = FakeRegistry::start(
+        FakeAuth::Bearer {
+            username: "robot".into(),
+            password: "s3cr3t".into(),
+        },
+        Some(pushed.path().to_path_buf()),
+    )
+    .await
+    .expect("fake registry");
+    let registry = format!("{}/ci-actions", fake.host());
+    let repository = format!("{registry}/example-org-hello-action");
+    let mut cfg = cfg_with(&[(&repository, vec!["sh", "-c", "echo built-image-ran"])]);
+    // The stand-in pushes what buildctl's --output names: a file the fake registry serves.
+    let push = "name=$(echo \"$*\" | sed -n 's/.*name=\\([^,]*\\),push=true.*/\\1/p'); ref=${name#*/}; touch \"$0/$(echo \"$ref\" | tr '/:' '__')\" && echo \"pushed $name\"";
+    cfg.programs.insert(
+        "buildctl-daemonless.sh".into(),
+        vec![
+            "sh".into(),
+            "-c".into(),
+            push.into(),
+            pushed.path().to_string_lossy().to_string(),
+        ],
+    );
+    let mut r = Runner::start(cfg).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cr3t");
+    let config = json!({"auths": {fake.host(): {"auth": auth}}}).to_string();
+    let secrets: kube::Api<Secret> = kube::Api::default_namespaced(r.sim.client().await);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "registry-push"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)}
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("push secret");
+    for (k, v) in [
+        ("ARC_HOOK_BUILDER_IMAGE", BUILDKIT),
+        ("ARC_HOOK_BUILD_REGISTRY", registry.as_str()),
+        ("ARC_HOOK_BUILD_PUSH_SECRET", "registry-push"),
+    ] {
+        r.env.insert(k.into(), v.into());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(&r);
+    let step = step_input(
+        &r,
+        None,
+        Some(&dockerfile),
+        Value::Null,
+        json!([]),
+        json!({}),
+    );
+
+    let first = r.hook(&step).await;
+    first.assert_ok();
+    assert!(
+        first.stdout.contains(&format!("pushed {repository}:")),
+        "the first run builds and pushes:\n{}",
+        first.stdout
+    );
+    assert!(first.stdout.contains("built-image-ran"), "{}", first.stdout);
+
+    let second = r.hook(&step).await;
+    second.assert_ok();
+    assert!(
+        second.stdout.contains(&format!("arc-hook: {repository}:"))
+            && second
+                .stdout
+                .contains("is already in the registry (same build context): not building it again"),
+        "the second run says it skips the build:\n{}",
+        second.stdout
+    );
+    assert!(
+        !second.stdout.contains("pushed") && !second.stdout.contains("in pod"),
+        "no builder pod the second time:\n{}",
+        second.stdout
+    );
+    assert!(
+        second.stdout.contains("built-image-ran"),
+        "{}",
+        second.stdout
+    );
+
+    // One token request per check, with the push secret's credentials; the manifest request
+    // retried with the token.
+    let requests = fake.requests();
+    let tokens: Vec<_> = requests
+        .iter()
+        .filter(|q| q.target.starts_with("/token"))
+        .collect();
+    assert_eq!(tokens.len(), 2, "{requests:#?}");
+    assert!(
+        tokens
+            .iter()
+            .all(|q| q.authorization.as_deref() == Some(format!("Basic {auth}").as_str()))
+    );
+    assert_eq!(
+        requests.len(),
+        6,
+        "two checks of three requests: {requests:#?}"
+    );
+
+    // The step ran exactly the image the registry answered for.
+    let tag = requests[0]
+        .target
+        .rsplit('/')
+        .next()
+        .expect("tag")
+        .to_string();
+    let pod = r.pods().await.get(POD).await.expect("job pod");
+    let images: Vec<String> = pod
+        .spec
+        .and_then(|s| s.ephemeral_containers)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.image)
+        .collect();
+    let digest = fake_digest("ci-actions/example-org-hello-action", &tag);
+    assert_eq!(
+        images.last().map(String::as_str),
+        Some(format!("{repository}:{tag}@{digest}").as_str()),
+        "{images:?}"
+    );
+    assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
 }

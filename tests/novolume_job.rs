@@ -270,3 +270,58 @@ async fn copy_mode_a_step_survives_cut_streams_and_an_api_restart() {
     r.cleanup().await.assert_ok();
     r.sim.shutdown().await;
 }
+
+/// An API server before 1.30 (or with the stream-translation gate off) speaks exec v4. Script
+/// steps send no stdin and work there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_mode_steps_work_over_exec_v4() {
+    let mut cfg = sim_config();
+    cfg.exec_v4_only = true;
+    let mut r = Runner::start(cfg).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (out, out_local) = file_command(&r, "set_output", 1);
+    let step = r
+        .script_step(
+            "echo on-v4\necho v4=ok >> \"$GITHUB_OUTPUT\"\nexit 3\n",
+            json!({"GITHUB_OUTPUT": out}),
+        )
+        .await;
+    assert_eq!(
+        step.code, 3,
+        "the exit code arrives over v4: {}",
+        step.stderr
+    );
+    assert!(step.stdout.contains("on-v4"), "{}", step.stdout);
+    assert_eq!(read(&out_local), "v4=ok\n");
+    r.cleanup().await.assert_ok();
+}
+
+/// Copy mode over exec v4: today it fails. kube-rs, on a v4 connection, closes the whole
+/// WebSocket when stdin ends (v4 has no stdin close signal), so tar's exit status never arrives
+/// and prepare_job reports the copy's result as unknown. Needs the hook to keep stdin open
+/// until the status and the archive padded to tar's 10 KiB record (GNU tar otherwise reads to
+/// EOF), or prepare_job to refuse copy mode on servers before 1.30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "copy mode needs exec v5 (stdin close); see the comment"]
+async fn copy_mode_pushes_and_steps_work_over_exec_v4() {
+    let mut cfg = sim_config();
+    cfg.exec_v4_only = true;
+    let mut r = Runner::start(cfg).await;
+    r.env
+        .insert("ARC_HOOK_WORK_VOLUME".to_string(), "copy".to_string());
+    std::fs::write(r.runner_path("repo/repo/marker"), "pushed over v4\n").expect("write");
+    let prepared = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        r.prepare(job_args("ubuntu:24.04", json!([]))),
+    )
+    .await
+    .expect("prepare_job ends over exec v4");
+    prepared.0.assert_ok();
+    let step = r.script_step("cat marker\n", json!({})).await;
+    step.assert_ok();
+    assert!(step.stdout.contains("pushed over v4"), "{}", step.stdout);
+    r.cleanup().await.assert_ok();
+}

@@ -819,6 +819,71 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
 }
 
 #[tokio::test]
+async fn sim_ephemeral_containers_added_while_pending_start_with_the_pod() {
+    // A long start delay: the step is added while the pod is still Pending.
+    let sim = arc_hook::sim::Simulator::start(SimConfig {
+        start_delay: Duration::from_millis(1500),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
+    pods.create(&PostParams::default(), &pod("early", "busybox", &[]))
+        .await
+        .expect("created");
+    // `resources: {}` is the zero value, which the API accepts on an ephemeral container.
+    let step = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine:3.19",
+        "command": ["sh", "-c", "echo started-early"], "resources": {}}]}});
+    let added = pods
+        .patch_ephemeral_containers("early", &PatchParams::default(), &Patch::Strategic(step))
+        .await
+        .expect("ephemeral container added with resources: {}");
+    assert_eq!(
+        added.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "added before the pod runs"
+    );
+    let step_done = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.ephemeral_container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == "step"))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    };
+    wait_for(&pods, "early", "the early step finished", step_done).await;
+    let logs = pods
+        .logs(
+            "early",
+            &LogParams {
+                container: Some("step".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("step logs");
+    assert_eq!(logs, "started-early\n");
+    let limits = json!({"spec": {"ephemeralContainers": [
+        {"name": "step", "image": "alpine:3.19", "command": ["sh", "-c", "echo started-early"], "resources": {}},
+        {"name": "sized", "image": "alpine:3.19", "resources": {"limits": {}}}]}});
+    let (code, message) = api_code(
+        pods.patch_ephemeral_containers(
+            "early",
+            &PatchParams::default(),
+            &Patch::Strategic(limits),
+        )
+        .await
+        .expect_err("limits: {} is set"),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.ephemeralContainers[1].resources: Forbidden: cannot be set for an Ephemeral Container"),
+        "{message}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn sim_without_namespaces_runs_pods_on_host_paths() {
     let sim = start(SimConfig {
         use_namespaces: false,

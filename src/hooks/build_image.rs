@@ -19,6 +19,7 @@ use crate::k8s::Kube;
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::registry::{ImageRef, Presence, Registry, credentials_for};
 
 /// What the build needs to know about the job.
 pub struct BuildJob<'a> {
@@ -51,6 +52,12 @@ pub async fn build(
         )
     })?;
     let destination = format!("{}/{}:{hash}", build.registry, image_name(job.dockerfile));
+    if let Some(reference) = already_pushed(kube, build, &destination).await {
+        log_line(&format!(
+            "arc-hook: {destination} is already in the registry (same build context): not building it again"
+        ));
+        return Ok(reference);
+    }
     let suffix = names::random_suffix();
     let pod_name = names::runner_object_name(&job.ctx.runner_pod, "build", &suffix);
     let mut secret_name = None;
@@ -123,6 +130,55 @@ pub async fn build(
         Some(d) => format!("{destination}@{d}"),
         None => destination,
     })
+}
+
+/// The reference to run when the registry already has `destination` (pinned to the digest it
+/// answered); `None` when it has not, or cannot say: a registry that fails the check must not
+/// fail the job, so that costs one line and a build.
+async fn already_pushed(kube: &Kube, build: &BuildConfig, destination: &str) -> Option<String> {
+    match registry_presence(kube, build, destination).await {
+        Ok(Presence::Present { digest }) => Some(match digest {
+            Some(d) => format!("{destination}@{d}"),
+            None => destination.to_string(),
+        }),
+        Ok(Presence::Absent) => {
+            tracing::debug!(destination, "not in the registry yet");
+            None
+        }
+        Err(e) => {
+            log_line(&format!(
+                "arc-hook: could not check whether the registry already has {destination} ({e:#}); building it"
+            ));
+            None
+        }
+    }
+}
+
+/// One manifest request with the push secret's credentials for the registry's host.
+async fn registry_presence(
+    kube: &Kube,
+    build: &BuildConfig,
+    destination: &str,
+) -> anyhow::Result<Presence> {
+    let image = ImageRef::parse(destination)?;
+    let credentials = match &build.push_secret {
+        None => None,
+        Some(name) => {
+            let secrets = kube.secrets();
+            let secret = with_retry(&format!("reading secret {name}"), || secrets.get(name))
+                .await
+                .with_context(|| format!("reading the push secret {name}"))?;
+            let config = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+                .with_context(|| format!("the push secret {name} has no .dockerconfigjson"))?;
+            credentials_for(&config.0, &image.config_host)?
+        }
+    };
+    Ok(Registry::new()?
+        .tag_exists(&image, credentials.as_ref())
+        .await?)
 }
 
 /// Creates the builder pod, streams its log, and returns the pushed digest (when Kaniko wrote one).

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Faults to inject (on top of --settings).
     #[command(flatten)]
     pub faults: super::settings::FaultSettings,
+    /// Serve exec with `v4.channel.k8s.io` only, as an API server before 1.30 does (no stdin
+    /// close signal).
+    #[arg(long)]
+    pub exec_v4_only: bool,
 }
 
 /// `cpu=8` -> ("cpu", "8"), with the quantity checked.
@@ -68,6 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         unpullable_images: args.unpullable.clone(),
         rbac: args.default_role.then(arc_chart_default_role),
         state_dir: args.state_dir.clone(),
+        exec_v4_only: args.exec_v4_only,
         ..SimConfig::default()
     };
     if let Some(path) = &args.settings {

@@ -111,7 +111,12 @@ pub async fn handler(
     let Ok(ws) = ws else {
         return ApiError::bad_request("Upgrade request required: the arc-hook simulator serves exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only").into_response();
     };
-    let ws = ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]);
+    let offered: &[&'static str] = if sim.cfg.exec_v4_only {
+        &["v4.channel.k8s.io"]
+    } else {
+        &["v5.channel.k8s.io", "v4.channel.k8s.io"]
+    };
+    let ws = ws.protocols(offered.iter().copied());
     let Some(protocol) = ws
         .selected_protocol()
         .and_then(|p| p.to_str().ok())

@@ -16,6 +16,7 @@ mod patch;
 mod protobuf;
 mod quantity;
 mod rbac;
+pub mod registry;
 mod resources;
 mod selectors;
 pub mod settings;
@@ -78,6 +79,9 @@ pub struct SimConfig {
     /// Image (exact reference or repository) -> the (uid, gid) its config names (`USER`), used
     /// when neither the container nor the pod sets `runAsUser`/`runAsGroup`.
     pub image_users: HashMap<String, (u32, u32)>,
+    /// Offer only `v4.channel.k8s.io` for exec, as API servers before 1.30 (or with the
+    /// `TranslateStreamCloseWebsocketRequests` gate off) do: no stdin close signal.
+    pub exec_v4_only: bool,
 }
 
 impl Default for SimConfig {
@@ -96,6 +100,7 @@ impl Default for SimConfig {
             use_namespaces: true,
             node_allocatable: kubelet::default_allocatable(),
             image_users: HashMap::new(),
+            exec_v4_only: false,
         }
     }
 }

@@ -29,10 +29,38 @@ const ALLOWED: &[&str] = &[
     "targetContainerName",
 ];
 
+/// Forbidden fields whose Go type is a struct (not a pointer): set only when a member is.
+/// `ResourceRequirements`' members are maps and a slice, set when not null.
+const STRUCT_FIELDS: &[&str] = &["resources"];
+
+/// Whether a forbidden field is "set" in the API server's sense: its decoded Go value differs
+/// from the zero value (`validateFieldAllowList`, `pkg/apis/core/validation/validation.go`).
+/// `null` decodes to the zero value; `[]` and `{}` decode to non-nil slices, maps and pointers,
+/// which are set, except for a struct-typed field, whose `{}` is its zero value.
+fn is_set(key: &str, value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Object(members) if STRUCT_FIELDS.contains(&key) => {
+            members.values().any(|v| !v.is_null())
+        }
+        // Non-pointer scalars (none are forbidden today; a future field would follow Go's zeros).
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty() || POINTER_SCALARS.contains(&key),
+        _ => true,
+    }
+}
+
+/// Forbidden scalar fields that are pointers in the Go type, so even `""` is set.
+const POINTER_SCALARS: &[&str] = &["restartPolicy"];
+
 /// Causes for fields an ephemeral container may not have, as the API server words them.
 fn forbidden_fields(c: &Value, i: usize, causes: &mut Vec<Cause>) {
     let Some(obj) = c.as_object() else { return };
-    for key in obj.keys().filter(|k| !ALLOWED.contains(&k.as_str())) {
+    for (key, _) in obj
+        .iter()
+        .filter(|(k, v)| !ALLOWED.contains(&k.as_str()) && is_set(k, v))
+    {
         causes.push(Cause::forbidden(
             format!("spec.ephemeralContainers[{i}].{key}"),
             "cannot be set for an Ephemeral Container",
@@ -151,6 +179,45 @@ mod tests {
                 .message
                 .contains("Duplicate value")
         );
+    }
+
+    #[test]
+    fn forbidden_fields_follow_the_zero_value_rule() {
+        let old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let with = |extra: Value| {
+            let mut c = json!({"name": "step", "image": "alpine"});
+            if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            admit(&old, &json!({"spec": {"ephemeralContainers": [c]}}))
+        };
+        // The API's zero values: accepted.
+        for zero in [
+            json!({"resources": {}}),
+            json!({"resources": null}),
+            json!({"resources": {"limits": null, "requests": null}}),
+            json!({"ports": null}),
+            json!({"lifecycle": null}),
+            json!({"livenessProbe": null, "readinessProbe": null, "startupProbe": null}),
+        ] {
+            assert!(with(zero.clone()).is_ok(), "{zero} is the zero value");
+        }
+        // Anything else is set, even empty: refused, naming the field.
+        for (set, field) in [
+            (json!({"resources": {"limits": {}}}), "resources"),
+            (json!({"resources": {"claims": []}}), "resources"),
+            (json!({"ports": []}), "ports"),
+            (json!({"lifecycle": {}}), "lifecycle"),
+            (json!({"startupProbe": {}}), "startupProbe"),
+            (json!({"restartPolicy": ""}), "restartPolicy"),
+            (json!({"resizePolicy": []}), "resizePolicy"),
+        ] {
+            let e = with(set.clone()).expect_err("set");
+            assert!(
+                format!("{e:?}").contains(&format!("spec.ephemeralContainers[0].{field}")),
+                "{set}: {e:?}"
+            );
+        }
     }
 
     #[test]

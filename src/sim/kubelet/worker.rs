@@ -447,6 +447,7 @@ impl Worker {
                     self.publish();
                     if mounted {
                         self.stage = Stage::Starting;
+                        self.start_pending_ephemeral();
                         self.start_next();
                     } else {
                         self.stage = Stage::MountFailed;
@@ -1194,11 +1195,32 @@ impl Worker {
             }
             self.containers
                 .push(Container::new(Kind::Ephemeral, &spec, "ContainerCreating"));
-            let i = self.containers.len() - 1;
-            if matches!(self.stage, Stage::Running) && !self.terminating {
-                self.start_container(i);
-            }
+        }
+        if matches!(self.stage, Stage::Starting | Stage::Running) {
+            self.start_pending_ephemeral();
         }
         self.publish();
+    }
+
+    /// Starts the ephemeral containers not started yet. The kubelet starts them as soon as the
+    /// sandbox exists, before init containers (`SyncPod` step 5, `kuberuntime_manager.go`), so
+    /// one added while the pod was still Pending starts once the sandbox is up.
+    fn start_pending_ephemeral(&mut self) {
+        if self.terminating {
+            return;
+        }
+        let pending: Vec<usize> = (0..self.containers.len())
+            .filter(|i| {
+                let c = &self.containers[*i];
+                c.kind == Kind::Ephemeral
+                    && c.pid.is_none()
+                    && c.restart_at.is_none()
+                    && c.state.pointer("/waiting/reason").and_then(Value::as_str)
+                        == Some("ContainerCreating")
+            })
+            .collect();
+        for i in pending {
+            self.start_container(i);
+        }
     }
 }
