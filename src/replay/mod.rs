@@ -130,7 +130,10 @@ pub async fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     let work = home.join("_work");
     std::fs::create_dir_all(work.join("_temp/_runner_file_commands"))?;
     if opts.job_dir.join("work").is_dir() {
-        sync_tree(&opts.job_dir.join("work"), &work).context("laying out the runner's _work")?;
+        // A job directory may share another's work/ through a link (fixtures/jobs/under-faults).
+        let source = std::fs::canonicalize(opts.job_dir.join("work"))
+            .context("reading the job directory's work/")?;
+        sync_tree(&source, &work).context("laying out the runner's _work")?;
     }
     if opts.job_dir.join("externals").is_dir() {
         sync_tree(&opts.job_dir.join("externals"), &home.join("externals"))?;
