@@ -299,29 +299,26 @@ async fn claim_mode_steps_work_over_exec_v4() {
     r.cleanup().await.assert_ok();
 }
 
-/// Copy mode over exec v4: today it fails. kube-rs, on a v4 connection, closes the whole
-/// WebSocket when stdin ends (v4 has no stdin close signal), so tar's exit status never arrives
-/// and prepare_job reports the copy's result as unknown. Needs the hook to keep stdin open
-/// until the status and the archive padded to tar's 10 KiB record (GNU tar otherwise reads to
-/// EOF), or prepare_job to refuse copy mode on servers before 1.30.
+/// Copy mode over exec v4 (a server before 1.30): kube-rs, on a v4 connection, closes the whole
+/// WebSocket when stdin ends (v4 has no stdin close signal), so a copy's result would be lost.
+/// prepare_job refuses such a server at once, saying what to use instead, and creates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "copy mode needs exec v5 (stdin close); see the comment"]
-async fn copy_mode_pushes_and_steps_work_over_exec_v4() {
+async fn copy_mode_refuses_an_api_server_before_1_30() {
     let mut cfg = sim_config();
     cfg.exec_v4_only = true;
     let mut r = Runner::start(cfg).await;
     r.env
         .insert("ARC_HOOK_WORK_VOLUME".to_string(), "copy".to_string());
-    std::fs::write(r.runner_path("repo/repo/marker"), "pushed over v4\n").expect("write");
-    let prepared = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        r.prepare(job_args("ubuntu:24.04", json!([]))),
-    )
-    .await
-    .expect("prepare_job ends over exec v4");
-    prepared.0.assert_ok();
-    let step = r.script_step("cat marker\n", json!({})).await;
-    step.assert_ok();
-    assert!(step.stdout.contains("pushed over v4"), "{}", step.stdout);
-    r.cleanup().await.assert_ok();
+    let (run, _) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no-volume mode (ARC_HOOK_WORK_VOLUME=copy) needs Kubernetes 1.30 or later")
+            && run
+                .stderr
+                .contains("this API server is v1.29.14: use ARC_HOOK_WORK_VOLUME=claim"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(&r.name).await.is_empty(), "nothing created");
 }

@@ -97,6 +97,9 @@ pub async fn prepare_job(
         .transpose()?;
 
     let kube = super::connect(config).await?;
+    if config.work_volume == WorkVolumeMode::Copy {
+        require_exec_v5(&kube).await?;
+    }
     let granted = rbac::check(&kube, CommandName::PrepareJob, true).await;
     if !granted.missing_required.is_empty() {
         bail!(rbac::missing_message(
@@ -283,6 +286,33 @@ async fn start(
         );
     }
     detect_alpine(kube, &name).await
+}
+
+/// No-volume mode streams archives into the pod over exec and must close the stream's input
+/// while waiting for tar's exit status: only exec protocol v5 can (Kubernetes 1.30+; over v4
+/// kube-rs closes the whole connection and the result is lost). Refuse older servers up front.
+async fn require_exec_v5(kube: &Kube) -> anyhow::Result<()> {
+    let info = match kube.client.apiserver_version().await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the API server's version; assuming 1.30+");
+            return Ok(());
+        }
+    };
+    let minor: u32 = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(u32::MAX);
+    if info.major == "1" && minor < 30 {
+        bail!(
+            "no-volume mode (ARC_HOOK_WORK_VOLUME=copy) needs Kubernetes 1.30 or later, whose exec protocol (v5) can end a copy's input and still report its result; this API server is {}: use ARC_HOOK_WORK_VOLUME=claim (ARC's kubernetes mode with a work volume) or upgrade",
+            info.git_version
+        );
+    }
+    Ok(())
 }
 
 /// After a stop signal: removes this runner's objects (what the interrupted prepare_job may have

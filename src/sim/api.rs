@@ -183,7 +183,14 @@ async fn dispatch(
         return ApiError::not_found_path().into_response();
     };
     let t = match route {
-        Route::Doc(doc) => {
+        Route::Doc(mut doc) => {
+            if sim.cfg.exec_v4_only && uri.path().trim_matches('/') == "version" {
+                // A server that speaks exec v4 only is one before 1.30.
+                doc["minor"] = json!("29");
+                doc["gitVersion"] = json!("v1.29.14");
+                doc["emulationMinor"] = json!("29");
+                doc["minCompatibilityMinor"] = json!("28");
+            }
             return if method == Method::GET {
                 json_response(StatusCode::OK, &doc)
             } else {
