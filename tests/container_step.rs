@@ -804,3 +804,56 @@ async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
     );
     assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
 }
+
+/// A container step whose log stream breaks three times (as through a restarting proxy) still
+/// shows every line once and in order, and its own exit code; the command ran once. Both ways a
+/// container step runs: an ephemeral container and a Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_steps_log_survives_cut_streams() {
+    let script = "echo ran >> /github/runner_temp/ran-count; for i in $(seq 1 40); do echo \"line $i of the step\"; sleep 0.02; done; exit 5";
+    for as_job in [false, true] {
+        let mut cfg = cfg_with(&[("chatty:1", vec!["sh", "-c", script])]);
+        if as_job {
+            cfg.rbac = Some(arc_chart_default_role());
+        }
+        cfg.faults.log_drop_after_bytes = Some(150);
+        cfg.faults.log_drops_left = Some(3);
+        let mut r = Runner::start(cfg).await;
+        r.prepare(job_args("ubuntu:24.04", json!([])))
+            .await
+            .0
+            .assert_ok();
+        let run = r
+            .hook(&step_input(
+                &r,
+                Some("chatty:1"),
+                None,
+                Value::Null,
+                json!([]),
+                json!({}),
+            ))
+            .await;
+        assert_eq!(
+            run.code, 5,
+            "as_job={as_job}: the step's code\n{}",
+            run.stderr
+        );
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("line "))
+            .collect();
+        let want: Vec<String> = (1..=40).map(|i| format!("line {i} of the step")).collect();
+        assert_eq!(lines, want, "as_job={as_job}: every line once, in order");
+        assert_eq!(
+            r.sim.faults().injected().log_cuts,
+            3,
+            "as_job={as_job}: the cuts happened"
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran"),
+            "ran\n",
+            "as_job={as_job}: the command ran once"
+        );
+    }
+}

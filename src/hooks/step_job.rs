@@ -3,10 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::AsyncBufReadExt;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
-use tokio::io::AsyncWriteExt;
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 
 use super::HookResult;
 use crate::build::job::STEP_CONTAINER_NAME;
@@ -136,26 +134,9 @@ async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Streams `container`'s log to stdout as it is written.
+/// Streams `container`'s log to stdout as it is written (resuming after broken streams).
 pub async fn stream_log(kube: &Kube, pod: &str, container: &str) -> anyhow::Result<()> {
-    let api = kube.pods();
-    let lp = LogParams {
-        follow: true,
-        container: Some(container.into()),
-        ..Default::default()
-    };
-    let stream = with_retry(&format!("reading the log of pod {pod}"), || {
-        api.log_stream(pod, &lp)
-    })
-    .await?;
-    let mut lines = stream.lines();
-    let mut out = tokio::io::stdout();
-    use futures::TryStreamExt;
-    while let Some(line) = lines.try_next().await.context("reading the step's log")? {
-        out.write_all(line.as_bytes()).await?;
-        out.write_all(b"\n").await?;
-        out.flush().await?;
-    }
+    crate::k8s::logs::follow(kube, pod, container, tokio::io::stdout()).await?;
     Ok(())
 }
 

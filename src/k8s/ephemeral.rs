@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ContainerState, EphemeralContainer, Pod};
-use kube::api::{LogParams, Patch, PatchParams};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use kube::api::{Patch, PatchParams};
+use tokio::io::AsyncWrite;
 
 use super::retry::with_retry;
 use super::{K8sError, Kube};
@@ -237,37 +236,17 @@ async fn next_look(
     (delay * 2).min(Duration::from_millis(500))
 }
 
-/// Copies container `name`'s log to `out` as it is written, until the container ends.
+/// Copies container `name`'s log to `out` as it is written, until the container ends
+/// (resuming after broken streams: [`super::logs::follow`]).
 pub async fn follow_log<W: AsyncWrite + Unpin>(
     kube: &Kube,
     pod: &str,
     name: &str,
-    mut out: W,
+    out: W,
 ) -> Result<(), EphemeralError> {
-    let api = kube.pods();
-    let lp = LogParams {
-        follow: true,
-        container: Some(name.into()),
-        ..Default::default()
-    };
-    let stream = with_retry(&format!("reading the log of {name} in pod {pod}"), || {
-        api.log_stream(pod, &lp)
-    })
-    .await?;
-    let mut lines = stream.lines();
-    while let Some(line) = lines
-        .try_next()
+    super::logs::follow(kube, pod, name, out)
         .await
-        .map_err(|e| EphemeralError::Log(e.to_string()))?
-    {
-        let w = async {
-            out.write_all(line.as_bytes()).await?;
-            out.write_all(b"\n").await?;
-            out.flush().await
-        };
-        w.await.map_err(|e| EphemeralError::Log(e.to_string()))?;
-    }
-    Ok(())
+        .map_err(|e| EphemeralError::Log(e.to_string()))
 }
 
 /// The exit code of container `name`, once it has terminated (waiting up to `timeout`).

@@ -4,6 +4,7 @@ pub mod client;
 pub mod copy;
 pub mod ephemeral;
 pub mod exec;
+pub mod logs;
 pub mod rbac;
 pub mod retry;
 pub mod wait;

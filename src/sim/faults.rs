@@ -30,6 +30,10 @@ pub struct Faults {
     pub exec_idle_timeout: Option<Duration>,
     /// Watches end (cleanly, as on a server timeout) after this many events.
     pub watch_close_after_events: Option<usize>,
+    /// Followed log streams are cut (connection dropped mid-body) once this many bytes were sent.
+    pub log_drop_after_bytes: Option<usize>,
+    /// How many log streams `log_drop_after_bytes` cuts; `None`: every one.
+    pub log_drops_left: Option<usize>,
     /// Seed of the random generator deciding which calls fail, so a test's failures repeat.
     pub seed: u64,
 }
@@ -44,6 +48,8 @@ impl Default for Faults {
             exec_drops_left: None,
             exec_idle_timeout: None,
             watch_close_after_events: None,
+            log_drop_after_bytes: None,
+            log_drops_left: None,
             seed: 0x5eed,
         }
     }
@@ -62,6 +68,8 @@ pub struct Injected {
     pub errors: u64,
     /// Exec streams cut by `exec_drop_after_bytes`.
     pub exec_cuts: u64,
+    /// Log streams cut by `log_drop_after_bytes`.
+    pub log_cuts: u64,
 }
 
 /// Shared, runtime-changeable fault knobs.
@@ -148,6 +156,31 @@ impl FaultHandle {
         };
         if taken {
             s.injected.exec_cuts += 1;
+        }
+        taken
+    }
+
+    pub(crate) fn log_drop_after_bytes(&self) -> Option<usize> {
+        let s = self.lock();
+        match s.faults.log_drops_left {
+            Some(0) => None,
+            _ => s.faults.log_drop_after_bytes,
+        }
+    }
+
+    /// Counts one log cut against `log_drops_left`; false when none was left.
+    pub(crate) fn take_log_drop(&self) -> bool {
+        let mut s = self.lock();
+        let taken = match &mut s.faults.log_drops_left {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        };
+        if taken {
+            s.injected.log_cuts += 1;
         }
         taken
     }

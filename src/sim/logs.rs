@@ -1,6 +1,5 @@
 //! Container logs: per-container buffers the kubelet fills, and the `pods/log` endpoint.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -119,12 +118,19 @@ impl Renderer {
     fn render(&mut self, chunks: &[Chunk]) -> Vec<u8> {
         let mut out = Vec::new();
         for c in chunks {
-            if self.timestamps && self.at_line_start {
-                out.extend_from_slice(c.at.as_bytes());
-                out.push(b' ');
+            if !self.timestamps {
+                out.extend_from_slice(&c.bytes);
+                continue;
             }
-            out.extend_from_slice(&c.bytes);
-            self.at_line_start = c.bytes.ends_with(b"\n");
+            // Every line gets its timestamp, as the kubelet writes one CRI log entry per line.
+            for piece in c.bytes.split_inclusive(|b| *b == b'\n') {
+                if self.at_line_start {
+                    out.extend_from_slice(c.at.as_bytes());
+                    out.push(b' ');
+                }
+                out.extend_from_slice(piece);
+                self.at_line_start = piece.ends_with(b"\n");
+            }
         }
         out
     }
@@ -268,7 +274,9 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
         )
             .into_response());
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let drop_after = sim.faults.log_drop_after_bytes();
+    let faults = sim.faults.clone();
     tokio::spawn(async move {
         let mut changed = buf.changed.subscribe();
         let mut next = start;
@@ -281,6 +289,18 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
                 let mut out = renderer.render(&chunks);
                 if let Some(l) = limit {
                     out.truncate(l.saturating_sub(sent));
+                }
+                // Fault: drop the connection mid-body, possibly inside a line, as a proxy would.
+                if let Some(n) = drop_after
+                    && sent + out.len() >= n
+                    && faults.take_log_drop()
+                {
+                    out.truncate(n.saturating_sub(sent));
+                    let _ = tx.send(Ok(Bytes::from(out))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::other("injected fault: log stream cut")))
+                        .await;
+                    return;
                 }
                 sent += out.len();
                 if tx.send(Ok(Bytes::from(out))).await.is_err() || limit.is_some_and(|l| sent >= l)

@@ -53,6 +53,12 @@ pub struct FaultSettings {
     /// End watches after this many events (as on a server-side timeout).
     #[arg(long)]
     pub watch_close_after_events: Option<usize>,
+    /// Cut followed log streams (connection dropped mid-body) after this many bytes.
+    #[arg(long)]
+    pub log_drop_after_bytes: Option<usize>,
+    /// How many log streams are cut that way (default: every one).
+    #[arg(long)]
+    pub log_drops: Option<usize>,
     /// Seed of the generator deciding which calls fail, so failures repeat.
     #[arg(long)]
     pub fault_seed: Option<u64>,
@@ -88,6 +94,12 @@ impl FaultSettings {
         }
         if self.watch_close_after_events.is_some() {
             f.watch_close_after_events = self.watch_close_after_events;
+        }
+        if self.log_drop_after_bytes.is_some() {
+            f.log_drop_after_bytes = self.log_drop_after_bytes;
+        }
+        if self.log_drops.is_some() {
+            f.log_drops_left = self.log_drops;
         }
         if let Some(seed) = self.fault_seed {
             f.seed = seed;
