@@ -805,12 +805,12 @@ async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
     assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
 }
 
-/// A container step whose log stream breaks three times (as through a restarting proxy) still
-/// shows every line once and in order, and its own exit code; the command ran once. Both ways a
-/// container step runs: an ephemeral container and a Job.
+/// A container step whose log stream breaks three times (as through a restarting proxy) and
+/// whose API server restarts once still shows every line once and in order, and its own exit
+/// code; the command ran once. Both ways a container step runs: an ephemeral container and a Job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_steps_log_survives_cut_streams() {
-    let script = "echo ran >> /github/runner_temp/ran-count; for i in $(seq 1 40); do echo \"line $i of the step\"; sleep 0.02; done; exit 5";
+    let script = "echo ran >> /github/runner_temp/ran-count; for i in $(seq 1 40); do echo \"line $i of the step\"; sleep 0.1; done; exit 5";
     for as_job in [false, true] {
         let mut cfg = cfg_with(&[("chatty:1", vec!["sh", "-c", script])]);
         if as_job {
@@ -823,16 +823,22 @@ async fn a_container_steps_log_survives_cut_streams() {
             .await
             .0
             .assert_ok();
-        let run = r
-            .hook(&step_input(
-                &r,
-                Some("chatty:1"),
-                None,
-                Value::Null,
-                json!([]),
-                json!({}),
-            ))
-            .await;
+        let input = step_input(
+            &r,
+            Some("chatty:1"),
+            None,
+            Value::Null,
+            json!([]),
+            json!({}),
+        );
+        let step = r.hook(&input);
+        // Mid-step, the API server restarts (every connection cut, 2 s down) while the pod runs.
+        let restart = async {
+            assert!(r.wait_for_pod_file("ran-count").await, "the step started");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            r.sim.restart_api(Duration::from_secs(2));
+        };
+        let (run, ()) = tokio::join!(step, restart);
         assert_eq!(
             run.code, 5,
             "as_job={as_job}: the step's code\n{}",
