@@ -863,3 +863,56 @@ async fn a_container_steps_log_survives_cut_streams() {
         );
     }
 }
+
+/// A silent container step outlives a proxy's idle timeout on its log stream: it prints, stays
+/// silent past the timeout, prints again and exits 7, and the job log has both lines, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_container_step_outlives_an_idle_timeout() {
+    let script =
+        "echo ran >> /github/runner_temp/ran-count; echo before; sleep 4; echo after; exit 7";
+    for as_job in [false, true] {
+        let mut cfg = cfg_with(&[("silent:1", vec!["sh", "-c", script])]);
+        if as_job {
+            cfg.rbac = Some(arc_chart_default_role());
+        }
+        cfg.faults.exec_idle_timeout = Some(Duration::from_secs(2));
+        let mut r = Runner::start(cfg).await;
+        r.prepare(job_args("ubuntu:24.04", json!([])))
+            .await
+            .0
+            .assert_ok();
+        let input = step_input(
+            &r,
+            Some("silent:1"),
+            None,
+            Value::Null,
+            json!([]),
+            json!({}),
+        );
+        let run = r
+            .hook_with_env(&input, &[("ARC_HOOK_LOG", "arc_hook=debug")])
+            .await;
+        assert_eq!(run.code, 7, "as_job={as_job}\n{}", run.stderr);
+        assert!(
+            run.stderr.contains("log stream broke; resuming"),
+            "as_job={as_job}: the idle timeout cut the log: {}",
+            run.stderr
+        );
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| *l == "before" || *l == "after")
+            .collect();
+        assert_eq!(
+            lines,
+            ["before", "after"],
+            "as_job={as_job}: {}",
+            run.stdout
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran"),
+            "ran\n",
+            "as_job={as_job}: the command ran once"
+        );
+    }
+}

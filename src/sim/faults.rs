@@ -26,7 +26,8 @@ pub struct Faults {
     /// How many exec streams `exec_drop_after_bytes` cuts (each cut uses one); `None`: every one.
     pub exec_drops_left: Option<usize>,
     /// Exec streams are cut (as by a proxy's idle timeout) after this long without a frame in
-    /// either direction; WebSocket pings count as traffic.
+    /// either direction (WebSocket pings count as traffic), and followed logs after this long
+    /// without output.
     pub exec_idle_timeout: Option<Duration>,
     /// Watches end (cleanly, as on a server timeout) after this many events.
     pub watch_close_after_events: Option<usize>,

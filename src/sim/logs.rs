@@ -311,9 +311,20 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
             if closed {
                 return;
             }
+            // Fault: a proxy's idle timeout cuts a followed log with nothing to send for that long.
+            let idle = faults.exec_idle_timeout();
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
                 _ = tx.closed() => return,
+                _ = async {
+                    match idle {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = tx.send(Err(std::io::Error::other("injected fault: idle stream cut"))).await;
+                    return;
+                }
             }
         }
     });
