@@ -1,17 +1,20 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
-pub mod build;
 pub mod config;
 pub mod docker_options;
 #[cfg(feature = "exporter")]
 pub mod exporter;
+pub mod file_tree;
 pub mod hooks;
 pub mod k8s;
+pub mod objects;
+pub mod plan;
 pub mod protocol;
 pub mod registry;
 pub mod render;
 #[cfg(feature = "sim")]
 pub mod replay;
 pub mod runner_args;
+pub mod script;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod template;

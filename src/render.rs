@@ -5,10 +5,10 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::build::plan::{plan_container_step, plan_prepare_job, workspace_subpath};
-use crate::build::secret::redacted;
-use crate::build::{BuildContext, names};
 use crate::config::Config;
+use crate::objects::secret::redacted;
+use crate::objects::{BuildContext, names};
+use crate::plan::{plan_container_step, plan_prepare_job, workspace_subpath};
 use crate::protocol::{Command, parse_envelope};
 use crate::template::Template;
 

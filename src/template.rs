@@ -20,10 +20,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::build::ephemeral::ALLOWED_FIELDS;
-use crate::build::job::STEP_CONTAINER_NAME;
-use crate::build::pod::JobPod;
-use crate::build::{JOB_CONTAINER_NAME, MANAGED_BY_LABEL, ROLE_LABEL, RUNNER_POD_LABEL};
+use crate::objects::ephemeral::ALLOWED_FIELDS;
+use crate::objects::job::STEP_CONTAINER_NAME;
+use crate::objects::pod::JobPod;
+use crate::objects::{JOB_CONTAINER_NAME, MANAGED_BY_LABEL, ROLE_LABEL, RUNNER_POD_LABEL};
 
 /// Container list fields that are appended rather than replaced.
 const APPENDED_CONTAINER_FIELDS: &[&str] =
@@ -568,12 +568,12 @@ fn append(target: &mut Value, extra: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::BuildContext;
+    use crate::objects::BuildContext;
     use crate::protocol::{ContainerDefinition, PrepareJobArgs, RunContainerStepArgs};
     use std::collections::BTreeMap;
 
     fn ctx() -> BuildContext {
-        crate::build::test_context()
+        crate::objects::test_context()
     }
 
     fn vars() -> TemplateVars {
@@ -603,7 +603,7 @@ mod tests {
                 },
             ],
         };
-        crate::build::pod::job_pod(&ctx(), &args, None).expect("valid args")
+        crate::objects::pod::job_pod(&ctx(), &args, None).expect("valid args")
     }
 
     fn merge(yaml: &str) -> Result<Merged<Pod>, TemplateError> {
@@ -897,8 +897,8 @@ spec:
             image: Some("alpine".into()),
             ..Default::default()
         };
-        let (c, v) = crate::build::job::step_container(&args, "alpine", "r/r").expect("valid");
-        let job = crate::build::job::container_step_job(&ctx(), "arc-runner-step-x", c, v, None);
+        let (c, v) = crate::objects::job::step_container(&args, "alpine", "r/r").expect("valid");
+        let job = crate::objects::job::container_step_job(&ctx(), "arc-runner-step-x", c, v, None);
         let t = Template::parse(
             "metadata: {labels: {team: ml}}\nspec:\n  containers:\n    - name: $step\n      env: [{name: S, value: \"1\"}]\n    - name: $job\n      env: [{name: J, value: \"1\"}]\n",
             "t.yaml",
@@ -928,7 +928,7 @@ spec:
     #[test]
     fn ephemeral_steps_take_only_allowed_fields() {
         let args = RunContainerStepArgs::default();
-        let (c, _) = crate::build::ephemeral::ephemeral_step_container(&args, "alpine", "step-x")
+        let (c, _) = crate::objects::ephemeral::ephemeral_step_container(&args, "alpine", "step-x")
             .expect("valid")
             .expect("ephemeral");
         let t = Template::parse(

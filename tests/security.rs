@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use arc_hook::build::names::{job_pod_name, runner_label_value};
+use arc_hook::objects::names::{job_pod_name, runner_label_value};
 use common::{HookRun, Runner, job_args, sim_config};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};

@@ -1,6 +1,6 @@
 //! A job container's docker `options:` (`createOptions`): parsed with docker's rules into typed options.
 //!
-//! Pure: nothing here knows Kubernetes objects. `crate::build::options` applies the result to the
+//! Pure: nothing here knows Kubernetes objects. `crate::objects::options` applies the result to the
 //! workflow pod, after `policy` has checked it against what the platform allows.
 
 pub mod flags;

@@ -8,17 +8,17 @@ use kube::api::{DeleteParams, PostParams};
 use super::log_line;
 use super::prepare_job::create_once;
 use super::step_job::{stream_log, terminated};
-use crate::build::builder::{
-    BUILDER_CONTAINER, BuildRequest, BuildSource, MAX_CONTEXT_ARCHIVE, builder_pod,
-    context_archive, context_hash, context_secret, image_name,
-};
-use crate::build::pod::work_subpath;
-use crate::build::{BuildContext, names};
 use crate::config::{BuildConfig, Config};
 use crate::k8s::Kube;
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::objects::builder::{
+    BUILDER_CONTAINER, BuildRequest, BuildSource, MAX_CONTEXT_ARCHIVE, builder_pod,
+    context_archive, context_hash, context_secret, image_name,
+};
+use crate::objects::pod::work_subpath;
+use crate::objects::{BuildContext, names};
 use crate::registry::{ImageRef, Presence, Registry, credentials_for};
 
 /// What the build needs to know about the job.
@@ -228,5 +228,5 @@ async fn run_builder(
     }
     Ok(t.message
         .as_deref()
-        .and_then(crate::build::buildkit::pushed_digest))
+        .and_then(crate::objects::buildkit::pushed_digest))
 }

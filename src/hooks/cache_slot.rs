@@ -12,9 +12,9 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 
-use crate::build::pod::{CACHE_SLOT_LABEL, pinned_node};
 use crate::k8s::retry::with_retry;
 use crate::k8s::{K8sError, Kube};
+use crate::objects::pod::{CACHE_SLOT_LABEL, pinned_node};
 
 /// How many times prepare_job retries after losing a slot race before giving up.
 pub const MAX_ATTEMPTS: usize = 8;

@@ -6,11 +6,11 @@ use anyhow::Context;
 use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 
 use super::HookResult;
-use crate::build::runner_selector;
 use crate::config::Config;
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::wait_gone;
 use crate::k8s::{K8sError, Kube, rbac};
+use crate::objects::runner_selector;
 use crate::protocol::CommandName;
 
 /// Seconds a deleted pod gets to stop: enough for a clean exit, short enough for the next job.
@@ -135,7 +135,7 @@ pub async fn cleanup_job(config: &Config) -> HookResult {
     }
     // The /github links container steps left at the work volume's root (never a real directory).
     if let Some(work) = config.runner_work_dir() {
-        for name in crate::build::ephemeral::GITHUB_LINK_NAMES {
+        for name in crate::objects::ephemeral::GITHUB_LINK_NAMES {
             let path = work.join(name);
             if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
                 let _ = std::fs::remove_file(path);

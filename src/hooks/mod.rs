@@ -4,11 +4,9 @@ pub mod build_image;
 pub mod cache_slot;
 pub mod cleanup_job;
 pub mod detached;
-pub mod externals;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
-pub mod script;
 pub mod shared_work;
 pub mod startup;
 pub mod step_ephemeral;
@@ -19,9 +17,9 @@ use std::io::Read;
 
 use anyhow::Context;
 
-use crate::build::BuildContext;
 use crate::config::Config;
 use crate::k8s::Kube;
+use crate::objects::BuildContext;
 use crate::protocol::{Command, Envelope, parse_envelope};
 
 /// A command's result: the exit code the runner sees.

@@ -7,14 +7,14 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, cache_slot, log_line, runner_node, startup};
-use crate::build::plan::{PreparePlan, plan_prepare_job};
-use crate::build::{JOB_CONTAINER_NAME, RUNNER_POD_LABEL, names};
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{Milestones, WaitOptions, wait_running_observed};
 use crate::k8s::{K8sError, Kube};
+use crate::objects::{JOB_CONTAINER_NAME, RUNNER_POD_LABEL, names};
+use crate::plan::{PreparePlan, plan_prepare_job};
 use crate::protocol::{CommandName, Envelope, JobState, PrepareJobArgs, PrepareJobResponse};
 use crate::template::Template;
 
@@ -414,7 +414,7 @@ fn provide_externals(config: &Config) {
         tracing::warn!(path = %src.display(), "the runner's externals are missing; /__e will be empty");
         return;
     }
-    match super::externals::sync_tree(&src, &work.join("externals")) {
+    match crate::file_tree::sync_tree(&src, &work.join("externals")) {
         Ok(s) => tracing::debug!(
             copied = s.copied,
             unchanged = s.unchanged,

@@ -7,10 +7,10 @@ use super::shared_work::SharedDir;
 use super::step_ephemeral::{Outcome, run_in_job_pod};
 use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, log_line, runner_node};
-use crate::build::names;
-use crate::build::plan::{plan_container_step, plan_ephemeral_step, workspace_subpath};
 use crate::config::{Config, ContainerStepMode};
 use crate::k8s::rbac::{self, Extra};
+use crate::objects::names;
+use crate::plan::{plan_container_step, plan_ephemeral_step, workspace_subpath};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 use crate::template::Template;
 

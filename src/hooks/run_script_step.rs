@@ -6,13 +6,13 @@ use anyhow::Context;
 
 use super::HookResult;
 use super::detached::{self, DetachedStep};
-use super::script::{StepCommand, step_script};
 use super::shared_work::{SharedDir, check_runner_paths};
 use super::workspace::{self, RunnerDirs};
-use crate::build::{JOB_CONTAINER_NAME, names};
 use crate::config::Config;
 use crate::k8s::exec::{ExecError, ExecTarget};
+use crate::objects::{JOB_CONTAINER_NAME, names};
 use crate::protocol::{Envelope, RunScriptStepArgs};
+use crate::script::{StepCommand, step_script};
 
 /// Directory under the runner's `_temp` (`/__w/_temp` in the pod) holding step start scripts.
 pub const SCRIPT_DIR: &str = "_arc_hook";

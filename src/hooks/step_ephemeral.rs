@@ -7,11 +7,11 @@ use std::io;
 use std::path::Path;
 
 use super::workspace::{self, RunnerDirs};
-use crate::build::plan::EphemeralStepPlan;
 use crate::config::Config;
 use crate::k8s::Kube;
 use crate::k8s::copy::Source;
 use crate::k8s::ephemeral::{self, EphemeralError};
+use crate::plan::EphemeralStepPlan;
 
 /// What happened to a step offered to the job pod.
 #[derive(Debug)]

@@ -7,13 +7,13 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 
 use super::HookResult;
-use crate::build::job::STEP_CONTAINER_NAME;
-use crate::build::plan::ContainerStepPlan;
 use crate::config::Config;
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{WaitOptions, wait_running};
 use crate::k8s::{K8sError, Kube};
+use crate::objects::job::STEP_CONTAINER_NAME;
+use crate::plan::ContainerStepPlan;
 
 /// How long a step Job gets to create its pod.
 const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(60);

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::build::JOB_CONTAINER_NAME;
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::Kube;
 use crate::k8s::copy::{self, CopyError, Manifest, PushOptions, Source, Stats};
+use crate::objects::JOB_CONTAINER_NAME;
 use crate::protocol::Envelope;
 
 /// The work volume's mount in the job container.

@@ -542,7 +542,7 @@ pub fn archive_command(src: &str, exclude: &[&str]) -> Vec<String> {
     for x in exclude {
         skip.push_str(&format!(
             " [ \"$e\" = {} ] && continue;",
-            crate::hooks::script::sh_quote(x)
+            crate::script::sh_quote(x)
         ));
     }
     let script = format!(

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::hooks::externals::sync_tree;
+use crate::file_tree::sync_tree;
 use crate::protocol::PrepareJobResponse;
 
 /// The wrapper the runner calls (the shipped `scripts/arc-hook.sh`).

@@ -6,7 +6,6 @@ pub mod ephemeral;
 pub mod job;
 pub mod names;
 pub mod options;
-pub mod plan;
 pub mod pod;
 pub mod ports;
 pub mod secret;

@@ -1,4 +1,4 @@
-//! The runner's externals (node for JavaScript actions...) in the work volume, where the job container sees them at `/__e`.
+//! Mirroring a directory tree, unchanged files skipped: the runner's externals into the work volume (prepare_job, where the job container sees them at `/__e`) and a job directory's `work/` (replay).
 
 use std::fs;
 use std::io;

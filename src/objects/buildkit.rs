@@ -179,8 +179,8 @@ pub fn pushed_digest(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_context;
     use crate::config::BuilderKind;
+    use crate::objects::test_context;
     use std::time::Duration;
 
     fn build(remote: Option<&str>) -> BuildConfig {

@@ -3,12 +3,12 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EphemeralContainer, Pod, Secret};
 
-use super::ephemeral::{NotEphemeral, ephemeral_step_container, github_links};
-use super::job::{container_step_job, step_container, step_system_mounts};
-use super::pod::{JobPod, ServiceContainer, job_pod, work_subpath};
-use super::ports::{PortMapping, context_ports};
-use super::secret::{PullCredentials, registry_secret};
-use super::{BuildContext, BuildError, names};
+use crate::objects::ephemeral::{NotEphemeral, ephemeral_step_container, github_links};
+use crate::objects::job::{container_step_job, step_container, step_system_mounts};
+use crate::objects::pod::{JobPod, ServiceContainer, job_pod, work_subpath};
+use crate::objects::ports::{PortMapping, context_ports};
+use crate::objects::secret::{PullCredentials, registry_secret};
+use crate::objects::{BuildContext, BuildError, names};
 use crate::protocol::{ContextEntry, PrepareJobArgs, ResponseContext, RunContainerStepArgs};
 use crate::template::{Template, TemplateError, TemplateVars};
 
@@ -20,7 +20,7 @@ pub enum PlanError {
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error(transparent)]
-    Options(#[from] super::options::ContainerOptionsError),
+    Options(#[from] crate::objects::options::ContainerOptionsError),
 }
 
 /// prepare_job's objects.
@@ -116,14 +116,14 @@ pub fn plan_prepare_job(
             let mut pod = merged.object;
             // A template's own affinity replaces the pod's: pin to the runner's node again.
             if let Some(spec) = pod.spec.as_mut() {
-                super::pod::pin_to_node(spec, ctx);
+                crate::objects::pod::pin_to_node(spec, ctx);
             }
             pod
         }
         None => pod,
     };
     // Job options after the template: they win for the fields they set.
-    warnings.extend(super::options::apply_job_options(
+    warnings.extend(crate::objects::options::apply_job_options(
         &mut pod, args, &services, policy,
     )?);
     Ok(PreparePlan {
@@ -181,7 +181,7 @@ pub fn plan_container_step(
         secret.as_ref().map(|_| secret_name.as_str()),
     );
     let mut warnings = Vec::new();
-    warnings.extend(super::ignored_options_warning(
+    warnings.extend(crate::objects::ignored_options_warning(
         args.create_options.as_deref(),
         "container step",
     ));
@@ -191,7 +191,7 @@ pub fn plan_container_step(
             warnings.extend(merged.warnings);
             let mut job = merged.object;
             if let Some(spec) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                super::pod::pin_to_node(spec, ctx);
+                crate::objects::pod::pin_to_node(spec, ctx);
             }
             job
         }
@@ -238,7 +238,7 @@ pub fn plan_ephemeral_step(
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-    warnings.extend(super::ignored_options_warning(
+    warnings.extend(crate::objects::ignored_options_warning(
         args.create_options.as_deref(),
         "container step",
     ));

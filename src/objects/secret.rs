@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> BuildContext {
-        crate::build::test_context()
+        crate::objects::test_context()
     }
 
     fn reg(server: Option<&str>) -> Registry {

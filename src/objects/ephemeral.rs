@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn links_resolve_docker_paths() {
-        let mounts = crate::build::job::step_system_mounts(&[], "repo/repo").expect("mounts");
+        let mounts = crate::objects::job::step_system_mounts(&[], "repo/repo").expect("mounts");
         let links = github_links(&mounts).expect("links");
         assert!(links.contains(&("workspace".to_string(), "repo/repo".to_string())));
         assert!(links.contains(&("runner_temp".to_string(), "_temp".to_string())));
@@ -222,7 +222,7 @@ mod tests {
             "file_commands".to_string(),
             "_temp/_runner_file_commands".to_string()
         )));
-        let root = crate::build::job::step_system_mounts(&[], "").expect("mounts");
+        let root = crate::objects::job::step_system_mounts(&[], "").expect("mounts");
         assert!(
             github_links(&root)
                 .expect("links")

@@ -188,7 +188,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> BuildContext {
-        crate::build::test_context()
+        crate::objects::test_context()
     }
 
     #[test]

@@ -304,8 +304,8 @@ fn quantity_value(q: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::pod::job_pod;
-    use crate::build::test_context;
+    use crate::objects::pod::job_pod;
+    use crate::objects::test_context;
     use crate::protocol::ContainerDefinition;
 
     fn args(job: &str, service: &str) -> PrepareJobArgs {

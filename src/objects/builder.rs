@@ -338,7 +338,7 @@ mod tests {
     use std::time::Duration;
 
     fn ctx() -> BuildContext {
-        crate::build::test_context()
+        crate::objects::test_context()
     }
 
     fn build() -> BuildConfig {
