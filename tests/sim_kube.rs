@@ -516,9 +516,12 @@ async fn sim_evicted_pod_fails_with_reason_evicted() {
     let p = wait_for(&pods, "victim", "Failed", phase_is("Failed")).await;
     let status = p.status.expect("status");
     assert_eq!(status.reason.as_deref(), Some("Evicted"));
-    assert_eq!(
-        status.message.as_deref(),
-        Some("The node was low on resource: memory.")
+    // The kubelet's wording (pkg/kubelet/eviction/helpers.go), one sentence per container.
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.starts_with("The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. Container ")
+            && message.ends_with(", request is 0, has larger consumption of memory. "),
+        "{message}"
     );
     let err = pods
         .exec("victim", ["true"], &AttachParams::default())

@@ -1132,8 +1132,17 @@ impl Worker {
             .filter(|c| c.kind == Kind::App)
             .map(|c| c.name.clone())
             .collect();
-        let message = EVICTION_MESSAGE.to_string();
-        self.event(Source::Kubelet, true, "Evicted", &format!("{message} Threshold quantity: 100Mi, available: 51200Ki. Container {} was using 2Gi, request is 0, has larger consumption of memory.", names.first().map(String::as_str).unwrap_or("")), None);
+        // The kubelet's wording (pkg/kubelet/eviction/helpers.go: nodeLowMessageFmt,
+        // thresholdMetMessageFmt, containerMessageFmt, each with its trailing space), in the
+        // event and the pod's status alike.
+        let mut message =
+            format!("{EVICTION_MESSAGE} Threshold quantity: 100Mi, available: 51200Ki. ");
+        for n in &names {
+            message.push_str(&format!(
+                "Container {n} was using 2Gi, request is 0, has larger consumption of memory. "
+            ));
+        }
+        self.event(Source::Kubelet, true, "Evicted", &message, None);
         self.kill_all(0, exits, true).await;
         self.terminating = false;
         for c in self.containers.iter_mut() {
