@@ -667,10 +667,11 @@ async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
     use std::os::unix::fs::PermissionsExt;
 
     const BUILDKIT: &str = "mirror.internal/moby/buildkit:v0.23.2-rootless";
-    // Where the builder stand-in "pushes" (outside /tmp, which each container has its own of).
+    // Where the builder stand-in "pushes": outside /tmp and /root, which each container has its
+    // own of (and outside the checkout, which may itself live under /tmp).
     let pushed = tempfile::Builder::new()
-        .prefix("pushed-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .prefix("arc-hook-pushed-")
+        .tempdir_in("/var/tmp")
         .expect("pushed dir");
     std::fs::set_permissions(pushed.path(), std::fs::Permissions::from_mode(0o777))
         .expect("writable by the rootless builder");
