@@ -201,29 +201,31 @@ mod tests {
             ("EMPTY".to_string(), String::new()),
             ("A".to_string(), "x y $z".to_string()),
         ]);
-        let env = container_env(&vars, "args.container", EnvFor::JobOrService).expect("valid");
-        let pairs: Vec<_> = env
-            .iter()
-            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
-            .collect();
+        let pairs = |target| -> Vec<(String, String)> {
+            container_env(&vars, "args", target)
+                .expect("valid")
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect()
+        };
+        let strs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         assert_eq!(
-            pairs,
-            vec![("A", "x y $$z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")]
+            pairs(EnvFor::JobOrService),
+            strs(&[("A", "x y $$z"), ("GITHUB_ACTIONS", "true"), ("CI", "true")])
         );
-        let env = container_env(&vars, "args", EnvFor::Step).expect("valid");
-        let pairs: Vec<_> = env
-            .iter()
-            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
-            .collect();
         assert_eq!(
-            pairs,
-            vec![
+            pairs(EnvFor::Step),
+            strs(&[
                 ("A", "x y $$z"),
                 ("EMPTY", ""),
                 ("HOME", "/root"),
                 ("GITHUB_ACTIONS", "true"),
                 ("CI", "true")
-            ],
+            ]),
             "a container step keeps KEY= and HOME, as docker run does"
         );
 

@@ -138,51 +138,27 @@ impl FaultHandle {
 
     pub(crate) fn exec_drop_after_bytes(&self) -> Option<usize> {
         let s = self.lock();
-        match s.faults.exec_drops_left {
-            Some(0) => None,
-            _ => s.faults.exec_drop_after_bytes,
-        }
+        armed(s.faults.exec_drop_after_bytes, s.faults.exec_drops_left)
     }
 
     /// Counts one cut against `exec_drops_left`; false when none was left (another stream took it).
     pub(crate) fn take_exec_drop(&self) -> bool {
         let mut s = self.lock();
-        let taken = match &mut s.faults.exec_drops_left {
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
-            }
-            None => true,
-        };
-        if taken {
-            s.injected.exec_cuts += 1;
-        }
+        let taken = take_one(&mut s.faults.exec_drops_left);
+        s.injected.exec_cuts += u64::from(taken);
         taken
     }
 
     pub(crate) fn log_drop_after_bytes(&self) -> Option<usize> {
         let s = self.lock();
-        match s.faults.log_drops_left {
-            Some(0) => None,
-            _ => s.faults.log_drop_after_bytes,
-        }
+        armed(s.faults.log_drop_after_bytes, s.faults.log_drops_left)
     }
 
     /// Counts one log cut against `log_drops_left`; false when none was left.
     pub(crate) fn take_log_drop(&self) -> bool {
         let mut s = self.lock();
-        let taken = match &mut s.faults.log_drops_left {
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
-            }
-            None => true,
-        };
-        if taken {
-            s.injected.log_cuts += 1;
-        }
+        let taken = take_one(&mut s.faults.log_drops_left);
+        s.injected.log_cuts += u64::from(taken);
         taken
     }
 
@@ -192,6 +168,26 @@ impl FaultHandle {
 
     pub(crate) fn watch_close_after_events(&self) -> Option<usize> {
         self.lock().faults.watch_close_after_events
+    }
+}
+
+/// A cut-after-N-bytes knob, unless its count of cuts is used up.
+fn armed(after: Option<usize>, left: Option<usize>) -> Option<usize> {
+    match left {
+        Some(0) => None,
+        _ => after,
+    }
+}
+
+/// Takes one cut from a count (`None`: unlimited); false when none was left.
+fn take_one(left: &mut Option<usize>) -> bool {
+    match left {
+        Some(0) => false,
+        Some(n) => {
+            *n -= 1;
+            true
+        }
+        None => true,
     }
 }
 
