@@ -294,6 +294,34 @@ async fn a_dockerfile_step_without_a_builder_says_how_to_enable_it() {
     assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
 }
 
+/// Sets the builder `env`, prepares the job, and runs the Dockerfile action once while watching
+/// for the first builder pod: what the Dockerfile-action tests share.
+async fn build_and_run_action(
+    r: &mut Runner,
+    env: &[(&str, &str)],
+) -> (HookRun, tokio::task::JoinHandle<Pod>) {
+    for (k, v) in env {
+        r.env.insert(k.to_string(), v.to_string());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dockerfile = write_action(r);
+    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
+    let run = r
+        .hook(&step_input(
+            r,
+            None,
+            Some(&dockerfile),
+            Value::Null,
+            json!([]),
+            json!({}),
+        ))
+        .await;
+    (run, watcher)
+}
+
 /// The first builder pod that appears (they are deleted once the build ends).
 async fn first_builder_pod(api: kube::Api<Pod>) -> Pod {
     let lp = ListParams::default().labels("arc-hook.dev/role=build");
@@ -342,31 +370,16 @@ async fn a_dockerfile_step_is_built_by_a_kaniko_pod_then_run() {
         .create(&PostParams::default(), &push)
         .await
         .expect("push secret");
-    for (k, v) in [
-        ("ARC_HOOK_BUILDER", "kaniko"),
-        ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
-        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
-        ("ARC_HOOK_BUILD_PUSH_SECRET", "harbor-push"),
-    ] {
-        r.env.insert(k.into(), v.into());
-    }
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
-    let dockerfile = write_action(&r);
-
-    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
-    let run = r
-        .hook(&step_input(
-            &r,
-            None,
-            Some(&dockerfile),
-            Value::Null,
-            json!([]),
-            json!({}),
-        ))
-        .await;
+    let (run, watcher) = build_and_run_action(
+        &mut r,
+        &[
+            ("ARC_HOOK_BUILDER", "kaniko"),
+            ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
+            ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+            ("ARC_HOOK_BUILD_PUSH_SECRET", "harbor-push"),
+        ],
+    )
+    .await;
     run.assert_ok();
     assert!(
         run.stdout.contains("FROM alpine:3.19"),
@@ -451,30 +464,16 @@ async fn a_no_volume_dockerfile_build_gets_its_context_from_a_secret() {
         ),
     ]))
     .await;
-    for (k, v) in [
-        ("ARC_HOOK_WORK_VOLUME", "copy"),
-        ("ARC_HOOK_BUILDER", "kaniko"),
-        ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
-        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
-    ] {
-        r.env.insert(k.into(), v.into());
-    }
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
-    let dockerfile = write_action(&r);
-    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
-    let run = r
-        .hook(&step_input(
-            &r,
-            None,
-            Some(&dockerfile),
-            Value::Null,
-            json!([]),
-            json!({}),
-        ))
-        .await;
+    let (run, watcher) = build_and_run_action(
+        &mut r,
+        &[
+            ("ARC_HOOK_WORK_VOLUME", "copy"),
+            ("ARC_HOOK_BUILDER", "kaniko"),
+            ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
+            ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+        ],
+    )
+    .await;
     run.assert_ok();
     assert!(
         run.stdout
@@ -569,28 +568,14 @@ async fn a_dockerfile_step_is_built_by_rootless_buildkit_then_run() {
             .collect(),
     );
     let mut r = Runner::start(cfg).await;
-    for (k, v) in [
-        ("ARC_HOOK_BUILDER_IMAGE", BUILDKIT),
-        ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
-    ] {
-        r.env.insert(k.into(), v.into());
-    }
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
-    let dockerfile = write_action(&r);
-    let watcher = tokio::spawn(first_builder_pod(r.pods().await));
-    let run = r
-        .hook(&step_input(
-            &r,
-            None,
-            Some(&dockerfile),
-            Value::Null,
-            json!([]),
-            json!({}),
-        ))
-        .await;
+    let (run, watcher) = build_and_run_action(
+        &mut r,
+        &[
+            ("ARC_HOOK_BUILDER_IMAGE", BUILDKIT),
+            ("ARC_HOOK_BUILD_REGISTRY", REGISTRY),
+        ],
+    )
+    .await;
     run.assert_ok();
     assert!(
         run.stdout.contains("buildctl build --frontend dockerfile.v0 --local context=/workspace --local dockerfile=/workspace --opt filename=Dockerfile --output type=image,name=harbor.internal/ci-actions/example-org-hello-action:"),
