@@ -300,6 +300,38 @@ pub fn log_filter() -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// Where the API client's configuration comes from, as the environment says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterSource {
+    /// Inside a pod (`KUBERNETES_SERVICE_HOST` set): the service account.
+    InCluster,
+    /// `KUBECONFIG` (non-empty) or `~/.kube/config`.
+    Kubeconfig,
+    /// Neither: `replay` starts the embedded simulator.
+    None,
+}
+
+impl ClusterSource {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok(), |p| p.exists())
+    }
+
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        exists: impl Fn(&std::path::Path) -> bool,
+    ) -> Self {
+        if get("KUBERNETES_SERVICE_HOST").is_some() {
+            Self::InCluster
+        } else if get("KUBECONFIG").is_some_and(|v| !v.is_empty())
+            || get("HOME").is_some_and(|h| exists(&PathBuf::from(h).join(".kube/config")))
+        {
+            Self::Kubeconfig
+        } else {
+            Self::None
+        }
+    }
+}
+
 /// The docker-config key Docker itself uses for Docker Hub credentials: the runner sends
 /// `serverUrl: ""` for an image without a registry host, and Docker mode logs in there.
 pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
@@ -323,6 +355,43 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn cluster_source_prefers_the_service_account() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let none = |_: &std::path::Path| false;
+        let home_config = |p: &std::path::Path| p == std::path::Path::new("/h/.kube/config");
+        assert_eq!(
+            ClusterSource::from_lookup(
+                env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("KUBECONFIG", "x")]),
+                none
+            ),
+            ClusterSource::InCluster
+        );
+        assert_eq!(
+            ClusterSource::from_lookup(env(&[("KUBECONFIG", "x")]), none),
+            ClusterSource::Kubeconfig
+        );
+        assert_eq!(
+            ClusterSource::from_lookup(env(&[("KUBECONFIG", "")]), none),
+            ClusterSource::None
+        );
+        assert_eq!(
+            ClusterSource::from_lookup(env(&[("HOME", "/h")]), home_config),
+            ClusterSource::Kubeconfig
+        );
+        assert_eq!(
+            ClusterSource::from_lookup(env(&[("HOME", "/elsewhere")]), home_config),
+            ClusterSource::None
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::K8sError;
+use crate::config::ClusterSource;
 
 /// Upper bound for one non-streaming API call (retries are counted apart).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,7 +21,7 @@ impl Kube {
     /// Connects: in-cluster service account first (inside a runner pod), else `KUBECONFIG` or
     /// `~/.kube/config`. `namespace` overrides the one the configuration names.
     pub async fn connect(namespace: Option<&str>) -> Result<Self, K8sError> {
-        let mut config = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        let mut config = if ClusterSource::from_env() == ClusterSource::InCluster {
             kube::Config::incluster()
                 .map_err(|e| K8sError::NoCluster(format!("in-cluster configuration: {e}")))?
         } else {

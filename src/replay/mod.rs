@@ -101,9 +101,7 @@ fn runner_path(work: &Path, container_path: &str) -> Option<PathBuf> {
 
 /// Whether a real cluster is configured (then replay uses it instead of the simulator).
 pub fn cluster_configured() -> bool {
-    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        || std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
-        || std::env::var_os("HOME").is_some_and(|h| Path::new(&h).join(".kube/config").exists())
+    crate::config::ClusterSource::from_env() != crate::config::ClusterSource::None
 }
 
 /// Replays the job; prints each command's output and result.
