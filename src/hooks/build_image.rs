@@ -6,10 +6,10 @@ use anyhow::{Context, bail};
 use kube::api::{DeleteParams, PostParams};
 
 use super::log_line;
-use super::prepare_job::create_once;
-use super::step_job::{stream_log, terminated};
+use super::step_job::terminated;
 use crate::config::{BuildConfig, Config};
 use crate::k8s::Kube;
+use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{WaitOptions, wait_running};
@@ -111,19 +111,9 @@ pub async fn build(
     let result = run_builder(kube, config, build, &pod, &pod_name, granted).await;
 
     let dp = DeleteParams::default().grace_period(0);
-    let pods = kube.pods();
-    if let Err(e) = with_retry(&format!("deleting pod {pod_name}"), || {
-        pods.delete(&pod_name, &dp)
-    })
-    .await
-        && !e.is_not_found()
-    {
-        eprintln!("arc-hook: could not delete the builder pod {pod_name}: {e}");
-    }
+    owned::delete_or_warn(&kube.pods(), "builder pod", &pod_name, &dp).await;
     if let Some(s) = secret_name {
-        let secrets = kube.secrets();
-        let sdp = DeleteParams::default();
-        let _ = with_retry(&format!("deleting secret {s}"), || secrets.delete(&s, &sdp)).await;
+        owned::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
     }
     let digest = result?;
     Ok(match digest {
@@ -214,8 +204,8 @@ async fn run_builder(
             build.builder_image
         )
     })?;
-    stream_log(kube, name, BUILDER_CONTAINER).await?;
-    let t = terminated(kube, name, BUILDER_CONTAINER).await?;
+    crate::k8s::logs::follow(kube, name, BUILDER_CONTAINER, tokio::io::stdout()).await?;
+    let t = terminated(kube, name, BUILDER_CONTAINER, granted.has(Extra::WatchPods)).await?;
     if t.exit_code != 0 {
         bail!(
             "building the Dockerfile action's image failed (builder exit code {}{}{}); the builder's log is above",

@@ -8,12 +8,13 @@ use kube::api::{DeleteParams, PostParams};
 use super::workspace::{self, RunnerDirs};
 use super::{HookResult, build_context, cache_slot, log_line, runner_node, startup};
 use crate::config::{Config, WorkVolumeMode};
+use crate::k8s::Kube;
 use crate::k8s::exec::{ExecTarget, exec_capture};
+use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{Milestones, WaitOptions, wait_running_observed};
-use crate::k8s::{K8sError, Kube};
-use crate::objects::{JOB_CONTAINER_NAME, RUNNER_POD_LABEL, names};
+use crate::objects::{JOB_CONTAINER_NAME, names};
 use crate::plan::{PreparePlan, plan_prepare_job};
 use crate::protocol::{CommandName, Envelope, JobState, PrepareJobArgs, PrepareJobResponse};
 use crate::template::Template;
@@ -38,36 +39,27 @@ impl Created {
         if let Some(p) = &self.pod {
             let api = kube.pods();
             let dp = DeleteParams::default().grace_period(0);
-            match with_retry(&format!("deleting pod {p}"), || api.delete(p, &dp)).await {
-                Err(e) if !e.is_not_found() => {
-                    eprintln!("arc-hook: could not remove pod {p} after the failure: {e}")
-                }
-                _ => {
-                    let gone = crate::k8s::wait::wait_gone(
-                        &format!("pod {p} to be deleted"),
-                        REMOVE_TIMEOUT,
-                        || async {
-                            match with_retry(&format!("reading pod {p}"), || api.get_opt(p)).await {
-                                Ok(found) => Ok(usize::from(found.is_some())),
-                                Err(e) => Err(e),
-                            }
-                        },
-                    )
-                    .await;
-                    if let Err(e) = gone {
-                        eprintln!("arc-hook: pod {p} is still being removed: {e}");
-                    }
+            if owned::delete_or_warn(&api, "pod", p, &dp).await {
+                let gone = crate::k8s::wait::wait_gone(
+                    &format!("pod {p} to be deleted"),
+                    REMOVE_TIMEOUT,
+                    || async {
+                        let found =
+                            with_retry(&format!("reading pod {p}"), || api.get_opt(p)).await?;
+                        Ok(usize::from(found.is_some()))
+                    },
+                )
+                .await;
+                if let Err(e) = gone {
+                    println!(
+                        "arc-hook: warning: pod {p} is still being removed: {}",
+                        e.chain()
+                    );
                 }
             }
         }
         if let Some(s) = &self.secret {
-            let api = kube.secrets();
-            let dp = DeleteParams::default();
-            if let Err(e) = with_retry(&format!("deleting secret {s}"), || api.delete(s, &dp)).await
-                && !e.is_not_found()
-            {
-                eprintln!("arc-hook: could not remove secret {s} after the failure: {e}");
-            }
+            owned::delete_or_warn(&kube.secrets(), "secret", s, &DeleteParams::default()).await;
         }
     }
 }
@@ -243,7 +235,7 @@ async fn create_objects(
         || api.get(&name),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("cannot create the workflow pod: {e}"))?;
+    .context("cannot create the workflow pod")?;
     created.pod = Some(name);
     Ok(())
 }
@@ -334,45 +326,6 @@ pub async fn remove_after_stop(config: &Config) {
             "arc-hook prepare_job: removing its objects took longer than {}s; cleanup_job will retry",
             config.cleanup_timeout.as_secs()
         ),
-    }
-}
-
-/// Creates `mine`; a retried create that meets AlreadyExists takes the object there only when
-/// it carries `mine`'s `runner-pod` label (the first attempt may have landed before its answer
-/// was lost). Another runner's object under the same name is an error, never adopted.
-pub async fn create_once<T, C, CF, G, GF>(
-    action: &str,
-    mine: &T,
-    create: C,
-    get: G,
-) -> Result<T, K8sError>
-where
-    T: kube::Resource,
-    C: FnMut() -> CF,
-    CF: std::future::Future<Output = Result<T, kube::Error>>,
-    G: FnMut() -> GF,
-    GF: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    match with_retry(action, create).await {
-        Err(e) if e.code() == Some(409) => {
-            let found = with_retry(action, get).await?;
-            let label = |o: &T| {
-                o.meta()
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(RUNNER_POD_LABEL))
-                    .cloned()
-            };
-            if label(&found).is_some() && label(&found) == label(mine) {
-                Ok(found)
-            } else {
-                Err(K8sError::Failed(format!(
-                    "{action}: an object of that name already exists and belongs to {} (its {RUNNER_POD_LABEL} label), not to this runner; refusing to use it",
-                    label(&found).unwrap_or_else(|| "no runner".into())
-                )))
-            }
-        }
-        other => other,
     }
 }
 

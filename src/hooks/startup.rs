@@ -144,7 +144,7 @@ async fn pulls(kube: &Kube, pod: &str) -> Vec<Pull> {
             .filter_map(|e| parse_pulled(e.message.as_deref()?))
             .collect(),
         Err(e) => {
-            tracing::debug!(error = %e, "cannot read the pod's pull events");
+            tracing::debug!(error = %e.chain(), "cannot read the pod's pull events");
             Vec::new()
         }
     }
@@ -184,7 +184,7 @@ pub async fn report(
     })
     .await
     {
-        tracing::warn!(error = %e, "cannot record the start-up times on the pod");
+        tracing::warn!(error = %e.chain(), "cannot record the start-up times on the pod");
     }
 }
 

@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, PostParams};
 
 use super::HookResult;
 use crate::config::Config;
+use crate::k8s::owned::{self, create_once};
+use crate::k8s::pod_watch::{Look, PodWatch, Poll};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
-use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::k8s::wait::{POLL_CAP, WaitOptions, wait_running};
 use crate::k8s::{K8sError, Kube};
 use crate::objects::job::STEP_CONTAINER_NAME;
 use crate::plan::ContainerStepPlan;
@@ -38,24 +40,9 @@ pub async fn run_as_job(
 
     let result = run_job(kube, config, plan, &job_name, granted).await;
 
-    let jobs = kube.jobs();
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        grace_period_seconds: Some(0),
-        ..Default::default()
-    };
-    if let Err(e) = with_retry(&format!("deleting job {job_name}"), || {
-        jobs.delete(&job_name, &dp)
-    })
-    .await
-        && !e.is_not_found()
-    {
-        eprintln!("arc-hook: could not delete step job {job_name}: {e}");
-    }
+    owned::delete_or_warn(&kube.jobs(), "job", &job_name, &owned::job_deletion()).await;
     if let Some(s) = secret_name {
-        let secrets = kube.secrets();
-        let sdp = DeleteParams::default();
-        let _ = with_retry(&format!("deleting secret {s}"), || secrets.delete(&s, &sdp)).await;
+        owned::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
     }
     result
 }
@@ -71,7 +58,7 @@ async fn run_job(
     if let Some(secret) = &plan.secret {
         let api = kube.secrets();
         let name = secret.metadata.name.clone().unwrap_or_default();
-        super::prepare_job::create_once(
+        create_once(
             &format!("creating secret {name}"),
             secret,
             || api.create(&pp, secret),
@@ -80,7 +67,7 @@ async fn run_job(
         .await?;
     }
     let jobs = kube.jobs();
-    super::prepare_job::create_once(
+    create_once(
         &format!("creating job {job_name}"),
         &plan.job,
         || jobs.create(&pp, &plan.job),
@@ -101,8 +88,14 @@ async fn run_job(
     wait_running(kube, &pod, opts)
         .await
         .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;
-    stream_log(kube, &pod, STEP_CONTAINER_NAME).await?;
-    let t = terminated(kube, &pod, STEP_CONTAINER_NAME).await?;
+    crate::k8s::logs::follow(kube, &pod, STEP_CONTAINER_NAME, tokio::io::stdout()).await?;
+    let t = terminated(
+        kube,
+        &pod,
+        STEP_CONTAINER_NAME,
+        granted.has(Extra::WatchPods),
+    )
+    .await?;
     if t.reason.as_deref() == Some("OOMKilled") {
         eprintln!(
             "arc-hook: the step's container was killed: OOMKilled (raise its memory limit in the worker-podspec template, `$step`)"
@@ -115,29 +108,20 @@ async fn run_job(
 async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
     let api = kube.pods();
     let lp = ListParams::default().labels(&format!("job-name={job_name}"));
-    let deadline = tokio::time::Instant::now() + POD_APPEAR_TIMEOUT;
-    let mut delay = Duration::from_millis(50);
+    let mut poll = Poll::new(POD_APPEAR_TIMEOUT, POLL_CAP);
     loop {
         let list = with_retry(&format!("listing pods of job {job_name}"), || api.list(&lp)).await?;
         if let Some(name) = list.items.into_iter().find_map(|p: Pod| p.metadata.name) {
             return Ok(name);
         }
-        if tokio::time::Instant::now() >= deadline {
+        if !poll.pause(POD_APPEAR_TIMEOUT).await {
             return Err(K8sError::Timeout {
                 what: format!("job {job_name} to create its pod"),
                 after: POD_APPEAR_TIMEOUT,
             }
             .into());
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
     }
-}
-
-/// Streams `container`'s log to stdout as it is written (resuming after broken streams).
-pub async fn stream_log(kube: &Kube, pod: &str, container: &str) -> anyhow::Result<()> {
-    crate::k8s::logs::follow(kube, pod, container, tokio::io::stdout()).await?;
-    Ok(())
 }
 
 /// `container`'s terminated state (exit code, reason, message), once it has one.
@@ -145,13 +129,14 @@ pub async fn terminated(
     kube: &Kube,
     pod: &str,
     container: &str,
+    can_watch: bool,
 ) -> anyhow::Result<ContainerStateTerminated> {
-    let api = kube.pods();
-    let deadline = tokio::time::Instant::now() + EXIT_STATUS_TIMEOUT;
-    let mut delay = Duration::from_millis(50);
+    let poll = Poll::new(EXIT_STATUS_TIMEOUT, POLL_CAP);
+    let (mut watch, first) = PodWatch::start(kube, pod, can_watch, POLL_CAP).await?;
+    let mut current =
+        first.with_context(|| format!("pod {pod} was deleted before its step ended"))?;
     loop {
-        let p = with_retry(&format!("reading pod {pod}"), || api.get(pod)).await?;
-        let terminated = p
+        let terminated = current
             .status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
@@ -161,19 +146,26 @@ pub async fn terminated(
         if let Some(t) = terminated {
             return Ok(t);
         }
-        if p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted") {
+        if let Some(status) = current
+            .status
+            .as_ref()
+            .filter(|s| s.reason.as_deref() == Some("Evicted"))
+        {
             bail!(
                 "pod {pod} was evicted: {}",
-                p.status.and_then(|s| s.message).unwrap_or_default()
+                status.message.as_deref().unwrap_or_default()
             );
         }
-        if tokio::time::Instant::now() >= deadline {
+        if poll.expired() {
             bail!(
                 "the log of {container} in pod {pod} ended but it reported no exit code within {}s; its result is unknown",
                 EXIT_STATUS_TIMEOUT.as_secs()
             );
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        match watch.next(poll.remaining()).await? {
+            Look::Changed(p) => current = *p,
+            Look::Unchanged => {}
+            Look::Gone => bail!("pod {pod} was deleted before its step reported an exit code"),
+        }
     }
 }

@@ -6,19 +6,10 @@ use k8s_openapi::api::core::v1::{ContainerState, EphemeralContainer, Pod};
 use kube::api::{Patch, PatchParams};
 use tokio::io::AsyncWrite;
 
+use super::pod_watch::{Look, PodWatch};
 use super::retry::with_retry;
+use super::wait::{FATAL_WAITING, POLL_CAP};
 use super::{K8sError, Kube};
-
-/// Container waiting reasons that will not resolve by themselves.
-const FATAL_WAITING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-];
 
 /// Why an ephemeral container did not give an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +23,10 @@ pub enum EphemeralError {
     Start { name: String, reason: String },
     #[error("the job pod {pod} is gone: {why}")]
     PodGone { pod: String, why: String },
-    #[error("reading the step's log: {0}")]
-    Log(String),
+    #[error(transparent)]
+    Log(#[from] super::logs::LogError),
+    #[error("the log of {name} ended but it reported no exit code within {}s; its result is unknown", after.as_secs())]
+    NoExitCode { name: String, after: Duration },
 }
 
 /// Where one ephemeral container stands (pure reading of the pod's status).
@@ -157,7 +150,7 @@ fn refusal(code: Option<u16>) -> Refusal {
 
 fn not_allowed(code: u16, e: K8sError) -> EphemeralError {
     let message = match e {
-        K8sError::Api { message, .. } => message,
+        K8sError::Api { source, .. } => source.message(),
         other => other.to_string(),
     };
     EphemeralError::NotAllowed { code, message }
@@ -171,69 +164,67 @@ pub async fn wait_started(
     timeout: Duration,
     can_watch: bool,
 ) -> Result<EphemeralState, EphemeralError> {
-    let api = kube.pods();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let p = match with_retry(&format!("reading pod {pod}"), || api.get(pod)).await {
-            Ok(p) => p,
-            Err(e) if e.is_not_found() => {
-                return Err(EphemeralError::PodGone {
-                    pod: pod.into(),
-                    why: "deleted".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        match ephemeral_state(&p, name) {
-            s @ (EphemeralState::Running | EphemeralState::Terminated { .. }) => return Ok(s),
-            EphemeralState::Failed(reason) => {
-                return Err(EphemeralError::Start {
-                    name: name.into(),
-                    reason,
-                });
-            }
-            EphemeralState::PodGone(why) => {
-                return Err(EphemeralError::PodGone {
-                    pod: pod.into(),
-                    why,
-                });
-            }
-            EphemeralState::Waiting(reason) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(EphemeralError::Start {
-                        name: name.into(),
-                        reason: format!(
-                            "still {reason} after {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS)",
-                            timeout.as_secs()
-                        ),
-                    });
-                }
-            }
+    follow(kube, pod, timeout, can_watch, |p| {
+        match ephemeral_state(p, name) {
+            s @ (EphemeralState::Running | EphemeralState::Terminated { .. }) => Some(Ok(s)),
+            EphemeralState::Failed(reason) => Some(Err(EphemeralError::Start {
+                name: name.into(),
+                reason,
+            })),
+            EphemeralState::PodGone(why) => Some(Err(EphemeralError::PodGone {
+                pod: pod.into(),
+                why,
+            })),
+            EphemeralState::Waiting(_) => None,
         }
-        delay = next_look(kube, pod, &p, can_watch, deadline, delay).await;
-    }
+    })
+    .await?
+    .map_err(|last| {
+        let reason = match last.as_ref().map(|p| ephemeral_state(p, name)) {
+            Some(EphemeralState::Waiting(r)) => r,
+            _ => "waiting".into(),
+        };
+        EphemeralError::Start {
+            name: name.into(),
+            reason: format!(
+                "still {reason} after {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS)",
+                timeout.as_secs()
+            ),
+        }
+    })
 }
 
-/// Until the pod changes (by watch where the Role allows it) or, without watch, a short,
-/// growing poll interval passes; returns the next poll interval.
-async fn next_look(
+/// Follows `pod` (by watch where `can_watch`) until `decide` has an answer, for up to
+/// `timeout`: `Ok(Ok(answer))`, or `Ok(Err(last version seen))` when time ran out. A deleted
+/// pod is [`EphemeralError::PodGone`].
+async fn follow<T>(
     kube: &Kube,
     pod: &str,
-    current: &Pod,
+    timeout: Duration,
     can_watch: bool,
-    deadline: tokio::time::Instant,
-    delay: Duration,
-) -> Duration {
-    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    if can_watch {
-        let within = remaining.clamp(Duration::from_millis(100), Duration::from_secs(10));
-        if super::wait::pod_changed(kube, pod, current, within).await {
-            return delay;
+    mut decide: impl FnMut(&Pod) -> Option<Result<T, EphemeralError>>,
+) -> Result<Result<T, Option<Pod>>, EphemeralError> {
+    let gone = || EphemeralError::PodGone {
+        pod: pod.into(),
+        why: "deleted".into(),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut watch, first) = PodWatch::start(kube, pod, can_watch, POLL_CAP).await?;
+    let mut current = first.ok_or_else(gone)?;
+    loop {
+        if let Some(answer) = decide(&current) {
+            return answer.map(Ok);
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Ok(Err(Some(current)));
+        }
+        match watch.next(remaining.min(Duration::from_secs(10))).await? {
+            Look::Changed(p) => current = *p,
+            Look::Unchanged => {}
+            Look::Gone => return Err(gone()),
         }
     }
-    tokio::time::sleep(delay.min(remaining)).await;
-    (delay * 2).min(Duration::from_millis(500))
 }
 
 /// Copies container `name`'s log to `out` as it is written, until the container ends
@@ -246,7 +237,7 @@ pub async fn follow_log<W: AsyncWrite + Unpin>(
 ) -> Result<(), EphemeralError> {
     super::logs::follow(kube, pod, name, out)
         .await
-        .map_err(|e| EphemeralError::Log(e.to_string()))
+        .map_err(EphemeralError::from)
 }
 
 /// The exit code of container `name`, once it has terminated (waiting up to `timeout`).
@@ -257,29 +248,21 @@ pub async fn exit_code(
     timeout: Duration,
     can_watch: bool,
 ) -> Result<(i32, Option<String>), EphemeralError> {
-    let api = kube.pods();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let p = with_retry(&format!("reading pod {pod}"), || api.get(pod)).await?;
-        match ephemeral_state(&p, name) {
-            EphemeralState::Terminated { exit_code, reason } => return Ok((exit_code, reason)),
-            EphemeralState::PodGone(why) => {
-                return Err(EphemeralError::PodGone {
-                    pod: pod.into(),
-                    why,
-                });
-            }
-            _ if tokio::time::Instant::now() >= deadline => {
-                return Err(EphemeralError::Log(format!(
-                    "the log of {name} ended but it reported no exit code within {}s; its result is unknown",
-                    timeout.as_secs()
-                )));
-            }
-            _ => {}
+    follow(kube, pod, timeout, can_watch, |p| {
+        match ephemeral_state(p, name) {
+            EphemeralState::Terminated { exit_code, reason } => Some(Ok((exit_code, reason))),
+            EphemeralState::PodGone(why) => Some(Err(EphemeralError::PodGone {
+                pod: pod.into(),
+                why,
+            })),
+            _ => None,
         }
-        delay = next_look(kube, pod, &p, can_watch, deadline, delay).await;
-    }
+    })
+    .await?
+    .map_err(|_| EphemeralError::NoExitCode {
+        name: name.into(),
+        after: timeout,
+    })
 }
 
 #[cfg(test)]

@@ -22,13 +22,9 @@ pub const RESUME_WINDOW: Duration = Duration::from_secs(600);
 /// A log that could not be followed to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("reading the log of {container} in pod {pod}: {source}")]
-    Open {
-        pod: String,
-        container: String,
-        #[source]
-        source: super::K8sError,
-    },
+    /// The log could not be opened at all (its action names the pod and container).
+    #[error(transparent)]
+    Open(super::K8sError),
     #[error(
         "the log of {container} in pod {pod} broke and could not be reopened for {}s (last error: {last})",
         RESUME_WINDOW.as_secs()
@@ -38,7 +34,7 @@ pub enum LogError {
         container: String,
         last: String,
     },
-    #[error("writing the job log: {0}")]
+    #[error("writing the job log")]
     Write(#[source] std::io::Error),
 }
 
@@ -152,11 +148,7 @@ pub async fn follow<W: AsyncWrite + Unpin>(
         let stream = match opened {
             Ok(s) => s,
             Err(e) if cursor.last.is_none() && failing_since.is_none() => {
-                return Err(LogError::Open {
-                    pod: pod.into(),
-                    container: container.into(),
-                    source: e,
-                });
+                return Err(LogError::Open(e));
             }
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
@@ -164,7 +156,7 @@ pub async fn follow<W: AsyncWrite + Unpin>(
                     return Err(LogError::Lost {
                         pod: pod.into(),
                         container: container.into(),
-                        last: e.to_string(),
+                        last: e.chain(),
                     });
                 }
                 tokio::time::sleep(backoff(attempt)).await;

@@ -5,6 +5,8 @@ pub mod copy;
 pub mod ephemeral;
 pub mod exec;
 pub mod logs;
+pub mod owned;
+pub mod pod_watch;
 pub mod rbac;
 pub mod retry;
 pub mod wait;
@@ -18,14 +20,16 @@ pub use client::Kube;
 pub enum K8sError {
     #[error("no Kubernetes cluster configured: {0}")]
     NoCluster(String),
-    #[error("{action}: {message}")]
+    /// The API (or the way to it) failed; `source` is kube's error, shown by [`ApiCause`].
+    #[error("{action}")]
     Api {
         action: String,
-        message: String,
-        code: Option<u16>,
+        #[source]
+        source: ApiCause,
     },
     #[error("timed out after {}s waiting for {what}", after.as_secs())]
     Timeout { what: String, after: Duration },
+    /// A refusal of the hook's own, e.g. another runner's object under our name.
     #[error("{0}")]
     Failed(String),
 }
@@ -34,7 +38,7 @@ impl K8sError {
     /// The API's HTTP status code, when the failure is an API answer.
     pub fn code(&self) -> Option<u16> {
         match self {
-            Self::Api { code, .. } => *code,
+            Self::Api { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -43,20 +47,63 @@ impl K8sError {
         self.code() == Some(404)
     }
 
+    /// The error with its cause on one line (`creating pod x: pods "x" is forbidden: ...`), for
+    /// places that print one error rather than hand it up to the `{:#}` at the edge.
+    pub fn chain(&self) -> String {
+        let mut line = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            line.push_str(": ");
+            line.push_str(&c.to_string());
+            cause = c.source();
+        }
+        line
+    }
+
     /// Wraps a kube error with what was being done.
     pub fn api(action: impl Into<String>, e: kube::Error) -> Self {
-        let code = match &e {
-            kube::Error::Api(s) => Some(s.code),
-            _ => None,
-        };
-        let message = match &e {
-            kube::Error::Api(s) => s.message.clone(),
-            other => other.to_string(),
-        };
         Self::Api {
             action: action.into(),
-            message,
-            code,
+            source: ApiCause(e),
+        }
+    }
+}
+
+/// kube's error as the job log shows it: an API answer by its status message (`pods "x" is
+/// forbidden: ...`), not by kube's debug dump of the whole Status; anything else as kube says it.
+/// The kube error itself stays reachable (`.0`) and so does its own cause chain.
+#[derive(Debug)]
+pub struct ApiCause(pub kube::Error);
+
+impl ApiCause {
+    pub fn code(&self) -> Option<u16> {
+        match &self.0 {
+            kube::Error::Api(s) => Some(s.code),
+            _ => None,
+        }
+    }
+
+    /// The API's own message (the Status message), else kube's description.
+    pub fn message(&self) -> String {
+        match &self.0 {
+            kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for ApiCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            // The Status is what `message` already showed.
+            kube::Error::Api(_) => None,
+            other => other.source(),
         }
     }
 }

@@ -226,7 +226,8 @@ pub async fn check(kube: &Kube, command: CommandName, with_jobs: bool) -> Grante
     let answers = join_all(all.iter().map(|p| allowed(kube, *p))).await;
     if let Some(Err(e)) = answers.iter().find(|a| a.is_err()) {
         tracing::warn!(
-            "cannot review permissions ({e}); using only what ARC's default Role grants"
+            "cannot review permissions ({}); using only what ARC's default Role grants",
+            e.chain()
         );
         return Granted::default();
     }

@@ -67,6 +67,11 @@ mod tests {
     fn api(code: u16) -> kube::Error {
         kube::Error::Api(Box::new(Status {
             code,
+            message: if code == 404 {
+                "pods \"x\" not found".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         }))
     }
@@ -114,6 +119,12 @@ mod tests {
         .expect_err("404 is final");
         assert_eq!(n, 1);
         assert!(e.is_not_found());
-        assert!(e.to_string().starts_with("getting pod x: "));
+        // The kube error is kept as the cause, shown by the API's message, not flattened.
+        assert_eq!(e.to_string(), "getting pod x");
+        assert_eq!(e.chain(), "getting pod x: pods \"x\" not found");
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "getting pod x: pods \"x\" not found"
+        );
     }
 }

@@ -2,18 +2,23 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::api::ListParams;
 
+use super::pod_watch::{Look, PodWatch, Poll};
 use super::retry::with_retry;
 use super::{K8sError, Kube};
 
 /// How often the job log hears about a workflow pod still waiting for the scheduler.
 pub const WAITING_NOTICE: Duration = Duration::from_secs(30);
 
-/// Container waiting reasons that will not resolve by themselves.
-const FATAL_WAITING: &[&str] = &[
+/// The longest pause between two reads of a pod when it cannot be watched.
+pub const POLL_CAP: Duration = Duration::from_millis(500);
+
+/// Container waiting reasons that will not resolve by themselves. `CrashLoopBackOff` only ever
+/// shows for a container the kubelet restarts (a service); an ephemeral container is never
+/// restarted, so for step containers it simply never appears.
+pub const FATAL_WAITING: &[&str] = &[
     "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",
@@ -347,7 +352,6 @@ pub async fn wait_running_observed(
     seen: &mut Milestones,
 ) -> Result<Pod, PodFailure> {
     let deadline = Instant::now() + opts.timeout;
-    let api = kube.pods();
     let mut unschedulable_since: Option<Instant> = None;
     let mut next_notice: Option<Instant> = None;
     let fail = |summary: String| async move {
@@ -358,184 +362,118 @@ pub async fn wait_running_observed(
         };
         PodFailure { summary, events }
     };
+    let deleted = || format!("pod {name} was deleted before it ran");
+    let (mut pods, first) = match PodWatch::start(kube, name, opts.can_watch, POLL_CAP).await {
+        Ok(started) => started,
+        Err(e) => return Err(fail(e.chain()).await),
+    };
+    let Some(mut current) = first else {
+        return Err(fail(deleted()).await);
+    };
     loop {
-        let pod = match with_retry(&format!("reading pod {name}"), || api.get(name)).await {
-            Ok(p) => p,
-            Err(e) if e.is_not_found() => {
-                return Err(fail(format!("pod {name} was deleted before it ran")).await);
+        // Whether a grace period is running out, so the pod must be looked at every second.
+        let grace_running;
+        if seen.scheduled.is_none() && is_scheduled(&current) {
+            seen.scheduled = Some(Instant::now());
+        }
+        if opts.accept_finished && has_run(&current) {
+            return Ok(current);
+        }
+        match classify(&current) {
+            PodProgress::Running => return Ok(current),
+            PodProgress::Failed(why) => {
+                return Err(fail(format!("pod {name} cannot run: {why}")).await);
             }
-            Err(e) => return Err(fail(e.to_string()).await),
-        };
-        let mut current = pod;
-        loop {
-            // Whether a grace period is running out, so the pod must be looked at every second.
-            let grace_running;
-            if seen.scheduled.is_none() && is_scheduled(&current) {
-                seen.scheduled = Some(Instant::now());
-            }
-            if opts.accept_finished && has_run(&current) {
-                return Ok(current);
-            }
-            match classify(&current) {
-                PodProgress::Running => return Ok(current),
-                PodProgress::Failed(why) => {
-                    return Err(fail(format!("pod {name} cannot run: {why}")).await);
-                }
-                PodProgress::Unschedulable(why) => {
-                    let since = *unschedulable_since.get_or_insert_with(Instant::now);
-                    let verdict = scheduling_verdict(&why);
-                    grace_running = verdict == SchedulingVerdict::Unknown;
-                    let give_up = match verdict {
-                        SchedulingVerdict::NeverFits => true,
-                        SchedulingVerdict::NodeBusy => false,
-                        SchedulingVerdict::Unknown => since.elapsed() >= opts.unschedulable_grace,
-                    };
-                    if give_up && !(opts.can_list_events && scaling_up(kube, name).await) {
-                        let summary = if verdict == SchedulingVerdict::NeverFits {
-                            format!(
-                                "pod {name} can never be scheduled, even once other pods end: {why} (lower the template's resource requests, or fix its node selector, affinity or volumes)"
-                            )
-                        } else {
-                            format!(
-                                "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}",
-                                since.elapsed().as_secs()
-                            )
-                        };
-                        return Err(fail(summary).await);
-                    }
-                    if let Some(every) = opts.waiting_notice {
-                        let due = next_notice.is_none_or(|t| Instant::now() >= t);
-                        if due {
-                            println!(
-                                "arc-hook: pod {name} is waiting for the scheduler ({}s so far, up to {}s): {why}",
-                                since.elapsed().as_secs(),
-                                opts.timeout.as_secs()
-                            );
-                            next_notice = Some(Instant::now() + every);
-                        }
-                    }
-                }
-                PodProgress::Pending(_) => {
-                    unschedulable_since = None;
-                    grace_running = false;
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let why = match classify(&current) {
-                    PodProgress::Pending(w) | PodProgress::Unschedulable(w) => w,
-                    _ => String::new(),
+            PodProgress::Unschedulable(why) => {
+                let since = *unschedulable_since.get_or_insert_with(Instant::now);
+                let verdict = scheduling_verdict(&why);
+                grace_running = verdict == SchedulingVerdict::Unknown;
+                let give_up = match verdict {
+                    SchedulingVerdict::NeverFits => true,
+                    SchedulingVerdict::NodeBusy => false,
+                    SchedulingVerdict::Unknown => since.elapsed() >= opts.unschedulable_grace,
                 };
-                return Err(fail(format!(
-                    "pod {name} did not start within {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS); last state: {why}",
-                    opts.timeout.as_secs()
-                ))
-                .await);
-            }
-            let remaining = deadline - now;
-            // Re-check unschedulable pods at least once per second while a grace period runs;
-            // a pod waiting for room is woken by its own changes, and looked at by the next notice.
-            let step = remaining.min(if grace_running {
-                Duration::from_secs(1)
-            } else if let Some(t) = next_notice.filter(|_| unschedulable_since.is_some()) {
-                t.saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_secs(1), Duration::from_secs(10))
-            } else {
-                Duration::from_secs(10)
-            });
-            if opts.can_watch {
-                match next_change(kube, name, &current, step).await {
-                    Some(WatchOutcome::Changed(p)) => {
-                        current = *p;
-                        continue;
-                    }
-                    Some(WatchOutcome::Deleted) => {
-                        return Err(fail(format!("pod {name} was deleted before it ran")).await);
-                    }
-                    None => break, // watch ended or broke: re-read and resume from the new version
+                if give_up && !(opts.can_list_events && scaling_up(kube, name).await) {
+                    let summary = if verdict == SchedulingVerdict::NeverFits {
+                        format!(
+                            "pod {name} can never be scheduled, even once other pods end: {why} (lower the template's resource requests, or fix its node selector, affinity or volumes)"
+                        )
+                    } else {
+                        format!(
+                            "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}",
+                            since.elapsed().as_secs()
+                        )
+                    };
+                    return Err(fail(summary).await);
                 }
-            } else {
-                tokio::time::sleep(step.min(Duration::from_millis(250))).await;
-                break;
+                if let Some(every) = opts.waiting_notice {
+                    let due = next_notice.is_none_or(|t| Instant::now() >= t);
+                    if due {
+                        println!(
+                            "arc-hook: pod {name} is waiting for the scheduler ({}s so far, up to {}s): {why}",
+                            since.elapsed().as_secs(),
+                            opts.timeout.as_secs()
+                        );
+                        next_notice = Some(Instant::now() + every);
+                    }
+                }
             }
+            PodProgress::Pending(_) => {
+                unschedulable_since = None;
+                grace_running = false;
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let why = match classify(&current) {
+                PodProgress::Pending(w) | PodProgress::Unschedulable(w) => w,
+                _ => String::new(),
+            };
+            return Err(fail(format!(
+                "pod {name} did not start within {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS); last state: {why}",
+                opts.timeout.as_secs()
+            ))
+            .await);
+        }
+        let remaining = deadline - now;
+        // Re-check unschedulable pods at least once per second while a grace period runs;
+        // a pod waiting for room is woken by its own changes, and looked at by the next notice.
+        let step = remaining.min(if grace_running {
+            Duration::from_secs(1)
+        } else if let Some(t) = next_notice.filter(|_| unschedulable_since.is_some()) {
+            t.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_secs(1), Duration::from_secs(10))
+        } else {
+            Duration::from_secs(10)
+        });
+        match pods.next(step).await {
+            Ok(Look::Changed(p)) => current = *p,
+            Ok(Look::Unchanged) => {}
+            Ok(Look::Gone) => return Err(fail(deleted()).await),
+            Err(e) if e.is_not_found() => return Err(fail(deleted()).await),
+            Err(e) => return Err(fail(e.chain()).await),
         }
     }
 }
 
-enum WatchOutcome {
-    Changed(Box<Pod>),
-    Deleted,
-}
-
-/// Waits up to `within` for pod `name` to change after `current` (by watch); false when the
-/// watch saw nothing (the caller re-reads either way).
-pub async fn pod_changed(kube: &Kube, name: &str, current: &Pod, within: Duration) -> bool {
-    next_change(kube, name, current, within).await.is_some()
-}
-
-/// The pod's next version after `current`, by watch from its resourceVersion; `None` when the
-/// watch ended without news (timeout, broken stream, 410 Gone): the caller re-reads.
-async fn next_change(
-    kube: &Kube,
-    name: &str,
-    current: &Pod,
-    within: Duration,
-) -> Option<WatchOutcome> {
-    let api = kube.pods();
-    let rv = current
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap_or_default();
-    let secs = within.as_secs().clamp(1, 290) as u32;
-    let params = WatchParams::default()
-        .fields(&format!("metadata.name={name}"))
-        .timeout(secs);
-    let stream = tokio::time::timeout(Duration::from_secs(10), api.watch(&params, &rv))
-        .await
-        .ok()?
-        .ok()?;
-    let mut stream = stream.boxed();
-    let deadline = tokio::time::Instant::now() + within + Duration::from_secs(1);
-    loop {
-        let item = tokio::time::timeout_at(deadline, stream.try_next())
-            .await
-            .ok()?
-            .ok()??;
-        match item {
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                return Some(WatchOutcome::Changed(Box::new(p)));
-            }
-            WatchEvent::Deleted(_) => return Some(WatchOutcome::Deleted),
-            WatchEvent::Bookmark(_) => continue,
-            WatchEvent::Error(e) => {
-                tracing::debug!(code = e.code, "pod watch ended: {}", e.message);
-                return None;
-            }
-        }
-    }
-}
-
-/// Waits until no object matching `list` remains (polling; cleanup is short).
+/// Waits until no object matching `list` remains (counting them at the poll's pace, up to 1 s
+/// apart: cleanup is short).
 pub async fn wait_gone<F, Fut>(what: &str, timeout: Duration, mut list: F) -> Result<(), K8sError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<usize, K8sError>>,
 {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
+    let mut poll = Poll::new(timeout, Duration::from_secs(1));
     loop {
         if list().await? == 0 {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if !poll.pause(timeout).await {
             return Err(K8sError::Timeout {
                 what: what.to_string(),
                 after: timeout,
             });
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
