@@ -6,10 +6,12 @@ use anyhow::Context;
 use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 
 use super::HookResult;
+use super::session::Session;
 use crate::config::Config;
+use crate::k8s::rbac::Extra;
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::wait_gone;
-use crate::k8s::{K8sError, Kube, rbac};
+use crate::k8s::{K8sError, Kube};
 use crate::objects::runner_selector;
 use crate::protocol::CommandName;
 
@@ -113,18 +115,15 @@ pub async fn remove_runner_objects(
 }
 
 pub async fn cleanup_job(config: &Config) -> HookResult {
-    let runner = config.require_runner_pod_name()?.to_string();
-    let kube = super::connect(config).await?;
-    let granted = rbac::check(&kube, CommandName::CleanupJob, true).await;
-    if !granted.missing_required.is_empty() {
-        anyhow::bail!(rbac::missing_message(
-            &granted.missing_required,
-            &kube.namespace
-        ));
-    }
-    let removed = remove_runner_objects(&kube, &runner, granted.jobs, config.cleanup_timeout)
-        .await
-        .context("cleaning up the job's objects")?;
+    let session = Session::open(config, CommandName::CleanupJob).await?;
+    let removed = remove_runner_objects(
+        &session.kube,
+        &session.runner,
+        session.granted.has(Extra::BatchJobs),
+        config.cleanup_timeout,
+    )
+    .await
+    .context("cleaning up the job's objects")?;
     tracing::info!(?removed, "cleanup done");
     if let Some(dir) = config
         .runner_temp

@@ -1,25 +1,22 @@
 //! The hook commands, one file each, and the stdin entry point that dispatches to them.
 
-pub mod build_image;
 pub mod cache_slot;
 pub mod cleanup_job;
-pub mod detached;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
+pub mod session;
 pub mod shared_work;
 pub mod startup;
-pub mod step_ephemeral;
-pub mod step_job;
-pub mod workspace;
+pub mod steps;
 
 use std::io::Read;
 
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::k8s::Kube;
-use crate::objects::BuildContext;
+use crate::k8s::rbac::{Extra, Granted};
+use crate::k8s::wait::WaitOptions;
 use crate::protocol::{Command, Envelope, parse_envelope};
 
 /// A command's result: the exit code the runner sees.
@@ -84,53 +81,18 @@ async fn stop_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-/// Connects to the cluster named by the configuration.
-pub async fn connect(config: &Config) -> anyhow::Result<Kube> {
-    Ok(Kube::connect(config.namespace.as_deref()).await?)
-}
-
-/// The build context for this runner; `node_name` is the runner pod's node (None: unpinned).
-pub fn build_context(
-    config: &Config,
-    kube: &Kube,
-    runner: &str,
-    node_name: Option<String>,
-) -> BuildContext {
-    BuildContext {
-        runner_pod: runner.to_string(),
-        namespace: kube.namespace.clone(),
-        node_name,
-        use_kube_scheduler: config.use_kube_scheduler,
-        work_volume: config.work_volume,
-        claim_name: config.claim_name_for(runner),
-        default_registry: config.default_registry.clone(),
-        cache_slot: None,
+/// How a command waits for a pod it created to run: up to the prepare timeout, by watch and
+/// with the pod's events where the Role grants them, telling the job log while it waits for room;
+/// `accept_finished` for a pod whose only container may be done before it is seen running.
+pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> WaitOptions {
+    WaitOptions {
+        timeout: config.prepare_timeout,
+        can_watch: granted.has(Extra::WatchPods),
+        can_list_events: granted.has(Extra::ListEvents),
+        unschedulable_grace: config.unschedulable_grace,
+        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
+        accept_finished,
     }
-}
-
-/// The runner pod's node, where workflow pods are pinned unless the scheduler places them.
-pub async fn runner_node(
-    kube: &Kube,
-    config: &Config,
-    runner: &str,
-) -> anyhow::Result<Option<String>> {
-    if config.use_kube_scheduler {
-        return Ok(None);
-    }
-    let api = kube.pods();
-    let pod = crate::k8s::retry::with_retry(&format!("reading runner pod {runner}"), || api.get(runner))
-        .await
-        .map_err(|e| {
-            if e.is_not_found() {
-                anyhow::anyhow!(
-                    "runner pod {runner} not found in namespace {}: ACTIONS_RUNNER_POD_NAME must name this runner's pod, or set ACTIONS_RUNNER_USE_KUBE_SCHEDULER=true",
-                    kube.namespace
-                )
-            } else {
-                anyhow::Error::from(e)
-            }
-        })?;
-    Ok(pod.spec.and_then(|s| s.node_name))
 }
 
 /// Prints one line for the job log.

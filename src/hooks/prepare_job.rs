@@ -5,19 +5,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use kube::api::{DeleteParams, PostParams};
 
-use super::workspace::{self, RunnerDirs};
-use super::{HookResult, build_context, cache_slot, log_line, runner_node, startup};
+use super::session::Session;
+use super::steps::workspace::{self, RunnerDirs};
+use super::{HookResult, cache_slot, log_line, startup};
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::Kube;
 use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
-use crate::k8s::wait::{Milestones, WaitOptions, wait_running_observed};
+use crate::k8s::wait::{Milestones, wait_running_observed};
 use crate::objects::{JOB_CONTAINER_NAME, names};
 use crate::plan::{PreparePlan, plan_prepare_job};
 use crate::protocol::{CommandName, Envelope, JobState, PrepareJobArgs, PrepareJobResponse};
-use crate::template::Template;
 
 /// The message for a job without `container:` on a runner that requires one.
 pub const REQUIRE_CONTAINER_MESSAGE: &str = "this runner runs jobs only in containers (ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=true): add `container: <image>` to the job in your workflow, e.g. `container: ubuntu:24.04`";
@@ -80,61 +80,43 @@ pub async fn prepare_job(
     let response_file = envelope.response_file.clone().context(
         "invalid hook input: responseFile: missing (prepare_job must write its response there)",
     )?;
-    let runner = config.require_runner_pod_name()?.to_string();
-    // Read the template before touching the cluster: a broken template must not leave objects behind.
-    let template = config
-        .template_path
-        .as_deref()
-        .map(Template::load)
-        .transpose()?;
-
-    let kube = super::connect(config).await?;
+    let session = Session::open(config, CommandName::PrepareJob).await?;
+    let (kube, runner, granted) = (&session.kube, &session.runner, &session.granted);
     if config.work_volume == WorkVolumeMode::Copy {
-        require_exec_v5(&kube).await?;
+        require_exec_v5(kube).await?;
     }
-    let granted = rbac::check(&kube, CommandName::PrepareJob, true).await;
-    if !granted.missing_required.is_empty() {
-        bail!(rbac::missing_message(
-            &granted.missing_required,
-            &kube.namespace
-        ));
-    }
-    let node = runner_node(&kube, config, &runner).await?;
+    let node = session.node(config).await?;
 
-    super::cleanup_job::remove_runner_objects(&kube, &runner, granted.jobs, config.cleanup_timeout)
-        .await
-        .context("removing the previous job's leftovers")?;
+    super::cleanup_job::remove_runner_objects(
+        kube,
+        runner,
+        granted.has(Extra::BatchJobs),
+        config.cleanup_timeout,
+    )
+    .await
+    .context("removing the previous job's leftovers")?;
 
     if config.work_volume == WorkVolumeMode::Claim {
         provide_externals(config);
     }
 
     let mut created = Created::default();
-    let placed = create_with_slot(
-        &kube,
-        config,
-        args,
-        template.as_ref(),
-        &runner,
-        node,
-        &mut created,
-    )
-    .await;
+    let placed = create_with_slot(&session, config, args, node, &mut created).await;
     let (plan, created_at) = match placed {
         Ok(p) => p,
         Err(e) => {
-            created.remove(&kube).await;
+            created.remove(kube).await;
             return Err(e);
         }
     };
     for w in &plan.warnings {
         log_line(&format!("arc-hook: warning: {w}"));
     }
-    let result = start(&kube, config, &plan, &granted, created_at).await;
+    let result = start(kube, config, &plan, granted, created_at).await;
     let is_alpine = match result {
         Ok(a) => a,
         Err(e) => {
-            created.remove(&kube).await;
+            created.remove(kube).await;
             return Err(e);
         }
     };
@@ -149,7 +131,7 @@ pub async fn prepare_job(
     };
     let json = serde_json::to_vec(&response).context("serialising the response")?;
     if let Err(e) = std::fs::write(&response_file, json) {
-        created.remove(&kube).await;
+        created.remove(kube).await;
         bail!(
             "cannot write the response file {}: {e}",
             response_file.display()
@@ -161,26 +143,25 @@ pub async fn prepare_job(
 /// Creates the workflow pod (and its secret) holding the lowest free cache slot on the node;
 /// after losing a race for a slot, removes what it created and takes the next one.
 async fn create_with_slot(
-    kube: &Kube,
+    session: &Session,
     config: &Config,
     args: &PrepareJobArgs,
-    template: Option<&Template>,
-    runner: &str,
     node: Option<String>,
     created: &mut Created,
 ) -> anyhow::Result<(PreparePlan, Instant)> {
-    let pod_name = names::job_pod_name(runner);
+    let kube = &session.kube;
+    let pod_name = names::job_pod_name(&session.runner);
     for _ in 0..cache_slot::MAX_ATTEMPTS {
         let held = cache_slot::list_holders(kube, node.as_deref())
             .await
             .context("choosing a cache slot")?;
         let slot = cache_slot::lowest_free(&held, &pod_name);
-        let mut ctx = build_context(config, kube, runner, node.clone());
+        let mut ctx = session.build_context(config, node.clone());
         ctx.cache_slot = Some(slot);
         let plan = plan_prepare_job(
             &ctx,
             args,
-            template,
+            session.template.as_ref(),
             &config.job_options,
             &names::random_suffix(),
         )?;
@@ -249,14 +230,7 @@ async fn start(
     created_at: Instant,
 ) -> anyhow::Result<bool> {
     let name = plan.pod_name().to_string();
-    let opts = WaitOptions {
-        timeout: config.prepare_timeout,
-        can_watch: granted.has(Extra::WatchPods),
-        can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: config.unschedulable_grace,
-        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
-        accept_finished: false,
-    };
+    let opts = crate::hooks::pod_wait(config, granted, false);
     let mut seen = Milestones::default();
     wait_running_observed(kube, &name, opts, &mut seen)
         .await
@@ -314,7 +288,7 @@ pub async fn remove_after_stop(config: &Config) {
         return;
     };
     let removal = async {
-        let kube = super::connect(config).await?;
+        let kube = super::session::connect(config).await?;
         super::cleanup_job::remove_runner_objects(&kube, runner, false, config.cleanup_timeout)
             .await
             .map_err(anyhow::Error::from)

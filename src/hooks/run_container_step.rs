@@ -3,16 +3,17 @@
 use anyhow::{Context, bail};
 
 use super::run_script_step::job_pod;
+use super::session::Session;
 use super::shared_work::SharedDir;
-use super::step_ephemeral::{Outcome, run_in_job_pod};
-use super::workspace::{self, RunnerDirs};
-use super::{HookResult, build_context, log_line, runner_node};
+use super::steps::ephemeral::{Outcome, run_in_job_pod};
+use super::steps::workspace::{self, RunnerDirs};
+use super::{HookResult, log_line};
 use crate::config::{Config, ContainerStepMode};
-use crate::k8s::rbac::{self, Extra};
+use crate::k8s::rbac::Extra;
+use crate::objects::BuildContext;
 use crate::objects::names;
 use crate::plan::{plan_container_step, plan_ephemeral_step, workspace_subpath};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
-use crate::template::Template;
 
 /// Marker under `_temp/_arc_hook/`: the fallback to Jobs was explained once this job.
 const FALLBACK_NOTED: &str = "container-steps-as-jobs";
@@ -22,53 +23,20 @@ pub async fn run_container_step(
     args: &RunContainerStepArgs,
     config: &Config,
 ) -> HookResult {
-    let runner = config.require_runner_pod_name()?.to_string();
-    if args.image.as_deref().is_none_or(str::is_empty) {
-        match &args.dockerfile {
-            Some(_) if config.build.is_none() => bail!(crate::config::BUILD_NOT_CONFIGURED),
-            Some(_) => {}
-            None => bail!("invalid hook input: args.image: missing (and no args.dockerfile)"),
-        }
-    }
-    let template = config
-        .template_path
-        .as_deref()
-        .map(Template::load)
-        .transpose()?;
-    let kube = super::connect(config).await?;
-    let granted = rbac::check(&kube, CommandName::RunContainerStep, true).await;
-    if !granted.missing_required.is_empty() {
-        bail!(rbac::missing_message(
-            &granted.missing_required,
-            &kube.namespace
-        ));
-    }
-    let pod = job_pod(envelope, &runner);
+    check_image_source(args, config)?;
+    let session = Session::open(config, CommandName::RunContainerStep).await?;
+    let (kube, granted) = (&session.kube, &session.granted);
+    let pod = job_pod(envelope, &session.runner);
     let copy = workspace::copy_mode(envelope, config);
-    let node = runner_node(&kube, config, &runner).await?;
-    let mut ctx = build_context(config, &kube, &runner, node);
+    let node = session.node(config).await?;
+    let mut ctx = session.build_context(config, node);
     // A step Job shares its job's caches: the slot of the workflow pod.
-    ctx.cache_slot = super::cache_slot::held_by(&kube, &pod).await;
+    ctx.cache_slot = super::cache_slot::held_by(kube, &pod).await;
     let ws = workspace_subpath(config.github_workspace.as_deref());
     let suffix = names::random_suffix();
+    let template = session.template.as_ref();
 
-    let image = match args.image.clone().filter(|i| !i.is_empty()) {
-        Some(i) => i,
-        None => {
-            let dockerfile = args.dockerfile.as_deref().unwrap_or_default();
-            let build = config
-                .build
-                .as_ref()
-                .context(crate::config::BUILD_NOT_CONFIGURED)?;
-            let job = super::build_image::BuildJob {
-                ctx: &ctx,
-                copy,
-                dockerfile,
-            };
-            super::build_image::build(&kube, config, build, &job, &granted).await?
-        }
-    };
-
+    let image = step_image(&session, config, args, &ctx, copy).await?;
     // A job with neither container nor services has no workflow pod: the runner sent no
     // prepare_job (state null) and will send no cleanup_job, so the step is a Job that removes
     // itself.
@@ -76,65 +44,128 @@ pub async fn run_container_step(
         .state
         .as_ref()
         .is_some_and(|s| !s.job_pod.is_empty());
-    let refused = match (
+    let mut place = placement(
+        prepared,
         config.container_steps,
         granted.has(Extra::EphemeralContainers),
-    ) {
-        _ if !prepared => "the job has no workflow pod (no container or services)".to_string(),
-        (ContainerStepMode::Job, _) => "ARC_HOOK_CONTAINER_STEPS=job".to_string(),
-        (ContainerStepMode::Auto, false) => {
-            "the runner's Role does not grant patch on pods/ephemeralcontainers".to_string()
-        }
-        (ContainerStepMode::Auto, true) => {
-            match plan_ephemeral_step(&ctx, args, &image, &ws, template.as_ref(), &suffix)? {
-                Err(why) => why.0,
-                Ok(plan) => {
-                    for w in &plan.warnings {
-                        log_line(&format!("arc-hook: warning: {w}"));
-                    }
-                    let dirs = if copy {
-                        Some(RunnerDirs::from_config(config)?)
-                    } else {
-                        None
-                    };
-                    let work = config.runner_work_dir().context(
-                        "RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
-                    )?;
-                    let can_watch = granted.has(Extra::WatchPods);
-                    match run_in_job_pod(
-                        &kube,
-                        config,
-                        &pod,
-                        &plan,
-                        &work,
-                        dirs.as_ref(),
-                        can_watch,
-                    )
+        copy,
+    );
+    if place == Placement::JobPod {
+        let refused = match plan_ephemeral_step(&ctx, args, &image, &ws, template, &suffix)? {
+            Err(why) => why.0,
+            Ok(plan) => {
+                warn_all(&plan.warnings);
+                let dirs = copy.then(|| RunnerDirs::from_config(config)).transpose()?;
+                let work = config.runner_work_dir().context(
+                    "RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
+                )?;
+                let can_watch = granted.has(Extra::WatchPods);
+                match run_in_job_pod(kube, config, &pod, &plan, &work, dirs.as_ref(), can_watch)
                     .await
-                    {
-                        Outcome::Ran(result) => return result,
-                        Outcome::Refused(why) => why,
-                    }
+                {
+                    Outcome::Ran(result) => return result,
+                    Outcome::Refused(why) => why,
                 }
             }
+        };
+        place = fallback(refused, prepared, copy);
+    }
+    match place {
+        Placement::Refused(why) => bail!(why),
+        // `fallback` never answers JobPod.
+        Placement::JobPod => bail!("internal error: the container step was placed nowhere"),
+        Placement::Job(why) => {
+            note_fallback_once(config, &why);
+            let plan = plan_container_step(&ctx, args, &image, &ws, template, &suffix)?;
+            warn_all(&plan.warnings);
+            super::steps::job::run_as_job(kube, config, &plan, granted).await
         }
+    }
+}
+
+/// The step names an image, or a Dockerfile and the runner can build images.
+fn check_image_source(args: &RunContainerStepArgs, config: &Config) -> anyhow::Result<()> {
+    if args.image.as_deref().is_some_and(|i| !i.is_empty()) {
+        return Ok(());
+    }
+    match &args.dockerfile {
+        Some(_) if config.build.is_none() => bail!(crate::config::BUILD_NOT_CONFIGURED),
+        Some(_) => Ok(()),
+        None => bail!("invalid hook input: args.image: missing (and no args.dockerfile)"),
+    }
+}
+
+/// The image to run: the step's, or the one built from its Dockerfile.
+async fn step_image(
+    session: &Session,
+    config: &Config,
+    args: &RunContainerStepArgs,
+    ctx: &BuildContext,
+    copy: bool,
+) -> anyhow::Result<String> {
+    if let Some(image) = args.image.clone().filter(|i| !i.is_empty()) {
+        return Ok(image);
+    }
+    let build = config
+        .build
+        .as_ref()
+        .context(crate::config::BUILD_NOT_CONFIGURED)?;
+    let job = super::steps::build_image::BuildJob {
+        ctx,
+        copy,
+        dockerfile: args.dockerfile.as_deref().unwrap_or_default(),
     };
-    if copy && !prepared {
-        bail!(
-            "no-volume mode: this container step belongs to a job without `container:` or services, so no pod holds the job's files for it; add `container:` to the job (any image with sh and tar) or use ARC_HOOK_WORK_VOLUME=claim"
-        );
-    }
-    if copy {
-        bail!(
-            "no-volume mode: this container step cannot run in the job pod ({refused}), and a separate pod would not see the job's files; grant patch on pods/ephemeralcontainers in the runner's Role (deploy/rbac/role.yaml) or use ARC_HOOK_WORK_VOLUME=claim"
-        );
-    }
-    note_fallback_once(config, &refused);
-    let plan = plan_container_step(&ctx, args, &image, &ws, template.as_ref(), &suffix)?;
-    for w in &plan.warnings {
+    super::steps::build_image::build(&session.kube, config, build, &job, &session.granted).await
+}
+
+fn warn_all(warnings: &[String]) {
+    for w in warnings {
         log_line(&format!("arc-hook: warning: {w}"));
     }
-    super::step_job::run_as_job(&kube, config, &plan, &granted).await
+}
+
+/// Where a container step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// As an ephemeral container of the job pod (which may still refuse it).
+    JobPod,
+    /// As its own batch Job, and why not in the job pod.
+    Job(String),
+    /// Nowhere: the message for the job log.
+    Refused(String),
+}
+
+/// Where the step goes first (pure): the job pod where it exists, the mode allows it and the
+/// Role grants ephemeral containers; else [`fallback`].
+pub fn placement(
+    prepared: bool,
+    mode: ContainerStepMode,
+    can_ephemeral: bool,
+    copy: bool,
+) -> Placement {
+    let why = match (prepared, mode, can_ephemeral) {
+        (false, _, _) => "the job has no workflow pod (no container or services)",
+        (true, ContainerStepMode::Job, _) => "ARC_HOOK_CONTAINER_STEPS=job",
+        (true, ContainerStepMode::Auto, false) => {
+            "the runner's Role does not grant patch on pods/ephemeralcontainers"
+        }
+        (true, ContainerStepMode::Auto, true) => return Placement::JobPod,
+    };
+    fallback(why.to_string(), prepared, copy)
+}
+
+/// Where the step goes when the job pod is not an option (`why`): its own Job, except in
+/// no-volume mode, where a separate pod would not see the job's files.
+pub fn fallback(why: String, prepared: bool, copy: bool) -> Placement {
+    match (copy, prepared) {
+        (false, _) => Placement::Job(why),
+        (true, false) => Placement::Refused(
+            "no-volume mode: this container step belongs to a job without `container:` or services, so no pod holds the job's files for it; add `container:` to the job (any image with sh and tar) or use ARC_HOOK_WORK_VOLUME=claim".into(),
+        ),
+        (true, true) => Placement::Refused(format!(
+            "no-volume mode: this container step cannot run in the job pod ({why}), and a separate pod would not see the job's files; grant patch on pods/ephemeralcontainers in the runner's Role (deploy/rbac/role.yaml) or use ARC_HOOK_WORK_VOLUME=claim"
+        )),
+    }
 }
 
 /// Says once per job (not once per step) why container steps run as Jobs.
@@ -156,5 +187,51 @@ fn note_fallback_once(config: &Config, why: &str) {
     ));
     if let Some(d) = dir {
         let _ = d.create_file(FALLBACK_NOTED, 0o644, why.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ContainerStepMode::{Auto, Job};
+
+    #[test]
+    fn the_job_pod_first_where_it_exists_is_allowed_and_granted() {
+        assert_eq!(placement(true, Auto, true, false), Placement::JobPod);
+        assert_eq!(placement(true, Auto, true, true), Placement::JobPod);
+    }
+
+    #[test]
+    fn otherwise_a_job_saying_why_in_claim_mode() {
+        let job = |p: Placement| match p {
+            Placement::Job(why) => why,
+            other => panic!("expected a Job, got {other:?}"),
+        };
+        assert!(job(placement(false, Auto, true, false)).contains("no workflow pod"));
+        assert_eq!(
+            job(placement(true, Job, true, false)),
+            "ARC_HOOK_CONTAINER_STEPS=job"
+        );
+        assert!(job(placement(true, Auto, false, false)).contains("pods/ephemeralcontainers"));
+        assert_eq!(job(fallback("too big".into(), true, false)), "too big");
+    }
+
+    #[test]
+    fn never_a_separate_pod_in_no_volume_mode() {
+        for p in [
+            placement(false, Auto, true, true),
+            placement(true, Job, true, true),
+            placement(true, Auto, false, true),
+            fallback("refused".into(), true, true),
+        ] {
+            let Placement::Refused(msg) = p else {
+                panic!("no-volume mode must refuse, got {p:?}");
+            };
+            assert!(msg.starts_with("no-volume mode: "), "{msg}");
+        }
+        let Placement::Refused(msg) = fallback("the API said 422".into(), true, true) else {
+            unreachable!()
+        };
+        assert!(msg.contains("(the API said 422)"), "{msg}");
     }
 }

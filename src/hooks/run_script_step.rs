@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::HookResult;
-use super::detached::{self, DetachedStep};
 use super::shared_work::{SharedDir, check_runner_paths};
-use super::workspace::{self, RunnerDirs};
+use super::steps::detached::{self, DetachedStep};
+use super::steps::workspace::{self, RunnerDirs};
 use crate::config::Config;
 use crate::k8s::exec::{ExecError, ExecTarget};
 use crate::objects::{JOB_CONTAINER_NAME, names};
@@ -83,8 +83,8 @@ pub async fn run_script_step(
     let local = write_start_script(&temp, &script)?;
     let in_pod = format!("/__w/_temp/{SCRIPT_DIR}/{}", local.name);
 
-    let kube = super::connect(config).await?;
-    let copy = super::workspace::copy_mode(envelope, config);
+    let kube = super::session::connect(config).await?;
+    let copy = super::steps::workspace::copy_mode(envelope, config);
     let dirs = if copy {
         Some(RunnerDirs::from_config(config)?)
     } else {

@@ -1,8 +1,11 @@
-//! The API permissions each command needs or can use, checked once per command with SelfSubjectAccessReviews.
+//! The API permissions each command needs or can use, reviewed once per command: one
+//! SelfSubjectRulesReview where the cluster's authorizers can list their rules (RBAC), else one
+//! SelfSubjectAccessReview per permission.
 
 use futures::future::join_all;
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    ResourceAttributes, ResourceRule, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    SelfSubjectRulesReview, SelfSubjectRulesReviewSpec,
 };
 use kube::api::PostParams;
 
@@ -59,14 +62,17 @@ pub enum Extra {
     EphemeralContainers,
     /// Record start-up times as an annotation on the workflow pod.
     AnnotatePods,
+    /// Run container steps as batch Jobs (and remove a previous job's leftover Jobs).
+    BatchJobs,
 }
 
 impl Extra {
-    pub const ALL: [Extra; 4] = [
+    pub const ALL: [Extra; 5] = [
         Extra::WatchPods,
         Extra::ListEvents,
         Extra::EphemeralContainers,
         Extra::AnnotatePods,
+        Extra::BatchJobs,
     ];
 
     pub fn permissions(self) -> &'static [Permission] {
@@ -79,6 +85,7 @@ impl Extra {
             Extra::ListEvents => LIST_EVENTS,
             Extra::EphemeralContainers => EPHEMERAL,
             Extra::AnnotatePods => ANNOTATE,
+            Extra::BatchJobs => JOB_PERMISSIONS,
         }
     }
 }
@@ -128,18 +135,24 @@ pub fn required(command: CommandName) -> &'static [Permission] {
 /// Optional extras each command can use.
 pub fn extras(command: CommandName) -> &'static [Extra] {
     match command {
-        CommandName::PrepareJob => &[Extra::WatchPods, Extra::ListEvents, Extra::AnnotatePods],
+        CommandName::PrepareJob => &[
+            Extra::WatchPods,
+            Extra::ListEvents,
+            Extra::AnnotatePods,
+            Extra::BatchJobs,
+        ],
         CommandName::RunScriptStep => &[],
         CommandName::RunContainerStep => &[
             Extra::WatchPods,
             Extra::ListEvents,
             Extra::EphemeralContainers,
+            Extra::BatchJobs,
         ],
-        CommandName::CleanupJob => &[Extra::WatchPods],
+        CommandName::CleanupJob => &[Extra::WatchPods, Extra::BatchJobs],
     }
 }
 
-/// Batch Jobs, needed only where container steps run as Jobs (and cleaned up where granted).
+/// Batch Jobs ([`Extra::BatchJobs`]), needed only where container steps run as Jobs.
 pub const JOB_PERMISSIONS: &[Permission] = &[
     p("batch", "jobs", "", "get"),
     p("batch", "jobs", "", "list"),
@@ -162,7 +175,6 @@ pub fn all_permissions() -> Vec<Permission> {
             .iter()
             .flat_map(|e| e.permissions().iter().copied()),
     )
-    .chain(JOB_PERMISSIONS.iter().copied())
     .collect();
     all.sort();
     all.dedup();
@@ -174,7 +186,6 @@ pub fn all_permissions() -> Vec<Permission> {
 pub struct Granted {
     pub missing_required: Vec<Permission>,
     pub extras: Vec<Extra>,
-    pub jobs: bool,
 }
 
 impl Granted {
@@ -207,52 +218,95 @@ async fn allowed(kube: &Kube, perm: Permission) -> Result<bool, K8sError> {
     Ok(r.status.is_some_and(|s| s.allowed))
 }
 
-/// Asks, in parallel, for every permission `command` needs or can use.
-/// If the reviews themselves cannot be made, the extras are assumed absent and the required
-/// permissions are left for the API to enforce.
-pub async fn check(kube: &Kube, command: CommandName, with_jobs: bool) -> Granted {
-    let req = required(command);
-    let extra_perms: Vec<(Extra, Permission)> = extras(command)
-        .iter()
-        .flat_map(|e| e.permissions().iter().map(move |p| (*e, *p)))
-        .collect();
-    let job_perms: &[Permission] = if with_jobs { JOB_PERMISSIONS } else { &[] };
-    let all: Vec<Permission> = req
-        .iter()
-        .copied()
-        .chain(extra_perms.iter().map(|(_, p)| *p))
-        .chain(job_perms.iter().copied())
-        .collect();
-    let answers = join_all(all.iter().map(|p| allowed(kube, *p))).await;
-    if let Some(Err(e)) = answers.iter().find(|a| a.is_err()) {
-        tracing::warn!(
-            "cannot review permissions ({}); using only what ARC's default Role grants",
-            e.chain()
-        );
-        return Granted::default();
-    }
-    let ok = |perm: &Permission| {
-        all.iter()
-            .zip(&answers)
-            .any(|(p, a)| p == perm && matches!(a, Ok(true)))
+/// The namespace's rules for this service account, in one request; `None` when the cluster's
+/// authorizers cannot list them all (`incomplete`: a webhook or ABAC decides some requests) or the
+/// review cannot be made, and every permission must then be asked one by one.
+async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
+    let api: kube::Api<SelfSubjectRulesReview> = kube::Api::all(kube.client.clone());
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec {
+            namespace: Some(kube.namespace.clone()),
+        },
+        ..Default::default()
     };
-    let missing_required = req.iter().copied().filter(|p| !ok(p)).collect();
-    let mut extras = Vec::new();
-    for e in extras_of(command) {
-        if e.permissions().iter().all(ok) {
-            extras.push(e);
+    let pp = PostParams::default();
+    match with_retry("listing the service account's rules", || {
+        api.create(&pp, &review)
+    })
+    .await
+    {
+        Ok(r) => match r.status {
+            Some(s) if !s.incomplete => Some(s.resource_rules),
+            Some(s) => {
+                tracing::debug!(error = ?s.evaluation_error, "the rules review is incomplete; asking permission by permission");
+                None
+            }
+            None => None,
+        },
+        Err(e) => {
+            tracing::debug!(error = %e.chain(), "no rules review; asking permission by permission");
+            None
         }
-    }
-    let jobs = with_jobs && JOB_PERMISSIONS.iter().all(ok);
-    Granted {
-        missing_required,
-        extras,
-        jobs,
     }
 }
 
-fn extras_of(command: CommandName) -> impl Iterator<Item = Extra> {
-    extras(command).iter().copied()
+/// Whether RBAC `rules` grant `perm` on the namespace's objects (not on one object by name):
+/// Kubernetes' own matching of verbs, API groups, `resource/subresource`, `*` and `*/sub`.
+pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
+    let resource = if perm.subresource.is_empty() {
+        perm.resource.to_string()
+    } else {
+        format!("{}/{}", perm.resource, perm.subresource)
+    };
+    let star_sub = format!("*/{}", perm.subresource);
+    let any_or = |list: &[String], want: &str| list.iter().any(|v| v == "*" || v == want);
+    rules.iter().any(|r| {
+        r.resource_names.as_ref().is_none_or(Vec::is_empty)
+            && any_or(&r.verbs, perm.verb)
+            && any_or(r.api_groups.as_deref().unwrap_or_default(), perm.group)
+            && r.resources.as_deref().unwrap_or_default().iter().any(|v| {
+                v == "*" || *v == resource || (!perm.subresource.is_empty() && *v == star_sub)
+            })
+    })
+}
+
+/// Reviews every permission `command` needs or can use: from the rules review where it is
+/// complete, else by one access review each, in parallel. If no review can be made, the extras
+/// are assumed absent and the required permissions are left for the API to enforce.
+pub async fn check(kube: &Kube, command: CommandName) -> Granted {
+    let req = required(command);
+    let all: Vec<Permission> = req
+        .iter()
+        .copied()
+        .chain(
+            extras(command)
+                .iter()
+                .flat_map(|e| e.permissions().iter().copied()),
+        )
+        .collect();
+    let answers: Vec<bool> = match rules(kube).await {
+        Some(rules) => all.iter().map(|p| rules_allow(&rules, *p)).collect(),
+        None => {
+            let answers = join_all(all.iter().map(|p| allowed(kube, *p))).await;
+            if let Some(Err(e)) = answers.iter().find(|a| a.is_err()) {
+                tracing::warn!(
+                    "cannot review permissions ({}); using only what ARC's default Role grants",
+                    e.chain()
+                );
+                return Granted::default();
+            }
+            answers.into_iter().map(|a| a.unwrap_or(false)).collect()
+        }
+    };
+    let ok = |perm: &Permission| all.iter().zip(&answers).any(|(p, a)| p == perm && *a);
+    Granted {
+        missing_required: req.iter().copied().filter(|p| !ok(p)).collect(),
+        extras: extras(command)
+            .iter()
+            .copied()
+            .filter(|e| e.permissions().iter().all(ok))
+            .collect(),
+    }
 }
 
 /// One line naming what is missing, for the job log.
@@ -310,6 +364,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> ResourceRule {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ResourceRule {
+            api_groups: Some(v(groups)),
+            resources: Some(v(resources)),
+            verbs: v(verbs),
+            resource_names: None,
+        }
+    }
+
+    #[test]
+    fn rules_match_as_rbac_does() {
+        let exec = p("", "pods", "exec", "create");
+        let get_pods = p("", "pods", "", "get");
+        let jobs = p("batch", "jobs", "", "create");
+        // Exact resource and subresource.
+        let r = [rule(&[""], &["pods", "pods/exec"], &["get", "create"])];
+        assert!(rules_allow(&r, exec) && rules_allow(&r, get_pods));
+        assert!(!rules_allow(&r, jobs));
+        // `pods` does not grant `pods/exec`; `*/exec` does.
+        assert!(!rules_allow(&[rule(&[""], &["pods"], &["*"])], exec));
+        assert!(rules_allow(&[rule(&[""], &["*/exec"], &["create"])], exec));
+        assert!(!rules_allow(
+            &[rule(&[""], &["*/exec"], &["create"])],
+            get_pods
+        ));
+        // Wildcards: cluster-admin's rule grants everything.
+        assert!(rules_allow(&[rule(&["*"], &["*"], &["*"])], jobs));
+        // The API group must match.
+        assert!(!rules_allow(&[rule(&[""], &["jobs"], &["create"])], jobs));
+        assert!(rules_allow(
+            &[rule(&["batch"], &["jobs"], &["create"])],
+            jobs
+        ));
+        // A rule for named objects grants nothing on the collection.
+        let mut named = rule(&[""], &["pods"], &["get"]);
+        named.resource_names = Some(vec!["runner-0".into()]);
+        assert!(!rules_allow(&[named], get_pods));
     }
 
     #[test]

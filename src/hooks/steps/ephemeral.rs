@@ -106,14 +106,8 @@ async fn run_added(
 ) -> Result<i32, EphemeralError> {
     ephemeral::wait_started(kube, pod, name, config.prepare_timeout, can_watch).await?;
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
-    let (code, reason) = ephemeral::exit_code(
-        kube,
-        pod,
-        name,
-        super::step_job::EXIT_STATUS_TIMEOUT,
-        can_watch,
-    )
-    .await?;
+    let (code, reason) =
+        ephemeral::exit_code(kube, pod, name, super::job::EXIT_STATUS_TIMEOUT, can_watch).await?;
     if reason.as_deref() == Some("OOMKilled") {
         eprintln!(
             "arc-hook: the step's container was killed: OOMKilled (it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`)"

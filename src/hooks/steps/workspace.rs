@@ -19,7 +19,7 @@ pub const MANIFEST_FILE: &str = "pushed.json";
 /// `_temp` entries that stay in the pod: the container's HOME (tool caches can be gigabytes
 /// and the runner never reads them), and the hook's own directory (the runner side keeps its
 /// manifest there, which a step must not be able to overwrite).
-pub const PULL_EXCLUDE: &[&str] = &["_github_home", super::run_script_step::SCRIPT_DIR];
+pub const PULL_EXCLUDE: &[&str] = &["_github_home", crate::hooks::run_script_step::SCRIPT_DIR];
 /// The `_work` entries pushed before every step: what the runner writes between steps.
 const STEP_ROOTS: &[&str] = &["_temp", "_actions"];
 
@@ -70,7 +70,7 @@ impl RunnerDirs {
 
     fn manifest_path(&self) -> PathBuf {
         self.temp
-            .join(super::run_script_step::SCRIPT_DIR)
+            .join(crate::hooks::run_script_step::SCRIPT_DIR)
             .join(MANIFEST_FILE)
     }
 
@@ -78,11 +78,11 @@ impl RunnerDirs {
         vec![
             format!(
                 "_temp/{}/{MANIFEST_FILE}",
-                super::run_script_step::SCRIPT_DIR
+                crate::hooks::run_script_step::SCRIPT_DIR
             ),
             format!(
                 "_temp/{}/{MANIFEST_FILE}.tmp",
-                super::run_script_step::SCRIPT_DIR
+                crate::hooks::run_script_step::SCRIPT_DIR
             ),
         ]
     }

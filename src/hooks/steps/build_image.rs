@@ -5,14 +5,14 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use kube::api::{DeleteParams, PostParams};
 
-use super::log_line;
-use super::step_job::terminated;
+use super::job::terminated;
 use crate::config::{BuildConfig, Config};
+use crate::hooks::log_line;
 use crate::k8s::Kube;
 use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
-use crate::k8s::wait::{WaitOptions, wait_running};
+use crate::k8s::wait::wait_running;
 use crate::objects::builder::{
     BUILDER_CONTAINER, BuildRequest, BuildSource, MAX_CONTEXT_ARCHIVE, builder_pod,
     context_archive, context_hash, context_secret, image_name,
@@ -190,14 +190,7 @@ async fn run_builder(
     )
     .await
     .context("cannot create the image builder pod")?;
-    let opts = WaitOptions {
-        timeout: config.prepare_timeout,
-        can_watch: granted.has(Extra::WatchPods),
-        can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: config.unschedulable_grace,
-        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
-        accept_finished: true,
-    };
+    let opts = crate::hooks::pod_wait(config, granted, true);
     wait_running(kube, name, opts).await.map_err(|f| {
         anyhow::anyhow!(
             "the image builder did not start (ARC_HOOK_BUILDER_IMAGE={}): {f}",

@@ -6,13 +6,13 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 
-use super::HookResult;
 use crate::config::Config;
+use crate::hooks::HookResult;
 use crate::k8s::owned::{self, create_once};
 use crate::k8s::pod_watch::{Look, PodWatch, Poll};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
-use crate::k8s::wait::{POLL_CAP, WaitOptions, wait_running};
+use crate::k8s::wait::{POLL_CAP, wait_running};
 use crate::k8s::{K8sError, Kube};
 use crate::objects::job::STEP_CONTAINER_NAME;
 use crate::plan::ContainerStepPlan;
@@ -29,7 +29,7 @@ pub async fn run_as_job(
     plan: &ContainerStepPlan,
     granted: &rbac::Granted,
 ) -> HookResult {
-    if !granted.jobs {
+    if !granted.has(Extra::BatchJobs) {
         bail!(rbac::missing_message(
             crate::k8s::rbac::JOB_PERMISSIONS,
             &kube.namespace
@@ -77,14 +77,7 @@ async fn run_job(
     .context("cannot create the step's Job")?;
 
     let pod = step_pod(kube, job_name).await?;
-    let opts = WaitOptions {
-        timeout: config.prepare_timeout,
-        can_watch: granted.has(Extra::WatchPods),
-        can_list_events: granted.has(Extra::ListEvents),
-        unschedulable_grace: config.unschedulable_grace,
-        waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
-        accept_finished: true,
-    };
+    let opts = crate::hooks::pod_wait(config, granted, true);
     wait_running(kube, &pod, opts)
         .await
         .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;

@@ -1,0 +1,11 @@
+//! How steps run, apart from the commands that ask for them: a script as one detached process in
+//! the job container (`detached`), a container step as an ephemeral container of the job pod
+//! (`ephemeral`) or as its own batch Job (`job`), an action's image built from its Dockerfile
+//! first (`build_image`), and, in no-volume mode, the runner's files carried in and out
+//! (`workspace`).
+
+pub mod build_image;
+pub mod detached;
+pub mod ephemeral;
+pub mod job;
+pub mod workspace;
