@@ -46,6 +46,13 @@ pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::
     // Deterministic suffixes so renders are reviewable and diffable.
     let suffix = names::stable_suffix(&input);
 
+    let secret_yaml = |s: &k8s_openapi::api::core::v1::Secret| {
+        to_yaml(&if opts.show_secrets {
+            s.clone()
+        } else {
+            redacted(s)
+        })
+    };
     let mut docs = Vec::new();
     let mut warnings = Vec::new();
     match &envelope.command {
@@ -53,11 +60,7 @@ pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::
             let plan =
                 plan_prepare_job(&ctx, args, template.as_ref(), &config.job_options, &suffix)?;
             if let Some(s) = &plan.secret {
-                docs.push(to_yaml(&if opts.show_secrets {
-                    s.clone()
-                } else {
-                    redacted(s)
-                })?);
+                docs.push(secret_yaml(s)?);
             }
             docs.push(to_yaml(&plan.pod)?);
             warnings = plan.warnings;
@@ -71,11 +74,7 @@ pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::
             let ws = workspace_subpath(config.github_workspace.as_deref());
             let plan = plan_container_step(&ctx, args, image, &ws, template.as_ref(), &suffix)?;
             if let Some(s) = &plan.secret {
-                docs.push(to_yaml(&if opts.show_secrets {
-                    s.clone()
-                } else {
-                    redacted(s)
-                })?);
+                docs.push(secret_yaml(s)?);
             }
             docs.push(to_yaml(&plan.job)?);
             warnings = plan.warnings;

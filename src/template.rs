@@ -215,11 +215,32 @@ impl Template {
         })
     }
 
-    fn containers(&self) -> Vec<Value> {
-        match self.spec.get("containers") {
-            Some(Value::Array(a)) => a.clone(),
-            _ => Vec::new(),
-        }
+    /// The template's containers, substituted, with their index and name (`$job`, `$step`, a
+    /// service's `$name`, or a sidecar's own name).
+    fn containers(
+        &self,
+        vars: &TemplateVars,
+    ) -> Result<Vec<(usize, String, Value)>, TemplateError> {
+        let Some(Value::Array(list)) = self.spec.get("containers") else {
+            return Ok(Vec::new());
+        };
+        list.iter()
+            .enumerate()
+            .map(|(i, tc)| {
+                let tc = substitute(
+                    tc.clone(),
+                    vars,
+                    &format!("spec.containers[{i}]"),
+                    &self.origin,
+                )?;
+                let name = tc
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                Ok((i, name, tc))
+            })
+            .collect()
     }
 
     /// Merges the template into the workflow pod.
@@ -236,13 +257,7 @@ impl Template {
         let pod_spec = &mut pod["spec"];
 
         let mut extra_containers = Vec::new();
-        for (i, tc) in self.containers().into_iter().enumerate() {
-            let tc = substitute(tc, vars, &format!("spec.containers[{i}]"), &self.origin)?;
-            let name = tc
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+        for (i, name, tc) in self.containers(vars)? {
             let Some(target) = name.strip_prefix('$') else {
                 extra_containers.push((i, name, tc));
                 continue;
@@ -305,9 +320,7 @@ impl Template {
                     format!("sidecar name {name:?} is taken by the job's own container; rename the sidecar or use ${name} to merge into it"),
                 ));
             }
-            if let Some(a) = pod_spec["containers"].as_array_mut() {
-                a.push(tc);
-            }
+            add_sidecar(pod_spec, tc);
         }
         merge_pod_spec(pod_spec, &spec);
         let object = self.typed::<Pod>("(merged pod)", &pod)?;
@@ -331,13 +344,7 @@ impl Template {
             &mut Vec::new(),
         );
         let pod_spec = &mut v["spec"]["template"]["spec"];
-        for (i, tc) in self.containers().into_iter().enumerate() {
-            let tc = substitute(tc, vars, &format!("spec.containers[{i}]"), &self.origin)?;
-            let name = tc
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+        for (i, name, tc) in self.containers(vars)? {
             match name.strip_prefix('$') {
                 Some(STEP_CONTAINER_NAME) => {
                     if let Some(base) = pod_spec["containers"]
@@ -351,11 +358,7 @@ impl Template {
                 None if name == STEP_CONTAINER_NAME => {
                     return Err(self.field(&format!("spec.containers[{i}].name"), "sidecar name \"step\" is taken by the step container; use $step to merge into it"));
                 }
-                None => {
-                    if let Some(a) = pod_spec["containers"].as_array_mut() {
-                        a.push(tc);
-                    }
-                }
+                None => add_sidecar(pod_spec, tc),
             }
         }
         merge_pod_spec(pod_spec, &spec);
@@ -375,11 +378,10 @@ impl Template {
         let mut warnings = Vec::new();
         let mut base = serde_json::to_value(container)
             .map_err(|e| self.field("(ephemeral container)", e.to_string()))?;
-        for (i, tc) in self.containers().into_iter().enumerate() {
-            if tc.get("name").and_then(Value::as_str) != Some(&format!("${STEP_CONTAINER_NAME}")) {
+        for (_, name, mut tc) in self.containers(vars)? {
+            if name.strip_prefix('$') != Some(STEP_CONTAINER_NAME) {
                 continue;
             }
-            let mut tc = substitute(tc, vars, &format!("spec.containers[{i}]"), &self.origin)?;
             if let Some(obj) = tc.as_object_mut() {
                 let dropped: Vec<String> = obj
                     .keys()
@@ -542,6 +544,13 @@ fn merge_container(base: &mut Value, from: &Value, hook_owned: bool, warnings: &
         } else {
             base[key.as_str()] = value.clone();
         }
+    }
+}
+
+/// Appends a sidecar to a pod spec's containers.
+fn add_sidecar(pod_spec: &mut Value, container: Value) {
+    if let Some(a) = pod_spec["containers"].as_array_mut() {
+        a.push(container);
     }
 }
 

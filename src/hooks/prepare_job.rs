@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 
 use super::session::Session;
 use super::steps::workspace::{self, RunnerDirs};
@@ -194,29 +194,17 @@ async fn create_objects(
     plan: &PreparePlan,
     created: &mut Created,
 ) -> anyhow::Result<()> {
-    let pp = PostParams::default();
     if let Some(secret) = &plan.secret {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let api = kube.secrets();
-        create_once(
-            &format!("creating registry secret {name}"),
-            secret,
-            || api.create(&pp, secret),
-            || api.get(&name),
-        )
-        .await?;
+        create_once(&api, "registry secret", secret).await?;
         created.secret = Some(name);
     }
     let name = plan.pod_name().to_string();
     let api = kube.pods();
-    create_once(
-        &format!("creating pod {name}"),
-        &plan.pod,
-        || api.create(&pp, &plan.pod),
-        || api.get(&name),
-    )
-    .await
-    .context("cannot create the workflow pod")?;
+    create_once(&api, "pod", &plan.pod)
+        .await
+        .context("cannot create the workflow pod")?;
     created.pod = Some(name);
     Ok(())
 }

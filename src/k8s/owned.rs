@@ -1,32 +1,27 @@
 //! The objects a runner creates: created once even when a create is retried, removed with one
 //! failure policy, and recognised by their `runner-pod` label (never another runner's).
 
-use kube::api::{DeleteParams, PropagationPolicy};
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 
 use super::K8sError;
 use super::retry::with_retry;
 use crate::objects::RUNNER_POD_LABEL;
 
-/// Creates `mine`; a retried create that meets AlreadyExists takes the object there only when
-/// it carries `mine`'s `runner-pod` label (the first attempt may have landed before its answer
-/// was lost). Another runner's object under the same name is an error, never adopted.
-pub async fn create_once<T, C, CF, G, GF>(
-    action: &str,
-    mine: &T,
-    create: C,
-    get: G,
-) -> Result<T, K8sError>
+/// Creates `mine` (`kind` names it in errors: "creating pod x"); a retried create that meets
+/// AlreadyExists takes the object there only when it carries `mine`'s `runner-pod` label (the
+/// first attempt may have landed before its answer was lost). Another runner's object under the
+/// same name is an error, never adopted.
+pub async fn create_once<K>(api: &kube::Api<K>, kind: &str, mine: &K) -> Result<K, K8sError>
 where
-    T: kube::Resource,
-    C: FnMut() -> CF,
-    CF: std::future::Future<Output = Result<T, kube::Error>>,
-    G: FnMut() -> GF,
-    GF: std::future::Future<Output = Result<T, kube::Error>>,
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match with_retry(action, create).await {
+    let name = mine.meta().name.clone().unwrap_or_default();
+    let action = format!("creating {kind} {name}");
+    let pp = PostParams::default();
+    match with_retry(&action, || api.create(&pp, mine)).await {
         Err(e) if e.code() == Some(409) => {
-            let found = with_retry(action, get).await?;
-            let label = |o: &T| {
+            let found = with_retry(&action, || api.get(&name)).await?;
+            let label = |o: &K| {
                 o.meta()
                     .labels
                     .as_ref()

@@ -8,9 +8,9 @@
 
 use k8s_openapi::api::core::v1::EphemeralContainer;
 
-use super::job::StepMount;
+use super::BuildError;
+use super::job::{StepMount, step_process};
 use super::pod::{user_mounts, work_mount};
-use super::{BuildError, EnvFor, container_env, kubelet_literal, kubelet_literals};
 use crate::protocol::RunContainerStepArgs;
 
 /// Where the work volume is mounted whole, besides `/__w`.
@@ -123,23 +123,15 @@ pub fn ephemeral_step_container(
             "container step: ports are not published for a step in the job pod (it shares the pod's network)".into(),
         );
     }
+    let process = step_process(args)?;
     Ok(Ok((
         EphemeralContainer {
             name: name.to_string(),
             image: Some(image.to_string()),
-            command: args
-                .entry_point
-                .as_deref()
-                .filter(|e| !e.is_empty())
-                .map(|e| vec![kubelet_literal(e)]),
-            args: (!args.entry_point_args.is_empty())
-                .then(|| kubelet_literals(&args.entry_point_args)),
-            working_dir: args.working_directory.clone().filter(|w| !w.is_empty()),
-            env: Some(container_env(
-                &args.environment_variables,
-                "args",
-                EnvFor::Step,
-            )?),
+            command: process.command,
+            args: process.args,
+            working_dir: process.working_dir,
+            env: Some(process.env),
             volume_mounts: Some(mounts),
             ..Default::default()
         },

@@ -100,6 +100,29 @@ pub fn container_step_mounts(system: &[StepMount]) -> Vec<VolumeMount> {
     mounts
 }
 
+/// What a container step runs, as Docker mode would: the entrypoint and arguments taken
+/// literally (no `$(VAR)` expansion), the working directory and the environment; the same for a
+/// Job's container and an ephemeral one.
+pub struct StepProcess {
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub env: Vec<k8s_openapi::api::core::v1::EnvVar>,
+}
+
+pub fn step_process(args: &RunContainerStepArgs) -> Result<StepProcess, BuildError> {
+    Ok(StepProcess {
+        command: args
+            .entry_point
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(|e| vec![kubelet_literal(e)]),
+        args: (!args.entry_point_args.is_empty()).then(|| kubelet_literals(&args.entry_point_args)),
+        working_dir: args.working_directory.clone().filter(|w| !w.is_empty()),
+        env: container_env(&args.environment_variables, "args", EnvFor::Step)?,
+    })
+}
+
 /// The step container: the image's own entrypoint unless the step names one (docker semantics:
 /// `entryPointArgs` replace the image's CMD).
 pub fn step_container(
@@ -112,21 +135,14 @@ pub fn step_container(
     let mut mounts = container_step_mounts(&system);
     let user = user_mounts(&args.user_mount_volumes, "args.userMountVolumes")?;
     mounts.extend(user.mounts);
+    let process = step_process(args)?;
     let container = Container {
         name: STEP_CONTAINER_NAME.into(),
         image: Some(image.to_string()),
-        command: args
-            .entry_point
-            .as_deref()
-            .filter(|e| !e.is_empty())
-            .map(|e| vec![kubelet_literal(e)]),
-        args: (!args.entry_point_args.is_empty()).then(|| kubelet_literals(&args.entry_point_args)),
-        working_dir: args.working_directory.clone().filter(|w| !w.is_empty()),
-        env: Some(container_env(
-            &args.environment_variables,
-            "args",
-            EnvFor::Step,
-        )?),
+        command: process.command,
+        args: process.args,
+        working_dir: process.working_dir,
+        env: Some(process.env),
         ports: container_ports(&ports),
         volume_mounts: Some(mounts),
         ..Default::default()

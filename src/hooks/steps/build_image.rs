@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 
 use super::job::terminated;
 use crate::config::{BuildConfig, Config};
@@ -75,14 +75,7 @@ pub async fn build(
         let name = names::runner_object_name(&job.ctx.runner_pod, "buildctx", &suffix);
         let secret = context_secret(job.ctx, &name, archive);
         let api = kube.secrets();
-        let pp = PostParams::default();
-        create_once(
-            &format!("creating secret {name}"),
-            &secret,
-            || api.create(&pp, &secret),
-            || api.get(&name),
-        )
-        .await?;
+        create_once(&api, "secret", &secret).await?;
         secret_name = Some(name.clone());
         BuildSource::Archive { secret: name }
     } else {
@@ -181,15 +174,9 @@ async fn run_builder(
     granted: &Granted,
 ) -> anyhow::Result<Option<String>> {
     let api = kube.pods();
-    let pp = PostParams::default();
-    create_once(
-        &format!("creating the builder pod {name}"),
-        pod,
-        || api.create(&pp, pod),
-        || api.get(name),
-    )
-    .await
-    .context("cannot create the image builder pod")?;
+    create_once(&api, "builder pod", pod)
+        .await
+        .context("cannot create the image builder pod")?;
     let opts = crate::hooks::pod_wait(config, granted, true);
     wait_running(kube, name, opts).await.map_err(|f| {
         anyhow::anyhow!(

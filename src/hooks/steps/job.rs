@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 
 use crate::config::Config;
 use crate::hooks::HookResult;
@@ -54,27 +54,13 @@ async fn run_job(
     job_name: &str,
     granted: &rbac::Granted,
 ) -> HookResult {
-    let pp = PostParams::default();
     if let Some(secret) = &plan.secret {
-        let api = kube.secrets();
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        create_once(
-            &format!("creating secret {name}"),
-            secret,
-            || api.create(&pp, secret),
-            || api.get(&name),
-        )
-        .await?;
+        create_once(&kube.secrets(), "secret", secret).await?;
     }
     let jobs = kube.jobs();
-    create_once(
-        &format!("creating job {job_name}"),
-        &plan.job,
-        || jobs.create(&pp, &plan.job),
-        || jobs.get(job_name),
-    )
-    .await
-    .context("cannot create the step's Job")?;
+    create_once(&jobs, "job", &plan.job)
+        .await
+        .context("cannot create the step's Job")?;
 
     let pod = step_pod(kube, job_name).await?;
     let opts = crate::hooks::pod_wait(config, granted, true);

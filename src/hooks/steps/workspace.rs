@@ -167,22 +167,7 @@ fn step_entries(record: Manifest) -> Manifest {
 
 /// prepare_job: fills the job pod's work volume in one exec.
 pub async fn push_initial(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
-    let opts = PushOptions {
-        since: None,
-        exclude: dirs.exclude(),
-        record_under: Some(STEP_ROOTS.iter().map(|r| r.to_string()).collect()),
-    };
-    let (stats, record) = copy::push(
-        kube,
-        pod,
-        JOB_CONTAINER_NAME,
-        POD_WORK,
-        dirs.initial_sources(),
-        opts,
-    )
-    .await?;
-    step_entries(record).save(&dirs.manifest_path())?;
-    Ok(stats)
+    push_recorded(kube, pod, dirs, None, dirs.initial_sources()).await
 }
 
 /// Before a step: sends what changed in `_temp` and `_actions` since the pod last saw them,
@@ -193,22 +178,28 @@ pub async fn push_step(
     dirs: &RunnerDirs,
     extra: Vec<Source>,
 ) -> Result<Stats, CopyError> {
-    let path = dirs.manifest_path();
+    let since = Manifest::load(&dirs.manifest_path());
+    let sources = dirs.step_sources().into_iter().chain(extra).collect();
+    push_recorded(kube, pod, dirs, Some(since), sources).await
+}
+
+/// Pushes `sources` into the pod's work volume (only what changed `since`, where given) and
+/// records what the step roots now hold there, for the next step to compare with.
+async fn push_recorded(
+    kube: &Kube,
+    pod: &str,
+    dirs: &RunnerDirs,
+    since: Option<Manifest>,
+    sources: Vec<Source>,
+) -> Result<Stats, CopyError> {
     let opts = PushOptions {
-        since: Some(Manifest::load(&path)),
+        since,
         exclude: dirs.exclude(),
         record_under: Some(STEP_ROOTS.iter().map(|r| r.to_string()).collect()),
     };
-    let (stats, record) = copy::push(
-        kube,
-        pod,
-        JOB_CONTAINER_NAME,
-        POD_WORK,
-        dirs.step_sources().into_iter().chain(extra).collect(),
-        opts,
-    )
-    .await?;
-    step_entries(record).save(&path)?;
+    let (stats, record) =
+        copy::push(kube, pod, JOB_CONTAINER_NAME, POD_WORK, sources, opts).await?;
+    step_entries(record).save(&dirs.manifest_path())?;
     Ok(stats)
 }
 
