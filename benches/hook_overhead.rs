@@ -1,6 +1,8 @@
 //! The hook's own overhead per command on the embedded simulator: wall time, CPU time and peak
 //! memory of the `arc-hook` process for steps that do nothing, next to `kubectl exec` of the same
 //! command as the baseline. Run with `cargo bench --bench hook_overhead`; figures go to the README.
+//! `ARC_HOOK_BASELINE=path/to/older/arc-hook` also runs that binary, interleaved with this one on
+//! the same simulator, and prints this build's cost as a ratio of it (before/after a change).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -65,8 +67,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn hook_cmd(r: &Runner) -> std::process::Command {
+    hook_cmd_of(r, std::path::Path::new(env!("CARGO_BIN_EXE_arc-hook")))
+}
+
+fn hook_cmd_of(r: &Runner, binary: &std::path::Path) -> std::process::Command {
     // The binary directly: the wrapper's bash start is the runner's cost either way.
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+    let mut c = std::process::Command::new(binary);
     c.envs(&r.env).env_remove("KUBERNETES_SERVICE_HOST");
     c
 }
@@ -129,7 +135,50 @@ fn main() {
         let base = report("kubectl exec (same no-op)", &kubectl);
         report("cleanup_job", &cleanup);
         println!("\nrun_script_step / kubectl exec wall-time ratio: {:.2}", hook / base);
+        if let Some(baseline) = std::env::var_os("ARC_HOOK_BASELINE") {
+            compare(&r, std::path::Path::new(&baseline), &step).await;
+        }
         r.cleanup().await.assert_ok();
         r.sim.shutdown().await;
     });
+}
+
+/// This build against `baseline`, interleaved round by round on the same simulator: a no-op
+/// script step (the start-up plus one exec) and a cleanup_job with nothing to remove (the
+/// start-up plus the label lists).
+async fn compare(r: &Runner, baseline: &std::path::Path, step: &serde_json::Value) {
+    let cleanup = json!({"command": "cleanup_job", "args": {}});
+    // cleanup_job is measured after the step rounds: it removes the job pod the steps run in.
+    for (what, input) in [
+        ("run_script_step (no-op)", step),
+        ("cleanup_job (nothing left)", &cleanup),
+    ] {
+        let (mut new, mut old) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            for (binary, into) in [
+                (
+                    std::path::PathBuf::from(env!("CARGO_BIN_EXE_arc-hook")),
+                    &mut new,
+                ),
+                (baseline.to_path_buf(), &mut old),
+            ] {
+                let cmd = hook_cmd_of(r, &binary);
+                let bytes = serde_json::to_vec(input).expect("json");
+                into.push(
+                    tokio::task::spawn_blocking(move || run_measured(cmd, &bytes))
+                        .await
+                        .expect("join"),
+                );
+            }
+        }
+        println!("\n{what}, this build vs {}:", baseline.display());
+        let a = report("  this build", &new);
+        let b = report("  baseline", &old);
+        let cpu = |v: &[Sample]| median(v.iter().map(|s| s.cpu).collect());
+        println!(
+            "  ratio (this / baseline): wall {:.2}, cpu {:.2}",
+            a / b,
+            cpu(&new) / cpu(&old)
+        );
+    }
 }

@@ -8,7 +8,8 @@ use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 use super::HookResult;
 use super::session::Session;
 use crate::config::Config;
-use crate::k8s::rbac::Extra;
+use crate::k8s::owned;
+use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::wait_gone;
 use crate::k8s::{K8sError, Kube};
@@ -49,23 +50,21 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     for n in names {
-        match with_retry(&format!("deleting {what} {n}"), || api.delete(n, dp)).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
+        owned::delete(api, what, n, dp).await?;
     }
     Ok(())
 }
 
 /// Deletes this runner's objects (by the `runner-pod` label, so never another runner's) and
-/// waits up to `timeout` until none is left. `jobs` says whether batch Jobs may be touched.
+/// waits up to `timeout` until none is left. Batch Jobs are touched, and pods watched, only where
+/// `granted` says so.
 pub async fn remove_runner_objects(
     kube: &Kube,
     runner: &str,
-    jobs: bool,
+    granted: &Granted,
     timeout: Duration,
 ) -> Result<Removed, K8sError> {
+    let jobs = granted.has(Extra::BatchJobs);
     let selector = runner_selector(runner);
     let mut removed = Removed::default();
     if jobs {
@@ -94,22 +93,15 @@ pub async fn remove_runner_objects(
     delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
     removed.secrets = found.len();
 
+    let lp = ListParams::default().labels(&selector);
     if removed.pods > 0 {
-        wait_gone(
-            &format!("pods of runner {runner} to be deleted"),
-            timeout,
-            || async { Ok(names(&pods, &selector, "pods").await?.len()) },
-        )
-        .await?;
+        let what = format!("pods of runner {runner}");
+        wait_gone(&pods, &what, &lp, timeout, granted.has(Extra::WatchPods)).await?;
     }
     if jobs && removed.jobs > 0 {
-        let api = kube.jobs();
-        wait_gone(
-            &format!("jobs of runner {runner} to be deleted"),
-            timeout,
-            || async { Ok(names(&api, &selector, "jobs").await?.len()) },
-        )
-        .await?;
+        // Jobs are never watched: the Role grants no watch on them.
+        let what = format!("jobs of runner {runner}");
+        wait_gone(&kube.jobs(), &what, &lp, timeout, false).await?;
     }
     Ok(removed)
 }
@@ -119,7 +111,7 @@ pub async fn cleanup_job(config: &Config) -> HookResult {
     let removed = remove_runner_objects(
         &session.kube,
         &session.runner,
-        session.granted.has(Extra::BatchJobs),
+        &session.granted,
         config.cleanup_timeout,
     )
     .await

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, ListParams};
 
 use super::session::Session;
 use super::steps::workspace::{self, RunnerDirs};
@@ -13,7 +13,6 @@ use crate::k8s::Kube;
 use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{self, Extra};
-use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{Milestones, wait_running_observed};
 use crate::objects::{JOB_CONTAINER_NAME, names};
 use crate::plan::{PreparePlan, plan_prepare_job};
@@ -35,19 +34,17 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 impl Created {
     /// Deletes what was created and waits (bounded) until the pod is really gone, so a failed
     /// prepare_job leaves nothing running behind it.
-    async fn remove(&self, kube: &Kube) {
+    async fn remove(&self, kube: &Kube, can_watch: bool) {
         if let Some(p) = &self.pod {
             let api = kube.pods();
             let dp = DeleteParams::default().grace_period(0);
             if owned::delete_or_warn(&api, "pod", p, &dp).await {
                 let gone = crate::k8s::wait::wait_gone(
-                    &format!("pod {p} to be deleted"),
+                    &api,
+                    &format!("pod {p}"),
+                    &ListParams::default().fields(&format!("metadata.name={p}")),
                     REMOVE_TIMEOUT,
-                    || async {
-                        let found =
-                            with_retry(&format!("reading pod {p}"), || api.get_opt(p)).await?;
-                        Ok(usize::from(found.is_some()))
-                    },
+                    can_watch,
                 )
                 .await;
                 if let Err(e) = gone {
@@ -87,14 +84,9 @@ pub async fn prepare_job(
     }
     let node = session.node(config).await?;
 
-    super::cleanup_job::remove_runner_objects(
-        kube,
-        runner,
-        granted.has(Extra::BatchJobs),
-        config.cleanup_timeout,
-    )
-    .await
-    .context("removing the previous job's leftovers")?;
+    super::cleanup_job::remove_runner_objects(kube, runner, granted, config.cleanup_timeout)
+        .await
+        .context("removing the previous job's leftovers")?;
 
     if config.work_volume == WorkVolumeMode::Claim {
         provide_externals(config);
@@ -105,7 +97,7 @@ pub async fn prepare_job(
     let (plan, created_at) = match placed {
         Ok(p) => p,
         Err(e) => {
-            created.remove(kube).await;
+            created.remove(kube, granted.has(Extra::WatchPods)).await;
             return Err(e);
         }
     };
@@ -116,7 +108,7 @@ pub async fn prepare_job(
     let is_alpine = match result {
         Ok(a) => a,
         Err(e) => {
-            created.remove(kube).await;
+            created.remove(kube, granted.has(Extra::WatchPods)).await;
             return Err(e);
         }
     };
@@ -131,7 +123,7 @@ pub async fn prepare_job(
     };
     let json = serde_json::to_vec(&response).context("serialising the response")?;
     if let Err(e) = std::fs::write(&response_file, json) {
-        created.remove(kube).await;
+        created.remove(kube, granted.has(Extra::WatchPods)).await;
         bail!(
             "cannot write the response file {}: {e}",
             response_file.display()
@@ -178,7 +170,9 @@ async fn create_with_slot(
             slot,
             "another job on the node took the same cache slot first; retrying"
         );
-        created.remove(kube).await;
+        created
+            .remove(kube, session.granted.has(Extra::WatchPods))
+            .await;
         *created = Created::default();
         tokio::time::sleep(cache_slot::retry_pause()).await;
     }
@@ -277,9 +271,14 @@ pub async fn remove_after_stop(config: &Config) {
     };
     let removal = async {
         let kube = super::session::connect(config).await?;
-        super::cleanup_job::remove_runner_objects(&kube, runner, false, config.cleanup_timeout)
-            .await
-            .map_err(anyhow::Error::from)
+        super::cleanup_job::remove_runner_objects(
+            &kube,
+            runner,
+            &crate::k8s::rbac::Granted::default(),
+            config.cleanup_timeout,
+        )
+        .await
+        .map_err(anyhow::Error::from)
     };
     match tokio::time::timeout(config.cleanup_timeout, removal).await {
         Ok(Ok(_)) => {}

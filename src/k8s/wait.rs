@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
-use kube::api::ListParams;
+use std::collections::BTreeSet;
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ListParams, WatchEvent, WatchParams};
 
 use super::pod_watch::{Look, PodWatch, Poll};
 use super::retry::with_retry;
@@ -456,21 +459,65 @@ pub async fn wait_running_observed(
     }
 }
 
-/// Waits until no object matching `list` remains (counting them at the poll's pace, up to 1 s
-/// apart: cleanup is short).
-pub async fn wait_gone<F, Fut>(what: &str, timeout: Duration, mut list: F) -> Result<(), K8sError>
+/// Waits until no object `lp` selects remains (`what` names them: "pods of runner x"): one
+/// list, then, where `can_watch`, a watch from its version that counts the deletions; else a list
+/// at the poll's pace (up to 1 s apart). A broken watch falls back to listing again.
+pub async fn wait_gone<K>(
+    api: &kube::Api<K>,
+    what: &str,
+    lp: &ListParams,
+    timeout: Duration,
+    can_watch: bool,
+) -> Result<(), K8sError>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<usize, K8sError>>,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let mut poll = Poll::new(timeout, Duration::from_secs(1));
     loop {
-        if list().await? == 0 {
+        let list = with_retry(&format!("listing {what}"), || api.list(lp)).await?;
+        let mut left: BTreeSet<String> = list
+            .items
+            .iter()
+            .filter_map(|o| o.meta().name.clone())
+            .collect();
+        if left.is_empty() {
             return Ok(());
+        }
+        if can_watch {
+            let version = list.metadata.resource_version.clone().unwrap_or_default();
+            let secs = poll.remaining().as_secs().clamp(1, 290) as u32;
+            let mut wp = WatchParams::default().timeout(secs);
+            wp.label_selector = lp.label_selector.clone();
+            wp.field_selector = lp.field_selector.clone();
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), api.watch(&wp, &version)).await
+            {
+                let mut stream = stream.boxed();
+                loop {
+                    let next = tokio::time::timeout_at(poll.deadline(), stream.try_next()).await;
+                    match next {
+                        Err(_) => break,
+                        Ok(Ok(Some(WatchEvent::Deleted(o)))) => {
+                            if let Some(n) = o.meta().name.as_ref() {
+                                left.remove(n);
+                            }
+                            if left.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                        Ok(Ok(Some(WatchEvent::Added(o)))) => {
+                            left.extend(o.meta().name.clone());
+                        }
+                        Ok(Ok(Some(WatchEvent::Modified(_) | WatchEvent::Bookmark(_)))) => {}
+                        // Ended, broken or an error event (410 Gone...): list again.
+                        Ok(Ok(Some(WatchEvent::Error(_)) | None) | Err(_)) => break,
+                    }
+                }
+            }
         }
         if !poll.pause(timeout).await {
             return Err(K8sError::Timeout {
-                what: what.to_string(),
+                what: format!("{what} to be deleted"),
                 after: timeout,
             });
         }
