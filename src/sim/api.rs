@@ -191,10 +191,13 @@ async fn dispatch(
                 doc["emulationMinor"] = json!("29");
                 doc["minCompatibilityMinor"] = json!("28");
             }
-            return if method == Method::GET {
-                json_response(StatusCode::OK, &doc)
-            } else {
-                ApiError::method_not_allowed().into_response()
+            if method != Method::GET {
+                return ApiError::method_not_allowed().into_response();
+            }
+            let rules = sim.cfg.rbac.as_deref();
+            return match rbac::authorize_non_resource(rules, &sim.user, "get", uri.path()) {
+                Ok(()) => json_response(StatusCode::OK, &doc),
+                Err(e) => e.into_response(),
             };
         }
         Route::Target(t) => t,
@@ -212,9 +215,7 @@ async fn dispatch(
         namespace: t.ns.as_deref(),
         name: t.name.as_deref(),
     };
-    // Every authenticated user may ask what it may do (system:basic-user).
-    let self_review = t.res.id == "selfsubjectaccessreviews.authorization.k8s.io";
-    if !self_review && let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
+    if let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
         return e.into_response();
     }
     let accept = headers

@@ -198,6 +198,18 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         subresources: &[],
     },
+    Resource {
+        id: "selfsubjectrulesreviews.authorization.k8s.io",
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        verbs: &["create"],
+        short_names: &[],
+        subresources: &[],
+    },
 ];
 
 /// API groups beyond core, with their one version.

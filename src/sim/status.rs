@@ -168,6 +168,11 @@ impl ApiError {
         ApiError::new(403, "Forbidden", message, Some(d))
     }
 
+    /// RBAC denial of a path outside resources.
+    pub fn forbidden_path(message: String) -> ApiError {
+        ApiError::new(403, "Forbidden", message, Some(json!({})))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message.into(), None)
     }
@@ -199,7 +204,7 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator decodes protobuf only for Secrets, ConfigMaps, Namespaces and ServiceAccounts: use kubectl apply/create -f with YAML or JSON)"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator decodes protobuf only for Secrets, ConfigMaps, Namespaces, ServiceAccounts, SelfSubjectAccessReviews and SelfSubjectRulesReviews: use kubectl apply/create -f with YAML or JSON)"
             ),
             None,
         )
