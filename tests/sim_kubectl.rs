@@ -460,6 +460,69 @@ async fn sim_kubectl_auth_can_i_answers_what_the_simulator_enforces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_serve_image_command_stands_in_for_an_entrypoint() {
+    let bin = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = SimServe::start(
+        dir.path(),
+        &[
+            "--image-command",
+            r#"cache:7=["sh","-c","echo cache serving on $0","6379"]"#,
+            "--image-command",
+            r#"db=["sh","-c","echo db up"]"#,
+        ],
+    )
+    .await;
+    let k = Kubectl::with_kubeconfig(serve.kubeconfig.clone(), dir.path(), bin);
+    // A job's service containers name an image and no command.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: services}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: cache, image: 'cache:7'}\n  - {name: db, image: 'db:16'}\n  - {name: plain, image: 'other:1'}\n";
+    k.run_with_stdin(&["apply", "-f", "-"], Some(pod)).await;
+    for (container, log) in [("cache", "cache serving on 6379\n"), ("db", "db up\n")] {
+        let completed = format!(
+            "--for=jsonpath={{.status.containerStatuses[?(@.name==\"{container}\")].state.terminated.reason}}=Completed"
+        );
+        k.ok(&["wait", &completed, "pod/services", "--timeout=30s"])
+            .await;
+        assert_eq!(
+            k.ok(&["logs", "services", "-c", container]).await,
+            log,
+            "{container} ran its image's command (a repository matches every tag)"
+        );
+    }
+    let plain = k
+        .ok(&[
+            "get",
+            "pod",
+            "services",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name=='plain')].state.running}",
+        ])
+        .await;
+    assert!(
+        !plain.is_empty(),
+        "an image without a configured command keeps running: {plain:?}"
+    );
+    serve.stop().await;
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .args([
+            "sim",
+            "serve",
+            "--image-command",
+            "cache:7=redis-server --port 6379",
+        ])
+        .output()
+        .await
+        .expect("arc-hook runs");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the command must be a JSON array of strings"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_kubectl_create_generators_work_despite_protobuf() {
     let bin = need_kubectl!();
     let dir = tempfile::tempdir().expect("tempdir");
