@@ -279,6 +279,25 @@ pub fn json_response(code: http::StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
+/// A 200 response whose body is what `rx` receives, as it comes; an `Err` cuts the connection
+/// mid-body (a watch or a followed log).
+pub fn streamed_response<E>(
+    content_type: &'static str,
+    mut rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, E>>,
+) -> Response
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Response::builder()
+        .status(http::StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            ApiError::internal(500, "cannot build a streamed response").into_response()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
