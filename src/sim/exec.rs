@@ -127,9 +127,7 @@ pub async fn handler(
     };
     let spec = ProcessSpec {
         argv: req.command.clone(),
-        env: rt.env.clone(),
-        working_dir: rt.working_dir.clone(),
-        user: rt.user.clone(),
+        ..rt.process.clone()
     };
     let join = match (namespaces, rt.pid) {
         (true, Some(pid)) => Some(pid),
