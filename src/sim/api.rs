@@ -240,6 +240,7 @@ async fn dispatch(
     } else {
         body
     };
+    let ok = |o: Value| json_response(StatusCode::OK, &o);
     let result = match verb {
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),
@@ -248,16 +249,10 @@ async fn dispatch(
         "create" => write::create(&sim, &t, &q, &body)
             .await
             .map(|o| json_response(StatusCode::CREATED, &o)),
-        "update" => write::update(&sim, &t, &body)
-            .await
-            .map(|o| json_response(StatusCode::OK, &o)),
+        "update" => write::update(&sim, &t, &body).await.map(ok),
         "patch" => write::patch(&sim, &t, &content_type, &body).await,
-        "delete" => write::delete(&sim, &t, &q, &body)
-            .await
-            .map(|o| json_response(StatusCode::OK, &o)),
-        "deletecollection" => write::delete_collection(&sim, &t, &q)
-            .await
-            .map(|o| json_response(StatusCode::OK, &o)),
+        "delete" => write::delete(&sim, &t, &q, &body).await.map(ok),
+        "deletecollection" => write::delete_collection(&sim, &t, &q).await.map(ok),
         _ => Err(ApiError::method_not_allowed()),
     };
     result.unwrap_or_else(IntoResponse::into_response)

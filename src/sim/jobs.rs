@@ -387,36 +387,27 @@ mod tests {
             failed,
             ready: 0,
         };
-        assert_eq!(
-            decide(ONE_OF_SIX, counts(0, 0, 0)),
-            Outcome::Running { start: 1 }
-        );
-        assert_eq!(
-            decide(ONE_OF_SIX, counts(1, 0, 3)),
-            Outcome::Running { start: 0 }
-        );
-        assert_eq!(
-            decide(ONE_OF_SIX, counts(0, 0, 6)),
-            Outcome::Running { start: 1 }
-        );
-        assert_eq!(
-            decide(ONE_OF_SIX, counts(0, 0, 7)),
-            Outcome::BackoffLimitExceeded
-        );
-        assert_eq!(decide(ONE_OF_SIX, counts(0, 1, 7)), Outcome::Complete);
         let no_retries = JobSpec {
             completions: 2,
             backoff_limit: 0,
         };
-        assert_eq!(
-            decide(no_retries, counts(0, 1, 0)),
-            Outcome::Running { start: 1 }
-        );
-        assert_eq!(
-            decide(no_retries, counts(0, 1, 1)),
-            Outcome::BackoffLimitExceeded
-        );
-        assert_eq!(decide(no_retries, counts(0, 2, 1)), Outcome::Complete);
+        let running = |start| Outcome::Running { start };
+        for (spec, (active, succeeded, failed), expected) in [
+            (ONE_OF_SIX, (0, 0, 0), running(1)),
+            (ONE_OF_SIX, (1, 0, 3), running(0)),
+            (ONE_OF_SIX, (0, 0, 6), running(1)),
+            (ONE_OF_SIX, (0, 0, 7), Outcome::BackoffLimitExceeded),
+            (ONE_OF_SIX, (0, 1, 7), Outcome::Complete),
+            (no_retries, (0, 1, 0), running(1)),
+            (no_retries, (0, 1, 1), Outcome::BackoffLimitExceeded),
+            (no_retries, (0, 2, 1), Outcome::Complete),
+        ] {
+            assert_eq!(
+                decide(spec, counts(active, succeeded, failed)),
+                expected,
+                "{spec:?}, {active} active, {succeeded} succeeded, {failed} failed"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub fn condition_true(v: &Value, kind: &str) -> bool {
         })
 }
 
+/// The object's age since `metadata.creationTimestamp`, as kubectl's AGE column prints it.
+pub fn age(v: &Value) -> String {
+    human_age(str_at(v, &["metadata", "creationTimestamp"]).unwrap_or(""))
+}
+
 /// RFC 3339 timestamp with second precision (metav1.Time).
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

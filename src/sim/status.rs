@@ -87,30 +87,22 @@ impl ApiError {
     /// `pods "x" not found`.
     pub fn not_found(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
-        let mut d = json!({"name": name, "kind": plural});
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
         ApiError::new(
             404,
             "NotFound",
             format!("{what} \"{name}\" not found"),
-            Some(d),
+            Some(details(plural, group, Some(name))),
         )
     }
 
     /// `pods "x" already exists`.
     pub fn already_exists(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
-        let mut d = json!({"name": name, "kind": plural});
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
         ApiError::new(
             409,
             "AlreadyExists",
             format!("{what} \"{name}\" already exists"),
-            Some(d),
+            Some(details(plural, group, Some(name))),
         )
     }
 
@@ -144,10 +136,8 @@ impl ApiError {
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
             .collect();
-        let mut d = json!({"name": name, "kind": kind, "causes": causes_json});
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
+        let mut d = details(kind, group, Some(name));
+        d["causes"] = json!(causes_json);
         ApiError::new(
             422,
             "Invalid",
@@ -158,14 +148,12 @@ impl ApiError {
 
     /// RBAC denial, worded like kube-apiserver's authorizer.
     pub fn forbidden(plural: &str, group: &str, name: Option<&str>, message: String) -> ApiError {
-        let mut d = json!({"kind": plural});
-        if let Some(n) = name {
-            d["name"] = json!(n);
-        }
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
-        ApiError::new(403, "Forbidden", message, Some(d))
+        ApiError::new(
+            403,
+            "Forbidden",
+            message,
+            Some(details(plural, group, name)),
+        )
     }
 
     /// RBAC denial of a path outside resources.
@@ -249,6 +237,18 @@ impl ApiError {
         }
         s
     }
+}
+
+/// A Status's `details`: what the error is about (the core group left out).
+fn details(kind: &str, group: &str, name: Option<&str>) -> Value {
+    let mut d = json!({"kind": kind});
+    if let Some(n) = name {
+        d["name"] = json!(n);
+    }
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    d
 }
 
 /// `pods` or `jobs.batch`, as kube-apiserver names a resource in messages.
