@@ -42,6 +42,10 @@ impl Kubectl {
         let kubeconfig = dir.join("kubeconfig");
         sim.write_kubeconfig(&kubeconfig)
             .expect("kubeconfig written");
+        Kubectl::with_kubeconfig(kubeconfig, dir, bin)
+    }
+
+    fn with_kubeconfig(kubeconfig: PathBuf, dir: &Path, bin: PathBuf) -> Kubectl {
         Kubectl {
             bin,
             kubeconfig,
@@ -294,27 +298,59 @@ async fn sim_kubectl_exec_works_across_client_versions() {
     sim.shutdown().await;
 }
 
+/// `arc-hook sim serve --kubeconfig <dir>/kc <args>`, killed when dropped.
+struct SimServe {
+    child: tokio::process::Child,
+    kubeconfig: PathBuf,
+    /// The first line it printed (`export KUBECONFIG=...`), read once the API is served.
+    first_line: String,
+}
+
+impl SimServe {
+    async fn start(dir: &Path, args: &[&str]) -> SimServe {
+        let kubeconfig = dir.join("kc");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+            .args(["sim", "serve", "--start-delay-ms", "50", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("arc-hook starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first_line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("readable")
+            .unwrap_or_else(|| panic!("arc-hook sim serve {args:?} printed nothing"));
+        SimServe {
+            child,
+            kubeconfig,
+            first_line,
+        }
+    }
+
+    /// Stops it with SIGTERM, as a user's Ctrl-C or a service manager would; it must exit 0.
+    async fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("pid") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signalled");
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("exit status");
+        assert!(status.success(), "{status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_serve_writes_a_kubeconfig_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kc");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"))
-        .args(["sim", "serve", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("arc-hook starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("a line in time")
-        .expect("readable")
-        .expect("a line");
+    let serve = SimServe::start(dir.path(), &[]).await;
+    let kubeconfig = serve.kubeconfig.clone();
     assert_eq!(
-        first,
+        serve.first_line,
         format!(
             "export KUBECONFIG={}",
             std::fs::canonicalize(&kubeconfig)
@@ -338,13 +374,152 @@ async fn sim_serve_writes_a_kubeconfig_and_stops_on_sigterm() {
             .git_version,
         "v1.32.4"
     );
-    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signalled");
-    let status = tokio::time::timeout(WAIT, child.wait())
+    serve.stop().await;
+}
+
+/// `kubectl auth can-i <what>`: its answer and whether it exited as that answer says (0 for yes).
+async fn can_i(k: &Kubectl, what: &[&str]) -> String {
+    let args: Vec<&str> = ["auth", "can-i"].iter().chain(what).copied().collect();
+    let out = k.run(&args).await;
+    let answer = out.stdout.trim().to_string();
+    let expected_code = if answer == "yes" { 0 } else { 1 };
+    assert_eq!(
+        out.code, expected_code,
+        "kubectl {args:?} answered {answer:?}: {}",
+        out.stderr
+    );
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_kubectl_auth_can_i_answers_what_the_simulator_enforces() {
+    let bin = need_kubectl!();
+    for default_role in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flags: &[&str] = if default_role {
+            &["--default-role"]
+        } else {
+            &[]
+        };
+        let serve = SimServe::start(dir.path(), flags).await;
+        let k = Kubectl::with_kubeconfig(serve.kubeconfig.clone(), dir.path(), bin.clone());
+        let (granted_by_role, beyond_role) = ("yes", if default_role { "no" } else { "yes" });
+        for (what, expected) in [
+            (&["create", "pods"][..], granted_by_role),
+            (&["create", "pods/exec"], granted_by_role),
+            (&["get", "pods/log"], granted_by_role),
+            (&["delete", "jobs.batch"], granted_by_role),
+            (&["create", "nodes"], beyond_role),
+            (&["watch", "pods"], beyond_role),
+            (&["create", "configmaps"], beyond_role),
+        ] {
+            assert_eq!(
+                can_i(&k, what).await,
+                expected,
+                "can-i {what:?} (--default-role: {default_role})"
+            );
+        }
+        // The answer is the decision requests meet.
+        let configmap = k
+            .run(&["create", "configmap", "c", "--from-literal=a=b"])
+            .await;
+        assert_eq!(configmap.code == 0, !default_role, "{configmap:?}");
+        if default_role {
+            assert!(
+                configmap.stderr.contains(
+                    "configmaps is forbidden: User \"system:serviceaccount:default:arc-runner\" cannot create resource \"configmaps\""
+                ),
+                "{}",
+                configmap.stderr
+            );
+        }
+
+        let list = k.ok(&["auth", "can-i", "--list"]).await;
+        let row = |resource: &str| {
+            list.lines()
+                .find(|l| l.split_whitespace().next() == Some(resource))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        if default_role {
+            assert_eq!(
+                row("pods/exec").as_deref(),
+                Some("pods/exec [] [] [get create]"),
+                "{list}"
+            );
+            assert_eq!(
+                row("pods").as_deref(),
+                Some("pods [] [] [get list create delete update patch]"),
+                "{list}"
+            );
+            assert!(row("*.*").is_none(), "{list}");
+        } else {
+            assert_eq!(row("*.*").as_deref(), Some("*.* [] [] [*]"), "{list}");
+        }
+        serve.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_serve_image_command_stands_in_for_an_entrypoint() {
+    let bin = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = SimServe::start(
+        dir.path(),
+        &[
+            "--image-command",
+            r#"cache:7=["sh","-c","echo cache serving on $0","6379"]"#,
+            "--image-command",
+            r#"db=["sh","-c","echo db up"]"#,
+        ],
+    )
+    .await;
+    let k = Kubectl::with_kubeconfig(serve.kubeconfig.clone(), dir.path(), bin);
+    // A job's service containers name an image and no command.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: services}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: cache, image: 'cache:7'}\n  - {name: db, image: 'db:16'}\n  - {name: plain, image: 'other:1'}\n";
+    k.run_with_stdin(&["apply", "-f", "-"], Some(pod)).await;
+    for (container, log) in [("cache", "cache serving on 6379\n"), ("db", "db up\n")] {
+        let completed = format!(
+            "--for=jsonpath={{.status.containerStatuses[?(@.name==\"{container}\")].state.terminated.reason}}=Completed"
+        );
+        k.ok(&["wait", &completed, "pod/services", "--timeout=30s"])
+            .await;
+        assert_eq!(
+            k.ok(&["logs", "services", "-c", container]).await,
+            log,
+            "{container} ran its image's command (a repository matches every tag)"
+        );
+    }
+    let plain = k
+        .ok(&[
+            "get",
+            "pod",
+            "services",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name=='plain')].state.running}",
+        ])
+        .await;
+    assert!(
+        !plain.is_empty(),
+        "an image without a configured command keeps running: {plain:?}"
+    );
+    serve.stop().await;
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .args([
+            "sim",
+            "serve",
+            "--image-command",
+            "cache:7=redis-server --port 6379",
+        ])
+        .output()
         .await
-        .expect("exits in time")
-        .expect("exit status");
-    assert!(status.success(), "{status}");
+        .expect("arc-hook runs");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the command must be a JSON array of strings"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,18 +226,13 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 pub fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
     let mut volumes = HashSet::new();
     for (i, v) in arr(spec, "volumes").iter().enumerate() {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-        let f = format!("{p}.volumes[{i}].name");
-        if name.is_empty() {
-            causes.push(Cause::required(f));
-        } else {
-            for e in validation::dns1123_label(name) {
-                causes.push(Cause::invalid(f.clone(), name, &e));
-            }
-            if !volumes.insert(name.to_string()) {
-                causes.push(Cause::duplicate(f, name));
-            }
-        }
+        check_name(
+            v,
+            &format!("{p}.volumes[{i}].name"),
+            validation::dns1123_label,
+            Some(&mut volumes),
+            causes,
+        );
     }
     if arr(spec, "containers").is_empty() {
         causes.push(Cause::required(format!("{p}.containers")));
@@ -262,6 +257,30 @@ pub fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// An item's required `name` at field path `field`: Required when empty, else one Invalid per
+/// complaint of `rule` and, with `seen`, Duplicate when an earlier item had it.
+fn check_name(
+    item: &Value,
+    field: &str,
+    rule: fn(&str) -> Vec<String>,
+    seen: Option<&mut HashSet<String>>,
+    causes: &mut Vec<Cause>,
+) {
+    let name = item.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required(field));
+        return;
+    }
+    for e in rule(name) {
+        causes.push(Cause::invalid(field, name, &e));
+    }
+    if let Some(seen) = seen
+        && !seen.insert(name.to_string())
+    {
+        causes.push(Cause::duplicate(field, name));
+    }
+}
+
 fn validate_container(
     c: &Value,
     f: &str,
@@ -269,17 +288,13 @@ fn validate_container(
     names: &mut HashSet<String>,
     causes: &mut Vec<Cause>,
 ) {
-    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-    if name.is_empty() {
-        causes.push(Cause::required(format!("{f}.name")));
-    } else {
-        for e in validation::dns1123_label(name) {
-            causes.push(Cause::invalid(format!("{f}.name"), name, &e));
-        }
-        if !names.insert(name.to_string()) {
-            causes.push(Cause::duplicate(format!("{f}.name"), name));
-        }
-    }
+    check_name(
+        c,
+        &format!("{f}.name"),
+        validation::dns1123_label,
+        Some(names),
+        causes,
+    );
     if c.get("image")
         .and_then(Value::as_str)
         .is_none_or(|i| i.trim().is_empty())
@@ -287,15 +302,13 @@ fn validate_container(
         causes.push(Cause::required(format!("{f}.image")));
     }
     for (j, e) in arr(c, "env").iter().enumerate() {
-        let n = e.get("name").and_then(Value::as_str).unwrap_or("");
-        let ef = format!("{f}.env[{j}].name");
-        if n.is_empty() {
-            causes.push(Cause::required(ef));
-        } else {
-            for msg in validation::env_var_name_relaxed(n) {
-                causes.push(Cause::invalid(ef.clone(), n, &msg));
-            }
-        }
+        check_name(
+            e,
+            &format!("{f}.env[{j}].name"),
+            validation::env_var_name_relaxed,
+            None,
+            causes,
+        );
     }
     let mut paths = HashSet::new();
     for (j, m) in arr(c, "volumeMounts").iter().enumerate() {

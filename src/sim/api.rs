@@ -191,10 +191,13 @@ async fn dispatch(
                 doc["emulationMinor"] = json!("29");
                 doc["minCompatibilityMinor"] = json!("28");
             }
-            return if method == Method::GET {
-                json_response(StatusCode::OK, &doc)
-            } else {
-                ApiError::method_not_allowed().into_response()
+            if method != Method::GET {
+                return ApiError::method_not_allowed().into_response();
+            }
+            let rules = sim.cfg.rbac.as_deref();
+            return match rbac::authorize_non_resource(rules, &sim.user, "get", uri.path()) {
+                Ok(()) => json_response(StatusCode::OK, &doc),
+                Err(e) => e.into_response(),
             };
         }
         Route::Target(t) => t,
@@ -212,9 +215,7 @@ async fn dispatch(
         namespace: t.ns.as_deref(),
         name: t.name.as_deref(),
     };
-    // Every authenticated user may ask what it may do (system:basic-user).
-    let self_review = t.res.id == "selfsubjectaccessreviews.authorization.k8s.io";
-    if !self_review && let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
+    if let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
         return e.into_response();
     }
     let accept = headers
@@ -239,6 +240,7 @@ async fn dispatch(
     } else {
         body
     };
+    let ok = |o: Value| json_response(StatusCode::OK, &o);
     let result = match verb {
         "get" if t.sub.as_deref() == Some("log") => return logs::handler(&sim, &t, &q).await,
         "get" => get(&sim, &t).map(|o| render_one(o, &accept, t.res)),
@@ -247,16 +249,10 @@ async fn dispatch(
         "create" => write::create(&sim, &t, &q, &body)
             .await
             .map(|o| json_response(StatusCode::CREATED, &o)),
-        "update" => write::update(&sim, &t, &body)
-            .await
-            .map(|o| json_response(StatusCode::OK, &o)),
+        "update" => write::update(&sim, &t, &body).await.map(ok),
         "patch" => write::patch(&sim, &t, &content_type, &body).await,
-        "delete" => write::delete(&sim, &t, &q, &body)
-            .await
-            .map(|o| json_response(StatusCode::OK, &o)),
-        "deletecollection" => write::delete_collection(&sim, &t, &q)
-            .await
-            .map(|o| json_response(StatusCode::OK, &o)),
+        "delete" => write::delete(&sim, &t, &q, &body).await.map(ok),
+        "deletecollection" => write::delete_collection(&sim, &t, &q).await.map(ok),
         _ => Err(ApiError::method_not_allowed()),
     };
     result.unwrap_or_else(IntoResponse::into_response)

@@ -35,6 +35,14 @@ pub struct ServeArgs {
     /// `nvidia.com/gpu=1` (repeatable; unnamed resources keep cpu 64, memory 256Gi, pods 110).
     #[arg(long = "node-allocatable", value_name = "RESOURCE=QUANTITY", value_parser = parse_resource)]
     pub node_allocatable: Vec<(String, String)>,
+    /// What an image runs when a container names no command (stands in for its ENTRYPOINT), as
+    /// `IMAGE=JSON_ARRAY`: the words as a JSON array of strings, the shape of sim.json's
+    /// `imageCommands`, so no shell quoting rules apply, e.g.
+    /// `--image-command 'redis:7=["sh","-c","echo ready; exec sleep infinity"]'`. IMAGE is an
+    /// exact reference or a repository (`redis` matches every tag); repeatable; on top of
+    /// --settings.
+    #[arg(long = "image-command", value_name = "IMAGE=JSON_ARRAY", value_parser = parse_image_command)]
+    pub image_commands: Vec<(String, Vec<String>)>,
     /// A job directory's sim.json (image commands, unpullable images, ARC's Role, node
     /// capacity, faults): serve a job's simulator standalone, e.g. for kubectl or upstream's hook.
     #[arg(long, value_name = "SIM_JSON")]
@@ -61,6 +69,24 @@ fn parse_resource(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), qty.to_string()))
 }
 
+/// `redis:7=["redis-server","--port","6379"]` -> ("redis:7", ["redis-server", ...]).
+fn parse_image_command(s: &str) -> Result<(String, Vec<String>), String> {
+    let example = r#"e.g. 'redis:7=["redis-server","--port","6379"]'"#;
+    let (image, words) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected IMAGE=JSON_ARRAY, {example}"))?;
+    if image.is_empty() {
+        return Err(format!("{s:?}: the image is missing before '=', {example}"));
+    }
+    let command: Vec<String> = serde_json::from_str(words).map_err(|e| {
+        format!("{words:?}: the command must be a JSON array of strings ({e}), {example}")
+    })?;
+    if command.is_empty() {
+        return Err(format!("{s:?}: the command is empty, {example}"));
+    }
+    Ok((image.to_string(), command))
+}
+
 /// Serves until SIGINT or SIGTERM, then kills pod processes and removes temporary state.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut node_allocatable = super::kubelet::default_allocatable();
@@ -84,6 +110,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .apply(&mut cfg)
             .map_err(|e| anyhow::anyhow!("--settings {}: {e}", path.display()))?;
     }
+    cfg.image_commands
+        .extend(args.image_commands.iter().cloned());
     cfg.faults = args
         .faults
         .apply(cfg.faults.clone())
@@ -109,4 +137,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("stopping the simulator");
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_command_is_an_image_and_a_json_array() {
+        assert_eq!(
+            parse_image_command(r#"redis:7=["sh","-c","echo ready; exec sleep infinity"]"#),
+            Ok((
+                "redis:7".to_string(),
+                vec![
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    "echo ready; exec sleep infinity".to_string()
+                ]
+            ))
+        );
+        let digest = format!("alpine@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            parse_image_command(&format!(r#"{digest}=["true"]"#)).map(|(i, _)| i),
+            Ok(digest)
+        );
+        for bad in [
+            "redis:7",
+            r#"=["x"]"#,
+            "redis:7=redis-server --port 6379",
+            r#"redis:7=[]"#,
+            r#"redis:7=["a", 1]"#,
+        ] {
+            let e = parse_image_command(bad).expect_err(bad);
+            assert!(e.contains("e.g. 'redis:7="), "{bad}: {e}");
+        }
+    }
 }

@@ -123,24 +123,17 @@ mod tests {
         let store = Store::new();
         let pod =
             json!({"kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
-        record(
-            &store,
-            &pod,
-            Source::Kubelet,
-            true,
-            "BackOff",
-            "Back-off pulling image \"x\"",
-            None,
-        );
-        record(
-            &store,
-            &pod,
-            Source::Kubelet,
-            true,
-            "BackOff",
-            "Back-off pulling image \"x\"",
-            None,
-        );
+        for _ in 0..2 {
+            record(
+                &store,
+                &pod,
+                Source::Kubelet,
+                true,
+                "BackOff",
+                "Back-off pulling image \"x\"",
+                None,
+            );
+        }
         let (events, _) = store.list("events", Some("default"));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["count"], 2);

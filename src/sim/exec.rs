@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::api::Query;
+use super::faults::CutStream;
 use super::kubelet::{self, ExecTarget, Isolation, ProcessSpec};
 use super::logs::pick_container;
 use super::status::ApiError;
@@ -126,9 +127,7 @@ pub async fn handler(
     };
     let spec = ProcessSpec {
         argv: req.command.clone(),
-        env: rt.env.clone(),
-        working_dir: rt.working_dir.clone(),
-        user: rt.user.clone(),
+        ..rt.process.clone()
     };
     let join = match (namespaces, rt.pid) {
         (true, Some(pid)) => Some(pid),
@@ -315,7 +314,7 @@ async fn run(
         let _ = gone_tx.send(()).await;
     });
 
-    let drop_after = sim.faults.exec_drop_after_bytes();
+    let drop_after = sim.faults.drop_after_bytes(CutStream::Exec);
     let idle_timeout = sim.faults.exec_idle_timeout();
     let mut last_tx = started;
     let mut sent = 0usize;
@@ -329,7 +328,7 @@ async fn run(
                 out = out_rx.recv(), if !outputs_done => match out {
                     Some(Out::Data(ch, mut data)) => {
                         let cut = drop_after.is_some_and(|n| sent + data.len() >= n)
-                            && sim.faults.take_exec_drop();
+                            && sim.faults.take_drop(CutStream::Exec);
                         if let Some(n) = drop_after.filter(|_| cut) {
                             data.truncate(n.saturating_sub(sent));
                         }

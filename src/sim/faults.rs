@@ -1,4 +1,4 @@
-//! Fault injection: failing or slow API calls, dropped exec streams and watches cut short.
+//! Fault injection: failing or slow API calls, cut exec and log streams and watches cut short.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,6 +73,13 @@ pub struct Injected {
     pub log_cuts: u64,
 }
 
+/// The streams whose bodies faults cut mid-way: exec output and followed logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CutStream {
+    Exec,
+    Log,
+}
+
 /// Shared, runtime-changeable fault knobs.
 #[derive(Clone)]
 pub struct FaultHandle(Arc<Mutex<FaultState>>);
@@ -136,29 +143,37 @@ impl FaultHandle {
         (latency, fail.then_some(s.faults.error_status))
     }
 
-    pub(crate) fn exec_drop_after_bytes(&self) -> Option<usize> {
+    /// After how many bytes a stream of this kind is cut, unless its count of cuts is used up.
+    pub(crate) fn drop_after_bytes(&self, stream: CutStream) -> Option<usize> {
         let s = self.lock();
-        armed(s.faults.exec_drop_after_bytes, s.faults.exec_drops_left)
+        let (after, left) = match stream {
+            CutStream::Exec => (s.faults.exec_drop_after_bytes, s.faults.exec_drops_left),
+            CutStream::Log => (s.faults.log_drop_after_bytes, s.faults.log_drops_left),
+        };
+        match left {
+            Some(0) => None,
+            _ => after,
+        }
     }
 
-    /// Counts one cut against `exec_drops_left`; false when none was left (another stream took it).
-    pub(crate) fn take_exec_drop(&self) -> bool {
-        let mut s = self.lock();
-        let taken = take_one(&mut s.faults.exec_drops_left);
-        s.injected.exec_cuts += u64::from(taken);
-        taken
-    }
-
-    pub(crate) fn log_drop_after_bytes(&self) -> Option<usize> {
-        let s = self.lock();
-        armed(s.faults.log_drop_after_bytes, s.faults.log_drops_left)
-    }
-
-    /// Counts one log cut against `log_drops_left`; false when none was left.
-    pub(crate) fn take_log_drop(&self) -> bool {
-        let mut s = self.lock();
-        let taken = take_one(&mut s.faults.log_drops_left);
-        s.injected.log_cuts += u64::from(taken);
+    /// Counts one cut of a stream of this kind against its count of cuts (`None`: unlimited);
+    /// false when none was left (another stream took it).
+    pub(crate) fn take_drop(&self, stream: CutStream) -> bool {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let (left, cuts) = match stream {
+            CutStream::Exec => (&mut s.faults.exec_drops_left, &mut s.injected.exec_cuts),
+            CutStream::Log => (&mut s.faults.log_drops_left, &mut s.injected.log_cuts),
+        };
+        let taken = match left {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        };
+        *cuts += u64::from(taken);
         taken
     }
 
@@ -168,26 +183,6 @@ impl FaultHandle {
 
     pub(crate) fn watch_close_after_events(&self) -> Option<usize> {
         self.lock().faults.watch_close_after_events
-    }
-}
-
-/// A cut-after-N-bytes knob, unless its count of cuts is used up.
-fn armed(after: Option<usize>, left: Option<usize>) -> Option<usize> {
-    match left {
-        Some(0) => None,
-        _ => after,
-    }
-}
-
-/// Takes one cut from a count (`None`: unlimited); false when none was left.
-fn take_one(left: &mut Option<usize>) -> bool {
-    match left {
-        Some(0) => false,
-        Some(n) => {
-            *n -= 1;
-            true
-        }
-        None => true,
     }
 }
 
@@ -244,6 +239,34 @@ mod tests {
         let rb: Vec<_> = (0..32).map(|_| b.roll().1).collect();
         assert_eq!(ra, rb);
         assert!(ra.iter().any(|x| x.is_some()) && ra.iter().any(|x| x.is_none()));
+    }
+
+    #[test]
+    fn cuts_count_down_per_stream() {
+        let f = FaultHandle::new(Faults {
+            exec_drop_after_bytes: Some(10),
+            exec_drops_left: Some(1),
+            log_drop_after_bytes: Some(5),
+            ..Faults::default()
+        });
+        assert_eq!(f.drop_after_bytes(CutStream::Exec), Some(10));
+        assert!(f.take_drop(CutStream::Exec));
+        assert!(!f.take_drop(CutStream::Exec), "one exec cut only");
+        assert_eq!(f.drop_after_bytes(CutStream::Exec), None);
+        assert!(f.take_drop(CutStream::Log) && f.take_drop(CutStream::Log));
+        assert_eq!(
+            f.drop_after_bytes(CutStream::Log),
+            Some(5),
+            "log cuts unlimited"
+        );
+        assert_eq!(
+            f.injected(),
+            Injected {
+                errors: 0,
+                exec_cuts: 1,
+                log_cuts: 2
+            }
+        );
     }
 
     #[test]

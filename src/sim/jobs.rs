@@ -50,20 +50,6 @@ fn job_pods(sim: &SimState, job: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn has_condition(job: &Value, kind: &str) -> bool {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == kind && c["status"] == "True")
-        })
-}
-
-fn condition(kind: &str, reason: &str, message: &str) -> Value {
-    let now = meta::now();
-    json!({"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now})
-}
-
 fn involved(job: &Value) -> Value {
     let mut j = job.clone();
     j["kind"] = json!("Job");
@@ -71,157 +57,219 @@ fn involved(job: &Value) -> Value {
     j
 }
 
+/// What a Job's spec asks of the controller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct JobSpec {
+    /// Succeeded pods that complete the Job (`spec.completions`, default 1).
+    completions: usize,
+    /// Failed pods tolerated before the Job fails (`spec.backoffLimit`, default 6).
+    backoff_limit: usize,
+}
+
+fn job_spec(job: &Value) -> JobSpec {
+    let count = |path: &str, default: u64| {
+        let n = job.pointer(path).and_then(Value::as_u64).unwrap_or(default);
+        usize::try_from(n).unwrap_or(usize::MAX)
+    };
+    JobSpec {
+        completions: count("/spec/completions", 1),
+        backoff_limit: count("/spec/backoffLimit", 6),
+    }
+}
+
+/// How a Job's pods stand, as its `status` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct PodCounts {
+    /// Neither finished nor being deleted.
+    active: usize,
+    succeeded: usize,
+    failed: usize,
+    ready: usize,
+}
+
+fn pod_phase(pod: &Value) -> &str {
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+}
+
+fn pod_finished(pod: &Value) -> bool {
+    matches!(pod_phase(pod), "Succeeded" | "Failed")
+}
+
+fn count_pods(pods: &[Value]) -> PodCounts {
+    let count = |keep: fn(&Value) -> bool| pods.iter().filter(|p| keep(p)).count();
+    PodCounts {
+        active: count(|p| !pod_finished(p) && p.pointer("/metadata/deletionTimestamp").is_none()),
+        succeeded: count(|p| pod_phase(p) == "Succeeded"),
+        failed: count(|p| pod_phase(p) == "Failed"),
+        ready: count(|p| meta::condition_true(p, "Ready")),
+    }
+}
+
+/// Where a Job goes from here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// Enough pods succeeded.
+    Complete,
+    /// More pods failed than `backoffLimit` tolerates.
+    BackoffLimitExceeded,
+    /// Still running; start this many pods (the simulator runs a Job's pods one at a time,
+    /// parallelism 1: a new one starts only when none is active).
+    Running { start: usize },
+}
+
+fn decide(spec: JobSpec, counts: PodCounts) -> Outcome {
+    if counts.succeeded >= spec.completions {
+        Outcome::Complete
+    } else if counts.failed > spec.backoff_limit {
+        Outcome::BackoffLimitExceeded
+    } else {
+        Outcome::Running {
+            start: usize::from(counts.active == 0),
+        }
+    }
+}
+
+/// How the Job controller marks a finished Job: two conditions and an event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Finish {
+    /// The interim and the final condition types (`SuccessCriteriaMet`, `Complete`).
+    conditions: [&'static str; 2],
+    reason: &'static str,
+    message: &'static str,
+    event_reason: &'static str,
+    event_message: &'static str,
+    warning: bool,
+}
+
+impl Outcome {
+    fn finish(self) -> Option<Finish> {
+        const LIMIT: &str = "Job has reached the specified backoff limit";
+        match self {
+            Outcome::Complete => Some(Finish {
+                conditions: ["SuccessCriteriaMet", "Complete"],
+                reason: "CompletionsReached",
+                message: "Reached expected number of succeeded pods",
+                event_reason: "Completed",
+                event_message: "Job completed",
+                warning: false,
+            }),
+            Outcome::BackoffLimitExceeded => Some(Finish {
+                conditions: ["FailureTarget", "Failed"],
+                reason: "BackoffLimitExceeded",
+                message: LIMIT,
+                event_reason: "BackoffLimitExceeded",
+                event_message: LIMIT,
+                warning: true,
+            }),
+            Outcome::Running { .. } => None,
+        }
+    }
+}
+
+/// Writes the pod counts into a Job's `status` and, once it has finished, its conditions and
+/// (on success) its completion time; `now` stamps them.
+fn write_status(status: &mut Value, counts: PodCounts, outcome: Outcome, now: &str) {
+    if !status.is_object() {
+        *status = json!({});
+    }
+    if status.get("startTime").is_none() {
+        status["startTime"] = json!(now);
+    }
+    status["active"] = json!(match outcome {
+        Outcome::Running { start } => counts.active + start,
+        Outcome::Complete | Outcome::BackoffLimitExceeded => 0,
+    });
+    status["succeeded"] = json!(counts.succeeded);
+    status["failed"] = json!(counts.failed);
+    status["ready"] = json!(counts.ready);
+    status["terminating"] = json!(0);
+    status["uncountedTerminatedPods"] = json!({});
+    if let Some(f) = outcome.finish() {
+        let conditions: Vec<Value> = f
+            .conditions
+            .iter()
+            .map(|kind| json!({"type": kind, "status": "True", "reason": f.reason, "message": f.message, "lastProbeTime": now, "lastTransitionTime": now}))
+            .collect();
+        status["conditions"] = json!(conditions);
+        if outcome == Outcome::Complete {
+            status["completionTime"] = json!(now);
+        }
+    }
+}
+
+/// Brings a Job's status, pods and lifetime in line with its pods: the controller's one pass.
 async fn sync(sim: &Arc<SimState>, key: &Key) {
     let Some(job) = sim.store.get(key) else {
         return;
     };
-    if has_condition(&job, "Complete") || has_condition(&job, "Failed") {
+    if meta::condition_true(&job, "Complete") || meta::condition_true(&job, "Failed") {
         return;
     }
     let pods = job_pods(sim, &job);
-    let phase = |p: &Value| {
-        p.pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("Pending")
-            .to_string()
-    };
-    let active = pods
-        .iter()
-        .filter(|p| {
-            !matches!(phase(p).as_str(), "Succeeded" | "Failed")
-                && p.pointer("/metadata/deletionTimestamp").is_none()
-        })
-        .count();
-    let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count();
-    let failed = pods.iter().filter(|p| phase(p) == "Failed").count();
-    let ready = pods
-        .iter()
-        .filter(|p| {
-            p.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        })
-        .count();
-    let completions = job
-        .pointer("/spec/completions")
-        .and_then(Value::as_u64)
-        .unwrap_or(1) as usize;
-    let backoff_limit = job
-        .pointer("/spec/backoffLimit")
-        .and_then(Value::as_u64)
-        .unwrap_or(6) as usize;
-    let mut conditions: Vec<Value> = Vec::new();
-    let mut finished = false;
-    let mut create = false;
-    if succeeded >= completions {
-        conditions.push(condition(
-            "SuccessCriteriaMet",
-            "CompletionsReached",
-            "Reached expected number of succeeded pods",
-        ));
-        conditions.push(condition(
-            "Complete",
-            "CompletionsReached",
-            "Reached expected number of succeeded pods",
-        ));
+    let counts = count_pods(&pods);
+    let outcome = decide(job_spec(&job), counts);
+    if let Some(f) = outcome.finish() {
         events::record(
             &sim.store,
             &involved(&job),
             Source::JobController,
-            false,
-            "Completed",
-            "Job completed",
+            f.warning,
+            f.event_reason,
+            f.event_message,
             None,
         );
-        finished = true;
-    } else if failed > backoff_limit {
-        conditions.push(condition(
-            "FailureTarget",
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
-        ));
-        conditions.push(condition(
-            "Failed",
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
-        ));
-        events::record(
-            &sim.store,
-            &involved(&job),
-            Source::JobController,
-            true,
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
-            None,
-        );
-        finished = true;
-        for p in pods
-            .iter()
-            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
-        {
-            kubelet::delete_pod(
-                sim,
-                &Key::new("pods", meta::namespace(p), meta::name(p)),
-                None,
-            )
-            .await;
-        }
-    } else if active == 0 {
-        create = true;
+    }
+    if outcome == Outcome::BackoffLimitExceeded {
+        stop_unfinished_pods(sim, &pods).await;
     }
     let now = meta::now();
     let _ = sim.store.update::<()>(key, None, |j| {
-        let st = &mut j["status"];
-        if !st.is_object() {
-            *st = json!({});
-        }
-        if st.get("startTime").is_none() {
-            st["startTime"] = json!(now);
-        }
-        st["active"] = json!(if finished {
-            0
-        } else {
-            active + usize::from(create)
-        });
-        st["succeeded"] = json!(succeeded);
-        st["failed"] = json!(failed);
-        st["ready"] = json!(ready);
-        st["terminating"] = json!(0);
-        st["uncountedTerminatedPods"] = json!({});
-        if finished {
-            st["conditions"] = json!(conditions);
-            if succeeded >= completions {
-                st["completionTime"] = json!(now);
-            }
-        }
+        write_status(&mut j["status"], counts, outcome, &now);
         Ok(())
     });
-    if create {
-        create_pod(sim, &job).await;
-    }
-    if finished
-        && let Some(ttl) = job
-            .pointer("/spec/ttlSecondsAfterFinished")
-            .and_then(Value::as_u64)
-    {
-        let sim = sim.clone();
-        let (ns, name, uid) = (
-            key.namespace.clone(),
-            key.name.clone(),
-            meta::uid(&job).to_string(),
-        );
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(ttl)).await;
-            let key = Key::new("jobs.batch", &ns, &name);
-            if let Some(job) = sim.store.get(&key).filter(|j| meta::uid(j) == uid) {
-                sim.store.delete(&key);
-                cascade(&sim, &job, "Background").await;
+    match outcome {
+        Outcome::Running { start } => {
+            for _ in 0..start {
+                create_pod(sim, &job).await;
             }
-        });
+        }
+        Outcome::Complete | Outcome::BackoffLimitExceeded => schedule_ttl_deletion(sim, &job),
     }
+}
+
+/// A failed Job's pods that still run are deleted, as the controller does past the backoff limit.
+async fn stop_unfinished_pods(sim: &Arc<SimState>, pods: &[Value]) {
+    for p in pods.iter().filter(|p| !pod_finished(p)) {
+        kubelet::delete_pod(
+            sim,
+            &Key::new("pods", meta::namespace(p), meta::name(p)),
+            None,
+        )
+        .await;
+    }
+}
+
+/// Deletes a finished Job and its pods `spec.ttlSecondsAfterFinished` from now, unless it was
+/// replaced (another uid) meanwhile.
+fn schedule_ttl_deletion(sim: &Arc<SimState>, job: &Value) {
+    let Some(ttl) = job
+        .pointer("/spec/ttlSecondsAfterFinished")
+        .and_then(Value::as_u64)
+    else {
+        return;
+    };
+    let sim = sim.clone();
+    let key = Key::new("jobs.batch", meta::namespace(job), meta::name(job));
+    let uid = meta::uid(job).to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(ttl)).await;
+        if let Some(job) = sim.store.get(&key).filter(|j| meta::uid(j) == uid) {
+            sim.store.delete(&key);
+            cascade(&sim, &job, "Background").await;
+        }
+    });
 }
 
 async fn create_pod(sim: &Arc<SimState>, job: &Value) {
@@ -277,5 +325,124 @@ pub async fn cascade(sim: &Arc<SimState>, job: &Value, policy: &str) {
         } else {
             kubelet::delete_pod(sim, &key, None).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(phase: &str) -> Value {
+        json!({"metadata": {"name": "p"}, "status": {"phase": phase}})
+    }
+
+    const ONE_OF_SIX: JobSpec = JobSpec {
+        completions: 1,
+        backoff_limit: 6,
+    };
+
+    #[test]
+    fn spec_defaults_are_the_api_servers() {
+        assert_eq!(job_spec(&json!({"spec": {}})), ONE_OF_SIX);
+        assert_eq!(
+            job_spec(&json!({"spec": {"completions": 3, "backoffLimit": 0}})),
+            JobSpec {
+                completions: 3,
+                backoff_limit: 0
+            }
+        );
+    }
+
+    #[test]
+    fn counts_pods_by_phase_readiness_and_deletion() {
+        let mut ready = pod("Running");
+        ready["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+        let mut leaving = pod("Running");
+        leaving["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+        let pending = json!({"metadata": {"name": "p"}});
+        let pods = [
+            ready,
+            leaving,
+            pending,
+            pod("Succeeded"),
+            pod("Failed"),
+            pod("Failed"),
+        ];
+        assert_eq!(
+            count_pods(&pods),
+            PodCounts {
+                active: 2,
+                succeeded: 1,
+                failed: 2,
+                ready: 1
+            }
+        );
+    }
+
+    #[test]
+    fn decides_completion_before_failure_and_starts_one_pod_at_a_time() {
+        let counts = |active, succeeded, failed| PodCounts {
+            active,
+            succeeded,
+            failed,
+            ready: 0,
+        };
+        let no_retries = JobSpec {
+            completions: 2,
+            backoff_limit: 0,
+        };
+        let running = |start| Outcome::Running { start };
+        for (spec, (active, succeeded, failed), expected) in [
+            (ONE_OF_SIX, (0, 0, 0), running(1)),
+            (ONE_OF_SIX, (1, 0, 3), running(0)),
+            (ONE_OF_SIX, (0, 0, 6), running(1)),
+            (ONE_OF_SIX, (0, 0, 7), Outcome::BackoffLimitExceeded),
+            (ONE_OF_SIX, (0, 1, 7), Outcome::Complete),
+            (no_retries, (0, 1, 0), running(1)),
+            (no_retries, (0, 1, 1), Outcome::BackoffLimitExceeded),
+            (no_retries, (0, 2, 1), Outcome::Complete),
+        ] {
+            assert_eq!(
+                decide(spec, counts(active, succeeded, failed)),
+                expected,
+                "{spec:?}, {active} active, {succeeded} succeeded, {failed} failed"
+            );
+        }
+    }
+
+    #[test]
+    fn status_counts_the_pod_about_to_start_and_marks_a_finished_job() {
+        let counts = PodCounts {
+            active: 0,
+            succeeded: 0,
+            failed: 1,
+            ready: 0,
+        };
+        let mut status = Value::Null;
+        write_status(&mut status, counts, Outcome::Running { start: 1 }, "t0");
+        assert_eq!(
+            status,
+            json!({"startTime": "t0", "active": 1, "succeeded": 0, "failed": 1, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}})
+        );
+        let done = PodCounts {
+            succeeded: 1,
+            ..counts
+        };
+        write_status(&mut status, done, Outcome::Complete, "t1");
+        assert_eq!(status["startTime"], "t0", "the start time stays");
+        assert_eq!(status["active"], 0);
+        assert_eq!(status["completionTime"], "t1");
+        let types: Vec<&Value> = status["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(|c| &c["type"])
+            .collect();
+        assert_eq!(types, [&json!("SuccessCriteriaMet"), &json!("Complete")]);
+        let mut failed = Value::Null;
+        write_status(&mut failed, counts, Outcome::BackoffLimitExceeded, "t2");
+        assert_eq!(failed["conditions"][1]["type"], "Failed");
+        assert_eq!(failed["conditions"][1]["reason"], "BackoffLimitExceeded");
+        assert!(failed.get("completionTime").is_none());
     }
 }

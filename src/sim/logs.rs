@@ -2,13 +2,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use super::api::{Query, Target, key_of};
-use super::status::ApiError;
+use super::faults::CutStream;
+use super::status::{ApiError, streamed_response};
 use super::{SimState, meta};
 
 /// One chunk of output as it arrived, with its time (RFC 3339, nanoseconds).
@@ -274,8 +275,8 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
         )
             .into_response());
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let drop_after = sim.faults.log_drop_after_bytes();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let drop_after = sim.faults.drop_after_bytes(CutStream::Log);
     let faults = sim.faults.clone();
     tokio::spawn(async move {
         let mut changed = buf.changed.subscribe();
@@ -293,7 +294,7 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
                 // Fault: drop the connection mid-body, possibly inside a line, as a proxy would.
                 if let Some(n) = drop_after
                     && sent + out.len() >= n
-                    && faults.take_log_drop()
+                    && faults.take_drop(CutStream::Log)
                 {
                     out.truncate(n.saturating_sub(sent));
                     let _ = tx.send(Ok(Bytes::from(out))).await;
@@ -328,12 +329,7 @@ fn serve(sim: &Arc<SimState>, t: &Target, q: &Query) -> Result<Response, ApiErro
             }
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Response::builder()
-        .status(200)
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(Body::from_stream(stream))
-        .map_err(|_| ApiError::internal(500, "cannot build the log response"))
+    Ok(streamed_response("text/plain", rx))
 }
 
 #[cfg(test)]

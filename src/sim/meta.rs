@@ -41,6 +41,21 @@ pub fn labels(v: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// Whether the object's `status.conditions` has `kind` with status `True`.
+pub fn condition_true(v: &Value, kind: &str) -> bool {
+    v.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == kind && c["status"] == "True")
+        })
+}
+
+/// The object's age since `metadata.creationTimestamp`, as kubectl's AGE column prints it.
+pub fn age(v: &Value) -> String {
+    human_age(str_at(v, &["metadata", "creationTimestamp"]).unwrap_or(""))
+}
+
 /// RFC 3339 timestamp with second precision (metav1.Time).
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -1,6 +1,6 @@
 //! PATCH bodies: JSON patch, JSON merge patch, and strategic merge patch as far as our kinds need it.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::status::ApiError;
 
@@ -27,11 +27,8 @@ pub fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), 
             merge(target, &parse(body)?);
             Ok(())
         }
-        "application/strategic-merge-patch+json" => {
-            strategic(target, &parse(body)?);
-            Ok(())
-        }
-        "application/apply-patch+yaml" => {
+        // Server-side apply is served as a strategic merge of the applied configuration.
+        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
             strategic(target, &parse(body)?);
             Ok(())
         }
@@ -45,12 +42,7 @@ pub fn merge(target: &mut Value, patch: &Value) {
         *target = patch.clone();
         return;
     };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let t = target
-        .as_object_mut()
-        .expect("target was just made an object");
+    let t = object_mut(target);
     for (k, v) in p {
         if v.is_null() {
             t.remove(k);
@@ -68,11 +60,8 @@ fn merge_key(field: &str) -> Option<&'static str> {
         | "ephemeralContainers"
         | "env"
         | "volumes"
-        | "imagePullSecrets"
-        | "conditions" => Some(match field {
-            "conditions" => "type",
-            _ => "name",
-        }),
+        | "imagePullSecrets" => Some("name"),
+        "conditions" => Some("type"),
         "volumeMounts" | "volumeDevices" => Some("mountPath"),
         "ports" => Some("containerPort"),
         "ownerReferences" => Some("uid"),
@@ -87,17 +76,10 @@ pub fn strategic(target: &mut Value, patch: &Value) {
         return;
     };
     if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut clean = patch.clone();
-        strip_directives(&mut clean);
-        *target = clean;
+        *target = without_directives(patch);
         return;
     }
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let t = target
-        .as_object_mut()
-        .expect("target was just made an object");
+    let t = object_mut(target);
     for (k, v) in p {
         if k.starts_with('$') {
             continue;
@@ -112,9 +94,7 @@ pub fn strategic(target: &mut Value, patch: &Value) {
             }
             (_, Value::Object(_), Some(slot)) => strategic(slot, v),
             _ => {
-                let mut clean = v.clone();
-                strip_directives(&mut clean);
-                t.insert(k.clone(), clean);
+                t.insert(k.clone(), without_directives(v));
             }
         }
     }
@@ -133,13 +113,26 @@ fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
             }
             (None, true) => {}
             (Some(i), false) => strategic(&mut existing[i], item),
-            (None, false) => {
-                let mut clean = item.clone();
-                strip_directives(&mut clean);
-                existing.push(clean);
-            }
+            (None, false) => existing.push(without_directives(item)),
         }
     }
+}
+
+/// `target` as an object to merge into; a patch object replaces anything else.
+fn object_mut(target: &mut Value) -> &mut Map<String, Value> {
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    target
+        .as_object_mut()
+        .expect("target was just made an object")
+}
+
+/// A copy of a patch value without its `$patch`/`$setElementOrder` directives.
+fn without_directives(v: &Value) -> Value {
+    let mut clean = v.clone();
+    strip_directives(&mut clean);
+    clean
 }
 
 fn strip_directives(v: &mut Value) {

@@ -1,4 +1,5 @@
-//! Decoding the Kubernetes protobuf bodies kubectl's typed generators send, for the few kinds they create.
+//! Decoding the Kubernetes protobuf bodies kubectl's typed clients send, for the few kinds it creates:
+//! its generators' (`create secret|configmap|namespace|serviceaccount`) and `auth can-i`'s reviews.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -79,6 +80,56 @@ fn map_entry(entry: &[u8], map: &mut Map<String, Value>, base64: bool) -> Option
     Some(())
 }
 
+/// A message whose fields of interest are all strings, as JSON: `names` maps field numbers to
+/// JSON keys; absent fields stay absent.
+fn string_fields(buf: &[u8], names: &[(u64, &str)]) -> Option<Value> {
+    let mut m = Map::new();
+    for (n, f) in fields(buf)? {
+        if let (Some((_, key)), Field::Bytes(b)) = (names.iter().find(|(num, _)| *num == n), f) {
+            m.insert((*key).to_string(), text(b));
+        }
+    }
+    Some(Value::Object(m))
+}
+
+/// authorization/v1 ResourceAttributes' fields (the selectors, 8 and 9, are not decoded: the
+/// simulator's RBAC does not look at them).
+const RESOURCE_ATTRIBUTES: &[(u64, &str)] = &[
+    (1, "namespace"),
+    (2, "verb"),
+    (3, "group"),
+    (4, "version"),
+    (5, "resource"),
+    (6, "subresource"),
+    (7, "name"),
+];
+
+/// authorization/v1 NonResourceAttributes' fields.
+const NON_RESOURCE_ATTRIBUTES: &[(u64, &str)] = &[(1, "path"), (2, "verb")];
+
+/// SelfSubjectAccessReviewSpec: resourceAttributes (1) or nonResourceAttributes (2).
+fn access_review_spec(buf: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    for (n, f) in fields(buf)? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => {
+                spec.insert(
+                    "resourceAttributes".into(),
+                    string_fields(b, RESOURCE_ATTRIBUTES)?,
+                );
+            }
+            (2, Field::Bytes(b)) => {
+                spec.insert(
+                    "nonResourceAttributes".into(),
+                    string_fields(b, NON_RESOURCE_ATTRIBUTES)?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Some(Value::Object(spec))
+}
+
 /// ObjectMeta: name, generateName, namespace, labels, annotations.
 fn object_meta(buf: &[u8]) -> Option<Value> {
     let mut m = Map::new();
@@ -108,8 +159,9 @@ fn object_meta(buf: &[u8]) -> Option<Value> {
     Some(Value::Object(m))
 }
 
-/// Decodes a protobuf body of one of the kinds kubectl's generators create (Secret, ConfigMap,
-/// Namespace, ServiceAccount) into its JSON form; `None` for anything else.
+/// Decodes a protobuf body of one of the kinds kubectl creates with its typed clients (Secret,
+/// ConfigMap, Namespace, ServiceAccount, SelfSubjectAccessReview, SelfSubjectRulesReview) into
+/// its JSON form; `None` for anything else.
 pub fn decode(body: &[u8]) -> Option<Value> {
     let envelope = fields(body.strip_prefix(MAGIC)?)?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
@@ -142,12 +194,21 @@ pub fn decode(body: &[u8]) -> Option<Value> {
             ("ConfigMap", 2, Field::Bytes(b)) => map_entry(b, &mut data, false)?,
             ("ConfigMap", 3, Field::Bytes(b)) => map_entry(b, &mut binary, true)?,
             ("ConfigMap", 4, Field::Varint(v)) => obj["immutable"] = json!(v != 0),
+            ("SelfSubjectAccessReview", 2, Field::Bytes(b)) => obj["spec"] = access_review_spec(b)?,
+            ("SelfSubjectRulesReview", 2, Field::Bytes(b)) => {
+                obj["spec"] = string_fields(b, &[(1, "namespace")])?
+            }
             _ => {}
         }
     }
     if !matches!(
         kind.as_str(),
-        "Secret" | "ConfigMap" | "Namespace" | "ServiceAccount"
+        "Secret"
+            | "ConfigMap"
+            | "Namespace"
+            | "ServiceAccount"
+            | "SelfSubjectAccessReview"
+            | "SelfSubjectRulesReview"
     ) {
         return None;
     }
@@ -191,14 +252,7 @@ mod tests {
             bytes_field(3, b"Opaque"),
         ]
         .concat();
-        let type_meta = [bytes_field(1, b"v1"), bytes_field(2, b"Secret")].concat();
-        let body = [
-            MAGIC.to_vec(),
-            bytes_field(1, &type_meta),
-            bytes_field(2, &raw),
-        ]
-        .concat();
-        let obj = decode(&body).expect("decodes");
+        let obj = decode(&envelope(b"v1", b"Secret", &raw)).expect("decodes");
         assert_eq!(obj["kind"], "Secret");
         assert_eq!(obj["metadata"]["name"], "creds");
         assert_eq!(obj["metadata"]["labels"]["app"], "x");
@@ -206,16 +260,67 @@ mod tests {
         assert_eq!(obj["type"], "Opaque");
     }
 
-    #[test]
-    fn other_kinds_and_garbage_are_not_decoded() {
-        let type_meta = [bytes_field(1, b"batch/v1"), bytes_field(2, b"Job")].concat();
-        let body = [
+    /// The envelope kubectl wraps a message in: magic, TypeMeta, raw bytes.
+    fn envelope(api_version: &[u8], kind: &[u8], raw: &[u8]) -> Vec<u8> {
+        let type_meta = [bytes_field(1, api_version), bytes_field(2, kind)].concat();
+        [
             MAGIC.to_vec(),
             bytes_field(1, &type_meta),
-            bytes_field(2, &[]),
+            bytes_field(2, raw),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn decodes_the_access_review_kubectl_auth_can_i_sends() {
+        let attrs = [
+            bytes_field(1, b"default"),
+            bytes_field(2, b"create"),
+            bytes_field(5, b"pods"),
+            bytes_field(6, b"exec"),
         ]
         .concat();
-        assert!(decode(&body).is_none());
+        let spec = bytes_field(1, &attrs);
+        let body = envelope(
+            b"authorization.k8s.io/v1",
+            b"SelfSubjectAccessReview",
+            &[bytes_field(1, &[]), bytes_field(2, &spec)].concat(),
+        );
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(
+            obj["spec"],
+            json!({"resourceAttributes": {"namespace": "default", "verb": "create", "resource": "pods", "subresource": "exec"}})
+        );
+        let non_resource = bytes_field(
+            2,
+            &[bytes_field(1, b"/api"), bytes_field(2, b"get")].concat(),
+        );
+        let body = envelope(
+            b"authorization.k8s.io/v1",
+            b"SelfSubjectAccessReview",
+            &bytes_field(2, &non_resource),
+        );
+        assert_eq!(
+            decode(&body).expect("decodes")["spec"],
+            json!({"nonResourceAttributes": {"path": "/api", "verb": "get"}})
+        );
+    }
+
+    #[test]
+    fn decodes_the_rules_review_kubectl_auth_can_i_list_sends() {
+        let body = envelope(
+            b"authorization.k8s.io/v1",
+            b"SelfSubjectRulesReview",
+            &bytes_field(2, &bytes_field(1, b"ci")),
+        );
+        let obj = decode(&body).expect("decodes");
+        assert_eq!(obj["kind"], "SelfSubjectRulesReview");
+        assert_eq!(obj["spec"], json!({"namespace": "ci"}));
+    }
+
+    #[test]
+    fn other_kinds_and_garbage_are_not_decoded() {
+        assert!(decode(&envelope(b"batch/v1", b"Job", &[])).is_none());
         assert!(decode(b"k8s\0\xff\xff\xff").is_none());
         assert!(decode(b"{}").is_none());
     }

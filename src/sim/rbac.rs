@@ -1,9 +1,10 @@
-//! Authorization: the configured RBAC rules decide each request and SelfSubjectAccessReviews.
+//! Authorization: the configured RBAC rules decide each request, SelfSubjectAccessReviews and
+//! SelfSubjectRulesReviews (one decision, so `kubectl auth can-i` answers what requests meet).
 
 use serde_json::{Value, json};
 
 use super::PolicyRule;
-use super::status::ApiError;
+use super::status::{ApiError, Cause};
 
 /// What a request asks to do, in RBAC terms.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,24 +17,59 @@ pub struct Attributes<'a> {
     pub name: Option<&'a str>,
 }
 
+/// The paths outside resources every authenticated user may GET (the built-in
+/// `system:discovery` and `system:public-info-viewer` ClusterRoles): the documents the
+/// simulator serves there.
+const DISCOVERY_URLS: &[&str] = &[
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/healthz",
+    "/livez",
+    "/openapi",
+    "/openapi/*",
+    "/readyz",
+    "/version",
+    "/version/",
+];
+
+/// What the built-in `system:basic-user` ClusterRole grants every authenticated user: asking
+/// what it may do.
+fn basic_user_rule() -> PolicyRule {
+    PolicyRule::new(
+        &["authorization.k8s.io"],
+        &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        &["create"],
+    )
+}
+
 /// Whether `rules` (`None` = no RBAC) allow the request.
 pub fn allowed(rules: Option<&[PolicyRule]>, a: &Attributes) -> bool {
     let Some(rules) = rules else { return true };
-    // The built-in `system:basic-user` ClusterRole lets every authenticated user review its own access.
-    if a.group == "authorization.k8s.io"
-        && a.verb == "create"
-        && matches!(
-            a.resource,
-            "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
-        )
-    {
-        return true;
-    }
     let resource = match a.subresource {
         Some(s) => format!("{}/{s}", a.resource),
         None => a.resource.to_string(),
     };
-    rules.iter().any(|r| r.allows(a.group, &resource, a.verb))
+    rules
+        .iter()
+        .chain([&basic_user_rule()])
+        .any(|r| r.allows(a.group, &resource, a.verb))
+}
+
+/// Whether `rules` (`None` = no RBAC) allow `verb` on a path outside resources (discovery,
+/// health, version, OpenAPI).
+pub fn non_resource_allowed(rules: Option<&[PolicyRule]>, verb: &str, path: &str) -> bool {
+    if rules.is_none() {
+        return true;
+    }
+    verb == "get"
+        && DISCOVERY_URLS
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == *pattern,
+            })
 }
 
 /// Checks a request, answering with kube-apiserver's Forbidden text when denied.
@@ -71,33 +107,100 @@ pub fn authorize(rules: Option<&[PolicyRule]>, user: &str, a: &Attributes) -> Re
     ))
 }
 
-/// Answers a SelfSubjectAccessReview: fills `status` from the same rules.
-pub fn review(rules: Option<&[PolicyRule]>, mut review: Value) -> Value {
-    let ra = review.pointer("/spec/resourceAttributes").cloned();
-    let allowed = match &ra {
-        None => true, // non-resource URLs: discovery is open to every authenticated user
-        Some(ra) => {
-            let s = |k: &str| ra.get(k).and_then(Value::as_str).unwrap_or("");
-            let sub = s("subresource");
-            let ns = s("namespace");
-            let name = s("name");
+/// Checks a GET of a path outside resources, answering with kube-apiserver's Forbidden text.
+pub fn authorize_non_resource(
+    rules: Option<&[PolicyRule]>,
+    user: &str,
+    verb: &str,
+    path: &str,
+) -> Result<(), ApiError> {
+    if non_resource_allowed(rules, verb, path) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden_path(format!(
+        "forbidden: User \"{user}\" cannot {verb} path \"{path}\""
+    )))
+}
+
+/// Why a review found its request allowed, in the words kube-apiserver's RBAC authorizer uses.
+fn allowed_reason(rules: Option<&[PolicyRule]>) -> &'static str {
+    if rules.is_some() {
+        "RBAC: allowed by RoleBinding \"arc-runner\""
+    } else {
+        "the arc-hook simulator enforces no RBAC (sim serve --default-role enforces the runner Role)"
+    }
+}
+
+/// Answers a SelfSubjectAccessReview: fills `status` from the same decision that requests meet.
+pub fn review(rules: Option<&[PolicyRule]>, mut review: Value) -> Result<Value, ApiError> {
+    let attr = |ra: &Value, k: &str| -> String {
+        ra.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+    };
+    let resource = review.pointer("/spec/resourceAttributes").cloned();
+    let non_resource = review.pointer("/spec/nonResourceAttributes").cloned();
+    let decision = match (&resource, &non_resource) {
+        (Some(ra), None) => {
+            let (sub, ns, name) = (
+                attr(ra, "subresource"),
+                attr(ra, "namespace"),
+                attr(ra, "name"),
+            );
             allowed(
                 rules,
                 &Attributes {
-                    verb: s("verb"),
-                    group: s("group"),
-                    resource: s("resource"),
-                    subresource: (!sub.is_empty()).then_some(sub),
-                    namespace: (!ns.is_empty()).then_some(ns),
-                    name: (!name.is_empty()).then_some(name),
+                    verb: &attr(ra, "verb"),
+                    group: &attr(ra, "group"),
+                    resource: &attr(ra, "resource"),
+                    subresource: (!sub.is_empty()).then_some(sub.as_str()),
+                    namespace: (!ns.is_empty()).then_some(ns.as_str()),
+                    name: (!name.is_empty()).then_some(name.as_str()),
                 },
             )
         }
+        (None, Some(nra)) => non_resource_allowed(rules, &attr(nra, "verb"), &attr(nra, "path")),
+        _ => {
+            return Err(ApiError::invalid(
+                "SelfSubjectAccessReview",
+                "authorization.k8s.io",
+                "",
+                vec![Cause::invalid(
+                    "spec.resourceAttributes",
+                    "null",
+                    "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                )],
+            ));
+        }
     };
-    review["status"] = if allowed {
-        json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"arc-runner\""})
+    review["status"] = if decision {
+        json!({"allowed": true, "reason": allowed_reason(rules)})
     } else {
         json!({"allowed": false})
+    };
+    Ok(review)
+}
+
+/// Answers a SelfSubjectRulesReview: the rules the simulator enforces (everything, `*`, without
+/// RBAC), with the built-in ones every authenticated user holds.
+pub fn rules_review(rules: Option<&[PolicyRule]>, mut review: Value) -> Value {
+    let resource_rule = |r: &PolicyRule| json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
+    review["status"] = match rules {
+        None => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        Some(rules) => {
+            let resource_rules: Vec<Value> = [basic_user_rule()]
+                .iter()
+                .chain(rules)
+                .map(resource_rule)
+                .collect();
+            json!({
+                "resourceRules": resource_rules,
+                "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": DISCOVERY_URLS}],
+                "incomplete": false,
+            })
+        }
     };
     review
 }
@@ -160,15 +263,78 @@ mod tests {
     #[test]
     fn review_answers_from_the_rules() {
         let role = arc_chart_default_role();
-        let r = review(
-            Some(&role),
-            json!({"spec": {"resourceAttributes": {"verb": "watch", "resource": "pods", "namespace": "default"}}}),
+        let ask = |rules: Option<&[PolicyRule]>, spec: Value| {
+            review(rules, json!({"spec": spec})).expect("a valid review")["status"]["allowed"]
+                .clone()
+        };
+        let watch = json!({"resourceAttributes": {"verb": "watch", "resource": "pods", "namespace": "default"}});
+        assert_eq!(ask(Some(&role), watch.clone()), false);
+        assert_eq!(ask(None, watch), true);
+        let list = json!({"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}});
+        assert_eq!(ask(Some(&role), list), true);
+        let exec = json!({"resourceAttributes": {"verb": "create", "resource": "pods", "subresource": "exec"}});
+        assert_eq!(ask(Some(&role), exec), true);
+        let nodes = json!({"resourceAttributes": {"verb": "create", "resource": "nodes"}});
+        assert_eq!(ask(Some(&role), nodes), false);
+        let own_access = json!({"resourceAttributes": {"verb": "create", "group": "authorization.k8s.io", "resource": "selfsubjectrulesreviews"}});
+        assert_eq!(ask(Some(&role), own_access), true);
+        let discovery = json!({"nonResourceAttributes": {"verb": "get", "path": "/apis/batch/v1"}});
+        assert_eq!(ask(Some(&role), discovery), true);
+        let metrics = json!({"nonResourceAttributes": {"verb": "get", "path": "/metrics"}});
+        assert_eq!(ask(Some(&role), metrics.clone()), false);
+        assert_eq!(ask(None, metrics), true);
+    }
+
+    #[test]
+    fn review_without_attributes_is_invalid() {
+        let e = review(None, json!({"spec": {}})).expect_err("invalid");
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message
+                .contains("exactly one of nonResourceAttributes or resourceAttributes")
         );
-        assert_eq!(r["status"]["allowed"], false);
-        let r = review(
-            Some(&role),
-            json!({"spec": {"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}}}),
+    }
+
+    #[test]
+    fn rules_review_lists_what_is_enforced() {
+        let role = arc_chart_default_role();
+        let r = rules_review(Some(&role), json!({"spec": {"namespace": "default"}}));
+        let rules = r["status"]["resourceRules"].as_array().expect("rules");
+        assert_eq!(
+            rules.len(),
+            role.len() + 1,
+            "the role and system:basic-user"
         );
-        assert_eq!(r["status"]["allowed"], true);
+        assert!(
+            rules.iter().any(|r| r["resources"] == json!(["pods/exec"])
+                && r["verbs"] == json!(["get", "create"]))
+        );
+        assert_eq!(r["status"]["nonResourceRules"][0]["verbs"], json!(["get"]));
+        let everything = rules_review(None, json!({"spec": {"namespace": "default"}}));
+        assert_eq!(
+            everything["status"]["resourceRules"],
+            json!([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}])
+        );
+    }
+
+    #[test]
+    fn discovery_paths_are_open_and_others_denied_under_a_role() {
+        let role = arc_chart_default_role();
+        for path in [
+            "/api",
+            "/api/v1",
+            "/apis/batch/v1",
+            "/version",
+            "/openapi/v3",
+        ] {
+            assert!(non_resource_allowed(Some(&role), "get", path), "{path}");
+        }
+        assert!(!non_resource_allowed(Some(&role), "post", "/api"));
+        let e = authorize_non_resource(Some(&role), "u", "get", "/metrics").expect_err("denied");
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            "forbidden: User \"u\" cannot get path \"/metrics\""
+        );
     }
 }

@@ -198,6 +198,18 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         subresources: &[],
     },
+    Resource {
+        id: "selfsubjectrulesreviews.authorization.k8s.io",
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        verbs: &["create"],
+        short_names: &[],
+        subresources: &[],
+    },
 ];
 
 /// API groups beyond core, with their one version.
@@ -267,15 +279,18 @@ pub fn api_group(group: &str) -> Option<Value> {
     })
 }
 
-/// The APIResourceList for a group version, or `None` when not served.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+/// The resources of a group version, or `None` when it is not served.
+fn served(group: &str, version: &str) -> Option<Vec<&'static Resource>> {
     let served: Vec<&Resource> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if served.is_empty() {
-        return None;
-    }
+    (!served.is_empty()).then_some(served)
+}
+
+/// The APIResourceList for a group version, or `None` when not served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let served = served(group, version)?;
     let mut resources = Vec::new();
     for r in served {
         let mut doc = json!({
@@ -331,13 +346,7 @@ pub fn openapi_v3_root() -> Value {
 /// A minimal OpenAPI v3 document for a group version: PATCH operations tagged with their kind and
 /// the `fieldValidation` parameter, which is what kubectl checks before validating server-side.
 pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
-    if served.is_empty() {
-        return None;
-    }
+    let served = served(group, version)?;
     let mut paths = serde_json::Map::new();
     for r in served.iter().filter(|r| r.verbs.contains(&"patch")) {
         let base = if group.is_empty() {

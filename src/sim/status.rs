@@ -87,30 +87,22 @@ impl ApiError {
     /// `pods "x" not found`.
     pub fn not_found(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
-        let mut d = json!({"name": name, "kind": plural});
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
         ApiError::new(
             404,
             "NotFound",
             format!("{what} \"{name}\" not found"),
-            Some(d),
+            Some(details(plural, group, Some(name))),
         )
     }
 
     /// `pods "x" already exists`.
     pub fn already_exists(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
-        let mut d = json!({"name": name, "kind": plural});
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
         ApiError::new(
             409,
             "AlreadyExists",
             format!("{what} \"{name}\" already exists"),
-            Some(d),
+            Some(details(plural, group, Some(name))),
         )
     }
 
@@ -144,10 +136,8 @@ impl ApiError {
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
             .collect();
-        let mut d = json!({"name": name, "kind": kind, "causes": causes_json});
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
+        let mut d = details(kind, group, Some(name));
+        d["causes"] = json!(causes_json);
         ApiError::new(
             422,
             "Invalid",
@@ -158,14 +148,17 @@ impl ApiError {
 
     /// RBAC denial, worded like kube-apiserver's authorizer.
     pub fn forbidden(plural: &str, group: &str, name: Option<&str>, message: String) -> ApiError {
-        let mut d = json!({"kind": plural});
-        if let Some(n) = name {
-            d["name"] = json!(n);
-        }
-        if !group.is_empty() {
-            d["group"] = json!(group);
-        }
-        ApiError::new(403, "Forbidden", message, Some(d))
+        ApiError::new(
+            403,
+            "Forbidden",
+            message,
+            Some(details(plural, group, name)),
+        )
+    }
+
+    /// RBAC denial of a path outside resources.
+    pub fn forbidden_path(message: String) -> ApiError {
+        ApiError::new(403, "Forbidden", message, Some(json!({})))
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -199,7 +192,7 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator decodes protobuf only for Secrets, ConfigMaps, Namespaces and ServiceAccounts: use kubectl apply/create -f with YAML or JSON)"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type}; the arc-hook simulator decodes protobuf only for Secrets, ConfigMaps, Namespaces, ServiceAccounts, SelfSubjectAccessReviews and SelfSubjectRulesReviews: use kubectl apply/create -f with YAML or JSON)"
             ),
             None,
         )
@@ -246,6 +239,18 @@ impl ApiError {
     }
 }
 
+/// A Status's `details`: what the error is about (the core group left out).
+fn details(kind: &str, group: &str, name: Option<&str>) -> Value {
+    let mut d = json!({"kind": kind});
+    if let Some(n) = name {
+        d["name"] = json!(n);
+    }
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    d
+}
+
 /// `pods` or `jobs.batch`, as kube-apiserver names a resource in messages.
 fn qualified(plural: &str, group: &str) -> String {
     if group.is_empty() {
@@ -272,6 +277,25 @@ pub fn json_response(code: http::StatusCode, body: &Value) -> Response {
         bytes,
     )
         .into_response()
+}
+
+/// A 200 response whose body is what `rx` receives, as it comes; an `Err` cuts the connection
+/// mid-body (a watch or a followed log).
+pub fn streamed_response<E>(
+    content_type: &'static str,
+    mut rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, E>>,
+) -> Response
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Response::builder()
+        .status(http::StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            ApiError::internal(500, "cannot build a streamed response").into_response()
+        })
 }
 
 #[cfg(test)]

@@ -5,9 +5,18 @@ use serde_json::{Value, json};
 use super::meta;
 use super::resources::Resource;
 
-fn col(name: &str, ty: &str, priority: i32) -> Value {
+/// A column definition; every cell the simulator prints is a string.
+fn col(name: &str, priority: i32) -> Value {
     let format = if name == "Name" { "name" } else { "" };
-    json!({"name": name, "type": ty, "format": format, "description": "", "priority": priority})
+    json!({"name": name, "type": "string", "format": format, "description": "", "priority": priority})
+}
+
+/// The list at `pointer` (empty when absent).
+fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// The STATUS kubectl shows for a pod.
@@ -21,17 +30,11 @@ pub fn pod_status_reason(pod: &Value) -> String {
         .or(pod.pointer("/status/phase").and_then(Value::as_str))
         .unwrap_or("Pending")
         .to_string();
-    let inits = pod
-        .pointer("/status/initContainerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let n_init = pod
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .map(Vec::len)
-        .unwrap_or(0);
-    for (i, s) in inits.iter().enumerate() {
+    let n_init = items(pod, "/spec/initContainers").len();
+    for (i, s) in items(pod, "/status/initContainerStatuses")
+        .iter()
+        .enumerate()
+    {
         if s.pointer("/state/terminated/exitCode")
             .and_then(Value::as_i64)
             == Some(0)
@@ -53,12 +56,7 @@ pub fn pod_status_reason(pod: &Value) -> String {
         }
         return format!("Init:{i}/{n_init}");
     }
-    for s in pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
+    for s in items(pod, "/status/containerStatuses") {
         if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
             reason = r.to_string();
         } else if let Some(r) = s
@@ -73,16 +71,8 @@ pub fn pod_status_reason(pod: &Value) -> String {
 }
 
 fn pod_row(p: &Value) -> Vec<Value> {
-    let statuses = p
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let total = p
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(Vec::len)
-        .unwrap_or(0);
+    let statuses = items(p, "/status/containerStatuses");
+    let total = items(p, "/spec/containers").len();
     let ready = statuses
         .iter()
         .filter(|s| s["ready"] == json!(true))
@@ -96,9 +86,7 @@ fn pod_row(p: &Value) -> Vec<Value> {
         json!(format!("{ready}/{total}")),
         json!(pod_status_reason(p)),
         json!(restarts.to_string()),
-        json!(meta::human_age(
-            meta::str_at(p, &["metadata", "creationTimestamp"]).unwrap_or("")
-        )),
+        json!(meta::age(p)),
         json!(meta::str_at(p, &["status", "podIP"]).unwrap_or("<none>")),
         json!(meta::str_at(p, &["spec", "nodeName"]).unwrap_or("<none>")),
         json!("<none>"),
@@ -107,19 +95,9 @@ fn pod_row(p: &Value) -> Vec<Value> {
 }
 
 fn job_row(j: &Value) -> Vec<Value> {
-    let conds = j
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let has = |t: &str| {
-        conds
-            .iter()
-            .any(|c| c["type"] == t && c["status"] == "True")
-    };
-    let status = if has("Complete") {
+    let status = if meta::condition_true(j, "Complete") {
         "Complete"
-    } else if has("Failed") {
+    } else if meta::condition_true(j, "Failed") {
         "Failed"
     } else {
         "Running"
@@ -132,7 +110,6 @@ fn job_row(j: &Value) -> Vec<Value> {
         .pointer("/spec/completions")
         .and_then(Value::as_i64)
         .unwrap_or(1);
-    let age = meta::human_age(meta::str_at(j, &["metadata", "creationTimestamp"]).unwrap_or(""));
     // DURATION runs from startTime to completionTime, or to now while the job runs.
     let duration = match meta::str_at(j, &["status", "startTime"]) {
         Some(start) => meta::human_duration(start, meta::str_at(j, &["status", "completionTime"])),
@@ -143,7 +120,7 @@ fn job_row(j: &Value) -> Vec<Value> {
         json!(status),
         json!(format!("{succeeded}/{completions}")),
         json!(duration),
-        json!(age),
+        json!(meta::age(j)),
     ]
 }
 
@@ -168,101 +145,107 @@ fn event_row(e: &Value) -> Vec<Value> {
 }
 
 fn node_row(n: &Value) -> Vec<Value> {
-    let age = meta::human_age(meta::str_at(n, &["metadata", "creationTimestamp"]).unwrap_or(""));
     let version = meta::str_at(n, &["status", "nodeInfo", "kubeletVersion"]).unwrap_or("");
     vec![
         json!(meta::name(n)),
         json!("Ready"),
         json!("<none>"),
-        json!(age),
+        json!(meta::age(n)),
         json!(version),
     ]
 }
 
 fn namespace_row(n: &Value) -> Vec<Value> {
-    let age = meta::human_age(meta::str_at(n, &["metadata", "creationTimestamp"]).unwrap_or(""));
     vec![
         json!(meta::name(n)),
         json!(meta::str_at(n, &["status", "phase"]).unwrap_or("Active")),
-        json!(age),
+        json!(meta::age(n)),
     ]
 }
 
-/// A Table of `items` (full objects ride along in each row, as `includeObject=Object` would).
-pub fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
-    type RowFn = fn(&Value) -> Vec<Value>;
-    let (columns, row_fn): (Vec<Value>, RowFn) = match res.id {
+fn default_row(o: &Value) -> Vec<Value> {
+    vec![json!(meta::name(o)), json!(meta::age(o))]
+}
+
+/// How `kubectl get` prints a resource: its columns (name, priority: 1 shows with `-o wide`)
+/// and the cells of one object's row.
+struct Printer {
+    columns: &'static [Column],
+    row: RowFn,
+}
+
+/// A column's name and priority.
+type Column = (&'static str, i32);
+/// The cells of one object's row.
+type RowFn = fn(&Value) -> Vec<Value>;
+
+fn printer(res: &Resource) -> Printer {
+    let (columns, row): (&[Column], RowFn) = match res.id {
         "pods" => (
-            vec![
-                col("Name", "string", 0),
-                col("Ready", "string", 0),
-                col("Status", "string", 0),
-                col("Restarts", "string", 0),
-                col("Age", "string", 0),
-                col("IP", "string", 1),
-                col("Node", "string", 1),
-                col("Nominated Node", "string", 1),
-                col("Readiness Gates", "string", 1),
+            &[
+                ("Name", 0),
+                ("Ready", 0),
+                ("Status", 0),
+                ("Restarts", 0),
+                ("Age", 0),
+                ("IP", 1),
+                ("Node", 1),
+                ("Nominated Node", 1),
+                ("Readiness Gates", 1),
             ],
             pod_row,
         ),
         "jobs.batch" => (
-            vec![
-                col("Name", "string", 0),
-                col("Status", "string", 0),
-                col("Completions", "string", 0),
-                col("Duration", "string", 0),
-                col("Age", "string", 0),
+            &[
+                ("Name", 0),
+                ("Status", 0),
+                ("Completions", 0),
+                ("Duration", 0),
+                ("Age", 0),
             ],
             job_row,
         ),
         "events" => (
-            vec![
-                col("Last Seen", "string", 0),
-                col("Type", "string", 0),
-                col("Reason", "string", 0),
-                col("Object", "string", 0),
-                col("Message", "string", 0),
+            &[
+                ("Last Seen", 0),
+                ("Type", 0),
+                ("Reason", 0),
+                ("Object", 0),
+                ("Message", 0),
             ],
             event_row,
         ),
         "nodes" => (
-            vec![
-                col("Name", "string", 0),
-                col("Status", "string", 0),
-                col("Roles", "string", 0),
-                col("Age", "string", 0),
-                col("Version", "string", 0),
+            &[
+                ("Name", 0),
+                ("Status", 0),
+                ("Roles", 0),
+                ("Age", 0),
+                ("Version", 0),
             ],
             node_row,
         ),
-        "namespaces" => (
-            vec![
-                col("Name", "string", 0),
-                col("Status", "string", 0),
-                col("Age", "string", 0),
-            ],
-            namespace_row,
-        ),
-        _ => (
-            vec![col("Name", "string", 0), col("Age", "string", 0)],
-            |o| {
-                vec![
-                    json!(meta::name(o)),
-                    json!(meta::human_age(
-                        meta::str_at(o, &["metadata", "creationTimestamp"]).unwrap_or("")
-                    )),
-                ]
-            },
-        ),
+        "namespaces" => (&[("Name", 0), ("Status", 0), ("Age", 0)], namespace_row),
+        _ => (&[("Name", 0), ("Age", 0)], default_row),
     };
+    Printer { columns, row }
+}
+
+/// A Table of `items` (full objects ride along in each row, as `includeObject=Object` would).
+pub fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
+    let printer = printer(res);
+    let columns: Vec<Value> = printer
+        .columns
+        .iter()
+        .map(|(name, priority)| col(name, *priority))
+        .collect();
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
             let mut obj = o.clone();
             obj["apiVersion"] = json!(res.api_version());
             obj["kind"] = json!(res.kind);
-            json!({"cells": row_fn(o), "object": obj})
+            json!({"cells": (printer.row)(o), "object": obj})
         })
         .collect();
     let mut md = json!({});

@@ -4,14 +4,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::SimState;
 use super::api::{Filter, Query, Target, present, store_id};
-use super::status::ApiError;
+use super::status::{ApiError, streamed_response};
 use super::store::{Change, ChangeKind, StoreError};
 
 /// Bookmarks go out this often when the client allows them.
@@ -89,7 +89,7 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query, as_table: bool) -> Respon
         .unwrap_or(DEFAULT_TIMEOUT);
     let close_after = sim.faults.watch_close_after_events();
 
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     // Snapshot and subscription at the same resourceVersion, so nothing falls between them.
     let (initial, from) = if send_initial {
         let (items, rv) = sim.store.list(store_id(t.res), t.ns.as_deref());
@@ -179,12 +179,5 @@ pub fn serve(sim: Arc<SimState>, t: Target, q: &Query, as_table: bool) -> Respon
             }
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Response::builder()
-        .status(200)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| {
-            ApiError::internal(500, "cannot build the watch response").into_response()
-        })
+    streamed_response("application/json", rx)
 }

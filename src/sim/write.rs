@@ -58,8 +58,14 @@ pub async fn create(
         return Err(ApiError::method_not_allowed());
     }
     let obj = with_type(t.res, parse_body(body)?);
-    if t.res.id == "selfsubjectaccessreviews.authorization.k8s.io" {
-        return Ok(rbac::review(sim.cfg.rbac.as_deref(), obj));
+    match t.res.id {
+        "selfsubjectaccessreviews.authorization.k8s.io" => {
+            return rbac::review(sim.cfg.rbac.as_deref(), obj);
+        }
+        "selfsubjectrulesreviews.authorization.k8s.io" => {
+            return Ok(rbac::rules_review(sim.cfg.rbac.as_deref(), obj));
+        }
+        _ => {}
     }
     if t.res.id == "namespaces" {
         return cluster::create_namespace(sim, meta::name(&obj));

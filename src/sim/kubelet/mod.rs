@@ -22,7 +22,7 @@ use super::store::Key;
 use super::{SimState, meta};
 
 pub use container::exit_code;
-pub use process::{Identity, Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
 pub use scheduling::default_allocatable;
 
 /// How long shutdown waits for pod workers to clean up.
@@ -47,10 +47,8 @@ pub(crate) enum Command {
 pub struct ContainerRt {
     /// Main process id while running.
     pub pid: Option<i32>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<PathBuf>,
-    /// Who the container runs as; exec'd processes run as the same user.
-    pub user: Option<Identity>,
+    /// The main process; exec'd processes get its env, working directory and user.
+    pub process: ProcessSpec,
     pub logs: Arc<LogBuffer>,
     /// The log of the previous run, after a restart.
     pub previous_logs: Option<Arc<LogBuffer>>,

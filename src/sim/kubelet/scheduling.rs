@@ -81,21 +81,17 @@ pub fn requests(pod: &Value) -> Resources {
             }
         }
     };
-    for c in spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        add(&mut total, c, false);
-    }
-    for c in spec
-        .get("initContainers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        add(&mut total, c, true);
+    // Containers run side by side and add up; init containers run one at a time, so the
+    // largest counts.
+    for (list, max) in [("containers", false), ("initContainers", true)] {
+        for c in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add(&mut total, c, max);
+        }
     }
     total.into_iter().collect()
 }

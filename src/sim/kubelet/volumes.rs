@@ -65,28 +65,26 @@ fn object_data(
     let obj = store.get(&Key::new(resource, ns, name))?;
     let mut out = Vec::new();
     let b64 = base64::engine::general_purpose::STANDARD;
-    if let Some(m) = obj.get("data").and_then(Value::as_object) {
-        for (k, v) in m {
+    // (field, whether its values are base64): a Secret's `data` is, a ConfigMap's is not.
+    let fields = [
+        ("data", resource == "secrets"),
+        ("binaryData", true),
+        ("stringData", false),
+    ];
+    for (field, base64) in fields {
+        for (k, v) in obj
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             let s = v.as_str().unwrap_or("");
-            let bytes = if resource == "secrets" {
+            let bytes = if base64 {
                 b64.decode(s).unwrap_or_default()
             } else {
                 s.as_bytes().to_vec()
             };
             out.push((k.clone(), bytes));
-        }
-    }
-    for field in ["binaryData", "stringData"] {
-        if let Some(m) = obj.get(field).and_then(Value::as_object) {
-            for (k, v) in m {
-                let s = v.as_str().unwrap_or("");
-                let bytes = if field == "binaryData" {
-                    b64.decode(s).unwrap_or_default()
-                } else {
-                    s.as_bytes().to_vec()
-                };
-                out.push((k.clone(), bytes));
-            }
         }
     }
     Some(out)
@@ -345,14 +343,10 @@ pub fn container_env(
 /// Files an image "has" that shadow the host's: configured by exact reference or by name without
 /// tag; any image whose repository's last component is `alpine` looks like Alpine by default.
 pub fn image_files(cfg: &SimConfig, image: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    if let Some(f) = cfg.image_files.get(image) {
+    if let Some(f) = for_image(&cfg.image_files, image) {
         return f.clone();
     }
-    let repo = image_repository(image);
-    if let Some(f) = cfg.image_files.get(repo) {
-        return f.clone();
-    }
-    if repo.rsplit('/').next() == Some("alpine") {
+    if image_repository(image).rsplit('/').next() == Some("alpine") {
         let os_release = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME=\"Alpine Linux v3.19\"\nHOME_URL=\"https://alpinelinux.org/\"\nBUG_REPORT_URL=\"https://gitlab.alpinelinux.org/alpine/aports/-/issues\"\n";
         return vec![(
             PathBuf::from("/etc/os-release"),
@@ -369,6 +363,14 @@ pub fn image_repository(image: &str) -> &str {
         Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
         _ => no_digest,
     }
+}
+
+/// An image's entry in a per-image setting (`image_commands`, `image_users`, `image_files`): by
+/// exact reference, else by repository (every tag and digest).
+pub fn for_image<'a, T>(settings: &'a HashMap<String, T>, image: &str) -> Option<&'a T> {
+    settings
+        .get(image)
+        .or_else(|| settings.get(image_repository(image)))
 }
 
 /// The bind mounts of one container: its volumeMounts (subPath/subPathExpr resolved and created)

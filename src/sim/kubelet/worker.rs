@@ -580,7 +580,6 @@ impl Worker {
 
     fn pull(&mut self, i: usize) -> bool {
         let image = self.containers[i].image().to_string();
-        let fp = self.containers[i].field_path();
         let policy = self.containers[i]
             .spec
             .get("imagePullPolicy")
@@ -588,46 +587,23 @@ impl Worker {
             .unwrap_or("IfNotPresent")
             .to_string();
         if let Some(message) = super::image_ref::invalid_image_message(&image) {
-            self.event(Source::Kubelet, true, "InspectFailed", &message, Some(&fp));
-            self.event(
-                Source::Kubelet,
-                true,
-                "Failed",
-                "Error: InvalidImageName",
-                Some(&fp),
-            );
-            self.containers[i].state =
-                json!({"waiting": {"reason": "InvalidImageName", "message": message}});
+            self.container_event(i, true, "InspectFailed", &message);
+            self.image_unavailable(i, "InvalidImageName", message);
             self.stage = Stage::PullFailed;
             return false;
         }
         if self.sim.cfg.unpullable_images.contains(&image) {
-            self.event(
-                Source::Kubelet,
-                false,
-                "Pulling",
-                &format!("Pulling image \"{image}\""),
-                Some(&fp),
-            );
+            self.container_event(i, false, "Pulling", &format!("Pulling image \"{image}\""));
             let cause = format!(
                 "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
             );
-            self.event(
-                Source::Kubelet,
+            self.container_event(
+                i,
                 true,
                 "Failed",
                 &format!("Failed to pull image \"{image}\": {cause}"),
-                Some(&fp),
             );
-            self.event(
-                Source::Kubelet,
-                true,
-                "Failed",
-                "Error: ErrImagePull",
-                Some(&fp),
-            );
-            self.containers[i].state =
-                json!({"waiting": {"reason": "ErrImagePull", "message": cause}});
+            self.image_unavailable(i, "ErrImagePull", cause);
             self.stage = Stage::PullFailed;
             self.timer =
                 Some(Instant::now() + self.sim.cfg.start_delay.max(Duration::from_millis(500)));
@@ -635,21 +611,14 @@ impl Worker {
         }
         if !self.containers[i].pulled {
             if policy == "Always" {
-                self.event(
-                    Source::Kubelet,
-                    false,
-                    "Pulling",
-                    &format!("Pulling image \"{image}\""),
-                    Some(&fp),
-                );
-                self.event(Source::Kubelet, false, "Pulled", &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 3623807 bytes."), Some(&fp));
+                self.container_event(i, false, "Pulling", &format!("Pulling image \"{image}\""));
+                self.container_event(i, false, "Pulled", &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 3623807 bytes."));
             } else {
-                self.event(
-                    Source::Kubelet,
+                self.container_event(
+                    i,
                     false,
                     "Pulled",
                     &format!("Container image \"{image}\" already present on machine"),
-                    Some(&fp),
                 );
             }
             self.containers[i].pulled = true;
@@ -666,24 +635,24 @@ impl Worker {
                 == Some("ErrImagePull")
             {
                 let image = self.containers[i].image().to_string();
-                let fp = self.containers[i].field_path();
-                self.containers[i].state = json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}});
-                self.event(
-                    Source::Kubelet,
-                    false,
-                    "BackOff",
-                    &format!("Back-off pulling image \"{image}\""),
-                    Some(&fp),
-                );
-                self.event(
-                    Source::Kubelet,
-                    true,
-                    "Failed",
-                    "Error: ImagePullBackOff",
-                    Some(&fp),
-                );
+                let message = format!("Back-off pulling image \"{image}\"");
+                self.container_event(i, false, "BackOff", &message);
+                self.image_unavailable(i, "ImagePullBackOff", message);
             }
         }
+    }
+
+    /// An event about container `i` from the kubelet, naming the container's field path.
+    fn container_event(&self, i: usize, warning: bool, reason: &str, message: &str) {
+        let fp = self.containers[i].field_path();
+        self.event(Source::Kubelet, warning, reason, message, Some(&fp));
+    }
+
+    /// A container whose image cannot be had waits with `reason`, which the kubelet reports
+    /// as `Error: <reason>`.
+    fn image_unavailable(&mut self, i: usize, reason: &str, message: String) {
+        self.container_event(i, true, "Failed", &format!("Error: {reason}"));
+        self.containers[i].state = json!({"waiting": {"reason": reason, "message": message}});
     }
 
     fn argv(&self, spec: &Value, env: &[(String, String)]) -> Vec<String> {
@@ -711,12 +680,7 @@ impl Worker {
             };
         }
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
-        let configured = self.sim.cfg.image_commands.get(image).or_else(|| {
-            self.sim
-                .cfg
-                .image_commands
-                .get(volumes::image_repository(image))
-        });
+        let configured = volumes::for_image(&self.sim.cfg.image_commands, image);
         // Docker semantics: `args` replace the image's CMD but keep its ENTRYPOINT, which a
         // configured image command stands in for (an image without one has no ENTRYPOINT).
         match configured {
@@ -739,12 +703,7 @@ impl Worker {
                 .and_then(|n| u32::try_from(n).ok())
         };
         let image = spec.get("image").and_then(Value::as_str).unwrap_or("");
-        let from_image = self.sim.cfg.image_users.get(image).or_else(|| {
-            self.sim
-                .cfg
-                .image_users
-                .get(volumes::image_repository(image))
-        });
+        let from_image = volumes::for_image(&self.sim.cfg.image_users, image);
         let uid = field("runAsUser").or(from_image.map(|u| u.0));
         let gid = field("runAsGroup").or(from_image.map(|u| u.1));
         let groups: Vec<u32> = pod_sc
@@ -787,14 +746,7 @@ impl Worker {
         let env = match volumes::container_env(&self.sim.store, &latest, &spec) {
             Ok(env) => env,
             Err(message) => {
-                let fp = self.containers[i].field_path();
-                self.event(
-                    Source::Kubelet,
-                    true,
-                    "Failed",
-                    &format!("Error: {message}"),
-                    Some(&fp),
-                );
+                self.container_event(i, true, "Failed", &format!("Error: {message}"));
                 self.containers[i].state = json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
                 return;
             }
@@ -810,8 +762,8 @@ impl Worker {
         let pspec = ProcessSpec {
             argv,
             env: env.clone(),
-            working_dir: working_dir.clone(),
-            user: user.clone(),
+            working_dir,
+            user,
         };
         let spawned =
             volumes::container_mounts(&self.sim.cfg, &self.sandbox, &self.volumes, &spec, &env)
@@ -833,90 +785,55 @@ impl Worker {
                 self.uid, self.containers[i].restart_count
             ))
         );
-        let fp = self.containers[i].field_path();
         let now = meta::now();
         self.containers[i].container_id = Some(container_id.clone());
+        let runtime = ContainerRt {
+            pid: None,
+            process: pspec,
+            logs: logs.clone(),
+            previous_logs: None,
+        };
         match spawned {
             Ok(child) => {
                 let pid = child.id().map(|p| p as i32).unwrap_or(0);
-                self.event(
-                    Source::Kubelet,
-                    false,
-                    "Created",
-                    &format!("Created container: {name}"),
-                    Some(&fp),
-                );
-                self.event(
-                    Source::Kubelet,
-                    false,
-                    "Started",
-                    &format!("Started container {name}"),
-                    Some(&fp),
-                );
+                self.container_event(i, false, "Created", &format!("Created container: {name}"));
+                self.container_event(i, false, "Started", &format!("Started container {name}"));
                 let c = &mut self.containers[i];
                 c.pid = Some(pid);
                 c.started = true;
                 c.ready = c.kind != Kind::Init;
                 c.state = json!({"running": {"startedAt": now}});
-                let previous_logs = self
-                    .handle
-                    .rt()
-                    .containers
-                    .get(&name)
-                    .map(|c| c.logs.clone());
-                self.handle.rt().containers.insert(
-                    name.clone(),
+                self.register_runtime(
+                    &name,
                     ContainerRt {
                         pid: Some(pid),
-                        env,
-                        working_dir,
-                        user: user.clone(),
-                        logs: logs.clone(),
-                        previous_logs,
+                        ..runtime
                     },
                 );
                 monitor(child, name, pid, logs, self.exits.clone());
             }
             Err(e) => {
+                let program = runtime
+                    .process
+                    .argv
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("");
                 let what = match e.kind() {
-                    std::io::ErrorKind::NotFound => format!(
-                        "exec: \"{}\": executable file not found in $PATH",
-                        pspec.argv.first().map(String::as_str).unwrap_or("")
-                    ),
-                    std::io::ErrorKind::PermissionDenied => format!(
-                        "exec: \"{}\": permission denied",
-                        pspec.argv.first().map(String::as_str).unwrap_or("")
-                    ),
+                    std::io::ErrorKind::NotFound => {
+                        format!("exec: \"{program}\": executable file not found in $PATH")
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        format!("exec: \"{program}\": permission denied")
+                    }
                     _ => e.to_string(),
                 };
                 let message = format!(
                     "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: {what}: unknown"
                 );
-                self.event(
-                    Source::Kubelet,
-                    true,
-                    "Failed",
-                    &format!("Error: {message}"),
-                    Some(&fp),
-                );
+                self.container_event(i, true, "Failed", &format!("Error: {message}"));
                 logs.close();
-                let previous_logs = self
-                    .handle
-                    .rt()
-                    .containers
-                    .get(&name)
-                    .map(|c| c.logs.clone());
-                self.handle.rt().containers.insert(
-                    name.clone(),
-                    ContainerRt {
-                        pid: None,
-                        env,
-                        working_dir,
-                        user: user.clone(),
-                        logs,
-                        previous_logs,
-                    },
-                );
+                self.register_runtime(&name, runtime);
                 let c = &mut self.containers[i];
                 c.state = json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": message, "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now, "containerID": container_id}});
                 c.pid = None;
@@ -928,6 +845,14 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// Records a (re)started container's runtime, what exec and logs read; the previous run's
+    /// log stays readable (`previous=true`).
+    fn register_runtime(&self, name: &str, mut runtime: ContainerRt) {
+        let mut rt = self.handle.rt();
+        runtime.previous_logs = rt.containers.get(name).map(|c| c.logs.clone());
+        rt.containers.insert(name.to_string(), runtime);
     }
 
     fn restart_policy(&self) -> &str {
@@ -993,12 +918,11 @@ impl Worker {
             );
             c.state = json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}});
             c.restart_at = Some(Instant::now() + backoff);
-            let (name, fp) = (c.name.clone(), c.field_path());
             let text = format!(
-                "Back-off restarting failed container {name} in pod {}_{}({})",
-                self.key.name, self.key.namespace, self.uid
+                "Back-off restarting failed container {} in pod {}_{}({})",
+                c.name, self.key.name, self.key.namespace, self.uid
             );
-            self.event(Source::Kubelet, true, "BackOff", &text, Some(&fp));
+            self.container_event(i, true, "BackOff", &text);
         } else {
             match kind {
                 Kind::Init if exit.code == 0 => self.start_next(),
