@@ -1,6 +1,5 @@
 //! `arc-hook exporter`: GitHub Actions workflow, job and queue-time metrics for Prometheus.
 pub mod collect;
-pub mod fake_github;
 pub mod github;
 pub mod ledger;
 pub mod metrics;

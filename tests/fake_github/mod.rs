@@ -1,4 +1,6 @@
-//! A fake GitHub REST API (runs, jobs, repos, App tokens) with pagination, ETags and rate limits, for tests and benches.
+//! A fake GitHub REST API (runs, jobs, repos, App tokens) with pagination, ETags and rate limits, for the exporter's tests and benches.
+// Each test binary (and benches/exporter.rs) includes this module and uses only part of it.
+#![allow(dead_code)]
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash as _, Hasher as _};
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
-use super::github::{Job, WorkflowRun};
+use arc_hook::exporter::github::{Job, WorkflowRun};
 
 /// One repository's history as the fake serves it.
 #[derive(Debug, Clone, Default)]
