@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_hook::exporter::collect::Scope;
 use arc_hook::exporter::github::{ClientOptions, Credentials};
-use arc_hook::exporter::ledger::{BranchPolicy, Ledger};
+use arc_hook::exporter::ledger::{BranchPolicy, Ledger, RunJobs};
 use arc_hook::exporter::metrics::{Format, SelfStats};
 use arc_hook::exporter::{Config, Exporter};
 use chrono::{DateTime, Utc};
@@ -151,7 +151,13 @@ fn in_process(repos: u64) {
                 for j in &attempt_jobs {
                     jobs += u64::from(ledger.record_job(j, now));
                 }
-                attempts += u64::from(ledger.record_run(&repo, Some("main"), &attempt, now));
+                attempts += u64::from(ledger.record_run(
+                    &repo,
+                    Some("main"),
+                    &attempt,
+                    now,
+                    RunJobs::Counted,
+                ));
             }
         }
     }
