@@ -545,25 +545,25 @@ impl Ledger {
     /// Forgets attempts and jobs older than the window (they can no longer be counted anyway).
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let horizon = now - self.window;
-        let (runs, seen_runs) = (&mut self.runs, &mut self.seen_runs);
-        runs.retain(|r| {
-            let keep = r.completed_at >= horizon;
-            if !keep {
-                seen_runs.remove(&(r.run_id, r.attempt));
-            }
-            keep
-        });
+        retain_since(
+            &mut self.runs,
+            horizon,
+            |r| r.completed_at,
+            |r| {
+                self.seen_runs.remove(&(r.run_id, r.attempt));
+            },
+        );
         let before = self.streaks.len();
         self.streaks.retain(|_, st| st.last_run_at >= horizon);
         self.dirty |= before != self.streaks.len();
-        let (jobs, seen_jobs) = (&mut self.jobs, &mut self.seen_jobs);
-        jobs.retain(|j| {
-            let keep = j.started_at >= horizon;
-            if !keep {
-                seen_jobs.remove(&(j.job_id, j.attempt));
-            }
-            keep
-        });
+        retain_since(
+            &mut self.jobs,
+            horizon,
+            |j| j.started_at,
+            |j| {
+                self.seen_jobs.remove(&(j.job_id, j.attempt));
+            },
+        );
     }
 
     /// The metric values, with the gauges that depend on `now` computed.
@@ -633,6 +633,22 @@ fn on_default_branch(
         (Some(b), None) => branches.allows(b),
         (None, _) => false,
     }
+}
+
+/// Keeps the entries dated (by `at`) from `horizon` on; `forget` is called with each one dropped.
+fn retain_since<T>(
+    entries: &mut Vec<T>,
+    horizon: DateTime<Utc>,
+    at: impl Fn(&T) -> DateTime<Utc>,
+    mut forget: impl FnMut(&T),
+) {
+    entries.retain(|e| {
+        let keep = at(e) >= horizon;
+        if !keep {
+            forget(e);
+        }
+        keep
+    });
 }
 
 #[cfg(test)]
