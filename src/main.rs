@@ -148,8 +148,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "exporter")]
         Cmd::Exporter(args) => {
+            let env = arc_hook::config::ExporterEnv::from_env()
+                .context("error: exporter: reading exporter credentials from the environment")?;
             runtime(Flavour::Server)?
-                .block_on(arc_hook::exporter::run(args))
+                .block_on(arc_hook::exporter::run(args, env))
                 .context("error: exporter")?;
             Ok(ExitCode::SUCCESS)
         }

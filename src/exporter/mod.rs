@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use chrono::Utc;
 
-use crate::config::{ConfigError, ExporterEnv, GitHubAuthEnv};
+use crate::config::{ExporterEnv, GitHubAuthEnv};
 use collect::{Collector, PollReport, Scope};
 use github::{Client, ClientOptions, Credentials, GitHubError};
 use ledger::{BranchPolicy, Ledger, State, StateError};
@@ -97,8 +97,6 @@ pub enum Error {
     State(#[from] StateError),
     #[error("{0}")]
     Config(String),
-    #[error(transparent)]
-    Env(#[from] ConfigError),
     #[error("cannot read GITHUB_APP_PRIVATE_KEY_PATH {}", path.display())]
     PrivateKey {
         path: PathBuf,
@@ -351,12 +349,10 @@ pub fn load_or_set_aside(path: &std::path::Path) -> Result<State, StateError> {
     }
 }
 
-/// `arc-hook exporter`: serve metrics and poll until SIGINT/SIGTERM.
-pub async fn run(args: ExporterArgs) -> anyhow::Result<()> {
-    let secrets = ExporterEnv::from_env()
-        .map_err(Error::from)
-        .and_then(Secrets::load)
-        .context("reading exporter credentials from the environment")?;
+/// `arc-hook exporter`: serve metrics and poll until SIGINT/SIGTERM, with the secrets `env` names.
+pub async fn run(args: ExporterArgs, env: ExporterEnv) -> anyhow::Result<()> {
+    let secrets =
+        Secrets::load(env).context("reading exporter credentials from the environment")?;
     let config = Config::from_args(&args, secrets)?;
     let exporter = Exporter::new(config).context("starting the exporter")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
