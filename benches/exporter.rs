@@ -1,14 +1,18 @@
 //! Exporter benchmark: CPU time and peak memory to ingest 100 000 runs across 1 000 repositories,
 //! plus a slice polled end to end through the fake GitHub API. Run with `cargo bench --bench exporter`.
+// The fake GitHub API is test support, shared with the exporter tests (not in the library).
+#[path = "../tests/fake_github/mod.rs"]
+mod fake_github;
+
 use std::time::{Duration, Instant};
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::fake_github::{FakeGitHub, job, run};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
-use arc_hook::exporter::ledger::{BranchPolicy, Ledger};
+use arc_hook::exporter::ledger::{BranchPolicy, Ledger, RunJobs};
 use arc_hook::exporter::metrics::{Format, SelfStats};
 use arc_hook::exporter::{Config, Exporter};
 use chrono::{DateTime, Utc};
+use fake_github::{FakeGitHub, job, run};
 
 const REPOS: u64 = 1_000;
 const RUNS_PER_REPO: u64 = 100;
@@ -147,7 +151,13 @@ fn in_process(repos: u64) {
                 for j in &attempt_jobs {
                     jobs += u64::from(ledger.record_job(j, now));
                 }
-                attempts += u64::from(ledger.record_run(&repo, Some("main"), &attempt, now));
+                attempts += u64::from(ledger.record_run(
+                    &repo,
+                    Some("main"),
+                    &attempt,
+                    now,
+                    RunJobs::Counted,
+                ));
             }
         }
     }

@@ -344,6 +344,254 @@ pub fn runner_flag(value: Option<&str>) -> bool {
     value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "$true"))
 }
 
+// ─── The exporter's and replay's environment ────────────────────────────────────────────────────
+// Kept apart from the hook's `Config`: neither command is the hook, and a variable the hook would
+// refuse (say `ARC_HOOK_WORK_VOLUME=nfs`) must not stop a replay or the exporter.
+
+/// How the exporter authenticates to GitHub, as the environment says. `Debug` never prints a secret.
+#[cfg(feature = "exporter")]
+#[derive(Clone, PartialEq, Eq)]
+pub enum GitHubAuthEnv {
+    /// `GITHUB_TOKEN`: a bearer token; takes precedence over App credentials.
+    Token(String),
+    /// `GITHUB_APP_ID`, `GITHUB_APP_INSTALLATION_ID` and `GITHUB_APP_PRIVATE_KEY_PATH`: a GitHub App
+    /// installation (the exporter reads the key file).
+    App {
+        app_id: String,
+        installation_id: u64,
+        private_key_path: PathBuf,
+    },
+    /// Neither: anonymous requests.
+    Anonymous,
+}
+
+#[cfg(feature = "exporter")]
+impl std::fmt::Debug for GitHubAuthEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::App {
+                app_id,
+                installation_id,
+                private_key_path,
+            } => f
+                .debug_struct("App")
+                .field("app_id", app_id)
+                .field("installation_id", installation_id)
+                .field("private_key_path", private_key_path)
+                .finish(),
+            Self::Anonymous => f.write_str("Anonymous"),
+        }
+    }
+}
+
+/// The exporter's secrets: read from the environment only, never from flags.
+#[cfg(feature = "exporter")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExporterEnv {
+    pub auth: GitHubAuthEnv,
+    /// `GITHUB_WEBHOOK_SECRET`: the webhook's HMAC secret (`exporter --webhook` needs it).
+    pub webhook_secret: Option<Vec<u8>>,
+}
+
+#[cfg(feature = "exporter")]
+impl std::fmt::Debug for ExporterEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterEnv")
+            .field("auth", &self.auth)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+#[cfg(feature = "exporter")]
+impl ExporterEnv {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the exporter's variables through `get` (tests pass a map); an empty value is unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        let missing = |name: &'static str, reason: &str| ConfigError {
+            name,
+            value: String::new(),
+            reason: reason.into(),
+        };
+        let auth = if let Some(token) = get("GITHUB_TOKEN") {
+            GitHubAuthEnv::Token(token)
+        } else if let Some(app_id) = get("GITHUB_APP_ID") {
+            let installation = get("GITHUB_APP_INSTALLATION_ID").ok_or_else(|| {
+                missing(
+                    "GITHUB_APP_INSTALLATION_ID",
+                    "must be set with GITHUB_APP_ID: the App's installation id for the organisation",
+                )
+            })?;
+            let installation_id = installation.trim().parse().map_err(|_| ConfigError {
+                name: "GITHUB_APP_INSTALLATION_ID",
+                value: installation.clone(),
+                reason: "expected the installation's number".into(),
+            })?;
+            let private_key_path = get("GITHUB_APP_PRIVATE_KEY_PATH").ok_or_else(|| {
+                missing(
+                    "GITHUB_APP_PRIVATE_KEY_PATH",
+                    "must be set with GITHUB_APP_ID: the path of the App's private key (PEM)",
+                )
+            })?;
+            GitHubAuthEnv::App {
+                app_id,
+                installation_id,
+                private_key_path: PathBuf::from(private_key_path),
+            }
+        } else {
+            GitHubAuthEnv::Anonymous
+        };
+        Ok(Self {
+            auth,
+            webhook_secret: get("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
+        })
+    }
+}
+
+/// What `replay` reads from its own environment (the job directory's `env` file comes first).
+#[cfg(feature = "sim")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayEnv {
+    /// `ACTIONS_RUNNER_POD_NAME`: the runner pod's name when the job's `env` file gives none.
+    pub runner_pod_name: Option<String>,
+    /// A configured cluster (then replay uses it), or none (then the embedded simulator).
+    pub cluster: ClusterSource,
+}
+
+#[cfg(feature = "sim")]
+impl ReplayEnv {
+    /// Reads the process environment.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok(), |p| p.exists())
+    }
+
+    /// Reads through `get`, with `exists` for `~/.kube/config` (tests pass both).
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        exists: impl Fn(&std::path::Path) -> bool,
+    ) -> Self {
+        Self {
+            runner_pod_name: get("ACTIONS_RUNNER_POD_NAME").filter(|v| !v.trim().is_empty()),
+            cluster: ClusterSource::from_lookup(get, exists),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "exporter"))]
+mod exporter_env_tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<ExporterEnv, ConfigError> {
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ExporterEnv::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn nothing_set_is_anonymous_without_webhook() {
+        let e = env(&[("GITHUB_TOKEN", ""), ("GITHUB_APP_ID", "")]).expect("valid");
+        assert_eq!(e.auth, GitHubAuthEnv::Anonymous);
+        assert_eq!(e.webhook_secret, None);
+    }
+
+    #[test]
+    fn a_token_wins_over_app_credentials_even_incomplete_ones() {
+        let e = env(&[
+            ("GITHUB_TOKEN", "ghp_x"),
+            ("GITHUB_APP_ID", "12"),
+            ("GITHUB_APP_INSTALLATION_ID", "not a number"),
+            ("GITHUB_WEBHOOK_SECRET", "s3cret"),
+        ])
+        .expect("valid");
+        assert_eq!(e.auth, GitHubAuthEnv::Token("ghp_x".into()));
+        assert_eq!(e.webhook_secret.as_deref(), Some(&b"s3cret"[..]));
+        let debug = format!("{e:?}");
+        assert!(
+            !debug.contains("ghp_x") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn app_credentials_need_all_three() {
+        let e = env(&[
+            ("GITHUB_APP_ID", "12"),
+            ("GITHUB_APP_INSTALLATION_ID", "345"),
+            ("GITHUB_APP_PRIVATE_KEY_PATH", "/etc/exporter/key.pem"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            e.auth,
+            GitHubAuthEnv::App {
+                app_id: "12".into(),
+                installation_id: 345,
+                private_key_path: PathBuf::from("/etc/exporter/key.pem"),
+            }
+        );
+        let e = env(&[("GITHUB_APP_ID", "12")]).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "GITHUB_APP_INSTALLATION_ID=\"\": must be set with GITHUB_APP_ID: the App's installation id for the organisation"
+        );
+        let e = env(&[
+            ("GITHUB_APP_ID", "12"),
+            ("GITHUB_APP_INSTALLATION_ID", "acme"),
+        ])
+        .expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "GITHUB_APP_INSTALLATION_ID=\"acme\": expected the installation's number"
+        );
+        let e = env(&[
+            ("GITHUB_APP_ID", "12"),
+            ("GITHUB_APP_INSTALLATION_ID", "345"),
+        ])
+        .expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("GITHUB_APP_PRIVATE_KEY_PATH=\"\": must be set with GITHUB_APP_ID"),
+            "{e}"
+        );
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod replay_env_tests {
+    use super::*;
+
+    #[test]
+    fn runner_pod_name_and_cluster() {
+        let none = |_: &std::path::Path| false;
+        let e = ReplayEnv::from_lookup(
+            |k| (k == "ACTIONS_RUNNER_POD_NAME").then(|| "runner-7".to_string()),
+            none,
+        );
+        assert_eq!(e.runner_pod_name.as_deref(), Some("runner-7"));
+        assert_eq!(e.cluster, ClusterSource::None);
+        let e = ReplayEnv::from_lookup(
+            |k| match k {
+                "ACTIONS_RUNNER_POD_NAME" => Some(" ".to_string()),
+                "KUBECONFIG" => Some("/k".to_string()),
+                _ => None,
+            },
+            none,
+        );
+        assert_eq!(e.runner_pod_name, None, "a blank name is no name");
+        assert_eq!(e.cluster, ClusterSource::Kubeconfig);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

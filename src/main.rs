@@ -119,14 +119,24 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             workdir,
             hook_binary,
         } => {
-            let opts = arc_hook::replay::ReplayOptions {
+            use arc_hook::replay::{self, HookOutput, ReplayOptions};
+            let opts = ReplayOptions {
                 job_dir,
                 workdir,
                 hook_binary,
+                environment: arc_hook::config::ReplayEnv::from_env(),
+                hook_output: HookOutput::Inherit,
+            };
+            // Progress is shown best effort: a closed stdout must not stop the replay before
+            // cleanup_job has run.
+            let mut show = |event: replay::Event| {
+                let _ = replay::print::event(&mut std::io::stdout(), &event);
             };
             let report = runtime(Flavour::Server)?
-                .block_on(arc_hook::replay::replay(&opts))
+                .block_on(replay::replay(&opts, &mut show))
                 .context("error: replay")?;
+            replay::print::summary(&mut std::io::stdout(), &report)
+                .context("error: replay: writing the summary")?;
             Ok(exit_code(report.exit_code))
         }
         #[cfg(feature = "sim")]
@@ -138,8 +148,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "exporter")]
         Cmd::Exporter(args) => {
+            let env = arc_hook::config::ExporterEnv::from_env()
+                .context("error: exporter: reading exporter credentials from the environment")?;
             runtime(Flavour::Server)?
-                .block_on(arc_hook::exporter::run(args))
+                .block_on(arc_hook::exporter::run(args, env))
                 .context("error: exporter")?;
             Ok(ExitCode::SUCCESS)
         }

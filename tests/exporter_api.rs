@@ -1,15 +1,17 @@
 //! The exporter against a fake GitHub API on 127.0.0.1: metric values, pagination, 304s, rate limits,
 //! webhook signatures, restart safety and the exposition formats.
+mod fake_github;
+
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::fake_github::{FakeGitHub, Inject, job, run};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
 use arc_hook::exporter::metrics::Format;
 use arc_hook::exporter::webhook::sign;
 use arc_hook::exporter::{Config, Exporter};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use fake_github::{FakeGitHub, Inject, job, run};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -791,7 +793,7 @@ fn job_event(
     );
     let mut payload = serde_json::json!({
         "action": "completed",
-        "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", "acme/web", &j),
+        "workflow_job": fake_github::job_json("https://api.github.com", "acme/web", &j),
         "repository": {"full_name": "acme/web", "default_branch": "main", "name": "web"},
         "sender": {"login": "octocat"},
     });
@@ -890,13 +892,13 @@ async fn webhook_verifies_signatures_and_dedupes_with_polling() {
         at(base, 60),
         at(base, 600),
     );
-    let repo = arc_hook::exporter::fake_github::FakeRepo {
+    let repo = fake_github::FakeRepo {
         full_name: "acme/web".into(),
         ..Default::default()
     };
     let payload = serde_json::json!({
         "action": "completed",
-        "workflow_run": arc_hook::exporter::fake_github::run_json("https://api.github.com", &repo, &r),
+        "workflow_run": fake_github::run_json("https://api.github.com", &repo, &r),
         "repository": {"full_name": "acme/web", "default_branch": "main"},
     })
     .to_string()
@@ -1080,42 +1082,39 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
     let created = Utc::now() - chrono::Duration::minutes(3);
     let started = created + chrono::Duration::seconds(75);
 
-    let deliver = |n: u32,
-                   action: &str,
-                   status: &str,
-                   started_at: Option<DateTime<Utc>>,
-                   repo: &str| {
-        let mut j = job(
-            900,
-            90,
-            1,
-            &["arc-runner-set"],
-            created,
-            started_at,
-            "success",
-        );
-        j.status = Some(status.into());
-        if status != "completed" {
-            j.conclusion = None;
-            j.completed_at = None;
-        }
-        if status == "queued" {
-            j.runner_name = None;
-        }
-        let body = serde_json::json!({
-            "action": action,
-            "workflow_job": arc_hook::exporter::fake_github::job_json("https://api.github.com", repo, &j),
-            "repository": {"full_name": repo, "default_branch": "main"},
-        })
-        .to_string()
-        .into_bytes();
-        let headers = vec![
-            ("x-github-event", "workflow_job".to_string()),
-            ("x-github-delivery", format!("life-{n}")),
-            ("x-hub-signature-256", sign(SECRET, &body)),
-        ];
-        (headers, body)
-    };
+    let deliver =
+        |n: u32, action: &str, status: &str, started_at: Option<DateTime<Utc>>, repo: &str| {
+            let mut j = job(
+                900,
+                90,
+                1,
+                &["arc-runner-set"],
+                created,
+                started_at,
+                "success",
+            );
+            j.status = Some(status.into());
+            if status != "completed" {
+                j.conclusion = None;
+                j.completed_at = None;
+            }
+            if status == "queued" {
+                j.runner_name = None;
+            }
+            let body = serde_json::json!({
+                "action": action,
+                "workflow_job": fake_github::job_json("https://api.github.com", repo, &j),
+                "repository": {"full_name": repo, "default_branch": "main"},
+            })
+            .to_string()
+            .into_bytes();
+            let headers = vec![
+                ("x-github-event", "workflow_job".to_string()),
+                ("x-github-delivery", format!("life-{n}")),
+                ("x-hub-signature-256", sign(SECRET, &body)),
+            ];
+            (headers, body)
+        };
     // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed.
     for (n, action, status, started_at) in [
         (1, "queued", "queued", Some(created)),

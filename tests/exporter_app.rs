@@ -1,11 +1,13 @@
 //! GitHub App auth against the fake API: RS256 JWT exchanged for an installation token, refreshed before expiry.
+mod fake_github;
+
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::fake_github::{FakeGitHub, job, run};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
 use arc_hook::exporter::{Config, Exporter};
 use chrono::Utc;
+use fake_github::{FakeGitHub, job, run};
 
 /// A throwaway 2048-bit key generated for this test only (PKCS#1, the format GitHub hands out).
 const TEST_APP_KEY: &str = "-----BEGIN RSA PRIVATE KEY-----

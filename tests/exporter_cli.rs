@@ -1,10 +1,12 @@
 //! The real `arc-hook exporter` binary: flag errors, serving /metrics from a fake GitHub, state file at SIGTERM.
+mod fake_github;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use arc_hook::exporter::fake_github::{FakeGitHub, job, run};
 use bytes::Bytes;
 use chrono::Utc;
+use fake_github::{FakeGitHub, job, run};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

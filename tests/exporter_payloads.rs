@@ -2,18 +2,20 @@
 //! `@octokit/webhooks-examples` fed to the webhook handler, and the fake GitHub's answers checked
 //! against GitHub's OpenAPI description (`@octokit/openapi`). `.ci/run` installs both into
 //! target/test-data/ (never committed).
+mod fake_github;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::fake_github::{FakeGitHub, job, queued_job, run};
 use arc_hook::exporter::ledger::{BranchPolicy, Ledger};
 use arc_hook::exporter::metrics::{Format, SelfStats};
 use arc_hook::exporter::webhook::{Webhook, sign};
 use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use chrono::Utc;
+use fake_github::{FakeGitHub, job, queued_job, run};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

@@ -1,16 +1,18 @@
 //! End to end: the exporter against the fake GitHub, scraped by a real Prometheus server that
 //! evaluates deploy/monitoring's rules while the scenario changes; alert states read from its API.
+mod fake_github;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::fake_github::{FakeGitHub, job, queued_job, run};
 use arc_hook::exporter::github::{ClientOptions, Credentials, WorkflowRun};
 use arc_hook::exporter::{Config, Exporter};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use fake_github::{FakeGitHub, job, queued_job, run};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

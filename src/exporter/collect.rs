@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt as _;
 
 use super::github::{Client, GitHubError, Job, Page, Repository, WorkflowRun};
-use super::ledger::Ledger;
+use super::ledger::{Ledger, RunJobs};
 use super::metrics::SelfStats;
 
 /// Runs created this long before the newest run seen are listed again, for runs that
@@ -427,7 +427,13 @@ impl Collector {
             if ledger.has_run_attempt(run.id, run.run_attempt) {
                 ledger.set_jobs_counted(run.id, run.run_attempt);
             } else {
-                outcome.runs += usize::from(ledger.record_run(repo, default_branch, run, now));
+                outcome.runs += usize::from(ledger.record_run(
+                    repo,
+                    default_branch,
+                    run,
+                    now,
+                    RunJobs::Counted,
+                ));
             }
         }
         ledger.set_open_runs(

@@ -207,6 +207,15 @@ fn write_atomically(path: &Path, value: &impl Serialize) -> Result<(), StateErro
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// Whether a run attempt's jobs are counted when the run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunJobs {
+    /// The caller read the jobs and counts them with the run (a poll).
+    Counted,
+    /// Not known yet (a webhook delivery): the next poll reads them.
+    Pending,
+}
+
 /// Counts each run attempt and job attempt once, and keeps the window the derived gauges need.
 #[derive(Debug)]
 pub struct Ledger {
@@ -406,38 +415,18 @@ impl Ledger {
         self.dirty |= before != self.streaks.len();
     }
 
-    /// Counts a completed run attempt once, with its jobs read by the caller. Returns whether it
-    /// was counted: attempts not completed, already counted, or completed before the window are not.
+    /// Counts a completed run attempt once; `jobs` says whether its jobs are counted with it.
+    /// Returns whether it was counted: attempts not completed, already counted, or completed
+    /// before the window are not.
     pub fn record_run(
         &mut self,
         repo: &str,
         default_branch: Option<&str>,
         run: &WorkflowRun,
         now: DateTime<Utc>,
+        jobs: RunJobs,
     ) -> bool {
-        self.count_run(repo, default_branch, run, now, true)
-    }
-
-    /// Counts a completed run attempt once whose jobs are not known yet (a webhook delivery);
-    /// the next poll reads them.
-    pub fn record_run_without_jobs(
-        &mut self,
-        repo: &str,
-        default_branch: Option<&str>,
-        run: &WorkflowRun,
-        now: DateTime<Utc>,
-    ) -> bool {
-        self.count_run(repo, default_branch, run, now, false)
-    }
-
-    fn count_run(
-        &mut self,
-        repo: &str,
-        default_branch: Option<&str>,
-        run: &WorkflowRun,
-        now: DateTime<Utc>,
-        jobs_counted: bool,
-    ) -> bool {
+        let jobs_counted = jobs == RunJobs::Counted;
         if !run.is_completed() {
             return false;
         }
@@ -556,25 +545,25 @@ impl Ledger {
     /// Forgets attempts and jobs older than the window (they can no longer be counted anyway).
     pub fn prune(&mut self, now: DateTime<Utc>) {
         let horizon = now - self.window;
-        let (runs, seen_runs) = (&mut self.runs, &mut self.seen_runs);
-        runs.retain(|r| {
-            let keep = r.completed_at >= horizon;
-            if !keep {
-                seen_runs.remove(&(r.run_id, r.attempt));
-            }
-            keep
-        });
+        retain_since(
+            &mut self.runs,
+            horizon,
+            |r| r.completed_at,
+            |r| {
+                self.seen_runs.remove(&(r.run_id, r.attempt));
+            },
+        );
         let before = self.streaks.len();
         self.streaks.retain(|_, st| st.last_run_at >= horizon);
         self.dirty |= before != self.streaks.len();
-        let (jobs, seen_jobs) = (&mut self.jobs, &mut self.seen_jobs);
-        jobs.retain(|j| {
-            let keep = j.started_at >= horizon;
-            if !keep {
-                seen_jobs.remove(&(j.job_id, j.attempt));
-            }
-            keep
-        });
+        retain_since(
+            &mut self.jobs,
+            horizon,
+            |j| j.started_at,
+            |j| {
+                self.seen_jobs.remove(&(j.job_id, j.attempt));
+            },
+        );
     }
 
     /// The metric values, with the gauges that depend on `now` computed.
@@ -646,6 +635,22 @@ fn on_default_branch(
     }
 }
 
+/// Keeps the entries dated (by `at`) from `horizon` on; `forget` is called with each one dropped.
+fn retain_since<T>(
+    entries: &mut Vec<T>,
+    horizon: DateTime<Utc>,
+    at: impl Fn(&T) -> DateTime<Utc>,
+    mut forget: impl FnMut(&T),
+) {
+    entries.retain(|e| {
+        let keep = at(e) >= horizon;
+        if !keep {
+            forget(e);
+        }
+        keep
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,7 +713,7 @@ mod tests {
             finished(7, nightly, "trunk", "schedule", "success", t(7)),
         ];
         for r in &runs {
-            assert!(l.record_run("acme/web", Some("trunk"), r, now));
+            assert!(l.record_run("acme/web", Some("trunk"), r, now, RunJobs::Counted));
         }
         let streak = |m: &Metrics, path: &str| {
             m.consecutive_failures

@@ -370,13 +370,13 @@ impl Encoder {
         help: &str,
         samples: impl Iterator<Item = (Labels<'a>, u64)>,
     ) {
-        match self.format {
-            Format::Text => self.header(&format!("{family}_total"), help, "counter"),
-            Format::OpenMetrics => self.header(family, help, "counter"),
-        }
-        for (l, v) in samples {
-            self.sample(&format!("{family}_total"), &l, None, &v.to_string());
-        }
+        let total = format!("{family}_total");
+        let header = match self.format {
+            Format::Text => total.as_str(),
+            Format::OpenMetrics => family,
+        };
+        let samples = samples.map(|(l, v)| (l, v.to_string()));
+        self.one_sample_family(header, help, "counter", &total, samples);
     }
 
     fn gauge<'a>(
@@ -385,9 +385,23 @@ impl Encoder {
         help: &str,
         samples: impl Iterator<Item = (Labels<'a>, f64)>,
     ) {
-        self.header(family, help, "gauge");
+        let samples = samples.map(|(l, v)| (l, fmt_f64(v)));
+        self.one_sample_family(family, help, "gauge", family, samples);
+    }
+
+    /// A family whose series are one sample each (counters and gauges): the header under
+    /// `header`, then every series as `sample`.
+    fn one_sample_family<'a>(
+        &mut self,
+        header: &str,
+        help: &str,
+        kind: &str,
+        sample: &str,
+        samples: impl Iterator<Item = (Labels<'a>, String)>,
+    ) {
+        self.header(header, help, kind);
         for (l, v) in samples {
-            self.sample(family, &l, None, &fmt_f64(v));
+            self.sample(sample, &l, None, &v);
         }
     }
 

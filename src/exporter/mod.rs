@@ -1,6 +1,5 @@
 //! `arc-hook exporter`: GitHub Actions workflow, job and queue-time metrics for Prometheus.
 pub mod collect;
-pub mod fake_github;
 pub mod github;
 pub mod ledger;
 pub mod metrics;
@@ -17,13 +16,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use chrono::Utc;
 
+use crate::config::{ExporterEnv, GitHubAuthEnv};
 use collect::{Collector, PollReport, Scope};
 use github::{Client, ClientOptions, Credentials, GitHubError};
 use ledger::{BranchPolicy, Ledger, State, StateError};
 use metrics::{Format, SelfStats};
 use webhook::Webhook;
 
-/// `arc-hook exporter` flags. Secrets come from the environment only (see [`Secrets::from_env`]).
+/// `arc-hook exporter` flags. Secrets come from the environment only (see [`ExporterEnv`]).
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("scope").required(true).args(["org", "repos"])))]
 pub struct ExporterArgs {
@@ -97,9 +97,15 @@ pub enum Error {
     State(#[from] StateError),
     #[error("{0}")]
     Config(String),
+    #[error("cannot read GITHUB_APP_PRIVATE_KEY_PATH {}", path.display())]
+    PrivateKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Secrets read from the environment, never from flags.
+/// The exporter's secrets, resolved: credentials ready to use and the webhook secret.
 #[derive(Clone, Default)]
 pub struct Secrets {
     pub credentials: Option<Credentials>,
@@ -107,34 +113,29 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// Reads `GITHUB_TOKEN`, or `GITHUB_APP_ID` + `GITHUB_APP_INSTALLATION_ID` +
-    /// `GITHUB_APP_PRIVATE_KEY_PATH`, and `GITHUB_WEBHOOK_SECRET`.
-    pub fn from_env() -> Result<Self, Error> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        let credentials = if let Some(t) = var("GITHUB_TOKEN") {
-            Some(Credentials::Token(t))
-        } else if let Some(app_id) = var("GITHUB_APP_ID") {
-            let inst = var("GITHUB_APP_INSTALLATION_ID").ok_or_else(|| {
-                Error::Config("GITHUB_APP_ID is set but GITHUB_APP_INSTALLATION_ID is not".into())
-            })?;
-            let inst: u64 = inst
-                .parse()
-                .map_err(|_| Error::Config("GITHUB_APP_INSTALLATION_ID must be a number".into()))?;
-            let path = var("GITHUB_APP_PRIVATE_KEY_PATH").ok_or_else(|| {
-                Error::Config("GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY_PATH is not".into())
-            })?;
-            let pem = std::fs::read_to_string(&path).map_err(|e| {
-                Error::Config(format!(
-                    "cannot read GITHUB_APP_PRIVATE_KEY_PATH {path}: {e}"
-                ))
-            })?;
-            Some(Credentials::app_from_pem(app_id, inst, &pem)?)
-        } else {
-            None
+    /// Resolves what the environment named (see [`ExporterEnv`]): an App's private key is read
+    /// from its file here.
+    pub fn load(env: ExporterEnv) -> Result<Self, Error> {
+        let credentials = match env.auth {
+            GitHubAuthEnv::Token(t) => Some(Credentials::Token(t)),
+            GitHubAuthEnv::App {
+                app_id,
+                installation_id,
+                private_key_path,
+            } => {
+                let pem = std::fs::read_to_string(&private_key_path).map_err(|source| {
+                    Error::PrivateKey {
+                        path: private_key_path,
+                        source,
+                    }
+                })?;
+                Some(Credentials::app_from_pem(app_id, installation_id, &pem)?)
+            }
+            GitHubAuthEnv::Anonymous => None,
         };
         Ok(Secrets {
             credentials,
-            webhook_secret: var("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
+            webhook_secret: env.webhook_secret,
         })
     }
 }
@@ -348,10 +349,10 @@ pub fn load_or_set_aside(path: &std::path::Path) -> Result<State, StateError> {
     }
 }
 
-/// `arc-hook exporter`: serve metrics and poll until SIGINT/SIGTERM.
-pub async fn run(args: ExporterArgs) -> anyhow::Result<()> {
+/// `arc-hook exporter`: serve metrics and poll until SIGINT/SIGTERM, with the secrets `env` names.
+pub async fn run(args: ExporterArgs, env: ExporterEnv) -> anyhow::Result<()> {
     let secrets =
-        Secrets::from_env().context("reading exporter credentials from the environment")?;
+        Secrets::load(env).context("reading exporter credentials from the environment")?;
     let config = Config::from_args(&args, secrets)?;
     let exporter = Exporter::new(config).context("starting the exporter")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -440,5 +441,31 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn secrets_name_an_unreadable_app_key() {
+        let env = ExporterEnv {
+            auth: GitHubAuthEnv::App {
+                app_id: "12".into(),
+                installation_id: 345,
+                private_key_path: PathBuf::from("/nonexistent/arc-hook-test/key.pem"),
+            },
+            webhook_secret: Some(b"s".to_vec()),
+        };
+        let Err(e) = Secrets::load(env) else {
+            panic!("a missing key file is refused");
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot read GITHUB_APP_PRIVATE_KEY_PATH /nonexistent/arc-hook-test/key.pem"
+        );
+        let secrets = Secrets::load(ExporterEnv {
+            auth: GitHubAuthEnv::Token("t".into()),
+            webhook_secret: Some(b"s".to_vec()),
+        })
+        .expect("a token needs no file");
+        assert!(matches!(secrets.credentials, Some(Credentials::Token(_))));
+        assert_eq!(secrets.webhook_secret.as_deref(), Some(&b"s"[..]));
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::collect::Scope;
 use super::github::{Job, WorkflowRun};
-use super::ledger::Ledger;
+use super::ledger::{Ledger, RunJobs};
 use super::metrics::SelfStats;
 
 /// Delivery ids remembered to drop GitHub's redeliveries.
@@ -187,11 +187,12 @@ impl Webhook {
                             status: Some("completed".into()),
                             ..run
                         };
-                        if l.record_run_without_jobs(
+                        if l.record_run(
                             repo,
                             ev.repository.default_branch.as_deref(),
                             &run,
                             now,
+                            RunJobs::Pending,
                         ) {
                             "accepted"
                         } else {

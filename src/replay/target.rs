@@ -1,4 +1,4 @@
-//! The simulated cluster a replay runs against: the work claim backed by the replayed runner's `_work`, and a runner pod like ARC's.
+//! What a replay runs against: the configured cluster, or the embedded simulator with the work claim backed by the replayed runner's `_work` and a runner pod like ARC's.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,71 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 
 use super::SimSettings;
-use crate::sim::{SimConfig, Simulator};
+use super::home::RunnerHome;
+use super::report::Event;
+use super::runner::RunnerNames;
+use crate::config::ClusterSource;
+use crate::sim::{Injected, SimConfig, Simulator};
+
+/// The cluster the hook talks to during a replay.
+pub enum Target {
+    /// The cluster the environment configures (a service account or a kubeconfig).
+    Cluster,
+    /// The embedded simulator, started for this replay.
+    Simulator(SimTarget),
+}
+
+/// Whether a replay starts the embedded simulator: only when no cluster is configured.
+pub fn uses_simulator(cluster: ClusterSource) -> bool {
+    cluster == ClusterSource::None
+}
+
+impl Target {
+    /// The configured cluster, or a simulator for the runner `names` whose work claim is `home`'s `_work`.
+    pub async fn choose(
+        cluster: ClusterSource,
+        names: &RunnerNames,
+        home: &RunnerHome,
+        settings: &SimSettings,
+    ) -> anyhow::Result<Self> {
+        if !uses_simulator(cluster) {
+            return Ok(Target::Cluster);
+        }
+        let sim =
+            start_simulator(&names.pod, &names.claim, &home.work, settings, home.path()).await?;
+        Ok(Target::Simulator(sim))
+    }
+
+    /// What a replay shows about its target.
+    pub fn event(&self) -> Event {
+        match self {
+            Target::Cluster => Event::UsingCluster,
+            Target::Simulator(sim) => Event::UsingSimulator {
+                url: sim.url.clone(),
+            },
+        }
+    }
+
+    /// The kubeconfig the hook is given: the simulator's (against a cluster, the hook finds its own).
+    pub fn kubeconfig(&self) -> Option<&Path> {
+        match self {
+            Target::Cluster => None,
+            Target::Simulator(sim) => Some(&sim.kubeconfig),
+        }
+    }
+
+    /// Stops the simulator, if one was started; returns the faults it injected.
+    pub async fn finish(self) -> Injected {
+        match self {
+            Target::Cluster => Injected::default(),
+            Target::Simulator(sim) => {
+                let injected = sim.sim.faults().injected();
+                sim.shutdown().await;
+                injected
+            }
+        }
+    }
+}
 
 /// A running simulator and the kubeconfig the hook uses to reach it.
 pub struct SimTarget {
@@ -69,4 +133,16 @@ pub async fn start_simulator(
         url,
         kubeconfig,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_no_cluster_at_all_starts_the_simulator() {
+        assert!(uses_simulator(ClusterSource::None));
+        assert!(!uses_simulator(ClusterSource::InCluster));
+        assert!(!uses_simulator(ClusterSource::Kubeconfig));
+    }
 }

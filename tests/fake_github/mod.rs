@@ -1,4 +1,6 @@
-//! A fake GitHub REST API (runs, jobs, repos, App tokens) with pagination, ETags and rate limits, for tests and benches.
+//! A fake GitHub REST API (runs, jobs, repos, App tokens) with pagination, ETags and rate limits, for the exporter's tests and benches.
+// Each test binary (and benches/exporter.rs) includes this module and uses only part of it.
+#![allow(dead_code)]
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash as _, Hasher as _};
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
-use super::github::{Job, WorkflowRun};
+use arc_hook::exporter::github::{Job, WorkflowRun};
 
 /// One repository's history as the fake serves it.
 #[derive(Debug, Clone, Default)]
@@ -406,7 +408,7 @@ fn answer(
         if let ["app", "installations", id, "access_tokens"] = segs.as_slice() {
             return app_token(s, id, rec.authorization.as_deref());
         }
-        return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
+        return not_found(s);
     }
     if !s.accepted_tokens.is_empty() {
         let ok = rec
@@ -457,111 +459,9 @@ fn answer(
         );
     }
 
-    let page: usize = query
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let per_page: usize = query
-        .get("per_page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(30)
-        .clamp(1, 100);
-    let find = |s: &FakeState, o: &str, r: &str| {
-        s.repos
-            .iter()
-            .position(|x| x.full_name == format!("{o}/{r}"))
-    };
-
-    let (body, link) = match segs.as_slice() {
-        ["orgs", org, "repos"] if *org == s.org => {
-            let all: Vec<Value> = s.repos.iter().map(repo_json).collect();
-            paged(base, uri, all, page, per_page, |items, _| {
-                Value::Array(items)
-            })
-        }
-        ["repos", o, r] => match find(s, o, r) {
-            Some(i) => (repo_json(&s.repos[i]), None),
-            None => return error(s, StatusCode::NOT_FOUND, "Not Found", &[]),
-        },
-        ["repos", o, r, "actions", "runs"] => {
-            let Some(i) = find(s, o, r) else {
-                return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
-            };
-            let repo = &s.repos[i];
-            let since = query
-                .get("created")
-                .filter(|_| !s.ignore_created_filter)
-                .and_then(|c| c.strip_prefix(">="))
-                .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
-                .map(|d| d.with_timezone(&Utc));
-            let mut runs: Vec<&WorkflowRun> = repo
-                .runs
-                .values()
-                .filter(|r| since.is_none_or(|s| r.created_at >= s))
-                .collect();
-            runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-            let all: Vec<Value> = runs.iter().map(|r| run_json(base, repo, r)).collect();
-            paged(
-                base,
-                uri,
-                all,
-                page,
-                per_page,
-                |items, total| json!({"total_count": total, "workflow_runs": items}),
-            )
-        }
-        ["repos", o, r, "actions", "runs", id, "attempts", n] => {
-            let Some(i) = find(s, o, r) else {
-                return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
-            };
-            let key = (id.parse().unwrap_or(0), n.parse().unwrap_or(0));
-            match s.repos[i].attempts.get(&key) {
-                Some(run) => (run_json(base, &s.repos[i], run), None),
-                None => return error(s, StatusCode::NOT_FOUND, "Not Found", &[]),
-            }
-        }
-        ["repos", o, r, "actions", "runs", id, rest @ ..]
-            if rest == ["jobs"]
-                || (rest.len() == 3 && rest[0] == "attempts" && rest[2] == "jobs") =>
-        {
-            let Some(i) = find(s, o, r) else {
-                return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
-            };
-            let repo = &s.repos[i];
-            let run_id: u64 = id.parse().unwrap_or(0);
-            let jobs: Vec<&Job> = if rest.len() == 3 {
-                let n: u32 = rest[1].parse().unwrap_or(0);
-                repo.jobs
-                    .get(&(run_id, n))
-                    .map(|v| v.iter().collect())
-                    .unwrap_or_default()
-            } else if query.get("filter").map(String::as_str) == Some("all") {
-                repo.jobs
-                    .range((run_id, 0)..=(run_id, u32::MAX))
-                    .flat_map(|(_, v)| v)
-                    .collect()
-            } else {
-                let latest = repo.runs.get(&run_id).map(|r| r.run_attempt).unwrap_or(1);
-                repo.jobs
-                    .get(&(run_id, latest))
-                    .map(|v| v.iter().collect())
-                    .unwrap_or_default()
-            };
-            let all: Vec<Value> = jobs
-                .iter()
-                .map(|j| job_json(base, &repo.full_name, j))
-                .collect();
-            paged(
-                base,
-                uri,
-                all,
-                page,
-                per_page,
-                |items, total| json!({"total_count": total, "jobs": items}),
-            )
-        }
-        _ => return error(s, StatusCode::NOT_FOUND, "Not Found", &[]),
+    let paging = Paging::of(base, uri, query);
+    let Ok((body, link)) = route(s, &segs, query, &paging) else {
+        return not_found(s);
     };
 
     let text = body.to_string();
@@ -588,48 +488,155 @@ fn answer(
     (StatusCode::OK, headers, text).into_response()
 }
 
-fn paged(
-    base: &str,
-    uri: &Uri,
-    all: Vec<Value>,
+/// A GET for something the fake does not have.
+struct NotFound;
+
+/// The body and `Link` header of a GET the fake serves.
+fn route(
+    s: &FakeState,
+    segs: &[&str],
+    query: &HashMap<String, String>,
+    paging: &Paging<'_>,
+) -> Result<(Value, Option<String>), NotFound> {
+    let base = paging.base;
+    let repo = |o: &str, r: &str| {
+        s.repos
+            .iter()
+            .find(|x| x.full_name == format!("{o}/{r}"))
+            .ok_or(NotFound)
+    };
+    Ok(match segs {
+        ["orgs", org, "repos"] if *org == s.org => {
+            paging.array(s.repos.iter().map(repo_json).collect())
+        }
+        ["repos", o, r] => (repo_json(repo(o, r)?), None),
+        ["repos", o, r, "actions", "runs"] => {
+            let repo = repo(o, r)?;
+            let since = query
+                .get("created")
+                .filter(|_| !s.ignore_created_filter)
+                .and_then(|c| c.strip_prefix(">="))
+                .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+                .map(|d| d.with_timezone(&Utc));
+            let mut runs: Vec<&WorkflowRun> = repo
+                .runs
+                .values()
+                .filter(|r| since.is_none_or(|s| r.created_at >= s))
+                .collect();
+            runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+            let all = runs.iter().map(|r| run_json(base, repo, r)).collect();
+            paging.counted("workflow_runs", all)
+        }
+        ["repos", o, r, "actions", "runs", id, "attempts", n] => {
+            let repo = repo(o, r)?;
+            let key = (id.parse().unwrap_or(0), n.parse().unwrap_or(0));
+            let run = repo.attempts.get(&key).ok_or(NotFound)?;
+            (run_json(base, repo, run), None)
+        }
+        ["repos", o, r, "actions", "runs", id, rest @ ..]
+            if rest == ["jobs"]
+                || (rest.len() == 3 && rest[0] == "attempts" && rest[2] == "jobs") =>
+        {
+            let repo = repo(o, r)?;
+            let run_id: u64 = id.parse().unwrap_or(0);
+            let jobs: Vec<&Job> = if rest.len() == 3 {
+                let n: u32 = rest[1].parse().unwrap_or(0);
+                repo.jobs
+                    .get(&(run_id, n))
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default()
+            } else if query.get("filter").map(String::as_str) == Some("all") {
+                repo.jobs
+                    .range((run_id, 0)..=(run_id, u32::MAX))
+                    .flat_map(|(_, v)| v)
+                    .collect()
+            } else {
+                let latest = repo.runs.get(&run_id).map(|r| r.run_attempt).unwrap_or(1);
+                repo.jobs
+                    .get(&(run_id, latest))
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default()
+            };
+            let all = jobs
+                .iter()
+                .map(|j| job_json(base, &repo.full_name, j))
+                .collect();
+            paging.counted("jobs", all)
+        }
+        _ => return Err(NotFound),
+    })
+}
+
+/// The page a listing request asked for (`page`, `per_page` as GitHub reads them).
+struct Paging<'a> {
+    base: &'a str,
+    uri: &'a Uri,
     page: usize,
     per_page: usize,
-    wrap: impl Fn(Vec<Value>, usize) -> Value,
-) -> (Value, Option<String>) {
-    let total = all.len();
-    let last = total.div_ceil(per_page).max(1);
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
-    let page_url = |p: usize| {
-        let others: Vec<String> = uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|kv| !kv.is_empty() && !kv.starts_with("page="))
-            .map(str::to_string)
-            .collect();
-        let mut q = others.join("&");
-        if !q.is_empty() {
-            q.push('&');
+}
+
+impl<'a> Paging<'a> {
+    fn of(base: &'a str, uri: &'a Uri, query: &HashMap<String, String>) -> Self {
+        let number = |name: &str| query.get(name).and_then(|p| p.parse::<usize>().ok());
+        Paging {
+            base,
+            uri,
+            page: number("page").unwrap_or(1).max(1),
+            per_page: number("per_page").unwrap_or(30).clamp(1, 100),
         }
-        format!("<{base}{}?{q}page={p}>", uri.path())
-    };
-    let mut rels = Vec::new();
-    if page < last {
-        rels.push(format!("{}; rel=\"next\"", page_url(page + 1)));
-        rels.push(format!("{}; rel=\"last\"", page_url(last)));
     }
-    if page > 1 {
-        rels.push(format!("{}; rel=\"first\"", page_url(1)));
-        rels.push(format!("{}; rel=\"prev\"", page_url(page - 1)));
+
+    /// A listing GitHub returns as a bare array (`/orgs/{org}/repos`).
+    fn array(&self, all: Vec<Value>) -> (Value, Option<String>) {
+        let (items, _, link) = self.cut(all);
+        (Value::Array(items), link)
     }
-    (
-        wrap(items, total),
-        (!rels.is_empty()).then(|| rels.join(", ")),
-    )
+
+    /// A listing GitHub wraps with its `total_count` (`{"total_count": n, "<key>": [...]}`).
+    fn counted(&self, key: &str, all: Vec<Value>) -> (Value, Option<String>) {
+        let (items, total, link) = self.cut(all);
+        let mut body = serde_json::Map::new();
+        body.insert("total_count".into(), total.into());
+        body.insert(key.into(), Value::Array(items));
+        (Value::Object(body), link)
+    }
+
+    /// This page's items, the total, and the `Link` header to the other pages.
+    fn cut(&self, all: Vec<Value>) -> (Vec<Value>, usize, Option<String>) {
+        let (page, per_page) = (self.page, self.per_page);
+        let total = all.len();
+        let last = total.div_ceil(per_page).max(1);
+        let items: Vec<Value> = all
+            .into_iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .collect();
+        let page_url = |p: usize| {
+            let others: Vec<String> = self
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter(|kv| !kv.is_empty() && !kv.starts_with("page="))
+                .map(str::to_string)
+                .collect();
+            let mut q = others.join("&");
+            if !q.is_empty() {
+                q.push('&');
+            }
+            format!("<{}{}?{q}page={p}>", self.base, self.uri.path())
+        };
+        let mut rels = Vec::new();
+        if page < last {
+            rels.push(format!("{}; rel=\"next\"", page_url(page + 1)));
+            rels.push(format!("{}; rel=\"last\"", page_url(last)));
+        }
+        if page > 1 {
+            rels.push(format!("{}; rel=\"first\"", page_url(1)));
+            rels.push(format!("{}; rel=\"prev\"", page_url(page - 1)));
+        }
+        (items, total, (!rels.is_empty()).then(|| rels.join(", ")))
+    }
 }
 
 fn hv(v: &str) -> HeaderValue {
@@ -664,9 +671,13 @@ fn error(
     (status, h, body).into_response()
 }
 
+fn not_found(s: &FakeState) -> Response {
+    error(s, StatusCode::NOT_FOUND, "Not Found", &[])
+}
+
 fn app_token(s: &mut FakeState, installation: &str, authorization: Option<&str>) -> Response {
     let Some((app_id, inst, public_key)) = s.app.clone() else {
-        return error(s, StatusCode::NOT_FOUND, "Not Found", &[]);
+        return not_found(s);
     };
     let jwt = authorization
         .and_then(|a| a.strip_prefix("Bearer "))
