@@ -151,45 +151,38 @@ impl Config {
                 },
             }
         };
-        let work_volume = match get("ARC_HOOK_WORK_VOLUME").as_deref().map(str::trim) {
-            None | Some("claim") => WorkVolumeMode::Claim,
-            Some("copy") => WorkVolumeMode::Copy,
-            Some(v) => {
-                return Err(ConfigError {
-                    name: "ARC_HOOK_WORK_VOLUME",
-                    value: v.to_string(),
-                    reason: "expected claim (mount the work PVC) or copy (no-volume mode)".into(),
-                });
-            }
-        };
-        let container_steps = match get("ARC_HOOK_CONTAINER_STEPS").as_deref().map(str::trim) {
-            None | Some("auto") => ContainerStepMode::Auto,
-            Some("job") => ContainerStepMode::Job,
-            Some(v) => {
-                return Err(ConfigError {
-                    name: "ARC_HOOK_CONTAINER_STEPS",
-                    value: v.to_string(),
-                    reason: "expected auto (ephemeral containers where allowed) or job".into(),
-                });
-            }
-        };
+        let work_volume = choice(
+            &get,
+            "ARC_HOOK_WORK_VOLUME",
+            &[
+                ("claim", WorkVolumeMode::Claim),
+                ("copy", WorkVolumeMode::Copy),
+            ],
+            "expected claim (mount the work PVC) or copy (no-volume mode)",
+        )?;
+        let container_steps = choice(
+            &get,
+            "ARC_HOOK_CONTAINER_STEPS",
+            &[
+                ("auto", ContainerStepMode::Auto),
+                ("job", ContainerStepMode::Job),
+            ],
+            "expected auto (ephemeral containers where allowed) or job",
+        )?;
         let build = match (
             get("ARC_HOOK_BUILDER_IMAGE"),
             get("ARC_HOOK_BUILD_REGISTRY"),
         ) {
             (Some(image), Some(registry)) => Some(BuildConfig {
-                kind: match get("ARC_HOOK_BUILDER").as_deref().map(str::trim) {
-                    None | Some("buildkit") => BuilderKind::BuildKit,
-                    Some("kaniko") => BuilderKind::Kaniko,
-                    Some(v) => {
-                        return Err(ConfigError {
-                            name: "ARC_HOOK_BUILDER",
-                            value: v.to_string(),
-                            reason: "expected buildkit (rootless BuildKit, the default) or kaniko"
-                                .into(),
-                        });
-                    }
-                },
+                kind: choice(
+                    &get,
+                    "ARC_HOOK_BUILDER",
+                    &[
+                        ("buildkit", BuilderKind::BuildKit),
+                        ("kaniko", BuilderKind::Kaniko),
+                    ],
+                    "expected buildkit (rootless BuildKit, the default) or kaniko",
+                )?,
                 buildkit_host: get("BUILDKIT_HOST").map(|s| s.trim().to_string()),
                 builder_image: image.trim().to_string(),
                 registry: registry.trim().trim_end_matches('/').to_string(),
@@ -289,6 +282,26 @@ impl Config {
             .or(self.runner_temp.as_deref())
             .and_then(|p| p.parent())
             .map(PathBuf::from)
+    }
+}
+
+/// A setting that is one of a few words (`words`, the first the default when unset).
+fn choice<T: Copy>(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    words: &[(&str, T)],
+    reason: &str,
+) -> Result<T, ConfigError> {
+    let Some(value) = get(name) else {
+        return Ok(words[0].1);
+    };
+    match words.iter().find(|(w, _)| *w == value.trim()) {
+        Some((_, v)) => Ok(*v),
+        None => Err(ConfigError {
+            name,
+            value,
+            reason: reason.into(),
+        }),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod k8s;
 pub mod objects;
 pub mod plan;
 pub mod protocol;
+pub mod quantity;
 pub mod registry;
 pub mod render;
 #[cfg(feature = "sim")]

@@ -176,8 +176,8 @@ fn apply_to_container(
         let requests = r.requests.get_or_insert_with(BTreeMap::new);
         let keep = requests
             .get(resource)
-            .and_then(|q| quantity_value(&q.0))
-            .zip(quantity_value(&value))
+            .and_then(|q| crate::quantity::parse(&q.0))
+            .zip(crate::quantity::parse(&value))
             .is_some_and(|(req, lim)| req <= lim);
         if !keep {
             requests.insert(resource.to_string(), Quantity(value));
@@ -272,33 +272,6 @@ fn apply_to_container(
             }
         }
     }
-}
-
-/// A Kubernetes quantity's value (`500m`, `16Gi`, `1G`, `2`), for comparing a template's request
-/// with a job's limit; `None` for forms it does not read.
-fn quantity_value(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    Some(n * factor)
 }
 
 #[cfg(test)]
@@ -531,13 +504,5 @@ mod tests {
             e,
             "job container options: --memory-reservation \"2Gi\": must not exceed --memory 1Gi"
         );
-    }
-
-    #[test]
-    fn quantities_compare() {
-        assert_eq!(quantity_value("500m"), Some(0.5));
-        assert_eq!(quantity_value("16Gi"), Some(16.0 * 1024f64.powi(3)));
-        assert_eq!(quantity_value("1G"), Some(1e9));
-        assert_eq!(quantity_value("1e3"), None);
     }
 }

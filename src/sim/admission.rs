@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use serde_json::{Map, Value, json};
 
 use super::meta;
-use super::quantity;
 use super::resources::Resource;
 use super::status::{ApiError, Cause};
 use super::validation;
+use crate::quantity;
 
 /// Validates and defaults a new object. `uid` is the identity the store will give it.
 pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {

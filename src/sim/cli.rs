@@ -61,7 +61,7 @@ fn parse_resource(s: &str) -> Result<(String, String), String> {
     let (name, qty) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8"))?;
-    if name.is_empty() || super::quantity::parse(qty).is_none() {
+    if name.is_empty() || crate::quantity::parse(qty).is_none() {
         return Err(format!(
             "{s:?}: expected RESOURCE=QUANTITY, e.g. cpu=8 or memory=32Gi"
         ));

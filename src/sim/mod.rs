@@ -14,7 +14,7 @@ mod logs;
 mod meta;
 mod patch;
 mod protobuf;
-mod quantity;
+
 mod rbac;
 pub mod registry;
 mod resources;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::sim::quantity;
+use crate::quantity;
 
 const NOT_HELPFUL: &str =
     "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";

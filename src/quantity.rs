@@ -1,6 +1,8 @@
-//! Resource quantities (`500m`, `2Gi`, `1e3`): validation and conversion to base units.
+//! Kubernetes resource quantities (`500m`, `2Gi`, `1e3`): validation and conversion to base
+//! units, for the hook (comparing a template's request with a job's limit) and the simulator's
+//! admission and scheduling alike.
 
-/// The API server's message for a malformed quantity.
+/// The API server's message for a malformed quantity (the simulator answers with it).
 pub const QUANTITY_FMT: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
@@ -48,6 +50,8 @@ mod tests {
         assert_eq!(parse("2"), Some(2.0));
         assert_eq!(parse("1Gi"), Some(1073741824.0));
         assert_eq!(parse("1e3"), Some(1000.0));
+        assert_eq!(parse("16Gi"), Some(16.0 * 1024f64.powi(3)));
+        assert_eq!(parse("1G"), Some(1e9));
         assert_eq!(parse("abc"), None);
         assert_eq!(parse("1Gb"), None);
         assert_eq!(parse(""), None);
