@@ -23,21 +23,16 @@ pub const POLICY_OPTIONS: &[&str] = &[
     "ulimit",
 ];
 
-/// What `default` means: everything except the options that widen the container's privileges.
-pub const DEFAULT_ALLOWED: &[&str] = &[
-    "cpus",
-    "memory",
-    "memory-reservation",
-    "shm-size",
-    "gpus",
-    "user",
-    "env",
-    "workdir",
-    "hostname",
-    "add-host",
-    "cap-drop",
-    "ulimit",
-];
+/// The options that widen the container's privileges: never in `default`.
+pub const WIDENING: &[&str] = &["cap-add", "privileged"];
+
+/// What `default` means: every option except the [`WIDENING`] ones.
+pub fn default_allowed() -> impl Iterator<Item = &'static str> {
+    POLICY_OPTIONS
+        .iter()
+        .copied()
+        .filter(|o| !WIDENING.contains(o))
+}
 
 /// A setting's value arc-hook cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +63,7 @@ pub struct OptionsPolicy {
 impl Default for OptionsPolicy {
     fn default() -> Self {
         Self {
-            allowed: DEFAULT_ALLOWED.iter().copied().collect(),
+            allowed: default_allowed().collect(),
             maxima: Maxima::default(),
         }
     }
@@ -84,7 +79,7 @@ impl OptionsPolicy {
             for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let item = item.trim_start_matches("--");
                 match item {
-                    "default" => policy.allowed.extend(DEFAULT_ALLOWED.iter().copied()),
+                    "default" => policy.allowed.extend(default_allowed()),
                     "none" => {}
                     name => match POLICY_OPTIONS.iter().find(|o| **o == name) {
                         Some(o) => {

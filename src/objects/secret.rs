@@ -154,48 +154,41 @@ mod tests {
         );
     }
 
+    /// The docker-config keys of the pull secret for `image`'s credentials.
+    fn auth_keys(ctx: &BuildContext, image: &str, r: &Registry) -> Vec<String> {
+        let c = [PullCredentials {
+            field: "args.container.registry".into(),
+            image,
+            registry: r,
+        }];
+        let s = registry_secret(ctx, "n", &c).expect("valid").expect("some");
+        let v: serde_json::Value =
+            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
+        v["auths"]
+            .as_object()
+            .expect("auths")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     #[test]
     fn server_from_image_or_default() {
         let r = reg(None);
-        let c = [PullCredentials {
-            field: "args.container.registry".into(),
-            image: "registry.example.internal:5000/a/b:1",
-            registry: &r,
-        }];
-        let s = registry_secret(&ctx(), "n", &c)
-            .expect("valid")
-            .expect("some");
-        let v: serde_json::Value =
-            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
-        assert!(v["auths"].get("registry.example.internal:5000").is_some());
-
-        let c = [PullCredentials {
-            field: "args.container.registry".into(),
-            image: "library/app:1",
-            registry: &r,
-        }];
-        let s = registry_secret(&ctx(), "n", &c)
-            .expect("valid")
-            .expect("some");
-        let v: serde_json::Value =
-            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
-        assert!(
-            v["auths"]
-                .get(crate::config::DOCKER_HUB_CONFIG_KEY)
-                .is_some(),
+        assert_eq!(
+            auth_keys(&ctx(), "registry.example.internal:5000/a/b:1", &r),
+            ["registry.example.internal:5000"]
+        );
+        assert_eq!(
+            auth_keys(&ctx(), "library/app:1", &r),
+            [crate::config::DOCKER_HUB_CONFIG_KEY],
             "an image without a host uses Docker Hub's key, as Docker mode does"
         );
         let mut with_default = ctx();
         with_default.default_registry = "default-registry.example.internal".into();
-        let s = registry_secret(&with_default, "n", &c)
-            .expect("valid")
-            .expect("some");
-        let v: serde_json::Value =
-            serde_json::from_slice(&s.data.expect("data")[".dockerconfigjson"].0).expect("json");
-        assert!(
-            v["auths"]
-                .get("default-registry.example.internal")
-                .is_some()
+        assert_eq!(
+            auth_keys(&with_default, "library/app:1", &r),
+            ["default-registry.example.internal"]
         );
     }
 
