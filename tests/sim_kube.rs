@@ -1100,9 +1100,12 @@ async fn sim_init_containers_run_to_completion_first() {
     let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "staged"}, "spec": {"nodeName": "sim-node-1",
         "volumes": [{"name": "ext", "emptyDir": {}}],
-        "initContainers": [{"name": "fs-init", "image": "busybox", "command": ["sh", "-c", "echo staged > /__e/marker; echo init ran"],
+        // As upstream's fs-init: another user than the job's, writing into an emptyDir, which
+        // the kubelet makes world-writable.
+        "initContainers": [{"name": "fs-init", "image": "busybox", "command": ["sh", "-c", "mkdir /__e/sub && echo staged > /__e/sub/marker; echo init ran"],
+            "securityContext": {"runAsUser": 1001, "runAsGroup": 1001},
             "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}],
-        "containers": [{"name": "job", "image": "busybox", "command": ["sh", "-c", "cat /__e/marker; exec sleep 3600"],
+        "containers": [{"name": "job", "image": "busybox", "command": ["sh", "-c", "cat /__e/sub/marker; exec sleep 3600"],
             "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &p)

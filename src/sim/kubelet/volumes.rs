@@ -162,6 +162,11 @@ pub fn prepare(
             d
         };
         std::fs::create_dir_all(&dir)?;
+        if v.get("emptyDir").is_some() {
+            // The kubelet makes an emptyDir world-writable: any container user may write there
+            // (upstream's fs-init runs as uid 1001 and creates the workspace in one).
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+        }
         dirs.insert(name, dir);
     }
     Ok((dirs, missing))
