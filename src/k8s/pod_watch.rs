@@ -127,8 +127,14 @@ impl<'a> PodWatch<'a> {
     /// Waits up to `within` for the pod's next version.
     pub async fn next(&mut self, within: Duration) -> Result<Look, K8sError> {
         if self.can_watch {
+            let asked = Instant::now();
             if let Some(look) = self.watched(within).await {
                 return Ok(look);
+            }
+            // A watch that ends as soon as it opens (or cannot open) must not turn the wait into
+            // a busy loop: read at the poll's pace until one lasts.
+            if asked.elapsed() < Duration::from_secs(1) {
+                self.poll.pause(within).await;
             }
         } else {
             self.poll.pause(within).await;
@@ -194,7 +200,9 @@ impl<'a> PodWatch<'a> {
         match tokio::time::timeout(WATCH_OPEN_TIMEOUT, api.watch(&params, &self.version)).await {
             Ok(Ok(s)) => Some(s.boxed()),
             Ok(Err(e)) => {
+                // Refused (403 despite the review, 405...): poll for the rest of this wait.
                 tracing::debug!(error = %e, pod = self.name, "cannot watch the pod; reading it instead");
+                self.can_watch = false;
                 None
             }
             Err(_) => {

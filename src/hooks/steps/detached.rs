@@ -30,7 +30,9 @@ pub const EXIT_NOT_STARTED: i32 = 76;
 /// (the first, a re-sent one whose first response was lost, reattaches) exactly one starts it.
 /// The step runs in its own session (`setsid`, when the image has it) with its output in files,
 /// so it outlives the exec that started it. Every exec then prints the logs from the offsets the
-/// hook already printed, until the status file exists, and exits with the step's code. Reads
+/// hook already printed, until the status file exists, and exits with the step's code (looking
+/// every 20 ms at first, where `sleep` takes fractions, so a short step costs no dead wait; then
+/// every 0.2 s and 1 s while it prints nothing). Reads
 /// are bounded (`head -c`) and only regular files are read, so a job that tampers with these
 /// files can change its own result, never make the follower read elsewhere or block.
 const FOLLOW: &str = r#"d=$1 s=$2 o=$3 e=$4
@@ -50,7 +52,7 @@ if mkdir -p -- "${d%/*}" 2>/dev/null && mkdir -- "$d" 2>/dev/null; then
 elif [ ! -d "$d" ]; then
   echo "arc-hook: cannot create the step's directory $d" >&2; exit 2
 fi
-F=; sleep 0.05 2>/dev/null && F=1
+F=; sleep 0.001 2>/dev/null && F=1
 idle=0 waited=0
 while :; do
   if [ ! -d "$d" ] || [ -L "$d" ] || [ -L "${d%/*}" ]; then
@@ -80,7 +82,7 @@ while :; do
        fi;;
   esac
   if [ -z "$F" ]; then sleep 1
-  elif [ "$idle" -lt 4 ]; then sleep 0.05
+  elif [ "$idle" -lt 5 ]; then sleep 0.02
   elif [ "$idle" -lt 20 ]; then sleep 0.2
   else sleep 1; fi
 done
