@@ -236,7 +236,10 @@ async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
     .await
     {
         Ok(r) => match r.status {
-            Some(s) if !s.incomplete => Some(s.resource_rules),
+            // An evaluation error (a binding to a missing role...) leaves rules out, too.
+            Some(s) if !s.incomplete && s.evaluation_error.as_deref().is_none_or(str::is_empty) => {
+                Some(s.resource_rules)
+            }
             Some(s) => {
                 tracing::debug!(error = ?s.evaluation_error, "the rules review is incomplete; asking permission by permission");
                 None
