@@ -333,25 +333,36 @@ async fn job_container_can_be_required() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_permission_is_named() {
-    let mut cfg = sim_config();
-    let mut rules: Vec<PolicyRule> = arc_chart_default_role();
-    rules.retain(|r| !r.resources.iter().any(|res| res == "secrets"));
-    rules.push(PolicyRule::new(
-        &[""],
-        &["secrets"],
-        &["get", "list", "delete"],
-    ));
-    rules.push(PolicyRule::new(&[""], &["pods"], &["get"])); // runner pod lookup only
-    cfg.rbac = Some(rules);
-    let mut r = Runner::start(cfg).await;
-    let (run, _) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("may not create secrets"),
-        "{}",
-        run.stderr
-    );
-    r.sim.shutdown().await;
+    // From the rules review where it is complete, and from access reviews one by one where the
+    // cluster's authorizers cannot list their rules (the review then holds none: a hook that used
+    // them anyway would name every permission, not just the missing one).
+    for incomplete in [false, true] {
+        let mut cfg = sim_config();
+        let mut rules: Vec<PolicyRule> = arc_chart_default_role();
+        rules.retain(|r| !r.resources.iter().any(|res| res == "secrets"));
+        rules.push(PolicyRule::new(
+            &[""],
+            &["secrets"],
+            &["get", "list", "delete"],
+        ));
+        rules.push(PolicyRule::new(&[""], &["pods"], &["get"])); // runner pod lookup only
+        cfg.rbac = Some(rules);
+        cfg.rules_review_incomplete = incomplete;
+        let mut r = Runner::start(cfg).await;
+        let (run, _) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.contains("may not create secrets in namespace"),
+            "incomplete review: {incomplete}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("create pods"),
+            "incomplete review: {incomplete}: {}",
+            run.stderr
+        );
+        r.sim.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// close signal).
     #[arg(long)]
     pub exec_v4_only: bool,
+    /// Answer SelfSubjectRulesReviews as incomplete, with no rules (a webhook authorizer after
+    /// RBAC): clients must ask SelfSubjectAccessReviews one by one
+    #[arg(long)]
+    pub rules_review_incomplete: bool,
 }
 
 /// `cpu=8` -> ("cpu", "8"), with the quantity checked.
@@ -99,6 +103,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rbac: args.default_role.then(arc_chart_default_role),
         state_dir: args.state_dir.clone(),
         exec_v4_only: args.exec_v4_only,
+        rules_review_incomplete: args.rules_review_incomplete,
         ..SimConfig::default()
     };
     if let Some(path) = &args.settings {

@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// Offer only `v4.channel.k8s.io` for exec, as API servers before 1.30 (or with the
     /// `TranslateStreamCloseWebsocketRequests` gate off) do: no stdin close signal.
     pub exec_v4_only: bool,
+    /// Rules reviews answer `incomplete: true` with no rules, as when a webhook authorizer
+    /// follows RBAC: clients must then ask access reviews one by one.
+    pub rules_review_incomplete: bool,
 }
 
 impl Default for SimConfig {
@@ -101,6 +104,7 @@ impl Default for SimConfig {
             node_allocatable: kubelet::default_allocatable(),
             image_users: HashMap::new(),
             exec_v4_only: false,
+            rules_review_incomplete: false,
         }
     }
 }

@@ -205,6 +205,17 @@ pub fn rules_review(rules: Option<&[PolicyRule]>, mut review: Value) -> Value {
     review
 }
 
+/// A rules review as a cluster with an authorizer that cannot list its rules answers it.
+pub fn incomplete_rules_review(mut review: Value) -> Value {
+    review["status"] = json!({
+        "resourceRules": [],
+        "nonResourceRules": [],
+        "incomplete": true,
+        "evaluationError": "webhook authorizer: rules cannot be listed",
+    });
+    review
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,9 @@ pub async fn create(
             return rbac::review(sim.cfg.rbac.as_deref(), obj);
         }
         "selfsubjectrulesreviews.authorization.k8s.io" => {
+            if sim.cfg.rules_review_incomplete {
+                return Ok(rbac::incomplete_rules_review(obj));
+            }
             return Ok(rbac::rules_review(sim.cfg.rbac.as_deref(), obj));
         }
         _ => {}
