@@ -41,6 +41,16 @@ pub enum CopyError {
     },
 }
 
+impl CopyError {
+    /// An archive entry refused, and why (the name as the archive gives it).
+    fn refused(entry: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Unsafe {
+            entry: entry.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CopyError {
     let what = what.into();
     move |source| CopyError::Io { what, source }
@@ -252,22 +262,22 @@ fn check_ancestors(root: &Path, rel: &Path, entry: &str) -> Result<(), CopyError
         at.push(c);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(CopyError::Unsafe {
-                    entry: entry.to_string(),
-                    reason: format!(
+                return Err(CopyError::refused(
+                    entry.to_string(),
+                    format!(
                         "{} is a symlink; writing through it could leave the target directory",
                         at.strip_prefix(root).unwrap_or(&at).display()
                     ),
-                });
+                ));
             }
             Ok(m) if !m.is_dir() => {
-                return Err(CopyError::Unsafe {
-                    entry: entry.to_string(),
-                    reason: format!(
+                return Err(CopyError::refused(
+                    entry.to_string(),
+                    format!(
                         "{} is not a directory",
                         at.strip_prefix(root).unwrap_or(&at).display()
                     ),
-                });
+                ));
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -385,10 +395,7 @@ pub fn unpack_bounded<R: Read>(
             .map_err(io_err("reading an entry name"))?
             .into_owned();
         let shown = raw.to_string_lossy().to_string();
-        let rel = entry_path(&raw).map_err(|reason| CopyError::Unsafe {
-            entry: shown.clone(),
-            reason,
-        })?;
+        let rel = entry_path(&raw).map_err(|reason| CopyError::refused(shown.clone(), reason))?;
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644) & 0o1777;
@@ -419,10 +426,10 @@ pub fn unpack_bounded<R: Read>(
                 .as_ref()
                 .is_some_and(|m| m.is_dir() && !m.file_type().is_symlink())
         {
-            return Err(CopyError::Unsafe {
-                entry: shown,
-                reason: "it would replace a directory on the runner with something else".into(),
-            });
+            return Err(CopyError::refused(
+                shown,
+                "it would replace a directory on the runner with something else",
+            ));
         }
         let write = io_err(format!("writing {}", dest.display()));
         match kind {
@@ -450,28 +457,25 @@ pub fn unpack_bounded<R: Read>(
                 let target = entry
                     .link_name()
                     .map_err(io_err("reading a link target"))?
-                    .ok_or_else(|| CopyError::Unsafe {
-                        entry: shown.clone(),
-                        reason: "a symlink without a target".into(),
-                    })?
+                    .ok_or_else(|| CopyError::refused(shown.clone(), "a symlink without a target"))?
                     .into_owned();
                 if existing
                     .as_ref()
                     .is_some_and(|m| !m.file_type().is_symlink())
                 {
-                    return Err(CopyError::Unsafe {
-                        entry: shown,
-                        reason: "it would replace a file on the runner with a symbolic link".into(),
-                    });
+                    return Err(CopyError::refused(
+                        shown,
+                        "it would replace a file on the runner with a symbolic link",
+                    ));
                 }
                 if !link_resolves_inside(&rel, &target) {
-                    return Err(CopyError::Unsafe {
-                        entry: shown,
-                        reason: format!(
+                    return Err(CopyError::refused(
+                        shown,
+                        format!(
                             "a symbolic link to {}, outside the copied directory",
                             target.display()
                         ),
-                    });
+                    ));
                 }
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
                 std::os::unix::fs::symlink(&target, &dest).map_err(write)?;
@@ -482,20 +486,22 @@ pub fn unpack_bounded<R: Read>(
                     .map_err(io_err("reading a link target"))?
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                let target_rel = entry_path(&target).map_err(|reason| CopyError::Unsafe {
-                    entry: shown.clone(),
-                    reason: format!("hard link to {}: {reason}", target.display()),
+                let target_rel = entry_path(&target).map_err(|reason| {
+                    CopyError::refused(
+                        shown.clone(),
+                        format!("hard link to {}: {reason}", target.display()),
+                    )
                 })?;
                 check_ancestors(root, &target_rel, &shown)?;
                 let src = root.join(&target_rel);
                 if !fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
-                    return Err(CopyError::Unsafe {
-                        entry: shown,
-                        reason: format!(
+                    return Err(CopyError::refused(
+                        shown,
+                        format!(
                             "hard link to {}, which is not a file this archive wrote",
                             target.display()
                         ),
-                    });
+                    ));
                 }
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
                 fs::hard_link(&src, &dest).map_err(write)?;
