@@ -322,3 +322,40 @@ async fn copy_mode_refuses_an_api_server_before_1_30() {
     );
     assert!(r.pods_of(&r.name).await.is_empty(), "nothing created");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_runner_pod_is_read_and_the_job_pod_is_not_pinned() {
+    // Nothing ties a no-volume job to the runner's node: the runner pod may be anywhere (or, to
+    // the hook, nowhere), and the scheduler places the workflow pod.
+    let mut r = copy_mode_runner().await;
+    r.pods()
+        .await
+        .delete(
+            common::RUNNER,
+            &kube::api::DeleteParams::default().grace_period(0),
+        )
+        .await
+        .expect("runner pod deleted");
+    let (run, resp) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+    run.assert_ok();
+    assert_eq!(resp.expect("response")["state"]["noVolume"], true);
+    let spec = r
+        .pods()
+        .await
+        .get(POD)
+        .await
+        .expect("job pod")
+        .spec
+        .expect("spec");
+    assert!(
+        spec.affinity.is_none() && spec.node_selector.is_none(),
+        "not pinned to a node: {:?} {:?}",
+        spec.affinity,
+        spec.node_selector
+    );
+    let s = r.script_step("echo scheduled anywhere\n", json!({})).await;
+    s.assert_ok();
+    assert!(s.stdout.contains("scheduled anywhere"), "{}", s.stdout);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
