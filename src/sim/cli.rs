@@ -93,34 +93,17 @@ fn parse_image_command(s: &str) -> Result<(String, Vec<String>), String> {
 
 /// Serves until SIGINT or SIGTERM, then kills pod processes and removes temporary state.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut node_allocatable = super::kubelet::default_allocatable();
-    node_allocatable.extend(args.node_allocatable.iter().cloned());
-    let mut cfg = SimConfig {
-        node_allocatable,
-        namespace: args.namespace.clone(),
-        start_delay: Duration::from_millis(args.start_delay_ms),
-        unpullable_images: args.unpullable.clone(),
-        rbac: args.default_role.then(arc_chart_default_role),
-        state_dir: args.state_dir.clone(),
-        exec_v4_only: args.exec_v4_only,
-        rules_review_incomplete: args.rules_review_incomplete,
-        ..SimConfig::default()
+    let settings = match &args.settings {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --settings {}", path.display()))?;
+            let settings = super::settings::SimSettings::from_json(&text)
+                .with_context(|| format!("--settings {}", path.display()))?;
+            Some((path.clone(), settings))
+        }
+        None => None,
     };
-    if let Some(path) = &args.settings {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --settings {}", path.display()))?;
-        let settings = super::settings::SimSettings::from_json(&text)
-            .with_context(|| format!("--settings {}", path.display()))?;
-        settings
-            .apply(&mut cfg)
-            .map_err(|e| anyhow::anyhow!("--settings {}: {e}", path.display()))?;
-    }
-    cfg.image_commands
-        .extend(args.image_commands.iter().cloned());
-    cfg.faults = args
-        .faults
-        .apply(cfg.faults.clone())
-        .map_err(|e| anyhow::anyhow!("fault flags: {e}"))?;
+    let cfg = serve_config(&args, settings.as_ref())?;
     let sim = Simulator::start_on(cfg, args.port)
         .await
         .context("cannot start the Kubernetes simulator")?;
@@ -144,9 +127,75 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The simulator `sim serve` runs: the flags, a `--settings` file over them, and the flags that
+/// name a value again (node capacity, image commands, faults) over the file: a flag given on the
+/// command line always wins.
+pub fn serve_config(
+    args: &ServeArgs,
+    settings: Option<&(std::path::PathBuf, super::settings::SimSettings)>,
+) -> anyhow::Result<SimConfig> {
+    let mut cfg = SimConfig {
+        node_allocatable: super::kubelet::default_allocatable(),
+        namespace: args.namespace.clone(),
+        start_delay: Duration::from_millis(args.start_delay_ms),
+        unpullable_images: args.unpullable.clone(),
+        rbac: args.default_role.then(arc_chart_default_role),
+        state_dir: args.state_dir.clone(),
+        exec_v4_only: args.exec_v4_only,
+        rules_review_incomplete: args.rules_review_incomplete,
+        ..SimConfig::default()
+    };
+    if let Some((path, settings)) = settings {
+        settings
+            .apply(&mut cfg)
+            .map_err(|e| anyhow::anyhow!("--settings {}: {e}", path.display()))?;
+    }
+    cfg.node_allocatable
+        .extend(args.node_allocatable.iter().cloned());
+    cfg.image_commands
+        .extend(args.image_commands.iter().cloned());
+    cfg.faults = args
+        .faults
+        .apply(cfg.faults.clone())
+        .map_err(|e| anyhow::anyhow!("fault flags: {e}"))?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_settings_file() {
+        let args = Serve::try_parse_from([
+            "serve",
+            "--node-allocatable",
+            "cpu=2",
+            "--image-command",
+            r#"redis:7=["redis-server"]"#,
+        ])
+        .expect("flags")
+        .args;
+        let settings = super::super::settings::SimSettings::from_json(
+            r#"{"nodeAllocatable": {"cpu": "8", "memory": "4Gi"}, "imageCommands": {"redis:7": ["sleep", "1"], "nginx:1": ["nginx"]}}"#,
+        )
+        .expect("settings");
+        let cfg = serve_config(&args, Some(&("sim.json".into(), settings))).expect("config");
+        assert_eq!(cfg.node_allocatable["cpu"], "2", "the flag wins");
+        assert_eq!(
+            cfg.node_allocatable["memory"], "4Gi",
+            "the file fills in the rest"
+        );
+        assert_eq!(cfg.image_commands["redis:7"], ["redis-server"]);
+        assert_eq!(cfg.image_commands["nginx:1"], ["nginx"]);
+    }
 
     #[test]
     fn image_command_is_an_image_and_a_json_array() {
