@@ -478,6 +478,8 @@ pub struct ReplayEnv {
     pub runner_pod_name: Option<String>,
     /// A configured cluster (then replay uses it), or none (then the embedded simulator).
     pub cluster: ClusterSource,
+    /// `ACTIONS_RUNNER_KUBERNETES_NAMESPACE`, shown by `replay --cluster`.
+    pub namespace: Option<String>,
 }
 
 #[cfg(feature = "sim")]
@@ -494,6 +496,7 @@ impl ReplayEnv {
     ) -> Self {
         Self {
             runner_pod_name: get("ACTIONS_RUNNER_POD_NAME").filter(|v| !v.trim().is_empty()),
+            namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE").filter(|v| !v.trim().is_empty()),
             cluster: ClusterSource::from_lookup(get, exists),
         }
     }

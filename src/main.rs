@@ -43,7 +43,7 @@ enum Cmd {
     },
     #[cfg(feature = "sim")]
     /// Play the runner's part for a recorded job (see fixtures/jobs/), against the embedded
-    /// simulator unless a cluster is configured. Exits with the first failing command's code.
+    /// simulator (or, with --cluster, your cluster). Exits with the first failing command's code.
     Replay {
         /// A job directory: NN-*.json runner inputs in order, work/ (the runner's _work), env, sim.json.
         job_dir: PathBuf,
@@ -54,6 +54,11 @@ enum Cmd {
         /// image's static build (default: this binary).
         #[arg(long)]
         hook_binary: Option<PathBuf>,
+        /// Play against the configured cluster (KUBECONFIG, ~/.kube/config or the pod's service
+        /// account, as kubectl would) instead of the embedded simulator; its context, server and
+        /// namespace are printed before anything is created.
+        #[arg(long)]
+        cluster: bool,
     },
     #[cfg(feature = "sim")]
     /// The embedded Kubernetes API simulator (the default target of `replay` and the tests).
@@ -118,6 +123,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             job_dir,
             workdir,
             hook_binary,
+            cluster,
         } => {
             use arc_hook::replay::{self, HookOutput, ReplayOptions};
             let opts = ReplayOptions {
@@ -125,6 +131,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 workdir,
                 hook_binary,
                 environment: arc_hook::config::ReplayEnv::from_env(),
+                use_cluster: cluster,
                 hook_output: HookOutput::Inherit,
             };
             // Progress is shown best effort: a closed stdout must not stop the replay before

@@ -1,4 +1,4 @@
-//! `arc-hook replay`: plays the runner's part for a recorded job, invoking the hook exactly as the runner does, against the embedded simulator unless a cluster is configured.
+//! `arc-hook replay`: plays the runner's part for a recorded job, invoking the hook exactly as the runner does, against the embedded simulator unless `--cluster` asks for the configured cluster.
 //!
 //! A job directory holds the runner's inputs in order (`NN-<anything>.json`, sorted by name:
 //! prepare_job, the steps, cleanup_job), `work/` (the runner's `_work` as it was: step scripts
@@ -13,7 +13,7 @@ pub mod print;
 mod report;
 mod run;
 mod runner;
-mod target;
+pub mod target;
 
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ use home::RunnerHome;
 use job::RecordedJob;
 use run::CommandContext;
 use runner::{RunnerNames, RunnerPaths, RunnerState, hook_env};
-use target::Target;
+use target::{ClusterInfo, Target};
 
 pub use crate::sim::settings::SimSettings;
 pub use report::{Event, FileCommandNote, Played, ReplayReport};
@@ -42,6 +42,8 @@ pub struct ReplayOptions {
     pub hook_binary: Option<PathBuf>,
     /// What the replaying process's environment says (runner pod name, configured cluster).
     pub environment: ReplayEnv,
+    /// `--cluster`: play against the configured cluster instead of the embedded simulator.
+    pub use_cluster: bool,
     /// Where the hook's own stdout and stderr go.
     pub hook_output: HookOutput,
 }
@@ -63,6 +65,19 @@ pub async fn replay(
     events: &mut dyn FnMut(Event),
 ) -> anyhow::Result<ReplayReport> {
     let job = RecordedJob::load(&opts.job_dir)?;
+    // The cluster's configuration is read (and a missing one refused) before anything is laid out.
+    let cluster = if opts.use_cluster {
+        let namespace = job
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "ACTIONS_RUNNER_KUBERNETES_NAMESPACE")
+            .map(|(_, v)| v.as_str())
+            .or(opts.environment.namespace.as_deref());
+        Some(ClusterInfo::read(opts.environment.cluster, namespace).await?)
+    } else {
+        None
+    };
     let home = RunnerHome::lay_out(
         &opts.job_dir,
         &job,
@@ -70,7 +85,7 @@ pub async fn replay(
         opts.hook_binary.as_deref(),
     )?;
     let names = RunnerNames::choose(&job.env, opts.environment.runner_pod_name.as_deref());
-    let target = Target::choose(opts.environment.cluster, &names, &home, &job.sim_settings).await?;
+    let target = Target::choose(cluster, &names, &home, &job.sim_settings).await?;
     events(target.event());
     let env = hook_env(
         &names.pod,

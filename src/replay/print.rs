@@ -8,10 +8,14 @@ use crate::sim::Injected;
 /// Writes the line(s) `arc-hook replay` shows for `event`.
 pub fn event(out: &mut impl Write, event: &Event) -> io::Result<()> {
     match event {
-        Event::UsingCluster => writeln!(out, "replay: using the configured Kubernetes cluster"),
+        Event::UsingCluster(info) => writeln!(
+            out,
+            "replay: --cluster: using context {:?}, server {}, namespace {}",
+            info.context, info.server, info.namespace
+        ),
         Event::UsingSimulator { url } => writeln!(
             out,
-            "replay: no cluster configured; using the embedded simulator at {url}"
+            "replay: using the embedded simulator at {url} (--cluster plays against your cluster)"
         ),
         Event::Skipped { file, command } => writeln!(
             out,
@@ -125,11 +129,15 @@ mod tests {
                 file: "03-never-runs.json".into(),
                 command: "run_script_step".into(),
             },
-            Event::UsingCluster,
+            Event::UsingCluster(crate::replay::target::ClusterInfo {
+                context: "kind-ci".into(),
+                server: "https://127.0.0.1:6443/".into(),
+                namespace: "arc-runners".into(),
+            }),
         ]);
         assert_eq!(
             text,
-            "replay: no cluster configured; using the embedded simulator at http://127.0.0.1:4000\n\
+            "replay: using the embedded simulator at http://127.0.0.1:4000 (--cluster plays against your cluster)\n\
              ── 01-prepare_job.json: prepare_job\n\
              ── 01-prepare_job.json: prepare_job exited 0 (0.20s)\n   \
              job pod arc-runner-workflow, isAlpine false\n   \

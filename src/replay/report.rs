@@ -6,9 +6,9 @@ use crate::sim::Injected;
 /// (`arc-hook replay` prints it with [`super::print::event`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A cluster is configured: the hook runs against it.
-    UsingCluster,
-    /// No cluster is configured: the hook runs against the embedded simulator at `url`.
+    /// `--cluster`: the hook runs against the configured cluster.
+    UsingCluster(super::target::ClusterInfo),
+    /// The hook runs against the embedded simulator at `url` (the default).
     UsingSimulator { url: String },
     /// A command is not run because an earlier one failed.
     Skipped { file: String, command: String },

@@ -17,27 +17,69 @@ use crate::sim::{Injected, SimConfig, Simulator};
 
 /// The cluster the hook talks to during a replay.
 pub enum Target {
-    /// The cluster the environment configures (a service account or a kubeconfig).
-    Cluster,
+    /// The cluster the environment configures (a service account or a kubeconfig), asked for
+    /// with `--cluster`.
+    Cluster(ClusterInfo),
     /// The embedded simulator, started for this replay.
     Simulator(SimTarget),
 }
 
-/// Whether a replay starts the embedded simulator: only when no cluster is configured.
-pub fn uses_simulator(cluster: ClusterSource) -> bool {
-    cluster == ClusterSource::None
+/// Where a `--cluster` replay's hook will create objects, shown before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The kubeconfig context, or `in-cluster` for a service account.
+    pub context: String,
+    pub server: String,
+    pub namespace: String,
+}
+
+impl ClusterInfo {
+    /// Reads the configuration the hook will use (as kubectl would), without contacting the server.
+    /// `namespace` overrides the configuration's (`ACTIONS_RUNNER_KUBERNETES_NAMESPACE`).
+    pub async fn read(source: ClusterSource, namespace: Option<&str>) -> anyhow::Result<Self> {
+        let (context, config) = match source {
+            ClusterSource::None => anyhow::bail!(
+                "--cluster: no cluster is configured: set KUBECONFIG (e.g. from `scripts/real-cluster.sh up DIR`), \
+                 or leave --cluster out to use the embedded simulator"
+            ),
+            ClusterSource::InCluster => (
+                "in-cluster".to_string(),
+                kube::Config::incluster().context("--cluster: the in-cluster configuration")?,
+            ),
+            ClusterSource::Kubeconfig => {
+                let kubeconfig = kube::config::Kubeconfig::read()
+                    .context("--cluster: reading the kubeconfig (KUBECONFIG or ~/.kube/config)")?;
+                let context = kubeconfig.current_context.clone().unwrap_or_default();
+                let config = kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .context("--cluster: the kubeconfig's current context")?;
+                (context, config)
+            }
+        };
+        Ok(Self {
+            context,
+            server: config.cluster_url.to_string(),
+            namespace: namespace
+                .map(str::to_string)
+                .unwrap_or(config.default_namespace),
+        })
+    }
 }
 
 impl Target {
-    /// The configured cluster, or a simulator for the runner `names` whose work claim is `home`'s `_work`.
+    /// With `cluster` (from `--cluster`), the configured cluster; otherwise, always, a simulator
+    /// for the runner `names` whose work claim is `home`'s `_work`.
     pub async fn choose(
-        cluster: ClusterSource,
+        cluster: Option<ClusterInfo>,
         names: &RunnerNames,
         home: &RunnerHome,
         settings: &SimSettings,
     ) -> anyhow::Result<Self> {
-        if !uses_simulator(cluster) {
-            return Ok(Target::Cluster);
+        if let Some(info) = cluster {
+            return Ok(Target::Cluster(info));
         }
         let sim =
             start_simulator(&names.pod, &names.claim, &home.work, settings, home.path()).await?;
@@ -47,7 +89,7 @@ impl Target {
     /// What a replay shows about its target.
     pub fn event(&self) -> Event {
         match self {
-            Target::Cluster => Event::UsingCluster,
+            Target::Cluster(info) => Event::UsingCluster(info.clone()),
             Target::Simulator(sim) => Event::UsingSimulator {
                 url: sim.url.clone(),
             },
@@ -57,7 +99,7 @@ impl Target {
     /// The kubeconfig the hook is given: the simulator's (against a cluster, the hook finds its own).
     pub fn kubeconfig(&self) -> Option<&Path> {
         match self {
-            Target::Cluster => None,
+            Target::Cluster(_) => None,
             Target::Simulator(sim) => Some(&sim.kubeconfig),
         }
     }
@@ -65,7 +107,7 @@ impl Target {
     /// Stops the simulator, if one was started; returns the faults it injected.
     pub async fn finish(self) -> Injected {
         match self {
-            Target::Cluster => Injected::default(),
+            Target::Cluster(_) => Injected::default(),
             Target::Simulator(sim) => {
                 let injected = sim.sim.faults().injected();
                 sim.shutdown().await;
@@ -139,10 +181,13 @@ pub async fn start_simulator(
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_no_cluster_at_all_starts_the_simulator() {
-        assert!(uses_simulator(ClusterSource::None));
-        assert!(!uses_simulator(ClusterSource::InCluster));
-        assert!(!uses_simulator(ClusterSource::Kubeconfig));
+    #[tokio::test]
+    async fn cluster_without_any_configuration_is_refused_naming_the_flag() {
+        let e = ClusterInfo::read(ClusterSource::None, None)
+            .await
+            .expect_err("no cluster configured");
+        let text = format!("{e:#}");
+        assert!(text.contains("--cluster"), "{text}");
+        assert!(text.contains("KUBECONFIG"), "{text}");
     }
 }
