@@ -146,7 +146,7 @@ mod tests {
              GITHUB_OUTPUT: unreadable (bad)\n   \
              GITHUB_STEP_SUMMARY: 12 bytes\n\
              ── 03-never-runs.json: run_script_step skipped (an earlier command failed)\n\
-             replay: using the configured Kubernetes cluster\n"
+             replay: --cluster: using context \"kind-ci\", server https://127.0.0.1:6443/, namespace arc-runners\n"
         );
     }
 
