@@ -1,4 +1,4 @@
-//! cleanup_job: remove every pod, Job and secret this runner created, and wait until they are gone.
+//! cleanup_job: remove every pod, Job, secret and cache-slot lease this runner created, and wait until they are gone.
 
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub struct Removed {
     pub pods: usize,
     pub jobs: usize,
     pub secrets: usize,
+    pub leases: usize,
 }
 
 async fn names<K>(api: &kube::Api<K>, selector: &str, what: &str) -> Result<Vec<String>, K8sError>
@@ -92,6 +93,12 @@ pub async fn remove_runner_objects(
     let found = names(&secrets, &selector, "secrets").await?;
     delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
     removed.secrets = found.len();
+
+    // Cache-slot leases go with their owner pod anyway (garbage collector); deleting them here
+    // frees the slot at once, and also one whose pod was never created.
+    if granted.has(Extra::SlotLeases) {
+        removed.leases = super::cache_slot::remove_runner_leases(kube, runner).await?;
+    }
 
     let lp = ListParams::default().labels(&selector);
     if removed.pods > 0 {
