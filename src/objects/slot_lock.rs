@@ -18,8 +18,8 @@ pub const SLOT_HOLDER_ANNOTATION: &str = "arc-hook.dev/cache-slot-holder";
 /// The node key of pods the scheduler places: their node is unknown when the slot is taken,
 /// so their slots are distinct across the namespace (which keeps them distinct on every node).
 pub const ANY_NODE: &str = "any-node";
-/// The role label of the locks.
-const ROLE: &str = "cache-slot";
+/// The role label (`arc-hook.dev/role`) of the locks.
+pub const SLOT_LOCK_ROLE: &str = "cache-slot";
 /// Room for the node in a lock's name (`arc-hook-slot-<node>-<slot>`), well inside 63 characters.
 const NODE_ROOM: usize = 40;
 
@@ -43,7 +43,7 @@ pub fn lock_name(node_key: &str, slot: u32) -> String {
 }
 
 fn lock_meta(ctx: &BuildContext, node_key: &str, slot: u32, holder: &str) -> ObjectMeta {
-    let mut labels = runner_labels(ctx, ROLE);
+    let mut labels = runner_labels(ctx, SLOT_LOCK_ROLE);
     labels.insert(SLOT_NODE_LABEL.to_string(), node_key.to_string());
     labels.insert(CACHE_SLOT_LABEL.to_string(), slot.to_string());
     let mut annotations = runner_annotations(ctx);
