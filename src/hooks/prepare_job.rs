@@ -157,6 +157,9 @@ async fn create_with_slot(
         let kind = if session.granted.has(Extra::SlotLeases) {
             cache_slot::LockKind::Lease
         } else {
+            tracing::debug!(
+                "the Role grants no coordination.k8s.io leases: taking the cache slot with a Secret lock"
+            );
             cache_slot::LockKind::Secret
         };
         let taken = cache_slot::take(kube, &ctx, node.as_deref(), &pod_name, kind)
