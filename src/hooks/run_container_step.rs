@@ -127,15 +127,8 @@ async fn step_image(
         copy,
         dockerfile: args.dockerfile.as_deref().unwrap_or_default(),
     };
-    super::steps::build_image::build(
-        &session.kube,
-        config,
-        build,
-        &job,
-        &session.granted,
-        cancel,
-    )
-    .await
+    super::steps::build_image::build(&session.kube, config, build, &job, &session.granted, cancel)
+        .await
 }
 
 fn warn_all(warnings: &[String]) {

@@ -15,7 +15,7 @@ pub const RUNNER_SIGINT_WAIT: Duration = Duration::from_millis(7500);
 /// The runner waits this long after its SIGTERM before killing the hook's process tree.
 pub const RUNNER_SIGTERM_WAIT: Duration = Duration::from_millis(2500);
 /// How long the step's processes get between TERM and KILL.
-pub const TERM_GRACE: Duration = Duration::from_secs(4);
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
 /// The whole stop (TERM, grace, KILL, confirmation) is abandoned after this, counted from the
 /// first signal: before the runner's SIGTERM, so the hook exits on its own terms.
 pub const STOP_DEADLINE: Duration = Duration::from_millis(7000);

@@ -12,8 +12,8 @@ use super::workspace::{self, RunnerDirs};
 use crate::config::Config;
 use crate::k8s::Kube;
 use crate::k8s::copy::Source;
-use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::ephemeral::{self, EphemeralError};
+use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::plan::EphemeralStepPlan;
 
 /// What happened to a step offered to the job pod.
@@ -206,6 +206,7 @@ async fn run_added(
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
     let (code, reason) =
         ephemeral::exit_code(kube, pod, name, super::job::EXIT_STATUS_TIMEOUT, can_watch).await?;
+    tracing::debug!(code, ?reason, "the step's container ended");
     if reason.as_deref() == Some("OOMKilled") {
         eprintln!(
             "arc-hook: the step's container was killed: OOMKilled (it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`)"

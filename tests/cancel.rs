@@ -1,0 +1,166 @@
+//! Cancelled steps stop in the pod, a step's output keeps its order, and the last line tells a step's own failure from the hook's: the real binary on the simulator.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Runner, job_args, sim_config};
+use serde_json::json;
+
+/// Replays `job` (a directory under fixtures/jobs) on the simulator with `env` on top.
+fn replay(job: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["replay", &format!("fixtures/jobs/{job}")])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", env!("CARGO_MANIFEST_DIR"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("arc-hook runs");
+    // The hook's output and the replay's lines, as one log.
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), log)
+}
+
+/// What every cancelled replay shows: the hook stopped the step and exited on the runner's
+/// first signal (it never needed the runner's SIGTERM or kill), later steps are skipped, the
+/// `always` post step finds the step's background child gone, and cleanup succeeds.
+fn assert_cancelled_cleanly(code: i32, log: &str, step: &str, stopped: &str) {
+    assert_eq!(
+        code, 130,
+        "the cancelled step's code is the replay's\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{step}: cancelled: SIGINT to the hook after")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("SIGTERM to the hook") && !log.contains("SIGKILL to the hook"),
+        "the hook outlived the runner's grace:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "arc-hook: cancelled: the runner sent SIGINT; {stopped}"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("post step: the cancelled step's processes are gone"),
+        "{log}"
+    );
+    assert!(log.contains("cleanup_job exited 0"), "{log}");
+    assert!(!log.contains("was not stopped"), "{log}");
+}
+
+#[test]
+fn a_cancelled_script_step_stops_in_the_pod_claim_mode() {
+    let (code, log) = replay("cancel-step", &[]);
+    assert_cancelled_cleanly(code, &log, "02-long-step.json", "stopped the step's");
+    // The step and its child ignore TERM: KILL after the grace ended them.
+    assert!(log.contains("TERM, then KILL for"), "{log}");
+    assert!(
+        log.contains("03-skipped-step.json: run_script_step skipped"),
+        "{log}"
+    );
+    assert!(!log.contains("must not run after a cancel"), "{log}");
+}
+
+#[test]
+fn a_cancelled_script_step_stops_in_the_pod_no_volume_mode() {
+    let (code, log) = replay("cancel-step", &[("ARC_HOOK_WORK_VOLUME", "copy")]);
+    assert_cancelled_cleanly(code, &log, "02-long-step.json", "stopped the step's");
+}
+
+#[test]
+fn a_cancelled_container_step_job_is_deleted() {
+    let (code, log) = replay("cancel-container-step", &[]);
+    assert_cancelled_cleanly(
+        code,
+        &log,
+        "02-long-container-step.json",
+        "deleted the step's Job arc-runner-step-",
+    );
+}
+
+#[test]
+fn a_step_failure_ends_with_its_own_line() {
+    let (code, log) = replay("failing-step", &[]);
+    assert_eq!(code, 3, "{log}");
+    let before_finish = log
+        .lines()
+        .take_while(|l| !l.starts_with("── 02-fail.json: run_script_step exited"))
+        .last()
+        .unwrap_or_default();
+    assert_eq!(
+        before_finish,
+        "arc-hook: step failed: the step's own command exited with code 3; not an infrastructure failure",
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infrastructure_failure_ends_with_its_own_line() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    r.sim
+        .evict_pod("default", "arc-runner-test-workflow")
+        .await
+        .expect("evicted");
+    let s = r.script_step("echo never\n", json!({})).await;
+    assert_ne!(s.code, 0);
+    let last = s.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("arc-hook: infrastructure failure: the hook could not run the step"),
+        "stdout:\n{}\nstderr:\n{}",
+        s.stdout,
+        s.stderr
+    );
+    assert!(!s.stdout.contains("arc-hook: step failed:"), "{}", s.stdout);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+async fn interleaved_output_keeps_its_order(copy: bool) {
+    let mut r = Runner::start(sim_config()).await;
+    if copy {
+        r.env
+            .insert("ARC_HOOK_WORK_VOLUME".to_string(), "copy".to_string());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let s = r
+        .script_step(
+            "echo out-1; echo err-2 >&2; echo out-3; sleep 0.2; echo err-4 >&2; echo out-5\n",
+            json!({}),
+        )
+        .await;
+    s.assert_ok();
+    assert!(
+        s.stdout.contains("out-1\nerr-2\nout-3\nerr-4\nout-5\n"),
+        "stdout:\n{}\nstderr:\n{}",
+        s.stdout,
+        s.stderr
+    );
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_stdout_and_stderr_arrive_in_order_claim_mode() {
+    interleaved_output_keeps_its_order(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_stdout_and_stderr_arrive_in_order_no_volume_mode() {
+    interleaved_output_keeps_its_order(true).await;
+}
