@@ -164,3 +164,97 @@ async fn interleaved_stdout_and_stderr_arrive_in_order_claim_mode() {
 async fn interleaved_stdout_and_stderr_arrive_in_order_no_volume_mode() {
     interleaved_output_keeps_its_order(true).await;
 }
+
+/// A container step (an ephemeral container of the job pod, as the simulator's default Role
+/// allows) whose background child ignores TERM, cancelled once it runs: the hook stops its
+/// processes inside the container before the runner would escalate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+
+    let mut cfg = sim_config();
+    cfg.image_commands.insert(
+        "long-action:1".to_string(),
+        [
+            "sh",
+            "-c",
+            "(trap '' TERM; while :; do echo t >> /github/workspace/ticks; sleep 0.1; done) & echo started > /github/workspace/started; sleep 600",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let mut r = Runner::start(cfg).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let input = json!({
+        "command": "run_container_step",
+        "responseFile": null,
+        "state": r.state.clone(),
+        "args": {
+            "image": "long-action:1", "dockerfile": null,
+            "entryPoint": null, "entryPointArgs": [],
+            "workingDirectory": "/github/workspace", "createOptions": null,
+            "environmentVariables": {},
+            "userMountVolumes": [], "systemMountVolumes": [],
+            "registry": null, "portMappings": []
+        }
+    });
+    let mut hook = tokio::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/arc-hook.sh"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .envs(&r.env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hook starts");
+    let mut stdin = hook.stdin.take().expect("stdin");
+    stdin
+        .write_all(&serde_json::to_vec(&input).expect("json"))
+        .await
+        .expect("stdin written");
+    drop(stdin);
+    let started = r.runner_path("repo/repo/started");
+    let ticks = r.runner_path("repo/repo/ticks");
+    for _ in 0..200 {
+        if started.exists() && ticks.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ticks.exists(), "the container step never ran");
+    let pid = hook.id().expect("the hook runs") as i32;
+    let signalled = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT sent");
+    let out = tokio::time::timeout(Duration::from_secs(10), hook.wait_with_output())
+        .await
+        .expect("the hook ends before the runner's kill (10 s after its SIGINT)")
+        .expect("hook output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        signalled.elapsed() < Duration::from_millis(7500),
+        "the runner would have sent SIGTERM: {:?}\n{stdout}{stderr}",
+        signalled.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("arc-hook: cancelled: the runner sent SIGINT; stopped the step's")
+            && last.contains("in container step-"),
+        "{stdout}{stderr}"
+    );
+    let before = std::fs::read_to_string(&ticks).expect("ticks").len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = std::fs::read_to_string(&ticks).expect("ticks").len();
+    assert_eq!(before, after, "the step's background child still runs");
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}

@@ -220,6 +220,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_container_stop_refuses_to_run_outside_a_container() {
+        // Here the parent (the test) shares the mount namespace: "every process in this
+        // namespace" would be the host's, so the stop must refuse before signalling anything.
+        let out = std::process::Command::new("sh")
+            .args(["-c", STOP_CONTAINER, "arc-hook-stop", "1"])
+            .output()
+            .expect("sh runs");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not in a container of its own"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+
+    #[test]
     fn links_are_created_repointed_and_never_clobber_a_directory() {
         let work = tempfile::tempdir().expect("tempdir");
         let links = vec![
