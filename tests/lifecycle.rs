@@ -531,6 +531,13 @@ async fn an_oom_killed_job_container_is_named() {
     let (s, ()) = tokio::join!(step, killer);
     assert_ne!(s.code, 0, "{s:?}");
     assert!(s.stderr.contains("OOMKilled"), "{}", s.stderr);
+    // The last line says it was the infrastructure's doing, with the code the kill left.
+    let last = s.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("arc-hook: infrastructure failure: ") && last.ends_with("exit code 137"),
+        "{}",
+        s.stdout
+    );
     r.cleanup().await.assert_ok();
     r.sim.shutdown().await;
 }

@@ -111,6 +111,7 @@ if [ ! -d "$d" ] || [ -L "$d" ]; then echo "arc-hook: the step's directory $d is
 F=; sleep 0.001 2>/dev/null && F=1
 nap() { if [ -n "$F" ]; then sleep 0.1; else sleep 1; fi; }
 ticks() { if [ -n "$F" ]; then echo $(($1*10)); else echo "$1"; fi; }
+date +%s >/dev/null 2>&1 || { echo "arc-hook: the image has no date command" >&2; exit 2; }
 p= i=0
 while :; do
   p=$(head -c 12 "$d/pid" 2>/dev/null)
@@ -119,6 +120,9 @@ while :; do
   nap
 done
 case "$p" in 0|1) echo "arc-hook: the step's pid file names pid $p" >&2; exit 2;; esac
+# With setsid (the usual case) the step's processes are its session: one pass finds them. Without
+# it, descendants are followed by parent pid, pass after pass while new ones turn up.
+S=; { read -r l <"/proc/$p/stat"; } 2>/dev/null && set -- ${l##*) } && [ "$3" = "$p" ] && S=1
 members() {
   A=" $p " M=" " grown=1 pass=0
   while [ -n "$grown" ] && [ "$pass" -lt 4 ]; do
@@ -131,7 +135,7 @@ members() {
       set -- ${l##*) }
       [ "$1" = Z ] && continue
       case "$A" in *" $x "*|*" $2 "*) ;; *) [ "$3" = "$p" ] || [ "$4" = "$p" ] || continue;; esac
-      M="$M$x " A="$A$x " grown=1
+      M="$M$x " A="$A$x "; [ -z "$S" ] && grown=1
     done
   done
   M=${M# }; M=${M% }
@@ -144,19 +148,20 @@ members
 if [ -z "$M" ]; then mark; echo gone; exit 0; fi
 n=$(count)
 signal TERM
-t=0
-while [ "$t" -lt "$(ticks "$g")" ]; do
+# The grace is time, not a count of scans (a scan of a busy node's /proc is slow).
+end=$(( $(date +%s) + g ))
+while [ "$(date +%s)" -lt "$end" ]; do
   nap; members
   if [ -z "$M" ]; then mark; echo "ended $n 0"; exit 0; fi
-  t=$((t+1))
 done
 k=$(count)
 signal KILL
-t=0
-while [ "$t" -lt "$(ticks 2)" ]; do
+end=$(( $(date +%s) + 2 ))
+while :; do
   nap; members
   if [ -z "$M" ]; then mark; echo "ended $n $k"; exit 0; fi
-  t=$((t+1))
+  [ "$(date +%s)" -lt "$end" ] || break
+  signal KILL
 done
 echo "survived $M"; exit 1
 "#;

@@ -68,7 +68,7 @@ if [ -e "/proc/$PPID/ns/mnt" ] && [ "/proc/$PPID/ns/mnt" -ef /proc/$$/ns/mnt ]; 
 fi
 F=; sleep 0.001 2>/dev/null && F=1
 nap() { if [ -n "$F" ]; then sleep 0.1; else sleep 1; fi; }
-ticks() { if [ -n "$F" ]; then echo $(($1*10)); else echo "$1"; fi; }
+date +%s >/dev/null 2>&1 || { echo "arc-hook: the image has no date command" >&2; exit 2; }
 members() {
   M=
   for f in /proc/[0-9]*/stat; do
@@ -88,19 +88,19 @@ members
 if [ -z "$M" ]; then echo gone; exit 0; fi
 n=$(count)
 signal TERM
-t=0
-while [ "$t" -lt "$(ticks "$g")" ]; do
+end=$(( $(date +%s) + g ))
+while [ "$(date +%s)" -lt "$end" ]; do
   nap; members
   if [ -z "$M" ]; then echo "ended $n 0"; exit 0; fi
-  t=$((t+1))
 done
 k=$(count)
 signal KILL
-t=0
-while [ "$t" -lt "$(ticks 2)" ]; do
+end=$(( $(date +%s) + 2 ))
+while :; do
   nap; members
   if [ -z "$M" ]; then echo "ended $n $k"; exit 0; fi
-  t=$((t+1))
+  [ "$(date +%s)" -lt "$end" ] || break
+  signal KILL
 done
 echo "survived $M"; exit 1
 "#;
@@ -181,8 +181,12 @@ pub async fn run_in_job_pod(
         }
         Err(e) => return Outcome::Ran(Err(e.into())),
     }
+    let mut infra = None;
     let result = tokio::select! {
-        result = run_added(kube, config, pod, name, can_watch) => result,
+        result = run_added(kube, config, pod, name, can_watch) => result.map(|(code, reason)| {
+            infra = infrastructure(code, reason.as_deref(), OOM_HINT);
+            code
+        }),
         signal = cancel.cancelled() => {
             let stopped = stop_in_container(kube, pod, name).await;
             return Outcome::Ran(Err(Cancelled { signal, stopped }.into()));
@@ -192,7 +196,34 @@ pub async fn run_in_job_pod(
         Some(d) => Some(workspace::pull_step(kube, pod, d).await),
         None => None,
     };
-    Outcome::Ran(workspace::step_outcome(result, pulled))
+    let outcome = workspace::step_outcome(result, pulled);
+    Outcome::Ran(match (outcome, infra) {
+        (Ok(_), Some(infra)) => Err(infra.into()),
+        (outcome, _) => outcome,
+    })
+}
+
+/// The job log's hint for a step container killed for memory.
+const OOM_HINT: &str = "it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`";
+
+/// The infrastructure's part in a container step's end (pure): an out-of-memory kill, or a
+/// container the runtime could not start; `None` when the step's own command decided its code.
+pub fn infrastructure(
+    code: i32,
+    reason: Option<&str>,
+    oom_hint: &str,
+) -> Option<crate::hooks::step_end::Infrastructure> {
+    let cause = match reason? {
+        "OOMKilled" => {
+            format!("the step's container was killed: OOMKilled (exit code {code}; {oom_hint})")
+        }
+        "StartError" | "ContainerCannotRun" => format!(
+            "the step's container could not start ({}: its entrypoint or working directory is missing from the image; the pod's events say which)",
+            reason.unwrap_or_default()
+        ),
+        _ => return None,
+    };
+    Some(crate::hooks::step_end::Infrastructure { code, cause })
 }
 
 async fn run_added(
@@ -201,23 +232,37 @@ async fn run_added(
     pod: &str,
     name: &str,
     can_watch: bool,
-) -> Result<i32, EphemeralError> {
+) -> Result<(i32, Option<String>), EphemeralError> {
     ephemeral::wait_started(kube, pod, name, config.prepare_timeout, can_watch).await?;
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
     let (code, reason) =
         ephemeral::exit_code(kube, pod, name, super::job::EXIT_STATUS_TIMEOUT, can_watch).await?;
     tracing::debug!(code, ?reason, "the step's container ended");
-    if reason.as_deref() == Some("OOMKilled") {
-        eprintln!(
-            "arc-hook: the step's container was killed: OOMKilled (it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`)"
-        );
-    }
-    Ok(code)
+    Ok((code, reason))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_and_start_errors_are_the_infrastructures() {
+        let oom = infrastructure(137, Some("OOMKilled"), "raise it").expect("infrastructure");
+        assert_eq!(oom.code, 137);
+        assert_eq!(
+            oom.cause,
+            "the step's container was killed: OOMKilled (exit code 137; raise it)"
+        );
+        let start = infrastructure(128, Some("StartError"), "").expect("infrastructure");
+        assert!(
+            start.cause.contains("could not start (StartError"),
+            "{}",
+            start.cause
+        );
+        assert!(infrastructure(1, Some("Error"), "").is_none());
+        assert!(infrastructure(0, Some("Completed"), "").is_none());
+        assert!(infrastructure(3, None, "").is_none());
+    }
 
     #[test]
     fn the_container_stop_refuses_to_run_outside_a_container() {

@@ -86,10 +86,14 @@ async fn run_job(
         granted.has(Extra::WatchPods),
     )
     .await?;
-    if t.reason.as_deref() == Some("OOMKilled") {
-        eprintln!(
-            "arc-hook: the step's container was killed: OOMKilled (raise its memory limit in the worker-podspec template, `$step`)"
-        );
+    let hint = "raise its memory limit in the worker-podspec template, `$step`";
+    if let Some(mut infra) =
+        super::ephemeral::infrastructure(t.exit_code, t.reason.as_deref(), hint)
+    {
+        if let Some(m) = t.message.as_deref().filter(|m| !m.trim().is_empty()) {
+            infra.cause = format!("{}: {}", infra.cause, m.trim());
+        }
+        return Err(infra.into());
     }
     Ok(t.exit_code)
 }
