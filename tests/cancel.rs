@@ -165,14 +165,75 @@ async fn interleaved_stdout_and_stderr_arrive_in_order_no_volume_mode() {
     interleaved_output_keeps_its_order(true).await;
 }
 
+/// Starts the hook on `input` as the runner does (the wrapper, the JSON on stdin) without
+/// waiting for it.
+async fn spawn_hook(r: &Runner, input: &serde_json::Value) -> tokio::process::Child {
+    use tokio::io::AsyncWriteExt;
+    let mut hook = tokio::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/arc-hook.sh"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .envs(&r.env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hook starts");
+    let mut stdin = hook.stdin.take().expect("stdin");
+    stdin
+        .write_all(&serde_json::to_vec(input).expect("json"))
+        .await
+        .expect("stdin written");
+    drop(stdin);
+    hook
+}
+
+/// Sends the runner's first cancel signal (SIGINT) and waits for the hook, which must end before
+/// the runner would send its SIGTERM (7.5 s later). Returns its exit code and stdout + stderr.
+async fn cancel_hook(hook: tokio::process::Child) -> (Option<i32>, String, String) {
+    use std::time::{Duration, Instant};
+    let pid = hook.id().expect("the hook runs") as i32;
+    let signalled = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT sent");
+    let out = tokio::time::timeout(Duration::from_secs(10), hook.wait_with_output())
+        .await
+        .expect("the hook ends before the runner's kill (10 s after its SIGINT)")
+        .expect("hook output");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        signalled.elapsed() < Duration::from_millis(7500),
+        "the runner would have sent SIGTERM: {:?}\n{stdout}{stderr}",
+        signalled.elapsed()
+    );
+    (out.status.code(), stdout, stderr)
+}
+
+fn container_step(r: &Runner, image: Option<&str>, dockerfile: Option<&str>) -> serde_json::Value {
+    json!({
+        "command": "run_container_step",
+        "responseFile": null,
+        "state": r.state.clone(),
+        "args": {
+            "image": image, "dockerfile": dockerfile,
+            "entryPoint": null, "entryPointArgs": [],
+            "workingDirectory": "/github/workspace", "createOptions": null,
+            "environmentVariables": {},
+            "userMountVolumes": [], "systemMountVolumes": [],
+            "registry": null, "portMappings": []
+        }
+    })
+}
+
 /// A container step (an ephemeral container of the job pod, as the simulator's default Role
 /// allows) whose background child ignores TERM, cancelled once it runs: the hook stops its
 /// processes inside the container before the runner would escalate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
-    use std::time::{Duration, Instant};
-    use tokio::io::AsyncWriteExt;
-
+    use std::time::Duration;
     let mut cfg = sim_config();
     cfg.image_commands.insert(
         "long-action:1".to_string(),
@@ -189,34 +250,7 @@ async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
         .await
         .0
         .assert_ok();
-    let input = json!({
-        "command": "run_container_step",
-        "responseFile": null,
-        "state": r.state.clone(),
-        "args": {
-            "image": "long-action:1", "dockerfile": null,
-            "entryPoint": null, "entryPointArgs": [],
-            "workingDirectory": "/github/workspace", "createOptions": null,
-            "environmentVariables": {},
-            "userMountVolumes": [], "systemMountVolumes": [],
-            "registry": null, "portMappings": []
-        }
-    });
-    let mut hook = tokio::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/arc-hook.sh"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .envs(&r.env)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("hook starts");
-    let mut stdin = hook.stdin.take().expect("stdin");
-    stdin
-        .write_all(&serde_json::to_vec(&input).expect("json"))
-        .await
-        .expect("stdin written");
-    drop(stdin);
+    let hook = spawn_hook(&r, &container_step(&r, Some("long-action:1"), None)).await;
     let started = r.runner_path("repo/repo/started");
     let ticks = r.runner_path("repo/repo/ticks");
     for _ in 0..200 {
@@ -226,25 +260,8 @@ async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ticks.exists(), "the container step never ran");
-    let pid = hook.id().expect("the hook runs") as i32;
-    let signalled = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT sent");
-    let out = tokio::time::timeout(Duration::from_secs(10), hook.wait_with_output())
-        .await
-        .expect("the hook ends before the runner's kill (10 s after its SIGINT)")
-        .expect("hook output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        signalled.elapsed() < Duration::from_millis(7500),
-        "the runner would have sent SIGTERM: {:?}\n{stdout}{stderr}",
-        signalled.elapsed()
-    );
-    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    let (code, stdout, stderr) = cancel_hook(hook).await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("arc-hook: cancelled: the runner sent SIGINT; stopped the step's")
@@ -255,6 +272,73 @@ async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = std::fs::read_to_string(&ticks).expect("ticks").len();
     assert_eq!(before, after, "the step's background child still runs");
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+/// A Dockerfile action cancelled while its image builds: the builder pod is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_image_build_deletes_its_builder_pod() {
+    use std::time::Duration;
+    const BUILDER: &str = "mirror.internal/kaniko/executor:v1";
+    let mut cfg = sim_config();
+    cfg.image_commands.insert(
+        BUILDER.to_string(),
+        ["sh", "-c", "echo building; sleep 600", "executor"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let mut r = Runner::start(cfg).await;
+    for (k, v) in [
+        ("ARC_HOOK_BUILDER", "kaniko"),
+        ("ARC_HOOK_BUILDER_IMAGE", BUILDER),
+        ("ARC_HOOK_BUILD_REGISTRY", "harbor.internal/ci-actions"),
+    ] {
+        r.env.insert(k.to_string(), v.to_string());
+    }
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let dir = r.runner_path("_actions/example-org/slow-action/v1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("Dockerfile"), "FROM alpine:3.19\n").expect("Dockerfile");
+    let dockerfile = dir.join("Dockerfile").to_string_lossy().to_string();
+    let hook = spawn_hook(&r, &container_step(&r, None, Some(&dockerfile))).await;
+    let pods = r.pods().await;
+    let lp = kube::api::ListParams::default().labels("arc-hook.dev/role=build");
+    let mut building = false;
+    for _ in 0..400 {
+        let list = pods.list(&lp).await.expect("pods listed");
+        building = list
+            .items
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        if building {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(building, "the builder pod never ran");
+    let (code, stdout, stderr) = cancel_hook(hook).await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "arc-hook: cancelled: the runner sent SIGINT; the image build was stopped: deleted the builder pod "
+        ),
+        "{stdout}{stderr}"
+    );
+    // Deleted with grace 0: gone as soon as the kubelet has stopped it.
+    let mut gone = false;
+    for _ in 0..100 {
+        gone = pods.list(&lp).await.expect("pods listed").items.is_empty();
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the builder pod is still there");
     r.cleanup().await.assert_ok();
     r.sim.shutdown().await;
 }
