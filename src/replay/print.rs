@@ -31,6 +31,14 @@ pub fn event(out: &mut impl Write, event: &Event) -> io::Result<()> {
             out,
             "── {file}: {command} exited {exit_code} ({seconds:.2}s)"
         ),
+        Event::Signalled {
+            file,
+            signal,
+            seconds,
+        } => writeln!(
+            out,
+            "── {file}: cancelled: {signal} to the hook after {seconds:.2}s (cancelAfterSeconds)"
+        ),
         Event::JobPod { name, is_alpine } => {
             writeln!(out, "   job pod {name}, isAlpine {is_alpine}")
         }
