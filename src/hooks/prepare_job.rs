@@ -94,6 +94,11 @@ pub async fn prepare_job(
 
     if config.work_volume == WorkVolumeMode::Claim {
         provide_externals(config);
+        // The job's own file-command directory, which its containers see in place of the
+        // runner's (made here, so it is the runner's user's and not the kubelet's root's).
+        let temp = super::run_script_step::runner_temp(config)?;
+        super::file_commands::create_job_dir(&temp)
+            .context("preparing the job's file-command directory under _temp")?;
     }
 
     let mut created = Created::default();
