@@ -298,3 +298,51 @@ async fn a_container_step_job_cannot_make_the_runner_read_a_link() {
         run.stderr
     );
 }
+
+/// Issue 25.5 (claim mode): a job container running as another user than the runner writes
+/// `_temp`, its HOME, the workspace, `_tool` and its file commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_root_job_writes_temp_home_workspace_and_file_commands() {
+    if !isolation_or_skip() {
+        return;
+    }
+    let mut r = Runner::start(sim_config()).await;
+    let template = r.home.path().join("non-root.yaml");
+    std::fs::write(
+        &template,
+        "spec:\n  containers:\n    - name: $job\n      securityContext:\n        runAsUser: 1234\n        runAsGroup: 1234\n",
+    )
+    .expect("template");
+    r.env.insert(
+        "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE".to_string(),
+        template.to_string_lossy().to_string(),
+    );
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let fc = r.runner_path("_temp/_runner_file_commands");
+    std::fs::write(fc.join("set_output_u"), b"").expect("runner file");
+    let run = r
+        .script_step(
+            "echo uid=$(id -u)\ntouch /__w/_temp/t /github/home/h /__w/repo/repo/w /__w/repo/sibling /__w/_tool/cache\necho u=1 >> \"$GITHUB_OUTPUT\"\n",
+            json!({"GITHUB_OUTPUT": "/__w/_temp/_runner_file_commands/set_output_u"}),
+        )
+        .await;
+    run.assert_ok();
+    assert!(run.stdout.contains("uid=1234"), "{}", run.stdout);
+    for p in [
+        "_temp/t",
+        "_temp/_github_home/h",
+        "repo/repo/w",
+        "repo/sibling",
+        "_tool/cache",
+    ] {
+        assert!(r.runner_path(p).exists(), "{p} written by the job's user");
+    }
+    assert_eq!(
+        std::fs::read_to_string(fc.join("set_output_u")).expect("read"),
+        "u=1\n"
+    );
+    r.cleanup().await.assert_ok();
+}

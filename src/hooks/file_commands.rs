@@ -31,6 +31,33 @@ pub fn create_job_dir(temp: &Path) -> Result<(), SharedWorkError> {
     dir.set_mode(0o777)
 }
 
+/// prepare_job (claim mode): the directories a job writes — `_temp` (sticky, as `/tmp`), its
+/// HOME `_temp/_github_home`, the workspace and `_tool` — writable by any user, so a job whose
+/// container runs as another user than the runner (`runAsUser` in the template, `--user`)
+/// works as a root one does. Missing ones are left to the runner; links are refused, never
+/// followed. Only this runner's pods mount the volume.
+pub fn open_for_job_users(work: &Path, workspace: Option<&str>) -> Result<(), SharedWorkError> {
+    let work = SharedDir::open(work)?;
+    let temp = work.child_dir_existing("_temp")?;
+    temp.set_mode(0o1777)?;
+    if let Ok(home) = temp.child_dir_existing("_github_home") {
+        home.set_mode(0o777)?;
+    }
+    if let Ok(tool) = work.child_dir_existing("_tool") {
+        tool.set_mode(0o777)?;
+    }
+    if let Some(repo) = workspace {
+        // `_work/<repo>/<repo>`: both levels (actions create siblings of the checkout).
+        if let Ok(outer) = work.child_dir_existing(repo) {
+            outer.set_mode(0o777)?;
+            if let Ok(inner) = outer.child_dir_existing(repo) {
+                inner.set_mode(0o777)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Before a step: the job's directory holds exactly the runner's current files (the names the
 /// step's `GITHUB_*` variables give), as the runner made them. Entries of earlier steps go.
 pub fn before_step(temp: &Path) -> Result<(), SharedWorkError> {

@@ -99,6 +99,16 @@ pub async fn prepare_job(
         let temp = super::run_script_step::runner_temp(config)?;
         super::file_commands::create_job_dir(&temp)
             .context("preparing the job's file-command directory under _temp")?;
+        if let Some(work) = config.runner_work_dir() {
+            let repo = config
+                .runner_workspace
+                .as_deref()
+                .and_then(|w| w.file_name())
+                .and_then(|n| n.to_str());
+            super::file_commands::open_for_job_users(&work, repo).context(
+                "making _temp, HOME, the workspace and _tool writable for the job's user",
+            )?;
+        }
     }
 
     let mut created = Created::default();
