@@ -1,6 +1,6 @@
 //! Streaming tar copies between the runner and a pod over exec: no temporary archive, no per-file round trips, and an unpacker that refuses entries escaping its target.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -253,37 +253,110 @@ pub fn entry_path(raw: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// The deepest entry a pull takes, in path components. Real `_temp` trees are a few dozen deep;
+/// a path this deep is already near Linux's 4096-byte `PATH_MAX`.
+pub const MAX_DEPTH: usize = 256;
+
+/// Links followed while resolving one pulled link before it counts as a loop (Linux's own limit).
+const MAX_LINK_HOPS: usize = 40;
+
 /// Refuses to write below a symlink: every existing ancestor of `rel` under `root` must be a
 /// real directory, so a link planted by an earlier entry (or already there) is never followed.
-fn check_ancestors(root: &Path, rel: &Path, entry: &str) -> Result<(), CopyError> {
-    let mut at = root.to_path_buf();
-    let parents: Vec<_> = rel.components().collect();
-    for c in parents.iter().take(parents.len().saturating_sub(1)) {
-        at.push(c);
+/// `known` holds the directories this unpack already found or made real (they stay so: no
+/// entry may replace a directory), so a deep tree costs O(1) checks per entry, not O(depth).
+fn check_ancestors(
+    root: &Path,
+    rel: &Path,
+    entry: &str,
+    known: &mut HashSet<PathBuf>,
+) -> Result<(), CopyError> {
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    if parent.as_os_str().is_empty() || known.contains(parent) {
+        return Ok(());
+    }
+    let mut rel_at = PathBuf::new();
+    for c in parent.components() {
+        rel_at.push(c);
+        if known.contains(&rel_at) {
+            continue;
+        }
+        let at = root.join(&rel_at);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(CopyError::refused(
                     entry.to_string(),
                     format!(
                         "{} is a symlink; writing through it could leave the target directory",
-                        at.strip_prefix(root).unwrap_or(&at).display()
+                        rel_at.display()
                     ),
                 ));
             }
             Ok(m) if !m.is_dir() => {
                 return Err(CopyError::refused(
                     entry.to_string(),
-                    format!(
-                        "{} is not a directory",
-                        at.strip_prefix(root).unwrap_or(&at).display()
-                    ),
+                    format!("{} is not a directory", rel_at.display()),
                 ));
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&at).map_err(io_err(format!("creating {}", at.display())))?;
+                fs::create_dir(&at).map_err(io_err(format!("creating {}", at.display())))?;
             }
             Err(e) => return Err(io_err(format!("reading {}", at.display()))(e)),
+        }
+        known.insert(rel_at.clone());
+    }
+    Ok(())
+}
+
+/// Whether the link at `rel` resolves inside `root` as the kernel would resolve it now:
+/// component by component, following every link on the way (the ones this pull wrote and the
+/// ones already there), `..` after a link going up from where the link led. A path that does
+/// not exist yet is taken as written. `Err` says why not.
+fn link_really_resolves_inside(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut pending: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        if c == "." {
+            continue;
+        }
+        if c == ".." {
+            if at.pop().is_none() {
+                return Err(
+                    "followed through the links on its way, it leads out of the copied directory"
+                        .into(),
+                );
+            }
+            continue;
+        }
+        let here: PathBuf = at.iter().chain(std::iter::once(&c)).collect();
+        let path = root.join(&here);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(format!(
+                        "more than {MAX_LINK_HOPS} links on its way (a loop)"
+                    ));
+                }
+                let target =
+                    fs::read_link(&path).map_err(|e| format!("reading {}: {e}", here.display()))?;
+                if target.is_absolute() {
+                    return Err(format!(
+                        "followed through the links on its way, {} leads to the absolute path {}",
+                        here.display(),
+                        target.display()
+                    ));
+                }
+                pending.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+            }
+            _ => at.push(c),
         }
     }
     Ok(())
@@ -323,7 +396,7 @@ pub fn unpack<R: Read>(
     prefix: &str,
     record: Option<&mut Manifest>,
 ) -> Result<Stats, CopyError> {
-    unpack_bounded(input, root, prefix, record, u64::MAX)
+    unpack_bounded(input, root, prefix, record, u64::MAX, &[])
 }
 
 /// The largest regular-file entries seen so far, for the message of a refused copy.
@@ -371,16 +444,82 @@ fn link_resolves_inside(rel: &Path, target: &Path) -> bool {
     true
 }
 
+/// A long entry name cut for a message (a 10 000-level path is 20 KB).
+fn shorten(name: &str) -> String {
+    match name.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
+}
+
 /// [`unpack`], refusing the stream once its files add up to more than `max_bytes` (checked
 /// against each entry's declared size before any of its data is written, so a huge sparse
-/// file is refused before it fills the disk).
+/// file is refused before it fills the disk). `known_links` are links an earlier copy left
+/// under `root` (relative to it): a link this archive writes can change where they lead, so
+/// they are judged again at the end with the new ones.
 pub fn unpack_bounded<R: Read>(
+    input: R,
+    root: &Path,
+    prefix: &str,
+    record: Option<&mut Manifest>,
+    max_bytes: u64,
+    known_links: &[PathBuf],
+) -> Result<Stats, CopyError> {
+    let mut links = Vec::new();
+    let unpacked = unpack_entries(input, root, prefix, record, max_bytes, &mut links);
+    // Also after a refused entry: the links written before it must not lead out either.
+    let judged = rejudge_links(root, known_links, &links);
+    let stats = unpacked?;
+    judged?;
+    Ok(stats)
+}
+
+/// Judges again every link written by this copy (`links`) or an earlier one (`known_links`),
+/// removing each one that leads out of `root`; the error names the first.
+fn rejudge_links(root: &Path, known_links: &[PathBuf], links: &[PathBuf]) -> Result<(), CopyError> {
+    // A later link can redirect an earlier one (`esc -> z/secret` before `z -> ..`): judge
+    // every link again now that all are written, and remove every one that leads out (removing
+    // one can change where others lead, so until none does).
+    let mut first: Option<CopyError> = None;
+    loop {
+        let mut removed = false;
+        for rel in known_links.iter().chain(links) {
+            let dest = root.join(rel);
+            if !fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+                continue;
+            }
+            if let Err(why) = link_really_resolves_inside(root, rel) {
+                let target = fs::read_link(&dest).unwrap_or_default();
+                fs::remove_file(&dest).map_err(io_err(format!("removing {}", dest.display())))?;
+                removed = true;
+                first.get_or_insert_with(|| {
+                    CopyError::refused(
+                        rel.to_string_lossy(),
+                        format!(
+                            "a symbolic link to {}: once later entries are written, {why}",
+                            target.display()
+                        ),
+                    )
+                });
+            }
+        }
+        if !removed {
+            break;
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// The entries of [`unpack_bounded`], each checked as it is written; the links written go to `links`.
+fn unpack_entries<R: Read>(
     input: R,
     root: &Path,
     prefix: &str,
     mut record: Option<&mut Manifest>,
     max_bytes: u64,
+    links: &mut Vec<PathBuf>,
 ) -> Result<Stats, CopyError> {
+    let mut known_dirs = HashSet::new();
     let mut total: u64 = 0;
     let mut largest = Largest::default();
     fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
@@ -407,7 +546,14 @@ pub fn unpack_bounded<R: Read>(
             }
             continue;
         }
-        check_ancestors(root, &rel, &shown)?;
+        let depth = rel.components().count();
+        if depth > MAX_DEPTH {
+            return Err(CopyError::refused(
+                shorten(&shown),
+                format!("it is {depth} levels deep; a pull takes at most {MAX_DEPTH}"),
+            ));
+        }
+        check_ancestors(root, &rel, &shown, &mut known_dirs)?;
         let dest = root.join(&rel);
         let existing = fs::symlink_metadata(&dest).ok();
         if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
@@ -439,6 +585,7 @@ pub fn unpack_bounded<R: Read>(
                 fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o700))
                     .map_err(io_err(format!("chmod {}", dest.display())))?;
                 dir_times.push((dest.clone(), mode, mtime));
+                known_dirs.insert(rel.clone());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
@@ -479,6 +626,15 @@ pub fn unpack_bounded<R: Read>(
                 }
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
                 std::os::unix::fs::symlink(&target, &dest).map_err(write)?;
+                // Read as text it stays inside; followed through the links already here it may not.
+                if let Err(why) = link_really_resolves_inside(root, &rel) {
+                    let _ = fs::remove_file(&dest);
+                    return Err(CopyError::refused(
+                        shown,
+                        format!("a symbolic link to {}: {why}", target.display()),
+                    ));
+                }
+                links.push(rel.clone());
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -492,7 +648,7 @@ pub fn unpack_bounded<R: Read>(
                         format!("hard link to {}: {reason}", target.display()),
                     )
                 })?;
-                check_ancestors(root, &target_rel, &shown)?;
+                check_ancestors(root, &target_rel, &shown, &mut known_dirs)?;
                 let src = root.join(&target_rel);
                 if !fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
                     return Err(CopyError::refused(
@@ -618,6 +774,8 @@ pub struct PullInto {
     pub prefix: Option<String>,
     /// The most the pull may bring back ([`unpack_bounded`]).
     pub max_bytes: u64,
+    /// Links already under `dest` (relative to it), judged again with the new ones.
+    pub known_links: Vec<PathBuf>,
 }
 
 /// Streams the pod directory `src` (minus top-level `exclude`) into the local `dest`,
@@ -635,14 +793,22 @@ pub async fn pull(
         dest,
         prefix,
         max_bytes,
+        known_links,
     } = into;
     let (writer, reader) = tokio::io::duplex(PIPE_BUF);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut record = Manifest::default();
         let mut input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
         let stats = match &prefix {
-            Some(p) => unpack_bounded(&mut input, &dest, p, Some(&mut record), max_bytes)?,
-            None => unpack_bounded(&mut input, &dest, "", None, max_bytes)?,
+            Some(p) => unpack_bounded(
+                &mut input,
+                &dest,
+                p,
+                Some(&mut record),
+                max_bytes,
+                &known_links,
+            )?,
+            None => unpack_bounded(&mut input, &dest, "", None, max_bytes, &known_links)?,
         };
         // tar pads its output past the end-of-archive marker the reader stops at; read it all,
         // or the pod's tar meets a closed pipe and a good copy looks broken.
@@ -998,6 +1164,187 @@ mod tests {
         );
     }
 
+    /// The symlinks under `root` that the kernel resolves to somewhere outside it (a dangling
+    /// one by its deepest existing ancestor and the rest of its path).
+    fn escaping_links(root: &Path) -> Vec<String> {
+        let canon_root = fs::canonicalize(root).expect("root");
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("ls").flatten() {
+                let m = fs::symlink_metadata(e.path()).expect("stat");
+                if m.file_type().is_symlink() {
+                    let mut p = d.join(fs::read_link(e.path()).expect("readlink"));
+                    let mut climbs = false;
+                    let real = loop {
+                        if let Ok(r) = fs::canonicalize(&p) {
+                            break r;
+                        }
+                        climbs |= p.ends_with("..");
+                        if !p.pop() {
+                            break PathBuf::new();
+                        }
+                    };
+                    if climbs || !real.starts_with(&canon_root) {
+                        out.push(e.path().display().to_string());
+                    }
+                } else if m.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// A tar with GNU long names, as a pod's tar writes deep paths.
+    fn long_named(entries: &[(String, tar::EntryType)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, name, io::empty()).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn chained_relative_links_are_judged_by_where_they_lead() {
+        use tar::EntryType::Symlink;
+        // In the order a pod's tar sends them: each reads as inside, `y` leads out once `x` is followed.
+        let buf = crafted(&[
+            ("x", Symlink, ".", b""),
+            ("y", Symlink, "x/..", b""),
+            ("z", Symlink, "y/..", b""),
+            ("esc", Symlink, "z/secret", b""),
+        ]);
+        let (e, p) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"y\": a symbolic link to x/..: followed through the links on its way, it leads out of the copied directory"
+        );
+        assert_eq!(
+            escaping_links(&p.path().join("target")),
+            Vec::<String>::new()
+        );
+        assert!(
+            fs::symlink_metadata(p.path().join("target/y")).is_err(),
+            "removed"
+        );
+        // Reversed, every link is fine when written and `x` redirects the others: caught at the end.
+        let buf = crafted(&[
+            ("esc", Symlink, "z/secret", b""),
+            ("z", Symlink, "y/..", b""),
+            ("y", Symlink, "x/..", b""),
+            ("x", Symlink, ".", b""),
+        ]);
+        let (e, p) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"esc\": a symbolic link to z/secret: once later entries are written, followed through the links on its way, it leads out of the copied directory"
+        );
+        assert_eq!(
+            escaping_links(&p.path().join("target")),
+            Vec::<String>::new()
+        );
+        // A refused entry after them ends the copy early: the links before it are still judged.
+        let buf = crafted(&[
+            ("esc", Symlink, "z/secret", b""),
+            ("z", Symlink, "y/..", b""),
+            ("y", Symlink, "x/..", b""),
+            ("x", Symlink, ".", b""),
+            ("../bad", tar::EntryType::Regular, "", b""),
+        ]);
+        let (e, p) = unpack_err(&buf);
+        assert!(e.contains("climbs out of the target"), "{e}");
+        assert_eq!(
+            escaping_links(&p.path().join("target")),
+            Vec::<String>::new()
+        );
+        // A link into a subdirectory, then `..` through it: `d/..` is the root only while d is a directory.
+        let buf = crafted(&[
+            ("sub/deep/f", tar::EntryType::Regular, "", b"f"),
+            ("d", Symlink, "sub/deep", b""),
+            ("up", Symlink, "d/../../..", b""),
+        ]);
+        let (e, _p) = unpack_err(&buf);
+        assert!(e.starts_with("refusing archive entry \"up\""), "{e}");
+        // A loop is refused, links through inside links that stay inside are kept.
+        let buf = crafted(&[("a", Symlink, "b", b""), ("b", Symlink, "a", b"")]);
+        assert!(unpack_err(&buf).0.contains("a loop"));
+        let out = tempfile::tempdir().expect("tempdir");
+        let buf = crafted(&[
+            ("sub/deep/f", tar::EntryType::Regular, "", b"f"),
+            ("d", Symlink, "sub/deep", b""),
+            ("ok", Symlink, "d/../deep/f", b""),
+            ("ok2", Symlink, "ok", b""),
+        ]);
+        unpack(&buf[..], out.path(), "", None).expect("inside");
+        assert_eq!(fs::read(out.path().join("ok2")).expect("read"), b"f");
+    }
+
+    #[test]
+    fn links_from_an_earlier_pull_are_judged_again() {
+        use tar::EntryType::Symlink;
+        let parent = tempfile::tempdir().expect("tempdir");
+        let root = parent.path().join("target");
+        let first = crafted(&[
+            ("esc", Symlink, "z/secret", b""),
+            ("z", Symlink, "y/..", b""),
+        ]);
+        unpack(&first[..], &root, "", None).expect("first pull: all inside");
+        let second = crafted(&[("y", Symlink, "..", b"")]);
+        // `y -> ..` alone is refused when written; `y -> q`, `q -> .` each look fine.
+        assert!(unpack_bounded(&second[..], &root, "", None, u64::MAX, &[]).is_err());
+        let second = crafted(&[("y", Symlink, "q", b""), ("q", Symlink, ".", b"")]);
+        let e = unpack_bounded(
+            &second[..],
+            &root,
+            "",
+            None,
+            u64::MAX,
+            &[PathBuf::from("esc"), PathBuf::from("z")],
+        )
+        .expect_err("z now leads out")
+        .to_string();
+        assert_eq!(
+            e,
+            "refusing archive entry \"esc\": a symbolic link to z/secret: once later entries are written, followed through the links on its way, it leads out of the copied directory"
+        );
+        assert_eq!(escaping_links(&root), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hard_links_to_links_are_refused() {
+        let buf = crafted(&[
+            ("f", tar::EntryType::Regular, "", b"f"),
+            ("l", tar::EntryType::Symlink, "f", b""),
+            ("h", tar::EntryType::Link, "l", b""),
+        ]);
+        assert_eq!(
+            unpack_err(&buf).0,
+            "refusing archive entry \"h\": hard link to l, which is not a file this archive wrote"
+        );
+    }
+
+    #[test]
+    fn deep_trees_are_refused_at_the_depth_bound() {
+        let chain = |n: usize| -> Vec<(String, tar::EntryType)> {
+            (1..=n)
+                .map(|d| (vec!["a"; d].join("/"), tar::EntryType::Directory))
+                .collect()
+        };
+        let out = tempfile::tempdir().expect("tempdir");
+        unpack(&long_named(&chain(MAX_DEPTH))[..], out.path(), "", None).expect("at the bound");
+        let e = unpack_err(&long_named(&chain(MAX_DEPTH + 1))).0;
+        assert!(e.starts_with("refusing archive entry \"a/a/a/"), "{e}");
+        assert!(
+            e.ends_with("...\": it is 257 levels deep; a pull takes at most 256"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn pulls_are_bounded_before_data_is_written() {
         let big = vec![0u8; 4096];
@@ -1007,7 +1354,7 @@ mod tests {
             ("bigger", tar::EntryType::Regular, "", &big),
         ]);
         let out = tempfile::tempdir().expect("tempdir");
-        let e = unpack_bounded(&buf[..], out.path(), "", None, 5000)
+        let e = unpack_bounded(&buf[..], out.path(), "", None, 5000, &[])
             .expect_err("refused")
             .to_string();
         assert_eq!(

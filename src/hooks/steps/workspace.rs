@@ -205,6 +205,8 @@ async fn push_recorded(
 
 /// After a step (also a failed one): brings the pod's `_temp` back, file commands included.
 pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+    let path = dirs.manifest_path();
+    let mut manifest = Manifest::load(&path);
     let (stats, record) = copy::pull(
         kube,
         pod,
@@ -215,15 +217,26 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
             dest: dirs.temp.clone(),
             prefix: Some("_temp".into()),
             max_bytes: dirs.pull_max_bytes,
+            known_links: temp_links(&manifest),
         },
     )
     .await?;
     // What came back is what the pod has: not worth sending again next step.
-    let path = dirs.manifest_path();
-    let mut manifest = Manifest::load(&path);
     manifest.entries.extend(record.entries);
     manifest.save(&path)?;
     Ok(stats)
+}
+
+/// The links under `_temp` the runner side is known to hold (relative to `_temp`).
+fn temp_links(manifest: &Manifest) -> Vec<PathBuf> {
+    const S_IFMT: u32 = 0o170_000;
+    const S_IFLNK: u32 = 0o120_000;
+    manifest
+        .entries
+        .iter()
+        .filter(|(_, st)| st.mode & S_IFMT == S_IFLNK)
+        .filter_map(|(k, _)| k.strip_prefix("_temp/").map(PathBuf::from))
+        .collect()
 }
 
 /// The step's exit code, unless its files could not come back: then the failure names both,
