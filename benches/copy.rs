@@ -135,6 +135,7 @@ impl Target {
                     prefix: None,
                     max_bytes: u64::MAX,
                     known_links: Vec::new(),
+                    changed: None,
                 },
             )
             .await

@@ -697,26 +697,72 @@ pub fn extract_command(dest: &str) -> Vec<String> {
         .collect()
 }
 
+/// An incremental pull: only what changed in the pod since the pull that left mark `since`.
+/// The marks are files in `mark_dir` (a directory under the pulled tree that the pull
+/// excludes); the runner side keeps the name of the last mark whose pull it accepted, so a
+/// failed pull is sent again in full by the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedSince {
+    pub mark_dir: String,
+    /// The mark of the last accepted pull (`None`: send everything).
+    pub since: Option<String>,
+    /// The mark this pull leaves, for the next one.
+    pub next: String,
+}
+
 /// The pod-side command that streams the tree under `src` to stdout, without the top-level
 /// entries named in `exclude` (an empty directory gives an empty stream).
-pub fn archive_command(src: &str, exclude: &[&str]) -> Vec<String> {
+///
+/// With `changed`, it first leaves the mark `changed.next`, dated 50 ms back (2 s on a
+/// filesystem that keeps whole seconds) so that a change in the same clock tick is never
+/// missed (what comes back twice is harmless), then, when
+/// the mark `changed.since` is there and GNU find and tar are, sends only the entries whose
+/// ctime is newer than it: ctime is set by every write, chmod, rename and link, and no
+/// process can set it back. Directories go without their contents. Without the mark or the
+/// tools it sends everything, as without `changed`.
+pub fn archive_command(src: &str, exclude: &[&str], changed: Option<&ChangedSince>) -> Vec<String> {
     let mut skip = String::new();
+    let mut prune = String::new();
     for x in exclude {
-        skip.push_str(&format!(
-            " [ \"$e\" = {} ] && continue;",
-            crate::script::sh_quote(x)
-        ));
+        let q = crate::script::sh_quote(x);
+        skip.push_str(&format!(" [ \"$e\" = {q} ] && continue;"));
+        prune.push_str(&format!(" -path ./{q} -prune -o"));
     }
-    let script = format!(
-        "cd \"$1\" || exit 1; set --; for e in * .[!.]* ..?*; do {{ [ -e \"$e\" ] || [ -L \"$e\" ]; }} || continue;{skip} set -- \"$@\" \"$e\"; done; [ $# -eq 0 ] && exit 0; exec tar -c -f - -- \"$@\""
+    let full = format!(
+        "set --; for e in * .[!.]* ..?*; do {{ [ -e \"$e\" ] || [ -L \"$e\" ]; }} || continue;{skip} set -- \"$@\" \"$e\"; done; [ $# -eq 0 ] && exit 0; exec tar -c -f - -- \"$@\""
     );
-    vec![
-        "sh".into(),
-        "-c".into(),
-        script,
-        "arc-hook-pull".into(),
-        src.into(),
-    ]
+    let mut args = vec!["arc-hook-pull".to_string(), src.to_string()];
+    let script = match changed {
+        None => format!("cd \"$1\" || exit 1; {full}"),
+        Some(c) => {
+            args.extend([
+                c.mark_dir.clone(),
+                c.since.clone().unwrap_or_default(),
+                c.next.clone(),
+            ]);
+            format!(
+                concat!(
+                    "cd \"$1\" || exit 1; m=\"$2\"; since=\"$3\"; next=\"$4\"; ",
+                    "mkdir -p \"$m\" 2>/dev/null; ",
+                    "t=$(date +%s%N) && case $t in *[!0-9]*|'') false;; esac && t=$((t - 50000000)) && s=${{t%?????????}} ",
+                    "&& touch -d \"@$s.${{t#\"$s\"}}\" \"$m/pull-$next\" 2>/dev/null ",
+                    "&& case $(stat -c %y \"$m/pull-$next\") in *.000000000*) touch -d \"@$((s - 2))\" \"$m/pull-$next\";; esac ",
+                    "|| rm -f \"$m/pull-$next\"; ",
+                    "for f in \"$m\"/pull-*; do case \"$f\" in \"$m/pull-$since\"|\"$m/pull-$next\") ;; *) rm -f \"$f\";; esac; done; ",
+                    "if [ -n \"$since\" ] && [ -f \"$m/pull-$since\" ] ",
+                    "&& find . -maxdepth 0 -cnewer \"$m/pull-$since\" -print0 >/dev/null 2>&1 ",
+                    "&& tar --version 2>/dev/null | grep -q 'GNU tar'; then ",
+                    "find . -mindepth 1{prune} -cnewer \"$m/pull-$since\" -print0 > \"$m/pull-list\" || exit 3; ",
+                    "exec tar -c -f - --null --no-recursion -T \"$m/pull-list\"; fi; {full}"
+                ),
+                prune = prune,
+                full = full
+            )
+        }
+    };
+    let mut command = vec!["sh".into(), "-c".into(), script];
+    command.extend(args);
+    command
 }
 
 /// Sends `sources` into the pod directory `dest` as one tar stream over one exec.
@@ -776,6 +822,8 @@ pub struct PullInto {
     pub max_bytes: u64,
     /// Links already under `dest` (relative to it), judged again with the new ones.
     pub known_links: Vec<PathBuf>,
+    /// Only what changed since the last accepted pull ([`archive_command`]).
+    pub changed: Option<ChangedSince>,
 }
 
 /// Streams the pod directory `src` (minus top-level `exclude`) into the local `dest`,
@@ -794,6 +842,7 @@ pub async fn pull(
         prefix,
         max_bytes,
         known_links,
+        changed,
     } = into;
     let (writer, reader) = tokio::io::duplex(PIPE_BUF);
     let consumer = tokio::task::spawn_blocking(move || {
@@ -821,7 +870,8 @@ pub async fn pull(
         container,
         what: "tar (copying files from the pod)",
     };
-    let command = archive_command(src, exclude);
+    let incremental = changed.as_ref().is_some_and(|c| c.since.is_some());
+    let command = archive_command(src, exclude, changed.as_ref());
     let mut consumer = consumer;
     let (local, code) = {
         let streaming = exec(
@@ -844,7 +894,16 @@ pub async fn pull(
             },
         }
     };
-    settle(local, "unpacking", code, pod, &stderr)
+    let (stats, record) = settle(local, "unpacking", code, pod, &stderr)?;
+    tracing::debug!(
+        pod,
+        src,
+        entries = stats.entries,
+        bytes = stats.bytes,
+        incremental = incremental,
+        "pulled"
+    );
+    Ok((stats, record))
 }
 
 /// Combines the local end of a copy with tar's exit in the pod. A local failure explains a
@@ -1388,7 +1447,7 @@ mod tests {
         .expect("write");
         fs::create_dir_all(d.path().join("_github_home/.cache")).expect("mkdir");
         fs::write(d.path().join(".hidden"), b"h").expect("write");
-        let cmd = archive_command(&d.path().to_string_lossy(), &["_github_home"]);
+        let cmd = archive_command(&d.path().to_string_lossy(), &["_github_home"], None);
         let out = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
             .output()
@@ -1408,7 +1467,7 @@ mod tests {
         assert!(!dest.path().join("_github_home").exists());
 
         let empty = tempfile::tempdir().expect("tempdir");
-        let cmd = archive_command(&empty.path().to_string_lossy(), &[]);
+        let cmd = archive_command(&empty.path().to_string_lossy(), &[], None);
         let out = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
             .output()
@@ -1417,6 +1476,80 @@ mod tests {
         assert!(out.stdout.is_empty());
         let stats = unpack(&out.stdout[..], dest.path(), "", None).expect("empty stream");
         assert_eq!(stats.entries, 0);
+    }
+
+    /// Runs the pull's pod-side command here (GNU find and tar, as on the test machines).
+    fn pod_archive(dir: &Path, since: Option<&str>, next: &str) -> Vec<String> {
+        let changed = ChangedSince {
+            mark_dir: "_arc_hook".into(),
+            since: since.map(str::to_string),
+            next: next.into(),
+        };
+        let cmd = archive_command(
+            &dir.to_string_lossy(),
+            &["_github_home", "_arc_hook"],
+            Some(&changed),
+        );
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut names: Vec<String> = tar::Archive::new(&out.stdout[..])
+            .entries()
+            .expect("tar")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("name")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_incremental_pull_sends_what_changed_since_the_accepted_mark() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path();
+        for dir in ["a", "b", "_arc_hook", "_github_home"] {
+            fs::create_dir_all(p.join(dir)).expect("mkdir");
+        }
+        fs::write(p.join("a/old.txt"), b"1").expect("write");
+        fs::write(p.join("b/keep.txt"), b"1").expect("write");
+        // Older than the mark's 50 ms of slack (what is younger comes back twice).
+        std::thread::sleep(Duration::from_millis(120));
+        let full = pod_archive(p, None, "1");
+        assert!(full.contains(&"a/old.txt".to_string()), "{full:?}");
+        assert!(p.join("_arc_hook/pull-1").is_file(), "the mark is left");
+        // A new file, a rename (its mtime kept), a chmod; nothing under the excluded names.
+        fs::write(p.join("a/new.txt"), b"2").expect("write");
+        fs::rename(p.join("a/old.txt"), p.join("moved.txt")).expect("mv");
+        fs::set_permissions(p.join("b/keep.txt"), fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        fs::write(p.join("_github_home/cache"), b"x").expect("write");
+        assert_eq!(
+            pod_archive(p, Some("1"), "2"),
+            ["./a/", "./a/new.txt", "./b/keep.txt", "./moved.txt"]
+        );
+        // Not accepted (the runner kept mark 1): the same again, and mark 1 is kept for it.
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(pod_archive(p, Some("1"), "3").contains(&"./a/new.txt".to_string()));
+        assert!(p.join("_arc_hook/pull-1").is_file());
+        assert!(
+            !p.join("_arc_hook/pull-2").exists(),
+            "marks no pull can use are removed"
+        );
+        // Accepted: nothing changed since.
+        assert_eq!(pod_archive(p, Some("3"), "4"), Vec::<String>::new());
+        // An unknown mark (the step removed it, or a new pod): everything.
+        assert!(pod_archive(p, Some("9"), "5").contains(&"b/keep.txt".to_string()));
     }
 
     #[test]
