@@ -399,6 +399,20 @@ pub fn unpack<R: Read>(
     unpack_bounded(input, root, prefix, record, u64::MAX, &[])
 }
 
+/// Records what `root/rel` now is under `prefix/rel`.
+fn stamp(record: Option<&mut Manifest>, root: &Path, prefix: &str, rel: &Path) {
+    if let Some(record) = record
+        && let Ok(m) = fs::symlink_metadata(root.join(rel))
+    {
+        let name = if prefix.is_empty() {
+            rel.to_string_lossy().to_string()
+        } else {
+            format!("{prefix}/{}", rel.to_string_lossy())
+        };
+        record.entries.insert(name, Stamp::of(&m));
+    }
+}
+
 /// The largest regular-file entries seen so far, for the message of a refused copy.
 #[derive(Default)]
 struct Largest(Vec<(u64, String)>);
@@ -456,7 +470,7 @@ fn shorten(name: &str) -> String {
 /// against each entry's declared size before any of its data is written, so a huge sparse
 /// file is refused before it fills the disk). `known_links` are links an earlier copy left
 /// under `root` (relative to it): a link this archive writes can change where they lead, so
-/// they are judged again at the end with the new ones.
+/// they are judged again at the end with the new ones. A refused copy leaves no link of its own.
 pub fn unpack_bounded<R: Read>(
     input: R,
     root: &Path,
@@ -467,7 +481,16 @@ pub fn unpack_bounded<R: Read>(
 ) -> Result<Stats, CopyError> {
     let mut links = Vec::new();
     let unpacked = unpack_entries(input, root, prefix, record, max_bytes, &mut links);
-    // Also after a refused entry: the links written before it must not lead out either.
+    if unpacked.is_err() {
+        // A refused copy is not accepted: the next one sends its entries again, and the links it
+        // wrote would be unknown to later checks (the caller records only accepted copies).
+        for rel in links.drain(..) {
+            let dest = root.join(rel);
+            if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&dest).map_err(io_err(format!("removing {}", dest.display())))?;
+            }
+        }
+    }
     let judged = rejudge_links(root, known_links, &links);
     let stats = unpacked?;
     judged?;
@@ -533,7 +556,9 @@ fn unpack_entries<R: Read>(
             .path()
             .map_err(io_err("reading an entry name"))?
             .into_owned();
-        let shown = raw.to_string_lossy().to_string();
+        // An incremental pull's names start with `./`: shown as the others are.
+        let lossy = raw.to_string_lossy();
+        let shown = lossy.strip_prefix("./").unwrap_or(&lossy).to_string();
         let rel = entry_path(&raw).map_err(|reason| CopyError::refused(shown.clone(), reason))?;
         let header = entry.header();
         let kind = header.entry_type();
@@ -584,7 +609,7 @@ fn unpack_entries<R: Read>(
                 fs::create_dir_all(&dest).map_err(write)?;
                 fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o700))
                     .map_err(io_err(format!("chmod {}", dest.display())))?;
-                dir_times.push((dest.clone(), mode, mtime));
+                dir_times.push((rel.clone(), mode, mtime));
                 known_dirs.insert(rel.clone());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -669,21 +694,18 @@ fn unpack_entries<R: Read>(
             }
         }
         stats.entries += 1;
-        if let Some(record) = record.as_deref_mut()
-            && let Ok(m) = fs::symlink_metadata(&dest)
-        {
-            let name = if prefix.is_empty() {
-                rel.to_string_lossy().to_string()
-            } else {
-                format!("{prefix}/{}", rel.to_string_lossy())
-            };
-            record.entries.insert(name, Stamp::of(&m));
+        // A directory is stamped once its mode and time are final, below.
+        if !kind.is_dir() {
+            stamp(record.as_deref_mut(), root, prefix, &rel);
         }
     }
-    // Directory modes and times last: writing their children changed both.
-    for (dir, mode, mtime) in dir_times.into_iter().rev() {
+    // Directory modes and times last: writing their children changed both. Stamped after,
+    // or the next push would send every pulled directory back (and the pull bring it again).
+    for (rel, mode, mtime) in dir_times.into_iter().rev() {
+        let dir = root.join(&rel);
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
         set_mtime(&dir, mtime);
+        stamp(record.as_deref_mut(), root, prefix, &rel);
     }
     Ok(stats)
 }
@@ -1287,10 +1309,12 @@ mod tests {
             escaping_links(&p.path().join("target")),
             Vec::<String>::new()
         );
-        assert!(
-            fs::symlink_metadata(p.path().join("target/y")).is_err(),
-            "removed"
-        );
+        for l in ["x", "y", "esc"] {
+            assert!(
+                fs::symlink_metadata(p.path().join("target").join(l)).is_err(),
+                "a refused copy leaves no link: {l}"
+            );
+        }
         // Reversed, every link is fine when written and `x` redirects the others: caught at the end.
         let buf = crafted(&[
             ("esc", Symlink, "z/secret", b""),
