@@ -774,9 +774,11 @@ pub fn archive_command(src: &str, exclude: &[&str], changed: Option<&ChangedSinc
                     "if [ -n \"$since\" ] && [ -f \"$m/pull-$since\" ] ",
                     "&& find . -maxdepth 0 -cnewer \"$m/pull-$since\" -print0 >/dev/null 2>&1 ",
                     "&& tar --version 2>/dev/null | grep -q 'GNU tar'; then ",
-                    "find . -mindepth 1{prune} -cnewer \"$m/pull-$since\" -print0 > \"$m/pull-list\" || exit 3; ",
+                    "find . -mindepth 1 -maxdepth {deepest}{prune} -cnewer \"$m/pull-$since\" -print0 > \"$m/pull-list\" || exit 3; ",
                     "exec tar -c -f - --null --no-recursion -T \"$m/pull-list\"; fi; {full}"
                 ),
+                // Deeper entries are refused anyway: one past the bound is enough to say so.
+                deepest = MAX_DEPTH + 1,
                 prune = prune,
                 full = full
             )
@@ -1256,17 +1258,29 @@ mod tests {
                 let m = fs::symlink_metadata(e.path()).expect("stat");
                 if m.file_type().is_symlink() {
                     let mut p = d.join(fs::read_link(e.path()).expect("readlink"));
-                    let mut climbs = false;
-                    let real = loop {
+                    // Dangling: its deepest existing ancestor, then the rest as a directory would take it.
+                    let mut rest = Vec::new();
+                    let mut real = loop {
                         if let Ok(r) = fs::canonicalize(&p) {
                             break r;
                         }
-                        climbs |= p.ends_with("..");
+                        rest.push(
+                            p.file_name()
+                                .map(|n| n.to_owned())
+                                .unwrap_or_else(|| "..".into()),
+                        );
                         if !p.pop() {
                             break PathBuf::new();
                         }
                     };
-                    if climbs || !real.starts_with(&canon_root) {
+                    for c in rest.iter().rev() {
+                        if c == ".." {
+                            real.pop();
+                        } else {
+                            real.push(c);
+                        }
+                    }
+                    if !real.starts_with(&canon_root) {
                         out.push(e.path().display().to_string());
                     }
                 } else if m.is_dir() {
