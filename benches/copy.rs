@@ -134,6 +134,8 @@ impl Target {
                     dest: dest.to_path_buf(),
                     prefix: None,
                     max_bytes: u64::MAX,
+                    known_links: Vec::new(),
+                    changed: None,
                 },
             )
             .await

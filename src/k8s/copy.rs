@@ -1,6 +1,6 @@
 //! Streaming tar copies between the runner and a pod over exec: no temporary archive, no per-file round trips, and an unpacker that refuses entries escaping its target.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -253,37 +253,110 @@ pub fn entry_path(raw: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// The deepest entry a pull takes, in path components. Real `_temp` trees are a few dozen deep;
+/// a path this deep is already near Linux's 4096-byte `PATH_MAX`.
+pub const MAX_DEPTH: usize = 256;
+
+/// Links followed while resolving one pulled link before it counts as a loop (Linux's own limit).
+const MAX_LINK_HOPS: usize = 40;
+
 /// Refuses to write below a symlink: every existing ancestor of `rel` under `root` must be a
 /// real directory, so a link planted by an earlier entry (or already there) is never followed.
-fn check_ancestors(root: &Path, rel: &Path, entry: &str) -> Result<(), CopyError> {
-    let mut at = root.to_path_buf();
-    let parents: Vec<_> = rel.components().collect();
-    for c in parents.iter().take(parents.len().saturating_sub(1)) {
-        at.push(c);
+/// `known` holds the directories this unpack already found or made real (they stay so: no
+/// entry may replace a directory), so a deep tree costs O(1) checks per entry, not O(depth).
+fn check_ancestors(
+    root: &Path,
+    rel: &Path,
+    entry: &str,
+    known: &mut HashSet<PathBuf>,
+) -> Result<(), CopyError> {
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    if parent.as_os_str().is_empty() || known.contains(parent) {
+        return Ok(());
+    }
+    let mut rel_at = PathBuf::new();
+    for c in parent.components() {
+        rel_at.push(c);
+        if known.contains(&rel_at) {
+            continue;
+        }
+        let at = root.join(&rel_at);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(CopyError::refused(
                     entry.to_string(),
                     format!(
                         "{} is a symlink; writing through it could leave the target directory",
-                        at.strip_prefix(root).unwrap_or(&at).display()
+                        rel_at.display()
                     ),
                 ));
             }
             Ok(m) if !m.is_dir() => {
                 return Err(CopyError::refused(
                     entry.to_string(),
-                    format!(
-                        "{} is not a directory",
-                        at.strip_prefix(root).unwrap_or(&at).display()
-                    ),
+                    format!("{} is not a directory", rel_at.display()),
                 ));
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&at).map_err(io_err(format!("creating {}", at.display())))?;
+                fs::create_dir(&at).map_err(io_err(format!("creating {}", at.display())))?;
             }
             Err(e) => return Err(io_err(format!("reading {}", at.display()))(e)),
+        }
+        known.insert(rel_at.clone());
+    }
+    Ok(())
+}
+
+/// Whether the link at `rel` resolves inside `root` as the kernel would resolve it now:
+/// component by component, following every link on the way (the ones this pull wrote and the
+/// ones already there), `..` after a link going up from where the link led. A path that does
+/// not exist yet is taken as written. `Err` says why not.
+fn link_really_resolves_inside(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut pending: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        if c == "." {
+            continue;
+        }
+        if c == ".." {
+            if at.pop().is_none() {
+                return Err(
+                    "followed through the links on its way, it leads out of the copied directory"
+                        .into(),
+                );
+            }
+            continue;
+        }
+        let here: PathBuf = at.iter().chain(std::iter::once(&c)).collect();
+        let path = root.join(&here);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(format!(
+                        "more than {MAX_LINK_HOPS} links on its way (a loop)"
+                    ));
+                }
+                let target =
+                    fs::read_link(&path).map_err(|e| format!("reading {}: {e}", here.display()))?;
+                if target.is_absolute() {
+                    return Err(format!(
+                        "followed through the links on its way, {} leads to the absolute path {}",
+                        here.display(),
+                        target.display()
+                    ));
+                }
+                pending.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+            }
+            _ => at.push(c),
         }
     }
     Ok(())
@@ -323,7 +396,21 @@ pub fn unpack<R: Read>(
     prefix: &str,
     record: Option<&mut Manifest>,
 ) -> Result<Stats, CopyError> {
-    unpack_bounded(input, root, prefix, record, u64::MAX)
+    unpack_bounded(input, root, prefix, record, u64::MAX, &[])
+}
+
+/// Records what `root/rel` now is under `prefix/rel`.
+fn stamp(record: Option<&mut Manifest>, root: &Path, prefix: &str, rel: &Path) {
+    if let Some(record) = record
+        && let Ok(m) = fs::symlink_metadata(root.join(rel))
+    {
+        let name = if prefix.is_empty() {
+            rel.to_string_lossy().to_string()
+        } else {
+            format!("{prefix}/{}", rel.to_string_lossy())
+        };
+        record.entries.insert(name, Stamp::of(&m));
+    }
 }
 
 /// The largest regular-file entries seen so far, for the message of a refused copy.
@@ -371,16 +458,91 @@ fn link_resolves_inside(rel: &Path, target: &Path) -> bool {
     true
 }
 
+/// A long entry name cut for a message (a 10 000-level path is 20 KB).
+fn shorten(name: &str) -> String {
+    match name.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
+}
+
 /// [`unpack`], refusing the stream once its files add up to more than `max_bytes` (checked
 /// against each entry's declared size before any of its data is written, so a huge sparse
-/// file is refused before it fills the disk).
+/// file is refused before it fills the disk). `known_links` are links an earlier copy left
+/// under `root` (relative to it): a link this archive writes can change where they lead, so
+/// they are judged again at the end with the new ones. A refused copy leaves no link of its own.
 pub fn unpack_bounded<R: Read>(
+    input: R,
+    root: &Path,
+    prefix: &str,
+    record: Option<&mut Manifest>,
+    max_bytes: u64,
+    known_links: &[PathBuf],
+) -> Result<Stats, CopyError> {
+    let mut links = Vec::new();
+    let unpacked = unpack_entries(input, root, prefix, record, max_bytes, &mut links);
+    if unpacked.is_err() {
+        // A refused copy is not accepted: the next one sends its entries again, and the links it
+        // wrote would be unknown to later checks (the caller records only accepted copies).
+        for rel in links.drain(..) {
+            let dest = root.join(rel);
+            if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&dest).map_err(io_err(format!("removing {}", dest.display())))?;
+            }
+        }
+    }
+    let judged = rejudge_links(root, known_links, &links);
+    let stats = unpacked?;
+    judged?;
+    Ok(stats)
+}
+
+/// Judges again every link written by this copy (`links`) or an earlier one (`known_links`),
+/// removing each one that leads out of `root`; the error names the first.
+fn rejudge_links(root: &Path, known_links: &[PathBuf], links: &[PathBuf]) -> Result<(), CopyError> {
+    // A later link can redirect an earlier one (`esc -> z/secret` before `z -> ..`): judge
+    // every link again now that all are written, and remove every one that leads out (removing
+    // one can change where others lead, so until none does).
+    let mut first: Option<CopyError> = None;
+    loop {
+        let mut removed = false;
+        for rel in known_links.iter().chain(links) {
+            let dest = root.join(rel);
+            if !fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+                continue;
+            }
+            if let Err(why) = link_really_resolves_inside(root, rel) {
+                let target = fs::read_link(&dest).unwrap_or_default();
+                fs::remove_file(&dest).map_err(io_err(format!("removing {}", dest.display())))?;
+                removed = true;
+                first.get_or_insert_with(|| {
+                    CopyError::refused(
+                        rel.to_string_lossy(),
+                        format!(
+                            "a symbolic link to {}: once later entries are written, {why}",
+                            target.display()
+                        ),
+                    )
+                });
+            }
+        }
+        if !removed {
+            break;
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// The entries of [`unpack_bounded`], each checked as it is written; the links written go to `links`.
+fn unpack_entries<R: Read>(
     input: R,
     root: &Path,
     prefix: &str,
     mut record: Option<&mut Manifest>,
     max_bytes: u64,
+    links: &mut Vec<PathBuf>,
 ) -> Result<Stats, CopyError> {
+    let mut known_dirs = HashSet::new();
     let mut total: u64 = 0;
     let mut largest = Largest::default();
     fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
@@ -394,7 +556,9 @@ pub fn unpack_bounded<R: Read>(
             .path()
             .map_err(io_err("reading an entry name"))?
             .into_owned();
-        let shown = raw.to_string_lossy().to_string();
+        // An incremental pull's names start with `./`: shown as the others are.
+        let lossy = raw.to_string_lossy();
+        let shown = lossy.strip_prefix("./").unwrap_or(&lossy).to_string();
         let rel = entry_path(&raw).map_err(|reason| CopyError::refused(shown.clone(), reason))?;
         let header = entry.header();
         let kind = header.entry_type();
@@ -407,7 +571,14 @@ pub fn unpack_bounded<R: Read>(
             }
             continue;
         }
-        check_ancestors(root, &rel, &shown)?;
+        let depth = rel.components().count();
+        if depth > MAX_DEPTH {
+            return Err(CopyError::refused(
+                shorten(&shown),
+                format!("it is {depth} levels deep; a pull takes at most {MAX_DEPTH}"),
+            ));
+        }
+        check_ancestors(root, &rel, &shown, &mut known_dirs)?;
         let dest = root.join(&rel);
         let existing = fs::symlink_metadata(&dest).ok();
         if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
@@ -438,7 +609,8 @@ pub fn unpack_bounded<R: Read>(
                 fs::create_dir_all(&dest).map_err(write)?;
                 fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o700))
                     .map_err(io_err(format!("chmod {}", dest.display())))?;
-                dir_times.push((dest.clone(), mode, mtime));
+                dir_times.push((rel.clone(), mode, mtime));
+                known_dirs.insert(rel.clone());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
@@ -479,6 +651,15 @@ pub fn unpack_bounded<R: Read>(
                 }
                 clear_for(&dest, false).map_err(io_err(format!("replacing {}", dest.display())))?;
                 std::os::unix::fs::symlink(&target, &dest).map_err(write)?;
+                // Read as text it stays inside; followed through the links already here it may not.
+                if let Err(why) = link_really_resolves_inside(root, &rel) {
+                    let _ = fs::remove_file(&dest);
+                    return Err(CopyError::refused(
+                        shown,
+                        format!("a symbolic link to {}: {why}", target.display()),
+                    ));
+                }
+                links.push(rel.clone());
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -492,7 +673,7 @@ pub fn unpack_bounded<R: Read>(
                         format!("hard link to {}: {reason}", target.display()),
                     )
                 })?;
-                check_ancestors(root, &target_rel, &shown)?;
+                check_ancestors(root, &target_rel, &shown, &mut known_dirs)?;
                 let src = root.join(&target_rel);
                 if !fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
                     return Err(CopyError::refused(
@@ -513,21 +694,18 @@ pub fn unpack_bounded<R: Read>(
             }
         }
         stats.entries += 1;
-        if let Some(record) = record.as_deref_mut()
-            && let Ok(m) = fs::symlink_metadata(&dest)
-        {
-            let name = if prefix.is_empty() {
-                rel.to_string_lossy().to_string()
-            } else {
-                format!("{prefix}/{}", rel.to_string_lossy())
-            };
-            record.entries.insert(name, Stamp::of(&m));
+        // A directory is stamped once its mode and time are final, below.
+        if !kind.is_dir() {
+            stamp(record.as_deref_mut(), root, prefix, &rel);
         }
     }
-    // Directory modes and times last: writing their children changed both.
-    for (dir, mode, mtime) in dir_times.into_iter().rev() {
+    // Directory modes and times last: writing their children changed both. Stamped after,
+    // or the next push would send every pulled directory back (and the pull bring it again).
+    for (rel, mode, mtime) in dir_times.into_iter().rev() {
+        let dir = root.join(&rel);
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
         set_mtime(&dir, mtime);
+        stamp(record.as_deref_mut(), root, prefix, &rel);
     }
     Ok(stats)
 }
@@ -541,26 +719,74 @@ pub fn extract_command(dest: &str) -> Vec<String> {
         .collect()
 }
 
+/// An incremental pull: only what changed in the pod since the pull that left mark `since`.
+/// The marks are files in `mark_dir` (a directory under the pulled tree that the pull
+/// excludes); the runner side keeps the name of the last mark whose pull it accepted, so a
+/// failed pull is sent again in full by the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedSince {
+    pub mark_dir: String,
+    /// The mark of the last accepted pull (`None`: send everything).
+    pub since: Option<String>,
+    /// The mark this pull leaves, for the next one.
+    pub next: String,
+}
+
 /// The pod-side command that streams the tree under `src` to stdout, without the top-level
 /// entries named in `exclude` (an empty directory gives an empty stream).
-pub fn archive_command(src: &str, exclude: &[&str]) -> Vec<String> {
+///
+/// With `changed`, it first leaves the mark `changed.next`, dated 50 ms back (2 s on a
+/// filesystem that keeps whole seconds) so that a change in the same clock tick is never
+/// missed (what comes back twice is harmless), then, when
+/// the mark `changed.since` is there and GNU find and tar are, sends only the entries whose
+/// ctime is newer than it: ctime is set by every write, chmod, rename and link, and no
+/// process can set it back. Directories go without their contents. Without the mark or the
+/// tools it sends everything, as without `changed`.
+pub fn archive_command(src: &str, exclude: &[&str], changed: Option<&ChangedSince>) -> Vec<String> {
     let mut skip = String::new();
+    let mut prune = String::new();
     for x in exclude {
-        skip.push_str(&format!(
-            " [ \"$e\" = {} ] && continue;",
-            crate::script::sh_quote(x)
-        ));
+        let q = crate::script::sh_quote(x);
+        skip.push_str(&format!(" [ \"$e\" = {q} ] && continue;"));
+        prune.push_str(&format!(" -path ./{q} -prune -o"));
     }
-    let script = format!(
-        "cd \"$1\" || exit 1; set --; for e in * .[!.]* ..?*; do {{ [ -e \"$e\" ] || [ -L \"$e\" ]; }} || continue;{skip} set -- \"$@\" \"$e\"; done; [ $# -eq 0 ] && exit 0; exec tar -c -f - -- \"$@\""
+    let full = format!(
+        "set --; for e in * .[!.]* ..?*; do {{ [ -e \"$e\" ] || [ -L \"$e\" ]; }} || continue;{skip} set -- \"$@\" \"$e\"; done; [ $# -eq 0 ] && exit 0; exec tar -c -f - -- \"$@\""
     );
-    vec![
-        "sh".into(),
-        "-c".into(),
-        script,
-        "arc-hook-pull".into(),
-        src.into(),
-    ]
+    let mut args = vec!["arc-hook-pull".to_string(), src.to_string()];
+    let script = match changed {
+        None => format!("cd \"$1\" || exit 1; {full}"),
+        Some(c) => {
+            args.extend([
+                c.mark_dir.clone(),
+                c.since.clone().unwrap_or_default(),
+                c.next.clone(),
+            ]);
+            format!(
+                concat!(
+                    "cd \"$1\" || exit 1; m=\"$2\"; since=\"$3\"; next=\"$4\"; ",
+                    "mkdir -p \"$m\" 2>/dev/null; ",
+                    "t=$(date +%s%N) && case $t in *[!0-9]*|'') false;; esac && t=$((t - 50000000)) && s=${{t%?????????}} ",
+                    "&& touch -d \"@$s.${{t#\"$s\"}}\" \"$m/pull-$next\" 2>/dev/null ",
+                    "&& case $(stat -c %y \"$m/pull-$next\") in *.000000000*) touch -d \"@$((s - 2))\" \"$m/pull-$next\";; esac ",
+                    "|| rm -f \"$m/pull-$next\"; ",
+                    "for f in \"$m\"/pull-*; do case \"$f\" in \"$m/pull-$since\"|\"$m/pull-$next\") ;; *) rm -f \"$f\";; esac; done; ",
+                    "if [ -n \"$since\" ] && [ -f \"$m/pull-$since\" ] ",
+                    "&& find . -maxdepth 0 -cnewer \"$m/pull-$since\" -print0 >/dev/null 2>&1 ",
+                    "&& tar --version 2>/dev/null | grep -q 'GNU tar'; then ",
+                    "find . -mindepth 1 -maxdepth {deepest}{prune} -cnewer \"$m/pull-$since\" -print0 > \"$m/pull-list\" || exit 3; ",
+                    "exec tar -c -f - --null --no-recursion -T \"$m/pull-list\"; fi; {full}"
+                ),
+                // Deeper entries are refused anyway: one past the bound is enough to say so.
+                deepest = MAX_DEPTH + 1,
+                prune = prune,
+                full = full
+            )
+        }
+    };
+    let mut command = vec!["sh".into(), "-c".into(), script];
+    command.extend(args);
+    command
 }
 
 /// Sends `sources` into the pod directory `dest` as one tar stream over one exec.
@@ -618,6 +844,10 @@ pub struct PullInto {
     pub prefix: Option<String>,
     /// The most the pull may bring back ([`unpack_bounded`]).
     pub max_bytes: u64,
+    /// Links already under `dest` (relative to it), judged again with the new ones.
+    pub known_links: Vec<PathBuf>,
+    /// Only what changed since the last accepted pull ([`archive_command`]).
+    pub changed: Option<ChangedSince>,
 }
 
 /// Streams the pod directory `src` (minus top-level `exclude`) into the local `dest`,
@@ -635,14 +865,23 @@ pub async fn pull(
         dest,
         prefix,
         max_bytes,
+        known_links,
+        changed,
     } = into;
     let (writer, reader) = tokio::io::duplex(PIPE_BUF);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut record = Manifest::default();
         let mut input = io::BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
         let stats = match &prefix {
-            Some(p) => unpack_bounded(&mut input, &dest, p, Some(&mut record), max_bytes)?,
-            None => unpack_bounded(&mut input, &dest, "", None, max_bytes)?,
+            Some(p) => unpack_bounded(
+                &mut input,
+                &dest,
+                p,
+                Some(&mut record),
+                max_bytes,
+                &known_links,
+            )?,
+            None => unpack_bounded(&mut input, &dest, "", None, max_bytes, &known_links)?,
         };
         // tar pads its output past the end-of-archive marker the reader stops at; read it all,
         // or the pod's tar meets a closed pipe and a good copy looks broken.
@@ -655,7 +894,8 @@ pub async fn pull(
         container,
         what: "tar (copying files from the pod)",
     };
-    let command = archive_command(src, exclude);
+    let incremental = changed.as_ref().is_some_and(|c| c.since.is_some());
+    let command = archive_command(src, exclude, changed.as_ref());
     let mut consumer = consumer;
     let (local, code) = {
         let streaming = exec(
@@ -678,7 +918,16 @@ pub async fn pull(
             },
         }
     };
-    settle(local, "unpacking", code, pod, &stderr)
+    let (stats, record) = settle(local, "unpacking", code, pod, &stderr)?;
+    tracing::debug!(
+        pod,
+        src,
+        entries = stats.entries,
+        bytes = stats.bytes,
+        incremental = incremental,
+        "pulled"
+    );
+    Ok((stats, record))
 }
 
 /// Combines the local end of a copy with tar's exit in the pod. A local failure explains a
@@ -998,6 +1247,201 @@ mod tests {
         );
     }
 
+    /// The symlinks under `root` that the kernel resolves to somewhere outside it (a dangling
+    /// one by its deepest existing ancestor and the rest of its path).
+    fn escaping_links(root: &Path) -> Vec<String> {
+        let canon_root = fs::canonicalize(root).expect("root");
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("ls").flatten() {
+                let m = fs::symlink_metadata(e.path()).expect("stat");
+                if m.file_type().is_symlink() {
+                    let mut p = d.join(fs::read_link(e.path()).expect("readlink"));
+                    // Dangling: its deepest existing ancestor, then the rest as a directory would take it.
+                    let mut rest = Vec::new();
+                    let mut real = loop {
+                        if let Ok(r) = fs::canonicalize(&p) {
+                            break r;
+                        }
+                        rest.push(
+                            p.file_name()
+                                .map(|n| n.to_owned())
+                                .unwrap_or_else(|| "..".into()),
+                        );
+                        if !p.pop() {
+                            break PathBuf::new();
+                        }
+                    };
+                    for c in rest.iter().rev() {
+                        if c == ".." {
+                            real.pop();
+                        } else {
+                            real.push(c);
+                        }
+                    }
+                    if !real.starts_with(&canon_root) {
+                        out.push(e.path().display().to_string());
+                    }
+                } else if m.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// A tar with GNU long names, as a pod's tar writes deep paths.
+    fn long_named(entries: &[(String, tar::EntryType)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, name, io::empty()).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn chained_relative_links_are_judged_by_where_they_lead() {
+        use tar::EntryType::Symlink;
+        // In the order a pod's tar sends them: each reads as inside, `y` leads out once `x` is followed.
+        let buf = crafted(&[
+            ("x", Symlink, ".", b""),
+            ("y", Symlink, "x/..", b""),
+            ("z", Symlink, "y/..", b""),
+            ("esc", Symlink, "z/secret", b""),
+        ]);
+        let (e, p) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"y\": a symbolic link to x/..: followed through the links on its way, it leads out of the copied directory"
+        );
+        assert_eq!(
+            escaping_links(&p.path().join("target")),
+            Vec::<String>::new()
+        );
+        for l in ["x", "y", "esc"] {
+            assert!(
+                fs::symlink_metadata(p.path().join("target").join(l)).is_err(),
+                "a refused copy leaves no link: {l}"
+            );
+        }
+        // Reversed, every link is fine when written and `x` redirects the others: caught at the end.
+        let buf = crafted(&[
+            ("esc", Symlink, "z/secret", b""),
+            ("z", Symlink, "y/..", b""),
+            ("y", Symlink, "x/..", b""),
+            ("x", Symlink, ".", b""),
+        ]);
+        let (e, p) = unpack_err(&buf);
+        assert_eq!(
+            e,
+            "refusing archive entry \"esc\": a symbolic link to z/secret: once later entries are written, followed through the links on its way, it leads out of the copied directory"
+        );
+        assert_eq!(
+            escaping_links(&p.path().join("target")),
+            Vec::<String>::new()
+        );
+        // A refused entry after them ends the copy early: the links before it are still judged.
+        let buf = crafted(&[
+            ("esc", Symlink, "z/secret", b""),
+            ("z", Symlink, "y/..", b""),
+            ("y", Symlink, "x/..", b""),
+            ("x", Symlink, ".", b""),
+            ("../bad", tar::EntryType::Regular, "", b""),
+        ]);
+        let (e, p) = unpack_err(&buf);
+        assert!(e.contains("climbs out of the target"), "{e}");
+        assert_eq!(
+            escaping_links(&p.path().join("target")),
+            Vec::<String>::new()
+        );
+        // A link into a subdirectory, then `..` through it: `d/..` is the root only while d is a directory.
+        let buf = crafted(&[
+            ("sub/deep/f", tar::EntryType::Regular, "", b"f"),
+            ("d", Symlink, "sub/deep", b""),
+            ("up", Symlink, "d/../../..", b""),
+        ]);
+        let (e, _p) = unpack_err(&buf);
+        assert!(e.starts_with("refusing archive entry \"up\""), "{e}");
+        // A loop is refused, links through inside links that stay inside are kept.
+        let buf = crafted(&[("a", Symlink, "b", b""), ("b", Symlink, "a", b"")]);
+        assert!(unpack_err(&buf).0.contains("a loop"));
+        let out = tempfile::tempdir().expect("tempdir");
+        let buf = crafted(&[
+            ("sub/deep/f", tar::EntryType::Regular, "", b"f"),
+            ("d", Symlink, "sub/deep", b""),
+            ("ok", Symlink, "d/../deep/f", b""),
+            ("ok2", Symlink, "ok", b""),
+        ]);
+        unpack(&buf[..], out.path(), "", None).expect("inside");
+        assert_eq!(fs::read(out.path().join("ok2")).expect("read"), b"f");
+    }
+
+    #[test]
+    fn links_from_an_earlier_pull_are_judged_again() {
+        use tar::EntryType::Symlink;
+        let parent = tempfile::tempdir().expect("tempdir");
+        let root = parent.path().join("target");
+        let first = crafted(&[
+            ("esc", Symlink, "z/secret", b""),
+            ("z", Symlink, "y/..", b""),
+        ]);
+        unpack(&first[..], &root, "", None).expect("first pull: all inside");
+        let second = crafted(&[("y", Symlink, "..", b"")]);
+        // `y -> ..` alone is refused when written; `y -> q`, `q -> .` each look fine.
+        assert!(unpack_bounded(&second[..], &root, "", None, u64::MAX, &[]).is_err());
+        let second = crafted(&[("y", Symlink, "q", b""), ("q", Symlink, ".", b"")]);
+        let e = unpack_bounded(
+            &second[..],
+            &root,
+            "",
+            None,
+            u64::MAX,
+            &[PathBuf::from("esc"), PathBuf::from("z")],
+        )
+        .expect_err("z now leads out")
+        .to_string();
+        assert_eq!(
+            e,
+            "refusing archive entry \"esc\": a symbolic link to z/secret: once later entries are written, followed through the links on its way, it leads out of the copied directory"
+        );
+        assert_eq!(escaping_links(&root), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hard_links_to_links_are_refused() {
+        let buf = crafted(&[
+            ("f", tar::EntryType::Regular, "", b"f"),
+            ("l", tar::EntryType::Symlink, "f", b""),
+            ("h", tar::EntryType::Link, "l", b""),
+        ]);
+        assert_eq!(
+            unpack_err(&buf).0,
+            "refusing archive entry \"h\": hard link to l, which is not a file this archive wrote"
+        );
+    }
+
+    #[test]
+    fn deep_trees_are_refused_at_the_depth_bound() {
+        let chain = |n: usize| -> Vec<(String, tar::EntryType)> {
+            (1..=n)
+                .map(|d| (vec!["a"; d].join("/"), tar::EntryType::Directory))
+                .collect()
+        };
+        let out = tempfile::tempdir().expect("tempdir");
+        unpack(&long_named(&chain(MAX_DEPTH))[..], out.path(), "", None).expect("at the bound");
+        let e = unpack_err(&long_named(&chain(MAX_DEPTH + 1))).0;
+        assert!(e.starts_with("refusing archive entry \"a/a/a/"), "{e}");
+        assert!(
+            e.ends_with("...\": it is 257 levels deep; a pull takes at most 256"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn pulls_are_bounded_before_data_is_written() {
         let big = vec![0u8; 4096];
@@ -1007,7 +1451,7 @@ mod tests {
             ("bigger", tar::EntryType::Regular, "", &big),
         ]);
         let out = tempfile::tempdir().expect("tempdir");
-        let e = unpack_bounded(&buf[..], out.path(), "", None, 5000)
+        let e = unpack_bounded(&buf[..], out.path(), "", None, 5000, &[])
             .expect_err("refused")
             .to_string();
         assert_eq!(
@@ -1041,7 +1485,7 @@ mod tests {
         .expect("write");
         fs::create_dir_all(d.path().join("_github_home/.cache")).expect("mkdir");
         fs::write(d.path().join(".hidden"), b"h").expect("write");
-        let cmd = archive_command(&d.path().to_string_lossy(), &["_github_home"]);
+        let cmd = archive_command(&d.path().to_string_lossy(), &["_github_home"], None);
         let out = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
             .output()
@@ -1061,7 +1505,7 @@ mod tests {
         assert!(!dest.path().join("_github_home").exists());
 
         let empty = tempfile::tempdir().expect("tempdir");
-        let cmd = archive_command(&empty.path().to_string_lossy(), &[]);
+        let cmd = archive_command(&empty.path().to_string_lossy(), &[], None);
         let out = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
             .output()
@@ -1070,6 +1514,80 @@ mod tests {
         assert!(out.stdout.is_empty());
         let stats = unpack(&out.stdout[..], dest.path(), "", None).expect("empty stream");
         assert_eq!(stats.entries, 0);
+    }
+
+    /// Runs the pull's pod-side command here (GNU find and tar, as on the test machines).
+    fn pod_archive(dir: &Path, since: Option<&str>, next: &str) -> Vec<String> {
+        let changed = ChangedSince {
+            mark_dir: "_arc_hook".into(),
+            since: since.map(str::to_string),
+            next: next.into(),
+        };
+        let cmd = archive_command(
+            &dir.to_string_lossy(),
+            &["_github_home", "_arc_hook"],
+            Some(&changed),
+        );
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut names: Vec<String> = tar::Archive::new(&out.stdout[..])
+            .entries()
+            .expect("tar")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("name")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_incremental_pull_sends_what_changed_since_the_accepted_mark() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path();
+        for dir in ["a", "b", "_arc_hook", "_github_home"] {
+            fs::create_dir_all(p.join(dir)).expect("mkdir");
+        }
+        fs::write(p.join("a/old.txt"), b"1").expect("write");
+        fs::write(p.join("b/keep.txt"), b"1").expect("write");
+        // Older than the mark's 50 ms of slack (what is younger comes back twice).
+        std::thread::sleep(Duration::from_millis(120));
+        let full = pod_archive(p, None, "1");
+        assert!(full.contains(&"a/old.txt".to_string()), "{full:?}");
+        assert!(p.join("_arc_hook/pull-1").is_file(), "the mark is left");
+        // A new file, a rename (its mtime kept), a chmod; nothing under the excluded names.
+        fs::write(p.join("a/new.txt"), b"2").expect("write");
+        fs::rename(p.join("a/old.txt"), p.join("moved.txt")).expect("mv");
+        fs::set_permissions(p.join("b/keep.txt"), fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        fs::write(p.join("_github_home/cache"), b"x").expect("write");
+        assert_eq!(
+            pod_archive(p, Some("1"), "2"),
+            ["./a/", "./a/new.txt", "./b/keep.txt", "./moved.txt"]
+        );
+        // Not accepted (the runner kept mark 1): the same again, and mark 1 is kept for it.
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(pod_archive(p, Some("1"), "3").contains(&"./a/new.txt".to_string()));
+        assert!(p.join("_arc_hook/pull-1").is_file());
+        assert!(
+            !p.join("_arc_hook/pull-2").exists(),
+            "marks no pull can use are removed"
+        );
+        // Accepted: nothing changed since.
+        assert_eq!(pod_archive(p, Some("3"), "4"), Vec::<String>::new());
+        // An unknown mark (the step removed it, or a new pod): everything.
+        assert!(pod_archive(p, Some("9"), "5").contains(&"b/keep.txt".to_string()));
     }
 
     #[test]

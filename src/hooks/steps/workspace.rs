@@ -20,6 +20,8 @@ pub const MANIFEST_FILE: &str = "pushed.json";
 /// and the runner never reads them), and the hook's own directory (the runner side keeps its
 /// manifest there, which a step must not be able to overwrite).
 pub const PULL_EXCLUDE: &[&str] = &["_github_home", crate::hooks::run_script_step::SCRIPT_DIR];
+/// Runner-side name of the pod's mark of the last accepted pull, next to [`MANIFEST_FILE`].
+pub const PULL_MARK_FILE: &str = "pull-mark";
 /// The `_work` entries pushed before every step: what the runner writes between steps.
 const STEP_ROOTS: &[&str] = &["_temp", "_actions"];
 
@@ -74,8 +76,18 @@ impl RunnerDirs {
             .join(MANIFEST_FILE)
     }
 
+    fn pull_mark_path(&self) -> PathBuf {
+        self.temp
+            .join(crate::hooks::run_script_step::SCRIPT_DIR)
+            .join(PULL_MARK_FILE)
+    }
+
     fn exclude(&self) -> Vec<String> {
         vec![
+            format!(
+                "_temp/{}/{PULL_MARK_FILE}",
+                crate::hooks::run_script_step::SCRIPT_DIR
+            ),
             format!(
                 "_temp/{}/{MANIFEST_FILE}",
                 crate::hooks::run_script_step::SCRIPT_DIR
@@ -203,8 +215,18 @@ async fn push_recorded(
     Ok(stats)
 }
 
-/// After a step (also a failed one): brings the pod's `_temp` back, file commands included.
+/// After a step (also a failed one): brings back what changed in the pod's `_temp` since the
+/// last pull the runner side accepted (all of it the first time), file commands included.
 pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+    let path = dirs.manifest_path();
+    let mut manifest = Manifest::load(&path);
+    let mark_path = dirs.pull_mark_path();
+    let changed = copy::ChangedSince {
+        mark_dir: crate::hooks::run_script_step::SCRIPT_DIR.into(),
+        since: read_pull_mark(&mark_path),
+        next: new_pull_mark(),
+    };
+    let next = changed.next.clone();
     let (stats, record) = copy::pull(
         kube,
         pod,
@@ -215,15 +237,52 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
             dest: dirs.temp.clone(),
             prefix: Some("_temp".into()),
             max_bytes: dirs.pull_max_bytes,
+            known_links: temp_links(&manifest),
+            changed: Some(changed),
         },
     )
     .await?;
     // What came back is what the pod has: not worth sending again next step.
-    let path = dirs.manifest_path();
-    let mut manifest = Manifest::load(&path);
     manifest.entries.extend(record.entries);
     manifest.save(&path)?;
+    // Only now is the next pull allowed to skip what this one brought back.
+    let tmp = mark_path.with_extension("tmp");
+    std::fs::write(&tmp, &next)
+        .and_then(|()| std::fs::rename(&tmp, &mark_path))
+        .map_err(|source| CopyError::Io {
+            what: format!("writing {}", mark_path.display()),
+            source,
+        })?;
     Ok(stats)
+}
+
+/// The mark of the last accepted pull, when there is a well-formed one.
+fn read_pull_mark(path: &std::path::Path) -> Option<String> {
+    let mark = std::fs::read_to_string(path).ok()?;
+    let mark = mark.trim();
+    (!mark.is_empty() && mark.len() <= 40 && mark.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| mark.to_string())
+}
+
+/// A name for this pull's mark that no earlier pull of the job used.
+fn new_pull_mark() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos}{}", std::process::id())
+}
+
+/// The links under `_temp` the runner side is known to hold (relative to `_temp`).
+fn temp_links(manifest: &Manifest) -> Vec<PathBuf> {
+    const S_IFMT: u32 = 0o170_000;
+    const S_IFLNK: u32 = 0o120_000;
+    manifest
+        .entries
+        .iter()
+        .filter(|(_, st)| st.mode & S_IFMT == S_IFLNK)
+        .filter_map(|(k, _)| k.strip_prefix("_temp/").map(PathBuf::from))
+        .collect()
 }
 
 /// The step's exit code, unless its files could not come back: then the failure names both,
