@@ -13,6 +13,7 @@ mod kubelet;
 mod listener;
 mod logs;
 mod meta;
+pub mod node;
 mod patch;
 mod protobuf;
 
