@@ -85,6 +85,7 @@ write_pki() {
   cert admin "/O=system:masters/CN=arc-hook-admin"
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
+  cert kubelet "/CN=system:node:$node_name" "IP:127.0.0.1,DNS:$node_name"
   cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -171,11 +172,20 @@ up() {
   kubectl --kubeconfig "$dir/kubeconfig" config use-context conformance >/dev/null
 
   if ((with_node)); then
+    local kubelet_port backend_port
+    kubelet_port=$(free_port)
+    backend_port=$(free_port)
     local node_args=(--kubeconfig "$dir/admin.kubeconfig" --node-name "$node_name"
-      --kubelet-port "$(free_port)" --state-dir "$dir/node" --ready-file "$dir/node.ready")
+      --kubelet-port "$kubelet_port" --backend-listen "127.0.0.1:$backend_port"
+      --state-dir "$dir/node" --ready-file "$dir/node.ready")
     [[ -n $settings ]] && node_args+=(--settings "$settings")
     mkdir -p "$dir/node"
     start node "$hook" sim node "${node_args[@]}"
+    # The apiserver proxies exec and logs to the Node's kubelet port: the front translates them
+    # to the node agent's local simulator.
+    start kubelet-front "$bin" kubelet-front --listen "127.0.0.1:$kubelet_port" \
+      --backend "http://127.0.0.1:$backend_port" --client-ca-file "$pki/ca.crt" \
+      --tls-cert-file "$pki/kubelet.crt" --tls-private-key-file "$pki/kubelet.key"
     wait_for "node $node_name" "${admin[@]}" wait --for condition=Ready "node/$node_name" --timeout 1s
   fi
   echo "cluster up: $server"

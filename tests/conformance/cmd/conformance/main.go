@@ -1,6 +1,7 @@
 // Command conformance is one multi-call binary for arc-hook's conformance cluster: etcd, kube-apiserver,
-// kube-scheduler and kube-controller-manager from their own Go modules, plus the PKI writer and the
-// kubelet-API front of the node agent. One link instead of five, like the old hyperkube.
+// kube-scheduler and kube-controller-manager from their own Go modules, plus the kubelet-API front
+// of the node agent (scripts/real-cluster.sh writes the PKI with openssl). One link instead of
+// five, like the old hyperkube.
 package main
 
 import (
@@ -21,7 +22,7 @@ import (
 )
 
 const usage = `usage: conformance COMMAND [FLAGS]
-commands: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, pki, kubelet-front`
+commands: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubelet-front`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -39,8 +40,6 @@ func main() {
 		run(scheduler.NewSchedulerCommand(), args)
 	case "kube-controller-manager":
 		run(controllermanager.NewControllerManagerCommand(), args)
-	case "pki":
-		exitOn(runPKI(args))
 	case "kubelet-front":
 		exitOn(runKubeletFront(args))
 	default:
