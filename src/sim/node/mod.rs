@@ -63,7 +63,7 @@ pub enum NodeError {
 }
 
 /// The local simulator the node agent runs pods in: `sim.json`'s image settings and capacity,
-/// no RBAC (the real API server already authorized every request), no faults.
+/// hostPath volumes on the host (as a kubelet mounts them), no RBAC (the real API server already authorized every request), no faults.
 pub fn local_config(args: &NodeArgs) -> anyhow::Result<SimConfig> {
     let mut cfg = SimConfig {
         state_dir: args.state_dir.clone(),
@@ -80,6 +80,8 @@ pub fn local_config(args: &NodeArgs) -> anyhow::Result<SimConfig> {
             .map_err(|e| anyhow::anyhow!("--settings {}: {e}", path.display()))?;
     }
     cfg.rbac = None;
+    // Claims become hostPaths on their PersistentVolume's directory (translate.rs).
+    cfg.host_paths_on_host = true;
     cfg.faults = super::Faults::default();
     Ok(cfg)
 }
