@@ -1,0 +1,338 @@
+//! The hook against a real control plane: `scripts/real-cluster.sh` brings up etcd, kube-apiserver,
+//! kube-scheduler and kube-controller-manager (tests/conformance) with arc-hook's node agent, and
+//! the hook runs as the runner's ServiceAccount bound to deploy/rbac's Role.
+//!
+//! Needs the conformance binary (`tests/conformance/build.sh`, or `CONFORMANCE_BIN`), kubectl,
+//! openssl and python3; under CI=true a missing one fails the test, elsewhere it is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNNER_NS: &str = "arc-runners";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn conformance_bin() -> PathBuf {
+    std::env::var_os("CONFORMANCE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/conformance/conformance"))
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// What is missing to run the conformance cluster; fails under CI=true when anything is.
+fn prerequisites_met() -> bool {
+    let mut missing = Vec::new();
+    if !conformance_bin().is_file() {
+        missing.push(format!(
+            "{} (build it with tests/conformance/build.sh)",
+            conformance_bin().display()
+        ));
+    }
+    for program in ["kubectl", "openssl", "python3", "setsid"] {
+        if !on_path(program) {
+            missing.push(program.to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the conformance cluster needs: {}",
+        missing.join(", ")
+    );
+    eprintln!(
+        "skipping: the conformance cluster needs {}",
+        missing.join(", ")
+    );
+    false
+}
+
+/// Output of a bounded command run.
+struct Ran {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` with its output in files under `scratch` (no pipe to fill), killed after `limit`.
+fn run_bounded(mut cmd: Command, scratch: &Path, limit: Duration) -> Ran {
+    let out = scratch.join(format!("out-{}", std::process::id()));
+    let err = scratch.join(format!("err-{}", std::process::id()));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("create the stdout file"))
+        .stderr(std::fs::File::create(&err).expect("create the stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}; its stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ran {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+/// A running conformance cluster, stopped (and its directory removed) when dropped.
+struct Cluster {
+    dir: PathBuf,
+    scratch: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn up(settings: Option<&Path>) -> Cluster {
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let dir = scratch.path().join("cluster");
+        let mut cmd = Command::new(repo().join("scripts/real-cluster.sh"));
+        cmd.arg("up").arg(&dir);
+        if let Some(s) = settings {
+            cmd.arg("--settings").arg(s);
+        }
+        cmd.env("CONFORMANCE_BIN", conformance_bin())
+            .env("ARC_HOOK_BIN", env!("CARGO_BIN_EXE_arc-hook"));
+        let ran = run_bounded(cmd, scratch.path(), Duration::from_secs(300));
+        let cluster = Cluster { dir, scratch };
+        assert!(
+            ran.status.success(),
+            "real-cluster.sh up failed:\n{}\n{}",
+            ran.stdout,
+            ran.stderr
+        );
+        cluster
+    }
+
+    fn admin(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    fn runner(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// kubectl with `kubeconfig`, `stdin` as its input; bounded.
+    fn kubectl(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Ran {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+        if let Some(input) = stdin {
+            let file = self.scratch.path().join("kubectl-stdin");
+            std::fs::write(&file, input).expect("write kubectl's input");
+            cmd.arg("-f").arg(&file);
+        }
+        run_bounded(cmd, self.scratch.path(), Duration::from_secs(90))
+    }
+
+    fn kubectl_ok(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+        let ran = self.kubectl(kubeconfig, args, stdin);
+        assert!(
+            ran.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            ran.stdout,
+            ran.stderr
+        );
+        ran.stdout
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(repo().join("scripts/real-cluster.sh"));
+        cmd.arg("down").arg(&self.dir);
+        let ran = run_bounded(cmd, self.scratch.path(), Duration::from_secs(120));
+        if !ran.status.success() {
+            eprintln!("real-cluster.sh down failed: {}", ran.stderr);
+        }
+    }
+}
+
+/// The runner side as ARC lays it out in kubernetes mode: runner pod `arc-runner` on the node,
+/// with its work claim `arc-runner-work` bound to a local PV at `work` (the replay's `_work`).
+fn runner_side(work: &Path) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: arc-runner-work}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  persistentVolumeReclaimPolicy: Retain
+  claimRef: {{namespace: {RUNNER_NS}, name: arc-runner-work}}
+  local: {{path: {work}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [arc-node]}}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: arc-runner-work, namespace: {RUNNER_NS}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: arc-runner-work
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: arc-runner, namespace: {RUNNER_NS}, labels: {{app.kubernetes.io/component: runner}}}}
+spec:
+  serviceAccountName: arc-hook-runner
+  restartPolicy: Never
+  containers:
+  - name: runner
+    image: arc-hook-runner:replay
+    command: [sleep, infinity]
+    volumeMounts: [{{name: work, mountPath: /home/runner/_work}}]
+  volumes:
+  - name: work
+    persistentVolumeClaim: {{claimName: arc-runner-work}}
+"#,
+        work = work.display()
+    )
+}
+
+#[test]
+fn build_and_test_replays_on_the_real_control_plane_and_cleanup_leaves_nothing() {
+    if !prerequisites_met() {
+        return;
+    }
+    let job = repo().join("fixtures/jobs/build-and-test");
+    let cluster = Cluster::up(Some(&job.join("sim.json")));
+    let home = cluster.scratch.path().join("runner");
+    let work = home.join("_work");
+    std::fs::create_dir_all(&work).expect("create the runner's _work");
+    cluster.kubectl_ok(&cluster.admin(), &["apply"], Some(&runner_side(&work)));
+    cluster.kubectl_ok(
+        &cluster.admin(),
+        &[
+            "-n",
+            RUNNER_NS,
+            "wait",
+            "--for",
+            "condition=Ready",
+            "pod/arc-runner",
+            "--timeout",
+            "60s",
+        ],
+        None,
+    );
+
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+    replay
+        .args(["replay", "--cluster", "--workdir"])
+        .arg(&home)
+        .arg(&job)
+        .env("KUBECONFIG", cluster.runner());
+    let ran = run_bounded(replay, cluster.scratch.path(), Duration::from_secs(300));
+    let log = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(ran.status.success(), "replay --cluster failed:\n{log}");
+    assert!(
+        log.contains("--cluster: using context \"conformance\""),
+        "{log}"
+    );
+    for command in [
+        "01-prepare_job.json: prepare_job exited 0",
+        "02-build.json: run_script_step exited 0",
+        "03-test.json: run_script_step exited 0",
+        "04-service.json: run_script_step exited 0",
+        "05-cleanup_job.json: cleanup_job exited 0",
+    ] {
+        assert!(log.contains(command), "no {command:?} in:\n{log}");
+    }
+    assert!(log.contains("service web answered"), "{log}");
+
+    // cleanup_job left only the runner's own pod (the hook's pods, secrets, jobs and leases are gone).
+    let left = cluster.kubectl_ok(
+        &cluster.runner(),
+        &["get", "pods,secrets,jobs,leases", "-o", "name"],
+        None,
+    );
+    assert_eq!(left.trim(), "pod/arc-runner", "left after cleanup_job");
+}
+
+#[test]
+fn node_agent_runs_scheduled_pods_with_exec_exit_codes_and_logs_through_the_apiserver() {
+    if !prerequisites_met() {
+        return;
+    }
+    let cluster = Cluster::up(None);
+    let runner = cluster.runner();
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+      "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox",
+        "command": ["sh", "-c", "echo started; sleep 120"]}]}}"#;
+    cluster.kubectl_ok(&runner, &["create"], Some(pod));
+    cluster.kubectl_ok(
+        &runner,
+        &[
+            "wait",
+            "--for",
+            "condition=Ready",
+            "pod/p",
+            "--timeout",
+            "60s",
+        ],
+        None,
+    );
+    let node = cluster.kubectl_ok(
+        &runner,
+        &["get", "pod/p", "-o", "jsonpath={.spec.nodeName}"],
+        None,
+    );
+    assert_eq!(
+        node, "arc-node",
+        "the real scheduler binds to the agent's Node"
+    );
+
+    // kubectl speaks WebSocket v5 to the apiserver, which speaks SPDY to the kubelet front.
+    let exec = cluster.kubectl(
+        &runner,
+        &[
+            "exec",
+            "p",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(exec.status.code(), Some(3), "{}", exec.stderr);
+    assert_eq!(exec.stdout, "out\n");
+    assert!(exec.stderr.starts_with("err\n"), "{}", exec.stderr);
+
+    let logs = cluster.kubectl_ok(&runner, &["logs", "p", "--timestamps"], None);
+    let (stamp, line) = logs.trim_end().split_once(' ').expect("a timestamped line");
+    assert_eq!(line, "started");
+    assert!(stamp.ends_with('Z') && stamp.contains('T'), "{logs}");
+
+    // RBAC is real: deploy/rbac's Role grants no configMaps and nothing outside its namespace.
+    let denied = cluster.kubectl(&runner, &["get", "configmaps"], None);
+    assert!(!denied.status.success());
+    assert!(denied.stderr.contains("Forbidden"), "{}", denied.stderr);
+    let denied = cluster.kubectl(&runner, &["-n", "default", "get", "pods"], None);
+    assert!(denied.stderr.contains("Forbidden"), "{}", denied.stderr);
+}
