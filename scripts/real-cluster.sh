@@ -8,6 +8,9 @@
 #       DIR/admin.kubeconfig  cluster admin (client certificate in system:masters)
 #       DIR/kubeconfig        the runner's identity: ServiceAccount arc-runners/arc-hook-runner,
 #                             bound to exactly deploy/rbac's Role, namespace arc-runners
+#       DIR/runner/_work      the runner's work claim: pod arc-runner runs on the node with PVC
+#                             arc-runner-work bound to a local PV here, as ARC's kubernetes mode
+#                             lays them out (replay --cluster --workdir DIR/runner uses it)
 #   scripts/real-cluster.sh down DIR    stops everything `up` started and removes DIR
 #
 # Environment: CONFORMANCE_BIN (default target/conformance/conformance), ARC_HOOK_BIN (default
@@ -27,7 +30,7 @@ die() {
 }
 
 usage() {
-  sed -n '7,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '7,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -100,6 +103,53 @@ cert_kubeconfig() {
     --client-certificate "$pki/$user.crt" --client-key "$pki/$user.key" --embed-certs >/dev/null
   kubectl --kubeconfig "$file" config set-context conformance --cluster conformance --user "$user" >/dev/null
   kubectl --kubeconfig "$file" config use-context conformance >/dev/null
+}
+
+# The runner side as ARC's controller creates it in kubernetes mode: runner pod arc-runner on the
+# node, its work claim arc-runner-work bound to a local PV at DIR/runner/_work.
+runner_side() {
+  mkdir -p "$dir/runner/_work"
+  kubectl --kubeconfig "$dir/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: arc-runner-work}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  persistentVolumeReclaimPolicy: Retain
+  claimRef: {namespace: $runner_ns, name: arc-runner-work}
+  local: {path: "$dir/runner/_work"}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$node_name]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: arc-runner-work, namespace: $runner_ns}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: arc-runner-work
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: arc-runner, namespace: $runner_ns, labels: {app.kubernetes.io/component: runner}}
+spec:
+  serviceAccountName: arc-hook-runner
+  restartPolicy: Never
+  containers:
+  - name: runner
+    image: arc-hook-runner:replay
+    command: [sleep, infinity]
+    volumeMounts: [{name: work, mountPath: /home/runner/_work}]
+  volumes:
+  - name: work
+    persistentVolumeClaim: {claimName: arc-runner-work}
+EOF
+  echo "runner side: pod $runner_ns/arc-runner, claim arc-runner-work at $dir/runner/_work"
 }
 
 ensure_binaries() {
@@ -187,10 +237,13 @@ up() {
       --backend "http://127.0.0.1:$backend_port" --client-ca-file "$pki/ca.crt" \
       --tls-cert-file "$pki/kubelet.crt" --tls-private-key-file "$pki/kubelet.key"
     wait_for "node $node_name" "${admin[@]}" wait --for condition=Ready "node/$node_name" --timeout 1s
+    runner_side
+    wait_for "runner pod" "${admin[@]}" -n "$runner_ns" wait --for condition=Ready pod/arc-runner --timeout 1s
   fi
   echo "cluster up: $server"
   echo "  KUBECONFIG=$dir/kubeconfig        (ServiceAccount $runner_ns/arc-hook-runner, deploy/rbac's Role)"
   echo "  KUBECONFIG=$dir/admin.kubeconfig  (cluster admin)"
+  ((with_node)) && echo "  replay: KUBECONFIG=$dir/kubeconfig cargo run -- replay --cluster --workdir $dir/runner JOB_DIR"
   echo "  stop with: $0 down $dir"
 }
 

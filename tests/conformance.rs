@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNNER_NS: &str = "arc-runners";
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -168,53 +166,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The runner side as ARC lays it out in kubernetes mode: runner pod `arc-runner` on the node,
-/// with its work claim `arc-runner-work` bound to a local PV at `work` (the replay's `_work`).
-fn runner_side(work: &Path) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: arc-runner-work}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: ""
-  persistentVolumeReclaimPolicy: Retain
-  claimRef: {{namespace: {RUNNER_NS}, name: arc-runner-work}}
-  local: {{path: {work}}}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-      - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [arc-node]}}]
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: arc-runner-work, namespace: {RUNNER_NS}}}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: ""
-  volumeName: arc-runner-work
-  resources: {{requests: {{storage: 1Gi}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: arc-runner, namespace: {RUNNER_NS}, labels: {{app.kubernetes.io/component: runner}}}}
-spec:
-  serviceAccountName: arc-hook-runner
-  restartPolicy: Never
-  containers:
-  - name: runner
-    image: arc-hook-runner:replay
-    command: [sleep, infinity]
-    volumeMounts: [{{name: work, mountPath: /home/runner/_work}}]
-  volumes:
-  - name: work
-    persistentVolumeClaim: {{claimName: arc-runner-work}}
-"#,
-        work = work.display()
-    )
-}
-
 #[test]
 fn build_and_test_replays_on_the_real_control_plane_and_cleanup_leaves_nothing() {
     if !prerequisites_met() {
@@ -222,25 +173,9 @@ fn build_and_test_replays_on_the_real_control_plane_and_cleanup_leaves_nothing()
     }
     let job = repo().join("fixtures/jobs/build-and-test");
     let cluster = Cluster::up(Some(&job.join("sim.json")));
-    let home = cluster.scratch.path().join("runner");
-    let work = home.join("_work");
-    std::fs::create_dir_all(&work).expect("create the runner's _work");
-    cluster.kubectl_ok(&cluster.admin(), &["apply"], Some(&runner_side(&work)));
-    cluster.kubectl_ok(
-        &cluster.admin(),
-        &[
-            "-n",
-            RUNNER_NS,
-            "wait",
-            "--for",
-            "condition=Ready",
-            "pod/arc-runner",
-            "--timeout",
-            "60s",
-        ],
-        None,
-    );
-
+    // real-cluster.sh laid out the runner side: pod arc-runner, its claim bound to a local PV at
+    // DIR/runner/_work, which the replay's runner home must be.
+    let home = cluster.dir.join("runner");
     let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
     replay
         .args(["replay", "--cluster", "--workdir"])
