@@ -241,6 +241,20 @@ fn node_agent_runs_scheduled_pods_with_exec_exit_codes_and_logs_through_the_apis
         node, "arc-node",
         "the real scheduler binds to the agent's Node"
     );
+    // The agent keeps the Node alive as a kubelet does, with its Lease in kube-node-lease.
+    let holder = cluster.kubectl_ok(
+        &cluster.admin(),
+        &[
+            "-n",
+            "kube-node-lease",
+            "get",
+            "lease/arc-node",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert_eq!(holder, "arc-node");
 
     // kubectl speaks WebSocket v5 to the apiserver, which speaks SPDY to the kubelet front.
     let exec = cluster.kubectl(
