@@ -285,3 +285,89 @@ fn node_agent_runs_scheduled_pods_with_exec_exit_codes_and_logs_through_the_apis
     let denied = cluster.kubectl(&runner, &["-n", "default", "get", "pods"], None);
     assert!(denied.stderr.contains("Forbidden"), "{}", denied.stderr);
 }
+
+/// The summary's outcome of each command (`exit N` or `skipped`), without the durations.
+fn outcomes(log: &str) -> Vec<String> {
+    log.lines()
+        .skip_while(|l| !l.starts_with("── summary"))
+        .skip(1)
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len().saturating_sub(1)].join(" ")
+        })
+        .collect()
+}
+
+/// Every fixture job, in claim and in no-volume mode, ends command for command as it does on the
+/// simulator: a difference is a finding about the simulator (or the node agent). `under-faults`
+/// is left out: the real apiserver has no fault-injection knob.
+#[test]
+fn every_fixture_job_ends_alike_on_the_simulator_and_the_real_control_plane_in_both_modes() {
+    if !prerequisites_met() {
+        return;
+    }
+    let fixtures = repo().join("fixtures/jobs");
+    // One cluster for all jobs: the node's images are the union of the jobs' sim.json (only
+    // build-and-test names one).
+    let cluster = Cluster::up(Some(&fixtures.join("build-and-test/sim.json")));
+    let mut jobs: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .expect("read fixtures/jobs")
+        .map(|e| e.expect("a fixtures/jobs entry").path())
+        .filter(|p| p.is_dir() && !p.ends_with("under-faults"))
+        .collect();
+    jobs.sort();
+    assert!(jobs.len() >= 6, "fixture jobs: {jobs:?}");
+    let home = cluster.dir.join("runner");
+    let mut differences = Vec::new();
+    for job in &jobs {
+        for mode in ["claim", "copy"] {
+            let mut on_sim = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+            on_sim
+                .arg("replay")
+                .arg(job)
+                .env("ARC_HOOK_WORK_VOLUME", mode)
+                .env_remove("KUBECONFIG");
+            let sim = run_bounded(on_sim, cluster.scratch.path(), Duration::from_secs(300));
+
+            // The runner's _work is the PV's directory: empty it as a fresh runner pod has it.
+            let work = home.join("_work");
+            std::fs::remove_dir_all(&work).expect("empty the runner's _work");
+            std::fs::create_dir_all(&work).expect("recreate the runner's _work");
+            let mut on_cluster = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+            on_cluster
+                .args(["replay", "--cluster", "--workdir"])
+                .arg(&home)
+                .arg(job)
+                .env("ARC_HOOK_WORK_VOLUME", mode)
+                .env("KUBECONFIG", cluster.runner());
+            let real = run_bounded(on_cluster, cluster.scratch.path(), Duration::from_secs(300));
+
+            let name = job.file_name().expect("a job name").to_string_lossy();
+            let (want, got) = (outcomes(&sim.stdout), outcomes(&real.stdout));
+            assert!(
+                !want.is_empty(),
+                "{name} {mode}: no summary on the simulator:\n{}{}",
+                sim.stdout,
+                sim.stderr
+            );
+            if want != got || sim.status.code() != real.status.code() {
+                differences.push(format!(
+                    "{name} ({mode}): simulator {:?} {want:#?}\ncluster {:?} {got:#?}\n{}{}",
+                    sim.status.code(),
+                    real.status.code(),
+                    real.stdout,
+                    real.stderr
+                ));
+            }
+            let left = cluster.kubectl_ok(
+                &cluster.runner(),
+                &["get", "pods,secrets,jobs,leases", "-o", "name"],
+                None,
+            );
+            if left.trim() != "pod/arc-runner" {
+                differences.push(format!("{name} ({mode}): left after cleanup_job: {left}"));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
