@@ -160,3 +160,85 @@ async fn claim_dir(client: &kube::Client, ns: &str, claim: &str) -> Result<Strin
         .or(spec.local.map(|l| l.path))
         .ok_or_else(|| format!("volume {volume} of claim {claim} has no hostPath or local path"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that is never called: pods without claims need no API lookup.
+    fn unused_client() -> kube::Client {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        kube::Client::try_from(config).expect("a client for an unused URL")
+    }
+
+    fn real_pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "job", "namespace": "arc-runners", "uid": "u-1",
+                         "labels": {"app": "x"}, "annotations": {"keep": "me"}},
+            "spec": {
+                "nodeName": "arc-node", "serviceAccountName": "default",
+                "automountServiceAccountToken": true,
+                "containers": [{"name": "job", "image": "python:3.12-slim",
+                    "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "env-secret", "key": "k"}}}],
+                    "envFrom": [{"configMapRef": {"name": "env-cm"}}],
+                    "volumeMounts": [{"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                                     {"name": "data", "mountPath": "/data"}]}],
+                "volumes": [{"name": "kube-api-access-x", "projected": {"sources": []}},
+                            {"name": "data", "secret": {"secretName": "vol-secret"}},
+                            {"name": "cfg", "configMap": {"name": "vol-cm"}}]
+            }
+        }))
+        .expect("a Pod")
+    }
+
+    #[tokio::test]
+    async fn local_pod_runs_on_the_local_node_without_the_clusters_token_and_names_its_refs() {
+        let (local, refs) = local_pod(&unused_client(), &real_pod())
+            .await
+            .expect("a pod without claims translates");
+        assert_eq!(local["spec"]["nodeName"], NODE_NAME);
+        assert!(local["spec"].get("serviceAccountName").is_none());
+        assert!(local["spec"].get("automountServiceAccountToken").is_none());
+        let volumes: Vec<&str> = local["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(
+            volumes,
+            ["data", "cfg"],
+            "the projected token volume is dropped"
+        );
+        let mounts = &local["spec"]["containers"][0]["volumeMounts"];
+        assert_eq!(mounts, &json!([{"name": "data", "mountPath": "/data"}]));
+        assert_eq!(local["metadata"]["annotations"][MIRROR_OF], "u-1");
+        assert_eq!(local["metadata"]["annotations"]["keep"], "me");
+        assert_eq!(local["metadata"]["labels"], json!({"app": "x"}));
+        assert_eq!(
+            refs.secrets.iter().collect::<Vec<_>>(),
+            ["env-secret", "vol-secret"]
+        );
+        assert_eq!(
+            refs.config_maps.iter().collect::<Vec<_>>(),
+            ["env-cm", "vol-cm"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_cannot_be_resolved_names_the_pod_and_the_claim() {
+        let mut pod = real_pod();
+        let mut value = serde_json::to_value(&pod).expect("a Pod serializes");
+        value["spec"]["volumes"] =
+            json!([{"name": "work", "persistentVolumeClaim": {"claimName": "arc-runner-work"}}]);
+        pod = serde_json::from_value(value).expect("a Pod");
+        let e = local_pod(&unused_client(), &pod)
+            .await
+            .expect_err("nothing answers at the client's URL");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("pod arc-runners/job: claim arc-runner-work"),
+            "{text}"
+        );
+    }
+}
