@@ -278,6 +278,35 @@ fn node_agent_runs_scheduled_pods_with_exec_exit_codes_and_logs_through_the_apis
     assert_eq!(line, "started");
     assert!(stamp.ends_with('Z') && stamp.contains('T'), "{logs}");
 
+    // The local kubelet's events reach the real pod, where the hook reads why a container failed.
+    let bad = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"},
+      "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox",
+        "command": ["/no/such/program"]}]}}"#;
+    cluster.kubectl_ok(&runner, &["create"], Some(bad));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let warnings = loop {
+        let warnings = cluster.kubectl_ok(
+            &runner,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=bad,type=Warning",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+            None,
+        );
+        if warnings.contains("/no/such/program") || Instant::now() >= deadline {
+            break warnings;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        warnings.contains("/no/such/program"),
+        "warnings: {warnings:?}"
+    );
+
     // RBAC is real: deploy/rbac's Role grants no configMaps and nothing outside its namespace.
     let denied = cluster.kubectl(&runner, &["get", "configmaps"], None);
     assert!(!denied.status.success());

@@ -1,9 +1,9 @@
 //! Keeps the local simulator's pods in step with the real pods bound to the node, and the real
-//! pods' status in step with the local ones.
+//! pods' status and kubelet events in step with the local ones.
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -12,12 +12,15 @@ use super::translate::{self, MIRROR_OF};
 
 type Key = (String, String);
 
-/// The mirror's state: both clients and the status last written to each real pod.
+/// The mirror's state: both clients, the status last written to each real pod, and the count
+/// of each local event last written to the cluster.
 pub struct Mirror {
     real: kube::Client,
     local: kube::Client,
+    node: String,
     selector: String,
     pushed: HashMap<Key, Value>,
+    events_pushed: HashMap<Key, i32>,
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
@@ -26,10 +29,7 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
 }
 
 fn key(pod: &Pod) -> Key {
-    (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.metadata.name.clone().unwrap_or_default(),
-    )
+    key_of(&pod.metadata)
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -41,8 +41,10 @@ impl Mirror {
         Mirror {
             real,
             local,
+            node: node.to_string(),
             selector: format!("spec.nodeName={node}"),
             pushed: HashMap::new(),
+            events_pushed: HashMap::new(),
         }
     }
 
@@ -77,6 +79,30 @@ impl Mirror {
             if let Err(e) = self.pod(pod, mirrored, local.get(k)).await {
                 tracing::warn!(pod = %format!("{}/{}", k.0, k.1), error = %e, "cannot mirror the pod yet");
             }
+        }
+        // The local kubelet's events about a mirrored pod, told about the real pod (the hook
+        // lists them to explain a container that cannot start).
+        let real_uid: HashMap<String, (String, String)> = local
+            .iter()
+            .filter_map(|(k, l)| {
+                let real_pod = real.get(k)?;
+                (mirror_uid(l) == real_pod.metadata.uid).then(|| {
+                    (
+                        l.metadata.uid.clone().unwrap_or_default(),
+                        (
+                            real_pod.metadata.uid.clone().unwrap_or_default(),
+                            real_pod
+                                .metadata
+                                .resource_version
+                                .clone()
+                                .unwrap_or_default(),
+                        ),
+                    )
+                })
+            })
+            .collect();
+        if let Err(e) = self.events(&real_uid).await {
+            tracing::warn!(error = %e, "cannot mirror the local events yet");
         }
         for (k, pod) in &local {
             if !real.contains_key(k) {
@@ -264,6 +290,70 @@ impl Mirror {
         self.pushed.insert(k, status);
         Ok(())
     }
+}
+
+impl Mirror {
+    /// Creates (or recounts) in the cluster each local event whose pod mirrors a real one.
+    async fn events(
+        &mut self,
+        real_uid: &HashMap<String, (String, String)>,
+    ) -> Result<(), NodeError> {
+        let local_api: kube::Api<Event> = kube::Api::all(self.local.clone());
+        let events = local_api
+            .list(&ListParams::default())
+            .await
+            .map_err(api_err("list the local events"))?
+            .items;
+        // Forget the events the local simulator no longer has (their pods are gone).
+        let present: std::collections::HashSet<Key> =
+            events.iter().map(|e| key_of(&e.metadata)).collect();
+        self.events_pushed.retain(|k, _| present.contains(k));
+        for event in events {
+            let local_uid = event.involved_object.uid.clone().unwrap_or_default();
+            let Some((uid, resource_version)) = real_uid.get(&local_uid) else {
+                continue;
+            };
+            let k = key_of(&event.metadata);
+            let count = event.count.unwrap_or(1);
+            if self.events_pushed.get(&k) == Some(&count) {
+                continue;
+            }
+            let api: kube::Api<Event> = kube::Api::namespaced(self.real.clone(), &k.0);
+            let mut real_event = event.clone();
+            real_event.metadata = kube::api::ObjectMeta {
+                name: Some(k.1.clone()),
+                namespace: Some(k.0.clone()),
+                ..Default::default()
+            };
+            real_event.involved_object.uid = Some(uid.clone());
+            real_event.involved_object.resource_version = Some(resource_version.clone());
+            if let Some(source) = real_event.source.as_mut() {
+                source.host = Some(self.node.clone());
+            }
+            real_event.reporting_instance = Some(self.node.clone());
+            let written = if self.events_pushed.contains_key(&k) {
+                let patch = json!({"count": count, "lastTimestamp": event.last_timestamp});
+                api.patch(&k.1, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            } else {
+                match api.create(&PostParams::default(), &real_event).await {
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            };
+            written.map_err(api_err(format!("write event {}/{}", k.0, k.1)))?;
+            self.events_pushed.insert(k, count);
+        }
+        Ok(())
+    }
+}
+
+fn key_of(meta: &kube::api::ObjectMeta) -> Key {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 fn mirror_uid(local: &Pod) -> Option<String> {
