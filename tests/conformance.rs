@@ -400,3 +400,84 @@ fn every_fixture_job_ends_alike_on_the_simulator_and_the_real_control_plane_in_b
     }
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
 }
+
+/// The real authorizer's rules review names exactly the permission a narrower Role lacks: a
+/// runner allowed to read but not create secrets is stopped in prepare_job, before any pod.
+#[test]
+fn a_permission_the_role_lacks_is_named_from_the_real_authorizer() {
+    if !prerequisites_met() {
+        return;
+    }
+    let cluster = Cluster::up(None);
+    let admin = cluster.admin();
+    // deploy/rbac's Role without `create` on secrets, for its own ServiceAccount.
+    let role = std::fs::read_to_string(repo().join("deploy/rbac/role.yaml"))
+        .expect("read deploy/rbac/role.yaml");
+    let secrets = r#"resources: ["secrets"]
+    verbs: ["get", "list", "create", "delete"]"#;
+    assert!(
+        role.contains(secrets),
+        "deploy/rbac/role.yaml's secrets rule changed: update this test"
+    );
+    let role = role
+        .replace(
+            secrets,
+            r#"resources: ["secrets"]
+    verbs: ["get", "list", "delete"]"#,
+        )
+        .replace("name: arc-hook-runner", "name: limited");
+    let limited = format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: limited, namespace: arc-runners}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: limited, namespace: arc-runners}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: limited}}
+subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
+---
+{role}"#
+    );
+    cluster.kubectl_ok(&admin, &["-n", "arc-runners", "apply"], Some(&limited));
+    let token = cluster.kubectl_ok(
+        &admin,
+        &["-n", "arc-runners", "create", "token", "limited"],
+        None,
+    );
+    let kubeconfig = cluster.scratch.path().join("limited.kubeconfig");
+    std::fs::copy(cluster.runner(), &kubeconfig).expect("copy the runner's kubeconfig");
+    cluster.kubectl_ok(
+        &kubeconfig,
+        &[
+            "config",
+            "set-credentials",
+            "arc-hook-runner",
+            "--token",
+            token.trim(),
+        ],
+        None,
+    );
+
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+    replay
+        .args(["replay", "--cluster", "--workdir"])
+        .arg(cluster.dir.join("runner"))
+        .arg(repo().join("fixtures/jobs/build-and-test"))
+        .env("KUBECONFIG", &kubeconfig);
+    let ran = run_bounded(replay, cluster.scratch.path(), Duration::from_secs(120));
+    let log = format!("{}{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.status.code(), Some(1), "{log}");
+    assert!(log.contains("prepare_job exited 1"), "{log}");
+    assert!(log.contains("may not create secrets in namespace"), "{log}");
+    assert!(
+        !log.contains("create pods"),
+        "only the missing permission: {log}"
+    );
+    let pods = cluster.kubectl_ok(
+        &admin,
+        &["-n", "arc-runners", "get", "pods", "-o", "name"],
+        None,
+    );
+    assert_eq!(pods.trim(), "pod/arc-runner", "no workflow pod was created");
+}
