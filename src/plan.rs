@@ -171,7 +171,10 @@ pub fn plan_container_step(
         })
         .collect();
     let secret = registry_secret(ctx, &secret_name, &creds)?;
-    let (container, volumes) = step_container(args, image, workspace_subpath)?;
+    let (mut container, volumes) = step_container(args, image, workspace_subpath)?;
+    if let Some(mounts) = container.volume_mounts.take() {
+        container.volume_mounts = Some(crate::objects::pod::guarded(ctx, mounts, "args")?);
+    }
     let name = names::runner_object_name(&ctx.runner_pod, "step", suffix);
     let job = container_step_job(
         ctx,
@@ -228,7 +231,14 @@ pub fn plan_ephemeral_step(
             "the step's image needs registry credentials, and a running pod cannot take a new pull secret".into(),
         )));
     }
-    let system = step_system_mounts(&args.system_mount_volumes, workspace_subpath)?;
+    let mut system = step_system_mounts(&args.system_mount_volumes, workspace_subpath)?;
+    if ctx.work_volume == crate::config::WorkVolumeMode::Claim {
+        // `/github/file_commands` leads to the job's own directory (an ephemeral container
+        // cannot have the guarding mounts; the hook checks the runner's after it ends).
+        for m in &mut system {
+            m.sub_path = crate::objects::pod::job_side_subpath(&m.sub_path);
+        }
+    }
     let links = match github_links(&system) {
         Ok(l) => l,
         Err(e) => return Ok(Err(e)),

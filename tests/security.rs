@@ -132,7 +132,7 @@ async fn output_link_to_a_runner_secret(copy: bool, needle: &str) {
 async fn github_output_linked_to_a_runner_file_is_refused() {
     output_link_to_a_runner_secret(
         false,
-        "set_output_1 is a symbolic link where the runner reads a file command (removed)",
+        "the step's file command set_output_1 is a symbolic link, not a regular file; not delivered",
     )
     .await;
 }

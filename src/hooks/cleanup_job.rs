@@ -132,12 +132,15 @@ pub async fn cleanup_job(config: &Config) -> HookResult {
     .await
     .context("cleaning up the job's objects")?;
     tracing::info!(?removed, "cleanup done");
-    if let Some(dir) = config
-        .runner_temp
-        .as_ref()
-        .map(|t| t.join(super::run_script_step::SCRIPT_DIR))
-    {
-        let _ = std::fs::remove_dir_all(dir);
+    // The hook's start scripts and the job's own file commands (claim mode); the pods that
+    // mounted them are gone. (std's remove_dir_all never follows a link.)
+    if let Some(temp) = config.runner_temp.as_ref() {
+        for dir in [
+            super::run_script_step::SCRIPT_DIR,
+            super::file_commands::JOB_DIR,
+        ] {
+            let _ = std::fs::remove_dir_all(temp.join(dir));
+        }
     }
     // The /github links container steps left at the work volume's root (never a real directory).
     if let Some(work) = config.runner_work_dir() {

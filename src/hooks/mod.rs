@@ -2,6 +2,7 @@
 
 pub mod cache_slot;
 pub mod cleanup_job;
+pub mod file_commands;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
@@ -71,10 +72,26 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
             run_script_step::run_script_step(&envelope, args, &config).await
         }
         Command::RunContainerStep(args) => {
+            // Claim mode: the step writes the job's file-command directory; the hook delivers.
+            let claim = !steps::workspace::copy_mode(&envelope, &config);
+            let temp = run_script_step::runner_temp(&config).ok();
+            if let (true, Some(t)) = (claim, &temp) {
+                file_commands::before_step(t)
+                    .context("copying the runner's file commands for the step")?;
+            }
             let code = run_container_step::run_container_step(&envelope, args, &config).await?;
-            match run_script_step::runner_temp(&config) {
-                Ok(temp) => run_script_step::runner_paths_intact(&temp, code),
-                Err(_) => Ok(code),
+            match temp {
+                Some(t) => {
+                    // The runner's directory first (an ephemeral step could reach it while it
+                    // ran; its processes are gone now), then what the step wrote.
+                    let code = run_script_step::runner_paths_intact(&t, code)?;
+                    Ok(if claim {
+                        file_commands::deliver(&t, code)
+                    } else {
+                        code
+                    })
+                }
+                None => Ok(code),
             }
         }
         Command::CleanupJob => cleanup_job::cleanup_job(&config).await,

@@ -94,6 +94,21 @@ pub async fn prepare_job(
 
     if config.work_volume == WorkVolumeMode::Claim {
         provide_externals(config);
+        // The job's own file-command directory, which its containers see in place of the
+        // runner's (made here, so it is the runner's user's and not the kubelet's root's).
+        let temp = super::run_script_step::runner_temp(config)?;
+        super::file_commands::create_job_dir(&temp)
+            .context("preparing the job's file-command directory under _temp")?;
+        if let Some(work) = config.runner_work_dir() {
+            let repo = config
+                .runner_workspace
+                .as_deref()
+                .and_then(|w| w.file_name())
+                .and_then(|n| n.to_str());
+            super::file_commands::open_for_job_users(&work, repo).context(
+                "making _temp, HOME, the workspace and _tool writable for the job's user",
+            )?;
+        }
     }
 
     let mut created = Created::default();

@@ -94,6 +94,11 @@ pub async fn run_script_step(
     } else {
         None
     };
+    if dirs.is_none() {
+        // Claim mode: the step sees the job's own copy of the runner's file commands.
+        super::file_commands::before_step(&temp)
+            .context("copying the runner's file commands for the step")?;
+    }
     // Exec round trips per step: push (copy mode), run, pull (copy mode).
     if let Some(d) = &dirs {
         let push = workspace::push_step(&kube, &pod, d, Vec::new());
@@ -186,7 +191,11 @@ pub async fn run_script_step(
     if let Some(infra) = infra {
         return Err(infra.into());
     }
-    runner_paths_intact(&temp, code)
+    let code = runner_paths_intact(&temp, code)?;
+    Ok(match dirs {
+        Some(_) => code,
+        None => super::file_commands::deliver(&temp, code),
+    })
 }
 
 /// Stops the cancelled step in the pod within [`STOP_DEADLINE`] and says what became of it.

@@ -251,6 +251,99 @@ impl SharedDir {
     }
 }
 
+/// Why [`SharedDir::read_regular`] did not read a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadRefusal {
+    #[error("it is a {kind}, not a regular file")]
+    NotRegular { kind: &'static str },
+    #[error("it is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Io(SharedWorkError),
+}
+
+/// A regular file's content and permission bits.
+#[derive(Debug)]
+pub struct RegularFile {
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
+
+impl SharedDir {
+    /// Reads the regular file `name` (at most `limit` bytes), never through a link and without
+    /// blocking on a pipe; `None` when it does not exist.
+    pub fn read_regular(&self, name: &str, limit: u64) -> Result<Option<RegularFile>, ReadRefusal> {
+        let name = single_name(name).map_err(ReadRefusal::Io)?;
+        let path = self.path.join(name);
+        let fd = match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(ReadRefusal::NotRegular {
+                    kind: "symbolic link",
+                });
+            }
+            Err(e) => return Err(ReadRefusal::Io(io("opening", &path)(e))),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| ReadRefusal::Io(io("reading", &path)(e)))?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(ReadRefusal::NotRegular {
+                kind: kind_name(kind),
+            });
+        }
+        if st.st_size as u64 > limit {
+            return Err(ReadRefusal::TooLarge { limit });
+        }
+        let mut data = Vec::with_capacity(st.st_size as usize);
+        let file = std::fs::File::from(fd);
+        // The size may grow while it is read: never more than the limit.
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut data).map_err(
+            |source| {
+                ReadRefusal::Io(SharedWorkError::Io {
+                    what: "reading",
+                    path: path.clone(),
+                    source,
+                })
+            },
+        )?;
+        if data.len() as u64 > limit {
+            return Err(ReadRefusal::TooLarge { limit });
+        }
+        Ok(Some(RegularFile {
+            data,
+            mode: st.st_mode & 0o7777,
+        }))
+    }
+
+    /// Replaces `name` with a new regular file holding `data`: written under a fresh name, then
+    /// renamed over it, so whatever was at `name` (a link too) is replaced, never followed.
+    pub fn replace_file(&self, name: &str, mode: u32, data: &[u8]) -> Result<(), SharedWorkError> {
+        let name = single_name(name)?;
+        let tmp = format!(".{name}.arc-hook-{}", std::process::id());
+        let _ = self.remove_file(&tmp);
+        self.create_file(&tmp, mode, data)?;
+        // The mode asked for, whatever the umask made of it.
+        if let Ok(fd) = rustix::fs::openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode));
+        }
+        rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(|e| {
+            let _ = self.remove_file(&tmp);
+            io("replacing", &self.path.join(name))(e)
+        })
+    }
+}
+
 fn kind_name(kind: FileType) -> &'static str {
     match kind {
         FileType::Symlink => "symbolic link",

@@ -48,6 +48,10 @@ pub enum BuildError {
     )]
     MountOutsideWork { field: String, path: String },
     #[error(
+        "{field}: two mounts at {path} (arc-hook mounts the job's own file commands and `_temp` there in claim mode, so the runner's stay out of the job's reach); mount the volume elsewhere"
+    )]
+    MountConflict { field: String, path: String },
+    #[error(
         "{first} and {second}: two different sets of credentials for registry {server}; a pod has one pull secret entry per registry, so give the job and its services the same credentials for it"
     )]
     ConflictingCredentials {

@@ -133,6 +133,87 @@ pub fn user_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError
     Ok(out)
 }
 
+/// The runner's file-command directory on the work volume: the runner reads it after every
+/// step, with its own rights.
+pub const RUNNER_FILE_COMMANDS: &str = "_temp/_runner_file_commands";
+/// Claim mode: the job's own file-command directory on the work volume. Every container the hook
+/// creates sees it where the runner's would be; the hook copies the runner's files in before a
+/// step and delivers them back after it (`hooks::file_commands`).
+pub const JOB_FILE_COMMANDS: &str = "_temp/_arc_hook_file_commands";
+
+/// A work-volume sub-path with `.` and empty components dropped (`_temp//./x/` -> `_temp/x`).
+fn normal_subpath(sub: &str) -> String {
+    sub.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Claim mode: a sub-path at or below the runner's file-command directory, moved to the job's own.
+pub fn job_side_subpath(sub: &str) -> String {
+    let sub = normal_subpath(sub);
+    match sub.strip_prefix(RUNNER_FILE_COMMANDS) {
+        Some("") => JOB_FILE_COMMANDS.to_string(),
+        Some(rest) if rest.starts_with('/') => format!("{JOB_FILE_COMMANDS}{rest}"),
+        _ => sub,
+    }
+}
+
+/// Claim mode: a container's mounts rewritten so that none of its processes — also one a step
+/// leaves running — can reach the runner's `_temp/_runner_file_commands` or rename what leads
+/// to it. A mount of the volume's root gets `_temp` mounted over its own `_temp`, and every
+/// mount of the root or of `_temp` gets the job's file-command directory over
+/// `_runner_file_commands`: the kernel refuses to rename or remove a mount point (`EBUSY`), in
+/// whatever path it is reached by, and what a mount covers cannot be reached through it.
+/// Mounts at or below the runner's directory are moved to the job's.
+pub fn guard_runner_reads(
+    mounts: Vec<VolumeMount>,
+    field: &str,
+) -> Result<Vec<VolumeMount>, BuildError> {
+    let mut out: Vec<VolumeMount> = Vec::with_capacity(mounts.len() + 2);
+    for mut m in mounts {
+        if m.name != WORK_VOLUME_NAME {
+            out.push(m);
+            continue;
+        }
+        let sub = job_side_subpath(m.sub_path.as_deref().unwrap_or(""));
+        m.sub_path = (!sub.is_empty()).then(|| sub.clone());
+        let target = m.mount_path.trim_end_matches('/').to_string();
+        let read_only = m.read_only == Some(true);
+        out.push(m);
+        match sub.as_str() {
+            "" => {
+                out.push(work_mount(
+                    &format!("{target}/_temp"),
+                    Some("_temp"),
+                    read_only,
+                ));
+                out.push(work_mount(
+                    &format!("{target}/_temp/_runner_file_commands"),
+                    Some(JOB_FILE_COMMANDS),
+                    read_only,
+                ));
+            }
+            "_temp" => out.push(work_mount(
+                &format!("{target}/_runner_file_commands"),
+                Some(JOB_FILE_COMMANDS),
+                read_only,
+            )),
+            _ => {}
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in &out {
+        if !seen.insert(m.mount_path.trim_end_matches('/')) {
+            return Err(BuildError::MountConflict {
+                field: field.to_string(),
+                path: m.mount_path.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// `/home/runner/_work/repo/x` -> `repo/x`; relative paths are taken relative to `_work`.
 pub fn work_subpath(source: &str) -> Option<String> {
     let source = source.trim_end_matches('/');
@@ -194,7 +275,7 @@ pub fn job_pod(
             &def.user_mount_volumes,
             &format!("{field}.userMountVolumes"),
         )?;
-        c.volume_mounts = Some(mounts.mounts);
+        c.volume_mounts = Some(guarded(ctx, mounts.mounts, field)?);
         extra_volumes.extend(mounts.volumes);
         job_ports = ports;
         containers.push(c);
@@ -227,7 +308,7 @@ pub fn job_pod(
                 )),
             }
         }
-        c.volume_mounts = Some(mounts);
+        c.volume_mounts = Some(guarded(ctx, mounts, &field)?);
         services.push(ServiceContainer {
             container_name: name,
             image: def.image.clone(),
@@ -268,6 +349,18 @@ pub fn job_pod(
         services,
         warnings,
     })
+}
+
+/// In claim mode, [`guard_runner_reads`]; an emptyDir (no-volume mode) is the job's alone.
+pub fn guarded(
+    ctx: &BuildContext,
+    mounts: Vec<VolumeMount>,
+    field: &str,
+) -> Result<Vec<VolumeMount>, BuildError> {
+    match ctx.work_volume {
+        WorkVolumeMode::Claim => guard_runner_reads(mounts, field),
+        WorkVolumeMode::Copy => Ok(mounts),
+    }
 }
 
 /// The work volume, then the anonymous volumes of the job and its services (one per name: two
@@ -423,6 +516,12 @@ mod tests {
             mounts,
             vec![
                 ("/__w", None),
+                // Claim mode: the runner's file commands stay out of the job's reach.
+                ("/__w/_temp", Some("_temp")),
+                (
+                    "/__w/_temp/_runner_file_commands",
+                    Some("_temp/_arc_hook_file_commands")
+                ),
                 ("/__e", Some("externals")),
                 ("/github/home", Some("_temp/_github_home")),
                 ("/github/workflow", Some("_temp/_github_workflow")),
@@ -509,5 +608,66 @@ mod tests {
         let job = &jp.pod.spec.expect("spec").containers[0];
         assert_eq!(job.command.as_deref(), Some(&["sleep".to_string()][..]));
         assert_eq!(job.args.as_deref(), Some(&["infinity".to_string()][..]));
+    }
+
+    fn paths(mounts: &[VolumeMount]) -> Vec<(&str, Option<&str>)> {
+        mounts
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.sub_path.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn every_way_to_the_runners_file_commands_leads_to_the_jobs() {
+        let guarded = guard_runner_reads(
+            vec![
+                work_mount("/x", None, false),
+                work_mount("/t/", Some("_temp/"), true),
+                work_mount("/fc", Some("_temp/./_runner_file_commands"), false),
+                work_mount(
+                    "/one",
+                    Some("_temp//_runner_file_commands/set_env_1"),
+                    false,
+                ),
+                work_mount("/near", Some("_temp/_runner_file_commands_x"), false),
+            ],
+            "args.container.userMountVolumes",
+        )
+        .expect("guarded");
+        assert_eq!(
+            paths(&guarded),
+            vec![
+                ("/x", None),
+                ("/x/_temp", Some("_temp")),
+                ("/x/_temp/_runner_file_commands", Some(JOB_FILE_COMMANDS)),
+                ("/t/", Some("_temp")),
+                ("/t/_runner_file_commands", Some(JOB_FILE_COMMANDS)),
+                ("/fc", Some(JOB_FILE_COMMANDS)),
+                ("/one", Some("_temp/_arc_hook_file_commands/set_env_1")),
+                ("/near", Some("_temp/_runner_file_commands_x")),
+            ]
+        );
+        assert_eq!(
+            guarded[4].read_only,
+            Some(true),
+            "a read-only mount's guard is too"
+        );
+    }
+
+    #[test]
+    fn a_mount_over_a_guard_is_refused_by_field() {
+        let e = guard_runner_reads(
+            vec![
+                work_mount("/__w", None, false),
+                work_mount("/__w/_temp", Some("repo"), false),
+            ],
+            "args.container.userMountVolumes",
+        )
+        .expect_err("conflict");
+        assert!(
+            e.to_string()
+                .starts_with("args.container.userMountVolumes: two mounts at /__w/_temp"),
+            "{e}"
+        );
     }
 }
