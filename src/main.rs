@@ -74,6 +74,8 @@ enum Cmd {
 enum SimCmd {
     /// Serve the simulated Kubernetes API on 127.0.0.1 until interrupted, and write a kubeconfig.
     Serve(arc_hook::sim::cli::ServeArgs),
+    /// Run a real cluster's pods bound to one Node here, with the simulator's kubelet (see README).
+    Node(arc_hook::sim::node::NodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +153,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             runtime(Flavour::Server)?
                 .block_on(arc_hook::sim::cli::serve(args))
                 .context("error: sim")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "sim")]
+        Cmd::Sim(SimCmd::Node(args)) => {
+            runtime(Flavour::Server)?
+                .block_on(arc_hook::sim::node::run(args))
+                .context("error: sim node")?;
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "exporter")]

@@ -13,6 +13,7 @@ mod kubelet;
 mod listener;
 mod logs;
 mod meta;
+pub mod node;
 mod patch;
 mod protobuf;
 
@@ -59,6 +60,10 @@ pub struct SimConfig {
     pub rbac: Option<Vec<PolicyRule>>,
     /// PVC claim name -> host directory backing it. Claims listed here need not exist as objects.
     pub pvc_dirs: HashMap<String, PathBuf>,
+    /// `true`: hostPath volumes are the host's own directories, as a real kubelet mounts them (the
+    /// node agent, whose pods an admitted real cluster sent); `false`: they live under the state
+    /// directory, so a simulated job cannot reach the host's tree.
+    pub host_paths_on_host: bool,
     /// Image -> command run when a container has no `command` (stands in for ENTRYPOINT/CMD).
     pub image_commands: HashMap<String, Vec<String>>,
     /// Program name -> host command standing in for it when a container's `command` names a
@@ -96,6 +101,7 @@ impl Default for SimConfig {
             unpullable_images: Vec::new(),
             rbac: None,
             pvc_dirs: HashMap::new(),
+            host_paths_on_host: false,
             image_commands: HashMap::new(),
             programs: HashMap::new(),
             image_files: HashMap::new(),

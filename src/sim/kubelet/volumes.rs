@@ -119,7 +119,11 @@ pub fn prepare(
         {
             pvc_dir(cfg, state_dir, ns, claim)
         } else if let Some(hp) = v.pointer("/hostPath/path").and_then(Value::as_str) {
-            let d = host_path_dir(state_dir, hp);
+            let d = if cfg.host_paths_on_host {
+                PathBuf::from(hp)
+            } else {
+                host_path_dir(state_dir, hp)
+            };
             if matches!(
                 v.pointer("/hostPath/type").and_then(Value::as_str),
                 Some("File" | "FileOrCreate")
