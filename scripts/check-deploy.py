@@ -685,6 +685,87 @@ def check_scale_sets(ctx: Ctx) -> str:
 # ---------------------------------------------------------------------------------------------
 # Monitoring.
 
+def deploy_tool(*names: str) -> list[str]:
+    """Paths that scripts/deploy-tools.sh prints for `names` (it builds or reuses them)."""
+    res = run([str(ROOT / "scripts" / "deploy-tools.sh"), *names], timeout=3600)
+    if res.returncode != 0:
+        raise Failed(f"scripts/deploy-tools.sh {' '.join(names)} failed: {res.stderr.strip()[-600:]}")
+    return res.stdout.split()
+
+
+def render_scale_set(helm: str, chart: Path, name: str) -> list[dict]:
+    """The objects `helm template` makes of one scale set, exactly as install.sh installs it."""
+    sets = DEPLOY / "scale-sets"
+    res = run([helm, "template", name, str(chart), "--namespace", "arc-runners",
+               "-f", str(sets / "common.values.yaml"), "-f", str(sets / f"{name}.values.yaml")], timeout=120)
+    if res.returncode != 0:
+        raise Failed(f"helm template {name}: {res.stderr.strip()[-600:]}")
+    import yaml  # noqa: PLC0415
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def check_scale_sets_rendered(ctx: Ctx) -> str:
+    """ARC's real chart (pinned in scripts/deploy-tools.sh) rendered by helm: the objects, not the values."""
+    helm = deploy_tool("helm")[0]
+    arc = Path(deploy_tool("arc")[0]) / "charts"
+    chart = arc / "gha-runner-scale-set"
+    chart_version = load_yaml(chart / "Chart.yaml")["version"]
+    want_version = str(load_yaml(DEPLOY / "versions.yaml")["arc-chart"])
+    found = []
+    if chart_version != want_version:
+        found.append(f"the pinned chart is {chart_version}, versions.yaml says arc-chart {want_version}")
+    configmaps = {o["metadata"]["name"] for o in ctx.objects("hook-templates", "ConfigMap")}
+    rbac_sa = {o["metadata"]["name"] for o in ctx.objects("rbac", "ServiceAccount")}
+    kinds_seen = set()
+    for name in ["runner-base", *KUBE_MODE_SETS]:
+        where = f"{name} (rendered):"
+        objs = render_scale_set(helm, chart, name)
+        kinds_seen |= {o["kind"] for o in objs}
+        ars = [o for o in objs if o["kind"] == "AutoscalingRunnerSet"]
+        if len(ars) != 1:
+            found.append(f"{where} {len(ars)} AutoscalingRunnerSets")
+            continue
+        spec = ars[0]["spec"]
+        if spec.get("runnerScaleSetName") != name:
+            found.append(f"{where} runnerScaleSetName {spec.get('runnerScaleSetName')!r}")
+        pod = spec["template"]["spec"]
+        runner = next((c for c in pod["containers"] if c["name"] == "runner"), None)
+        if runner is None:
+            found.append(f"{where} no runner container")
+            continue
+        env = {e["name"]: e for e in runner.get("env", [])}
+        sas = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
+        kube_roles = [o["metadata"]["name"] for o in objs if o["kind"] == "Role" and not o["metadata"]["name"].endswith("-gha-rs-manager")]
+        if name == "runner-base":
+            if "ACTIONS_RUNNER_CONTAINER_HOOKS" in env:
+                found.append(f"{where} the DinD set points at a container hook")
+            continue
+        kind = KUBE_MODE_SETS[name][0]
+        if env.get("ACTIONS_RUNNER_CONTAINER_HOOKS", {}).get("value") != HOOK_WRAPPER:
+            found.append(f"{where} ACTIONS_RUNNER_CONTAINER_HOOKS is {env.get('ACTIONS_RUNNER_CONTAINER_HOOKS')}, not arc-hook's wrapper")
+        template_path = env.get("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", {}).get("value", "")
+        mounts = {m["name"]: m for m in runner.get("volumeMounts", [])}
+        hook = mounts.get("hook-template", {})
+        if not hook.get("readOnly") or not template_path.startswith(hook.get("mountPath", "?") + "/"):
+            found.append(f"{where} template {template_path!r} is not under the read-only hook-template mount {hook}")
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        if volumes.get("hook-template", {}).get("configMap", {}).get("name") not in configmaps or \
+                volumes["hook-template"]["configMap"]["name"] != f"arc-hook-{kind}":
+            found.append(f"{where} hook-template volume is not ConfigMap arc-hook-{kind}")
+        work = volumes.get("work", {}).get("ephemeral", {}).get("volumeClaimTemplate", {}).get("spec", {})
+        if not work or mounts.get("work", {}).get("mountPath") != "/home/runner/_work":
+            found.append(f"{where} no ephemeral work volume at /home/runner/_work")
+        names = [e["name"] for e in runner.get("env", [])]
+        if env.get("ACTIONS_RUNNER_CLAIM_NAME", {}).get("value") != "$(ACTIONS_RUNNER_POD_NAME)-work" or \
+                "ACTIONS_RUNNER_POD_NAME" not in names or names.index("ACTIONS_RUNNER_POD_NAME") > names.index("ACTIONS_RUNNER_CLAIM_NAME"):
+            found.append(f"{where} ACTIONS_RUNNER_CLAIM_NAME is not $(ACTIONS_RUNNER_POD_NAME)-work after the pod name")
+        # deploy/rbac provides the account: the chart must create neither its own account nor its kube-mode Role.
+        if pod.get("serviceAccountName") not in rbac_sa or sas or kube_roles:
+            found.append(f"{where} serviceAccountName {pod.get('serviceAccountName')!r}; chart also made accounts {sas} roles {kube_roles}")
+    problems(found)
+    return f"gha-runner-scale-set {chart_version} rendered by {Path(helm).name} for 7 sets: hook env, template mount, work volume, no chart-made account ({sorted(kinds_seen)})"
+
+
 def substitute_grafana(expr: str) -> str:
     for var, value in GRAFANA_VARS.items():
         expr = expr.replace(var, value)
@@ -1820,6 +1901,7 @@ CHECKS = [
     ("RBAC", check_rbac),
     ("storage", check_storage),
     ("runner scale sets (Helm values)", check_scale_sets),
+    ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
     ("exporter manifests", check_exporter),
