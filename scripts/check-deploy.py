@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 
@@ -85,6 +86,11 @@ KUBE_MODE_SETS = {
 # Scale sets the design's table places on the large-memory nodes (`ci=large-memory`).
 LARGE_MEMORY_SETS = ("runner-cpu", "runner-cpu-largememory")
 HOOK_WRAPPER = "/home/runner/arc-hook/arc-hook.sh"
+# The organisation's and arc-hook's numeric GitHub ids the JWT roles bind (deploy/README.md "Trust model").
+GITHUB_OWNER_ID = "90000001"
+ARC_HOOK_REPOSITORY_ID = "90000101"
+# Policies that hold no secret (image tags are published values): all a pull-request event may get.
+NO_SECRET_POLICIES = {"gha-image-tags-read"}
 # The most the runner's Role may ever grant: ARC's default kubernetes-mode Role (gha-runner-scale-set
 # kube_mode_role.yaml) plus the extras arc-hook checks with SelfSubjectAccessReviews before use. The
 # exact list is the code's (tests/rbac_role.rs compares them); this ceiling stops privilege creep.
@@ -1139,16 +1145,30 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
         if not r.get("bound_audiences"):
             found.append(f"{where}: no bound_audiences")
         claims = r.get("bound_claims", {})
-        for claim in ("repository", "ref"):
+        # Immutable ids, never names (a deleted and re-created repository or organisation reuses the name).
+        for claim in ("repository_owner_id", "ref", "event_name"):
             values = claims.get(claim)
             if not values or any(v.strip("*/") == "" for v in values):
                 found.append(f"{where}: bound_claims.{claim} must be set and not a bare wildcard")
-        if any(not v.startswith(f"{org}/") for v in claims.get("repository", [])):
-            found.append(f"{where}: repository claims must stay within the organisation {org}")
+        if "repository" in claims or r.get("user_claim") != "repository_id":
+            found.append(f"{where}: binds repository names or keys entities by name; use repository_id")
+        if claims.get("repository_owner_id") != [GITHUB_OWNER_ID]:
+            found.append(f"{where}: repository_owner_id must be the organisation's id {GITHUB_OWNER_ID}")
+        # Pull-request events get the no-secret role only (pull_request_target runs on the base ref).
+        pr_events = {"pull_request", "pull_request_target"} & set(claims.get("event_name", []))
+        pr_refs = [v for v in claims.get("ref", []) if v.startswith("refs/pull/")]
+        granted = set(r.get("token_policies", []))
+        if (pr_events or pr_refs) and granted - NO_SECRET_POLICIES:
+            found.append(f"{where}: pull-request events or refs reach policies {sorted(granted - NO_SECRET_POLICIES)}")
         if r.get("token_ttl", 10**9) > 3600 or r.get("token_max_ttl", 10**9) > 3600:
             found.append(f"{where}: tokens must live an hour at most")
-    if jwt_roles.get("gha-production", {}).get("bound_claims", {}).get("environment") != ["production"]:
-        found.append("jwt role gha-production must bind environment=production")
+    prod = jwt_roles.get("gha-production", {}).get("bound_claims", {})
+    if prod.get("environment") != ["production"] or prod.get("ref") != ["refs/heads/main"]:
+        found.append("jwt role gha-production must bind environment=production (a protected environment) on main")
+    if ".metadata.repository_id}}" not in " ".join(policies.get("gha-production-read", {})):
+        found.append("gha-production-read must be templated on repository_id, so a repository reads only its own production secrets")
+    if "gha-pull-request" not in jwt_roles:
+        found.append("no JWT role for pull-request events (gha-pull-request)")
     if "image-tags" not in " ".join(policies.get("gha-image-tags-write", {})) or "{{identity.entity.aliases." not in " ".join(policies.get("gha-image-tags-write", {})):
         found.append("gha-image-tags-write must be templated on the repository, so a repository writes only its own tags")
     for name, r in k8s_roles.items():
@@ -1576,9 +1596,12 @@ def fetch_callers() -> list[tuple[str, str, dict]]:
             for n, j in load_workflow(wf.name)["jobs"].items() if str(j.get("uses", "")).endswith("fetch-secrets.yml")]
 
 
-def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-secrets.yml") -> str:
+def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-secrets.yml", event: str = "push") -> str:
     """The OIDC claims GitHub gives a job of `repo` calling example-org/arc-hook's `workflow` at main."""
-    return json.dumps({"repository": repo, "ref": ref, "environment": "",
+    ids = {f"{github_org()}/arc-hook": ARC_HOOK_REPOSITORY_ID}
+    owner = GITHUB_OWNER_ID if repo.startswith(f"{github_org()}/") else "777"
+    return json.dumps({"repository": repo, "repository_id": ids.get(repo, str(zlib.crc32(repo.encode()) % 10**8)),
+                       "repository_owner_id": owner, "ref": ref, "environment": "", "event_name": event,
                        "job_workflow_ref": f"{github_org()}/arc-hook/.github/workflows/{workflow}@refs/heads/main"})
 
 
@@ -1680,6 +1703,40 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
                    f"{base['VAULT_ADDR']}/v1/ci/data/image-tags/{org}/arc-hook/arc-hook-runner"], env=base)
         if not token or res.returncode == 0:
             found.append("role gha-image-tags-read may write a tag (or its login failed)")
+        # The trust model (deploy/README.md): production secrets per repository id, only through the
+        # environment `production` on main; pull-request events read no secret at all.
+        def login(role: str, claims: dict) -> str:
+            jwt = "model." + __import__("base64").b64encode(json.dumps(dict(claims, aud="arc-platform-vault")).encode()).decode()
+            res = run(["curl", "--fail-with-body", "-X", "POST", "--data", json.dumps({"role": role, "jwt": jwt}),
+                       f"{base['VAULT_ADDR']}/v1/auth/jwt/login"], env=base)
+            return json.loads(res.stdout or "{}").get("auth", {}).get("client_token", "") if res.returncode == 0 else ""
+
+        def reads(token: str, path: str) -> bool:
+            return bool(token) and run(["curl", "--fail-with-body", "-H", f"X-Vault-Token: {token}",
+                                        f"{base['VAULT_ADDR']}/v1/{path}"], env=base).returncode == 0
+        repo_a, repo_b = json.loads(run_claims(f"{org}/service-a")), json.loads(run_claims(f"{org}/service-b"))
+        vm.edit(lambda st: st["kv"].update({f"production/{repo_a['repository_id']}/db": {"password": "a"},
+                                            f"production/{repo_b['repository_id']}/db": {"password": "b"},
+                                            "shared/pypi": {"token": "t"}}))
+        a_prod = login("gha-production", dict(repo_a, environment="production"))
+        if not reads(a_prod, f"ci/data/production/{repo_a['repository_id']}/db"):
+            found.append("repository A cannot read its own production secret through environment production")
+        if reads(a_prod, f"ci/data/production/{repo_b['repository_id']}/db"):
+            found.append("repository A read repository B's production secret")
+        for env_name in ("production-test", "Production", ""):
+            if login("gha-production", dict(repo_a, environment=env_name)):
+                found.append(f"role gha-production admitted environment {env_name!r}")
+        if login("gha-production", dict(repo_a, environment="production", ref="refs/heads/feature")):
+            found.append("role gha-production admitted a branch other than main")
+        for event, ref in (("pull_request", "refs/pull/7/merge"), ("pull_request_target", "refs/heads/main")):
+            pr = dict(repo_a, event_name=event, ref=ref)
+            for role in ("gha-ci", "gha-production", "gha-registry-push", "gha-image-tags-write"):
+                if login(role, dict(pr, environment="production")):
+                    found.append(f"a {event} token logged in with role {role}")
+            tok = login("gha-pull-request", pr)
+            if not tok or any(reads(tok, path) for path in ("ci/data/shared/pypi", "ci/data/registry/push",
+                                                          f"ci/data/production/{repo_a['repository_id']}/db")):
+                found.append(f"a {event} token through gha-pull-request read a secret (or could not log in)")
         # A name missing from the catalogue fails before any login.
         res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
         if res.returncode == 0 or "catalogue" not in res.stdout:
