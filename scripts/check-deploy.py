@@ -772,6 +772,47 @@ def check_scale_sets_rendered(ctx: Ctx) -> str:
     return f"gha-runner-scale-set {chart_version} rendered by {Path(helm).name} for 7 sets: hook env, template mount, work volume, no chart-made account ({sorted(kinds_seen)})"
 
 
+def check_cache_init_root_squash(ctx: Ctx) -> str:
+    """Each template's per-job cache init, run as a non-root user (root on a root-squashed NFS export is
+    one) with a root-owned shared cache beside the node-local ones: it must succeed and leave the shared
+    cache untouched (it never walks it), and make the node-local caches group 30000, setgid."""
+    import yaml  # noqa: PLC0415
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        raise Failed("needs root and setpriv (util-linux) to run the init script as another user")
+    found = []
+    for kind in KINDS:
+        spec = yaml.safe_load((TEMPLATES / f"{kind}.yaml").read_text())["spec"]
+        init = next(c for c in spec["initContainers"] if c["name"] == "cache-permissions")
+        script = init["command"][-1]
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            root.chmod(0o755)
+            hf = root / "huggingface" / "models--x"
+            hf.mkdir(parents=True)
+            (hf / "weights.bin").write_text("w")
+            for d in (root / "huggingface", hf):
+                d.chmod(0o755)
+            before = {str(p): p.stat().st_ctime_ns for p in (root / "huggingface").rglob("*")}
+            for d in ("ccache", "uv"):
+                (root / d).mkdir()
+                os.chown(root / d, 65534, 65534)
+            res = run([setpriv, "--reuid=65534", "--regid=65534", "--groups=30000", "--", "sh", "-c",
+                       script.replace("/mnt/cache", str(root))], timeout=60)
+            if res.returncode != 0:
+                found.append(f"{kind}: the init script fails as non-root: {res.stderr.strip()[-300:]}")
+                continue
+            after = {str(p): p.stat().st_ctime_ns for p in (root / "huggingface").rglob("*")}
+            if after != before:
+                found.append(f"{kind}: the init script changed the shared Hugging Face cache")
+            for d in ("ccache", "uv"):
+                st = (root / d).stat()
+                if st.st_gid != 30000 or not st.st_mode & 0o2000 or not st.st_mode & 0o020:
+                    found.append(f"{kind}: {d} is gid {st.st_gid} mode {oct(st.st_mode)}, want group 30000 g+ws")
+    problems(found)
+    return "as non-root over a root-owned shared cache: succeeds, shared cache untouched, node-local caches group 30000 g+ws"
+
+
 def substitute_grafana(expr: str) -> str:
     for var, value in GRAFANA_VARS.items():
         expr = expr.replace(var, value)
@@ -1957,6 +1998,7 @@ CHECKS = [
     ("hook ConfigMaps match templates/", check_hook_configmaps),
     ("RBAC", check_rbac),
     ("storage", check_storage),
+    ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),

@@ -80,11 +80,12 @@ log "auth/jwt/config: issuer $GITHUB_OIDC_ISSUER"
 apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST"
 log "auth/kubernetes/config: $KUBERNETES_HOST"
 
-# Audit: every request, hashed secrets. /vault/audit is the chart's auditStorage volume.
+# Audit: every request, hashed secrets, to stdout (the container log, rotated by the kubelet and
+# shipped by the log pipeline): a file device on a volume fills it and then stops Vault.
 if vault read -format=json sys/audit 2>/dev/null | grep -q '"file/"'; then
   log "audit device file/ already enabled"
 else
-  apply vault audit enable file file_path=/vault/audit/audit.log
+  apply vault audit enable file file_path=stdout
   dry || log "enabled audit device file/"
 fi
 
