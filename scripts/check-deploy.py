@@ -1212,8 +1212,13 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
         found.append("gha-production-read must be templated on repository_id, so a repository reads only its own production secrets")
     if "gha-pull-request" not in jwt_roles:
         found.append("no JWT role for pull-request events (gha-pull-request)")
-    if "image-tags" not in " ".join(policies.get("gha-image-tags-write", {})) or "{{identity.entity.aliases." not in " ".join(policies.get("gha-image-tags-write", {})):
-        found.append("gha-image-tags-write must be templated on the repository, so a repository writes only its own tags")
+    # One repository's own tags: a literal owner/name path (Vault refuses a templated substitution that
+    # contains "/", so the `repository` claim cannot be templated), and a role bound to that one repository.
+    write_paths = list(policies.get("gha-image-tags-write", {}))
+    if not write_paths or not all(re.fullmatch(r"ci/data/image-tags/[\w.-]+/[\w.-]+/\*", p) for p in write_paths):
+        found.append(f"gha-image-tags-write must name one repository's ci/data/image-tags/<owner>/<repo>/*, not {write_paths}")
+    if len(jwt_roles.get("gha-image-tags-write", {}).get("bound_claims", {}).get("repository_id", [])) != 1:
+        found.append("jwt role gha-image-tags-write must be bound to exactly one repository_id (the one its policy names)")
     for name, r in k8s_roles.items():
         where = f"kubernetes role {name}"
         used.update(r.get("token_policies", []))
@@ -1466,6 +1471,261 @@ class VaultModel:
 
 def git_roles(kind: str) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((DEPLOY / "vault" / "config" / f"{kind}-roles").glob("*.json"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# A real Vault API: OpenBao (scripts/deploy-tools.sh bao) in dev mode, with a loopback OIDC issuer.
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def b64url(data: bytes) -> str:
+    import base64  # noqa: PLC0415
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TestIssuer:
+    """GitHub's OIDC issuer, played on loopback over HTTPS (a GitHub Enterprise Server's
+    https://<host>/_services/token shape, which configure-vault.sh accepts): discovery document and
+    JWKS served, tokens RS256-signed with its key. Its certificate is the server's only trust anchor."""
+
+    def __init__(self, tmp: Path):
+        self.dir = tmp
+        self.key, self.cert = tmp / "issuer.key", tmp / "issuer.pem"
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key), "-out", str(self.cert),
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, timeout=60)
+        modulus = run(["openssl", "rsa", "-in", str(self.key), "-noout", "-modulus"], check=True, timeout=60).stdout
+        n = bytes.fromhex(modulus.strip().split("=", 1)[1])
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}/_services/token"
+        self.jwks = {"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "test", "n": b64url(n), "e": b64url((65537).to_bytes(3, "big"))}]}
+        discovery = {"issuer": self.url, "jwks_uri": f"{self.url}/.well-known/jwks", "response_types_supported": ["id_token"],
+                     "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["RS256"]}
+        import http.server  # noqa: PLC0415
+        import ssl  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+        docs = {"/_services/token/.well-known/openid-configuration": discovery, "/_services/token/.well-known/jwks": self.jwks}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                doc = docs.get(self.path)
+                body = json.dumps(doc).encode() if doc else b"{}"
+                self.send_response(200 if doc else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def token(self, key: Path | None = None, **claims) -> str:
+        """A token shaped like GitHub's for fetch-secrets.yml in example-org/arc-hook on main, with `claims` changed."""
+        import time  # noqa: PLC0415
+        now = int(time.time())
+        body = {"iss": self.url, "aud": "arc-platform-vault", "sub": f"repo:{github_org()}/arc-hook:ref:refs/heads/main",
+                "repository": f"{github_org()}/arc-hook", "repository_id": ARC_HOOK_REPOSITORY_ID,
+                "repository_owner": github_org(), "repository_owner_id": GITHUB_OWNER_ID, "ref": "refs/heads/main",
+                "event_name": "push", "environment": "",
+                "job_workflow_ref": f"{github_org()}/arc-hook/.github/workflows/fetch-secrets.yml@refs/heads/main",
+                "iat": now, "nbf": now - 5, "exp": now + 300, **claims}
+        body = {k: v for k, v in body.items() if v is not None}
+        signing = f"{b64url(json.dumps({'alg': 'RS256', 'typ': 'JWT', 'kid': 'test'}).encode())}.{b64url(json.dumps(body).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key or self.key)], input=signing.encode(),
+                             capture_output=True, check=True, timeout=60).stdout
+        return f"{signing}.{b64url(sig)}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class BaoServer:
+    """OpenBao in dev mode on loopback, trusting only the test issuer's certificate. The audit device is
+    declared in its configuration (OpenBao refuses `audit enable` through the API), so the configure
+    script finds it enabled. `vault` on PATH is the bao binary (same CLI, reads VAULT_ADDR/VAULT_TOKEN)."""
+
+    def __init__(self, tmp: Path, issuer: TestIssuer):
+        import time  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+        bao = deploy_tool("bao")[0]
+        self.dir, self.issuer = tmp, issuer
+        (tmp / "bin").mkdir(exist_ok=True)
+        (tmp / "bin" / "vault").symlink_to(bao)
+        (tmp / "audit.hcl").write_text('audit "file" "file" {\n  options = { file_path = "stdout" }\n}\n')
+        self.port = free_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / "bao.log", "w")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen([bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{self.port}",
+                                      f"-config={tmp / 'audit.hcl'}"], stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, SSL_CERT_FILE=str(issuer.cert), HOME=str(tmp)))
+        self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_ADDR=self.addr, HOME=str(tmp))
+        for env in ("BAO_ADDR", "BAO_TOKEN", "VAULT_CACERT", "BAO_CACERT"):
+            self.env.pop(env, None)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise Failed(f"OpenBao did not start: {(tmp / 'bao.log').read_text()[-600:]}")
+            time.sleep(0.2)
+
+    def vault(self, *args: str, token: str = "root", **env) -> subprocess.CompletedProcess:
+        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token, **env), timeout=60)
+
+    def api(self, method: str, path: str, token: str = "", body: dict | None = None) -> tuple[int, dict]:
+        """One HTTP API request, as fetch-secrets makes it: (status, JSON body)."""
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+        req = urllib.request.Request(f"{self.addr}/v1/{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"X-Vault-Token": token} if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                data = r.read()
+                return r.status, json.loads(data) if data else {}
+        except urllib.error.HTTPError as e:
+            data = e.read()
+            return e.code, json.loads(data) if data else {}
+
+    def login(self, role: str, jwt: str) -> str | None:
+        status, body = self.api("POST", "auth/jwt/login", body={"role": role, "jwt": jwt})
+        return body["auth"]["client_token"] if status == 200 else None
+
+    def configurer_token(self) -> str:
+        """The runbook's step: vault-configurer written with a privileged token, a token issued with it."""
+        res = self.vault("policy", "write", "vault-configurer", str(DEPLOY / "vault" / "policies" / "vault-configurer.hcl"))
+        if res.returncode != 0:
+            raise Failed(f"OpenBao: writing vault-configurer failed: {res.stderr.strip()}")
+        res = self.vault("token", "create", "-policy=vault-configurer", "-ttl=1h", "-field=token")
+        if res.returncode != 0:
+            raise Failed(f"OpenBao: token create failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
+        return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")], timeout=300,
+                   env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token, "GITHUB_OIDC_ISSUER": self.issuer.url,
+                        "KUBERNETES_HOST": "https://127.0.0.1:6443", "KUBERNETES_CA_CERT": str(self.issuer.cert), **env})
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def check_vault_server_trust_model(ctx: Ctx) -> str:
+    """configure-vault.sh, the policies and the JWT roles applied to a real server (OpenBao), logins with
+    tokens signed like GitHub's: who reads what, from which event (issue 29's trust table)."""
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            config = VaultModel.config_copy(t / "config")
+            token = bao.configurer_token()
+            res = bao.configure(config, token)
+            if res.returncode != 0:
+                raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
+            res = bao.configure(config, token)
+            if res.returncode != 0 or "policy gha-ci-read unchanged" not in res.stdout:
+                found.append(f"a second configure run does not find the policies unchanged: {res.stdout[-300:]}{res.stderr[-300:]}")
+            other_id = "90000202"
+            secrets = {f"production/{ARC_HOOK_REPOSITORY_ID}/db": "a-prod", f"production/{other_id}/db": "b-prod",
+                       "shared/npm": "shared", "registry/push": "push", f"image-tags/{github_org()}/arc-hook/runner": "tag"}
+            for path, value in secrets.items():
+                status, body = bao.api("POST", f"ci/data/{path}", "root", {"data": {"value": value}})
+                if status != 200:
+                    raise Failed(f"OpenBao: writing ci/{path} as root: {status} {body}")
+
+            def reads(vtoken: str | None) -> set[str]:
+                if vtoken is None:
+                    return set()
+                return {p for p in secrets if bao.api("GET", f"ci/data/{p}", vtoken)[0] == 200}
+
+            roles = sorted(git_roles("jwt"))
+            prod_a = issuer.token(environment="production")
+            want = {  # (claims, role) -> the secrets it reads; None: the login is refused
+                ("A on main, environment production", "gha-production"): (prod_a, {f"production/{ARC_HOOK_REPOSITORY_ID}/db"}),
+                ("A on main, environment production-unprotected", "gha-production"): (issuer.token(environment="production-unprotected"), None),
+                ("A on main, no environment", "gha-production"): (issuer.token(), None),
+                ("B on main, environment production", "gha-production"):
+                    (issuer.token(environment="production", repository=f"{github_org()}/b", repository_id=other_id), {f"production/{other_id}/db"}),
+                ("A on main, push", "gha-ci"): (issuer.token(), {"shared/npm"}),
+                ("A on a branch, push", "gha-ci"): (issuer.token(ref="refs/heads/topic"), {"shared/npm"}),
+                ("A on main, push", "gha-registry-push"): (issuer.token(), {"registry/push"}),
+                ("B on main, push", "gha-registry-push"): (issuer.token(repository=f"{github_org()}/b", repository_id=other_id), None),
+                ("A on main, push", "gha-image-tags-read"): (issuer.token(), {f"image-tags/{github_org()}/arc-hook/runner"}),
+                ("another owner's repository", "gha-ci"): (issuer.token(repository_owner_id="12345"), None),
+                ("a token for another audience", "gha-ci"): (issuer.token(aud="sts.amazonaws.com"), None),
+                ("an expired token", "gha-ci"): (issuer.token(exp=1_000_000_000, iat=999_999_000, nbf=999_999_000), None),
+                ("a workflow other than fetch-secrets.yml", "gha-ci"):
+                    (issuer.token(job_workflow_ref=f"{github_org()}/arc-hook/.github/workflows/evil.yml@refs/heads/topic"), None),
+            }
+            for event in ("pull_request", "pull_request_target"):
+                pr = issuer.token(event_name=event, ref="refs/pull/7/merge", environment="production")
+                for role in roles:
+                    want[(f"{event} event", role)] = (pr, {f"image-tags/{github_org()}/arc-hook/runner"} if role == "gha-pull-request" else None)
+            for (who, role), (jwt, secrets_read) in want.items():
+                vtoken = bao.login(role, jwt)
+                if (vtoken is None) != (secrets_read is None):
+                    found.append(f"{who}: login to {role} {'refused' if vtoken is None else 'accepted'}")
+                elif vtoken is not None and reads(vtoken) != secrets_read:
+                    found.append(f"{who} via {role} reads {sorted(reads(vtoken))}, should read {sorted(secrets_read)}")
+
+            # A token signed by another key is refused: the server checks signatures against the JWKS.
+            forged_key = t / "forged.key"
+            run(["openssl", "genrsa", "-out", str(forged_key), "2048"], check=True, timeout=60)
+            if bao.login("gha-production", issuer.token(key=forged_key, environment="production")) is not None:
+                found.append("a token signed by a key not in the issuer's JWKS logs in")
+            # Image tags: written under the token's own repository only (templated on its claims).
+            writer = bao.login("gha-image-tags-write", issuer.token(
+                job_workflow_ref=f"{github_org()}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main"))
+            if writer is None:
+                found.append("docker-build-push.yml on main cannot log in to gha-image-tags-write")
+            else:
+                if bao.api("POST", f"ci/data/image-tags/{github_org()}/arc-hook/runner", writer, {"data": {"value": "new"}})[0] != 200:
+                    found.append("gha-image-tags-write cannot write its own repository's image tag")
+                if bao.api("POST", f"ci/data/image-tags/{github_org()}/b/runner", writer, {"data": {"value": "x"}})[0] == 200:
+                    found.append("gha-image-tags-write writes another repository's image tag")
+            # The configurer token cannot widen its own rights (ACLs are rebuilt from the store per request).
+            for own in ("vault-configurer", "default"):
+                bao.vault("write", f"sys/policies/acl/{own}", 'policy=path "ci/*" { capabilities = ["read"] }', token=token)
+                if bao.api("GET", f"ci/data/production/{ARC_HOOK_REPOSITORY_ID}/db", token)[0] == 200:
+                    found.append(f"the configurer token rewrote policy {own} and then read a production secret")
+            for path in ("auth/jwt/role/unlisted", "sys/policies/acl/unlisted"):
+                if bao.vault("write", path, "token_policies=default", "policy=x", token=token).returncode == 0:
+                    found.append(f"the configurer token may write {path}, which this repository does not manage")
+            bao_version = bao.vault("version").stdout.split(" (")[0]
+        finally:
+            bao.close()
+            issuer.close()
+    problems(found)
+    return (f"{bao_version}: configured by configure-vault.sh; {len(want) + 1} logins with signed GitHub-shaped tokens: "
+            "A cannot read B's production secret nor through another environment name, PR events read no secret, "
+            "forged/expired/foreign tokens refused, image tags written only under the token's repository")
 
 
 def check_vault_configure_script(ctx: Ctx) -> str:
@@ -2011,6 +2271,7 @@ CHECKS = [
     ("Vault scrape (every server pod)", check_vault_scrape),
     ("Vault policies and roles", check_vault_policies_and_roles),
     ("Vault configure script", check_vault_configure_script),
+    ("Vault trust model (OpenBao server)", check_vault_server_trust_model),
     ("Vault backup CronJob", check_vault_backup),
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),

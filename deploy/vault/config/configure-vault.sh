@@ -77,7 +77,12 @@ log "auth/jwt/config: issuer $GITHUB_OIDC_ISSUER"
 
 # Vault runs in the cluster: it reviews tokens with its own service account (the chart's
 # server.authDelegator gives it system:auth-delegator), so no reviewer JWT is stored here.
-apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST"
+# KUBERNETES_CA_CERT (a PEM file) is for a Vault outside the cluster, which has no service-account CA.
+if [ -n "${KUBERNETES_CA_CERT:-}" ]; then
+  apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST" kubernetes_ca_cert=@"$KUBERNETES_CA_CERT"
+else
+  apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST"
+fi
 log "auth/kubernetes/config: $KUBERNETES_HOST"
 
 # Audit: every request, hashed secrets, to stdout (the container log, rotated by the kubelet and
