@@ -691,6 +691,129 @@ def check_scale_sets(ctx: Ctx) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# NetworkPolicies: who reaches whom, evaluated with the API's semantics over the pods that exist.
+
+def selector_matches(sel: dict | None, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; {} matches everything."""
+    sel = sel or {}
+    if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+        return False
+    for e in sel.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if not {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+                "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}[op]():
+            return False
+    return True
+
+
+def peer_matches(peer: dict, policy_ns: str, dest: dict) -> bool:
+    """networking.k8s.io/v1 NetworkPolicyPeer: ipBlock, or namespaceSelector and/or podSelector."""
+    import ipaddress  # noqa: PLC0415
+    if "ipBlock" in peer:
+        ip = ipaddress.ip_address(dest["ip"])
+        block = peer["ipBlock"]
+        return ip in ipaddress.ip_network(block["cidr"]) and not any(ip in ipaddress.ip_network(x) for x in block.get("except", []))
+    if "pod" not in dest:
+        return False
+    if "namespaceSelector" in peer:
+        ns_ok = selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": dest["ns"]})
+    else:
+        ns_ok = dest["ns"] == policy_ns
+    return ns_ok and selector_matches(peer.get("podSelector"), dest["pod"])
+
+
+def port_matches(ports: list | None, port: int, proto: str) -> bool:
+    return not ports or any(p.get("protocol", "TCP") == proto and p.get("port") in (None, port)
+                            or (p.get("endPort") and p["port"] <= port <= p["endPort"]) for p in ports)
+
+
+def np_allows(policies: list[dict], src: dict, dest: dict, port: int, proto: str = "TCP") -> bool:
+    """Whether src (ns, pod labels, ip) may connect to dest on port: egress of src's namespace and ingress
+    of dest's, each allowed when no policy isolates that direction or some rule of a selecting one matches."""
+    def direction(pod: dict, kind: str, other: dict) -> bool:
+        selecting = [p for p in policies if "pod" in pod and p["metadata"].get("namespace") == pod["ns"]
+                     and selector_matches(p["spec"].get("podSelector"), pod["pod"])
+                     and kind in p["spec"].get("policyTypes", ["Ingress"])]
+        if not selecting:
+            return True
+        key, peers = ("egress", "to") if kind == "Egress" else ("ingress", "from")
+        return any((not rule.get(peers) or any(peer_matches(pr, p["metadata"]["namespace"], other) for pr in rule[peers]))
+                   and port_matches(rule.get("ports"), port, proto)
+                   for p in selecting for rule in p["spec"].get(key) or [])
+    return direction(src, "Egress", dest) and direction(dest, "Ingress", src)
+
+
+def check_network_policies(ctx: Ctx) -> str:
+    """Every pod in arc-runners is under a default-deny policy; the allowances hold for the pods that exist:
+    the workflow pods arc-hook makes (tests/golden, its rendered output), the runner pods ARC makes of the
+    rendered scale sets, and the exporter."""
+    import yaml  # noqa: PLC0415
+    policies = ctx.objects(".", "NetworkPolicy")
+    found = [f"NetworkPolicy {p['metadata']['name']} has no namespace" for p in policies if not p["metadata"].get("namespace")]
+    workflow = [{"ns": "arc-runners", "pod": d["metadata"].get("labels", {}), "ip": "10.244.1.10", "name": f"{g.stem} pod"}
+                for g in sorted((ROOT / "tests" / "golden").glob("*.yaml"))
+                for d in yaml.safe_load_all(g.read_text()) if d and d.get("kind") == "Pod"]
+    helm = deploy_tool("helm")[0]
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    runners = []
+    for name in ["runner-base", *KUBE_MODE_SETS]:
+        ars = next(o for o in render_scale_set(helm, chart, name) if o["kind"] == "AutoscalingRunnerSet")
+        # ARC's ephemeral runner pods: the template's labels plus the controller's
+        # (controllers/actions.github.com/resourcebuilder.go: app.kubernetes.io/component=runner,
+        # actions-ephemeral-runner=True).
+        labels = {**ars["spec"]["template"].get("metadata", {}).get("labels", {}),
+                  "app.kubernetes.io/component": "runner", "actions-ephemeral-runner": "True"}
+        runners.append({"ns": "arc-runners", "pod": labels, "ip": "10.244.1.20", "name": f"{name} runner pod"})
+    exporter_dep = ctx.one("monitoring", "Deployment", "github-actions-exporter")
+    exporter = {"ns": "ci-monitoring", "pod": exporter_dep["spec"]["template"]["metadata"]["labels"], "ip": "10.244.3.7", "name": "exporter"}
+    if not workflow or not runners:
+        raise Failed("no workflow pods in tests/golden or no rendered runner pods to evaluate")
+
+    # Every arc-runners pod is selected by a default-deny policy (both directions, no rules).
+    deny = [p for p in policies if p["metadata"]["namespace"] == "arc-runners" and not p["spec"].get("ingress")
+            and not p["spec"].get("egress") and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}]
+    for pod in workflow + runners:
+        if not any(selector_matches(p["spec"].get("podSelector"), pod["pod"]) for p in deny):
+            found.append(f"{pod['name']}: no default-deny NetworkPolicy selects it")
+    # A template may add any labels; the policy must not depend on them.
+    if not any(selector_matches(p["spec"].get("podSelector"), {"team": "x"}) for p in deny):
+        found.append("a pod with a template's own labels escapes the default-deny policy")
+
+    dns = {"ns": "kube-system", "pod": {"k8s-app": "kube-dns"}, "ip": "10.96.0.10"}
+    vault = {"ns": "vault", "pod": {"app.kubernetes.io/name": "vault", "component": "server"}, "ip": "10.244.2.5"}
+    other_pod = {"ns": "default", "pod": {"app": "db"}, "ip": "10.244.4.4"}
+    prometheus = {"ns": "monitoring", "pod": {"app.kubernetes.io/name": "prometheus"}, "ip": "10.244.5.5"}
+    ingress_ctl = {"ns": "ingress-nginx", "pod": {"app.kubernetes.io/name": "ingress-nginx"}, "ip": "10.244.6.6"}
+    ip = lambda a: {"ip": a}  # noqa: E731
+    cases = []  # (source, destination label, destination, port, proto, allowed)
+    for src in workflow + runners:
+        is_runner = src in runners
+        cases += [(src, "DNS", dns, 53, "UDP", True), (src, "Vault's API", vault, 8200, "TCP", True),
+                  (src, "Vault's raft port", vault, 8201, "TCP", False),
+                  (src, "github.com", ip("140.82.112.3"), 443, "TCP", True),
+                  (src, "the internal registry", ip("10.20.0.15"), 443, "TCP", True),
+                  (src, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False),
+                  (src, "the API server", ip("10.0.0.1"), 443, "TCP", is_runner),
+                  (src, "the exporter's webhook", exporter, 9090, "TCP", False),
+                  (src, "another namespace's pod", other_pod, 5432, "TCP", False),
+                  (other_pod, "this pod (ingress)", src, 8080, "TCP", False),
+                  (runners[0], "this pod (ingress from a runner)", src, 8080, "TCP", False)]
+    cases += [(prometheus, "the exporter (scrape)", exporter, 9090, "TCP", True),
+              (ingress_ctl, "the exporter (webhook)", exporter, 9090, "TCP", True),
+              (ingress_ctl, "the exporter on another port", exporter, 8080, "TCP", False),
+              (other_pod, "the exporter", exporter, 9090, "TCP", False),
+              (exporter, "GitHub's API", ip("140.82.112.6"), 443, "TCP", True),
+              (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False)]
+    for src, what, dest, port, proto, want in cases:
+        if np_allows(policies, src, dest, port, proto) != want:
+            found.append(f"{src.get('name', src['ns'])} -> {what} {port}/{proto}: {'allowed' if not want else 'refused'}, should be {'allowed' if want else 'refused'}")
+    problems(found)
+    return (f"default-deny covers {len(workflow)} workflow pods (hook output) and {len(runners)} runner pods; "
+            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for runners only; "
+            "no metadata, no exporter webhook; exporter reached by Prometheus and the ingress only)")
+
+
+# ---------------------------------------------------------------------------------------------
 # Monitoring.
 
 def deploy_tool(*names: str) -> list[str]:
@@ -2263,6 +2386,7 @@ CHECKS = [
     ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
+    ("NetworkPolicies (default-deny, allowances)", check_network_policies),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
     ("exporter manifests", check_exporter),
