@@ -897,6 +897,59 @@ def check_scale_sets_rendered(ctx: Ctx) -> str:
     return f"gha-runner-scale-set {chart_version} rendered by {Path(helm).name} for 7 sets: hook env, template mount, work volume, no chart-made account ({sorted(kinds_seen)})"
 
 
+def arc_hook_binary() -> str:
+    """The arc-hook binary of this tree (built if stale; CI has built it by then)."""
+    res = run(["cargo", "build", "--locked", "--quiet", "--bin", "arc-hook"], cwd=ROOT, timeout=1800)
+    if res.returncode != 0:
+        raise Failed(f"cargo build --bin arc-hook: {res.stderr.strip()[-600:]}")
+    return str(ROOT / "target" / "debug" / "arc-hook")
+
+
+def check_device_runner_slots(ctx: Ctx) -> str:
+    """GPU and FPGA runners (issue 29.7): the rendered runner pod reserves one of the node's runner slots,
+    and the real hook, run with that runner's environment, gives a job at most the one device a slot
+    stands for (`--gpus 8` refused, `--gpus all` is the maximum)."""
+    helm, hook = deploy_tool("helm")[0], arc_hook_binary()
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    fixture = json.loads((ROOT / "fixtures" / "prepare_job_options.json").read_text())
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, gpus_allowed in (("gpu", 1), ("fpga", 0)):
+            name, slot = f"runner-{kind}", f"arc-hook.dev/{kind}-runner"
+            ars = next(o for o in render_scale_set(helm, chart, name) if o["kind"] == "AutoscalingRunnerSet")
+            runner = next(c for c in ars["spec"]["template"]["spec"]["containers"] if c["name"] == "runner")
+            res_ = runner.get("resources", {})
+            if str(res_.get("requests", {}).get(slot)) != "1" or str(res_.get("limits", {}).get(slot)) != "1":
+                found.append(f"{name} (rendered): the runner container does not reserve one {slot}")
+            env = {e["name"]: e["value"] for e in runner.get("env", []) if "value" in e and e["name"].startswith("ARC_HOOK_JOB_OPTIONS")}
+            if "ARC_HOOK_JOB_OPTIONS_MAX" not in env:
+                found.append(f"{name} (rendered): no ARC_HOOK_JOB_OPTIONS_MAX")
+            hook_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}, **env}
+
+            def render(options: str) -> subprocess.CompletedProcess:
+                f = Path(tmp) / f"{kind}.json"
+                job = copy.deepcopy(fixture)
+                job["args"]["container"]["createOptions"] = options
+                f.write_text(json.dumps(job))
+                return run([hook, "render", str(f), "--template", str(TEMPLATES / f"{kind}.yaml")], env=hook_env, timeout=60)
+
+            res = render("--gpus 8")
+            if res.returncode == 0 or "ARC_HOOK_JOB_OPTIONS_MAX" not in res.stderr:
+                found.append(f"{name}: a job with --gpus 8 is not refused by the hook ({res.stderr.strip()[-200:]})")
+            if gpus_allowed:
+                res = render("--gpus all")
+                pods = [d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Pod"] if res.returncode == 0 else []
+                got = [c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") for p in pods for c in p["spec"]["containers"] if c["name"] == "job"]
+                if got != [str(gpus_allowed)]:
+                    found.append(f"{name}: --gpus all gives the job {got or res.stderr.strip()[-200:]}, want {gpus_allowed} (its slot)")
+            else:
+                res = render("--gpus 1")
+                if res.returncode == 0:
+                    found.append(f"{name}: a job may take a GPU")
+    problems(found)
+    return "runner-gpu and runner-fpga reserve one node runner slot each; the hook refuses --gpus 8, --gpus all is 1 GPU on runner-gpu, none on runner-fpga"
+
+
 def check_cache_init_root_squash(ctx: Ctx) -> str:
     """Each template's per-job cache init, run as a non-root user (root on a root-squashed NFS export is
     one) with a root-owned shared cache beside the node-local ones: it must succeed and leave the shared
@@ -2386,6 +2439,7 @@ CHECKS = [
     ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
+    ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
