@@ -1905,94 +1905,119 @@ def check_vault_server_trust_model(ctx: Ctx) -> str:
 
 
 def check_vault_configure_script(ctx: Ctx) -> str:
-    """Runs configure-vault.sh against the Vault model: bounded token, convergence, dry run, issuer."""
+    """configure-vault.sh against a real server (OpenBao): roles rewritten exactly over drift, convergence,
+    dry run, removal of managed names only, the bounded token."""
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        vm = VaultModel(t)
-        token = vm.issue_configurer_token()
-        # Drift an earlier hand edit left behind: gha-ci also grants production secrets to any subject.
-        vm.edit(lambda st: st["roles"]["jwt"].update({"gha-ci": {"bound_subject": "repo:example-org/x:ref:refs/heads/main",
-                                                                  "token_policies": ["gha-production-read"]}}))
-        vm.edit(lambda st: st["roles"]["kubernetes"].update({"someone-elses": {"token_policies": ["other"]}}))
-        config = vm.config_copy(t / "config")
-        res = vm.configure(config, token)
-        if res.returncode != 0:
-            raise Failed(f"fresh Vault: {res.stderr.strip() or res.stdout.strip()}")
-        st = vm.state()
-        for call, where in (("mounts", "ci"), ("auth", "jwt"), ("auth", "kubernetes"), ("audit", "file")):
-            if where not in st[call]:
-                found.append(f"fresh Vault: {call} {where} not enabled")
-        if st["config"].get("auth/jwt/config", {}).get("bound_issuer") != "https://token.actions.githubusercontent.com":
-            found.append("auth/jwt/config does not trust GitHub's issuer")
-        for p in (DEPLOY / "vault" / "policies").glob("*.hcl"):
-            stored = st["policies"].get(p.stem)
-            if p.stem == "vault-configurer":
-                continue
-            if stored is None:
-                found.append(f"policy {p.stem} not written")
-            elif "@JWT_ACCESSOR@" in stored or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in stored):
-                found.append(f"policy {p.stem} written without the jwt accessor substituted")
-        # Role writes merge into the stored role (vault-plugin-auth-jwt path_role.go pathRoleCreateUpdate;
-        # vault-plugin-auth-kubernetes path_role.go): only delete-and-write leaves exactly the file.
-        for kind in ("jwt", "kubernetes"):
-            for name, want in git_roles(kind).items():
-                if st["roles"][kind].get(name) != want:
-                    found.append(f"auth/{kind}/role/{name} in Vault is {st['roles'][kind].get(name)}, git says {want}")
-        if "someone-elses" not in st["roles"]["kubernetes"]:
-            found.append("a role this configuration does not manage was deleted")
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            token = bao.configurer_token()
+            # Drift an earlier hand edit left behind: gha-ci also grants production secrets to any subject;
+            # and a role this configuration does not manage.
+            for args in (("auth", "enable", "jwt"), ("auth", "enable", "kubernetes"),
+                         ("write", "auth/jwt/role/gha-ci", "role_type=jwt", "user_claim=sub", "bound_audiences=x",
+                          "bound_subject=repo:example-org/x:ref:refs/heads/main", "token_policies=gha-production-read"),
+                         ("write", "auth/kubernetes/role/someone-elses", "bound_service_account_names=x",
+                          "bound_service_account_namespaces=y", "token_policies=other")):
+                res = bao.vault(*args)
+                if res.returncode != 0:
+                    raise Failed(f"OpenBao: vault {' '.join(args[:2])} as root: {res.stderr.strip()}")
 
-        # The token must not be able to raise its own rights. Vault builds a token's ACL from the policy
-        # store on every request (vault/request_handling.go -> vault/policy_store.go ACL), so a rewrite of
-        # vault-configurer or default would apply to this very token at once.
-        vm.edit(lambda st: st["kv"].update({"production/db": {"password": "s3cret"}}))
-        for own in ("vault-configurer", "default"):
-            vm.vault("write", f"sys/policies/acl/{own}", 'policy=path "ci/*" { capabilities = ["read"] }', token=token)
-            if vm.vault("read", "ci/data/production/db", token=token).returncode == 0:
-                found.append(f"the configurer token rewrote policy {own} and then read a production secret")
-                break
-        for path in ("auth/jwt/role/unlisted", "auth/kubernetes/role/unlisted", "sys/policies/acl/unlisted"):
-            if vm.vault("write", path, "token_policies=default", "policy=x", token=token).returncode == 0:
-                found.append(f"the configurer token may write {path}, which this repository does not manage")
+            def listed(path: str) -> list[str]:
+                status, body = bao.api("GET", f"{path}?list=true", "root")
+                return body.get("data", {}).get("keys", []) if status == 200 else []
 
-        # Re-running converges; a dry run changes nothing and shows what it would change.
-        vm.edit(lambda st: (st["policies"].update({"gha-ci-read": 'path "ci/data/*" { capabilities = ["read"] }'}),
-                            st["roles"]["jwt"]["gha-ci"].update({"bound_subject": "drifted"})))
-        before = vm.state()
-        res = vm.configure(config, token, DRY_RUN="true")
-        after = vm.state()
-        if res.returncode != 0:
-            found.append(f"dry run failed: {res.stderr.strip()}")
-        elif {k: v for k, v in after.items() if k != "tokens"} != {k: v for k, v in before.items() if k != "tokens"}:
-            found.append("DRY_RUN=true changed Vault")
-        elif 'gha-ci-read: +path "ci/data/shared/*"' not in res.stdout or "auth/jwt/role/gha-ci: replaced" not in res.stdout:
-            found.append(f"the dry run does not show the policy difference and the role to replace: {res.stdout[-400:]}")
-        # A managed policy and role removed from git are removed from Vault; unmanaged ones stay.
-        (config / "policies" / "gha-production-read.hcl").unlink()
-        (config / "jwt-roles" / "gha-production.json").unlink()
-        res = vm.configure(config, token)
-        st = vm.state()
-        if res.returncode != 0:
-            found.append(f"second run: {res.stderr.strip()}")
-        else:
-            if "gha-production-read" in st["policies"] or "gha-production" in st["roles"]["jwt"]:
-                found.append("a managed policy or role removed from git stays in Vault")
-            if st["roles"]["jwt"].get("gha-ci") != git_roles("jwt")["gha-ci"] or "ci/data/*" in st["policies"].get("gha-ci-read", ""):
-                found.append("a second run does not restore the drifted role and policy")
+            def state() -> dict:
+                pol = {n: bao.api("GET", f"sys/policies/acl/{n}", "root")[1].get("data", {}).get("policy", "")
+                       for n in listed("sys/policies/acl")}
+                roles = {kind: {n: bao.api("GET", f"auth/{kind}/role/{n}", "root")[1].get("data") for n in listed(f"auth/{kind}/role")}
+                         for kind in ("jwt", "kubernetes")}
+                return {"policies": pol, "roles": roles}
+
+            def role_differences(st: dict, names: dict | None = None) -> list[str]:
+                out = []
+                for kind in ("jwt", "kubernetes"):
+                    for name, want in (names or {k: git_roles(k) for k in ("jwt", "kubernetes")})[kind].items():
+                        have = st["roles"][kind].get(name)
+                        if have is None:
+                            out.append(f"auth/{kind}/role/{name} missing")
+                            continue
+                        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+                        if kind == "jwt" and have.get("bound_subject"):
+                            diff["bound_subject"] = (have["bound_subject"], "")
+                        if diff:
+                            out.append(f"auth/{kind}/role/{name} differs from git (server, git): {diff}")
+                return out
+
+            config = VaultModel.config_copy(t / "config")
+            res = bao.configure(config, token)
+            if res.returncode != 0:
+                raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
+            st = state()
+            mounts = json.loads(bao.vault("read", "-format=json", "sys/mounts").stdout)["data"]
+            auths = json.loads(bao.vault("read", "-format=json", "sys/auth").stdout)["data"]
+            if mounts.get("ci/", {}).get("options", {}).get("version") != "2":
+                found.append("ci/ is not a kv-v2 mount")
+            for m in ("jwt/", "kubernetes/"):
+                if m not in auths:
+                    found.append(f"auth {m} not enabled")
+            jwt_config = json.loads(bao.vault("read", "-format=json", "auth/jwt/config").stdout or "{}").get("data", {})
+            if jwt_config.get("bound_issuer") != issuer.url or jwt_config.get("oidc_discovery_url") != issuer.url:
+                found.append(f"auth/jwt/config does not trust GITHUB_OIDC_ISSUER: {jwt_config}")
+            accessor = bao.vault("read", "-field=accessor", "sys/auth/jwt").stdout.strip()
+            for p in (DEPLOY / "vault" / "policies").glob("*.hcl"):
+                want = p.read_text().replace("@JWT_ACCESSOR@", accessor).strip()
+                if p.stem != "vault-configurer" and st["policies"].get(p.stem, "").strip() != want:
+                    found.append(f"policy {p.stem} in the server is not the file (accessor substituted)")
+            # Role writes merge into the stored role (vault-plugin-auth-jwt path_role.go): only delete-and-write
+            # drops the drifted bound_subject and policy.
+            found += role_differences(st)
             if "someone-elses" not in st["roles"]["kubernetes"]:
                 found.append("a role this configuration does not manage was deleted")
-        # GitHub Enterprise Server: the issuer is a setting.
-        ghes = "https://ghes.example.internal/_services/token"
-        res = vm.configure(config, token, GITHUB_OIDC_ISSUER=ghes)
-        if res.returncode != 0 or vm.state()["config"].get("auth/jwt/config", {}).get("oidc_discovery_url") != ghes:
-            found.append("GITHUB_OIDC_ISSUER (GitHub Enterprise Server) is not what auth/jwt/config trusts")
-        res = vm.configure(config, "")
-        if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
-            found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+
+            # Re-running converges; a dry run changes nothing and shows what it would change.
+            bao.vault("write", "sys/policies/acl/gha-ci-read", 'policy=path "ci/data/*" { capabilities = ["read"] }')
+            bao.vault("write", "auth/jwt/role/gha-ci", "bound_subject=drifted")
+            before = state()
+            res = bao.configure(config, token, DRY_RUN="true")
+            if res.returncode != 0:
+                found.append(f"dry run failed: {res.stderr.strip()}")
+            elif state() != before:
+                found.append("DRY_RUN=true changed the server")
+            elif 'gha-ci-read: +path "ci/data/shared/*"' not in res.stdout or "auth/jwt/role/gha-ci: replaced" not in res.stdout:
+                found.append(f"the dry run does not show the policy difference and the role to replace: {res.stdout[-400:]}")
+            # A managed policy and role removed from git are removed from the server; unmanaged ones stay.
+            (config / "policies" / "gha-production-read.hcl").unlink()
+            (config / "jwt-roles" / "gha-production.json").unlink()
+            res = bao.configure(config, token)
+            st = state()
+            if res.returncode != 0:
+                found.append(f"second run: {res.stderr.strip()}")
+            else:
+                if "gha-production-read" in st["policies"] or "gha-production" in st["roles"]["jwt"]:
+                    found.append("a managed policy or role removed from git stays in the server")
+                if "ci/data/*" in st["policies"].get("gha-ci-read", ""):
+                    found.append("a second run does not restore the drifted policy")
+                found += role_differences(st, {"jwt": {"gha-ci": git_roles("jwt")["gha-ci"]}, "kubernetes": {}})
+                if "someone-elses" not in st["roles"]["kubernetes"]:
+                    found.append("a role this configuration does not manage was deleted")
+            res = bao.configure(config, "")
+            if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
+                found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+        finally:
+            bao.close()
+            issuer.close()
     found += issuer_setting_problems(ctx)
     problems(found)
-    return ("bounded token cannot rewrite its own policies or unlisted roles; roles rewritten exactly; removed ones deleted, "
-            "others kept; dry run changes nothing; issuer configurable and allowed by the egress NetworkPolicy")
+    return ("on OpenBao: drifted roles rewritten exactly (merge-safe), policies with the accessor substituted; dry run "
+            "changes nothing and shows the difference; removed managed names deleted, others kept; issuer from "
+            "GITHUB_OIDC_ISSUER, allowed by the egress NetworkPolicy")
 
 
 def issuer_setting_problems(ctx: Ctx) -> list[str]:
@@ -2448,7 +2473,7 @@ CHECKS = [
     ("Vault Helm values", check_vault_values),
     ("Vault scrape (every server pod)", check_vault_scrape),
     ("Vault policies and roles", check_vault_policies_and_roles),
-    ("Vault configure script", check_vault_configure_script),
+    ("Vault configure script (OpenBao server)", check_vault_configure_script),
     ("Vault trust model (OpenBao server)", check_vault_server_trust_model),
     ("Vault backup CronJob", check_vault_backup),
     ("shellcheck", check_shell_scripts),
