@@ -1685,10 +1685,19 @@ class TestIssuer:
         import ssl  # noqa: PLC0415
         import threading  # noqa: PLC0415
         docs = {"/_services/token/.well-known/openid-configuration": discovery, "/_services/token/.well-known/jwks": self.jwks}
+        # The Actions token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL): a token for `self.claims`, for the
+        # audience asked, to the bearer of the request token.
+        self.request_url, self.claims = f"https://127.0.0.1:{self.port}/actions-token?x=1", {}
+        issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
+                import urllib.parse  # noqa: PLC0415
+                url = urllib.parse.urlsplit(self.path)
                 doc = docs.get(self.path)
+                if url.path == "/actions-token" and self.headers.get("Authorization") == "bearer req":
+                    audience = urllib.parse.parse_qs(url.query).get("audience", ["sts.amazonaws.com"])[0]
+                    doc = {"value": issuer.token(**{**issuer.claims, "aud": audience})}
                 body = json.dumps(doc).encode() if doc else b"{}"
                 self.send_response(200 if doc else 404)
                 self.send_header("Content-Type", "application/json")
@@ -1847,6 +1856,10 @@ def check_vault_server_trust_model(ctx: Ctx) -> str:
                 ("A on main, environment production", "gha-production"): (prod_a, {f"production/{ARC_HOOK_REPOSITORY_ID}/db"}),
                 ("A on main, environment production-unprotected", "gha-production"): (issuer.token(environment="production-unprotected"), None),
                 ("A on main, no environment", "gha-production"): (issuer.token(), None),
+                ("A on main, environment Production", "gha-production"): (issuer.token(environment="Production"), None),
+                ("A on main, environment production-test", "gha-production"): (issuer.token(environment="production-test"), None),
+                ("A on a feature branch, environment production", "gha-production"):
+                    (issuer.token(environment="production", ref="refs/heads/feature"), None),
                 ("B on main, environment production", "gha-production"):
                     (issuer.token(environment="production", repository=f"{github_org()}/b", repository_id=other_id), {f"production/{other_id}/db"}),
                 ("A on main, push", "gha-ci"): (issuer.token(), {"shared/npm"}),
@@ -2110,8 +2123,9 @@ def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-s
 
 
 def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
-    """The round trip through the Vault model: docker-build-push records a tag, fetch-secrets hands
-    secrets (encrypted) and tags (plain) to callers by catalogue name, use-runner-image runs in the tag."""
+    """The round trip through a real server (OpenBao): docker-build-push records a tag, fetch-secrets hands
+    secrets (encrypted) and tags (plain) to callers by catalogue name, use-runner-image runs in the tag. The
+    steps' own scripts run with real curl, their OIDC token from the test issuer's Actions token endpoint."""
     fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read values")
     decrypt = workflow_step("docker-build-push.yml", "Decrypt secrets")
     record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
@@ -2128,126 +2142,131 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        vm = VaultModel(t)
-        vm.configured()
-        vm.edit(lambda st: st["kv"].update({"registry/push": {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]}}))
-        base = dict(vm.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
-                    ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
-                    VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY="k" * 40, CATALOGUE=catalogue,
-                    VAULT_CA_CERT="-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----")
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            configurer = bao.configurer_token()
+            config = VaultModel.config_copy(t / "config")
+            res = bao.configure(config, configurer)
+            if res.returncode != 0:
+                raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
 
-        def fetch_run(names: str, repo: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
-            (t / "output").write_text("")
-            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": names, "STUB_CLAIMS": run_claims(repo), **extra})
-            out = dict(line.split("=", 1) for line in (t / "output").read_text().splitlines() if "=" in line)
-            return res, out
+            def put(path: str, data: dict) -> None:
+                status, body = bao.api("POST", f"ci/data/{path}", "root", {"data": data})
+                if status != 200:
+                    raise Failed(f"OpenBao: writing ci/{path} as root: {status} {body}")
 
-        # Callers name catalogue entries, never Vault paths: a moved path is one edit in the catalogue.
-        callers = fetch_callers()
-        for wf, job, j in callers:
-            if "ci/data/" in json.dumps(j.get("with", {})):
-                found.append(f"{wf} job {job} asks fetch-secrets for a Vault path instead of a catalogue name")
-        dbp = next(j for wf, _, j in callers if wf == "docker-build-push.yml")
-        res, out = fetch_run(dbp["with"]["names"], f"{org}/arc-hook")
-        if res.returncode != 0 or "secrets" not in out:
-            raise Failed(f"docker-build-push's fetch failed: {res.stdout.strip()} {res.stderr.strip()}")
-        if secrets["REGISTRY_PASSWORD"].splitlines()[0] in (t / "output").read_text():
-            found.append("a secret reached the outputs in clear text")
-        for line in secrets["REGISTRY_PASSWORD"].splitlines():
-            if f"::add-mask::{line}" not in res.stdout:
-                found.append(f"value line {line!r} not masked")
-        if [k for k, v in vm.state()["tokens"].items() if v.get("role")]:
-            found.append("fetch-secrets left a Vault token valid")
-        (t / "env").write_text("")
-        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=out["secrets"]))
-        if res.returncode != 0 or parse_github_env((t / "env").read_text()) != secrets:
-            found.append(f"decrypting docker-build-push's secrets gave {parse_github_env((t / 'env').read_text())!r}")
+            def jwt_tokens() -> list[str]:
+                """Accessors of live tokens that a JWT login made."""
+                accessors = bao.api("GET", "auth/token/accessors?list=true", "root")[1].get("data", {}).get("keys", [])
+                return [a for a in accessors
+                        if bao.api("POST", "auth/token/lookup-accessor", "root", {"accessor": a})[1].get("data", {}).get("path", "").startswith("auth/jwt/")]
 
-        # The producer records tag T (role gha-image-tags-write, its own repository's path only).
-        producer_env = dict(base, STUB_CLAIMS=run_claims(f"{org}/arc-hook", workflow="docker-build-push.yml"),
-                            GITHUB_REPOSITORY=f"{org}/arc-hook", GITHUB_SHA="0123abcd", GITHUB_SERVER_URL="https://github.example.internal",
-                            GITHUB_RUN_ID="42", GITHUB_STEP_SUMMARY=str(t / "summary"),
-                            IMAGE_NAME=load_workflow("docker-build-push.yml")["env"]["IMAGE_NAME"], TAG="0.1.0-0123abcd",
-                            IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd", DIGEST="sha256:" + "0" * 64)
-        res = run(["bash", "-e", "-c", record["run"]], env=producer_env)
-        if res.returncode != 0:
-            raise Failed(f"recording the tag failed: {res.stderr.strip()}")
-        # A consumer in another repository of the organisation gets T in clear and runs in it.
-        consumer = load_workflow("use-runner-image.yml")
-        fetch_job, fetch_spec = next((n, j) for n, j in consumer["jobs"].items() if "uses" in j)
-        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", OUTPUT_KEY="")
-        values = json.loads(out.get("values", "{}")) if res.returncode == 0 else {}
-        if values.get("RUNNER_IMAGE") != producer_env["IMAGE"]:
-            found.append(f"the consumer got {values} (exit {res.returncode}: {res.stdout.strip()[-200:]}), not the recorded {producer_env['IMAGE']}")
-        images = [j.get("container", {}).get("image", "") for j in consumer["jobs"].values() if "container" in j]
-        want_expr = rf"\$\{{\{{\s*fromJSON\(needs\.{fetch_job}\.outputs\.values\)\.RUNNER_IMAGE\s*\}}\}}"
-        if not images or not all(re.fullmatch(want_expr, i) for i in images):
-            found.append(f"use-runner-image's container.image {images} is not fromJSON(needs.{fetch_job}.outputs.values).RUNNER_IMAGE")
-        # The catalogue moves the tag: every caller follows without being edited.
-        moved = catalogue.replace("ci/data/image-tags/", "ci/data/moved/image-tags/")
-        vm.edit(lambda st: st["policies"].update({"gha-image-tags-read": 'path "ci/data/moved/image-tags/*" { capabilities = ["read"] }'}))
-        vm.edit(lambda st: st["kv"].update({f"moved/image-tags/{org}/arc-hook/arc-hook-runner": {"image": "moved:1"}}))
-        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", CATALOGUE=moved, OUTPUT_KEY="")
-        if res.returncode != 0 or json.loads(out.get("values", "{}")).get("RUNNER_IMAGE") != "moved:1":
-            found.append("after a catalogue edit the unchanged consumer does not read the new path")
-        vm.configured()
-        # Refusals: a workflow outside the organisation; a repository writing another's tag; a reader writing.
-        res, out = fetch_run(fetch_spec["with"]["names"], "other-org/some-service", OUTPUT_KEY="")
-        if res.returncode == 0 or "::error" not in res.stdout or out:
-            found.append("a workflow outside the organisation read an image tag")
-        before = vm.state()["kv"]
-        res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"))
-        if res.returncode == 0 or vm.state()["kv"] != before:
-            found.append("arc-hook's docker-build-push wrote another repository's tag")
-        reader = run(["curl", "--fail-with-body", "-X", "POST", "--data", json.dumps({"role": "gha-image-tags-read", "jwt": "model." + __import__("base64").b64encode(
-            json.dumps(dict(json.loads(run_claims(f"{org}/some-service")), aud="arc-platform-vault")).encode()).decode()}),
-            f"{base['VAULT_ADDR']}/v1/auth/jwt/login"], env=base)
-        token = json.loads(reader.stdout or "{}").get("auth", {}).get("client_token", "")
-        res = run(["curl", "--fail-with-body", "-H", f"X-Vault-Token: {token}", "--data", '{"data": {"image": "evil"}}',
-                   f"{base['VAULT_ADDR']}/v1/ci/data/image-tags/{org}/arc-hook/arc-hook-runner"], env=base)
-        if not token or res.returncode == 0:
-            found.append("role gha-image-tags-read may write a tag (or its login failed)")
-        # The trust model (deploy/README.md): production secrets per repository id, only through the
-        # environment `production` on main; pull-request events read no secret at all.
-        def login(role: str, claims: dict) -> str:
-            jwt = "model." + __import__("base64").b64encode(json.dumps(dict(claims, aud="arc-platform-vault")).encode()).decode()
-            res = run(["curl", "--fail-with-body", "-X", "POST", "--data", json.dumps({"role": role, "jwt": jwt}),
-                       f"{base['VAULT_ADDR']}/v1/auth/jwt/login"], env=base)
-            return json.loads(res.stdout or "{}").get("auth", {}).get("client_token", "") if res.returncode == 0 else ""
+            put("registry/push", {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]})
+            base = dict(bao.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
+                        ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL=issuer.request_url,
+                        CURL_CA_BUNDLE=str(issuer.cert), VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY="k" * 40,
+                        CATALOGUE=catalogue, VAULT_CA_CERT=issuer.cert.read_text())
 
-        def reads(token: str, path: str) -> bool:
-            return bool(token) and run(["curl", "--fail-with-body", "-H", f"X-Vault-Token: {token}",
-                                        f"{base['VAULT_ADDR']}/v1/{path}"], env=base).returncode == 0
-        repo_a, repo_b = json.loads(run_claims(f"{org}/service-a")), json.loads(run_claims(f"{org}/service-b"))
-        vm.edit(lambda st: st["kv"].update({f"production/{repo_a['repository_id']}/db": {"password": "a"},
-                                            f"production/{repo_b['repository_id']}/db": {"password": "b"},
-                                            "shared/pypi": {"token": "t"}}))
-        a_prod = login("gha-production", dict(repo_a, environment="production"))
-        if not reads(a_prod, f"ci/data/production/{repo_a['repository_id']}/db"):
-            found.append("repository A cannot read its own production secret through environment production")
-        if reads(a_prod, f"ci/data/production/{repo_b['repository_id']}/db"):
-            found.append("repository A read repository B's production secret")
-        for env_name in ("production-test", "Production", ""):
-            if login("gha-production", dict(repo_a, environment=env_name)):
-                found.append(f"role gha-production admitted environment {env_name!r}")
-        if login("gha-production", dict(repo_a, environment="production", ref="refs/heads/feature")):
-            found.append("role gha-production admitted a branch other than main")
-        for event, ref in (("pull_request", "refs/pull/7/merge"), ("pull_request_target", "refs/heads/main")):
-            pr = dict(repo_a, event_name=event, ref=ref)
-            for role in ("gha-ci", "gha-production", "gha-registry-push", "gha-image-tags-write"):
-                if login(role, dict(pr, environment="production")):
-                    found.append(f"a {event} token logged in with role {role}")
-            tok = login("gha-pull-request", pr)
-            if not tok or any(reads(tok, path) for path in ("ci/data/shared/pypi", "ci/data/registry/push",
-                                                          f"ci/data/production/{repo_a['repository_id']}/db")):
-                found.append(f"a {event} token through gha-pull-request read a secret (or could not log in)")
-        # A name missing from the catalogue fails before any login.
-        res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
-        if res.returncode == 0 or "catalogue" not in res.stdout:
-            found.append("a name outside the catalogue (a raw Vault path) is accepted")
+            def as_job(repo: str, **claims) -> None:
+                issuer.claims = {**json.loads(run_claims(repo)), **claims}
+                issuer.claims["sub"] = f"repo:{repo}:ref:{issuer.claims['ref']}"
+
+            def fetch_run(names: str, repo: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
+                (t / "output").write_text("")
+                as_job(repo)
+                res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": names, **extra}, timeout=120)
+                out = dict(line.split("=", 1) for line in (t / "output").read_text().splitlines() if "=" in line)
+                return res, out
+
+            # Callers name catalogue entries, never Vault paths: a moved path is one edit in the catalogue.
+            callers = fetch_callers()
+            for wf, job, j in callers:
+                if "ci/data/" in json.dumps(j.get("with", {})):
+                    found.append(f"{wf} job {job} asks fetch-secrets for a Vault path instead of a catalogue name")
+            dbp = next(j for wf, _, j in callers if wf == "docker-build-push.yml")
+            res, out = fetch_run(dbp["with"]["names"], f"{org}/arc-hook")
+            if res.returncode != 0 or "secrets" not in out:
+                raise Failed(f"docker-build-push's fetch failed: {res.stdout.strip()} {res.stderr.strip()}")
+            if secrets["REGISTRY_PASSWORD"].splitlines()[0] in (t / "output").read_text():
+                found.append("a secret reached the outputs in clear text")
+            for line in secrets["REGISTRY_PASSWORD"].splitlines():
+                if f"::add-mask::{line}" not in res.stdout:
+                    found.append(f"value line {line!r} not masked")
+            if jwt_tokens():
+                found.append("fetch-secrets left a Vault token valid")
+            (t / "env").write_text("")
+            res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=out["secrets"]), timeout=120)
+            if res.returncode != 0 or parse_github_env((t / "env").read_text()) != secrets:
+                found.append(f"decrypting docker-build-push's secrets gave {parse_github_env((t / 'env').read_text())!r}")
+
+            # The producer records tag T (role gha-image-tags-write, its own repository's path only).
+            producer_env = dict(base, GITHUB_REPOSITORY=f"{org}/arc-hook", GITHUB_SHA="0123abcd", GITHUB_SERVER_URL="https://github.example.internal",
+                                GITHUB_RUN_ID="42", GITHUB_STEP_SUMMARY=str(t / "summary"),
+                                IMAGE_NAME=load_workflow("docker-build-push.yml")["env"]["IMAGE_NAME"], TAG="0.1.0-0123abcd",
+                                IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd", DIGEST="sha256:" + "0" * 64)
+            as_job(f"{org}/arc-hook", job_workflow_ref=f"{org}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main")
+            res = run(["bash", "-e", "-c", record["run"]], env=producer_env, timeout=120)
+            if res.returncode != 0:
+                raise Failed(f"recording the tag failed: {res.stderr.strip()}")
+            if jwt_tokens():
+                found.append("recording the tag left a Vault token valid")
+            # A consumer in another repository of the organisation gets T in clear and runs in it.
+            consumer = load_workflow("use-runner-image.yml")
+            fetch_job, fetch_spec = next((n, j) for n, j in consumer["jobs"].items() if "uses" in j)
+            res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", OUTPUT_KEY="")
+            values = json.loads(out.get("values", "{}")) if res.returncode == 0 else {}
+            if values.get("RUNNER_IMAGE") != producer_env["IMAGE"]:
+                found.append(f"the consumer got {values} (exit {res.returncode}: {res.stdout.strip()[-200:]}), not the recorded {producer_env['IMAGE']}")
+            images = [j.get("container", {}).get("image", "") for j in consumer["jobs"].values() if "container" in j]
+            want_expr = rf"\$\{{\{{\s*fromJSON\(needs\.{fetch_job}\.outputs\.values\)\.RUNNER_IMAGE\s*\}}\}}"
+            if not images or not all(re.fullmatch(want_expr, i) for i in images):
+                found.append(f"use-runner-image's container.image {images} is not fromJSON(needs.{fetch_job}.outputs.values).RUNNER_IMAGE")
+            # A pull-request event's consumer gets the tag too (plain), but no secret.
+            as_job(f"{org}/some-service", event_name="pull_request", ref="refs/pull/7/merge")
+            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": fetch_spec["with"]["names"], "OUTPUT_KEY": "",
+                                                               "GITHUB_EVENT_NAME": "pull_request"}, timeout=120)
+            if res.returncode != 0:
+                found.append(f"a pull_request job cannot read the image tag: {res.stdout.strip()[-300:]}")
+            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": dbp["with"]["names"], "GITHUB_EVENT_NAME": "pull_request"}, timeout=120)
+            if res.returncode == 0 or "pull-request events" not in res.stdout:
+                found.append("a pull_request job was handed a secret by fetch-secrets")
+            # The catalogue moves the tag: every caller follows without being edited.
+            moved = catalogue.replace("ci/data/image-tags/", "ci/data/moved/image-tags/")
+            bao.vault("write", "sys/policies/acl/gha-image-tags-read", 'policy=path "ci/data/moved/image-tags/*" { capabilities = ["read"] }')
+            put(f"moved/image-tags/{org}/arc-hook/arc-hook-runner", {"image": "moved:1"})
+            res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", CATALOGUE=moved, OUTPUT_KEY="")
+            if res.returncode != 0 or json.loads(out.get("values", "{}")).get("RUNNER_IMAGE") != "moved:1":
+                found.append("after a catalogue edit the unchanged consumer does not read the new path")
+            if bao.configure(config, configurer).returncode != 0:
+                found.append("configure-vault.sh could not restore the policies")
+            # Refusals: a workflow outside the organisation; a repository writing another's tag; a reader writing.
+            res, out = fetch_run(fetch_spec["with"]["names"], "other-org/some-service", OUTPUT_KEY="")
+            if res.returncode == 0 or "::error" not in res.stdout or out:
+                found.append("a workflow outside the organisation read an image tag")
+            as_job(f"{org}/arc-hook", job_workflow_ref=f"{org}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main")
+            res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"), timeout=120)
+            if res.returncode == 0 or bao.api("GET", f"ci/data/image-tags/{org}/other-repo/arc-hook-runner", "root")[0] == 200:
+                found.append("arc-hook's docker-build-push wrote another repository's tag")
+            as_job(f"{org}/some-service")
+            reader = bao.login("gha-image-tags-read", issuer.token(**{**issuer.claims, "aud": "arc-platform-vault"}))
+            if not reader or bao.api("POST", f"ci/data/image-tags/{org}/arc-hook/arc-hook-runner", reader, {"data": {"image": "evil"}})[0] == 200:
+                found.append("role gha-image-tags-read may write a tag (or its login failed)")
+            # A name missing from the catalogue fails before any login.
+            res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
+            if res.returncode == 0 or "catalogue" not in res.stdout:
+                found.append("a name outside the catalogue (a raw Vault path) is accepted")
+        finally:
+            bao.close()
+            issuer.close()
     problems(found)
-    return ("secrets survive fetch -> encrypted -> decrypt, masked, tokens revoked; producer records T, consumer gets T in clear "
-            "and runs in it; catalogue moves reach unchanged callers; outside-org reads and cross-repo or reader writes refused")
+    return ("on OpenBao with the steps' own scripts and curl: secrets survive fetch -> encrypted -> decrypt, masked, tokens revoked; "
+            "producer records T, consumer gets T in clear and runs in it, a pull_request consumer too but no secret; catalogue moves "
+            "reach unchanged callers; outside-org reads and cross-repo or reader writes refused")
 
 
 STUB_CURL_RELEASES = r"""#!/bin/bash
@@ -2479,7 +2498,7 @@ CHECKS = [
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
-    ("fetch-secrets behaviour (Vault model)", check_fetch_secrets_behaviour),
+    ("fetch-secrets behaviour (OpenBao server)", check_fetch_secrets_behaviour),
     ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
     ("README", check_readme),
 ]
