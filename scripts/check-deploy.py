@@ -1480,7 +1480,9 @@ def check_vault_backup(ctx: Ctx) -> str:
     problems(found)
     found += backup_scripts_behave()
     problems(found)
-    return f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; scripts upload and prune correctly against stubs"
+    return (f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; against OpenBao (raft, Kubernetes auth via "
+            "TokenReview) and stub aws/mc: snapshot saved, verified and restorable, token revoked, a corrupt snapshot refused, "
+            "uploads prune only after success")
 
 
 # A fake S3: objects are files under $STUB_S3/<bucket>/<key>, mtime = LastModified.
@@ -1522,127 +1524,121 @@ esac
 
 
 def backup_scripts_behave() -> list[str]:
-    """Runs the three backup scripts against stub vault/aws/mc and checks upload and pruning."""
+    """Runs the three backup scripts against an OpenBao server with raft storage (configured by
+    configure-vault.sh, Kubernetes auth reviewing tokens at the test issuer's TokenReview endpoint) and
+    stub aws/mc, and checks the snapshot, upload, pruning and the token's revocation."""
     found = []
     scripts = DEPLOY / "vault" / "backup"
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        vm = VaultModel(t)
-        vm.configured()
-        for name, body in (("aws", STUB_AWS), ("mc", STUB_MC)):
-            (t / "bin" / name).write_text(body)
-            (t / "bin" / name).chmod(0o755)
-        backup, s3, minio = t / "backup", t / "s3", t / "minio"
-        for d in (backup, s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
-            d.mkdir(parents=True)
-        # The projected service-account token, as the model's Kubernetes auth reads it.
-        sa_token = t / "sa-token"
-        sa_token.write_text("model." + __import__("base64").b64encode(json.dumps(
-            {"namespace": "vault", "serviceaccount": "vault-backup", "aud": "vault"}).encode()).decode())
-        # Existing backups: one 8 days old (must go), one 3 days old (must stay).
-        for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
-            for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
-                f = root / name
-                f.write_text("x")
-                when = __import__("time").time() - age * 86400
-                os.utime(f, (when, when))
-        env = dict(vm.env, STUB_S3=str(s3), STUB_MINIO=str(minio), BACKUP_DIR=str(backup), SA_TOKEN_FILE=str(sa_token),
-                   RETENTION_DAYS="6",
-                   S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
-                   MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
-        for script in ("snapshot.sh", "upload-s3.sh", "upload-minio.sh"):
-            res = run(["sh", str(scripts / script)], env=env)
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer, raft=True)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            configurer = bao.configurer_token()
+            res = bao.configure(vault_config_copy(t / "config"), configurer)
             if res.returncode != 0:
-                return [f"{script} failed against stubs: {res.stderr.strip() or res.stdout.strip()}"]
-        current = (backup / "CURRENT").read_text().strip()
-        if not re.fullmatch(r"vault-raft-\d{8}T\d{6}Z\.snap", current):
-            found.append(f"snapshot name {current!r}")
-        sums = (backup / f"{current}.sha256").read_text()
-        if not sums.endswith(f"  {current}\n"):
-            found.append("checksum file does not name the snapshot (sha256sum -c would fail)")
-        for store, root in (("S3", s3 / "bkt" / "vault" / "raft"), ("MinIO", minio / "mbkt" / "vault" / "raft")):
-            names = sorted(p.name for p in root.iterdir())
-            want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
-            if names != want:
-                found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
-        # The role sets token_no_default_policy, and only `default` grants revoke-self
-        # (vault/policy_store.go defaultPolicy; vault/token_store.go revoke-self is ACL-checked like any path):
-        # the model refuses the revocation unless policy vault-backup grants it.
-        left = [k for k, v in vm.state()["tokens"].items() if v.get("role") == "vault-backup"]
-        if left:
-            found.append(f"the backup's Vault token is still valid after the run ({len(left)} left): revoke-self was refused")
-        vm.edit(lambda st: st["policies"].update({"vault-backup": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'}))
-        res = run(["sh", str(scripts / "snapshot.sh")], env=env)
-        if res.returncode == 0:
-            found.append("snapshot.sh succeeds although Vault refused to revoke its token")
-        # A failed upload must not prune: the old snapshot survives.
-        (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
-        old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
-        old.write_text("x")
-        when = __import__("time").time() - 10 * 86400
-        os.utime(old, (when, when))
-        res = run(["sh", str(scripts / "upload-s3.sh")], env=env)
-        if res.returncode == 0 or not old.exists():
-            found.append("upload-s3.sh pruned or succeeded although the upload failed")
+                return [f"configure-vault.sh against OpenBao (raft): {(res.stderr.strip() or res.stdout.strip())[-600:]}"]
+            found += backup_runs(t, bao, issuer, scripts)
+        finally:
+            bao.close()
+            issuer.close()
     return found
 
 
-class VaultModel:
-    """A Vault for the scripts and workflows to talk to: scripts/vault_model.py behind stub `vault` and
-    `curl` commands. It enforces what the real one does (policies read per request, merging role writes,
-    revoke-self as an ACL-checked path, JWT claim binding), so a check fails where Vault would refuse."""
+def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> list[str]:
+    found = []
+    for name, body in (("aws", STUB_AWS), ("mc", STUB_MC)):
+        (t / "bin" / name).write_text(body)
+        (t / "bin" / name).chmod(0o755)
+    backup, s3, minio = t / "backup", t / "s3", t / "minio"
+    for d in (backup, s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
+        d.mkdir(parents=True)
+    # The CronJob's projected service-account token (audience vault, as its volume asks).
+    sa_token = t / "sa-token"
+    sa_token.write_text(issuer.service_account_token("vault", "vault-backup", "vault"))
+    # Existing backups: one 8 days old (must go), one 3 days old (must stay).
+    for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
+        for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
+            f = root / name
+            f.write_text("x")
+            when = __import__("time").time() - age * 86400
+            os.utime(f, (when, when))
+    env = dict(bao.env, STUB_S3=str(s3), STUB_MINIO=str(minio), STUB_LOG=str(t / "log"), BACKUP_DIR=str(backup),
+               SA_TOKEN_FILE=str(sa_token), RETENTION_DAYS="6",
+               S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
+               MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
 
-    MODEL = ROOT / "scripts" / "vault_model.py"
+    def backup_tokens() -> list[str]:
+        accessors = bao.api("GET", "auth/token/accessors?list=true", bao.root)[1].get("data", {}).get("keys", [])
+        return [a for a in accessors
+                if bao.api("POST", "auth/token/lookup-accessor", bao.root, {"accessor": a})[1].get("data", {}).get("path", "").startswith("auth/kubernetes/")]
 
-    def __init__(self, tmp: Path):
-        self.dir = tmp
-        (tmp / "bin").mkdir(exist_ok=True)
-        for tool in ("vault", "curl"):
-            # -I -S: a bare interpreter starts in a fraction of the time, and the scripts call it dozens of times.
-            (tmp / "bin" / tool).write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{self.MODEL}" {tool} "$@"\n')
-            (tmp / "bin" / tool).chmod(0o755)
-        self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_MODEL_STATE=str(tmp / "vault.json"),
-                        STUB_LOG=str(tmp / "log"), VAULT_ADDR="https://vault-active.vault.svc:8200")
-        run([sys.executable, str(self.MODEL), "init"], env=self.env, check=True)
-
-    def state(self) -> dict:
-        return json.loads((self.dir / "vault.json").read_text())
-
-    def edit(self, change) -> None:
-        """Changes the stored state directly (an operator's or attacker's earlier action)."""
-        state = self.state()
-        change(state)
-        (self.dir / "vault.json").write_text(json.dumps(state))
-
-    def vault(self, *args: str, token: str = "root", **env) -> subprocess.CompletedProcess:
-        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token, **env))
-
-    def issue_configurer_token(self) -> str:
-        """What the runbook has the operator do: apply vault-configurer with a privileged token, issue a token."""
-        res = self.vault("write", "sys/policies/acl/vault-configurer", f"policy=@{DEPLOY / 'vault' / 'policies' / 'vault-configurer.hcl'}")
+    for script in ("snapshot.sh", "upload-s3.sh", "upload-minio.sh"):
+        res = run(["sh", str(scripts / script)], env=env, timeout=120)
         if res.returncode != 0:
-            raise Failed(f"model: writing vault-configurer as root failed: {res.stderr.strip()}")
-        self.edit(lambda st: st["tokens"].update({"hvs.configurer": {"policies": ["vault-configurer", "default"], "meta": {}}}))
-        return "hvs.configurer"
+            return [f"{script} failed (OpenBao, stub aws/mc): {res.stderr.strip() or res.stdout.strip()}"]
+    current = (backup / "CURRENT").read_text().strip()
+    if not re.fullmatch(r"vault-raft-\d{8}T\d{6}Z\.snap", current):
+        found.append(f"snapshot name {current!r}")
+    sums = (backup / f"{current}.sha256").read_text()
+    if not sums.endswith(f"  {current}\n"):
+        found.append("checksum file does not name the snapshot (sha256sum -c would fail)")
+    for store, root in (("S3", s3 / "bkt" / "vault" / "raft"), ("MinIO", minio / "mbkt" / "vault" / "raft")):
+        names = sorted(p.name for p in root.iterdir())
+        want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
+        if names != want:
+            found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
+    # The role sets token_no_default_policy, and only `default` grants revoke-self: without the grant in
+    # vault-backup the server refuses the revocation, and the script must fail.
+    if backup_tokens():
+        found.append("the backup's Vault token is still valid after the run: revoke-self was refused")
+    # The snapshot is the server's own: restoring it is accepted (it holds the backup's token, live then).
+    res = bao.vault("operator", "raft", "snapshot", "restore", str(backup / current))
+    if res.returncode != 0:
+        found.append(f"the saved snapshot does not restore: {res.stderr.strip()[-300:]}")
+    bao.wait(lambda status: status == 200)
+    for a in backup_tokens():
+        bao.api("POST", "auth/token/revoke-accessor", bao.root, {"accessor": a})
+    bao.vault("write", "sys/policies/acl/vault-backup", 'policy=path "sys/storage/raft/snapshot" { capabilities = ["read"] }')
+    res = run(["sh", str(scripts / "snapshot.sh")], env=env, timeout=120)
+    if res.returncode == 0:
+        found.append("snapshot.sh succeeds although Vault refused to revoke its token")
+    # A corrupt snapshot is not handed to the uploads.
+    (t / "bin" / "vault-real").symlink_to(os.readlink(t / "bin" / "vault"))
+    corrupt = t / "corrupt-bin"
+    corrupt.mkdir()
+    (corrupt / "vault").write_text('#!/bin/sh\n"$(dirname "$0")/../bin/vault-real" "$@" || exit\n'
+                                   'if [ "$1 $2 $3 $4" = "operator raft snapshot save" ]; then printf x >> "$5"; fi\n')
+    (corrupt / "vault").chmod(0o755)
+    bao.vault("write", "sys/policies/acl/vault-backup", f"policy=@{DEPLOY / 'vault' / 'policies' / 'vault-backup.hcl'}")
+    (backup / "CURRENT").unlink()
+    res = run(["sh", str(scripts / "snapshot.sh")], env=dict(env, PATH=f"{corrupt}:{env['PATH']}"), timeout=120)
+    if res.returncode == 0 or (backup / "CURRENT").exists():
+        found.append("snapshot.sh accepted a snapshot that fails its SHA256SUMS")
+    # A failed upload must not prune: the old snapshot survives.
+    (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
+    old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
+    old.write_text("x")
+    when = __import__("time").time() - 10 * 86400
+    os.utime(old, (when, when))
+    (backup / "CURRENT").write_text(current + "\n")
+    res = run(["sh", str(scripts / "upload-s3.sh")], env=env, timeout=120)
+    if res.returncode == 0 or not old.exists():
+        found.append("upload-s3.sh pruned or succeeded although the upload failed")
+    return found
 
-    def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
-        return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")],
-                   env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token,
-                        "GITHUB_OIDC_ISSUER": "https://token.actions.githubusercontent.com", **env})
 
-    @staticmethod
-    def config_copy(dest: Path) -> Path:
-        vdir = DEPLOY / "vault"
-        shutil.copytree(vdir / "policies", dest / "policies")
-        shutil.copytree(vdir / "config" / "jwt-roles", dest / "jwt-roles")
-        shutil.copytree(vdir / "config" / "kubernetes-roles", dest / "kubernetes-roles")
-        return dest
-
-    def configured(self) -> None:
-        """A Vault configured from git, as the configure Job leaves it."""
-        res = self.configure(self.config_copy(Path(tempfile.mkdtemp(dir=self.dir)) / "config"), self.issue_configurer_token())
-        if res.returncode != 0:
-            raise Failed(f"configure-vault.sh failed on the model: {res.stderr.strip() or res.stdout.strip()}")
+def vault_config_copy(dest: Path) -> Path:
+    """deploy/vault's policies and roles laid out as the configure Job mounts them (/config)."""
+    vdir = DEPLOY / "vault"
+    shutil.copytree(vdir / "policies", dest / "policies")
+    shutil.copytree(vdir / "config" / "jwt-roles", dest / "jwt-roles")
+    shutil.copytree(vdir / "config" / "kubernetes-roles", dest / "kubernetes-roles")
+    return dest
 
 
 def git_roles(kind: str) -> dict[str, dict]:
@@ -1688,6 +1684,7 @@ class TestIssuer:
         # The Actions token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL): a token for `self.claims`, for the
         # audience asked, to the bearer of the request token.
         self.request_url, self.claims = f"https://127.0.0.1:{self.port}/actions-token?x=1", {}
+        self.base_url, self.service_accounts = f"https://127.0.0.1:{self.port}", {}
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -1700,6 +1697,24 @@ class TestIssuer:
                     doc = {"value": issuer.token(**{**issuer.claims, "aud": audience})}
                 body = json.dumps(doc).encode() if doc else b"{}"
                 self.send_response(200 if doc else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802
+                # The API server's TokenReview, for Kubernetes auth (kubernetes_host is this server): the
+                # service-account tokens this issuer made are authenticated, with their audiences.
+                review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                token = review.get("spec", {}).get("token", "")
+                sa = issuer.service_accounts.get(token)
+                status = {"authenticated": False}
+                if self.path == "/apis/authentication.k8s.io/v1/tokenreviews" and sa:
+                    status = {"authenticated": True, "audiences": review["spec"].get("audiences") or ["vault"],
+                              "user": {"username": f"system:serviceaccount:{sa[0]}:{sa[1]}", "uid": f"uid-{sa[1]}",
+                                       "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa[0]}"]}}
+                body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}).encode()
+                self.send_response(201)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -1730,6 +1745,18 @@ class TestIssuer:
                              capture_output=True, check=True, timeout=60).stdout
         return f"{signing}.{b64url(sig)}"
 
+    def service_account_token(self, namespace: str, name: str, audience: str) -> str:
+        """A projected service-account token, which the TokenReview endpoint then authenticates."""
+        import time  # noqa: PLC0415
+        now = int(time.time())
+        token = self.token(iss="https://kubernetes.default.svc", sub=f"system:serviceaccount:{namespace}:{name}", aud=[audience],
+                           iat=now, nbf=now, exp=now + 600,
+                           **{"kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": f"uid-{name}"}}},
+                           **{k: None for k in ("repository", "repository_id", "repository_owner", "repository_owner_id", "ref",
+                                                "event_name", "environment", "job_workflow_ref")})
+        self.service_accounts[token] = (namespace, name)
+        return token
+
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -1740,38 +1767,63 @@ class BaoServer:
     declared in its configuration (OpenBao refuses `audit enable` through the API), so the configure
     script finds it enabled. `vault` on PATH is the bao binary (same CLI, reads VAULT_ADDR/VAULT_TOKEN)."""
 
-    def __init__(self, tmp: Path, issuer: TestIssuer):
-        import time  # noqa: PLC0415
-        import urllib.request  # noqa: PLC0415
+    def __init__(self, tmp: Path, issuer: TestIssuer, raft: bool = False):
+        """Dev mode (in memory, root token `root`), or with `raft`: integrated storage as the cluster's
+        servers have it (raft snapshots need it), initialised with one key share and unsealed."""
         bao = deploy_tool("bao")[0]
-        self.dir, self.issuer = tmp, issuer
+        self.dir, self.issuer, self.root = tmp, issuer, "root"
         (tmp / "bin").mkdir(exist_ok=True)
         (tmp / "bin" / "vault").symlink_to(bao)
-        (tmp / "audit.hcl").write_text('audit "file" "file" {\n  options = { file_path = "stdout" }\n}\n')
         self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
+        audit = 'audit "file" "file" {\n  options = { file_path = "stdout" }\n}\n'
+        if raft:
+            (tmp / "raft").mkdir()
+            cluster = free_port()
+            (tmp / "server.hcl").write_text(
+                f'storage "raft" {{\n  path = "{tmp / "raft"}"\n  node_id = "vault-0"\n}}\n'
+                f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n  cluster_address = "127.0.0.1:{cluster}"\n  tls_disable = true\n}}\n'
+                f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{cluster}"\ndisable_mlock = true\n' + audit)
+            args = [bao, "server", f"-config={tmp / 'server.hcl'}"]
+        else:
+            (tmp / "audit.hcl").write_text(audit)
+            args = [bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={tmp / 'audit.hcl'}"]
         self.log = open(tmp / "bao.log", "w")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen([bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{self.port}",
-                                      f"-config={tmp / 'audit.hcl'}"], stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, SSL_CERT_FILE=str(issuer.cert), HOME=str(tmp)))
         self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_ADDR=self.addr, HOME=str(tmp))
-        for env in ("BAO_ADDR", "BAO_TOKEN", "VAULT_CACERT", "BAO_CACERT"):
+        for env in ("BAO_ADDR", "BAO_TOKEN", "VAULT_TOKEN", "VAULT_CACERT", "BAO_CACERT"):
             self.env.pop(env, None)
+        if raft:
+            self.wait(lambda status: status in (200, 501, 503))
+            status, init = self.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
+            if status != 200:
+                self.close()
+                raise Failed(f"OpenBao init: {status} {init}")
+            self.root = init["root_token"]
+            self.api("PUT", "sys/unseal", body={"key": init["keys"][0]})
+        self.wait(lambda status: status == 200)
+        if raft:
+            # Active, and raft has a leader that takes writes.
+            self.wait(lambda _: self.api("GET", "sys/storage/raft/configuration", self.root)[0] == 200)
+
+    def wait(self, ready) -> None:
+        """Polls sys/health (at most 30 s) until ready(status)."""
+        import time  # noqa: PLC0415
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
+                if ready(self.api("GET", "sys/health")[0]):
+                    return
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                raise Failed(f"OpenBao did not start: {(tmp / 'bao.log').read_text()[-600:]}")
+                raise Failed(f"OpenBao did not start: {(self.dir / 'bao.log').read_text()[-600:]}")
             time.sleep(0.2)
 
-    def vault(self, *args: str, token: str = "root", **env) -> subprocess.CompletedProcess:
-        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token, **env), timeout=60)
+    def vault(self, *args: str, token: str | None = None, **env) -> subprocess.CompletedProcess:
+        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token or self.root, **env), timeout=60)
 
     def api(self, method: str, path: str, token: str = "", body: dict | None = None) -> tuple[int, dict]:
         """One HTTP API request, as fetch-secrets makes it: (status, JSON body)."""
@@ -1785,7 +1837,10 @@ class BaoServer:
                 return r.status, json.loads(data) if data else {}
         except urllib.error.HTTPError as e:
             data = e.read()
-            return e.code, json.loads(data) if data else {}
+            try:
+                return e.code, json.loads(data) if data else {}
+            except json.JSONDecodeError:
+                return e.code, {"errors": [data.decode(errors="replace")[:200]]}
 
     def login(self, role: str, jwt: str) -> str | None:
         status, body = self.api("POST", "auth/jwt/login", body={"role": role, "jwt": jwt})
@@ -1804,7 +1859,7 @@ class BaoServer:
     def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
         return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")], timeout=300,
                    env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token, "GITHUB_OIDC_ISSUER": self.issuer.url,
-                        "KUBERNETES_HOST": "https://127.0.0.1:6443", "KUBERNETES_CA_CERT": str(self.issuer.cert), **env})
+                        "KUBERNETES_HOST": self.issuer.base_url, "KUBERNETES_CA_CERT": str(self.issuer.cert), **env})
 
     def close(self):
         self.proc.terminate()
@@ -1829,7 +1884,7 @@ def check_vault_server_trust_model(ctx: Ctx) -> str:
             issuer.close()
             raise
         try:
-            config = VaultModel.config_copy(t / "config")
+            config = vault_config_copy(t / "config")
             token = bao.configurer_token()
             res = bao.configure(config, token)
             if res.returncode != 0:
@@ -1841,7 +1896,7 @@ def check_vault_server_trust_model(ctx: Ctx) -> str:
             secrets = {f"production/{ARC_HOOK_REPOSITORY_ID}/db": "a-prod", f"production/{other_id}/db": "b-prod",
                        "shared/npm": "shared", "registry/push": "push", f"image-tags/{github_org()}/arc-hook/runner": "tag"}
             for path, value in secrets.items():
-                status, body = bao.api("POST", f"ci/data/{path}", "root", {"data": {"value": value}})
+                status, body = bao.api("POST", f"ci/data/{path}", bao.root, {"data": {"value": value}})
                 if status != 200:
                     raise Failed(f"OpenBao: writing ci/{path} as root: {status} {body}")
 
@@ -1943,13 +1998,13 @@ def check_vault_configure_script(ctx: Ctx) -> str:
                     raise Failed(f"OpenBao: vault {' '.join(args[:2])} as root: {res.stderr.strip()}")
 
             def listed(path: str) -> list[str]:
-                status, body = bao.api("GET", f"{path}?list=true", "root")
+                status, body = bao.api("GET", f"{path}?list=true", bao.root)
                 return body.get("data", {}).get("keys", []) if status == 200 else []
 
             def state() -> dict:
-                pol = {n: bao.api("GET", f"sys/policies/acl/{n}", "root")[1].get("data", {}).get("policy", "")
+                pol = {n: bao.api("GET", f"sys/policies/acl/{n}", bao.root)[1].get("data", {}).get("policy", "")
                        for n in listed("sys/policies/acl")}
-                roles = {kind: {n: bao.api("GET", f"auth/{kind}/role/{n}", "root")[1].get("data") for n in listed(f"auth/{kind}/role")}
+                roles = {kind: {n: bao.api("GET", f"auth/{kind}/role/{n}", bao.root)[1].get("data") for n in listed(f"auth/{kind}/role")}
                          for kind in ("jwt", "kubernetes")}
                 return {"policies": pol, "roles": roles}
 
@@ -1968,7 +2023,7 @@ def check_vault_configure_script(ctx: Ctx) -> str:
                             out.append(f"auth/{kind}/role/{name} differs from git (server, git): {diff}")
                 return out
 
-            config = VaultModel.config_copy(t / "config")
+            config = vault_config_copy(t / "config")
             res = bao.configure(config, token)
             if res.returncode != 0:
                 raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
@@ -2150,21 +2205,21 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
             raise
         try:
             configurer = bao.configurer_token()
-            config = VaultModel.config_copy(t / "config")
+            config = vault_config_copy(t / "config")
             res = bao.configure(config, configurer)
             if res.returncode != 0:
                 raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
 
             def put(path: str, data: dict) -> None:
-                status, body = bao.api("POST", f"ci/data/{path}", "root", {"data": data})
+                status, body = bao.api("POST", f"ci/data/{path}", bao.root, {"data": data})
                 if status != 200:
                     raise Failed(f"OpenBao: writing ci/{path} as root: {status} {body}")
 
             def jwt_tokens() -> list[str]:
                 """Accessors of live tokens that a JWT login made."""
-                accessors = bao.api("GET", "auth/token/accessors?list=true", "root")[1].get("data", {}).get("keys", [])
+                accessors = bao.api("GET", "auth/token/accessors?list=true", bao.root)[1].get("data", {}).get("keys", [])
                 return [a for a in accessors
-                        if bao.api("POST", "auth/token/lookup-accessor", "root", {"accessor": a})[1].get("data", {}).get("path", "").startswith("auth/jwt/")]
+                        if bao.api("POST", "auth/token/lookup-accessor", bao.root, {"accessor": a})[1].get("data", {}).get("path", "").startswith("auth/jwt/")]
 
             put("registry/push", {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]})
             base = dict(bao.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
@@ -2250,7 +2305,7 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
                 found.append("a workflow outside the organisation read an image tag")
             as_job(f"{org}/arc-hook", job_workflow_ref=f"{org}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main")
             res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"), timeout=120)
-            if res.returncode == 0 or bao.api("GET", f"ci/data/image-tags/{org}/other-repo/arc-hook-runner", "root")[0] == 200:
+            if res.returncode == 0 or bao.api("GET", f"ci/data/image-tags/{org}/other-repo/arc-hook-runner", bao.root)[0] == 200:
                 found.append("arc-hook's docker-build-push wrote another repository's tag")
             as_job(f"{org}/some-service")
             reader = bao.login("gha-image-tags-read", issuer.token(**{**issuer.claims, "aud": "arc-platform-vault"}))
