@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Validates deploy/ offline: renders, parses, schema-checks and cross-checks every part.
+"""Validates deploy/ without a cluster: renders, parses, schema-checks and cross-checks every part, and runs
+it against the real counterparts that run here (scripts/deploy-tools.sh): ARC's chart rendered by helm, an
+OpenBao server on loopback with a test OIDC issuer, and the arc-hook binary.
 
 Installs the checkers it needs if they are missing (pip and apt; see install_missing). Prints one line per check
 ("ok" or "FAIL" with the reasons), then "check-deploy: N passed, N failed"; exits 1 on any failure.
