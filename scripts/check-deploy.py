@@ -2415,6 +2415,53 @@ def parse_github_env(text: str) -> dict:
     return out
 
 
+STUB_DOCKER = r"""#!/bin/sh
+echo "docker $*" >> "$STUB_LOG"
+case "$1" in
+  manifest) grep -qx "$3" "$STUB_REGISTRY" ;;
+  push) echo "$2" >> "$STUB_REGISTRY" ;;
+  image) echo "registry.example.internal/x@sha256:0000" ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def image_publishing_problems(ctx: Ctx) -> list[str]:
+    """docker-build-push's own build step, run with a stub docker and registry: it publishes exactly the
+    images deploy/ runs (the scale sets' runner image, the exporter's), once per version, and never moves them."""
+    found = []
+    step = workflow_step("docker-build-push.yml", "Build and push")
+    env_ = load_workflow("docker-build-push.yml")["env"]
+    named = set()
+    for f in sorted((DEPLOY / "scale-sets").glob("runner-*.values.yaml")) + [DEPLOY / "monitoring" / "exporter.yaml"]:
+        named |= set(re.findall(r"image:\s*(\S+/ci/arc-hook-\S+)", f.read_text()))
+    version = str(load_yaml(DEPLOY / "versions.yaml")["arc-hook"])
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        (t / "bin" / "docker").write_text(STUB_DOCKER)
+        (t / "bin" / "docker").chmod(0o755)
+        registry = t / "registry"
+        registry.write_text("")
+        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"), STUB_REGISTRY=str(registry),
+                   GITHUB_OUTPUT=str(t / "out"), GITHUB_STEP_SUMMARY=str(t / "summary"), GITHUB_SHA="0123456789abcdef",
+                   GITHUB_SERVER_URL="https://github.example.internal", GITHUB_REPOSITORY=f"{github_org()}/arc-hook",
+                   REGISTRY_USERNAME="u", REGISTRY_PASSWORD="p", TAG=f"{version}-0123456789ab", VERSION=version,
+                   **{k: env_[k] for k in ("REGISTRY", "IMAGE_NAME", "EXPORTER_IMAGE_NAME") if k in env_})
+        for build in ("first", "second"):
+            env["TAG"] = f"{version}-{build}"
+            res = run(["bash", "-e", "-c", step["run"]], env=env, cwd=ROOT, timeout=60)
+            if res.returncode != 0:
+                return [f"docker-build-push's build step fails with a stub docker: {res.stderr.strip()[-300:]}"]
+        pushed = registry.read_text().split()
+        release = {i for i in pushed if i.endswith(f":{version}")}
+        if release != named:
+            found.append(f"docker-build-push publishes {sorted(release)}, the manifests run {sorted(named)}")
+        if len(pushed) != len(set(pushed)):
+            found.append("a second build of the same version pushed its release tag again (tags the manifests name must not move)")
+    return found
+
+
 def check_workflow_structure(ctx: Ctx) -> str:
     found = []
     # Expressions expanded into a script are a code-injection path (branch names, inputs): every
@@ -2492,9 +2539,10 @@ def check_workflow_structure(ctx: Ctx) -> str:
     for role in re.findall(r'role:\s*"([\w-]+)"', dbp_text):
         if role not in jwt_roles:
             found.append(f"docker-build-push logs in with role {role!r}, which does not exist")
-    for dockerfile in re.findall(r"--file\s+(\S+)", dbp_text):
+    for dockerfile in set(re.findall(r"build_push \S+ (\S+)", dbp_text)):
         if not (ROOT / dockerfile).is_file():
             found.append(f"docker-build-push builds {dockerfile}, which does not exist")
+    found += image_publishing_problems(ctx)
     if "docker push" not in dbp_text or "/v1/ci/data/image-tags/" not in dbp_text:
         found.append("docker-build-push must push the image and record the tag under ci/image-tags")
 
