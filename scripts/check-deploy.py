@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Validates deploy/ offline: renders, parses, schema-checks and cross-checks every part.
+"""Validates deploy/ without a cluster: renders, parses, schema-checks and cross-checks every part, and runs
+it against the real counterparts that run here (scripts/deploy-tools.sh): ARC's chart rendered by helm, an
+OpenBao server on loopback with a test OIDC issuer, and the arc-hook binary.
 
 Installs the checkers it needs if they are missing (pip and apt; see install_missing). Prints one line per check
 ("ok" or "FAIL" with the reasons), then "check-deploy: N passed, N failed"; exits 1 on any failure.
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 
@@ -85,6 +88,11 @@ KUBE_MODE_SETS = {
 # Scale sets the design's table places on the large-memory nodes (`ci=large-memory`).
 LARGE_MEMORY_SETS = ("runner-cpu", "runner-cpu-largememory")
 HOOK_WRAPPER = "/home/runner/arc-hook/arc-hook.sh"
+# The organisation's and arc-hook's numeric GitHub ids the JWT roles bind (deploy/README.md "Trust model").
+GITHUB_OWNER_ID = "90000001"
+ARC_HOOK_REPOSITORY_ID = "90000101"
+# Policies that hold no secret (image tags are published values): all a pull-request event may get.
+NO_SECRET_POLICIES = {"gha-image-tags-read"}
 # The most the runner's Role may ever grant: ARC's default kubernetes-mode Role (gha-runner-scale-set
 # kube_mode_role.yaml) plus the extras arc-hook checks with SelfSubjectAccessReviews before use. The
 # exact list is the code's (tests/rbac_role.rs compares them); this ceiling stops privilege creep.
@@ -685,7 +693,305 @@ def check_scale_sets(ctx: Ctx) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# NetworkPolicies: who reaches whom, evaluated with the API's semantics over the pods that exist.
+
+def selector_matches(sel: dict | None, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; {} matches everything."""
+    sel = sel or {}
+    if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+        return False
+    for e in sel.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if not {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+                "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}[op]():
+            return False
+    return True
+
+
+def peer_matches(peer: dict, policy_ns: str, dest: dict) -> bool:
+    """networking.k8s.io/v1 NetworkPolicyPeer: ipBlock, or namespaceSelector and/or podSelector."""
+    import ipaddress  # noqa: PLC0415
+    if "ipBlock" in peer:
+        ip = ipaddress.ip_address(dest["ip"])
+        block = peer["ipBlock"]
+        return ip in ipaddress.ip_network(block["cidr"]) and not any(ip in ipaddress.ip_network(x) for x in block.get("except", []))
+    if "pod" not in dest:
+        return False
+    if "namespaceSelector" in peer:
+        ns_ok = selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": dest["ns"]})
+    else:
+        ns_ok = dest["ns"] == policy_ns
+    return ns_ok and selector_matches(peer.get("podSelector"), dest["pod"])
+
+
+def port_matches(ports: list | None, port: int, proto: str) -> bool:
+    return not ports or any(p.get("protocol", "TCP") == proto and p.get("port") in (None, port)
+                            or (p.get("endPort") and p["port"] <= port <= p["endPort"]) for p in ports)
+
+
+def np_allows(policies: list[dict], src: dict, dest: dict, port: int, proto: str = "TCP") -> bool:
+    """Whether src (ns, pod labels, ip) may connect to dest on port: egress of src's namespace and ingress
+    of dest's, each allowed when no policy isolates that direction or some rule of a selecting one matches."""
+    def direction(pod: dict, kind: str, other: dict) -> bool:
+        selecting = [p for p in policies if "pod" in pod and p["metadata"].get("namespace") == pod["ns"]
+                     and selector_matches(p["spec"].get("podSelector"), pod["pod"])
+                     and kind in p["spec"].get("policyTypes", ["Ingress"])]
+        if not selecting:
+            return True
+        key, peers = ("egress", "to") if kind == "Egress" else ("ingress", "from")
+        return any((not rule.get(peers) or any(peer_matches(pr, p["metadata"]["namespace"], other) for pr in rule[peers]))
+                   and port_matches(rule.get("ports"), port, proto)
+                   for p in selecting for rule in p["spec"].get(key) or [])
+    return direction(src, "Egress", dest) and direction(dest, "Ingress", src)
+
+
+def check_network_policies(ctx: Ctx) -> str:
+    """Every pod in arc-runners is under a default-deny policy; the allowances hold for the pods that exist:
+    the workflow pods arc-hook makes (tests/golden, its rendered output), the runner pods ARC makes of the
+    rendered scale sets, and the exporter."""
+    import yaml  # noqa: PLC0415
+    policies = ctx.objects(".", "NetworkPolicy")
+    found = [f"NetworkPolicy {p['metadata']['name']} has no namespace" for p in policies if not p["metadata"].get("namespace")]
+    workflow = [{"ns": "arc-runners", "pod": d["metadata"].get("labels", {}), "ip": "10.244.1.10", "name": f"{g.stem} pod"}
+                for g in sorted((ROOT / "tests" / "golden").glob("*.yaml"))
+                for d in yaml.safe_load_all(g.read_text()) if d and d.get("kind") == "Pod"]
+    helm = deploy_tool("helm")[0]
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    runners = []
+    for name in ["runner-base", *KUBE_MODE_SETS]:
+        ars = next(o for o in render_scale_set(helm, chart, name) if o["kind"] == "AutoscalingRunnerSet")
+        # ARC's ephemeral runner pods: the template's labels plus the controller's
+        # (controllers/actions.github.com/resourcebuilder.go: app.kubernetes.io/component=runner,
+        # actions-ephemeral-runner=True).
+        labels = {**ars["spec"]["template"].get("metadata", {}).get("labels", {}),
+                  "app.kubernetes.io/component": "runner", "actions-ephemeral-runner": "True"}
+        runners.append({"ns": "arc-runners", "pod": labels, "ip": "10.244.1.20", "name": f"{name} runner pod"})
+    exporter_dep = ctx.one("monitoring", "Deployment", "github-actions-exporter")
+    exporter = {"ns": "ci-monitoring", "pod": exporter_dep["spec"]["template"]["metadata"]["labels"], "ip": "10.244.3.7", "name": "exporter"}
+    if not workflow or not runners:
+        raise Failed("no workflow pods in tests/golden or no rendered runner pods to evaluate")
+
+    # Every arc-runners pod is selected by a default-deny policy (both directions, no rules).
+    deny = [p for p in policies if p["metadata"]["namespace"] == "arc-runners" and not p["spec"].get("ingress")
+            and not p["spec"].get("egress") and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}]
+    for pod in workflow + runners:
+        if not any(selector_matches(p["spec"].get("podSelector"), pod["pod"]) for p in deny):
+            found.append(f"{pod['name']}: no default-deny NetworkPolicy selects it")
+    # A template may add any labels; the policy must not depend on them.
+    if not any(selector_matches(p["spec"].get("podSelector"), {"team": "x"}) for p in deny):
+        found.append("a pod with a template's own labels escapes the default-deny policy")
+
+    dns = {"ns": "kube-system", "pod": {"k8s-app": "kube-dns"}, "ip": "10.96.0.10"}
+    vault = {"ns": "vault", "pod": {"app.kubernetes.io/name": "vault", "component": "server"}, "ip": "10.244.2.5"}
+    other_pod = {"ns": "default", "pod": {"app": "db"}, "ip": "10.244.4.4"}
+    prometheus = {"ns": "monitoring", "pod": {"app.kubernetes.io/name": "prometheus"}, "ip": "10.244.5.5"}
+    ingress_ctl = {"ns": "ingress-nginx", "pod": {"app.kubernetes.io/name": "ingress-nginx"}, "ip": "10.244.6.6"}
+    ip = lambda a: {"ip": a}  # noqa: E731
+    cases = []  # (source, destination label, destination, port, proto, allowed)
+    for src in workflow + runners:
+        is_runner = src in runners
+        cases += [(src, "DNS", dns, 53, "UDP", True), (src, "Vault's API", vault, 8200, "TCP", True),
+                  (src, "Vault's raft port", vault, 8201, "TCP", False),
+                  (src, "github.com", ip("140.82.112.3"), 443, "TCP", True),
+                  (src, "the internal registry", ip("10.20.0.15"), 443, "TCP", True),
+                  (src, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False),
+                  (src, "the API server", ip("10.0.0.1"), 443, "TCP", is_runner),
+                  (src, "the exporter's webhook", exporter, 9090, "TCP", False),
+                  (src, "another namespace's pod", other_pod, 5432, "TCP", False),
+                  (other_pod, "this pod (ingress)", src, 8080, "TCP", False),
+                  (runners[0], "this pod (ingress from a runner)", src, 8080, "TCP", False)]
+    cases += [(prometheus, "the exporter (scrape)", exporter, 9090, "TCP", True),
+              (ingress_ctl, "the exporter (webhook)", exporter, 9090, "TCP", True),
+              (ingress_ctl, "the exporter on another port", exporter, 8080, "TCP", False),
+              (other_pod, "the exporter", exporter, 9090, "TCP", False),
+              (exporter, "GitHub's API", ip("140.82.112.6"), 443, "TCP", True),
+              (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False)]
+    for src, what, dest, port, proto, want in cases:
+        if np_allows(policies, src, dest, port, proto) != want:
+            found.append(f"{src.get('name', src['ns'])} -> {what} {port}/{proto}: {'allowed' if not want else 'refused'}, should be {'allowed' if want else 'refused'}")
+    problems(found)
+    return (f"default-deny covers {len(workflow)} workflow pods (hook output) and {len(runners)} runner pods; "
+            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for runners only; "
+            "no metadata, no exporter webhook; exporter reached by Prometheus and the ingress only)")
+
+
+# ---------------------------------------------------------------------------------------------
 # Monitoring.
+
+def deploy_tool(*names: str) -> list[str]:
+    """Paths that scripts/deploy-tools.sh prints for `names` (it builds or reuses them)."""
+    res = run([str(ROOT / "scripts" / "deploy-tools.sh"), *names], timeout=3600)
+    if res.returncode != 0:
+        raise Failed(f"scripts/deploy-tools.sh {' '.join(names)} failed: {res.stderr.strip()[-600:]}")
+    return res.stdout.split()
+
+
+def render_scale_set(helm: str, chart: Path, name: str) -> list[dict]:
+    """The objects `helm template` makes of one scale set, exactly as install.sh installs it."""
+    sets = DEPLOY / "scale-sets"
+    res = run([helm, "template", name, str(chart), "--namespace", "arc-runners",
+               "-f", str(sets / "common.values.yaml"), "-f", str(sets / f"{name}.values.yaml")], timeout=120)
+    if res.returncode != 0:
+        raise Failed(f"helm template {name}: {res.stderr.strip()[-600:]}")
+    import yaml  # noqa: PLC0415
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def check_scale_sets_rendered(ctx: Ctx) -> str:
+    """ARC's real chart (pinned in scripts/deploy-tools.sh) rendered by helm: the objects, not the values."""
+    helm = deploy_tool("helm")[0]
+    arc = Path(deploy_tool("arc")[0]) / "charts"
+    chart = arc / "gha-runner-scale-set"
+    chart_version = load_yaml(chart / "Chart.yaml")["version"]
+    want_version = str(load_yaml(DEPLOY / "versions.yaml")["arc-chart"])
+    found = []
+    if chart_version != want_version:
+        found.append(f"the pinned chart is {chart_version}, versions.yaml says arc-chart {want_version}")
+    configmaps = {o["metadata"]["name"] for o in ctx.objects("hook-templates", "ConfigMap")}
+    rbac_sa = {o["metadata"]["name"] for o in ctx.objects("rbac", "ServiceAccount")}
+    kinds_seen = set()
+    for name in ["runner-base", *KUBE_MODE_SETS]:
+        where = f"{name} (rendered):"
+        objs = render_scale_set(helm, chart, name)
+        kinds_seen |= {o["kind"] for o in objs}
+        ars = [o for o in objs if o["kind"] == "AutoscalingRunnerSet"]
+        if len(ars) != 1:
+            found.append(f"{where} {len(ars)} AutoscalingRunnerSets")
+            continue
+        spec = ars[0]["spec"]
+        if spec.get("runnerScaleSetName") != name:
+            found.append(f"{where} runnerScaleSetName {spec.get('runnerScaleSetName')!r}")
+        pod = spec["template"]["spec"]
+        runner = next((c for c in pod["containers"] if c["name"] == "runner"), None)
+        if runner is None:
+            found.append(f"{where} no runner container")
+            continue
+        env = {e["name"]: e for e in runner.get("env", [])}
+        sas = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
+        kube_roles = [o["metadata"]["name"] for o in objs if o["kind"] == "Role" and not o["metadata"]["name"].endswith("-gha-rs-manager")]
+        if name == "runner-base":
+            if "ACTIONS_RUNNER_CONTAINER_HOOKS" in env:
+                found.append(f"{where} the DinD set points at a container hook")
+            continue
+        kind = KUBE_MODE_SETS[name][0]
+        if env.get("ACTIONS_RUNNER_CONTAINER_HOOKS", {}).get("value") != HOOK_WRAPPER:
+            found.append(f"{where} ACTIONS_RUNNER_CONTAINER_HOOKS is {env.get('ACTIONS_RUNNER_CONTAINER_HOOKS')}, not arc-hook's wrapper")
+        template_path = env.get("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", {}).get("value", "")
+        mounts = {m["name"]: m for m in runner.get("volumeMounts", [])}
+        hook = mounts.get("hook-template", {})
+        if not hook.get("readOnly") or not template_path.startswith(hook.get("mountPath", "?") + "/"):
+            found.append(f"{where} template {template_path!r} is not under the read-only hook-template mount {hook}")
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        if volumes.get("hook-template", {}).get("configMap", {}).get("name") not in configmaps or \
+                volumes["hook-template"]["configMap"]["name"] != f"arc-hook-{kind}":
+            found.append(f"{where} hook-template volume is not ConfigMap arc-hook-{kind}")
+        work = volumes.get("work", {}).get("ephemeral", {}).get("volumeClaimTemplate", {}).get("spec", {})
+        if not work or mounts.get("work", {}).get("mountPath") != "/home/runner/_work":
+            found.append(f"{where} no ephemeral work volume at /home/runner/_work")
+        names = [e["name"] for e in runner.get("env", [])]
+        if env.get("ACTIONS_RUNNER_CLAIM_NAME", {}).get("value") != "$(ACTIONS_RUNNER_POD_NAME)-work" or \
+                "ACTIONS_RUNNER_POD_NAME" not in names or names.index("ACTIONS_RUNNER_POD_NAME") > names.index("ACTIONS_RUNNER_CLAIM_NAME"):
+            found.append(f"{where} ACTIONS_RUNNER_CLAIM_NAME is not $(ACTIONS_RUNNER_POD_NAME)-work after the pod name")
+        # deploy/rbac provides the account: the chart must create neither its own account nor its kube-mode Role.
+        if pod.get("serviceAccountName") not in rbac_sa or sas or kube_roles:
+            found.append(f"{where} serviceAccountName {pod.get('serviceAccountName')!r}; chart also made accounts {sas} roles {kube_roles}")
+    problems(found)
+    return f"gha-runner-scale-set {chart_version} rendered by {Path(helm).name} for 7 sets: hook env, template mount, work volume, no chart-made account ({sorted(kinds_seen)})"
+
+
+def arc_hook_binary() -> str:
+    """The arc-hook binary of this tree (built if stale; CI has built it by then)."""
+    res = run(["cargo", "build", "--locked", "--quiet", "--bin", "arc-hook"], cwd=ROOT, timeout=1800)
+    if res.returncode != 0:
+        raise Failed(f"cargo build --bin arc-hook: {res.stderr.strip()[-600:]}")
+    return str(ROOT / "target" / "debug" / "arc-hook")
+
+
+def check_device_runner_slots(ctx: Ctx) -> str:
+    """GPU and FPGA runners (issue 29.7): the rendered runner pod reserves one of the node's runner slots,
+    and the real hook, run with that runner's environment, gives a job at most the one device a slot
+    stands for (`--gpus 8` refused, `--gpus all` is the maximum)."""
+    helm, hook = deploy_tool("helm")[0], arc_hook_binary()
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    fixture = json.loads((ROOT / "fixtures" / "prepare_job_options.json").read_text())
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, gpus_allowed in (("gpu", 1), ("fpga", 0)):
+            name, slot = f"runner-{kind}", f"arc-hook.dev/{kind}-runner"
+            ars = next(o for o in render_scale_set(helm, chart, name) if o["kind"] == "AutoscalingRunnerSet")
+            runner = next(c for c in ars["spec"]["template"]["spec"]["containers"] if c["name"] == "runner")
+            res_ = runner.get("resources", {})
+            if str(res_.get("requests", {}).get(slot)) != "1" or str(res_.get("limits", {}).get(slot)) != "1":
+                found.append(f"{name} (rendered): the runner container does not reserve one {slot}")
+            env = {e["name"]: e["value"] for e in runner.get("env", []) if "value" in e and e["name"].startswith("ARC_HOOK_JOB_OPTIONS")}
+            if "ARC_HOOK_JOB_OPTIONS_MAX" not in env:
+                found.append(f"{name} (rendered): no ARC_HOOK_JOB_OPTIONS_MAX")
+            hook_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}, **env}
+
+            def render(options: str) -> subprocess.CompletedProcess:
+                f = Path(tmp) / f"{kind}.json"
+                job = copy.deepcopy(fixture)
+                job["args"]["container"]["createOptions"] = options
+                f.write_text(json.dumps(job))
+                return run([hook, "render", str(f), "--template", str(TEMPLATES / f"{kind}.yaml")], env=hook_env, timeout=60)
+
+            res = render("--gpus 8")
+            if res.returncode == 0 or "ARC_HOOK_JOB_OPTIONS_MAX" not in res.stderr:
+                found.append(f"{name}: a job with --gpus 8 is not refused by the hook ({res.stderr.strip()[-200:]})")
+            if gpus_allowed:
+                res = render("--gpus all")
+                pods = [d for d in yaml.safe_load_all(res.stdout) if d and d.get("kind") == "Pod"] if res.returncode == 0 else []
+                got = [c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") for p in pods for c in p["spec"]["containers"] if c["name"] == "job"]
+                if got != [str(gpus_allowed)]:
+                    found.append(f"{name}: --gpus all gives the job {got or res.stderr.strip()[-200:]}, want {gpus_allowed} (its slot)")
+            else:
+                res = render("--gpus 1")
+                if res.returncode == 0:
+                    found.append(f"{name}: a job may take a GPU")
+    problems(found)
+    return "runner-gpu and runner-fpga reserve one node runner slot each; the hook refuses --gpus 8, --gpus all is 1 GPU on runner-gpu, none on runner-fpga"
+
+
+def check_cache_init_root_squash(ctx: Ctx) -> str:
+    """Each template's per-job cache init, run as a non-root user (root on a root-squashed NFS export is
+    one) with a root-owned shared cache beside the node-local ones: it must succeed and leave the shared
+    cache untouched (it never walks it), and make the node-local caches group 30000, setgid."""
+    import yaml  # noqa: PLC0415
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        raise Failed("needs root and setpriv (util-linux) to run the init script as another user")
+    found = []
+    for kind in KINDS:
+        spec = yaml.safe_load((TEMPLATES / f"{kind}.yaml").read_text())["spec"]
+        init = next(c for c in spec["initContainers"] if c["name"] == "cache-permissions")
+        script = init["command"][-1]
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            root.chmod(0o755)
+            hf = root / "huggingface" / "models--x"
+            hf.mkdir(parents=True)
+            (hf / "weights.bin").write_text("w")
+            for d in (root / "huggingface", hf):
+                d.chmod(0o755)
+            before = {str(p): p.stat().st_ctime_ns for p in (root / "huggingface").rglob("*")}
+            for d in ("ccache", "uv"):
+                (root / d).mkdir()
+                os.chown(root / d, 65534, 65534)
+            res = run([setpriv, "--reuid=65534", "--regid=65534", "--groups=30000", "--", "sh", "-c",
+                       script.replace("/mnt/cache", str(root))], timeout=60)
+            if res.returncode != 0:
+                found.append(f"{kind}: the init script fails as non-root: {res.stderr.strip()[-300:]}")
+                continue
+            after = {str(p): p.stat().st_ctime_ns for p in (root / "huggingface").rglob("*")}
+            if after != before:
+                found.append(f"{kind}: the init script changed the shared Hugging Face cache")
+            for d in ("ccache", "uv"):
+                st = (root / d).stat()
+                if st.st_gid != 30000 or not st.st_mode & 0o2000 or not st.st_mode & 0o020:
+                    found.append(f"{kind}: {d} is gid {st.st_gid} mode {oct(st.st_mode)}, want group 30000 g+ws")
+    problems(found)
+    return "as non-root over a root-owned shared cache: succeeds, shared cache untouched, node-local caches group 30000 g+ws"
+
 
 def substitute_grafana(expr: str) -> str:
     for var, value in GRAFANA_VARS.items():
@@ -1060,18 +1366,37 @@ def check_vault_policies_and_roles(ctx: Ctx) -> str:
         if not r.get("bound_audiences"):
             found.append(f"{where}: no bound_audiences")
         claims = r.get("bound_claims", {})
-        for claim in ("repository", "ref"):
+        # Immutable ids, never names (a deleted and re-created repository or organisation reuses the name).
+        for claim in ("repository_owner_id", "ref", "event_name"):
             values = claims.get(claim)
             if not values or any(v.strip("*/") == "" for v in values):
                 found.append(f"{where}: bound_claims.{claim} must be set and not a bare wildcard")
-        if any(not v.startswith(f"{org}/") for v in claims.get("repository", [])):
-            found.append(f"{where}: repository claims must stay within the organisation {org}")
+        if "repository" in claims or r.get("user_claim") != "repository_id":
+            found.append(f"{where}: binds repository names or keys entities by name; use repository_id")
+        if claims.get("repository_owner_id") != [GITHUB_OWNER_ID]:
+            found.append(f"{where}: repository_owner_id must be the organisation's id {GITHUB_OWNER_ID}")
+        # Pull-request events get the no-secret role only (pull_request_target runs on the base ref).
+        pr_events = {"pull_request", "pull_request_target"} & set(claims.get("event_name", []))
+        pr_refs = [v for v in claims.get("ref", []) if v.startswith("refs/pull/")]
+        granted = set(r.get("token_policies", []))
+        if (pr_events or pr_refs) and granted - NO_SECRET_POLICIES:
+            found.append(f"{where}: pull-request events or refs reach policies {sorted(granted - NO_SECRET_POLICIES)}")
         if r.get("token_ttl", 10**9) > 3600 or r.get("token_max_ttl", 10**9) > 3600:
             found.append(f"{where}: tokens must live an hour at most")
-    if jwt_roles.get("gha-production", {}).get("bound_claims", {}).get("environment") != ["production"]:
-        found.append("jwt role gha-production must bind environment=production")
-    if "image-tags" not in " ".join(policies.get("gha-image-tags-write", {})) or "{{identity.entity.aliases." not in " ".join(policies.get("gha-image-tags-write", {})):
-        found.append("gha-image-tags-write must be templated on the repository, so a repository writes only its own tags")
+    prod = jwt_roles.get("gha-production", {}).get("bound_claims", {})
+    if prod.get("environment") != ["production"] or prod.get("ref") != ["refs/heads/main"]:
+        found.append("jwt role gha-production must bind environment=production (a protected environment) on main")
+    if ".metadata.repository_id}}" not in " ".join(policies.get("gha-production-read", {})):
+        found.append("gha-production-read must be templated on repository_id, so a repository reads only its own production secrets")
+    if "gha-pull-request" not in jwt_roles:
+        found.append("no JWT role for pull-request events (gha-pull-request)")
+    # One repository's own tags: a literal owner/name path (Vault refuses a templated substitution that
+    # contains "/", so the `repository` claim cannot be templated), and a role bound to that one repository.
+    write_paths = list(policies.get("gha-image-tags-write", {}))
+    if not write_paths or not all(re.fullmatch(r"ci/data/image-tags/[\w.-]+/[\w.-]+/\*", p) for p in write_paths):
+        found.append(f"gha-image-tags-write must name one repository's ci/data/image-tags/<owner>/<repo>/*, not {write_paths}")
+    if len(jwt_roles.get("gha-image-tags-write", {}).get("bound_claims", {}).get("repository_id", [])) != 1:
+        found.append("jwt role gha-image-tags-write must be bound to exactly one repository_id (the one its policy names)")
     for name, r in k8s_roles.items():
         where = f"kubernetes role {name}"
         used.update(r.get("token_policies", []))
@@ -1157,7 +1482,9 @@ def check_vault_backup(ctx: Ctx) -> str:
     problems(found)
     found += backup_scripts_behave()
     problems(found)
-    return f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; scripts upload and prune correctly against stubs"
+    return (f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; against OpenBao (raft, Kubernetes auth via "
+            "TokenReview) and stub aws/mc: snapshot saved, verified and restorable, token revoked, a corrupt snapshot refused, "
+            "uploads prune only after success")
 
 
 # A fake S3: objects are files under $STUB_S3/<bucket>/<key>, mtime = LastModified.
@@ -1199,222 +1526,568 @@ esac
 
 
 def backup_scripts_behave() -> list[str]:
-    """Runs the three backup scripts against stub vault/aws/mc and checks upload and pruning."""
+    """Runs the three backup scripts against an OpenBao server with raft storage (configured by
+    configure-vault.sh, Kubernetes auth reviewing tokens at the test issuer's TokenReview endpoint) and
+    stub aws/mc, and checks the snapshot, upload, pruning and the token's revocation."""
     found = []
     scripts = DEPLOY / "vault" / "backup"
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        vm = VaultModel(t)
-        vm.configured()
-        for name, body in (("aws", STUB_AWS), ("mc", STUB_MC)):
-            (t / "bin" / name).write_text(body)
-            (t / "bin" / name).chmod(0o755)
-        backup, s3, minio = t / "backup", t / "s3", t / "minio"
-        for d in (backup, s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
-            d.mkdir(parents=True)
-        # The projected service-account token, as the model's Kubernetes auth reads it.
-        sa_token = t / "sa-token"
-        sa_token.write_text("model." + __import__("base64").b64encode(json.dumps(
-            {"namespace": "vault", "serviceaccount": "vault-backup", "aud": "vault"}).encode()).decode())
-        # Existing backups: one 8 days old (must go), one 3 days old (must stay).
-        for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
-            for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
-                f = root / name
-                f.write_text("x")
-                when = __import__("time").time() - age * 86400
-                os.utime(f, (when, when))
-        env = dict(vm.env, STUB_S3=str(s3), STUB_MINIO=str(minio), BACKUP_DIR=str(backup), SA_TOKEN_FILE=str(sa_token),
-                   RETENTION_DAYS="6",
-                   S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
-                   MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
-        for script in ("snapshot.sh", "upload-s3.sh", "upload-minio.sh"):
-            res = run(["sh", str(scripts / script)], env=env)
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer, raft=True)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            configurer = bao.configurer_token()
+            res = bao.configure(vault_config_copy(t / "config"), configurer)
             if res.returncode != 0:
-                return [f"{script} failed against stubs: {res.stderr.strip() or res.stdout.strip()}"]
-        current = (backup / "CURRENT").read_text().strip()
-        if not re.fullmatch(r"vault-raft-\d{8}T\d{6}Z\.snap", current):
-            found.append(f"snapshot name {current!r}")
-        sums = (backup / f"{current}.sha256").read_text()
-        if not sums.endswith(f"  {current}\n"):
-            found.append("checksum file does not name the snapshot (sha256sum -c would fail)")
-        for store, root in (("S3", s3 / "bkt" / "vault" / "raft"), ("MinIO", minio / "mbkt" / "vault" / "raft")):
-            names = sorted(p.name for p in root.iterdir())
-            want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
-            if names != want:
-                found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
-        # The role sets token_no_default_policy, and only `default` grants revoke-self
-        # (vault/policy_store.go defaultPolicy; vault/token_store.go revoke-self is ACL-checked like any path):
-        # the model refuses the revocation unless policy vault-backup grants it.
-        left = [k for k, v in vm.state()["tokens"].items() if v.get("role") == "vault-backup"]
-        if left:
-            found.append(f"the backup's Vault token is still valid after the run ({len(left)} left): revoke-self was refused")
-        vm.edit(lambda st: st["policies"].update({"vault-backup": 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }'}))
-        res = run(["sh", str(scripts / "snapshot.sh")], env=env)
-        if res.returncode == 0:
-            found.append("snapshot.sh succeeds although Vault refused to revoke its token")
-        # A failed upload must not prune: the old snapshot survives.
-        (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
-        old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
-        old.write_text("x")
-        when = __import__("time").time() - 10 * 86400
-        os.utime(old, (when, when))
-        res = run(["sh", str(scripts / "upload-s3.sh")], env=env)
-        if res.returncode == 0 or not old.exists():
-            found.append("upload-s3.sh pruned or succeeded although the upload failed")
+                return [f"configure-vault.sh against OpenBao (raft): {(res.stderr.strip() or res.stdout.strip())[-600:]}"]
+            found += backup_runs(t, bao, issuer, scripts)
+        finally:
+            bao.close()
+            issuer.close()
     return found
 
 
-class VaultModel:
-    """A Vault for the scripts and workflows to talk to: scripts/vault_model.py behind stub `vault` and
-    `curl` commands. It enforces what the real one does (policies read per request, merging role writes,
-    revoke-self as an ACL-checked path, JWT claim binding), so a check fails where Vault would refuse."""
+def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> list[str]:
+    found = []
+    for name, body in (("aws", STUB_AWS), ("mc", STUB_MC)):
+        (t / "bin" / name).write_text(body)
+        (t / "bin" / name).chmod(0o755)
+    backup, s3, minio = t / "backup", t / "s3", t / "minio"
+    for d in (backup, s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
+        d.mkdir(parents=True)
+    # The CronJob's projected service-account token (audience vault, as its volume asks).
+    sa_token = t / "sa-token"
+    sa_token.write_text(issuer.service_account_token("vault", "vault-backup", "vault"))
+    # Existing backups: one 8 days old (must go), one 3 days old (must stay).
+    for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
+        for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
+            f = root / name
+            f.write_text("x")
+            when = __import__("time").time() - age * 86400
+            os.utime(f, (when, when))
+    env = dict(bao.env, STUB_S3=str(s3), STUB_MINIO=str(minio), STUB_LOG=str(t / "log"), BACKUP_DIR=str(backup),
+               SA_TOKEN_FILE=str(sa_token), RETENTION_DAYS="6",
+               S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
+               MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
 
-    MODEL = ROOT / "scripts" / "vault_model.py"
+    def backup_tokens() -> list[str]:
+        accessors = bao.api("GET", "auth/token/accessors?list=true", bao.root)[1].get("data", {}).get("keys", [])
+        return [a for a in accessors
+                if bao.api("POST", "auth/token/lookup-accessor", bao.root, {"accessor": a})[1].get("data", {}).get("path", "").startswith("auth/kubernetes/")]
 
-    def __init__(self, tmp: Path):
-        self.dir = tmp
-        (tmp / "bin").mkdir(exist_ok=True)
-        for tool in ("vault", "curl"):
-            # -I -S: a bare interpreter starts in a fraction of the time, and the scripts call it dozens of times.
-            (tmp / "bin" / tool).write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{self.MODEL}" {tool} "$@"\n')
-            (tmp / "bin" / tool).chmod(0o755)
-        self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_MODEL_STATE=str(tmp / "vault.json"),
-                        STUB_LOG=str(tmp / "log"), VAULT_ADDR="https://vault-active.vault.svc:8200")
-        run([sys.executable, str(self.MODEL), "init"], env=self.env, check=True)
-
-    def state(self) -> dict:
-        return json.loads((self.dir / "vault.json").read_text())
-
-    def edit(self, change) -> None:
-        """Changes the stored state directly (an operator's or attacker's earlier action)."""
-        state = self.state()
-        change(state)
-        (self.dir / "vault.json").write_text(json.dumps(state))
-
-    def vault(self, *args: str, token: str = "root", **env) -> subprocess.CompletedProcess:
-        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token, **env))
-
-    def issue_configurer_token(self) -> str:
-        """What the runbook has the operator do: apply vault-configurer with a privileged token, issue a token."""
-        res = self.vault("write", "sys/policies/acl/vault-configurer", f"policy=@{DEPLOY / 'vault' / 'policies' / 'vault-configurer.hcl'}")
+    for script in ("snapshot.sh", "upload-s3.sh", "upload-minio.sh"):
+        res = run(["sh", str(scripts / script)], env=env, timeout=120)
         if res.returncode != 0:
-            raise Failed(f"model: writing vault-configurer as root failed: {res.stderr.strip()}")
-        self.edit(lambda st: st["tokens"].update({"hvs.configurer": {"policies": ["vault-configurer", "default"], "meta": {}}}))
-        return "hvs.configurer"
+            return [f"{script} failed (OpenBao, stub aws/mc): {res.stderr.strip() or res.stdout.strip()}"]
+    current = (backup / "CURRENT").read_text().strip()
+    if not re.fullmatch(r"vault-raft-\d{8}T\d{6}Z\.snap", current):
+        found.append(f"snapshot name {current!r}")
+    sums = (backup / f"{current}.sha256").read_text()
+    if not sums.endswith(f"  {current}\n"):
+        found.append("checksum file does not name the snapshot (sha256sum -c would fail)")
+    for store, root in (("S3", s3 / "bkt" / "vault" / "raft"), ("MinIO", minio / "mbkt" / "vault" / "raft")):
+        names = sorted(p.name for p in root.iterdir())
+        want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
+        if names != want:
+            found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
+    # The role sets token_no_default_policy, and only `default` grants revoke-self: without the grant in
+    # vault-backup the server refuses the revocation, and the script must fail.
+    if backup_tokens():
+        found.append("the backup's Vault token is still valid after the run: revoke-self was refused")
+    # The snapshot is the server's own: restoring it is accepted (it holds the backup's token, live then).
+    res = bao.vault("operator", "raft", "snapshot", "restore", str(backup / current))
+    if res.returncode != 0:
+        found.append(f"the saved snapshot does not restore: {res.stderr.strip()[-300:]}")
+    bao.wait(lambda status: status == 200)
+    for a in backup_tokens():
+        bao.api("POST", "auth/token/revoke-accessor", bao.root, {"accessor": a})
+    bao.vault("write", "sys/policies/acl/vault-backup", 'policy=path "sys/storage/raft/snapshot" { capabilities = ["read"] }')
+    res = run(["sh", str(scripts / "snapshot.sh")], env=env, timeout=120)
+    if res.returncode == 0:
+        found.append("snapshot.sh succeeds although Vault refused to revoke its token")
+    # A corrupt snapshot is not handed to the uploads.
+    (t / "bin" / "vault-real").symlink_to(os.readlink(t / "bin" / "vault"))
+    corrupt = t / "corrupt-bin"
+    corrupt.mkdir()
+    (corrupt / "vault").write_text('#!/bin/sh\n"$(dirname "$0")/../bin/vault-real" "$@" || exit\n'
+                                   'if [ "$1 $2 $3 $4" = "operator raft snapshot save" ]; then printf x >> "$5"; fi\n')
+    (corrupt / "vault").chmod(0o755)
+    bao.vault("write", "sys/policies/acl/vault-backup", f"policy=@{DEPLOY / 'vault' / 'policies' / 'vault-backup.hcl'}")
+    (backup / "CURRENT").unlink()
+    res = run(["sh", str(scripts / "snapshot.sh")], env=dict(env, PATH=f"{corrupt}:{env['PATH']}"), timeout=120)
+    if res.returncode == 0 or (backup / "CURRENT").exists():
+        found.append("snapshot.sh accepted a snapshot that fails its SHA256SUMS")
+    # A failed upload must not prune: the old snapshot survives.
+    (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
+    old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
+    old.write_text("x")
+    when = __import__("time").time() - 10 * 86400
+    os.utime(old, (when, when))
+    (backup / "CURRENT").write_text(current + "\n")
+    res = run(["sh", str(scripts / "upload-s3.sh")], env=env, timeout=120)
+    if res.returncode == 0 or not old.exists():
+        found.append("upload-s3.sh pruned or succeeded although the upload failed")
+    return found
 
-    def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
-        return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")],
-                   env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token,
-                        "GITHUB_OIDC_ISSUER": "https://token.actions.githubusercontent.com", **env})
 
-    @staticmethod
-    def config_copy(dest: Path) -> Path:
-        vdir = DEPLOY / "vault"
-        shutil.copytree(vdir / "policies", dest / "policies")
-        shutil.copytree(vdir / "config" / "jwt-roles", dest / "jwt-roles")
-        shutil.copytree(vdir / "config" / "kubernetes-roles", dest / "kubernetes-roles")
-        return dest
-
-    def configured(self) -> None:
-        """A Vault configured from git, as the configure Job leaves it."""
-        res = self.configure(self.config_copy(Path(tempfile.mkdtemp(dir=self.dir)) / "config"), self.issue_configurer_token())
-        if res.returncode != 0:
-            raise Failed(f"configure-vault.sh failed on the model: {res.stderr.strip() or res.stdout.strip()}")
+def vault_config_copy(dest: Path) -> Path:
+    """deploy/vault's policies and roles laid out as the configure Job mounts them (/config)."""
+    vdir = DEPLOY / "vault"
+    shutil.copytree(vdir / "policies", dest / "policies")
+    shutil.copytree(vdir / "config" / "jwt-roles", dest / "jwt-roles")
+    shutil.copytree(vdir / "config" / "kubernetes-roles", dest / "kubernetes-roles")
+    return dest
 
 
 def git_roles(kind: str) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((DEPLOY / "vault" / "config" / f"{kind}-roles").glob("*.json"))}
 
 
-def check_vault_configure_script(ctx: Ctx) -> str:
-    """Runs configure-vault.sh against the Vault model: bounded token, convergence, dry run, issuer."""
+# ---------------------------------------------------------------------------------------------
+# A real Vault API: OpenBao (scripts/deploy-tools.sh bao) in dev mode, with a loopback OIDC issuer.
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def b64url(data: bytes) -> str:
+    import base64  # noqa: PLC0415
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TestIssuer:
+    """GitHub's OIDC issuer, played on loopback over HTTPS (a GitHub Enterprise Server's
+    https://<host>/_services/token shape, which configure-vault.sh accepts): discovery document and
+    JWKS served, tokens RS256-signed with its key. Its certificate is the server's only trust anchor."""
+
+    def __init__(self, tmp: Path):
+        self.dir = tmp
+        self.key, self.cert = tmp / "issuer.key", tmp / "issuer.pem"
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key), "-out", str(self.cert),
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, timeout=60)
+        modulus = run(["openssl", "rsa", "-in", str(self.key), "-noout", "-modulus"], check=True, timeout=60).stdout
+        n = bytes.fromhex(modulus.strip().split("=", 1)[1])
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}/_services/token"
+        self.jwks = {"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "test", "n": b64url(n), "e": b64url((65537).to_bytes(3, "big"))}]}
+        discovery = {"issuer": self.url, "jwks_uri": f"{self.url}/.well-known/jwks", "response_types_supported": ["id_token"],
+                     "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["RS256"]}
+        import http.server  # noqa: PLC0415
+        import ssl  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+        docs = {"/_services/token/.well-known/openid-configuration": discovery, "/_services/token/.well-known/jwks": self.jwks}
+        # The Actions token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL): a token for `self.claims`, for the
+        # audience asked, to the bearer of the request token.
+        self.request_url, self.claims = f"https://127.0.0.1:{self.port}/actions-token?x=1", {}
+        self.base_url, self.service_accounts = f"https://127.0.0.1:{self.port}", {}
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                import urllib.parse  # noqa: PLC0415
+                url = urllib.parse.urlsplit(self.path)
+                doc = docs.get(self.path)
+                if url.path == "/actions-token" and self.headers.get("Authorization") == "bearer req":
+                    audience = urllib.parse.parse_qs(url.query).get("audience", ["sts.amazonaws.com"])[0]
+                    doc = {"value": issuer.token(**{**issuer.claims, "aud": audience})}
+                body = json.dumps(doc).encode() if doc else b"{}"
+                self.send_response(200 if doc else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802
+                # The API server's TokenReview, for Kubernetes auth (kubernetes_host is this server): the
+                # service-account tokens this issuer made are authenticated, with their audiences.
+                review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                token = review.get("spec", {}).get("token", "")
+                sa = issuer.service_accounts.get(token)
+                status = {"authenticated": False}
+                if self.path == "/apis/authentication.k8s.io/v1/tokenreviews" and sa:
+                    status = {"authenticated": True, "audiences": review["spec"].get("audiences") or ["vault"],
+                              "user": {"username": f"system:serviceaccount:{sa[0]}:{sa[1]}", "uid": f"uid-{sa[1]}",
+                                       "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa[0]}"]}}
+                body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def token(self, key: Path | None = None, **claims) -> str:
+        """A token shaped like GitHub's for fetch-secrets.yml in example-org/arc-hook on main, with `claims` changed."""
+        import time  # noqa: PLC0415
+        now = int(time.time())
+        body = {"iss": self.url, "aud": "arc-platform-vault", "sub": f"repo:{github_org()}/arc-hook:ref:refs/heads/main",
+                "repository": f"{github_org()}/arc-hook", "repository_id": ARC_HOOK_REPOSITORY_ID,
+                "repository_owner": github_org(), "repository_owner_id": GITHUB_OWNER_ID, "ref": "refs/heads/main",
+                "event_name": "push", "environment": "",
+                "job_workflow_ref": f"{github_org()}/arc-hook/.github/workflows/fetch-secrets.yml@refs/heads/main",
+                "iat": now, "nbf": now - 5, "exp": now + 300, **claims}
+        body = {k: v for k, v in body.items() if v is not None}
+        signing = f"{b64url(json.dumps({'alg': 'RS256', 'typ': 'JWT', 'kid': 'test'}).encode())}.{b64url(json.dumps(body).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key or self.key)], input=signing.encode(),
+                             capture_output=True, check=True, timeout=60).stdout
+        return f"{signing}.{b64url(sig)}"
+
+    def service_account_token(self, namespace: str, name: str, audience: str) -> str:
+        """A projected service-account token, which the TokenReview endpoint then authenticates."""
+        import time  # noqa: PLC0415
+        now = int(time.time())
+        token = self.token(iss="https://kubernetes.default.svc", sub=f"system:serviceaccount:{namespace}:{name}", aud=[audience],
+                           iat=now, nbf=now, exp=now + 600,
+                           **{"kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": f"uid-{name}"}}},
+                           **{k: None for k in ("repository", "repository_id", "repository_owner", "repository_owner_id", "ref",
+                                                "event_name", "environment", "job_workflow_ref")})
+        self.service_accounts[token] = (namespace, name)
+        return token
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class BaoServer:
+    """OpenBao in dev mode on loopback, trusting only the test issuer's certificate. The audit device is
+    declared in its configuration (OpenBao refuses `audit enable` through the API), so the configure
+    script finds it enabled. `vault` on PATH is the bao binary (same CLI, reads VAULT_ADDR/VAULT_TOKEN)."""
+
+    def __init__(self, tmp: Path, issuer: TestIssuer, raft: bool = False):
+        """Dev mode (in memory, root token `root`), or with `raft`: integrated storage as the cluster's
+        servers have it (raft snapshots need it), initialised with one key share and unsealed."""
+        bao = deploy_tool("bao")[0]
+        self.dir, self.issuer, self.root = tmp, issuer, "root"
+        (tmp / "bin").mkdir(exist_ok=True)
+        (tmp / "bin" / "vault").symlink_to(bao)
+        self.port = free_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        audit = 'audit "file" "file" {\n  options = { file_path = "stdout" }\n}\n'
+        if raft:
+            (tmp / "raft").mkdir()
+            cluster = free_port()
+            (tmp / "server.hcl").write_text(
+                f'storage "raft" {{\n  path = "{tmp / "raft"}"\n  node_id = "vault-0"\n}}\n'
+                f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n  cluster_address = "127.0.0.1:{cluster}"\n  tls_disable = true\n}}\n'
+                f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{cluster}"\ndisable_mlock = true\n' + audit)
+            args = [bao, "server", f"-config={tmp / 'server.hcl'}"]
+        else:
+            (tmp / "audit.hcl").write_text(audit)
+            args = [bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={tmp / 'audit.hcl'}"]
+        self.log = open(tmp / "bao.log", "w")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, SSL_CERT_FILE=str(issuer.cert), HOME=str(tmp)))
+        self.env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}", VAULT_ADDR=self.addr, HOME=str(tmp))
+        for env in ("BAO_ADDR", "BAO_TOKEN", "VAULT_TOKEN", "VAULT_CACERT", "BAO_CACERT"):
+            self.env.pop(env, None)
+        if raft:
+            self.wait(lambda status: status in (200, 501, 503))
+            status, init = self.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
+            if status != 200:
+                self.close()
+                raise Failed(f"OpenBao init: {status} {init}")
+            self.root = init["root_token"]
+            self.api("PUT", "sys/unseal", body={"key": init["keys"][0]})
+        self.wait(lambda status: status == 200)
+        if raft:
+            # Active, and raft has a leader that takes writes.
+            self.wait(lambda _: self.api("GET", "sys/storage/raft/configuration", self.root)[0] == 200)
+
+    def wait(self, ready) -> None:
+        """Polls sys/health (at most 30 s) until ready(status)."""
+        import time  # noqa: PLC0415
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if ready(self.api("GET", "sys/health")[0]):
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise Failed(f"OpenBao did not start: {(self.dir / 'bao.log').read_text()[-600:]}")
+            time.sleep(0.2)
+
+    def vault(self, *args: str, token: str | None = None, **env) -> subprocess.CompletedProcess:
+        return run(["vault", *args], env=dict(self.env, VAULT_TOKEN=token or self.root, **env), timeout=60)
+
+    def api(self, method: str, path: str, token: str = "", body: dict | None = None) -> tuple[int, dict]:
+        """One HTTP API request, as fetch-secrets makes it: (status, JSON body)."""
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+        req = urllib.request.Request(f"{self.addr}/v1/{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"X-Vault-Token": token} if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                data = r.read()
+                return r.status, json.loads(data) if data else {}
+        except urllib.error.HTTPError as e:
+            data = e.read()
+            try:
+                return e.code, json.loads(data) if data else {}
+            except json.JSONDecodeError:
+                return e.code, {"errors": [data.decode(errors="replace")[:200]]}
+
+    def login(self, role: str, jwt: str) -> str | None:
+        status, body = self.api("POST", "auth/jwt/login", body={"role": role, "jwt": jwt})
+        return body["auth"]["client_token"] if status == 200 else None
+
+    def configurer_token(self) -> str:
+        """The runbook's step: vault-configurer written with a privileged token, a token issued with it."""
+        res = self.vault("policy", "write", "vault-configurer", str(DEPLOY / "vault" / "policies" / "vault-configurer.hcl"))
+        if res.returncode != 0:
+            raise Failed(f"OpenBao: writing vault-configurer failed: {res.stderr.strip()}")
+        res = self.vault("token", "create", "-policy=vault-configurer", "-ttl=1h", "-field=token")
+        if res.returncode != 0:
+            raise Failed(f"OpenBao: token create failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def configure(self, config: Path, token: str, **env) -> subprocess.CompletedProcess:
+        return run(["sh", str(DEPLOY / "vault" / "config" / "configure-vault.sh")], timeout=300,
+                   env={**self.env, "CONFIG_DIR": str(config), "VAULT_TOKEN": token, "GITHUB_OIDC_ISSUER": self.issuer.url,
+                        "KUBERNETES_HOST": self.issuer.base_url, "KUBERNETES_CA_CERT": str(self.issuer.cert), **env})
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def check_vault_server_trust_model(ctx: Ctx) -> str:
+    """configure-vault.sh, the policies and the JWT roles applied to a real server (OpenBao), logins with
+    tokens signed like GitHub's: who reads what, from which event (issue 29's trust table)."""
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        vm = VaultModel(t)
-        token = vm.issue_configurer_token()
-        # Drift an earlier hand edit left behind: gha-ci also grants production secrets to any subject.
-        vm.edit(lambda st: st["roles"]["jwt"].update({"gha-ci": {"bound_subject": "repo:example-org/x:ref:refs/heads/main",
-                                                                  "token_policies": ["gha-production-read"]}}))
-        vm.edit(lambda st: st["roles"]["kubernetes"].update({"someone-elses": {"token_policies": ["other"]}}))
-        config = vm.config_copy(t / "config")
-        res = vm.configure(config, token)
-        if res.returncode != 0:
-            raise Failed(f"fresh Vault: {res.stderr.strip() or res.stdout.strip()}")
-        st = vm.state()
-        for call, where in (("mounts", "ci"), ("auth", "jwt"), ("auth", "kubernetes"), ("audit", "file")):
-            if where not in st[call]:
-                found.append(f"fresh Vault: {call} {where} not enabled")
-        if st["config"].get("auth/jwt/config", {}).get("bound_issuer") != "https://token.actions.githubusercontent.com":
-            found.append("auth/jwt/config does not trust GitHub's issuer")
-        for p in (DEPLOY / "vault" / "policies").glob("*.hcl"):
-            stored = st["policies"].get(p.stem)
-            if p.stem == "vault-configurer":
-                continue
-            if stored is None:
-                found.append(f"policy {p.stem} not written")
-            elif "@JWT_ACCESSOR@" in stored or ("@JWT_ACCESSOR@" in p.read_text() and "auth_jwt_5e1f2a" not in stored):
-                found.append(f"policy {p.stem} written without the jwt accessor substituted")
-        # Role writes merge into the stored role (vault-plugin-auth-jwt path_role.go pathRoleCreateUpdate;
-        # vault-plugin-auth-kubernetes path_role.go): only delete-and-write leaves exactly the file.
-        for kind in ("jwt", "kubernetes"):
-            for name, want in git_roles(kind).items():
-                if st["roles"][kind].get(name) != want:
-                    found.append(f"auth/{kind}/role/{name} in Vault is {st['roles'][kind].get(name)}, git says {want}")
-        if "someone-elses" not in st["roles"]["kubernetes"]:
-            found.append("a role this configuration does not manage was deleted")
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            config = vault_config_copy(t / "config")
+            token = bao.configurer_token()
+            res = bao.configure(config, token)
+            if res.returncode != 0:
+                raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
+            res = bao.configure(config, token)
+            if res.returncode != 0 or "policy gha-ci-read unchanged" not in res.stdout:
+                found.append(f"a second configure run does not find the policies unchanged: {res.stdout[-300:]}{res.stderr[-300:]}")
+            other_id = "90000202"
+            secrets = {f"production/{ARC_HOOK_REPOSITORY_ID}/db": "a-prod", f"production/{other_id}/db": "b-prod",
+                       "shared/npm": "shared", "registry/push": "push", f"image-tags/{github_org()}/arc-hook/runner": "tag"}
+            for path, value in secrets.items():
+                status, body = bao.api("POST", f"ci/data/{path}", bao.root, {"data": {"value": value}})
+                if status != 200:
+                    raise Failed(f"OpenBao: writing ci/{path} as root: {status} {body}")
 
-        # The token must not be able to raise its own rights. Vault builds a token's ACL from the policy
-        # store on every request (vault/request_handling.go -> vault/policy_store.go ACL), so a rewrite of
-        # vault-configurer or default would apply to this very token at once.
-        vm.edit(lambda st: st["kv"].update({"production/db": {"password": "s3cret"}}))
-        for own in ("vault-configurer", "default"):
-            vm.vault("write", f"sys/policies/acl/{own}", 'policy=path "ci/*" { capabilities = ["read"] }', token=token)
-            if vm.vault("read", "ci/data/production/db", token=token).returncode == 0:
-                found.append(f"the configurer token rewrote policy {own} and then read a production secret")
-                break
-        for path in ("auth/jwt/role/unlisted", "auth/kubernetes/role/unlisted", "sys/policies/acl/unlisted"):
-            if vm.vault("write", path, "token_policies=default", "policy=x", token=token).returncode == 0:
-                found.append(f"the configurer token may write {path}, which this repository does not manage")
+            def reads(vtoken: str | None) -> set[str]:
+                if vtoken is None:
+                    return set()
+                return {p for p in secrets if bao.api("GET", f"ci/data/{p}", vtoken)[0] == 200}
 
-        # Re-running converges; a dry run changes nothing and shows what it would change.
-        vm.edit(lambda st: (st["policies"].update({"gha-ci-read": 'path "ci/data/*" { capabilities = ["read"] }'}),
-                            st["roles"]["jwt"]["gha-ci"].update({"bound_subject": "drifted"})))
-        before = vm.state()
-        res = vm.configure(config, token, DRY_RUN="true")
-        after = vm.state()
-        if res.returncode != 0:
-            found.append(f"dry run failed: {res.stderr.strip()}")
-        elif {k: v for k, v in after.items() if k != "tokens"} != {k: v for k, v in before.items() if k != "tokens"}:
-            found.append("DRY_RUN=true changed Vault")
-        elif 'gha-ci-read: +path "ci/data/shared/*"' not in res.stdout or "auth/jwt/role/gha-ci: replaced" not in res.stdout:
-            found.append(f"the dry run does not show the policy difference and the role to replace: {res.stdout[-400:]}")
-        # A managed policy and role removed from git are removed from Vault; unmanaged ones stay.
-        (config / "policies" / "gha-production-read.hcl").unlink()
-        (config / "jwt-roles" / "gha-production.json").unlink()
-        res = vm.configure(config, token)
-        st = vm.state()
-        if res.returncode != 0:
-            found.append(f"second run: {res.stderr.strip()}")
-        else:
-            if "gha-production-read" in st["policies"] or "gha-production" in st["roles"]["jwt"]:
-                found.append("a managed policy or role removed from git stays in Vault")
-            if st["roles"]["jwt"].get("gha-ci") != git_roles("jwt")["gha-ci"] or "ci/data/*" in st["policies"].get("gha-ci-read", ""):
-                found.append("a second run does not restore the drifted role and policy")
+            roles = sorted(git_roles("jwt"))
+            prod_a = issuer.token(environment="production")
+            want = {  # (claims, role) -> the secrets it reads; None: the login is refused
+                ("A on main, environment production", "gha-production"): (prod_a, {f"production/{ARC_HOOK_REPOSITORY_ID}/db"}),
+                ("A on main, environment production-unprotected", "gha-production"): (issuer.token(environment="production-unprotected"), None),
+                ("A on main, no environment", "gha-production"): (issuer.token(), None),
+                ("A on main, environment Production", "gha-production"): (issuer.token(environment="Production"), None),
+                ("A on main, environment production-test", "gha-production"): (issuer.token(environment="production-test"), None),
+                ("A on a feature branch, environment production", "gha-production"):
+                    (issuer.token(environment="production", ref="refs/heads/feature"), None),
+                ("B on main, environment production", "gha-production"):
+                    (issuer.token(environment="production", repository=f"{github_org()}/b", repository_id=other_id), {f"production/{other_id}/db"}),
+                ("A on main, push", "gha-ci"): (issuer.token(), {"shared/npm"}),
+                ("A on a branch, push", "gha-ci"): (issuer.token(ref="refs/heads/topic"), {"shared/npm"}),
+                ("A on main, push", "gha-registry-push"): (issuer.token(), {"registry/push"}),
+                ("B on main, push", "gha-registry-push"): (issuer.token(repository=f"{github_org()}/b", repository_id=other_id), None),
+                ("A on main, push", "gha-image-tags-read"): (issuer.token(), {f"image-tags/{github_org()}/arc-hook/runner"}),
+                ("another owner's repository", "gha-ci"): (issuer.token(repository_owner_id="12345"), None),
+                ("a token for another audience", "gha-ci"): (issuer.token(aud="sts.amazonaws.com"), None),
+                ("an expired token", "gha-ci"): (issuer.token(exp=1_000_000_000, iat=999_999_000, nbf=999_999_000), None),
+                ("a workflow other than fetch-secrets.yml", "gha-ci"):
+                    (issuer.token(job_workflow_ref=f"{github_org()}/arc-hook/.github/workflows/evil.yml@refs/heads/topic"), None),
+            }
+            for event in ("pull_request", "pull_request_target"):
+                pr = issuer.token(event_name=event, ref="refs/pull/7/merge", environment="production")
+                for role in roles:
+                    want[(f"{event} event", role)] = (pr, {f"image-tags/{github_org()}/arc-hook/runner"} if role == "gha-pull-request" else None)
+            for (who, role), (jwt, secrets_read) in want.items():
+                vtoken = bao.login(role, jwt)
+                if (vtoken is None) != (secrets_read is None):
+                    found.append(f"{who}: login to {role} {'refused' if vtoken is None else 'accepted'}")
+                elif vtoken is not None and reads(vtoken) != secrets_read:
+                    found.append(f"{who} via {role} reads {sorted(reads(vtoken))}, should read {sorted(secrets_read)}")
+
+            # A token signed by another key is refused: the server checks signatures against the JWKS.
+            forged_key = t / "forged.key"
+            run(["openssl", "genrsa", "-out", str(forged_key), "2048"], check=True, timeout=60)
+            if bao.login("gha-production", issuer.token(key=forged_key, environment="production")) is not None:
+                found.append("a token signed by a key not in the issuer's JWKS logs in")
+            # Image tags: written under the token's own repository only (templated on its claims).
+            writer = bao.login("gha-image-tags-write", issuer.token(
+                job_workflow_ref=f"{github_org()}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main"))
+            if writer is None:
+                found.append("docker-build-push.yml on main cannot log in to gha-image-tags-write")
+            else:
+                if bao.api("POST", f"ci/data/image-tags/{github_org()}/arc-hook/runner", writer, {"data": {"value": "new"}})[0] != 200:
+                    found.append("gha-image-tags-write cannot write its own repository's image tag")
+                if bao.api("POST", f"ci/data/image-tags/{github_org()}/b/runner", writer, {"data": {"value": "x"}})[0] == 200:
+                    found.append("gha-image-tags-write writes another repository's image tag")
+            # The configurer token cannot widen its own rights (ACLs are rebuilt from the store per request).
+            for own in ("vault-configurer", "default"):
+                bao.vault("write", f"sys/policies/acl/{own}", 'policy=path "ci/*" { capabilities = ["read"] }', token=token)
+                if bao.api("GET", f"ci/data/production/{ARC_HOOK_REPOSITORY_ID}/db", token)[0] == 200:
+                    found.append(f"the configurer token rewrote policy {own} and then read a production secret")
+            for path in ("auth/jwt/role/unlisted", "sys/policies/acl/unlisted"):
+                if bao.vault("write", path, "token_policies=default", "policy=x", token=token).returncode == 0:
+                    found.append(f"the configurer token may write {path}, which this repository does not manage")
+            bao_version = bao.vault("version").stdout.split(" (")[0]
+        finally:
+            bao.close()
+            issuer.close()
+    problems(found)
+    return (f"{bao_version}: configured by configure-vault.sh; {len(want) + 1} logins with signed GitHub-shaped tokens: "
+            "A cannot read B's production secret nor through another environment name, PR events read no secret, "
+            "forged/expired/foreign tokens refused, image tags written only under the token's repository")
+
+
+def check_vault_configure_script(ctx: Ctx) -> str:
+    """configure-vault.sh against a real server (OpenBao): roles rewritten exactly over drift, convergence,
+    dry run, removal of managed names only, the bounded token."""
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            token = bao.configurer_token()
+            # Drift an earlier hand edit left behind: gha-ci also grants production secrets to any subject;
+            # and a role this configuration does not manage.
+            for args in (("auth", "enable", "jwt"), ("auth", "enable", "kubernetes"),
+                         ("write", "auth/jwt/role/gha-ci", "role_type=jwt", "user_claim=sub", "bound_audiences=x",
+                          "bound_subject=repo:example-org/x:ref:refs/heads/main", "token_policies=gha-production-read"),
+                         ("write", "auth/kubernetes/role/someone-elses", "bound_service_account_names=x",
+                          "bound_service_account_namespaces=y", "token_policies=other")):
+                res = bao.vault(*args)
+                if res.returncode != 0:
+                    raise Failed(f"OpenBao: vault {' '.join(args[:2])} as root: {res.stderr.strip()}")
+
+            def listed(path: str) -> list[str]:
+                status, body = bao.api("GET", f"{path}?list=true", bao.root)
+                return body.get("data", {}).get("keys", []) if status == 200 else []
+
+            def state() -> dict:
+                pol = {n: bao.api("GET", f"sys/policies/acl/{n}", bao.root)[1].get("data", {}).get("policy", "")
+                       for n in listed("sys/policies/acl")}
+                roles = {kind: {n: bao.api("GET", f"auth/{kind}/role/{n}", bao.root)[1].get("data") for n in listed(f"auth/{kind}/role")}
+                         for kind in ("jwt", "kubernetes")}
+                return {"policies": pol, "roles": roles}
+
+            def role_differences(st: dict, names: dict | None = None) -> list[str]:
+                out = []
+                for kind in ("jwt", "kubernetes"):
+                    for name, want in (names or {k: git_roles(k) for k in ("jwt", "kubernetes")})[kind].items():
+                        have = st["roles"][kind].get(name)
+                        if have is None:
+                            out.append(f"auth/{kind}/role/{name} missing")
+                            continue
+                        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+                        if kind == "jwt" and have.get("bound_subject"):
+                            diff["bound_subject"] = (have["bound_subject"], "")
+                        if diff:
+                            out.append(f"auth/{kind}/role/{name} differs from git (server, git): {diff}")
+                return out
+
+            config = vault_config_copy(t / "config")
+            res = bao.configure(config, token)
+            if res.returncode != 0:
+                raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
+            st = state()
+            mounts = json.loads(bao.vault("read", "-format=json", "sys/mounts").stdout)["data"]
+            auths = json.loads(bao.vault("read", "-format=json", "sys/auth").stdout)["data"]
+            if mounts.get("ci/", {}).get("options", {}).get("version") != "2":
+                found.append("ci/ is not a kv-v2 mount")
+            for m in ("jwt/", "kubernetes/"):
+                if m not in auths:
+                    found.append(f"auth {m} not enabled")
+            jwt_config = json.loads(bao.vault("read", "-format=json", "auth/jwt/config").stdout or "{}").get("data", {})
+            if jwt_config.get("bound_issuer") != issuer.url or jwt_config.get("oidc_discovery_url") != issuer.url:
+                found.append(f"auth/jwt/config does not trust GITHUB_OIDC_ISSUER: {jwt_config}")
+            accessor = bao.vault("read", "-field=accessor", "sys/auth/jwt").stdout.strip()
+            for p in (DEPLOY / "vault" / "policies").glob("*.hcl"):
+                want = p.read_text().replace("@JWT_ACCESSOR@", accessor).strip()
+                if p.stem != "vault-configurer" and st["policies"].get(p.stem, "").strip() != want:
+                    found.append(f"policy {p.stem} in the server is not the file (accessor substituted)")
+            # Role writes merge into the stored role (vault-plugin-auth-jwt path_role.go): only delete-and-write
+            # drops the drifted bound_subject and policy.
+            found += role_differences(st)
             if "someone-elses" not in st["roles"]["kubernetes"]:
                 found.append("a role this configuration does not manage was deleted")
-        # GitHub Enterprise Server: the issuer is a setting.
-        ghes = "https://ghes.example.internal/_services/token"
-        res = vm.configure(config, token, GITHUB_OIDC_ISSUER=ghes)
-        if res.returncode != 0 or vm.state()["config"].get("auth/jwt/config", {}).get("oidc_discovery_url") != ghes:
-            found.append("GITHUB_OIDC_ISSUER (GitHub Enterprise Server) is not what auth/jwt/config trusts")
-        res = vm.configure(config, "")
-        if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
-            found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+
+            # Re-running converges; a dry run changes nothing and shows what it would change.
+            bao.vault("write", "sys/policies/acl/gha-ci-read", 'policy=path "ci/data/*" { capabilities = ["read"] }')
+            bao.vault("write", "auth/jwt/role/gha-ci", "bound_subject=drifted")
+            before = state()
+            res = bao.configure(config, token, DRY_RUN="true")
+            if res.returncode != 0:
+                found.append(f"dry run failed: {res.stderr.strip()}")
+            elif state() != before:
+                found.append("DRY_RUN=true changed the server")
+            elif 'gha-ci-read: +path "ci/data/shared/*"' not in res.stdout or "auth/jwt/role/gha-ci: replaced" not in res.stdout:
+                found.append(f"the dry run does not show the policy difference and the role to replace: {res.stdout[-400:]}")
+            # A managed policy and role removed from git are removed from the server; unmanaged ones stay.
+            (config / "policies" / "gha-production-read.hcl").unlink()
+            (config / "jwt-roles" / "gha-production.json").unlink()
+            res = bao.configure(config, token)
+            st = state()
+            if res.returncode != 0:
+                found.append(f"second run: {res.stderr.strip()}")
+            else:
+                if "gha-production-read" in st["policies"] or "gha-production" in st["roles"]["jwt"]:
+                    found.append("a managed policy or role removed from git stays in the server")
+                if "ci/data/*" in st["policies"].get("gha-ci-read", ""):
+                    found.append("a second run does not restore the drifted policy")
+                found += role_differences(st, {"jwt": {"gha-ci": git_roles("jwt")["gha-ci"]}, "kubernetes": {}})
+                if "someone-elses" not in st["roles"]["kubernetes"]:
+                    found.append("a role this configuration does not manage was deleted")
+            res = bao.configure(config, "")
+            if res.returncode == 0 or "vault-configurer-token" not in res.stderr:
+                found.append("without VAULT_TOKEN the script does not fail with a pointer to vault-configurer-token")
+        finally:
+            bao.close()
+            issuer.close()
     found += issuer_setting_problems(ctx)
     problems(found)
-    return ("bounded token cannot rewrite its own policies or unlisted roles; roles rewritten exactly; removed ones deleted, "
-            "others kept; dry run changes nothing; issuer configurable and allowed by the egress NetworkPolicy")
+    return ("on OpenBao: drifted roles rewritten exactly (merge-safe), policies with the accessor substituted; dry run "
+            "changes nothing and shows the difference; removed managed names deleted, others kept; issuer from "
+            "GITHUB_OIDC_ISSUER, allowed by the egress NetworkPolicy")
 
 
 def issuer_setting_problems(ctx: Ctx) -> list[str]:
@@ -1497,15 +2170,19 @@ def fetch_callers() -> list[tuple[str, str, dict]]:
             for n, j in load_workflow(wf.name)["jobs"].items() if str(j.get("uses", "")).endswith("fetch-secrets.yml")]
 
 
-def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-secrets.yml") -> str:
+def run_claims(repo: str, ref: str = "refs/heads/main", workflow: str = "fetch-secrets.yml", event: str = "push") -> str:
     """The OIDC claims GitHub gives a job of `repo` calling example-org/arc-hook's `workflow` at main."""
-    return json.dumps({"repository": repo, "ref": ref, "environment": "",
+    ids = {f"{github_org()}/arc-hook": ARC_HOOK_REPOSITORY_ID}
+    owner = GITHUB_OWNER_ID if repo.startswith(f"{github_org()}/") else "777"
+    return json.dumps({"repository": repo, "repository_id": ids.get(repo, str(zlib.crc32(repo.encode()) % 10**8)),
+                       "repository_owner_id": owner, "ref": ref, "environment": "", "event_name": event,
                        "job_workflow_ref": f"{github_org()}/arc-hook/.github/workflows/{workflow}@refs/heads/main"})
 
 
 def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
-    """The round trip through the Vault model: docker-build-push records a tag, fetch-secrets hands
-    secrets (encrypted) and tags (plain) to callers by catalogue name, use-runner-image runs in the tag."""
+    """The round trip through a real server (OpenBao): docker-build-push records a tag, fetch-secrets hands
+    secrets (encrypted) and tags (plain) to callers by catalogue name, use-runner-image runs in the tag. The
+    steps' own scripts run with real curl, their OIDC token from the test issuer's Actions token endpoint."""
     fetch = workflow_step("fetch-secrets.yml", "Log in to Vault and read values")
     decrypt = workflow_step("docker-build-push.yml", "Decrypt secrets")
     record = workflow_step("docker-build-push.yml", "Record the tag in Vault")
@@ -1522,92 +2199,131 @@ def check_fetch_secrets_behaviour(ctx: Ctx) -> str:
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        vm = VaultModel(t)
-        vm.configured()
-        vm.edit(lambda st: st["kv"].update({"registry/push": {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]}}))
-        base = dict(vm.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
-                    ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL="https://oidc.invalid/token?x=1",
-                    VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY="k" * 40, CATALOGUE=catalogue,
-                    VAULT_CA_CERT="-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----")
+        issuer = TestIssuer(t)
+        try:
+            bao = BaoServer(t, issuer)
+        except Failed:
+            issuer.close()
+            raise
+        try:
+            configurer = bao.configurer_token()
+            config = vault_config_copy(t / "config")
+            res = bao.configure(config, configurer)
+            if res.returncode != 0:
+                raise Failed(f"configure-vault.sh against OpenBao: {(res.stderr.strip() or res.stdout.strip())[-800:]}")
 
-        def fetch_run(names: str, repo: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
-            (t / "output").write_text("")
-            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": names, "STUB_CLAIMS": run_claims(repo), **extra})
-            out = dict(line.split("=", 1) for line in (t / "output").read_text().splitlines() if "=" in line)
-            return res, out
+            def put(path: str, data: dict) -> None:
+                status, body = bao.api("POST", f"ci/data/{path}", bao.root, {"data": data})
+                if status != 200:
+                    raise Failed(f"OpenBao: writing ci/{path} as root: {status} {body}")
 
-        # Callers name catalogue entries, never Vault paths: a moved path is one edit in the catalogue.
-        callers = fetch_callers()
-        for wf, job, j in callers:
-            if "ci/data/" in json.dumps(j.get("with", {})):
-                found.append(f"{wf} job {job} asks fetch-secrets for a Vault path instead of a catalogue name")
-        dbp = next(j for wf, _, j in callers if wf == "docker-build-push.yml")
-        res, out = fetch_run(dbp["with"]["names"], f"{org}/arc-hook")
-        if res.returncode != 0 or "secrets" not in out:
-            raise Failed(f"docker-build-push's fetch failed: {res.stdout.strip()} {res.stderr.strip()}")
-        if secrets["REGISTRY_PASSWORD"].splitlines()[0] in (t / "output").read_text():
-            found.append("a secret reached the outputs in clear text")
-        for line in secrets["REGISTRY_PASSWORD"].splitlines():
-            if f"::add-mask::{line}" not in res.stdout:
-                found.append(f"value line {line!r} not masked")
-        if [k for k, v in vm.state()["tokens"].items() if v.get("role")]:
-            found.append("fetch-secrets left a Vault token valid")
-        (t / "env").write_text("")
-        res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=out["secrets"]))
-        if res.returncode != 0 or parse_github_env((t / "env").read_text()) != secrets:
-            found.append(f"decrypting docker-build-push's secrets gave {parse_github_env((t / 'env').read_text())!r}")
+            def jwt_tokens() -> list[str]:
+                """Accessors of live tokens that a JWT login made."""
+                accessors = bao.api("GET", "auth/token/accessors?list=true", bao.root)[1].get("data", {}).get("keys", [])
+                return [a for a in accessors
+                        if bao.api("POST", "auth/token/lookup-accessor", bao.root, {"accessor": a})[1].get("data", {}).get("path", "").startswith("auth/jwt/")]
 
-        # The producer records tag T (role gha-image-tags-write, its own repository's path only).
-        producer_env = dict(base, STUB_CLAIMS=run_claims(f"{org}/arc-hook", workflow="docker-build-push.yml"),
-                            GITHUB_REPOSITORY=f"{org}/arc-hook", GITHUB_SHA="0123abcd", GITHUB_SERVER_URL="https://github.example.internal",
-                            GITHUB_RUN_ID="42", GITHUB_STEP_SUMMARY=str(t / "summary"),
-                            IMAGE_NAME=load_workflow("docker-build-push.yml")["env"]["IMAGE_NAME"], TAG="0.1.0-0123abcd",
-                            IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd", DIGEST="sha256:" + "0" * 64)
-        res = run(["bash", "-e", "-c", record["run"]], env=producer_env)
-        if res.returncode != 0:
-            raise Failed(f"recording the tag failed: {res.stderr.strip()}")
-        # A consumer in another repository of the organisation gets T in clear and runs in it.
-        consumer = load_workflow("use-runner-image.yml")
-        fetch_job, fetch_spec = next((n, j) for n, j in consumer["jobs"].items() if "uses" in j)
-        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", OUTPUT_KEY="")
-        values = json.loads(out.get("values", "{}")) if res.returncode == 0 else {}
-        if values.get("RUNNER_IMAGE") != producer_env["IMAGE"]:
-            found.append(f"the consumer got {values} (exit {res.returncode}: {res.stdout.strip()[-200:]}), not the recorded {producer_env['IMAGE']}")
-        images = [j.get("container", {}).get("image", "") for j in consumer["jobs"].values() if "container" in j]
-        want_expr = rf"\$\{{\{{\s*fromJSON\(needs\.{fetch_job}\.outputs\.values\)\.RUNNER_IMAGE\s*\}}\}}"
-        if not images or not all(re.fullmatch(want_expr, i) for i in images):
-            found.append(f"use-runner-image's container.image {images} is not fromJSON(needs.{fetch_job}.outputs.values).RUNNER_IMAGE")
-        # The catalogue moves the tag: every caller follows without being edited.
-        moved = catalogue.replace("ci/data/image-tags/", "ci/data/moved/image-tags/")
-        vm.edit(lambda st: st["policies"].update({"gha-image-tags-read": 'path "ci/data/moved/image-tags/*" { capabilities = ["read"] }'}))
-        vm.edit(lambda st: st["kv"].update({f"moved/image-tags/{org}/arc-hook/arc-hook-runner": {"image": "moved:1"}}))
-        res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", CATALOGUE=moved, OUTPUT_KEY="")
-        if res.returncode != 0 or json.loads(out.get("values", "{}")).get("RUNNER_IMAGE") != "moved:1":
-            found.append("after a catalogue edit the unchanged consumer does not read the new path")
-        vm.configured()
-        # Refusals: a workflow outside the organisation; a repository writing another's tag; a reader writing.
-        res, out = fetch_run(fetch_spec["with"]["names"], "other-org/some-service", OUTPUT_KEY="")
-        if res.returncode == 0 or "::error" not in res.stdout or out:
-            found.append("a workflow outside the organisation read an image tag")
-        before = vm.state()["kv"]
-        res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"))
-        if res.returncode == 0 or vm.state()["kv"] != before:
-            found.append("arc-hook's docker-build-push wrote another repository's tag")
-        reader = run(["curl", "--fail-with-body", "-X", "POST", "--data", json.dumps({"role": "gha-image-tags-read", "jwt": "model." + __import__("base64").b64encode(
-            json.dumps(dict(json.loads(run_claims(f"{org}/some-service")), aud="arc-platform-vault")).encode()).decode()}),
-            f"{base['VAULT_ADDR']}/v1/auth/jwt/login"], env=base)
-        token = json.loads(reader.stdout or "{}").get("auth", {}).get("client_token", "")
-        res = run(["curl", "--fail-with-body", "-H", f"X-Vault-Token: {token}", "--data", '{"data": {"image": "evil"}}',
-                   f"{base['VAULT_ADDR']}/v1/ci/data/image-tags/{org}/arc-hook/arc-hook-runner"], env=base)
-        if not token or res.returncode == 0:
-            found.append("role gha-image-tags-read may write a tag (or its login failed)")
-        # A name missing from the catalogue fails before any login.
-        res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
-        if res.returncode == 0 or "catalogue" not in res.stdout:
-            found.append("a name outside the catalogue (a raw Vault path) is accepted")
+            put("registry/push", {"username": secrets["REGISTRY_USERNAME"], "password": secrets["REGISTRY_PASSWORD"]})
+            base = dict(bao.env, RUNNER_TEMP=str(t), GITHUB_OUTPUT=str(t / "output"), GITHUB_ENV=str(t / "env"),
+                        ACTIONS_ID_TOKEN_REQUEST_TOKEN="req", ACTIONS_ID_TOKEN_REQUEST_URL=issuer.request_url,
+                        CURL_CA_BUNDLE=str(issuer.cert), VAULT_AUDIENCE="arc-platform-vault", OUTPUT_KEY="k" * 40,
+                        CATALOGUE=catalogue, VAULT_CA_CERT=issuer.cert.read_text())
+
+            def as_job(repo: str, **claims) -> None:
+                issuer.claims = {**json.loads(run_claims(repo)), **claims}
+                issuer.claims["sub"] = f"repo:{repo}:ref:{issuer.claims['ref']}"
+
+            def fetch_run(names: str, repo: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
+                (t / "output").write_text("")
+                as_job(repo)
+                res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": names, **extra}, timeout=120)
+                out = dict(line.split("=", 1) for line in (t / "output").read_text().splitlines() if "=" in line)
+                return res, out
+
+            # Callers name catalogue entries, never Vault paths: a moved path is one edit in the catalogue.
+            callers = fetch_callers()
+            for wf, job, j in callers:
+                if "ci/data/" in json.dumps(j.get("with", {})):
+                    found.append(f"{wf} job {job} asks fetch-secrets for a Vault path instead of a catalogue name")
+            dbp = next(j for wf, _, j in callers if wf == "docker-build-push.yml")
+            res, out = fetch_run(dbp["with"]["names"], f"{org}/arc-hook")
+            if res.returncode != 0 or "secrets" not in out:
+                raise Failed(f"docker-build-push's fetch failed: {res.stdout.strip()} {res.stderr.strip()}")
+            if secrets["REGISTRY_PASSWORD"].splitlines()[0] in (t / "output").read_text():
+                found.append("a secret reached the outputs in clear text")
+            for line in secrets["REGISTRY_PASSWORD"].splitlines():
+                if f"::add-mask::{line}" not in res.stdout:
+                    found.append(f"value line {line!r} not masked")
+            if jwt_tokens():
+                found.append("fetch-secrets left a Vault token valid")
+            (t / "env").write_text("")
+            res = run(["bash", "-e", "-c", decrypt["run"]], env=dict(base, ENCRYPTED=out["secrets"]), timeout=120)
+            if res.returncode != 0 or parse_github_env((t / "env").read_text()) != secrets:
+                found.append(f"decrypting docker-build-push's secrets gave {parse_github_env((t / 'env').read_text())!r}")
+
+            # The producer records tag T (role gha-image-tags-write, its own repository's path only).
+            producer_env = dict(base, GITHUB_REPOSITORY=f"{org}/arc-hook", GITHUB_SHA="0123abcd", GITHUB_SERVER_URL="https://github.example.internal",
+                                GITHUB_RUN_ID="42", GITHUB_STEP_SUMMARY=str(t / "summary"),
+                                IMAGE_NAME=load_workflow("docker-build-push.yml")["env"]["IMAGE_NAME"], TAG="0.1.0-0123abcd",
+                                IMAGE="registry.example.internal/ci/arc-hook-runner:0.1.0-0123abcd", DIGEST="sha256:" + "0" * 64)
+            as_job(f"{org}/arc-hook", job_workflow_ref=f"{org}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main")
+            res = run(["bash", "-e", "-c", record["run"]], env=producer_env, timeout=120)
+            if res.returncode != 0:
+                raise Failed(f"recording the tag failed: {res.stderr.strip()}")
+            if jwt_tokens():
+                found.append("recording the tag left a Vault token valid")
+            # A consumer in another repository of the organisation gets T in clear and runs in it.
+            consumer = load_workflow("use-runner-image.yml")
+            fetch_job, fetch_spec = next((n, j) for n, j in consumer["jobs"].items() if "uses" in j)
+            res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", OUTPUT_KEY="")
+            values = json.loads(out.get("values", "{}")) if res.returncode == 0 else {}
+            if values.get("RUNNER_IMAGE") != producer_env["IMAGE"]:
+                found.append(f"the consumer got {values} (exit {res.returncode}: {res.stdout.strip()[-200:]}), not the recorded {producer_env['IMAGE']}")
+            images = [j.get("container", {}).get("image", "") for j in consumer["jobs"].values() if "container" in j]
+            want_expr = rf"\$\{{\{{\s*fromJSON\(needs\.{fetch_job}\.outputs\.values\)\.RUNNER_IMAGE\s*\}}\}}"
+            if not images or not all(re.fullmatch(want_expr, i) for i in images):
+                found.append(f"use-runner-image's container.image {images} is not fromJSON(needs.{fetch_job}.outputs.values).RUNNER_IMAGE")
+            # A pull-request event's consumer gets the tag too (plain), but no secret.
+            as_job(f"{org}/some-service", event_name="pull_request", ref="refs/pull/7/merge")
+            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": fetch_spec["with"]["names"], "OUTPUT_KEY": "",
+                                                               "GITHUB_EVENT_NAME": "pull_request"}, timeout=120)
+            if res.returncode != 0:
+                found.append(f"a pull_request job cannot read the image tag: {res.stdout.strip()[-300:]}")
+            res = run(["bash", "-e", "-c", fetch["run"]], env={**base, "REQUESTS": dbp["with"]["names"], "GITHUB_EVENT_NAME": "pull_request"}, timeout=120)
+            if res.returncode == 0 or "pull-request events" not in res.stdout:
+                found.append("a pull_request job was handed a secret by fetch-secrets")
+            # The catalogue moves the tag: every caller follows without being edited.
+            moved = catalogue.replace("ci/data/image-tags/", "ci/data/moved/image-tags/")
+            bao.vault("write", "sys/policies/acl/gha-image-tags-read", 'policy=path "ci/data/moved/image-tags/*" { capabilities = ["read"] }')
+            put(f"moved/image-tags/{org}/arc-hook/arc-hook-runner", {"image": "moved:1"})
+            res, out = fetch_run(fetch_spec["with"]["names"], f"{org}/some-service", CATALOGUE=moved, OUTPUT_KEY="")
+            if res.returncode != 0 or json.loads(out.get("values", "{}")).get("RUNNER_IMAGE") != "moved:1":
+                found.append("after a catalogue edit the unchanged consumer does not read the new path")
+            if bao.configure(config, configurer).returncode != 0:
+                found.append("configure-vault.sh could not restore the policies")
+            # Refusals: a workflow outside the organisation; a repository writing another's tag; a reader writing.
+            res, out = fetch_run(fetch_spec["with"]["names"], "other-org/some-service", OUTPUT_KEY="")
+            if res.returncode == 0 or "::error" not in res.stdout or out:
+                found.append("a workflow outside the organisation read an image tag")
+            as_job(f"{org}/arc-hook", job_workflow_ref=f"{org}/arc-hook/.github/workflows/docker-build-push.yml@refs/heads/main")
+            res = run(["bash", "-e", "-c", record["run"]], env=dict(producer_env, GITHUB_REPOSITORY=f"{org}/other-repo"), timeout=120)
+            if res.returncode == 0 or bao.api("GET", f"ci/data/image-tags/{org}/other-repo/arc-hook-runner", bao.root)[0] == 200:
+                found.append("arc-hook's docker-build-push wrote another repository's tag")
+            as_job(f"{org}/some-service")
+            reader = bao.login("gha-image-tags-read", issuer.token(**{**issuer.claims, "aud": "arc-platform-vault"}))
+            if not reader or bao.api("POST", f"ci/data/image-tags/{org}/arc-hook/arc-hook-runner", reader, {"data": {"image": "evil"}})[0] == 200:
+                found.append("role gha-image-tags-read may write a tag (or its login failed)")
+            # A name missing from the catalogue fails before any login.
+            res, _ = fetch_run("ci/data/registry/push | X", f"{org}/arc-hook")
+            if res.returncode == 0 or "catalogue" not in res.stdout:
+                found.append("a name outside the catalogue (a raw Vault path) is accepted")
+        finally:
+            bao.close()
+            issuer.close()
     problems(found)
-    return ("secrets survive fetch -> encrypted -> decrypt, masked, tokens revoked; producer records T, consumer gets T in clear "
-            "and runs in it; catalogue moves reach unchanged callers; outside-org reads and cross-repo or reader writes refused")
+    return ("on OpenBao with the steps' own scripts and curl: secrets survive fetch -> encrypted -> decrypt, masked, tokens revoked; "
+            "producer records T, consumer gets T in clear and runs in it, a pull_request consumer too but no secret; catalogue moves "
+            "reach unchanged callers; outside-org reads and cross-repo or reader writes refused")
 
 
 STUB_CURL_RELEASES = r"""#!/bin/bash
@@ -1699,6 +2415,53 @@ def parse_github_env(text: str) -> dict:
     return out
 
 
+STUB_DOCKER = r"""#!/bin/sh
+echo "docker $*" >> "$STUB_LOG"
+case "$1" in
+  manifest) grep -qx "$3" "$STUB_REGISTRY" ;;
+  push) echo "$2" >> "$STUB_REGISTRY" ;;
+  image) echo "registry.example.internal/x@sha256:0000" ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def image_publishing_problems(ctx: Ctx) -> list[str]:
+    """docker-build-push's own build step, run with a stub docker and registry: it publishes exactly the
+    images deploy/ runs (the scale sets' runner image, the exporter's), once per version, and never moves them."""
+    found = []
+    step = workflow_step("docker-build-push.yml", "Build and push")
+    env_ = load_workflow("docker-build-push.yml")["env"]
+    named = set()
+    for f in sorted((DEPLOY / "scale-sets").glob("runner-*.values.yaml")) + [DEPLOY / "monitoring" / "exporter.yaml"]:
+        named |= set(re.findall(r"image:\s*(\S+/ci/arc-hook-\S+)", f.read_text()))
+    version = str(load_yaml(DEPLOY / "versions.yaml")["arc-hook"])
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        (t / "bin" / "docker").write_text(STUB_DOCKER)
+        (t / "bin" / "docker").chmod(0o755)
+        registry = t / "registry"
+        registry.write_text("")
+        env = dict(os.environ, PATH=f"{t / 'bin'}:{os.environ['PATH']}", STUB_LOG=str(t / "log"), STUB_REGISTRY=str(registry),
+                   GITHUB_OUTPUT=str(t / "out"), GITHUB_STEP_SUMMARY=str(t / "summary"), GITHUB_SHA="0123456789abcdef",
+                   GITHUB_SERVER_URL="https://github.example.internal", GITHUB_REPOSITORY=f"{github_org()}/arc-hook",
+                   REGISTRY_USERNAME="u", REGISTRY_PASSWORD="p", TAG=f"{version}-0123456789ab", VERSION=version,
+                   **{k: env_[k] for k in ("REGISTRY", "IMAGE_NAME", "EXPORTER_IMAGE_NAME") if k in env_})
+        for build in ("first", "second"):
+            env["TAG"] = f"{version}-{build}"
+            res = run(["bash", "-e", "-c", step["run"]], env=env, cwd=ROOT, timeout=60)
+            if res.returncode != 0:
+                return [f"docker-build-push's build step fails with a stub docker: {res.stderr.strip()[-300:]}"]
+        pushed = registry.read_text().split()
+        release = {i for i in pushed if i.endswith(f":{version}")}
+        if release != named:
+            found.append(f"docker-build-push publishes {sorted(release)}, the manifests run {sorted(named)}")
+        if len(pushed) != len(set(pushed)):
+            found.append("a second build of the same version pushed its release tag again (tags the manifests name must not move)")
+    return found
+
+
 def check_workflow_structure(ctx: Ctx) -> str:
     found = []
     # Expressions expanded into a script are a code-injection path (branch names, inputs): every
@@ -1776,9 +2539,10 @@ def check_workflow_structure(ctx: Ctx) -> str:
     for role in re.findall(r'role:\s*"([\w-]+)"', dbp_text):
         if role not in jwt_roles:
             found.append(f"docker-build-push logs in with role {role!r}, which does not exist")
-    for dockerfile in re.findall(r"--file\s+(\S+)", dbp_text):
+    for dockerfile in set(re.findall(r"build_push \S+ (\S+)", dbp_text)):
         if not (ROOT / dockerfile).is_file():
             found.append(f"docker-build-push builds {dockerfile}, which does not exist")
+    found += image_publishing_problems(ctx)
     if "docker push" not in dbp_text or "/v1/ci/data/image-tags/" not in dbp_text:
         found.append("docker-build-push must push the image and record the tag under ci/image-tags")
 
@@ -1821,7 +2585,11 @@ CHECKS = [
     ("hook ConfigMaps match templates/", check_hook_configmaps),
     ("RBAC", check_rbac),
     ("storage", check_storage),
+    ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),
+    ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
+    ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
+    ("NetworkPolicies (default-deny, allowances)", check_network_policies),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
     ("exporter manifests", check_exporter),
@@ -1829,12 +2597,13 @@ CHECKS = [
     ("Vault Helm values", check_vault_values),
     ("Vault scrape (every server pod)", check_vault_scrape),
     ("Vault policies and roles", check_vault_policies_and_roles),
-    ("Vault configure script", check_vault_configure_script),
+    ("Vault configure script (OpenBao server)", check_vault_configure_script),
+    ("Vault trust model (OpenBao server)", check_vault_server_trust_model),
     ("Vault backup CronJob", check_vault_backup),
     ("shellcheck", check_shell_scripts),
     ("actionlint", check_actionlint),
     ("workflow structure", check_workflow_structure),
-    ("fetch-secrets behaviour (Vault model)", check_fetch_secrets_behaviour),
+    ("fetch-secrets behaviour (OpenBao server)", check_fetch_secrets_behaviour),
     ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
     ("README", check_readme),
 ]

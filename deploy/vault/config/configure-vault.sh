@@ -77,14 +77,20 @@ log "auth/jwt/config: issuer $GITHUB_OIDC_ISSUER"
 
 # Vault runs in the cluster: it reviews tokens with its own service account (the chart's
 # server.authDelegator gives it system:auth-delegator), so no reviewer JWT is stored here.
-apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST"
+# KUBERNETES_CA_CERT (a PEM file) is for a Vault outside the cluster, which has no service-account CA.
+if [ -n "${KUBERNETES_CA_CERT:-}" ]; then
+  apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST" kubernetes_ca_cert=@"$KUBERNETES_CA_CERT"
+else
+  apply vault write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST"
+fi
 log "auth/kubernetes/config: $KUBERNETES_HOST"
 
-# Audit: every request, hashed secrets. /vault/audit is the chart's auditStorage volume.
+# Audit: every request, hashed secrets, to stdout (the container log, rotated by the kubelet and
+# shipped by the log pipeline): a file device on a volume fills it and then stops Vault.
 if vault read -format=json sys/audit 2>/dev/null | grep -q '"file/"'; then
   log "audit device file/ already enabled"
 else
-  apply vault audit enable file file_path=/vault/audit/audit.log
+  apply vault audit enable file file_path=stdout
   dry || log "enabled audit device file/"
 fi
 

@@ -97,6 +97,9 @@ path "auth/jwt/role/gha-image-tags-write" {
 path "auth/jwt/role/gha-production" {
   capabilities = ["create", "read", "update", "delete"]
 }
+path "auth/jwt/role/gha-pull-request" {
+  capabilities = ["create", "read", "update", "delete"]
+}
 path "auth/jwt/role/gha-registry-push" {
   capabilities = ["create", "read", "update", "delete"]
 }
