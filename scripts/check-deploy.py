@@ -1808,6 +1808,53 @@ def check_readme(ctx: Ctx) -> str:
     return "covers every part and the install order"
 
 
+# Listener labels that are one series per branch/PR ref or matrix leg (ARC PR 3671): never exported.
+UNBOUNDED_LISTENER_LABELS = {"job_workflow_ref", "job_name", "job_workflow_target"}
+
+
+def check_listener_metrics(ctx: Ctx) -> str:
+    """The scale sets' listener metrics carry bounded labels only and explicit buckets with 900 s;
+    no kustomize render of deploy/ names an unbounded listener label either."""
+    found = []
+    for name in ["runner-base", *KUBE_MODE_SETS]:
+        metrics = ctx.scale_set_values(name).get("listenerMetrics", {})
+        for kind in ("counters", "gauges", "histograms"):
+            for metric, spec in (metrics.get(kind) or {}).items():
+                bad = UNBOUNDED_LISTENER_LABELS & set(spec.get("labels", []))
+                if bad:
+                    found.append(f"{name}: {metric} has unbounded labels {sorted(bad)}")
+                if kind == "histograms" and 900.0 not in [float(b) for b in spec.get("buckets", [])]:
+                    found.append(f"{name}: {metric} needs explicit buckets including 900")
+        for metric in ("gha_job_startup_duration_seconds", "gha_job_execution_duration_seconds"):
+            if metric not in (metrics.get("histograms") or {}):
+                found.append(f"{name}: listenerMetrics lacks {metric} (the dashboard's per-scale-set panels)")
+    # Rendered objects: an embedded listenerMetrics block, or a query of a gha_* series, that
+    # names an unbounded label (Vault's JWT roles use the job_workflow_ref claim: that is fine).
+    query = re.compile(r"gha_\w+\{[^}]*\b(" + "|".join(sorted(UNBOUNDED_LISTENER_LABELS)) + r")\b")
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "listenerMetrics" and UNBOUNDED_LISTENER_LABELS & set(re.findall(r"\w+", str(v))):
+                    found.append(f"{where}: listenerMetrics names an unbounded label")
+                walk(v, where)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+        elif isinstance(node, str):
+            if "listenerMetrics" in node and UNBOUNDED_LISTENER_LABELS & set(re.findall(r"\w+", node)):
+                found.append(f"{where}: embedded listenerMetrics names an unbounded label")
+            m = query.search(node)
+            if m:
+                found.append(f"{where}: query {m.group(0)!r} reads an unbounded listener label")
+
+    for d in ctx.kustomize_dirs():
+        for obj in ctx.render(d):
+            walk(obj, f"kubectl kustomize {rel(d)} {obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+    problems(found)
+    return "bounded labels, explicit buckets with 900 s, no job_workflow_ref in any render"
+
+
 CHECKS = [
     ("parse YAML and JSON", check_yaml_json_parse),
     ("yamllint", check_yamllint),
@@ -1820,6 +1867,7 @@ CHECKS = [
     ("RBAC", check_rbac),
     ("storage", check_storage),
     ("runner scale sets (Helm values)", check_scale_sets),
+    ("listener metrics (bounded labels)", check_listener_metrics),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
     ("exporter manifests", check_exporter),
