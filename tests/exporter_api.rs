@@ -484,7 +484,11 @@ async fn scripted_history_yields_exact_metric_values() {
     // The fake does not charge 304s, and the exporter reports the budget it was last told.
     let remaining = fake.with(|s| s.rate.remaining) as f64;
     assert_eq!(
-        value(&m3, "github_actions_exporter_rate_limit_remaining", &[]),
+        value(
+            &m3,
+            "github_actions_exporter_rate_limit_remaining",
+            &[("resource", "core")]
+        ),
         Some(remaining)
     );
 }
@@ -1439,5 +1443,131 @@ async fn failed_and_removed_repositories_report_nothing_stale() {
             && !l.starts_with("github_actions_workflow_runs_by_branch_total")
             && !l.starts_with("github_actions_workflow_duration_seconds")),
         "only counters of acme/api remain:\n{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_poll_keeps_the_queue_as_stale_and_reports_rate_limits_per_resource() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let now = Utc::now();
+    // An open run whose one job has waited 20 minutes for a GPU runner.
+    fake.put_attempt(
+        "acme/web",
+        run(
+            900,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(now, -1200),
+            at(now, -1200),
+            at(now, -1200),
+        ),
+        vec![fake_github::queued_job(
+            9001,
+            900,
+            1,
+            &["gpu"],
+            at(now, -1200),
+        )],
+    );
+    fake.with(|s| s.accepted_tokens = vec!["ghp_test".into()]);
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let gpu = [("runner_label", "gpu")];
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued", &gpu),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
+        Some(0.0)
+    );
+    let age_before = value(
+        &m,
+        "github_actions_workflow_oldest_queued_job_age_seconds",
+        &gpu,
+    )
+    .expect("age served");
+    assert!(age_before >= 1200.0, "age {age_before}");
+    let core = [("resource", "core")];
+    let (limit, reset) = fake.with(|s| (s.rate.limit as f64, s.rate.reset as f64));
+    assert_eq!(
+        value(&m, "github_actions_exporter_rate_limit_limit", &core),
+        Some(limit)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_rate_limit_reset_timestamp_seconds",
+            &core
+        ),
+        Some(reset)
+    );
+    let cycle = value(
+        &m,
+        "github_actions_exporter_poll_cycle_duration_seconds",
+        &[],
+    )
+    .expect("cycle duration served");
+    assert!(cycle > 0.0 && cycle < 30.0, "cycle {cycle}");
+
+    // A revoked token: the poll fails, and the job is still known to wait (marked stale), its
+    // age still growing, so the waiting-jobs alert does not resolve during the outage.
+    fake.with(|s| s.accepted_tokens = vec!["another".into()]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(exporter.poll_once().await.is_err(), "the org listing fails");
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued", &gpu),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
+        Some(1.0)
+    );
+    let age_during = value(
+        &m,
+        "github_actions_workflow_oldest_queued_job_age_seconds",
+        &gpu,
+    )
+    .expect("age served");
+    assert!(age_during > age_before, "{age_during} after {age_before}");
+
+    // Access back and the job started: a successful poll replaces the stale queue.
+    fake.with(|s| s.accepted_tokens = vec!["ghp_test".into()]);
+    fake.put_attempt(
+        "acme/web",
+        run(
+            900,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(now, -1200),
+            at(now, -1200),
+            at(now, 1),
+        ),
+        vec![arc_hook::exporter::github::Job {
+            status: Some("in_progress".into()),
+            started_at: Some(now),
+            runner_name: Some("runner-9001".into()),
+            ..fake_github::queued_job(9001, 900, 1, &["gpu"], at(now, -1200))
+        }],
+    );
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued", &gpu),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
+        Some(0.0)
     );
 }

@@ -1,5 +1,5 @@
 //! What has been counted: per-attempt/per-job deduplication, the sliding window, cursors and the state file.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
@@ -231,6 +231,8 @@ pub struct Ledger {
     open_runs: BTreeMap<String, BTreeMap<u64, String>>,
     /// Per repository: job id -> (runner label, queued since) of jobs waiting for a runner.
     queued_jobs: BTreeMap<String, BTreeMap<u64, (String, DateTime<Utc>)>>,
+    /// Repositories whose last poll failed: their `queued_jobs` are as of an earlier poll.
+    stale_queues: BTreeSet<String>,
     /// Key: repo, workflow file.
     streaks: BTreeMap<[String; 2], Streak>,
     metrics: Metrics,
@@ -252,6 +254,7 @@ impl Ledger {
             cursors: BTreeMap::new(),
             open_runs: BTreeMap::new(),
             queued_jobs: BTreeMap::new(),
+            stale_queues: BTreeSet::new(),
             streaks: BTreeMap::new(),
             metrics: Metrics::default(),
             scraped: false,
@@ -369,6 +372,7 @@ impl Ledger {
             .filter_map(|j| Some((j.id, (runner_label(&j.labels), j.created_at?))))
             .collect();
         self.queued_jobs.insert(repo.to_string(), queued);
+        self.stale_queues.remove(repo);
     }
 
     /// Tracks a run that a webhook reported as requested, queued or in progress.
@@ -398,11 +402,15 @@ impl Ledger {
         }
     }
 
-    /// Forgets what is only true "as of the last successful poll" of `repo` (open runs, queued
-    /// jobs): after a failed poll nothing is known, and a stale number is worse than none.
-    pub fn forget_live_state(&mut self, repo: &str) {
+    /// After a failed poll of `repo`: its open-run counts are forgotten (a stale count is worse
+    /// than none), but its queued jobs are kept and marked stale. A job that waited before the
+    /// outage still waits as far as anyone knows, and dropping it would resolve the waiting-jobs
+    /// alert exactly while GitHub or the token fails.
+    pub fn mark_stale(&mut self, repo: &str) {
         self.open_runs.remove(repo);
-        self.queued_jobs.remove(repo);
+        if self.queued_jobs.contains_key(repo) {
+            self.stale_queues.insert(repo.to_string());
+        }
     }
 
     /// Drops everything of repositories no longer watched (removed, archived, out of scope),
@@ -410,6 +418,7 @@ impl Ledger {
     pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
         self.open_runs.retain(|r, _| keep(r));
         self.queued_jobs.retain(|r, _| keep(r));
+        self.stale_queues.retain(|r| keep(r));
         let before = self.streaks.len();
         self.streaks.retain(|[r, _], _| keep(r));
         self.dirty |= before != self.streaks.len();
@@ -597,6 +606,13 @@ impl Ledger {
         for label in self.metrics.queue_time.keys() {
             m.jobs_queued.insert(label.clone(), 0);
             m.oldest_queued_age.insert(label.clone(), 0.0);
+            m.jobs_queued_stale.insert(label.clone(), 0);
+        }
+        for (repo, queue) in &self.queued_jobs {
+            let stale = self.stale_queues.contains(repo);
+            for (label, _) in queue.values() {
+                *m.jobs_queued_stale.entry(label.clone()).or_default() += u64::from(stale);
+            }
         }
         for (label, since) in self.queued_jobs.values().flat_map(|q| q.values()) {
             *m.jobs_queued.entry(label.clone()).or_default() += 1;

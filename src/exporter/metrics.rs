@@ -104,8 +104,10 @@ impl Histogram {
 pub struct SelfStats {
     /// API responses by HTTP status code (or `error` for transport failures).
     pub api_requests: BTreeMap<String, u64>,
-    /// Last `x-ratelimit-remaining` seen.
-    pub rate_limit_remaining: Option<f64>,
+    /// Last rate-limit headers seen, by `x-ratelimit-resource` (`core`, `search`, `graphql`, ...).
+    pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Seconds the last poll cycle took, whether or not it reached GitHub.
+    pub poll_cycle_seconds: Option<f64>,
     /// Unix time the last poll cycle that reached GitHub finished (at least one repository polled,
     /// or none to poll); the exporter's start until then, so a poll that never works still ages.
     pub last_poll_timestamp: Option<f64>,
@@ -132,6 +134,17 @@ impl SelfStats {
         self.repo_poll_errors.retain(|r, _| keep(r));
         self.repo_last_success.retain(|r, _| keep(r));
     }
+}
+
+/// One resource's rate limit as GitHub last reported it.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// `x-ratelimit-limit`: requests per window.
+    pub limit: Option<f64>,
+    /// `x-ratelimit-remaining`.
+    pub remaining: f64,
+    /// `x-ratelimit-reset`: Unix time the window resets.
+    pub reset: Option<f64>,
 }
 
 /// A counter or histogram and whether scrapes may see its value yet. A series first exposed at its
@@ -181,6 +194,9 @@ pub struct Metrics {
     pub in_progress: BTreeMap<[String; 2], u64>,
     /// Key: runner label: jobs waiting for a runner. Derived at render time.
     pub jobs_queued: BTreeMap<String, u64>,
+    /// Key: runner label: how many of `jobs_queued` are as of a repository's earlier poll (its
+    /// last one failed). Derived at render time.
+    pub jobs_queued_stale: BTreeMap<String, u64>,
     /// Key: runner label: age of the oldest job waiting for a runner (0 when none). Derived at render time.
     pub oldest_queued_age: BTreeMap<String, f64>,
 }
@@ -255,6 +271,13 @@ impl Metrics {
                 .map(|(k, v)| (vec![("runner_label", k.as_str())], *v as f64)),
         );
         e.gauge(
+            "workflow_jobs_queued_stale",
+            "Of workflow_jobs_queued, the jobs known only from an earlier poll of a repository whose last poll failed (kept, not dropped, so an outage does not resolve the waiting-jobs alert).",
+            self.jobs_queued_stale
+                .iter()
+                .map(|(k, v)| (vec![("runner_label", k.as_str())], *v as f64)),
+        );
+        e.gauge(
             "workflow_oldest_queued_job_age_seconds",
             "How long the oldest job still waiting for a runner has waited (0 when none waits), by runner label.",
             self.oldest_queued_age
@@ -290,11 +313,32 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| (vec![("status", k.as_str())], *v)),
         );
+        let by_resource = |pick: fn(&RateLimit) -> Option<f64>| {
+            stats
+                .rate_limits
+                .iter()
+                .filter_map(move |(k, r)| Some((vec![("resource", k.as_str())], pick(r)?)))
+        };
         e.gauge(
             "exporter_rate_limit_remaining",
-            "Last x-ratelimit-remaining reported by the GitHub API.",
+            "Last x-ratelimit-remaining reported by the GitHub API, by rate-limit resource.",
+            by_resource(|r| Some(r.remaining)),
+        );
+        e.gauge(
+            "exporter_rate_limit_limit",
+            "Last x-ratelimit-limit (requests per window) reported by the GitHub API, by rate-limit resource.",
+            by_resource(|r| r.limit),
+        );
+        e.gauge(
+            "exporter_rate_limit_reset_timestamp_seconds",
+            "Unix time the rate-limit window resets (x-ratelimit-reset), by rate-limit resource.",
+            by_resource(|r| r.reset),
+        );
+        e.gauge(
+            "exporter_poll_cycle_duration_seconds",
+            "Seconds the last poll cycle took, failed or not.",
             stats
-                .rate_limit_remaining
+                .poll_cycle_seconds
                 .map(|v| (Vec::new(), v))
                 .into_iter(),
         );
