@@ -96,6 +96,8 @@ RBAC_CEILING = {
     ("batch", "jobs"): {"get", "list", "create", "delete", "watch"},
     ("", "secrets"): {"get", "list", "create", "delete"},
     ("", "events"): {"get", "list", "watch"},
+    # Cache slots (${CACHE_SLOT}): src/k8s/rbac.rs LEASE_PERMISSIONS, checked before use.
+    ("coordination.k8s.io", "leases"): {"get", "list", "create", "patch", "delete"},
 }
 SCALE_SET_KEYS = {
     # The top-level keys of gha-runner-scale-set 0.12.1's values.yaml, no more.

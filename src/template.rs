@@ -243,6 +243,20 @@ impl Template {
             .collect()
     }
 
+    /// Whether any string in the template names `${CACHE_SLOT}`: only then does a job take a
+    /// cache slot.
+    pub fn uses_cache_slot(&self) -> bool {
+        fn names_it(v: &Value) -> bool {
+            match v {
+                Value::String(s) => variables_named(s).contains(&"CACHE_SLOT"),
+                Value::Array(a) => a.iter().any(names_it),
+                Value::Object(m) => m.values().any(names_it),
+                _ => false,
+            }
+        }
+        self.metadata.values().any(names_it) || self.spec.values().any(names_it)
+    }
+
     /// Merges the template into the workflow pod.
     pub fn apply_to_job_pod(
         &self,
@@ -463,6 +477,25 @@ fn substitute(
     })
 }
 
+/// The variables `${NAME}` one string names, scanned as [`expand`] does (`$${` names none).
+pub fn variables_named(s: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos..];
+        if let Some(r) = after.strip_prefix("$${") {
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("${") {
+            let Some(end) = r.find('}') else { break };
+            names.push(&r[..end]);
+            rest = &r[end + 1..];
+        } else {
+            rest = &after[1..];
+        }
+    }
+    names
+}
+
 /// Expands `${NAME}` in one string; `$${` is a literal `${`; `$(VAR)` (Kubernetes' own) is left alone.
 pub fn expand(s: &str, vars: &TemplateVars) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
@@ -583,6 +616,29 @@ mod tests {
 
     fn ctx() -> BuildContext {
         crate::objects::test_context()
+    }
+
+    #[test]
+    fn only_a_template_naming_cache_slot_uses_one() {
+        assert_eq!(
+            variables_named("a-${CACHE_SLOT}-$${CACHE_SLOT}-$(X)-${RUNNER_POD_NAME}"),
+            ["CACHE_SLOT", "RUNNER_POD_NAME"]
+        );
+        let uses = |yaml: &str| {
+            Template::parse(yaml, "t")
+                .expect("template")
+                .uses_cache_slot()
+        };
+        assert!(uses(
+            "spec:\n  containers:\n    - name: $job\n      volumeMounts:\n        - {name: c, mountPath: /c, subPath: \"slot-${CACHE_SLOT}\"}\n  volumes:\n    - {name: c, hostPath: {path: /mnt}}\n"
+        ));
+        assert!(uses("metadata:\n  labels:\n    slot: \"${CACHE_SLOT}\"\n"));
+        assert!(!uses(
+            "metadata:\n  labels:\n    slot: \"$${CACHE_SLOT}\"\n"
+        ));
+        assert!(!uses(
+            "metadata:\n  labels:\n    r: \"${RUNNER_POD_NAME}\"\n"
+        ));
     }
 
     fn vars() -> TemplateVars {

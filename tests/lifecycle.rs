@@ -57,7 +57,8 @@ async fn full_job_with_a_service() {
         .await;
     s1.assert_ok();
     assert!(s1.stdout.contains("step-one-out"), "{}", s1.stdout);
-    assert!(s1.stderr.contains("step-one-err"), "{}", s1.stderr);
+    // stdout and stderr of a script step arrive together, in order, on the hook's stdout.
+    assert!(s1.stdout.contains("step-one-err"), "{}", s1.stdout);
     assert_eq!(
         std::fs::read_to_string(r.runner_path("repo/repo/artifact.txt")).expect("artifact"),
         "built\n"
@@ -530,6 +531,13 @@ async fn an_oom_killed_job_container_is_named() {
     let (s, ()) = tokio::join!(step, killer);
     assert_ne!(s.code, 0, "{s:?}");
     assert!(s.stderr.contains("OOMKilled"), "{}", s.stderr);
+    // The last line says it was the infrastructure's doing, with the code the kill left.
+    let last = s.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("arc-hook: infrastructure failure: ") && last.ends_with("exit code 137"),
+        "{}",
+        s.stdout
+    );
     r.cleanup().await.assert_ok();
     r.sim.shutdown().await;
 }

@@ -30,7 +30,7 @@ fn build_and_test_passes_and_reaches_its_service() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("using the embedded simulator"), "{out}");
     assert!(
-        err.contains("Ran 2 tests") && err.contains("OK"),
+        out.contains("Ran 2 tests") && out.contains("OK"),
         "{out}{err}"
     );
     assert!(out.contains("service web answered"), "{out}");
@@ -44,7 +44,8 @@ fn build_and_test_passes_and_reaches_its_service() {
 fn a_failing_step_is_the_replays_exit_code_and_cleanup_still_runs() {
     let (code, out, err) = replay("failing-step");
     assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(err.contains("check failed: 2 of 7 cases"), "{err}");
+    // The step's stderr arrives on the hook's stdout, in order with its stdout.
+    assert!(out.contains("check failed: 2 of 7 cases"), "{out}");
     assert!(
         out.contains("03-never-runs.json: run_script_step skipped"),
         "{out}"
@@ -89,7 +90,7 @@ fn the_shipped_jobs_pass_in_no_volume_mode() {
     let (code, out, err) = replay_no_volume("build-and-test");
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
-        err.contains("Ran 2 tests") && err.contains("OK"),
+        out.contains("Ran 2 tests") && out.contains("OK"),
         "{out}{err}"
     );
     assert!(out.contains("service web answered"), "{out}");
@@ -144,7 +145,7 @@ fn a_job_replays_under_api_faults() {
     let (code, out, err) = replay("under-faults");
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("service web answered"), "{out}");
-    assert_eq!(err.matches("Ran 2 tests").count(), 1, "{err}");
+    assert_eq!(out.matches("Ran 2 tests").count(), 1, "{out}");
     let line = out
         .lines()
         .find(|l| l.contains("the simulator injected"))

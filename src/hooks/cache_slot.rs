@@ -1,101 +1,377 @@
 //! Node cache slots: which `${CACHE_SLOT}` a job takes, so consecutive jobs on a node reuse warm caches and concurrent ones never share one.
 //!
-//! A slot is held by a live workflow pod (the `arc-hook.dev/cache-slot` label) pinned to the
-//! same node. prepare_job takes the lowest free slot, creates its pod, then looks again: a pod
-//! that finds another holder of its slot created before it, or in the same second (creation
-//! timestamps have one-second resolution, so neither can tell which came first), yields: it
-//! deletes its pod and, after a short random pause, tries again with the lowest free slot. At most one pod
-//! keeps a slot: of two holders, the later-or-equal one always sees the other when it looks
-//! again, since it looks after its own creation. No job step runs before prepare_job returns, so
-//! the loser never used the cache (only its init container, which fixes permissions idempotently).
+//! A slot is a lock object named after the node and the slot number
+//! ([`crate::objects::slot_lock`]): a Lease where the Role grants leases, else an empty Secret.
+//! prepare_job lists the node's locks once, then creates the lowest slot's lock that is free;
+//! the API makes a create atomic, so of two jobs creating the same lock exactly one succeeds and
+//! the other gets AlreadyExists and tries the next slot at once. No job ever waits or yields:
+//! with `n` live holders on the node a job takes a slot in at most `n + 1` creates.
+//! The workflow pod then owns its Lease (ownerReference), so the garbage collector removes it
+//! with the pod; cleanup_job deletes it as well. A lock whose holder is gone, finished or
+//! replaced is stale and reclaimed (deleted with a UID precondition, then created again).
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
 
 use crate::k8s::retry::with_retry;
 use crate::k8s::{K8sError, Kube};
-use crate::objects::pod::{CACHE_SLOT_LABEL, pinned_node};
+use crate::objects::pod::CACHE_SLOT_LABEL;
+use crate::objects::slot_lock::{
+    SLOT_HOLDER_ANNOTATION, SLOT_NODE_LABEL, lock_name, node_key, pod_owner, slot_lease,
+    slot_secret,
+};
+use crate::objects::{BuildContext, owned_by, runner_selector};
 
-/// How many times prepare_job retries after losing a slot race before giving up.
-pub const MAX_ATTEMPTS: usize = 8;
+/// The highest number of slots a node can have: more concurrent jobs than this on one node
+/// means something else is wrong.
+pub const MAX_SLOTS: u32 = 512;
 
-/// A live workflow pod holding a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub pod: String,
-    pub slot: u32,
-    /// Creation time (RFC 3339, seconds), then the name: the order that settles a race.
-    pub created: String,
+/// How long a lock without an owner is presumed to be its holder's, whose pod may not exist
+/// yet (prepare_job creates the lock, then the pod). Past it, a lock whose holder pod does not
+/// exist is stale: its prepare_job died in between.
+pub const UNOWNED_GRACE: Duration = Duration::from_secs(120);
+
+/// Which kind of object locks a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// A coordination.k8s.io Lease, owned by the workflow pod.
+    Lease,
+    /// An empty Secret (the Role grants no leases), removed by cleanup_job.
+    Secret,
 }
 
-/// The slot holders among `pods` on `node` (`None`: the scheduler places pods anywhere, so every
-/// pod counts). Pods that are finished or being deleted have given their slot back.
-pub fn holders(pods: &[Pod], node: Option<&str>) -> Vec<Holder> {
-    pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            !matches!(phase, Some("Succeeded" | "Failed"))
-        })
-        .filter(|p| node.is_none_or(|n| pinned_node(p).as_deref() == Some(n)))
-        .filter_map(|p| {
-            let slot = p
-                .metadata
-                .labels
-                .as_ref()?
-                .get(CACHE_SLOT_LABEL)?
-                .parse()
-                .ok()?;
-            Some(Holder {
-                pod: p.metadata.name.clone()?,
-                slot,
-                created: p
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default(),
-            })
+impl LockKind {
+    fn what(self) -> &'static str {
+        match self {
+            LockKind::Lease => "lease",
+            LockKind::Secret => "secret",
+        }
+    }
+}
+
+/// Why no slot could be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error(transparent)]
+    Api(#[from] K8sError),
+    #[error(
+        "all {MAX_SLOTS} cache slots of node {node} are held by live workflow pods; remove the stale ones (label {SLOT_NODE_LABEL}={node}) or run fewer jobs on the node at once"
+    )]
+    Exhausted { node: String },
+}
+
+/// A lock as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub slot: u32,
+    pub uid: String,
+    /// The workflow pod holding the slot (its annotation).
+    pub holder: String,
+    /// The owner pod's UID, once the lock has one.
+    pub owner_uid: Option<String>,
+    /// Time since the lock was created.
+    pub age: Duration,
+}
+
+/// A workflow pod as the slot decision sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderPod {
+    pub name: String,
+    pub uid: String,
+    pub slot: Option<u32>,
+    /// Succeeded or Failed: its containers no longer use the cache.
+    pub finished: bool,
+}
+
+/// Whether `lock` no longer protects a running job: its holder pod is gone, was replaced by
+/// another pod of that name, holds another slot or has finished. A lock without owner whose
+/// holder pod does not exist is stale only after [`UNOWNED_GRACE`] (its pod may be on its way).
+pub fn stale(lock: &Lock, pods: &[HolderPod]) -> bool {
+    let holder = pods.iter().find(|p| p.name == lock.holder);
+    match (holder, &lock.owner_uid) {
+        (None, Some(_)) => true,
+        (None, None) => lock.age >= UNOWNED_GRACE,
+        (Some(p), Some(uid)) if p.uid != *uid => true,
+        (Some(p), _) => p.finished || p.slot != Some(lock.slot),
+    }
+}
+
+/// The slots to try, in order: every slot no listed lock holds or whose lock is stale, lowest
+/// first, with the stale lock to remove first.
+pub fn candidates<'a>(locks: &'a [Lock], pods: &[HolderPod]) -> Vec<(u32, Option<&'a Lock>)> {
+    let by_slot: BTreeMap<u32, &Lock> = locks.iter().map(|l| (l.slot, l)).collect();
+    (0..MAX_SLOTS)
+        .filter_map(|s| match by_slot.get(&s) {
+            None => Some((s, None)),
+            Some(l) if stale(l, pods) => Some((s, Some(*l))),
+            Some(_) => None,
         })
         .collect()
 }
 
-/// The lowest slot no other pod in `held` holds.
-pub fn lowest_free(held: &[Holder], me: &str) -> u32 {
-    (0..)
-        .find(|s| !held.iter().any(|h| h.slot == *s && h.pod != me))
-        .unwrap_or(0)
+/// The lock this job took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub slot: u32,
+    pub kind: LockKind,
+    pub name: String,
 }
 
-/// Whether pod `me`, holding `slot`, must yield it: another holder of the slot was created
-/// before it or in the same second.
-pub fn lost_race(held: &[Holder], me: &str, slot: u32) -> bool {
-    let Some(mine) = held.iter().find(|h| h.pod == me) else {
-        return false;
+fn lock_from(meta: &ObjectMeta, now: k8s_openapi::jiff::Timestamp) -> Option<Lock> {
+    let slot = meta.labels.as_ref()?.get(CACHE_SLOT_LABEL)?.parse().ok()?;
+    let age = meta
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok())
+        .unwrap_or_default();
+    Some(Lock {
+        slot,
+        uid: meta.uid.clone()?,
+        holder: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SLOT_HOLDER_ANNOTATION))
+            .cloned()
+            .unwrap_or_default(),
+        owner_uid: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Pod")
+            .map(|o| o.uid.clone()),
+        age,
+    })
+}
+
+fn holder_from(pod: &Pod) -> Option<HolderPod> {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    Some(HolderPod {
+        name: pod.metadata.name.clone()?,
+        uid: pod.metadata.uid.clone()?,
+        slot: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CACHE_SLOT_LABEL))
+            .and_then(|s| s.parse().ok()),
+        finished: matches!(phase, Some("Succeeded" | "Failed")),
+    })
+}
+
+/// The node's locks of `kind`.
+async fn list_locks(kube: &Kube, kind: LockKind, key: &str) -> Result<Vec<Lock>, K8sError> {
+    let params = ListParams::default().labels(&format!("{SLOT_NODE_LABEL}={key}"));
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let action = format!("listing the cache-slot {}s of node {key}", kind.what());
+    let metas: Vec<ObjectMeta> = match kind {
+        LockKind::Lease => {
+            let api = kube.leases();
+            let list = with_retry(&action, || api.list(&params)).await?;
+            list.items.into_iter().map(|l| l.metadata).collect()
+        }
+        LockKind::Secret => {
+            let api = kube.secrets();
+            let list = with_retry(&action, || api.list(&params)).await?;
+            list.items.into_iter().map(|s| s.metadata).collect()
+        }
     };
-    held.iter()
-        .any(|h| h.slot == slot && h.pod != me && h.created <= mine.created)
+    Ok(metas.iter().filter_map(|m| lock_from(m, now)).collect())
 }
 
-/// A pause of 0–1 s before retrying after yielding a slot, so two runners that yielded to each
-/// other do not meet again on the next slot.
-pub fn retry_pause() -> std::time::Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    std::time::Duration::from_millis(u64::from(nanos % 1000))
-}
-
-/// The namespace's workflow pods that hold a slot.
-pub async fn list_holders(kube: &Kube, node: Option<&str>) -> Result<Vec<Holder>, K8sError> {
+/// The workflow pods holding a slot (any node: the holder is found by name).
+async fn list_holder_pods(kube: &Kube) -> Result<Vec<HolderPod>, K8sError> {
     let api = kube.pods();
     let params = ListParams::default().labels(CACHE_SLOT_LABEL);
-    let list = with_retry("listing workflow pods for a cache slot", || {
+    let list = with_retry("listing the workflow pods holding cache slots", || {
         api.list(&params)
     })
     .await?;
-    Ok(holders(&list.items, node))
+    Ok(list.items.iter().filter_map(holder_from).collect())
+}
+
+/// Creates the lock; `Ok(false)` when another job holds it (AlreadyExists). A lock that exists
+/// with this job as holder is this job's own create whose answer was lost, and is taken.
+async fn create_lock(
+    kube: &Kube,
+    kind: LockKind,
+    ctx: &BuildContext,
+    key: &str,
+    slot: u32,
+    holder: &str,
+) -> Result<bool, K8sError> {
+    let name = lock_name(key, slot);
+    let action = format!("creating cache-slot {} {name}", kind.what());
+    let pp = PostParams::default();
+    let created = match kind {
+        LockKind::Lease => {
+            let api = kube.leases();
+            let lease = slot_lease(ctx, key, slot, holder);
+            with_retry(&action, || api.create(&pp, &lease))
+                .await
+                .map(|_| ())
+        }
+        LockKind::Secret => {
+            let api = kube.secrets();
+            let secret = slot_secret(ctx, key, slot, holder);
+            with_retry(&action, || api.create(&pp, &secret))
+                .await
+                .map(|_| ())
+        }
+    };
+    match created {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(409) => {
+            let found = match kind {
+                LockKind::Lease => {
+                    let api = kube.leases();
+                    with_retry(&action, || api.get_opt(&name))
+                        .await?
+                        .map(|l| l.metadata)
+                }
+                LockKind::Secret => {
+                    let api = kube.secrets();
+                    with_retry(&action, || api.get_opt(&name))
+                        .await?
+                        .map(|s| s.metadata)
+                }
+            };
+            Ok(found.is_some_and(|m| {
+                owned_by(m.labels.as_ref(), &ctx.runner_pod)
+                    && m.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(SLOT_HOLDER_ANNOTATION))
+                        .is_some_and(|h| h == holder)
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a stale lock unless it changed since it was listed (UID precondition: another job
+/// may have reclaimed it and taken the slot in between). Whether it went or not, the create
+/// that follows decides who gets the slot.
+async fn reclaim(kube: &Kube, kind: LockKind, name: &str, lock: &Lock) -> Result<(), K8sError> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(lock.uid.clone()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let action = format!("removing stale cache-slot {} {name}", kind.what());
+    let deleted = match kind {
+        LockKind::Lease => {
+            let api = kube.leases();
+            with_retry(&action, || api.delete(name, &dp))
+                .await
+                .map(|_| ())
+        }
+        LockKind::Secret => {
+            let api = kube.secrets();
+            with_retry(&action, || api.delete(name, &dp))
+                .await
+                .map(|_| ())
+        }
+    };
+    match deleted {
+        Err(e) if !matches!(e.code(), Some(404 | 409)) => Err(e),
+        _ => {
+            tracing::info!(lock = name, holder = %lock.holder, "reclaimed a stale cache slot");
+            Ok(())
+        }
+    }
+}
+
+/// Takes the lowest free slot on `node` (`None`: pods the scheduler places, whose slots are
+/// distinct across the namespace) for workflow pod `holder`, in bounded time.
+pub async fn take(
+    kube: &Kube,
+    ctx: &BuildContext,
+    node: Option<&str>,
+    holder: &str,
+    kind: LockKind,
+) -> Result<Taken, SlotError> {
+    let key = node_key(node);
+    let locks = list_locks(kube, kind, &key).await?;
+    let pods = if locks.is_empty() {
+        Vec::new()
+    } else {
+        list_holder_pods(kube).await?
+    };
+    for (slot, stale_lock) in candidates(&locks, &pods) {
+        let name = lock_name(&key, slot);
+        if let Some(lock) = stale_lock {
+            reclaim(kube, kind, &name, lock).await?;
+        }
+        if create_lock(kube, kind, ctx, &key, slot, holder).await? {
+            tracing::debug!(slot, lock = %name, "cache slot taken");
+            return Ok(Taken { slot, kind, name });
+        }
+        tracing::debug!(
+            slot,
+            "cache slot taken by another job just now; trying the next"
+        );
+    }
+    Err(SlotError::Exhausted { node: key })
+}
+
+/// Makes workflow pod `pod` (uid `uid`) the owner of its Lease, so the Lease goes with the pod.
+/// A Secret lock gets no owner (the Role may not patch secrets); cleanup_job removes it.
+pub async fn set_owner(kube: &Kube, taken: &Taken, pod: &str, uid: &str) -> Result<(), K8sError> {
+    if taken.kind != LockKind::Lease {
+        return Ok(());
+    }
+    let api = kube.leases();
+    let patch = json!({"metadata": {"ownerReferences": [pod_owner(pod, uid)]}});
+    let patch = Patch::Merge(&patch);
+    let pp = PatchParams::default();
+    with_retry(
+        &format!("making pod {pod} own lease {}", taken.name),
+        || api.patch(&taken.name, &pp, &patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Gives the slot back (a failed prepare_job); one already gone counts as given back.
+pub async fn release(kube: &Kube, taken: &Taken) {
+    let dp = DeleteParams::default();
+    match taken.kind {
+        LockKind::Lease => {
+            crate::k8s::owned::delete_or_warn(&kube.leases(), "lease", &taken.name, &dp).await
+        }
+        LockKind::Secret => {
+            crate::k8s::owned::delete_or_warn(&kube.secrets(), "secret", &taken.name, &dp).await
+        }
+    };
+}
+
+/// Deletes this runner's slot Leases (by its `runner-pod` label); returns how many. Secret
+/// locks go with the runner's other secrets.
+pub async fn remove_runner_leases(kube: &Kube, runner: &str) -> Result<usize, K8sError> {
+    let api = kube.leases();
+    let selector = runner_selector(runner);
+    let params = ListParams::default().labels(&selector);
+    let list = with_retry(&format!("listing leases with {selector}"), || {
+        api.list(&params)
+    })
+    .await?;
+    let dp = DeleteParams::default();
+    let mut removed = 0;
+    for lease in list.items {
+        let Lease { metadata, .. } = lease;
+        if let Some(name) = metadata.name {
+            crate::k8s::owned::delete(&api, "lease", &name, &dp).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The slot workflow pod `pod` holds (`None` when it holds none or cannot be read).
@@ -110,75 +386,59 @@ pub async fn held_by(kube: &Kube, pod: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn pod(name: &str, slot: &str, node: &str, created: &str, phase: &str) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {CACHE_SLOT_LABEL: slot}, "creationTimestamp": created},
-            "spec": {"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}},
-            "status": {"phase": phase}
-        }))
-        .expect("pod")
+    fn lock(slot: u32, holder: &str, owner: Option<&str>, age_s: u64) -> Lock {
+        Lock {
+            slot,
+            uid: format!("lock-{slot}"),
+            holder: holder.into(),
+            owner_uid: owner.map(str::to_string),
+            age: Duration::from_secs(age_s),
+        }
+    }
+
+    fn pod(name: &str, uid: &str, slot: u32, finished: bool) -> HolderPod {
+        HolderPod {
+            name: name.into(),
+            uid: uid.into(),
+            slot: Some(slot),
+            finished,
+        }
     }
 
     #[test]
-    fn the_lowest_slot_free_on_this_node_is_taken() {
-        let pods = [
-            pod("a", "0", "n1", "2025-01-01T00:00:00Z", "Running"),
-            pod("b", "1", "n1", "2025-01-01T00:00:00Z", "Pending"),
-            pod("c", "2", "n2", "2025-01-01T00:00:00Z", "Running"),
-            pod("d", "3", "n1", "2025-01-01T00:00:00Z", "Succeeded"),
-        ];
-        let held = holders(&pods, Some("n1"));
-        assert_eq!(held.len(), 2);
-        assert_eq!(lowest_free(&held, "me"), 2);
-        // A pod's own slot does not count against it.
-        assert_eq!(lowest_free(&held, "a"), 0);
-        assert_eq!(lowest_free(&holders(&pods, Some("n3")), "me"), 0);
-        // Without pinning every pod counts.
-        assert_eq!(lowest_free(&holders(&pods, None), "me"), 3);
+    fn a_live_holder_keeps_its_slot_and_a_gone_one_gives_it_back() {
+        let pods = [pod("a", "ua", 0, false), pod("b", "ub", 1, true)];
+        // Owned by a live pod: held.
+        assert!(!stale(&lock(0, "a", Some("ua"), 999), &pods));
+        // Owner finished, replaced by another pod of the name, or gone: stale.
+        assert!(stale(&lock(1, "b", Some("ub"), 1), &pods));
+        assert!(stale(&lock(0, "a", Some("old"), 1), &pods));
+        assert!(stale(&lock(0, "gone", Some("ug"), 1), &pods));
+        // No owner yet: its pod may be on its way, until the grace ends.
+        assert!(!stale(&lock(3, "coming", None, 5), &pods));
+        assert!(stale(
+            &lock(3, "coming", None, UNOWNED_GRACE.as_secs()),
+            &pods
+        ));
+        // A holder that now holds another slot (a later job of the same runner).
+        assert!(stale(&lock(5, "a", None, 1), &pods));
+        assert!(!stale(&lock(0, "a", None, 1), &pods));
     }
 
     #[test]
-    fn a_race_is_won_only_by_a_pod_created_strictly_first() {
-        let pods = [
-            pod(
-                "runner-a-workflow",
-                "0",
-                "n1",
-                "2025-01-01T00:00:01Z",
-                "Pending",
-            ),
-            pod(
-                "runner-b-workflow",
-                "0",
-                "n1",
-                "2025-01-01T00:00:02Z",
-                "Pending",
-            ),
-            pod(
-                "runner-c-workflow",
-                "1",
-                "n1",
-                "2025-01-01T00:00:02Z",
-                "Pending",
-            ),
-            pod(
-                "runner-d-workflow",
-                "1",
-                "n1",
-                "2025-01-01T00:00:02Z",
-                "Pending",
-            ),
+    fn free_and_stale_slots_are_tried_lowest_first() {
+        let pods = [pod("a", "ua", 0, false), pod("c", "uc", 2, false)];
+        let locks = [
+            lock(0, "a", Some("ua"), 9),
+            lock(1, "gone", Some("ug"), 9),
+            lock(2, "c", Some("uc"), 9),
         ];
-        let held = holders(&pods, Some("n1"));
-        assert!(!lost_race(&held, "runner-a-workflow", 0));
-        assert!(lost_race(&held, "runner-b-workflow", 0));
-        // Created in the same second: neither can know it was first, so both yield.
-        assert!(lost_race(&held, "runner-c-workflow", 1));
-        assert!(lost_race(&held, "runner-d-workflow", 1));
-        // Alone, a pod keeps its slot.
-        assert!(!lost_race(&held[..1], "runner-a-workflow", 0));
+        let c = candidates(&locks, &pods);
+        assert_eq!(c[0].0, 1);
+        assert_eq!(c[0].1.map(|l| l.uid.as_str()), Some("lock-1"));
+        assert_eq!((c[1].0, c[1].1), (3, None));
+        assert_eq!(c.len(), MAX_SLOTS as usize - 2);
+        assert_eq!(candidates(&[], &[])[0], (0, None));
     }
 }

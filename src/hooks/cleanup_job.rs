@@ -1,4 +1,4 @@
-//! cleanup_job: remove every pod, Job and secret this runner created, and wait until they are gone.
+//! cleanup_job: remove every pod, Job, secret and cache-slot lease this runner created, and wait until they are gone.
 
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::wait_gone;
 use crate::k8s::{K8sError, Kube};
-use crate::objects::runner_selector;
+use crate::objects::slot_lock::SLOT_LOCK_ROLE;
+use crate::objects::{ROLE_LABEL, runner_selector};
 use crate::protocol::CommandName;
 
 /// Seconds a deleted pod gets to stop: enough for a clean exit, short enough for the next job.
@@ -25,6 +26,7 @@ pub struct Removed {
     pub pods: usize,
     pub jobs: usize,
     pub secrets: usize,
+    pub leases: usize,
 }
 
 async fn names<K>(api: &kube::Api<K>, selector: &str, what: &str) -> Result<Vec<String>, K8sError>
@@ -88,8 +90,11 @@ pub async fn remove_runner_objects(
     .await?;
     removed.pods = found.len();
 
+    // Cache-slot locks go last, once the pods are gone: a slot is free only when no container
+    // of its job can still write to the cache.
     let secrets = kube.secrets();
-    let found = names(&secrets, &selector, "secrets").await?;
+    let not_locks = format!("{selector},{ROLE_LABEL}!={SLOT_LOCK_ROLE}");
+    let found = names(&secrets, &not_locks, "secrets").await?;
     delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
     removed.secrets = found.len();
 
@@ -102,6 +107,16 @@ pub async fn remove_runner_objects(
         // Jobs are never watched: the Role grants no watch on them.
         let what = format!("jobs of runner {runner}");
         wait_gone(&kube.jobs(), &what, &lp, timeout, false).await?;
+    }
+
+    let locks = format!("{selector},{ROLE_LABEL}={SLOT_LOCK_ROLE}");
+    let found = names(&secrets, &locks, "secrets").await?;
+    delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
+    removed.secrets += found.len();
+    // Leases go with their owner pod anyway (garbage collector); deleting them here frees the
+    // slot at once, and also one whose pod was never created.
+    if granted.has(Extra::SlotLeases) {
+        removed.leases = super::cache_slot::remove_runner_leases(kube, runner).await?;
     }
     Ok(removed)
 }

@@ -8,6 +8,7 @@ pub mod run_script_step;
 pub mod session;
 pub mod shared_work;
 pub mod startup;
+pub mod step_end;
 pub mod steps;
 
 use std::io::Read;
@@ -23,7 +24,8 @@ use crate::protocol::{Command, Envelope, parse_envelope};
 pub type HookResult = anyhow::Result<i32>;
 
 /// Reads the runner's JSON from stdin and runs the command. Returns the step's exit code; an
-/// error's context is the line the job log shows.
+/// error's context is the line the job log shows. A step command's error is printed here, with
+/// the last line of [`step_end`].
 pub async fn run_from_stdin() -> HookResult {
     // The runner writes the whole object and closes stdin before anything else happens, so a
     // blocking read here holds up nothing.
@@ -34,9 +36,18 @@ pub async fn run_from_stdin() -> HookResult {
     let envelope = parse_envelope(&input)?;
     let config = Config::from_env().context("arc-hook: invalid configuration")?;
     let name = envelope.command.name().as_str();
-    run(envelope, config)
+    let is_step = matches!(
+        envelope.command,
+        Command::RunScriptStep(_) | Command::RunContainerStep(_)
+    );
+    let result = run(envelope, config)
         .await
-        .with_context(|| format!("arc-hook {name}"))
+        .with_context(|| format!("arc-hook {name}"));
+    if is_step {
+        // A step's ending always gets its last line, failures of the hook's own included.
+        return Ok(step_end::finish(result));
+    }
+    result
 }
 
 /// Runs one command.

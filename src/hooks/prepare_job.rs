@@ -26,6 +26,7 @@ pub const REQUIRE_CONTAINER_MESSAGE: &str = "this runner runs jobs only in conta
 struct Created {
     pod: Option<String>,
     secret: Option<String>,
+    slot: Option<cache_slot::Taken>,
 }
 
 /// How long a failed prepare_job waits for what it created to disappear.
@@ -57,6 +58,9 @@ impl Created {
         }
         if let Some(s) = &self.secret {
             owned::delete_or_warn(&kube.secrets(), "secret", s, &DeleteParams::default()).await;
+        }
+        if let Some(t) = &self.slot {
+            cache_slot::release(kube, t).await;
         }
     }
 }
@@ -94,7 +98,7 @@ pub async fn prepare_job(
 
     let mut created = Created::default();
     let placed = create_with_slot(&session, config, args, node, &mut created).await;
-    let (plan, created_at) = match placed {
+    let (plan, created_at, uid) = match placed {
         Ok(p) => p,
         Err(e) => {
             created.remove(kube, granted.has(Extra::WatchPods)).await;
@@ -104,7 +108,7 @@ pub async fn prepare_job(
     for w in &plan.warnings {
         log_line(&format!("arc-hook: warning: {w}"));
     }
-    let result = start(kube, config, &plan, granted, created_at).await;
+    let result = start(kube, config, &plan, granted, created_at, uid).await;
     let is_alpine = match result {
         Ok(a) => a,
         Err(e) => {
@@ -132,62 +136,62 @@ pub async fn prepare_job(
     Ok(0)
 }
 
-/// Creates the workflow pod (and its secret) holding the lowest free cache slot on the node;
-/// after losing a race for a slot, removes what it created and takes the next one.
+/// Creates the workflow pod (and its secret); where the template names `${CACHE_SLOT}`, first
+/// takes the lowest free cache slot on the node (see [`cache_slot`]) and makes the pod own it.
+/// Returns the plan, when the pod was created, and its UID.
 async fn create_with_slot(
     session: &Session,
     config: &Config,
     args: &PrepareJobArgs,
     node: Option<String>,
     created: &mut Created,
-) -> anyhow::Result<(PreparePlan, Instant)> {
+) -> anyhow::Result<(PreparePlan, Instant, String)> {
     let kube = &session.kube;
     let pod_name = names::job_pod_name(&session.runner);
-    for _ in 0..cache_slot::MAX_ATTEMPTS {
-        let held = cache_slot::list_holders(kube, node.as_deref())
+    let mut ctx = session.build_context(config, node.clone());
+    if session
+        .template
+        .as_ref()
+        .is_some_and(|t| t.uses_cache_slot())
+    {
+        let kind = if session.granted.has(Extra::SlotLeases) {
+            cache_slot::LockKind::Lease
+        } else {
+            tracing::debug!(
+                "the Role grants no coordination.k8s.io leases: taking the cache slot with a Secret lock"
+            );
+            cache_slot::LockKind::Secret
+        };
+        let taken = cache_slot::take(kube, &ctx, node.as_deref(), &pod_name, kind)
             .await
-            .context("choosing a cache slot")?;
-        let slot = cache_slot::lowest_free(&held, &pod_name);
-        let mut ctx = session.build_context(config, node.clone());
-        ctx.cache_slot = Some(slot);
-        let plan = plan_prepare_job(
-            &ctx,
-            args,
-            session.template.as_ref(),
-            &config.job_options,
-            &names::random_suffix(),
-        )?;
-        let created_at = Instant::now();
-        create_objects(kube, &plan, created).await?;
-        let held = cache_slot::list_holders(kube, node.as_deref())
-            .await
-            .context("checking the cache slot")?;
-        if !cache_slot::lost_race(&held, &pod_name, slot) {
-            tracing::debug!(slot, "cache slot taken");
-            return Ok((plan, created_at));
-        }
-        tracing::info!(
-            slot,
-            "another job on the node took the same cache slot first; retrying"
-        );
-        created
-            .remove(kube, session.granted.has(Extra::WatchPods))
-            .await;
-        *created = Created::default();
-        tokio::time::sleep(cache_slot::retry_pause()).await;
+            .context("taking a cache slot")?;
+        ctx.cache_slot = Some(taken.slot);
+        created.slot = Some(taken);
     }
-    bail!(
-        "could not get a cache slot on the node after {} attempts: other jobs kept taking the same one; retry the job",
-        cache_slot::MAX_ATTEMPTS
-    )
+    let plan = plan_prepare_job(
+        &ctx,
+        args,
+        session.template.as_ref(),
+        &config.job_options,
+        &names::random_suffix(),
+    )?;
+    let created_at = Instant::now();
+    let uid = create_objects(kube, &plan, created).await?;
+    if let Some(taken) = &created.slot
+        && let Err(e) = cache_slot::set_owner(kube, taken, &pod_name, &uid).await
+    {
+        // The slot stays held; cleanup_job removes the lease by its runner label.
+        tracing::warn!(error = %e.chain(), "cannot make the workflow pod own its cache-slot lease");
+    }
+    Ok((plan, created_at, uid))
 }
 
-/// Creates the secret (if any) and the pod.
+/// Creates the secret (if any) and the pod; returns the pod's UID.
 async fn create_objects(
     kube: &Kube,
     plan: &PreparePlan,
     created: &mut Created,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     if let Some(secret) = &plan.secret {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let api = kube.secrets();
@@ -196,35 +200,106 @@ async fn create_objects(
     }
     let name = plan.pod_name().to_string();
     let api = kube.pods();
-    create_once(&api, "pod", &plan.pod)
+    let pod = create_once(&api, "pod", &plan.pod)
         .await
         .context("cannot create the workflow pod")?;
     created.pod = Some(name);
-    Ok(())
+    Ok(pod.metadata.uid.unwrap_or_default())
 }
 
-/// Waits for the pod, reports where start-up time went, fills it in no-volume mode, detects alpine.
+/// How many times a workflow pod replaced under prepare_job's feet is waited for again.
+const MAX_REPLACEMENTS: usize = 2;
+
+/// Waits until pod `name` runs and returns its UID: the pod created (`uid`), or one that replaced
+/// it under the same name (this runner's, not being deleted), which is then waited for again.
+async fn wait_ready(
+    kube: &Kube,
+    name: &str,
+    uid: &str,
+    opts: crate::k8s::wait::WaitOptions,
+    seen: &mut Milestones,
+) -> anyhow::Result<String> {
+    let mut want = uid.to_string();
+    for _ in 0..=MAX_REPLACEMENTS {
+        let pod = wait_running_observed(kube, name, opts, seen)
+            .await
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        let found = pod.metadata.uid.clone().unwrap_or_default();
+        if want.is_empty() || found == want {
+            return Ok(found);
+        }
+        if !crate::objects::owned_by(pod.metadata.labels.as_ref(), runner_of(&pod)) {
+            bail!("pod {name} was replaced by a pod that is not this runner's (uid {found})");
+        }
+        tracing::info!(pod = name, was = %want, now = %found, "workflow pod replaced; waiting for the new one");
+        want = found;
+    }
+    bail!(
+        "pod {name} was replaced more than {MAX_REPLACEMENTS} times while prepare_job waited for it"
+    )
+}
+
+/// The runner a pod names in its annotation (empty when it names none).
+fn runner_of(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::objects::RUNNER_POD_ANNOTATION))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// Whether pod `name` is no longer the one with `uid` (replaced or gone): an exec that failed
+/// then reached another pod, or none, and is worth one more try after waiting again.
+async fn replaced(kube: &Kube, name: &str, uid: &str) -> bool {
+    let api = kube.pods();
+    match crate::k8s::retry::with_retry(&format!("reading pod {name}"), || api.get_opt(name)).await
+    {
+        Ok(Some(p)) => p.metadata.uid.as_deref() != Some(uid),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// Waits for the pod, reports where start-up time went, fills it in no-volume mode, detects
+/// alpine. Every exec is checked against the pod whose readiness was seen (its UID): after a
+/// failed exec into a pod replaced meanwhile, the new pod is waited for and the exec redone.
 async fn start(
     kube: &Kube,
     config: &Config,
     plan: &PreparePlan,
     granted: &rbac::Granted,
     created_at: Instant,
+    uid: String,
 ) -> anyhow::Result<bool> {
     let name = plan.pod_name().to_string();
     let opts = crate::hooks::pod_wait(config, granted, false);
     let mut seen = Milestones::default();
-    wait_running_observed(kube, &name, opts, &mut seen)
-        .await
-        .map_err(|f| anyhow::anyhow!("{f}"))?;
-    startup::report(kube, &name, granted, created_at, seen).await;
+    let mut uid = wait_ready(kube, &name, &uid, opts, &mut seen).await?;
+    startup::report(kube, &name, &uid, granted, created_at, seen).await;
 
     if plan.job_image.is_none() {
         return Ok(false);
     }
+    let mut attempt = 0;
+    loop {
+        let filled = fill_and_detect(kube, config, &name).await;
+        match filled {
+            Err(e) if attempt < MAX_REPLACEMENTS && replaced(kube, &name, &uid).await => {
+                tracing::info!(error = %format!("{e:#}"), "the workflow pod was replaced during start-up; waiting for the new one");
+                uid = wait_ready(kube, &name, "", opts, &mut seen).await?;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Fills the pod's work volume in no-volume mode, then detects alpine.
+async fn fill_and_detect(kube: &Kube, config: &Config, name: &str) -> anyhow::Result<bool> {
     if config.work_volume == WorkVolumeMode::Copy {
         let dirs = RunnerDirs::from_config(config)?;
-        let stats = workspace::push_initial(kube, &name, &dirs)
+        let stats = workspace::push_initial(kube, name, &dirs)
             .await
             .context("no-volume mode: copying the runner's _work and externals into the job pod")?;
         tracing::info!(
@@ -233,7 +308,7 @@ async fn start(
             "work volume filled"
         );
     }
-    detect_alpine(kube, &name).await
+    detect_alpine(kube, name).await
 }
 
 /// No-volume mode streams archives into the pod over exec and must close the stream's input

@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use super::run_script_step::job_pod;
 use super::session::Session;
 use super::shared_work::SharedDir;
+use super::steps::cancel::Cancel;
 use super::steps::ephemeral::{Outcome, run_in_job_pod};
 use super::steps::workspace::{self, RunnerDirs};
 use super::{HookResult, log_line};
@@ -24,6 +25,8 @@ pub async fn run_container_step(
     config: &Config,
 ) -> HookResult {
     check_image_source(args, config)?;
+    // From here on a cancel stops the step (or its image build) instead of ending the hook.
+    let cancel = Cancel::listen().context("cannot listen for the runner's cancel signals")?;
     let session = Session::open(config, CommandName::RunContainerStep).await?;
     let (kube, granted) = (&session.kube, &session.granted);
     let pod = job_pod(envelope, &session.runner);
@@ -36,7 +39,7 @@ pub async fn run_container_step(
     let suffix = names::random_suffix();
     let template = session.template.as_ref();
 
-    let image = step_image(&session, config, args, &ctx, copy).await?;
+    let image = step_image(&session, config, args, &ctx, copy, &cancel).await?;
     // A job with neither container nor services has no workflow pod: the runner sent no
     // prepare_job (state null) and will send no cleanup_job, so the step is a Job that removes
     // itself.
@@ -60,9 +63,17 @@ pub async fn run_container_step(
                     "RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
                 )?;
                 let can_watch = granted.has(Extra::WatchPods);
-                match run_in_job_pod(kube, config, &pod, &plan, &work, dirs.as_ref(), can_watch)
-                    .await
-                {
+                let run = run_in_job_pod(
+                    kube,
+                    config,
+                    &pod,
+                    &plan,
+                    &work,
+                    dirs.as_ref(),
+                    can_watch,
+                    &cancel,
+                );
+                match run.await {
                     Outcome::Ran(result) => return result,
                     Outcome::Refused(why) => why,
                 }
@@ -78,7 +89,7 @@ pub async fn run_container_step(
             note_fallback_once(config, &why);
             let plan = plan_container_step(&ctx, args, &image, &ws, template, &suffix)?;
             warn_all(&plan.warnings);
-            super::steps::job::run_as_job(kube, config, &plan, granted).await
+            super::steps::job::run_as_job(kube, config, &plan, granted, &cancel).await
         }
     }
 }
@@ -102,6 +113,7 @@ async fn step_image(
     args: &RunContainerStepArgs,
     ctx: &BuildContext,
     copy: bool,
+    cancel: &Cancel,
 ) -> anyhow::Result<String> {
     if let Some(image) = args.image.clone().filter(|i| !i.is_empty()) {
         return Ok(image);
@@ -115,7 +127,8 @@ async fn step_image(
         copy,
         dockerfile: args.dockerfile.as_deref().unwrap_or_default(),
     };
-    super::steps::build_image::build(&session.kube, config, build, &job, &session.granted).await
+    super::steps::build_image::build(&session.kube, config, build, &job, &session.granted, cancel)
+        .await
 }
 
 fn warn_all(warnings: &[String]) {

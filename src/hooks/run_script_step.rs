@@ -6,6 +6,8 @@ use anyhow::Context;
 
 use super::HookResult;
 use super::shared_work::{SharedDir, check_runner_paths};
+use super::step_end::Infrastructure;
+use super::steps::cancel::{Cancel, Cancelled, STOP_DEADLINE, StopSignal, TERM_GRACE};
 use super::steps::detached::{self, DetachedStep};
 use super::steps::workspace::{self, RunnerDirs};
 use crate::config::Config;
@@ -69,6 +71,8 @@ pub async fn run_script_step(
     args: &RunScriptStepArgs,
     config: &Config,
 ) -> HookResult {
+    // From here on a cancel stops the step in the pod instead of ending the hook at once.
+    let cancel = Cancel::listen().context("cannot listen for the runner's cancel signals")?;
     let runner = config.require_runner_pod_name()?;
     let pod = job_pod(envelope, runner);
     let script = step_script(&StepCommand {
@@ -92,11 +96,17 @@ pub async fn run_script_step(
     };
     // Exec round trips per step: push (copy mode), run, pull (copy mode).
     if let Some(d) = &dirs {
-        let stats = workspace::push_step(&kube, &pod, d, Vec::new())
-            .await
-            .context(
+        let push = workspace::push_step(&kube, &pod, d, Vec::new());
+        let stats = tokio::select! {
+            pushed = push => pushed.context(
                 "no-volume mode: copying _temp and new actions into the job pod before the step",
-            )?;
+            )?,
+            signal = cancel.cancelled() => return Err(Cancelled {
+                signal,
+                stopped: "the step had not started and will not".into(),
+            }
+            .into()),
+        };
         tracing::debug!(
             entries = stats.entries,
             skipped = stats.skipped,
@@ -116,35 +126,49 @@ pub async fn run_script_step(
         .unwrap_or(&local.name)
         .to_string();
     let step = DetachedStep::new(&step_id, in_pod);
-    let result = detached::run(
-        &kube,
-        target,
-        &step,
-        tokio::io::stdout(),
-        tokio::io::stderr(),
-    )
-    .await;
+    let result = tokio::select! {
+        result = detached::run(&kube, target, &step, tokio::io::stdout()) => result,
+        // Also while reattaching: the stop is a fresh exec, retried until its deadline.
+        signal = cancel.cancelled() => {
+            let stopped = stop_step(&kube, target, &step, signal).await;
+            drop(local);
+            return Err(stopped.into());
+        }
+    };
     drop(local);
-    // The pod could not be reached for the whole reattach window: say so, with its own code.
+    // What the hook could not do (reach the pod, start the step, keep it alive) is told apart
+    // from the step's own failure; the file commands come back either way.
+    let mut infra = None;
     let result = match result {
+        // The pod could not be reached for the whole reattach window.
         Err(e @ ExecError::Lost { .. }) => {
-            eprintln!("arc-hook: {e}");
+            infra = Some(Infrastructure {
+                code: detached::EXIT_RESULT_UNKNOWN,
+                cause: e.to_string(),
+            });
             Ok(detached::EXIT_RESULT_UNKNOWN)
         }
-        other => other,
-    };
-    // A step that could not start, whose stream broke, or that was killed by a signal: say
-    // what happened to the pod (eviction, OOM kill...).
-    let result = match result {
+        Ok(detached::EXIT_NOT_STARTED) => {
+            infra = Some(Infrastructure {
+                code: detached::EXIT_NOT_STARTED,
+                cause: "the step never started in the job pod".into(),
+            });
+            Ok(detached::EXIT_NOT_STARTED)
+        }
+        // A step that could not start or whose stream broke: say what happened to the pod.
         Err(e) => Err(match crate::k8s::wait::pod_problem(&kube, &pod).await {
             Some(cause) => e.with_cause(&cause),
             None => e,
         }),
         Ok(code) if code > 128 => {
-            // The kubelet reports a killed container a moment after the fact.
+            // Killed by a signal: the pod's story (eviction, OOM kill), which the kubelet
+            // reports a moment after the fact, makes it the infrastructure's doing.
             for _ in 0..4 {
                 if let Some(cause) = crate::k8s::wait::pod_problem(&kube, &pod).await {
-                    eprintln!("arc-hook: the step was killed (exit code {code}): {cause}");
+                    infra = Some(Infrastructure {
+                        code,
+                        cause: format!("the step was killed (exit code {code}): {cause}"),
+                    });
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -159,7 +183,39 @@ pub async fn run_script_step(
         None => None,
     };
     let code = workspace::step_outcome(result, pulled)?;
+    if let Some(infra) = infra {
+        return Err(infra.into());
+    }
     runner_paths_intact(&temp, code)
+}
+
+/// Stops the cancelled step in the pod within [`STOP_DEADLINE`] and says what became of it.
+/// In no-volume mode `_temp` is not copied back: the runner reads no file commands of a
+/// cancelled step, and the time is the runner's grace.
+async fn stop_step(
+    kube: &crate::k8s::Kube,
+    target: ExecTarget<'_>,
+    step: &DetachedStep,
+    signal: StopSignal,
+) -> Cancelled {
+    let stopped = tokio::time::timeout(
+        STOP_DEADLINE,
+        detached::stop(kube, target, step, TERM_GRACE),
+    )
+    .await;
+    let stopped = match stopped {
+        Ok(Ok(s)) => format!("{} in pod {}", s.describe(), target.pod),
+        Ok(Err(e)) => format!(
+            "could not stop the step in pod {} ({e}); cleanup_job deletes the pod, which stops it",
+            target.pod
+        ),
+        Err(_) => format!(
+            "could not stop the step in pod {} within {}s; cleanup_job deletes the pod, which stops it",
+            target.pod,
+            STOP_DEADLINE.as_secs()
+        ),
+    };
+    Cancelled { signal, stopped }
 }
 
 /// Fails the step when it left links (or pipes, devices) where the runner reads file commands

@@ -126,8 +126,9 @@ pub fn annotation(s: &Startup) -> String {
     .to_string()
 }
 
-/// The pod's image pulls, from its `Pulled` events (empty without permission to list events).
-async fn pulls(kube: &Kube, pod: &str) -> Vec<Pull> {
+/// The image pulls of pod `pod` with UID `uid`, from its `Pulled` events (empty without
+/// permission to list events): events of an earlier pod of the same name are not its own.
+async fn pulls(kube: &Kube, pod: &str, uid: &str) -> Vec<Pull> {
     let params = ListParams::default().fields(&format!(
         "involvedObject.name={pod},involvedObject.kind=Pod,reason=Pulled"
     ));
@@ -137,12 +138,13 @@ async fn pulls(kube: &Kube, pod: &str) -> Vec<Pull> {
     })
     .await
     {
-        Ok(list) => list
-            .items
-            .iter()
-            .filter(|e| e.reason.as_deref() == Some("Pulled"))
-            .filter_map(|e| parse_pulled(e.message.as_deref()?))
-            .collect(),
+        Ok(list) => once_per_image(
+            list.items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("Pulled"))
+                .filter(|e| uid.is_empty() || e.involved_object.uid.as_deref() == Some(uid))
+                .filter_map(|e| parse_pulled(e.message.as_deref()?)),
+        ),
         Err(e) => {
             tracing::debug!(error = %e.chain(), "cannot read the pod's pull events");
             Vec::new()
@@ -150,17 +152,30 @@ async fn pulls(kube: &Kube, pod: &str) -> Vec<Pull> {
     }
 }
 
-/// Prints the start-up line and records it on the pod; best effort, never fails the job.
+/// Each image once, at its first pull (a container restarted during start-up is pulled again).
+fn once_per_image(pulls: impl Iterator<Item = Pull>) -> Vec<Pull> {
+    let mut out: Vec<Pull> = Vec::new();
+    for p in pulls {
+        if !out.iter().any(|o| o.image == p.image) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Prints the start-up line of pod `pod` (UID `uid`, the one that runs) and records it on the
+/// pod; best effort, never fails the job.
 pub async fn report(
     kube: &Kube,
     pod: &str,
+    uid: &str,
     granted: &Granted,
     created_at: Instant,
     seen: Milestones,
 ) {
     let ready_after = created_at.elapsed();
     let pulls = if granted.has(Extra::ListEvents) {
-        pulls(kube, pod).await
+        pulls(kube, pod, uid).await
     } else {
         Vec::new()
     };
@@ -225,6 +240,24 @@ mod tests {
             })
         );
         assert_eq!(parse_pulled("Pulling image \"x\""), None);
+    }
+
+    #[test]
+    fn each_image_is_reported_once() {
+        let pull = |image: &str, seconds| Pull {
+            image: image.into(),
+            seconds,
+        };
+        let pulls = once_per_image(
+            [
+                pull("a", Some(1.0)),
+                pull("b", None),
+                pull("a", None),
+                pull("b", None),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(pulls, [pull("a", Some(1.0)), pull("b", None)]);
     }
 
     #[test]

@@ -58,6 +58,10 @@ impl Kube {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    pub fn leases(&self) -> kube::Api<k8s_openapi::api::coordination::v1::Lease> {
+        kube::Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     pub fn events(&self) -> kube::Api<k8s_openapi::api::core::v1::Event> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }

@@ -64,15 +64,18 @@ pub enum Extra {
     AnnotatePods,
     /// Run container steps as batch Jobs (and remove a previous job's leftover Jobs).
     BatchJobs,
+    /// Take cache slots with Leases the workflow pod owns (else with Secrets cleanup_job removes).
+    SlotLeases,
 }
 
 impl Extra {
-    pub const ALL: [Extra; 5] = [
+    pub const ALL: [Extra; 6] = [
         Extra::WatchPods,
         Extra::ListEvents,
         Extra::EphemeralContainers,
         Extra::AnnotatePods,
         Extra::BatchJobs,
+        Extra::SlotLeases,
     ];
 
     pub fn permissions(self) -> &'static [Permission] {
@@ -86,6 +89,7 @@ impl Extra {
             Extra::EphemeralContainers => EPHEMERAL,
             Extra::AnnotatePods => ANNOTATE,
             Extra::BatchJobs => JOB_PERMISSIONS,
+            Extra::SlotLeases => LEASE_PERMISSIONS,
         }
     }
 }
@@ -140,6 +144,7 @@ pub fn extras(command: CommandName) -> &'static [Extra] {
             Extra::ListEvents,
             Extra::AnnotatePods,
             Extra::BatchJobs,
+            Extra::SlotLeases,
         ],
         CommandName::RunScriptStep => &[],
         CommandName::RunContainerStep => &[
@@ -148,7 +153,7 @@ pub fn extras(command: CommandName) -> &'static [Extra] {
             Extra::EphemeralContainers,
             Extra::BatchJobs,
         ],
-        CommandName::CleanupJob => &[Extra::WatchPods, Extra::BatchJobs],
+        CommandName::CleanupJob => &[Extra::WatchPods, Extra::BatchJobs, Extra::SlotLeases],
     }
 }
 
@@ -158,6 +163,16 @@ pub const JOB_PERMISSIONS: &[Permission] = &[
     p("batch", "jobs", "", "list"),
     p("batch", "jobs", "", "create"),
     p("batch", "jobs", "", "delete"),
+];
+
+/// Cache-slot Leases ([`Extra::SlotLeases`]): taken by create, given an owner by patch, listed
+/// to find a node's slots, deleted by cleanup_job or when stale.
+pub const LEASE_PERMISSIONS: &[Permission] = &[
+    p("coordination.k8s.io", "leases", "", "get"),
+    p("coordination.k8s.io", "leases", "", "list"),
+    p("coordination.k8s.io", "leases", "", "create"),
+    p("coordination.k8s.io", "leases", "", "patch"),
+    p("coordination.k8s.io", "leases", "", "delete"),
 ];
 
 /// Every permission arc-hook ever uses; deploy/rbac's Role must grant exactly these.

@@ -9,6 +9,7 @@ pub mod options;
 pub mod pod;
 pub mod ports;
 pub mod secret;
+pub mod slot_lock;
 
 use std::collections::BTreeMap;
 

@@ -90,6 +90,50 @@ pub fn parse_env_file(text: &str, job_dir: &str) -> Result<Vec<(String, String)>
         .collect()
 }
 
+/// What a command file may say beyond the runner's input, for the replay only (taken out of the
+/// input before the hook sees it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplayOnly {
+    /// `"cancelAfterSeconds": N`: the runner cancels the command N seconds after it started,
+    /// with the runner's signal sequence (SIGINT, SIGTERM 7.5 s later, SIGKILL 2.5 s after).
+    pub cancel_after: Option<std::time::Duration>,
+    /// `"always": true`: the command runs even after a failure or a cancel, as the runner's
+    /// post steps and `if: always()` steps do.
+    pub always: bool,
+}
+
+/// A replay-only field with a value of the wrong kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayFieldError {
+    #[error("cancelAfterSeconds: expected a number of seconds from 0 to 3600, got {0}")]
+    CancelAfter(Value),
+    #[error("always: expected true or false, got {0}")]
+    Always(Value),
+}
+
+/// Takes the replay-only fields out of a command file's `input`.
+pub fn take_replay_only(input: &mut Value) -> Result<ReplayOnly, ReplayFieldError> {
+    let Some(fields) = input.as_object_mut() else {
+        return Ok(ReplayOnly::default());
+    };
+    let cancel_after = match fields.remove("cancelAfterSeconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(n) if (0.0..=3600.0).contains(&n) => Some(std::time::Duration::from_secs_f64(n)),
+            _ => return Err(ReplayFieldError::CancelAfter(v)),
+        },
+    };
+    let always = match fields.remove("always") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(v) => return Err(ReplayFieldError::Always(v)),
+    };
+    Ok(ReplayOnly {
+        cancel_after,
+        always,
+    })
+}
+
 /// Where the runner keeps the workspace, `<repo>/<repo>` under `_work`: from the first input
 /// whose working directory is `/__w/<repo>/<repo>` (reading stops at the first unreadable input).
 pub fn first_workspace(commands: &[PathBuf]) -> Option<String> {
@@ -158,6 +202,33 @@ mod tests {
         );
         let e = parse_env_file("A=1\nnot a pair\n", "/j").expect_err("refused");
         assert_eq!(e.to_string(), "expected KEY=VALUE, got \"not a pair\"");
+    }
+
+    #[test]
+    fn replay_only_fields_are_taken_out_of_the_input() {
+        let mut input = json!({"command": "run_script_step", "cancelAfterSeconds": 2.5, "always": true, "args": {}});
+        let only = take_replay_only(&mut input).expect("valid");
+        assert_eq!(
+            only,
+            ReplayOnly {
+                cancel_after: Some(std::time::Duration::from_millis(2500)),
+                always: true
+            }
+        );
+        assert_eq!(input, json!({"command": "run_script_step", "args": {}}));
+        let mut plain = json!({"command": "cleanup_job"});
+        assert_eq!(
+            take_replay_only(&mut plain).expect("valid"),
+            ReplayOnly::default()
+        );
+        for bad in [
+            json!({"cancelAfterSeconds": "3"}),
+            json!({"cancelAfterSeconds": -1}),
+            json!({"always": "yes"}),
+        ] {
+            let mut bad = bad;
+            assert!(take_replay_only(&mut bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub fn event(out: &mut impl Write, event: &Event) -> io::Result<()> {
             out,
             "── {file}: {command} exited {exit_code} ({seconds:.2}s)"
         ),
+        Event::Signalled {
+            file,
+            signal,
+            seconds,
+        } => writeln!(
+            out,
+            "── {file}: cancelled: {signal} to the hook after {seconds:.2}s (cancelAfterSeconds)"
+        ),
         Event::JobPod { name, is_alpine } => {
             writeln!(out, "   job pod {name}, isAlpine {is_alpine}")
         }
@@ -146,7 +154,7 @@ mod tests {
              GITHUB_OUTPUT: unreadable (bad)\n   \
              GITHUB_STEP_SUMMARY: 12 bytes\n\
              ── 03-never-runs.json: run_script_step skipped (an earlier command failed)\n\
-             replay: using the configured Kubernetes cluster\n"
+             replay: --cluster: using context \"kind-ci\", server https://127.0.0.1:6443/, namespace arc-runners\n"
         );
     }
 

@@ -21,6 +21,13 @@ pub enum Event {
         exit_code: i32,
         seconds: f64,
     },
+    /// The replayed runner cancelled the running command (`cancelAfterSeconds`): it sent the
+    /// hook `signal`, `seconds` after the command started.
+    Signalled {
+        file: String,
+        signal: &'static str,
+        seconds: f64,
+    },
     /// prepare_job's response: the job pod and whether its image is Alpine.
     JobPod { name: String, is_alpine: bool },
     /// What a step wrote to one of its file commands.

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::HookOutput;
 use super::home::{RunnerHome, file_command_path};
+use super::job::take_replay_only;
 use super::report::{Event, Played};
 use super::runner::{RunnerState, is_step};
 
@@ -45,9 +46,11 @@ pub async fn play_command(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
-    let input: Value = serde_json::from_str(&text).with_context(|| format!("{name}: not JSON"))?;
+    let mut input: Value =
+        serde_json::from_str(&text).with_context(|| format!("{name}: not JSON"))?;
+    let only = take_replay_only(&mut input).with_context(|| name.clone())?;
     let command = input["command"].as_str().unwrap_or_default().to_string();
-    if !runner.runs(&command) {
+    if !runner.runs(&command, only.always) {
         events(Event::Skipped {
             file: name.clone(),
             command: command.clone(),
@@ -77,7 +80,22 @@ pub async fn play_command(
         command: command.clone(),
     });
     let started = Instant::now();
-    let exit_code = invoke(&ctx.home.wrapper, ctx.env, &input, ctx.hook_output).await?;
+    let mut signalled = |signal, seconds| {
+        events(Event::Signalled {
+            file: name.clone(),
+            signal,
+            seconds,
+        })
+    };
+    let exit_code = invoke(
+        &ctx.home.wrapper,
+        ctx.env,
+        &input,
+        ctx.hook_output,
+        only.cancel_after,
+        &mut signalled,
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     events(Event::Finished {
         file: name.clone(),
@@ -134,13 +152,31 @@ fn create_file_commands(input: &Value, work: &Path) -> anyhow::Result<Vec<(Strin
     Ok(files)
 }
 
+/// The runner's cancel, as `CancelAndKillProcessTree` (actions/runner
+/// `src/Runner.Sdk/ProcessInvoker.cs`) does it: SIGINT, SIGTERM after 7.5 s, SIGKILL after 2.5 s
+/// more, each only while the hook is still running.
+const RUNNER_CANCEL: [(nix::sys::signal::Signal, std::time::Duration); 3] = [
+    (
+        nix::sys::signal::Signal::SIGINT,
+        std::time::Duration::from_millis(7500),
+    ),
+    (
+        nix::sys::signal::Signal::SIGTERM,
+        std::time::Duration::from_millis(2500),
+    ),
+    (nix::sys::signal::Signal::SIGKILL, std::time::Duration::ZERO),
+];
+
 /// Runs the wrapper with the JSON on stdin, as the runner does; the hook's own output goes
-/// where `output` says.
+/// where `output` says. With `cancel_after`, the runner's cancel starts that long after the
+/// start; `signalled` is told of each signal sent.
 async fn invoke(
     wrapper: &Path,
     env: &BTreeMap<String, String>,
     input: &Value,
     output: HookOutput,
+    cancel_after: Option<std::time::Duration>,
+    signalled: &mut dyn FnMut(&'static str, f64),
 ) -> anyhow::Result<i32> {
     let stdio = || match output {
         HookOutput::Inherit => Stdio::inherit(),
@@ -156,6 +192,7 @@ async fn invoke(
         cmd.env_remove("KUBERNETES_SERVICE_HOST");
     }
     cmd.envs(env);
+    let started = Instant::now();
     let mut child = cmd.spawn().context("starting the hook")?;
     if let Some(mut stdin) = child.stdin.take() {
         let json = serde_json::to_vec(input).context("encoding the hook's input")?;
@@ -165,6 +202,26 @@ async fn invoke(
             .context("writing the hook's input")?;
         stdin.shutdown().await.context("writing the hook's input")?;
     }
-    let status = child.wait().await.context("waiting for the hook")?;
+    let status = match cancel_after {
+        None => child.wait().await.context("waiting for the hook")?,
+        Some(after) => {
+            let mut wait = after;
+            let mut sequence = RUNNER_CANCEL.iter();
+            loop {
+                if let Ok(status) = tokio::time::timeout(wait, child.wait()).await {
+                    break status.context("waiting for the hook")?;
+                }
+                let Some((signal, next)) = sequence.next() else {
+                    break child.wait().await.context("waiting for the hook")?;
+                };
+                // The wrapper execs the hook, so the child is the hook itself.
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), *signal);
+                    signalled(signal.as_str(), started.elapsed().as_secs_f64());
+                }
+                wait = *next;
+            }
+        }
+    };
     Ok(status.code().unwrap_or(1))
 }

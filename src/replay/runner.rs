@@ -93,10 +93,11 @@ pub struct RunnerState {
 }
 
 impl RunnerState {
-    /// Whether `command` runs: after a failure only cleanup_job does, as in the runner (also
-    /// after a failed prepare_job, with the state it had: none).
-    pub fn runs(&self, command: &str) -> bool {
-        !self.failed || command == "cleanup_job"
+    /// Whether `command` runs: after a failure or a cancel only cleanup_job and the commands
+    /// marked `always` (the runner's post steps, `if: always()`) do, as in the runner (also after
+    /// a failed prepare_job, with the state it had: none).
+    pub fn runs(&self, command: &str, always: bool) -> bool {
+        !self.failed || always || command == "cleanup_job"
     }
 
     /// The input as the runner sends it: `responseFile` (a fresh, empty file), the state of the
@@ -284,14 +285,18 @@ mod tests {
     #[test]
     fn after_a_failed_prepare_job_only_cleanup_runs_with_no_state() {
         let mut runner = RunnerState::default();
-        assert!(runner.runs("prepare_job"));
+        assert!(runner.runs("prepare_job", false));
         assert_eq!(
             runner.finish("prepare_job", 1, None).expect("a failure"),
             None
         );
-        assert!(!runner.runs("run_script_step"));
-        assert!(!runner.runs("run_container_step"));
-        assert!(runner.runs("cleanup_job"));
+        assert!(!runner.runs("run_script_step", false));
+        assert!(!runner.runs("run_container_step", false));
+        assert!(runner.runs("cleanup_job", false));
+        assert!(
+            runner.runs("run_script_step", true),
+            "an always step still runs"
+        );
         let input = runner.input_for(json!({"command": "cleanup_job"}), Path::new("/r/05.json"));
         assert_eq!(input["state"], Value::Null);
         assert_eq!(input["responseFile"], "/r/05.json");
@@ -322,7 +327,7 @@ mod tests {
             .expect("valid");
         let input = runner.input_for(json!({"command": "cleanup_job"}), Path::new("/r"));
         assert_eq!(input["state"]["jobPod"], "other");
-        assert!(runner.runs("run_script_step"));
+        assert!(runner.runs("run_script_step", false));
     }
 
     #[test]

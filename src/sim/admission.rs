@@ -132,11 +132,12 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
 
 /// Rejects bodies that do not decode as the kind, with the API server's decode message.
 fn decode_check(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{batch::v1::Job, core::v1};
+    use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease, core::v1};
     let err = match res.id {
         "pods" => serde_json::from_value::<v1::Pod>(obj.clone()).err(),
         "jobs.batch" => serde_json::from_value::<Job>(obj.clone()).err(),
         "secrets" => serde_json::from_value::<v1::Secret>(obj.clone()).err(),
+        "leases.coordination.k8s.io" => serde_json::from_value::<Lease>(obj.clone()).err(),
         "configmaps" => serde_json::from_value::<v1::ConfigMap>(obj.clone()).err(),
         "persistentvolumeclaims" => {
             serde_json::from_value::<v1::PersistentVolumeClaim>(obj.clone()).err()

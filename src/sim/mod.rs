@@ -7,6 +7,7 @@ mod cluster;
 mod events;
 mod exec;
 mod faults;
+mod gc;
 mod jobs;
 mod kubelet;
 mod listener;
@@ -241,6 +242,7 @@ impl Simulator {
         });
         cluster::seed(&state);
         jobs::spawn_controller(state.clone());
+        gc::spawn_collector(state.clone());
         let app = api::router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (listener, restart) = listener::RestartableListener::new(listener, addr);

@@ -187,6 +187,18 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[("status", "Job", &["get", "patch", "update"])],
     },
     Resource {
+        id: "leases.coordination.k8s.io",
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        verbs: RW,
+        short_names: &[],
+        subresources: &[],
+    },
+    Resource {
         id: "selfsubjectaccessreviews.authorization.k8s.io",
         group: "authorization.k8s.io",
         version: "v1",
@@ -217,6 +229,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("batch", "v1"),
     ("authorization.k8s.io", "v1"),
     ("events.k8s.io", "v1"),
+    ("coordination.k8s.io", "v1"),
 ];
 
 /// Finds a resource by group, version and plural.

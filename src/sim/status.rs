@@ -119,6 +119,15 @@ impl ApiError {
         )
     }
 
+    /// A delete whose preconditions (UID, resourceVersion) the object no longer meets.
+    pub fn precondition_failed(plural: &str, group: &str, name: &str, message: String) -> ApiError {
+        let mut details = json!({"name": name, "kind": plural});
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        ApiError::new(409, "Conflict", message, Some(details))
+    }
+
     /// `Pod "x" is invalid: ...` with one cause per field error.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> ApiError {
         let texts: Vec<String> = causes.iter().map(Cause::text).collect();

@@ -229,6 +229,31 @@ impl Store {
         Some(obj)
     }
 
+    /// Removes an object if `check` accepts it (both under one lock, so nothing changes it in
+    /// between); `None` when there is no such object.
+    pub fn delete_if<E>(
+        &self,
+        key: &Key,
+        check: impl FnOnce(&Value) -> Result<(), E>,
+    ) -> Option<Result<Value, E>> {
+        let mut inner = self.lock();
+        if let Err(e) = check(inner.objects.get(key)?) {
+            return Some(Err(e));
+        }
+        let mut obj = inner.objects.remove(key)?;
+        inner.rv += 1;
+        let rv = inner.rv;
+        set_rv(&mut obj, rv);
+        Self::record(
+            &mut inner,
+            ChangeKind::Deleted,
+            key.clone(),
+            obj.clone(),
+            None,
+        );
+        Some(Ok(obj))
+    }
+
     /// Subscribes to changes after `from_rv` (`None` = from now): the backlog plus a live receiver.
     pub fn watch(&self, from_rv: Option<u64>) -> Result<Subscription, StoreError> {
         let mut inner = self.lock();

@@ -266,6 +266,38 @@ pub async fn patch(
 pub struct DeleteOptions {
     pub grace: Option<i64>,
     pub propagation: Option<String>,
+    pub preconditions: Preconditions,
+}
+
+/// DeleteOptions' `preconditions`: the object must still have this UID and resourceVersion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl Preconditions {
+    /// kube-apiserver's refusal when `obj` does not meet them (409 Conflict).
+    fn check(&self, res: &Resource, obj: &Value) -> Result<(), ApiError> {
+        let field = |name: &str, want: &Option<String>, have: &str| match want {
+            Some(w) if w != have => Some(format!(
+                "Precondition failed: {name} in precondition: {w}, {name} in object meta: {have}"
+            )),
+            _ => None,
+        };
+        let rv = meta::str_at(obj, &["metadata", "resourceVersion"]).unwrap_or_default();
+        match field("UID", &self.uid, meta::uid(obj))
+            .or_else(|| field("ResourceVersion", &self.resource_version, rv))
+        {
+            None => Ok(()),
+            Some(message) => Err(ApiError::precondition_failed(
+                res.plural,
+                res.group,
+                meta::name(obj),
+                message,
+            )),
+        }
+    }
 }
 
 fn delete_options(q: &Query, body: &[u8]) -> DeleteOptions {
@@ -279,7 +311,20 @@ fn delete_options(q: &Query, body: &[u8]) -> DeleteOptions {
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    DeleteOptions { grace, propagation }
+    let pre = |f: &str| {
+        b.pointer(&format!("/preconditions/{f}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let preconditions = Preconditions {
+        uid: pre("uid"),
+        resource_version: pre("resourceVersion"),
+    };
+    DeleteOptions {
+        grace,
+        propagation,
+        preconditions,
+    }
 }
 
 pub async fn delete(
@@ -347,6 +392,7 @@ pub async fn delete_object(
                     let opts = DeleteOptions {
                         grace: Some(0),
                         propagation: Some("Background".into()),
+                        preconditions: Preconditions::default(),
                     };
                     let _ = Box::pin(delete_object(sim, r, name, meta::name(&o), &opts)).await;
                 }
@@ -357,8 +403,8 @@ pub async fn delete_object(
         "nodes" => Err(ApiError::method_not_allowed()),
         _ => sim
             .store
-            .delete(&key)
-            .ok_or_else(|| ApiError::not_found(res.plural, res.group, name)),
+            .delete_if(&key, |o| opts.preconditions.check(res, o))
+            .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?,
     }
 }
 

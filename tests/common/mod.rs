@@ -308,7 +308,16 @@ pub async fn silent_step_outlives_idle_timeout(r: &Runner) {
     r.sim.faults().clear();
     assert_eq!(s.code, 7, "{s:?}");
     let lines: Vec<&str> = s.stdout.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines, ["before", "after"], "{s:?}");
+    // The step's output, then the hook's last line: the step's own failure.
+    assert_eq!(
+        lines,
+        [
+            "before",
+            "after",
+            "arc-hook: step failed: the step's own command exited with code 7; not an infrastructure failure"
+        ],
+        "{s:?}"
+    );
     assert!(
         s.stderr.contains("reattaching"),
         "the stream was cut: {s:?}"

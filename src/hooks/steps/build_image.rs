@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use kube::api::DeleteParams;
 
+use super::cancel::{Cancel, Cancelled};
 use super::job::terminated;
 use crate::config::{BuildConfig, Config};
 use crate::hooks::log_line;
@@ -37,6 +38,7 @@ pub async fn build(
     build: &BuildConfig,
     job: &BuildJob<'_>,
     granted: &Granted,
+    cancel: &Cancel,
 ) -> anyhow::Result<String> {
     let dockerfile = Path::new(job.dockerfile);
     let (Some(dir), Some(file)) = (dockerfile.parent(), dockerfile.file_name()) else {
@@ -101,7 +103,15 @@ pub async fn build(
         "arc-hook: building {destination} from {} in pod {pod_name}",
         dir.display()
     ));
-    let result = run_builder(kube, config, build, &pod, &pod_name, granted).await;
+    // A cancel ends the build here; the builder pod is deleted below, as on every path out.
+    let result = tokio::select! {
+        result = run_builder(kube, config, build, &pod, &pod_name, granted) => result,
+        signal = cancel.cancelled() => Err(Cancelled {
+            signal,
+            stopped: format!("the image build was stopped: deleted the builder pod {pod_name}"),
+        }
+        .into()),
+    };
 
     let dp = DeleteParams::default().grace_period(0);
     owned::delete_or_warn(&kube.pods(), "builder pod", &pod_name, &dp).await;

@@ -11,7 +11,8 @@ use crate::k8s::exec::{ExecError, ExecTarget, exec};
 use crate::k8s::retry::backoff;
 
 /// Directory (in the pod) under the hook's private `_temp/_arc_hook` holding one directory per step:
-/// `out` and `err` (the step's output), `pid`, `status` (its exit code, written once it ended).
+/// `log` (the step's output, stdout and stderr in the order it wrote them), `pid`, `status` (its
+/// exit code, written once it ended).
 pub const STEPS_DIR_IN_POD: &str = "/__w/_temp/_arc_hook/steps";
 
 /// How long reattaching may keep failing (no exec stream could be opened) before the hook gives up.
@@ -24,27 +25,29 @@ pub const EXIT_RESULT_UNKNOWN: i32 = 75;
 /// Exit code when the step provably never started: no start marker, and its start script is gone.
 pub const EXIT_NOT_STARTED: i32 = 76;
 
-/// The program every exec of a step runs (`sh -c FOLLOW arc-hook-step DIR SCRIPT OUT_OFFSET ERR_OFFSET`).
+/// The program every exec of a step runs (`sh -c FOLLOW arc-hook-step DIR SCRIPT LOG_OFFSET`).
 ///
 /// `mkdir DIR` is the start marker: atomic, so of all execs that may reach the pod for one step
 /// (the first, a re-sent one whose first response was lost, reattaches) exactly one starts it.
 /// The step runs in its own session (`setsid`, when the image has it) with its output in files,
-/// so it outlives the exec that started it. Every exec then prints the logs from the offsets the
+/// so it outlives the exec that started it. Its stdout and stderr are one file, opened once with
+/// both descriptors on it, so the log keeps the order in which the step wrote (two files followed
+/// apart would print `err-2` before `out-1`). Every exec then prints the log from the offset the
 /// hook already printed, until the status file exists, and exits with the step's code (looking
 /// every 20 ms at first, where `sleep` takes fractions, so a short step costs no dead wait; then
 /// every 0.2 s and 1 s while it prints nothing). Reads
 /// are bounded (`head -c`) and only regular files are read, so a job that tampers with these
 /// files can change its own result, never make the follower read elsewhere or block.
-const FOLLOW: &str = r#"d=$1 s=$2 o=$3 e=$4
-case "$o.$e" in *[!0-9.]*|.*|*.) echo "arc-hook: invalid log offsets" >&2; exit 2;; esac
+const FOLLOW: &str = r#"d=$1 s=$2 o=$3
+case "$o" in ''|*[!0-9]*) echo "arc-hook: invalid log offset" >&2; exit 2;; esac
 reg() { [ -f "$1" ] && [ ! -L "$1" ]; }
 size() { if reg "$1"; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
 if mkdir -p -- "${d%/*}" 2>/dev/null && mkdir -- "$d" 2>/dev/null; then
   for x in "${d%/*}"/*; do [ "$x" != "$d" ] && [ -f "$x/status" ] && rm -rf -- "$x"; done
   if [ -f "$s" ]; then
-    : >"$d/out"; : >"$d/err"
+    : >"$d/log"
     S=; command -v setsid >/dev/null 2>&1 && S=setsid
-    $S sh -c 'echo $$ >"$1/pid"; sh "$2" >>"$1/out" 2>>"$1/err" </dev/null; c=$?; echo $c >"$1/status.new"; mv -f "$1/status.new" "$1/status"' arc-hook-step "$d" "$s" </dev/null >/dev/null 2>&1 &
+    $S sh -c 'echo $$ >"$1/pid"; sh "$2" >>"$1/log" 2>&1 </dev/null; c=$?; echo $c >"$1/status.new"; mv -f "$1/status.new" "$1/status"' arc-hook-step "$d" "$s" </dev/null >/dev/null 2>&1 &
     echo $! >"$d/pid"
   else
     echo nostart >"$d/status"
@@ -60,12 +63,12 @@ while :; do
   fi
   fin=; reg "$d/status" && fin=1
   got=
-  z=$(size "$d/out"); if [ "$z" -gt "$o" ]; then tail -c +$((o+1)) "$d/out" | head -c $((z-o)); o=$z; got=1; fi
-  z=$(size "$d/err"); if [ "$z" -gt "$e" ]; then tail -c +$((e+1)) "$d/err" | head -c $((z-e)) >&2; e=$z; got=1; fi
+  z=$(size "$d/log"); if [ "$z" -gt "$o" ]; then tail -c +$((o+1)) "$d/log" | head -c $((z-o)); o=$z; got=1; fi
   if [ -n "$fin" ]; then
-    c=$(head -c 8 "$d/status")
+    c=$(head -c 16 "$d/status")
     case "$c" in
       nostart) echo "arc-hook: the step did not start: its start script $s is missing from the pod" >&2; exit 76;;
+      cancelled) echo "arc-hook: the step was cancelled" >&2; exit 130;;
       ''|*[!0-9]*) echo "arc-hook: the step's status file holds no exit code" >&2; exit 1;;
     esac
     [ "$c" -gt 255 ] && c=255
@@ -77,6 +80,7 @@ while :; do
     ''|*[!0-9]*) waited=$((waited+1))
       if [ "$waited" -gt 600 ]; then echo "arc-hook: the step's start was interrupted before it ran" >&2; exit 76; fi;;
     *) if ! kill -0 "$p" 2>/dev/null && ! reg "$d/status"; then
+         [ -e "$d/cancelling" ] && { echo "arc-hook: the step was cancelled" >&2; exit 130; }
          sleep 1; reg "$d/status" && continue
          echo "arc-hook: the step stopped without recording an exit code (killed, or its status file was removed)" >&2; exit 1
        fi;;
@@ -86,6 +90,80 @@ while :; do
   elif [ "$idle" -lt 20 ]; then sleep 0.2
   else sleep 1; fi
 done
+"#;
+
+/// The program that stops a step (`sh -c STOP arc-hook-stop DIR GRACE_SECONDS`).
+///
+/// If the step's start marker is not there yet, it takes it, so a start still in flight never
+/// runs the step. Otherwise the step's processes are those of its session and process group
+/// (the step runs under `setsid`) and, for images without `setsid`, the descendants of its first
+/// process, read from `/proc` (the `pid` file is only where to begin: a process is signalled
+/// only while it belongs to the step, and never the stop itself). TERM first, KILL to what is
+/// left after the grace; zombies count as gone. A `cancelling` file tells followers that the
+/// step's end is the cancel's doing. Prints one line: `not-started`, `gone`, or
+/// `ended N K` (N processes, K of them killed); exits 1 if any survived KILL.
+const STOP: &str = r#"d=$1 g=$2
+case "$g" in ''|*[!0-9]*) echo "arc-hook: invalid grace" >&2; exit 2;; esac
+if mkdir -p -- "${d%/*}" 2>/dev/null && mkdir -- "$d" 2>/dev/null; then
+  echo cancelled >"$d/status"; echo not-started; exit 0
+fi
+if [ ! -d "$d" ] || [ -L "$d" ]; then echo "arc-hook: the step's directory $d is missing or replaced" >&2; exit 2; fi
+F=; sleep 0.001 2>/dev/null && F=1
+nap() { if [ -n "$F" ]; then sleep 0.1; else sleep 1; fi; }
+ticks() { if [ -n "$F" ]; then echo $(($1*10)); else echo "$1"; fi; }
+date +%s >/dev/null 2>&1 || { echo "arc-hook: the image has no date command" >&2; exit 2; }
+p= i=0
+while :; do
+  p=$(head -c 12 "$d/pid" 2>/dev/null)
+  case "$p" in ''|*[!0-9]*) ;; *) break;; esac
+  i=$((i+1)); [ "$i" -gt "$(ticks 3)" ] && { echo gone; exit 0; }
+  nap
+done
+case "$p" in 0|1) echo "arc-hook: the step's pid file names pid $p" >&2; exit 2;; esac
+# With setsid (the usual case) the step's processes are its session: one pass finds them. Without
+# it, descendants are followed by parent pid, pass after pass while new ones turn up.
+S=; { read -r l <"/proc/$p/stat"; } 2>/dev/null && set -- ${l##*) } && [ "$3" = "$p" ] && S=1
+members() {
+  A=" $p " M=" " grown=1 pass=0
+  while [ -n "$grown" ] && [ "$pass" -lt 4 ]; do
+    grown= pass=$((pass+1))
+    for f in /proc/[0-9]*/stat; do
+      x=${f#/proc/}; x=${x%/stat}
+      [ "$x" = "$$" ] && continue
+      case "$M" in *" $x "*) continue;; esac
+      { read -r l <"$f"; } 2>/dev/null || continue
+      set -- ${l##*) }
+      [ "$1" = Z ] && continue
+      case "$A" in *" $x "*|*" $2 "*) ;; *) [ "$3" = "$p" ] || [ "$4" = "$p" ] || continue;; esac
+      M="$M$x " A="$A$x "; [ -z "$S" ] && grown=1
+    done
+  done
+  M=${M# }; M=${M% }
+}
+count() { set -- $M; echo $#; }
+signal() { kill -"$1" -"$p" 2>/dev/null; for x in $M; do kill -"$1" "$x" 2>/dev/null; done; }
+mark() { [ -f "$d/status" ] || { echo cancelled >"$d/status.new" && mv -f "$d/status.new" "$d/status"; }; }
+: >"$d/cancelling"
+members
+if [ -z "$M" ]; then mark; echo gone; exit 0; fi
+n=$(count)
+signal TERM
+# The grace is time, not a count of scans (a scan of a busy node's /proc is slow).
+end=$(( $(date +%s) + g ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  nap; members
+  if [ -z "$M" ]; then mark; echo "ended $n 0"; exit 0; fi
+done
+k=$(count)
+signal KILL
+end=$(( $(date +%s) + 2 ))
+while :; do
+  nap; members
+  if [ -z "$M" ]; then mark; echo "ended $n $k"; exit 0; fi
+  [ "$(date +%s)" -lt "$end" ] || break
+  signal KILL
+done
+echo "survived $M"; exit 1
 "#;
 
 /// Where one step lives in the pod.
@@ -106,9 +184,9 @@ impl DetachedStep {
         }
     }
 
-    /// The exec command that starts the step unless its marker exists, then prints its output
-    /// from the given offsets and exits with its code.
-    pub fn follow_command(&self, out_offset: u64, err_offset: u64) -> Vec<String> {
+    /// The exec command that starts the step unless its marker exists, then prints its log
+    /// from `offset` and exits with its code.
+    pub fn follow_command(&self, offset: u64) -> Vec<String> {
         vec![
             "sh".into(),
             "-c".into(),
@@ -116,8 +194,19 @@ impl DetachedStep {
             "arc-hook-step".into(),
             self.dir.clone(),
             self.script.clone(),
-            out_offset.to_string(),
-            err_offset.to_string(),
+            offset.to_string(),
+        ]
+    }
+
+    /// The exec command that stops the step: TERM to its processes, KILL after `grace`.
+    pub fn stop_command(&self, grace: Duration) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            STOP.into(),
+            "arc-hook-stop".into(),
+            self.dir.clone(),
+            grace.as_secs().max(1).to_string(),
         ]
     }
 }
@@ -151,42 +240,37 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<W> {
 }
 
 /// Runs `step` in the target container and returns its exit code, reattaching whenever the
-/// stream breaks; every byte of output reaches `out`/`err` once, in order.
+/// stream breaks; every byte of the step's output (stdout and stderr, in the order the step
+/// wrote them) reaches `out` once. The follower's own notices go to the hook's stderr.
 ///
 /// A broken stream (the exec was open) resets the window; failures to open one count against
 /// [`REATTACH_WINDOW`], after which the result is [`ExecError::Lost`]. A pod that is gone or
 /// failed ends the attempts at once with the pod's story.
-pub async fn run<O, E>(
+pub async fn run<O>(
     kube: &Kube,
     target: ExecTarget<'_>,
     step: &DetachedStep,
     out: O,
-    err: E,
 ) -> Result<i32, ExecError>
 where
     O: AsyncWrite + Unpin,
-    E: AsyncWrite + Unpin,
 {
     let mut out = Counting {
         inner: out,
-        written: 0,
-    };
-    let mut err = Counting {
-        inner: err,
         written: 0,
     };
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut attempt = 0u32;
     let mut reattaches = 0u32;
     loop {
-        let command = step.follow_command(out.written, err.written);
+        let command = step.follow_command(out.written);
         let result = exec(
             kube,
             target,
             &command,
             None::<tokio::io::Empty>,
             &mut out,
-            &mut err,
+            tokio::io::stderr(),
         )
         .await;
         let e = match result {
@@ -226,13 +310,105 @@ where
     }
 }
 
+/// What stopping a step found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// It had not started; it never will (the stop took its start marker).
+    NotStarted,
+    /// None of its processes were left.
+    AlreadyEnded,
+    /// `processes` ended after TERM; `killed` of them needed KILL after the grace.
+    Ended { processes: u32, killed: u32 },
+}
+
+impl Stopped {
+    /// A stop script's report line, read.
+    pub fn parse(line: &str) -> Option<Stopped> {
+        let mut words = line.split_whitespace();
+        let stopped = match words.next()? {
+            "not-started" => Stopped::NotStarted,
+            "gone" => Stopped::AlreadyEnded,
+            "ended" => Stopped::Ended {
+                processes: words.next()?.parse().ok()?,
+                killed: words.next()?.parse().ok()?,
+            },
+            _ => return None,
+        };
+        Some(stopped)
+    }
+
+    /// What the job log says about it, after "stopped ...".
+    pub fn describe(&self) -> String {
+        match self {
+            Stopped::NotStarted => "the step had not started and will not".into(),
+            Stopped::AlreadyEnded => "the step's processes had already ended".into(),
+            Stopped::Ended {
+                processes,
+                killed: 0,
+            } => format!("stopped the step's {processes} process(es) with TERM"),
+            Stopped::Ended { processes, killed } => format!(
+                "stopped the step's {processes} process(es): TERM, then KILL for {killed} still running after {}s",
+                super::cancel::TERM_GRACE.as_secs()
+            ),
+        }
+    }
+}
+
+/// Stops `step` in its container: TERM to its session and process group (and, where the image
+/// has no `setsid`, to its descendants), KILL to whatever is left after `grace`. Opening the
+/// exec is retried until the caller's deadline ends the attempt (a cancel may come while the
+/// hook is reattaching to a pod it cannot reach).
+pub async fn stop(
+    kube: &Kube,
+    target: ExecTarget<'_>,
+    step: &DetachedStep,
+    grace: Duration,
+) -> Result<Stopped, ExecError> {
+    let command = step.stop_command(grace);
+    let mut attempt = 0u32;
+    loop {
+        match crate::k8s::exec::exec_capture(kube, target, &command).await {
+            Ok((code, out, err)) => {
+                let line = String::from_utf8_lossy(&out);
+                let line = line.lines().next().unwrap_or_default();
+                return match (code, Stopped::parse(line)) {
+                    (0, Some(stopped)) => Ok(stopped),
+                    _ => Err(ExecError::Failed {
+                        what: "stopping the step".into(),
+                        pod: target.pod.into(),
+                        message: format!(
+                            "exit code {code}: {}{}",
+                            line.trim(),
+                            String::from_utf8_lossy(&err).trim()
+                        ),
+                    }),
+                };
+            }
+            Err(e @ (ExecError::Start { .. } | ExecError::Broken { .. })) => {
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "could not reach the step to stop it, retrying");
+                tokio::time::sleep(backoff(attempt).min(Duration::from_millis(500))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
 
-    fn follow(step: &DetachedStep, o: u64, e: u64) -> std::process::Output {
-        let argv = step.follow_command(o, e);
+    fn follow(step: &DetachedStep, offset: u64) -> std::process::Output {
+        let argv = step.follow_command(offset);
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .expect("sh runs")
+    }
+
+    fn stop_now(step: &DetachedStep, grace: u64) -> std::process::Output {
+        let argv = step.stop_command(Duration::from_secs(grace));
         Command::new(&argv[0])
             .args(&argv[1..])
             .output()
@@ -250,19 +426,32 @@ mod tests {
         (tmp, step)
     }
 
+    /// Waits (bounded) until `path` exists.
+    fn wait_for(path: &std::path::Path) {
+        for _ in 0..100 {
+            if path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} never appeared", path.display());
+    }
+
     #[test]
-    fn a_step_runs_once_and_a_reattach_resumes_at_the_offset() {
-        let (_t, step) = setup("echo one; echo err-one >&2; echo two; exit 7\n");
-        let first = follow(&step, 0, 0);
+    fn output_keeps_the_steps_order_and_a_reattach_resumes_at_the_offset() {
+        let (_t, step) = setup("echo out-1; echo err-2 >&2; echo out-3; exit 7\n");
+        let first = follow(&step, 0);
         assert_eq!(first.status.code(), Some(7));
-        assert_eq!(String::from_utf8_lossy(&first.stdout), "one\ntwo\n");
-        assert_eq!(String::from_utf8_lossy(&first.stderr), "err-one\n");
+        assert_eq!(
+            String::from_utf8_lossy(&first.stdout),
+            "out-1\nerr-2\nout-3\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&first.stderr), "");
         // A reattach (or a re-sent first exec) never starts the step again, and prints only
-        // what lies past the offsets.
-        let again = follow(&step, 4, 8);
+        // what lies past the offset.
+        let again = follow(&step, 6);
         assert_eq!(again.status.code(), Some(7));
-        assert_eq!(String::from_utf8_lossy(&again.stdout), "two\n");
-        assert_eq!(String::from_utf8_lossy(&again.stderr), "");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "err-2\nout-3\n");
     }
 
     #[test]
@@ -273,7 +462,7 @@ mod tests {
             "echo ran >> {c}\necho before\nsleep 1\necho after\nexit 3\n",
             c = count.display()
         ));
-        let argv = step.follow_command(0, 0);
+        let argv = step.follow_command(0);
         let mut first = Command::new(&argv[0])
             .args(&argv[1..])
             .stdout(std::process::Stdio::null())
@@ -282,7 +471,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         first.kill().expect("follower killed");
         let _ = first.wait();
-        let out = follow(&step, 0, 0);
+        let out = follow(&step, 0);
         assert_eq!(out.status.code(), Some(3));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
         assert_eq!(std::fs::read_to_string(&count).expect("count"), "ran\n");
@@ -292,7 +481,7 @@ mod tests {
     fn a_missing_start_script_is_reported_as_not_started() {
         let (_t, step) = setup("echo never\n");
         std::fs::remove_file(&step.script).expect("rm");
-        let out = follow(&step, 0, 0);
+        let out = follow(&step, 0);
         assert_eq!(out.status.code(), Some(EXIT_NOT_STARTED));
         assert!(String::from_utf8_lossy(&out.stderr).contains("the step did not start"));
     }
@@ -300,12 +489,12 @@ mod tests {
     #[test]
     fn a_tampered_status_or_offset_is_refused() {
         let (_t, step) = setup("exit 0\n");
-        assert_eq!(follow(&step, 0, 0).status.code(), Some(0));
+        assert_eq!(follow(&step, 0).status.code(), Some(0));
         std::fs::write(format!("{}/status", step.dir), "../../etc\n").expect("write");
-        let out = follow(&step, 0, 0);
+        let out = follow(&step, 0);
         assert_eq!(out.status.code(), Some(1));
         let argv: Vec<String> = step
-            .follow_command(0, 0)
+            .follow_command(0)
             .into_iter()
             .enumerate()
             .map(|(i, a)| if i == 6 { "1;id".into() } else { a })
@@ -315,5 +504,100 @@ mod tests {
             .output()
             .expect("sh");
         assert_eq!(out.status.code(), Some(2));
+    }
+
+    #[test]
+    fn a_stop_ends_the_step_and_the_children_that_ignore_term() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ticks = tmp.path().join("ticks");
+        // The step and its background child ignore TERM: only KILL ends them.
+        let (_t, step) = setup(&format!(
+            "trap '' TERM\n(trap '' TERM; while :; do echo t >> {m}; sleep 0.1; done) &\nsleep 100\n",
+            m = ticks.display()
+        ));
+        let argv = step.follow_command(0);
+        let mut follower = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sh runs");
+        wait_for(&ticks);
+        let out = stop_now(&step, 1);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let Some(Stopped::Ended { processes, killed }) = Stopped::parse(&line) else {
+            panic!("unexpected report {line:?}");
+        };
+        assert!(processes >= 3 && killed >= 2, "{line}");
+        let before = std::fs::read_to_string(&ticks).expect("ticks").len();
+        std::thread::sleep(Duration::from_millis(400));
+        let after = std::fs::read_to_string(&ticks).expect("ticks").len();
+        assert_eq!(before, after, "the background child still writes");
+        // The follower notices and ends, reporting the cancel.
+        let status = follower.wait().expect("follower ends");
+        assert_eq!(status.code(), Some(130));
+        // Stopping again finds nothing left.
+        let again = stop_now(&step, 1);
+        assert_eq!(
+            Stopped::parse(&String::from_utf8_lossy(&again.stdout)),
+            Some(Stopped::AlreadyEnded)
+        );
+    }
+
+    #[test]
+    fn a_step_that_honours_term_needs_no_kill() {
+        let (tmp, step) = setup("sleep 100\n");
+        let argv = step.follow_command(0);
+        let mut follower = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("sh runs");
+        wait_for(&tmp.path().join("steps/one/pid"));
+        let out = stop_now(&step, 3);
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            matches!(
+                Stopped::parse(&line),
+                Some(Stopped::Ended { killed: 0, .. })
+            ),
+            "{line}"
+        );
+        let _ = follower.wait();
+    }
+
+    #[test]
+    fn a_stop_before_the_start_means_it_never_starts() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ran = tmp.path().join("ran");
+        let (_t, step) = setup(&format!("touch {}\n", ran.display()));
+        let out = stop_now(&step, 1);
+        assert_eq!(
+            Stopped::parse(&String::from_utf8_lossy(&out.stdout)),
+            Some(Stopped::NotStarted)
+        );
+        let late = follow(&step, 0);
+        assert_eq!(late.status.code(), Some(130));
+        assert!(!ran.exists(), "a start after the cancel ran the step");
+    }
+
+    #[test]
+    fn stop_reports_are_read_strictly() {
+        assert_eq!(
+            Stopped::parse("ended 3 1"),
+            Some(Stopped::Ended {
+                processes: 3,
+                killed: 1
+            })
+        );
+        for bad in ["", "ended", "ended x 1", "survived 12", "gone-ish"] {
+            assert_eq!(Stopped::parse(bad), None, "{bad}");
+        }
     }
 }

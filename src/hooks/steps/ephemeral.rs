@@ -6,11 +6,14 @@
 use std::io;
 use std::path::Path;
 
+use super::cancel::{Cancel, Cancelled, STOP_DEADLINE, TERM_GRACE};
+use super::detached::Stopped;
 use super::workspace::{self, RunnerDirs};
 use crate::config::Config;
 use crate::k8s::Kube;
 use crate::k8s::copy::Source;
 use crate::k8s::ephemeral::{self, EphemeralError};
+use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::plan::EphemeralStepPlan;
 
 /// What happened to a step offered to the job pod.
@@ -50,8 +53,96 @@ pub fn ensure_links(work: &Path, links: &[(String, String)]) -> Result<(), Strin
     Ok(())
 }
 
+/// The program that stops a container step from inside its container
+/// (`sh -c STOP_CONTAINER arc-hook-stop GRACE_SECONDS`): every process that shares this exec's
+/// mount namespace (the container's), but the exec itself and its subshells, gets TERM, and KILL
+/// after the grace; it refuses to run where its parent shares that namespace (no container). A container's PID 1 takes only the signals it handles from inside its own
+/// PID namespace: a step whose main process ignores TERM is left to cleanup_job, which deletes
+/// the pod. Prints `gone` or `ended N K` as the script step's stop does; exits 1 if any survived.
+const STOP_CONTAINER: &str = r#"g=$1
+case "$g" in ''|*[!0-9]*) echo "arc-hook: invalid grace" >&2; exit 2;; esac
+# A container exec's parent (the runtime) is outside the container's namespaces; one that shares
+# this mount namespace means no container isolates it, and "this namespace" would be the host's.
+if [ -e "/proc/$PPID/ns/mnt" ] && [ "/proc/$PPID/ns/mnt" -ef /proc/$$/ns/mnt ]; then
+  echo "arc-hook: not in a container of its own: refusing to stop by mount namespace" >&2; exit 2
+fi
+F=; sleep 0.001 2>/dev/null && F=1
+nap() { if [ -n "$F" ]; then sleep 0.1; else sleep 1; fi; }
+date +%s >/dev/null 2>&1 || { echo "arc-hook: the image has no date command" >&2; exit 2; }
+members() {
+  M=
+  for f in /proc/[0-9]*/stat; do
+    x=${f#/proc/}; x=${x%/stat}
+    [ "$x" = "$$" ] && continue
+    [ "/proc/$x/ns/mnt" -ef /proc/$$/ns/mnt ] || continue
+    { read -r l <"$f"; } 2>/dev/null || continue
+    set -- ${l##*) }
+    [ "$1" = Z ] || [ "$2" = "$$" ] && continue
+    M="$M $x"
+  done
+  M=${M# }
+}
+count() { set -- $M; echo $#; }
+signal() { for x in $M; do kill -"$1" "$x" 2>/dev/null; done; }
+members
+if [ -z "$M" ]; then echo gone; exit 0; fi
+n=$(count)
+signal TERM
+end=$(( $(date +%s) + g ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  nap; members
+  if [ -z "$M" ]; then echo "ended $n 0"; exit 0; fi
+done
+k=$(count)
+signal KILL
+end=$(( $(date +%s) + 2 ))
+while :; do
+  nap; members
+  if [ -z "$M" ]; then echo "ended $n $k"; exit 0; fi
+  [ "$(date +%s)" -lt "$end" ] || break
+  signal KILL
+done
+echo "survived $M"; exit 1
+"#;
+
+/// Stops the step running in ephemeral container `name` (it cannot be removed from the pod),
+/// within [`STOP_DEADLINE`], and says what became of it.
+async fn stop_in_container(kube: &Kube, pod: &str, name: &str) -> String {
+    let target = ExecTarget {
+        pod,
+        container: name,
+        what: "stopping the step",
+    };
+    let command = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        STOP_CONTAINER.to_string(),
+        "arc-hook-stop".to_string(),
+        TERM_GRACE.as_secs().to_string(),
+    ];
+    let cleanup = "cleanup_job deletes the pod, which stops it";
+    match tokio::time::timeout(STOP_DEADLINE, exec_capture(kube, target, &command)).await {
+        Ok(Ok((0, out, _))) => match Stopped::parse(&String::from_utf8_lossy(&out)) {
+            Some(stopped) => format!("{} in container {name} of pod {pod}", stopped.describe()),
+            None => format!("could not read what stopping container {name} did; {cleanup}"),
+        },
+        Ok(Ok((code, out, err))) => format!(
+            "could not stop container {name} of pod {pod} (exit code {code}: {}{}); {cleanup}",
+            String::from_utf8_lossy(&out).trim(),
+            String::from_utf8_lossy(&err).trim()
+        ),
+        Ok(Err(e)) => format!("could not stop container {name} ({e}); {cleanup}"),
+        Err(_) => format!(
+            "could not stop container {name} of pod {pod} within {}s; {cleanup}",
+            STOP_DEADLINE.as_secs()
+        ),
+    }
+}
+
 /// Runs the planned step in `pod`. In no-volume mode (`dirs`), `_temp` and new actions are
-/// pushed first and `_temp` pulled back after, also when the step failed.
+/// pushed first and `_temp` pulled back after, also when the step failed. A cancel stops the
+/// step's processes in its container.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_in_job_pod(
     kube: &Kube,
     config: &Config,
@@ -60,6 +151,7 @@ pub async fn run_in_job_pod(
     work: &Path,
     dirs: Option<&RunnerDirs>,
     can_watch: bool,
+    cancel: &Cancel,
 ) -> Outcome {
     if let Err(why) = ensure_links(work, &plan.links) {
         return Outcome::Refused(why);
@@ -89,12 +181,49 @@ pub async fn run_in_job_pod(
         }
         Err(e) => return Outcome::Ran(Err(e.into())),
     }
-    let result = run_added(kube, config, pod, name, can_watch).await;
+    let mut infra = None;
+    let result = tokio::select! {
+        result = run_added(kube, config, pod, name, can_watch) => result.map(|(code, reason)| {
+            infra = infrastructure(code, reason.as_deref(), OOM_HINT);
+            code
+        }),
+        signal = cancel.cancelled() => {
+            let stopped = stop_in_container(kube, pod, name).await;
+            return Outcome::Ran(Err(Cancelled { signal, stopped }.into()));
+        }
+    };
     let pulled = match dirs {
         Some(d) => Some(workspace::pull_step(kube, pod, d).await),
         None => None,
     };
-    Outcome::Ran(workspace::step_outcome(result, pulled))
+    let outcome = workspace::step_outcome(result, pulled);
+    Outcome::Ran(match (outcome, infra) {
+        (Ok(_), Some(infra)) => Err(infra.into()),
+        (outcome, _) => outcome,
+    })
+}
+
+/// The job log's hint for a step container killed for memory.
+const OOM_HINT: &str = "it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`";
+
+/// The infrastructure's part in a container step's end (pure): an out-of-memory kill, or a
+/// container the runtime could not start; `None` when the step's own command decided its code.
+pub fn infrastructure(
+    code: i32,
+    reason: Option<&str>,
+    oom_hint: &str,
+) -> Option<crate::hooks::step_end::Infrastructure> {
+    let cause = match reason? {
+        "OOMKilled" => {
+            format!("the step's container was killed: OOMKilled (exit code {code}; {oom_hint})")
+        }
+        "StartError" | "ContainerCannotRun" => format!(
+            "the step's container could not start ({}: its entrypoint or working directory is missing from the image; the pod's events say which)",
+            reason.unwrap_or_default()
+        ),
+        _ => return None,
+    };
+    Some(crate::hooks::step_end::Infrastructure { code, cause })
 }
 
 async fn run_added(
@@ -103,22 +232,54 @@ async fn run_added(
     pod: &str,
     name: &str,
     can_watch: bool,
-) -> Result<i32, EphemeralError> {
+) -> Result<(i32, Option<String>), EphemeralError> {
     ephemeral::wait_started(kube, pod, name, config.prepare_timeout, can_watch).await?;
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
     let (code, reason) =
         ephemeral::exit_code(kube, pod, name, super::job::EXIT_STATUS_TIMEOUT, can_watch).await?;
-    if reason.as_deref() == Some("OOMKilled") {
-        eprintln!(
-            "arc-hook: the step's container was killed: OOMKilled (it shares the job pod's memory; raise the job container's limit in the worker-podspec template, `$job`)"
-        );
-    }
-    Ok(code)
+    tracing::debug!(code, ?reason, "the step's container ended");
+    Ok((code, reason))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_and_start_errors_are_the_infrastructures() {
+        let oom = infrastructure(137, Some("OOMKilled"), "raise it").expect("infrastructure");
+        assert_eq!(oom.code, 137);
+        assert_eq!(
+            oom.cause,
+            "the step's container was killed: OOMKilled (exit code 137; raise it)"
+        );
+        let start = infrastructure(128, Some("StartError"), "").expect("infrastructure");
+        assert!(
+            start.cause.contains("could not start (StartError"),
+            "{}",
+            start.cause
+        );
+        assert!(infrastructure(1, Some("Error"), "").is_none());
+        assert!(infrastructure(0, Some("Completed"), "").is_none());
+        assert!(infrastructure(3, None, "").is_none());
+    }
+
+    #[test]
+    fn the_container_stop_refuses_to_run_outside_a_container() {
+        // Here the parent (the test) shares the mount namespace: "every process in this
+        // namespace" would be the host's, so the stop must refuse before signalling anything.
+        let out = std::process::Command::new("sh")
+            .args(["-c", STOP_CONTAINER, "arc-hook-stop", "1"])
+            .output()
+            .expect("sh runs");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not in a container of its own"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
 
     #[test]
     fn links_are_created_repointed_and_never_clobber_a_directory() {

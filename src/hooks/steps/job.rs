@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::{DeleteParams, ListParams};
 
+use super::cancel::{Cancel, Cancelled};
 use crate::config::Config;
 use crate::hooks::HookResult;
 use crate::k8s::owned::{self, create_once};
@@ -28,6 +29,7 @@ pub async fn run_as_job(
     config: &Config,
     plan: &ContainerStepPlan,
     granted: &rbac::Granted,
+    cancel: &Cancel,
 ) -> HookResult {
     if !granted.has(Extra::BatchJobs) {
         bail!(rbac::missing_message(
@@ -38,7 +40,16 @@ pub async fn run_as_job(
     let job_name = plan.job.metadata.name.clone().unwrap_or_default();
     let secret_name = plan.secret.as_ref().and_then(|s| s.metadata.name.clone());
 
-    let result = run_job(kube, config, plan, &job_name, granted).await;
+    // A cancel ends the wait here; the Job (its pod at once, grace 0) is deleted below, as on
+    // every path out.
+    let result = tokio::select! {
+        result = run_job(kube, config, plan, &job_name, granted) => result,
+        signal = cancel.cancelled() => Err(Cancelled {
+            signal,
+            stopped: format!("deleted the step's Job {job_name}, which stops its pod"),
+        }
+        .into()),
+    };
 
     owned::delete_or_warn(&kube.jobs(), "job", &job_name, &owned::job_deletion()).await;
     if let Some(s) = secret_name {
@@ -75,10 +86,14 @@ async fn run_job(
         granted.has(Extra::WatchPods),
     )
     .await?;
-    if t.reason.as_deref() == Some("OOMKilled") {
-        eprintln!(
-            "arc-hook: the step's container was killed: OOMKilled (raise its memory limit in the worker-podspec template, `$step`)"
-        );
+    let hint = "raise its memory limit in the worker-podspec template, `$step`";
+    if let Some(mut infra) =
+        super::ephemeral::infrastructure(t.exit_code, t.reason.as_deref(), hint)
+    {
+        if let Some(m) = t.message.as_deref().filter(|m| !m.trim().is_empty()) {
+            infra.cause = format!("{}: {}", infra.cause, m.trim());
+        }
+        return Err(infra.into());
     }
     Ok(t.exit_code)
 }

@@ -2,9 +2,10 @@
 //! the job container (`detached`), a container step as an ephemeral container of the job pod
 //! (`ephemeral`) or as its own batch Job (`job`), an action's image built from its Dockerfile
 //! first (`build_image`), and, in no-volume mode, the runner's files carried in and out
-//! (`workspace`).
+//! (`workspace`); a cancelled step stopped where it runs (`cancel`).
 
 pub mod build_image;
+pub mod cancel;
 pub mod detached;
 pub mod ephemeral;
 pub mod job;

@@ -384,17 +384,28 @@ fn fd_path(fd: nix::libc::c_int, buf: &mut [u8; 32]) -> &std::ffi::CStr {
     std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/")
 }
 
-/// The mount namespace of `pid` (`mnt:[4026532...]`), which identifies a container here; `None`
-/// when it is the simulator's own (no isolation), so nothing keyed on it can reach the host.
-pub fn mount_namespace(pid: i32) -> Option<PathBuf> {
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+/// A container's mount namespace (`mnt:[4026532...]`), held open: while it is held the kernel
+/// cannot free the namespace and give its number to a new container, so signalling "every
+/// process in it" never reaches another pod's processes (under churn, numbers are reused within
+/// milliseconds: a terminating pod's last SIGKILL pass used to kill containers just started).
+pub struct MountNamespace {
+    link: PathBuf,
+    _held: std::fs::File,
+}
+
+/// The mount namespace of `pid`, which identifies a container here; `None` when it is the
+/// simulator's own (no isolation), so nothing keyed on it can reach the host.
+pub fn mount_namespace(pid: i32) -> Option<MountNamespace> {
+    let held = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+    // The link read through the held file names the namespace it holds, even if `pid` exited.
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())).ok()?;
     let own = std::fs::read_link("/proc/self/ns/mnt").ok()?;
-    (ns != own).then_some(ns)
+    (link != own).then_some(MountNamespace { link, _held: held })
 }
 
 /// Signals every process in mount namespace `ns`: what the container's cgroup would hold,
 /// including processes that left their exec's session (`setsid`). Returns how many.
-pub fn signal_mount_namespace(ns: &Path, signal: Signal) -> usize {
+pub fn signal_mount_namespace(ns: &MountNamespace, signal: Signal) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -403,7 +414,7 @@ pub fn signal_mount_namespace(ns: &Path, signal: Signal) -> usize {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|p| p == ns)
+        if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|p| p == ns.link)
             && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok()
         {
             n += 1;

@@ -980,7 +980,7 @@ impl Worker {
             .filter_map(|c| c.pid.map(|p| (c.name.clone(), p, c.field_path())))
             .collect();
         let exec_pgids: Vec<i32> = self.handle.rt().exec_pgids.iter().copied().collect();
-        let namespaces: Vec<PathBuf> = running
+        let namespaces: Vec<process::MountNamespace> = running
             .iter()
             .filter_map(|(_, pid, _)| process::mount_namespace(*pid))
             .collect();
