@@ -773,7 +773,8 @@ def find_comparison(ast, metric: str):
             if selector_names(n.lhs) == [metric] and op in (">", ">=", "<", "<=", "==", "!="):
                 result.append((op, float(n.rhs.val)))
     promql_parser.walk(ast, visit)
-    return result[0] if len(result) == 1 else result or None
+    # One threshold, even when an alert repeats its comparison (a guarded second clause).
+    return result[0] if len(set(result)) == 1 else result or None
 
 
 def check_dashboard(ctx: Ctx) -> str:
