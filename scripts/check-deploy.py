@@ -812,7 +812,12 @@ def check_dashboard(ctx: Ctx) -> str:
             found.append(f"variable {var['name']}: {m.group(1)} has no label {m.group(2)}")
     required = {
         "queue time by runner label": {"github_actions_workflow_queue_time_average_seconds", "github_actions_workflow_queue_time_seconds_bucket"},
-        "jobs waiting for a runner": {"github_actions_workflow_jobs_queued", "github_actions_workflow_oldest_queued_job_age_seconds"},
+        "jobs waiting for a runner": {"github_actions_workflow_jobs_queued", "github_actions_workflow_oldest_queued_job_age_seconds",
+                                      "github_actions_workflow_jobs_queued_stale"},
+        "runner time per pool": {"github_actions_workflow_job_duration_seconds_sum"},
+        "rate-limit headroom and poll cycle": {"github_actions_exporter_rate_limit_remaining", "github_actions_exporter_rate_limit_limit",
+                                               "github_actions_exporter_rate_limit_reset_timestamp_seconds",
+                                               "github_actions_exporter_poll_cycle_duration_seconds"},
         "exporter health per repository": {"github_actions_exporter_repo_last_success_timestamp_seconds", "github_actions_exporter_repo_poll_errors_total"},
         "failure rate": {"github_actions_workflow_failure_rate"},
         "duration": {"github_actions_workflow_duration_seconds_bucket"},

@@ -1076,7 +1076,7 @@ print(len(t), len(o))
 }
 
 #[tokio::test]
-async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() {
+async fn webhook_job_lifecycle_counts_queue_and_runner_time_once_and_ignores_other_repos() {
     let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
         .await
         .expect("fake starts");
@@ -1119,11 +1119,13 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
             ];
             (headers, body)
         };
-    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed.
+    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed; a
+    // redelivery of the completion (a new delivery id) counts nothing.
     for (n, action, status, started_at) in [
         (1, "queued", "queued", Some(created)),
         (2, "in_progress", "in_progress", Some(started)),
         (3, "completed", "completed", Some(started)),
+        (5, "completed", "completed", Some(started)),
     ] {
         let (h, b) = deliver(n, action, status, started_at, "acme/web");
         assert_eq!(http("POST", &hook, &h, b).await.0, 200);
@@ -1151,14 +1153,19 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
     let deliveries = "github_actions_exporter_webhook_deliveries_total";
     assert_eq!(
         value(&m, deliveries, &[("result", "accepted")]),
-        Some(2.0),
-        "queued (a job waiting for a runner) and in_progress (its queue time)"
+        Some(3.0),
+        "queued (a job waiting for a runner), in_progress (its queue time), completed (its runner time)"
     );
     assert_eq!(
         value(&m, deliveries, &[("result", "unchanged")]),
         Some(1.0),
-        "the completion of a counted job"
+        "the completion of a job whose completion was counted"
     );
+    // The fake's jobs run 30 s (completed_at = started_at + 30 s).
+    let rt = "github_actions_workflow_job_duration_seconds";
+    let success = "runner_label=\"arc-runner-set\",conclusion=\"success\"";
+    assert_eq!(histogram_count(&m, rt, success), Some(1.0), "{m}");
+    assert_eq!(histogram_sum(&m, rt, success), Some(30.0));
     assert_eq!(
         value(
             &m,

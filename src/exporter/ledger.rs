@@ -1,12 +1,14 @@
 //! What has been counted: per-attempt/per-job deduplication, the sliding window, cursors and the state file.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::github::{Job, WorkflowRun};
-use super::metrics::{DURATION_BUCKETS, Histogram, Metrics, QUEUE_TIME_BUCKETS, Series};
+use super::metrics::{
+    DURATION_BUCKETS, Histogram, JOB_DURATION_BUCKETS, Metrics, QUEUE_TIME_BUCKETS, Series,
+};
 
 /// Conclusions that count as a failure (and increment consecutive failures).
 pub const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
@@ -121,8 +123,12 @@ pub struct SeenJob {
     pub job_id: u64,
     pub attempt: u32,
     pub runner_label: String,
-    pub queue_seconds: f64,
+    /// None when the job's queueing time is unknown (a webhook delivery without `created_at`).
+    pub queue_seconds: Option<f64>,
     pub started_at: DateTime<Utc>,
+    /// Whether its completion (runner time) was counted too.
+    #[serde(default)]
+    pub completed: bool,
 }
 
 /// The state file's content.
@@ -224,7 +230,8 @@ pub struct Ledger {
     /// Counted attempts, and whether their jobs were read.
     seen_runs: HashMap<(u64, u32), bool>,
     runs: Vec<SeenRun>,
-    seen_jobs: HashSet<(u64, u32)>,
+    /// Counted job attempts, and whether their completion was counted too.
+    seen_jobs: HashMap<(u64, u32), bool>,
     jobs: Vec<SeenJob>,
     cursors: BTreeMap<String, DateTime<Utc>>,
     /// Per repository: open run id -> status.
@@ -249,7 +256,7 @@ impl Ledger {
             branches,
             seen_runs: HashMap::new(),
             runs: Vec::new(),
-            seen_jobs: HashSet::new(),
+            seen_jobs: HashMap::new(),
             jobs: Vec::new(),
             cursors: BTreeMap::new(),
             open_runs: BTreeMap::new(),
@@ -270,7 +277,11 @@ impl Ledger {
             .iter()
             .map(|r| ((r.run_id, r.attempt), r.jobs_counted))
             .collect();
-        l.seen_jobs = state.jobs.iter().map(|j| (j.job_id, j.attempt)).collect();
+        l.seen_jobs = state
+            .jobs
+            .iter()
+            .map(|j| ((j.job_id, j.attempt), j.completed))
+            .collect();
         l.runs = state.runs;
         l.jobs = state.jobs;
         l.cursors = state.cursors;
@@ -519,34 +530,68 @@ impl Ledger {
         true
     }
 
-    /// Counts a job's queue time once per job attempt, when it started on a runner
-    /// ([`Job::started_on_runner`]) and its queueing time is known.
+    /// Counts a job attempt once when it started on a runner ([`Job::started_on_runner`]): its
+    /// queue time if known; and once when it completed: its runner time (started to completed)
+    /// by runner label and conclusion. A job seen completed at its first sighting counts both.
+    /// Returns whether anything was counted.
     pub fn record_job(&mut self, job: &Job, now: DateTime<Utc>) -> bool {
-        let (Some(started_at), Some(created_at)) = (
-            job.started_at.filter(|_| job.started_on_runner()),
-            job.created_at,
-        ) else {
+        let Some(started_at) = job.started_at.filter(|_| job.started_on_runner()) else {
             return false;
         };
-        if started_at < now - self.window || !self.seen_jobs.insert((job.id, job.run_attempt)) {
+        if started_at < now - self.window {
+            return false;
+        }
+        let key = (job.id, job.run_attempt);
+        let completed_at = job
+            .completed_at
+            .filter(|_| job.status.as_deref() == Some("completed"));
+        let already = self.seen_jobs.get(&key).copied();
+        if already == Some(true) || (already == Some(false) && completed_at.is_none()) {
             return false;
         }
         let label = runner_label(&job.labels);
-        let secs = (started_at - created_at).num_milliseconds().max(0) as f64 / 1000.0;
         let visible = !self.scraped;
-        self.metrics
-            .queue_time
-            .entry(label.clone())
-            .or_insert_with(|| Series::new(Histogram::new(QUEUE_TIME_BUCKETS), visible))
-            .value
-            .observe(secs);
-        self.jobs.push(SeenJob {
-            job_id: job.id,
-            attempt: job.run_attempt,
-            runner_label: label,
-            queue_seconds: secs,
-            started_at,
-        });
+        if already.is_none() {
+            let queue_seconds = job
+                .created_at
+                .map(|c| (started_at - c).num_milliseconds().max(0) as f64 / 1000.0);
+            if let Some(secs) = queue_seconds {
+                self.metrics
+                    .queue_time
+                    .entry(label.clone())
+                    .or_insert_with(|| Series::new(Histogram::new(QUEUE_TIME_BUCKETS), visible))
+                    .value
+                    .observe(secs);
+            }
+            self.jobs.push(SeenJob {
+                job_id: job.id,
+                attempt: job.run_attempt,
+                runner_label: label.clone(),
+                queue_seconds,
+                started_at,
+                completed: false,
+            });
+        }
+        if let Some(done) = completed_at {
+            let secs = (done - started_at).num_milliseconds().max(0) as f64 / 1000.0;
+            let conclusion = job.conclusion.clone().unwrap_or_else(|| "unknown".into());
+            self.metrics
+                .job_duration
+                .entry([label, conclusion])
+                .or_insert_with(|| Series::new(Histogram::new(JOB_DURATION_BUCKETS), visible))
+                .value
+                .observe(secs);
+            // Completion follows the start closely, so the entry is near the end.
+            if let Some(j) = self
+                .jobs
+                .iter_mut()
+                .rev()
+                .find(|j| (j.job_id, j.attempt) == key)
+            {
+                j.completed = true;
+            }
+        }
+        self.seen_jobs.insert(key, completed_at.is_some());
         self.dirty = true;
         true
     }
@@ -744,6 +789,72 @@ mod tests {
         // A workflow without a default-branch run for a whole window loses its streak.
         l.prune(now + Duration::hours(23));
         assert_eq!(streak(&l.metrics(now), ci), None);
+    }
+
+    fn gpu_job(status: &str, conclusion: Option<&str>, t0: DateTime<Utc>) -> Job {
+        Job {
+            id: 7,
+            run_id: 1,
+            run_attempt: 1,
+            status: Some(status.into()),
+            conclusion: conclusion.map(String::from),
+            created_at: Some(t0),
+            started_at: Some(t0 + Duration::seconds(30)),
+            completed_at: conclusion.map(|_| t0 + Duration::seconds(30 + 600)),
+            labels: s(&["self-hosted", "gpu"]),
+            runner_name: Some("runner-gpu-abc".into()),
+        }
+    }
+
+    #[test]
+    fn a_job_counts_its_queue_time_when_it_starts_and_its_runner_time_once_when_it_completes() {
+        let now = Utc::now();
+        let t0 = now - Duration::hours(1);
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default());
+        let runner_time = |l: &Ledger| {
+            l.metrics(now)
+                .job_duration
+                .get(&["gpu".to_string(), "failure".to_string()])
+                .map(|h| (h.value.count(), h.value.sum()))
+        };
+        assert!(l.record_job(&gpu_job("in_progress", None, t0), now));
+        assert!(!l.record_job(&gpu_job("in_progress", None, t0), now));
+        assert_eq!(runner_time(&l), None, "still running");
+        assert!(l.record_job(&gpu_job("completed", Some("failure"), t0), now));
+        assert!(!l.record_job(&gpu_job("completed", Some("failure"), t0), now));
+        assert_eq!(runner_time(&l), Some((1, 600.0)));
+        let queue = l.metrics(now).queue_time["gpu"].value.clone();
+        assert_eq!((queue.count(), queue.sum()), (1, 30.0), "queue time once");
+
+        // A restarted exporter neither counts the completed job again nor misses one that was
+        // running: it completes after the restart and counts then.
+        let mut running = gpu_job("in_progress", None, t0);
+        running.id = 8;
+        assert!(l.record_job(&running, now));
+        let mut l = Ledger::from_state(l.window(), BranchPolicy::default(), l.to_state());
+        assert!(!l.record_job(&gpu_job("completed", Some("failure"), t0), now));
+        let mut done = gpu_job("completed", Some("failure"), t0);
+        done.id = 8;
+        assert!(l.record_job(&done, now));
+        assert_eq!(
+            runner_time(&l),
+            Some((1, 600.0)),
+            "only job 8 since the restart"
+        );
+        assert!(
+            !l.metrics(now).queue_time.contains_key("gpu"),
+            "job 8's queue time was counted before the restart"
+        );
+
+        // Skipped jobs and jobs no runner took have no runner time.
+        let mut skipped = gpu_job("completed", Some("skipped"), t0);
+        skipped.id = 9;
+        let mut cancelled_queued = gpu_job("completed", Some("cancelled"), t0);
+        cancelled_queued.id = 10;
+        cancelled_queued.runner_name = None;
+        assert!(!l.record_job(&skipped, now));
+        assert!(!l.record_job(&cancelled_queued, now));
+        assert_eq!(l.metrics(now).job_duration.len(), 1);
     }
 
     #[test]

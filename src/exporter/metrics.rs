@@ -14,6 +14,11 @@ pub const DURATION_BUCKETS: &[f64] = &[
     30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
 ];
 
+/// Upper bounds (seconds) of the job-duration (runner time) histogram buckets.
+pub const JOB_DURATION_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
+];
+
 /// Which exposition format a scrape asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -188,6 +193,8 @@ pub struct Metrics {
     pub duration: BTreeMap<DurationKey, Series<Histogram>>,
     /// Key: runner label.
     pub queue_time: BTreeMap<String, Series<Histogram>>,
+    /// Key: runner label, job conclusion: runner time of completed jobs.
+    pub job_duration: BTreeMap<[String; 2], Series<Histogram>>,
     /// Failed runs in a row on the default branch (pull requests excluded).
     pub consecutive_failures: BTreeMap<WorkflowKey, u64>,
     /// Key: repo, status (`queued`, `in_progress`, ...). Derived at render time.
@@ -214,6 +221,9 @@ impl Metrics {
             s.visible = true;
         }
         for s in self.queue_time.values_mut() {
+            s.visible = true;
+        }
+        for s in self.job_duration.values_mut() {
             s.visible = true;
         }
     }
@@ -262,6 +272,13 @@ impl Metrics {
             self.queue_time
                 .iter()
                 .map(|(k, h)| (vec![("runner_label", k.as_str())], hist(h))),
+        );
+        e.histogram(
+            "workflow_job_duration_seconds",
+            "Runner time of completed jobs (started_at to completed_at) by runner label and job conclusion; _sum is the runner-seconds a pool spent.",
+            self.job_duration
+                .iter()
+                .map(|(k, h)| (labels(&["runner_label", "conclusion"], k), hist(h))),
         );
         e.gauge(
             "workflow_jobs_queued",
