@@ -116,7 +116,7 @@ VAULT_CHART_KEYS = {"global", "injector", "server", "ui", "csi", "serverTelemetr
 VAULT_CAPABILITIES = {"create", "read", "update", "patch", "delete", "list", "sudo", "deny"}
 # Alert name -> (comparison, threshold) the issue prescribes.
 ALERT_THRESHOLDS = {
-    "GitHubActionsWorkflowFailureRateHigh": (">", 0.2, "github_actions_workflow_failure_rate"),
+    "GitHubActionsWorkflowFailureRateHigh": (">", 0.2, "repo_workflow:github_actions_workflow_runs:failure_ratio1h"),
     "GitHubActionsQueueTimeHigh": (">", 60.0, "github_actions_workflow_queue_time_seconds_bucket"),
     "GitHubActionsJobsWaitingForRunner": (">", 900.0, "github_actions_workflow_oldest_queued_job_age_seconds"),
     "GitHubActionsConsecutiveFailures": (">=", 3.0, "github_actions_workflow_consecutive_failures"),
@@ -811,7 +811,7 @@ def check_dashboard(ctx: Ctx) -> str:
         elif m.group(1) not in series or m.group(2) not in series[m.group(1)]:
             found.append(f"variable {var['name']}: {m.group(1)} has no label {m.group(2)}")
     required = {
-        "queue time by runner label": {"github_actions_workflow_queue_time_average_seconds", "github_actions_workflow_queue_time_seconds_bucket"},
+        "queue time by runner label": {"runner_label:github_actions_workflow_queue_time_seconds:mean15m", "github_actions_workflow_queue_time_seconds_bucket"},
         "jobs waiting for a runner": {"github_actions_workflow_jobs_queued", "github_actions_workflow_oldest_queued_job_age_seconds",
                                       "github_actions_workflow_jobs_queued_stale"},
         "runner time per pool": {"github_actions_workflow_job_duration_seconds_sum"},
@@ -819,7 +819,8 @@ def check_dashboard(ctx: Ctx) -> str:
                                                "github_actions_exporter_rate_limit_reset_timestamp_seconds",
                                                "github_actions_exporter_poll_cycle_duration_seconds"},
         "exporter health per repository": {"github_actions_exporter_repo_last_success_timestamp_seconds", "github_actions_exporter_repo_poll_errors_total"},
-        "failure rate": {"github_actions_workflow_failure_rate"},
+        "failure rate": {"repo_workflow:github_actions_workflow_runs:failure_ratio1h"},
+        "runs by branch": {"repo_branch_conclusion:github_actions_workflow_runs:rate5m"},
         "duration": {"github_actions_workflow_duration_seconds_bucket"},
         "in progress": {"github_actions_workflow_runs_in_progress"},
         "runner scaling": {"gha_desired_runners", "gha_registered_runners", "gha_busy_runners", "gha_idle_runners",
