@@ -251,6 +251,7 @@ async fn through_fake_api(slice: u64) {
         credentials: Credentials::Token("bench".into()),
         window: Duration::from_secs(30 * 86400),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {

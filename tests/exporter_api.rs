@@ -2,6 +2,7 @@
 //! webhook signatures, restart safety and the exposition formats.
 mod fake_github;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
@@ -26,6 +27,7 @@ fn config(fake: &FakeGitHub, scope: Scope) -> Config {
         credentials: Credentials::Token("ghp_test".into()),
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: Some(SECRET.to_vec()),
         client: ClientOptions {
@@ -1433,7 +1435,9 @@ async fn failed_and_removed_repositories_report_nothing_stale() {
         Some(1.0)
     );
 
-    // Access back, and acme/api archived: it leaves every series, its streak included.
+    // Access back, and acme/api archived: it leaves every series, its streak and its counters
+    // included (an organisation's churn must not pile up series).
+    assert!(m.contains("github_actions_workflow_runs_total{repo=\"acme/api\""));
     fake.with(|s| {
         s.accepted_tokens = vec!["ghp_test".into()];
         if let Some(r) = s.repos.iter_mut().find(|r| r.full_name == "acme/api") {
@@ -1444,13 +1448,61 @@ async fn failed_and_removed_repositories_report_nothing_stale() {
     let m = exporter.render(Format::Text);
     assert_eq!(in_progress(&m, "acme/web"), Some(1.0));
     assert!(
-        !m.lines().any(|l| !l.starts_with('#')
-            && l.contains("repo=\"acme/api\"")
-            && !l.starts_with("github_actions_workflow_runs_total")
-            && !l.starts_with("github_actions_workflow_runs_by_branch_total")
-            && !l.starts_with("github_actions_workflow_duration_seconds")),
-        "only counters of acme/api remain:\n{m}"
+        !m.lines()
+            .any(|l| !l.starts_with('#') && l.contains("repo=\"acme/api\"")),
+        "nothing of acme/api remains:\n{m}"
     );
+    assert!(m.contains("github_actions_workflow_runs_total{repo=\"acme/web\""));
+}
+
+#[tokio::test]
+async fn runner_label_allow_list_folds_other_labels_into_other() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let t = Utc::now() - chrono::Duration::hours(1);
+    let labels: [&[&str]; 3] = [
+        &["self-hosted", "linux", "gpu"],
+        &["self-hosted", "linux", "gpu-typo"],
+        &["someones-laptop"],
+    ];
+    let jobs = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| job(800 + i as u64, 80, 1, l, t, Some(at(t, 10)), "success"))
+        .collect();
+    let done = run(
+        80,
+        1,
+        "CI",
+        "main",
+        "push",
+        Some("success"),
+        t,
+        t,
+        at(t, 60),
+    );
+    fake.put_attempt("acme/web", done, jobs);
+    let exporter = Exporter::new(Config {
+        runner_label_allow_list: vec!["gpu".into()],
+        ..config(&fake, org())
+    })
+    .expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    let qt = "github_actions_workflow_queue_time_seconds";
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"gpu\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"other\""), Some(2.0));
+    let labels: BTreeSet<&str> = m
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("runner_label=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(labels, BTreeSet::from(["gpu", "other"]), "{m}");
 }
 
 #[tokio::test]

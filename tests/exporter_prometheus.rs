@@ -296,6 +296,7 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
         credentials: Credentials::Token(TOKEN.into()),
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {

@@ -86,6 +86,31 @@ pub fn runner_label(labels: &[String]) -> String {
     }
 }
 
+/// Which runner labels keep their name: all (the default), or an allow-list whose other labels
+/// become `other`, so a label typed into `runs-on` by anyone cannot add series.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerLabelPolicy {
+    allow: Option<Vec<String>>,
+}
+
+impl RunnerLabelPolicy {
+    /// Keeps only `allow` (values of [`runner_label`], e.g. `gpu`, `a100,gpu`); empty keeps all.
+    pub fn new(allow: Vec<String>) -> Self {
+        RunnerLabelPolicy {
+            allow: (!allow.is_empty()).then_some(allow),
+        }
+    }
+
+    /// The `runner_label` of a job with `labels`.
+    pub fn label(&self, labels: &[String]) -> String {
+        let label = runner_label(labels);
+        match &self.allow {
+            Some(allow) if !allow.contains(&label) => "other".into(),
+            _ => label,
+        }
+    }
+}
+
 /// A counted run attempt kept for the window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SeenRun {
@@ -227,6 +252,7 @@ pub enum RunJobs {
 pub struct Ledger {
     window: Duration,
     branches: BranchPolicy,
+    runner_labels: RunnerLabelPolicy,
     /// Counted attempts, and whether their jobs were read.
     seen_runs: HashMap<(u64, u32), bool>,
     runs: Vec<SeenRun>,
@@ -254,6 +280,7 @@ impl Ledger {
         Ledger {
             window,
             branches,
+            runner_labels: RunnerLabelPolicy::default(),
             seen_runs: HashMap::new(),
             runs: Vec::new(),
             seen_jobs: HashMap::new(),
@@ -267,6 +294,12 @@ impl Ledger {
             scraped: false,
             dirty: false,
         }
+    }
+
+    /// The same ledger with `policy` naming runner labels from now on.
+    pub fn with_runner_labels(mut self, policy: RunnerLabelPolicy) -> Self {
+        self.runner_labels = policy;
+        self
     }
 
     /// A ledger resuming from a saved state: what it lists is never counted again.
@@ -380,7 +413,7 @@ impl Ledger {
         let queued = jobs
             .iter()
             .filter(|j| j.waits_for_runner())
-            .filter_map(|j| Some((j.id, (runner_label(&j.labels), j.created_at?))))
+            .filter_map(|j| Some((j.id, (self.runner_labels.label(&j.labels), j.created_at?))))
             .collect();
         self.queued_jobs.insert(repo.to_string(), queued);
         self.stale_queues.remove(repo);
@@ -402,10 +435,11 @@ impl Ledger {
 
     /// A webhook's view of one job: waiting for a runner, or not any more.
     pub fn job_update(&mut self, repo: &str, job: &Job) {
+        let label = self.runner_labels.label(&job.labels);
         let queue = self.queued_jobs.entry(repo.to_string()).or_default();
         match job.created_at.filter(|_| job.waits_for_runner()) {
             Some(created) => {
-                queue.insert(job.id, (runner_label(&job.labels), created));
+                queue.insert(job.id, (label, created));
             }
             None => {
                 queue.remove(&job.id);
@@ -425,8 +459,13 @@ impl Ledger {
     }
 
     /// Drops everything of repositories no longer watched (removed, archived, out of scope),
-    /// including their failure streaks.
+    /// including their failure streaks and their run series: an organisation's churn must not
+    /// leave series behind for ever.
     pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
+        let m = &mut self.metrics;
+        m.runs_total.retain(|k, _| keep(&k[0]));
+        m.runs_by_branch_total.retain(|k, _| keep(&k[0]));
+        m.duration.retain(|k, _| keep(&k[0]));
         self.open_runs.retain(|r, _| keep(r));
         self.queued_jobs.retain(|r, _| keep(r));
         self.stale_queues.retain(|r| keep(r));
@@ -549,7 +588,7 @@ impl Ledger {
         if already == Some(true) || (already == Some(false) && completed_at.is_none()) {
             return false;
         }
-        let label = runner_label(&job.labels);
+        let label = self.runner_labels.label(&job.labels);
         let visible = !self.scraped;
         if already.is_none() {
             let queue_seconds = job
@@ -855,6 +894,66 @@ mod tests {
         assert!(!l.record_job(&skipped, now));
         assert!(!l.record_job(&cancelled_queued, now));
         assert_eq!(l.metrics(now).job_duration.len(), 1);
+    }
+
+    #[test]
+    fn runner_label_allow_list_folds_other_labels_and_unwatched_repos_lose_their_series() {
+        let p = RunnerLabelPolicy::new(s(&["gpu", "a100,gpu"]));
+        assert_eq!(p.label(&s(&["self-hosted", "gpu"])), "gpu");
+        assert_eq!(p.label(&s(&["gpu", "a100"])), "a100,gpu");
+        assert_eq!(p.label(&s(&["self-hosted", "my-typo"])), "other");
+        assert_eq!(
+            RunnerLabelPolicy::default().label(&s(&["my-typo"])),
+            "my-typo"
+        );
+
+        let now = Utc::now();
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default()).with_runner_labels(p);
+        let mut typo = gpu_job("completed", Some("success"), now - Duration::hours(1));
+        typo.labels = s(&["self-hosted", "my-typo"]);
+        assert!(l.record_job(&typo, now));
+        let m = l.metrics(now);
+        assert_eq!(m.queue_time.keys().collect::<Vec<_>>(), ["other"]);
+        assert!(
+            m.job_duration
+                .contains_key(&["other".to_string(), "success".to_string()])
+        );
+
+        let at = now - Duration::hours(1);
+        let ci = ".github/workflows/ci.yml";
+        assert!(l.record_run(
+            "acme/web",
+            None,
+            &finished(1, ci, "main", "push", "success", at),
+            now,
+            RunJobs::Counted
+        ));
+        assert!(l.record_run(
+            "acme/old",
+            None,
+            &finished(2, ci, "main", "push", "failure", at),
+            now,
+            RunJobs::Counted
+        ));
+        l.retain_repos(&|r| r == "acme/web");
+        let m = l.metrics(now);
+        for repos in [
+            m.runs_total
+                .keys()
+                .map(|k| k[0].as_str())
+                .collect::<Vec<_>>(),
+            m.runs_by_branch_total
+                .keys()
+                .map(|k| k[0].as_str())
+                .collect(),
+            m.duration.keys().map(|k| k[0].as_str()).collect(),
+            m.consecutive_failures
+                .keys()
+                .map(|k| k[0].as_str())
+                .collect(),
+        ] {
+            assert_eq!(repos, ["acme/web"]);
+        }
     }
 
     #[test]
