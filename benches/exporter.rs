@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_hook::exporter::collect::Scope;
 use arc_hook::exporter::github::{ClientOptions, Credentials};
-use arc_hook::exporter::ledger::{BranchPolicy, Ledger, RunJobs};
+use arc_hook::exporter::ledger::{BranchPolicy, Ledger, RunJobs, RunnerLabelPolicy};
 use arc_hook::exporter::metrics::{Format, SelfStats};
 use arc_hook::exporter::{Config, Exporter};
 use chrono::{DateTime, Utc};
@@ -251,6 +251,7 @@ async fn through_fake_api(slice: u64) {
         credentials: Credentials::Token("bench".into()),
         window: Duration::from_secs(30 * 86400),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {
@@ -320,11 +321,140 @@ async fn through_fake_api(slice: u64) {
     );
 }
 
+/// The runner labels the cardinality phase allows: the platform's pools.
+const POOLS: &[&str] = &["gpu", "fpga", "arc-runner-set", "ubuntu-latest"];
+/// Teams with a runner label of their own in the cardinality phase (every 4th repository's jobs).
+const TEAM_LABELS: u64 = 250;
+/// Set in a child process: which cardinality configuration to measure.
+const PHASE_ENV: &str = "EXPORTER_BENCH_CARDINALITY";
+
+/// Samples per family of a text exposition (comment lines skipped).
+fn samples(text: &str) -> usize {
+    text.lines().filter(|l| !l.starts_with('#')).count()
+}
+
+/// One cardinality configuration, in a process of its own so its RSS is its own: the history of
+/// [`history`] where every 4th repository's jobs also carry a team label (`team-N`, 250 teams),
+/// as an organisation's self-service runner pools do; `controlled` adds the runner-label
+/// allow-list of [`POOLS`]. Prints `samples bytes rss_kib`.
+fn cardinality_phase(repos: u64, controlled: bool) {
+    let now = Utc::now();
+    let rss0 = status_kib("VmRSS");
+    let mut ledger = Ledger::new(chrono::Duration::days(30), BranchPolicy::default());
+    if controlled {
+        ledger = ledger.with_runner_labels(RunnerLabelPolicy::new(
+            POOLS.iter().map(|p| p.to_string()).collect(),
+        ));
+    }
+    for r in 0..repos {
+        let repo = format!("bench-org/repo-{r:04}");
+        for i in 0..RUNS_PER_REPO {
+            for (attempt, mut attempt_jobs) in history(r, i, now) {
+                for j in &mut attempt_jobs {
+                    if r % 4 == 2 {
+                        j.labels = vec!["self-hosted".into(), format!("team-{}", r % TEAM_LABELS)];
+                    }
+                    ledger.record_job(j, now);
+                }
+                ledger.record_run(&repo, Some("main"), &attempt, now, RunJobs::Counted);
+            }
+        }
+    }
+    let text = ledger
+        .metrics(now)
+        .encode(&SelfStats::default(), Format::Text);
+    let rss = status_kib("VmRSS").saturating_sub(rss0);
+    println!("{} {} {}", samples(&text), text.len(), rss);
+}
+
+/// The worst-case sample count the README states, for `repos` repositories with `workflows` files
+/// each, `branches` branch-label values, `events` events, `conclusions` run conclusions,
+/// `labels` runner-label values and `job_conclusions` job conclusions (self-metrics left out).
+fn worst_case(
+    repos: u64,
+    workflows: u64,
+    branches: u64,
+    events: u64,
+    conclusions: u64,
+    labels: u64,
+    job_conclusions: u64,
+) -> u64 {
+    let runs = repos * workflows * branches * events * conclusions;
+    let by_branch = repos * branches * conclusions;
+    let duration = repos * workflows * conclusions * 14;
+    let queue = labels * 14 + 3 * labels;
+    let job_duration = labels * job_conclusions * 15;
+    let streaks = repos * workflows;
+    let in_progress = repos * 5;
+    runs + by_branch + duration + queue + job_duration + streaks + in_progress
+}
+
+/// Series before and after the cardinality controls, each measured in a child process; ratios
+/// only, no thresholds.
+fn cardinality(repos: u64) {
+    let measure = |controlled: bool| -> Option<(u64, u64, u64)> {
+        let exe = std::env::current_exe().ok()?;
+        let out = std::process::Command::new(exe)
+            .env(PHASE_ENV, if controlled { "controlled" } else { "open" })
+            .env("EXPORTER_BENCH_REPOS", repos.to_string())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some((f.next()??, f.next()??, f.next()??))
+    };
+    let (Some(open), Some(controlled)) = (measure(false), measure(true)) else {
+        println!("cardinality: a child process failed");
+        return;
+    };
+    // The bench's history: 3 workflow files, branch values main + other, push and pull_request,
+    // success/failure/cancelled runs; job conclusions the same three.
+    let labels_open = 4 + repos.div_ceil(4).min(TEAM_LABELS);
+    let bound_open = worst_case(repos, 3, 2, 2, 3, labels_open, 3);
+    let bound_controlled = worst_case(repos, 3, 2, 2, 3, POOLS.len() as u64 + 1, 3);
+    println!(
+        "cardinality ({repos} repos, every 4th with one of {TEAM_LABELS} team runner labels):"
+    );
+    for (what, (n, bytes, rss), bound) in [
+        ("without a runner-label allow-list", open, bound_open),
+        (
+            "with --runner-label-allow-list of 4 pools",
+            controlled,
+            bound_controlled,
+        ),
+    ] {
+        println!(
+            "  {what}: {n} samples (worst case {bound}), /metrics {} KiB, ledger + render RSS {:.1} MiB",
+            bytes / 1024,
+            mib(rss)
+        );
+        assert!(
+            n <= bound,
+            "{n} samples exceed the README's worst case {bound}"
+        );
+    }
+    println!(
+        "  after / before: samples {:.2}, /metrics bytes {:.2}, RSS {:.2}",
+        controlled.0 as f64 / open.0 as f64,
+        controlled.1 as f64 / open.1 as f64,
+        controlled.2 as f64 / open.2.max(1) as f64
+    );
+}
+
 fn main() {
+    if let Ok(phase) = std::env::var(PHASE_ENV) {
+        let repos = std::env::var("EXPORTER_BENCH_REPOS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(REPOS);
+        cardinality_phase(repos, phase == "controlled");
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --benches` does not, and gets a small smoke run.
     let full = std::env::args().any(|a| a == "--bench");
     let (repos, slice) = if full { (REPOS, SLICE_REPOS) } else { (10, 2) };
     in_process(repos);
+    cardinality(repos);
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -124,7 +124,7 @@ VAULT_CHART_KEYS = {"global", "injector", "server", "ui", "csi", "serverTelemetr
 VAULT_CAPABILITIES = {"create", "read", "update", "patch", "delete", "list", "sudo", "deny"}
 # Alert name -> (comparison, threshold) the issue prescribes.
 ALERT_THRESHOLDS = {
-    "GitHubActionsWorkflowFailureRateHigh": (">", 0.2, "github_actions_workflow_failure_rate"),
+    "GitHubActionsWorkflowFailureRateHigh": (">", 0.2, "repo_workflow:github_actions_workflow_runs:failure_ratio1h"),
     "GitHubActionsQueueTimeHigh": (">", 60.0, "github_actions_workflow_queue_time_seconds_bucket"),
     "GitHubActionsJobsWaitingForRunner": (">", 900.0, "github_actions_workflow_oldest_queued_job_age_seconds"),
     "GitHubActionsConsecutiveFailures": (">=", 3.0, "github_actions_workflow_consecutive_failures"),
@@ -1079,7 +1079,8 @@ def find_comparison(ast, metric: str):
             if selector_names(n.lhs) == [metric] and op in (">", ">=", "<", "<=", "==", "!="):
                 result.append((op, float(n.rhs.val)))
     promql_parser.walk(ast, visit)
-    return result[0] if len(result) == 1 else result or None
+    # One threshold, even when an alert repeats its comparison (a guarded second clause).
+    return result[0] if len(set(result)) == 1 else result or None
 
 
 def check_dashboard(ctx: Ctx) -> str:
@@ -1116,10 +1117,16 @@ def check_dashboard(ctx: Ctx) -> str:
         elif m.group(1) not in series or m.group(2) not in series[m.group(1)]:
             found.append(f"variable {var['name']}: {m.group(1)} has no label {m.group(2)}")
     required = {
-        "queue time by runner label": {"github_actions_workflow_queue_time_average_seconds", "github_actions_workflow_queue_time_seconds_bucket"},
-        "jobs waiting for a runner": {"github_actions_workflow_jobs_queued", "github_actions_workflow_oldest_queued_job_age_seconds"},
+        "queue time by runner label": {"runner_label:github_actions_workflow_queue_time_seconds:mean15m", "github_actions_workflow_queue_time_seconds_bucket"},
+        "jobs waiting for a runner": {"github_actions_workflow_jobs_queued", "github_actions_workflow_oldest_queued_job_age_seconds",
+                                      "github_actions_workflow_jobs_queued_stale"},
+        "runner time per pool": {"github_actions_workflow_job_duration_seconds_sum"},
+        "rate-limit headroom and poll cycle": {"github_actions_exporter_rate_limit_remaining", "github_actions_exporter_rate_limit_limit",
+                                               "github_actions_exporter_rate_limit_reset_timestamp_seconds",
+                                               "github_actions_exporter_poll_cycle_duration_seconds"},
         "exporter health per repository": {"github_actions_exporter_repo_last_success_timestamp_seconds", "github_actions_exporter_repo_poll_errors_total"},
-        "failure rate": {"github_actions_workflow_failure_rate"},
+        "failure rate": {"repo_workflow:github_actions_workflow_runs:failure_ratio1h"},
+        "runs by branch": {"repo_branch_conclusion:github_actions_workflow_runs:rate5m"},
         "duration": {"github_actions_workflow_duration_seconds_bucket"},
         "in progress": {"github_actions_workflow_runs_in_progress"},
         "runner scaling": {"gha_desired_runners", "gha_registered_runners", "gha_busy_runners", "gha_idle_runners",
@@ -2574,6 +2581,53 @@ def check_readme(ctx: Ctx) -> str:
     return "covers every part and the install order"
 
 
+# Listener labels that are one series per branch/PR ref or matrix leg (ARC PR 3671): never exported.
+UNBOUNDED_LISTENER_LABELS = {"job_workflow_ref", "job_name", "job_workflow_target"}
+
+
+def check_listener_metrics(ctx: Ctx) -> str:
+    """The scale sets' listener metrics carry bounded labels only and explicit buckets with 900 s;
+    no kustomize render of deploy/ names an unbounded listener label either."""
+    found = []
+    for name in ["runner-base", *KUBE_MODE_SETS]:
+        metrics = ctx.scale_set_values(name).get("listenerMetrics", {})
+        for kind in ("counters", "gauges", "histograms"):
+            for metric, spec in (metrics.get(kind) or {}).items():
+                bad = UNBOUNDED_LISTENER_LABELS & set(spec.get("labels", []))
+                if bad:
+                    found.append(f"{name}: {metric} has unbounded labels {sorted(bad)}")
+                if kind == "histograms" and 900.0 not in [float(b) for b in spec.get("buckets", [])]:
+                    found.append(f"{name}: {metric} needs explicit buckets including 900")
+        for metric in ("gha_job_startup_duration_seconds", "gha_job_execution_duration_seconds"):
+            if metric not in (metrics.get("histograms") or {}):
+                found.append(f"{name}: listenerMetrics lacks {metric} (the dashboard's per-scale-set panels)")
+    # Rendered objects: an embedded listenerMetrics block, or a query of a gha_* series, that
+    # names an unbounded label (Vault's JWT roles use the job_workflow_ref claim: that is fine).
+    query = re.compile(r"gha_\w+\{[^}]*\b(" + "|".join(sorted(UNBOUNDED_LISTENER_LABELS)) + r")\b")
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "listenerMetrics" and UNBOUNDED_LISTENER_LABELS & set(re.findall(r"\w+", str(v))):
+                    found.append(f"{where}: listenerMetrics names an unbounded label")
+                walk(v, where)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+        elif isinstance(node, str):
+            if "listenerMetrics" in node and UNBOUNDED_LISTENER_LABELS & set(re.findall(r"\w+", node)):
+                found.append(f"{where}: embedded listenerMetrics names an unbounded label")
+            m = query.search(node)
+            if m:
+                found.append(f"{where}: query {m.group(0)!r} reads an unbounded listener label")
+
+    for d in ctx.kustomize_dirs():
+        for obj in ctx.render(d):
+            walk(obj, f"kubectl kustomize {rel(d)} {obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+    problems(found)
+    return "bounded labels, explicit buckets with 900 s, no job_workflow_ref in any render"
+
+
 CHECKS = [
     ("parse YAML and JSON", check_yaml_json_parse),
     ("yamllint", check_yamllint),
@@ -2590,6 +2644,7 @@ CHECKS = [
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
     ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
+    ("listener metrics (bounded labels)", check_listener_metrics),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),
     ("exporter manifests", check_exporter),

@@ -2,6 +2,7 @@
 //! webhook signatures, restart safety and the exposition formats.
 mod fake_github;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
@@ -26,6 +27,7 @@ fn config(fake: &FakeGitHub, scope: Scope) -> Config {
         credentials: Credentials::Token("ghp_test".into()),
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: Some(SECRET.to_vec()),
         client: ClientOptions {
@@ -484,7 +486,11 @@ async fn scripted_history_yields_exact_metric_values() {
     // The fake does not charge 304s, and the exporter reports the budget it was last told.
     let remaining = fake.with(|s| s.rate.remaining) as f64;
     assert_eq!(
-        value(&m3, "github_actions_exporter_rate_limit_remaining", &[]),
+        value(
+            &m3,
+            "github_actions_exporter_rate_limit_remaining",
+            &[("resource", "core")]
+        ),
         Some(remaining)
     );
 }
@@ -1072,7 +1078,7 @@ print(len(t), len(o))
 }
 
 #[tokio::test]
-async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() {
+async fn webhook_job_lifecycle_counts_queue_and_runner_time_once_and_ignores_other_repos() {
     let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
         .await
         .expect("fake starts");
@@ -1115,11 +1121,13 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
             ];
             (headers, body)
         };
-    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed.
+    // GitHub sends queued (no runner yet), in_progress (runner picked it up), completed; a
+    // redelivery of the completion (a new delivery id) counts nothing.
     for (n, action, status, started_at) in [
         (1, "queued", "queued", Some(created)),
         (2, "in_progress", "in_progress", Some(started)),
         (3, "completed", "completed", Some(started)),
+        (5, "completed", "completed", Some(started)),
     ] {
         let (h, b) = deliver(n, action, status, started_at, "acme/web");
         assert_eq!(http("POST", &hook, &h, b).await.0, 200);
@@ -1147,14 +1155,19 @@ async fn webhook_job_lifecycle_counts_queue_time_once_and_ignores_other_repos() 
     let deliveries = "github_actions_exporter_webhook_deliveries_total";
     assert_eq!(
         value(&m, deliveries, &[("result", "accepted")]),
-        Some(2.0),
-        "queued (a job waiting for a runner) and in_progress (its queue time)"
+        Some(3.0),
+        "queued (a job waiting for a runner), in_progress (its queue time), completed (its runner time)"
     );
     assert_eq!(
         value(&m, deliveries, &[("result", "unchanged")]),
         Some(1.0),
-        "the completion of a counted job"
+        "the completion of a job whose completion was counted"
     );
+    // The fake's jobs run 30 s (completed_at = started_at + 30 s).
+    let rt = "github_actions_workflow_job_duration_seconds";
+    let success = "runner_label=\"arc-runner-set\",conclusion=\"success\"";
+    assert_eq!(histogram_count(&m, rt, success), Some(1.0), "{m}");
+    assert_eq!(histogram_sum(&m, rt, success), Some(30.0));
     assert_eq!(
         value(
             &m,
@@ -1422,7 +1435,9 @@ async fn failed_and_removed_repositories_report_nothing_stale() {
         Some(1.0)
     );
 
-    // Access back, and acme/api archived: it leaves every series, its streak included.
+    // Access back, and acme/api archived: it leaves every series, its streak and its counters
+    // included (an organisation's churn must not pile up series).
+    assert!(m.contains("github_actions_workflow_runs_total{repo=\"acme/api\""));
     fake.with(|s| {
         s.accepted_tokens = vec!["ghp_test".into()];
         if let Some(r) = s.repos.iter_mut().find(|r| r.full_name == "acme/api") {
@@ -1433,11 +1448,185 @@ async fn failed_and_removed_repositories_report_nothing_stale() {
     let m = exporter.render(Format::Text);
     assert_eq!(in_progress(&m, "acme/web"), Some(1.0));
     assert!(
-        !m.lines().any(|l| !l.starts_with('#')
-            && l.contains("repo=\"acme/api\"")
-            && !l.starts_with("github_actions_workflow_runs_total")
-            && !l.starts_with("github_actions_workflow_runs_by_branch_total")
-            && !l.starts_with("github_actions_workflow_duration_seconds")),
-        "only counters of acme/api remain:\n{m}"
+        !m.lines()
+            .any(|l| !l.starts_with('#') && l.contains("repo=\"acme/api\"")),
+        "nothing of acme/api remains:\n{m}"
+    );
+    assert!(m.contains("github_actions_workflow_runs_total{repo=\"acme/web\""));
+}
+
+#[tokio::test]
+async fn runner_label_allow_list_folds_other_labels_into_other() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let t = Utc::now() - chrono::Duration::hours(1);
+    let labels: [&[&str]; 3] = [
+        &["self-hosted", "linux", "gpu"],
+        &["self-hosted", "linux", "gpu-typo"],
+        &["someones-laptop"],
+    ];
+    let jobs = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| job(800 + i as u64, 80, 1, l, t, Some(at(t, 10)), "success"))
+        .collect();
+    let done = run(
+        80,
+        1,
+        "CI",
+        "main",
+        "push",
+        Some("success"),
+        t,
+        t,
+        at(t, 60),
+    );
+    fake.put_attempt("acme/web", done, jobs);
+    let exporter = Exporter::new(Config {
+        runner_label_allow_list: vec!["gpu".into()],
+        ..config(&fake, org())
+    })
+    .expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    let qt = "github_actions_workflow_queue_time_seconds";
+    assert_eq!(
+        histogram_count(&m, qt, "runner_label=\"gpu\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(histogram_count(&m, qt, "runner_label=\"other\""), Some(2.0));
+    let labels: BTreeSet<&str> = m
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("runner_label=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(labels, BTreeSet::from(["gpu", "other"]), "{m}");
+}
+
+#[tokio::test]
+async fn a_failed_poll_keeps_the_queue_as_stale_and_reports_rate_limits_per_resource() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let now = Utc::now();
+    // An open run whose one job has waited 20 minutes for a GPU runner.
+    fake.put_attempt(
+        "acme/web",
+        run(
+            900,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(now, -1200),
+            at(now, -1200),
+            at(now, -1200),
+        ),
+        vec![fake_github::queued_job(
+            9001,
+            900,
+            1,
+            &["gpu"],
+            at(now, -1200),
+        )],
+    );
+    fake.with(|s| s.accepted_tokens = vec!["ghp_test".into()]);
+    let exporter = Exporter::new(config(&fake, org())).expect("exporter builds");
+    exporter.poll_once().await.expect("poll");
+    let gpu = [("runner_label", "gpu")];
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued", &gpu),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
+        Some(0.0)
+    );
+    let age_before = value(
+        &m,
+        "github_actions_workflow_oldest_queued_job_age_seconds",
+        &gpu,
+    )
+    .expect("age served");
+    assert!(age_before >= 1200.0, "age {age_before}");
+    let core = [("resource", "core")];
+    let (limit, reset) = fake.with(|s| (s.rate.limit as f64, s.rate.reset as f64));
+    assert_eq!(
+        value(&m, "github_actions_exporter_rate_limit_limit", &core),
+        Some(limit)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_rate_limit_reset_timestamp_seconds",
+            &core
+        ),
+        Some(reset)
+    );
+    let cycle = value(
+        &m,
+        "github_actions_exporter_poll_cycle_duration_seconds",
+        &[],
+    )
+    .expect("cycle duration served");
+    assert!(cycle > 0.0 && cycle < 30.0, "cycle {cycle}");
+
+    // A revoked token: the poll fails, and the job is still known to wait (marked stale), its
+    // age still growing, so the waiting-jobs alert does not resolve during the outage.
+    fake.with(|s| s.accepted_tokens = vec!["another".into()]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(exporter.poll_once().await.is_err(), "the org listing fails");
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued", &gpu),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
+        Some(1.0)
+    );
+    let age_during = value(
+        &m,
+        "github_actions_workflow_oldest_queued_job_age_seconds",
+        &gpu,
+    )
+    .expect("age served");
+    assert!(age_during > age_before, "{age_during} after {age_before}");
+
+    // Access back and the job started: a successful poll replaces the stale queue.
+    fake.with(|s| s.accepted_tokens = vec!["ghp_test".into()]);
+    fake.put_attempt(
+        "acme/web",
+        run(
+            900,
+            1,
+            "CI",
+            "main",
+            "push",
+            None,
+            at(now, -1200),
+            at(now, -1200),
+            at(now, 1),
+        ),
+        vec![arc_hook::exporter::github::Job {
+            status: Some("in_progress".into()),
+            started_at: Some(now),
+            runner_name: Some("runner-9001".into()),
+            ..fake_github::queued_job(9001, 900, 1, &["gpu"], at(now, -1200))
+        }],
+    );
+    exporter.poll_once().await.expect("poll");
+    let m = exporter.render(Format::Text);
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued", &gpu),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
+        Some(0.0)
     );
 }

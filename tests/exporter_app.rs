@@ -46,6 +46,7 @@ fn config(fake: &FakeGitHub, credentials: Credentials) -> Config {
         credentials,
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {

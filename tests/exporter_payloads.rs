@@ -137,6 +137,36 @@ fn every_octokit_workflow_example_is_understood_by_the_webhook() {
         ),
         "jobs that started have a queue time:\n{text}"
     );
+    // Runner time: job 289782451 ran 10:34:58 to 10:38:16 on ubuntu-latest. Its two `completed`
+    // examples (failure, then success) are one job attempt, counted once; the in-progress and
+    // queued deliveries of the same job, in between or after, change nothing.
+    for (line, want) in [
+        (
+            "github_actions_workflow_job_duration_seconds_count{runner_label=\"ubuntu-latest\",conclusion=\"failure\"} ",
+            "1",
+        ),
+        (
+            "github_actions_workflow_job_duration_seconds_sum{runner_label=\"ubuntu-latest\",conclusion=\"failure\"} ",
+            "198.0",
+        ),
+        (
+            "github_actions_workflow_job_duration_seconds_bucket{runner_label=\"ubuntu-latest\",conclusion=\"failure\",le=\"120.0\"} ",
+            "0",
+        ),
+        (
+            "github_actions_workflow_job_duration_seconds_bucket{runner_label=\"ubuntu-latest\",conclusion=\"failure\",le=\"300.0\"} ",
+            "1",
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("{line}{want}\n")),
+            "{line}{want}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("github_actions_workflow_job_duration_seconds_count{runner_label=\"ubuntu-latest\",conclusion=\"success\"}"),
+        "a job attempt's runner time is counted once:\n{text}"
+    );
 }
 
 /// The OpenAPI 3.0 description with `$ref`s resolved on the way.

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 const GPU: &[&str] = &["self-hosted", "linux", "x64", "gpu"];
+const FPGA: &[&str] = &["self-hosted", "linux", "x64", "fpga"];
 const TOKEN: &str = "ghp_e2e";
 /// Bound on each wait for Prometheus to reach a state.
 const WAIT: Duration = Duration::from_secs(45);
@@ -278,6 +279,16 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
         open.clone(),
         vec![queued_job(2001, 200, 1, GPU, waiting_since)],
     );
+    // An fpga job waits through the whole scenario, including the outage at the end.
+    let mut fpga_run = open.clone();
+    fpga_run.id = 300;
+    fpga_run.name = Some("FPGA tests".into());
+    fpga_run.path = Some(".github/workflows/fpga-tests.yml".into());
+    fake.put_attempt(
+        "acme/web",
+        fpga_run,
+        vec![queued_job(3001, 300, 1, FPGA, waiting_since)],
+    );
 
     let exporter = Exporter::new(Config {
         api_url: fake.url(),
@@ -285,6 +296,7 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
         credentials: Credentials::Token(TOKEN.into()),
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
+        runner_label_allow_list: Vec::new(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {
@@ -320,9 +332,12 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
 
     // 1. A job waiting 20 minutes for a gpu runner alerts before it starts: pending, then firing.
     let gpu = [("runner_label", "gpu")];
+    let fpga = [("runner_label", "fpga")];
     prom.wait_alert("GitHubActionsJobsWaitingForRunner", &gpu, "pending")
         .await;
     prom.wait_alert("GitHubActionsJobsWaitingForRunner", &gpu, "firing")
+        .await;
+    prom.wait_alert("GitHubActionsJobsWaitingForRunner", &fpga, "firing")
         .await;
     assert!(
         prom.alerts()
@@ -440,7 +455,35 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
     prom.wait_alert("GitHubActionsConsecutiveFailures", &ci_yml, "inactive")
         .await;
 
-    // 4. A revoked token: every repository fails. The last-poll timestamp stops (PollStale fires
+    // 4. The gpu job completes 30 s after it started: its runner time is counted once, by runner
+    //    label and conclusion, and polls that list it again do not count it again.
+    let mut done = open.clone();
+    done.status = Some("completed".into());
+    done.conclusion = Some("success".into());
+    done.updated_at = Utc::now();
+    let gpu_started = Utc::now() - chrono::Duration::seconds(30);
+    fake.put_attempt(
+        "acme/api",
+        done,
+        vec![job(
+            2001,
+            200,
+            1,
+            GPU,
+            waiting_since,
+            Some(gpu_started),
+            "success",
+        )],
+    );
+    let runner_time = "github_actions_workflow_job_duration_seconds_sum{runner_label=\"gpu\",conclusion=\"success\"}";
+    prom.wait_query(runner_time, |v| v == [30.0]).await;
+    prom.wait_query(
+        "github_actions_workflow_job_duration_seconds_count{runner_label=\"gpu\",conclusion=\"success\"}",
+        |v| v == [1.0],
+    )
+    .await;
+
+    // 5. A revoked token: every repository fails. The last-poll timestamp stops (PollStale fires
     //    15 minutes later, see rules-tests/05), each repository's errors rise, and runs in
     //    progress are no longer reported as if known.
     fake.with(|s| s.accepted_tokens = vec!["another-token".into()]);
@@ -461,6 +504,24 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
         |v| v.len() == 2 && v.iter().all(|x| *x > 5.0),
     )
     .await;
+    // The fpga job still waits as far as anyone knows: kept, marked stale, and its alert holds
+    // (the gpu series never comes back: its job completed before the outage).
+    prom.wait_query(
+        "github_actions_workflow_jobs_queued_stale{runner_label=\"fpga\"}",
+        |v| v == [1.0],
+    )
+    .await;
+    assert_eq!(
+        prom.states("GitHubActionsJobsWaitingForRunner", &fpga)
+            .await,
+        vec!["firing".to_string()],
+        "a failing poll does not resolve a firing waiting-jobs alert"
+    );
+    assert_eq!(
+        prom.states("GitHubActionsJobsWaitingForRunner", &gpu).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(prom.query(runner_time).await, vec![30.0]);
 
     prom.stop().await;
     poller.abort();

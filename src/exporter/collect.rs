@@ -135,6 +135,15 @@ impl Collector {
 
     /// One full poll cycle over every watched repository.
     pub async fn poll_once(&self) -> Result<PollReport, GitHubError> {
+        let started = std::time::Instant::now();
+        let result = self.poll_cycle().await;
+        if let Ok(mut s) = self.stats.lock() {
+            s.poll_cycle_seconds = Some(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn poll_cycle(&self) -> Result<PollReport, GitHubError> {
         if let Ok(mut u) = self.used_urls.lock() {
             u.clear();
         }
@@ -222,13 +231,13 @@ impl Collector {
         Ok(report)
     }
 
-    /// A failed poll of `repo`: one more error, and what was true as of its last poll is dropped.
+    /// A failed poll of `repo`: one more error; its open runs are dropped, its queue kept as stale.
     fn record_repo_failure(&self, repo: &str) {
         if let Ok(mut s) = self.stats.lock() {
             *s.repo_poll_errors.entry(repo.to_string()).or_default() += 1;
         }
         if let Ok(mut l) = self.ledger.lock() {
-            l.forget_live_state(repo);
+            l.mark_stale(repo);
         }
     }
 

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::SelfStats;
+use super::metrics::{RateLimit, SelfStats};
 
 /// What a GitHub API call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -696,10 +696,24 @@ impl Client {
             .as_ref()
             .ok()
             .and_then(|(_, h, _)| header_u64(h, "x-ratelimit-reset"));
+        let headers = result.as_ref().ok().map(|(_, h, _)| h);
         if let Ok(mut s) = self.stats.lock() {
             *s.api_requests.entry(status).or_default() += 1;
-            if let Some(r) = remaining {
-                s.rate_limit_remaining = Some(r as f64);
+            if let (Some(r), Some(h)) = (remaining, headers) {
+                // GitHub names the budget a request was charged to; REST calls are `core`.
+                let resource = h
+                    .get("x-ratelimit-resource")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("core")
+                    .to_string();
+                s.rate_limits.insert(
+                    resource,
+                    RateLimit {
+                        limit: header_u64(h, "x-ratelimit-limit").map(|v| v as f64),
+                        remaining: r as f64,
+                        reset: reset.map(|v| v as f64),
+                    },
+                );
             }
         }
         if let (Some(rem), Ok(mut r)) = (remaining, self.rate.lock()) {

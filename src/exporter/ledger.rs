@@ -1,12 +1,14 @@
 //! What has been counted: per-attempt/per-job deduplication, the sliding window, cursors and the state file.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::github::{Job, WorkflowRun};
-use super::metrics::{DURATION_BUCKETS, Histogram, Metrics, QUEUE_TIME_BUCKETS, Series};
+use super::metrics::{
+    DURATION_BUCKETS, Histogram, JOB_DURATION_BUCKETS, Metrics, QUEUE_TIME_BUCKETS, Series,
+};
 
 /// Conclusions that count as a failure (and increment consecutive failures).
 pub const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
@@ -84,6 +86,31 @@ pub fn runner_label(labels: &[String]) -> String {
     }
 }
 
+/// Which runner labels keep their name: all (the default), or an allow-list whose other labels
+/// become `other`, so a label typed into `runs-on` by anyone cannot add series.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerLabelPolicy {
+    allow: Option<Vec<String>>,
+}
+
+impl RunnerLabelPolicy {
+    /// Keeps only `allow` (values of [`runner_label`], e.g. `gpu`, `a100,gpu`); empty keeps all.
+    pub fn new(allow: Vec<String>) -> Self {
+        RunnerLabelPolicy {
+            allow: (!allow.is_empty()).then_some(allow),
+        }
+    }
+
+    /// The `runner_label` of a job with `labels`.
+    pub fn label(&self, labels: &[String]) -> String {
+        let label = runner_label(labels);
+        match &self.allow {
+            Some(allow) if !allow.contains(&label) => "other".into(),
+            _ => label,
+        }
+    }
+}
+
 /// A counted run attempt kept for the window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SeenRun {
@@ -121,8 +148,12 @@ pub struct SeenJob {
     pub job_id: u64,
     pub attempt: u32,
     pub runner_label: String,
-    pub queue_seconds: f64,
+    /// None when the job's queueing time is unknown (a webhook delivery without `created_at`).
+    pub queue_seconds: Option<f64>,
     pub started_at: DateTime<Utc>,
+    /// Whether its completion (runner time) was counted too.
+    #[serde(default)]
+    pub completed: bool,
 }
 
 /// The state file's content.
@@ -221,16 +252,20 @@ pub enum RunJobs {
 pub struct Ledger {
     window: Duration,
     branches: BranchPolicy,
+    runner_labels: RunnerLabelPolicy,
     /// Counted attempts, and whether their jobs were read.
     seen_runs: HashMap<(u64, u32), bool>,
     runs: Vec<SeenRun>,
-    seen_jobs: HashSet<(u64, u32)>,
+    /// Counted job attempts, and whether their completion was counted too.
+    seen_jobs: HashMap<(u64, u32), bool>,
     jobs: Vec<SeenJob>,
     cursors: BTreeMap<String, DateTime<Utc>>,
     /// Per repository: open run id -> status.
     open_runs: BTreeMap<String, BTreeMap<u64, String>>,
     /// Per repository: job id -> (runner label, queued since) of jobs waiting for a runner.
     queued_jobs: BTreeMap<String, BTreeMap<u64, (String, DateTime<Utc>)>>,
+    /// Repositories whose last poll failed: their `queued_jobs` are as of an earlier poll.
+    stale_queues: BTreeSet<String>,
     /// Key: repo, workflow file.
     streaks: BTreeMap<[String; 2], Streak>,
     metrics: Metrics,
@@ -245,18 +280,26 @@ impl Ledger {
         Ledger {
             window,
             branches,
+            runner_labels: RunnerLabelPolicy::default(),
             seen_runs: HashMap::new(),
             runs: Vec::new(),
-            seen_jobs: HashSet::new(),
+            seen_jobs: HashMap::new(),
             jobs: Vec::new(),
             cursors: BTreeMap::new(),
             open_runs: BTreeMap::new(),
             queued_jobs: BTreeMap::new(),
+            stale_queues: BTreeSet::new(),
             streaks: BTreeMap::new(),
             metrics: Metrics::default(),
             scraped: false,
             dirty: false,
         }
+    }
+
+    /// The same ledger with `policy` naming runner labels from now on.
+    pub fn with_runner_labels(mut self, policy: RunnerLabelPolicy) -> Self {
+        self.runner_labels = policy;
+        self
     }
 
     /// A ledger resuming from a saved state: what it lists is never counted again.
@@ -267,7 +310,11 @@ impl Ledger {
             .iter()
             .map(|r| ((r.run_id, r.attempt), r.jobs_counted))
             .collect();
-        l.seen_jobs = state.jobs.iter().map(|j| (j.job_id, j.attempt)).collect();
+        l.seen_jobs = state
+            .jobs
+            .iter()
+            .map(|j| ((j.job_id, j.attempt), j.completed))
+            .collect();
         l.runs = state.runs;
         l.jobs = state.jobs;
         l.cursors = state.cursors;
@@ -366,9 +413,10 @@ impl Ledger {
         let queued = jobs
             .iter()
             .filter(|j| j.waits_for_runner())
-            .filter_map(|j| Some((j.id, (runner_label(&j.labels), j.created_at?))))
+            .filter_map(|j| Some((j.id, (self.runner_labels.label(&j.labels), j.created_at?))))
             .collect();
         self.queued_jobs.insert(repo.to_string(), queued);
+        self.stale_queues.remove(repo);
     }
 
     /// Tracks a run that a webhook reported as requested, queued or in progress.
@@ -387,10 +435,11 @@ impl Ledger {
 
     /// A webhook's view of one job: waiting for a runner, or not any more.
     pub fn job_update(&mut self, repo: &str, job: &Job) {
+        let label = self.runner_labels.label(&job.labels);
         let queue = self.queued_jobs.entry(repo.to_string()).or_default();
         match job.created_at.filter(|_| job.waits_for_runner()) {
             Some(created) => {
-                queue.insert(job.id, (runner_label(&job.labels), created));
+                queue.insert(job.id, (label, created));
             }
             None => {
                 queue.remove(&job.id);
@@ -398,18 +447,28 @@ impl Ledger {
         }
     }
 
-    /// Forgets what is only true "as of the last successful poll" of `repo` (open runs, queued
-    /// jobs): after a failed poll nothing is known, and a stale number is worse than none.
-    pub fn forget_live_state(&mut self, repo: &str) {
+    /// After a failed poll of `repo`: its open-run counts are forgotten (a stale count is worse
+    /// than none), but its queued jobs are kept and marked stale. A job that waited before the
+    /// outage still waits as far as anyone knows, and dropping it would resolve the waiting-jobs
+    /// alert exactly while GitHub or the token fails.
+    pub fn mark_stale(&mut self, repo: &str) {
         self.open_runs.remove(repo);
-        self.queued_jobs.remove(repo);
+        if self.queued_jobs.contains_key(repo) {
+            self.stale_queues.insert(repo.to_string());
+        }
     }
 
     /// Drops everything of repositories no longer watched (removed, archived, out of scope),
-    /// including their failure streaks.
+    /// including their failure streaks and their run series: an organisation's churn must not
+    /// leave series behind for ever.
     pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
+        let m = &mut self.metrics;
+        m.runs_total.retain(|k, _| keep(&k[0]));
+        m.runs_by_branch_total.retain(|k, _| keep(&k[0]));
+        m.duration.retain(|k, _| keep(&k[0]));
         self.open_runs.retain(|r, _| keep(r));
         self.queued_jobs.retain(|r, _| keep(r));
+        self.stale_queues.retain(|r| keep(r));
         let before = self.streaks.len();
         self.streaks.retain(|[r, _], _| keep(r));
         self.dirty |= before != self.streaks.len();
@@ -510,34 +569,68 @@ impl Ledger {
         true
     }
 
-    /// Counts a job's queue time once per job attempt, when it started on a runner
-    /// ([`Job::started_on_runner`]) and its queueing time is known.
+    /// Counts a job attempt once when it started on a runner ([`Job::started_on_runner`]): its
+    /// queue time if known; and once when it completed: its runner time (started to completed)
+    /// by runner label and conclusion. A job seen completed at its first sighting counts both.
+    /// Returns whether anything was counted.
     pub fn record_job(&mut self, job: &Job, now: DateTime<Utc>) -> bool {
-        let (Some(started_at), Some(created_at)) = (
-            job.started_at.filter(|_| job.started_on_runner()),
-            job.created_at,
-        ) else {
+        let Some(started_at) = job.started_at.filter(|_| job.started_on_runner()) else {
             return false;
         };
-        if started_at < now - self.window || !self.seen_jobs.insert((job.id, job.run_attempt)) {
+        if started_at < now - self.window {
             return false;
         }
-        let label = runner_label(&job.labels);
-        let secs = (started_at - created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let key = (job.id, job.run_attempt);
+        let completed_at = job
+            .completed_at
+            .filter(|_| job.status.as_deref() == Some("completed"));
+        let already = self.seen_jobs.get(&key).copied();
+        if already == Some(true) || (already == Some(false) && completed_at.is_none()) {
+            return false;
+        }
+        let label = self.runner_labels.label(&job.labels);
         let visible = !self.scraped;
-        self.metrics
-            .queue_time
-            .entry(label.clone())
-            .or_insert_with(|| Series::new(Histogram::new(QUEUE_TIME_BUCKETS), visible))
-            .value
-            .observe(secs);
-        self.jobs.push(SeenJob {
-            job_id: job.id,
-            attempt: job.run_attempt,
-            runner_label: label,
-            queue_seconds: secs,
-            started_at,
-        });
+        if already.is_none() {
+            let queue_seconds = job
+                .created_at
+                .map(|c| (started_at - c).num_milliseconds().max(0) as f64 / 1000.0);
+            if let Some(secs) = queue_seconds {
+                self.metrics
+                    .queue_time
+                    .entry(label.clone())
+                    .or_insert_with(|| Series::new(Histogram::new(QUEUE_TIME_BUCKETS), visible))
+                    .value
+                    .observe(secs);
+            }
+            self.jobs.push(SeenJob {
+                job_id: job.id,
+                attempt: job.run_attempt,
+                runner_label: label.clone(),
+                queue_seconds,
+                started_at,
+                completed: false,
+            });
+        }
+        if let Some(done) = completed_at {
+            let secs = (done - started_at).num_milliseconds().max(0) as f64 / 1000.0;
+            let conclusion = job.conclusion.clone().unwrap_or_else(|| "unknown".into());
+            self.metrics
+                .job_duration
+                .entry([label, conclusion])
+                .or_insert_with(|| Series::new(Histogram::new(JOB_DURATION_BUCKETS), visible))
+                .value
+                .observe(secs);
+            // Completion follows the start closely, so the entry is near the end.
+            if let Some(j) = self
+                .jobs
+                .iter_mut()
+                .rev()
+                .find(|j| (j.job_id, j.attempt) == key)
+            {
+                j.completed = true;
+            }
+        }
+        self.seen_jobs.insert(key, completed_at.is_some());
         self.dirty = true;
         true
     }
@@ -597,6 +690,13 @@ impl Ledger {
         for label in self.metrics.queue_time.keys() {
             m.jobs_queued.insert(label.clone(), 0);
             m.oldest_queued_age.insert(label.clone(), 0.0);
+            m.jobs_queued_stale.insert(label.clone(), 0);
+        }
+        for (repo, queue) in &self.queued_jobs {
+            let stale = self.stale_queues.contains(repo);
+            for (label, _) in queue.values() {
+                *m.jobs_queued_stale.entry(label.clone()).or_default() += u64::from(stale);
+            }
         }
         for (label, since) in self.queued_jobs.values().flat_map(|q| q.values()) {
             *m.jobs_queued.entry(label.clone()).or_default() += 1;
@@ -728,6 +828,132 @@ mod tests {
         // A workflow without a default-branch run for a whole window loses its streak.
         l.prune(now + Duration::hours(23));
         assert_eq!(streak(&l.metrics(now), ci), None);
+    }
+
+    fn gpu_job(status: &str, conclusion: Option<&str>, t0: DateTime<Utc>) -> Job {
+        Job {
+            id: 7,
+            run_id: 1,
+            run_attempt: 1,
+            status: Some(status.into()),
+            conclusion: conclusion.map(String::from),
+            created_at: Some(t0),
+            started_at: Some(t0 + Duration::seconds(30)),
+            completed_at: conclusion.map(|_| t0 + Duration::seconds(30 + 600)),
+            labels: s(&["self-hosted", "gpu"]),
+            runner_name: Some("runner-gpu-abc".into()),
+        }
+    }
+
+    #[test]
+    fn a_job_counts_its_queue_time_when_it_starts_and_its_runner_time_once_when_it_completes() {
+        let now = Utc::now();
+        let t0 = now - Duration::hours(1);
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default());
+        let runner_time = |l: &Ledger| {
+            l.metrics(now)
+                .job_duration
+                .get(&["gpu".to_string(), "failure".to_string()])
+                .map(|h| (h.value.count(), h.value.sum()))
+        };
+        assert!(l.record_job(&gpu_job("in_progress", None, t0), now));
+        assert!(!l.record_job(&gpu_job("in_progress", None, t0), now));
+        assert_eq!(runner_time(&l), None, "still running");
+        assert!(l.record_job(&gpu_job("completed", Some("failure"), t0), now));
+        assert!(!l.record_job(&gpu_job("completed", Some("failure"), t0), now));
+        assert_eq!(runner_time(&l), Some((1, 600.0)));
+        let queue = l.metrics(now).queue_time["gpu"].value.clone();
+        assert_eq!((queue.count(), queue.sum()), (1, 30.0), "queue time once");
+
+        // A restarted exporter neither counts the completed job again nor misses one that was
+        // running: it completes after the restart and counts then.
+        let mut running = gpu_job("in_progress", None, t0);
+        running.id = 8;
+        assert!(l.record_job(&running, now));
+        let mut l = Ledger::from_state(l.window(), BranchPolicy::default(), l.to_state());
+        assert!(!l.record_job(&gpu_job("completed", Some("failure"), t0), now));
+        let mut done = gpu_job("completed", Some("failure"), t0);
+        done.id = 8;
+        assert!(l.record_job(&done, now));
+        assert_eq!(
+            runner_time(&l),
+            Some((1, 600.0)),
+            "only job 8 since the restart"
+        );
+        assert!(
+            !l.metrics(now).queue_time.contains_key("gpu"),
+            "job 8's queue time was counted before the restart"
+        );
+
+        // Skipped jobs and jobs no runner took have no runner time.
+        let mut skipped = gpu_job("completed", Some("skipped"), t0);
+        skipped.id = 9;
+        let mut cancelled_queued = gpu_job("completed", Some("cancelled"), t0);
+        cancelled_queued.id = 10;
+        cancelled_queued.runner_name = None;
+        assert!(!l.record_job(&skipped, now));
+        assert!(!l.record_job(&cancelled_queued, now));
+        assert_eq!(l.metrics(now).job_duration.len(), 1);
+    }
+
+    #[test]
+    fn runner_label_allow_list_folds_other_labels_and_unwatched_repos_lose_their_series() {
+        let p = RunnerLabelPolicy::new(s(&["gpu", "a100,gpu"]));
+        assert_eq!(p.label(&s(&["self-hosted", "gpu"])), "gpu");
+        assert_eq!(p.label(&s(&["gpu", "a100"])), "a100,gpu");
+        assert_eq!(p.label(&s(&["self-hosted", "my-typo"])), "other");
+        assert_eq!(
+            RunnerLabelPolicy::default().label(&s(&["my-typo"])),
+            "my-typo"
+        );
+
+        let now = Utc::now();
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default()).with_runner_labels(p);
+        let mut typo = gpu_job("completed", Some("success"), now - Duration::hours(1));
+        typo.labels = s(&["self-hosted", "my-typo"]);
+        assert!(l.record_job(&typo, now));
+        let m = l.metrics(now);
+        assert_eq!(m.queue_time.keys().collect::<Vec<_>>(), ["other"]);
+        assert!(
+            m.job_duration
+                .contains_key(&["other".to_string(), "success".to_string()])
+        );
+
+        let at = now - Duration::hours(1);
+        let ci = ".github/workflows/ci.yml";
+        assert!(l.record_run(
+            "acme/web",
+            None,
+            &finished(1, ci, "main", "push", "success", at),
+            now,
+            RunJobs::Counted
+        ));
+        assert!(l.record_run(
+            "acme/old",
+            None,
+            &finished(2, ci, "main", "push", "failure", at),
+            now,
+            RunJobs::Counted
+        ));
+        l.retain_repos(&|r| r == "acme/web");
+        let m = l.metrics(now);
+        for repos in [
+            m.runs_total
+                .keys()
+                .map(|k| k[0].as_str())
+                .collect::<Vec<_>>(),
+            m.runs_by_branch_total
+                .keys()
+                .map(|k| k[0].as_str())
+                .collect(),
+            m.duration.keys().map(|k| k[0].as_str()).collect(),
+            m.consecutive_failures
+                .keys()
+                .map(|k| k[0].as_str())
+                .collect(),
+        ] {
+            assert_eq!(repos, ["acme/web"]);
+        }
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub const DURATION_BUCKETS: &[f64] = &[
     30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
 ];
 
+/// Upper bounds (seconds) of the job-duration (runner time) histogram buckets.
+pub const JOB_DURATION_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
+];
+
 /// Which exposition format a scrape asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -104,8 +109,10 @@ impl Histogram {
 pub struct SelfStats {
     /// API responses by HTTP status code (or `error` for transport failures).
     pub api_requests: BTreeMap<String, u64>,
-    /// Last `x-ratelimit-remaining` seen.
-    pub rate_limit_remaining: Option<f64>,
+    /// Last rate-limit headers seen, by `x-ratelimit-resource` (`core`, `search`, `graphql`, ...).
+    pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Seconds the last poll cycle took, whether or not it reached GitHub.
+    pub poll_cycle_seconds: Option<f64>,
     /// Unix time the last poll cycle that reached GitHub finished (at least one repository polled,
     /// or none to poll); the exporter's start until then, so a poll that never works still ages.
     pub last_poll_timestamp: Option<f64>,
@@ -132,6 +139,17 @@ impl SelfStats {
         self.repo_poll_errors.retain(|r, _| keep(r));
         self.repo_last_success.retain(|r, _| keep(r));
     }
+}
+
+/// One resource's rate limit as GitHub last reported it.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// `x-ratelimit-limit`: requests per window.
+    pub limit: Option<f64>,
+    /// `x-ratelimit-remaining`.
+    pub remaining: f64,
+    /// `x-ratelimit-reset`: Unix time the window resets.
+    pub reset: Option<f64>,
 }
 
 /// A counter or histogram and whether scrapes may see its value yet. A series first exposed at its
@@ -175,12 +193,17 @@ pub struct Metrics {
     pub duration: BTreeMap<DurationKey, Series<Histogram>>,
     /// Key: runner label.
     pub queue_time: BTreeMap<String, Series<Histogram>>,
+    /// Key: runner label, job conclusion: runner time of completed jobs.
+    pub job_duration: BTreeMap<[String; 2], Series<Histogram>>,
     /// Failed runs in a row on the default branch (pull requests excluded).
     pub consecutive_failures: BTreeMap<WorkflowKey, u64>,
     /// Key: repo, status (`queued`, `in_progress`, ...). Derived at render time.
     pub in_progress: BTreeMap<[String; 2], u64>,
     /// Key: runner label: jobs waiting for a runner. Derived at render time.
     pub jobs_queued: BTreeMap<String, u64>,
+    /// Key: runner label: how many of `jobs_queued` are as of a repository's earlier poll (its
+    /// last one failed). Derived at render time.
+    pub jobs_queued_stale: BTreeMap<String, u64>,
     /// Key: runner label: age of the oldest job waiting for a runner (0 when none). Derived at render time.
     pub oldest_queued_age: BTreeMap<String, f64>,
 }
@@ -198,6 +221,9 @@ impl Metrics {
             s.visible = true;
         }
         for s in self.queue_time.values_mut() {
+            s.visible = true;
+        }
+        for s in self.job_duration.values_mut() {
             s.visible = true;
         }
     }
@@ -247,10 +273,24 @@ impl Metrics {
                 .iter()
                 .map(|(k, h)| (vec![("runner_label", k.as_str())], hist(h))),
         );
+        e.histogram(
+            "workflow_job_duration_seconds",
+            "Runner time of completed jobs (started_at to completed_at) by runner label and job conclusion; _sum is the runner-seconds a pool spent.",
+            self.job_duration
+                .iter()
+                .map(|(k, h)| (labels(&["runner_label", "conclusion"], k), hist(h))),
+        );
         e.gauge(
             "workflow_jobs_queued",
             "Jobs of open runs waiting for a runner (status queued), by runner label.",
             self.jobs_queued
+                .iter()
+                .map(|(k, v)| (vec![("runner_label", k.as_str())], *v as f64)),
+        );
+        e.gauge(
+            "workflow_jobs_queued_stale",
+            "Of workflow_jobs_queued, the jobs known only from an earlier poll of a repository whose last poll failed (kept, not dropped, so an outage does not resolve the waiting-jobs alert).",
+            self.jobs_queued_stale
                 .iter()
                 .map(|(k, v)| (vec![("runner_label", k.as_str())], *v as f64)),
         );
@@ -290,11 +330,32 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| (vec![("status", k.as_str())], *v)),
         );
+        let by_resource = |pick: fn(&RateLimit) -> Option<f64>| {
+            stats
+                .rate_limits
+                .iter()
+                .filter_map(move |(k, r)| Some((vec![("resource", k.as_str())], pick(r)?)))
+        };
         e.gauge(
             "exporter_rate_limit_remaining",
-            "Last x-ratelimit-remaining reported by the GitHub API.",
+            "Last x-ratelimit-remaining reported by the GitHub API, by rate-limit resource.",
+            by_resource(|r| Some(r.remaining)),
+        );
+        e.gauge(
+            "exporter_rate_limit_limit",
+            "Last x-ratelimit-limit (requests per window) reported by the GitHub API, by rate-limit resource.",
+            by_resource(|r| r.limit),
+        );
+        e.gauge(
+            "exporter_rate_limit_reset_timestamp_seconds",
+            "Unix time the rate-limit window resets (x-ratelimit-reset), by rate-limit resource.",
+            by_resource(|r| r.reset),
+        );
+        e.gauge(
+            "exporter_poll_cycle_duration_seconds",
+            "Seconds the last poll cycle took, failed or not.",
             stats
-                .rate_limit_remaining
+                .poll_cycle_seconds
                 .map(|v| (Vec::new(), v))
                 .into_iter(),
         );

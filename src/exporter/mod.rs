@@ -19,7 +19,7 @@ use chrono::Utc;
 use crate::config::{ExporterEnv, GitHubAuthEnv};
 use collect::{Collector, PollReport, Scope};
 use github::{Client, ClientOptions, Credentials, GitHubError};
-use ledger::{BranchPolicy, Ledger, State, StateError};
+use ledger::{BranchPolicy, Ledger, RunnerLabelPolicy, State, StateError};
 use metrics::{Format, SelfStats};
 use webhook::Webhook;
 
@@ -50,6 +50,11 @@ pub struct ExporterArgs {
     /// default branch is always kept. Default: main,master.
     #[arg(long, value_delimiter = ',')]
     pub branch_allow_list: Vec<String>,
+    /// Runner labels kept as the `runner_label` label (comma-separated, as the exporter names them:
+    /// generic labels dropped, the rest sorted and joined by ","); others become "other".
+    /// Default: every label is kept.
+    #[arg(long, value_delimiter = ',')]
+    pub runner_label_allow_list: Vec<String>,
     /// File remembering counted runs and jobs and the poll cursors, so a restart does not double-count.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
@@ -148,6 +153,8 @@ pub struct Config {
     pub credentials: Credentials,
     pub window: Duration,
     pub branch_allow_list: Vec<String>,
+    /// Empty: every runner label is kept.
+    pub runner_label_allow_list: Vec<String>,
     pub state_file: Option<PathBuf>,
     /// `Some` enables `/webhook`.
     pub webhook_secret: Option<Vec<u8>>,
@@ -190,6 +197,7 @@ impl Config {
             credentials: secrets.credentials.unwrap_or(Credentials::Anonymous),
             window: args.failure_window,
             branch_allow_list: args.branch_allow_list.clone(),
+            runner_label_allow_list: args.runner_label_allow_list.clone(),
             state_file: args.state_file.clone(),
             webhook_secret,
             client: ClientOptions {
@@ -226,7 +234,10 @@ impl Exporter {
         let ledger = match &config.state_file {
             Some(path) => Ledger::from_state(window, branches, load_or_set_aside(path)?),
             None => Ledger::new(window, branches),
-        };
+        }
+        .with_runner_labels(RunnerLabelPolicy::new(
+            config.runner_label_allow_list.clone(),
+        ));
         let ledger = Arc::new(Mutex::new(ledger));
         // The last poll is "now" at start: a poll that never succeeds ages like one that stopped.
         let stats = Arc::new(Mutex::new(SelfStats {
