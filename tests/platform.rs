@@ -191,6 +191,22 @@ async fn a_job_running_as_uid_1001_writes_every_cache() {
         return;
     }
     let hf = tempfile::tempdir().expect("hf");
+    // The shared Hugging Face cache's ownership is set once, as
+    // deploy/storage/huggingface-permissions-job.yaml does (jobs never touch it).
+    for (cmd, args) in [("chgrp", ["-R", "30000"]), ("chmod", ["-R", "g+rwX"])] {
+        let ok = std::process::Command::new(cmd)
+            .args(args)
+            .arg(hf.path())
+            .status()
+            .expect(cmd);
+        assert!(ok.success(), "{cmd}");
+    }
+    let ok = std::process::Command::new("chmod")
+        .arg("g+s")
+        .arg(hf.path())
+        .status()
+        .expect("chmod g+s");
+    assert!(ok.success());
     let r = Runner::start(node_with("64", hf.path())).await;
     // The runner's _work belongs to the runner user, as in the runner image.
     let chown = std::process::Command::new("chown")
