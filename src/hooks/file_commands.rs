@@ -86,6 +86,17 @@ pub fn before_step(temp: &Path) -> Result<(), SharedWorkError> {
     Ok(())
 }
 
+/// [`before_step`] as part of a step: a failure (the job's own processes may be removing what
+/// the hook writes into its directory) is told, and the step still runs: what it writes comes
+/// back through [`after_step`]'s checks either way.
+pub fn prepare_for_step(temp: &Path) {
+    if let Err(e) = before_step(temp) {
+        eprintln!(
+            "arc-hook: warning: could not copy the runner's file commands into the job's directory ({e}); the step runs without them"
+        );
+    }
+}
+
 /// After a step (also a failed one): each of the runner's files gets the content the step left
 /// in the job's file of the same name. Returns how many changed, or what was refused (the
 /// runner's file then keeps what it had).

@@ -76,8 +76,7 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
             let claim = !steps::workspace::copy_mode(&envelope, &config);
             let temp = run_script_step::runner_temp(&config).ok();
             if let (true, Some(t)) = (claim, &temp) {
-                file_commands::before_step(t)
-                    .context("copying the runner's file commands for the step")?;
+                file_commands::prepare_for_step(t);
             }
             let code = run_container_step::run_container_step(&envelope, args, &config).await?;
             match temp {

@@ -96,8 +96,7 @@ pub async fn run_script_step(
     };
     if dirs.is_none() {
         // Claim mode: the step sees the job's own copy of the runner's file commands.
-        super::file_commands::before_step(&temp)
-            .context("copying the runner's file commands for the step")?;
+        super::file_commands::prepare_for_step(&temp);
     }
     // Exec round trips per step: push (copy mode), run, pull (copy mode).
     if let Some(d) = &dirs {
