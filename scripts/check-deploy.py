@@ -989,8 +989,19 @@ def check_cache_init_root_squash(ctx: Ctx) -> str:
                 st = (root / d).stat()
                 if st.st_gid != 30000 or not st.st_mode & 0o2000 or not st.st_mode & 0o020:
                     found.append(f"{kind}: {d} is gid {st.st_gid} mode {oct(st.st_mode)}, want group 30000 g+ws")
+                    continue
+                # A job as one UID (umask 022, as most images have) leaves a directory and a file; a
+                # later job as another UID in group 30000 must update both.
+                first = run([setpriv, "--reuid=1001", "--regid=1001", "--groups=30000", "--", "sh", "-c",
+                             'umask 022 && mkdir -p "$1/a/b" && echo one > "$1/a/b/f"', "sh", str(root / d)], timeout=30)
+                second = run([setpriv, "--reuid=1002", "--regid=1002", "--groups=30000", "--", "sh", "-c",
+                              'umask 022 && echo two > "$1/a/b/f" && mkdir "$1/a/b/c"', "sh", str(root / d)], timeout=30)
+                if first.returncode != 0 or second.returncode != 0:
+                    found.append(f"{kind}: {d}: a job as UID 1002 cannot update what UID 1001 left: "
+                                 f"{(first.stderr + second.stderr).strip()[-200:]}")
     problems(found)
-    return "as non-root over a root-owned shared cache: succeeds, shared cache untouched, node-local caches group 30000 g+ws"
+    return ("as non-root over a root-owned shared cache: succeeds, shared cache untouched, node-local caches group 30000 "
+            "g+ws with a default ACL (UID 1002 updates what UID 1001 left with umask 022)")
 
 
 def substitute_grafana(expr: str) -> str:
