@@ -899,6 +899,51 @@ def check_scale_sets_rendered(ctx: Ctx) -> str:
     return f"gha-runner-scale-set {chart_version} rendered by {Path(helm).name} for 7 sets: hook env, template mount, work volume, no chart-made account ({sorted(kinds_seen)})"
 
 
+def check_quickstart(ctx: Ctx) -> str:
+    """deploy/quickstart/values.yaml, the README's short path, rendered alone by the real chart: a
+    Kubernetes-mode runner pointing at arc-hook's wrapper, its work claim, deploy/rbac's account and no
+    chart-made Role; its sample workflow picks that scale set and uses every hook command."""
+    helm = deploy_tool("helm")[0]
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    values = DEPLOY / "quickstart" / "values.yaml"
+    res = run([helm, "template", "arc-hook-try", str(chart), "--namespace", "arc-runners", "-f", str(values)], timeout=120)
+    if res.returncode != 0:
+        raise Failed(f"helm template: {res.stderr.strip()[-600:]}")
+    import yaml  # noqa: PLC0415
+    objs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    found = []
+    ars = [o for o in objs if o["kind"] == "AutoscalingRunnerSet"]
+    if len(ars) != 1:
+        raise Failed(f"{len(ars)} AutoscalingRunnerSets rendered")
+    spec = ars[0]["spec"]
+    pod = spec["template"]["spec"]
+    runner = next((c for c in pod["containers"] if c["name"] == "runner"), {})
+    env = {e["name"]: e.get("value") for e in runner.get("env", [])}
+    if env.get("ACTIONS_RUNNER_CONTAINER_HOOKS") != HOOK_WRAPPER:
+        found.append(f"ACTIONS_RUNNER_CONTAINER_HOOKS is {env.get('ACTIONS_RUNNER_CONTAINER_HOOKS')!r}")
+    if env.get("ACTIONS_RUNNER_CLAIM_NAME") != "$(ACTIONS_RUNNER_POD_NAME)-work":
+        found.append(f"ACTIONS_RUNNER_CLAIM_NAME is {env.get('ACTIONS_RUNNER_CLAIM_NAME')!r}")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["name"]: m["mountPath"] for m in runner.get("volumeMounts", [])}
+    if "ephemeral" not in volumes.get("work", {}) or mounts.get("work") != "/home/runner/_work":
+        found.append("no ephemeral work volume at /home/runner/_work")
+    rbac_sa = {o["metadata"]["name"] for o in ctx.objects("rbac", "ServiceAccount")}
+    made = [f"{o['kind']}/{o['metadata']['name']}" for o in objs
+            if o["kind"] in ("ServiceAccount", "Role") and not o["metadata"]["name"].endswith("-gha-rs-manager")]
+    if pod.get("serviceAccountName") not in rbac_sa or made:
+        found.append(f"serviceAccountName {pod.get('serviceAccountName')!r}, chart also made {made}")
+    flow = yaml.safe_load((DEPLOY / "quickstart" / "hello.yml").read_text())
+    job = next(iter(flow["jobs"].values()))
+    if job.get("runs-on") != spec.get("runnerScaleSetName"):
+        found.append(f"hello.yml runs on {job.get('runs-on')!r}, the scale set is {spec.get('runnerScaleSetName')!r}")
+    uses = [s.get("uses", "") for s in job["steps"]]
+    if "container" not in job or "services" not in job or not any(u.startswith("docker://") for u in uses) \
+            or not any("run" in s for s in job["steps"]):
+        found.append("hello.yml does not use a job container, a service, a script step and a container step")
+    problems(found)
+    return f"{spec.get('runnerScaleSetName')} rendered alone: arc-hook's wrapper, work claim, deploy/rbac's account; hello.yml uses every hook command"
+
+
 def arc_hook_binary() -> str:
     """The arc-hook binary of this tree (built if stale; CI has built it by then)."""
     res = run(["cargo", "build", "--locked", "--quiet", "--bin", "arc-hook"], cwd=ROOT, timeout=1800)
@@ -2163,14 +2208,15 @@ def check_actionlint(ctx: Ctx) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / ".github" / "workflows"
         target.mkdir(parents=True)
-        for f in wdir.glob("*.yml"):
+        flows = [*wdir.glob("*.yml"), DEPLOY / "quickstart" / "hello.yml"]
+        for f in flows:
             shutil.copy(f, target / f.name)
         run(["git", "init", "-q", tmp])
         res = run(["actionlint", "-no-color", "-oneline", "-config-file", str(wdir / "actionlint.yaml"),
                    "-shellcheck", "shellcheck"], cwd=tmp)
         if res.returncode != 0:
             raise Failed((res.stdout + res.stderr).strip())
-    return f"{len(list(wdir.glob('*.yml')))} workflows pass actionlint (with shellcheck)"
+    return f"{len(flows)} workflows pass actionlint (with shellcheck)"
 
 
 def workflow_step(workflow: str, step_name: str) -> dict:
@@ -2580,10 +2626,33 @@ def check_workflow_structure(ctx: Ctx) -> str:
     return "fetch-secrets, docker-build-push and version-tracking agree with each other and with Vault's roles"
 
 
+def check_image_build_context(ctx: Ctx) -> str:
+    """The images' build context (`docker build .` with scripts/Dockerfile.*) is the repository minus
+    .dockerignore: it must leave out build output and git history, and keep every file the builds use."""
+    import fnmatch  # noqa: PLC0415
+    patterns = [ln.strip().rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(fnmatch.fnmatch(pre, pat) or fnmatch.fnmatch(pre, pat.removeprefix("**/"))
+                   or fnmatch.fnmatch(parts[i - 1], pat.removeprefix("**/"))
+                   for pat in patterns for i, pre in enumerate(prefixes, 1))
+    found = [f"{d} is in the build context" for d in ("target/debug/arc-hook", ".git/HEAD", "dist/runner/arc-hook")
+             if not ignored(d)]
+    tracked = run(["git", "ls-files"], cwd=ROOT).stdout.split()
+    needed = [f for f in tracked if f.split("/")[0] in ("src", "scripts", "templates", "benches", "tests")
+              or f in ("Cargo.toml", "Cargo.lock", "build.rs")]
+    found += [f"{f} (needed by the image build) is ignored" for f in needed if ignored(f)]
+    problems(found)
+    return f"build output and .git left out, {len(needed)} tracked source files kept"
+
+
 def check_readme(ctx: Ctx) -> str:
     text = (DEPLOY / "README.md").read_text()
     found = []
-    for part in ("namespaces", "rbac", "storage", "hook-templates", "scale-sets", "arc-controller", "vault", "monitoring", "workflows"):
+    for part in ("quickstart", "namespaces", "rbac", "storage", "hook-templates", "scale-sets", "arc-controller", "vault", "monitoring", "workflows"):
         if f"deploy/{part}" not in text:
             found.append(f"README does not mention deploy/{part}")
     if "Install order" not in text:
@@ -2654,6 +2723,7 @@ CHECKS = [
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
     ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
+    ("quick-start scale set (rendered chart)", check_quickstart),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
     ("listener metrics (bounded labels)", check_listener_metrics),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
@@ -2671,6 +2741,7 @@ CHECKS = [
     ("workflow structure", check_workflow_structure),
     ("fetch-secrets behaviour (OpenBao server)", check_fetch_secrets_behaviour),
     ("version-tracking behaviour (stub releases)", check_version_tracking_behaviour),
+    ("image build context (.dockerignore)", check_image_build_context),
     ("README", check_readme),
 ]
 

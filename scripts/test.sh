@@ -2,8 +2,12 @@
 # The project's test command (README "Run the tests"): formatting, lints, every Rust test
 # (unit, golden, end-to-end against the embedded simulator with the real kubectl), the static
 # binaries the images ship, the offline validation of deploy/ and its alert rules' unit tests.
+# It first installs what this machine lacks (scripts/setup.sh says what; ARC_HOOK_TEST_NO_INSTALL=1
+# installs nothing and names what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --check

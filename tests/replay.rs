@@ -155,3 +155,51 @@ fn a_job_replays_under_api_faults() {
         "{line}"
     );
 }
+
+/// A kubeconfig present (in KUBECONFIG and in ~/.kube/config, as on a developer's machine) must not
+/// change where `replay` plays without `--cluster`: the job passes on the simulator and the configured
+/// server is never contacted.
+#[test]
+fn replay_without_cluster_never_contacts_the_configured_cluster() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let contacts = Arc::new(AtomicUsize::new(0));
+    let seen = contacts.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf);
+        }
+    });
+    let home = tempfile::tempdir().expect("home");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: must-not-be-used\nclusters:\n- name: prod\n  cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}\nusers:\n- name: admin\n  user: {{token: not-a-real-token}}\ncontexts:\n- name: must-not-be-used\n  context: {{cluster: prod, user: admin, namespace: production}}\n"
+    );
+    std::fs::create_dir_all(home.path().join(".kube")).expect("mkdir");
+    let path = home.path().join(".kube/config");
+    std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+    let path = path.to_string_lossy().to_string();
+    let home_dir = home.path().to_string_lossy().to_string();
+
+    let (code, out, err) = replay_with(
+        "file-commands",
+        &[("KUBECONFIG", &path), ("HOME", &home_dir)],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("using the embedded simulator"), "{out}");
+    assert!(
+        !out.contains("must-not-be-used") && !err.contains("must-not-be-used"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        contacts.load(Ordering::SeqCst),
+        0,
+        "replay without --cluster connected to the kubeconfig's server"
+    );
+}
