@@ -126,6 +126,10 @@ pub fn plan_prepare_job(
     warnings.extend(crate::objects::options::apply_job_options(
         &mut pod, args, &services, policy,
     )?);
+    // Last: it takes the job container's final user, image and resources.
+    if ctx.work_volume == crate::config::WorkVolumeMode::Copy {
+        crate::objects::pod::make_work_dirs_first(&mut pod);
+    }
     Ok(PreparePlan {
         secret,
         pod,

@@ -203,3 +203,36 @@ fn replay_without_cluster_never_contacts_the_configured_cluster() {
         "replay without --cluster connected to the kubeconfig's server"
     );
 }
+
+/// A job whose container runs as another user than root (a hardened image, or `--user`) runs the
+/// whole build-and-test job in no-volume mode: the directories the kubelet would make as root (the
+/// sub-path mount points, the working directory) are made first as the job's user, so the copy into
+/// the pod can set their times and modes and the steps can write the workspace, `_temp` and HOME.
+#[test]
+fn a_non_root_job_runs_build_and_test_in_no_volume_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let template = dir.path().join("non-root.yaml");
+    std::fs::write(
+        &template,
+        "spec:\n  containers:\n    - name: $job\n      securityContext:\n        runAsUser: 1234\n        runAsGroup: 1234\n",
+    )
+    .expect("template");
+    let template = template.to_string_lossy().to_string();
+    let (code, out, err) = replay_with(
+        "build-and-test",
+        &[
+            ("ARC_HOOK_WORK_VOLUME", "copy"),
+            ("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &template),
+        ],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("Ran 2 tests") && out.contains("OK"),
+        "{out}{err}"
+    );
+    assert!(out.contains("service web answered"), "{out}");
+    assert!(
+        !out.contains("Cannot utime") && !err.contains("Cannot utime"),
+        "{out}{err}"
+    );
+}

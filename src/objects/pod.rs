@@ -351,6 +351,80 @@ pub fn job_pod(
     })
 }
 
+/// The init container that, in no-volume mode, makes the directories the kubelet and the runtime
+/// would otherwise make as root before the job container starts.
+pub const WORK_DIRS_INIT_NAME: &str = "arc-hook-work-dirs";
+
+/// No-volume mode: the work emptyDir's sub-path mount points (`externals`, `_temp/_github_home`,
+/// `_temp/_github_workflow`, the user's volumes) and the job container's working directory, made
+/// by an init container of the job's own image, user and resources. The kubelet creates a missing
+/// sub-path as root (mode of the volume, 0777 for an emptyDir) and the runtime a missing working
+/// directory as root: a job whose container runs as another user could then not set their times
+/// or modes, so the first copy into the pod failed (`Cannot utime: Operation not permitted`).
+/// Made here, they belong to the job's user. The image already needs `sh` (every step is run by
+/// it); nothing else of the image is used. No job container, or nothing to make: no init container.
+pub fn make_work_dirs_first(pod: &mut Pod) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let Some(job) = spec
+        .containers
+        .iter()
+        .find(|c| c.name == JOB_CONTAINER_NAME)
+    else {
+        return;
+    };
+    let mut dirs: Vec<String> = Vec::new();
+    let mut add = |rel: &str| {
+        let rel = rel.trim_matches('/');
+        if !rel.is_empty() && !rel.split('/').any(|c| c == "..") {
+            let dir = format!("/__w/{rel}");
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    };
+    for c in &spec.containers {
+        for m in c.volume_mounts.iter().flatten() {
+            if m.name == WORK_VOLUME_NAME
+                && let Some(sub) = m.sub_path.as_deref()
+            {
+                add(sub);
+            }
+        }
+    }
+    if let Some(rel) = job
+        .working_dir
+        .as_deref()
+        .and_then(|w| w.strip_prefix("/__w/"))
+    {
+        add(rel);
+    }
+    if dirs.is_empty() {
+        return;
+    }
+    let mut command = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        r#"mkdir -p -- "$@""#.to_string(),
+        WORK_DIRS_INIT_NAME.to_string(),
+    ];
+    command.extend(dirs);
+    let init = Container {
+        name: WORK_DIRS_INIT_NAME.into(),
+        image: job.image.clone(),
+        image_pull_policy: job.image_pull_policy.clone(),
+        command: Some(kubelet_literals(&command)),
+        security_context: job.security_context.clone(),
+        resources: job.resources.clone(),
+        volume_mounts: Some(vec![work_mount("/__w", None, false)]),
+        ..Default::default()
+    };
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .insert(0, init);
+}
+
 /// In claim mode, [`guard_runner_reads`]; an emptyDir (no-volume mode) is the job's alone.
 pub fn guarded(
     ctx: &BuildContext,
@@ -569,6 +643,52 @@ mod tests {
                                       {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}]}
             ])
         );
+    }
+
+    #[test]
+    fn no_volume_mode_makes_the_mount_points_first_as_the_jobs_user() {
+        let mut c = ctx();
+        c.work_volume = WorkVolumeMode::Copy;
+        let mut pod = job_pod(&c, &args(), None).expect("valid").pod;
+        let job = &mut pod.spec.as_mut().expect("spec").containers[0];
+        job.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            run_as_user: Some(1001),
+            ..Default::default()
+        });
+        make_work_dirs_first(&mut pod);
+        let spec = pod.spec.expect("spec");
+        let init = &spec.init_containers.expect("init containers")[0];
+        assert_eq!(init.name, WORK_DIRS_INIT_NAME);
+        assert_eq!(init.image.as_deref(), Some("node:20"));
+        assert_eq!(
+            init.security_context.as_ref().and_then(|s| s.run_as_user),
+            Some(1001)
+        );
+        assert_eq!(
+            init.command.as_deref().expect("command")[4..],
+            [
+                "/__w/externals",
+                "/__w/_temp/_github_home",
+                "/__w/_temp/_github_workflow",
+                "/__w/repo/repo/data",
+                "/__w/repo/repo",
+            ]
+        );
+        assert_eq!(
+            paths(init.volume_mounts.as_deref().expect("mounts")),
+            [("/__w", None)]
+        );
+    }
+
+    #[test]
+    fn without_a_job_container_nothing_is_made_first() {
+        let mut c = ctx();
+        c.work_volume = WorkVolumeMode::Copy;
+        let mut a = args();
+        a.container = None;
+        let mut pod = job_pod(&c, &a, None).expect("valid").pod;
+        make_work_dirs_first(&mut pod);
+        assert!(pod.spec.expect("spec").init_containers.is_none());
     }
 
     #[test]

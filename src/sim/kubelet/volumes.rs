@@ -382,6 +382,23 @@ pub fn for_image<'a, T>(settings: &'a HashMap<String, T>, image: &str) -> Option
         .or_else(|| settings.get(image_repository(image)))
 }
 
+/// A sub-path of a volume, made as the kubelet makes it (`subpath.SafeMakeDir`): each missing
+/// directory created by root (the kubelet) with the mode of the volume's root (0777 for an
+/// emptyDir), whatever the umask.
+fn make_sub_path(volume: &Path, sub: &str) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(volume)?.permissions().mode() & 0o7777;
+    let mut p = volume.to_path_buf();
+    for part in Path::new(sub).components() {
+        p.push(part);
+        if p.symlink_metadata().is_err() {
+            std::fs::create_dir(&p)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(p)
+}
+
 /// The bind mounts of one container: its volumeMounts (subPath/subPathExpr resolved and created)
 /// and its image's files (only over paths that exist, so the host never gains stray files).
 pub fn container_mounts(
@@ -428,13 +445,7 @@ pub fn container_mounts(
             _ => None,
         };
         let source = match sub {
-            Some(s) => {
-                let p = dir.join(s.trim_start_matches('/'));
-                if !p.exists() {
-                    std::fs::create_dir_all(&p)?;
-                }
-                p
-            }
+            Some(s) => make_sub_path(dir, s.trim_start_matches('/'))?,
             None => dir.clone(),
         };
         mounts.push(Mount {
