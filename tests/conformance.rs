@@ -143,6 +143,69 @@ impl Cluster {
         run_bounded(cmd, self.scratch.path(), Duration::from_secs(90))
     }
 
+    /// Applies `objects` as admin, then writes a kubeconfig for ServiceAccount `account` in
+    /// arc-runners (a token from the real TokenRequest API): the hook's identity under that Role.
+    fn account_kubeconfig(&self, account: &str, objects: &str) -> PathBuf {
+        let admin = self.admin();
+        self.kubectl_ok(&admin, &["-n", "arc-runners", "apply"], Some(objects));
+        let token = self.kubectl_ok(
+            &admin,
+            &["-n", "arc-runners", "create", "token", account],
+            None,
+        );
+        let kubeconfig = self.scratch.path().join(format!("{account}.kubeconfig"));
+        std::fs::copy(self.runner(), &kubeconfig).expect("copy the runner's kubeconfig");
+        self.kubectl_ok(
+            &kubeconfig,
+            &[
+                "config",
+                "set-credentials",
+                "arc-hook-runner",
+                "--token",
+                token.trim(),
+            ],
+            None,
+        );
+        kubeconfig
+    }
+
+    /// `replay --cluster` of `job` as the identity in `kubeconfig`, the runner's _work emptied
+    /// first as a fresh runner pod has it.
+    fn replay(&self, kubeconfig: &Path, job: &Path, env: &[(&str, &str)]) -> Ran {
+        let home = self.dir.join("runner");
+        let work = home.join("_work");
+        std::fs::remove_dir_all(&work).expect("empty the runner's _work");
+        std::fs::create_dir_all(&work).expect("recreate the runner's _work");
+        let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+        replay
+            .args(["replay", "--cluster", "--workdir"])
+            .arg(&home)
+            .arg(job)
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().copied());
+        run_bounded(replay, self.scratch.path(), Duration::from_secs(300))
+    }
+
+    /// What the hook left in arc-runners besides the runner pod (seen as admin).
+    fn leftovers(&self) -> Vec<String> {
+        self.kubectl_ok(
+            &self.admin(),
+            &[
+                "-n",
+                "arc-runners",
+                "get",
+                "pods,secrets,jobs,leases",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .lines()
+        .filter(|l| *l != "pod/arc-runner")
+        .map(str::to_string)
+        .collect()
+    }
+
     fn kubectl_ok(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
         let ran = self.kubectl(kubeconfig, args, stdin);
         assert!(
@@ -439,33 +502,12 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
 ---
 {role}"#
     );
-    cluster.kubectl_ok(&admin, &["-n", "arc-runners", "apply"], Some(&limited));
-    let token = cluster.kubectl_ok(
-        &admin,
-        &["-n", "arc-runners", "create", "token", "limited"],
-        None,
-    );
-    let kubeconfig = cluster.scratch.path().join("limited.kubeconfig");
-    std::fs::copy(cluster.runner(), &kubeconfig).expect("copy the runner's kubeconfig");
-    cluster.kubectl_ok(
+    let kubeconfig = cluster.account_kubeconfig("limited", &limited);
+    let ran = cluster.replay(
         &kubeconfig,
-        &[
-            "config",
-            "set-credentials",
-            "arc-hook-runner",
-            "--token",
-            token.trim(),
-        ],
-        None,
+        &repo().join("fixtures/jobs/build-and-test"),
+        &[],
     );
-
-    let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
-    replay
-        .args(["replay", "--cluster", "--workdir"])
-        .arg(cluster.dir.join("runner"))
-        .arg(repo().join("fixtures/jobs/build-and-test"))
-        .env("KUBECONFIG", &kubeconfig);
-    let ran = run_bounded(replay, cluster.scratch.path(), Duration::from_secs(120));
     let log = format!("{}{}", ran.stdout, ran.stderr);
     assert_eq!(ran.status.code(), Some(1), "{log}");
     assert!(log.contains("prepare_job exited 1"), "{log}");
@@ -480,4 +522,112 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
         None,
     );
     assert_eq!(pods.trim(), "pod/arc-runner", "no workflow pod was created");
+}
+
+/// ARC's chart's own Role (rendered by helm from the vendored chart, as a scale set without
+/// `serviceAccountName` gets it: no `watch`, no ephemeral containers, no events, no leases) is
+/// enough on the real apiserver: in kubernetes mode the fixture jobs with script steps, services and
+/// container steps (as Jobs, the only way that Role allows) pass and leave nothing; in
+/// kubernetes-novolume mode (that Role has no Jobs) the script-step jobs pass.
+#[test]
+fn fixture_jobs_pass_under_the_arc_charts_own_role() {
+    if !prerequisites_met() {
+        return;
+    }
+    let tools = Command::new(repo().join("scripts/deploy-tools.sh"))
+        .args(["helm", "arc"])
+        .output()
+        .expect("scripts/deploy-tools.sh runs");
+    assert!(
+        tools.status.success(),
+        "scripts/deploy-tools.sh helm arc: {}",
+        String::from_utf8_lossy(&tools.stderr)
+    );
+    let paths = String::from_utf8_lossy(&tools.stdout).to_string();
+    let paths: Vec<&str> = paths.split_whitespace().collect();
+    let (helm, chart) = (
+        paths[0],
+        Path::new(paths[1]).join("charts/gha-runner-scale-set"),
+    );
+    let fixtures = repo().join("fixtures/jobs");
+    let cluster = Cluster::up(Some(&fixtures.join("build-and-test/sim.json")));
+    for (mode, work_volume, jobs) in [
+        (
+            "kubernetes",
+            "claim",
+            &["build-and-test", "runner-encodings", "file-commands"][..],
+        ),
+        (
+            "kubernetes-novolume",
+            "copy",
+            &["build-and-test", "file-commands"][..],
+        ),
+    ] {
+        let release = format!("chart-{}", mode.len());
+        let rendered = Command::new(helm)
+            .args(["template", &release])
+            .arg(&chart)
+            .args([
+                "--namespace",
+                "arc-runners",
+                "--set",
+                "githubConfigUrl=https://github.com/example-org",
+                "--set",
+                "githubConfigSecret=arc-github-app",
+                "--set",
+                "controllerServiceAccount.namespace=arc-systems",
+                "--set",
+                "controllerServiceAccount.name=arc-gha-rs-controller",
+                "--set",
+            ])
+            .arg(format!("containerMode.type={mode}"))
+            .output()
+            .expect("helm runs");
+        assert!(
+            rendered.status.success(),
+            "helm template ({mode}): {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let rendered = String::from_utf8_lossy(&rendered.stdout).to_string();
+        // The chart's kube-mode ServiceAccount, Role and RoleBinding, as the chart renders them.
+        let docs: Vec<&str> = rendered
+            .split("\n---")
+            .filter(|d| {
+                ["kind: ServiceAccount", "kind: Role\n", "kind: RoleBinding"]
+                    .iter()
+                    .any(|k| d.contains(k))
+                    && d.contains("kube-mode")
+            })
+            .collect();
+        assert_eq!(
+            docs.len(),
+            3,
+            "the chart's kube-mode objects ({mode}):\n{rendered}"
+        );
+        let role = docs
+            .iter()
+            .find(|d| d.contains("kind: Role\n"))
+            .expect("a Role");
+        assert!(
+            !role.contains("ephemeralcontainers") && !role.contains("events"),
+            "the chart's Role grew: update this test's expectations:\n{role}"
+        );
+        let account = format!("{release}-gha-rs-kube-mode");
+        let kubeconfig = cluster.account_kubeconfig(&account, &docs.join("\n---\n"));
+        for job in jobs {
+            let ran = cluster.replay(
+                &kubeconfig,
+                &fixtures.join(job),
+                &[("ARC_HOOK_WORK_VOLUME", work_volume)],
+            );
+            let log = format!("{}{}", ran.stdout, ran.stderr);
+            assert_eq!(
+                ran.status.code(),
+                Some(0),
+                "{job} under the {mode} Role:\n{log}"
+            );
+            let left = cluster.leftovers();
+            assert!(left.is_empty(), "{job} ({mode}) left {left:?}");
+        }
+    }
 }
