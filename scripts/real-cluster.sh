@@ -136,7 +136,12 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: arc-runner, namespace: $runner_ns, labels: {app.kubernetes.io/component: runner}}
+metadata:
+  name: arc-runner
+  namespace: $runner_ns
+  labels: {app.kubernetes.io/component: runner}
+  # Where its work claim is on this machine: replay --cluster lays the job out there.
+  annotations: {arc-hook.dev/runner-home: "$dir/runner"}
 spec:
   serviceAccountName: arc-hook-runner
   restartPolicy: Never
@@ -243,7 +248,7 @@ up() {
   echo "cluster up: $server"
   echo "  KUBECONFIG=$dir/kubeconfig        (ServiceAccount $runner_ns/arc-hook-runner, deploy/rbac's Role)"
   echo "  KUBECONFIG=$dir/admin.kubeconfig  (cluster admin)"
-  ((with_node)) && echo "  replay: KUBECONFIG=$dir/kubeconfig cargo run -- replay --cluster --workdir $dir/runner JOB_DIR"
+  ((with_node)) && echo "  replay: KUBECONFIG=$dir/kubeconfig cargo run -- replay --cluster JOB_DIR"
   echo "  stop with: $0 down $dir"
 }
 

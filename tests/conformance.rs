@@ -237,12 +237,12 @@ fn build_and_test_replays_on_the_real_control_plane_and_cleanup_leaves_nothing()
     let job = repo().join("fixtures/jobs/build-and-test");
     let cluster = Cluster::up(Some(&job.join("sim.json")));
     // real-cluster.sh laid out the runner side: pod arc-runner, its claim bound to a local PV at
-    // DIR/runner/_work, which the replay's runner home must be.
+    // DIR/runner/_work, which the replay's runner home must be. The README's command, as a
+    // newcomer types it: no --workdir (the runner pod's annotation says where its home is).
     let home = cluster.dir.join("runner");
     let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
     replay
-        .args(["replay", "--cluster", "--workdir"])
-        .arg(&home)
+        .args(["replay", "--cluster"])
         .arg(&job)
         .env("KUBECONFIG", cluster.runner());
     let ran = run_bounded(replay, cluster.scratch.path(), Duration::from_secs(300));
@@ -250,6 +250,10 @@ fn build_and_test_replays_on_the_real_control_plane_and_cleanup_leaves_nothing()
     assert!(ran.status.success(), "replay --cluster failed:\n{log}");
     assert!(
         log.contains("--cluster: using context \"conformance\""),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("the runner's home is {}", home.display())),
         "{log}"
     );
     for command in [

@@ -74,19 +74,32 @@ pub async fn replay(
             .find(|(k, _)| k == "ACTIONS_RUNNER_KUBERNETES_NAMESPACE")
             .map(|(_, v)| v.as_str())
             .or(opts.environment.namespace.as_deref());
-        Some(ClusterInfo::read(opts.environment.cluster, namespace).await?)
+        Some(ClusterInfo::read_with_config(opts.environment.cluster, namespace).await?)
     } else {
         None
     };
+    let names = RunnerNames::choose(&job.env, opts.environment.runner_pod_name.as_deref());
+    // Against a cluster whose runner pod says where its work claim is here, the job is laid out
+    // there (the claim is what the workflow pod mounts); otherwise where asked, or a temporary home.
+    let workdir = match (&opts.workdir, &cluster) {
+        (None, Some((info, config))) => {
+            target::annotated_runner_home(config.clone(), &info.namespace, &names.pod).await?
+        }
+        _ => opts.workdir.clone(),
+    };
+    let found_home = opts.workdir.is_none().then(|| workdir.clone()).flatten();
+    let cluster = cluster.map(|(info, _)| info);
     let home = RunnerHome::lay_out(
         &opts.job_dir,
         &job,
-        opts.workdir.as_deref(),
+        workdir.as_deref(),
         opts.hook_binary.as_deref(),
     )?;
-    let names = RunnerNames::choose(&job.env, opts.environment.runner_pod_name.as_deref());
     let target = Target::choose(cluster, &names, &home, &job.sim_settings).await?;
     events(target.event());
+    if let Some(dir) = found_home {
+        events(Event::RunnerHome(dir));
+    }
     let env = hook_env(
         &names.pod,
         RunnerPaths {

@@ -17,6 +17,12 @@ pub fn event(out: &mut impl Write, event: &Event) -> io::Result<()> {
             out,
             "replay: using the embedded simulator at {url} (--cluster plays against your cluster)"
         ),
+        Event::RunnerHome(dir) => writeln!(
+            out,
+            "replay: the runner's home is {} (the runner pod's {}; --workdir to choose another)",
+            dir.display(),
+            super::target::RUNNER_HOME_ANNOTATION
+        ),
         Event::Skipped { file, command } => writeln!(
             out,
             "── {file}: {command} skipped (an earlier command failed)"

@@ -10,6 +10,9 @@ pub enum Event {
     UsingCluster(super::target::ClusterInfo),
     /// The hook runs against the embedded simulator at `url` (the default).
     UsingSimulator { url: String },
+    /// `--cluster` without `--workdir`: the runner pod names where its home is here
+    /// ([`super::target::RUNNER_HOME_ANNOTATION`]); the job is laid out there.
+    RunnerHome(std::path::PathBuf),
     /// A command is not run because an earlier one failed.
     Skipped { file: String, command: String },
     /// A command is about to run; the hook's own output follows.

@@ -37,6 +37,14 @@ impl ClusterInfo {
     /// Reads the configuration the hook will use (as kubectl would), without contacting the server.
     /// `namespace` overrides the configuration's (`ACTIONS_RUNNER_KUBERNETES_NAMESPACE`).
     pub async fn read(source: ClusterSource, namespace: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Self::read_with_config(source, namespace).await?.0)
+    }
+
+    /// [`ClusterInfo::read`], with the client configuration it was read from.
+    pub async fn read_with_config(
+        source: ClusterSource,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<(Self, kube::Config)> {
         let (context, config) = match source {
             ClusterSource::None => anyhow::bail!(
                 "--cluster: no cluster is configured: set KUBECONFIG (e.g. from `scripts/real-cluster.sh up DIR`), \
@@ -59,14 +67,50 @@ impl ClusterInfo {
                 (context, config)
             }
         };
-        Ok(Self {
+        let info = Self {
             context,
             server: config.cluster_url.to_string(),
             namespace: namespace
                 .map(str::to_string)
-                .unwrap_or(config.default_namespace),
-        })
+                .unwrap_or_else(|| config.default_namespace.clone()),
+        };
+        Ok((info, config))
     }
+}
+
+/// The annotation a runner pod may carry to say where the runner's home is on this machine: its
+/// work claim's directory seen from here (`scripts/real-cluster.sh` sets it on the conformance
+/// cluster's runner pod, whose claim is a local PV), so `replay --cluster` lays the job out there.
+pub const RUNNER_HOME_ANNOTATION: &str = "arc-hook.dev/runner-home";
+
+/// Where `replay --cluster` lays out the runner's home when `--workdir` is not given: the runner
+/// pod's [`RUNNER_HOME_ANNOTATION`] when it names a directory here. `None` (a temporary home) when
+/// the pod has none; an error when the pod cannot be read or names a missing directory.
+pub async fn annotated_runner_home(
+    config: kube::Config,
+    namespace: &str,
+    runner_pod: &str,
+) -> anyhow::Result<Option<PathBuf>> {
+    let client = kube::Client::try_from(config).context("--cluster: a client for the cluster")?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, namespace);
+    let pod = tokio::time::timeout(Duration::from_secs(30), pods.get_opt(runner_pod))
+        .await
+        .with_context(|| format!("--cluster: reading runner pod {runner_pod}: no answer in 30s"))?
+        .with_context(|| format!("--cluster: reading runner pod {runner_pod}"))?;
+    let Some(home) = pod
+        .and_then(|p| p.metadata.annotations)
+        .and_then(|a| a.get(RUNNER_HOME_ANNOTATION).cloned())
+    else {
+        return Ok(None);
+    };
+    let home = PathBuf::from(home);
+    anyhow::ensure!(
+        home.join("_work").is_dir(),
+        "--cluster: runner pod {runner_pod}'s {RUNNER_HOME_ANNOTATION} names {}, which has no _work here: \
+         give --workdir the runner's home as this machine sees it",
+        home.display()
+    );
+    Ok(Some(home))
 }
 
 impl Target {
