@@ -10,8 +10,11 @@
 #                             bound to exactly deploy/rbac's Role, namespace arc-runners
 #       DIR/runner/_work      the runner's work claim: pod arc-runner runs on the node with PVC
 #                             arc-runner-work bound to a local PV here, as ARC's kubernetes mode
-#                             lays them out (replay --cluster --workdir DIR/runner uses it)
+#                             lays them out (replay --cluster lays the job out there: the runner
+#                             pod's annotation arc-hook.dev/runner-home names DIR/runner)
 #   scripts/real-cluster.sh down DIR    stops everything `up` started and removes DIR
+#   scripts/real-cluster.sh restart DIR COMPONENT   stops one (e.g. kube-apiserver; STOP_SIGNAL,
+#       default TERM) and starts it again with the same command line, after DOWN_SECONDS
 #
 # Environment: CONFORMANCE_BIN (default target/conformance/conformance), ARC_HOOK_BIN (default
 # target/debug/arc-hook, built if missing), READY_TIMEOUT (seconds per component, default 90).
@@ -30,7 +33,7 @@ die() {
 }
 
 usage() {
-  sed -n '7,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '7,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -38,13 +41,26 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start NAME CMD...: runs CMD in its own process group, logs to DIR/logs/NAME.log, records its pid.
+# start NAME CMD...: runs CMD in its own process group, logs to DIR/logs/NAME.log, records its pid
+# and its command line (DIR/cmd/NAME, for restart).
 start() {
   local name=$1
   shift
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+  mkdir -p "$dir/cmd"
+  printf '%q ' "$@" >"$dir/cmd/$name"
+  setsid "$@" >>"$dir/logs/$name.log" 2>&1 </dev/null &
   echo "$name $!" >>"$dir/pids"
   echo "started $name (pid $!, log $dir/logs/$name.log)"
+}
+
+# stop_group PID [SIGNAL]: SIGNAL (default TERM) to the process group, KILL after 15 s.
+stop_group() {
+  local pid=$1 signal=${2:-TERM}
+  if kill "-$signal" -- "-$pid" 2>/dev/null; then
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
 }
 
 # wait_for WHAT CMD...: retries CMD once a second for at most READY_TIMEOUT seconds.
@@ -257,14 +273,29 @@ down() {
   local name pid
   # Reverse start order: the node and controllers first, etcd last.
   while read -r name pid; do
-    if kill -TERM -- "-$pid" 2>/dev/null; then
-      local deadline=$((SECONDS + 15))
-      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+      stop_group "$pid"
       echo "stopped $name (pid $pid)"
     fi
   done < <(tac "$dir/pids")
   rm -rf "$dir"
+}
+
+# restart: stops one component and starts it again with the same command line, after DOWN_SECONDS
+# (default 0) without it; waits until the apiserver is ready again. STOP_SIGNAL (default TERM, a
+# graceful stop as in an upgrade; KILL for a crash, which cuts every open stream at once).
+restart() {
+  [[ -e $dir/pids ]] || die "$dir holds no cluster (no $dir/pids)"
+  [[ -n $component && -e $dir/cmd/$component ]] || die "no component ${component:-(none)} in $dir/cmd"
+  local pid
+  pid=$(awk -v n="$component" '$1 == n {p = $2} END {print p}' "$dir/pids")
+  [[ -n $pid ]] && stop_group "$pid" "${STOP_SIGNAL:-TERM}"
+  echo "stopped $component (pid ${pid:-none})"
+  sleep "${DOWN_SECONDS:-0}"
+  local cmd
+  cmd=$(cat "$dir/cmd/$component")
+  eval "start $component $cmd"
+  wait_for kube-apiserver kubectl --kubeconfig "$dir/admin.kubeconfig" get --raw /readyz
 }
 
 (($# >= 2)) || usage
@@ -273,6 +304,12 @@ dir=$2
 shift 2
 settings=
 with_node=1
+component=
+if [[ $cmd == restart ]]; then
+  (($# >= 1)) || usage
+  component=$1
+  shift
+fi
 while (($#)); do
   case $1 in
   --settings)
@@ -290,5 +327,6 @@ done
 case $cmd in
 up) up ;;
 down) down ;;
+restart) restart ;;
 *) usage ;;
 esac

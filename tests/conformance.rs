@@ -635,3 +635,128 @@ fn fixture_jobs_pass_under_the_arc_charts_own_role() {
         }
     }
 }
+
+/// A step outlives a kube-apiserver crash: its exec stream is cut, the hook reattaches through the
+/// restarted apiserver and prints every line once, in order, then the step's own exit code; both
+/// volume modes. The apiserver is killed and away for 5 s while the step runs.
+#[test]
+fn a_step_survives_an_apiserver_restart_with_every_line_once() {
+    if !prerequisites_met() {
+        return;
+    }
+    let cluster = Cluster::up(None);
+    // A job of three commands from cancel-step's: prepare, a 20-second step, cleanup.
+    let job = cluster.scratch.path().join("restart-job");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(repo().join("fixtures/jobs/cancel-step"))
+        .arg(&job)
+        .status()
+        .expect("cp runs");
+    assert!(cp.success());
+    for gone in ["03-skipped-step.json", "04-post-step.json"] {
+        std::fs::remove_file(job.join(gone)).expect("remove a command");
+    }
+    let step = job.join("02-long-step.json");
+    let mut input: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&step).expect("read the step"))
+            .expect("the step is JSON");
+    input
+        .as_object_mut()
+        .expect("an object")
+        .remove("cancelAfterSeconds");
+    std::fs::write(&step, input.to_string()).expect("write the step");
+    std::fs::write(
+        job.join("work/_temp/c0000000-0000-4000-8000-000000000002.sh"),
+        "for i in $(seq 1 20); do echo \"line-$i\"; sleep 1; done\necho step-done\nexit 7\n",
+    )
+    .expect("write the step's script");
+
+    for mode in ["claim", "copy"] {
+        let home = cluster.dir.join("runner");
+        std::fs::remove_dir_all(home.join("_work")).expect("empty the runner's _work");
+        std::fs::create_dir_all(home.join("_work")).expect("recreate the runner's _work");
+        let out = cluster.scratch.path().join(format!("replay-{mode}.log"));
+        // One open file for both streams: one offset, so neither overwrites the other.
+        let log_file = std::fs::File::create(&out).expect("the replay's log");
+        let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+            .args(["replay", "--cluster"])
+            .arg(&job)
+            .env("KUBECONFIG", cluster.runner())
+            .env("ARC_HOOK_WORK_VOLUME", mode)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("the replay's log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("replay starts");
+        // Restart once the step has printed a few lines.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("line-4")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the step never printed line-4 ({mode}):\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+            assert!(
+                replay.try_wait().expect("wait").is_none(),
+                "replay ended early"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut restart = Command::new(repo().join("scripts/real-cluster.sh"));
+        restart
+            .args(["restart"])
+            .arg(&cluster.dir)
+            .arg("kube-apiserver")
+            .env("DOWN_SECONDS", "5")
+            // A crash: every open stream is cut at once (a graceful stop lets an open exec finish).
+            .env("STOP_SIGNAL", "KILL");
+        let restarted = run_bounded(restart, cluster.scratch.path(), Duration::from_secs(180));
+        assert!(
+            restarted.status.success(),
+            "restart: {}{}",
+            restarted.stdout,
+            restarted.stderr
+        );
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(s) = replay.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "replay did not finish ({mode})");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let log = std::fs::read_to_string(&out).unwrap_or_default();
+        assert_eq!(
+            status.code(),
+            Some(7),
+            "the step's own code ({mode}):\n{log}"
+        );
+        assert!(
+            log.contains("02-long-step.json: run_script_step exited 7"),
+            "{log}"
+        );
+        assert!(
+            log.contains("reattaching"),
+            "the stream broke and was reattached ({mode}):\n{log}"
+        );
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("line-") || *l == "step-done")
+            .collect();
+        let want: Vec<String> = (1..=20)
+            .map(|i| format!("line-{i}"))
+            .chain(["step-done".to_string()])
+            .collect();
+        assert_eq!(lines, want, "every line once, in order ({mode}):\n{log}");
+        assert!(
+            log.contains("05-cleanup_job.json: cleanup_job exited 0"),
+            "{log}"
+        );
+        let left = cluster.leftovers();
+        assert!(left.is_empty(), "{mode}: left {left:?}");
+    }
+}
