@@ -236,3 +236,75 @@ fn a_non_root_job_runs_build_and_test_in_no_volume_mode() {
         "{out}{err}"
     );
 }
+
+/// The hostile fixture job (links from the step's file commands and chained links in `_temp` to
+/// `/etc/shadow`) in both modes: every link is refused by name, no byte of the file reaches the
+/// job log or a file the runner reads, and an ordinary step after it delivers its outputs (claim
+/// mode) or is failed safe (no-volume mode: the earlier step's refused link stays in the job's own
+/// pod and keeps its pulls refused).
+#[test]
+fn hostile_links_never_make_the_runner_read_outside_what_it_should() {
+    let shadow = std::fs::read_to_string("/etc/shadow").expect("the test reads /etc/shadow (root)");
+    let secret = shadow
+        .lines()
+        .find(|l| !l.is_empty())
+        .expect("a line of /etc/shadow")
+        .to_string();
+    for (mode, after) in [("claim", 0), ("copy", 1)] {
+        let home = tempfile::tempdir().expect("runner home");
+        let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["replay", "--workdir"])
+            .arg(home.path())
+            .arg("fixtures/jobs/hostile-links")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("ARC_HOOK_WORK_VOLUME", mode)
+            .output()
+            .expect("arc-hook runs");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{mode}:\n{log}");
+        assert!(!log.contains(&secret), "{mode}: the secret reached the log");
+        assert!(
+            log.contains("02-link-outputs.json: run_script_step exited 1"),
+            "{mode}:\n{log}"
+        );
+        assert!(
+            log.contains("symbolic link"),
+            "{mode}: refused by name:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("04-after.json: run_script_step exited {after}")),
+            "{mode}:\n{log}"
+        );
+        if after == 0 {
+            assert!(log.contains("GITHUB_OUTPUT: after=ok"), "{mode}:\n{log}");
+        }
+        assert!(
+            log.contains("05-cleanup_job.json: cleanup_job exited 0"),
+            "{mode}:\n{log}"
+        );
+        // What the runner reads: its file-command directory holds regular files only, none with
+        // a byte of the secret.
+        let fc = home.path().join("_work/_temp/_runner_file_commands");
+        for entry in std::fs::read_dir(&fc).expect("the runner's file commands") {
+            let path = entry.expect("an entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            assert!(
+                meta.is_file(),
+                "{mode}: {} is not a regular file",
+                path.display()
+            );
+            let text = String::from_utf8_lossy(&std::fs::read(&path).expect("read")).to_string();
+            assert!(
+                !text.contains(&secret),
+                "{mode}: {} holds the secret",
+                path.display()
+            );
+        }
+    }
+}
