@@ -149,14 +149,16 @@ async fn a_pulled_symlink_is_never_written_through() {
         std::fs::symlink_metadata(&trap).is_err(),
         "no link on the runner"
     );
-    // Step 2 turns it into a directory with a file: it comes back as a directory.
+    // The refused link was removed from the job's pod (it fails only the step that left it).
+    // Step 2 makes a directory of that name with a file: it comes back as a directory.
     let s2 = r
         .script_step(
-            "rm /__w/_temp/trap\nmkdir /__w/_temp/trap\necho caught > /__w/_temp/trap/f\n",
+            "[ -L /__w/_temp/trap ] || echo link-removed\nmkdir /__w/_temp/trap\necho caught > /__w/_temp/trap/f\n",
             json!({}),
         )
         .await;
     s2.assert_ok();
+    assert!(s2.stdout.contains("link-removed"), "{}", s2.stdout);
     assert!(
         !outside.path().join("f").exists(),
         "written through the link"

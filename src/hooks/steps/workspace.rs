@@ -227,21 +227,43 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
         next: new_pull_mark(),
     };
     let next = changed.next.clone();
-    let (stats, record) = copy::pull(
-        kube,
-        pod,
-        JOB_CONTAINER_NAME,
-        POD_TEMP,
-        PULL_EXCLUDE,
-        copy::PullInto {
-            dest: dirs.temp.clone(),
-            prefix: Some("_temp".into()),
-            max_bytes: dirs.pull_max_bytes,
-            known_links: temp_links(&manifest),
-            changed: Some(changed),
-        },
-    )
-    .await?;
+    let pull = |changed: copy::ChangedSince| {
+        copy::pull(
+            kube,
+            pod,
+            JOB_CONTAINER_NAME,
+            POD_TEMP,
+            PULL_EXCLUDE,
+            copy::PullInto {
+                dest: dirs.temp.clone(),
+                prefix: Some("_temp".into()),
+                max_bytes: dirs.pull_max_bytes,
+                known_links: temp_links(&manifest),
+                changed: Some(changed),
+            },
+        )
+    };
+    // A refused pull fails the step with its (first) refusal. The refused entries are removed from
+    // the job's own pod (each pull stops at one, so up to MAX_REFUSED_REMOVALS pulls), so they fail
+    // only the step that left them; a pull that then passes is kept as any other.
+    let mut refusal = None;
+    let mut attempt = pull(changed.clone()).await;
+    for _ in 0..MAX_REFUSED_REMOVALS {
+        let entry = match &attempt {
+            Err(CopyError::Unsafe { entry, .. }) => entry.clone(),
+            _ => break,
+        };
+        if !forget_refused(kube, pod, &entry).await {
+            break;
+        }
+        if let Err(e) = std::mem::replace(&mut attempt, pull(changed.clone()).await) {
+            refusal.get_or_insert(e);
+        }
+    }
+    let (stats, record) = match attempt {
+        Ok(done) => done,
+        Err(e) => return Err(refusal.unwrap_or(e)),
+    };
     // What came back is what the pod has: not worth sending again next step.
     manifest.entries.extend(record.entries);
     manifest.save(&path)?;
@@ -253,7 +275,55 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
             what: format!("writing {}", mark_path.display()),
             source,
         })?;
-    Ok(stats)
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+/// How many refused entries one step's pull removes from the pod (a pull each) before it leaves
+/// the rest for the next step's pull.
+const MAX_REFUSED_REMOVALS: usize = 16;
+
+/// Removes a refused entry from the job's own pod (a link or a file, never followed: `rm -f` on
+/// the name), so the next pull, which sends again what this one did not accept, does not meet it.
+/// Whether it was removed; best effort (if it stays, the next pull refuses it again and says so).
+async fn forget_refused(kube: &Kube, pod: &str, entry: &str) -> bool {
+    let rel = entry.trim_start_matches("./");
+    let rel = rel.strip_prefix("_temp/").unwrap_or(rel);
+    if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|c| c == ".." || c.is_empty()) {
+        return false;
+    }
+    let command = vec![
+        "rm".to_string(),
+        "-f".to_string(),
+        "--".to_string(),
+        format!("{POD_TEMP}/{rel}"),
+    ];
+    let target = crate::k8s::exec::ExecTarget {
+        pod,
+        container: JOB_CONTAINER_NAME,
+        what: "removing a refused entry",
+    };
+    let removed = crate::k8s::exec::exec(
+        kube,
+        target,
+        &command,
+        None::<tokio::io::Empty>,
+        tokio::io::sink(),
+        tokio::io::sink(),
+    )
+    .await;
+    match removed {
+        Ok(0) => {
+            tracing::debug!(entry = rel, "refused entry removed from the pod");
+            true
+        }
+        other => {
+            tracing::debug!(entry = rel, ?other, "refused entry left in the pod");
+            false
+        }
+    }
 }
 
 /// The mark of the last accepted pull, when there is a well-formed one.
