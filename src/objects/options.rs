@@ -88,7 +88,7 @@ pub fn apply_job_options(
 }
 
 /// Kubernetes probes count whole seconds, at least one.
-fn probe_seconds(d: Duration) -> i32 {
+pub fn probe_seconds(d: Duration) -> i32 {
     let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     i32::try_from(whole.max(1)).unwrap_or(i32::MAX)
 }
