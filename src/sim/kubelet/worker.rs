@@ -298,8 +298,9 @@ impl Worker {
             .unwrap_or(json!("BestEffort"));
         let mut s = json!({"phase": self.phase, "conditions": conditions, "qosClass": qos});
         if self.conditions.get("PodScheduled").is_some_and(|c| c.0) {
-            s["hostIP"] = json!("127.0.0.1");
-            s["hostIPs"] = json!([{"ip": "127.0.0.1"}]);
+            let host_ip = crate::sim::cluster::node_ip(self.sim.cfg.ipv6_only);
+            s["hostIP"] = json!(host_ip);
+            s["hostIPs"] = json!([{ "ip": host_ip }]);
             s["startTime"] = json!(self.start_time);
             let list = |kind: Kind| -> Vec<Value> {
                 self.containers
@@ -535,7 +536,11 @@ impl Worker {
         let mut h = DefaultHasher::new();
         self.uid.hash(&mut h);
         let n = h.finish();
-        self.pod_ip = Some(format!("10.244.{}.{}", (n >> 8) % 250, n % 250 + 2));
+        self.pod_ip = Some(if self.sim.cfg.ipv6_only {
+            format!("fd00:10:244::{:x}", n % 0xfffe + 2)
+        } else {
+            format!("10.244.{}.{}", (n >> 8) % 250, n % 250 + 2)
+        });
         mounted
     }
 
