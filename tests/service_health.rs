@@ -215,3 +215,28 @@ async fn services_without_health_options_are_not_waited_for() {
     r.cleanup().await.assert_ok();
     r.sim.shutdown().await;
 }
+
+/// Under ARC's default Role (no `list events`) the failure still names the service and says
+/// where its probe's output is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_events_the_failure_says_where_the_output_is() {
+    let mut cfg = sim_config();
+    cfg.rbac = Some(arc_hook::sim::arc_chart_default_role());
+    cfg.image_commands = HashMap::from([(
+        "postgres:16".to_string(),
+        ["sleep", "infinity"].map(String::from).to_vec(),
+    )]);
+    let mut r = Runner::start(cfg).await;
+    let mut args = fixture_args();
+    args["services"] = json!([args["services"][0].clone()]);
+    args["services"][0]["createOptions"] =
+        json!("--health-cmd 'exit 1' --health-interval 1s --health-timeout 1s --health-retries 1");
+    let (run, _) = r.prepare(args).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("service postgres is unhealthy: its health check (--health-cmd, every 1s, 1s timeout, 1 retry) did not pass within 13s; its probe's output is in the pod's events, which this runner's Role cannot list"),
+        "{}",
+        run.stderr
+    );
+    r.sim.shutdown().await;
+}

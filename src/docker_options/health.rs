@@ -45,10 +45,15 @@ impl HealthCheck {
     /// `every 10s, 5s timeout, 5 retries` (plus `, 30s start period` when set).
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "every {}, {} timeout, {} retries",
+            "every {}, {} timeout, {} {}",
             secs(self.interval),
             secs(self.timeout),
-            self.retries
+            self.retries,
+            if self.retries == 1 {
+                "retry"
+            } else {
+                "retries"
+            }
         );
         if !self.start_period.is_zero() {
             s.push_str(&format!(", {} start period", secs(self.start_period)));
