@@ -73,11 +73,6 @@ pub fn secs(d: Duration) -> String {
 }
 
 impl HealthOptions {
-    /// Whether any health option was given.
-    pub fn any(&self) -> bool {
-        self.cmd.is_some() || self.tuning_flags().next().is_some() || self.disabled
-    }
-
     /// The `--health-*` flags given besides `--health-cmd`.
     fn tuning_flags(&self) -> impl Iterator<Item = &'static str> {
         [
