@@ -277,8 +277,9 @@ async fn replaced(kube: &Kube, name: &str, uid: &str) -> bool {
 }
 
 /// Waits for the pod, reports where start-up time went, fills it in no-volume mode, detects
-/// alpine, then waits for the services' health checks. Every exec is checked against the pod whose readiness was seen (its UID): after a
-/// failed exec into a pod replaced meanwhile, the new pod is waited for and the exec redone.
+/// alpine, then waits for the services' health checks. Every exec is checked against the pod
+/// whose readiness was seen (its UID): after a failed exec into a pod replaced meanwhile, the
+/// new pod is waited for and the exec redone.
 async fn start(
     kube: &Kube,
     config: &Config,
