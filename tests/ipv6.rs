@@ -23,8 +23,26 @@ fn web_service() -> serde_json::Value {
     }])
 }
 
+/// Whether the simulator gives each pod a network of its own (root), so the service's port is
+/// the pod's and not the host's. Under CI=true its absence fails the test; elsewhere the test
+/// says why it does not run.
+fn pods_get_own_networks() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the IPv6 job needs the simulator's per-pod network namespaces: run as root"
+    );
+    eprintln!("skipping: the IPv6 job's service needs a per-pod network namespace (root)");
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
+    if !pods_get_own_networks() {
+        return;
+    }
     let mut cfg = sim_config();
     cfg.ipv6_only = true;
     cfg.image_commands = HashMap::from([(
@@ -34,10 +52,7 @@ async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
             .to_vec(),
     )]);
     let mut r = Runner::start(cfg).await;
-    assert!(
-        r.sim.uses_namespaces(),
-        "the test needs the simulator's network namespaces (run as root): without them pods share the host's ports"
-    );
+    assert!(r.sim.uses_namespaces(), "root, yet no pod namespaces");
     let (run, resp) = r.prepare(job_args("ubuntu:24.04", web_service())).await;
     run.assert_ok();
     assert!(
