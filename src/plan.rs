@@ -31,6 +31,8 @@ pub struct PreparePlan {
     pub job_image: Option<String>,
     pub job_ports: Vec<PortMapping>,
     pub services: Vec<ServiceContainer>,
+    /// Services with a health check, in the job's order: prepare_job waits until they are ready.
+    pub health: Vec<crate::objects::options::ServiceHealth>,
     pub warnings: Vec<String>,
 }
 
@@ -123,9 +125,8 @@ pub fn plan_prepare_job(
         None => pod,
     };
     // Job options after the template: they win for the fields they set.
-    warnings.extend(crate::objects::options::apply_job_options(
-        &mut pod, args, &services, policy,
-    )?);
+    let applied = crate::objects::options::apply_job_options(&mut pod, args, &services, policy)?;
+    warnings.extend(applied.warnings);
     // Last: it takes the job container's final user, image and resources.
     if ctx.work_volume == crate::config::WorkVolumeMode::Copy {
         crate::objects::pod::make_work_dirs_first(&mut pod);
@@ -136,6 +137,7 @@ pub fn plan_prepare_job(
         job_image: args.container.as_ref().map(|c| c.image.clone()),
         job_ports,
         services,
+        health: applied.health,
         warnings,
     })
 }

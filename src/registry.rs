@@ -769,6 +769,44 @@ mod against_a_fake_registry {
         ));
     }
 
+    /// An IPv6 registry: bracketed in the reference and the URLs (the token realm included),
+    /// loopback spoken to in plain HTTP like 127.0.0.1.
+    #[tokio::test]
+    async fn an_ipv6_registry_is_reached_by_its_bracketed_address() {
+        let fake = FakeRegistry::start_on(
+            std::net::Ipv6Addr::LOCALHOST.into(),
+            FakeAuth::Bearer {
+                username: "robot".into(),
+                password: "s3cr3t".into(),
+            },
+            None,
+        )
+        .await
+        .expect("a registry on [::1] (the test needs IPv6 loopback)");
+        assert!(fake.host().starts_with("[::1]:"), "{}", fake.host());
+        fake.push("ci/act", "t1");
+        let image = ImageRef::parse(&format!("{}/ci/act:t1", fake.host())).expect("ref");
+        assert_eq!(image.api_host, fake.host());
+        assert_eq!(
+            image.manifest_url(),
+            format!("http://{}/v2/ci/act/manifests/t1", fake.host())
+        );
+        let registry = Registry::new().expect("client");
+        assert!(matches!(
+            registry.tag_exists(&image, Some(&robot())).await,
+            Ok(Presence::Present { .. })
+        ));
+        let remote = ImageRef::parse("[fd00:10::5]:5000/ci/act:t").expect("parses");
+        assert_eq!(
+            remote.manifest_url(),
+            "https://[fd00:10::5]:5000/v2/ci/act/manifests/t"
+        );
+        assert_eq!(
+            crate::objects::secret::registry_host("[fd00:10::5]:5000/ci/act:t"),
+            Some("[fd00:10::5]:5000")
+        );
+    }
+
     #[tokio::test]
     async fn a_registry_that_never_answers_is_given_up_on() {
         // A listener that accepts and never answers.

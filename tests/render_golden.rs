@@ -182,6 +182,13 @@ fn services_only_job_cpu() {
     golden("prepare_job_no_container", Some("cpu"));
 }
 
+/// Health options: a readiness probe on the services with `--health-cmd`, none with
+/// `--no-healthcheck` (the second `redis:7`, named `redis-1`).
+#[test]
+fn services_with_health_checks() {
+    golden("prepare_job_health", None);
+}
+
 #[test]
 fn alpine_job() {
     golden("prepare_job_alpine", None);

@@ -1386,3 +1386,109 @@ async fn sim_kube_watcher_rides_out_watches_closed_early() {
     );
     sim.shutdown().await;
 }
+
+/// The kubelet's exec probes: a readiness probe keeps the container (and the pod) unready, with
+/// `Unhealthy` events carrying the probe's output, until it passes; a startup probe that keeps
+/// failing gets the container killed and restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_readiness_and_startup_probes_run_in_the_container() {
+    let sim = start(SimConfig::default()).await;
+    let client = sim.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    // A file both the container and its probe see: in an emptyDir where pods get their own
+    // mount namespaces (root), else on the host (each container has a private /tmp).
+    let host = tempfile::tempdir().expect("tempdir");
+    let flag = if is_root() {
+        std::path::PathBuf::from("/data/up")
+    } else {
+        host.path().join("up")
+    };
+    let p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "probed"},
+        "spec": {"restartPolicy": "Always", "volumes": [{"name": "data", "emptyDir": {}}], "containers": [
+            {"name": "db", "image": "postgres:16", "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+             "command": ["sh", "-c", format!("sleep 2; touch {}; exec sleep infinity", flag.display())],
+             "readinessProbe": {"exec": {"command": ["sh", "-c", format!("test -f {} && echo up || {{ echo not yet; exit 1; }}", flag.display())]},
+                                "periodSeconds": 1, "failureThreshold": 2}},
+            {"name": "stuck", "image": "busybox:1",
+             "command": ["sleep", "infinity"],
+             "startupProbe": {"exec": {"command": ["sh", "-c", "echo still booting; exit 1"]},
+                              "periodSeconds": 1, "failureThreshold": 2}}
+        ]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &p)
+        .await
+        .expect("created");
+    wait_for(&pods, "probed", "Running", conditions::is_pod_running()).await;
+    let ready = |p: &Pod, name: &str| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == name))
+            .map(|c| (c.ready, c.started, c.restart_count))
+    };
+    let now = pods.get("probed").await.expect("pod");
+    assert_eq!(
+        ready(&now, "db").map(|r| r.0),
+        Some(false),
+        "unready until probed"
+    );
+    let began = Instant::now();
+    let db_ready = wait_for(&pods, "probed", "db ready", |p: Option<&Pod>| {
+        p.and_then(|p| ready(p, "db")).is_some_and(|r| r.0)
+    })
+    .await;
+    assert!(
+        began.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        began.elapsed()
+    );
+    let pod_ready = db_ready
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone());
+    assert_eq!(
+        pod_ready.as_deref(),
+        Some("False"),
+        "stuck is never started"
+    );
+    let restarted = wait_for(&pods, "probed", "stuck restarted", |p: Option<&Pod>| {
+        p.and_then(|p| ready(p, "stuck")).is_some_and(|r| r.2 >= 1)
+    })
+    .await;
+    assert_eq!(ready(&restarted, "stuck").map(|r| r.1), Some(Some(false)));
+    let events: Api<Event> = Api::default_namespaced(client);
+    let list = events.list(&ListParams::default()).await.expect("events");
+    let said = |path: &str, reason: &str, text: &str| {
+        list.items.iter().any(|e| {
+            e.involved_object.field_path.as_deref() == Some(path)
+                && e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref()
+                    == Some(if reason == "Unhealthy" {
+                        "Warning"
+                    } else {
+                        "Normal"
+                    })
+                && e.message.as_deref().is_some_and(|m| m.starts_with(text))
+        })
+    };
+    assert!(said(
+        "spec.containers{db}",
+        "Unhealthy",
+        "Readiness probe failed: not yet"
+    ));
+    assert!(said(
+        "spec.containers{stuck}",
+        "Unhealthy",
+        "Startup probe failed: still booting"
+    ));
+    assert!(said(
+        "spec.containers{stuck}",
+        "Killing",
+        "Container stuck failed startup probe, will be restarted"
+    ));
+    sim.shutdown().await;
+}

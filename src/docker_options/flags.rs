@@ -1,5 +1,6 @@
 //! docker create's flags (which take a value, which are switches) and the pflag rules that read them.
 
+use super::health::parse_duration;
 use super::values::{
     parse_add_host, parse_bool, parse_capability, parse_cpus, parse_gpus, parse_size, parse_user,
 };
@@ -234,6 +235,8 @@ fn set(
         };
         if name == "privileged" {
             opts.privileged = on;
+        } else if name == "no-healthcheck" {
+            opts.health.disabled = on;
         } else if on && !opts.no_meaning.contains(&flag) {
             opts.no_meaning.push(flag);
         }
@@ -286,6 +289,25 @@ fn set(
         "cap-drop" => opts
             .cap_drop
             .push(parse_capability(&v).map_err(|r| bad(&v, r))?),
+        "health-cmd" => opts.health.cmd = Some(v),
+        "health-interval" => {
+            opts.health.interval = Some(parse_duration(&v).map_err(|r| bad(&v, r))?)
+        }
+        "health-timeout" => opts.health.timeout = Some(parse_duration(&v).map_err(|r| bad(&v, r))?),
+        "health-start-period" => {
+            opts.health.start_period = Some(parse_duration(&v).map_err(|r| bad(&v, r))?)
+        }
+        "health-start-interval" => {
+            opts.health.start_interval = Some(parse_duration(&v).map_err(|r| bad(&v, r))?)
+        }
+        "health-retries" => {
+            let n: i64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(&v, "expected a whole number of retries".into()))?;
+            let n = u32::try_from(n).map_err(|_| bad(&v, "cannot be negative".into()))?;
+            opts.health.retries = Some(n);
+        }
         "ulimit" => {
             if !v.contains('=') {
                 return Err(bad(&v, "expected name=soft[:hard]".into()));
@@ -435,7 +457,7 @@ mod tests {
     #[test]
     fn flags_without_kubernetes_meaning_are_listed_once() {
         let o = ok(
-            "--network host --net=bridge --init --label a=b -l c=d --network-alias x --health-cmd 'curl -f x'",
+            "--network host --net=bridge --init --label a=b -l c=d --network-alias x --stop-signal TERM",
         );
         assert_eq!(
             o.no_meaning,
@@ -445,7 +467,7 @@ mod tests {
                 "--init",
                 "--label",
                 "--network-alias",
-                "--health-cmd"
+                "--stop-signal"
             ]
         );
         assert!(o.in_use().is_empty());
@@ -454,7 +476,43 @@ mod tests {
     #[test]
     fn values_may_start_with_a_dash() {
         // pflag takes the next word as the value, whatever it looks like.
-        assert_eq!(ok("--health-cmd --foo").no_meaning, ["--health-cmd"]);
+        assert_eq!(
+            ok("--health-cmd --foo").health.cmd.as_deref(),
+            Some("--foo")
+        );
+    }
+
+    #[test]
+    fn health_options_are_typed() {
+        let o = ok(
+            "--health-cmd pg_isready --health-interval 10s --health-timeout 5s --health-retries 5 --health-start-period=1m",
+        );
+        let h = &o.health;
+        assert_eq!(h.cmd.as_deref(), Some("pg_isready"));
+        assert_eq!(h.interval, Some(std::time::Duration::from_secs(10)));
+        assert_eq!(h.timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(h.retries, Some(5));
+        assert_eq!(h.start_period, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(o.in_use(), ["health-cmd"]);
+        assert!(o.no_meaning.is_empty());
+        assert_eq!(
+            ok(r#"--health-cmd "redis-cli ping""#).health.cmd.as_deref(),
+            Some("redis-cli ping")
+        );
+        assert!(ok("--no-healthcheck").health.disabled);
+        assert!(ok("--no-healthcheck").in_use().is_empty());
+        assert_eq!(
+            err("--health-interval 10"),
+            "--health-interval \"10\": missing unit in duration (expected a duration such as 10s, 500ms or 1m30s)"
+        );
+        assert_eq!(
+            err("--health-retries -1"),
+            "--health-retries \"-1\": cannot be negative"
+        );
+        assert_eq!(
+            err("--health-timeout -5s"),
+            "--health-timeout \"-5s\": cannot be negative"
+        );
     }
 
     #[test]

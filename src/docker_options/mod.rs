@@ -4,11 +4,13 @@
 //! workflow pod, after `policy` has checked it against what the platform allows.
 
 pub mod flags;
+pub mod health;
 pub mod policy;
 pub mod values;
 pub mod words;
 
 pub use flags::parse_options;
+pub use health::{HealthCheck, HealthOptions};
 pub use policy::OptionsPolicy;
 
 /// The setting that lists which options jobs may use.
@@ -104,6 +106,8 @@ pub struct DockerOptions {
     pub privileged: bool,
     /// `--ulimit` values as given (Kubernetes has no per-container ulimits).
     pub ulimits: Vec<String>,
+    /// `--health-cmd`, `--health-interval`... and `--no-healthcheck`, as given.
+    pub health: HealthOptions,
     /// Known docker flags without a Kubernetes meaning (`--network`, `--init`...), once each.
     pub no_meaning: Vec<String>,
 }
@@ -131,6 +135,8 @@ impl DockerOptions {
         add(!self.cap_add.is_empty(), "cap-add");
         add(!self.cap_drop.is_empty(), "cap-drop");
         add(!self.ulimits.is_empty(), "ulimit");
+        // Only a command adds a probe; tuning flags alone and --no-healthcheck change nothing.
+        add(self.health.cmd.is_some(), "health-cmd");
         used
     }
 }

@@ -21,6 +21,7 @@ pub const POLICY_OPTIONS: &[&str] = &[
     "cap-drop",
     "privileged",
     "ulimit",
+    "health-cmd",
 ];
 
 /// The options that widen the container's privileges: never in `default`.

@@ -6,6 +6,7 @@ pub mod file_commands;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
+pub mod service_health;
 pub mod session;
 pub mod shared_work;
 pub mod startup;

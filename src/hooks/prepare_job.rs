@@ -277,8 +277,9 @@ async fn replaced(kube: &Kube, name: &str, uid: &str) -> bool {
 }
 
 /// Waits for the pod, reports where start-up time went, fills it in no-volume mode, detects
-/// alpine. Every exec is checked against the pod whose readiness was seen (its UID): after a
-/// failed exec into a pod replaced meanwhile, the new pod is waited for and the exec redone.
+/// alpine, then waits for the services' health checks. Every exec is checked against the pod
+/// whose readiness was seen (its UID): after a failed exec into a pod replaced meanwhile, the
+/// new pod is waited for and the exec redone.
 async fn start(
     kube: &Kube,
     config: &Config,
@@ -293,21 +294,25 @@ async fn start(
     let mut uid = wait_ready(kube, &name, &uid, opts, &mut seen).await?;
     startup::report(kube, &name, &uid, granted, created_at, seen).await;
 
-    if plan.job_image.is_none() {
-        return Ok(false);
-    }
-    let mut attempt = 0;
-    loop {
-        let filled = fill_and_detect(kube, config, &name).await;
-        match filled {
-            Err(e) if attempt < MAX_REPLACEMENTS && replaced(kube, &name, &uid).await => {
-                tracing::info!(error = %format!("{e:#}"), "the workflow pod was replaced during start-up; waiting for the new one");
-                uid = wait_ready(kube, &name, "", opts, &mut seen).await?;
-                attempt += 1;
+    let is_alpine = if plan.job_image.is_none() {
+        false
+    } else {
+        let mut attempt = 0;
+        loop {
+            let filled = fill_and_detect(kube, config, &name).await;
+            match filled {
+                Err(e) if attempt < MAX_REPLACEMENTS && replaced(kube, &name, &uid).await => {
+                    tracing::info!(error = %format!("{e:#}"), "the workflow pod was replaced during start-up; waiting for the new one");
+                    uid = wait_ready(kube, &name, "", opts, &mut seen).await?;
+                    attempt += 1;
+                }
+                other => break other?,
             }
-            other => return other,
         }
-    }
+    };
+    // Last, as the runner does in Docker mode: the services had the work-volume fill to start.
+    super::service_health::wait_for_services(kube, &name, &plan.health, granted).await?;
+    Ok(is_alpine)
 }
 
 /// Fills the pod's work volume in no-volume mode, then detects alpine.

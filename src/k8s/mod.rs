@@ -8,6 +8,7 @@ pub mod logs;
 pub mod owned;
 pub mod pod_watch;
 pub mod rbac;
+pub mod ready;
 pub mod retry;
 pub mod wait;
 

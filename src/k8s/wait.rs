@@ -251,8 +251,8 @@ pub fn has_run(pod: &Pod) -> bool {
     })
 }
 
-/// The pod's recent events, oldest first, one line each (empty without permission).
-pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
+/// The pod's events, oldest first (empty when they cannot be listed).
+async fn list_pod_events(kube: &Kube, pod: &str) -> Vec<Event> {
     let params = ListParams::default().fields(&format!(
         "involvedObject.name={pod},involvedObject.kind=Pod"
     ));
@@ -272,6 +272,12 @@ pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
             .or(e.event_time.clone().map(|t| t.0))
     });
     events
+}
+
+/// The pod's recent events, oldest first, one line each (empty without permission).
+pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
+    let events = list_pod_events(kube, pod).await;
+    events
         .iter()
         .rev()
         .take(8)
@@ -285,6 +291,27 @@ pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The message of the latest `reason` event about one of the pod's containers (the kubelet
+/// names it by field path, `spec.containers{name}`), e.g. its last `Unhealthy` probe failure.
+pub async fn last_container_event(
+    kube: &Kube,
+    pod: &str,
+    container: &str,
+    reason: &str,
+) -> Option<String> {
+    let field_path = format!("spec.containers{{{container}}}");
+    list_pod_events(kube, pod)
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.involved_object.field_path.as_deref() == Some(field_path.as_str())
+        })
+        .and_then(|e| e.message)
+        .map(|m| m.trim().to_string())
 }
 
 async fn scaling_up(kube: &Kube, pod: &str) -> bool {

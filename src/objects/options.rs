@@ -5,16 +5,21 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostAlias, Pod, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostAlias, Pod, Probe,
+    ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::JOB_CONTAINER_NAME;
 use super::pod::ServiceContainer;
+use crate::docker_options::health::secs;
 use crate::docker_options::values::{format_cpus, format_size};
-use crate::docker_options::{DockerOptions, Gpus, OptionsError, OptionsPolicy, parse_options};
+use crate::docker_options::{
+    DockerOptions, Gpus, HealthCheck, OptionsError, OptionsPolicy, parse_options,
+};
 use crate::protocol::PrepareJobArgs;
 
 /// The extended resource `--gpus N` asks for (the NVIDIA device plugin's).
@@ -31,47 +36,134 @@ pub struct ContainerOptionsError {
     pub error: OptionsError,
 }
 
-/// Applies the job container's and every service's `createOptions` to the workflow pod;
-/// returns the warnings for the job log.
+/// A service with a docker health check (`--health-cmd`): prepare_job waits until it is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub container: String,
+    pub check: HealthCheck,
+}
+
+/// What applying the options left for the hook: warnings for the job log, services to wait for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedOptions {
+    pub warnings: Vec<String>,
+    pub health: Vec<ServiceHealth>,
+}
+
+/// Applies the job container's and every service's `createOptions` to the workflow pod.
 pub fn apply_job_options(
     pod: &mut Pod,
     args: &PrepareJobArgs,
     services: &[ServiceContainer],
     policy: &OptionsPolicy,
-) -> Result<Vec<String>, ContainerOptionsError> {
-    let mut warnings = Vec::new();
+) -> Result<AppliedOptions, ContainerOptionsError> {
+    let mut applied = AppliedOptions::default();
     if let Some(def) = &args.container {
-        warnings.extend(apply_container_options(
+        let (warnings, _) = apply_container_options(
             pod,
             JOB_CONTAINER_NAME,
             "job container",
             def.create_options.as_deref(),
             policy,
-        )?);
+        )?;
+        applied.warnings.extend(warnings);
     }
     for (def, svc) in args.services.iter().zip(services) {
-        warnings.extend(apply_container_options(
+        let (warnings, check) = apply_container_options(
             pod,
             &svc.container_name,
             &format!("service {}", svc.container_name),
             def.create_options.as_deref(),
             policy,
-        )?);
+        )?;
+        applied.warnings.extend(warnings);
+        if let Some(check) = check {
+            applied.health.push(ServiceHealth {
+                container: svc.container_name.clone(),
+                check,
+            });
+        }
     }
-    Ok(warnings)
+    Ok(applied)
 }
 
-/// Parses, checks and applies one container's options. The job container's `--hostname` names
-/// the pod; a service's is ignored with a warning (one pod has one host name).
+/// Kubernetes probes count whole seconds, at least one.
+pub fn probe_seconds(d: Duration) -> i32 {
+    let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(whole.max(1)).unwrap_or(i32::MAX)
+}
+
+/// docker's health check as a Kubernetes readiness probe.
+///
+/// A readiness probe, not a startup probe: docker never kills or restarts an unhealthy container,
+/// it only reports it, and a failed readiness probe only leaves the container unready, while a
+/// failed startup (or liveness) probe makes the kubelet kill it. docker also runs its check during
+/// the start period and counts a success there at once; a startup probe or `initialDelaySeconds`
+/// would hold that success back. So the probe runs from the container's start, failures before
+/// the first success change nothing (the container starts unready, as docker's `starting`), and
+/// the start period only lengthens how long prepare_job waits before calling it unhealthy.
+/// The command runs as `/bin/sh -c`, as docker runs a `--health-cmd` string (`CMD-SHELL`).
+pub fn readiness_probe(check: &HealthCheck) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["/bin/sh".into(), "-c".into(), check.command.clone()]),
+        }),
+        period_seconds: Some(probe_seconds(check.interval)),
+        timeout_seconds: Some(probe_seconds(check.timeout)),
+        failure_threshold: Some(i32::try_from(check.retries.max(1)).unwrap_or(i32::MAX)),
+        success_threshold: Some(1),
+        ..Default::default()
+    }
+}
+
+/// The health check's warnings, and its probe on a service (the job container gets none);
+/// returns the service's check.
+fn apply_health(
+    c: &mut Container,
+    opts: &DockerOptions,
+    is_job: bool,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<HealthCheck>, OptionsError> {
+    let (check, notes) = opts.health.resolve()?;
+    warnings.extend(notes.into_iter().map(|n| format!("{what}: {n}")));
+    let Some(check) = check else {
+        return Ok(None);
+    };
+    if is_job {
+        warnings.push(format!(
+            "{what}: --health-cmd ignored: the runner waits only for services' health checks"
+        ));
+        return Ok(None);
+    }
+    for (flag, d) in [
+        ("--health-interval", check.interval),
+        ("--health-timeout", check.timeout),
+    ] {
+        if d.subsec_nanos() > 0 {
+            warnings.push(format!(
+                "{what}: {flag} {} rounded up to {}s: Kubernetes probes count whole seconds",
+                secs(d),
+                probe_seconds(d)
+            ));
+        }
+    }
+    c.readiness_probe = Some(readiness_probe(&check));
+    Ok(Some(check))
+}
+
+/// Parses, checks and applies one container's options; returns the warnings and, for a service,
+/// its health check. The job container's `--hostname` names the pod; a service's is ignored
+/// with a warning (one pod has one host name).
 pub fn apply_container_options(
     pod: &mut Pod,
     container: &str,
     what: &str,
     options: Option<&str>,
     policy: &OptionsPolicy,
-) -> Result<Vec<String>, ContainerOptionsError> {
+) -> Result<(Vec<String>, Option<HealthCheck>), ContainerOptionsError> {
     let Some(options) = options.filter(|o| !o.trim().is_empty()) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let fail = |error| ContainerOptionsError {
         what: what.to_string(),
@@ -92,11 +184,13 @@ pub fn apply_container_options(
     let mut warnings = Vec::new();
     let is_job = container == JOB_CONTAINER_NAME;
     let Some(spec) = pod.spec.as_mut() else {
-        return Ok(warnings);
+        return Ok((warnings, None));
     };
     let shm_volume = shm_volume_name(container);
+    let mut health = None;
     if let Some(c) = spec.containers.iter_mut().find(|c| c.name == container) {
         apply_to_container(c, &opts, &shm_volume, what, &mut warnings);
+        health = apply_health(c, &opts, is_job, what, &mut warnings).map_err(fail)?;
     }
     if let Some(size) = opts.shm_size {
         let volumes = spec.volumes.get_or_insert_with(Vec::new);
@@ -148,7 +242,7 @@ pub fn apply_container_options(
             opts.no_meaning.join(", ")
         ));
     }
-    Ok(warnings)
+    Ok((warnings, health))
 }
 
 /// The `/dev/shm` volume of a container (`shm-job`, `shm-<service>`), within the 63 characters a
@@ -305,7 +399,7 @@ mod tests {
         let jp = job_pod(&test_context(), &a, None).expect("valid pod");
         let mut pod = jp.pod;
         apply_job_options(&mut pod, &a, &jp.services, policy)
-            .map(|w| (pod, w))
+            .map(|a| (pod, a.warnings))
             .map_err(|e| e.to_string())
     }
 
@@ -504,5 +598,112 @@ mod tests {
             e,
             "job container options: --memory-reservation \"2Gi\": must not exceed --memory 1Gi"
         );
+    }
+
+    fn health_of(service: &str) -> (Pod, AppliedOptions) {
+        let a = args("", service);
+        let jp = job_pod(&test_context(), &a, None).expect("valid pod");
+        let mut pod = jp.pod;
+        let applied = apply_job_options(&mut pod, &a, &jp.services, &OptionsPolicy::default())
+            .expect("applies");
+        (pod, applied)
+    }
+
+    #[test]
+    fn a_service_health_check_becomes_a_readiness_probe() {
+        let (pod, applied) = health_of(
+            "--health-cmd pg_isready --health-interval 10s --health-timeout 5s --health-retries 5",
+        );
+        let probe = container(&pod, "redis")
+            .readiness_probe
+            .clone()
+            .expect("probe");
+        assert_eq!(
+            probe.exec.and_then(|e| e.command),
+            Some(vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "pg_isready".into()
+            ])
+        );
+        assert_eq!(
+            (
+                probe.period_seconds,
+                probe.timeout_seconds,
+                probe.failure_threshold,
+                probe.success_threshold,
+                probe.initial_delay_seconds
+            ),
+            (Some(10), Some(5), Some(5), Some(1), None)
+        );
+        assert!(container(&pod, "redis").startup_probe.is_none());
+        assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
+        assert_eq!(applied.health.len(), 1);
+        assert_eq!(applied.health[0].container, "redis");
+        assert_eq!(applied.health[0].check.retries, 5);
+    }
+
+    #[test]
+    fn no_health_options_or_no_healthcheck_add_no_probe() {
+        for options in ["", "--memory 1g", "--no-healthcheck"] {
+            let (pod, applied) = health_of(options);
+            assert!(
+                container(&pod, "redis").readiness_probe.is_none(),
+                "{options}"
+            );
+            assert!(applied.health.is_empty(), "{options}");
+            assert!(
+                applied.warnings.is_empty(),
+                "{options}: {:?}",
+                applied.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn health_check_edge_cases_are_explained() {
+        let (pod, result) = health_of("--health-cmd 'redis-cli ping' --health-interval 500ms");
+        let probe = container(&pod, "redis")
+            .readiness_probe
+            .clone()
+            .expect("probe");
+        assert_eq!(
+            (probe.period_seconds, probe.timeout_seconds),
+            (Some(1), Some(30))
+        );
+        assert_eq!(
+            result.warnings,
+            [
+                "service redis: --health-interval 0.5s rounded up to 1s: Kubernetes probes count whole seconds"
+            ]
+        );
+        let (_, tuning) = health_of("--health-retries 2");
+        assert!(tuning.health.is_empty());
+        assert_eq!(tuning.warnings.len(), 1);
+        let e = applied_err("--no-healthcheck --health-cmd true");
+        assert_eq!(
+            e,
+            "service redis options: --no-healthcheck conflicts with --health-* options"
+        );
+        // The job container's check: the runner never waits for it, so no probe.
+        let (pod, w) =
+            applied("--health-cmd true", "", &OptionsPolicy::default()).expect("applies");
+        assert!(container(&pod, "job").readiness_probe.is_none());
+        assert_eq!(
+            w,
+            [
+                "job container: --health-cmd ignored: the runner waits only for services' health checks"
+            ]
+        );
+        let p = OptionsPolicy::from_settings(Some("cpus"), None).expect("valid");
+        assert!(
+            applied("", "--health-cmd true", &p)
+                .expect_err("refused")
+                .contains("--health-cmd is not allowed on this runner")
+        );
+    }
+
+    fn applied_err(service: &str) -> String {
+        applied("", service, &OptionsPolicy::default()).expect_err("refused")
     }
 }

@@ -39,26 +39,35 @@ pub fn parse_port_mapping(value: &str, field: &str) -> Result<PortMapping, Build
             _ => Err(err("ports must be numbers from 1 to 65535")),
         }
     };
-    let parts: Vec<&str> = ports.split(':').collect();
-    match parts.as_slice() {
-        [c] => Ok(PortMapping {
-            host_port: None,
-            container_port: parse(c)?,
-            protocol,
-        }),
-        [h, c] => Ok(PortMapping {
-            host_port: Some(parse(h)?),
-            container_port: parse(c)?,
-            protocol,
-        }),
-        // docker's ip:host:container form: the address has no meaning in a pod.
-        [_ip, h, c] => Ok(PortMapping {
-            host_port: Some(parse(h)?),
-            container_port: parse(c)?,
-            protocol,
-        }),
-        _ => Err(err("expected [host:]container[/protocol]")),
+    // docker's splitParts: the container port after the last colon, the host port before it,
+    // and everything before that is the address (so an IPv6 one keeps its colons: `::1:80:80`,
+    // or bracketed, `[::1]:80:80`). An empty host port (`127.0.0.1::80`) lets docker pick one.
+    let mut parts = ports.rsplitn(3, ':');
+    let container = parts.next().unwrap_or_default();
+    let host = parts.next();
+    let ip = parts.next();
+    if let Some(ip) = ip {
+        let bare = ip
+            .strip_prefix('[')
+            .and_then(|v6| v6.strip_suffix(']'))
+            .unwrap_or(ip);
+        if bare.parse::<std::net::IpAddr>().is_err() {
+            return Err(err(
+                "expected [[ip:]host:]container[/protocol]; the address is not an IP address",
+            ));
+        }
     }
+    // The address has no meaning in a pod: every container shares the pod's addresses.
+    let host_port = match host {
+        None => None,
+        Some("") if ip.is_some() => None,
+        Some(h) => Some(parse(h)?),
+    };
+    Ok(PortMapping {
+        host_port,
+        container_port: parse(container)?,
+        protocol,
+    })
 }
 
 /// Parses every mapping of a container (`field` names it in errors, e.g. `args.container.portMappings`).
@@ -156,6 +165,38 @@ mod tests {
         assert!(parse_port_mapping("0", "f").is_err());
         assert!(parse_port_mapping("70000", "f").is_err());
         assert!(parse_port_mapping("1:2:3:4", "f").is_err());
+        assert!(parse_port_mapping("db:5432:5432", "f").is_err());
+        assert!(parse_port_mapping(":5432", "f").is_err());
+    }
+
+    #[test]
+    fn ipv6_addresses_are_read_as_docker_reads_them() {
+        let want = PortMapping {
+            host_port: Some(5432),
+            container_port: 5432,
+            protocol: "TCP",
+        };
+        for v in [
+            "[::1]:5432:5432",
+            "::1:5432:5432",
+            "[fd00:10:96::a]:5432:5432/tcp",
+            "0.0.0.0:5432:5432",
+        ] {
+            assert_eq!(parse_port_mapping(v, "f").expect(v), want, "{v}");
+        }
+        // An empty host port: docker picks one; the job reaches the service on its own port.
+        assert_eq!(
+            parse_port_mapping("[::]::6379", "f")
+                .expect("valid")
+                .host_port,
+            None
+        );
+        assert_eq!(
+            parse_port_mapping("127.0.0.1::6379", "f")
+                .expect("valid")
+                .host_port,
+            None
+        );
     }
 
     #[test]

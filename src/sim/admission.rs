@@ -433,6 +433,18 @@ fn default_container(c: &mut Value) {
         .to_string();
     m.entry("imagePullPolicy")
         .or_insert(json!(image_pull_policy(&image)));
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = m.get_mut(probe).and_then(Value::as_object_mut) {
+            for (k, v) in [
+                ("timeoutSeconds", 1),
+                ("periodSeconds", 10),
+                ("successThreshold", 1),
+                ("failureThreshold", 3),
+            ] {
+                p.entry(k).or_insert(json!(v));
+            }
+        }
+    }
     let res = m.entry("resources").or_insert(json!({}));
     // Limits without requests default the requests.
     if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned()

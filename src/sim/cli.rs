@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// RBAC): clients must ask SelfSubjectAccessReviews one by one
     #[arg(long)]
     pub rules_review_incomplete: bool,
+    /// Give pods and the node IPv6 addresses only, as an IPv6-only cluster does.
+    #[arg(long)]
+    pub ipv6_only: bool,
 }
 
 /// `cpu=8` -> ("cpu", "8"), with the quantity checked.
@@ -143,6 +146,7 @@ pub fn serve_config(
         state_dir: args.state_dir.clone(),
         exec_v4_only: args.exec_v4_only,
         rules_review_incomplete: args.rules_review_incomplete,
+        ipv6_only: args.ipv6_only,
         ..SimConfig::default()
     };
     if let Some((path, settings)) = settings {

@@ -23,7 +23,7 @@ pub fn seed(sim: &SimState) {
     );
     let _ = sim.store.create(
         Key::new("nodes", "", NODE_NAME),
-        node_object(&sim.cfg.node_allocatable),
+        node_object(&sim.cfg.node_allocatable, sim.cfg.ipv6_only),
     );
 }
 
@@ -42,7 +42,12 @@ pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
     Ok(created)
 }
 
-fn node_object(allocatable: &std::collections::BTreeMap<String, String>) -> Value {
+/// The node's address: loopback of the simulator's family (`127.0.0.1`, or `::1` IPv6-only).
+pub fn node_ip(ipv6_only: bool) -> &'static str {
+    if ipv6_only { "::1" } else { "127.0.0.1" }
+}
+
+fn node_object(allocatable: &std::collections::BTreeMap<String, String>, ipv6_only: bool) -> Value {
     let capacity = json!(allocatable);
     json!({
         "apiVersion": "v1",
@@ -54,7 +59,7 @@ fn node_object(allocatable: &std::collections::BTreeMap<String, String>) -> Valu
             "allocatable": capacity,
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
                             "lastHeartbeatTime": meta::now(), "lastTransitionTime": meta::now()}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
+            "addresses": [{"type": "InternalIP", "address": node_ip(ipv6_only)}, {"type": "Hostname", "address": NODE_NAME}],
             "nodeInfo": {"kubeletVersion": super::GIT_VERSION, "kubeProxyVersion": super::GIT_VERSION, "operatingSystem": "linux",
                          "architecture": "amd64", "containerRuntimeVersion": "arc-hook-sim://1", "osImage": "arc-hook simulator",
                          "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},

@@ -91,6 +91,8 @@ pub struct SimConfig {
     /// Rules reviews answer `incomplete: true` with no rules, as when a webhook authorizer
     /// follows RBAC: clients must then ask access reviews one by one.
     pub rules_review_incomplete: bool,
+    /// Addresses as in an IPv6-only cluster: pods get `fd00:10:244::/64` IPs, the node `::1`.
+    pub ipv6_only: bool,
 }
 
 impl Default for SimConfig {
@@ -112,6 +114,7 @@ impl Default for SimConfig {
             image_users: HashMap::new(),
             exec_v4_only: false,
             rules_review_incomplete: false,
+            ipv6_only: false,
         }
     }
 }

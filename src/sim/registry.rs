@@ -77,7 +77,16 @@ impl FakeRegistry {
     /// Listens on 127.0.0.1 (a free port). A tag exists when [`FakeRegistry::push`] added it or
     /// when `pushed_dir` holds a file named [`pushed_file_name`].
     pub async fn start(auth: FakeAuth, pushed_dir: Option<PathBuf>) -> io::Result<FakeRegistry> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), auth, pushed_dir).await
+    }
+
+    /// [`FakeRegistry::start`] on another address, e.g. `::1` for an IPv6-only registry.
+    pub async fn start_on(
+        ip: std::net::IpAddr,
+        auth: FakeAuth,
+        pushed_dir: Option<PathBuf>,
+    ) -> io::Result<FakeRegistry> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             auth,
@@ -99,7 +108,7 @@ impl FakeRegistry {
         Ok(FakeRegistry { addr, state, task })
     }
 
-    /// `127.0.0.1:<port>`, the registry host of image references.
+    /// `127.0.0.1:<port>` (`[::1]:<port>`), the registry host of image references.
     pub fn host(&self) -> String {
         self.addr.to_string()
     }

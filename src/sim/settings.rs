@@ -26,6 +26,9 @@ pub struct SimSettings {
     /// Faults to inject, so a job can be replayed against a misbehaving API server.
     #[serde(default)]
     pub faults: FaultSettings,
+    /// Pod and node addresses as in an IPv6-only cluster.
+    #[serde(default)]
+    pub ipv6_only: bool,
 }
 
 /// Fault knobs, each optional (`sim.json`'s `faults`, or `sim serve`'s flags of the same names).
@@ -123,6 +126,7 @@ impl SimSettings {
             cfg.rbac = Some(arc_chart_default_role());
         }
         cfg.node_allocatable.extend(self.node_allocatable.clone());
+        cfg.ipv6_only |= self.ipv6_only;
         cfg.faults = self.faults.apply(cfg.faults.clone())?;
         Ok(())
     }

@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::probes::{ProbeKind, ProbeSpec, ProbeState};
 use super::{process, volumes};
 use crate::sim::logs::LogBuffer;
 
@@ -49,6 +50,13 @@ pub(super) struct Container {
     pub(super) pulled: bool,
     /// Killed by the (simulated) OOM killer: the next exit is reported as OOMKilled.
     pub(super) oom_killed: bool,
+    /// Exec startup and readiness probes (app containers only), and their counts in this run.
+    pub(super) startup_probe: Option<ProbeSpec>,
+    pub(super) readiness_probe: Option<ProbeSpec>,
+    pub(super) startup_state: ProbeState,
+    pub(super) readiness_state: ProbeState,
+    /// This run's startup probe has not passed yet: the status says `started: false`.
+    pub(super) startup_pending: bool,
 }
 
 impl Container {
@@ -71,7 +79,27 @@ impl Container {
             restart_at: None,
             pulled: false,
             oom_killed: false,
+            startup_probe: (kind == Kind::App)
+                .then(|| ProbeSpec::of(spec, ProbeKind::Startup))
+                .flatten(),
+            readiness_probe: (kind == Kind::App)
+                .then(|| ProbeSpec::of(spec, ProbeKind::Readiness))
+                .flatten(),
+            startup_state: ProbeState::default(),
+            readiness_state: ProbeState::default(),
+            startup_pending: false,
         }
+    }
+
+    /// A (re)started run: unready until its probes pass, `started` once its startup probe has.
+    pub(super) fn begin_run(&mut self) {
+        self.started = true;
+        self.startup_pending = self.startup_probe.is_some();
+        self.ready = self.kind != Kind::Init
+            && self.startup_probe.is_none()
+            && self.readiness_probe.is_none();
+        self.startup_state = ProbeState::default();
+        self.readiness_state = ProbeState::default();
     }
 
     pub(super) fn image(&self) -> &str {
@@ -97,7 +125,7 @@ impl Container {
             "restartCount": self.restart_count,
             "image": self.image(),
             "imageID": if self.pulled { image_id(self.image()) } else { String::new() },
-            "started": self.started,
+            "started": self.started && !self.startup_pending,
         });
         if let Some(id) = &self.container_id {
             s["containerID"] = json!(id);

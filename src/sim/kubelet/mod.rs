@@ -4,6 +4,7 @@ mod container;
 pub mod ephemeral;
 mod image_ref;
 mod memory_volumes;
+mod probes;
 mod process;
 mod scheduling;
 mod volumes;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::container::{Container, Exit, Kind, hex64, monitor};
+use super::probes::{self, ProbeKind, ProbeResult, ProbeTarget, Verdict};
 use super::process::{self, Identity, Isolation, ProcessSpec};
 use super::{Command, ContainerRt, Placement, PodHandle, volumes};
 use crate::sim::events::{self, Source};
@@ -51,6 +52,7 @@ struct Worker {
     stage: Stage,
     timer: Option<Instant>,
     exits: mpsc::UnboundedSender<Exit>,
+    probes: mpsc::UnboundedSender<ProbeResult>,
     pause: Option<tokio::process::Child>,
     sandbox: PathBuf,
     volumes: HashMap<String, PathBuf>,
@@ -66,6 +68,7 @@ pub(super) async fn run(
     mut cmds: mpsc::UnboundedReceiver<Command>,
 ) {
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let (probes_tx, mut probe_results) = mpsc::unbounded_channel();
     let key = Key::new("pods", meta::namespace(&pod), meta::name(&pod));
     let uid = meta::uid(&pod).to_string();
     let sandbox = sim
@@ -112,6 +115,7 @@ pub(super) async fn run(
         stage: Stage::Delaying,
         timer: None,
         exits: exits_tx,
+        probes: probes_tx,
         pause: None,
         sandbox,
         volumes: HashMap::new(),
@@ -153,6 +157,7 @@ pub(super) async fn run(
                 }
             },
             Some(exit) = exits.recv() => w.on_exit(exit),
+            Some(result) = probe_results.recv() => w.on_probe(result),
             _ = sleep_until(timer) => w.on_timer(),
         }
     }
@@ -293,8 +298,9 @@ impl Worker {
             .unwrap_or(json!("BestEffort"));
         let mut s = json!({"phase": self.phase, "conditions": conditions, "qosClass": qos});
         if self.conditions.get("PodScheduled").is_some_and(|c| c.0) {
-            s["hostIP"] = json!("127.0.0.1");
-            s["hostIPs"] = json!([{"ip": "127.0.0.1"}]);
+            let host_ip = crate::sim::cluster::node_ip(self.sim.cfg.ipv6_only);
+            s["hostIP"] = json!(host_ip);
+            s["hostIPs"] = json!([{ "ip": host_ip }]);
             s["startTime"] = json!(self.start_time);
             let list = |kind: Kind| -> Vec<Value> {
                 self.containers
@@ -530,7 +536,11 @@ impl Worker {
         let mut h = DefaultHasher::new();
         self.uid.hash(&mut h);
         let n = h.finish();
-        self.pod_ip = Some(format!("10.244.{}.{}", (n >> 8) % 250, n % 250 + 2));
+        self.pod_ip = Some(if self.sim.cfg.ipv6_only {
+            format!("fd00:10:244::{:x}", n % 0xfffe + 2)
+        } else {
+            format!("10.244.{}.{}", (n >> 8) % 250, n % 250 + 2)
+        });
         mounted
     }
 
@@ -800,9 +810,13 @@ impl Worker {
                 self.container_event(i, false, "Started", &format!("Started container {name}"));
                 let c = &mut self.containers[i];
                 c.pid = Some(pid);
-                c.started = true;
-                c.ready = c.kind != Kind::Init;
+                c.begin_run();
                 c.state = json!({"running": {"startedAt": now}});
+                let probe_specs = [
+                    (ProbeKind::Startup, c.startup_probe.clone()),
+                    (ProbeKind::Readiness, c.readiness_probe.clone()),
+                ];
+                let process = runtime.process.clone();
                 self.register_runtime(
                     &name,
                     ContainerRt {
@@ -810,6 +824,18 @@ impl Worker {
                         ..runtime
                     },
                 );
+                for (kind, spec) in probe_specs {
+                    if let Some(spec) = spec {
+                        let target = ProbeTarget {
+                            handle: self.handle.clone(),
+                            container: name.clone(),
+                            pid,
+                            process: process.clone(),
+                            namespaces: self.sim.kubelet.namespaces(),
+                        };
+                        probes::start(target, kind, spec, self.probes.clone());
+                    }
+                }
                 monitor(child, name, pid, logs, self.exits.clone());
             }
             Err(e) => {
@@ -853,6 +879,75 @@ impl Worker {
         let mut rt = self.handle.rt();
         runtime.previous_logs = rt.containers.get(name).map(|c| c.logs.clone());
         rt.containers.insert(name.to_string(), runtime);
+    }
+
+    /// A probe's result: the kubelet's `Unhealthy` event for a failure, readiness and `started`
+    /// from the thresholds; a startup probe that fails its threshold kills the container, which
+    /// then restarts as its restart policy says.
+    fn on_probe(&mut self, r: ProbeResult) {
+        let Some(i) = self
+            .containers
+            .iter()
+            .position(|c| c.name == r.container && c.pid == Some(r.pid))
+        else {
+            return;
+        };
+        if self.terminating || self.stage == Stage::Done {
+            return;
+        }
+        // Readiness is not probed until the startup probe has passed.
+        if r.kind == ProbeKind::Readiness && self.containers[i].startup_pending {
+            return;
+        }
+        if r.kind == ProbeKind::Startup && !self.containers[i].startup_pending {
+            return;
+        }
+        if !r.ok {
+            let message = format!("{} probe failed: {}", r.kind.label(), r.output);
+            self.container_event(i, true, "Unhealthy", &message);
+        }
+        let c = &mut self.containers[i];
+        let before = (c.ready, c.startup_pending);
+        match r.kind {
+            ProbeKind::Startup => {
+                let Some(spec) = c.startup_probe.clone() else {
+                    return;
+                };
+                match c.startup_state.record(r.ok, &spec) {
+                    Verdict::Passed => {
+                        c.startup_pending = false;
+                        c.ready = c.readiness_probe.is_none();
+                    }
+                    Verdict::Failed => {
+                        let name = c.name.clone();
+                        let pid = r.pid;
+                        self.container_event(
+                            i,
+                            false,
+                            "Killing",
+                            &format!("Container {name} failed startup probe, will be restarted"),
+                        );
+                        process::signal_group(pid, Signal::SIGKILL);
+                        return;
+                    }
+                    Verdict::Pending => {}
+                }
+            }
+            ProbeKind::Readiness => {
+                let Some(spec) = c.readiness_probe.clone() else {
+                    return;
+                };
+                match c.readiness_state.record(r.ok, &spec) {
+                    Verdict::Passed => c.ready = true,
+                    Verdict::Failed => c.ready = false,
+                    Verdict::Pending => {}
+                }
+            }
+        }
+        let c = &self.containers[i];
+        if (c.ready, c.startup_pending) != before {
+            self.publish();
+        }
     }
 
     fn restart_policy(&self) -> &str {
