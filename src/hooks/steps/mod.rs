@@ -9,4 +9,5 @@ pub mod cancel;
 pub mod detached;
 pub mod ephemeral;
 pub mod job;
+pub mod step_pod;
 pub mod workspace;
