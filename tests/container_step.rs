@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use arc_hook::sim::{SimConfig, arc_chart_default_role};
+use arc_hook::sim::{SimConfig, arc_chart_default_role, arc_chart_novolume_role};
 use common::{HookRun, Runner, job_args, sim_config};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
@@ -244,9 +244,9 @@ async fn step_pods(r: &Runner) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_volume_without_the_permission_runs_the_step_in_a_pod_of_its_own() {
+async fn no_volume_under_arcs_role_runs_the_step_in_a_pod_of_its_own() {
     let mut cfg = action_cfg();
-    cfg.rbac = Some(arc_chart_default_role());
+    cfg.rbac = Some(arc_chart_novolume_role());
     let mut r = Runner::start(cfg).await;
     r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
     // The workspace as prepare_job sends it to the job pod; the step's pod gets it from there.
@@ -263,6 +263,88 @@ async fn no_volume_without_the_permission_runs_the_step_in_a_pod_of_its_own() {
         run.stdout
     );
     assert!(ephemeral_names(&r).await.is_empty());
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
+}
+
+/// An action that prints its arguments, writes an output and a file in the workspace, and exits 3.
+const FAILING_ACTION: &str = "printf 'arg=[%s]\\n' \"$@\"; cat /github/workspace/marker; echo made-by-action > /github/workspace/from-action; echo done=yes >> \"$GITHUB_OUTPUT\"; exit 3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_pod_keeps_its_code_its_outputs_and_its_changes() {
+    let mut cfg = cfg_with(&[(
+        "failing-action:1",
+        vec!["sh", "-c", FAILING_ACTION, "failing-action"],
+    )]);
+    cfg.rbac = Some(arc_chart_novolume_role());
+    let mut r = Runner::start(cfg).await;
+    r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    std::fs::write(r.runner_path("repo/repo/marker"), "in-workspace\n").expect("marker");
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    // A script step first: what it writes in the job pod is what the action sees.
+    r.script_step("echo from-script > marker\n", json!({}))
+        .await
+        .assert_ok();
+    let (out, local) = output_file(&r, "set_output_f1");
+    let run = r
+        .hook(&step_input(
+            &r,
+            Some("failing-action:1"),
+            None,
+            Value::Null,
+            json!(["a b", "c"]),
+            json!({"GITHUB_OUTPUT": out}),
+        ))
+        .await;
+    assert_eq!(
+        run.code, 3,
+        "the action's own code\n{}{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("arg=[a b]\narg=[c]\nfrom-script"),
+        "the image's entrypoint with the step's arguments, on the job pod's workspace:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("the step's own command exited with code 3"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(&local).expect("output"),
+        "done=yes\n",
+        "a failed step's outputs still come back"
+    );
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
+    // What the action wrote in the workspace is in the job pod for the next step.
+    let next = r.script_step("cat from-action\n", json!({})).await;
+    next.assert_ok();
+    assert!(next.stdout.contains("made-by-action"), "{}", next.stdout);
+    r.cleanup().await.assert_ok();
+}
+
+/// Claim mode under a Role with neither ephemeral containers nor Jobs: the same pod of its own,
+/// on the work claim (nothing copied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_mode_without_ephemeral_containers_or_jobs_runs_the_step_in_a_pod() {
+    let mut cfg = action_cfg();
+    cfg.rbac = Some(arc_chart_novolume_role());
+    let mut r = Runner::start(cfg).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (run, output) = run_action(&r).await;
+    assert_action_ran(&run, &output);
+    assert!(
+        run.stdout.contains("container steps run in pods of their own on this runner: the runner's Role does not grant patch on pods/ephemeralcontainers, nor create on batch jobs"),
+        "{}",
+        run.stdout
+    );
     assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
 }
 
