@@ -315,6 +315,26 @@ fn node_agent_runs_scheduled_pods_with_exec_exit_codes_and_logs_through_the_apis
     assert!(denied.stderr.contains("Forbidden"), "{}", denied.stderr);
 }
 
+/// A sim.json under `dir` with the `imageCommands` of every job's sim.json (the node agent's
+/// images; the rest of a job's settings, e.g. its Role, is the simulator's alone).
+fn union_of_image_commands(jobs: &[PathBuf], dir: &Path) -> PathBuf {
+    let mut images = serde_json::Map::new();
+    for job in jobs {
+        let Ok(text) = std::fs::read_to_string(job.join("sim.json")) else {
+            continue;
+        };
+        let settings: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", job.display()));
+        if let Some(m) = settings["imageCommands"].as_object() {
+            images.extend(m.clone());
+        }
+    }
+    let path = dir.join("sim.json");
+    let json = serde_json::json!({ "imageCommands": images });
+    std::fs::write(&path, json.to_string()).expect("write the node's settings");
+    path
+}
+
 /// The summary's outcome of each command (`exit N` or `skipped`), without the durations.
 fn outcomes(log: &str) -> Vec<String> {
     log.lines()
@@ -336,15 +356,15 @@ fn every_fixture_job_ends_alike_on_the_simulator_and_the_real_control_plane_in_b
         return;
     }
     let fixtures = repo().join("fixtures/jobs");
-    // One cluster for all jobs: the node's images are the union of the jobs' sim.json (only
-    // build-and-test names one).
-    let cluster = Cluster::up(Some(&fixtures.join("build-and-test/sim.json")));
     let mut jobs: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("read fixtures/jobs")
         .map(|e| e.expect("a fixtures/jobs entry").path())
         .filter(|p| p.is_dir() && !p.ends_with("under-faults"))
         .collect();
     jobs.sort();
+    // One cluster for all jobs: the node's images are the union of the jobs' sim.json.
+    let settings = tempfile::tempdir().expect("a directory for the node's settings");
+    let cluster = Cluster::up(Some(&union_of_image_commands(&jobs, settings.path())));
     assert!(jobs.len() >= 6, "fixture jobs: {jobs:?}");
     let home = cluster.dir.join("runner");
     let mut differences = Vec::new();
@@ -480,4 +500,128 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
         None,
     );
     assert_eq!(pods.trim(), "pod/arc-runner", "no workflow pod was created");
+}
+
+/// ARC's chart (the vendored release), rendered by helm for `containerMode.type:
+/// kubernetes-novolume`: its runner Role, exactly (`scripts/deploy-tools.sh` builds helm).
+fn chart_novolume_role() -> String {
+    let tools = Command::new(repo().join("scripts/deploy-tools.sh"))
+        .arg("helm")
+        .output()
+        .expect("scripts/deploy-tools.sh runs");
+    assert!(
+        tools.status.success(),
+        "scripts/deploy-tools.sh helm: {}",
+        String::from_utf8_lossy(&tools.stderr)
+    );
+    let helm = String::from_utf8_lossy(&tools.stdout).trim().to_string();
+    let chart = repo().join("tests/deploy-tools/arc/0.14.2/charts/gha-runner-scale-set");
+    let out = Command::new(&helm)
+        .args(["template", "arc"])
+        .arg(&chart)
+        .args([
+            "--namespace",
+            "arc-runners",
+            "--set",
+            "githubConfigUrl=https://github.com/example/repo",
+            "--set",
+            "githubConfigSecret=unused",
+            "--set",
+            "controllerServiceAccount.name=unused",
+            "--set",
+            "controllerServiceAccount.namespace=arc-systems",
+            "--set",
+            "containerMode.type=kubernetes-novolume",
+            "--show-only",
+            "templates/kube_mode_role.yaml",
+        ])
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let role = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        role.contains("kind: Role") && !role.contains("jobs") && !role.contains("ephemeral"),
+        "the chart's novolume Role grants neither Jobs nor ephemeral containers:\n{role}"
+    );
+    role
+}
+
+/// Issue 32: the held-out style job (script steps around a Docker action with arguments whose
+/// file commands and workspace changes a later step reads) in no-volume mode, as the runner's
+/// ServiceAccount bound to the chart's own `kubernetes-novolume` Role and nothing else: the
+/// action runs in a pod of its own, and nothing is left after cleanup_job.
+#[test]
+fn a_docker_action_replays_in_no_volume_mode_under_the_charts_role() {
+    if !prerequisites_met() {
+        return;
+    }
+    let job = repo().join("fixtures/jobs/docker-action-no-volume");
+    let cluster = Cluster::up(Some(&job.join("sim.json")));
+    let admin = cluster.admin();
+    let role = chart_novolume_role();
+    let bound = format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: novolume, namespace: arc-runners}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: novolume, namespace: arc-runners}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: arc-gha-rs-kube-mode}}
+subjects: [{{kind: ServiceAccount, name: novolume, namespace: arc-runners}}]
+---
+{role}"#
+    );
+    cluster.kubectl_ok(&admin, &["-n", "arc-runners", "apply"], Some(&bound));
+    let token = cluster.kubectl_ok(
+        &admin,
+        &["-n", "arc-runners", "create", "token", "novolume"],
+        None,
+    );
+    let kubeconfig = cluster.scratch.path().join("novolume.kubeconfig");
+    std::fs::copy(cluster.runner(), &kubeconfig).expect("copy the runner's kubeconfig");
+    cluster.kubectl_ok(
+        &kubeconfig,
+        &[
+            "config",
+            "set-credentials",
+            "arc-hook-runner",
+            "--token",
+            token.trim(),
+        ],
+        None,
+    );
+    let denied = cluster.kubectl(&kubeconfig, &["get", "jobs"], None);
+    assert!(denied.stderr.contains("Forbidden"), "{}", denied.stderr);
+
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+    replay
+        .args(["replay", "--cluster", "--workdir"])
+        .arg(cluster.dir.join("runner"))
+        .arg(&job)
+        .env("KUBECONFIG", &kubeconfig);
+    let ran = run_bounded(replay, cluster.scratch.path(), Duration::from_secs(300));
+    let log = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(ran.status.success(), "replay --cluster failed:\n{log}");
+    for line in [
+        "container steps run in pods of their own on this runner",
+        "greeter: hello, Mona Lisa (loud)",
+        "greeter read: built by step 2",
+        "GITHUB_OUTPUT: greeting=hello Mona Lisa",
+        "hello, Mona Lisa, from the action",
+        "consumed GREETED=hello Mona Lisa",
+        "05-cleanup_job.json: cleanup_job exited 0",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    let left = cluster.kubectl_ok(
+        &admin,
+        &["-n", "arc-runners", "get", "pods,secrets", "-o", "name"],
+        None,
+    );
+    assert_eq!(left.trim(), "pod/arc-runner", "left after cleanup_job");
 }
