@@ -895,20 +895,35 @@ async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
     assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
 }
 
+/// The three ways a container step runs, as the runner's Role and volume mode choose them.
+const STEP_PLACES: [&str; 3] = ["ephemeral", "job", "own pod"];
+
+/// A runner whose container steps run as `place` says ([`STEP_PLACES`]).
+async fn runner_for(mut cfg: SimConfig, place: &str) -> Runner {
+    cfg.rbac = match place {
+        "ephemeral" => None,
+        "job" => Some(arc_chart_default_role()),
+        _ => Some(arc_chart_novolume_role()),
+    };
+    let mut r = Runner::start(cfg).await;
+    if place == "own pod" {
+        r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    }
+    r
+}
+
 /// A container step whose log stream breaks three times (as through a restarting proxy) and
 /// whose API server restarts once still shows every line once and in order, and its own exit
-/// code; the command ran once. Both ways a container step runs: an ephemeral container and a Job.
+/// code; the command ran once. Every way a container step runs: an ephemeral container, a Job, a
+/// pod of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_steps_log_survives_cut_streams() {
     let script = "echo ran >> /github/runner_temp/ran-count; for i in $(seq 1 40); do echo \"line $i of the step\"; sleep 0.1; done; exit 5";
-    for as_job in [false, true] {
+    for place in STEP_PLACES {
         let mut cfg = cfg_with(&[("chatty:1", vec!["sh", "-c", script])]);
-        if as_job {
-            cfg.rbac = Some(arc_chart_default_role());
-        }
         cfg.faults.log_drop_after_bytes = Some(150);
         cfg.faults.log_drops_left = Some(3);
-        let mut r = Runner::start(cfg).await;
+        let mut r = runner_for(cfg, place).await;
         r.prepare(job_args("ubuntu:24.04", json!([])))
             .await
             .0
@@ -931,7 +946,7 @@ async fn a_container_steps_log_survives_cut_streams() {
         let (run, ()) = tokio::join!(step, restart);
         assert_eq!(
             run.code, 5,
-            "as_job={as_job}: the step's code\n{}",
+            "place={place}: the step's code\n{}",
             run.stderr
         );
         let lines: Vec<&str> = run
@@ -940,16 +955,16 @@ async fn a_container_steps_log_survives_cut_streams() {
             .filter(|l| l.starts_with("line "))
             .collect();
         let want: Vec<String> = (1..=40).map(|i| format!("line {i} of the step")).collect();
-        assert_eq!(lines, want, "as_job={as_job}: every line once, in order");
+        assert_eq!(lines, want, "place={place}: every line once, in order");
         assert_eq!(
             r.sim.faults().injected().log_cuts,
             3,
-            "as_job={as_job}: the cuts happened"
+            "place={place}: the cuts happened"
         );
         assert_eq!(
             std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran"),
             "ran\n",
-            "as_job={as_job}: the command ran once"
+            "place={place}: the command ran once"
         );
     }
 }
@@ -960,13 +975,10 @@ async fn a_container_steps_log_survives_cut_streams() {
 async fn a_silent_container_step_outlives_an_idle_timeout() {
     let script =
         "echo ran >> /github/runner_temp/ran-count; echo before; sleep 4; echo after; exit 7";
-    for as_job in [false, true] {
+    for place in STEP_PLACES {
         let mut cfg = cfg_with(&[("silent:1", vec!["sh", "-c", script])]);
-        if as_job {
-            cfg.rbac = Some(arc_chart_default_role());
-        }
         cfg.faults.exec_idle_timeout = Some(Duration::from_secs(2));
-        let mut r = Runner::start(cfg).await;
+        let mut r = runner_for(cfg, place).await;
         r.prepare(job_args("ubuntu:24.04", json!([])))
             .await
             .0
@@ -982,10 +994,10 @@ async fn a_silent_container_step_outlives_an_idle_timeout() {
         let run = r
             .hook_with_env(&input, &[("ARC_HOOK_LOG", "arc_hook=debug")])
             .await;
-        assert_eq!(run.code, 7, "as_job={as_job}\n{}", run.stderr);
+        assert_eq!(run.code, 7, "place={place}\n{}", run.stderr);
         assert!(
             run.stderr.contains("log stream broke; resuming"),
-            "as_job={as_job}: the idle timeout cut the log: {}",
+            "place={place}: the idle timeout cut the log: {}",
             run.stderr
         );
         let lines: Vec<&str> = run
@@ -993,16 +1005,11 @@ async fn a_silent_container_step_outlives_an_idle_timeout() {
             .lines()
             .filter(|l| *l == "before" || *l == "after")
             .collect();
-        assert_eq!(
-            lines,
-            ["before", "after"],
-            "as_job={as_job}: {}",
-            run.stdout
-        );
+        assert_eq!(lines, ["before", "after"], "place={place}: {}", run.stdout);
         assert_eq!(
             std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran"),
             "ran\n",
-            "as_job={as_job}: the command ran once"
+            "place={place}: the command ran once"
         );
     }
 }
