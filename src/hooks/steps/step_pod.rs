@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::hooks::HookResult;
 use crate::k8s::Kube;
 use crate::k8s::copy::{self, ChangedSince, CopyError};
-use crate::k8s::exec::ExecTarget;
+use crate::k8s::exec::{ExecTarget, exec_capture};
 use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::wait::{wait_init_running, wait_running};
@@ -94,19 +94,32 @@ async fn run_pod(
         wait_init_running(kube, name, FILES_IN_CONTAINER, opts)
             .await
             .map_err(|f| anyhow::anyhow!("the step's pod did not start: {f}"))?;
-        copy::relay(
+        let receiver = ExecTarget {
+            pod: name,
+            container: FILES_IN_CONTAINER,
+            what: "tar (copying the step's files into its pod)",
+        };
+        let sent = copy::relay(
             kube,
             job_target(f.job_pod, "copying the step's files from the job pod"),
             &send_roots(&f.roots),
-            ExecTarget {
-                pod: name,
-                container: FILES_IN_CONTAINER,
-                what: "tar (copying the step's files into its pod)",
-            },
-            &receive_files(),
+            receiver,
+            &receive_files(true),
         )
         .await
         .context("no-volume mode: copying the step's files into its pod")?;
+        if sent == 0 {
+            // Nothing the step mounts exists yet: the mark and the flag alone.
+            let (code, _, err) = exec_capture(kube, receiver, &receive_files(false))
+                .await
+                .context("no-volume mode: starting the step's pod")?;
+            if code != 0 {
+                anyhow::bail!(
+                    "no-volume mode: starting the step's pod: exit code {code}: {}",
+                    String::from_utf8_lossy(&err).trim()
+                );
+            }
+        }
     }
     wait_running(kube, name, opts)
         .await
@@ -121,8 +134,7 @@ async fn run_pod(
     .await;
     let mut infra = None;
     let step = t.map_err(ResultUnknown).map(|t| {
-        let hint = "raise its memory limit in the worker-podspec template, `$step`";
-        infra = super::ephemeral::infrastructure(t.exit_code, t.reason.as_deref(), hint);
+        infra = super::job::infrastructure(&t);
         t.exit_code
     });
     let outcome = match files {
@@ -175,19 +187,28 @@ fn job_target<'a>(pod: &'a str, what: &'a str) -> ExecTarget<'a> {
     }
 }
 
-/// The job pod's side of the way in: the named entries of `/__w` that exist (all without
-/// names), without the hook's own directory in `_temp`, as one tar stream.
+/// The job pod's side of the way in: the named entries of `/__w` that exist (nothing when none
+/// does; all of `/__w` without names), without the hook's own directory in `_temp`, as one tar
+/// stream.
 fn send_roots(roots: &[String]) -> Vec<String> {
-    let script = concat!(
-        "cd \"$1\" || exit 1; shift; n=$#; i=0; ",
-        "while [ $i -lt $n ]; do e=$1; shift; i=$((i + 1)); ",
-        "{ [ -e \"$e\" ] || [ -L \"$e\" ]; } && set -- \"$@\" \"$e\"; done; ",
-        "[ $# -eq 0 ] && set -- .; exec tar -c -f - --exclude=./_temp/_arc_hook --exclude=_temp/_arc_hook -- \"$@\""
-    );
+    let tar = "exec tar -c -f - --exclude=./_temp/_arc_hook --exclude=_temp/_arc_hook";
+    let script = if roots.is_empty() {
+        format!("cd \"$1\" || exit 1; {tar} .")
+    } else {
+        format!(
+            concat!(
+                "cd \"$1\" || exit 1; shift; n=$#; i=0; ",
+                "while [ $i -lt $n ]; do e=$1; shift; i=$((i + 1)); ",
+                "{{ [ -e \"$e\" ] || [ -L \"$e\" ]; }} && set -- \"$@\" \"$e\"; done; ",
+                "[ $# -eq 0 ] && exit 0; {tar} -- \"$@\""
+            ),
+            tar = tar
+        )
+    };
     let mut command = vec![
         "sh".to_string(),
         "-c".to_string(),
-        script.to_string(),
+        script,
         "arc-hook-send".to_string(),
         POD_WORK.to_string(),
     ];
@@ -195,26 +216,29 @@ fn send_roots(roots: &[String]) -> Vec<String> {
     command
 }
 
-/// The step pod's side of the way in: unpack, leave the mark the way back compares with, then
-/// the flag that ends the init container.
-fn receive_files() -> Vec<String> {
-    let script = concat!(
-        "tar -x -o -f - -C \"$1\" || exit $?; ",
-        "mkdir -p \"$1/$2\" && touch \"$1/$2/pull-$3\" && : > \"$1/$2/$4\""
+/// The step pod's side of the way in: unpack (with `unpack`), then leave the mark the way back
+/// compares with, and the flag that ends the init container.
+fn receive_files(unpack: bool) -> Vec<String> {
+    let script = format!(
+        "{}mkdir -p \"$1/$2\" && touch \"$1/$2/pull-$3\" && : > \"$1/$2/$4\"",
+        if unpack {
+            "tar -x -o -f - -C \"$1\" || exit $?; "
+        } else {
+            ""
+        }
     );
-    [
-        "sh",
-        "-c",
-        script,
-        "arc-hook-receive",
-        POD_WORK,
-        STEP_MARK_DIR,
-        IN_MARK,
-        READY_FLAG,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut command: Vec<String> = vec!["sh".into(), "-c".into(), script];
+    command.extend(
+        [
+            "arc-hook-receive",
+            POD_WORK,
+            STEP_MARK_DIR,
+            IN_MARK,
+            READY_FLAG,
+        ]
+        .map(String::from),
+    );
+    command
 }
 
 /// The top-level entries of the work volume that `sub_paths` (the step's mounts) lie in;
@@ -272,7 +296,7 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&archive.stderr)
         );
-        let mut recv = receive_files();
+        let mut recv = receive_files(true);
         recv[4] = to.path().to_string_lossy().to_string();
         let mut child = std::process::Command::new(&recv[0])
             .args(&recv[1..])
@@ -300,5 +324,23 @@ mod tests {
         assert!(!t.join("_tool").exists(), "only what the step mounts");
         assert!(t.join(STEP_MARK_DIR).join("pull-in").is_file());
         assert!(t.join(STEP_MARK_DIR).join(READY_FLAG).is_file());
+
+        // Named roots that do not exist send nothing (not all of `/__w`); the flag alone follows.
+        let mut none = send_roots(&["missing".into()]);
+        none[4] = from.path().to_string_lossy().to_string();
+        let empty = std::process::Command::new(&none[0])
+            .args(&none[1..])
+            .output()
+            .expect("sh runs");
+        assert!(empty.status.success() && empty.stdout.is_empty());
+        let bare = tempfile::tempdir().expect("tempdir");
+        let mut flag = receive_files(false);
+        flag[4] = bare.path().to_string_lossy().to_string();
+        let st = std::process::Command::new(&flag[0])
+            .args(&flag[1..])
+            .status()
+            .expect("sh runs");
+        assert!(st.success());
+        assert!(bare.path().join(STEP_MARK_DIR).join(READY_FLAG).is_file());
     }
 }
