@@ -11,7 +11,8 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Container, HostAlias, LocalObjectReference, Pod, PodSecurityContext, SecurityContext,
+    Affinity, Container, HostAlias, LocalObjectReference, NodeAffinity, NodeSelectorRequirement,
+    NodeSelectorTerm, Pod, PodSecurityContext, PodSpec, PreferredSchedulingTerm, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -56,6 +57,9 @@ pub struct FilesHelper {
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// How long the init container waits for the files.
     pub wait_seconds: u64,
+    /// The job pod's node, which the step pod prefers: the images are there, and the copies
+    /// stay on one node.
+    pub node: Option<String>,
 }
 
 impl FilesHelper {
@@ -74,6 +78,7 @@ impl FilesHelper {
             ),
             image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
             wait_seconds,
+            node: spec.node_name.clone().filter(|n| !n.is_empty()),
         })
     }
 
@@ -136,6 +141,29 @@ pub fn service_aliases(job_pod: &Pod) -> Option<HostAlias> {
     })
 }
 
+/// Adds a preference (never a requirement: a full node must not keep the step waiting) for
+/// `node` to the pod's node affinity, beside a template's own terms.
+fn prefer_node(spec: &mut PodSpec, node: &str) {
+    let preferred = spec
+        .affinity
+        .get_or_insert_with(Affinity::default)
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default)
+        .preferred_during_scheduling_ignored_during_execution
+        .get_or_insert_with(Vec::new);
+    preferred.push(PreferredSchedulingTerm {
+        weight: 100,
+        preference: NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: super::pod::HOSTNAME_LABEL.into(),
+                operator: "In".into(),
+                values: Some(vec![node.to_string()]),
+            }]),
+            ..Default::default()
+        },
+    });
+}
+
 /// The step Job's pod (template-merged and pinned already) as a bare pod of the Job's name; with
 /// `files`, the helper containers; with `aliases`, the services' names.
 pub fn step_pod(job: Job, files: Option<&FilesHelper>, aliases: Option<HostAlias>) -> Pod {
@@ -165,6 +193,9 @@ pub fn step_pod(job: Job, files: Option<&FilesHelper>, aliases: Option<HostAlias
                 secrets.push(s.clone());
             }
         }
+        if let Some(node) = &h.node {
+            prefer_node(&mut spec, node);
+        }
     }
     Pod {
         metadata: ObjectMeta {
@@ -182,7 +213,7 @@ pub fn step_pod(job: Job, files: Option<&FilesHelper>, aliases: Option<HostAlias
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::PodStatus;
 
     fn job_pod() -> Pod {
         Pod {
@@ -211,6 +242,7 @@ mod tests {
                 image_pull_secrets: Some(vec![LocalObjectReference {
                     name: "creds".into(),
                 }]),
+                node_name: Some("node-7".into()),
                 ..Default::default()
             }),
             status: Some(PodStatus {
@@ -261,6 +293,15 @@ mod tests {
         let alias = &spec.host_aliases.expect("aliases")[0];
         assert_eq!(alias.ip, "10.1.2.3");
         assert_eq!(alias.hostnames.as_deref(), Some(&["redis".to_string()][..]));
+        let preferred = spec
+            .affinity
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.preferred_during_scheduling_ignored_during_execution)
+            .expect("a preference");
+        assert!(
+            format!("{preferred:?}").contains("node-7"),
+            "the job pod's node"
+        );
         assert!(
             pod.metadata
                 .labels
