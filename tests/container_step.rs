@@ -287,17 +287,41 @@ async fn a_failing_step_pod_keeps_its_code_its_outputs_and_its_changes() {
     r.script_step("echo from-script > marker\n", json!({}))
         .await
         .assert_ok();
+    // 4 MiB in the workspace: it goes to the step's pod, but only what the step changed comes back.
+    r.script_step("head -c 4194304 /dev/zero > big.bin\n", json!({}))
+        .await
+        .assert_ok();
     let (out, local) = output_file(&r, "set_output_f1");
     let run = r
-        .hook(&step_input(
-            &r,
-            Some("failing-action:1"),
-            None,
-            Value::Null,
-            json!(["a b", "c"]),
-            json!({"GITHUB_OUTPUT": out}),
-        ))
+        .hook_with_env(
+            &step_input(
+                &r,
+                Some("failing-action:1"),
+                None,
+                Value::Null,
+                json!(["a b", "c"]),
+                json!({"GITHUB_OUTPUT": out}),
+            ),
+            &[("ARC_HOOK_LOG", "arc_hook::k8s::copy=debug")],
+        )
         .await;
+    let relayed: Vec<(String, u64)> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("relayed"))
+        .filter_map(|l| {
+            let from = l.split("from=\"").nth(1)?.split('"').next()?.to_string();
+            let bytes = l.split("bytes=").nth(1)?.trim().parse().ok()?;
+            Some((from, bytes))
+        })
+        .collect();
+    assert_eq!(relayed.len(), 2, "in and back:\n{}", run.stderr);
+    assert_eq!(relayed[0].0, POD, "in: from the job pod");
+    assert!(relayed[0].1 > 4 << 20, "the workspace went in: {relayed:?}");
+    assert!(
+        relayed[1].1 < 64 << 10,
+        "only the changes came back: {relayed:?}"
+    );
     assert_eq!(
         run.code, 3,
         "the action's own code\n{}{}",
