@@ -351,6 +351,61 @@ async fn a_failing_step_pod_keeps_its_code_its_outputs_and_its_changes() {
     r.cleanup().await.assert_ok();
 }
 
+/// A step killed for memory in its own pod is the infrastructure's failure, says what to raise,
+/// and the pod is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_step_pod_is_an_infrastructure_failure() {
+    let mut cfg = cfg_with(&[(
+        "hungry-action:1",
+        vec![
+            "sh",
+            "-c",
+            "echo x > /github/runner_temp/hungry-started; sleep 600",
+        ],
+    )]);
+    cfg.rbac = Some(arc_chart_novolume_role());
+    let mut r = Runner::start(cfg).await;
+    r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let input = step_input(
+        &r,
+        Some("hungry-action:1"),
+        None,
+        Value::Null,
+        json!([]),
+        json!({}),
+    );
+    let step = r.hook(&input);
+    let kill = async {
+        assert!(
+            r.wait_for_pod_file("hungry-started").await,
+            "the step started"
+        );
+        let pod = r
+            .pods_of(&r.name)
+            .await
+            .into_iter()
+            .find(|p| p != POD)
+            .expect("the step's pod");
+        r.sim
+            .oom_kill("default", &pod, "step")
+            .await
+            .expect("killed");
+    };
+    let (run, ()) = tokio::join!(step, kill);
+    assert_eq!(run.code, 137, "{}{}", run.stdout, run.stderr);
+    let last = run.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("arc-hook: infrastructure failure: the hook could not run the step or learn its result: the step's container was killed: OOMKilled (exit code 137; raise its memory limit in the worker-podspec template, `$step`)"),
+        "{}",
+        run.stdout
+    );
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
+}
+
 /// Claim mode under a Role with neither ephemeral containers nor Jobs: the same pod of its own,
 /// on the work claim (nothing copied).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
