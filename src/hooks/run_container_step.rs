@@ -1,6 +1,7 @@
 //! run_container_step: run a container action's image (or one built from its Dockerfile) as an ephemeral container in the job pod, else as its own Job, else (no-volume mode, or no Jobs granted) as a pod of its own.
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::HostAlias;
 
 use super::run_script_step::job_pod;
 use super::session::Session;
@@ -14,7 +15,7 @@ use crate::config::{Config, ContainerStepMode};
 use crate::k8s::rbac::Extra;
 use crate::objects::BuildContext;
 use crate::objects::names;
-use crate::objects::step_pod::FilesHelper;
+use crate::objects::step_pod::{FilesHelper, service_aliases};
 use crate::plan::{plan_container_step, plan_ephemeral_step, plan_step_pod, workspace_subpath};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 
@@ -97,28 +98,8 @@ pub async fn run_container_step(
         }
         Placement::Pod(why) => {
             note_fallback_once(config, "in pods of their own", &why);
-            let pods = kube.pods();
-            let job_pod = match prepared {
-                true => Some(
-                    crate::k8s::retry::with_retry(&format!("reading job pod {pod}"), || {
-                        pods.get(&pod)
-                    })
-                    .await
-                    .with_context(|| format!("cannot read the job pod {pod}"))?,
-                ),
-                false => None,
-            };
-            let aliases = job_pod
-                .as_ref()
-                .and_then(crate::objects::step_pod::service_aliases);
-            let helper = match (&job_pod, copy) {
-                (Some(p), true) => Some(
-                    FilesHelper::from_job_pod(p, config.prepare_timeout.as_secs()).context(
-                        "no-volume mode: the job pod has no job container to copy the step's files with",
-                    )?,
-                ),
-                _ => None,
-            };
+            let (helper, aliases) =
+                from_job_pod(kube, config, prepared.then_some(&pod), copy).await?;
             let plan = plan_step_pod(
                 &ctx,
                 args,
@@ -142,6 +123,32 @@ pub async fn run_container_step(
             run_as_pod(kube, config, &plan, files.as_ref(), granted, &cancel).await
         }
     }
+}
+
+/// What a step's own pod takes from the job pod (`None`: the job has none): in no-volume mode
+/// the helpers' image and user, and the services' names.
+async fn from_job_pod(
+    kube: &crate::k8s::Kube,
+    config: &Config,
+    job_pod: Option<&String>,
+    copy: bool,
+) -> anyhow::Result<(Option<FilesHelper>, Option<HostAlias>)> {
+    let Some(name) = job_pod else {
+        return Ok((None, None));
+    };
+    let pods = kube.pods();
+    let pod = crate::k8s::retry::with_retry(&format!("reading job pod {name}"), || pods.get(name))
+        .await
+        .with_context(|| format!("cannot read the job pod {name}"))?;
+    let helper = match copy {
+        true => Some(
+            FilesHelper::from_job_pod(&pod, config.prepare_timeout.as_secs()).context(
+                "no-volume mode: the job pod has no job container to copy the step's files with",
+            )?,
+        ),
+        false => None,
+    };
+    Ok((helper, service_aliases(&pod)))
 }
 
 /// The top-level entries of the work volume a step's mounts lie in (what its pod is sent).
