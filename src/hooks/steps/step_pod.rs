@@ -1,4 +1,4 @@
-//! A container step as a bare pod of its own (where the Role grants neither ephemeral containers nor Jobs): log streamed, exit code returned, the pod removed on every way out; in no-volume mode the step's files relayed from the job pod and its changes back.
+//! A container step as a bare pod of its own (where the job pod cannot take it and a Job will not do: no Jobs granted, or no-volume mode): log streamed, exit code returned, the pod removed on every way out; in no-volume mode the step's files relayed from the job pod and its changes back.
 //!
 //! No-volume mode, in order: the runner's `_temp` and new actions are pushed into the job pod
 //! (as before any step); the directories the step mounts are relayed from the job pod into the
@@ -81,6 +81,7 @@ async fn run_pod(
     if let Some(secret) = &plan.secret {
         create_once(&kube.secrets(), "secret", secret).await?;
     }
+    // Created first: its scheduling and image pulls overlap the push into the job pod.
     create_once(&kube.pods(), "pod", &plan.pod)
         .await
         .context("cannot create the step's pod")?;
