@@ -19,7 +19,8 @@ use crate::objects::step_pod::{FilesHelper, service_aliases};
 use crate::plan::{plan_container_step, plan_ephemeral_step, plan_step_pod, workspace_subpath};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 
-/// Marker under `_temp/_arc_hook/`: the fallback to Jobs was explained once this job.
+/// Marker under `_temp/_arc_hook/`: where container steps run outside the job pod (a Job or a pod
+/// of their own) was explained once this job (the file keeps its first name).
 const FALLBACK_NOTED: &str = "container-steps-as-jobs";
 
 pub async fn run_container_step(
