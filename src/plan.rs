@@ -272,3 +272,37 @@ pub fn plan_ephemeral_step(
         warnings,
     }))
 }
+
+/// A container step as a bare pod of its own.
+#[derive(Debug, Clone)]
+pub struct StepPodPlan {
+    pub secret: Option<Secret>,
+    pub pod: Pod,
+    pub warnings: Vec<String>,
+}
+
+/// Builds a container step's own pod: the step Job's pod ([`plan_container_step`], so the
+/// `$step` template and the claim-mode guards apply alike), with the no-volume helpers
+/// (`files`) and the services' names (`aliases`).
+#[allow(clippy::too_many_arguments)]
+pub fn plan_step_pod(
+    ctx: &BuildContext,
+    args: &RunContainerStepArgs,
+    image: &str,
+    workspace_subpath: &str,
+    template: Option<&Template>,
+    suffix: &str,
+    files: Option<&crate::objects::step_pod::FilesHelper>,
+    aliases: Option<k8s_openapi::api::core::v1::HostAlias>,
+) -> Result<StepPodPlan, PlanError> {
+    let ContainerStepPlan {
+        secret,
+        job,
+        warnings,
+    } = plan_container_step(ctx, args, image, workspace_subpath, template, suffix)?;
+    Ok(StepPodPlan {
+        secret,
+        pod: crate::objects::step_pod::step_pod(job, files, aliases),
+        warnings,
+    })
+}

@@ -276,6 +276,72 @@ async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
     r.sim.shutdown().await;
 }
 
+/// No-volume mode under ARC's novolume Role: a container step runs in a pod of its own; cancelled
+/// once it runs, the pod is deleted (its processes with it) before the runner would escalate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_step_pod_is_deleted() {
+    use std::time::Duration;
+    let mut cfg = sim_config();
+    cfg.rbac = Some(arc_hook::sim::arc_chart_novolume_role());
+    cfg.image_commands.insert(
+        "long-action:1".to_string(),
+        ["sh", "-c", "echo long action started; sleep 600"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let mut r = Runner::start(cfg).await;
+    r.env
+        .insert("ARC_HOOK_WORK_VOLUME".to_string(), "copy".to_string());
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let hook = spawn_hook(&r, &container_step(&r, Some("long-action:1"), None)).await;
+    let pods = r.pods().await;
+    let running = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == "step"))
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|st| st.running.is_some())
+    };
+    let mut step_pod = None;
+    for _ in 0..200 {
+        for name in r.pods_of(&r.name).await {
+            if name.contains("-step-") && pods.get(&name).await.is_ok_and(|p| running(&p)) {
+                step_pod = Some(name);
+            }
+        }
+        if step_pod.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let step_pod = step_pod.expect("the step's container never ran in its own pod");
+    let (code, stdout, stderr) = cancel_hook(hook).await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "arc-hook: cancelled: the runner sent SIGINT; deleted the step's pod {step_pod}, which stops it"
+        ),
+        "{stdout}{stderr}"
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if pods.get_opt(&step_pod).await.expect("get").is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the step's pod {step_pod} is gone");
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
 /// A Dockerfile action cancelled while its image builds: the builder pod is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_image_build_deletes_its_builder_pod() {

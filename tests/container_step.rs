@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use arc_hook::sim::{SimConfig, arc_chart_default_role};
+use arc_hook::sim::{SimConfig, arc_chart_default_role, arc_chart_novolume_role};
 use common::{HookRun, Runner, job_args, sim_config};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
@@ -224,24 +224,207 @@ async fn no_volume_steps_run_in_the_job_pod_and_their_outputs_come_back() {
     assert_action_ran(&run, &output);
 }
 
+/// The runner's pods other than the job pod, once deleted ones are gone (up to 10 s: the hook
+/// deletes with no grace and does not wait).
+async fn step_pods(r: &Runner) -> Vec<String> {
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = r
+            .pods_of(&r.name)
+            .await
+            .into_iter()
+            .filter(|p| p != POD)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    left
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_volume_without_the_permission_fails_with_the_fix() {
+async fn no_volume_under_arcs_role_runs_the_step_in_a_pod_of_its_own() {
     let mut cfg = action_cfg();
-    cfg.rbac = Some(arc_chart_default_role());
+    cfg.rbac = Some(arc_chart_novolume_role());
+    let mut r = Runner::start(cfg).await;
+    r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    // The workspace as prepare_job sends it to the job pod; the step's pod gets it from there.
+    std::fs::write(r.runner_path("repo/repo/marker"), "in-workspace\n").expect("marker");
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (run, output) = run_action(&r).await;
+    assert_action_ran(&run, &output);
+    assert!(
+        run.stdout.contains("arc-hook: container steps run in pods of their own on this runner: the runner's Role does not grant patch on pods/ephemeralcontainers"),
+        "{}",
+        run.stdout
+    );
+    assert!(ephemeral_names(&r).await.is_empty());
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
+}
+
+/// An action that prints its arguments, writes an output and a file in the workspace, and exits 3.
+const FAILING_ACTION: &str = "printf 'arg=[%s]\\n' \"$@\"; cat /github/workspace/marker; echo made-by-action > /github/workspace/from-action; echo done=yes >> \"$GITHUB_OUTPUT\"; exit 3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_pod_keeps_its_code_its_outputs_and_its_changes() {
+    let mut cfg = cfg_with(&[(
+        "failing-action:1",
+        vec!["sh", "-c", FAILING_ACTION, "failing-action"],
+    )]);
+    cfg.rbac = Some(arc_chart_novolume_role());
+    let mut r = Runner::start(cfg).await;
+    r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    std::fs::write(r.runner_path("repo/repo/marker"), "in-workspace\n").expect("marker");
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    // A script step first: what it writes in the job pod is what the action sees.
+    r.script_step("echo from-script > marker\n", json!({}))
+        .await
+        .assert_ok();
+    // 4 MiB in the workspace: it goes to the step's pod, but only what the step changed comes back.
+    r.script_step("head -c 4194304 /dev/zero > big.bin\n", json!({}))
+        .await
+        .assert_ok();
+    let (out, local) = output_file(&r, "set_output_f1");
+    let run = r
+        .hook_with_env(
+            &step_input(
+                &r,
+                Some("failing-action:1"),
+                None,
+                Value::Null,
+                json!(["a b", "c"]),
+                json!({"GITHUB_OUTPUT": out}),
+            ),
+            &[("ARC_HOOK_LOG", "arc_hook::k8s::copy=debug")],
+        )
+        .await;
+    let relayed: Vec<(String, u64)> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("relayed"))
+        .filter_map(|l| {
+            let from = l.split("from=\"").nth(1)?.split('"').next()?.to_string();
+            let bytes = l.split("bytes=").nth(1)?.trim().parse().ok()?;
+            Some((from, bytes))
+        })
+        .collect();
+    assert_eq!(relayed.len(), 2, "in and back:\n{}", run.stderr);
+    assert_eq!(relayed[0].0, POD, "in: from the job pod");
+    assert!(relayed[0].1 > 4 << 20, "the workspace went in: {relayed:?}");
+    assert!(
+        relayed[1].1 < 64 << 10,
+        "only the changes came back: {relayed:?}"
+    );
+    assert_eq!(
+        run.code, 3,
+        "the action's own code\n{}{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("arg=[a b]\narg=[c]\nfrom-script"),
+        "the image's entrypoint with the step's arguments, on the job pod's workspace:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("the step's own command exited with code 3"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(&local).expect("output"),
+        "done=yes\n",
+        "a failed step's outputs still come back"
+    );
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
+    // What the action wrote in the workspace is in the job pod for the next step.
+    let next = r.script_step("cat from-action\n", json!({})).await;
+    next.assert_ok();
+    assert!(next.stdout.contains("made-by-action"), "{}", next.stdout);
+    r.cleanup().await.assert_ok();
+}
+
+/// A step killed for memory in its own pod is the infrastructure's failure, says what to raise,
+/// and the pod is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_step_pod_is_an_infrastructure_failure() {
+    let mut cfg = cfg_with(&[(
+        "hungry-action:1",
+        vec![
+            "sh",
+            "-c",
+            "echo x > /github/runner_temp/hungry-started; sleep 600",
+        ],
+    )]);
+    cfg.rbac = Some(arc_chart_novolume_role());
     let mut r = Runner::start(cfg).await;
     r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
     r.prepare(job_args("ubuntu:24.04", json!([])))
         .await
         .0
         .assert_ok();
-    let (run, _) = run_action(&r).await;
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("no-volume mode: this container step cannot run in the job pod (the runner's Role does not grant patch on pods/ephemeralcontainers)")
-            && run.stderr.contains("grant patch on pods/ephemeralcontainers"),
-        "{}",
-        run.stderr
+    let input = step_input(
+        &r,
+        Some("hungry-action:1"),
+        None,
+        Value::Null,
+        json!([]),
+        json!({}),
     );
+    let step = r.hook(&input);
+    let kill = async {
+        assert!(
+            r.wait_for_pod_file("hungry-started").await,
+            "the step started"
+        );
+        let pod = r
+            .pods_of(&r.name)
+            .await
+            .into_iter()
+            .find(|p| p != POD)
+            .expect("the step's pod");
+        r.sim
+            .oom_kill("default", &pod, "step")
+            .await
+            .expect("killed");
+    };
+    let (run, ()) = tokio::join!(step, kill);
+    assert_eq!(run.code, 137, "{}{}", run.stdout, run.stderr);
+    let last = run.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("arc-hook: infrastructure failure: the hook could not run the step or learn its result: the step's container was killed: OOMKilled (exit code 137; raise its memory limit in the worker-podspec template, `$step`)"),
+        "{}",
+        run.stdout
+    );
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
+}
+
+/// Claim mode under a Role with neither ephemeral containers nor Jobs: the same pod of its own,
+/// on the work claim (nothing copied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_mode_without_ephemeral_containers_or_jobs_runs_the_step_in_a_pod() {
+    let mut cfg = action_cfg();
+    cfg.rbac = Some(arc_chart_novolume_role());
+    let mut r = Runner::start(cfg).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    let (run, output) = run_action(&r).await;
+    assert_action_ran(&run, &output);
+    assert!(
+        run.stdout.contains("container steps run in pods of their own on this runner: the runner's Role does not grant patch on pods/ephemeralcontainers, nor create on batch jobs"),
+        "{}",
+        run.stdout
+    );
+    assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
 }
 
 const BUILDER: &str = "mirror.internal/kaniko/executor:v1";
@@ -791,20 +974,35 @@ async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
     assert_eq!(r.pods_of(&r.name).await, vec![POD.to_string()]);
 }
 
+/// The three ways a container step runs, as the runner's Role and volume mode choose them.
+const STEP_PLACES: [&str; 3] = ["ephemeral", "job", "own pod"];
+
+/// A runner whose container steps run as `place` says ([`STEP_PLACES`]).
+async fn runner_for(mut cfg: SimConfig, place: &str) -> Runner {
+    cfg.rbac = match place {
+        "ephemeral" => None,
+        "job" => Some(arc_chart_default_role()),
+        _ => Some(arc_chart_novolume_role()),
+    };
+    let mut r = Runner::start(cfg).await;
+    if place == "own pod" {
+        r.env.insert("ARC_HOOK_WORK_VOLUME".into(), "copy".into());
+    }
+    r
+}
+
 /// A container step whose log stream breaks three times (as through a restarting proxy) and
 /// whose API server restarts once still shows every line once and in order, and its own exit
-/// code; the command ran once. Both ways a container step runs: an ephemeral container and a Job.
+/// code; the command ran once. Every way a container step runs: an ephemeral container, a Job, a
+/// pod of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_steps_log_survives_cut_streams() {
     let script = "echo ran >> /github/runner_temp/ran-count; for i in $(seq 1 40); do echo \"line $i of the step\"; sleep 0.1; done; exit 5";
-    for as_job in [false, true] {
+    for place in STEP_PLACES {
         let mut cfg = cfg_with(&[("chatty:1", vec!["sh", "-c", script])]);
-        if as_job {
-            cfg.rbac = Some(arc_chart_default_role());
-        }
         cfg.faults.log_drop_after_bytes = Some(150);
         cfg.faults.log_drops_left = Some(3);
-        let mut r = Runner::start(cfg).await;
+        let mut r = runner_for(cfg, place).await;
         r.prepare(job_args("ubuntu:24.04", json!([])))
             .await
             .0
@@ -827,7 +1025,7 @@ async fn a_container_steps_log_survives_cut_streams() {
         let (run, ()) = tokio::join!(step, restart);
         assert_eq!(
             run.code, 5,
-            "as_job={as_job}: the step's code\n{}",
+            "place={place}: the step's code\n{}",
             run.stderr
         );
         let lines: Vec<&str> = run
@@ -836,16 +1034,16 @@ async fn a_container_steps_log_survives_cut_streams() {
             .filter(|l| l.starts_with("line "))
             .collect();
         let want: Vec<String> = (1..=40).map(|i| format!("line {i} of the step")).collect();
-        assert_eq!(lines, want, "as_job={as_job}: every line once, in order");
+        assert_eq!(lines, want, "place={place}: every line once, in order");
         assert_eq!(
             r.sim.faults().injected().log_cuts,
             3,
-            "as_job={as_job}: the cuts happened"
+            "place={place}: the cuts happened"
         );
         assert_eq!(
             std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran"),
             "ran\n",
-            "as_job={as_job}: the command ran once"
+            "place={place}: the command ran once"
         );
     }
 }
@@ -856,13 +1054,10 @@ async fn a_container_steps_log_survives_cut_streams() {
 async fn a_silent_container_step_outlives_an_idle_timeout() {
     let script =
         "echo ran >> /github/runner_temp/ran-count; echo before; sleep 4; echo after; exit 7";
-    for as_job in [false, true] {
+    for place in STEP_PLACES {
         let mut cfg = cfg_with(&[("silent:1", vec!["sh", "-c", script])]);
-        if as_job {
-            cfg.rbac = Some(arc_chart_default_role());
-        }
         cfg.faults.exec_idle_timeout = Some(Duration::from_secs(2));
-        let mut r = Runner::start(cfg).await;
+        let mut r = runner_for(cfg, place).await;
         r.prepare(job_args("ubuntu:24.04", json!([])))
             .await
             .0
@@ -878,10 +1073,10 @@ async fn a_silent_container_step_outlives_an_idle_timeout() {
         let run = r
             .hook_with_env(&input, &[("ARC_HOOK_LOG", "arc_hook=debug")])
             .await;
-        assert_eq!(run.code, 7, "as_job={as_job}\n{}", run.stderr);
+        assert_eq!(run.code, 7, "place={place}\n{}", run.stderr);
         assert!(
             run.stderr.contains("log stream broke; resuming"),
-            "as_job={as_job}: the idle timeout cut the log: {}",
+            "place={place}: the idle timeout cut the log: {}",
             run.stderr
         );
         let lines: Vec<&str> = run
@@ -889,16 +1084,11 @@ async fn a_silent_container_step_outlives_an_idle_timeout() {
             .lines()
             .filter(|l| *l == "before" || *l == "after")
             .collect();
-        assert_eq!(
-            lines,
-            ["before", "after"],
-            "as_job={as_job}: {}",
-            run.stdout
-        );
+        assert_eq!(lines, ["before", "after"], "place={place}: {}", run.stdout);
         assert_eq!(
             std::fs::read_to_string(r.runner_path("_temp/ran-count")).expect("ran"),
             "ran\n",
-            "as_job={as_job}: the command ran once"
+            "place={place}: the command ran once"
         );
     }
 }

@@ -306,3 +306,34 @@ fn hostile_links_never_make_the_runner_read_outside_what_it_should() {
         }
     }
 }
+
+/// Issue 32: the held-out style job in no-volume mode under ARC's `kubernetes-novolume` Role
+/// (`sim.json`: no Jobs, no `pods/ephemeralcontainers`): script steps around a Docker action with
+/// arguments whose file commands and workspace changes a later step reads.
+#[test]
+fn a_docker_action_runs_in_its_own_pod_under_arcs_novolume_role() {
+    let (code, out, err) = replay("docker-action-no-volume");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("container steps run in pods of their own on this runner"),
+        "{out}"
+    );
+    assert!(
+        out.contains("greeter: hello, Mona Lisa (loud)"),
+        "the image's own entrypoint, runs.args decoded as Docker mode does:\n{out}"
+    );
+    assert!(
+        out.contains("greeter read: built by step 2"),
+        "the job pod's workspace reached the action:\n{out}"
+    );
+    assert!(
+        out.contains("GITHUB_OUTPUT: greeting=hello Mona Lisa"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hello, Mona Lisa, from the action"),
+        "what the action wrote reached the next step:\n{out}"
+    );
+    assert!(out.contains("consumed GREETED=hello Mona Lisa"), "{out}");
+    assert!(out.contains("cleanup_job exited 0"), "{out}");
+}

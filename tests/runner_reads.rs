@@ -228,8 +228,19 @@ fn container_step(r: &Runner, image: &str, env: Value) -> Value {
     })
 }
 
-async fn container_step_plants_links(mode: &str) {
+/// Where a hostile container step runs: the hook's env, the Role, and the refusal expected.
+struct Placement {
+    env: &'static [(&'static str, &'static str)],
+    rbac: Option<Vec<arc_hook::sim::PolicyRule>>,
+    /// What the step's failure says, every part.
+    refusal: &'static [&'static str],
+}
+
+const CLAIM_REFUSAL: &[&str] = &["set_output_c is a symbolic link, not a regular file"];
+
+async fn container_step_plants_links(place: Placement) {
     let mut cfg = sim_config();
+    cfg.rbac = place.rbac;
     let home = tempfile::tempdir().expect("secret's home");
     let secret = home.path().join(".credentials");
     std::fs::write(&secret, b"runner-token-123").expect("secret");
@@ -244,8 +255,9 @@ async fn container_step_plants_links(mode: &str) {
         vec!["sh".to_string(), "-c".to_string(), entry],
     )]);
     let mut r = Runner::start(cfg).await;
-    r.env
-        .insert("ARC_HOOK_CONTAINER_STEPS".to_string(), mode.to_string());
+    for (k, v) in place.env {
+        r.env.insert(k.to_string(), v.to_string());
+    }
     r.prepare(job_args("ubuntu:24.04", json!([])))
         .await
         .0
@@ -268,12 +280,9 @@ async fn container_step_plants_links(mode: &str) {
     assert_eq!(std::fs::read(&secret).expect("secret"), b"runner-token-123");
     // The step's own link is refused by name and fails the step.
     assert_ne!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("set_output_c is a symbolic link, not a regular file"),
-        "{}",
-        run.stderr
-    );
+    for needle in place.refusal {
+        assert!(run.stderr.contains(needle), "{needle:?} in\n{}", run.stderr);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +290,12 @@ async fn a_container_step_in_the_job_pod_cannot_make_the_runner_read_a_link() {
     if !isolation_or_skip() {
         return;
     }
-    container_step_plants_links("auto").await;
+    container_step_plants_links(Placement {
+        env: &[],
+        rbac: None,
+        refusal: CLAIM_REFUSAL,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +303,46 @@ async fn a_container_step_job_cannot_make_the_runner_read_a_link() {
     if !isolation_or_skip() {
         return;
     }
-    container_step_plants_links("job").await;
+    container_step_plants_links(Placement {
+        env: &[("ARC_HOOK_CONTAINER_STEPS", "job")],
+        rbac: None,
+        refusal: CLAIM_REFUSAL,
+    })
+    .await;
+}
+
+/// Issue 32: claim mode where the Role grants neither ephemeral containers nor Jobs: the step's
+/// own pod has the same guarding mounts as a step Job's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_step_pod_cannot_make_the_runner_read_a_link() {
+    if !isolation_or_skip() {
+        return;
+    }
+    container_step_plants_links(Placement {
+        env: &[],
+        rbac: Some(arc_hook::sim::arc_chart_novolume_role()),
+        refusal: CLAIM_REFUSAL,
+    })
+    .await;
+}
+
+/// Issue 32: no-volume mode under ARC's novolume Role: the links come back to the job pod with
+/// the step's changes, and the pull to the runner refuses them as after any other step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_volume_container_step_pod_cannot_make_the_runner_read_a_link() {
+    if !isolation_or_skip() {
+        return;
+    }
+    container_step_plants_links(Placement {
+        env: &[("ARC_HOOK_WORK_VOLUME", "copy")],
+        rbac: Some(arc_hook::sim::arc_chart_novolume_role()),
+        // Either link may be met first: both are the runner's file commands.
+        refusal: &[
+            "refusing archive entry \"_runner_file_commands/set_",
+            "_c\": it would replace a file on the runner with a symbolic link",
+        ],
+    })
+    .await;
 }
 
 /// Issue 25.5 (claim mode): a job container running as another user than the runner writes

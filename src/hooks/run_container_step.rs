@@ -1,22 +1,26 @@
-//! run_container_step: run a container action's image (or one built from its Dockerfile) as an ephemeral container in the job pod, else as its own Job.
+//! run_container_step: run a container action's image (or one built from its Dockerfile) as an ephemeral container in the job pod, else as its own Job, else (no-volume mode, or no Jobs granted) as a pod of its own.
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::HostAlias;
 
 use super::run_script_step::job_pod;
 use super::session::Session;
 use super::shared_work::SharedDir;
 use super::steps::cancel::Cancel;
 use super::steps::ephemeral::{Outcome, run_in_job_pod};
+use super::steps::step_pod::{StepFiles, mounted_roots, run_as_pod};
 use super::steps::workspace::{self, RunnerDirs};
 use super::{HookResult, log_line};
 use crate::config::{Config, ContainerStepMode};
 use crate::k8s::rbac::Extra;
 use crate::objects::BuildContext;
 use crate::objects::names;
-use crate::plan::{plan_container_step, plan_ephemeral_step, workspace_subpath};
+use crate::objects::step_pod::{FilesHelper, service_aliases};
+use crate::plan::{plan_container_step, plan_ephemeral_step, plan_step_pod, workspace_subpath};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 
-/// Marker under `_temp/_arc_hook/`: the fallback to Jobs was explained once this job.
+/// Marker under `_temp/_arc_hook/`: where container steps run outside the job pod (a Job or a pod
+/// of their own) was explained once this job (the file keeps its first name).
 const FALLBACK_NOTED: &str = "container-steps-as-jobs";
 
 pub async fn run_container_step(
@@ -47,11 +51,13 @@ pub async fn run_container_step(
         .state
         .as_ref()
         .is_some_and(|s| !s.job_pod.is_empty());
+    let can_jobs = granted.has(Extra::BatchJobs);
     let mut place = placement(
         prepared,
         config.container_steps,
         granted.has(Extra::EphemeralContainers),
         copy,
+        can_jobs,
     );
     if place == Placement::JobPod {
         let refused = match plan_ephemeral_step(&ctx, args, &image, &ws, template, &suffix)? {
@@ -79,19 +85,87 @@ pub async fn run_container_step(
                 }
             }
         };
-        place = fallback(refused, prepared, copy);
+        place = fallback(refused, prepared, copy, can_jobs);
     }
     match place {
         Placement::Refused(why) => bail!(why),
         // `fallback` never answers JobPod.
         Placement::JobPod => bail!("internal error: the container step was placed nowhere"),
         Placement::Job(why) => {
-            note_fallback_once(config, &why);
+            note_fallback_once(config, "as separate Jobs", &why);
             let plan = plan_container_step(&ctx, args, &image, &ws, template, &suffix)?;
             warn_all(&plan.warnings);
             super::steps::job::run_as_job(kube, config, &plan, granted, &cancel).await
         }
+        Placement::Pod(why) => {
+            note_fallback_once(config, "in pods of their own", &why);
+            let (helper, aliases) =
+                from_job_pod(kube, config, prepared.then_some(&pod), copy).await?;
+            let plan = plan_step_pod(
+                &ctx,
+                args,
+                &image,
+                &ws,
+                template,
+                &suffix,
+                helper.as_ref(),
+                aliases,
+            )?;
+            warn_all(&plan.warnings);
+            let dirs = copy.then(|| RunnerDirs::from_config(config)).transpose()?;
+            let files = match &dirs {
+                Some(dirs) => Some(StepFiles {
+                    job_pod: &pod,
+                    dirs,
+                    roots: step_roots(args, &ws)?,
+                }),
+                None => None,
+            };
+            run_as_pod(kube, config, &plan, files.as_ref(), granted, &cancel).await
+        }
     }
+}
+
+/// What a step's own pod takes from the job pod (`None`: the job has none): in no-volume mode
+/// the helpers' image and user, and the services' names.
+async fn from_job_pod(
+    kube: &crate::k8s::Kube,
+    config: &Config,
+    job_pod: Option<&String>,
+    copy: bool,
+) -> anyhow::Result<(Option<FilesHelper>, Option<HostAlias>)> {
+    let Some(name) = job_pod else {
+        return Ok((None, None));
+    };
+    let pods = kube.pods();
+    let pod = crate::k8s::retry::with_retry(&format!("reading job pod {name}"), || pods.get(name))
+        .await
+        .with_context(|| format!("cannot read the job pod {name}"))?;
+    let helper = match copy {
+        true => Some(
+            FilesHelper::from_job_pod(&pod, config.prepare_timeout.as_secs()).context(
+                "no-volume mode: the job pod has no job container to copy the step's files with",
+            )?,
+        ),
+        false => None,
+    };
+    Ok((helper, service_aliases(&pod)))
+}
+
+/// The top-level entries of the work volume a step's mounts lie in (what its pod is sent).
+fn step_roots(args: &RunContainerStepArgs, ws: &str) -> anyhow::Result<Vec<String>> {
+    let mounts = crate::objects::job::step_system_mounts(&args.system_mount_volumes, ws)?;
+    let user = args
+        .user_mount_volumes
+        .iter()
+        .filter_map(|m| m.source_volume_path.as_deref())
+        .filter_map(crate::objects::pod::work_subpath)
+        .collect::<Vec<_>>();
+    let subs = mounts
+        .iter()
+        .map(|m| m.sub_path.as_str())
+        .chain(user.iter().map(String::as_str));
+    Ok(mounted_roots(subs))
 }
 
 /// The step names an image, or a Dockerfile and the runner can build images.
@@ -144,6 +218,8 @@ pub enum Placement {
     JobPod,
     /// As its own batch Job, and why not in the job pod.
     Job(String),
+    /// As a bare pod of its own (its files relayed in no-volume mode), and why.
+    Pod(String),
     /// Nowhere: the message for the job log.
     Refused(String),
 }
@@ -155,6 +231,7 @@ pub fn placement(
     mode: ContainerStepMode,
     can_ephemeral: bool,
     copy: bool,
+    can_jobs: bool,
 ) -> Placement {
     let why = match (prepared, mode, can_ephemeral) {
         (false, _, _) => "the job has no workflow pod (no container or services)",
@@ -164,25 +241,25 @@ pub fn placement(
         }
         (true, ContainerStepMode::Auto, true) => return Placement::JobPod,
     };
-    fallback(why.to_string(), prepared, copy)
+    fallback(why.to_string(), prepared, copy, can_jobs)
 }
 
-/// Where the step goes when the job pod is not an option (`why`): its own Job, except in
-/// no-volume mode, where a separate pod would not see the job's files.
-pub fn fallback(why: String, prepared: bool, copy: bool) -> Placement {
-    match (copy, prepared) {
-        (false, _) => Placement::Job(why),
-        (true, false) => Placement::Refused(
+/// Where the step goes when the job pod is not an option (`why`): its own Job where the Role
+/// grants Jobs, else a pod of its own; in no-volume mode always a pod of its own, which the
+/// job's files are relayed into from the job pod (so a job without one is refused).
+pub fn fallback(why: String, prepared: bool, copy: bool, can_jobs: bool) -> Placement {
+    match (copy, prepared, can_jobs) {
+        (false, _, true) => Placement::Job(why),
+        (false, _, false) => Placement::Pod(format!("{why}, nor create on batch jobs")),
+        (true, false, _) => Placement::Refused(
             "no-volume mode: this container step belongs to a job without `container:` or services, so no pod holds the job's files for it; add `container:` to the job (any image with sh and tar) or use ARC_HOOK_WORK_VOLUME=claim".into(),
         ),
-        (true, true) => Placement::Refused(format!(
-            "no-volume mode: this container step cannot run in the job pod ({why}), and a separate pod would not see the job's files; grant patch on pods/ephemeralcontainers in the runner's Role (deploy/rbac/role.yaml) or use ARC_HOOK_WORK_VOLUME=claim"
-        )),
+        (true, true, _) => Placement::Pod(why),
     }
 }
 
-/// Says once per job (not once per step) why container steps run as Jobs.
-fn note_fallback_once(config: &Config, why: &str) {
+/// Says once per job (not once per step) where container steps run (`how`) and why.
+fn note_fallback_once(config: &Config, how: &str, why: &str) {
     // The marker lives in the job-shared `_temp/_arc_hook`: opened without following links.
     let dir = config.runner_temp.as_deref().and_then(|t| {
         SharedDir::open(t)
@@ -192,11 +269,11 @@ fn note_fallback_once(config: &Config, why: &str) {
     if let Some(d) = &dir
         && d.kind(FALLBACK_NOTED).ok().flatten().is_some()
     {
-        tracing::debug!(%why, "container step as a Job");
+        tracing::debug!(%why, how, "container step outside the job pod");
         return;
     }
     log_line(&format!(
-        "arc-hook: container steps run as separate Jobs on this runner: {why}"
+        "arc-hook: container steps run {how} on this runner: {why}"
     ));
     if let Some(d) = dir {
         let _ = d.create_file(FALLBACK_NOTED, 0o644, why.as_bytes());
@@ -210,8 +287,11 @@ mod tests {
 
     #[test]
     fn the_job_pod_first_where_it_exists_is_allowed_and_granted() {
-        assert_eq!(placement(true, Auto, true, false), Placement::JobPod);
-        assert_eq!(placement(true, Auto, true, true), Placement::JobPod);
+        for copy in [false, true] {
+            for jobs in [false, true] {
+                assert_eq!(placement(true, Auto, true, copy, jobs), Placement::JobPod);
+            }
+        }
     }
 
     #[test]
@@ -220,31 +300,53 @@ mod tests {
             Placement::Job(why) => why,
             other => panic!("expected a Job, got {other:?}"),
         };
-        assert!(job(placement(false, Auto, true, false)).contains("no workflow pod"));
+        assert!(job(placement(false, Auto, true, false, true)).contains("no workflow pod"));
         assert_eq!(
-            job(placement(true, Job, true, false)),
+            job(placement(true, Job, true, false, true)),
             "ARC_HOOK_CONTAINER_STEPS=job"
         );
-        assert!(job(placement(true, Auto, false, false)).contains("pods/ephemeralcontainers"));
-        assert_eq!(job(fallback("too big".into(), true, false)), "too big");
+        assert!(
+            job(placement(true, Auto, false, false, true)).contains("pods/ephemeralcontainers")
+        );
+        assert_eq!(
+            job(fallback("too big".into(), true, false, true)),
+            "too big"
+        );
     }
 
     #[test]
-    fn never_a_separate_pod_in_no_volume_mode() {
-        for p in [
-            placement(false, Auto, true, true),
-            placement(true, Job, true, true),
-            placement(true, Auto, false, true),
-            fallback("refused".into(), true, true),
-        ] {
-            let Placement::Refused(msg) = p else {
-                panic!("no-volume mode must refuse, got {p:?}");
+    fn a_pod_of_its_own_where_no_jobs_are_granted_or_in_no_volume_mode() {
+        let pod = |p: Placement| match p {
+            Placement::Pod(why) => why,
+            other => panic!("expected a pod, got {other:?}"),
+        };
+        assert_eq!(
+            pod(placement(true, Auto, false, false, false)),
+            "the runner's Role does not grant patch on pods/ephemeralcontainers, nor create on batch jobs"
+        );
+        assert!(pod(placement(false, Auto, true, false, false)).contains("no workflow pod"));
+        for jobs in [false, true] {
+            assert!(
+                pod(placement(true, Auto, false, true, jobs)).contains("pods/ephemeralcontainers")
+            );
+            assert_eq!(
+                pod(placement(true, Job, true, true, jobs)),
+                "ARC_HOOK_CONTAINER_STEPS=job"
+            );
+            assert_eq!(
+                pod(fallback("the API said 422".into(), true, true, jobs)),
+                "the API said 422"
+            );
+        }
+    }
+
+    #[test]
+    fn no_volume_mode_without_a_job_pod_refuses() {
+        for jobs in [false, true] {
+            let Placement::Refused(msg) = placement(false, Auto, true, true, jobs) else {
+                panic!("no pod holds the job's files");
             };
             assert!(msg.starts_with("no-volume mode: "), "{msg}");
         }
-        let Placement::Refused(msg) = fallback("the API said 422".into(), true, true) else {
-            unreachable!()
-        };
-        assert!(msg.contains("(the API said 422)"), "{msg}");
     }
 }

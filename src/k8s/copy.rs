@@ -1,10 +1,11 @@
-//! Streaming tar copies between the runner and a pod over exec: no temporary archive, no per-file round trips, and an unpacker that refuses entries escaping its target.
+//! Streaming tar copies between the runner and a pod (or between two pods) over exec: no temporary archive, no per-file round trips, and an unpacker that refuses entries escaping its target.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -928,6 +929,109 @@ pub async fn pull(
         "pulled"
     );
     Ok((stats, record))
+}
+
+/// Streams what `archive` writes in one container into `extract` in another, through this
+/// process and never its disk: a copy between two of the job's pods, which the runner side
+/// never unpacks (what reaches the runner comes through [`pull`] and its checks). An empty
+/// stream (nothing to send) starts no extract. Returns the bytes relayed.
+pub async fn relay(
+    kube: &Kube,
+    from: ExecTarget<'_>,
+    archive: &[String],
+    to: ExecTarget<'_>,
+    extract: &[String],
+) -> Result<u64, CopyError> {
+    use tokio::io::AsyncReadExt;
+    let (writer, mut reader) = tokio::io::duplex(PIPE_BUF);
+    let mut from_err = Vec::new();
+    let mut to_err = Vec::new();
+    let source = exec(
+        kube,
+        from,
+        archive,
+        None::<tokio::io::Empty>,
+        writer,
+        &mut from_err,
+    );
+    let sink = async {
+        let mut first = [0u8; 1];
+        let n = reader
+            .read(&mut first)
+            .await
+            .map_err(io_err("reading the relayed archive"))?;
+        if n == 0 {
+            return Ok::<_, CopyError>(None);
+        }
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let input = AsyncReadExt::chain(
+            std::io::Cursor::new(first[..n].to_vec()),
+            Counted {
+                inner: reader,
+                count: counted.clone(),
+            },
+        );
+        let code = exec(
+            kube,
+            to,
+            extract,
+            Some(input),
+            tokio::io::sink(),
+            &mut to_err,
+        )
+        .await;
+        Ok(Some((
+            code,
+            counted.load(std::sync::atomic::Ordering::Relaxed),
+        )))
+    };
+    let (sent, received) = tokio::join!(source, sink);
+    // The receiving end's failure explains a broken stream better than the sender's.
+    let bytes = match received? {
+        None => 0,
+        Some((code, bytes)) => {
+            let code = code?;
+            if code != 0 {
+                return Err(CopyError::Tar {
+                    pod: to.pod.into(),
+                    code,
+                    stderr: String::from_utf8_lossy(&to_err).trim().to_string(),
+                });
+            }
+            bytes
+        }
+    };
+    let code = sent?;
+    if code != 0 {
+        return Err(CopyError::Tar {
+            pod: from.pod.into(),
+            code,
+            stderr: String::from_utf8_lossy(&from_err).trim().to_string(),
+        });
+    }
+    tracing::debug!(from = from.pod, to = to.pod, bytes, "relayed");
+    Ok(bytes)
+}
+
+/// A reader that counts what passes through it.
+struct Counted<R> {
+    inner: R,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.count
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        polled
+    }
 }
 
 /// Combines the local end of a copy with tar's exit in the pod. A local failure explains a

@@ -381,6 +381,48 @@ pub async fn wait_running_observed(
     opts: WaitOptions,
     seen: &mut Milestones,
 ) -> Result<Pod, PodFailure> {
+    wait_until(kube, name, opts, seen, &|_| false).await
+}
+
+/// Waits until init container `container` of pod `name` runs, failing as [`wait_running`] does
+/// (also when the init container ended, or the pod got past it: it ran without the hook).
+pub async fn wait_init_running(
+    kube: &Kube,
+    name: &str,
+    container: &str,
+    opts: WaitOptions,
+) -> Result<Pod, PodFailure> {
+    let started = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|st| st.running.is_some())
+    };
+    let opts = WaitOptions {
+        accept_finished: false,
+        ..opts
+    };
+    let pod = wait_until(kube, name, opts, &mut Milestones::default(), &started).await?;
+    if started(&pod) {
+        Ok(pod)
+    } else {
+        Err(PodFailure {
+            summary: format!("pod {name} got past its init container {container} on its own"),
+            events: Vec::new(),
+        })
+    }
+}
+
+/// The wait behind both: returns once `done` holds or the pod runs.
+async fn wait_until(
+    kube: &Kube,
+    name: &str,
+    opts: WaitOptions,
+    seen: &mut Milestones,
+    done: &dyn Fn(&Pod) -> bool,
+) -> Result<Pod, PodFailure> {
     let deadline = Instant::now() + opts.timeout;
     let mut unschedulable_since: Option<Instant> = None;
     let mut next_notice: Option<Instant> = None;
@@ -406,7 +448,7 @@ pub async fn wait_running_observed(
         if seen.scheduled.is_none() && is_scheduled(&current) {
             seen.scheduled = Some(Instant::now());
         }
-        if opts.accept_finished && has_run(&current) {
+        if done(&current) || opts.accept_finished && has_run(&current) {
             return Ok(current);
         }
         match classify(&current) {

@@ -10,6 +10,7 @@ pub mod pod;
 pub mod ports;
 pub mod secret;
 pub mod slot_lock;
+pub mod step_pod;
 
 use std::collections::BTreeMap;
 

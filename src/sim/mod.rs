@@ -163,6 +163,15 @@ pub fn arc_chart_default_role() -> Vec<PolicyRule> {
     ]
 }
 
+/// The Role the chart gives a runner in `kubernetes-novolume` mode: the same without Jobs
+/// (`charts/gha-runner-scale-set/templates/kube_mode_role.yaml`).
+pub fn arc_chart_novolume_role() -> Vec<PolicyRule> {
+    arc_chart_default_role()
+        .into_iter()
+        .filter(|r| !r.allows("batch", "jobs", "create"))
+        .collect()
+}
+
 /// Failures of the simulator's own operations (API errors go to clients as `Status` objects).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {

@@ -20,6 +20,10 @@ pub struct SimSettings {
     /// Restrict the simulated service account to ARC's default Role.
     #[serde(default)]
     pub arc_default_role: bool,
+    /// Restrict it to ARC's Role for `kubernetes-novolume` mode (the default one without Jobs);
+    /// wins over `arcDefaultRole`.
+    #[serde(default)]
+    pub arc_novolume_role: bool,
     /// The simulated node's allocatable resources by name (`{"cpu": "8"}`); others keep their defaults.
     #[serde(default)]
     pub node_allocatable: BTreeMap<String, String>,
@@ -124,6 +128,9 @@ impl SimSettings {
             .extend(self.unpullable_images.iter().cloned());
         if self.arc_default_role {
             cfg.rbac = Some(arc_chart_default_role());
+        }
+        if self.arc_novolume_role {
+            cfg.rbac = Some(super::arc_chart_novolume_role());
         }
         cfg.node_allocatable.extend(self.node_allocatable.clone());
         cfg.ipv6_only |= self.ipv6_only;

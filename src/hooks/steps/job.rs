@@ -86,16 +86,23 @@ async fn run_job(
         granted.has(Extra::WatchPods),
     )
     .await?;
-    let hint = "raise its memory limit in the worker-podspec template, `$step`";
-    if let Some(mut infra) =
-        super::ephemeral::infrastructure(t.exit_code, t.reason.as_deref(), hint)
-    {
-        if let Some(m) = t.message.as_deref().filter(|m| !m.trim().is_empty()) {
-            infra.cause = format!("{}: {}", infra.cause, m.trim());
-        }
+    if let Some(infra) = infrastructure(&t) {
         return Err(infra.into());
     }
     Ok(t.exit_code)
+}
+
+/// The infrastructure's part in the end of a step container of a pod of its own (a Job's or a
+/// bare one), with the kubelet's message.
+pub fn infrastructure(
+    t: &ContainerStateTerminated,
+) -> Option<crate::hooks::step_end::Infrastructure> {
+    let hint = "raise its memory limit in the worker-podspec template, `$step`";
+    let mut infra = super::ephemeral::infrastructure(t.exit_code, t.reason.as_deref(), hint)?;
+    if let Some(m) = t.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        infra.cause = format!("{}: {}", infra.cause, m.trim());
+    }
+    Some(infra)
 }
 
 /// The pod the Job created for the step.

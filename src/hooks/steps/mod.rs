@@ -1,12 +1,14 @@
 //! How steps run, apart from the commands that ask for them: a script as one detached process in
 //! the job container (`detached`), a container step as an ephemeral container of the job pod
-//! (`ephemeral`) or as its own batch Job (`job`), an action's image built from its Dockerfile
-//! first (`build_image`), and, in no-volume mode, the runner's files carried in and out
-//! (`workspace`); a cancelled step stopped where it runs (`cancel`).
+//! (`ephemeral`), as its own batch Job (`job`) or as a bare pod of its own (`step_pod`), an
+//! action's image built from its Dockerfile first (`build_image`), and, in no-volume mode, the
+//! runner's files carried in and out (`workspace`); a cancelled step stopped where it runs
+//! (`cancel`).
 
 pub mod build_image;
 pub mod cancel;
 pub mod detached;
 pub mod ephemeral;
 pub mod job;
+pub mod step_pod;
 pub mod workspace;
