@@ -382,6 +382,26 @@ fn node_agent_runs_scheduled_pods_with_exec_exit_codes_and_logs_through_the_apis
     assert!(denied.stderr.contains("Forbidden"), "{}", denied.stderr);
 }
 
+/// A sim.json under `dir` with the `imageCommands` of every job's sim.json (the node agent's
+/// images; the rest of a job's settings, e.g. its Role, is the simulator's alone).
+fn union_of_image_commands(jobs: &[PathBuf], dir: &Path) -> PathBuf {
+    let mut images = serde_json::Map::new();
+    for job in jobs {
+        let Ok(text) = std::fs::read_to_string(job.join("sim.json")) else {
+            continue;
+        };
+        let settings: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", job.display()));
+        if let Some(m) = settings["imageCommands"].as_object() {
+            images.extend(m.clone());
+        }
+    }
+    let path = dir.join("sim.json");
+    let json = serde_json::json!({ "imageCommands": images });
+    std::fs::write(&path, json.to_string()).expect("write the node's settings");
+    path
+}
+
 /// The summary's outcome of each command (`exit N` or `skipped`), without the durations.
 fn outcomes(log: &str) -> Vec<String> {
     log.lines()
@@ -405,15 +425,15 @@ fn every_fixture_job_ends_alike_on_the_simulator_and_the_real_control_plane_in_b
         return;
     }
     let fixtures = repo().join("fixtures/jobs");
-    // One cluster for all jobs: the node's images are the union of the jobs' sim.json (only
-    // build-and-test names one).
-    let cluster = Cluster::up(Some(&fixtures.join("build-and-test/sim.json")));
     let mut jobs: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("read fixtures/jobs")
         .map(|e| e.expect("a fixtures/jobs entry").path())
         .filter(|p| p.is_dir() && !p.ends_with("under-faults"))
         .collect();
     jobs.sort();
+    // One cluster for all jobs: the node's images are the union of the jobs' sim.json.
+    let settings = tempfile::tempdir().expect("a directory for the node's settings");
+    let cluster = Cluster::up(Some(&union_of_image_commands(&jobs, settings.path())));
     assert!(jobs.len() >= 6, "fixture jobs: {jobs:?}");
     let home = cluster.dir.join("runner");
     // hostile-links points the runner at /etc/shadow: no line of it may reach a job log.
@@ -545,7 +565,8 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
 /// `serviceAccountName` gets it: no `watch`, no ephemeral containers, no events, no leases) is
 /// enough on the real apiserver: in kubernetes mode the fixture jobs with script steps, services and
 /// container steps (as Jobs, the only way that Role allows) pass and leave nothing; in
-/// kubernetes-novolume mode (that Role has no Jobs) the script-step jobs pass.
+/// kubernetes-novolume mode (that Role has no Jobs) the script-step jobs pass, and the held-out
+/// style Docker-action job, whose action runs in a pod of its own (issue 32).
 #[test]
 fn fixture_jobs_pass_under_the_arc_charts_own_role() {
     if !prerequisites_met() {
@@ -567,7 +588,12 @@ fn fixture_jobs_pass_under_the_arc_charts_own_role() {
         Path::new(paths[1]).join("charts/gha-runner-scale-set"),
     );
     let fixtures = repo().join("fixtures/jobs");
-    let cluster = Cluster::up(Some(&fixtures.join("build-and-test/sim.json")));
+    let settings = tempfile::tempdir().expect("a directory for the node's settings");
+    let all = [
+        fixtures.join("build-and-test"),
+        fixtures.join("docker-action-no-volume"),
+    ];
+    let cluster = Cluster::up(Some(&union_of_image_commands(&all, settings.path())));
     for (mode, work_volume, jobs) in [
         (
             "kubernetes",
@@ -575,9 +601,10 @@ fn fixture_jobs_pass_under_the_arc_charts_own_role() {
             &["build-and-test", "runner-encodings", "file-commands"][..],
         ),
         (
+            // Issue 32: the Docker action runs in a pod of its own (no Jobs, no ephemeral containers).
             "kubernetes-novolume",
             "copy",
-            &["build-and-test", "file-commands"][..],
+            &["build-and-test", "file-commands", "docker-action-no-volume"][..],
         ),
     ] {
         let release = format!("chart-{}", mode.len());
