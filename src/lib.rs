@@ -6,6 +6,7 @@ pub mod exporter;
 pub mod file_tree;
 pub mod hooks;
 pub mod k8s;
+pub mod logging;
 pub mod objects;
 pub mod plan;
 pub mod protocol;

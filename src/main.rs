@@ -199,25 +199,7 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
-/// Internal logs go to stderr at `ARC_HOOK_LOG` (default: warnings only), never into stdout.
+/// Internal logs go to stderr at `ARC_HOOK_LOG` (default: arc-hook's warnings only).
 fn init_tracing() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = arc_hook::config::log_filter()
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
-    // Dependencies log whole messages at TRACE (a WebSocket frame carrying a pushed start script
-    // holds the step's secrets): only arc-hook's own events go below DEBUG, whatever the filter.
-    let no_dependency_trace = tracing_subscriber::filter::filter_fn(|meta| {
-        meta.target().starts_with("arc_hook") || *meta.level() <= tracing::Level::DEBUG
-    });
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_filter(filter)
-        .with_filter(no_dependency_trace);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    arc_hook::logging::init(arc_hook::config::log_filter());
 }

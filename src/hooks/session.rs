@@ -33,7 +33,7 @@ impl Session {
             CommandName::RunScriptStep | CommandName::CleanupJob => None,
         };
         let kube = connect(config).await?;
-        let granted = rbac::check(&kube, command).await;
+        let granted = rbac::check(&kube, command).await?;
         if !granted.missing_required.is_empty() {
             bail!(rbac::missing_message(
                 &granted.missing_required,

@@ -235,8 +235,9 @@ async fn allowed(kube: &Kube, perm: Permission) -> Result<bool, K8sError> {
 
 /// The namespace's rules for this service account, in one request; `None` when the cluster's
 /// authorizers cannot list them all (`incomplete`: a webhook or ABAC decides some requests) or the
-/// review cannot be made, and every permission must then be asked one by one.
-async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
+/// review cannot be made, and every permission must then be asked one by one. Fails only when
+/// the API server cannot be reached at all: asking one by one would only fail again.
+async fn rules(kube: &Kube) -> Result<Option<Vec<ResourceRule>>, K8sError> {
     let api: kube::Api<SelfSubjectRulesReview> = kube::Api::all(kube.client.clone());
     let review = SelfSubjectRulesReview {
         spec: SelfSubjectRulesReviewSpec {
@@ -250,7 +251,7 @@ async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
     })
     .await
     {
-        Ok(r) => match r.status {
+        Ok(r) => Ok(match r.status {
             // An evaluation error (a binding to a missing role...) leaves rules out, too.
             Some(s) if !s.incomplete && s.evaluation_error.as_deref().is_none_or(str::is_empty) => {
                 Some(s.resource_rules)
@@ -260,10 +261,11 @@ async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
                 None
             }
             None => None,
-        },
+        }),
+        Err(e) if e.is_unreachable() => Err(e),
         Err(e) => {
             tracing::debug!(error = %e.chain(), "no rules review; asking permission by permission");
-            None
+            Ok(None)
         }
     }
 }
@@ -290,8 +292,9 @@ pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
 
 /// Reviews every permission `command` needs or can use: from the rules review where it is
 /// complete, else by one access review each, in parallel. If no review can be made, the extras
-/// are assumed absent and the required permissions are left for the API to enforce.
-pub async fn check(kube: &Kube, command: CommandName) -> Granted {
+/// are assumed absent and the required permissions are left for the API to enforce. Fails when
+/// the API server cannot be reached.
+pub async fn check(kube: &Kube, command: CommandName) -> Result<Granted, K8sError> {
     let req = required(command);
     let all: Vec<Permission> = req
         .iter()
@@ -302,29 +305,35 @@ pub async fn check(kube: &Kube, command: CommandName) -> Granted {
                 .flat_map(|e| e.permissions().iter().copied()),
         )
         .collect();
-    let answers: Vec<bool> = match rules(kube).await {
+    let answers: Vec<bool> = match rules(kube).await? {
         Some(rules) => all.iter().map(|p| rules_allow(&rules, *p)).collect(),
         None => {
-            let answers = join_all(all.iter().map(|p| allowed(kube, *p))).await;
-            if let Some(Err(e)) = answers.iter().find(|a| a.is_err()) {
-                tracing::warn!(
-                    "cannot review permissions ({}); using only what ARC's default Role grants",
-                    e.chain()
-                );
-                return Granted::default();
+            let mut answers = Vec::with_capacity(all.len());
+            for answer in join_all(all.iter().map(|p| allowed(kube, *p))).await {
+                match answer {
+                    Ok(a) => answers.push(a),
+                    Err(e) if e.is_unreachable() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot review permissions ({}); using only what ARC's default Role grants",
+                            e.chain()
+                        );
+                        return Ok(Granted::default());
+                    }
+                }
             }
-            answers.into_iter().map(|a| a.unwrap_or(false)).collect()
+            answers
         }
     };
     let ok = |perm: &Permission| all.iter().zip(&answers).any(|(p, a)| p == perm && *a);
-    Granted {
+    Ok(Granted {
         missing_required: req.iter().copied().filter(|p| !ok(p)).collect(),
         extras: extras(command)
             .iter()
             .copied()
             .filter(|e| e.permissions().iter().all(ok))
             .collect(),
-    }
+    })
 }
 
 /// One line naming what is missing, for the job log.
