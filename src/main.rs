@@ -24,6 +24,15 @@ struct Cli {
 enum Cmd {
     /// Run one hook command from the runner's JSON on stdin (the default).
     Hook,
+    /// Check this runner's set-up as prepare_job would, creating nothing: configuration,
+    /// template, cluster, permissions, node, and a server-side dry run (dryRun=All) of the
+    /// workflow pod and pull secret a typical job gets. One line per check (ok, FAIL with the
+    /// fix, skip); exits 1 if any check fails.
+    ///
+    /// Run it in a runner pod (kubectl exec), where it uses the pod's service account and
+    /// environment, or anywhere with KUBECONFIG (or ~/.kube/config) and the runner's variables
+    /// set, e.g. ACTIONS_RUNNER_POD_NAME and ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE.
+    Check,
     /// Print, as YAML, every object a runner input would create (no cluster needed).
     Render {
         /// A runner input (JSON), e.g. fixtures/prepare_job.json.
@@ -97,6 +106,16 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Hook => {
             let code = runtime(Flavour::Hook)?.block_on(arc_hook::hooks::run_from_stdin())?;
             Ok(exit_code(code))
+        }
+        Cmd::Check => {
+            let passed = runtime(Flavour::Hook)?.block_on(arc_hook::check::run(&mut |f| {
+                println!("{}", f.line());
+            }));
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Render {
             fixture,

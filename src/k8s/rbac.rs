@@ -78,6 +78,22 @@ impl Extra {
         Extra::SlotLeases,
     ];
 
+    /// What the extra is, and what arc-hook does without it, for `arc-hook check`.
+    pub fn without(self) -> &'static str {
+        match self {
+            Extra::WatchPods => "watch pods (without: polling)",
+            Extra::ListEvents => {
+                "list events (without: no reason when a pod does not start, no pull times)"
+            }
+            Extra::EphemeralContainers => {
+                "patch pods/ephemeralcontainers (without: container steps run as Jobs or pods)"
+            }
+            Extra::AnnotatePods => "patch pods (without: no start-up times on the workflow pod)",
+            Extra::BatchJobs => "jobs.batch (without: container steps cannot run as Jobs)",
+            Extra::SlotLeases => "leases (without: cache slots are taken with Secrets)",
+        }
+    }
+
     pub fn permissions(self) -> &'static [Permission] {
         const WATCH_PODS: &[Permission] = &[p("", "pods", "", "watch")];
         const LIST_EVENTS: &[Permission] = &[p("", "events", "", "list")];
@@ -336,13 +352,22 @@ pub async fn check(kube: &Kube, command: CommandName) -> Result<Granted, K8sErro
     })
 }
 
-/// One line naming what is missing, for the job log.
-pub fn missing_message(missing: &[Permission], namespace: &str) -> String {
+/// What to do about missing permissions.
+pub const MISSING_FIX: &str =
+    "grant them in the runner's Role (deploy/rbac/role.yaml has the full list)";
+
+/// What is missing, without the fix.
+pub fn missing_problem(missing: &[Permission], namespace: &str) -> String {
     let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
     format!(
-        "the runner's service account may not {} in namespace {namespace}; grant them in the runner's Role (deploy/rbac/role.yaml has the full list)",
+        "the runner's service account may not {} in namespace {namespace}",
         list.join(", ")
     )
+}
+
+/// One line naming what is missing and what to do, for the job log.
+pub fn missing_message(missing: &[Permission], namespace: &str) -> String {
+    format!("{}; {MISSING_FIX}", missing_problem(missing, namespace))
 }
 
 #[cfg(test)]
