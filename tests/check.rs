@@ -110,6 +110,20 @@ async fn a_good_set_up_passes_every_check_and_creates_nothing() {
         c.lines
     );
     nothing_created(&r).await;
+
+    // No-volume mode: the exec protocol is checked, and the node is not (nothing pins pods).
+    let c = check(&r, &[("ARC_HOOK_WORK_VOLUME", "copy")]).await;
+    assert_eq!(c.code, Some(0), "{:#?}\n{}", c.lines, c.stderr);
+    assert_eq!(
+        c.line("exec protocol"),
+        "ok   exec protocol: v5 (Kubernetes 1.30+), as no-volume mode needs"
+    );
+    assert!(
+        c.line("node")
+            .starts_with("skip node: the scheduler places job pods")
+    );
+    assert!(c.line("workflow pod (dry run)").starts_with("ok   "));
+    nothing_created(&r).await;
     r.sim.shutdown().await;
 }
 
