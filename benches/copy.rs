@@ -283,9 +283,11 @@ async fn sim_target(
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     let namespace = config.default_namespace.clone();
+    let server = config.cluster_url.to_string();
     let kube = Kube {
         client: kube::Client::try_from(config)?,
         namespace,
+        server,
     };
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": POD},

@@ -1,4 +1,5 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
+pub mod check;
 pub mod config;
 pub mod docker_options;
 #[cfg(feature = "exporter")]
@@ -6,6 +7,7 @@ pub mod exporter;
 pub mod file_tree;
 pub mod hooks;
 pub mod k8s;
+pub mod logging;
 pub mod objects;
 pub mod plan;
 pub mod protocol;

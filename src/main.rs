@@ -24,6 +24,15 @@ struct Cli {
 enum Cmd {
     /// Run one hook command from the runner's JSON on stdin (the default).
     Hook,
+    /// Check this runner's set-up as prepare_job would, creating nothing: configuration,
+    /// template, cluster, permissions, node, and a server-side dry run (dryRun=All) of the
+    /// workflow pod and pull secret a typical job gets. One line per check (ok, FAIL with the
+    /// fix, skip); exits 1 if any check fails.
+    ///
+    /// Run it in a runner pod (kubectl exec), where it uses the pod's service account and
+    /// environment, or anywhere with KUBECONFIG (or ~/.kube/config) and the runner's variables
+    /// set, e.g. ACTIONS_RUNNER_POD_NAME and ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE.
+    Check,
     /// Print, as YAML, every object a runner input would create (no cluster needed).
     Render {
         /// A runner input (JSON), e.g. fixtures/prepare_job.json.
@@ -97,6 +106,16 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Hook => {
             let code = runtime(Flavour::Hook)?.block_on(arc_hook::hooks::run_from_stdin())?;
             Ok(exit_code(code))
+        }
+        Cmd::Check => {
+            let passed = runtime(Flavour::Hook)?.block_on(arc_hook::check::run(&mut |f| {
+                println!("{}", f.line());
+            }));
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Render {
             fixture,
@@ -199,25 +218,7 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
-/// Internal logs go to stderr at `ARC_HOOK_LOG` (default: warnings only), never into stdout.
+/// Internal logs go to stderr at `ARC_HOOK_LOG` (default: arc-hook's warnings only).
 fn init_tracing() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = arc_hook::config::log_filter()
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
-    // Dependencies log whole messages at TRACE (a WebSocket frame carrying a pushed start script
-    // holds the step's secrets): only arc-hook's own events go below DEBUG, whatever the filter.
-    let no_dependency_trace = tracing_subscriber::filter::filter_fn(|meta| {
-        meta.target().starts_with("arc_hook") || *meta.level() <= tracing::Level::DEBUG
-    });
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_filter(filter)
-        .with_filter(no_dependency_trace);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    arc_hook::logging::init(arc_hook::config::log_filter());
 }

@@ -244,11 +244,17 @@ pub struct ContextEntry {
 
 /// Parses the runner's stdin. Every error names the offending field.
 pub fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
+    parse_envelope_from(input, "stdin")
+}
+
+/// Parses a runner input read from `source` (`stdin`, or the file `render` was given), which
+/// names the input when it is not a JSON object at all.
+pub fn parse_envelope_from(input: &str, source: &str) -> Result<Envelope, InputError> {
     let raw: Value = serde_json::from_str(input)
-        .map_err(|e| InputError::new("stdin", format!("not valid JSON ({e})")))?;
+        .map_err(|e| InputError::new(source, format!("not valid JSON ({e})")))?;
     let obj = raw
         .as_object()
-        .ok_or_else(|| InputError::new("stdin", "expected a JSON object"))?;
+        .ok_or_else(|| InputError::new(source, "expected a JSON object"))?;
 
     let command = match obj.get("command") {
         None | Some(Value::Null) => return Err(InputError::new("command", "missing")),

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::objects::secret::redacted;
 use crate::objects::{BuildContext, names};
 use crate::plan::{plan_container_step, plan_prepare_job, workspace_subpath};
-use crate::protocol::{Command, parse_envelope};
+use crate::protocol::{Command, parse_envelope_from};
 use crate::template::Template;
 
 /// Options of one render.
@@ -25,7 +25,7 @@ pub struct RenderOptions {
 pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     let input = std::fs::read_to_string(fixture)
         .with_context(|| format!("cannot read {}", fixture.display()))?;
-    let envelope = parse_envelope(&input)?;
+    let envelope = parse_envelope_from(&input, &fixture.display().to_string())?;
     let runner_pod = config
         .runner_pod_name
         .clone()

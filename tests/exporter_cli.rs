@@ -159,3 +159,59 @@ async fn binary_polls_serves_metrics_and_saves_state_on_sigterm() {
     assert!(logs.contains("poll cycle done"), "{logs}");
     assert!(!logs.contains(TOKEN), "the token appears in the logs");
 }
+
+#[tokio::test]
+async fn help_lists_the_credential_variables() {
+    let out = exporter().arg("--help").output().await.expect("runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "GITHUB_TOKEN",
+        "GITHUB_APP_ID",
+        "GITHUB_APP_INSTALLATION_ID",
+        "GITHUB_APP_PRIVATE_KEY_PATH",
+        "GITHUB_WEBHOOK_SECRET",
+    ] {
+        assert!(help.contains(var), "--help names {var}:\n{help}");
+    }
+    assert!(help.contains("60 an hour"), "{help}");
+}
+
+#[tokio::test]
+async fn running_anonymously_is_warned_once_with_the_rate_limit() {
+    let fake = FakeGitHub::start("acme", &[("acme/web", "main")])
+        .await
+        .expect("fake starts");
+    let mut child = exporter()
+        .args(["--repos", "acme/web", "--api-url", &fake.url()])
+        .args(["--poll-interval", "1h", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .expect("exporter starts");
+    let mut stderr = child.stderr.take().expect("stderr");
+    // The warning comes before the first poll; read until it shows (bounded), then stop.
+    let mut logs = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&logs).contains('\n') {
+            let n = stderr.read(&mut buf).await.expect("stderr");
+            if n == 0 {
+                break;
+            }
+            logs.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let _ = child.kill().await;
+    let mut rest = Vec::new();
+    let _ = stderr.read_to_end(&mut rest).await;
+    logs.extend_from_slice(&rest);
+    let logs = String::from_utf8_lossy(&logs);
+    assert!(read.is_ok(), "no log line within 20s: {logs}");
+    assert_eq!(
+        logs.matches("requests are anonymous").count(),
+        1,
+        "warned once: {logs}"
+    );
+    assert!(logs.contains("60 an hour per IP address"), "{logs}");
+    assert!(logs.contains("GITHUB_TOKEN"), "{logs}");
+}

@@ -321,7 +321,12 @@ async fn secrets_never_reach_the_log_at_trace() {
                 "echo step ran\n",
                 json!({"API_TOKEN": "s3cr3t-value-4711"}),
                 json!([]),
-                &[("ARC_HOOK_LOG", "trace")],
+                // A bare level is arc-hook's own: name the dependencies that see the request
+                // and the WebSocket frames too (they are capped at DEBUG whatever is asked).
+                &[(
+                    "ARC_HOOK_LOG",
+                    "trace,kube=trace,kube_client=trace,tungstenite=trace,tokio_tungstenite=trace,hyper=trace,hyper_util=trace,tower_http=trace",
+                )],
             )
             .await;
         run.assert_ok();

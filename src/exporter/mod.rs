@@ -23,9 +23,23 @@ use ledger::{BranchPolicy, Ledger, RunnerLabelPolicy, State, StateError};
 use metrics::{Format, SelfStats};
 use webhook::Webhook;
 
+/// The credentials `--help` lists: they are read from the environment only, never from flags.
+const CREDENTIALS_HELP: &str = "\
+Credentials (environment variables only, never flags):
+  GITHUB_TOKEN                  a token with actions:read and metadata:read (takes precedence)
+  GITHUB_APP_ID, GITHUB_APP_INSTALLATION_ID, GITHUB_APP_PRIVATE_KEY_PATH
+                                a GitHub App installation: its id, and its private key (PEM file)
+  GITHUB_WEBHOOK_SECRET         the webhook's HMAC secret (--webhook needs it)
+With neither a token nor an App, requests are anonymous: GitHub allows 60 an hour per IP
+address, too few for more than a repository or two, and no private repository.";
+
+/// Logged once at start when no credential is set.
+pub const ANONYMOUS_WARNING: &str = "no GitHub credentials (GITHUB_TOKEN, or GITHUB_APP_ID with GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY_PATH): requests are anonymous, limited by GitHub to 60 an hour per IP address, and private repositories are not visible; polls will stall on the rate limit";
+
 /// `arc-hook exporter` flags. Secrets come from the environment only (see [`ExporterEnv`]).
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("scope").required(true).args(["org", "repos"])))]
+#[command(after_help = CREDENTIALS_HELP)]
 pub struct ExporterArgs {
     /// Address to serve /metrics, /healthz (and /webhook) on.
     #[arg(long, default_value = "0.0.0.0:9185")]
@@ -364,6 +378,9 @@ pub fn load_or_set_aside(path: &std::path::Path) -> Result<State, StateError> {
 pub async fn run(args: ExporterArgs, env: ExporterEnv) -> anyhow::Result<()> {
     let secrets =
         Secrets::load(env).context("reading exporter credentials from the environment")?;
+    if secrets.credentials.is_none() {
+        tracing::warn!("{ANONYMOUS_WARNING}");
+    }
     let config = Config::from_args(&args, secrets)?;
     let exporter = Exporter::new(config).context("starting the exporter")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -29,6 +29,10 @@ pub type HookResult = anyhow::Result<i32>;
 /// error's context is the line the job log shows. A step command's error is printed here, with
 /// the last line of [`step_end`].
 pub async fn run_from_stdin() -> HookResult {
+    use std::io::IsTerminal;
+    if let Some(hint) = terminal_hint(std::io::stdin().is_terminal()) {
+        anyhow::bail!(hint);
+    }
     // The runner writes the whole object and closes stdin before anything else happens, so a
     // blocking read here holds up nothing.
     let mut input = String::new();
@@ -50,6 +54,14 @@ pub async fn run_from_stdin() -> HookResult {
         return Ok(step_end::finish(result));
     }
     result
+}
+
+/// What to tell someone who started the hook by hand on a terminal, where it would wait
+/// silently for JSON that never comes; `None` on a pipe (the runner's way).
+pub fn terminal_hint(stdin_is_terminal: bool) -> Option<&'static str> {
+    stdin_is_terminal.then_some(
+        "arc-hook: the hook reads one runner command as JSON on stdin, and stdin is a terminal: the runner starts it with the JSON piped in. By hand: `arc-hook < fixtures/prepare_job.json`, `arc-hook render fixtures/prepare_job.json` (no cluster), `arc-hook check` (is this runner set up?); `arc-hook --help` lists every command",
+    )
 }
 
 /// Runs one command.
@@ -126,4 +138,16 @@ pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> Wa
 /// Prints one line for the job log.
 pub fn log_line(line: &str) {
     println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_hint;
+
+    #[test]
+    fn only_a_terminal_gets_the_hint() {
+        assert_eq!(terminal_hint(false), None);
+        let hint = terminal_hint(true).expect("a hint on a terminal");
+        assert!(hint.contains("JSON on stdin") && hint.contains("arc-hook --help"));
+    }
 }

@@ -334,7 +334,7 @@ async fn fill_and_detect(kube: &Kube, config: &Config, name: &str) -> anyhow::Re
 /// No-volume mode streams archives into the pod over exec and must close the stream's input
 /// while waiting for tar's exit status: only exec protocol v5 can (Kubernetes 1.30+; over v4
 /// kube-rs closes the whole connection and the result is lost). Refuse older servers up front.
-async fn require_exec_v5(kube: &Kube) -> anyhow::Result<()> {
+pub async fn require_exec_v5(kube: &Kube) -> anyhow::Result<()> {
     let info = match kube.client.apiserver_version().await {
         Ok(i) => i,
         Err(e) => {

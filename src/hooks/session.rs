@@ -33,7 +33,7 @@ impl Session {
             CommandName::RunScriptStep | CommandName::CleanupJob => None,
         };
         let kube = connect(config).await?;
-        let granted = rbac::check(&kube, command).await;
+        let granted = rbac::check(&kube, command).await?;
         if !granted.missing_required.is_empty() {
             bail!(rbac::missing_message(
                 &granted.missing_required,
@@ -55,21 +55,7 @@ impl Session {
         if !pins_to_runner_node(config) {
             return Ok(None);
         }
-        let api = self.kube.pods();
-        let runner = &self.runner;
-        let pod = with_retry(&format!("reading runner pod {runner}"), || api.get(runner))
-            .await
-            .map_err(|e| {
-                if e.is_not_found() {
-                    anyhow::anyhow!(
-                        "runner pod {runner} not found in namespace {}: ACTIONS_RUNNER_POD_NAME must name this runner's pod, or set ACTIONS_RUNNER_USE_KUBE_SCHEDULER=true",
-                        self.kube.namespace
-                    )
-                } else {
-                    anyhow::Error::from(e)
-                }
-            })?;
-        Ok(pod.spec.and_then(|s| s.node_name))
+        runner_node(&self.kube, &self.runner).await
     }
 
     /// What the object builders need to know about this runner; `node` from [`Self::node`].
@@ -90,6 +76,24 @@ impl Session {
 /// Whether the job's pods go to the runner's node (pure: the configuration decides).
 pub fn pins_to_runner_node(config: &Config) -> bool {
     !config.use_kube_scheduler && config.work_volume == WorkVolumeMode::Claim
+}
+
+/// The node runner pod `runner` runs on (`None` while it is not scheduled).
+pub async fn runner_node(kube: &Kube, runner: &str) -> anyhow::Result<Option<String>> {
+    let api = kube.pods();
+    let pod = with_retry(&format!("reading runner pod {runner}"), || api.get(runner))
+        .await
+        .map_err(|e| {
+            if e.is_not_found() {
+                anyhow::anyhow!(
+                    "runner pod {runner} not found in namespace {}: ACTIONS_RUNNER_POD_NAME must name this runner's pod, or set ACTIONS_RUNNER_USE_KUBE_SCHEDULER=true",
+                    kube.namespace
+                )
+            } else {
+                anyhow::Error::from(e)
+            }
+        })?;
+    Ok(pod.spec.and_then(|s| s.node_name))
 }
 
 /// Connects to the cluster named by the configuration.

@@ -1,4 +1,5 @@
-//! The API client: in-cluster config, else kubeconfig; the namespace; per-call timeouts.
+//! The API client: in-cluster config, else kubeconfig; the namespace; per-call timeouts; a
+//! connection failure named by the server it could not reach.
 
 use std::time::Duration;
 
@@ -15,6 +16,55 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Kube {
     pub client: kube::Client,
     pub namespace: String,
+    /// The API server's URL, as the configuration names it.
+    pub server: String,
+}
+
+/// A request that never reached the API server: the connection (TCP, DNS, TLS) failed. Its text
+/// names the server and the cause once (hyper's own chain repeats `client error (Connect)`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to the Kubernetes API server at {server}: {cause}")]
+pub struct Unreachable {
+    pub server: String,
+    pub cause: String,
+}
+
+/// `e` as an [`Unreachable`] when it is a connection failure, else unchanged.
+fn name_the_server(server: &str, e: tower::BoxError) -> tower::BoxError {
+    let connect = std::iter::successors(Some(&*e as &(dyn std::error::Error + 'static)), |c| {
+        c.source()
+    })
+    .any(|c| {
+        c.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    });
+    if !connect {
+        return e;
+    }
+    Box::new(Unreachable {
+        server: server.to_string(),
+        cause: connect_cause(&*e),
+    })
+}
+
+/// The causes below hyper's `client error (Connect)`, each once: `tcp connect error: Connection
+/// refused (os error 111)`, `dns error: failed to lookup address information: ...`.
+pub fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // A wrapper's text often repeats its source's (io::Error around a rustls error).
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
 }
 
 impl Kube {
@@ -41,9 +91,23 @@ impl Kube {
         let namespace = namespace
             .map(str::to_string)
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = kube::Client::try_from(config)
-            .map_err(|e| K8sError::NoCluster(format!("client: {e}")))?;
-        Ok(Self { client, namespace })
+        let server = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
+        let named = server.clone();
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| K8sError::NoCluster(format!("client: {e}")))?
+            .with_layer(&tower::util::MapErrLayer::new(move |e| {
+                name_the_server(&named, e)
+            }))
+            .build();
+        Ok(Self {
+            client,
+            namespace,
+            server,
+        })
     }
 
     pub fn pods(&self) -> kube::Api<k8s_openapi::api::core::v1::Pod> {
@@ -64,5 +128,61 @@ impl Kube {
 
     pub fn events(&self) -> kube::Api<k8s_openapi::api::core::v1::Event> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Chain {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Chain>>,
+    }
+
+    fn chain(texts: &[&'static str]) -> Chain {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |source, text| {
+                Some(Chain {
+                    text,
+                    source: source.map(Box::new),
+                })
+            })
+            .expect("one text at least")
+    }
+
+    #[test]
+    fn the_cause_is_said_once() {
+        // hyper-util's chain: its own wrapper, then the connector's error, then the OS's.
+        let e = chain(&[
+            "client error (Connect)",
+            "tcp connect error",
+            "Connection refused (os error 111)",
+        ]);
+        assert_eq!(
+            connect_cause(&e),
+            "tcp connect error: Connection refused (os error 111)"
+        );
+        // An io::Error wrapping a TLS error shows the same text as its source.
+        let e = chain(&[
+            "client error (Connect)",
+            "invalid peer certificate: UnknownIssuer",
+            "invalid peer certificate: UnknownIssuer",
+        ]);
+        assert_eq!(connect_cause(&e), "invalid peer certificate: UnknownIssuer");
+        assert_eq!(connect_cause(&chain(&["refused"])), "refused");
+    }
+
+    #[test]
+    fn only_connection_failures_are_renamed() {
+        let other: tower::BoxError = Box::new(chain(&["not a connection failure"]));
+        let e = name_the_server("https://api:6443", other);
+        assert!(e.downcast_ref::<Unreachable>().is_none());
+        assert_eq!(e.to_string(), "not a connection failure");
     }
 }

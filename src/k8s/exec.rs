@@ -167,7 +167,8 @@ async fn start(
                 status.code == 429 || status.code >= 500,
                 status.message.clone(),
             ),
-            Ok(Err(e)) => (true, e.to_string()),
+            // A failed connection by its own words (it names the server), not kube's `ServiceError: `.
+            Ok(Err(e)) => (true, super::ApiCause(e).message()),
             Err(_) => (true, "no answer within 30s".to_string()),
         };
         if !retry || attempt >= START_ATTEMPTS {

@@ -28,6 +28,16 @@ pub enum K8sError {
         #[source]
         source: ApiCause,
     },
+    /// Every attempt of a call failed transiently (no connection, 429, 5xx); `source` is the
+    /// last failure.
+    #[error("{action} (gave up after {attempts} attempts in {}s)", elapsed.as_secs())]
+    GaveUp {
+        action: String,
+        attempts: u32,
+        elapsed: Duration,
+        #[source]
+        source: ApiCause,
+    },
     #[error("timed out after {}s waiting for {what}", after.as_secs())]
     Timeout { what: String, after: Duration },
     /// A refusal of the hook's own, e.g. another runner's object under our name.
@@ -39,8 +49,18 @@ impl K8sError {
     /// The API's HTTP status code, when the failure is an API answer.
     pub fn code(&self) -> Option<u16> {
         match self {
-            Self::Api { source, .. } => source.code(),
+            Self::Api { source, .. } | Self::GaveUp { source, .. } => source.code(),
             _ => None,
+        }
+    }
+
+    /// Whether the call never reached the API server (see [`client::Unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Api { source, .. } | Self::GaveUp { source, .. } => {
+                source.unreachable().is_some()
+            }
+            _ => false,
         }
     }
 
@@ -84,11 +104,21 @@ impl ApiCause {
         }
     }
 
-    /// The API's own message (the Status message), else kube's description.
+    /// The API's own message (the Status message), else kube's description; a failure of the
+    /// connection by its own words (kube's `ServiceError: ` prefix says nothing to a user).
     pub fn message(&self) -> String {
         match &self.0 {
             kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+            kube::Error::Service(e) => e.to_string(),
             other => other.to_string(),
+        }
+    }
+
+    /// The connection failure behind this error, if the request never reached the server.
+    pub fn unreachable(&self) -> Option<&client::Unreachable> {
+        match &self.0 {
+            kube::Error::Service(e) => e.downcast_ref(),
+            _ => None,
         }
     }
 }
@@ -104,6 +134,7 @@ impl std::error::Error for ApiCause {
         match &self.0 {
             // The Status is what `message` already showed.
             kube::Error::Api(_) => None,
+            kube::Error::Service(e) => e.source(),
             other => other.source(),
         }
     }

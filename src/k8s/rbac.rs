@@ -78,6 +78,22 @@ impl Extra {
         Extra::SlotLeases,
     ];
 
+    /// What the extra is, and what arc-hook does without it, for `arc-hook check`.
+    pub fn without(self) -> &'static str {
+        match self {
+            Extra::WatchPods => "watch pods (without: polling)",
+            Extra::ListEvents => {
+                "list events (without: no reason when a pod does not start, no pull times)"
+            }
+            Extra::EphemeralContainers => {
+                "patch pods/ephemeralcontainers (without: container steps run as Jobs or pods)"
+            }
+            Extra::AnnotatePods => "patch pods (without: no start-up times on the workflow pod)",
+            Extra::BatchJobs => "jobs.batch (without: container steps cannot run as Jobs)",
+            Extra::SlotLeases => "leases (without: cache slots are taken with Secrets)",
+        }
+    }
+
     pub fn permissions(self) -> &'static [Permission] {
         const WATCH_PODS: &[Permission] = &[p("", "pods", "", "watch")];
         const LIST_EVENTS: &[Permission] = &[p("", "events", "", "list")];
@@ -235,8 +251,9 @@ async fn allowed(kube: &Kube, perm: Permission) -> Result<bool, K8sError> {
 
 /// The namespace's rules for this service account, in one request; `None` when the cluster's
 /// authorizers cannot list them all (`incomplete`: a webhook or ABAC decides some requests) or the
-/// review cannot be made, and every permission must then be asked one by one.
-async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
+/// review cannot be made, and every permission must then be asked one by one. Fails only when
+/// the API server cannot be reached at all: asking one by one would only fail again.
+async fn rules(kube: &Kube) -> Result<Option<Vec<ResourceRule>>, K8sError> {
     let api: kube::Api<SelfSubjectRulesReview> = kube::Api::all(kube.client.clone());
     let review = SelfSubjectRulesReview {
         spec: SelfSubjectRulesReviewSpec {
@@ -250,7 +267,7 @@ async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
     })
     .await
     {
-        Ok(r) => match r.status {
+        Ok(r) => Ok(match r.status {
             // An evaluation error (a binding to a missing role...) leaves rules out, too.
             Some(s) if !s.incomplete && s.evaluation_error.as_deref().is_none_or(str::is_empty) => {
                 Some(s.resource_rules)
@@ -260,10 +277,11 @@ async fn rules(kube: &Kube) -> Option<Vec<ResourceRule>> {
                 None
             }
             None => None,
-        },
+        }),
+        Err(e) if e.is_unreachable() => Err(e),
         Err(e) => {
             tracing::debug!(error = %e.chain(), "no rules review; asking permission by permission");
-            None
+            Ok(None)
         }
     }
 }
@@ -290,8 +308,9 @@ pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
 
 /// Reviews every permission `command` needs or can use: from the rules review where it is
 /// complete, else by one access review each, in parallel. If no review can be made, the extras
-/// are assumed absent and the required permissions are left for the API to enforce.
-pub async fn check(kube: &Kube, command: CommandName) -> Granted {
+/// are assumed absent and the required permissions are left for the API to enforce. Fails when
+/// the API server cannot be reached.
+pub async fn check(kube: &Kube, command: CommandName) -> Result<Granted, K8sError> {
     let req = required(command);
     let all: Vec<Permission> = req
         .iter()
@@ -302,38 +321,53 @@ pub async fn check(kube: &Kube, command: CommandName) -> Granted {
                 .flat_map(|e| e.permissions().iter().copied()),
         )
         .collect();
-    let answers: Vec<bool> = match rules(kube).await {
+    let answers: Vec<bool> = match rules(kube).await? {
         Some(rules) => all.iter().map(|p| rules_allow(&rules, *p)).collect(),
         None => {
-            let answers = join_all(all.iter().map(|p| allowed(kube, *p))).await;
-            if let Some(Err(e)) = answers.iter().find(|a| a.is_err()) {
-                tracing::warn!(
-                    "cannot review permissions ({}); using only what ARC's default Role grants",
-                    e.chain()
-                );
-                return Granted::default();
+            let mut answers = Vec::with_capacity(all.len());
+            for answer in join_all(all.iter().map(|p| allowed(kube, *p))).await {
+                match answer {
+                    Ok(a) => answers.push(a),
+                    Err(e) if e.is_unreachable() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot review permissions ({}); using only what ARC's default Role grants",
+                            e.chain()
+                        );
+                        return Ok(Granted::default());
+                    }
+                }
             }
-            answers.into_iter().map(|a| a.unwrap_or(false)).collect()
+            answers
         }
     };
     let ok = |perm: &Permission| all.iter().zip(&answers).any(|(p, a)| p == perm && *a);
-    Granted {
+    Ok(Granted {
         missing_required: req.iter().copied().filter(|p| !ok(p)).collect(),
         extras: extras(command)
             .iter()
             .copied()
             .filter(|e| e.permissions().iter().all(ok))
             .collect(),
-    }
+    })
 }
 
-/// One line naming what is missing, for the job log.
-pub fn missing_message(missing: &[Permission], namespace: &str) -> String {
+/// What to do about missing permissions.
+pub const MISSING_FIX: &str =
+    "grant them in the runner's Role (deploy/rbac/role.yaml has the full list)";
+
+/// What is missing, without the fix.
+pub fn missing_problem(missing: &[Permission], namespace: &str) -> String {
     let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
     format!(
-        "the runner's service account may not {} in namespace {namespace}; grant them in the runner's Role (deploy/rbac/role.yaml has the full list)",
+        "the runner's service account may not {} in namespace {namespace}",
         list.join(", ")
     )
+}
+
+/// One line naming what is missing and what to do, for the job log.
+pub fn missing_message(missing: &[Permission], namespace: &str) -> String {
+    format!("{}; {MISSING_FIX}", missing_problem(missing, namespace))
 }
 
 #[cfg(test)]

@@ -35,12 +35,23 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
+    let started = std::time::Instant::now();
     let mut attempt = 1;
     loop {
         let outcome = tokio::time::timeout(CALL_TIMEOUT, call()).await;
         let err = match outcome {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if is_transient(&e) && attempt < MAX_ATTEMPTS => e.to_string(),
+            Ok(Err(e)) if is_transient(&e) && attempt < MAX_ATTEMPTS => {
+                super::ApiCause(e).to_string()
+            }
+            Ok(Err(e)) if is_transient(&e) && attempt > 1 => {
+                return Err(K8sError::GaveUp {
+                    action: action.to_string(),
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                    source: super::ApiCause(e),
+                });
+            }
             Ok(Err(e)) => return Err(K8sError::api(action, e)),
             Err(_) if attempt < MAX_ATTEMPTS => {
                 format!("no answer within {}s", CALL_TIMEOUT.as_secs())

@@ -57,6 +57,25 @@ pub enum HookOutput {
     Discard,
 }
 
+/// Why the embedded simulator cannot play a job here, if it cannot: its kubelet gives each pod
+/// its own mount and network namespaces, where the job's `/__w`, `/__e` and volumes appear at
+/// their paths as in a real pod; without them the first step finds no `/__w`.
+pub fn simulator_refusal(is_root: bool, namespaces: bool) -> Option<String> {
+    const WHY: &str = "the embedded simulator runs each pod in its own mount and network namespaces, so that the job's /__w, /__e and volumes appear at their paths as in a real pod";
+    const INSTEAD: &str = "or play against a cluster with --cluster";
+    if !is_root {
+        Some(format!(
+            "replay needs root: {WHY}; run it with sudo (or in a container run as root), {INSTEAD}"
+        ))
+    } else if !namespaces {
+        Some(format!(
+            "replay cannot create namespaces here (root, but without CAP_SYS_ADMIN): {WHY}; run it in a container started with --privileged (or on the host), {INSTEAD}"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Replays the job: lays out the runner's home, chooses the cluster or the simulator, plays each
 /// command, and reports. `events` is told what happens as it happens (the hook's own output goes
 /// where [`ReplayOptions::hook_output`] says).
@@ -76,6 +95,12 @@ pub async fn replay(
             .or(opts.environment.namespace.as_deref());
         Some(ClusterInfo::read_with_config(opts.environment.cluster, namespace).await?)
     } else {
+        if let Some(why) = simulator_refusal(
+            nix::unistd::geteuid().is_root(),
+            crate::sim::namespaces_available(),
+        ) {
+            anyhow::bail!(why);
+        }
         None
     };
     let names = RunnerNames::choose(&job.env, opts.environment.runner_pod_name.as_deref());
@@ -124,4 +149,19 @@ pub async fn replay(
     let injected = target.finish().await;
     drop(home);
     Ok(ReplayReport::summarise(played, injected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::simulator_refusal;
+
+    #[test]
+    fn the_simulator_needs_root_with_namespaces_and_says_why() {
+        let not_root = simulator_refusal(false, false).expect("refused");
+        assert!(not_root.starts_with("replay needs root: "), "{not_root}");
+        assert!(not_root.contains("/__w") && not_root.contains("--cluster"));
+        let no_cap = simulator_refusal(true, false).expect("refused");
+        assert!(no_cap.contains("CAP_SYS_ADMIN") && no_cap.contains("--privileged"));
+        assert_eq!(simulator_refusal(true, true), None);
+    }
 }

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use faults::{FaultHandle, Faults, Injected};
-pub use kubelet::default_allocatable;
+pub use kubelet::{default_allocatable, namespaces_available};
 
 /// Name of the simulator's only node.
 pub const NODE_NAME: &str = "sim-node-1";

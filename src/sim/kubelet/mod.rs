@@ -23,7 +23,9 @@ use super::store::Key;
 use super::{SimState, meta};
 
 pub use container::exit_code;
-pub use process::{Isolation, ProcessSpec, signal_group, spawn as process_spawn};
+pub use process::{
+    Isolation, ProcessSpec, namespaces_available, signal_group, spawn as process_spawn,
+};
 pub use scheduling::default_allocatable;
 
 /// How long shutdown waits for pod workers to clean up.
