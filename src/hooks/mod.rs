@@ -119,6 +119,7 @@ pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> Wa
         unschedulable_grace: config.unschedulable_grace,
         waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
         accept_finished,
+        image_pull_wait: config.image_pull_wait,
     }
 }
 

@@ -111,6 +111,10 @@ pub async fn prepare_job(
         }
     }
 
+    if let Some(n) = node.as_deref() {
+        wait_for_start_up_taints(kube, config, granted, n).await?;
+    }
+
     let mut created = Created::default();
     let placed = create_with_slot(&session, config, args, node, &mut created).await;
     let (plan, created_at, uid) = match placed {
@@ -149,6 +153,34 @@ pub async fn prepare_job(
         );
     }
     Ok(0)
+}
+
+/// In claim mode, where the workflow pod is pinned to the runner's node: waits until that node
+/// no longer carries the start-up taints `ARC_HOOK_WAIT_FOR_NODE_TAINTS` names (the runner pod
+/// tolerates them, the workflow pod would sit Unschedulable). Nothing, and no request, when unset.
+async fn wait_for_start_up_taints(
+    kube: &Kube,
+    config: &Config,
+    granted: &rbac::Granted,
+    node: &str,
+) -> anyhow::Result<()> {
+    if config.wait_for_node_taints.is_empty() {
+        return Ok(());
+    }
+    let waited = crate::k8s::node_wait::wait_untainted(
+        kube,
+        node,
+        &config.wait_for_node_taints,
+        config.node_taints_timeout,
+        granted.has(Extra::WatchNodes),
+    )
+    .await?;
+    tracing::debug!(
+        node,
+        waited_ms = waited.as_millis() as u64,
+        "node free of start-up taints"
+    );
+    Ok(())
 }
 
 /// Creates the workflow pod (and its secret); where the template names `${CACHE_SLOT}`, first
