@@ -360,6 +360,9 @@ pub fn scheduling_verdict(message: &str) -> SchedulingVerdict {
     let Some(total) = nodes(filters) else {
         return SchedulingVerdict::Unknown;
     };
+    // The scheduler finds preemption no help against a taint too, but a taint is the node's to
+    // shed (a new node's start-up taints): such a node may take the pod soon.
+    let tainted = filters.contains("untolerated taint");
     let counted = |reason: &str| -> u64 {
         preemption
             .split_once(':')
@@ -370,7 +373,7 @@ pub fn scheduling_verdict(message: &str) -> SchedulingVerdict {
             .filter_map(|r| r.trim().split_once(' ')?.0.parse::<u64>().ok())
             .sum()
     };
-    if total > 0 && counted("Preemption is not helpful") >= total {
+    if total > 0 && counted("Preemption is not helpful") >= total && !tainted {
         SchedulingVerdict::NeverFits
     } else if counted("No preemption victims found") > 0 {
         SchedulingVerdict::NodeBusy
@@ -602,8 +605,13 @@ pub async fn wait_running_observed(
                             "pod {name} can never be scheduled, even once other pods end: {why} (lower the template's resource requests, or fix its node selector, affinity or volumes)"
                         )
                     } else {
+                        let hint = if why.contains("untolerated taint") {
+                            " (give the template a toleration for the taint or, for one a new node sheds once ready, name its key in ARC_HOOK_WAIT_FOR_NODE_TAINTS)"
+                        } else {
+                            ""
+                        };
                         format!(
-                            "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}",
+                            "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}{hint}",
                             since.elapsed().as_secs()
                         )
                     };
@@ -765,6 +773,100 @@ mod tests {
     }
 
     #[test]
+    fn only_a_missing_image_or_tag_is_worth_waiting_for() {
+        let img = "registry.example.internal/ci/built:abc";
+        for missing in [
+            format!("rpc error: code = NotFound desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": {img}: not found"),
+            format!("Back-off pulling image \"{img}\": ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": {img}: not found"),
+            format!("rpc error: code = Unknown desc = reading manifest abc in {img}: manifest unknown"),
+            format!("Error response from daemon: manifest for {img} not found: manifest unknown: manifest unknown"),
+            "rpc error: code = Unknown desc = reading manifest x in r/ci/never: name unknown: repository name not known to registry".to_string(),
+        ] {
+            assert!(image_not_found(&missing), "{missing}");
+        }
+        for other in [
+            format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": failed to do request: Head \"https://registry.example.internal/v2/ci/built/manifests/abc\": dial tcp 10.0.0.5:443: connect: connection timed out"),
+            format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": pulling from host registry.example.internal failed with status code [manifests abc]: 401 Unauthorized"),
+            format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": failed to do request: Head \"https://registry.example.internal/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"),
+            "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied".to_string(),
+            format!("Back-off pulling image \"{img}\""),
+        ] {
+            assert!(!image_not_found(&other), "{other}");
+        }
+    }
+
+    fn waiting(name: &str, image: &str, reason: &str, message: &str) -> ContainerStatus {
+        serde_json::from_value(
+            json!({"name": name, "ready": false, "restartCount": 0, "image": image, "imageID": "",
+            "state": {"waiting": {"reason": reason, "message": message}}}),
+        )
+        .expect("status")
+    }
+
+    #[test]
+    fn a_pull_wait_follows_missing_images_through_the_back_off() {
+        let nf = "rpc error: code = NotFound desc = failed to pull and unpack image \"b:1\": failed to resolve reference \"b:1\": b:1: not found";
+        let mut off = PullWait::new(Duration::ZERO);
+        assert_eq!(
+            off.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf)]),
+            None
+        );
+        let mut w = PullWait::new(Duration::from_secs(60));
+        let creating = waiting("redis", "redis:7", "ContainerCreating", "");
+        assert_eq!(
+            w.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf), creating.clone()]),
+            Some(vec!["b:1".to_string()])
+        );
+        // A kubelet before 1.32: the back-off message alone, the cause remembered.
+        let old_back_off = waiting(
+            "job",
+            "b:1",
+            "ImagePullBackOff",
+            "Back-off pulling image \"b:1\"",
+        );
+        assert_eq!(
+            w.missing_images(std::slice::from_ref(&old_back_off)),
+            Some(vec!["b:1".to_string()])
+        );
+        assert_eq!(
+            PullWait::new(Duration::from_secs(60)).missing_images(&[old_back_off]),
+            None
+        );
+        // Any other failure beside it ends the wait.
+        let denied = waiting("redis", "redis:7", "ErrImagePull", "401 Unauthorized");
+        assert_eq!(
+            w.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf), denied]),
+            None
+        );
+        let config = waiting(
+            "job",
+            "b:1",
+            "CreateContainerConfigError",
+            "secret \"x\" not found",
+        );
+        assert_eq!(w.missing_images(&[config]), None);
+        // Nothing failing: nothing to wait for.
+        assert_eq!(w.missing_images(&[creating]), None);
+    }
+
+    #[test]
+    fn a_pull_wait_gives_up_at_its_limit_naming_the_image() {
+        let mut w = PullWait::new(Duration::from_millis(1));
+        assert!(w.keep_waiting(&["b:1".into()], "not found").is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        let e = w
+            .keep_waiting(&["b:1".into()], "b:1: not found")
+            .expect_err("limit");
+        assert!(
+            e.starts_with("image b:1 is still not in the registry after 0s (ARC_HOOK_IMAGE_PULL_WAIT_SECONDS): b:1: not found"),
+            "{e}"
+        );
+        assert!(w.waiting());
+        w.resolved();
+        assert!(!w.waiting());
+    }
+
+    #[test]
     fn eviction_and_exit_are_fatal() {
         let p = pod(
             json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
@@ -817,6 +919,9 @@ mod tests {
             Unknown
         );
         assert_eq!(scheduling_verdict("no node fits the pod"), Unknown);
+        // A taint is the node's to shed: never "never fits", though preemption cannot help.
+        let tainted = "0/1 nodes are available: 1 node(s) had untolerated taint {cache-not-ready: true}. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+        assert_eq!(scheduling_verdict(tainted), Unknown);
     }
 
     #[test]

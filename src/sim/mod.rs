@@ -189,8 +189,9 @@ pub(crate) struct SimState {
     pub kubelet: kubelet::Kubelet,
     pub user: String,
     pub addr: SocketAddr,
-    /// Image -> the pull error the runtime answers for it now (see [`Simulator::hide_image`]).
-    pub pull_errors: Mutex<HashMap<String, String>>,
+    /// Image -> the pull error the runtime answers for it, and until when (`None`: until the
+    /// test pushes it; see [`Simulator::hide_image`]).
+    pub pull_errors: Mutex<HashMap<String, (String, Option<std::time::Instant>)>>,
     /// One line per API request served (`get nodes sim-node-1`), for tests that count them.
     pub requests: Mutex<Vec<String>>,
 }
@@ -202,11 +203,14 @@ impl SimState {
         if self.cfg.unpullable_images.iter().any(|i| i == image) {
             return Some(not_found_cause(image));
         }
-        self.pull_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(image)
-            .cloned()
+        let mut errors = self.pull_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match errors.get(image) {
+            Some((_, Some(until))) if std::time::Instant::now() >= *until => {
+                errors.remove(image);
+                None
+            }
+            other => other.map(|(cause, _)| cause.clone()),
+        }
     }
 
     /// Notes one request, as an audit log would (bounded: the oldest half goes past 100 000).
@@ -364,6 +368,22 @@ impl Simulator {
         self.fail_pulls(image, &not_found_cause(image));
     }
 
+    /// As [`Simulator::hide_image`] for `pushed_after` from now, as if a parallel job pushed it
+    /// then: the next pull retry after that succeeds.
+    pub fn hide_image_for(&self, image: &str, pushed_after: Duration) {
+        self.state
+            .pull_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                image.to_string(),
+                (
+                    not_found_cause(image),
+                    Some(std::time::Instant::now() + pushed_after),
+                ),
+            );
+    }
+
     /// `image` is in the registry now: the next pull retry succeeds.
     pub fn push_image(&self, image: &str) {
         self.state
@@ -380,7 +400,7 @@ impl Simulator {
             .pull_errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(image.to_string(), cause.to_string());
+            .insert(image.to_string(), (cause.to_string(), None));
     }
 
     /// The API requests served so far, one line each: `verb resource[/sub] [name]`, and for access

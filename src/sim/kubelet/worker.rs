@@ -632,7 +632,13 @@ impl Worker {
             return false;
         }
         if !self.containers[i].pulled {
-            if policy == "Always" {
+            // A retry after a failed pull really pulls, whatever the policy.
+            let retried = self.containers[i]
+                .state
+                .pointer("/waiting/reason")
+                .and_then(Value::as_str)
+                == Some("ImagePullBackOff");
+            if policy == "Always" || retried {
                 self.container_event(i, false, "Pulling", &format!("Pulling image \"{image}\""));
                 self.container_event(i, false, "Pulled", &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 3623807 bytes."));
             } else {

@@ -1,0 +1,360 @@
+//! prepare_job's opt-in waits, end to end (the real binary against the embedded simulator): a
+//! runner node's start-up taints (`ARC_HOOK_WAIT_FOR_NODE_TAINTS`) and an image a parallel job has
+//! not pushed yet (`ARC_HOOK_IMAGE_PULL_WAIT_SECONDS`); each off by default, costing no request.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arc_hook::sim::{NODE_NAME, PolicyRule, arc_chart_default_role};
+use common::{RUNNER, Runner, job_args, sim_config};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+const TAINT_KEY: &str = "node.example.com/cache-not-ready";
+
+/// Sets the node's taints as `kubectl taint` does: a strategic merge patch of `spec.taints`.
+async fn set_taints(r: &Runner, taints: Value) {
+    let nodes: kube::Api<Node> = kube::Api::all(r.sim.client().await);
+    nodes
+        .patch(
+            NODE_NAME,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"taints": taints}})),
+        )
+        .await
+        .expect("node patched");
+}
+
+fn start_up_taint() -> Value {
+    json!([{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}])
+}
+
+/// The requests that touched nodes, or asked about them.
+fn node_requests(r: &Runner) -> Vec<String> {
+    r.sim
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains("nodes"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tainted_runner_node_delays_the_workflow_pod_until_the_taint_goes() {
+    let mut r = Runner::start(sim_config()).await;
+    set_taints(&r, start_up_taint()).await;
+    let nodes: kube::Api<Node> = kube::Api::all(r.sim.client().await);
+    let pods = r.pods().await;
+    let untaint = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let during = pods
+            .list(&kube::api::ListParams::default().labels(&format!("runner-pod={RUNNER}")))
+            .await
+            .expect("list")
+            .items
+            .len();
+        nodes
+            .patch(
+                NODE_NAME,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"taints": null}})),
+            )
+            .await
+            .expect("taint removed");
+        during
+    });
+    let started = Instant::now();
+    let (run, resp) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[("ARC_HOOK_WAIT_FOR_NODE_TAINTS", TAINT_KEY)],
+        )
+        .await;
+    run.assert_ok();
+    assert!(resp.is_some());
+    assert_eq!(
+        untaint.await.expect("untaint task"),
+        0,
+        "no workflow pod while the node is tainted"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(
+        run.stdout.contains(&format!(
+            "arc-hook: node {NODE_NAME} has start-up taint(s) {TAINT_KEY}=true:NoSchedule; waiting (0s so far, up to 300s)"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "arc-hook: node {NODE_NAME} lost its start-up taints after"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        r.sim
+            .requests()
+            .iter()
+            .any(|l| l.starts_with("watch nodes")),
+        "watched where allowed: {:?}",
+        node_requests(&r)
+    );
+    r.script_step("echo on the node\n", json!({}))
+        .await
+        .assert_ok();
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unset_there_is_no_wait_and_no_node_request_so_a_tainted_node_fails_after_the_grace() {
+    let mut cfg = sim_config();
+    cfg.rbac = Some(
+        arc_chart_default_role()
+            .into_iter()
+            // The test's own `kubectl taint`.
+            .chain([PolicyRule::new(&[""], &["nodes"], &["patch"])])
+            .collect(),
+    );
+    // Access reviews one by one, so what is asked shows in the request log.
+    cfg.rules_review_incomplete = true;
+    let mut r = Runner::start(cfg).await;
+    set_taints(&r, start_up_taint()).await;
+    let before = node_requests(&r).len();
+    let started = Instant::now();
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[("ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS", "1")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the scheduler's verdict and the grace end it"
+    );
+    assert!(
+        run.stderr
+            .contains("cannot be scheduled after 1s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS)"),
+        "a taint gets the grace, not a never-fits verdict: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("had untolerated taint {{{TAINT_KEY}: true}}"))
+            && run
+                .stderr
+                .contains("name its key in ARC_HOOK_WAIT_FOR_NODE_TAINTS"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        node_requests(&r)[before..],
+        [] as [String; 0],
+        "prepare_job asked nothing about nodes"
+    );
+    assert!(
+        r.sim
+            .requests()
+            .iter()
+            .any(|l| l.contains("selfsubjectaccessreviews")),
+        "permissions were reviewed one by one"
+    );
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taint_that_stays_fails_prepare_job_naming_node_taint_and_variable() {
+    let mut r = Runner::start(sim_config()).await;
+    set_taints(&r, start_up_taint()).await;
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[
+                (
+                    "ARC_HOOK_WAIT_FOR_NODE_TAINTS",
+                    &format!("other,{TAINT_KEY}"),
+                ),
+                ("ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "node {NODE_NAME} still has start-up taint(s) {TAINT_KEY}=true:NoSchedule after 2s"
+        )) && run
+            .stderr
+            .contains("raise ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(RUNNER).await.is_empty(), "no workflow pod made");
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_nodes_may_only_be_read_the_wait_reads_instead_of_watching() {
+    let mut cfg = sim_config();
+    cfg.rbac = Some(
+        arc_chart_default_role()
+            .into_iter()
+            .chain([PolicyRule::new(&[""], &["nodes"], &["get", "patch"])])
+            .collect(),
+    );
+    cfg.rules_review_incomplete = true;
+    let mut r = Runner::start(cfg).await;
+    set_taints(&r, start_up_taint()).await;
+    let nodes: kube::Api<Node> = kube::Api::all(r.sim.client().await);
+    let untaint = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        nodes
+            .patch(
+                NODE_NAME,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"taints": []}})),
+            )
+            .await
+            .expect("taint removed");
+    });
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[("ARC_HOOK_WAIT_FOR_NODE_TAINTS", TAINT_KEY)],
+        )
+        .await;
+    untaint.await.expect("untaint task");
+    run.assert_ok();
+    let asked = node_requests(&r);
+    assert!(
+        asked.iter().any(|l| l.ends_with("(get nodes)"))
+            && asked.iter().any(|l| l.ends_with("(watch nodes)")),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .filter(|l| *l == &format!("get nodes {NODE_NAME}"))
+            .count()
+            >= 2,
+        "read again and again: {asked:?}"
+    );
+    assert!(
+        !asked.iter().any(|l| l.starts_with("watch nodes")),
+        "{asked:?}"
+    );
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_get_nodes_the_variable_fails_before_anything_is_created() {
+    let mut cfg = sim_config();
+    cfg.rbac = Some(arc_chart_default_role());
+    let mut r = Runner::start(cfg).await;
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[("ARC_HOOK_WAIT_FOR_NODE_TAINTS", TAINT_KEY)],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "ARC_HOOK_WAIT_FOR_NODE_TAINTS is set, but the runner's service account may not get nodes"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}
+
+const BUILT: &str = "registry.example.internal/ci/built:abc123";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_image_pushed_while_prepare_job_waits_is_used() {
+    let mut r = Runner::start(sim_config()).await;
+    r.sim.hide_image_for(BUILT, Duration::from_secs(4));
+    let started = Instant::now();
+    let (run, resp) = r
+        .prepare_with_env(
+            job_args(BUILT, json!([])),
+            &[("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS", "120")],
+        )
+        .await;
+    run.assert_ok();
+    assert!(resp.is_some());
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert!(
+        run.stdout.contains(&format!(
+            "arc-hook: image {BUILT} is not in the registry yet; waiting for it to be pushed (0s so far, up to 120s)"
+        )) && run.stdout.contains("arc-hook: waited "),
+        "{}",
+        run.stdout
+    );
+    r.script_step("echo built\n", json!({})).await.assert_ok();
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_never_comes_fails_when_the_wait_ends() {
+    let mut r = Runner::start(sim_config()).await;
+    r.sim.hide_image(BUILT);
+    let (run, _) = r
+        .prepare_with_env(
+            job_args(BUILT, json!([])),
+            &[("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS", "3")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "image {BUILT} is still not in the registry after 3s (ARC_HOOK_IMAGE_PULL_WAIT_SECONDS)"
+        )) && run.stderr.contains(": not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(RUNNER).await.is_empty(), "the pod is removed");
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_pull_errors_and_an_unset_wait_fail_at_once() {
+    let mut r = Runner::start(sim_config()).await;
+    let denied = format!(
+        "rpc error: code = Unknown desc = failed to pull and unpack image \"{BUILT}\": failed to resolve reference \"{BUILT}\": pulling from host registry.example.internal failed with status code [manifests abc123]: 401 Unauthorized"
+    );
+    r.sim.fail_pulls(BUILT, &denied);
+    let started = Instant::now();
+    let (run, _) = r
+        .prepare_with_env(
+            job_args(BUILT, json!([])),
+            &[("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS", "120")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("401 Unauthorized"), "{}", run.stderr);
+    assert!(
+        !run.stdout.contains("not in the registry yet"),
+        "{}",
+        run.stdout
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "at once");
+
+    // Not found, but the wait is off (the default): fails at once too.
+    r.sim.hide_image(BUILT);
+    let started = Instant::now();
+    let (run, _) = r.prepare(job_args(BUILT, json!([]))).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("ErrImagePull") && run.stderr.contains(": not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "at once");
+    r.sim.shutdown().await;
+}
