@@ -358,3 +358,102 @@ async fn other_pull_errors_and_an_unset_wait_fail_at_once() {
     assert!(started.elapsed() < Duration::from_secs(15), "at once");
     r.sim.shutdown().await;
 }
+
+/// A template whose readiness command fails `failures` times (counting its tries in `_temp`), then
+/// succeeds, retried every second for up to `timeout` seconds.
+fn readiness_template(r: &Runner, failures: u32, timeout: u32) -> String {
+    let path = r.home.path().join("readiness-template.yaml");
+    let command = format!(
+        "n=$(cat /__w/_temp/ready-tries 2>/dev/null || echo 0); n=$((n+1)); echo $n > /__w/_temp/ready-tries; if [ $n -le {failures} ]; then echo \"dcmi module initialize failed. ret is -8020 (try $n)\" >&2; exit 9; fi; echo NPU 0 OK"
+    );
+    let template = json!({
+        "metadata": {"annotations": {
+            "arc-hook.dev/readiness-command": command,
+            "arc-hook.dev/readiness-interval-seconds": "1",
+            "arc-hook.dev/readiness-timeout-seconds": timeout.to_string(),
+        }},
+        "spec": {"containers": [{"name": "$job"}]}
+    });
+    std::fs::write(&path, serde_json::to_string(&template).expect("json")).expect("template");
+    path.to_string_lossy().to_string()
+}
+
+fn tries(r: &Runner) -> String {
+    std::fs::read_to_string(r.runner_path("_temp/ready-tries"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_command_that_comes_good_lets_prepare_job_succeed() {
+    let mut r = Runner::start(sim_config()).await;
+    let template = readiness_template(&r, 2, 30);
+    let (run, resp) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &template)],
+        )
+        .await;
+    run.assert_ok();
+    assert!(resp.is_some());
+    assert_eq!(tries(&r), "3", "two failures, then ready");
+    assert!(
+        run.stdout.contains("failed (exit code 9: dcmi module initialize failed. ret is -8020 (try 1)); trying every 1s for up to 30s")
+            && run.stdout.contains("succeeded on try 3"),
+        "{}",
+        run.stdout
+    );
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_command_that_fails_three_times_fails_prepare_job_naming_it() {
+    let mut r = Runner::start(sim_config()).await;
+    let template = readiness_template(&r, 100, 2);
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &template)],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(tries(&r), "3", "tries at 0, 1 and 2 s");
+    assert!(
+        run.stderr.contains("the job container is not ready: the template's readiness command `n=$(cat /__w/_temp/ready-tries")
+            && run.stderr.contains("(arc-hook.dev/readiness-command) failed 3 time(s) in 2s; last: exit code 9: dcmi module initialize failed. ret is -8020 (try 3)"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(RUNNER).await.is_empty(), "the pod is removed");
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_readiness_annotation_fails_before_anything_is_created() {
+    let mut r = Runner::start(sim_config()).await;
+    let path = r.home.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "metadata:\n  annotations:\n    arc-hook.dev/readiness-command: nvidia-smi -L\n    arc-hook.dev/readiness-timeout-seconds: two minutes\n",
+    )
+    .expect("template");
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[(
+                "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
+                &path.to_string_lossy(),
+            )],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("metadata.annotations[\"arc-hook.dev/readiness-timeout-seconds\"]: expected a whole number of seconds > 0"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}

@@ -4,6 +4,7 @@ pub mod cache_slot;
 pub mod cleanup_job;
 pub mod file_commands;
 pub mod prepare_job;
+pub mod readiness;
 pub mod run_container_step;
 pub mod run_script_step;
 pub mod session;
