@@ -166,6 +166,24 @@ async fn unset_there_is_no_wait_and_no_node_request_so_a_tainted_node_fails_afte
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_wait_off_prepare_job_reads_no_node_and_execs_only_its_alpine_check() {
+    let mut r = Runner::start(sim_config()).await;
+    let before = r.sim.requests().len();
+    let (run, _) = r.prepare(job_args("ubuntu:24.04", json!([]))).await;
+    run.assert_ok();
+    let made: Vec<String> = r.sim.requests()[before..].to_vec();
+    assert!(!made.iter().any(|l| l.contains("nodes")), "{made:?}");
+    assert_eq!(
+        made.iter().filter(|l| l.contains("pods/exec")).count(),
+        1,
+        "the alpine check only: {made:?}"
+    );
+    assert!(!run.stdout.contains("readiness") && !run.stdout.contains("registry yet"));
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taint_that_stays_fails_prepare_job_naming_node_taint_and_variable() {
     let mut r = Runner::start(sim_config()).await;
     set_taints(&r, start_up_taint()).await;
@@ -398,6 +416,15 @@ async fn a_readiness_command_that_comes_good_lets_prepare_job_succeed() {
     run.assert_ok();
     assert!(resp.is_some());
     assert_eq!(tries(&r), "3", "two failures, then ready");
+    assert_eq!(
+        r.sim
+            .requests()
+            .iter()
+            .filter(|l| l.contains("pods/exec"))
+            .count(),
+        1 + 3,
+        "the alpine check and one exec per try"
+    );
     assert!(
         run.stdout.contains("failed (exit code 9: dcmi module initialize failed. ret is -8020 (try 1)); trying every 1s for up to 30s")
             && run.stdout.contains("succeeded on try 3"),
