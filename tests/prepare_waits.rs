@@ -484,3 +484,65 @@ async fn a_broken_readiness_annotation_fails_before_anything_is_created() {
     assert!(r.pods_of(RUNNER).await.is_empty());
     r.sim.shutdown().await;
 }
+
+/// A container step running `echo word` in `image` (the runner sends the arguments as one
+/// command line, which the hook cuts at spaces: one word keeps it simple).
+fn container_step(r: &Runner, image: &str, word: &str) -> Value {
+    json!({
+        "command": "run_container_step",
+        "responseFile": null,
+        "state": r.state.clone().unwrap_or(Value::Null),
+        "args": {
+            "image": image, "dockerfile": null,
+            "entryPoint": "echo", "entryPointArgs": [word],
+            "workingDirectory": "/github/workspace", "createOptions": null,
+            "environmentVariables": {},
+            "userMountVolumes": [], "systemMountVolumes": [],
+            "registry": null, "portMappings": []
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_steps_image_pushed_while_it_waits_is_used_in_either_step_mode() {
+    let mut r = Runner::start(sim_config()).await;
+    r.prepare(job_args("ubuntu:24.04", json!([])))
+        .await
+        .0
+        .assert_ok();
+    for (mode, image) in [
+        ("auto", "registry.example.internal/ci/tool:1"),
+        ("job", "registry.example.internal/ci/tool:2"),
+    ] {
+        r.sim.hide_image_for(image, Duration::from_secs(3));
+        let started = Instant::now();
+        let run = r
+            .hook_with_env(
+                &container_step(&r, image, "step-ran"),
+                &[
+                    ("ARC_HOOK_CONTAINER_STEPS", mode),
+                    ("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS", "60"),
+                ],
+            )
+            .await;
+        run.assert_ok();
+        assert!(started.elapsed() >= Duration::from_secs(3), "{mode}");
+        assert!(
+            run.stdout.contains("step-ran")
+                && run.stdout.contains(&format!(
+                    "arc-hook: image {image} is not in the registry yet; waiting for it to be pushed"
+                )),
+            "{mode}: {}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    // The wait off: the same not-yet-pushed image fails the step at once.
+    let image = "registry.example.internal/ci/tool:3";
+    r.sim.hide_image(image);
+    let run = r.hook(&container_step(&r, image, "never")).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("ErrImagePull"), "{}", run.stderr);
+    r.cleanup().await.assert_ok();
+    r.sim.shutdown().await;
+}

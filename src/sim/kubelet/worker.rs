@@ -668,6 +668,19 @@ impl Worker {
             .collect();
         if failed.is_empty() {
             self.stage = Stage::Starting;
+            // Ephemeral containers are retried as the others are (each SyncPod tries them again).
+            let backed_off: Vec<usize> = (0..self.containers.len())
+                .filter(|i| {
+                    let c = &self.containers[*i];
+                    c.kind == Kind::Ephemeral
+                        && c.state.pointer("/waiting/reason").and_then(Value::as_str)
+                            == Some("ImagePullBackOff")
+                })
+                .collect();
+            for i in backed_off {
+                self.start_container(i);
+            }
+            self.start_pending_ephemeral();
             self.start_next();
             return;
         }
