@@ -458,6 +458,37 @@ async fn a_readiness_command_that_fails_three_times_fails_prepare_job_naming_it(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_program_the_image_lacks_fails_at_once() {
+    let mut r = Runner::start(sim_config()).await;
+    let path = r.home.path().join("missing-tool.yaml");
+    std::fs::write(
+        &path,
+        "metadata:\n  annotations:\n    arc-hook.dev/readiness-command: '[\"no-such-smi\", \"-L\"]'\n    arc-hook.dev/readiness-timeout-seconds: \"60\"\n",
+    )
+    .expect("template");
+    let started = Instant::now();
+    let (run, _) = r
+        .prepare_with_env(
+            job_args("ubuntu:24.04", json!([])),
+            &[(
+                "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
+                &path.to_string_lossy(),
+            )],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(20), "not retried");
+    assert!(
+        run.stderr.contains("readiness command `[\"no-such-smi\", \"-L\"]` (arc-hook.dev/readiness-command) cannot run in the job container")
+            && run.stderr.contains("no-such-smi"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.pods_of(RUNNER).await.is_empty());
+    r.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_readiness_annotation_fails_before_anything_is_created() {
     let mut r = Runner::start(sim_config()).await;
     let path = r.home.path().join("bad.yaml");

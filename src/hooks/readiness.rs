@@ -5,7 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::k8s::Kube;
-use crate::k8s::exec::{ExecTarget, exec_capture};
+use crate::k8s::exec::{ExecError, ExecTarget, exec_capture};
 use crate::objects::JOB_CONTAINER_NAME;
 
 /// The annotation naming the command: a shell command line (run with `sh -c`), or a JSON array
@@ -117,7 +117,7 @@ pub fn output_tail(stdout: &[u8], stderr: &[u8]) -> String {
 
 /// Runs the check in the job container of `pod`: tries at 0, `interval`, 2 × `interval`...
 /// while within `timeout` (each try given at least [`MIN_TRY`]); fails naming the command, the
-/// tries and the last output.
+/// tries and the last output, or at once when the image lacks the program.
 pub async fn run(kube: &Kube, pod: &str, check: &Readiness) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
     let deadline = started + check.timeout;
@@ -146,6 +146,11 @@ pub async fn run(kube: &Kube, pod: &str, check: &Readiness) -> anyhow::Result<()
                 return Ok(());
             }
             Ok(Ok((code, out, err))) => format!("exit code {code}: {}", output_tail(&out, &err)),
+            // A program the image lacks will not appear by waiting.
+            Ok(Err(e @ ExecError::NotStarted { .. })) => anyhow::bail!(
+                "the template's readiness command `{}` ({COMMAND_ANNOTATION}) cannot run in the job container: {e}",
+                check.shown
+            ),
             Ok(Err(e)) => format!("{:#}", anyhow::Error::from(e)),
             Err(_) => format!("no answer within {}s", budget.as_secs()),
         };
