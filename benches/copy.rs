@@ -306,6 +306,7 @@ async fn sim_target(
         unschedulable_grace: Duration::from_secs(60),
         waiting_notice: None,
         accept_finished: false,
+        image_pull_wait: Duration::ZERO,
     };
     wait_running(&kube, POD, opts)
         .await

@@ -164,7 +164,7 @@ pub async fn run(report: &mut dyn FnMut(&Finding)) -> bool {
             return !failed;
         }
     };
-    say(check_permissions(&kube).await);
+    say(check_permissions(&kube, &config).await);
     say(check_exec_protocol(&kube, &config).await);
     let (found, node) = check_node(&kube, &config, runner.as_deref()).await;
     say(found);
@@ -266,7 +266,7 @@ fn cluster_fix(e: &K8sError, kube: &Kube) -> String {
 }
 
 /// Every permission the four hook commands need, and which optional ones are granted.
-async fn check_permissions(kube: &Kube) -> Finding {
+async fn check_permissions(kube: &Kube, config: &Config) -> Finding {
     const CHECK: &str = "permissions";
     let commands = [
         CommandName::PrepareJob,
@@ -277,7 +277,8 @@ async fn check_permissions(kube: &Kube) -> Finding {
     let mut missing: Vec<Permission> = Vec::new();
     let mut granted: Vec<Extra> = Vec::new();
     for command in commands {
-        match rbac::check(kube, command).await {
+        let also = crate::hooks::session::node_extras(config, command);
+        match rbac::check(kube, command, also).await {
             Ok(g) => {
                 missing.extend(g.missing_required);
                 granted.extend(g.extras);

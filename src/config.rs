@@ -10,6 +10,10 @@ pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default of `ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS`: how long a pod the scheduler cannot place,
 /// for a reason other than a busy node, is given before prepare_job fails.
 pub const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
+/// Default of `ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS`: how long prepare_job waits for the runner's
+/// node to lose the start-up taints in `ARC_HOOK_WAIT_FOR_NODE_TAINTS` (node agents such as
+/// Karpenter's start-up taint owners usually clear them within a minute or two).
+pub const DEFAULT_NODE_TAINTS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default of `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`.
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most a no-volume pull may bring back to the runner after one step (2 GiB).
@@ -90,6 +94,15 @@ pub struct Config {
     /// `ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS`: how long an Unschedulable workflow pod is given
     /// when the node is not merely busy and the cluster is not scaling up.
     pub unschedulable_grace: Duration,
+    /// `ARC_HOOK_WAIT_FOR_NODE_TAINTS`: taint keys (start-up taints the runner pod tolerates and
+    /// the workflow pod does not) that prepare_job waits to see gone from the runner's node,
+    /// where pods are pinned to it (claim mode); empty: no wait, and nodes are never read.
+    pub wait_for_node_taints: Vec<String>,
+    /// `ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS`: how long that wait may take.
+    pub node_taints_timeout: Duration,
+    /// `ARC_HOOK_IMAGE_PULL_WAIT_SECONDS`: how long a container whose image the registry does not
+    /// have (yet) is waited for; zero (the default): such a pull error fails at once.
+    pub image_pull_wait: Duration,
     /// `ACTIONS_RUNNER_KUBERNETES_NAMESPACE`: overrides the namespace (as upstream).
     pub namespace: Option<String>,
     /// `ARC_HOOK_WORK_VOLUME`: `claim` (default) or `copy` (no-volume mode).
@@ -230,6 +243,24 @@ impl Config {
                 "ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS",
                 DEFAULT_UNSCHEDULABLE_GRACE,
             )?,
+            wait_for_node_taints: taint_keys(get("ARC_HOOK_WAIT_FOR_NODE_TAINTS"))?,
+            node_taints_timeout: seconds(
+                "ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS",
+                DEFAULT_NODE_TAINTS_TIMEOUT,
+            )?,
+            image_pull_wait: match get("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS") {
+                None => Duration::ZERO,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) => Duration::from_secs(n),
+                    Err(_) => {
+                        return Err(ConfigError {
+                            name: "ARC_HOOK_IMAGE_PULL_WAIT_SECONDS",
+                            value: v,
+                            reason: "expected a whole number of seconds (0: fail at once)".into(),
+                        });
+                    }
+                },
+            },
             namespace: get("ACTIONS_RUNNER_KUBERNETES_NAMESPACE"),
             work_volume,
             cleanup_timeout: seconds("ARC_HOOK_CLEANUP_TIMEOUT_SECONDS", DEFAULT_CLEANUP_TIMEOUT)?,
@@ -283,6 +314,30 @@ impl Config {
             .and_then(|p| p.parent())
             .map(PathBuf::from)
     }
+}
+
+/// `ARC_HOOK_WAIT_FOR_NODE_TAINTS`: comma-separated taint keys, each a Kubernetes qualified name
+/// (`[prefix/]name`, the rule for label keys, which `kubectl taint` applies), duplicates dropped.
+fn taint_keys(value: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for key in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        if !crate::validate::label_key(key).is_empty() {
+            return Err(ConfigError {
+                name: "ARC_HOOK_WAIT_FOR_NODE_TAINTS",
+                value: value.clone(),
+                reason: format!(
+                    "{key:?} is not a taint key: expected comma-separated keys such as karpenter.sh/unregistered,node.example.com/cache-not-ready"
+                ),
+            });
+        }
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        }
+    }
+    Ok(keys)
 }
 
 /// A setting that is one of a few words (`words`, the first the default when unset).
@@ -619,6 +674,35 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn start_up_taints_and_image_waits_are_off_unless_set() {
+        let c = cfg(&[]).expect("defaults");
+        assert!(c.wait_for_node_taints.is_empty());
+        assert_eq!(c.node_taints_timeout, DEFAULT_NODE_TAINTS_TIMEOUT);
+        assert_eq!(c.image_pull_wait, Duration::ZERO);
+        let c = cfg(&[
+            (
+                "ARC_HOOK_WAIT_FOR_NODE_TAINTS",
+                " karpenter.sh/unregistered, cache-not-ready,,cache-not-ready ",
+            ),
+            ("ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS", "90"),
+            ("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS", "7200"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.wait_for_node_taints,
+            ["karpenter.sh/unregistered", "cache-not-ready"]
+        );
+        assert_eq!(c.node_taints_timeout, Duration::from_secs(90));
+        assert_eq!(c.image_pull_wait, Duration::from_secs(7200));
+        let e = cfg(&[("ARC_HOOK_WAIT_FOR_NODE_TAINTS", "ok,not a key")]).expect_err("bad key");
+        assert_eq!(e.name, "ARC_HOOK_WAIT_FOR_NODE_TAINTS");
+        assert!(e.reason.contains("\"not a key\""), "{e}");
+        let e = cfg(&[("ARC_HOOK_IMAGE_PULL_WAIT_SECONDS", "-1")]).expect_err("negative");
+        assert_eq!(e.name, "ARC_HOOK_IMAGE_PULL_WAIT_SECONDS");
+        assert!(cfg(&[("ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS", "0")]).is_err());
     }
 
     #[test]

@@ -586,3 +586,52 @@ async fn sim_kubectl_create_generators_work_despite_protobuf() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_kubectl_taint_keeps_a_pod_off_the_node_until_it_is_removed() {
+    let bin = need_kubectl!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start(SimConfig::default()).await;
+    let k = Kubectl::new(&sim, dir.path(), bin);
+    let node = arc_hook::sim::NODE_NAME;
+    let taint = "example.com/cache-not-ready=true:NoSchedule";
+    assert_eq!(
+        k.ok(&["taint", "nodes", node, taint]).await.trim(),
+        format!("node/{node} tainted")
+    );
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(&manifest, POD).expect("manifest");
+    k.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")])
+        .await;
+    let pending = k
+        .run(&["wait", "--for=condition=Ready", "pod/web", "--timeout=2s"])
+        .await;
+    assert_ne!(pending.code, 0, "a tainted node takes no pod");
+    let scheduled = k
+        .ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ])
+        .await;
+    assert!(
+        scheduled.contains("1 node(s) had untolerated taint {example.com/cache-not-ready: true}"),
+        "{scheduled}"
+    );
+    assert_eq!(
+        k.ok(&["taint", "nodes", node, &format!("{taint}-")])
+            .await
+            .trim(),
+        format!("node/{node} untainted")
+    );
+    assert_eq!(
+        k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"])
+            .await
+            .trim(),
+        "pod/web condition met",
+        "scheduled once the taint is gone"
+    );
+    sim.shutdown().await;
+}

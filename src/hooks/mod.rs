@@ -4,6 +4,7 @@ pub mod cache_slot;
 pub mod cleanup_job;
 pub mod file_commands;
 pub mod prepare_job;
+pub mod readiness;
 pub mod run_container_step;
 pub mod run_script_step;
 pub mod service_health;
@@ -132,6 +133,7 @@ pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> Wa
         unschedulable_grace: config.unschedulable_grace,
         waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
         accept_finished,
+        image_pull_wait: config.image_pull_wait,
     }
 }
 

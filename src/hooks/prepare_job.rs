@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use kube::api::{DeleteParams, ListParams};
 
+use super::readiness::{self, Readiness};
 use super::session::Session;
 use super::steps::workspace::{self, RunnerDirs};
 use super::{HookResult, cache_slot, log_line, startup};
@@ -111,9 +112,13 @@ pub async fn prepare_job(
         }
     }
 
+    if let Some(n) = node.as_deref() {
+        wait_for_start_up_taints(kube, config, granted, n).await?;
+    }
+
     let mut created = Created::default();
     let placed = create_with_slot(&session, config, args, node, &mut created).await;
-    let (plan, created_at, uid) = match placed {
+    let (plan, readiness, created_at, uid) = match placed {
         Ok(p) => p,
         Err(e) => {
             created.remove(kube, granted.has(Extra::WatchPods)).await;
@@ -123,7 +128,7 @@ pub async fn prepare_job(
     for w in &plan.warnings {
         log_line(&format!("arc-hook: warning: {w}"));
     }
-    let result = start(kube, config, &plan, granted, created_at, uid).await;
+    let result = start(kube, config, &plan, readiness, granted, created_at, uid).await;
     let is_alpine = match result {
         Ok(a) => a,
         Err(e) => {
@@ -151,16 +156,44 @@ pub async fn prepare_job(
     Ok(0)
 }
 
+/// In claim mode, where the workflow pod is pinned to the runner's node: waits until that node
+/// no longer carries the start-up taints `ARC_HOOK_WAIT_FOR_NODE_TAINTS` names (the runner pod
+/// tolerates them, the workflow pod would sit Unschedulable). Nothing, and no request, when unset.
+async fn wait_for_start_up_taints(
+    kube: &Kube,
+    config: &Config,
+    granted: &rbac::Granted,
+    node: &str,
+) -> anyhow::Result<()> {
+    if config.wait_for_node_taints.is_empty() {
+        return Ok(());
+    }
+    let waited = crate::k8s::node_wait::wait_untainted(
+        kube,
+        node,
+        &config.wait_for_node_taints,
+        config.node_taints_timeout,
+        granted.has(Extra::WatchNodes),
+    )
+    .await?;
+    tracing::debug!(
+        node,
+        waited_ms = waited.as_millis() as u64,
+        "node free of start-up taints"
+    );
+    Ok(())
+}
+
 /// Creates the workflow pod (and its secret); where the template names `${CACHE_SLOT}`, first
 /// takes the lowest free cache slot on the node (see [`cache_slot`]) and makes the pod own it.
-/// Returns the plan, when the pod was created, and its UID.
+/// Returns the plan, the template's readiness check, when the pod was created, and its UID.
 async fn create_with_slot(
     session: &Session,
     config: &Config,
     args: &PrepareJobArgs,
     node: Option<String>,
     created: &mut Created,
-) -> anyhow::Result<(PreparePlan, Instant, String)> {
+) -> anyhow::Result<(PreparePlan, Option<Readiness>, Instant, String)> {
     let kube = &session.kube;
     let pod_name = names::job_pod_name(&session.runner);
     let mut ctx = session.build_context(config, node.clone());
@@ -190,6 +223,8 @@ async fn create_with_slot(
         &config.job_options,
         &names::random_suffix(),
     )?;
+    // Checked before anything is created: a broken annotation leaves nothing behind.
+    let readiness = readiness::from_pod(&plan.pod)?;
     let created_at = Instant::now();
     let uid = create_objects(kube, &plan, created).await?;
     if let Some(taken) = &created.slot
@@ -198,7 +233,7 @@ async fn create_with_slot(
         // The slot stays held; cleanup_job removes the lease by its runner label.
         tracing::warn!(error = %e.chain(), "cannot make the workflow pod own its cache-slot lease");
     }
-    Ok((plan, created_at, uid))
+    Ok((plan, readiness, created_at, uid))
 }
 
 /// Creates the secret (if any) and the pod; returns the pod's UID.
@@ -277,13 +312,14 @@ async fn replaced(kube: &Kube, name: &str, uid: &str) -> bool {
 }
 
 /// Waits for the pod, reports where start-up time went, fills it in no-volume mode, detects
-/// alpine, then waits for the services' health checks. Every exec is checked against the pod
-/// whose readiness was seen (its UID): after a failed exec into a pod replaced meanwhile, the
-/// new pod is waited for and the exec redone.
+/// alpine, then runs the template's readiness check and waits for the services' health checks.
+/// Every exec is checked against the pod whose readiness was seen (its UID): after a failed exec
+/// into a pod replaced meanwhile, the new pod is waited for and the exec redone.
 async fn start(
     kube: &Kube,
     config: &Config,
     plan: &PreparePlan,
+    readiness: Option<Readiness>,
     granted: &rbac::Granted,
     created_at: Instant,
     uid: String,
@@ -310,6 +346,11 @@ async fn start(
             }
         }
     };
+    if plan.job_image.is_some()
+        && let Some(check) = &readiness
+    {
+        readiness::run(kube, &name, check).await?;
+    }
     // Last, as the runner does in Docker mode: the services had the work-volume fill to start.
     super::service_health::wait_for_services(kube, &name, &plan.health, granted).await?;
     Ok(is_alpine)

@@ -6,7 +6,7 @@ use anyhow::bail;
 
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::Kube;
-use crate::k8s::rbac::{self, Granted};
+use crate::k8s::rbac::{self, Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::objects::BuildContext;
 use crate::protocol::CommandName;
@@ -33,12 +33,16 @@ impl Session {
             CommandName::RunScriptStep | CommandName::CleanupJob => None,
         };
         let kube = connect(config).await?;
-        let granted = rbac::check(&kube, command).await?;
+        let also = node_extras(config, command);
+        let granted = rbac::check(&kube, command, also).await?;
         if !granted.missing_required.is_empty() {
             bail!(rbac::missing_message(
                 &granted.missing_required,
                 &kube.namespace
             ));
+        }
+        if also.contains(&Extra::ReadNodes) && !granted.has(Extra::ReadNodes) {
+            bail!(NODES_NOT_GRANTED);
         }
         Ok(Self {
             runner,
@@ -70,6 +74,23 @@ impl Session {
             default_registry: config.default_registry.clone(),
             cache_slot: None,
         }
+    }
+}
+
+/// Why prepare_job cannot wait for start-up taints.
+pub const NODES_NOT_GRANTED: &str = "ARC_HOOK_WAIT_FOR_NODE_TAINTS is set, but the runner's service account may not get nodes: bind it a ClusterRole with get and watch on nodes (README, \"Start-up taints\"), or unset ARC_HOOK_WAIT_FOR_NODE_TAINTS";
+
+/// The node permissions `command` asks about: only prepare_job's wait for start-up taints needs
+/// them, so with `ARC_HOOK_WAIT_FOR_NODE_TAINTS` unset (or pods not pinned to the runner's node)
+/// nodes are neither reviewed nor read.
+pub fn node_extras(config: &Config, command: CommandName) -> &'static [Extra] {
+    if command == CommandName::PrepareJob
+        && !config.wait_for_node_taints.is_empty()
+        && pins_to_runner_node(config)
+    {
+        &[Extra::ReadNodes, Extra::WatchNodes]
+    } else {
+        &[]
     }
 }
 
@@ -126,5 +147,32 @@ mod tests {
             "ARC_HOOK_WORK_VOLUME",
             "copy"
         )])));
+    }
+
+    #[test]
+    fn nodes_are_asked_about_only_for_a_taint_wait_on_the_runner_node() {
+        let taints = ("ARC_HOOK_WAIT_FOR_NODE_TAINTS", "startup");
+        let prepare = CommandName::PrepareJob;
+        assert!(node_extras(&config(&[]), prepare).is_empty());
+        assert_eq!(
+            node_extras(&config(&[taints]), prepare),
+            [Extra::ReadNodes, Extra::WatchNodes]
+        );
+        assert!(node_extras(&config(&[taints]), CommandName::RunContainerStep).is_empty());
+        // No-volume mode and the scheduler's own placement: the scheduler checks taints itself.
+        assert!(
+            node_extras(
+                &config(&[taints, ("ARC_HOOK_WORK_VOLUME", "copy")]),
+                prepare
+            )
+            .is_empty()
+        );
+        assert!(
+            node_extras(
+                &config(&[taints, ("ACTIONS_RUNNER_USE_KUBE_SCHEDULER", "true")]),
+                prepare
+            )
+            .is_empty()
+        );
     }
 }

@@ -8,7 +8,7 @@ use tokio::io::AsyncWrite;
 
 use super::pod_watch::{Look, PodWatch};
 use super::retry::with_retry;
-use super::wait::{FATAL_WAITING, POLL_CAP};
+use super::wait::{FATAL_WAITING, POLL_CAP, PullWait};
 use super::{K8sError, Kube};
 
 /// Why an ephemeral container did not give an exit code.
@@ -156,28 +156,54 @@ fn not_allowed(code: u16, e: K8sError) -> EphemeralError {
     EphemeralError::NotAllowed { code, message }
 }
 
-/// Waits until container `name` runs or has already finished; fails at once when it cannot start.
+/// Waits until container `name` runs or has already finished; fails at once when it cannot
+/// start, except while the registry does not have its image yet and `image_pull_wait` (beyond
+/// `timeout`) has not passed.
 pub async fn wait_started(
     kube: &Kube,
     pod: &str,
     name: &str,
     timeout: Duration,
+    image_pull_wait: Duration,
     can_watch: bool,
 ) -> Result<EphemeralState, EphemeralError> {
-    follow(kube, pod, timeout, can_watch, |p| {
-        match ephemeral_state(p, name) {
+    let mut pulls = PullWait::new(image_pull_wait);
+    follow(
+        kube,
+        pod,
+        timeout + image_pull_wait,
+        can_watch,
+        |p| match ephemeral_state(p, name) {
             s @ (EphemeralState::Running | EphemeralState::Terminated { .. }) => Some(Ok(s)),
-            EphemeralState::Failed(reason) => Some(Err(EphemeralError::Start {
-                name: name.into(),
-                reason,
-            })),
+            EphemeralState::Failed(reason) => {
+                let own = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ephemeral_container_statuses.as_deref())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|c| c.name == name);
+                match pulls.missing_images(own) {
+                    Some(images) => match pulls.keep_waiting(&images, &reason) {
+                        Ok(()) => None,
+                        Err(gave_up) => Some(Err(EphemeralError::Start {
+                            name: name.into(),
+                            reason: gave_up,
+                        })),
+                    },
+                    None => Some(Err(EphemeralError::Start {
+                        name: name.into(),
+                        reason,
+                    })),
+                }
+            }
             EphemeralState::PodGone(why) => Some(Err(EphemeralError::PodGone {
                 pod: pod.into(),
                 why,
             })),
             EphemeralState::Waiting(_) => None,
-        }
-    })
+        },
+    )
     .await?
     .map_err(|last| {
         let reason = match last.as_ref().map(|p| ephemeral_state(p, name)) {

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod ephemeral;
 pub mod exec;
 pub mod logs;
+pub mod node_wait;
 pub mod owned;
 pub mod pod_watch;
 pub mod rbac;

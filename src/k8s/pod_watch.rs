@@ -1,13 +1,15 @@
-//! Following one pod's versions until a caller's decision is made, and the one poll pace every
-//! other wait uses: a single watch kept open across changes where the Role grants `watch`, else
-//! reads 50 ms apart, doubling to a cap.
+//! Following one object's versions (a pod, the runner's node) until a caller's decision is made,
+//! and the one poll pace every other wait uses: a single watch kept open across changes where the
+//! Role grants `watch`, else reads 50 ms apart, doubling to a cap.
 
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{WatchEvent, WatchParams};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::retry::with_retry;
@@ -66,38 +68,79 @@ impl Poll {
     }
 }
 
-/// What the next look at a pod found.
+/// What the next look at an object found.
 #[derive(Debug)]
-pub enum Look {
-    /// A newer version of the pod.
-    Changed(Box<Pod>),
+pub enum Look<K = Pod> {
+    /// A newer version of the object.
+    Changed(Box<K>),
     /// Nothing new within the time given (the caller re-decides, e.g. on its timers).
     Unchanged,
-    /// The pod was deleted.
+    /// The object was deleted.
     Gone,
 }
 
-/// One pod, followed version by version.
-pub struct PodWatch<'a> {
-    kube: &'a Kube,
+/// One object, followed version by version.
+pub struct ObjectWatch<'a, K> {
+    api: Api<K>,
+    /// What the object is, for messages: `pod`, `node`.
+    kind: &'static str,
     name: &'a str,
     can_watch: bool,
-    stream: Option<BoxStream<'static, Result<WatchEvent<Pod>, kube::Error>>>,
+    stream: Option<BoxStream<'static, Result<WatchEvent<K>, kube::Error>>>,
     version: String,
     poll: Poll,
 }
 
-impl<'a> PodWatch<'a> {
-    /// Reads the pod once (`None`: it does not exist). Later looks watch from that version where
-    /// `can_watch`, else read again at the poll's pace (capped at `poll_cap`).
+/// One pod, followed version by version.
+pub type PodWatch<'a> = ObjectWatch<'a, Pod>;
+
+impl<'a> ObjectWatch<'a, Pod> {
+    /// Reads pod `name` once (`None`: it does not exist); see [`ObjectWatch::start_on`].
     pub async fn start(
         kube: &'a Kube,
         name: &'a str,
         can_watch: bool,
         poll_cap: Duration,
     ) -> Result<(Self, Option<Pod>), K8sError> {
+        Self::start_on(kube.pods(), "pod", name, can_watch, poll_cap).await
+    }
+}
+
+impl<'a> ObjectWatch<'a, Node> {
+    /// Reads node `name` once (`None`: it does not exist); see [`ObjectWatch::start_on`].
+    pub async fn node(
+        kube: &'a Kube,
+        name: &'a str,
+        can_watch: bool,
+        poll_cap: Duration,
+    ) -> Result<(Self, Option<Node>), K8sError> {
+        Self::start_on(
+            Api::all(kube.client.clone()),
+            "node",
+            name,
+            can_watch,
+            poll_cap,
+        )
+        .await
+    }
+}
+
+impl<'a, K> ObjectWatch<'a, K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    /// Reads the object once (`None`: it does not exist). Later looks watch from that version
+    /// where `can_watch`, else read again at the poll's pace (capped at `poll_cap`).
+    pub async fn start_on(
+        api: Api<K>,
+        kind: &'static str,
+        name: &'a str,
+        can_watch: bool,
+        poll_cap: Duration,
+    ) -> Result<(Self, Option<K>), K8sError> {
         let mut watch = Self {
-            kube,
+            api,
+            kind,
             name,
             can_watch,
             stream: None,
@@ -105,27 +148,24 @@ impl<'a> PodWatch<'a> {
             // The poll's own deadline is not used: every look is bounded by `within`.
             poll: Poll::new(Duration::from_secs(365 * 86_400), poll_cap),
         };
-        let pod = watch.read().await?;
-        Ok((watch, pod))
+        let object = watch.read().await?;
+        Ok((watch, object))
     }
 
-    async fn read(&mut self) -> Result<Option<Pod>, K8sError> {
-        let api = self.kube.pods();
-        let pod = with_retry(&format!("reading pod {}", self.name), || {
+    async fn read(&mut self) -> Result<Option<K>, K8sError> {
+        let api = &self.api;
+        let pod = with_retry(&format!("reading {} {}", self.kind, self.name), || {
             api.get_opt(self.name)
         })
         .await?;
-        if let Some(v) = pod
-            .as_ref()
-            .and_then(|p| p.metadata.resource_version.clone())
-        {
+        if let Some(v) = pod.as_ref().and_then(|p| p.meta().resource_version.clone()) {
             self.version = v;
         }
         Ok(pod)
     }
 
-    /// Waits up to `within` for the pod's next version.
-    pub async fn next(&mut self, within: Duration) -> Result<Look, K8sError> {
+    /// Waits up to `within` for the object's next version.
+    pub async fn next(&mut self, within: Duration) -> Result<Look<K>, K8sError> {
         if self.can_watch {
             let asked = Instant::now();
             if let Some(look) = self.watched(within).await {
@@ -142,7 +182,7 @@ impl<'a> PodWatch<'a> {
         let before = self.version.clone();
         Ok(match self.read().await? {
             None => Look::Gone,
-            Some(p) if p.metadata.resource_version.as_deref() == Some(before.as_str()) => {
+            Some(p) if p.meta().resource_version.as_deref() == Some(before.as_str()) => {
                 Look::Unchanged
             }
             Some(p) => Look::Changed(Box::new(p)),
@@ -151,7 +191,7 @@ impl<'a> PodWatch<'a> {
 
     /// The next watch event within `within`; `None` when the watch ended or could not be opened
     /// (the caller reads the pod instead; the watch is re-opened from that version next time).
-    async fn watched(&mut self, within: Duration) -> Option<Look> {
+    async fn watched(&mut self, within: Duration) -> Option<Look<K>> {
         if self.stream.is_none() {
             self.stream = self.open().await;
             self.stream.as_ref()?;
@@ -164,13 +204,13 @@ impl<'a> PodWatch<'a> {
                 Ok(Ok(Some(item))) => item,
                 Ok(Ok(None)) => break,
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, pod = self.name, "pod watch broke");
+                    tracing::debug!(error = %e, kind = self.kind, name = self.name, "watch broke");
                     break;
                 }
             };
             match item {
                 WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                    if let Some(v) = p.metadata.resource_version.clone() {
+                    if let Some(v) = p.meta().resource_version.clone() {
                         self.version = v;
                     }
                     return Some(Look::Changed(Box::new(p)));
@@ -180,8 +220,9 @@ impl<'a> PodWatch<'a> {
                 WatchEvent::Error(e) => {
                     tracing::debug!(
                         code = e.code,
-                        pod = self.name,
-                        "pod watch ended: {}",
+                        kind = self.kind,
+                        name = self.name,
+                        "watch ended: {}",
                         e.message
                     );
                     break;
@@ -192,23 +233,24 @@ impl<'a> PodWatch<'a> {
         None
     }
 
-    async fn open(&mut self) -> Option<BoxStream<'static, Result<WatchEvent<Pod>, kube::Error>>> {
+    async fn open(&mut self) -> Option<BoxStream<'static, Result<WatchEvent<K>, kube::Error>>> {
         let params = WatchParams::default()
             .fields(&format!("metadata.name={}", self.name))
             .timeout(WATCH_SECONDS);
-        let api = self.kube.pods();
-        match tokio::time::timeout(WATCH_OPEN_TIMEOUT, api.watch(&params, &self.version)).await {
+        let watch = self.api.watch(&params, &self.version);
+        match tokio::time::timeout(WATCH_OPEN_TIMEOUT, watch).await {
             Ok(Ok(s)) => Some(s.boxed()),
             Ok(Err(e)) => {
                 // Refused (403 despite the review, 405...): poll for the rest of this wait.
-                tracing::debug!(error = %e, pod = self.name, "cannot watch the pod; reading it instead");
+                tracing::debug!(error = %e, kind = self.kind, name = self.name, "cannot watch; reading instead");
                 self.can_watch = false;
                 None
             }
             Err(_) => {
                 tracing::debug!(
-                    pod = self.name,
-                    "the pod watch did not open in time; reading instead"
+                    kind = self.kind,
+                    name = self.name,
+                    "the watch did not open in time; reading instead"
                 );
                 None
             }

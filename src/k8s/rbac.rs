@@ -22,6 +22,14 @@ pub struct Permission {
     pub verb: &'static str,
 }
 
+impl Permission {
+    /// Whether the resource lives outside namespaces (nodes): only a ClusterRole, bound by a
+    /// ClusterRoleBinding, grants it, and its access review names no namespace.
+    pub fn cluster_scoped(&self) -> bool {
+        self.resource == "nodes"
+    }
+}
+
 impl std::fmt::Display for Permission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let g = if self.group.is_empty() {
@@ -66,9 +74,16 @@ pub enum Extra {
     BatchJobs,
     /// Take cache slots with Leases the workflow pod owns (else with Secrets cleanup_job removes).
     SlotLeases,
+    /// Read the runner's node, to wait for its start-up taints (asked only where
+    /// `ARC_HOOK_WAIT_FOR_NODE_TAINTS` is set; a ClusterRole's, so not in [`Extra::ALL`]).
+    ReadNodes,
+    /// Watch the runner's node rather than read it again and again (as [`Extra::ReadNodes`]).
+    WatchNodes,
 }
 
 impl Extra {
+    /// Every extra the namespace's Role (deploy/rbac/role.yaml) grants; the node extras need a
+    /// ClusterRole and are asked only when configured.
     pub const ALL: [Extra; 6] = [
         Extra::WatchPods,
         Extra::ListEvents,
@@ -91,6 +106,10 @@ impl Extra {
             Extra::AnnotatePods => "patch pods (without: no start-up times on the workflow pod)",
             Extra::BatchJobs => "jobs.batch (without: container steps cannot run as Jobs)",
             Extra::SlotLeases => "leases (without: cache slots are taken with Secrets)",
+            Extra::ReadNodes => {
+                "get nodes (ARC_HOOK_WAIT_FOR_NODE_TAINTS: without it prepare_job cannot wait)"
+            }
+            Extra::WatchNodes => "watch nodes (without: the node is read every 2 s)",
         }
     }
 
@@ -99,6 +118,8 @@ impl Extra {
         const LIST_EVENTS: &[Permission] = &[p("", "events", "", "list")];
         const EPHEMERAL: &[Permission] = &[p("", "pods", "ephemeralcontainers", "patch")];
         const ANNOTATE: &[Permission] = &[p("", "pods", "", "patch")];
+        const READ_NODES: &[Permission] = &[p("", "nodes", "", "get")];
+        const WATCH_NODES: &[Permission] = &[p("", "nodes", "", "watch")];
         match self {
             Extra::WatchPods => WATCH_PODS,
             Extra::ListEvents => LIST_EVENTS,
@@ -106,6 +127,8 @@ impl Extra {
             Extra::AnnotatePods => ANNOTATE,
             Extra::BatchJobs => JOB_PERMISSIONS,
             Extra::SlotLeases => LEASE_PERMISSIONS,
+            Extra::ReadNodes => READ_NODES,
+            Extra::WatchNodes => WATCH_NODES,
         }
     }
 }
@@ -230,7 +253,7 @@ async fn allowed(kube: &Kube, perm: Permission) -> Result<bool, K8sError> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
-                namespace: Some(kube.namespace.clone()),
+                namespace: (!perm.cluster_scoped()).then(|| kube.namespace.clone()),
                 group: Some(perm.group.to_string()),
                 resource: Some(perm.resource.to_string()),
                 subresource: (!perm.subresource.is_empty()).then(|| perm.subresource.to_string()),
@@ -306,20 +329,27 @@ pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
     })
 }
 
-/// Reviews every permission `command` needs or can use: from the rules review where it is
-/// complete, else by one access review each, in parallel. If no review can be made, the extras
-/// are assumed absent and the required permissions are left for the API to enforce. Fails when
-/// the API server cannot be reached.
-pub async fn check(kube: &Kube, command: CommandName) -> Result<Granted, K8sError> {
+/// Reviews every permission `command` needs or can use, and the extras `also` asked for by the
+/// configuration (nodes): from the rules review where it is complete, else by one access review
+/// each, in parallel. If no review can be made, the extras are assumed absent and the required
+/// permissions are left for the API to enforce. Fails when the API server cannot be reached.
+pub async fn check(kube: &Kube, command: CommandName, also: &[Extra]) -> Result<Granted, K8sError> {
     let req = required(command);
+    let wanted: Vec<Extra> =
+        extras(command)
+            .iter()
+            .chain(also)
+            .copied()
+            .fold(Vec::new(), |mut v, e| {
+                if !v.contains(&e) {
+                    v.push(e);
+                }
+                v
+            });
     let all: Vec<Permission> = req
         .iter()
         .copied()
-        .chain(
-            extras(command)
-                .iter()
-                .flat_map(|e| e.permissions().iter().copied()),
-        )
+        .chain(wanted.iter().flat_map(|e| e.permissions().iter().copied()))
         .collect();
     let answers: Vec<bool> = match rules(kube).await? {
         Some(rules) => all.iter().map(|p| rules_allow(&rules, *p)).collect(),
@@ -344,9 +374,8 @@ pub async fn check(kube: &Kube, command: CommandName) -> Result<Granted, K8sErro
     let ok = |perm: &Permission| all.iter().zip(&answers).any(|(p, a)| p == perm && *a);
     Ok(Granted {
         missing_required: req.iter().copied().filter(|p| !ok(p)).collect(),
-        extras: extras(command)
-            .iter()
-            .copied()
+        extras: wanted
+            .into_iter()
             .filter(|e| e.permissions().iter().all(ok))
             .collect(),
     })

@@ -32,6 +32,167 @@ pub const FATAL_WAITING: &[&str] = &[
     "RunContainerError",
 ];
 
+/// Whether a kubelet's pull error says the registry has no such image or tag (yet), as when a
+/// parallel job has not pushed it: containerd's `rpc error: code = NotFound desc = failed to pull
+/// and unpack image "r/x:1": failed to resolve reference "r/x:1": r/x:1: not found` (seen in
+/// kubernetes-sigs/provider-aws-test-infra#281), and the registry API's `MANIFEST_UNKNOWN` /
+/// `NAME_UNKNOWN` codes as CRI-O and Docker print them (`manifest unknown`, `name unknown`,
+/// `manifest for r/x:1 not found`). Errors that only share words with those — a network or TLS
+/// failure during the same resolve (`failed to resolve reference ...: failed to do request: Head
+/// ...: dial tcp ...: connect: connection timed out`, kubernetes/kubeadm#2936), or a refusal
+/// (401/403, `denied`, `unauthorized`) — are never a missing image. Pure.
+pub fn image_not_found(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    const OTHER_FAILURES: &[&str] = &[
+        "unauthorized",
+        "denied",
+        "forbidden",
+        "401",
+        "403",
+        "x509",
+        "tls",
+        "certificate",
+        "failed to do request",
+        "dial tcp",
+        "i/o timeout",
+        "connection refused",
+        "no such host",
+        "toomanyrequests",
+        "429",
+    ];
+    if OTHER_FAILURES.iter().any(|f| m.contains(f)) {
+        return false;
+    }
+    m.contains("code = notfound")
+        || m.trim_end().ends_with(": not found")
+        || m.contains("manifest unknown")
+        || m.contains("name unknown")
+        || (m.contains("manifest for ") && m.contains(" not found"))
+}
+
+/// A bounded wait for images the registry does not have yet (`ARC_HOOK_IMAGE_PULL_WAIT_SECONDS`),
+/// shared by every wait for a container to start. It remembers each container's last
+/// `ErrImagePull` cause, because a kubelet before 1.32 reports only `Back-off pulling image "x"`
+/// during the back-off (1.32 appends the cause: kubernetes/kubernetes#127918).
+#[derive(Debug)]
+pub struct PullWait {
+    limit: Duration,
+    since: Option<Instant>,
+    next_notice: Option<Instant>,
+    not_found: std::collections::BTreeMap<String, bool>,
+}
+
+impl PullWait {
+    /// A wait of at most `limit` per episode; zero: never wait (pull errors fail at once).
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            since: None,
+            next_notice: None,
+            not_found: Default::default(),
+        }
+    }
+
+    /// When the only containers that cannot start are waiting for images the registry does not
+    /// have, those images; `None` when the wait is off, or anything else is wrong.
+    pub fn missing_images<'a>(
+        &mut self,
+        statuses: impl IntoIterator<Item = &'a ContainerStatus>,
+    ) -> Option<Vec<String>> {
+        if self.limit.is_zero() {
+            return None;
+        }
+        let mut images = Vec::new();
+        for s in statuses {
+            let Some(state) = s.state.as_ref() else {
+                continue;
+            };
+            if state.terminated.is_some() {
+                return None;
+            }
+            let Some(w) = state.waiting.as_ref() else {
+                continue;
+            };
+            let msg = w.message.as_deref().unwrap_or_default();
+            let missing = match w.reason.as_deref().unwrap_or_default() {
+                "ErrImagePull" => {
+                    let nf = image_not_found(msg);
+                    self.not_found.insert(s.name.clone(), nf);
+                    nf
+                }
+                "ImagePullBackOff" => match msg.split_once("\": ") {
+                    Some((_, cause)) => image_not_found(cause),
+                    None => self.not_found.get(&s.name).copied().unwrap_or(false),
+                },
+                r if FATAL_WAITING.contains(&r) => false,
+                _ => continue,
+            };
+            if !missing {
+                return None;
+            }
+            if !images.contains(&s.image) {
+                images.push(s.image.clone());
+            }
+        }
+        (!images.is_empty()).then_some(images)
+    }
+
+    /// Keeps waiting for `images` (a job-log line at once and every [`WAITING_NOTICE`]), or,
+    /// once the limit has passed, the failure naming them and `cause`.
+    pub fn keep_waiting(&mut self, images: &[String], cause: &str) -> Result<(), String> {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let list = images.join(", ");
+        if since.elapsed() >= self.limit {
+            return Err(format!(
+                "image {list} is still not in the registry after {}s (ARC_HOOK_IMAGE_PULL_WAIT_SECONDS): {cause}",
+                since.elapsed().as_secs()
+            ));
+        }
+        if self.next_notice.is_none_or(|t| now >= t) {
+            println!(
+                "arc-hook: image {list} is not in the registry yet; waiting for it to be pushed ({}s so far, up to {}s)",
+                since.elapsed().as_secs(),
+                self.limit.as_secs()
+            );
+            self.next_notice = Some(now + WAITING_NOTICE);
+        }
+        Ok(())
+    }
+
+    /// How long until the wait must look again: the next notice or the limit, at most `cap`.
+    pub fn next_look(&self, cap: Duration) -> Duration {
+        let Some(since) = self.since else {
+            return cap;
+        };
+        let limit_at = since + self.limit;
+        self.next_notice
+            .map_or(limit_at, |n| n.min(limit_at))
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), cap)
+    }
+
+    /// Whether an episode is running.
+    pub fn waiting(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Ends an episode (the image came, or something else happened): how long it lasted, which a
+    /// caller's own deadline gives back; one job-log line if it was reported.
+    pub fn resolved(&mut self) -> Duration {
+        let Some(since) = self.since.take() else {
+            return Duration::ZERO;
+        };
+        self.next_notice = None;
+        let waited = since.elapsed();
+        println!(
+            "arc-hook: waited {}s for the image to be pushed",
+            waited.as_secs()
+        );
+        waited
+    }
+}
+
 /// Where a pod stands on its way to running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodProgress {
@@ -199,6 +360,9 @@ pub fn scheduling_verdict(message: &str) -> SchedulingVerdict {
     let Some(total) = nodes(filters) else {
         return SchedulingVerdict::Unknown;
     };
+    // The scheduler finds preemption no help against a taint too, but a taint is the node's to
+    // shed (a new node's start-up taints): such a node may take the pod soon.
+    let tainted = filters.contains("untolerated taint");
     let counted = |reason: &str| -> u64 {
         preemption
             .split_once(':')
@@ -209,7 +373,7 @@ pub fn scheduling_verdict(message: &str) -> SchedulingVerdict {
             .filter_map(|r| r.trim().split_once(' ')?.0.parse::<u64>().ok())
             .sum()
     };
-    if total > 0 && counted("Preemption is not helpful") >= total {
+    if total > 0 && counted("Preemption is not helpful") >= total && !tainted {
         SchedulingVerdict::NeverFits
     } else if counted("No preemption victims found") > 0 {
         SchedulingVerdict::NodeBusy
@@ -231,6 +395,23 @@ pub struct WaitOptions {
     pub waiting_notice: Option<Duration>,
     /// Also return once the pod's containers have run and finished (step pods that exit fast).
     pub accept_finished: bool,
+    /// How long a container whose image the registry does not have (yet) is waited for, apart
+    /// from `timeout` (zero: such a pull error fails at once).
+    pub image_pull_wait: Duration,
+}
+
+/// The statuses of a pod still on its way (init containers, then containers); none for a pod
+/// being deleted or ended, whose pull errors no longer matter.
+fn live_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref().filter(|s| {
+        pod.metadata.deletion_timestamp.is_none()
+            && !matches!(s.phase.as_deref(), Some("Failed" | "Succeeded"))
+    });
+    let init = status.and_then(|s| s.init_container_statuses.as_deref());
+    let main = status.and_then(|s| s.container_statuses.as_deref());
+    init.unwrap_or_default()
+        .iter()
+        .chain(main.unwrap_or_default())
 }
 
 /// Whether every container has started: running, or already terminated with an exit code.
@@ -423,7 +604,8 @@ async fn wait_until(
     seen: &mut Milestones,
     done: &dyn Fn(&Pod) -> bool,
 ) -> Result<Pod, PodFailure> {
-    let deadline = Instant::now() + opts.timeout;
+    let mut deadline = Instant::now() + opts.timeout;
+    let mut pulls = PullWait::new(opts.image_pull_wait);
     let mut unschedulable_since: Option<Instant> = None;
     let mut next_notice: Option<Instant> = None;
     let fail = |summary: String| async move {
@@ -451,7 +633,28 @@ async fn wait_until(
         if done(&current) || opts.accept_finished && has_run(&current) {
             return Ok(current);
         }
-        match classify(&current) {
+        let mut progress = classify(&current);
+        if let PodProgress::Failed(why) = &progress
+            && let Some(images) = pulls.missing_images(live_statuses(&current))
+        {
+            if let Err(gave_up) = pulls.keep_waiting(&images, why) {
+                return Err(fail(format!("pod {name} cannot run: {gave_up}")).await);
+            }
+            match pods.next(pulls.next_look(Duration::from_secs(10))).await {
+                Ok(Look::Changed(p)) => current = *p,
+                Ok(Look::Unchanged) => {}
+                Ok(Look::Gone) => return Err(fail(deleted()).await),
+                Err(e) if e.is_not_found() => return Err(fail(deleted()).await),
+                Err(e) => return Err(fail(e.chain()).await),
+            }
+            continue;
+        }
+        if pulls.waiting() {
+            // Time spent waiting for a push is not the prepare timeout's.
+            deadline += pulls.resolved();
+            progress = classify(&current);
+        }
+        match progress {
             PodProgress::Running => return Ok(current),
             PodProgress::Failed(why) => {
                 return Err(fail(format!("pod {name} cannot run: {why}")).await);
@@ -471,8 +674,13 @@ async fn wait_until(
                             "pod {name} can never be scheduled, even once other pods end: {why} (lower the template's resource requests, or fix its node selector, affinity or volumes)"
                         )
                     } else {
+                        let hint = if why.contains("untolerated taint") {
+                            " (give the template a toleration for the taint or, for one a new node sheds once ready, name its key in ARC_HOOK_WAIT_FOR_NODE_TAINTS)"
+                        } else {
+                            ""
+                        };
                         format!(
-                            "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}",
+                            "pod {name} cannot be scheduled after {}s (ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS): {why}{hint}",
                             since.elapsed().as_secs()
                         )
                     };
@@ -634,6 +842,100 @@ mod tests {
     }
 
     #[test]
+    fn only_a_missing_image_or_tag_is_worth_waiting_for() {
+        let img = "registry.example.internal/ci/built:abc";
+        for missing in [
+            format!("rpc error: code = NotFound desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": {img}: not found"),
+            format!("Back-off pulling image \"{img}\": ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": {img}: not found"),
+            format!("rpc error: code = Unknown desc = reading manifest abc in {img}: manifest unknown"),
+            format!("Error response from daemon: manifest for {img} not found: manifest unknown: manifest unknown"),
+            "rpc error: code = Unknown desc = reading manifest x in r/ci/never: name unknown: repository name not known to registry".to_string(),
+        ] {
+            assert!(image_not_found(&missing), "{missing}");
+        }
+        for other in [
+            format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": failed to do request: Head \"https://registry.example.internal/v2/ci/built/manifests/abc\": dial tcp 10.0.0.5:443: connect: connection timed out"),
+            format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": pulling from host registry.example.internal failed with status code [manifests abc]: 401 Unauthorized"),
+            format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{img}\": failed to resolve reference \"{img}\": failed to do request: Head \"https://registry.example.internal/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"),
+            "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied".to_string(),
+            format!("Back-off pulling image \"{img}\""),
+        ] {
+            assert!(!image_not_found(&other), "{other}");
+        }
+    }
+
+    fn waiting(name: &str, image: &str, reason: &str, message: &str) -> ContainerStatus {
+        serde_json::from_value(
+            json!({"name": name, "ready": false, "restartCount": 0, "image": image, "imageID": "",
+            "state": {"waiting": {"reason": reason, "message": message}}}),
+        )
+        .expect("status")
+    }
+
+    #[test]
+    fn a_pull_wait_follows_missing_images_through_the_back_off() {
+        let nf = "rpc error: code = NotFound desc = failed to pull and unpack image \"b:1\": failed to resolve reference \"b:1\": b:1: not found";
+        let mut off = PullWait::new(Duration::ZERO);
+        assert_eq!(
+            off.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf)]),
+            None
+        );
+        let mut w = PullWait::new(Duration::from_secs(60));
+        let creating = waiting("redis", "redis:7", "ContainerCreating", "");
+        assert_eq!(
+            w.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf), creating.clone()]),
+            Some(vec!["b:1".to_string()])
+        );
+        // A kubelet before 1.32: the back-off message alone, the cause remembered.
+        let old_back_off = waiting(
+            "job",
+            "b:1",
+            "ImagePullBackOff",
+            "Back-off pulling image \"b:1\"",
+        );
+        assert_eq!(
+            w.missing_images(std::slice::from_ref(&old_back_off)),
+            Some(vec!["b:1".to_string()])
+        );
+        assert_eq!(
+            PullWait::new(Duration::from_secs(60)).missing_images(&[old_back_off]),
+            None
+        );
+        // Any other failure beside it ends the wait.
+        let denied = waiting("redis", "redis:7", "ErrImagePull", "401 Unauthorized");
+        assert_eq!(
+            w.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf), denied]),
+            None
+        );
+        let config = waiting(
+            "job",
+            "b:1",
+            "CreateContainerConfigError",
+            "secret \"x\" not found",
+        );
+        assert_eq!(w.missing_images(&[config]), None);
+        // Nothing failing: nothing to wait for.
+        assert_eq!(w.missing_images(&[creating]), None);
+    }
+
+    #[test]
+    fn a_pull_wait_gives_up_at_its_limit_naming_the_image() {
+        let mut w = PullWait::new(Duration::from_millis(1));
+        assert!(w.keep_waiting(&["b:1".into()], "not found").is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        let e = w
+            .keep_waiting(&["b:1".into()], "b:1: not found")
+            .expect_err("limit");
+        assert!(
+            e.starts_with("image b:1 is still not in the registry after 0s (ARC_HOOK_IMAGE_PULL_WAIT_SECONDS): b:1: not found"),
+            "{e}"
+        );
+        assert!(w.waiting());
+        w.resolved();
+        assert!(!w.waiting());
+    }
+
+    #[test]
     fn eviction_and_exit_are_fatal() {
         let p = pod(
             json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
@@ -686,6 +988,9 @@ mod tests {
             Unknown
         );
         assert_eq!(scheduling_verdict("no node fits the pod"), Unknown);
+        // A taint is the node's to shed: never "never fits", though preemption cannot help.
+        let tainted = "0/1 nodes are available: 1 node(s) had untolerated taint {cache-not-ready: true}. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+        assert_eq!(scheduling_verdict(tainted), Unknown);
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
     if res.id == "secrets" || res.id == "configmaps" {
         validate_data(res, new, &mut causes);
     }
+    if res.id == "nodes" {
+        validate_taints(new, &mut causes);
+    }
     if res.id == "secrets" {
         fold_string_data(new);
     }
@@ -127,6 +130,38 @@ pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), 
             meta::name(new),
             causes,
         ))
+    }
+}
+
+/// A node's `spec.taints`: qualified-name keys, label-value values, one of the three effects, and
+/// no key and effect twice (pkg/apis/core/validation `validateNodeTaints`).
+fn validate_taints(node: &Value, causes: &mut Vec<Cause>) {
+    let taints = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (i, t) in taints.iter().enumerate() {
+        let at = |f: &str| format!("spec.taints[{i}].{f}");
+        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let (key, value, effect) = (s("key"), s("value"), s("effect"));
+        for problem in validation::qualified_name(&key) {
+            causes.push(Cause::invalid(at("key"), &key, &problem));
+        }
+        for problem in validation::label_value(&value) {
+            causes.push(Cause::invalid(at("value"), &value, &problem));
+        }
+        const EFFECTS: &[&str] = &["NoExecute", "NoSchedule", "PreferNoSchedule"];
+        if effect.is_empty() {
+            causes.push(Cause::required(at("effect")));
+        } else if !EFFECTS.contains(&effect.as_str()) {
+            causes.push(Cause::unsupported(at("effect"), &effect, EFFECTS));
+        }
+        if seen.contains(&(key.clone(), effect.clone())) {
+            causes.push(Cause::duplicate(format!("spec.taints[{i}]"), &key));
+        }
+        seen.push((key, effect));
     }
 }
 

@@ -207,6 +207,7 @@ async fn dispatch(
     if verb.is_empty() || !(t.res.verbs.contains(&verb) || t.sub.is_some()) {
         return ApiError::method_not_allowed().into_response();
     }
+    sim.record_request(request_line(verb, &t, &body));
     let attrs = rbac::Attributes {
         verb,
         group: t.res.group,
@@ -256,6 +257,32 @@ async fn dispatch(
         _ => Err(ApiError::method_not_allowed()),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The request log's line: `verb resource[/sub] [name]`; an access review adds what it asks.
+fn request_line(verb: &str, t: &Target, body: &[u8]) -> String {
+    let mut line = format!("{verb} {}", t.res.id);
+    if let Some(sub) = &t.sub {
+        line.push('/');
+        line.push_str(sub);
+    }
+    if let Some(name) = &t.name {
+        line.push(' ');
+        line.push_str(name);
+    }
+    if t.res.id == "selfsubjectaccessreviews.authorization.k8s.io"
+        && let Ok(review) = serde_json::from_slice::<Value>(body)
+        && let Some(a) = review.pointer("/spec/resourceAttributes")
+    {
+        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");
+        let sub = if s("subresource").is_empty() {
+            String::new()
+        } else {
+            format!("/{}", s("subresource"))
+        };
+        line.push_str(&format!(" ({} {}{sub})", s("verb"), s("resource")));
+    }
+    line
 }
 
 fn wants_table(accept: &str) -> bool {

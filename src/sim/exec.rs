@@ -100,6 +100,15 @@ pub async fn handler(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let q = Query::parse(&uri);
+    sim.record_request(format!(
+        "{} pods/exec {name} {}",
+        if method == Method::POST {
+            "create"
+        } else {
+            "get"
+        },
+        q.get("container").unwrap_or_default()
+    ));
     let req = match check(&sim, &ns, &name, &method, &q) {
         Ok(r) => r,
         Err(e) => return e.into_response(),

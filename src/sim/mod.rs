@@ -32,7 +32,7 @@ mod write;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -201,6 +201,46 @@ pub(crate) struct SimState {
     pub kubelet: kubelet::Kubelet,
     pub user: String,
     pub addr: SocketAddr,
+    /// Image -> the pull error the runtime answers for it, and until when (`None`: until the
+    /// test pushes it; see [`Simulator::hide_image`]).
+    pub pull_errors: Mutex<HashMap<String, (String, Option<std::time::Instant>)>>,
+    /// One line per API request served (`get nodes sim-node-1`), for tests that count them.
+    pub requests: Mutex<Vec<String>>,
+}
+
+impl SimState {
+    /// The pull error for `image` now, if any: `unpullable_images` are never found; others as
+    /// the test set them.
+    pub(crate) fn pull_error(&self, image: &str) -> Option<String> {
+        if self.cfg.unpullable_images.iter().any(|i| i == image) {
+            return Some(not_found_cause(image));
+        }
+        let mut errors = self.pull_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match errors.get(image) {
+            Some((_, Some(until))) if std::time::Instant::now() >= *until => {
+                errors.remove(image);
+                None
+            }
+            other => other.map(|(cause, _)| cause.clone()),
+        }
+    }
+
+    /// Notes one request, as an audit log would (bounded: the oldest half goes past 100 000).
+    pub(crate) fn record_request(&self, line: String) {
+        let mut log = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= 100_000 {
+            log.drain(..50_000);
+        }
+        log.push(line);
+    }
+}
+
+/// containerd's answer for a reference the registry does not have (as the kubelet reports it in
+/// the container's `ErrImagePull` message).
+pub fn not_found_cause(image: &str) -> String {
+    format!(
+        "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
+    )
 }
 
 /// A running simulator. Dropping it without [`Simulator::shutdown`] leaves pod processes behind.
@@ -257,6 +297,8 @@ impl Simulator {
             kubelet,
             user,
             addr,
+            pull_errors: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
         });
         cluster::seed(&state);
         jobs::spawn_controller(state.clone());
@@ -330,6 +372,57 @@ impl Simulator {
         if !self.restart.restart(down) {
             tracing::warn!("the API server is not running; nothing to restart");
         }
+    }
+
+    /// The registry does not have `image` (yet): pulls fail with containerd's `not found` and the
+    /// kubelet backs off and retries (1 s, doubling to 10 s), until [`Simulator::push_image`].
+    pub fn hide_image(&self, image: &str) {
+        self.fail_pulls(image, &not_found_cause(image));
+    }
+
+    /// As [`Simulator::hide_image`] for `pushed_after` from now, as if a parallel job pushed it
+    /// then: the next pull retry after that succeeds.
+    pub fn hide_image_for(&self, image: &str, pushed_after: Duration) {
+        self.state
+            .pull_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                image.to_string(),
+                (
+                    not_found_cause(image),
+                    Some(std::time::Instant::now() + pushed_after),
+                ),
+            );
+    }
+
+    /// `image` is in the registry now: the next pull retry succeeds.
+    pub fn push_image(&self, image: &str) {
+        self.state
+            .pull_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(image);
+    }
+
+    /// Pulls of `image` fail with `cause` (the runtime's message, e.g. a 401 or a TLS error)
+    /// until [`Simulator::push_image`].
+    pub fn fail_pulls(&self, image: &str, cause: &str) {
+        self.state
+            .pull_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(image.to_string(), (cause.to_string(), None));
+    }
+
+    /// The API requests served so far, one line each: `verb resource[/sub] [name]`, and for access
+    /// reviews what was asked (`create selfsubjectaccessreviews.authorization.k8s.io (get nodes)`).
+    pub fn requests(&self) -> Vec<String> {
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Handle to change the fault knobs while the simulator runs.

@@ -82,7 +82,8 @@ pub static RESOURCES: &[Resource] = &[
         singular: "node",
         kind: "Node",
         namespaced: false,
-        verbs: &["get", "list", "watch"],
+        // patch/update: `kubectl taint` and `kubectl label` (the node's status stays the kubelet's).
+        verbs: &["get", "list", "patch", "update", "watch"],
         short_names: &["no"],
         subresources: &[("status", "Node", &["get"])],
     },

@@ -234,6 +234,9 @@ async fn write(
     if t.res.id == "pods" && t.sub.as_deref() == Some("ephemeralcontainers") {
         kubelet::ephemeral_changed(sim, &obj);
     }
+    if t.res.id == "nodes" {
+        sim.kubelet.node_changed();
+    }
     Ok(obj)
 }
 

@@ -187,7 +187,11 @@ async fn run_builder(
     create_once(&api, "builder pod", pod)
         .await
         .context("cannot create the image builder pod")?;
-    let opts = crate::hooks::pod_wait(config, granted, true);
+    let opts = crate::k8s::wait::WaitOptions {
+        // The builder image is the platform's, never one a parallel job is pushing.
+        image_pull_wait: std::time::Duration::ZERO,
+        ..crate::hooks::pod_wait(config, granted, true)
+    };
     wait_running(kube, name, opts).await.map_err(|f| {
         anyhow::anyhow!(
             "the image builder did not start (ARC_HOOK_BUILDER_IMAGE={}): {f}",

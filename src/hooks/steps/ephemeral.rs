@@ -233,7 +233,15 @@ async fn run_added(
     name: &str,
     can_watch: bool,
 ) -> Result<(i32, Option<String>), EphemeralError> {
-    ephemeral::wait_started(kube, pod, name, config.prepare_timeout, can_watch).await?;
+    ephemeral::wait_started(
+        kube,
+        pod,
+        name,
+        config.prepare_timeout,
+        config.image_pull_wait,
+        can_watch,
+    )
+    .await?;
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
     let (code, reason) =
         ephemeral::exit_code(kube, pod, name, super::job::EXIT_STATUS_TIMEOUT, can_watch).await?;

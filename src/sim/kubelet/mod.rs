@@ -88,7 +88,8 @@ pub(crate) struct Kubelet {
     allocatable: scheduling::Resources,
     /// What each pod on the node requests, by pod uid, until it ends.
     bound: Mutex<HashMap<String, scheduling::Resources>>,
-    /// Bumped whenever a pod on the node ends: Pending pods try again.
+    /// Bumped whenever a pod on the node ends or the node changes (taints, labels): Pending
+    /// pods try again.
     freed: tokio::sync::watch::Sender<u64>,
 }
 
@@ -130,6 +131,7 @@ impl Kubelet {
         &self,
         pod: &Value,
         node_labels: &serde_json::Map<String, Value>,
+        taints: &[Value],
         missing_claim: Option<&str>,
         preset: bool,
     ) -> Placement {
@@ -146,8 +148,15 @@ impl Kubelet {
             scheduling::admit_bound(&requested, &self.allocatable, &used)
                 .map_err(|(reason, message)| Placement::Rejected(reason, message))
         } else {
-            scheduling::fit(pod, node_labels, missing_claim, &self.allocatable, &used)
-                .map_err(Placement::Unschedulable)
+            scheduling::fit(
+                pod,
+                node_labels,
+                taints,
+                missing_claim,
+                &self.allocatable,
+                &used,
+            )
+            .map_err(Placement::Unschedulable)
         };
         match decision {
             Ok(()) => {
@@ -171,7 +180,13 @@ impl Kubelet {
         }
     }
 
-    /// Changes whenever a pod on the node ends.
+    /// The node object was written (a taint removed, a label added): Pending pods try again,
+    /// as kube-scheduler requeues them on node updates.
+    pub(crate) fn node_changed(&self) {
+        self.freed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever a pod on the node ends or the node changes.
     pub(crate) fn freed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.freed.subscribe()
     }

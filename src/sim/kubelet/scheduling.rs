@@ -1,5 +1,6 @@
-//! The scheduler's decision for the one sim node: node selectors, affinity, resources (what the
-//! node's other pods already hold included), claims; and the kubelet's admission of bound pods.
+//! The scheduler's decision for the one sim node: node selectors, affinity, taints, resources
+//! (what the node's other pods already hold included), claims; and the kubelet's admission of
+//! bound pods.
 
 use std::collections::BTreeMap;
 
@@ -136,11 +137,49 @@ pub fn admit_bound(
     Err((reason, message))
 }
 
+/// Whether `toleration` tolerates `taint`: kube-scheduler's `Toleration.ToleratesTaint`
+/// (k8s.io/api core/v1 `toleration.go`): an empty effect matches every effect, `Exists` with an
+/// empty key every key, `Equal` (the default operator) needs key and value to match.
+fn tolerates(toleration: &Value, taint: &Value) -> bool {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let effect = s(toleration, "effect");
+    if !effect.is_empty() && effect != s(taint, "effect") {
+        return false;
+    }
+    let key = s(toleration, "key");
+    if !key.is_empty() && key != s(taint, "key") {
+        return false;
+    }
+    match s(toleration, "operator").as_str() {
+        "Exists" => true,
+        "" | "Equal" => s(toleration, "value") == s(taint, "value"),
+        _ => false,
+    }
+}
+
+/// The first NoSchedule or NoExecute taint of the node the pod does not tolerate, as the
+/// TaintToleration filter picks it (PreferNoSchedule only scores).
+fn untolerated_taint<'a>(pod: &Value, taints: &'a [Value]) -> Option<&'a Value> {
+    let tolerations: Vec<Value> = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    taints.iter().find(|t| {
+        matches!(
+            t.get("effect").and_then(Value::as_str),
+            Some("NoSchedule" | "NoExecute")
+        ) && !tolerations.iter().any(|tol| tolerates(tol, t))
+    })
+}
+
 /// `Ok` when the pod fits the node; otherwise the FailedScheduling message.
-/// `node` is the node's allocatable, `used` what its running pods request.
+/// `node` is the node's allocatable, `used` what its running pods request, `taints` the node's
+/// `spec.taints`.
 pub fn fit(
     pod: &Value,
     node_labels: &Map<String, Value>,
+    taints: &[Value],
     missing_claim: Option<&str>,
     node: &Resources,
     used: &Resources,
@@ -162,6 +201,17 @@ pub fn fit(
     if !selector_ok || !affinity_ok {
         return Err(format!(
             "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NOT_HELPFUL}"
+        ));
+    }
+    // kube-scheduler's TaintToleration filter (pkg/scheduler/framework/plugins/tainttoleration):
+    // `node(s) had untolerated taint {key: value}`, UnschedulableAndUnresolvable, so preemption
+    // is "not helpful".
+    if let Some(t) = untolerated_taint(pod, taints) {
+        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("");
+        return Err(format!(
+            "0/1 nodes are available: 1 node(s) had untolerated taint {{{}: {}}}. {NOT_HELPFUL}",
+            s("key"),
+            s("value")
         ));
     }
     let short = shortfalls(&requests(pod), node, used);
@@ -216,13 +266,21 @@ mod tests {
     #[test]
     fn a_busy_node_is_resolvable_and_an_oversized_pod_is_not() {
         let used = Resources::from([("cpu".to_string(), 62.0), ("pods".to_string(), 3.0)]);
-        let e = fit(&cpu_pod("4"), &labels(), None, &node(), &used).expect_err("busy");
+        let e = fit(&cpu_pod("4"), &labels(), &[], None, &node(), &used).expect_err("busy");
         assert_eq!(
             e,
             format!("0/1 nodes are available: 1 Insufficient cpu. {NO_VICTIMS}")
         );
-        assert!(fit(&cpu_pod("2"), &labels(), None, &node(), &used).is_ok());
-        let e = fit(&cpu_pod("65"), &labels(), None, &node(), &Resources::new()).expect_err("big");
+        assert!(fit(&cpu_pod("2"), &labels(), &[], None, &node(), &used).is_ok());
+        let e = fit(
+            &cpu_pod("65"),
+            &labels(),
+            &[],
+            None,
+            &node(),
+            &Resources::new(),
+        )
+        .expect_err("big");
         assert!(e.ends_with(NOT_HELPFUL), "{e}");
     }
 
@@ -243,7 +301,7 @@ mod tests {
     fn gpu_requests_do_not_fit() {
         let pod =
             json!({"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}});
-        let e = fit(&pod, &labels(), None, &node(), &Resources::new()).expect_err("no gpu");
+        let e = fit(&pod, &labels(), &[], None, &node(), &Resources::new()).expect_err("no gpu");
         assert!(
             e.starts_with("0/1 nodes are available: 1 Insufficient nvidia.com/gpu."),
             "{e}"
@@ -251,18 +309,93 @@ mod tests {
     }
 
     #[test]
+    fn untolerated_no_schedule_and_no_execute_taints_keep_a_pod_off_the_node() {
+        let taints = [
+            json!({"key": "karpenter.sh/disruption", "value": "x", "effect": "PreferNoSchedule"}),
+            json!({"key": "cache-not-ready", "value": "true", "effect": "NoSchedule"}),
+        ];
+        let pod =
+            |tolerations: Value| json!({"spec": {"containers": [], "tolerations": tolerations}});
+        let e = fit(
+            &pod(json!([])),
+            &labels(),
+            &taints,
+            None,
+            &node(),
+            &Resources::new(),
+        )
+        .expect_err("tainted");
+        assert_eq!(
+            e,
+            format!(
+                "0/1 nodes are available: 1 node(s) had untolerated taint {{cache-not-ready: true}}. {NOT_HELPFUL}"
+            )
+        );
+        for tolerated in [
+            json!([{"key": "cache-not-ready", "operator": "Exists"}]),
+            json!([{"key": "cache-not-ready", "value": "true", "effect": "NoSchedule"}]),
+            json!([{"operator": "Exists"}]),
+        ] {
+            assert!(
+                fit(
+                    &pod(tolerated.clone()),
+                    &labels(),
+                    &taints,
+                    None,
+                    &node(),
+                    &Resources::new()
+                )
+                .is_ok(),
+                "{tolerated}"
+            );
+        }
+        for not_tolerated in [
+            json!([{"key": "cache-not-ready", "value": "false"}]),
+            json!([{"key": "cache-not-ready", "operator": "Exists", "effect": "NoExecute"}]),
+            json!([{"key": "other", "operator": "Exists"}]),
+        ] {
+            assert!(
+                fit(
+                    &pod(not_tolerated.clone()),
+                    &labels(),
+                    &taints,
+                    None,
+                    &node(),
+                    &Resources::new()
+                )
+                .is_err(),
+                "{not_tolerated}"
+            );
+        }
+        let no_execute = [json!({"key": "karpenter.sh/unregistered", "effect": "NoExecute"})];
+        let e = fit(
+            &pod(json!([])),
+            &labels(),
+            &no_execute,
+            None,
+            &node(),
+            &Resources::new(),
+        )
+        .expect_err("NoExecute");
+        assert!(
+            e.contains("untolerated taint {karpenter.sh/unregistered: }"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn selectors_must_match_the_node() {
         let ok = json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "sim-node-1"}, "containers": []}});
-        assert!(fit(&ok, &labels(), None, &node(), &Resources::new()).is_ok());
+        assert!(fit(&ok, &labels(), &[], None, &node(), &Resources::new()).is_ok());
         let bad = json!({"spec": {"nodeSelector": {"pool": "gpu"}, "containers": []}});
         assert!(
-            fit(&bad, &labels(), None, &node(), &Resources::new())
+            fit(&bad, &labels(), &[], None, &node(), &Resources::new())
                 .expect_err("mismatch")
                 .contains("didn't match Pod's node affinity/selector")
         );
         let big = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "65"}}}]}});
         assert!(
-            fit(&big, &labels(), None, &node(), &Resources::new())
+            fit(&big, &labels(), &[], None, &node(), &Resources::new())
                 .expect_err("too big")
                 .contains("Insufficient cpu")
         );

@@ -59,7 +59,13 @@ struct Worker {
     start_time: Option<String>,
     pod_ip: Option<String>,
     terminating: bool,
+    /// The pause before the next pull retry after a failed pull (the kubelet's image back-off,
+    /// shortened: 1 s doubling to 10 s rather than 10 s to 300 s).
+    pull_backoff: Duration,
 }
+
+/// The first and the longest pause between two pulls of an image that failed.
+const PULL_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(10));
 
 pub(super) async fn run(
     sim: Arc<SimState>,
@@ -122,6 +128,7 @@ pub(super) async fn run(
         start_time: None,
         pod_ip: None,
         terminating: false,
+        pull_backoff: PULL_BACKOFF.0,
     };
     tracing::debug!(ns = %key.namespace, name = %key.name, "pod worker started");
     let mut freed = sim.kubelet.freed();
@@ -130,8 +137,8 @@ pub(super) async fn run(
         let timer = w.next_timer();
         let unschedulable = w.stage == Stage::Unschedulable;
         tokio::select! {
-            // Room on the node may have come free: a Pending pod tries again, as the scheduler
-            // retries on pod deletions.
+            // Room on the node may have come free, or the node changed: a Pending pod tries
+            // again, as the scheduler retries on pod deletions and node updates.
             Ok(()) = freed.changed(), if unschedulable => w.schedule(),
             cmd = cmds.recv() => match cmd {
                 None => { w.teardown(0, &mut exits).await; break; }
@@ -379,8 +386,19 @@ impl Worker {
 
     fn schedule(&mut self) {
         let missing = self.ensure_claims();
-        let labels = cluster::node_labels()
+        // The node as the API has it now: `kubectl taint` / `kubectl label` change it.
+        let node = self.sim.store.get(&Key::new("nodes", "", NODE_NAME));
+        let labels = node
+            .as_ref()
+            .and_then(|n| n.pointer("/metadata/labels"))
+            .unwrap_or(&cluster::node_labels())
             .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let taints: Vec<Value> = node
+            .as_ref()
+            .and_then(|n| n.pointer("/spec/taints"))
+            .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
         let preset = self
@@ -395,10 +413,13 @@ impl Worker {
             self.stage = Stage::Unschedulable;
             return;
         }
-        let placement =
-            self.sim
-                .kubelet
-                .place(&self.pod, &labels, missing.as_deref(), preset.is_some());
+        let placement = self.sim.kubelet.place(
+            &self.pod,
+            &labels,
+            &taints,
+            missing.as_deref(),
+            preset.is_some(),
+        );
         match placement {
             Placement::Unschedulable(message) => {
                 self.stage = Stage::Unschedulable;
@@ -459,7 +480,7 @@ impl Worker {
                         self.stage = Stage::MountFailed;
                     }
                 }
-                Stage::PullFailed => self.pull_back_off(),
+                Stage::PullFailed => self.pull_back_off_or_retry(),
                 _ => {}
             }
         }
@@ -561,11 +582,15 @@ impl Worker {
             }
             Some(_) => {}
             None => {
-                for c in self.containers.iter_mut().filter(|c| c.kind == Kind::App) {
+                // After a pull retry some app containers may be running already.
+                let not_started = |c: &Container| {
+                    c.kind == Kind::App && c.pid.is_none() && c.terminated().is_none()
+                };
+                for c in self.containers.iter_mut().filter(|c| not_started(c)) {
                     c.state = json!({"waiting": {"reason": "ContainerCreating"}});
                 }
                 let apps: Vec<usize> = (0..self.containers.len())
-                    .filter(|i| self.containers[*i].kind == Kind::App)
+                    .filter(|i| not_started(&self.containers[*i]))
                     .collect();
                 for i in apps {
                     if self.stage == Stage::PullFailed {
@@ -602,11 +627,8 @@ impl Worker {
             self.stage = Stage::PullFailed;
             return false;
         }
-        if self.sim.cfg.unpullable_images.contains(&image) {
+        if let Some(cause) = self.sim.pull_error(&image) {
             self.container_event(i, false, "Pulling", &format!("Pulling image \"{image}\""));
-            let cause = format!(
-                "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
-            );
             self.container_event(
                 i,
                 true,
@@ -620,7 +642,13 @@ impl Worker {
             return false;
         }
         if !self.containers[i].pulled {
-            if policy == "Always" {
+            // A retry after a failed pull really pulls, whatever the policy.
+            let retried = self.containers[i]
+                .state
+                .pointer("/waiting/reason")
+                .and_then(Value::as_str)
+                == Some("ImagePullBackOff");
+            if policy == "Always" || retried {
                 self.container_event(i, false, "Pulling", &format!("Pulling image \"{image}\""));
                 self.container_event(i, false, "Pulled", &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 3623807 bytes."));
             } else {
@@ -636,20 +664,55 @@ impl Worker {
         true
     }
 
-    fn pull_back_off(&mut self) {
-        for i in 0..self.containers.len() {
-            if self.containers[i]
-                .state
-                .pointer("/waiting/reason")
-                .and_then(Value::as_str)
-                == Some("ErrImagePull")
-            {
-                let image = self.containers[i].image().to_string();
-                let message = format!("Back-off pulling image \"{image}\"");
-                self.container_event(i, false, "BackOff", &message);
-                self.image_unavailable(i, "ImagePullBackOff", message);
+    /// After a failed pull: the containers go to `ImagePullBackOff` and a retry is timed; when
+    /// that comes, the pulls are tried again (and fail again, or the containers start).
+    fn pull_back_off_or_retry(&mut self) {
+        let failed: Vec<usize> = (0..self.containers.len())
+            .filter(|i| {
+                self.containers[*i]
+                    .state
+                    .pointer("/waiting/reason")
+                    .and_then(Value::as_str)
+                    == Some("ErrImagePull")
+            })
+            .collect();
+        if failed.is_empty() {
+            self.stage = Stage::Starting;
+            // Ephemeral containers are retried as the others are (each SyncPod tries them again).
+            let backed_off: Vec<usize> = (0..self.containers.len())
+                .filter(|i| {
+                    let c = &self.containers[*i];
+                    c.kind == Kind::Ephemeral
+                        && c.state.pointer("/waiting/reason").and_then(Value::as_str)
+                            == Some("ImagePullBackOff")
+                })
+                .collect();
+            for i in backed_off {
+                self.start_container(i);
             }
+            self.start_pending_ephemeral();
+            self.start_next();
+            return;
         }
+        for i in failed {
+            let image = self.containers[i].image().to_string();
+            let cause = self.containers[i]
+                .state
+                .pointer("/waiting/message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let event = format!("Back-off pulling image \"{image}\"");
+            self.container_event(i, false, "BackOff", &event);
+            // Since 1.32 the waiting message carries the pull's cause (kubernetes/kubernetes#127918).
+            self.image_unavailable(
+                i,
+                "ImagePullBackOff",
+                format!("{event}: ErrImagePull: {cause}"),
+            );
+        }
+        self.timer = Some(Instant::now() + self.pull_backoff);
+        self.pull_backoff = (self.pull_backoff * 2).min(PULL_BACKOFF.1);
     }
 
     /// An event about container `i` from the kubelet, naming the container's field path.
