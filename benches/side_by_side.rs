@@ -7,6 +7,9 @@
 //! service, three script steps) plus one container step; every hook gets its own runner (pod, work
 //! claim, `_work`), all in the same simulator. The hook processes are measured with `wait4`, so CPU
 //! and peak RSS include whatever they spawn and reap (upstream's local `sh -c find`).
+//! `SIDE_BY_SIDE_CLUSTER=1` plays the same job again on the conformance cluster
+//! (`scripts/real-cluster.sh`, needs `target/conformance/conformance`), counting requests from the
+//! real apiserver's audit log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -332,6 +335,71 @@ fn run_measured(mut cmd: std::process::Command, stdin: &[u8], log: &Path) -> Sam
     }
 }
 
+/// The conformance cluster (`scripts/real-cluster.sh`), brought up for the bench and stopped when
+/// dropped; its apiserver audits every request of the runner's ServiceAccount.
+struct ConformanceCluster {
+    dir: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl ConformanceCluster {
+    fn up(settings: &Path) -> ConformanceCluster {
+        let scratch = tempfile::tempdir().expect("a directory for the cluster");
+        let dir = scratch.path().join("cluster");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = std::process::Command::new(repo.join("scripts/real-cluster.sh"))
+            .arg("up")
+            .arg(&dir)
+            .arg("--settings")
+            .arg(settings)
+            .env("ARC_HOOK_BIN", env!("CARGO_BIN_EXE_arc-hook"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("scripts/real-cluster.sh runs");
+        assert!(status.success(), "scripts/real-cluster.sh up failed");
+        ConformanceCluster {
+            dir,
+            _scratch: scratch,
+        }
+    }
+
+    /// The runner's requests in the audit log so far, in order.
+    fn audited(&self) -> Vec<proxy::Request> {
+        let text = std::fs::read_to_string(self.dir.join("logs/audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| {
+                e["user"]["username"] == "system:serviceaccount:arc-runners:arc-hook-runner"
+            })
+            .map(|e| {
+                let obj = &e["objectRef"];
+                let resource = match (obj["resource"].as_str(), obj["subresource"].as_str()) {
+                    (Some(r), Some(s)) => format!("{r}/{s}"),
+                    (Some(r), None) => r.to_string(),
+                    _ => "discovery".to_string(),
+                };
+                proxy::Request {
+                    verb: e["verb"].as_str().unwrap_or_default().to_string(),
+                    exec: obj["subresource"] == "exec" || obj["subresource"] == "attach",
+                    line: e["requestURI"].as_str().unwrap_or_default().to_string(),
+                    resource,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for ConformanceCluster {
+    fn drop(&mut self) {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let _ = std::process::Command::new(repo.join("scripts/real-cluster.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 /// One of the hooks under test.
 struct Hook {
     label: &'static str,
@@ -350,8 +418,22 @@ struct Row {
 
 /// Lays out a runner home like the runner's: `_work` from the fixture, empty externals.
 fn runner_home(root: &Path, runner: &str) -> PathBuf {
-    let home = root.join(runner);
+    lay_out_home(root.join(runner))
+}
+
+/// [`runner_home`] at `home` (its `_work` emptied first: a fresh runner pod's).
+fn lay_out_home(home: PathBuf) -> PathBuf {
     let work = home.join("_work");
+    if work.exists() {
+        for entry in std::fs::read_dir(&work).expect("runner _work") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path).expect("empty _work");
+            } else {
+                std::fs::remove_file(&path).expect("empty _work");
+            }
+        }
+    }
     std::fs::create_dir_all(&work).expect("runner _work");
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -470,26 +552,52 @@ async fn create_runner_pod(sim: &Simulator, name: &str) {
         .expect("runner pod created");
 }
 
+/// Where a hook plays: the embedded simulator behind the counting proxy, or the conformance
+/// cluster (its one runner, `arc-runner`, and the apiserver's audit log as the count).
+enum Target<'a> {
+    Simulator {
+        proxy_url: &'a str,
+        log: &'a proxy::Log,
+    },
+    Cluster(&'a ConformanceCluster),
+}
+
+impl Target<'_> {
+    /// The requests seen so far (for the simulator, the proxy's; for the cluster, the audit log's).
+    fn requests(&self) -> Vec<proxy::Request> {
+        match self {
+            Target::Simulator { log, .. } => log.lock().expect("request log lock").clone(),
+            Target::Cluster(c) => c.audited(),
+        }
+    }
+}
+
 /// Plays the job through `hook`; one row per command.
 async fn play(
     hook: &Hook,
     root: &Path,
-    proxy_url: &str,
-    log: &proxy::Log,
+    target: &Target<'_>,
     inputs: &[(String, Value)],
     template: Option<&Path>,
 ) -> Vec<Row> {
-    let home = root.join(hook.runner);
+    let (home, runner, kubeconfig) = match target {
+        Target::Simulator { proxy_url, .. } => {
+            let home = root.join(hook.runner);
+            let kubeconfig = home.join("kubeconfig");
+            std::fs::write(&kubeconfig, kubeconfig_yaml(proxy_url, "default")).expect("kubeconfig");
+            (home, hook.runner, kubeconfig)
+        }
+        Target::Cluster(c) => (
+            lay_out_home(c.dir.join("runner")),
+            "arc-runner",
+            c.dir.join("kubeconfig"),
+        ),
+    };
     let work = home.join("_work");
     let workspace = work.join(workspace_rel(inputs));
-    let kubeconfig = home.join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeconfig_yaml(proxy_url, "default")).expect("kubeconfig");
     let mut env: BTreeMap<String, String> = BTreeMap::from([
-        ("ACTIONS_RUNNER_POD_NAME".into(), hook.runner.into()),
-        (
-            "ACTIONS_RUNNER_CLAIM_NAME".into(),
-            format!("{}-work", hook.runner),
-        ),
+        ("ACTIONS_RUNNER_POD_NAME".into(), runner.into()),
+        ("ACTIONS_RUNNER_CLAIM_NAME".into(), format!("{runner}-work")),
         ("KUBECONFIG".into(), kubeconfig.to_string_lossy().into()),
         (
             "RUNNER_WORKSPACE".into(),
@@ -531,14 +639,18 @@ async fn play(
         if let (Some(t), "prepare_job") = (template, command.as_str()) {
             cmd.env("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", t);
         }
-        let out = home.join(format!("{i:02}-{command}.log"));
-        let before = log.lock().expect("request log lock").len();
+        let out = root.join(format!("{}-{i:02}-{command}.log", hook.runner));
+        let before = target.requests().len();
         let bytes = serde_json::to_vec(&input).expect("input JSON");
         let out2 = out.clone();
         let sample = tokio::task::spawn_blocking(move || run_measured(cmd, &bytes, &out2))
             .await
             .expect("measuring thread");
-        let requests = log.lock().expect("request log lock")[before..].to_vec();
+        if matches!(target, Target::Cluster(_)) {
+            // Long-running requests (watch, exec) are audited when they close.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let requests = target.requests()[before..].to_vec();
         if sample.code != 0 {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(8).collect();
@@ -771,13 +883,36 @@ fn main() {
              Job: fixtures/jobs/build-and-test (job container, one service, three script steps) + one container step.\n"
         );
         let mut results = Vec::new();
+        let target = Target::Simulator {
+            proxy_url: &proxy_url,
+            log: &log,
+        };
         for h in &hooks {
             let t = h.upstream.then_some(template.as_path());
-            let rows = play(h, root.path(), &proxy_url, &log, &inputs, t).await;
+            let rows = play(h, root.path(), &target, &inputs, t).await;
             results.push((h, rows));
         }
 
         report(&results);
         sim.shutdown().await;
+
+        // The same job on the real control plane: kube-apiserver, scheduler and controller-manager
+        // v1.35.4, the node agent running the pods with the simulator's kubelet; the requests are
+        // the apiserver's audit log of the runner's ServiceAccount (deploy/rbac's Role).
+        if std::env::var("SIDE_BY_SIDE_CLUSTER").as_deref() == Ok("1") {
+            let cluster = ConformanceCluster::up(Path::new(&format!("{JOB_DIR}/sim.json")));
+            println!(
+                "\nThe same job on the conformance cluster (scripts/real-cluster.sh: a real control plane, \
+                 the node agent's kubelet), counted from the apiserver's audit log; one run each.\n"
+            );
+            let target = Target::Cluster(&cluster);
+            let mut results = Vec::new();
+            for h in &hooks {
+                let t = h.upstream.then_some(template.as_path());
+                let rows = play(h, root.path(), &target, &inputs, t).await;
+                results.push((h, rows));
+            }
+            report(&results);
+        }
     });
 }

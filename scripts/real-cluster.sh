@@ -8,6 +8,7 @@
 #       DIR/admin.kubeconfig  cluster admin (client certificate in system:masters)
 #       DIR/kubeconfig        the runner's identity: ServiceAccount arc-runners/arc-hook-runner,
 #                             bound to exactly deploy/rbac's Role, namespace arc-runners
+#       DIR/logs/audit.log    the audit log of the runner namespace's ServiceAccounts' requests
 #       DIR/runner/_work      the runner's work claim: pod arc-runner runs on the node with PVC
 #                             arc-runner-work bound to a local PV here, as ARC's kubernetes mode
 #                             lays them out (replay --cluster lays the job out there: the runner
@@ -33,7 +34,7 @@ die() {
 }
 
 usage() {
-  sed -n '7,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '7,18p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -204,7 +205,20 @@ up() {
     --initial-cluster "conformance=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync
   wait_for etcd curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+  # Every request of the runner namespace's ServiceAccounts, one JSON line each when it completes
+  # (DIR/logs/audit.log): what the benches count on the real apiserver.
+  cat >"$dir/audit-policy.yaml" <<'EOF_POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts:arc-runners"]
+- level: None
+EOF_POLICY
   start kube-apiserver "$bin" kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
+    --audit-log-format json --audit-log-mode blocking \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
