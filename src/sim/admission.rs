@@ -27,6 +27,9 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "secrets" | "configmaps" => validate_data(res, obj, &mut causes),
         _ => {}
     }
+    if res.id == "secrets" {
+        validate_secret_type(obj, &mut causes);
+    }
     if !causes.is_empty() {
         return Err(ApiError::invalid(
             res.kind,
@@ -216,6 +219,71 @@ fn validate_data(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The contents a Secret's type requires (`ValidateSecret`): a `kubernetes.io/dockerconfigjson`
+/// Secret needs `.dockerconfigjson`, a JSON object (Go's `json.Unmarshal` into a map decides).
+fn validate_secret_type(obj: &Value, causes: &mut Vec<Cause>) {
+    use base64::Engine;
+    if obj.get("type").and_then(Value::as_str) != Some("kubernetes.io/dockerconfigjson") {
+        return;
+    }
+    const KEY: &str = ".dockerconfigjson";
+    let field = format!("data[{KEY}]");
+    let bytes = match (
+        obj.pointer(&format!("/data/{KEY}")).and_then(Value::as_str),
+        obj.pointer(&format!("/stringData/{KEY}"))
+            .and_then(Value::as_str),
+    ) {
+        (_, Some(plain)) => plain.as_bytes().to_vec(),
+        (Some(encoded), None) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap_or_default(),
+        (None, None) => {
+            causes.push(Cause::required(field));
+            return;
+        }
+    };
+    if let Some(why) = go_unmarshal_into_map_error(&bytes) {
+        causes.push(Cause::invalid(field, "<secret contents redacted>", &why));
+    }
+}
+
+/// What Go's `json.Unmarshal(b, &map[string]interface{}{})` answers, `None` when it succeeds;
+/// the texts are Go's for the common failures, serde_json's for the rest.
+fn go_unmarshal_into_map_error(bytes: &[u8]) -> Option<String> {
+    let start = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match start {
+        None => return Some("unexpected end of JSON input".into()),
+        Some(c)
+            if !matches!(
+                c,
+                b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+            ) =>
+        {
+            return Some(format!(
+                "invalid character '{}' looking for beginning of value",
+                char::from(*c)
+            ));
+        }
+        Some(_) => {}
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Err(e) if e.is_eof() => Some("unexpected end of JSON input".into()),
+        Err(e) => Some(e.to_string()),
+        Ok(Value::Object(_) | Value::Null) => None,
+        Ok(other) => {
+            let kind = match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                _ => "bool",
+            };
+            Some(format!(
+                "json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+            ))
+        }
+    }
+}
+
 fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v.get(key)
         .and_then(Value::as_array)
@@ -387,7 +455,7 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::invalid(
             "spec.template.labels",
             name,
-            "must be no more than 63 characters",
+            "must be no more than 63 bytes",
         ));
     }
     let Some(spec) = obj.pointer("/spec/template/spec") else {
@@ -457,22 +525,6 @@ pub fn default_pod_spec(spec: &mut Value) {
     m.entry("securityContext").or_insert(json!({}));
     m.entry("schedulerName")
         .or_insert(json!("default-scheduler"));
-    let sa = m
-        .get("serviceAccountName")
-        .or(m.get("serviceAccount"))
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string();
-    m.insert("serviceAccountName".into(), json!(sa));
-    m.insert("serviceAccount".into(), json!(sa));
-    m.entry("enableServiceLinks").or_insert(json!(true));
-    m.entry("preemptionPolicy")
-        .or_insert(json!("PreemptLowerPriority"));
-    m.entry("priority").or_insert(json!(0));
-    m.entry("tolerations").or_insert(json!([
-        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-    ]));
     for list in ["initContainers", "containers"] {
         if let Some(cs) = m.get_mut(list).and_then(Value::as_array_mut) {
             cs.iter_mut().for_each(default_container);
@@ -516,9 +568,35 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// What a Pod (never a Job's template) gets beyond the PodSpec defaults: `SetDefaults_Pod`'s
+/// enableServiceLinks and the admission plugins' service account (ServiceAccount), priority
+/// (Priority) and not-ready/unreachable tolerations (DefaultTolerationSeconds).
+fn admit_pod_spec(spec: &mut Value) {
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
+    let sa = m
+        .get("serviceAccountName")
+        .or(m.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    m.insert("serviceAccountName".into(), json!(sa));
+    m.insert("serviceAccount".into(), json!(sa));
+    m.entry("enableServiceLinks").or_insert(json!(true));
+    m.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
+    m.entry("priority").or_insert(json!(0));
+    m.entry("tolerations").or_insert(json!([
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    ]));
+}
+
 fn default_pod(obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec") {
         default_pod_spec(spec);
+        admit_pod_spec(spec);
     }
     let qos = obj.get("spec").map(qos_class).unwrap_or("BestEffort");
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -570,6 +648,35 @@ mod tests {
 
     fn pods() -> &'static Resource {
         resources::by_id("pods")
+    }
+
+    #[test]
+    fn docker_config_secrets_need_a_json_object() {
+        let secrets = resources::by_id("secrets");
+        let secret = |data: Value| json!({"metadata": {"name": "s"}, "type": "kubernetes.io/dockerconfigjson", "data": data});
+        // Texts as kube-apiserver 1.35 answered them in tests/sim_differential.rs.
+        let mut redacted = secret(json!({".dockerconfigjson": "PHJlZGFjdGVkPg=="}));
+        let e = admit_create(secrets, &mut redacted).expect_err("not JSON");
+        assert_eq!(
+            e.message,
+            "Secret \"s\" is invalid: data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": invalid character '<' looking for beginning of value"
+        );
+        let e = admit_create(secrets, &mut secret(json!({}))).expect_err("no key");
+        assert_eq!(
+            e.message,
+            "Secret \"s\" is invalid: data[.dockerconfigjson]: Required value"
+        );
+        let e = admit_create(secrets, &mut secret(json!({".dockerconfigjson": "WzFd"})))
+            .expect_err("an array");
+        assert!(
+            e.message.ends_with(
+                "json: cannot unmarshal array into Go value of type map[string]interface {}"
+            ),
+            "{}",
+            e.message
+        );
+        let mut good = secret(json!({".dockerconfigjson": "eyJhdXRocyI6e319"}));
+        admit_create(secrets, &mut good).expect("{\"auths\":{}} is accepted");
     }
 
     #[test]

@@ -215,7 +215,12 @@ async fn dispatch(
         namespace: t.ns.as_deref(),
         name: t.name.as_deref(),
     };
-    if let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
+    if let Err(e) = rbac::authorize(
+        sim.cfg.rbac.as_deref(),
+        &sim.cfg.namespace,
+        &sim.user,
+        &attrs,
+    ) {
         return e.into_response();
     }
     let accept = headers
@@ -282,6 +287,15 @@ fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
             .map(str::to_string);
         json_response(StatusCode::OK, &table::table(res, &items, rv))
     } else {
+        // A list's items carry no kind or apiVersion (the list's own say them), as
+        // kube-apiserver encodes built-in lists.
+        let mut list = list;
+        if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                item.remove("kind");
+                item.remove("apiVersion");
+            }
+        }
         json_response(StatusCode::OK, &list)
     }
 }
