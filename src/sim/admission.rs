@@ -157,6 +157,64 @@ fn decode_check(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// Removes from `obj` the fields its kind does not declare (as the API server's decoder drops
+/// them) and returns their paths (`spec.containers[0].bogus`), for a warning or, under
+/// `fieldValidation=Strict`, a refusal. Kinds without a typed schema here keep everything.
+pub fn drop_unknown_fields(res: &Resource, obj: &mut Value) -> Vec<String> {
+    use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease, core::v1};
+    fn known<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Option<Value> {
+        serde_json::from_value::<T>(obj.clone())
+            .ok()
+            .and_then(|t| serde_json::to_value(t).ok())
+    }
+    let declared = match res.id {
+        "pods" => known::<v1::Pod>(obj),
+        "jobs.batch" => known::<Job>(obj),
+        "secrets" => known::<v1::Secret>(obj),
+        "leases.coordination.k8s.io" => known::<Lease>(obj),
+        "configmaps" => known::<v1::ConfigMap>(obj),
+        "persistentvolumeclaims" => known::<v1::PersistentVolumeClaim>(obj),
+        _ => None,
+    };
+    let mut unknown = Vec::new();
+    if let Some(declared) = declared {
+        drop_undeclared(obj, &declared, "", &mut unknown);
+    }
+    unknown
+}
+
+fn drop_undeclared(obj: &mut Value, declared: &Value, path: &str, unknown: &mut Vec<String>) {
+    match (obj, declared) {
+        (Value::Object(fields), Value::Object(known)) => {
+            fields.retain(|k, v| {
+                let field = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match known.get(k) {
+                    Some(d) => {
+                        drop_undeclared(v, d, &field, unknown);
+                        true
+                    }
+                    // A null is an unset field to the decoder, whatever its name.
+                    None if v.is_null() => true,
+                    None => {
+                        unknown.push(field);
+                        false
+                    }
+                }
+            });
+        }
+        (Value::Array(items), Value::Array(known)) => {
+            for (i, (item, d)) in items.iter_mut().zip(known).enumerate() {
+                drop_undeclared(item, d, &format!("{path}[{i}]"), unknown);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn validate_metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
     let name = meta::name(obj);
     if name.is_empty() {
@@ -648,6 +706,20 @@ mod tests {
 
     fn pods() -> &'static Resource {
         resources::by_id("pods")
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_and_named_as_the_decoder_names_them() {
+        let mut p = json!({"metadata": {"name": "p", "bogus": 1, "labels": {"any": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "bogus": true, "resources": {}}],
+                "nodeName": null}});
+        let unknown = drop_unknown_fields(pods(), &mut p);
+        assert_eq!(unknown, ["metadata.bogus", "spec.containers[0].bogus"]);
+        assert_eq!(
+            p,
+            json!({"metadata": {"name": "p", "labels": {"any": "x"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "resources": {}}], "nodeName": null}})
+        );
     }
 
     #[test]

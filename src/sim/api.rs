@@ -253,7 +253,7 @@ async fn dispatch(
         "watch" => return watch::serve(sim.clone(), t, &q, wants_table(&accept)),
         "create" => write::create(&sim, &t, &q, &body)
             .await
-            .map(|o| json_response(StatusCode::CREATED, &o)),
+            .map(|c| write::with_warnings(json_response(StatusCode::CREATED, &c.obj), &c.warnings)),
         "update" => write::update(&sim, &t, &body).await.map(ok),
         "patch" => write::patch(&sim, &t, &content_type, &body).await,
         "delete" => write::delete(&sim, &t, &q, &body).await.map(ok),

@@ -48,16 +48,53 @@ fn check_namespace(sim: &SimState, t: &Target, obj: &mut Value) -> Result<(), Ap
     Ok(())
 }
 
+/// A created object and the warnings its create answer carries (unknown fields dropped).
+pub struct Created {
+    pub obj: Value,
+    pub warnings: Vec<String>,
+}
+
 pub async fn create(
     sim: &Arc<SimState>,
     t: &Target,
     q: &Query,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Created, ApiError> {
     if t.name.is_some() {
         return Err(ApiError::method_not_allowed());
     }
-    let obj = with_type(t.res, parse_body(body)?);
+    let mut obj = with_type(t.res, parse_body(body)?);
+    // fieldValidation: unset means Warn, as in kube-apiserver 1.27+.
+    let unknown = admission::drop_unknown_fields(t.res, &mut obj);
+    let warnings = match q.get("fieldValidation") {
+        Some("Strict") if !unknown.is_empty() => {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = t.res.kind,
+                v = t.res.version
+            )));
+        }
+        Some("Ignore") => Vec::new(),
+        _ => unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
+    };
+    let obj = create_object(sim, t, q, obj).await?;
+    Ok(Created { obj, warnings })
+}
+
+async fn create_object(
+    sim: &Arc<SimState>,
+    t: &Target,
+    q: &Query,
+    obj: Value,
+) -> Result<Value, ApiError> {
     match t.res.id {
         "selfsubjectaccessreviews.authorization.k8s.io" => {
             return rbac::review(sim.cfg.rbac.as_deref(), &sim.cfg.namespace, obj);
@@ -167,6 +204,17 @@ fn check_service_account(sim: &SimState, pod: &Value) -> Result<(), ApiError> {
     ))
 }
 
+/// `response` with one `Warning: 299 - "..."` header per warning, as kube-apiserver sends them.
+pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let quoted = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(v) = http::HeaderValue::from_str(&quoted) {
+            response.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    response
+}
+
 /// Replaces the parts of `old` a write to `sub` may change with those of `new`, and keeps
 /// `metadata.generation` the server's: one more when the spec changed.
 fn apply_write(t: &Target, old: &Value, new: Value) -> Result<Value, ApiError> {
@@ -274,8 +322,11 @@ pub async fn patch(
     {
         let mut create_t = t.clone();
         create_t.name = None;
-        let obj = create(sim, &create_t, &Query(Vec::new()), body).await?;
-        return Ok(json_response(StatusCode::CREATED, &obj));
+        let created = create(sim, &create_t, &Query(Vec::new()), body).await?;
+        return Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created.obj),
+            &created.warnings,
+        ));
     }
     let obj = write(sim, t, None, |old| {
         let mut next = old.clone();
