@@ -480,6 +480,20 @@ async fn script(t: &Target, o: &HookObjects) -> Vec<(String, Answer)> {
         )
         .await,
     );
+    // How a job finds its node's slot locks: by label.
+    note(
+        "list slot leases by node",
+        t.call(
+            "GET",
+            &format!(
+                "{}?labelSelector=arc-hook.dev%2Fcache-slot-node%3Drunner-node",
+                leases("")
+            ),
+            None,
+            "",
+        )
+        .await,
+    );
     let stale = json!({"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}});
     note(
         "delete lease with a stale uid precondition",
@@ -520,6 +534,28 @@ async fn script(t: &Target, o: &HookObjects) -> Vec<(String, Answer)> {
             "",
         )
         .await,
+    );
+    // cleanup_job's secrets: the runner's, slot locks apart (a set-based selector).
+    note(
+        "list secrets of the runner but its slot locks",
+        t.call(
+            "GET",
+            &format!(
+                "{}?labelSelector={selector},arc-hook.dev%2Frole!%3Dcache-slot",
+                core("secrets")
+            ),
+            None,
+            "",
+        )
+        .await,
+    );
+    note(
+        "get missing job",
+        t.call("GET", &batch("jobs/no-such-job"), None, "").await,
+    );
+    note(
+        "delete missing lease",
+        t.call("DELETE", &leases("/no-such-lease"), None, "").await,
     );
     note(
         "list events of a pod",
