@@ -966,8 +966,10 @@ async fn a_second_run_of_the_same_dockerfile_action_skips_the_build() {
         .filter_map(|c| c.image)
         .collect();
     let digest = fake_digest("ci-actions/example-org-hello-action", &tag);
+    // The newest ephemeral container is the first: a strategic merge puts the patch's new
+    // items before the server's (kube-apiserver does; tests/sim_differential.rs checks it).
     assert_eq!(
-        images.last().map(String::as_str),
+        images.first().map(String::as_str),
         Some(format!("{repository}:{tag}@{digest}").as_str()),
         "{images:?}"
     );

@@ -61,8 +61,9 @@ async fn a_lease_is_created_once_listed_and_deleted_only_while_unchanged() {
         Err(kube::Error::Api(e)) => {
             assert_eq!(e.code, 409, "{e:?}");
             assert!(
-                e.message
-                    .starts_with("Precondition failed: UID in precondition: not-its-uid"),
+                e.message.starts_with(
+                    "Operation cannot be fulfilled on Lease.coordination.k8s.io \"slot-0\": the UID in the precondition (not-its-uid) does not match the UID in record ("
+                ),
                 "{}",
                 e.message
             );

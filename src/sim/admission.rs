@@ -27,6 +27,9 @@ pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "secrets" | "configmaps" => validate_data(res, obj, &mut causes),
         _ => {}
     }
+    if res.id == "secrets" {
+        validate_secret_type(obj, &mut causes);
+    }
     if !causes.is_empty() {
         return Err(ApiError::invalid(
             res.kind,
@@ -189,6 +192,64 @@ fn decode_check(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// Removes from `obj` the fields its kind does not declare (as the API server's decoder drops
+/// them) and returns their paths (`spec.containers[0].bogus`), for a warning or, under
+/// `fieldValidation=Strict`, a refusal. Kinds without a typed schema here keep everything.
+pub fn drop_unknown_fields(res: &Resource, obj: &mut Value) -> Vec<String> {
+    use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease, core::v1};
+    fn known<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Option<Value> {
+        serde_json::from_value::<T>(obj.clone())
+            .ok()
+            .and_then(|t| serde_json::to_value(t).ok())
+    }
+    let declared = match res.id {
+        "pods" => known::<v1::Pod>(obj),
+        "jobs.batch" => known::<Job>(obj),
+        "secrets" => known::<v1::Secret>(obj),
+        "leases.coordination.k8s.io" => known::<Lease>(obj),
+        "configmaps" => known::<v1::ConfigMap>(obj),
+        "persistentvolumeclaims" => known::<v1::PersistentVolumeClaim>(obj),
+        _ => None,
+    };
+    let mut unknown = Vec::new();
+    if let Some(declared) = declared {
+        drop_undeclared(obj, &declared, "", &mut unknown);
+    }
+    unknown
+}
+
+fn drop_undeclared(obj: &mut Value, declared: &Value, path: &str, unknown: &mut Vec<String>) {
+    match (obj, declared) {
+        (Value::Object(fields), Value::Object(known)) => {
+            fields.retain(|k, v| {
+                let field = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match known.get(k) {
+                    Some(d) => {
+                        drop_undeclared(v, d, &field, unknown);
+                        true
+                    }
+                    // A null is an unset field to the decoder, whatever its name.
+                    None if v.is_null() => true,
+                    None => {
+                        unknown.push(field);
+                        false
+                    }
+                }
+            });
+        }
+        (Value::Array(items), Value::Array(known)) => {
+            for (i, (item, d)) in items.iter_mut().zip(known).enumerate() {
+                drop_undeclared(item, d, &format!("{path}[{i}]"), unknown);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn validate_metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
     let name = meta::name(obj);
     if name.is_empty() {
@@ -248,6 +309,71 @@ fn validate_data(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             reason: "FieldValueTooLong",
             message: format!("Too long: must have at most {limit} bytes"),
         });
+    }
+}
+
+/// The contents a Secret's type requires (`ValidateSecret`): a `kubernetes.io/dockerconfigjson`
+/// Secret needs `.dockerconfigjson`, a JSON object (Go's `json.Unmarshal` into a map decides).
+fn validate_secret_type(obj: &Value, causes: &mut Vec<Cause>) {
+    use base64::Engine;
+    if obj.get("type").and_then(Value::as_str) != Some("kubernetes.io/dockerconfigjson") {
+        return;
+    }
+    const KEY: &str = ".dockerconfigjson";
+    let field = format!("data[{KEY}]");
+    let bytes = match (
+        obj.pointer(&format!("/data/{KEY}")).and_then(Value::as_str),
+        obj.pointer(&format!("/stringData/{KEY}"))
+            .and_then(Value::as_str),
+    ) {
+        (_, Some(plain)) => plain.as_bytes().to_vec(),
+        (Some(encoded), None) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap_or_default(),
+        (None, None) => {
+            causes.push(Cause::required(field));
+            return;
+        }
+    };
+    if let Some(why) = go_unmarshal_into_map_error(&bytes) {
+        causes.push(Cause::invalid(field, "<secret contents redacted>", &why));
+    }
+}
+
+/// What Go's `json.Unmarshal(b, &map[string]interface{}{})` answers, `None` when it succeeds;
+/// the texts are Go's for the common failures, serde_json's for the rest.
+fn go_unmarshal_into_map_error(bytes: &[u8]) -> Option<String> {
+    let start = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match start {
+        None => return Some("unexpected end of JSON input".into()),
+        Some(c)
+            if !matches!(
+                c,
+                b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+            ) =>
+        {
+            return Some(format!(
+                "invalid character '{}' looking for beginning of value",
+                char::from(*c)
+            ));
+        }
+        Some(_) => {}
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Err(e) if e.is_eof() => Some("unexpected end of JSON input".into()),
+        Err(e) => Some(e.to_string()),
+        Ok(Value::Object(_) | Value::Null) => None,
+        Ok(other) => {
+            let kind = match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                _ => "bool",
+            };
+            Some(format!(
+                "json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+            ))
+        }
     }
 }
 
@@ -422,7 +548,7 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::invalid(
             "spec.template.labels",
             name,
-            "must be no more than 63 characters",
+            "must be no more than 63 bytes",
         ));
     }
     let Some(spec) = obj.pointer("/spec/template/spec") else {
@@ -504,22 +630,6 @@ pub fn default_pod_spec(spec: &mut Value) {
     m.entry("securityContext").or_insert(json!({}));
     m.entry("schedulerName")
         .or_insert(json!("default-scheduler"));
-    let sa = m
-        .get("serviceAccountName")
-        .or(m.get("serviceAccount"))
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string();
-    m.insert("serviceAccountName".into(), json!(sa));
-    m.insert("serviceAccount".into(), json!(sa));
-    m.entry("enableServiceLinks").or_insert(json!(true));
-    m.entry("preemptionPolicy")
-        .or_insert(json!("PreemptLowerPriority"));
-    m.entry("priority").or_insert(json!(0));
-    m.entry("tolerations").or_insert(json!([
-        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-    ]));
     for list in ["initContainers", "containers"] {
         if let Some(cs) = m.get_mut(list).and_then(Value::as_array_mut) {
             cs.iter_mut().for_each(default_container);
@@ -563,9 +673,35 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// What a Pod (never a Job's template) gets beyond the PodSpec defaults: `SetDefaults_Pod`'s
+/// enableServiceLinks and the admission plugins' service account (ServiceAccount), priority
+/// (Priority) and not-ready/unreachable tolerations (DefaultTolerationSeconds).
+fn admit_pod_spec(spec: &mut Value) {
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
+    let sa = m
+        .get("serviceAccountName")
+        .or(m.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    m.insert("serviceAccountName".into(), json!(sa));
+    m.insert("serviceAccount".into(), json!(sa));
+    m.entry("enableServiceLinks").or_insert(json!(true));
+    m.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
+    m.entry("priority").or_insert(json!(0));
+    m.entry("tolerations").or_insert(json!([
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    ]));
+}
+
 fn default_pod(obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec") {
         default_pod_spec(spec);
+        admit_pod_spec(spec);
     }
     let qos = obj.get("spec").map(qos_class).unwrap_or("BestEffort");
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -617,6 +753,49 @@ mod tests {
 
     fn pods() -> &'static Resource {
         resources::by_id("pods")
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_and_named_as_the_decoder_names_them() {
+        let mut p = json!({"metadata": {"name": "p", "bogus": 1, "labels": {"any": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "bogus": true, "resources": {}}],
+                "nodeName": null}});
+        let unknown = drop_unknown_fields(pods(), &mut p);
+        assert_eq!(unknown, ["metadata.bogus", "spec.containers[0].bogus"]);
+        assert_eq!(
+            p,
+            json!({"metadata": {"name": "p", "labels": {"any": "x"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "resources": {}}], "nodeName": null}})
+        );
+    }
+
+    #[test]
+    fn docker_config_secrets_need_a_json_object() {
+        let secrets = resources::by_id("secrets");
+        let secret = |data: Value| json!({"metadata": {"name": "s"}, "type": "kubernetes.io/dockerconfigjson", "data": data});
+        // Texts as kube-apiserver 1.35 answered them in tests/sim_differential.rs.
+        let mut redacted = secret(json!({".dockerconfigjson": "PHJlZGFjdGVkPg=="}));
+        let e = admit_create(secrets, &mut redacted).expect_err("not JSON");
+        assert_eq!(
+            e.message,
+            "Secret \"s\" is invalid: data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": invalid character '<' looking for beginning of value"
+        );
+        let e = admit_create(secrets, &mut secret(json!({}))).expect_err("no key");
+        assert_eq!(
+            e.message,
+            "Secret \"s\" is invalid: data[.dockerconfigjson]: Required value"
+        );
+        let e = admit_create(secrets, &mut secret(json!({".dockerconfigjson": "WzFd"})))
+            .expect_err("an array");
+        assert!(
+            e.message.ends_with(
+                "json: cannot unmarshal array into Go value of type map[string]interface {}"
+            ),
+            "{}",
+            e.message
+        );
+        let mut good = secret(json!({".dockerconfigjson": "eyJhdXRocyI6e319"}));
+        admit_create(secrets, &mut good).expect("{\"auths\":{}} is accepted");
     }
 
     #[test]

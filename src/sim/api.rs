@@ -216,7 +216,12 @@ async fn dispatch(
         namespace: t.ns.as_deref(),
         name: t.name.as_deref(),
     };
-    if let Err(e) = rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs) {
+    if let Err(e) = rbac::authorize(
+        sim.cfg.rbac.as_deref(),
+        &sim.cfg.namespace,
+        &sim.user,
+        &attrs,
+    ) {
         return e.into_response();
     }
     let accept = headers
@@ -249,7 +254,7 @@ async fn dispatch(
         "watch" => return watch::serve(sim.clone(), t, &q, wants_table(&accept)),
         "create" => write::create(&sim, &t, &q, &body)
             .await
-            .map(|o| json_response(StatusCode::CREATED, &o)),
+            .map(|c| write::with_warnings(json_response(StatusCode::CREATED, &c.obj), &c.warnings)),
         "update" => write::update(&sim, &t, &body).await.map(ok),
         "patch" => write::patch(&sim, &t, &content_type, &body).await,
         "delete" => write::delete(&sim, &t, &q, &body).await.map(ok),
@@ -309,6 +314,15 @@ fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
             .map(str::to_string);
         json_response(StatusCode::OK, &table::table(res, &items, rv))
     } else {
+        // A list's items carry no kind or apiVersion (the list's own say them), as
+        // kube-apiserver encodes built-in lists.
+        let mut list = list;
+        if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                item.remove("kind");
+                item.remove("apiVersion");
+            }
+        }
         json_response(StatusCode::OK, &list)
     }
 }

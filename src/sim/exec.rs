@@ -63,7 +63,12 @@ fn check(
             namespace: Some(ns),
             name: Some(name),
         };
-        rbac::authorize(sim.cfg.rbac.as_deref(), &sim.user, &attrs)?;
+        rbac::authorize(
+            sim.cfg.rbac.as_deref(),
+            &sim.cfg.namespace,
+            &sim.user,
+            &attrs,
+        )?;
     }
     let key = Key::new("pods", ns, name);
     let pod = sim

@@ -34,6 +34,17 @@ pub fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
 }
 
 /// Label map (empty when absent).
+/// Resources whose `metadata.generation` the API server keeps (1 on create, +1 per spec change).
+pub fn has_generation(resource_id: &str) -> bool {
+    matches!(resource_id, "pods" | "jobs.batch")
+}
+
+/// Adds one to `metadata.generation` (from 1 when absent).
+pub fn bump_generation(m: &mut Map<String, Value>) {
+    let next = m.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+    m.insert("generation".into(), json!(next));
+}
+
 pub fn labels(v: &Value) -> Map<String, Value> {
     v.pointer("/metadata/labels")
         .and_then(Value::as_object)

@@ -101,6 +101,69 @@ pub fn strategic(target: &mut Value, patch: &Value) {
 }
 
 fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
+    let deletes = |i: &&Value| i.get("$patch").and_then(Value::as_str) == Some("delete");
+    let deleted: Vec<&Value> = items
+        .iter()
+        .filter(deletes)
+        .filter_map(|i| i.get(key))
+        .collect();
+    // The server's list after deletions, before additions: the order server-only items keep.
+    let server_order: Vec<Value> = existing
+        .iter()
+        .filter_map(|e| e.get(key))
+        .filter(|k| !deleted.contains(k))
+        .cloned()
+        .collect();
+    let patched: Vec<&Value> = items
+        .iter()
+        .filter(|i| !deletes(i))
+        .filter_map(|i| i.get(key))
+        .collect();
+    merge_items(existing, items, key);
+    order_like_the_api_server(existing, &patched, &server_order, key);
+}
+
+/// Orders a merged list as apimachinery's strategic merge does (`normalizeElementOrder`): the
+/// patch's items in the patch's order, the server's other items interleaved before the first
+/// patch item that the server list has after them (a new item goes before them all).
+fn order_like_the_api_server(
+    merged: &mut Vec<Value>,
+    patched: &[&Value],
+    server_order: &[Value],
+    key: &str,
+) {
+    let patch_index = |v: &Value| {
+        v.get(key)
+            .and_then(|k| patched.iter().position(|p| *p == k))
+    };
+    let server_index = |v: &Value| {
+        v.get(key)
+            .and_then(|k| server_order.iter().position(|s| s == k))
+    };
+    let (mut from_patch, server_only): (Vec<Value>, Vec<Value>) =
+        merged.drain(..).partition(|v| patch_index(v).is_some());
+    from_patch.sort_by_key(|v| patch_index(v));
+    let (mut left, mut right) = (
+        server_only.into_iter().peekable(),
+        from_patch.into_iter().peekable(),
+    );
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => matches!(
+                (server_index(l), server_index(r)),
+                (Some(li), Some(ri)) if li < ri
+            ),
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        merged.extend(next);
+    }
+}
+
+/// Deletes, merges and appends `items` by `key`, in the patch's order.
+fn merge_items(existing: &mut Vec<Value>, items: &[Value], key: &str) {
     for item in items {
         let id = item.get(key).cloned();
         let pos = id
@@ -171,6 +234,35 @@ mod tests {
         assert_eq!(t["spec"]["containers"][1]["image"], "z");
         assert_eq!(t["spec"]["containers"][2]["name"], "c");
         assert_eq!(t["spec"]["containers"][0]["image"], "x");
+    }
+
+    #[test]
+    fn strategic_merge_orders_lists_as_the_api_server() {
+        let names = |v: &Value| -> Vec<String> {
+            v["spec"]["ephemeralContainers"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let mut pod = json!({"spec": {"ephemeralContainers": [{"name": "a"}, {"name": "b"}]}});
+        // A new item goes first (kube-apiserver answered spec.ephemeralContainers[0] for it).
+        apply(
+            &mut pod,
+            "application/strategic-merge-patch+json",
+            br#"{"spec": {"ephemeralContainers": [{"name": "new"}]}}"#,
+        )
+        .expect("patched");
+        assert_eq!(names(&pod), ["new", "a", "b"]);
+        // Patched items keep the patch's order; server-only ones stay before later patch items.
+        apply(
+            &mut pod,
+            "application/strategic-merge-patch+json",
+            br#"{"spec": {"ephemeralContainers": [{"name": "b"}, {"name": "x"}, {"name": "new", "$patch": "delete"}]}}"#,
+        )
+        .expect("patched");
+        assert_eq!(names(&pod), ["a", "b", "x"]);
     }
 
     #[test]

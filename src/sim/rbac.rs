@@ -35,25 +35,49 @@ const DISCOVERY_URLS: &[&str] = &[
 ];
 
 /// What the built-in `system:basic-user` ClusterRole grants every authenticated user: asking
-/// what it may do.
-fn basic_user_rule() -> PolicyRule {
-    PolicyRule::new(
-        &["authorization.k8s.io"],
-        &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-        &["create"],
-    )
+/// what it may do, and who it is.
+fn basic_user_rules() -> [PolicyRule; 2] {
+    [
+        PolicyRule::new(
+            &["authentication.k8s.io"],
+            &["selfsubjectreviews"],
+            &["create"],
+        ),
+        PolicyRule::new(
+            &["authorization.k8s.io"],
+            &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+            &["create"],
+        ),
+    ]
 }
 
-/// Whether `rules` (`None` = no RBAC) allow the request.
-pub fn allowed(rules: Option<&[PolicyRule]>, a: &Attributes) -> bool {
+/// The non-resource rules every authenticated user holds, as a rules review lists them: the
+/// `system:service-account-issuer-discovery`, `system:discovery` and
+/// `system:public-info-viewer` ClusterRoles.
+const NON_RESOURCE_RULES: [&[&str]; 3] = [
+    &[
+        "/.well-known/openid-configuration",
+        "/.well-known/openid-configuration/",
+        "/openid/v1/jwks",
+        "/openid/v1/jwks/",
+    ],
+    DISCOVERY_URLS,
+    &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+];
+
+/// Whether `rules` (`None` = no RBAC), a Role bound in namespace `scope`, allow the request:
+/// only inside `scope` (a Role grants nothing in other namespaces or at the cluster scope);
+/// the built-in rules apply everywhere.
+pub fn allowed(rules: Option<&[PolicyRule]>, scope: &str, a: &Attributes) -> bool {
     let Some(rules) = rules else { return true };
     let resource = match a.subresource {
         Some(s) => format!("{}/{s}", a.resource),
         None => a.resource.to_string(),
     };
-    rules
+    let in_scope = a.namespace == Some(scope);
+    basic_user_rules()
         .iter()
-        .chain([&basic_user_rule()])
+        .chain(rules.iter().filter(|_| in_scope))
         .any(|r| r.allows(a.group, &resource, a.verb))
 }
 
@@ -64,8 +88,9 @@ pub fn non_resource_allowed(rules: Option<&[PolicyRule]>, verb: &str, path: &str
         return true;
     }
     verb == "get"
-        && DISCOVERY_URLS
+        && NON_RESOURCE_RULES
             .iter()
+            .flat_map(|urls| urls.iter())
             .any(|pattern| match pattern.strip_suffix('*') {
                 Some(prefix) => path.starts_with(prefix),
                 None => path == *pattern,
@@ -73,8 +98,13 @@ pub fn non_resource_allowed(rules: Option<&[PolicyRule]>, verb: &str, path: &str
 }
 
 /// Checks a request, answering with kube-apiserver's Forbidden text when denied.
-pub fn authorize(rules: Option<&[PolicyRule]>, user: &str, a: &Attributes) -> Result<(), ApiError> {
-    if allowed(rules, a) {
+pub fn authorize(
+    rules: Option<&[PolicyRule]>,
+    scope: &str,
+    user: &str,
+    a: &Attributes,
+) -> Result<(), ApiError> {
+    if allowed(rules, scope, a) {
         return Ok(());
     }
     let qualified = if a.group.is_empty() {
@@ -131,8 +161,13 @@ fn allowed_reason(rules: Option<&[PolicyRule]>) -> &'static str {
     }
 }
 
-/// Answers a SelfSubjectAccessReview: fills `status` from the same decision that requests meet.
-pub fn review(rules: Option<&[PolicyRule]>, mut review: Value) -> Result<Value, ApiError> {
+/// Answers a SelfSubjectAccessReview: fills `status` from the same decision that requests meet,
+/// and echoes the spec as kube-apiserver does (empty attributes dropped, empty metadata).
+pub fn review(
+    rules: Option<&[PolicyRule]>,
+    scope: &str,
+    mut review: Value,
+) -> Result<Value, ApiError> {
     let attr = |ra: &Value, k: &str| -> String {
         ra.get(k).and_then(Value::as_str).unwrap_or("").to_string()
     };
@@ -147,6 +182,7 @@ pub fn review(rules: Option<&[PolicyRule]>, mut review: Value) -> Result<Value, 
             );
             allowed(
                 rules,
+                scope,
                 &Attributes {
                     verb: &attr(ra, "verb"),
                     group: &attr(ra, "group"),
@@ -176,33 +212,55 @@ pub fn review(rules: Option<&[PolicyRule]>, mut review: Value) -> Result<Value, 
     } else {
         json!({"allowed": false})
     };
+    for attributes in ["resourceAttributes", "nonResourceAttributes"] {
+        if let Some(m) = review
+            .pointer_mut(&format!("/spec/{attributes}"))
+            .and_then(Value::as_object_mut)
+        {
+            m.retain(|_, v| v != "");
+        }
+    }
+    review["metadata"] = json!({});
     Ok(review)
 }
 
-/// Answers a SelfSubjectRulesReview: the rules the simulator enforces (everything, `*`, without
-/// RBAC), with the built-in ones every authenticated user holds.
-pub fn rules_review(rules: Option<&[PolicyRule]>, mut review: Value) -> Value {
+/// Answers a SelfSubjectRulesReview: the rules the simulator enforces in the review's namespace
+/// (everything, `*`, without RBAC), with the built-in ones every authenticated user holds. As
+/// kube-apiserver's, the answer carries only the status (an empty spec).
+pub fn rules_review(rules: Option<&[PolicyRule]>, scope: &str, review: Value) -> Value {
     let resource_rule = |r: &PolicyRule| json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
-    review["status"] = match rules {
+    let in_scope = review.pointer("/spec/namespace").and_then(Value::as_str) == Some(scope);
+    let status = match rules {
         None => json!({
             "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
             "incomplete": false,
         }),
         Some(rules) => {
-            let resource_rules: Vec<Value> = [basic_user_rule()]
+            let resource_rules: Vec<Value> = rules
                 .iter()
-                .chain(rules)
+                .filter(|_| in_scope)
+                .chain(basic_user_rules().iter())
                 .map(resource_rule)
+                .collect();
+            let non_resource_rules: Vec<Value> = NON_RESOURCE_RULES
+                .iter()
+                .map(|urls| json!({"verbs": ["get"], "nonResourceURLs": urls}))
                 .collect();
             json!({
                 "resourceRules": resource_rules,
-                "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": DISCOVERY_URLS}],
+                "nonResourceRules": non_resource_rules,
                 "incomplete": false,
             })
         }
     };
-    review
+    json!({
+        "kind": review["kind"],
+        "apiVersion": review["apiVersion"],
+        "metadata": {},
+        "spec": {},
+        "status": status,
+    })
 }
 
 /// A rules review as a cluster with an authorizer that cannot list its rules answers it.
@@ -242,6 +300,7 @@ mod tests {
         let role = arc_chart_default_role();
         let e = authorize(
             Some(&role),
+            "default",
             "system:serviceaccount:default:arc-runner",
             &attrs("watch", "pods", None, Some("x")),
         )
@@ -258,24 +317,31 @@ mod tests {
         let role = arc_chart_default_role();
         assert!(allowed(
             Some(&role),
+            "default",
             &attrs("create", "pods", Some("exec"), None)
         ));
         assert!(allowed(
             Some(&role),
+            "default",
             &attrs("get", "pods", Some("log"), None)
         ));
         assert!(!allowed(
             Some(&role),
+            "default",
             &attrs("create", "configmaps", None, None)
         ));
-        assert!(allowed(None, &attrs("create", "configmaps", None, None)));
+        assert!(allowed(
+            None,
+            "default",
+            &attrs("create", "configmaps", None, None)
+        ));
     }
 
     #[test]
     fn review_answers_from_the_rules() {
         let role = arc_chart_default_role();
         let ask = |rules: Option<&[PolicyRule]>, spec: Value| {
-            review(rules, json!({"spec": spec})).expect("a valid review")["status"]["allowed"]
+            review(rules, "default", json!({"spec": spec})).expect("a valid review")["status"]["allowed"]
                 .clone()
         };
         let watch = json!({"resourceAttributes": {"verb": "watch", "resource": "pods", "namespace": "default"}});
@@ -283,8 +349,11 @@ mod tests {
         assert_eq!(ask(None, watch), true);
         let list = json!({"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}});
         assert_eq!(ask(Some(&role), list), true);
-        let exec = json!({"resourceAttributes": {"verb": "create", "resource": "pods", "subresource": "exec"}});
+        let exec = json!({"resourceAttributes": {"verb": "create", "resource": "pods", "subresource": "exec", "namespace": "default"}});
         assert_eq!(ask(Some(&role), exec), true);
+        // A Role grants nothing at the cluster scope.
+        let anywhere = json!({"resourceAttributes": {"verb": "create", "resource": "pods", "subresource": "exec"}});
+        assert_eq!(ask(Some(&role), anywhere), false);
         let nodes = json!({"resourceAttributes": {"verb": "create", "resource": "nodes"}});
         assert_eq!(ask(Some(&role), nodes), false);
         let own_access = json!({"resourceAttributes": {"verb": "create", "group": "authorization.k8s.io", "resource": "selfsubjectrulesreviews"}});
@@ -298,7 +367,7 @@ mod tests {
 
     #[test]
     fn review_without_attributes_is_invalid() {
-        let e = review(None, json!({"spec": {}})).expect_err("invalid");
+        let e = review(None, "default", json!({"spec": {}})).expect_err("invalid");
         assert_eq!(e.code, 422);
         assert!(
             e.message
@@ -309,19 +378,43 @@ mod tests {
     #[test]
     fn rules_review_lists_what_is_enforced() {
         let role = arc_chart_default_role();
-        let r = rules_review(Some(&role), json!({"spec": {"namespace": "default"}}));
+        let r = rules_review(
+            Some(&role),
+            "default",
+            json!({"spec": {"namespace": "default"}}),
+        );
         let rules = r["status"]["resourceRules"].as_array().expect("rules");
         assert_eq!(
             rules.len(),
-            role.len() + 1,
-            "the role and system:basic-user"
+            role.len() + 2,
+            "the role and system:basic-user's two rules"
         );
         assert!(
             rules.iter().any(|r| r["resources"] == json!(["pods/exec"])
                 && r["verbs"] == json!(["get", "create"]))
         );
         assert_eq!(r["status"]["nonResourceRules"][0]["verbs"], json!(["get"]));
-        let everything = rules_review(None, json!({"spec": {"namespace": "default"}}));
+        // The Role is bound in its namespace only.
+        let elsewhere = rules_review(
+            Some(&role),
+            "default",
+            json!({"spec": {"namespace": "kube-system"}}),
+        );
+        assert_eq!(
+            elsewhere["status"]["resourceRules"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        assert!(!allowed(
+            Some(&role),
+            "default",
+            &Attributes {
+                namespace: Some("kube-system"),
+                ..attrs("get", "pods", None, None)
+            }
+        ));
+        let everything = rules_review(None, "default", json!({"spec": {"namespace": "default"}}));
         assert_eq!(
             everything["status"]["resourceRules"],
             json!([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}])

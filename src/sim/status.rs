@@ -120,8 +120,10 @@ impl ApiError {
     }
 
     /// A delete whose preconditions (UID, resourceVersion) the object no longer meets.
-    pub fn precondition_failed(plural: &str, group: &str, name: &str, message: String) -> ApiError {
-        let mut details = json!({"name": name, "kind": plural});
+    /// A failed delete precondition: `details.kind` is the Kind (`Lease`), as the registry's
+    /// Conflict names it.
+    pub fn precondition_failed(kind: &str, group: &str, name: &str, message: String) -> ApiError {
+        let mut details = json!({"name": name, "kind": kind});
         if !group.is_empty() {
             details["group"] = json!(group);
         }

@@ -32,7 +32,7 @@ fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
 }
 
 fn max_len_error(n: usize) -> String {
-    format!("must be no more than {n} characters")
+    format!("must be no more than {n} bytes")
 }
 
 fn lower_alnum(c: u8) -> bool {

@@ -48,25 +48,66 @@ fn check_namespace(sim: &SimState, t: &Target, obj: &mut Value) -> Result<(), Ap
     Ok(())
 }
 
+/// A created object and the warnings its create answer carries (unknown fields dropped).
+pub struct Created {
+    pub obj: Value,
+    pub warnings: Vec<String>,
+}
+
 pub async fn create(
     sim: &Arc<SimState>,
     t: &Target,
     q: &Query,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Created, ApiError> {
     if t.name.is_some() {
         return Err(ApiError::method_not_allowed());
     }
-    let obj = with_type(t.res, parse_body(body)?);
+    let mut obj = with_type(t.res, parse_body(body)?);
+    // fieldValidation: unset means Warn, as in kube-apiserver 1.27+.
+    let unknown = admission::drop_unknown_fields(t.res, &mut obj);
+    let warnings = match q.get("fieldValidation") {
+        Some("Strict") if !unknown.is_empty() => {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = t.res.kind,
+                v = t.res.version
+            )));
+        }
+        Some("Ignore") => Vec::new(),
+        _ => unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
+    };
+    let obj = create_object(sim, t, q, obj).await?;
+    Ok(Created { obj, warnings })
+}
+
+async fn create_object(
+    sim: &Arc<SimState>,
+    t: &Target,
+    q: &Query,
+    obj: Value,
+) -> Result<Value, ApiError> {
     match t.res.id {
         "selfsubjectaccessreviews.authorization.k8s.io" => {
-            return rbac::review(sim.cfg.rbac.as_deref(), obj);
+            return rbac::review(sim.cfg.rbac.as_deref(), &sim.cfg.namespace, obj);
         }
         "selfsubjectrulesreviews.authorization.k8s.io" => {
             if sim.cfg.rules_review_incomplete {
                 return Ok(rbac::incomplete_rules_review(obj));
             }
-            return Ok(rbac::rules_review(sim.cfg.rbac.as_deref(), obj));
+            return Ok(rbac::rules_review(
+                sim.cfg.rbac.as_deref(),
+                &sim.cfg.namespace,
+                obj,
+            ));
         }
         _ => {}
     }
@@ -119,6 +160,10 @@ async fn create_checked(
     ] {
         meta::metadata_mut(&mut obj).remove(f);
     }
+    meta::metadata_mut(&mut obj).remove("generation");
+    if meta::has_generation(t.res.id) {
+        meta::bump_generation(meta::metadata_mut(&mut obj));
+    }
     admission::admit_create(t.res, &mut obj)?;
     if t.res.id == "pods" {
         check_service_account(sim, &obj)?;
@@ -159,8 +204,35 @@ fn check_service_account(sim: &SimState, pod: &Value) -> Result<(), ApiError> {
     ))
 }
 
-/// Replaces the parts of `old` a write to `sub` may change with those of `new`.
-fn apply_write(t: &Target, old: &Value, mut new: Value) -> Result<Value, ApiError> {
+/// `response` with one `Warning: 299 - "..."` header per warning, as kube-apiserver sends them.
+pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let quoted = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(v) = http::HeaderValue::from_str(&quoted) {
+            response.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    response
+}
+
+/// Replaces the parts of `old` a write to `sub` may change with those of `new`, and keeps
+/// `metadata.generation` the server's: one more when the spec changed.
+fn apply_write(t: &Target, old: &Value, new: Value) -> Result<Value, ApiError> {
+    let mut out = apply_sub_write(t, old, new)?;
+    if meta::has_generation(t.res.id) {
+        let m = meta::metadata_mut(&mut out);
+        match old.pointer("/metadata/generation") {
+            Some(g) => m.insert("generation".into(), g.clone()),
+            None => m.remove("generation"),
+        };
+        if old.get("spec") != out.get("spec") {
+            meta::bump_generation(meta::metadata_mut(&mut out));
+        }
+    }
+    Ok(out)
+}
+
+fn apply_sub_write(t: &Target, old: &Value, mut new: Value) -> Result<Value, ApiError> {
     new = with_type(t.res, new);
     match t.sub.as_deref() {
         None => {
@@ -253,8 +325,11 @@ pub async fn patch(
     {
         let mut create_t = t.clone();
         create_t.name = None;
-        let obj = create(sim, &create_t, &Query(Vec::new()), body).await?;
-        return Ok(json_response(StatusCode::CREATED, &obj));
+        let created = create(sim, &create_t, &Query(Vec::new()), body).await?;
+        return Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created.obj),
+            &created.warnings,
+        ));
     }
     let obj = write(sim, t, None, |old| {
         let mut next = old.clone();
@@ -280,25 +355,48 @@ pub struct Preconditions {
 }
 
 impl Preconditions {
-    /// kube-apiserver's refusal when `obj` does not meet them (409 Conflict).
+    /// kube-apiserver's refusal when `obj` does not meet them (409 Conflict), in the words of
+    /// apimachinery's `Preconditions.Check` wrapped in a Conflict on the kind.
     fn check(&self, res: &Resource, obj: &Value) -> Result<(), ApiError> {
-        let field = |name: &str, want: &Option<String>, have: &str| match want {
+        let field = |name: &str, want: &Option<String>, have: &str, then: &str| match want {
             Some(w) if w != have => Some(format!(
-                "Precondition failed: {name} in precondition: {w}, {name} in object meta: {have}"
+                "the {name} in the precondition ({w}) does not match the {name} in record ({have}). {then}"
             )),
             _ => None,
         };
         let rv = meta::str_at(obj, &["metadata", "resourceVersion"]).unwrap_or_default();
-        match field("UID", &self.uid, meta::uid(obj))
-            .or_else(|| field("ResourceVersion", &self.resource_version, rv))
-        {
+        let failed = field(
+            "UID",
+            &self.uid,
+            meta::uid(obj),
+            "The object might have been deleted and then recreated",
+        )
+        .or_else(|| {
+            field(
+                "ResourceVersion",
+                &self.resource_version,
+                rv,
+                "The object might have been modified",
+            )
+        });
+        match failed {
             None => Ok(()),
-            Some(message) => Err(ApiError::precondition_failed(
-                res.plural,
-                res.group,
-                meta::name(obj),
-                message,
-            )),
+            Some(why) => {
+                let kind = if res.group.is_empty() {
+                    res.kind.to_string()
+                } else {
+                    format!("{}.{}", res.kind, res.group)
+                };
+                Err(ApiError::precondition_failed(
+                    res.kind,
+                    res.group,
+                    meta::name(obj),
+                    format!(
+                        "Operation cannot be fulfilled on {kind} \"{}\": {why}",
+                        meta::name(obj)
+                    ),
+                ))
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 //! wrapper with JSON on stdin, exactly as the runner invokes it.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -291,6 +291,13 @@ pub(crate) async fn delete_pod(
     grace: Option<i64>,
 ) -> Option<Value> {
     let pod = sim.store.get(key)?;
+    // As the pod strategy's CheckGracefulDeleteAndGetGracePeriod: a pod never bound to a node,
+    // or one that has ended, goes at once whatever grace was asked for.
+    let unscheduled = meta::str_at(&pod, &["spec", "nodeName"]).is_none_or(str::is_empty);
+    let ended = matches!(
+        meta::str_at(&pod, &["status", "phase"]),
+        Some("Succeeded" | "Failed")
+    );
     let grace = grace
         .or_else(|| {
             pod.pointer("/spec/terminationGracePeriodSeconds")
@@ -298,6 +305,7 @@ pub(crate) async fn delete_pod(
         })
         .unwrap_or(30)
         .max(0);
+    let grace = if unscheduled || ended { 0 } else { grace };
     let handle = sim.kubelet.handle(key).filter(|h| h.uid == meta::uid(&pod));
     let Some(handle) = handle else {
         return sim.store.delete(key);
@@ -306,6 +314,8 @@ pub(crate) async fn delete_pod(
         let m = meta::metadata_mut(p);
         if !m.contains_key("deletionTimestamp") {
             m.insert("deletionTimestamp".into(), json!(meta::in_seconds(grace)));
+            // Setting deletionTimestamp is a change of the object's intent: a new generation.
+            meta::bump_generation(m);
         }
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         Ok(())
