@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -264,12 +265,15 @@ def check_kustomize_render(ctx: Ctx) -> str:
     return ", ".join(out)
 
 
+CLUSTER_SCOPED = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 def check_namespaces(ctx: Ctx) -> str:
     declared = {o["metadata"]["name"] for o in ctx.objects("namespaces", "Namespace")}
     found = []
     for o in ctx.render(DEPLOY):
         ns = o["metadata"].get("namespace")
-        if o["kind"] != "Namespace" and ns not in declared:
+        if o["kind"] not in CLUSTER_SCOPED and ns not in declared:
             found.append(f"{o['kind']}/{o['metadata']['name']} in undeclared namespace {ns!r}")
     problems(found)
     return f"all objects in {sorted(declared)}"
@@ -335,8 +339,8 @@ def check_pod_security(ctx: Ctx) -> str:
         checked += 1
         for problem in pod_security_problems(spec, levels.get(ns, "privileged")):
             found.append(f"{o['kind']}/{o['metadata']['name']} in {ns} ({levels.get(ns)}): {problem}")
-    # Workflow and runner pods of the Kubernetes-mode scale sets would pass baseline but for the
-    # hostPath caches; arc-runners is privileged for runner-base's Docker-in-Docker anyway.
+    # arc-runners' workflow and runner pods need the hostPath caches and BuildKit's profiles, outside
+    # baseline: its policy (deploy/admission) is checked on a real apiserver (check_admission_policy).
     problems(found)
     return f"{checked} workloads admissible under their namespace's enforced Pod Security level"
 
@@ -507,7 +511,7 @@ def effective_runner_pod(values: dict) -> dict:
     if not any(v["name"] == "work" for v in volumes):
         volumes.append({"name": "work", "ephemeral": {"volumeClaimTemplate": {"spec": copy.deepcopy(values["containerMode"]["kubernetesModeWorkVolumeClaim"])}}})
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{values['runnerScaleSetName']}-abcde-runner-fghij", "namespace": "arc-runners",
+            "metadata": {"name": f"{values['runnerScaleSetName']}-abcde-runner-fghij", "namespace": scale_set_namespace(values["runnerScaleSetName"]),
                          "labels": values["template"].get("metadata", {}).get("labels", {})},
             "spec": spec}
 
@@ -765,21 +769,27 @@ def check_network_policies(ctx: Ctx) -> str:
         # actions-ephemeral-runner=True).
         labels = {**ars["spec"]["template"].get("metadata", {}).get("labels", {}),
                   "app.kubernetes.io/component": "runner", "actions-ephemeral-runner": "True"}
-        runners.append({"ns": "arc-runners", "pod": labels, "ip": "10.244.1.20", "name": f"{name} runner pod"})
+        runners.append({"ns": scale_set_namespace(name), "pod": labels, "ip": "10.244.1.20", "name": f"{name} runner pod",
+                        "kube_mode": name != "runner-base"})
+    prune = ctx.one("cache-prune", "DaemonSet", "arc-hook-cache-prune")
+    pruner = {"ns": prune["metadata"]["namespace"], "pod": prune["spec"]["template"]["metadata"]["labels"],
+              "ip": "10.244.1.30", "name": "cache-prune pod"}
     exporter_dep = ctx.one("monitoring", "Deployment", "github-actions-exporter")
     exporter = {"ns": "ci-monitoring", "pod": exporter_dep["spec"]["template"]["metadata"]["labels"], "ip": "10.244.3.7", "name": "exporter"}
     if not workflow or not runners:
         raise Failed("no workflow pods in tests/golden or no rendered runner pods to evaluate")
 
-    # Every arc-runners pod is selected by a default-deny policy (both directions, no rules).
-    deny = [p for p in policies if p["metadata"]["namespace"] == "arc-runners" and not p["spec"].get("ingress")
+    # Every arc-runners and arc-privileged pod is selected by a default-deny policy of its namespace
+    # (both directions, no rules).
+    deny = [p for p in policies if not p["spec"].get("ingress")
             and not p["spec"].get("egress") and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}]
-    for pod in workflow + runners:
-        if not any(selector_matches(p["spec"].get("podSelector"), pod["pod"]) for p in deny):
-            found.append(f"{pod['name']}: no default-deny NetworkPolicy selects it")
+    for pod in workflow + runners + [pruner]:
+        if not any(p["metadata"]["namespace"] == pod["ns"] and selector_matches(p["spec"].get("podSelector"), pod["pod"]) for p in deny):
+            found.append(f"{pod['name']} ({pod['ns']}): no default-deny NetworkPolicy selects it")
     # A template may add any labels; the policy must not depend on them.
-    if not any(selector_matches(p["spec"].get("podSelector"), {"team": "x"}) for p in deny):
-        found.append("a pod with a template's own labels escapes the default-deny policy")
+    for ns in ("arc-runners", "arc-privileged"):
+        if not any(p["metadata"]["namespace"] == ns and selector_matches(p["spec"].get("podSelector"), {"team": "x"}) for p in deny):
+            found.append(f"a pod in {ns} with its own labels escapes the default-deny policy")
 
     dns = {"ns": "kube-system", "pod": {"k8s-app": "kube-dns"}, "ip": "10.96.0.10"}
     vault = {"ns": "vault", "pod": {"app.kubernetes.io/name": "vault", "component": "server"}, "ip": "10.244.2.5"}
@@ -789,7 +799,7 @@ def check_network_policies(ctx: Ctx) -> str:
     ip = lambda a: {"ip": a}  # noqa: E731
     cases = []  # (source, destination label, destination, port, proto, allowed)
     for src in workflow + runners:
-        is_runner = src in runners
+        is_runner = src.get("kube_mode", False)
         cases += [(src, "DNS", dns, 53, "UDP", True), (src, "Vault's API", vault, 8200, "TCP", True),
                   (src, "Vault's raft port", vault, 8201, "TCP", False),
                   (src, "github.com", ip("140.82.112.3"), 443, "TCP", True),
@@ -805,13 +815,15 @@ def check_network_policies(ctx: Ctx) -> str:
               (ingress_ctl, "the exporter on another port", exporter, 8080, "TCP", False),
               (other_pod, "the exporter", exporter, 9090, "TCP", False),
               (exporter, "GitHub's API", ip("140.82.112.6"), 443, "TCP", True),
-              (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False)]
+              (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False),
+              (pruner, "github.com", ip("140.82.112.3"), 443, "TCP", False),
+              (pruner, "the API server", ip("10.0.0.1"), 443, "TCP", False)]
     for src, what, dest, port, proto, want in cases:
         if np_allows(policies, src, dest, port, proto) != want:
             found.append(f"{src.get('name', src['ns'])} -> {what} {port}/{proto}: {'allowed' if not want else 'refused'}, should be {'allowed' if want else 'refused'}")
     problems(found)
-    return (f"default-deny covers {len(workflow)} workflow pods (hook output) and {len(runners)} runner pods; "
-            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for runners only; "
+    return (f"default-deny covers {len(workflow)} workflow pods (hook output), {len(runners)} runner pods and the cache pruner; "
+            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for Kubernetes-mode runners only; "
             "no metadata, no exporter webhook; exporter reached by Prometheus and the ingress only)")
 
 
@@ -826,10 +838,15 @@ def deploy_tool(*names: str) -> list[str]:
     return res.stdout.split()
 
 
+def scale_set_namespace(name: str) -> str:
+    """Where install.sh installs a scale set: runner-base (privileged DinD) apart from the hook's sets."""
+    return "arc-privileged" if name == "runner-base" else "arc-runners"
+
+
 def render_scale_set(helm: str, chart: Path, name: str) -> list[dict]:
     """The objects `helm template` makes of one scale set, exactly as install.sh installs it."""
     sets = DEPLOY / "scale-sets"
-    res = run([helm, "template", name, str(chart), "--namespace", "arc-runners",
+    res = run([helm, "template", name, str(chart), "--namespace", scale_set_namespace(name),
                "-f", str(sets / "common.values.yaml"), "-f", str(sets / f"{name}.values.yaml")], timeout=120)
     if res.returncode != 0:
         raise Failed(f"helm template {name}: {res.stderr.strip()[-600:]}")
@@ -900,7 +917,9 @@ def check_scale_sets_rendered(ctx: Ctx) -> str:
 
 
 def arc_hook_binary() -> str:
-    """The arc-hook binary of this tree (built if stale; CI has built it by then)."""
+    """The arc-hook binary of this tree (built if stale; CI has built it by then), or $ARC_HOOK_BIN."""
+    if os.environ.get("ARC_HOOK_BIN"):
+        return os.environ["ARC_HOOK_BIN"]
     res = run(["cargo", "build", "--locked", "--quiet", "--bin", "arc-hook"], cwd=ROOT, timeout=1800)
     if res.returncode != 0:
         raise Failed(f"cargo build --bin arc-hook: {res.stderr.strip()[-600:]}")
@@ -1002,6 +1021,239 @@ def check_cache_init_root_squash(ctx: Ctx) -> str:
     problems(found)
     return ("as non-root over a root-owned shared cache: succeeds, shared cache untouched, node-local caches group 30000 "
             "g+ws with a default ACL (UID 1002 updates what UID 1001 left with umask 022)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The conformance cluster's real apiserver (scripts/real-cluster.sh): admission and server-side dry run.
+
+class Cluster:
+    """etcd and kube-apiserver (with the controllers) from tests/conformance, no node: `up --no-node`.
+    Under CI=true a missing conformance binary fails the check; elsewhere the check says it skipped."""
+
+    def __init__(self, kubectl: str):
+        self.kubectl = kubectl
+        self.tmp = tempfile.TemporaryDirectory(prefix="check-deploy-cluster-")
+        self.dir = Path(self.tmp.name) / "cluster"
+        self.script = ROOT / "scripts" / "real-cluster.sh"
+
+    @staticmethod
+    def missing() -> str | None:
+        binary = Path(os.environ.get("CONFORMANCE_BIN", ROOT / "target" / "conformance" / "conformance"))
+        if binary.is_file():
+            return None
+        why = f"no conformance cluster binary {binary} (tests/conformance/build.sh builds it)"
+        if os.environ.get("CI") == "true":
+            raise Failed(why)
+        return why
+
+    def __enter__(self) -> "Cluster":
+        res = run([str(self.script), "up", str(self.dir), "--no-node"], timeout=600,
+                  env={**os.environ, "KUBECTL": self.kubectl})
+        if res.returncode != 0:
+            self.tmp.cleanup()
+            raise Failed(f"real-cluster.sh up: {(res.stdout + res.stderr).strip()[-800:]}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        run([str(self.script), "down", str(self.dir)], timeout=120)
+        self.tmp.cleanup()
+
+    def kubectl_as(self, who: str, *args: str, stdin: str | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+        """kubectl as the cluster admin (`admin`) or the runner's ServiceAccount (`runner`)."""
+        config = self.dir / ("admin.kubeconfig" if who == "admin" else "kubeconfig")
+        return run([self.kubectl, "--kubeconfig", str(config), *args], input=stdin, timeout=timeout)
+
+    def apply(self, *args: str, stdin: str | None = None) -> None:
+        res = self.kubectl_as("admin", "apply", "--server-side", *args, stdin=stdin, timeout=300)
+        if res.returncode != 0:
+            raise Failed(f"kubectl apply {' '.join(args)}: {res.stderr.strip()[-600:]}")
+
+    def dry_run_create(self, who: str, obj: dict) -> subprocess.CompletedProcess:
+        return self.kubectl_as(who, "create", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(obj))
+
+
+def hook_rendered_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
+    """Every Pod, Secret and Job `arc-hook render` makes of the fixtures with each worker template (and
+    none), as the runner would create them; a Job's pod template also as the Pod its controller makes."""
+    cases = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}
+    env.update({"ACTIONS_RUNNER_POD_NAME": "arc-runner-7x2kq-runner-h4v9c",
+                "GITHUB_WORKSPACE": "/home/runner/_work/arc-demo/arc-demo"})
+    fixtures = ["prepare_job", "prepare_job_alpine", "prepare_job_no_container", "prepare_job_options", "run_container_step"]
+    for fixture in fixtures:
+        for kind in (*KINDS, None):
+            # --show-secrets: the fixtures' fake registry credentials, so the Secret is a valid dockerconfigjson.
+            res = run([hook, "render", "--show-secrets", str(ROOT / "fixtures" / f"{fixture}.json"),
+                       *(["--template", str(TEMPLATES / f"{kind}.yaml")] if kind else [])], env=env, timeout=60, cwd=tmp)
+            if res.returncode != 0:
+                raise Failed(f"arc-hook render {fixture} --template {kind}: {res.stderr.strip()[-300:]}")
+            for i, obj in enumerate(d for d in yaml.safe_load_all(res.stdout) if d):
+                label = f"{fixture} x {kind or 'no template'} {obj['kind']}"
+                cases.append((label, obj))
+                if obj["kind"] == "Job":
+                    tpl = obj["spec"]["template"]
+                    cases.append((f"{label}'s pod", {"apiVersion": "v1", "kind": "Pod",
+                                                      "metadata": {**tpl.get("metadata", {}), "name": f"{obj['metadata']['name']}-pod-{i}",
+                                                                   "namespace": obj["metadata"]["namespace"]},
+                                                      "spec": tpl["spec"]}))
+    return cases
+
+
+def buildkit_builder_pod() -> dict:
+    """arc-hook's rootless BuildKit builder pod, in the fields admission looks at, as src/objects/builder.rs and
+    buildkit.rs build it (`render` does not build Dockerfile steps, so it cannot print one)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "arc-runner-7x2kq-runner-h4v9c-build-0a1b2c", "namespace": "arc-runners",
+                         "labels": {"app.kubernetes.io/managed-by": "arc-hook", "arc-hook.dev/role": "build",
+                                    "runner-pod": "arc-runner-7x2kq-runner-h4v9c"}},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "activeDeadlineSeconds": 3600,
+                     "containers": [{"name": "build", "image": "registry.example.internal/mirror/buildkit:v0.23.2-rootless",
+                                     "command": ["buildctl-daemonless.sh"], "args": ["build"],
+                                     "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
+                                     "securityContext": {"seccompProfile": {"type": "Unconfined"},
+                                                         "appArmorProfile": {"type": "Unconfined"},
+                                                         "runAsUser": 1000, "runAsGroup": 1000},
+                                     "volumeMounts": [{"name": "context", "mountPath": "/workspace", "readOnly": True},
+                                                      {"name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit"}]}],
+                     "volumes": [{"name": "context", "persistentVolumeClaim": {"claimName": "arc-runner-7x2kq-runner-h4v9c-work", "readOnly": True}},
+                                 {"name": "buildkit-state", "emptyDir": {}}]}}
+
+
+def as_pod(workload: dict, namespace: str, name: str) -> dict:
+    """A workload's pod template as the Pod its controller would create in `namespace`."""
+    tpl = workload["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": tpl.get("metadata", {}).get("labels", {})},
+            "spec": copy.deepcopy(tpl["spec"])}
+
+
+def check_admission_policy(ctx: Ctx) -> str:
+    """deploy/admission on the conformance cluster's real apiserver (issue 29.4): everything the hook creates
+    in arc-runners is admitted (server-side dry run as the runner's ServiceAccount), and a pod asking for more
+    (an unlisted hostPath, privileged, host namespaces, capabilities, unconfined profiles outside the builder)
+    is refused with the policy's message; the pods that need more (DinD, the pruner) are admitted only in
+    arc-privileged."""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    hook = arc_hook_binary()
+    helm = deploy_tool("helm")[0]
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    found, admitted = [], 0
+    with tempfile.TemporaryDirectory() as tmp, Cluster(ctx.kubectl) as cluster:
+        rendered = hook_rendered_pods(hook, Path(tmp))
+        cluster.apply("-k", str(DEPLOY / "namespaces"))
+        cluster.apply("-k", str(DEPLOY / "admission"))
+        # The policy takes effect once the apiserver has compiled it: wait (bounded) until the plainest
+        # forbidden pod is refused.
+        golden_pod = next(o for label, o in rendered if label == "prepare_job x cpu Pod")
+        probe = copy.deepcopy(golden_pod)
+        probe["spec"]["hostNetwork"] = True
+        deadline = time.monotonic() + 60
+        while cluster.dry_run_create("admin", probe).returncode == 0:
+            if time.monotonic() > deadline:
+                raise Failed("the admission policy did not take effect within 60 s")
+            time.sleep(1)
+
+        for label, obj in rendered + [("BuildKit builder pod", buildkit_builder_pod())]:
+            res = cluster.dry_run_create("runner", obj)
+            if res.returncode != 0:
+                found.append(f"{label}: refused: {res.stderr.strip()[-300:]}")
+            admitted += obj["kind"] == "Pod"
+
+        def refused(label: str, pod: dict, message: str, who: str = "runner") -> None:
+            res = cluster.dry_run_create(who, pod)
+            if res.returncode == 0:
+                found.append(f"{label}: admitted in {pod['metadata']['namespace']}")
+            elif message not in res.stderr or "arc-runners-pods" not in res.stderr:
+                found.append(f"{label}: refused without the policy's message ({message!r}): {res.stderr.strip()[-300:]}")
+
+        def variant(change) -> dict:
+            pod = copy.deepcopy(golden_pod)
+            change(pod["spec"])
+            return pod
+
+        job = lambda s: next(c for c in s["containers"] if c["name"] == "job")  # noqa: E731
+        hostpath = "admits hostPath volumes only for the node caches"
+        refused("an extra hostPath (/etc)", variant(lambda s: s["volumes"].append({"name": "etc", "hostPath": {"path": "/etc"}})),
+                f"{hostpath} /var/cache/arc-hook/ccache, /var/cache/arc-hook/uv; refused: /etc")
+        refused("a cache's parent directory", variant(lambda s: s["volumes"].append({"name": "all", "hostPath": {"path": "/var/cache/arc-hook"}})),
+                hostpath)
+        refused("a path a cache's is a prefix of", variant(lambda s: s["volumes"].append({"name": "uvx", "hostPath": {"path": "/var/cache/arc-hook/uvx"}})),
+                hostpath)
+        refused("privileged: true", variant(lambda s: job(s).setdefault("securityContext", {}).update(privileged=True)),
+                "admits no privileged container")
+        refused("a privileged init container", variant(lambda s: s["initContainers"][0]["securityContext"].update(privileged=True)),
+                "admits no privileged container")
+        refused("privileged, as the cluster admin", variant(lambda s: job(s).setdefault("securityContext", {}).update(privileged=True)),
+                "admits no privileged container", who="admin")
+        refused("hostPID", variant(lambda s: s.update(hostPID=True)), "admits no hostNetwork, hostPID or hostIPC")
+        refused("an added capability", variant(lambda s: job(s).setdefault("securityContext", {}).update(capabilities={"add": ["NET_ADMIN"]})),
+                "admits no added capabilities")
+        refused("unconfined seccomp in a workflow pod", variant(lambda s: job(s).setdefault("securityContext", {}).update(seccompProfile={"type": "Unconfined"})),
+                "unconfined seccomp or AppArmor profiles only in the build container")
+        refused("unconfined seccomp at pod level", variant(lambda s: s["securityContext"].update(seccompProfile={"type": "Unconfined"})),
+                "unconfined seccomp or AppArmor profiles only")
+        builder_root = buildkit_builder_pod()
+        builder_root["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+        refused("the builder pod as root", builder_root, "unconfined seccomp or AppArmor profiles only")
+        builder_other = buildkit_builder_pod()
+        builder_other["spec"]["containers"].append({"name": "sidecar", "image": "busybox", "securityContext": {"appArmorProfile": {"type": "Unconfined"}, "runAsUser": 1000}})
+        refused("an unconfined second container in a builder pod", builder_other, "unconfined seccomp or AppArmor profiles only")
+        privileged_job = next((o for label, o in hook_privileged_pods(hook, Path(tmp))), None)
+        if privileged_job is None:
+            found.append("arc-hook render with ARC_HOOK_JOB_OPTIONS=default,privileged,cap-add made no pod")
+        else:
+            refused("a --privileged job the hook was configured to allow", privileged_job, "admits no privileged container")
+
+        # Container steps as ephemeral containers: the subresource is under the policy too.
+        pod_name = golden_pod["metadata"]["name"]
+        res = cluster.kubectl_as("admin", "create", "-f", "-", stdin=json.dumps(golden_pod))
+        if res.returncode != 0:
+            found.append(f"creating the workflow pod for the ephemeral-container case: {res.stderr.strip()[-300:]}")
+        else:
+            step = {"name": "step-1", "image": "alpine:3", "command": ["true"]}
+            for label, ec, want_ok in (("an ephemeral container step", step, True),
+                                       ("a privileged ephemeral container", {**step, "securityContext": {"privileged": True}}, False)):
+                # As the admin: kubectl reads the subresource first, which the runner's Role (patch only) does not allow.
+                res = cluster.kubectl_as("admin", "-n", "arc-runners", "patch", "pod", pod_name, "--subresource", "ephemeralcontainers",
+                                         "--type", "strategic", "--dry-run=server", "-p", json.dumps({"spec": {"ephemeralContainers": [ec]}}))
+                if want_ok and res.returncode != 0:
+                    found.append(f"{label}: refused: {res.stderr.strip()[-300:]}")
+                elif not want_ok and (res.returncode == 0 or "admits no privileged container" not in res.stderr):
+                    found.append(f"{label}: not refused by the policy: {(res.stdout + res.stderr).strip()[-300:]}")
+
+        # What needs more runs in arc-privileged: refused in arc-runners, admitted there.
+        base = next(o for o in render_scale_set(helm, chart, "runner-base") if o["kind"] == "AutoscalingRunnerSet")
+        prune = ctx.one("cache-prune", "DaemonSet", "arc-hook-cache-prune")
+        for ns in ("arc-runners", "arc-privileged"):
+            account = base["spec"]["template"]["spec"].get("serviceAccountName")
+            if account:
+                cluster.kubectl_as("admin", "-n", ns, "create", "serviceaccount", account)
+        for label, workload, message in (("runner-base's DinD runner pod", base, "admits no privileged container"),
+                                         ("the cache-prune pod", prune, "admits no added capabilities")):
+            refused(f"{label} in arc-runners", as_pod(workload, "arc-runners", "moved"), message, who="admin")
+            ns = prune["metadata"]["namespace"] if workload is prune else scale_set_namespace("runner-base")
+            res = cluster.dry_run_create("admin", as_pod(workload, ns, "placed"))
+            if res.returncode != 0:
+                found.append(f"{label} in {ns}: refused: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return (f"real apiserver: {len(rendered)} objects arc-hook renders ({admitted} pods) and the BuildKit builder pod admitted "
+            "as the runner; extra/parent/.. hostPath, privileged (container, init, ephemeral, admin, hook-allowed --privileged), "
+            "hostPID, added capability, unconfined profiles outside the builder refused with the policy's message; "
+            "DinD runner and cache pruner refused in arc-runners, admitted in arc-privileged")
+
+
+def hook_privileged_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
+    """The pod of a --privileged job on a runner whose ARC_HOOK_JOB_OPTIONS allows it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}
+    env.update({"ACTIONS_RUNNER_POD_NAME": "arc-runner-7x2kq-runner-h4v9c", "ARC_HOOK_JOB_OPTIONS": "default,privileged,cap-add",
+                "GITHUB_WORKSPACE": "/home/runner/_work/arc-demo/arc-demo"})
+    res = run([hook, "render", str(ROOT / "fixtures" / "prepare_job_privileged.json"), "--template", str(TEMPLATES / "cpu.yaml")],
+              env=env, timeout=60, cwd=tmp)
+    if res.returncode != 0:
+        raise Failed(f"arc-hook render prepare_job_privileged: {res.stderr.strip()[-300:]}")
+    return [("privileged", d) for d in yaml.safe_load_all(res.stdout) if d and d["kind"] == "Pod"]
 
 
 def substitute_grafana(expr: str) -> str:
@@ -2657,6 +2909,7 @@ CHECKS = [
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
     ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
+    ("admission policy of arc-runners (real apiserver)", check_admission_policy),
     ("listener metrics (bounded labels)", check_listener_metrics),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),

@@ -15,11 +15,14 @@ all=(runner-base runner-cpu runner-cpu-largememory runner-highcpu runner-hybrid 
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=("${all[@]}")
 
+# runner-base (Docker-in-Docker, privileged) runs apart from the hook's sets: ../namespaces.
+namespace() { if [[ $1 == runner-base ]]; then echo arc-privileged; else echo arc-runners; fi; }
+
 for name in "${names[@]}"; do
   values="$here/$name.values.yaml"
   [[ -f $values ]] || { echo "install.sh: no $values; known scale sets: ${all[*]}" >&2; exit 2; }
   echo "==> $name (gha-runner-scale-set $version)"
   helm upgrade --install "$name" "$ARC_CHART_REPO/gha-runner-scale-set" \
-    --version "$version" --namespace arc-runners \
+    --version "$version" --namespace "$(namespace "$name")" \
     -f "$here/common.values.yaml" -f "$values" --wait
 done
