@@ -1244,6 +1244,71 @@ def check_admission_policy(ctx: Ctx) -> str:
             "DinD runner and cache pruner refused in arc-runners, admitted in arc-privileged")
 
 
+def arc_crds(version_dir: Path) -> list[Path]:
+    """ARC's CRDs as the controller chart of one vendored version ships them."""
+    crds = sorted((version_dir / "charts" / "gha-runner-scale-set-controller" / "crds").glob("*.yaml"))
+    if not crds:
+        raise Failed(f"no CRDs under {rel(version_dir)}/charts/gha-runner-scale-set-controller/crds")
+    return crds
+
+
+def wait_established(cluster: "Cluster", crds: list[Path]) -> None:
+    names = [f"crd/{load_yaml(c)['metadata']['name']}" for c in crds]
+    res = cluster.kubectl_as("admin", "wait", "--for", "condition=Established", "--timeout", "60s", *names, timeout=90)
+    if res.returncode != 0:
+        raise Failed(f"ARC's CRDs not established: {res.stderr.strip()[-300:]}")
+
+
+def check_scale_sets_dry_run(ctx: Ctx) -> str:
+    """Every rendered scale set (helm template with ARC's pinned chart) passes a server-side dry run on the
+    conformance cluster's real apiserver with ARC's CRDs installed (issue 30.1): the real API validates the
+    AutoscalingRunnerSets against the CRDs' schemas, and each runner pod template, as the Pod ARC makes of
+    it, against the core API and its namespace's admission."""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    helm = deploy_tool("helm")[0]
+    arc = Path(deploy_tool("arc")[0])
+    chart = arc / "charts" / "gha-runner-scale-set"
+    crds = arc_crds(arc)
+    found, objects = [], 0
+    with Cluster(ctx.kubectl) as cluster:
+        cluster.apply(*[a for c in crds for a in ("-f", str(c))])
+        wait_established(cluster, crds)
+        for part in ("namespaces", "admission", "rbac"):
+            cluster.apply("-k", str(DEPLOY / part))
+        for name in ["runner-base", *KUBE_MODE_SETS]:
+            objs = render_scale_set(helm, chart, name)
+            ns = scale_set_namespace(name)
+            stream = "\n---\n".join(yaml.safe_dump(o) for o in objs)
+            res = cluster.kubectl_as("admin", "apply", "--server-side", "--dry-run=server", "-n", ns, "-o", "name", "-f", "-",
+                                     stdin=stream, timeout=120)
+            if res.returncode != 0:
+                found.append(f"{name}: {res.stderr.strip()[-400:]}")
+                continue
+            objects += len(res.stdout.split())
+            # A schema-invalid AutoscalingRunnerSet must be refused, or the dry run proves nothing.
+            ars = copy.deepcopy(next(o for o in objs if o["kind"] == "AutoscalingRunnerSet"))
+            ars["spec"]["maxRunners"] = "ten"
+            bad = cluster.kubectl_as("admin", "apply", "--server-side", "--dry-run=server", "-n", ns, "-f", "-",
+                                     stdin=yaml.safe_dump(ars))
+            if bad.returncode == 0 or "maxRunners" not in bad.stderr:
+                found.append(f"{name}: an AutoscalingRunnerSet with maxRunners \"ten\" passes the dry run: {bad.stderr.strip()[-200:]}")
+            ars = next(o for o in objs if o["kind"] == "AutoscalingRunnerSet")
+            pod = as_pod(ars, ns, f"{name}-abcde-runner-fghij")
+            pod["metadata"]["labels"] = {**pod["metadata"]["labels"], "app.kubernetes.io/component": "runner",
+                                         "actions-ephemeral-runner": "True"}
+            account = pod["spec"].get("serviceAccountName")
+            if account and name == "runner-base":
+                cluster.kubectl_as("admin", "-n", ns, "create", "serviceaccount", account)
+            res = cluster.dry_run_create("admin", pod)
+            if res.returncode != 0:
+                found.append(f"{name}: its runner pod is refused in {ns}: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return (f"{objects} objects of 7 rendered scale sets pass server-side dry run against ARC's {arc.name} CRDs on the real apiserver "
+            "(a schema-invalid maxRunners is refused); each runner pod is admitted in its namespace")
+
+
 def hook_privileged_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
     """The pod of a --privileged job on a runner whose ARC_HOOK_JOB_OPTIONS allows it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}
@@ -2907,6 +2972,7 @@ CHECKS = [
     ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
+    ("runner scale sets (server-side dry run, real apiserver)", check_scale_sets_dry_run),
     ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
     ("admission policy of arc-runners (real apiserver)", check_admission_policy),
