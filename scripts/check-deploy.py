@@ -1309,6 +1309,95 @@ def check_scale_sets_dry_run(ctx: Ctx) -> str:
             "(a schema-invalid maxRunners is refused); each runner pod is admitted in its namespace")
 
 
+def check_arc_upgrade(ctx: Ctx) -> str:
+    """deploy/upgrade-arc.sh from the previous pinned chart to the current one on the conformance cluster's real
+    apiserver (issue 30.2): a cluster installed with the previous chart (Helm's first install puts its CRDs;
+    one is then drifted, since 0.14.1's and 0.14.2's may be identical) ends with exactly the current chart's
+    CRDs, owned by the upgrade's server-side apply, the controller and every scale set released at the current
+    chart, in that order, and the AutoscalingRunnerSets created under the old CRDs read back and pass a
+    server-side dry-run update."""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    helm = deploy_tool("helm")[0]
+    current, previous = (Path(p) for p in deploy_tool("arc"))
+    versions = (previous.name, current.name)
+    found = []
+    with Cluster(ctx.kubectl) as cluster:
+        env = {**os.environ, "KUBECONFIG": str(cluster.dir / "admin.kubeconfig"), "ARC_HELM_WAIT": "false",
+               "PATH": f"{Path(helm).parent}{os.pathsep}{os.environ['PATH']}", "HELM_CACHE_HOME": str(cluster.dir / "helm-cache"),
+               "HELM_CONFIG_HOME": str(cluster.dir / "helm-config"), "HELM_DATA_HOME": str(cluster.dir / "helm-data")}
+        for part in ("namespaces", "admission", "rbac"):
+            cluster.apply("-k", str(DEPLOY / part))
+        # The previous release, installed as the install scripts do (Helm's first install applies crds/).
+        for script in ("arc-controller/install.sh", "scale-sets/install.sh"):
+            res = run([str(DEPLOY / script)], env={**env, "ARC_CHART_DIR": str(previous / "charts"), "ARC_CHART_VERSION": versions[0]},
+                      timeout=600)
+            if res.returncode != 0:
+                raise Failed(f"{script} {versions[0]}: {(res.stdout + res.stderr).strip()[-600:]}")
+        old_ars = json.loads(cluster.kubectl_as("admin", "get", "autoscalingrunnersets", "-A", "-o", "json").stdout or "{}").get("items", [])
+        if len(old_ars) != 7:
+            found.append(f"{len(old_ars)} AutoscalingRunnerSets after installing {versions[0]}, want 7")
+        # Drift: the AutoscalingRunnerSet CRD as an older one might be (a label and no printer columns).
+        drift = cluster.kubectl_as("admin", "patch", "crd", "autoscalingrunnersets.actions.github.com", "--type", "json", "-p",
+                                   json.dumps([{"op": "add", "path": "/metadata/labels", "value": {"drifted": "true"}},
+                                               {"op": "remove", "path": "/spec/versions/0/additionalPrinterColumns"}]))
+        if drift.returncode != 0:
+            raise Failed(f"drifting the CRD: {drift.stderr.strip()[-300:]}")
+
+        res = run([str(DEPLOY / "upgrade-arc.sh"), versions[1]], env={**env, "ARC_CHART_DIR": str(current / "charts")}, timeout=900)
+        if res.returncode != 0:
+            raise Failed(f"upgrade-arc.sh {versions[1]}: {(res.stdout + res.stderr).strip()[-800:]}")
+        steps = [line for line in res.stdout.splitlines() if line.startswith("==> ")]
+        order = [next((i for i, s in enumerate(steps) if s.startswith(f"==> {what}")), -1) for what in ("CRDs", "controller", "scale sets")]
+        if -1 in order or order != sorted(order):
+            found.append(f"upgrade steps not CRDs, controller, scale sets: {steps}")
+
+        for crd_file in arc_crds(current):
+            want = load_yaml(crd_file)
+            name = want["metadata"]["name"]
+            got = json.loads(cluster.kubectl_as("admin", "get", "crd", name, "--show-managed-fields", "-o", "json").stdout or "{}")
+            if not got:
+                found.append(f"CRD {name} missing after the upgrade")
+                continue
+            for field in ("group", "names", "scope"):
+                if got["spec"].get(field) != want["spec"].get(field):
+                    found.append(f"CRD {name}: spec.{field} is not {versions[1]}'s")
+            got_versions = {v["name"]: v for v in got["spec"]["versions"]}
+            for v in want["spec"]["versions"]:
+                g = got_versions.get(v["name"], {})
+                if g.get("schema") != v.get("schema") or g.get("additionalPrinterColumns") != v.get("additionalPrinterColumns"):
+                    found.append(f"CRD {name} {v['name']}: schema or printer columns are not {versions[1]}'s")
+            managers = {m.get("manager") for m in got["metadata"].get("managedFields", [])}
+            if "arc-upgrade" not in managers:
+                found.append(f"CRD {name}: not applied by upgrade-arc.sh (managers {sorted(managers)})")
+
+        res = run([helm, "list", "-A", "-o", "json"], env=env, timeout=60)
+        releases = {r["name"]: r for r in json.loads(res.stdout or "[]")} if res.returncode == 0 else {}
+        for name in ["arc", "runner-base", *KUBE_MODE_SETS]:
+            chart = releases.get(name, {}).get("chart", "")
+            if not chart.endswith(f"-{versions[1]}") or releases[name].get("status") != "deployed":
+                found.append(f"release {name}: {chart or 'missing'} {releases.get(name, {}).get('status', '')}, want {versions[1]} deployed")
+
+        new_ars = json.loads(cluster.kubectl_as("admin", "get", "autoscalingrunnersets", "-A", "-o", "json").stdout or "{}").get("items", [])
+        old_uids = {o["metadata"]["uid"] for o in old_ars}
+        kept = [o for o in new_ars if o["metadata"]["uid"] in old_uids]
+        if len(kept) != len(old_ars):
+            found.append(f"{len(kept)} of {len(old_ars)} AutoscalingRunnerSets created under {versions[0]} survive the upgrade")
+        for o in kept:
+            where = f"AutoscalingRunnerSet {o['metadata']['namespace']}/{o['metadata']['name']}"
+            version_label = o["metadata"].get("labels", {}).get("app.kubernetes.io/version")
+            if version_label != versions[1]:
+                found.append(f"{where}: labelled version {version_label}, want {versions[1]} (helm upgraded it in place)")
+            res = cluster.kubectl_as("admin", "replace", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(o))
+            if res.returncode != 0:
+                found.append(f"{where}: a dry-run update is refused: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return (f"upgrade-arc.sh {versions[0]} -> {versions[1]} on the real apiserver: CRDs first (a drifted one restored, all equal "
+            f"{versions[1]}'s, applied server-side), then the controller, then 7 scale sets, all released at {versions[1]}; "
+            f"the {len(old_ars)} AutoscalingRunnerSets created under {versions[0]} kept and valid on a dry-run update")
+
+
 def hook_privileged_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
     """The pod of a --privileged job on a runner whose ARC_HOOK_JOB_OPTIONS allows it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}
@@ -2973,6 +3062,7 @@ CHECKS = [
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
     ("runner scale sets (server-side dry run, real apiserver)", check_scale_sets_dry_run),
+    ("ARC upgrade, previous chart to current (real apiserver)", check_arc_upgrade),
     ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
     ("admission policy of arc-runners (real apiserver)", check_admission_policy),
