@@ -1076,26 +1076,28 @@ def hook_rendered_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
     """Every Pod, Secret and Job `arc-hook render` makes of the fixtures with each worker template (and
     none), as the runner would create them; a Job's pod template also as the Pod its controller makes."""
     cases = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_", "GITHUB_"))}
     env.update({"ACTIONS_RUNNER_POD_NAME": "arc-runner-7x2kq-runner-h4v9c",
                 "GITHUB_WORKSPACE": "/home/runner/_work/arc-demo/arc-demo"})
     fixtures = ["prepare_job", "prepare_job_alpine", "prepare_job_no_container", "prepare_job_options", "run_container_step"]
-    for fixture in fixtures:
-        for kind in (*KINDS, None):
-            # --show-secrets: the fixtures' fake registry credentials, so the Secret is a valid dockerconfigjson.
-            res = run([hook, "render", "--show-secrets", str(ROOT / "fixtures" / f"{fixture}.json"),
-                       *(["--template", str(TEMPLATES / f"{kind}.yaml")] if kind else [])], env=env, timeout=60, cwd=tmp)
-            if res.returncode != 0:
-                raise Failed(f"arc-hook render {fixture} --template {kind}: {res.stderr.strip()[-300:]}")
-            for i, obj in enumerate(d for d in yaml.safe_load_all(res.stdout) if d):
-                label = f"{fixture} x {kind or 'no template'} {obj['kind']}"
-                cases.append((label, obj))
-                if obj["kind"] == "Job":
-                    tpl = obj["spec"]["template"]
-                    cases.append((f"{label}'s pod", {"apiVersion": "v1", "kind": "Pod",
-                                                      "metadata": {**tpl.get("metadata", {}), "name": f"{obj['metadata']['name']}-pod-{i}",
-                                                                   "namespace": obj["metadata"]["namespace"]},
-                                                      "spec": tpl["spec"]}))
+    # Untrusted (the runner says nothing) for every fixture; a protected-ref push (${CACHE_TRUST} trusted) too.
+    trusted = {"GITHUB_EVENT_NAME": "push", "GITHUB_REF_PROTECTED": "true"}
+    runs = [(f, k, {}) for f in fixtures for k in (*KINDS, None)] + [("prepare_job", k, trusted) for k in KINDS]
+    for fixture, kind, run_env in runs:
+        # --show-secrets: the fixtures' fake registry credentials, so the Secret is a valid dockerconfigjson.
+        res = run([hook, "render", "--show-secrets", str(ROOT / "fixtures" / f"{fixture}.json"),
+                   *(["--template", str(TEMPLATES / f"{kind}.yaml")] if kind else [])], env={**env, **run_env}, timeout=60, cwd=tmp)
+        if res.returncode != 0:
+            raise Failed(f"arc-hook render {fixture} --template {kind}: {res.stderr.strip()[-300:]}")
+        for i, obj in enumerate(d for d in yaml.safe_load_all(res.stdout) if d):
+            label = f"{fixture} x {kind or 'no template'}{' (trusted)' if run_env else ''} {obj['kind']}"
+            cases.append((label, obj))
+            if obj["kind"] == "Job":
+                tpl = obj["spec"]["template"]
+                cases.append((f"{label}'s pod", {"apiVersion": "v1", "kind": "Pod",
+                                                  "metadata": {**tpl.get("metadata", {}), "name": f"{obj['metadata']['name']}-pod-{i}",
+                                                               "namespace": obj["metadata"]["namespace"]},
+                                                  "spec": tpl["spec"]}))
     return cases
 
 
@@ -1142,6 +1144,13 @@ def check_admission_policy(ctx: Ctx) -> str:
     found, admitted = [], 0
     with tempfile.TemporaryDirectory() as tmp, Cluster(ctx.kubectl) as cluster:
         rendered = hook_rendered_pods(hook, Path(tmp))
+        # ${CACHE_TRUST}: the trusted renders mount only trusted caches, the others only untrusted ones.
+        for label, obj in rendered:
+            if obj["kind"] == "Pod":
+                want = "trusted" if "(trusted)" in label else "untrusted"
+                paths = [v["hostPath"]["path"] for v in obj["spec"].get("volumes", []) if "hostPath" in v]
+                if any(not p.startswith(f"/var/cache/arc-hook/{want}/") for p in paths):
+                    found.append(f"{label}: mounts {paths}, want only {want} caches")
         cluster.apply("-k", str(DEPLOY / "namespaces"))
         cluster.apply("-k", str(DEPLOY / "admission"))
         # The policy takes effect once the apiserver has compiled it: wait (bounded) until the plainest
@@ -1176,10 +1185,11 @@ def check_admission_policy(ctx: Ctx) -> str:
         job = lambda s: next(c for c in s["containers"] if c["name"] == "job")  # noqa: E731
         hostpath = "admits hostPath volumes only for the node caches"
         refused("an extra hostPath (/etc)", variant(lambda s: s["volumes"].append({"name": "etc", "hostPath": {"path": "/etc"}})),
-                f"{hostpath} /var/cache/arc-hook/ccache, /var/cache/arc-hook/uv; refused: /etc")
+                f"{hostpath} /var/cache/arc-hook/trusted/ccache, /var/cache/arc-hook/trusted/uv, "
+                "/var/cache/arc-hook/untrusted/ccache, /var/cache/arc-hook/untrusted/uv; refused: /etc")
         refused("a cache's parent directory", variant(lambda s: s["volumes"].append({"name": "all", "hostPath": {"path": "/var/cache/arc-hook"}})),
                 hostpath)
-        refused("a path a cache's is a prefix of", variant(lambda s: s["volumes"].append({"name": "uvx", "hostPath": {"path": "/var/cache/arc-hook/uvx"}})),
+        refused("a path a cache's is a prefix of", variant(lambda s: s["volumes"].append({"name": "uvx", "hostPath": {"path": "/var/cache/arc-hook/untrusted/uvx"}})),
                 hostpath)
         refused("privileged: true", variant(lambda s: job(s).setdefault("securityContext", {}).update(privileged=True)),
                 "admits no privileged container")
@@ -1231,7 +1241,7 @@ def check_admission_policy(ctx: Ctx) -> str:
             if account:
                 cluster.kubectl_as("admin", "-n", ns, "create", "serviceaccount", account)
         for label, workload, message in (("runner-base's DinD runner pod", base, "admits no privileged container"),
-                                         ("the cache-prune pod", prune, "admits no added capabilities")):
+                                         ("the cache-prune pod", prune, "admits hostPath volumes only for the node caches")):
             refused(f"{label} in arc-runners", as_pod(workload, "arc-runners", "moved"), message, who="admin")
             ns = prune["metadata"]["namespace"] if workload is prune else scale_set_namespace("runner-base")
             res = cluster.dry_run_create("admin", as_pod(workload, ns, "placed"))
@@ -1239,7 +1249,7 @@ def check_admission_policy(ctx: Ctx) -> str:
                 found.append(f"{label} in {ns}: refused: {res.stderr.strip()[-300:]}")
     problems(found)
     return (f"real apiserver: {len(rendered)} objects arc-hook renders ({admitted} pods) and the BuildKit builder pod admitted "
-            "as the runner; extra/parent/.. hostPath, privileged (container, init, ephemeral, admin, hook-allowed --privileged), "
+            "as the runner; extra/parent/prefix hostPath, privileged (container, init, ephemeral, admin, hook-allowed --privileged), "
             "hostPID, added capability, unconfined profiles outside the builder refused with the policy's message; "
             "DinD runner and cache pruner refused in arc-runners, admitted in arc-privileged")
 
@@ -1400,7 +1410,7 @@ def check_arc_upgrade(ctx: Ctx) -> str:
 
 def hook_privileged_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
     """The pod of a --privileged job on a runner whose ARC_HOOK_JOB_OPTIONS allows it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_", "GITHUB_"))}
     env.update({"ACTIONS_RUNNER_POD_NAME": "arc-runner-7x2kq-runner-h4v9c", "ARC_HOOK_JOB_OPTIONS": "default,privileged,cap-add",
                 "GITHUB_WORKSPACE": "/home/runner/_work/arc-demo/arc-demo"})
     res = run([hook, "render", str(ROOT / "fixtures" / "prepare_job_privileged.json"), "--template", str(TEMPLATES / "cpu.yaml")],
