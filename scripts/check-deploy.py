@@ -1724,6 +1724,9 @@ def check_vault_values(ctx: Ctx) -> str:
             found.append(f"listener {key} not from the vault-server-tls secret")
     # Snapshots restore only into the same or a newer Vault: every Vault image runs the servers' version.
     server_tag = str(v["server"]["image"]["tag"])
+    want_vault = str(load_yaml(DEPLOY / "versions.yaml")["vault"])
+    if server_tag != want_vault:
+        found.append(f"the servers run Vault {server_tag}, versions.yaml says vault {want_vault}")
     for o in ctx.objects("vault"):
         pod = o.get("spec", {}).get("jobTemplate", o).get("spec", {}).get("template", {}).get("spec", {})
         for c in pod.get("initContainers", []) + pod.get("containers", []):
