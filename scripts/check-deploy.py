@@ -1896,8 +1896,8 @@ def check_vault_backup(ctx: Ctx) -> str:
     if len(fields) != 5:
         raise Failed(f"schedule {spec['schedule']!r} is not a 5-field cron expression")
     minute, hour, dom, month, dow = fields
-    if CRON_DOW.get(dow.lower()) != 0 or dom != "*" or month != "*":
-        found.append(f"schedule {spec['schedule']!r} is not weekly on Sunday")
+    if (dom, month, dow) != ("*", "*", "*"):
+        found.append(f"schedule {spec['schedule']!r} is not daily")
     if not (hour.isdigit() and 0 <= int(hour) < 12 and minute.isdigit()):
         found.append(f"schedule {spec['schedule']!r} is not in the morning")
     if not spec.get("timeZone"):
@@ -1910,8 +1910,7 @@ def check_vault_backup(ctx: Ctx) -> str:
     if init != ["snapshot"] or sorted(main) != ["upload-minio", "upload-s3"]:
         found.append(f"containers {init} then {main}: want snapshot, then upload-s3 and upload-minio")
     config = next(o for o in ctx.objects("vault", "ConfigMap") if o["metadata"]["name"].startswith("vault-backup-config"))
-    if config["data"].get("RETENTION_DAYS") != "6":
-        found.append(f"RETENTION_DAYS={config['data'].get('RETENTION_DAYS')!r}, want 6")
+    found += bucket_retention_problems(config["data"])
     for c in pod["containers"]:
         refs = {r.get("configMapRef", {}).get("name") for r in c.get("envFrom", [])}
         if config["metadata"]["name"] not in refs:
@@ -1919,9 +1918,35 @@ def check_vault_backup(ctx: Ctx) -> str:
     problems(found)
     found += backup_scripts_behave()
     problems(found)
-    return (f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; against OpenBao (raft, Kubernetes auth via "
-            "TokenReview) and stub aws/mc: snapshot saved, verified and restorable, token revoked, a corrupt snapshot refused, "
-            "uploads prune only after success")
+    return (f"daily at {spec['schedule']!r} {spec.get('timeZone')}; the buckets keep 6 days by lifecycle (versioned), the job may not "
+            "delete; against OpenBao (raft, Kubernetes auth via TokenReview) and stub aws/mc: snapshot saved, verified and "
+            "restorable, token revoked, a corrupt snapshot refused, uploads delete nothing and fail when the upload fails")
+
+
+def bucket_retention_problems(config: dict) -> list[str]:
+    """Retention is the buckets' (6 days, versioned), not the job's: the lifecycle covers the prefix the job
+    writes, and the job's S3 and MinIO policies allow writing and reading there and deny every delete and
+    every change to lifecycle, versioning or bucket policy."""
+    found = []
+    backup = DEPLOY / "vault" / "backup"
+    prefix = config.get("S3_PREFIX", "").rstrip("/") + "/"
+    rules = json.loads((backup / "s3-lifecycle.json").read_text())["Rules"]
+    retention = [r for r in rules if r.get("Status") == "Enabled" and prefix.startswith(r.get("Filter", {}).get("Prefix", "\0"))
+                 and r.get("Expiration", {}).get("Days") == 6 and r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 6]
+    if not retention:
+        found.append(f"s3-lifecycle.json has no enabled rule expiring {prefix} (current and noncurrent versions) after 6 days")
+    must_deny = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration", "s3:PutBucketVersioning"}
+    for policy_file, bucket_key in (("s3-backup-policy.json", "S3_BUCKET"), ("minio-backup-policy.json", "MINIO_BUCKET")):
+        bucket = config.get(bucket_key, "?")
+        statements = json.loads((backup / policy_file).read_text())["Statement"]
+        allowed = {a for s in statements if s["Effect"] == "Allow" for a in s["Action"]}
+        denied = {a for s in statements if s["Effect"] == "Deny" for a in s["Action"]}
+        resources = {r for s in statements for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+        if allowed != {"s3:PutObject", "s3:GetObject"} or not must_deny <= denied:
+            found.append(f"{policy_file}: allows {sorted(allowed)}, denies {sorted(denied)}; want put/get only and no delete")
+        if not all(r.startswith(f"arn:aws:s3:::{bucket}") for r in resources):
+            found.append(f"{policy_file}: resources {sorted(resources)} are not bucket {bucket} ({bucket_key})")
+    return found
 
 
 # A fake S3: objects are files under $STUB_S3/<bucket>/<key>, mtime = LastModified.
@@ -1999,7 +2024,7 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
     # The CronJob's projected service-account token (audience vault, as its volume asks).
     sa_token = t / "sa-token"
     sa_token.write_text(issuer.service_account_token("vault", "vault-backup", "vault"))
-    # Existing backups: one 8 days old (must go), one 3 days old (must stay).
+    # Existing backups, 8 and 3 days old: the job must leave both (the bucket's lifecycle expires them).
     for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
         for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
             f = root / name
@@ -2007,7 +2032,7 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
             when = __import__("time").time() - age * 86400
             os.utime(f, (when, when))
     env = dict(bao.env, STUB_S3=str(s3), STUB_MINIO=str(minio), STUB_LOG=str(t / "log"), BACKUP_DIR=str(backup),
-               SA_TOKEN_FILE=str(sa_token), RETENTION_DAYS="6",
+               SA_TOKEN_FILE=str(sa_token),
                S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
                MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
 
@@ -2028,9 +2053,12 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
         found.append("checksum file does not name the snapshot (sha256sum -c would fail)")
     for store, root in (("S3", s3 / "bkt" / "vault" / "raft"), ("MinIO", minio / "mbkt" / "vault" / "raft")):
         names = sorted(p.name for p in root.iterdir())
-        want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
+        want = sorted([current, f"{current}.sha256", "vault-raft-old.snap", "vault-raft-recent.snap"])
         if names != want:
-            found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
+            found.append(f"{store} after backup holds {names}, want {want} (the new snapshot beside every old one)")
+    deletes = [line for line in (t / "log").read_text().splitlines() if re.match(r"(aws s3 rm|aws s3api delete|mc rm)\b", line)]
+    if deletes:
+        found.append(f"the uploads delete objects (their credentials may not): {deletes}")
     # The role sets token_no_default_policy, and only `default` grants revoke-self: without the grant in
     # vault-backup the server refuses the revocation, and the script must fail.
     if backup_tokens():
@@ -2058,16 +2086,12 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
     res = run(["sh", str(scripts / "snapshot.sh")], env=dict(env, PATH=f"{corrupt}:{env['PATH']}"), timeout=120)
     if res.returncode == 0 or (backup / "CURRENT").exists():
         found.append("snapshot.sh accepted a snapshot that fails its SHA256SUMS")
-    # A failed upload must not prune: the old snapshot survives.
+    # A failed upload fails the job (and VaultBackupFailed fires).
     (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
-    old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
-    old.write_text("x")
-    when = __import__("time").time() - 10 * 86400
-    os.utime(old, (when, when))
     (backup / "CURRENT").write_text(current + "\n")
     res = run(["sh", str(scripts / "upload-s3.sh")], env=env, timeout=120)
-    if res.returncode == 0 or not old.exists():
-        found.append("upload-s3.sh pruned or succeeded although the upload failed")
+    if res.returncode == 0:
+        found.append("upload-s3.sh succeeded although the upload failed")
     return found
 
 
