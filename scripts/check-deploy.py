@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -264,12 +265,15 @@ def check_kustomize_render(ctx: Ctx) -> str:
     return ", ".join(out)
 
 
+CLUSTER_SCOPED = {"Namespace", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 def check_namespaces(ctx: Ctx) -> str:
     declared = {o["metadata"]["name"] for o in ctx.objects("namespaces", "Namespace")}
     found = []
     for o in ctx.render(DEPLOY):
         ns = o["metadata"].get("namespace")
-        if o["kind"] != "Namespace" and ns not in declared:
+        if o["kind"] not in CLUSTER_SCOPED and ns not in declared:
             found.append(f"{o['kind']}/{o['metadata']['name']} in undeclared namespace {ns!r}")
     problems(found)
     return f"all objects in {sorted(declared)}"
@@ -335,8 +339,8 @@ def check_pod_security(ctx: Ctx) -> str:
         checked += 1
         for problem in pod_security_problems(spec, levels.get(ns, "privileged")):
             found.append(f"{o['kind']}/{o['metadata']['name']} in {ns} ({levels.get(ns)}): {problem}")
-    # Workflow and runner pods of the Kubernetes-mode scale sets would pass baseline but for the
-    # hostPath caches; arc-runners is privileged for runner-base's Docker-in-Docker anyway.
+    # arc-runners' workflow and runner pods need the hostPath caches and BuildKit's profiles, outside
+    # baseline: its policy (deploy/admission) is checked on a real apiserver (check_admission_policy).
     problems(found)
     return f"{checked} workloads admissible under their namespace's enforced Pod Security level"
 
@@ -507,7 +511,7 @@ def effective_runner_pod(values: dict) -> dict:
     if not any(v["name"] == "work" for v in volumes):
         volumes.append({"name": "work", "ephemeral": {"volumeClaimTemplate": {"spec": copy.deepcopy(values["containerMode"]["kubernetesModeWorkVolumeClaim"])}}})
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{values['runnerScaleSetName']}-abcde-runner-fghij", "namespace": "arc-runners",
+            "metadata": {"name": f"{values['runnerScaleSetName']}-abcde-runner-fghij", "namespace": scale_set_namespace(values["runnerScaleSetName"]),
                          "labels": values["template"].get("metadata", {}).get("labels", {})},
             "spec": spec}
 
@@ -765,21 +769,27 @@ def check_network_policies(ctx: Ctx) -> str:
         # actions-ephemeral-runner=True).
         labels = {**ars["spec"]["template"].get("metadata", {}).get("labels", {}),
                   "app.kubernetes.io/component": "runner", "actions-ephemeral-runner": "True"}
-        runners.append({"ns": "arc-runners", "pod": labels, "ip": "10.244.1.20", "name": f"{name} runner pod"})
+        runners.append({"ns": scale_set_namespace(name), "pod": labels, "ip": "10.244.1.20", "name": f"{name} runner pod",
+                        "kube_mode": name != "runner-base"})
+    prune = ctx.one("cache-prune", "DaemonSet", "arc-hook-cache-prune")
+    pruner = {"ns": prune["metadata"]["namespace"], "pod": prune["spec"]["template"]["metadata"]["labels"],
+              "ip": "10.244.1.30", "name": "cache-prune pod"}
     exporter_dep = ctx.one("monitoring", "Deployment", "github-actions-exporter")
     exporter = {"ns": "ci-monitoring", "pod": exporter_dep["spec"]["template"]["metadata"]["labels"], "ip": "10.244.3.7", "name": "exporter"}
     if not workflow or not runners:
         raise Failed("no workflow pods in tests/golden or no rendered runner pods to evaluate")
 
-    # Every arc-runners pod is selected by a default-deny policy (both directions, no rules).
-    deny = [p for p in policies if p["metadata"]["namespace"] == "arc-runners" and not p["spec"].get("ingress")
+    # Every arc-runners and arc-privileged pod is selected by a default-deny policy of its namespace
+    # (both directions, no rules).
+    deny = [p for p in policies if not p["spec"].get("ingress")
             and not p["spec"].get("egress") and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}]
-    for pod in workflow + runners:
-        if not any(selector_matches(p["spec"].get("podSelector"), pod["pod"]) for p in deny):
-            found.append(f"{pod['name']}: no default-deny NetworkPolicy selects it")
+    for pod in workflow + runners + [pruner]:
+        if not any(p["metadata"]["namespace"] == pod["ns"] and selector_matches(p["spec"].get("podSelector"), pod["pod"]) for p in deny):
+            found.append(f"{pod['name']} ({pod['ns']}): no default-deny NetworkPolicy selects it")
     # A template may add any labels; the policy must not depend on them.
-    if not any(selector_matches(p["spec"].get("podSelector"), {"team": "x"}) for p in deny):
-        found.append("a pod with a template's own labels escapes the default-deny policy")
+    for ns in ("arc-runners", "arc-privileged"):
+        if not any(p["metadata"]["namespace"] == ns and selector_matches(p["spec"].get("podSelector"), {"team": "x"}) for p in deny):
+            found.append(f"a pod in {ns} with its own labels escapes the default-deny policy")
 
     dns = {"ns": "kube-system", "pod": {"k8s-app": "kube-dns"}, "ip": "10.96.0.10"}
     vault = {"ns": "vault", "pod": {"app.kubernetes.io/name": "vault", "component": "server"}, "ip": "10.244.2.5"}
@@ -789,7 +799,7 @@ def check_network_policies(ctx: Ctx) -> str:
     ip = lambda a: {"ip": a}  # noqa: E731
     cases = []  # (source, destination label, destination, port, proto, allowed)
     for src in workflow + runners:
-        is_runner = src in runners
+        is_runner = src.get("kube_mode", False)
         cases += [(src, "DNS", dns, 53, "UDP", True), (src, "Vault's API", vault, 8200, "TCP", True),
                   (src, "Vault's raft port", vault, 8201, "TCP", False),
                   (src, "github.com", ip("140.82.112.3"), 443, "TCP", True),
@@ -805,13 +815,15 @@ def check_network_policies(ctx: Ctx) -> str:
               (ingress_ctl, "the exporter on another port", exporter, 8080, "TCP", False),
               (other_pod, "the exporter", exporter, 9090, "TCP", False),
               (exporter, "GitHub's API", ip("140.82.112.6"), 443, "TCP", True),
-              (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False)]
+              (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False),
+              (pruner, "github.com", ip("140.82.112.3"), 443, "TCP", False),
+              (pruner, "the API server", ip("10.0.0.1"), 443, "TCP", False)]
     for src, what, dest, port, proto, want in cases:
         if np_allows(policies, src, dest, port, proto) != want:
             found.append(f"{src.get('name', src['ns'])} -> {what} {port}/{proto}: {'allowed' if not want else 'refused'}, should be {'allowed' if want else 'refused'}")
     problems(found)
-    return (f"default-deny covers {len(workflow)} workflow pods (hook output) and {len(runners)} runner pods; "
-            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for runners only; "
+    return (f"default-deny covers {len(workflow)} workflow pods (hook output), {len(runners)} runner pods and the cache pruner; "
+            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for Kubernetes-mode runners only; "
             "no metadata, no exporter webhook; exporter reached by Prometheus and the ingress only)")
 
 
@@ -826,10 +838,15 @@ def deploy_tool(*names: str) -> list[str]:
     return res.stdout.split()
 
 
+def scale_set_namespace(name: str) -> str:
+    """Where install.sh installs a scale set: runner-base (privileged DinD) apart from the hook's sets."""
+    return "arc-privileged" if name == "runner-base" else "arc-runners"
+
+
 def render_scale_set(helm: str, chart: Path, name: str) -> list[dict]:
     """The objects `helm template` makes of one scale set, exactly as install.sh installs it."""
     sets = DEPLOY / "scale-sets"
-    res = run([helm, "template", name, str(chart), "--namespace", "arc-runners",
+    res = run([helm, "template", name, str(chart), "--namespace", scale_set_namespace(name),
                "-f", str(sets / "common.values.yaml"), "-f", str(sets / f"{name}.values.yaml")], timeout=120)
     if res.returncode != 0:
         raise Failed(f"helm template {name}: {res.stderr.strip()[-600:]}")
@@ -945,7 +962,9 @@ def check_quickstart(ctx: Ctx) -> str:
 
 
 def arc_hook_binary() -> str:
-    """The arc-hook binary of this tree (built if stale; CI has built it by then)."""
+    """The arc-hook binary of this tree (built if stale; CI has built it by then), or $ARC_HOOK_BIN."""
+    if os.environ.get("ARC_HOOK_BIN"):
+        return os.environ["ARC_HOOK_BIN"]
     res = run(["cargo", "build", "--locked", "--quiet", "--bin", "arc-hook"], cwd=ROOT, timeout=1800)
     if res.returncode != 0:
         raise Failed(f"cargo build --bin arc-hook: {res.stderr.strip()[-600:]}")
@@ -1047,6 +1066,403 @@ def check_cache_init_root_squash(ctx: Ctx) -> str:
     problems(found)
     return ("as non-root over a root-owned shared cache: succeeds, shared cache untouched, node-local caches group 30000 "
             "g+ws with a default ACL (UID 1002 updates what UID 1001 left with umask 022)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The conformance cluster's real apiserver (scripts/real-cluster.sh): admission and server-side dry run.
+
+class Cluster:
+    """etcd and kube-apiserver (with the controllers) from tests/conformance, no node: `up --no-node`.
+    Under CI=true a missing conformance binary fails the check; elsewhere the check says it skipped."""
+
+    def __init__(self, kubectl: str):
+        self.kubectl = kubectl
+        self.tmp = tempfile.TemporaryDirectory(prefix="check-deploy-cluster-")
+        self.dir = Path(self.tmp.name) / "cluster"
+        self.script = ROOT / "scripts" / "real-cluster.sh"
+
+    @staticmethod
+    def missing() -> str | None:
+        binary = Path(os.environ.get("CONFORMANCE_BIN", ROOT / "target" / "conformance" / "conformance"))
+        if binary.is_file():
+            return None
+        why = f"no conformance cluster binary {binary} (tests/conformance/build.sh builds it)"
+        if os.environ.get("CI") == "true":
+            raise Failed(why)
+        return why
+
+    def __enter__(self) -> "Cluster":
+        res = run([str(self.script), "up", str(self.dir), "--no-node"], timeout=600,
+                  env={**os.environ, "KUBECTL": self.kubectl})
+        if res.returncode != 0:
+            self.tmp.cleanup()
+            raise Failed(f"real-cluster.sh up: {(res.stdout + res.stderr).strip()[-800:]}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        run([str(self.script), "down", str(self.dir)], timeout=120)
+        self.tmp.cleanup()
+
+    def kubectl_as(self, who: str, *args: str, stdin: str | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+        """kubectl as the cluster admin (`admin`) or the runner's ServiceAccount (`runner`)."""
+        config = self.dir / ("admin.kubeconfig" if who == "admin" else "kubeconfig")
+        return run([self.kubectl, "--kubeconfig", str(config), *args], input=stdin, timeout=timeout)
+
+    def apply(self, *args: str, stdin: str | None = None) -> None:
+        res = self.kubectl_as("admin", "apply", "--server-side", *args, stdin=stdin, timeout=300)
+        if res.returncode != 0:
+            raise Failed(f"kubectl apply {' '.join(args)}: {res.stderr.strip()[-600:]}")
+
+    def dry_run_create(self, who: str, obj: dict) -> subprocess.CompletedProcess:
+        return self.kubectl_as(who, "create", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(obj))
+
+
+def hook_rendered_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
+    """Every Pod, Secret and Job `arc-hook render` makes of the fixtures with each worker template (and
+    none), as the runner would create them; a Job's pod template also as the Pod its controller makes."""
+    cases = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_", "GITHUB_"))}
+    env.update({"ACTIONS_RUNNER_POD_NAME": "arc-runner-7x2kq-runner-h4v9c",
+                "GITHUB_WORKSPACE": "/home/runner/_work/arc-demo/arc-demo"})
+    fixtures = ["prepare_job", "prepare_job_alpine", "prepare_job_no_container", "prepare_job_options", "run_container_step"]
+    # Untrusted (the runner says nothing) for every fixture; a protected-ref push (${CACHE_TRUST} trusted) too.
+    trusted = {"GITHUB_EVENT_NAME": "push", "GITHUB_REF_PROTECTED": "true"}
+    runs = [(f, k, {}) for f in fixtures for k in (*KINDS, None)] + [("prepare_job", k, trusted) for k in KINDS]
+    for fixture, kind, run_env in runs:
+        # --show-secrets: the fixtures' fake registry credentials, so the Secret is a valid dockerconfigjson.
+        res = run([hook, "render", "--show-secrets", str(ROOT / "fixtures" / f"{fixture}.json"),
+                   *(["--template", str(TEMPLATES / f"{kind}.yaml")] if kind else [])], env={**env, **run_env}, timeout=60, cwd=tmp)
+        if res.returncode != 0:
+            raise Failed(f"arc-hook render {fixture} --template {kind}: {res.stderr.strip()[-300:]}")
+        for i, obj in enumerate(d for d in yaml.safe_load_all(res.stdout) if d):
+            label = f"{fixture} x {kind or 'no template'}{' (trusted)' if run_env else ''} {obj['kind']}"
+            cases.append((label, obj))
+            if obj["kind"] == "Job":
+                tpl = obj["spec"]["template"]
+                cases.append((f"{label}'s pod", {"apiVersion": "v1", "kind": "Pod",
+                                                  "metadata": {**tpl.get("metadata", {}), "name": f"{obj['metadata']['name']}-pod-{i}",
+                                                               "namespace": obj["metadata"]["namespace"]},
+                                                  "spec": tpl["spec"]}))
+    return cases
+
+
+def buildkit_builder_pod() -> dict:
+    """arc-hook's rootless BuildKit builder pod, in the fields admission looks at, as src/objects/builder.rs and
+    buildkit.rs build it (`render` does not build Dockerfile steps, so it cannot print one)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "arc-runner-7x2kq-runner-h4v9c-build-0a1b2c", "namespace": "arc-runners",
+                         "labels": {"app.kubernetes.io/managed-by": "arc-hook", "arc-hook.dev/role": "build",
+                                    "runner-pod": "arc-runner-7x2kq-runner-h4v9c"}},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "activeDeadlineSeconds": 3600,
+                     "containers": [{"name": "build", "image": "registry.example.internal/mirror/buildkit:v0.23.2-rootless",
+                                     "command": ["buildctl-daemonless.sh"], "args": ["build"],
+                                     "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
+                                     "securityContext": {"seccompProfile": {"type": "Unconfined"},
+                                                         "appArmorProfile": {"type": "Unconfined"},
+                                                         "runAsUser": 1000, "runAsGroup": 1000},
+                                     "volumeMounts": [{"name": "context", "mountPath": "/workspace", "readOnly": True},
+                                                      {"name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit"}]}],
+                     "volumes": [{"name": "context", "persistentVolumeClaim": {"claimName": "arc-runner-7x2kq-runner-h4v9c-work", "readOnly": True}},
+                                 {"name": "buildkit-state", "emptyDir": {}}]}}
+
+
+def as_pod(workload: dict, namespace: str, name: str) -> dict:
+    """A workload's pod template as the Pod its controller would create in `namespace`."""
+    tpl = workload["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": tpl.get("metadata", {}).get("labels", {})},
+            "spec": copy.deepcopy(tpl["spec"])}
+
+
+def check_admission_policy(ctx: Ctx) -> str:
+    """deploy/admission on the conformance cluster's real apiserver (issue 29.4): everything the hook creates
+    in arc-runners is admitted (server-side dry run as the runner's ServiceAccount), and a pod asking for more
+    (an unlisted hostPath, privileged, host namespaces, capabilities, unconfined profiles outside the builder)
+    is refused with the policy's message; the pods that need more (DinD, the pruner) are admitted only in
+    arc-privileged."""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    hook = arc_hook_binary()
+    helm = deploy_tool("helm")[0]
+    chart = Path(deploy_tool("arc")[0]) / "charts" / "gha-runner-scale-set"
+    found, admitted = [], 0
+    with tempfile.TemporaryDirectory() as tmp, Cluster(ctx.kubectl) as cluster:
+        rendered = hook_rendered_pods(hook, Path(tmp))
+        # ${CACHE_TRUST}: the trusted renders mount only trusted caches, the others only untrusted ones.
+        for label, obj in rendered:
+            if obj["kind"] == "Pod":
+                want = "trusted" if "(trusted)" in label else "untrusted"
+                paths = [v["hostPath"]["path"] for v in obj["spec"].get("volumes", []) if "hostPath" in v]
+                if any(not p.startswith(f"/var/cache/arc-hook/{want}/") for p in paths):
+                    found.append(f"{label}: mounts {paths}, want only {want} caches")
+        cluster.apply("-k", str(DEPLOY / "namespaces"))
+        cluster.apply("-k", str(DEPLOY / "admission"))
+        # The policy takes effect once the apiserver has compiled it: wait (bounded) until the plainest
+        # forbidden pod is refused.
+        golden_pod = next(o for label, o in rendered if label == "prepare_job x cpu Pod")
+        probe = copy.deepcopy(golden_pod)
+        probe["spec"]["hostNetwork"] = True
+        deadline = time.monotonic() + 60
+        while cluster.dry_run_create("admin", probe).returncode == 0:
+            if time.monotonic() > deadline:
+                raise Failed("the admission policy did not take effect within 60 s")
+            time.sleep(1)
+
+        for label, obj in rendered + [("BuildKit builder pod", buildkit_builder_pod())]:
+            res = cluster.dry_run_create("runner", obj)
+            if res.returncode != 0:
+                found.append(f"{label}: refused: {res.stderr.strip()[-300:]}")
+            admitted += obj["kind"] == "Pod"
+
+        def refused(label: str, pod: dict, message: str, who: str = "runner") -> None:
+            res = cluster.dry_run_create(who, pod)
+            if res.returncode == 0:
+                found.append(f"{label}: admitted in {pod['metadata']['namespace']}")
+            elif message not in res.stderr or "arc-runners-pods" not in res.stderr:
+                found.append(f"{label}: refused without the policy's message ({message!r}): {res.stderr.strip()[-300:]}")
+
+        def variant(change) -> dict:
+            pod = copy.deepcopy(golden_pod)
+            change(pod["spec"])
+            return pod
+
+        job = lambda s: next(c for c in s["containers"] if c["name"] == "job")  # noqa: E731
+        hostpath = "admits hostPath volumes only for the node caches"
+        refused("an extra hostPath (/etc)", variant(lambda s: s["volumes"].append({"name": "etc", "hostPath": {"path": "/etc"}})),
+                f"{hostpath} /var/cache/arc-hook/trusted/ccache, /var/cache/arc-hook/trusted/uv, "
+                "/var/cache/arc-hook/untrusted/ccache, /var/cache/arc-hook/untrusted/uv; refused: /etc")
+        refused("a cache's parent directory", variant(lambda s: s["volumes"].append({"name": "all", "hostPath": {"path": "/var/cache/arc-hook"}})),
+                hostpath)
+        refused("a path a cache's is a prefix of", variant(lambda s: s["volumes"].append({"name": "uvx", "hostPath": {"path": "/var/cache/arc-hook/untrusted/uvx"}})),
+                hostpath)
+        refused("privileged: true", variant(lambda s: job(s).setdefault("securityContext", {}).update(privileged=True)),
+                "admits no privileged container")
+        refused("a privileged init container", variant(lambda s: s["initContainers"][0]["securityContext"].update(privileged=True)),
+                "admits no privileged container")
+        refused("privileged, as the cluster admin", variant(lambda s: job(s).setdefault("securityContext", {}).update(privileged=True)),
+                "admits no privileged container", who="admin")
+        refused("hostPID", variant(lambda s: s.update(hostPID=True)), "admits no hostNetwork, hostPID or hostIPC")
+        refused("an added capability", variant(lambda s: job(s).setdefault("securityContext", {}).update(capabilities={"add": ["NET_ADMIN"]})),
+                "admits no added capabilities")
+        refused("unconfined seccomp in a workflow pod", variant(lambda s: job(s).setdefault("securityContext", {}).update(seccompProfile={"type": "Unconfined"})),
+                "unconfined seccomp or AppArmor profiles only in the build container")
+        refused("unconfined seccomp at pod level", variant(lambda s: s["securityContext"].update(seccompProfile={"type": "Unconfined"})),
+                "unconfined seccomp or AppArmor profiles only")
+        builder_root = buildkit_builder_pod()
+        builder_root["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+        refused("the builder pod as root", builder_root, "unconfined seccomp or AppArmor profiles only")
+        builder_other = buildkit_builder_pod()
+        builder_other["spec"]["containers"].append({"name": "sidecar", "image": "busybox", "securityContext": {"appArmorProfile": {"type": "Unconfined"}, "runAsUser": 1000}})
+        refused("an unconfined second container in a builder pod", builder_other, "unconfined seccomp or AppArmor profiles only")
+        privileged_job = next((o for label, o in hook_privileged_pods(hook, Path(tmp))), None)
+        if privileged_job is None:
+            found.append("arc-hook render with ARC_HOOK_JOB_OPTIONS=default,privileged,cap-add made no pod")
+        else:
+            refused("a --privileged job the hook was configured to allow", privileged_job, "admits no privileged container")
+
+        # Container steps as ephemeral containers: the subresource is under the policy too.
+        pod_name = golden_pod["metadata"]["name"]
+        res = cluster.kubectl_as("admin", "create", "-f", "-", stdin=json.dumps(golden_pod))
+        if res.returncode != 0:
+            found.append(f"creating the workflow pod for the ephemeral-container case: {res.stderr.strip()[-300:]}")
+        else:
+            step = {"name": "step-1", "image": "alpine:3", "command": ["true"]}
+            for label, ec, want_ok in (("an ephemeral container step", step, True),
+                                       ("a privileged ephemeral container", {**step, "securityContext": {"privileged": True}}, False)):
+                # As the admin: kubectl reads the subresource first, which the runner's Role (patch only) does not allow.
+                res = cluster.kubectl_as("admin", "-n", "arc-runners", "patch", "pod", pod_name, "--subresource", "ephemeralcontainers",
+                                         "--type", "strategic", "--dry-run=server", "-p", json.dumps({"spec": {"ephemeralContainers": [ec]}}))
+                if want_ok and res.returncode != 0:
+                    found.append(f"{label}: refused: {res.stderr.strip()[-300:]}")
+                elif not want_ok and (res.returncode == 0 or "admits no privileged container" not in res.stderr):
+                    found.append(f"{label}: not refused by the policy: {(res.stdout + res.stderr).strip()[-300:]}")
+
+        # What needs more runs in arc-privileged: refused in arc-runners, admitted there.
+        base = next(o for o in render_scale_set(helm, chart, "runner-base") if o["kind"] == "AutoscalingRunnerSet")
+        prune = ctx.one("cache-prune", "DaemonSet", "arc-hook-cache-prune")
+        for ns in ("arc-runners", "arc-privileged"):
+            account = base["spec"]["template"]["spec"].get("serviceAccountName")
+            if account:
+                cluster.kubectl_as("admin", "-n", ns, "create", "serviceaccount", account)
+        for label, workload, message in (("runner-base's DinD runner pod", base, "admits no privileged container"),
+                                         ("the cache-prune pod", prune, "admits hostPath volumes only for the node caches")):
+            refused(f"{label} in arc-runners", as_pod(workload, "arc-runners", "moved"), message, who="admin")
+            ns = prune["metadata"]["namespace"] if workload is prune else scale_set_namespace("runner-base")
+            res = cluster.dry_run_create("admin", as_pod(workload, ns, "placed"))
+            if res.returncode != 0:
+                found.append(f"{label} in {ns}: refused: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return (f"real apiserver: {len(rendered)} objects arc-hook renders ({admitted} pods) and the BuildKit builder pod admitted "
+            "as the runner; extra/parent/prefix hostPath, privileged (container, init, ephemeral, admin, hook-allowed --privileged), "
+            "hostPID, added capability, unconfined profiles outside the builder refused with the policy's message; "
+            "DinD runner and cache pruner refused in arc-runners, admitted in arc-privileged")
+
+
+def arc_crds(version_dir: Path) -> list[Path]:
+    """ARC's CRDs as the controller chart of one vendored version ships them."""
+    crds = sorted((version_dir / "charts" / "gha-runner-scale-set-controller" / "crds").glob("*.yaml"))
+    if not crds:
+        raise Failed(f"no CRDs under {rel(version_dir)}/charts/gha-runner-scale-set-controller/crds")
+    return crds
+
+
+def wait_established(cluster: "Cluster", crds: list[Path]) -> None:
+    names = [f"crd/{load_yaml(c)['metadata']['name']}" for c in crds]
+    res = cluster.kubectl_as("admin", "wait", "--for", "condition=Established", "--timeout", "60s", *names, timeout=90)
+    if res.returncode != 0:
+        raise Failed(f"ARC's CRDs not established: {res.stderr.strip()[-300:]}")
+
+
+def check_scale_sets_dry_run(ctx: Ctx) -> str:
+    """Every rendered scale set (helm template with ARC's pinned chart) passes a server-side dry run on the
+    conformance cluster's real apiserver with ARC's CRDs installed (issue 30.1): the real API validates the
+    AutoscalingRunnerSets against the CRDs' schemas, and each runner pod template, as the Pod ARC makes of
+    it, against the core API and its namespace's admission."""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    helm = deploy_tool("helm")[0]
+    arc = Path(deploy_tool("arc")[0])
+    chart = arc / "charts" / "gha-runner-scale-set"
+    crds = arc_crds(arc)
+    found, objects = [], 0
+    with Cluster(ctx.kubectl) as cluster:
+        cluster.apply(*[a for c in crds for a in ("-f", str(c))])
+        wait_established(cluster, crds)
+        for part in ("namespaces", "admission", "rbac"):
+            cluster.apply("-k", str(DEPLOY / part))
+        for name in ["runner-base", *KUBE_MODE_SETS]:
+            objs = render_scale_set(helm, chart, name)
+            ns = scale_set_namespace(name)
+            stream = "\n---\n".join(yaml.safe_dump(o) for o in objs)
+            res = cluster.kubectl_as("admin", "apply", "--server-side", "--dry-run=server", "-n", ns, "-o", "name", "-f", "-",
+                                     stdin=stream, timeout=120)
+            if res.returncode != 0:
+                found.append(f"{name}: {res.stderr.strip()[-400:]}")
+                continue
+            objects += len(res.stdout.split())
+            # A schema-invalid AutoscalingRunnerSet must be refused, or the dry run proves nothing.
+            ars = copy.deepcopy(next(o for o in objs if o["kind"] == "AutoscalingRunnerSet"))
+            ars["spec"]["maxRunners"] = "ten"
+            bad = cluster.kubectl_as("admin", "apply", "--server-side", "--dry-run=server", "-n", ns, "-f", "-",
+                                     stdin=yaml.safe_dump(ars))
+            if bad.returncode == 0 or "maxRunners" not in bad.stderr:
+                found.append(f"{name}: an AutoscalingRunnerSet with maxRunners \"ten\" passes the dry run: {bad.stderr.strip()[-200:]}")
+            ars = next(o for o in objs if o["kind"] == "AutoscalingRunnerSet")
+            pod = as_pod(ars, ns, f"{name}-abcde-runner-fghij")
+            pod["metadata"]["labels"] = {**pod["metadata"]["labels"], "app.kubernetes.io/component": "runner",
+                                         "actions-ephemeral-runner": "True"}
+            account = pod["spec"].get("serviceAccountName")
+            if account and name == "runner-base":
+                cluster.kubectl_as("admin", "-n", ns, "create", "serviceaccount", account)
+            res = cluster.dry_run_create("admin", pod)
+            if res.returncode != 0:
+                found.append(f"{name}: its runner pod is refused in {ns}: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return (f"{objects} objects of 7 rendered scale sets pass server-side dry run against ARC's {arc.name} CRDs on the real apiserver "
+            "(a schema-invalid maxRunners is refused); each runner pod is admitted in its namespace")
+
+
+def check_arc_upgrade(ctx: Ctx) -> str:
+    """deploy/upgrade-arc.sh from the previous pinned chart to the current one on the conformance cluster's real
+    apiserver (issue 30.2): a cluster installed with the previous chart (Helm's first install puts its CRDs;
+    one is then drifted, since 0.14.1's and 0.14.2's may be identical) ends with exactly the current chart's
+    CRDs, owned by the upgrade's server-side apply, the controller and every scale set released at the current
+    chart, in that order, and the AutoscalingRunnerSets created under the old CRDs read back and pass a
+    server-side dry-run update."""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    helm = deploy_tool("helm")[0]
+    current, previous = (Path(p) for p in deploy_tool("arc"))
+    versions = (previous.name, current.name)
+    found = []
+    with Cluster(ctx.kubectl) as cluster:
+        env = {**os.environ, "KUBECONFIG": str(cluster.dir / "admin.kubeconfig"), "ARC_HELM_WAIT": "false",
+               "PATH": f"{Path(helm).parent}{os.pathsep}{os.environ['PATH']}", "HELM_CACHE_HOME": str(cluster.dir / "helm-cache"),
+               "HELM_CONFIG_HOME": str(cluster.dir / "helm-config"), "HELM_DATA_HOME": str(cluster.dir / "helm-data")}
+        for part in ("namespaces", "admission", "rbac"):
+            cluster.apply("-k", str(DEPLOY / part))
+        # The previous release, installed as the install scripts do (Helm's first install applies crds/).
+        for script in ("arc-controller/install.sh", "scale-sets/install.sh"):
+            res = run([str(DEPLOY / script)], env={**env, "ARC_CHART_DIR": str(previous / "charts"), "ARC_CHART_VERSION": versions[0]},
+                      timeout=600)
+            if res.returncode != 0:
+                raise Failed(f"{script} {versions[0]}: {(res.stdout + res.stderr).strip()[-600:]}")
+        old_ars = json.loads(cluster.kubectl_as("admin", "get", "autoscalingrunnersets", "-A", "-o", "json").stdout or "{}").get("items", [])
+        if len(old_ars) != 7:
+            found.append(f"{len(old_ars)} AutoscalingRunnerSets after installing {versions[0]}, want 7")
+        # Drift: the AutoscalingRunnerSet CRD as an older one might be (a label and no printer columns).
+        drift = cluster.kubectl_as("admin", "patch", "crd", "autoscalingrunnersets.actions.github.com", "--type", "json", "-p",
+                                   json.dumps([{"op": "add", "path": "/metadata/labels", "value": {"drifted": "true"}},
+                                               {"op": "remove", "path": "/spec/versions/0/additionalPrinterColumns"}]))
+        if drift.returncode != 0:
+            raise Failed(f"drifting the CRD: {drift.stderr.strip()[-300:]}")
+
+        res = run([str(DEPLOY / "upgrade-arc.sh"), versions[1]], env={**env, "ARC_CHART_DIR": str(current / "charts")}, timeout=900)
+        if res.returncode != 0:
+            raise Failed(f"upgrade-arc.sh {versions[1]}: {(res.stdout + res.stderr).strip()[-800:]}")
+        steps = [line for line in res.stdout.splitlines() if line.startswith("==> ")]
+        order = [next((i for i, s in enumerate(steps) if s.startswith(f"==> {what}")), -1) for what in ("CRDs", "controller", "scale sets")]
+        if -1 in order or order != sorted(order):
+            found.append(f"upgrade steps not CRDs, controller, scale sets: {steps}")
+
+        for crd_file in arc_crds(current):
+            want = load_yaml(crd_file)
+            name = want["metadata"]["name"]
+            got = json.loads(cluster.kubectl_as("admin", "get", "crd", name, "--show-managed-fields", "-o", "json").stdout or "{}")
+            if not got:
+                found.append(f"CRD {name} missing after the upgrade")
+                continue
+            for field in ("group", "names", "scope"):
+                if got["spec"].get(field) != want["spec"].get(field):
+                    found.append(f"CRD {name}: spec.{field} is not {versions[1]}'s")
+            got_versions = {v["name"]: v for v in got["spec"]["versions"]}
+            for v in want["spec"]["versions"]:
+                g = got_versions.get(v["name"], {})
+                if g.get("schema") != v.get("schema") or g.get("additionalPrinterColumns") != v.get("additionalPrinterColumns"):
+                    found.append(f"CRD {name} {v['name']}: schema or printer columns are not {versions[1]}'s")
+            managers = {m.get("manager") for m in got["metadata"].get("managedFields", [])}
+            if "arc-upgrade" not in managers:
+                found.append(f"CRD {name}: not applied by upgrade-arc.sh (managers {sorted(managers)})")
+
+        res = run([helm, "list", "-A", "-o", "json"], env=env, timeout=60)
+        releases = {r["name"]: r for r in json.loads(res.stdout or "[]")} if res.returncode == 0 else {}
+        for name in ["arc", "runner-base", *KUBE_MODE_SETS]:
+            chart = releases.get(name, {}).get("chart", "")
+            if not chart.endswith(f"-{versions[1]}") or releases[name].get("status") != "deployed":
+                found.append(f"release {name}: {chart or 'missing'} {releases.get(name, {}).get('status', '')}, want {versions[1]} deployed")
+
+        new_ars = json.loads(cluster.kubectl_as("admin", "get", "autoscalingrunnersets", "-A", "-o", "json").stdout or "{}").get("items", [])
+        old_uids = {o["metadata"]["uid"] for o in old_ars}
+        kept = [o for o in new_ars if o["metadata"]["uid"] in old_uids]
+        if len(kept) != len(old_ars):
+            found.append(f"{len(kept)} of {len(old_ars)} AutoscalingRunnerSets created under {versions[0]} survive the upgrade")
+        for o in kept:
+            where = f"AutoscalingRunnerSet {o['metadata']['namespace']}/{o['metadata']['name']}"
+            version_label = o["metadata"].get("labels", {}).get("app.kubernetes.io/version")
+            if version_label != versions[1]:
+                found.append(f"{where}: labelled version {version_label}, want {versions[1]} (helm upgraded it in place)")
+            res = cluster.kubectl_as("admin", "replace", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(o))
+            if res.returncode != 0:
+                found.append(f"{where}: a dry-run update is refused: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return (f"upgrade-arc.sh {versions[0]} -> {versions[1]} on the real apiserver: CRDs first (a drifted one restored, all equal "
+            f"{versions[1]}'s, applied server-side), then the controller, then 7 scale sets, all released at {versions[1]}; "
+            f"the {len(old_ars)} AutoscalingRunnerSets created under {versions[0]} kept and valid on a dry-run update")
+
+
+def hook_privileged_pods(hook: str, tmp: Path) -> list[tuple[str, dict]]:
+    """The pod of a --privileged job on a runner whose ARC_HOOK_JOB_OPTIONS allows it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARC_HOOK_", "ACTIONS_RUNNER_", "GITHUB_"))}
+    env.update({"ACTIONS_RUNNER_POD_NAME": "arc-runner-7x2kq-runner-h4v9c", "ARC_HOOK_JOB_OPTIONS": "default,privileged,cap-add",
+                "GITHUB_WORKSPACE": "/home/runner/_work/arc-demo/arc-demo"})
+    res = run([hook, "render", str(ROOT / "fixtures" / "prepare_job_privileged.json"), "--template", str(TEMPLATES / "cpu.yaml")],
+              env=env, timeout=60, cwd=tmp)
+    if res.returncode != 0:
+        raise Failed(f"arc-hook render prepare_job_privileged: {res.stderr.strip()[-300:]}")
+    return [("privileged", d) for d in yaml.safe_load_all(res.stdout) if d and d["kind"] == "Pod"]
 
 
 def substitute_grafana(expr: str) -> str:
@@ -1353,6 +1769,9 @@ def check_vault_values(ctx: Ctx) -> str:
             found.append(f"listener {key} not from the vault-server-tls secret")
     # Snapshots restore only into the same or a newer Vault: every Vault image runs the servers' version.
     server_tag = str(v["server"]["image"]["tag"])
+    want_vault = str(load_yaml(DEPLOY / "versions.yaml")["vault"])
+    if server_tag != want_vault:
+        found.append(f"the servers run Vault {server_tag}, versions.yaml says vault {want_vault}")
     for o in ctx.objects("vault"):
         pod = o.get("spec", {}).get("jobTemplate", o).get("spec", {}).get("template", {}).get("spec", {})
         for c in pod.get("initContainers", []) + pod.get("containers", []):
@@ -1522,8 +1941,8 @@ def check_vault_backup(ctx: Ctx) -> str:
     if len(fields) != 5:
         raise Failed(f"schedule {spec['schedule']!r} is not a 5-field cron expression")
     minute, hour, dom, month, dow = fields
-    if CRON_DOW.get(dow.lower()) != 0 or dom != "*" or month != "*":
-        found.append(f"schedule {spec['schedule']!r} is not weekly on Sunday")
+    if (dom, month, dow) != ("*", "*", "*"):
+        found.append(f"schedule {spec['schedule']!r} is not daily")
     if not (hour.isdigit() and 0 <= int(hour) < 12 and minute.isdigit()):
         found.append(f"schedule {spec['schedule']!r} is not in the morning")
     if not spec.get("timeZone"):
@@ -1536,8 +1955,7 @@ def check_vault_backup(ctx: Ctx) -> str:
     if init != ["snapshot"] or sorted(main) != ["upload-minio", "upload-s3"]:
         found.append(f"containers {init} then {main}: want snapshot, then upload-s3 and upload-minio")
     config = next(o for o in ctx.objects("vault", "ConfigMap") if o["metadata"]["name"].startswith("vault-backup-config"))
-    if config["data"].get("RETENTION_DAYS") != "6":
-        found.append(f"RETENTION_DAYS={config['data'].get('RETENTION_DAYS')!r}, want 6")
+    found += bucket_retention_problems(config["data"])
     for c in pod["containers"]:
         refs = {r.get("configMapRef", {}).get("name") for r in c.get("envFrom", [])}
         if config["metadata"]["name"] not in refs:
@@ -1545,9 +1963,35 @@ def check_vault_backup(ctx: Ctx) -> str:
     problems(found)
     found += backup_scripts_behave()
     problems(found)
-    return (f"schedule {spec['schedule']!r} {spec.get('timeZone')}, retention 6 days; against OpenBao (raft, Kubernetes auth via "
-            "TokenReview) and stub aws/mc: snapshot saved, verified and restorable, token revoked, a corrupt snapshot refused, "
-            "uploads prune only after success")
+    return (f"daily at {spec['schedule']!r} {spec.get('timeZone')}; the buckets keep 6 days by lifecycle (versioned), the job may not "
+            "delete; against OpenBao (raft, Kubernetes auth via TokenReview) and stub aws/mc: snapshot saved, verified and "
+            "restorable, token revoked, a corrupt snapshot refused, uploads delete nothing and fail when the upload fails")
+
+
+def bucket_retention_problems(config: dict) -> list[str]:
+    """Retention is the buckets' (6 days, versioned), not the job's: the lifecycle covers the prefix the job
+    writes, and the job's S3 and MinIO policies allow writing and reading there and deny every delete and
+    every change to lifecycle, versioning or bucket policy."""
+    found = []
+    backup = DEPLOY / "vault" / "backup"
+    prefix = config.get("S3_PREFIX", "").rstrip("/") + "/"
+    rules = json.loads((backup / "s3-lifecycle.json").read_text())["Rules"]
+    retention = [r for r in rules if r.get("Status") == "Enabled" and prefix.startswith(r.get("Filter", {}).get("Prefix", "\0"))
+                 and r.get("Expiration", {}).get("Days") == 6 and r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 6]
+    if not retention:
+        found.append(f"s3-lifecycle.json has no enabled rule expiring {prefix} (current and noncurrent versions) after 6 days")
+    must_deny = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration", "s3:PutBucketVersioning"}
+    for policy_file, bucket_key in (("s3-backup-policy.json", "S3_BUCKET"), ("minio-backup-policy.json", "MINIO_BUCKET")):
+        bucket = config.get(bucket_key, "?")
+        statements = json.loads((backup / policy_file).read_text())["Statement"]
+        allowed = {a for s in statements if s["Effect"] == "Allow" for a in s["Action"]}
+        denied = {a for s in statements if s["Effect"] == "Deny" for a in s["Action"]}
+        resources = {r for s in statements for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+        if allowed != {"s3:PutObject", "s3:GetObject"} or not must_deny <= denied:
+            found.append(f"{policy_file}: allows {sorted(allowed)}, denies {sorted(denied)}; want put/get only and no delete")
+        if not all(r.startswith(f"arn:aws:s3:::{bucket}") for r in resources):
+            found.append(f"{policy_file}: resources {sorted(resources)} are not bucket {bucket} ({bucket_key})")
+    return found
 
 
 # A fake S3: objects are files under $STUB_S3/<bucket>/<key>, mtime = LastModified.
@@ -1625,7 +2069,7 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
     # The CronJob's projected service-account token (audience vault, as its volume asks).
     sa_token = t / "sa-token"
     sa_token.write_text(issuer.service_account_token("vault", "vault-backup", "vault"))
-    # Existing backups: one 8 days old (must go), one 3 days old (must stay).
+    # Existing backups, 8 and 3 days old: the job must leave both (the bucket's lifecycle expires them).
     for root in (s3 / "bkt" / "vault" / "raft", minio / "mbkt" / "vault" / "raft"):
         for age, name in ((8, "vault-raft-old.snap"), (3, "vault-raft-recent.snap")):
             f = root / name
@@ -1633,7 +2077,7 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
             when = __import__("time").time() - age * 86400
             os.utime(f, (when, when))
     env = dict(bao.env, STUB_S3=str(s3), STUB_MINIO=str(minio), STUB_LOG=str(t / "log"), BACKUP_DIR=str(backup),
-               SA_TOKEN_FILE=str(sa_token), RETENTION_DAYS="6",
+               SA_TOKEN_FILE=str(sa_token),
                S3_BUCKET="bkt", S3_PREFIX="vault/raft", MINIO_ENDPOINT="https://minio.example.internal",
                MINIO_BUCKET="mbkt", MINIO_PREFIX="vault/raft", MINIO_ACCESS_KEY="a", MINIO_SECRET_KEY="b")
 
@@ -1654,9 +2098,12 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
         found.append("checksum file does not name the snapshot (sha256sum -c would fail)")
     for store, root in (("S3", s3 / "bkt" / "vault" / "raft"), ("MinIO", minio / "mbkt" / "vault" / "raft")):
         names = sorted(p.name for p in root.iterdir())
-        want = sorted([current, f"{current}.sha256", "vault-raft-recent.snap"])
+        want = sorted([current, f"{current}.sha256", "vault-raft-old.snap", "vault-raft-recent.snap"])
         if names != want:
-            found.append(f"{store} after backup holds {names}, want {want} (old pruned, recent kept)")
+            found.append(f"{store} after backup holds {names}, want {want} (the new snapshot beside every old one)")
+    deletes = [line for line in (t / "log").read_text().splitlines() if re.match(r"(aws s3 rm|aws s3api delete|mc rm)\b", line)]
+    if deletes:
+        found.append(f"the uploads delete objects (their credentials may not): {deletes}")
     # The role sets token_no_default_policy, and only `default` grants revoke-self: without the grant in
     # vault-backup the server refuses the revocation, and the script must fail.
     if backup_tokens():
@@ -1684,16 +2131,12 @@ def backup_runs(t: Path, bao: BaoServer, issuer: TestIssuer, scripts: Path) -> l
     res = run(["sh", str(scripts / "snapshot.sh")], env=dict(env, PATH=f"{corrupt}:{env['PATH']}"), timeout=120)
     if res.returncode == 0 or (backup / "CURRENT").exists():
         found.append("snapshot.sh accepted a snapshot that fails its SHA256SUMS")
-    # A failed upload must not prune: the old snapshot survives.
+    # A failed upload fails the job (and VaultBackupFailed fires).
     (t / "bin" / "aws").write_text("#!/bin/sh\necho \"aws $*\" >> \"$STUB_LOG\"\n[ \"$2\" = cp ] && exit 1\nexit 0\n")
-    old = s3 / "bkt" / "vault" / "raft" / "vault-raft-old2.snap"
-    old.write_text("x")
-    when = __import__("time").time() - 10 * 86400
-    os.utime(old, (when, when))
     (backup / "CURRENT").write_text(current + "\n")
     res = run(["sh", str(scripts / "upload-s3.sh")], env=env, timeout=120)
-    if res.returncode == 0 or not old.exists():
-        found.append("upload-s3.sh pruned or succeeded although the upload failed")
+    if res.returncode == 0:
+        found.append("upload-s3.sh succeeded although the upload failed")
     return found
 
 
@@ -2724,9 +3167,12 @@ CHECKS = [
     ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),
     ("runner scale sets (ARC chart rendered by helm)", check_scale_sets_rendered),
+    ("runner scale sets (server-side dry run, real apiserver)", check_scale_sets_dry_run),
+    ("ARC upgrade, previous chart to current (real apiserver)", check_arc_upgrade),
     ("GPU and FPGA runner slots (rendered chart, real hook)", check_device_runner_slots),
     ("quick-start scale set (rendered chart)", check_quickstart),
     ("NetworkPolicies (default-deny, allowances)", check_network_policies),
+    ("admission policy of arc-runners (real apiserver)", check_admission_policy),
     ("listener metrics (bounded labels)", check_listener_metrics),
     ("PrometheusRule (parse, metrics, thresholds)", check_prometheus_rules),
     ("Grafana dashboard", check_dashboard),

@@ -32,6 +32,45 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Which node caches a job's pods get (`${CACHE_TRUST}` in templates), from what the runner tells
+/// the hook about the run (`GITHUB_EVENT_NAME`, `GITHUB_REF_PROTECTED`, from the job's `github`
+/// context, which the workflow cannot set). Only a run of reviewed code on a protected ref is
+/// trusted, so default-branch and release builds never read what pull-request code wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheTrust {
+    /// push, schedule, workflow_dispatch or release, on a protected branch or tag.
+    Trusted,
+    /// Everything else: pull requests, unprotected refs, and a runner that does not say.
+    Untrusted,
+}
+
+impl CacheTrust {
+    /// Events whose code is the ref's own (not a pull request's), if the ref is protected.
+    const TRUSTED_EVENTS: &'static [&'static str] =
+        &["push", "schedule", "workflow_dispatch", "release"];
+
+    /// The trust of a run with this event and `github.ref_protected`.
+    pub fn of_run(event_name: Option<&str>, ref_protected: Option<&str>) -> Self {
+        match (event_name, ref_protected) {
+            (Some(event), Some(protected))
+                if Self::TRUSTED_EVENTS.contains(&event.trim())
+                    && protected.trim().eq_ignore_ascii_case("true") =>
+            {
+                Self::Trusted
+            }
+            _ => Self::Untrusted,
+        }
+    }
+
+    /// The value templates see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trusted => "trusted",
+            Self::Untrusted => "untrusted",
+        }
+    }
+}
+
 /// How the runner's `_work` reaches the workflow pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkVolumeMode {
@@ -128,6 +167,8 @@ pub struct Config {
     pub github_workspace: Option<PathBuf>,
     /// `RUNNER_TEMP`: `<_work>/_temp` on the runner.
     pub runner_temp: Option<PathBuf>,
+    /// `GITHUB_EVENT_NAME` and `GITHUB_REF_PROTECTED` (set by the runner): `${CACHE_TRUST}`.
+    pub cache_trust: CacheTrust,
 }
 
 impl Config {
@@ -285,6 +326,10 @@ impl Config {
             runner_workspace: get("RUNNER_WORKSPACE").map(PathBuf::from),
             github_workspace: get("GITHUB_WORKSPACE").map(PathBuf::from),
             runner_temp: get("RUNNER_TEMP").map(PathBuf::from),
+            cache_trust: CacheTrust::of_run(
+                get("GITHUB_EVENT_NAME").as_deref(),
+                get("GITHUB_REF_PROTECTED").as_deref(),
+            ),
         })
     }
 
@@ -841,5 +886,37 @@ mod tests {
         assert!(c.build.is_none());
         assert!(!c.job_options.allowed.contains("privileged"));
         assert_eq!(c.container_steps, ContainerStepMode::Auto);
+    }
+
+    #[test]
+    fn cache_trust_only_for_reviewed_code_on_a_protected_ref() {
+        use super::CacheTrust::{Trusted, Untrusted};
+        let of = CacheTrust::of_run;
+        assert_eq!(of(Some("push"), Some("true")), Trusted);
+        assert_eq!(of(Some("release"), Some("true")), Trusted);
+        assert_eq!(of(Some("schedule"), Some("True")), Trusted);
+        assert_eq!(
+            of(Some("push"), Some("false")),
+            Untrusted,
+            "unprotected branch"
+        );
+        assert_eq!(of(Some("push"), None), Untrusted);
+        assert_eq!(of(Some("pull_request"), Some("true")), Untrusted);
+        assert_eq!(of(Some("pull_request_target"), Some("true")), Untrusted);
+        assert_eq!(of(Some("merge_group"), Some("true")), Untrusted);
+        assert_eq!(of(None, None), Untrusted, "a runner that does not say");
+        let config = |pairs: &[(&str, &str)]| {
+            let map: std::collections::HashMap<_, _> = pairs.iter().cloned().collect();
+            Config::from_lookup(|k| map.get(k).map(|v| v.to_string())).expect("valid")
+        };
+        assert_eq!(
+            config(&[
+                ("GITHUB_EVENT_NAME", "push"),
+                ("GITHUB_REF_PROTECTED", "true")
+            ])
+            .cache_trust,
+            Trusted
+        );
+        assert_eq!(config(&[]).cache_trust, Untrusted);
     }
 }

@@ -66,6 +66,7 @@ pub fn template_vars(ctx: &BuildContext) -> TemplateVars {
         workflow_pod_name: names::job_pod_name(&ctx.runner_pod),
         namespace: ctx.namespace.clone(),
         cache_slot: ctx.cache_slot.map(|s| s.to_string()),
+        cache_trust: ctx.cache_trust.as_str().to_string(),
     }
 }
 

@@ -40,6 +40,7 @@ pub fn render(fixture: &Path, config: &Config, opts: &RenderOptions) -> anyhow::
         default_registry: config.default_registry.clone(),
         // What the first job on an idle node gets.
         cache_slot: Some(0),
+        cache_trust: config.cache_trust,
     };
     let template_path = opts.template.as_ref().or(config.template_path.as_ref());
     let template = template_path.map(|p| Template::load(p)).transpose()?;

@@ -9,8 +9,9 @@
 //! containers, which stay the hook's. Pod `volumes`, `imagePullSecrets`, `tolerations` and
 //! `initContainers` are appended; every other pod field overrides.
 //! String values may use `${RUNNER_POD_NAME}`, `${WORKFLOW_POD_NAME}`, `${RUNNER_NAMESPACE}` and
-//! `${CACHE_SLOT}` (the lowest node cache slot no concurrent job on the node holds);
-//! `$${` writes a literal `${`.
+//! `${CACHE_SLOT}` (the lowest node cache slot no concurrent job on the node holds) and
+//! `${CACHE_TRUST}` (`trusted` for a push, schedule, workflow_dispatch or release run on a protected
+//! ref, else `untrusted`: [`crate::config::CacheTrust`]); `$${` writes a literal `${`.
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,8 @@ pub struct TemplateVars {
     pub namespace: String,
     /// The node cache slot the job holds (`${CACHE_SLOT}`), when known.
     pub cache_slot: Option<String>,
+    /// `trusted` or `untrusted` (`${CACHE_TRUST}`): which node caches the job may use.
+    pub cache_trust: String,
 }
 
 impl TemplateVars {
@@ -86,6 +89,7 @@ impl TemplateVars {
             "WORKFLOW_POD_NAME" => Some(&self.workflow_pod_name),
             "RUNNER_NAMESPACE" => Some(&self.namespace),
             "CACHE_SLOT" => self.cache_slot.as_deref(),
+            "CACHE_TRUST" => Some(&self.cache_trust),
             _ => None,
         }
     }
@@ -515,7 +519,7 @@ pub fn expand(s: &str, vars: &TemplateVars) -> Result<String, String> {
                 if name == "CACHE_SLOT" {
                     return "${CACHE_SLOT}: no cache slot is known for this pod (only the workflow pod and its step Jobs hold one)".to_string();
                 }
-                format!("unknown variable ${{{name}}} (known: ${{RUNNER_POD_NAME}}, ${{WORKFLOW_POD_NAME}}, ${{RUNNER_NAMESPACE}}, ${{CACHE_SLOT}}; write $${{ for a literal ${{)")
+                format!("unknown variable ${{{name}}} (known: ${{RUNNER_POD_NAME}}, ${{WORKFLOW_POD_NAME}}, ${{RUNNER_NAMESPACE}}, ${{CACHE_SLOT}}, ${{CACHE_TRUST}}; write $${{ for a literal ${{)")
             })?;
             out.push_str(value);
             rest = &r[end + 1..];
@@ -647,6 +651,7 @@ mod tests {
             workflow_pod_name: "arc-runner-workflow".into(),
             namespace: "ci".into(),
             cache_slot: Some("0".into()),
+            cache_trust: "untrusted".into(),
         }
     }
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as networking,
-    rbac::v1 as rbac,
+    admissionregistration::v1 as admission, apps::v1 as apps, batch::v1 as batch, core::v1 as core,
+    networking::v1 as networking, rbac::v1 as rbac,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,12 @@ fn check_object(value: &Value) -> Result<Vec<String>, String> {
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<networking::NetworkPolicy>(value),
         ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<rbac::Role>(value),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<rbac::RoleBinding>(value),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            round_trip::<admission::ValidatingAdmissionPolicy>(value)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            round_trip::<admission::ValidatingAdmissionPolicyBinding>(value)
+        }
         (group, _)
             if group.starts_with("monitoring.coreos.com/")
                 || group.starts_with("cert-manager.io/") =>

@@ -28,12 +28,18 @@ fn node_with(cpu: &str, hf: &Path) -> SimConfig {
 struct Other<'a> {
     r: &'a Runner,
     name: &'static str,
+    /// What the runner tells the hook about the run (e.g. GITHUB_EVENT_NAME).
+    run_env: Vec<(&'static str, &'static str)>,
 }
 
 impl Other<'_> {
     async fn new<'a>(r: &'a Runner, name: &'static str) -> Other<'a> {
         r.create_runner_pod(name).await;
-        Other { r, name }
+        Other {
+            r,
+            name,
+            run_env: Vec::new(),
+        }
     }
 
     fn env(&self, template: &'static str) -> Vec<(&'static str, String)> {
@@ -45,6 +51,9 @@ impl Other<'_> {
                 template.to_string(),
             ),
         ]
+        .into_iter()
+        .chain(self.run_env.iter().map(|(k, v)| (*k, v.to_string())))
+        .collect()
     }
 
     async fn hook(&self, input: Value, template: &'static str) -> HookRun {
@@ -100,7 +109,7 @@ impl Other<'_> {
 fn uv_slot(r: &Runner, slot: &str) -> PathBuf {
     r.sim
         .state_dir()
-        .join("hostpath/var/cache/arc-hook/uv")
+        .join("hostpath/var/cache/arc-hook/untrusted/uv")
         .join(format!("slot-{slot}"))
 }
 
@@ -366,4 +375,51 @@ async fn the_kubelet_rejects_a_bound_pod_that_does_not_fit() {
             "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
         )
     );
+}
+
+/// A pull request's job cannot plant cache entries that a default-branch build then reads (issue
+/// 29.6): `${CACHE_TRUST}` gives runs of protected refs their own node caches, while jobs of one
+/// trust still share theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_jobs_cannot_write_caches_that_default_branch_jobs_read() {
+    const PR: &[(&str, &str)] = &[
+        ("GITHUB_EVENT_NAME", "pull_request"),
+        ("GITHUB_REF_PROTECTED", "false"),
+    ];
+    const MAIN: &[(&str, &str)] = &[
+        ("GITHUB_EVENT_NAME", "push"),
+        ("GITHUB_REF_PROTECTED", "true"),
+    ];
+    let plant = r#"for d in "$CCACHE_DIR" "$UV_CACHE_DIR"; do echo evil > "$d/planted"; done; echo planted"#;
+    let look = r#"for d in "$CCACHE_DIR" "$UV_CACHE_DIR"; do [ -e "$d/planted" ] && echo "sees $d"; done; echo looked"#;
+    let hf = tempfile::tempdir().expect("hf");
+    let r = Runner::start(node_with("64", hf.path())).await;
+    let mut a = Other::new(&r, "runner-a").await;
+
+    let mut job = async |env: &'static [(&'static str, &'static str)], script: &str| {
+        a.run_env = env.to_vec();
+        a.prepare(TEMPLATE).await.assert_ok();
+        let run = a.script(script).await;
+        run.assert_ok();
+        a.cleanup().await.assert_ok();
+        run.stdout
+    };
+    let planted = job(PR, plant).await;
+    assert!(planted.contains("planted"), "{planted}");
+    let main_sees = job(MAIN, look).await;
+    assert!(main_sees.contains("looked"), "{main_sees}");
+    assert!(
+        !main_sees.contains("sees"),
+        "a default-branch job reads what a pull request wrote:\n{main_sees}"
+    );
+    // Within one trust the caches stay shared (and warm): the next pull request sees the entry.
+    let pr_sees = job(PR, look).await;
+    assert!(
+        pr_sees.contains("sees /mnt/cache/ccache") && pr_sees.contains("sees /mnt/cache/uv"),
+        "{pr_sees}"
+    );
+    let node = r.sim.state_dir().join("hostpath/var/cache/arc-hook");
+    assert!(node.join("untrusted/ccache/planted").is_file());
+    assert!(!node.join("trusted/ccache/planted").exists());
+    assert!(!node.join("trusted/uv/slot-0/planted").exists());
 }

@@ -19,6 +19,8 @@ fn render(fixture: &str, template: Option<&str>) -> std::process::Output {
         .arg("render")
         .arg(format!("fixtures/{fixture}.json"))
         .env_remove("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE")
+        .env_remove("GITHUB_EVENT_NAME")
+        .env_remove("GITHUB_REF_PROTECTED")
         .env("ACTIONS_RUNNER_POD_NAME", "arc-runner-7x2kq-runner-h4v9c")
         .env("GITHUB_WORKSPACE", "/home/runner/_work/arc-demo/arc-demo");
     if let Some(t) = template {

@@ -73,6 +73,7 @@ impl Session {
             claim_name: config.claim_name_for(&self.runner),
             default_registry: config.default_registry.clone(),
             cache_slot: None,
+            cache_trust: config.cache_trust,
         }
     }
 }

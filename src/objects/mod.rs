@@ -75,6 +75,8 @@ pub struct BuildContext {
     pub default_registry: String,
     /// The node cache slot the job holds (`${CACHE_SLOT}` in templates, a label on the workflow pod).
     pub cache_slot: Option<u32>,
+    /// Which node caches the job may use (`${CACHE_TRUST}` in templates).
+    pub cache_trust: crate::config::CacheTrust,
 }
 
 /// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
@@ -96,6 +98,7 @@ pub(crate) fn test_context() -> BuildContext {
         claim_name: "arc-runner-work".into(),
         default_registry: crate::config::DOCKER_HUB_CONFIG_KEY.into(),
         cache_slot: Some(0),
+        cache_trust: crate::config::CacheTrust::Untrusted,
     }
 }
 

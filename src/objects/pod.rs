@@ -530,6 +530,7 @@ mod tests {
             claim_name: "arc-runner-abc-work".into(),
             default_registry: crate::config::DOCKER_HUB_CONFIG_KEY.into(),
             cache_slot: None,
+            cache_trust: crate::config::CacheTrust::Untrusted,
         }
     }
 

@@ -174,6 +174,9 @@ impl Runner {
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg(wrapper)
             .env_remove("KUBERNETES_SERVICE_HOST")
+            // ${CACHE_TRUST} comes from these; a test that wants a trust sets them in `extra`.
+            .env_remove("GITHUB_EVENT_NAME")
+            .env_remove("GITHUB_REF_PROTECTED")
             .envs(&self.env)
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdin(Stdio::piped())

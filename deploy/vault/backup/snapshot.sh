@@ -1,5 +1,5 @@
 #!/bin/sh
-# Step 1 of the weekly backup (init container, Vault image): log in with the pod's projected
+# Step 1 of the daily backup (init container, Vault image): log in with the pod's projected
 # service-account token (Kubernetes auth role vault-backup), save a raft snapshot of the whole
 # cluster into /backup, check that Vault can read it back, and write its SHA-256 next to it.
 # Writes /backup/CURRENT with the snapshot's file name for the upload containers.
