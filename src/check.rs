@@ -467,6 +467,7 @@ async fn dry_run(
         default_registry: config.default_registry.clone(),
         // A representative slot: the dry run holds none.
         cache_slot: template.filter(|t| t.uses_cache_slot()).map(|_| 0),
+        cache_trust: config.cache_trust,
     };
     let plan = representative_job(config).and_then(|args| {
         plan_prepare_job(
