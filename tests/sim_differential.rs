@@ -249,6 +249,7 @@ fn hook_objects() -> HookObjects {
         claim_name: format!("{runner_pod}-work"),
         default_registry: "docker.io".to_string(),
         cache_slot: Some(0),
+        cache_trust: arc_hook::config::CacheTrust::Untrusted,
     };
     let holder = pod["metadata"]["name"].as_str().expect("a pod name");
     HookObjects {
