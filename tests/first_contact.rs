@@ -101,6 +101,39 @@ fn an_unreachable_api_server_is_one_line_naming_it() {
     }
 }
 
+/// A step whose API server cannot be reached at all never started: it ends after the short
+/// never-reached window (30 s, not the 10-minute reattach window meant for a broken stream),
+/// quietly, naming the server, as an infrastructure failure.
+#[test]
+fn a_step_against_an_unreachable_api_server_ends_without_the_reattach_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kubeconfig, server) = closed_port_kubeconfig(dir.path());
+    let temp = dir.path().join("_work/_temp");
+    std::fs::create_dir_all(&temp).expect("runner temp");
+    let input = std::fs::read(format!("{FIXTURES}/run_script_step.json")).expect("fixture");
+    let mut cmd = arc_hook();
+    cmd.env("KUBECONFIG", &kubeconfig)
+        .env("ACTIONS_RUNNER_POD_NAME", "runner-0")
+        .env("RUNNER_TEMP", &temp)
+        .env("RUNNER_WORKSPACE", dir.path().join("_work/repo"));
+    // Well below the 600 s reattach window; the run is killed (and the test fails) past it.
+    let out = run_with_input(cmd, &input, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = format!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.lines().count() <= 4,
+        "a few lines, not kube-client's: {log}"
+    );
+    assert!(log.contains(&format!("API server at {server}")), "{log}");
+    assert!(log.contains("infrastructure failure"), "{log}");
+    assert!(
+        !log.contains("reattaching"),
+        "nothing to reattach to: {log}"
+    );
+}
+
 #[test]
 fn the_hook_on_a_terminal_says_what_it_expects() {
     // A pseudo-terminal for stdin, as when someone types `arc-hook` in a shell.

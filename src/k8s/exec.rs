@@ -28,6 +28,8 @@ pub enum ExecError {
         what: String,
         pod: String,
         message: String,
+        /// No attempt reached the API server (every connection failed): nothing ran in the pod.
+        unreachable: bool,
     },
     #[error(
         "lost the connection to pod {pod} while {what} was running ({message}); its result is unknown"
@@ -149,6 +151,7 @@ async fn start(
             api.exec(pod, command.to_vec(), &ap),
         )
         .await;
+        let mut unreachable = false;
         let (retry, message) = match result {
             Ok(Ok(p)) => return Ok(p),
             Ok(Err(kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(
@@ -168,7 +171,11 @@ async fn start(
                 status.message.clone(),
             ),
             // A failed connection by its own words (it names the server), not kube's `ServiceError: `.
-            Ok(Err(e)) => (true, super::ApiCause(e).message()),
+            Ok(Err(e)) => {
+                let cause = super::ApiCause(e);
+                unreachable = cause.unreachable().is_some();
+                (true, cause.message())
+            }
             Err(_) => (true, "no answer within 30s".to_string()),
         };
         if !retry || attempt >= START_ATTEMPTS {
@@ -176,6 +183,7 @@ async fn start(
                 what: what.into(),
                 pod: pod.into(),
                 message,
+                unreachable,
             });
         }
         tracing::debug!(pod, attempt, %message, "exec did not start, retrying");

@@ -15,6 +15,11 @@ use crate::k8s::retry::backoff;
 /// exit code, written once it ended).
 pub const STEPS_DIR_IN_POD: &str = "/__w/_temp/_arc_hook/steps";
 
+/// How long a step's first exec may fail to reach the API server at all (every connection
+/// refused or timed out) before the step ends: no request reached the server, so the step never
+/// started and there is nothing to reattach to.
+pub const NEVER_REACHED_WINDOW: Duration = Duration::from_secs(30);
+
 /// How long reattaching may keep failing (no exec stream could be opened) before the hook gives up.
 pub const REATTACH_WINDOW: Duration = Duration::from_secs(600);
 
@@ -262,6 +267,9 @@ where
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut attempt = 0u32;
     let mut reattaches = 0u32;
+    // Whether any exec of this step reached the API server: until one does, nothing ran in the
+    // pod, so an unreachable server ends the step after NEVER_REACHED_WINDOW, not REATTACH_WINDOW.
+    let mut reached = false;
     loop {
         let command = step.follow_command(out.written);
         let result = exec(
@@ -281,7 +289,22 @@ where
             Err(e @ (ExecError::Broken { .. } | ExecError::Start { .. })) => e,
             Err(e) => return Err(e),
         };
-        if matches!(e, ExecError::Broken { .. }) {
+        let never_reached = !reached
+            && matches!(
+                e,
+                ExecError::Start {
+                    unreachable: true,
+                    ..
+                }
+            );
+        reached |= !never_reached;
+        if never_reached {
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= NEVER_REACHED_WINDOW {
+                // Provably not started: no request of this step ever reached the server.
+                return Err(e);
+            }
+        } else if matches!(e, ExecError::Broken { .. }) {
             failing_since = None;
             attempt = 0;
         } else if crate::k8s::wait::pod_problem(kube, target.pod)
@@ -303,7 +326,12 @@ where
         attempt += 1;
         reattaches += 1;
         tracing::debug!(attempt, error = %e, "step stream lost, reattaching");
-        if attempt == 1 {
+        if attempt == 1 && never_reached {
+            eprintln!(
+                "arc-hook: {e}; retrying for up to {}s",
+                NEVER_REACHED_WINDOW.as_secs()
+            );
+        } else if attempt == 1 {
             eprintln!("arc-hook: lost the step's output stream ({e}); reattaching");
         }
         tokio::time::sleep(backoff(attempt)).await;
