@@ -16,7 +16,7 @@ const TAINT_KEY: &str = "node.example.com/cache-not-ready";
 
 /// Sets the node's taints as `kubectl taint` does: a strategic merge patch of `spec.taints`.
 async fn set_taints(r: &Runner, taints: Value) {
-    let nodes: kube::Api<Node> = kube::Api::all(r.sim.client().await);
+    let nodes: kube::Api<Node> = kube::Api::all(r.sim.admin_client().await);
     nodes
         .patch(
             NODE_NAME,
@@ -44,7 +44,7 @@ fn node_requests(r: &Runner) -> Vec<String> {
 async fn a_tainted_runner_node_delays_the_workflow_pod_until_the_taint_goes() {
     let mut r = Runner::start(sim_config()).await;
     set_taints(&r, start_up_taint()).await;
-    let nodes: kube::Api<Node> = kube::Api::all(r.sim.client().await);
+    let nodes: kube::Api<Node> = kube::Api::all(r.sim.admin_client().await);
     let pods = r.pods().await;
     let untaint = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -115,7 +115,7 @@ async fn unset_there_is_no_wait_and_no_node_request_so_a_tainted_node_fails_afte
         arc_chart_default_role()
             .into_iter()
             // The test's own `kubectl taint`.
-            .chain([PolicyRule::new(&[""], &["nodes"], &["patch"])])
+            .chain([PolicyRule::cluster_wide(&[""], &["nodes"], &["patch"])])
             .collect(),
     );
     // Access reviews one by one, so what is asked shows in the request log.
@@ -219,13 +219,17 @@ async fn where_nodes_may_only_be_read_the_wait_reads_instead_of_watching() {
     cfg.rbac = Some(
         arc_chart_default_role()
             .into_iter()
-            .chain([PolicyRule::new(&[""], &["nodes"], &["get", "patch"])])
+            .chain([PolicyRule::cluster_wide(
+                &[""],
+                &["nodes"],
+                &["get", "patch"],
+            )])
             .collect(),
     );
     cfg.rules_review_incomplete = true;
     let mut r = Runner::start(cfg).await;
     set_taints(&r, start_up_taint()).await;
-    let nodes: kube::Api<Node> = kube::Api::all(r.sim.client().await);
+    let nodes: kube::Api<Node> = kube::Api::all(r.sim.admin_client().await);
     let untaint = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(2)).await;
         nodes

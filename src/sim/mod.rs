@@ -128,6 +128,9 @@ pub struct PolicyRule {
     pub resources: Vec<String>,
     /// Verbs (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`, `"*"`).
     pub verbs: Vec<String>,
+    /// A ClusterRole's rule bound by a ClusterRoleBinding: it applies in every namespace and to
+    /// cluster-scoped resources (nodes). Otherwise a Role's, in the simulator's namespace only.
+    pub cluster_wide: bool,
 }
 
 impl PolicyRule {
@@ -138,6 +141,16 @@ impl PolicyRule {
             api_groups: owned(api_groups),
             resources: owned(resources),
             verbs: owned(verbs),
+            cluster_wide: false,
+        }
+    }
+
+    /// [`PolicyRule::new`] as a ClusterRole's rule bound cluster-wide (see
+    /// [`PolicyRule::cluster_wide`]): what `get nodes` needs.
+    pub fn cluster_wide(api_groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+        PolicyRule {
+            cluster_wide: true,
+            ..PolicyRule::new(api_groups, resources, verbs)
         }
     }
 
@@ -242,6 +255,12 @@ pub fn not_found_cause(image: &str) -> String {
         "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
     )
 }
+
+/// The bearer token of the simulator's admin ([`Simulator::admin_client`]): its requests are not
+/// checked against `SimConfig::rbac` (every other request is the runner's).
+pub const ADMIN_TOKEN: &str = "arc-hook-sim-admin";
+/// [`ADMIN_TOKEN`] as the `Authorization` header carries it.
+pub(crate) const ADMIN_BEARER: &str = "Bearer arc-hook-sim-admin";
 
 /// A running simulator. Dropping it without [`Simulator::shutdown`] leaves pod processes behind.
 pub struct Simulator {
@@ -350,6 +369,23 @@ impl Simulator {
     }
 
     /// A kube-rs client for this simulator, defaulting to the configured namespace.
+    /// A client as the cluster's admin (`system:masters`), whom no Role limits: for tests that
+    /// play the operator (tainting a node, say) beside a hook bound to a Role.
+    pub async fn admin_client(&self) -> kube::Client {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster: {{server: \"{}\"}}\nusers:\n- name: admin\n  user: {{token: {}}}\ncontexts:\n- name: sim\n  context: {{cluster: sim, user: admin, namespace: {}}}\ncurrent-context: sim\n",
+            self.url(),
+            ADMIN_TOKEN,
+            self.state.cfg.namespace
+        );
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&yaml).expect("the admin kubeconfig parses");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("the admin kubeconfig builds a client config");
+        kube::Client::try_from(config).expect("a plain-HTTP kube config always builds a client")
+    }
+
     pub async fn client(&self) -> kube::Client {
         let uri: http::Uri = self
             .url()

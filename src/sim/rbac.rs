@@ -77,7 +77,7 @@ pub fn allowed(rules: Option<&[PolicyRule]>, scope: &str, a: &Attributes) -> boo
     let in_scope = a.namespace == Some(scope);
     basic_user_rules()
         .iter()
-        .chain(rules.iter().filter(|_| in_scope))
+        .chain(rules.iter().filter(|r| in_scope || r.cluster_wide))
         .any(|r| r.allows(a.group, &resource, a.verb))
 }
 
