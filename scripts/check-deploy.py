@@ -854,6 +854,30 @@ def render_scale_set(helm: str, chart: Path, name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(res.stdout) if d]
 
 
+def kube_mode_runner_problems(objs: list[dict], pod: dict, runner: dict, rbac_sa: set) -> list[str]:
+    """What every rendered Kubernetes-mode runner must have: arc-hook's wrapper as the hook, its work claim
+    named after the pod (the pod name set first), the ephemeral work volume at the runner's _work, and
+    deploy/rbac's account, the chart making neither its own account nor its kube-mode Role."""
+    found = []
+    env = {e["name"]: e for e in runner.get("env", [])}
+    if env.get("ACTIONS_RUNNER_CONTAINER_HOOKS", {}).get("value") != HOOK_WRAPPER:
+        found.append(f"ACTIONS_RUNNER_CONTAINER_HOOKS is {env.get('ACTIONS_RUNNER_CONTAINER_HOOKS')}, not arc-hook's wrapper")
+    names = [e["name"] for e in runner.get("env", [])]
+    if env.get("ACTIONS_RUNNER_CLAIM_NAME", {}).get("value") != "$(ACTIONS_RUNNER_POD_NAME)-work" or \
+            "ACTIONS_RUNNER_POD_NAME" not in names or names.index("ACTIONS_RUNNER_POD_NAME") > names.index("ACTIONS_RUNNER_CLAIM_NAME"):
+        found.append("ACTIONS_RUNNER_CLAIM_NAME is not $(ACTIONS_RUNNER_POD_NAME)-work after the pod name")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["name"]: m for m in runner.get("volumeMounts", [])}
+    work = volumes.get("work", {}).get("ephemeral", {}).get("volumeClaimTemplate", {}).get("spec", {})
+    if not work or mounts.get("work", {}).get("mountPath") != "/home/runner/_work":
+        found.append("no ephemeral work volume at /home/runner/_work")
+    made = [f"{o['kind']}/{o['metadata']['name']}" for o in objs
+            if o["kind"] in ("ServiceAccount", "Role") and not o["metadata"]["name"].endswith("-gha-rs-manager")]
+    if pod.get("serviceAccountName") not in rbac_sa or made:
+        found.append(f"serviceAccountName {pod.get('serviceAccountName')!r}; chart also made {made}")
+    return found
+
+
 def check_scale_sets_rendered(ctx: Ctx) -> str:
     """ARC's real chart (pinned in scripts/deploy-tools.sh) rendered by helm: the objects, not the values."""
     helm = deploy_tool("helm")[0]
@@ -884,15 +908,12 @@ def check_scale_sets_rendered(ctx: Ctx) -> str:
             found.append(f"{where} no runner container")
             continue
         env = {e["name"]: e for e in runner.get("env", [])}
-        sas = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
-        kube_roles = [o["metadata"]["name"] for o in objs if o["kind"] == "Role" and not o["metadata"]["name"].endswith("-gha-rs-manager")]
         if name == "runner-base":
             if "ACTIONS_RUNNER_CONTAINER_HOOKS" in env:
                 found.append(f"{where} the DinD set points at a container hook")
             continue
         kind = KUBE_MODE_SETS[name][0]
-        if env.get("ACTIONS_RUNNER_CONTAINER_HOOKS", {}).get("value") != HOOK_WRAPPER:
-            found.append(f"{where} ACTIONS_RUNNER_CONTAINER_HOOKS is {env.get('ACTIONS_RUNNER_CONTAINER_HOOKS')}, not arc-hook's wrapper")
+        found += [f"{where} {p}" for p in kube_mode_runner_problems(objs, pod, runner, rbac_sa)]
         template_path = env.get("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", {}).get("value", "")
         mounts = {m["name"]: m for m in runner.get("volumeMounts", [])}
         hook = mounts.get("hook-template", {})
@@ -902,16 +923,6 @@ def check_scale_sets_rendered(ctx: Ctx) -> str:
         if volumes.get("hook-template", {}).get("configMap", {}).get("name") not in configmaps or \
                 volumes["hook-template"]["configMap"]["name"] != f"arc-hook-{kind}":
             found.append(f"{where} hook-template volume is not ConfigMap arc-hook-{kind}")
-        work = volumes.get("work", {}).get("ephemeral", {}).get("volumeClaimTemplate", {}).get("spec", {})
-        if not work or mounts.get("work", {}).get("mountPath") != "/home/runner/_work":
-            found.append(f"{where} no ephemeral work volume at /home/runner/_work")
-        names = [e["name"] for e in runner.get("env", [])]
-        if env.get("ACTIONS_RUNNER_CLAIM_NAME", {}).get("value") != "$(ACTIONS_RUNNER_POD_NAME)-work" or \
-                "ACTIONS_RUNNER_POD_NAME" not in names or names.index("ACTIONS_RUNNER_POD_NAME") > names.index("ACTIONS_RUNNER_CLAIM_NAME"):
-            found.append(f"{where} ACTIONS_RUNNER_CLAIM_NAME is not $(ACTIONS_RUNNER_POD_NAME)-work after the pod name")
-        # deploy/rbac provides the account: the chart must create neither its own account nor its kube-mode Role.
-        if pod.get("serviceAccountName") not in rbac_sa or sas or kube_roles:
-            found.append(f"{where} serviceAccountName {pod.get('serviceAccountName')!r}; chart also made accounts {sas} roles {kube_roles}")
     problems(found)
     return f"gha-runner-scale-set {chart_version} rendered by {Path(helm).name} for 7 sets: hook env, template mount, work volume, no chart-made account ({sorted(kinds_seen)})"
 
@@ -935,20 +946,8 @@ def check_quickstart(ctx: Ctx) -> str:
     spec = ars[0]["spec"]
     pod = spec["template"]["spec"]
     runner = next((c for c in pod["containers"] if c["name"] == "runner"), {})
-    env = {e["name"]: e.get("value") for e in runner.get("env", [])}
-    if env.get("ACTIONS_RUNNER_CONTAINER_HOOKS") != HOOK_WRAPPER:
-        found.append(f"ACTIONS_RUNNER_CONTAINER_HOOKS is {env.get('ACTIONS_RUNNER_CONTAINER_HOOKS')!r}")
-    if env.get("ACTIONS_RUNNER_CLAIM_NAME") != "$(ACTIONS_RUNNER_POD_NAME)-work":
-        found.append(f"ACTIONS_RUNNER_CLAIM_NAME is {env.get('ACTIONS_RUNNER_CLAIM_NAME')!r}")
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    mounts = {m["name"]: m["mountPath"] for m in runner.get("volumeMounts", [])}
-    if "ephemeral" not in volumes.get("work", {}) or mounts.get("work") != "/home/runner/_work":
-        found.append("no ephemeral work volume at /home/runner/_work")
     rbac_sa = {o["metadata"]["name"] for o in ctx.objects("rbac", "ServiceAccount")}
-    made = [f"{o['kind']}/{o['metadata']['name']}" for o in objs
-            if o["kind"] in ("ServiceAccount", "Role") and not o["metadata"]["name"].endswith("-gha-rs-manager")]
-    if pod.get("serviceAccountName") not in rbac_sa or made:
-        found.append(f"serviceAccountName {pod.get('serviceAccountName')!r}, chart also made {made}")
+    found += kube_mode_runner_problems(objs, pod, runner, rbac_sa)
     flow = yaml.safe_load((DEPLOY / "quickstart" / "hello.yml").read_text())
     job = next(iter(flow["jobs"].values()))
     if job.get("runs-on") != spec.get("runnerScaleSetName"):

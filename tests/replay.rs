@@ -8,9 +8,23 @@ fn replay(job: &str) -> (i32, String, String) {
 
 /// Replays `job` with `env` on top; no cluster is configured, so replay must pick the simulator.
 fn replay_with(job: &str, env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
+    replay_at(job, None, env)
+}
+
+/// [`replay_with`], the runner's home laid out at `workdir` (and kept) when given.
+fn replay_at(
+    job: &str,
+    workdir: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arc-hook"));
+    cmd.arg("replay");
+    if let Some(dir) = workdir {
+        cmd.arg("--workdir").arg(dir);
+    }
+    let out = cmd
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["replay", &format!("fixtures/jobs/{job}")])
+        .arg(format!("fixtures/jobs/{job}"))
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("HOME", env!("CARGO_MANIFEST_DIR"))
@@ -252,22 +266,13 @@ fn hostile_links_never_make_the_runner_read_outside_what_it_should() {
         .to_string();
     for mode in ["claim", "copy"] {
         let home = tempfile::tempdir().expect("runner home");
-        let out = Command::new(env!("CARGO_BIN_EXE_arc-hook"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["replay", "--workdir"])
-            .arg(home.path())
-            .arg("fixtures/jobs/hostile-links")
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("ARC_HOOK_WORK_VOLUME", mode)
-            .output()
-            .expect("arc-hook runs");
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (code, out, err) = replay_at(
+            "hostile-links",
+            Some(home.path()),
+            &[("ARC_HOOK_WORK_VOLUME", mode)],
         );
-        assert_eq!(out.status.code(), Some(1), "{mode}:\n{log}");
+        let log = format!("{out}{err}");
+        assert_eq!(code, 1, "{mode}:\n{log}");
         assert!(!log.contains(&secret), "{mode}: the secret reached the log");
         assert!(
             log.contains("02-link-outputs.json: run_script_step exited 1"),
