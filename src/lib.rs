@@ -6,6 +6,7 @@ pub mod docker_options;
 pub mod exporter;
 pub mod file_tree;
 pub mod hooks;
+pub mod joblog;
 pub mod k8s;
 pub mod logging;
 pub mod objects;

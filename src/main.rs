@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // The one place errors are printed: each command's context says which part failed.
         Err(e) => {
-            eprintln!("{e:#}");
+            arc_hook::joblog::error(&e);
             ExitCode::FAILURE
         }
     }

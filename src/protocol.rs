@@ -74,6 +74,24 @@ pub enum Command {
 }
 
 impl Command {
+    /// The secret values the input carries (registry passwords), for the job log's masks.
+    pub fn secrets(&self) -> Vec<&str> {
+        let registries: Vec<&Registry> = match self {
+            Self::PrepareJob(a) => a
+                .container
+                .iter()
+                .chain(&a.services)
+                .filter_map(|c| c.registry.as_ref())
+                .collect(),
+            Self::RunContainerStep(a) => a.registry.iter().collect(),
+            Self::RunScriptStep(_) | Self::CleanupJob => Vec::new(),
+        };
+        registries
+            .into_iter()
+            .filter_map(|r| r.password.as_deref())
+            .collect()
+    }
+
     pub fn name(&self) -> CommandName {
         match self {
             Self::PrepareJob(_) => CommandName::PrepareJob,

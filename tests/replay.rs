@@ -219,11 +219,13 @@ fn replay_without_cluster_never_contacts_the_configured_cluster() {
 }
 
 /// A job whose container runs as another user than root (a hardened image, or `--user`) runs the
-/// whole build-and-test job in no-volume mode: the directories the kubelet would make as root (the
-/// sub-path mount points, the working directory) are made first as the job's user, so the copy into
-/// the pod can set their times and modes and the steps can write the workspace, `_temp` and HOME.
+/// whole build-and-test job in both volume modes. No-volume mode: the directories the kubelet
+/// would make as root (the sub-path mount points, the working directory) are made first as the
+/// job's user, so the copy into the pod can set their times and modes. Claim mode: prepare_job
+/// opens `_temp`, HOME, the workspace and `_tool` to the job's user, and replay gives the seeded
+/// workspace to that user, as the checkout step that made it in the job container would have.
 #[test]
-fn a_non_root_job_runs_build_and_test_in_no_volume_mode() {
+fn a_non_root_job_runs_build_and_test_in_both_volume_modes() {
     let dir = tempfile::tempdir().expect("dir");
     let template = dir.path().join("non-root.yaml");
     std::fs::write(
@@ -232,23 +234,33 @@ fn a_non_root_job_runs_build_and_test_in_no_volume_mode() {
     )
     .expect("template");
     let template = template.to_string_lossy().to_string();
-    let (code, out, err) = replay_with(
-        "build-and-test",
-        &[
-            ("ARC_HOOK_WORK_VOLUME", "copy"),
-            ("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &template),
-        ],
-    );
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(
-        out.contains("Ran 2 tests") && out.contains("OK"),
-        "{out}{err}"
-    );
-    assert!(out.contains("service web answered"), "{out}");
-    assert!(
-        !out.contains("Cannot utime") && !err.contains("Cannot utime"),
-        "{out}{err}"
-    );
+    for mode in ["claim", "copy"] {
+        let (code, out, err) = replay_with(
+            "build-and-test",
+            &[
+                ("ARC_HOOK_WORK_VOLUME", mode),
+                ("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &template),
+            ],
+        );
+        assert_eq!(code, 0, "{mode}: stdout:\n{out}\nstderr:\n{err}");
+        assert!(
+            out.contains("Ran 2 tests") && out.contains("OK"),
+            "{mode}: {out}{err}"
+        );
+        assert!(out.contains("service web answered"), "{mode}: {out}");
+        assert!(
+            out.contains("the workspace goes to the job's user 1234:1234"),
+            "{mode}: {out}"
+        );
+        assert!(
+            !out.contains("Cannot utime") && !err.contains("Cannot utime"),
+            "{mode}: {out}{err}"
+        );
+        assert!(
+            !out.contains("Permission denied") && !err.contains("Permission denied"),
+            "{mode}: {out}{err}"
+        );
+    }
 }
 
 /// The hostile fixture job (links from the step's file commands and chained links in `_temp` to

@@ -91,9 +91,9 @@ pub fn before_step(temp: &Path) -> Result<(), SharedWorkError> {
 /// back through [`after_step`]'s checks either way.
 pub fn prepare_for_step(temp: &Path) {
     if let Err(e) = before_step(temp) {
-        eprintln!(
-            "arc-hook: warning: could not copy the runner's file commands into the job's directory ({e}); the step runs without them"
-        );
+        crate::joblog::warning(format_args!(
+            "could not copy the runner's file commands into the job's directory ({e}); the step runs without them"
+        ));
     }
 }
 
@@ -157,7 +157,7 @@ pub fn deliver(temp: &Path, code: i32) -> i32 {
         }
         Err(refused) => {
             for r in &refused {
-                eprintln!("arc-hook: refused: {r}");
+                crate::joblog::refused(r);
             }
             if code != 0 { code } else { 1 }
         }

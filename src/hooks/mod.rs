@@ -68,6 +68,9 @@ pub fn terminal_hint(stdin_is_terminal: bool) -> Option<&'static str> {
 /// Runs one command.
 #[tracing::instrument(name = "hook", skip_all, fields(command = envelope.command.name().as_str()))]
 pub async fn run(envelope: Envelope, config: Config) -> HookResult {
+    for secret in envelope.command.secrets() {
+        crate::joblog::mask(secret);
+    }
     match &envelope.command {
         Command::PrepareJob(args) => {
             // A runner that is stopped (SIGTERM, e.g. its pod deleted) mid-prepare must not
@@ -76,7 +79,9 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
                 result = prepare_job::prepare_job(&envelope, args, &config) => result,
                 signal = stop_signal() => {
                     let signal = signal?;
-                    eprintln!("arc-hook prepare_job: stopped by {signal}; removing what it created");
+                    crate::joblog::line_err(format_args!(
+                        "arc-hook prepare_job: stopped by {signal}; removing what it created"
+                    ));
                     prepare_job::remove_after_stop(&config).await;
                     Ok(128 + if signal == "SIGINT" { 2 } else { 15 })
                 }
@@ -139,7 +144,7 @@ pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> Wa
 
 /// Prints one line for the job log.
 pub fn log_line(line: &str) {
-    println!("{line}");
+    crate::joblog::line(line);
 }
 
 #[cfg(test)]

@@ -137,11 +137,11 @@ pub async fn run(kube: &Kube, pod: &str, check: &Readiness) -> anyhow::Result<()
         {
             Ok(Ok((0, _, _))) => {
                 if tries > 1 {
-                    println!(
-                        "arc-hook: readiness command `{}` succeeded on try {tries} after {}s",
+                    crate::joblog::notice(format_args!(
+                        "readiness command `{}` succeeded on try {tries} after {}s",
                         check.shown,
                         started.elapsed().as_secs()
-                    );
+                    ));
                 }
                 return Ok(());
             }
@@ -163,12 +163,12 @@ pub async fn run(kube: &Kube, pod: &str, check: &Readiness) -> anyhow::Result<()
             );
         }
         if tries == 1 {
-            println!(
-                "arc-hook: readiness command `{}` failed ({outcome}); trying every {}s for up to {}s",
+            crate::joblog::notice(format_args!(
+                "readiness command `{}` failed ({outcome}); trying every {}s for up to {}s",
                 check.shown,
                 check.interval.as_secs(),
                 check.timeout.as_secs()
-            );
+            ));
         }
         tokio::time::sleep_until(next).await;
     }

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::HostAlias;
 
+use super::HookResult;
 use super::run_script_step::job_pod;
 use super::session::Session;
 use super::shared_work::SharedDir;
@@ -10,7 +11,6 @@ use super::steps::cancel::Cancel;
 use super::steps::ephemeral::{Outcome, run_in_job_pod};
 use super::steps::step_pod::{StepFiles, mounted_roots, run_as_pod};
 use super::steps::workspace::{self, RunnerDirs};
-use super::{HookResult, log_line};
 use crate::config::{Config, ContainerStepMode};
 use crate::k8s::rbac::Extra;
 use crate::objects::BuildContext;
@@ -207,7 +207,7 @@ async fn step_image(
 
 fn warn_all(warnings: &[String]) {
     for w in warnings {
-        log_line(&format!("arc-hook: warning: {w}"));
+        crate::joblog::warning(w);
     }
 }
 
@@ -272,8 +272,8 @@ fn note_fallback_once(config: &Config, how: &str, why: &str) {
         tracing::debug!(%why, how, "container step outside the job pod");
         return;
     }
-    log_line(&format!(
-        "arc-hook: container steps run {how} on this runner: {why}"
+    crate::joblog::notice(format_args!(
+        "container steps run {how} on this runner: {why}"
     ));
     if let Some(d) = dir {
         let _ = d.create_file(FALLBACK_NOTED, 0o644, why.as_bytes());

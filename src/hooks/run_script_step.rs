@@ -234,16 +234,16 @@ pub fn runner_paths_intact(temp: &Path, code: i32) -> HookResult {
         Ok(()) => Ok(code),
         Err(planted) => {
             for p in &planted {
-                eprintln!("arc-hook: refused: {p}");
+                crate::joblog::refused(p);
             }
-            eprintln!(
-                "arc-hook: the step replaced runner-owned paths under _temp (above); failing it so the runner never reads through them{}",
+            crate::joblog::problem(format_args!(
+                "the step replaced runner-owned paths under _temp (above); failing it so the runner never reads through them{}",
                 if code != 0 {
                     format!(" (the step itself exited {code})")
                 } else {
                     String::new()
                 }
-            );
+            ));
             Ok(if code != 0 { code } else { 1 })
         }
     }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::log_line;
 use crate::docker_options::HealthCheck;
 use crate::docker_options::health::secs;
 use crate::k8s::Kube;
@@ -48,8 +47,8 @@ pub async fn wait_for_services(
         .zip(&waits)
         .map(|(h, w)| format!("{} (up to {}s)", h.container, w.within.as_secs()))
         .collect();
-    log_line(&format!(
-        "arc-hook: waiting for services to be healthy: {}",
+    crate::joblog::notice(format_args!(
+        "waiting for services to be healthy: {}",
         names.join(", ")
     ));
     let can_list_events = granted.has(Extra::ListEvents);
@@ -60,8 +59,8 @@ pub async fn wait_for_services(
         granted.has(Extra::WatchPods),
         can_list_events,
         |name, after| {
-            log_line(&format!(
-                "arc-hook: service {name} is healthy (after {})",
+            crate::joblog::notice(format_args!(
+                "service {name} is healthy (after {})",
                 secs(Duration::from_secs(after.as_secs()))
             ))
         },

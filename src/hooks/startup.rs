@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::log_line;
 use crate::k8s::Kube;
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
@@ -186,7 +185,7 @@ pub async fn report(
         pulls,
         ready_after,
     };
-    log_line(&line(&startup));
+    crate::joblog::line(line(&startup));
     if !granted.has(Extra::AnnotatePods) {
         return;
     }

@@ -86,12 +86,12 @@ pub fn finish(result: HookResult) -> i32 {
     use std::io::Write;
     let ending = ending(&result);
     if let Some(e) = &ending.error {
-        eprintln!("{e}");
+        crate::joblog::line_err(e);
     }
     if let Some(line) = &ending.last_line {
         // The step's output went to stdout through tokio's handle: what it buffered is out by
         // now (each chunk is flushed), so this line comes after it.
-        println!("{line}");
+        crate::joblog::line(line);
         let _ = std::io::stdout().flush();
     }
     ending.code

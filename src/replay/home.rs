@@ -93,6 +93,37 @@ impl RunnerHome {
     pub fn path(&self) -> &Path {
         self.scratch.path()
     }
+
+    /// Gives the workspace tree to `uid:gid`, as the job's checkout step, running as that user
+    /// in the job container, would have left it: the job directory's `work/` stands for what
+    /// that step made, and replay lays it out as itself. Links are changed, never followed.
+    /// `Ok(false)` when this process cannot (it is not root): the tree is left as it is.
+    pub fn give_workspace_to(&self, uid: u32, gid: u32) -> anyhow::Result<bool> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(false);
+        }
+        chown_tree(&self.workspace, uid, gid).with_context(|| {
+            format!(
+                "giving the workspace {} to the job's user {uid}:{gid}",
+                self.workspace.display()
+            )
+        })?;
+        Ok(true)
+    }
+}
+
+/// `lchown` of `dir` and everything below it; a link is changed itself and never entered.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Scratch {
@@ -118,6 +149,32 @@ pub fn file_command_path(work: &Path, container_path: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_workspace_is_given_away_without_following_links() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test changes owners: run it as root"
+        );
+        let outside = tempfile::NamedTempFile::new().expect("outside file");
+        let dir = tempfile::tempdir().expect("dir");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("src/deep")).expect("dirs");
+        std::fs::write(ws.join("src/deep/f.py"), b"x").expect("file");
+        std::os::unix::fs::symlink(outside.path(), ws.join("src/out")).expect("link");
+        chown_tree(&ws, 4321, 4322).expect("chown");
+        for p in ["", "src", "src/deep", "src/deep/f.py", "src/out"] {
+            let m = std::fs::symlink_metadata(ws.join(p)).expect("stat");
+            assert_eq!((m.uid(), m.gid()), (4321, 4322), "{p}");
+        }
+        let m = std::fs::metadata(outside.path()).expect("stat outside");
+        assert_eq!(
+            m.uid(),
+            nix::unistd::geteuid().as_raw(),
+            "the link's target is untouched"
+        );
+    }
 
     #[test]
     fn file_commands_map_into_work() {

@@ -113,7 +113,10 @@ pub async fn replay(
         _ => opts.workdir.clone(),
     };
     let found_home = opts.workdir.is_none().then(|| workdir.clone()).flatten();
-    let cluster = cluster.map(|(info, _)| info);
+    let (cluster, cluster_config) = match cluster {
+        Some((info, config)) => (Some(info), Some(config)),
+        None => (None, None),
+    };
     let home = RunnerHome::lay_out(
         &opts.job_dir,
         &job,
@@ -135,10 +138,12 @@ pub async fn replay(
         },
         &job.env,
     );
+    let job_pods = target.pods(cluster_config.as_ref()).await?;
     let ctx = CommandContext {
         home: &home,
         env: &env,
         hook_output: opts.hook_output,
+        job_pods: &job_pods,
     };
     let mut runner = RunnerState::default();
     let mut played = Vec::with_capacity(job.commands.len());

@@ -48,6 +48,10 @@ pub fn event(out: &mut impl Write, event: &Event) -> io::Result<()> {
         Event::JobPod { name, is_alpine } => {
             writeln!(out, "   job pod {name}, isAlpine {is_alpine}")
         }
+        Event::WorkspaceOwner { uid, gid } => writeln!(
+            out,
+            "   the workspace goes to the job's user {uid}:{gid}, as its checkout step would have left it"
+        ),
         Event::FileCommand(note) => file_command(out, note),
     }
 }

@@ -33,6 +33,9 @@ pub enum Event {
     },
     /// prepare_job's response: the job pod and whether its image is Alpine.
     JobPod { name: String, is_alpine: bool },
+    /// The job's container runs as another user: the job's workspace (what its checkout step
+    /// made, seeded from the job directory's `work/`) was given to that user.
+    WorkspaceOwner { uid: u32, gid: u32 },
     /// What a step wrote to one of its file commands.
     FileCommand(FileCommandNote),
 }

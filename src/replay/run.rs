@@ -30,6 +30,8 @@ pub struct CommandContext<'a> {
     /// The hook's environment.
     pub env: &'a BTreeMap<String, String>,
     pub hook_output: HookOutput,
+    /// Where the job pod is read (who its job container runs as).
+    pub job_pods: &'a kube::Api<k8s_openapi::api::core::v1::Pod>,
 }
 
 /// Plays the `index`th runner input `file` (or skips it after a failure), carrying `runner`'s
@@ -113,10 +115,16 @@ pub async fn play_command(
         _ => None,
     };
     if let Some(prepared) = runner.finish(&command, exit_code, response_text.as_deref())? {
+        let job_user = super::target::job_user(ctx.job_pods, &prepared.state.job_pod).await?;
         events(Event::JobPod {
             name: prepared.state.job_pod,
             is_alpine: prepared.is_alpine,
         });
+        if let Some((uid, gid)) = job_user
+            && ctx.home.give_workspace_to(uid, gid)?
+        {
+            events(Event::WorkspaceOwner { uid, gid });
+        }
     }
     for (kind, path) in &file_commands {
         let text = std::fs::read_to_string(path).unwrap_or_default();

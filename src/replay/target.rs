@@ -148,6 +148,21 @@ impl Target {
         }
     }
 
+    /// The pods API of the namespace the hook works in, as replay reads the job pod.
+    pub async fn pods(&self, cluster: Option<&kube::Config>) -> anyhow::Result<kube::Api<Pod>> {
+        match (self, cluster) {
+            (Target::Cluster(info), Some(config)) => {
+                let client = kube::Client::try_from(config.clone())
+                    .context("--cluster: a client for the cluster")?;
+                Ok(kube::Api::namespaced(client, &info.namespace))
+            }
+            (Target::Cluster(_), None) => anyhow::bail!("--cluster: no client configuration"),
+            (Target::Simulator(sim), _) => {
+                Ok(kube::Api::default_namespaced(sim.sim.client().await))
+            }
+        }
+    }
+
     /// Stops the simulator, if one was started; returns the faults it injected.
     pub async fn finish(self) -> Injected {
         match self {
@@ -159,6 +174,36 @@ impl Target {
             }
         }
     }
+}
+
+/// Who the job pod's job container runs as, when its spec says (`runAsUser`/`runAsGroup` of
+/// the container, else of the pod; an unset group is 0, as the kubelet's default); `None` for
+/// root or a user the spec leaves to the image.
+pub async fn job_user(pods: &kube::Api<Pod>, job_pod: &str) -> anyhow::Result<Option<(u32, u32)>> {
+    let pod = pods
+        .get(job_pod)
+        .await
+        .with_context(|| format!("reading the job pod {job_pod}"))?;
+    let spec = pod.spec.unwrap_or_default();
+    let pod_sc = spec.security_context.unwrap_or_default();
+    let container_sc = spec
+        .containers
+        .into_iter()
+        .find(|c| c.name == crate::objects::JOB_CONTAINER_NAME)
+        .and_then(|c| c.security_context)
+        .unwrap_or_default();
+    let uid = container_sc.run_as_user.or(pod_sc.run_as_user);
+    let gid = container_sc
+        .run_as_group
+        .or(pod_sc.run_as_group)
+        .unwrap_or(0);
+    Ok(match uid {
+        Some(uid) if uid != 0 => {
+            let id = |n: i64| u32::try_from(n).context("a user or group id out of range");
+            Some((id(uid)?, id(gid)?))
+        }
+        _ => None,
+    })
 }
 
 /// A running simulator and the kubeconfig the hook uses to reach it.

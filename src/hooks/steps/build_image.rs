@@ -8,7 +8,6 @@ use kube::api::DeleteParams;
 use super::cancel::{Cancel, Cancelled};
 use super::job::terminated;
 use crate::config::{BuildConfig, Config};
-use crate::hooks::log_line;
 use crate::k8s::Kube;
 use crate::k8s::owned::{self, create_once};
 use crate::k8s::rbac::{Extra, Granted};
@@ -55,8 +54,8 @@ pub async fn build(
     })?;
     let destination = format!("{}/{}:{hash}", build.registry, image_name(job.dockerfile));
     if let Some(reference) = already_pushed(kube, build, &destination).await {
-        log_line(&format!(
-            "arc-hook: {destination} is already in the registry (same build context): not building it again"
+        crate::joblog::notice(format_args!(
+            "{destination} is already in the registry (same build context): not building it again"
         ));
         return Ok(reference);
     }
@@ -99,8 +98,8 @@ pub async fn build(
         destination: destination.clone(),
     };
     let pod = builder_pod(job.ctx, build, &req);
-    log_line(&format!(
-        "arc-hook: building {destination} from {} in pod {pod_name}",
+    crate::joblog::notice(format_args!(
+        "building {destination} from {} in pod {pod_name}",
         dir.display()
     ));
     // A cancel ends the build here; the builder pod is deleted below, as on every path out.
@@ -139,8 +138,8 @@ async fn already_pushed(kube: &Kube, build: &BuildConfig, destination: &str) -> 
             None
         }
         Err(e) => {
-            log_line(&format!(
-                "arc-hook: could not check whether the registry already has {destination} ({e:#}); building it"
+            crate::joblog::notice(format_args!(
+                "could not check whether the registry already has {destination} ({e:#}); building it"
             ));
             None
         }

@@ -327,12 +327,14 @@ where
         reattaches += 1;
         tracing::debug!(attempt, error = %e, "step stream lost, reattaching");
         if attempt == 1 && never_reached {
-            eprintln!(
-                "arc-hook: {e}; retrying for up to {}s",
+            crate::joblog::problem(format_args!(
+                "{e}; retrying for up to {}s",
                 NEVER_REACHED_WINDOW.as_secs()
-            );
+            ));
         } else if attempt == 1 {
-            eprintln!("arc-hook: lost the step's output stream ({e}); reattaching");
+            crate::joblog::problem(format_args!(
+                "lost the step's output stream ({e}); reattaching"
+            ));
         }
         tokio::time::sleep(backoff(attempt)).await;
     }

@@ -367,9 +367,9 @@ where
     match (step, pulled) {
         (Ok(code), None | Some(Ok(_))) => Ok(code),
         (Ok(code), Some(Err(e))) => {
-            eprintln!(
-                "arc-hook: the step exited with code {code}, but copying _temp (its file commands) back from the job pod failed: {e}"
-            );
+            crate::joblog::problem(format_args!(
+                "the step exited with code {code}, but copying _temp (its file commands) back from the job pod failed: {e}"
+            ));
             Ok(if code == 0 { 1 } else { code })
         }
         (Err(e), None | Some(Ok(_))) => Err(e.into()),
