@@ -70,7 +70,8 @@ pub async fn play_command(
     std::fs::create_dir_all(response.parent().unwrap_or(work))
         .context("creating the hook's response directory")?;
     std::fs::write(&response, b"").context("creating the hook's response file")?;
-    let input = runner.input_for(input, &response);
+    let mut input = runner.input_for(input, &response);
+    relocate_dockerfile(&mut input, work);
     let file_commands = if is_step(&command) {
         create_file_commands(&input, work)?
     } else {
@@ -139,6 +140,20 @@ pub async fn play_command(
         seconds,
         skipped: false,
     })
+}
+
+/// A Docker action's `args.dockerfile` is a path on the runner that recorded the job (its
+/// `_work/_actions/...`): the hook reads the build context there, so it is moved to the same place
+/// under this replay's `_work`, as that runner's home would be here.
+fn relocate_dockerfile(input: &mut Value, work: &Path) {
+    let Some(recorded) = input["args"]["dockerfile"].as_str() else {
+        return;
+    };
+    if let Some(rel) = crate::objects::pod::work_subpath(recorded)
+        && recorded.starts_with('/')
+    {
+        input["args"]["dockerfile"] = Value::String(work.join(rel).to_string_lossy().to_string());
+    }
 }
 
 /// Creates the step's file-command files empty, as the runner does before each step, and
@@ -232,4 +247,27 @@ async fn invoke(
         }
     };
     Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_dockerfile_path_moves_under_this_replays_work() {
+        let work = Path::new("/tmp/replay-home/_work");
+        let mut input = serde_json::json!({"args": {
+            "dockerfile": "/home/runner/_work/_actions/o/a/v1/Dockerfile"}});
+        relocate_dockerfile(&mut input, work);
+        assert_eq!(
+            input["args"]["dockerfile"],
+            "/tmp/replay-home/_work/_actions/o/a/v1/Dockerfile"
+        );
+        let mut none = serde_json::json!({"args": {"dockerfile": null}});
+        relocate_dockerfile(&mut none, work);
+        assert!(none["args"]["dockerfile"].is_null());
+        let mut climbing = serde_json::json!({"args": {"dockerfile": "/h/_work/../x/Dockerfile"}});
+        relocate_dockerfile(&mut climbing, work);
+        assert_eq!(climbing["args"]["dockerfile"], "/h/_work/../x/Dockerfile");
+    }
 }
