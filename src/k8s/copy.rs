@@ -1,6 +1,6 @@
 //! Streaming tar copies between the runner and a pod (or between two pods) over exec: no temporary archive, no per-file round trips; what comes back goes through `crate::archive`'s checking unpacker.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -395,6 +395,7 @@ mod tests {
     use crate::archive::tests::{archive, tree};
     use crate::archive::unpack;
     use std::fs;
+    use std::io::Write;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::Path;
     use std::time::Duration;
