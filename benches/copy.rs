@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use arc_hook::archive::{unpack, write_archive};
 use arc_hook::k8s::Kube;
-use arc_hook::k8s::copy::{self, Manifest, PushOptions, Source, Stats, unpack, write_archive};
+use arc_hook::k8s::copy::{self, Manifest, PushOptions, Source, Stats};
 use arc_hook::k8s::wait::{WaitOptions, wait_running};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;

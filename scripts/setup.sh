@@ -4,7 +4,8 @@
 # machine (Debian/Ubuntu with Rust by rustup and Go; apt and pip need root or a writable prefix).
 # Each step is skipped when what it makes is already there, and says what it installs:
 #   rustfmt, clippy, the musl target, cargo-nextest       (rustup, cargo install)
-#   kubectl, musl-tools, binutils, npm, acl, prometheus   (apt-get: only the missing ones)
+#   kubectl, musl-tools, binutils, npm, acl, prometheus,  (apt-get: only the missing ones)
+#   openssl, the shellcheck linter
 #   GitHub's published payloads and REST schemas          (npm, into target/test-data)
 #   PyYAML                                                (pip)
 #   etcd and the Kubernetes control plane                 (go build, into target/conformance, ~9 min cold)
@@ -38,7 +39,7 @@ command -v cargo-nextest >/dev/null || { need "cargo-nextest (cargo install)"; c
 # templates' cache init, run by the simulator's kubelet and check-deploy), musl-gcc (ring's C code
 # in the static build), readelf (the static-binary check), Prometheus and promtool (the alert
 # rules' unit tests and the exporter's end-to-end test against a real server), openssl (the
-# conformance cluster's PKI).
+# conformance cluster's PKI), shellcheck (scripts/test.sh lints the shell programs).
 missing=()
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
@@ -46,6 +47,7 @@ command -v readelf >/dev/null || missing+=(binutils)
 command -v npm >/dev/null || missing+=(npm)
 command -v setfacl >/dev/null || missing+=(acl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   need "${missing[*]} (apt-get)"

@@ -12,6 +12,9 @@ scripts/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --check
 
+echo "== shellcheck (the scripts, and the step follower the hook sends into pods)"
+shellcheck scripts/*.sh src/hooks/steps/follow_step.sh
+
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo clippy (the runner image's build: the hook alone)"

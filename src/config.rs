@@ -884,7 +884,11 @@ mod tests {
         );
         let c = cfg(&[]).expect("valid");
         assert!(c.build.is_none());
-        assert!(!c.job_options.allowed.contains("privileged"));
+        assert!(
+            !c.job_options
+                .allowed
+                .contains(&crate::docker_options::JobOption::Privileged)
+        );
         assert_eq!(c.container_steps, ContainerStepMode::Auto);
     }
 

@@ -1,4 +1,5 @@
 //! arc-hook: the GitHub Actions runner container hook for Kubernetes, as a library.
+pub mod archive;
 pub mod check;
 pub mod config;
 pub mod docker_options;

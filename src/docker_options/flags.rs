@@ -5,7 +5,7 @@ use super::values::{
     parse_add_host, parse_bool, parse_capability, parse_cpus, parse_gpus, parse_size, parse_user,
 };
 use super::words::split_words;
-use super::{DockerOptions, OptionsError};
+use super::{DockerOptions, JobOption, OptionsError};
 
 /// `docker create` flags that take a value (long name, short name), as in the docker CLI.
 const VALUE_FLAGS: &[(&str, Option<char>)] = &[
@@ -215,6 +215,39 @@ pub fn parse_options(options: &str) -> Result<DockerOptions, OptionsError> {
     Ok(opts)
 }
 
+/// One flag as given: its name (`--memory`) and value (`None` for a switch written bare).
+struct Given {
+    flag: String,
+    value: Option<String>,
+}
+
+impl Given {
+    fn text(&self) -> &str {
+        self.value.as_deref().unwrap_or_default()
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> OptionsError {
+        OptionsError::BadValue {
+            flag: self.flag.clone(),
+            value: self.text().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The value read by `parse`; its complaint becomes the flag's.
+    fn parsed<T>(&self, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, OptionsError> {
+        parse(self.text()).map_err(|r| self.bad(r))
+    }
+
+    /// A switch's state: on when bare, else as written (`--privileged=false`).
+    fn on(&self) -> Result<bool, OptionsError> {
+        match &self.value {
+            None => Ok(true),
+            Some(v) => parse_bool(v).map_err(|r| self.bad(r)),
+        }
+    }
+}
+
 /// Records one flag's value.
 fn set(
     opts: &mut DockerOptions,
@@ -222,103 +255,85 @@ fn set(
     kind: Kind,
     value: Option<String>,
 ) -> Result<(), OptionsError> {
-    let flag = format!("--{name}");
-    let bad = |value: &str, reason: String| OptionsError::BadValue {
-        flag: flag.clone(),
-        value: value.to_string(),
-        reason,
+    let given = Given {
+        flag: format!("--{name}"),
+        value,
     };
-    if kind == Kind::Switch {
-        let on = match value.as_deref() {
-            None => true,
-            Some(v) => parse_bool(v).map_err(|r| bad(v, r))?,
-        };
-        if name == "privileged" {
-            opts.privileged = on;
-        } else if name == "no-healthcheck" {
-            opts.health.disabled = on;
-        } else if on && !opts.no_meaning.contains(&flag) {
-            opts.no_meaning.push(flag);
-        }
-        return Ok(());
+    if let Some(option) = JobOption::from_name(name) {
+        return set_option(opts, option, &given);
     }
-    let v = value.unwrap_or_default();
+    let health = &mut opts.health;
     match name {
-        "cpus" => opts.cpus_milli = Some(parse_cpus(&v).map_err(|r| bad(&v, r))?),
-        "memory" => opts.memory = Some(parse_size(&v).map_err(|r| bad(&v, r))?),
-        "memory-reservation" => {
-            opts.memory_reservation = Some(parse_size(&v).map_err(|r| bad(&v, r))?)
+        "no-healthcheck" => health.disabled = given.on()?,
+        "health-interval" => health.interval = Some(given.parsed(parse_duration)?),
+        "health-timeout" => health.timeout = Some(given.parsed(parse_duration)?),
+        "health-start-period" => health.start_period = Some(given.parsed(parse_duration)?),
+        "health-start-interval" => health.start_interval = Some(given.parsed(parse_duration)?),
+        "health-retries" => {
+            let n: i64 = given
+                .text()
+                .trim()
+                .parse()
+                .map_err(|_| given.bad("expected a whole number of retries"))?;
+            health.retries = Some(u32::try_from(n).map_err(|_| given.bad("cannot be negative"))?);
         }
-        "shm-size" => opts.shm_size = Some(parse_size(&v).map_err(|r| bad(&v, r))?),
-        "gpus" => opts.gpus = Some(parse_gpus(&v).map_err(|r| bad(&v, r))?),
-        "user" => opts.user = Some(parse_user(&v).map_err(|r| bad(&v, r))?),
-        "env" => {
+        _ => {
+            let on = kind == Kind::Value || given.on()?;
+            if on && !opts.no_meaning.contains(&given.flag) {
+                opts.no_meaning.push(given.flag);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the value of an option that changes the pod.
+fn set_option(
+    opts: &mut DockerOptions,
+    option: JobOption,
+    given: &Given,
+) -> Result<(), OptionsError> {
+    let v = given.text();
+    match option {
+        JobOption::Cpus => opts.cpus_milli = Some(given.parsed(parse_cpus)?),
+        JobOption::Memory => opts.memory = Some(given.parsed(parse_size)?),
+        JobOption::MemoryReservation => opts.memory_reservation = Some(given.parsed(parse_size)?),
+        JobOption::ShmSize => opts.shm_size = Some(given.parsed(parse_size)?),
+        JobOption::Gpus => opts.gpus = Some(given.parsed(parse_gpus)?),
+        JobOption::User => opts.user = Some(given.parsed(parse_user)?),
+        JobOption::Env => {
             let (key, val) = match v.split_once('=') {
                 Some((k, val)) => (k.to_string(), Some(val.to_string())),
-                None => (v.clone(), None),
+                None => (v.to_string(), None),
             };
             if let Some(why) = crate::validate::env_var_name(&key).into_iter().next() {
-                return Err(bad(&v, format!("invalid variable name ({why})")));
+                return Err(given.bad(format!("invalid variable name ({why})")));
             }
             opts.env.push((key, val));
         }
-        "workdir" => {
+        JobOption::Workdir => {
             if !v.starts_with('/') {
-                return Err(bad(
-                    &v,
-                    "the working directory must be an absolute path".into(),
-                ));
+                return Err(given.bad("the working directory must be an absolute path"));
             }
-            opts.workdir = Some(v);
+            opts.workdir = Some(v.to_string());
         }
-        "hostname" => {
-            if let Some(problem) = crate::validate::dns1123_label(&v).first() {
-                return Err(bad(
-                    &v,
-                    format!("not a valid Kubernetes host name: {problem}"),
-                ));
+        JobOption::Hostname => {
+            if let Some(problem) = crate::validate::dns1123_label(v).first() {
+                return Err(given.bad(format!("not a valid Kubernetes host name: {problem}")));
             }
-            opts.hostname = Some(v);
+            opts.hostname = Some(v.to_string());
         }
-        "add-host" => opts
-            .add_hosts
-            .push(parse_add_host(&v).map_err(|r| bad(&v, r))?),
-        "cap-add" => opts
-            .cap_add
-            .push(parse_capability(&v).map_err(|r| bad(&v, r))?),
-        "cap-drop" => opts
-            .cap_drop
-            .push(parse_capability(&v).map_err(|r| bad(&v, r))?),
-        "health-cmd" => opts.health.cmd = Some(v),
-        "health-interval" => {
-            opts.health.interval = Some(parse_duration(&v).map_err(|r| bad(&v, r))?)
-        }
-        "health-timeout" => opts.health.timeout = Some(parse_duration(&v).map_err(|r| bad(&v, r))?),
-        "health-start-period" => {
-            opts.health.start_period = Some(parse_duration(&v).map_err(|r| bad(&v, r))?)
-        }
-        "health-start-interval" => {
-            opts.health.start_interval = Some(parse_duration(&v).map_err(|r| bad(&v, r))?)
-        }
-        "health-retries" => {
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| bad(&v, "expected a whole number of retries".into()))?;
-            let n = u32::try_from(n).map_err(|_| bad(&v, "cannot be negative".into()))?;
-            opts.health.retries = Some(n);
-        }
-        "ulimit" => {
+        JobOption::AddHost => opts.add_hosts.push(given.parsed(parse_add_host)?),
+        JobOption::Privileged => opts.privileged = given.on()?,
+        JobOption::CapAdd => opts.cap_add.push(given.parsed(parse_capability)?),
+        JobOption::CapDrop => opts.cap_drop.push(given.parsed(parse_capability)?),
+        JobOption::Ulimit => {
             if !v.contains('=') {
-                return Err(bad(&v, "expected name=soft[:hard]".into()));
+                return Err(given.bad("expected name=soft[:hard]"));
             }
-            opts.ulimits.push(v);
+            opts.ulimits.push(v.to_string());
         }
-        _ => {
-            if !opts.no_meaning.contains(&flag) {
-                opts.no_meaning.push(flag);
-            }
-        }
+        JobOption::HealthCmd => opts.health.cmd = Some(v.to_string()),
     }
     Ok(())
 }
@@ -336,6 +351,26 @@ mod tests {
         parse_options(s).expect_err("refused").to_string()
     }
 
+    fn in_use(s: &str) -> Vec<&'static str> {
+        ok(s).in_use().into_iter().map(JobOption::name).collect()
+    }
+
+    #[test]
+    fn every_job_option_is_a_docker_flag_of_its_kind() {
+        for o in JobOption::ALL {
+            let want = if *o == JobOption::Privileged {
+                Kind::Switch
+            } else {
+                Kind::Value
+            };
+            assert!(
+                by_long(o.name()) == Some((o.name(), want)),
+                "{} missing from the flag tables or of the wrong kind",
+                o.name()
+            );
+        }
+    }
+
     #[test]
     fn the_issue_example() {
         let o = ok("--cpus 4 --memory 8g --shm-size 2g --gpus 1 --user 1001:1001");
@@ -350,7 +385,10 @@ mod tests {
                 gid: Some(1001)
             })
         );
-        assert_eq!(o.in_use(), ["cpus", "memory", "shm-size", "gpus", "user"]);
+        assert_eq!(
+            in_use("--cpus 4 --memory 8g --shm-size 2g --gpus 1 --user 1001:1001"),
+            ["cpus", "memory", "shm-size", "gpus", "user"]
+        );
         assert!(o.no_meaning.is_empty());
     }
 
@@ -443,9 +481,12 @@ mod tests {
         assert_eq!(o.cap_add, ["NET_ADMIN", "SYS_PTRACE"]);
         assert_eq!(o.cap_drop, ["ALL"]);
         assert_eq!(o.ulimits, ["nofile=1024:2048"]);
-        assert_eq!(o.in_use(), ["cap-add", "cap-drop", "ulimit"]);
         assert_eq!(
-            ok("--cap-add X --privileged").in_use(),
+            in_use("--cap-add net_admin --cap-drop ALL --ulimit nofile=1024:2048"),
+            ["cap-add", "cap-drop", "ulimit"]
+        );
+        assert_eq!(
+            in_use("--cap-add X --privileged"),
             ["privileged", "cap-add"]
         );
         assert_eq!(
@@ -493,7 +534,10 @@ mod tests {
         assert_eq!(h.timeout, Some(std::time::Duration::from_secs(5)));
         assert_eq!(h.retries, Some(5));
         assert_eq!(h.start_period, Some(std::time::Duration::from_secs(60)));
-        assert_eq!(o.in_use(), ["health-cmd"]);
+        assert_eq!(
+            in_use("--health-cmd true --health-retries 5"),
+            ["health-cmd"]
+        );
         assert!(o.no_meaning.is_empty());
         assert_eq!(
             ok(r#"--health-cmd "redis-cli ping""#).health.cmd.as_deref(),

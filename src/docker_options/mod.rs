@@ -5,12 +5,14 @@
 
 pub mod flags;
 pub mod health;
+pub mod job_option;
 pub mod policy;
 pub mod values;
 pub mod words;
 
 pub use flags::parse_options;
 pub use health::{HealthCheck, HealthOptions};
+pub use job_option::JobOption;
 pub use policy::OptionsPolicy;
 
 /// The setting that lists which options jobs may use.
@@ -113,30 +115,12 @@ pub struct DockerOptions {
 }
 
 impl DockerOptions {
-    /// The options in use that change the pod, by their long name (the names the policy lists).
-    pub fn in_use(&self) -> Vec<&'static str> {
-        let mut used = Vec::new();
-        let mut add = |cond: bool, name: &'static str| {
-            if cond {
-                used.push(name);
-            }
-        };
-        add(self.cpus_milli.is_some(), "cpus");
-        add(self.memory.is_some(), "memory");
-        add(self.memory_reservation.is_some(), "memory-reservation");
-        add(self.shm_size.is_some(), "shm-size");
-        add(self.gpus.is_some(), "gpus");
-        add(self.user.is_some(), "user");
-        add(!self.env.is_empty(), "env");
-        add(self.workdir.is_some(), "workdir");
-        add(self.hostname.is_some(), "hostname");
-        add(!self.add_hosts.is_empty(), "add-host");
-        add(self.privileged, "privileged");
-        add(!self.cap_add.is_empty(), "cap-add");
-        add(!self.cap_drop.is_empty(), "cap-drop");
-        add(!self.ulimits.is_empty(), "ulimit");
-        // Only a command adds a probe; tuning flags alone and --no-healthcheck change nothing.
-        add(self.health.cmd.is_some(), "health-cmd");
-        used
+    /// The options in use that change the pod (what the policy judges), in [`JobOption::ALL`]'s order.
+    pub fn in_use(&self) -> Vec<JobOption> {
+        JobOption::ALL
+            .iter()
+            .copied()
+            .filter(|o| o.is_used(self))
+            .collect()
     }
 }

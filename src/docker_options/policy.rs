@@ -3,36 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::values::{format_cpus, format_size, parse_cpus, parse_size};
-use super::{ALLOWED_SETTING, DockerOptions, Gpus, MAXIMA_SETTING, OptionsError};
+use super::{ALLOWED_SETTING, DockerOptions, Gpus, JobOption, MAXIMA_SETTING, OptionsError};
 
-/// Every option that changes the pod, by long name: what `ARC_HOOK_JOB_OPTIONS` may list.
-pub const POLICY_OPTIONS: &[&str] = &[
-    "cpus",
-    "memory",
-    "memory-reservation",
-    "shm-size",
-    "gpus",
-    "user",
-    "env",
-    "workdir",
-    "hostname",
-    "add-host",
-    "cap-add",
-    "cap-drop",
-    "privileged",
-    "ulimit",
-    "health-cmd",
-];
-
-/// The options that widen the container's privileges: never in `default`.
-pub const WIDENING: &[&str] = &["cap-add", "privileged"];
-
-/// What `default` means: every option except the [`WIDENING`] ones.
-pub fn default_allowed() -> impl Iterator<Item = &'static str> {
-    POLICY_OPTIONS
-        .iter()
-        .copied()
-        .filter(|o| !WIDENING.contains(o))
+/// What `default` means: every option except the ones that widen privileges ([`JobOption::widens`]).
+pub fn default_allowed() -> impl Iterator<Item = JobOption> {
+    JobOption::ALL.iter().copied().filter(|o| !o.widens())
 }
 
 /// A setting's value arc-hook cannot use.
@@ -57,7 +32,7 @@ pub struct Maxima {
 /// Which options jobs may use on this runner, and how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionsPolicy {
-    pub allowed: BTreeSet<&'static str>,
+    pub allowed: BTreeSet<JobOption>,
     pub maxima: Maxima,
 }
 
@@ -82,7 +57,7 @@ impl OptionsPolicy {
                 match item {
                     "default" => policy.allowed.extend(default_allowed()),
                     "none" => {}
-                    name => match POLICY_OPTIONS.iter().find(|o| **o == name) {
+                    name => match JobOption::from_name(name) {
                         Some(o) => {
                             policy.allowed.insert(o);
                         }
@@ -91,7 +66,11 @@ impl OptionsPolicy {
                                 setting: ALLOWED_SETTING,
                                 reason: format!(
                                     "unknown option {name:?}; expected default, none or any of {}",
-                                    POLICY_OPTIONS.join(", ")
+                                    JobOption::ALL
+                                        .iter()
+                                        .map(|o| o.name())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             });
                         }
@@ -113,11 +92,11 @@ impl OptionsPolicy {
                 .split_once('=')
                 .ok_or_else(|| bad("expected name=value, e.g. cpus=16".into()))?;
             let m = &mut policy.maxima;
-            match name.trim() {
-                "cpus" => m.cpus_milli = Some(parse_cpus(value).map_err(bad)?),
-                "memory" => m.memory = Some(parse_size(value).map_err(bad)?),
-                "shm-size" => m.shm_size = Some(parse_size(value).map_err(bad)?),
-                "gpus" => {
+            match JobOption::from_name(name.trim()) {
+                Some(JobOption::Cpus) => m.cpus_milli = Some(parse_cpus(value).map_err(bad)?),
+                Some(JobOption::Memory) => m.memory = Some(parse_size(value).map_err(bad)?),
+                Some(JobOption::ShmSize) => m.shm_size = Some(parse_size(value).map_err(bad)?),
+                Some(JobOption::Gpus) => {
                     m.gpus = Some(
                         value
                             .trim()
@@ -137,7 +116,8 @@ impl OptionsPolicy {
         let refused: Vec<&'static str> = opts
             .in_use()
             .into_iter()
-            .filter(|name| !self.allowed.contains(name))
+            .filter(|o| !self.allowed.contains(o))
+            .map(JobOption::name)
             .collect();
         if !refused.is_empty() {
             return Err(OptionsError::NotAllowed { names: refused });

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostAlias, Pod, Probe,
-    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostAlias, Pod, PodSpec,
+    Probe, ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -18,7 +18,7 @@ use super::pod::ServiceContainer;
 use crate::docker_options::health::secs;
 use crate::docker_options::values::{format_cpus, format_size};
 use crate::docker_options::{
-    DockerOptions, Gpus, HealthCheck, OptionsError, OptionsPolicy, parse_options,
+    DockerOptions, Gpus, HealthCheck, JobOption, OptionsError, OptionsPolicy, parse_options,
 };
 use crate::protocol::PrepareJobArgs;
 
@@ -189,52 +189,29 @@ pub fn apply_container_options(
     let shm_volume = shm_volume_name(container);
     let mut health = None;
     if let Some(c) = spec.containers.iter_mut().find(|c| c.name == container) {
-        apply_to_container(c, &opts, &shm_volume, what, &mut warnings);
-        health = apply_health(c, &opts, is_job, what, &mut warnings).map_err(fail)?;
-    }
-    if let Some(size) = opts.shm_size {
-        let volumes = spec.volumes.get_or_insert_with(Vec::new);
-        volumes.retain(|v| v.name != shm_volume);
-        volumes.push(Volume {
-            name: shm_volume,
-            empty_dir: Some(EmptyDirVolumeSource {
-                medium: Some("Memory".into()),
-                size_limit: Some(Quantity(format_size(size))),
-            }),
-            ..Default::default()
-        });
-    }
-    if let Some(h) = &opts.hostname {
-        if is_job {
-            spec.hostname = Some(h.clone());
-        } else {
-            warnings.push(format!(
-                "{what}: --hostname is ignored: the pod has one host name, which only the job container's options set"
-            ));
-        }
-    }
-    for entry in &opts.add_hosts {
-        let aliases = spec.host_aliases.get_or_insert_with(Vec::new);
-        let alias = match aliases.iter_mut().position(|a| a.ip == entry.ip) {
-            Some(i) => &mut aliases[i],
-            None => {
-                aliases.push(HostAlias {
-                    ip: entry.ip.clone(),
-                    hostnames: None,
-                });
-                let last = aliases.len() - 1;
-                &mut aliases[last]
-            }
+        let mut to_container = ToContainer {
+            c,
+            opts: &opts,
+            shm_volume: &shm_volume,
+            what,
+            warnings: &mut warnings,
         };
-        let names = alias.hostnames.get_or_insert_with(Vec::new);
-        if !names.contains(&entry.host) {
-            names.push(entry.host.clone());
+        for option in JobOption::ALL {
+            if let Some(check) = to_container.apply(*option, is_job).map_err(fail)? {
+                health = Some(check);
+            }
         }
     }
-    for u in &opts.ulimits {
-        warnings.push(format!(
-            "{what}: --ulimit {u} is ignored: Kubernetes has no per-container ulimits (the node's limits apply)"
-        ));
+    for option in JobOption::ALL {
+        apply_to_pod(
+            *option,
+            spec,
+            &opts,
+            &shm_volume,
+            is_job,
+            what,
+            &mut warnings,
+        );
     }
     if !opts.no_meaning.is_empty() {
         warnings.push(format!(
@@ -245,125 +222,248 @@ pub fn apply_container_options(
     Ok((warnings, health))
 }
 
+/// Applies one option's pod-wide part (the volume behind `/dev/shm`, the host name and
+/// aliases, what Kubernetes lacks); the container's part is [`ToContainer::apply`].
+fn apply_to_pod(
+    option: JobOption,
+    spec: &mut PodSpec,
+    opts: &DockerOptions,
+    shm_volume: &str,
+    is_job: bool,
+    what: &str,
+    warnings: &mut Vec<String>,
+) {
+    match option {
+        JobOption::ShmSize => {
+            if let Some(size) = opts.shm_size {
+                let volumes = spec.volumes.get_or_insert_with(Vec::new);
+                volumes.retain(|v| v.name != shm_volume);
+                volumes.push(Volume {
+                    name: shm_volume.to_string(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        medium: Some("Memory".into()),
+                        size_limit: Some(Quantity(format_size(size))),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        JobOption::Hostname => {
+            if let Some(h) = &opts.hostname {
+                if is_job {
+                    spec.hostname = Some(h.clone());
+                } else {
+                    warnings.push(format!(
+                        "{what}: --hostname is ignored: the pod has one host name, which only the job container's options set"
+                    ));
+                }
+            }
+        }
+        JobOption::AddHost => {
+            for entry in &opts.add_hosts {
+                let aliases = spec.host_aliases.get_or_insert_with(Vec::new);
+                let alias = match aliases.iter_mut().position(|a| a.ip == entry.ip) {
+                    Some(i) => &mut aliases[i],
+                    None => {
+                        aliases.push(HostAlias {
+                            ip: entry.ip.clone(),
+                            hostnames: None,
+                        });
+                        let last = aliases.len() - 1;
+                        &mut aliases[last]
+                    }
+                };
+                let names = alias.hostnames.get_or_insert_with(Vec::new);
+                if !names.contains(&entry.host) {
+                    names.push(entry.host.clone());
+                }
+            }
+        }
+        JobOption::Ulimit => {
+            for u in &opts.ulimits {
+                warnings.push(format!(
+                    "{what}: --ulimit {u} is ignored: Kubernetes has no per-container ulimits (the node's limits apply)"
+                ));
+            }
+        }
+        // The container's alone.
+        JobOption::Cpus
+        | JobOption::Memory
+        | JobOption::MemoryReservation
+        | JobOption::Gpus
+        | JobOption::User
+        | JobOption::Env
+        | JobOption::Workdir
+        | JobOption::Privileged
+        | JobOption::CapAdd
+        | JobOption::CapDrop
+        | JobOption::HealthCmd => {}
+    }
+}
+
 /// The `/dev/shm` volume of a container (`shm-job`, `shm-<service>`), within the 63 characters a
 /// volume name may have.
 fn shm_volume_name(container: &str) -> String {
     crate::validate::truncate_label(&format!("shm-{container}"), 63)
 }
 
-fn apply_to_container(
-    c: &mut Container,
-    opts: &DockerOptions,
-    shm_volume: &str,
-    what: &str,
-    warnings: &mut Vec<String>,
-) {
-    let limit = |c: &mut Container, resource: &str, value: String| {
-        let r = c
-            .resources
-            .get_or_insert_with(ResourceRequirements::default);
-        r.limits
-            .get_or_insert_with(BTreeMap::new)
-            .insert(resource.to_string(), Quantity(value.clone()));
-        // A request above the new limit would be invalid: it is lowered to the limit, and a
-        // missing request becomes the limit (what Kubernetes defaults it to anyway).
-        let requests = r.requests.get_or_insert_with(BTreeMap::new);
-        let keep = requests
-            .get(resource)
-            .and_then(|q| crate::quantity::parse(&q.0))
-            .zip(crate::quantity::parse(&value))
-            .is_some_and(|(req, lim)| req <= lim);
-        if !keep {
-            requests.insert(resource.to_string(), Quantity(value));
-        }
-    };
-    if let Some(m) = opts.cpus_milli {
-        limit(c, "cpu", format_cpus(m));
-    }
-    if let Some(b) = opts.memory {
-        limit(c, "memory", format_size(b));
-    }
-    if let Some(b) = opts.memory_reservation {
-        c.resources
-            .get_or_insert_with(ResourceRequirements::default)
-            .requests
-            .get_or_insert_with(BTreeMap::new)
-            .insert("memory".into(), Quantity(format_size(b)));
-    }
-    if let Some(Gpus::Count(n)) = opts.gpus {
-        // Extended resources need requests equal to limits.
-        let r = c
-            .resources
-            .get_or_insert_with(ResourceRequirements::default);
-        for map in [&mut r.limits, &mut r.requests] {
-            map.get_or_insert_with(BTreeMap::new)
-                .insert(GPU_RESOURCE.into(), Quantity(n.to_string()));
-        }
-    }
-    if opts.shm_size.is_some() {
-        let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
-        mounts.retain(|m| m.mount_path.trim_end_matches('/') != SHM_PATH);
-        mounts.push(VolumeMount {
-            name: shm_volume.to_string(),
-            mount_path: SHM_PATH.into(),
-            ..Default::default()
-        });
-    }
-    for (name, value) in &opts.env {
-        let Some(value) = value else {
-            warnings.push(format!(
-                "{what}: -e {name} without a value is ignored: docker would copy it from the runner's environment, which the pod does not have; write -e {name}=value"
-            ));
-            continue;
-        };
-        let env = c.env.get_or_insert_with(Vec::new);
-        env.retain(|e| &e.name != name);
-        env.push(EnvVar {
-            name: name.clone(),
-            value: Some(value.clone()),
-            value_from: None,
-        });
-    }
-    if let Some(w) = &opts.workdir {
-        c.working_dir = Some(w.clone());
-    }
-    let needs_context = opts.user.is_some()
-        || opts.privileged
-        || !opts.cap_add.is_empty()
-        || !opts.cap_drop.is_empty();
-    if !needs_context {
-        return;
-    }
-    let sc = c
-        .security_context
-        .get_or_insert_with(SecurityContext::default);
-    if let Some(u) = opts.user {
-        sc.run_as_user = Some(u.uid);
-        if let Some(g) = u.gid {
-            sc.run_as_group = Some(g);
-        }
-        sc.run_as_non_root = sc.run_as_non_root.filter(|_| u.uid != 0);
-    }
-    if opts.privileged {
-        sc.privileged = Some(true);
-        // The API refuses privileged together with allowPrivilegeEscalation: false.
-        sc.allow_privilege_escalation = None;
-    }
-    if !opts.cap_add.is_empty() || !opts.cap_drop.is_empty() {
-        let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
-        for (list, names) in [
-            (&mut caps.add, &opts.cap_add),
-            (&mut caps.drop, &opts.cap_drop),
-        ] {
-            if names.is_empty() {
-                continue;
-            }
-            let list = list.get_or_insert_with(Vec::new);
-            for n in names {
-                if !list.contains(n) {
-                    list.push(n.clone());
+/// One container and what its options' container parts need.
+struct ToContainer<'a> {
+    c: &'a mut Container,
+    opts: &'a DockerOptions,
+    shm_volume: &'a str,
+    what: &'a str,
+    warnings: &'a mut Vec<String>,
+}
+
+impl ToContainer<'_> {
+    /// Applies one option's container part; returns a service's health check
+    /// ([`JobOption::HealthCmd`]). The pod-wide part is [`apply_to_pod`].
+    fn apply(
+        &mut self,
+        option: JobOption,
+        is_job: bool,
+    ) -> Result<Option<HealthCheck>, OptionsError> {
+        let opts = self.opts;
+        let c = &mut *self.c;
+        match option {
+            JobOption::Cpus => {
+                if let Some(m) = opts.cpus_milli {
+                    limit(c, "cpu", format_cpus(m));
                 }
             }
+            JobOption::Memory => {
+                if let Some(b) = opts.memory {
+                    limit(c, "memory", format_size(b));
+                }
+            }
+            JobOption::MemoryReservation => {
+                if let Some(b) = opts.memory_reservation {
+                    c.resources
+                        .get_or_insert_with(ResourceRequirements::default)
+                        .requests
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert("memory".into(), Quantity(format_size(b)));
+                }
+            }
+            JobOption::ShmSize => {
+                if opts.shm_size.is_some() {
+                    let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+                    mounts.retain(|m| m.mount_path.trim_end_matches('/') != SHM_PATH);
+                    mounts.push(VolumeMount {
+                        name: self.shm_volume.to_string(),
+                        mount_path: SHM_PATH.into(),
+                        ..Default::default()
+                    });
+                }
+            }
+            JobOption::Gpus => {
+                if let Some(Gpus::Count(n)) = opts.gpus {
+                    // Extended resources need requests equal to limits.
+                    let r = c
+                        .resources
+                        .get_or_insert_with(ResourceRequirements::default);
+                    for map in [&mut r.limits, &mut r.requests] {
+                        map.get_or_insert_with(BTreeMap::new)
+                            .insert(GPU_RESOURCE.into(), Quantity(n.to_string()));
+                    }
+                }
+            }
+            JobOption::User => {
+                if let Some(u) = opts.user {
+                    let sc = security_context(c);
+                    sc.run_as_user = Some(u.uid);
+                    if let Some(g) = u.gid {
+                        sc.run_as_group = Some(g);
+                    }
+                    sc.run_as_non_root = sc.run_as_non_root.filter(|_| u.uid != 0);
+                }
+            }
+            JobOption::Env => {
+                for (name, value) in &opts.env {
+                    let Some(value) = value else {
+                        self.warnings.push(format!(
+                            "{}: -e {name} without a value is ignored: docker would copy it from the runner's environment, which the pod does not have; write -e {name}=value",
+                            self.what
+                        ));
+                        continue;
+                    };
+                    let env = c.env.get_or_insert_with(Vec::new);
+                    env.retain(|e| &e.name != name);
+                    env.push(EnvVar {
+                        name: name.clone(),
+                        value: Some(value.clone()),
+                        value_from: None,
+                    });
+                }
+            }
+            JobOption::Workdir => {
+                if let Some(w) = &opts.workdir {
+                    c.working_dir = Some(w.clone());
+                }
+            }
+            JobOption::Privileged => {
+                if opts.privileged {
+                    let sc = security_context(c);
+                    sc.privileged = Some(true);
+                    // The API refuses privileged together with allowPrivilegeEscalation: false.
+                    sc.allow_privilege_escalation = None;
+                }
+            }
+            JobOption::CapAdd => add_capabilities(c, &opts.cap_add, |caps| &mut caps.add),
+            JobOption::CapDrop => add_capabilities(c, &opts.cap_drop, |caps| &mut caps.drop),
+            JobOption::HealthCmd => {
+                return apply_health(c, opts, is_job, self.what, self.warnings);
+            }
+            // The pod's alone.
+            JobOption::Hostname | JobOption::AddHost | JobOption::Ulimit => {}
+        }
+        Ok(None)
+    }
+}
+
+/// Sets a resource's limit; a request above it is lowered to it.
+fn limit(c: &mut Container, resource: &str, value: String) {
+    let r = c
+        .resources
+        .get_or_insert_with(ResourceRequirements::default);
+    r.limits
+        .get_or_insert_with(BTreeMap::new)
+        .insert(resource.to_string(), Quantity(value.clone()));
+    // A request above the new limit would be invalid: it is lowered to the limit, and a
+    // missing request becomes the limit (what Kubernetes defaults it to anyway).
+    let requests = r.requests.get_or_insert_with(BTreeMap::new);
+    let keep = requests
+        .get(resource)
+        .and_then(|q| crate::quantity::parse(&q.0))
+        .zip(crate::quantity::parse(&value))
+        .is_some_and(|(req, lim)| req <= lim);
+    if !keep {
+        requests.insert(resource.to_string(), Quantity(value));
+    }
+}
+
+fn security_context(c: &mut Container) -> &mut SecurityContext {
+    c.security_context
+        .get_or_insert_with(SecurityContext::default)
+}
+
+/// Adds `names` (once each) to the capability list `list` picks.
+fn add_capabilities(
+    c: &mut Container,
+    names: &[String],
+    list: impl FnOnce(&mut Capabilities) -> &mut Option<Vec<String>>,
+) {
+    if names.is_empty() {
+        return;
+    }
+    let caps = security_context(c)
+        .capabilities
+        .get_or_insert_with(Capabilities::default);
+    let list = list(caps).get_or_insert_with(Vec::new);
+    for n in names {
+        if !list.contains(n) {
+            list.push(n.clone());
         }
     }
 }

@@ -30,7 +30,19 @@ pub const EXIT_RESULT_UNKNOWN: i32 = 75;
 /// Exit code when the step provably never started: no start marker, and its start script is gone.
 pub const EXIT_NOT_STARTED: i32 = 76;
 
-/// The program every exec of a step runs (`sh -c FOLLOW arc-hook-step DIR SCRIPT LOG_OFFSET`).
+/// The follower's exit code when the step was cancelled: a process ended by SIGINT's.
+pub const EXIT_CANCELLED: i32 = 130;
+
+/// The follower's exit code when the step's result is lost: its directory was replaced, its
+/// status file holds no code, or it stopped without writing one.
+pub const EXIT_LOST: i32 = 1;
+
+/// The follower's exit code when it cannot follow: a bad log offset, or no step directory.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The program every exec of a step runs (`sh -c FOLLOW arc-hook-step DIR SCRIPT LOG_OFFSET`),
+/// in `follow_step.sh` (checked by shellcheck in `scripts/test.sh`); [`follow_program`] puts the
+/// exit codes above before it.
 ///
 /// `mkdir DIR` is the start marker: atomic, so of all execs that may reach the pod for one step
 /// (the first, a re-sent one whose first response was lost, reattaches) exactly one starts it.
@@ -43,59 +55,14 @@ pub const EXIT_NOT_STARTED: i32 = 76;
 /// every 0.2 s and 1 s while it prints nothing). Reads
 /// are bounded (`head -c`) and only regular files are read, so a job that tampers with these
 /// files can change its own result, never make the follower read elsewhere or block.
-const FOLLOW: &str = r#"d=$1 s=$2 o=$3
-case "$o" in ''|*[!0-9]*) echo "arc-hook: invalid log offset" >&2; exit 2;; esac
-reg() { [ -f "$1" ] && [ ! -L "$1" ]; }
-size() { if reg "$1"; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
-if mkdir -p -- "${d%/*}" 2>/dev/null && mkdir -- "$d" 2>/dev/null; then
-  for x in "${d%/*}"/*; do [ "$x" != "$d" ] && [ -f "$x/status" ] && rm -rf -- "$x"; done
-  if [ -f "$s" ]; then
-    : >"$d/log"
-    S=; command -v setsid >/dev/null 2>&1 && S=setsid
-    $S sh -c 'echo $$ >"$1/pid"; sh "$2" >>"$1/log" 2>&1 </dev/null; c=$?; echo $c >"$1/status.new"; mv -f "$1/status.new" "$1/status"' arc-hook-step "$d" "$s" </dev/null >/dev/null 2>&1 &
-    echo $! >"$d/pid"
-  else
-    echo nostart >"$d/status"
-  fi
-elif [ ! -d "$d" ]; then
-  echo "arc-hook: cannot create the step's directory $d" >&2; exit 2
-fi
-F=; sleep 0.001 2>/dev/null && F=1
-idle=0 waited=0
-while :; do
-  if [ ! -d "$d" ] || [ -L "$d" ] || [ -L "${d%/*}" ]; then
-    echo "arc-hook: the step's directory $d was removed or replaced (by the step itself?); its result is lost" >&2; exit 1
-  fi
-  fin=; reg "$d/status" && fin=1
-  got=
-  z=$(size "$d/log"); if [ "$z" -gt "$o" ]; then tail -c +$((o+1)) "$d/log" | head -c $((z-o)); o=$z; got=1; fi
-  if [ -n "$fin" ]; then
-    c=$(head -c 16 "$d/status")
-    case "$c" in
-      nostart) echo "arc-hook: the step did not start: its start script $s is missing from the pod" >&2; exit 76;;
-      cancelled) echo "arc-hook: the step was cancelled" >&2; exit 130;;
-      ''|*[!0-9]*) echo "arc-hook: the step's status file holds no exit code" >&2; exit 1;;
-    esac
-    [ "$c" -gt 255 ] && c=255
-    exit "$c"
-  fi
-  if [ -n "$got" ]; then idle=0; else idle=$((idle+1)); fi
-  p=$(head -c 12 "$d/pid" 2>/dev/null)
-  case "$p" in
-    ''|*[!0-9]*) waited=$((waited+1))
-      if [ "$waited" -gt 600 ]; then echo "arc-hook: the step's start was interrupted before it ran" >&2; exit 76; fi;;
-    *) if ! kill -0 "$p" 2>/dev/null && ! reg "$d/status"; then
-         [ -e "$d/cancelling" ] && { echo "arc-hook: the step was cancelled" >&2; exit 130; }
-         sleep 1; reg "$d/status" && continue
-         echo "arc-hook: the step stopped without recording an exit code (killed, or its status file was removed)" >&2; exit 1
-       fi;;
-  esac
-  if [ -z "$F" ]; then sleep 1
-  elif [ "$idle" -lt 5 ]; then sleep 0.02
-  elif [ "$idle" -lt 20 ]; then sleep 0.2
-  else sleep 1; fi
-done
-"#;
+const FOLLOW: &str = include_str!("follow_step.sh");
+
+/// [`FOLLOW`] with its exit codes assigned first: the constants above are their one definition.
+fn follow_program() -> String {
+    format!(
+        "EXIT_LOST={EXIT_LOST} EXIT_USAGE={EXIT_USAGE} EXIT_NOT_STARTED={EXIT_NOT_STARTED} EXIT_CANCELLED={EXIT_CANCELLED}\n{FOLLOW}"
+    )
+}
 
 /// The program that stops a step (`sh -c STOP arc-hook-stop DIR GRACE_SECONDS`).
 ///
@@ -195,7 +162,7 @@ impl DetachedStep {
         vec![
             "sh".into(),
             "-c".into(),
-            FOLLOW.into(),
+            follow_program(),
             "arc-hook-step".into(),
             self.dir.clone(),
             self.script.clone(),
@@ -465,6 +432,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("{} never appeared", path.display());
+    }
+
+    #[test]
+    fn the_follower_exits_only_with_the_codes_defined_here() {
+        let program = follow_program();
+        let (assigned, _) = program.split_once('\n').expect("the codes' line");
+        for name in FOLLOW.split("$EXIT_").skip(1) {
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            assert!(
+                assigned.contains(&format!("EXIT_{name}=")),
+                "follow_step.sh uses EXIT_{name}, which follow_program does not set"
+            );
+        }
+        for (at, _) in FOLLOW.match_indices("exit ") {
+            let next = FOLLOW[at + 5..].chars().next();
+            assert!(
+                !next.is_some_and(|c| c.is_ascii_digit()),
+                "follow_step.sh exits with a literal code: {}",
+                &FOLLOW[at..(at + 12).min(FOLLOW.len())]
+            );
+        }
+        assert_eq!(
+            EXIT_CANCELLED,
+            super::super::cancel::StopSignal::Interrupt.exit_code()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::archive::ArchiveError;
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::Kube;
 use crate::k8s::copy::{self, CopyError, Manifest, PushOptions, Source, Stats};
@@ -250,7 +251,7 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
     let mut attempt = pull(changed.clone()).await;
     for _ in 0..MAX_REFUSED_REMOVALS {
         let entry = match &attempt {
-            Err(CopyError::Unsafe { entry, .. }) => entry.clone(),
+            Err(CopyError::Archive(ArchiveError::Unsafe { entry, .. })) => entry.clone(),
             _ => break,
         };
         if !forget_refused(kube, pod, &entry).await {
