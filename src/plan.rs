@@ -223,6 +223,14 @@ pub struct EphemeralStepPlan {
     pub warnings: Vec<String>,
 }
 
+/// What planning a container step as an ephemeral container of the job pod came to.
+#[derive(Debug, Clone)]
+pub enum EphemeralPlanning {
+    Planned(Box<EphemeralStepPlan>),
+    /// It cannot be one (it needs a Job or a pod of its own), for this reason.
+    NotEphemeral(NotEphemeral),
+}
+
 /// Builds a container step as an ephemeral container named `step-<suffix>`, or says why it
 /// needs a Job instead.
 pub fn plan_ephemeral_step(
@@ -232,9 +240,9 @@ pub fn plan_ephemeral_step(
     workspace_subpath: &str,
     template: Option<&Template>,
     suffix: &str,
-) -> Result<Result<EphemeralStepPlan, NotEphemeral>, PlanError> {
+) -> Result<EphemeralPlanning, PlanError> {
     if args.registry.as_ref().is_some_and(|r| r.has_credentials()) {
-        return Ok(Err(NotEphemeral(
+        return Ok(EphemeralPlanning::NotEphemeral(NotEphemeral(
             "the step's image needs registry credentials, and a running pod cannot take a new pull secret".into(),
         )));
     }
@@ -248,12 +256,12 @@ pub fn plan_ephemeral_step(
     }
     let links = match github_links(&system) {
         Ok(l) => l,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(EphemeralPlanning::NotEphemeral(e)),
     };
     let (container, mut warnings) =
         match ephemeral_step_container(args, image, &format!("step-{suffix}"))? {
             Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(EphemeralPlanning::NotEphemeral(e)),
         };
     warnings.extend(crate::objects::ignored_options_warning(
         args.create_options.as_deref(),
@@ -267,11 +275,11 @@ pub fn plan_ephemeral_step(
         }
         None => container,
     };
-    Ok(Ok(EphemeralStepPlan {
+    Ok(EphemeralPlanning::Planned(Box::new(EphemeralStepPlan {
         container,
         links,
         warnings,
-    }))
+    })))
 }
 
 /// A container step as a bare pod of its own.

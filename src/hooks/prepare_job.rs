@@ -271,9 +271,7 @@ async fn wait_ready(
 ) -> anyhow::Result<String> {
     let mut want = uid.to_string();
     for _ in 0..=MAX_REPLACEMENTS {
-        let pod = wait_running_observed(kube, name, opts, seen)
-            .await
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        let pod = wait_running_observed(kube, name, opts, seen).await?;
         let found = pod.metadata.uid.clone().unwrap_or_default();
         if want.is_empty() || found == want {
             return Ok(found);

@@ -16,7 +16,9 @@ use crate::k8s::rbac::Extra;
 use crate::objects::BuildContext;
 use crate::objects::names;
 use crate::objects::step_pod::{FilesHelper, service_aliases};
-use crate::plan::{plan_container_step, plan_ephemeral_step, plan_step_pod, workspace_subpath};
+use crate::plan::{
+    EphemeralPlanning, plan_container_step, plan_ephemeral_step, plan_step_pod, workspace_subpath,
+};
 use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 
 /// Marker under `_temp/_arc_hook/`: where container steps run outside the job pod (a Job or a pod
@@ -61,8 +63,8 @@ pub async fn run_container_step(
     );
     if place == Placement::JobPod {
         let refused = match plan_ephemeral_step(&ctx, args, &image, &ws, template, &suffix)? {
-            Err(why) => why.0,
-            Ok(plan) => {
+            EphemeralPlanning::NotEphemeral(why) => why.0,
+            EphemeralPlanning::Planned(plan) => {
                 warn_all(&plan.warnings);
                 let dirs = copy.then(|| RunnerDirs::from_config(config)).transpose()?;
                 let work = config.runner_work_dir().context(

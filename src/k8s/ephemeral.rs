@@ -6,9 +6,9 @@ use k8s_openapi::api::core::v1::{ContainerState, EphemeralContainer, Pod};
 use kube::api::{Patch, PatchParams};
 use tokio::io::AsyncWrite;
 
-use super::pod_watch::{Look, PodWatch};
+use super::pod_watch::{Deadline, Decision, Followed, follow_pod};
 use super::retry::with_retry;
-use super::wait::{FATAL_WAITING, POLL_CAP, PullWait};
+use super::wait::{FATAL_WAITING, PullWait};
 use super::{K8sError, Kube};
 
 /// Why an ephemeral container did not give an exit code.
@@ -168,7 +168,7 @@ pub async fn wait_started(
     can_watch: bool,
 ) -> Result<EphemeralState, EphemeralError> {
     let mut pulls = PullWait::new(image_pull_wait);
-    follow(
+    let watched = follow(
         kube,
         pod,
         timeout + image_pull_wait,
@@ -204,52 +204,53 @@ pub async fn wait_started(
             EphemeralState::Waiting(_) => None,
         },
     )
-    .await?
-    .map_err(|last| {
-        let reason = match last.as_ref().map(|p| ephemeral_state(p, name)) {
-            Some(EphemeralState::Waiting(r)) => r,
-            _ => "waiting".into(),
-        };
-        EphemeralError::Start {
-            name: name.into(),
-            reason: format!(
-                "still {reason} after {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS)",
-                timeout.as_secs()
-            ),
+    .await?;
+    match watched {
+        Watched::Answer(state) => Ok(state),
+        Watched::TimeUp { last } => {
+            let reason = match ephemeral_state(&last, name) {
+                EphemeralState::Waiting(r) => r,
+                _ => "waiting".into(),
+            };
+            Err(EphemeralError::Start {
+                name: name.into(),
+                reason: format!(
+                    "still {reason} after {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS)",
+                    timeout.as_secs()
+                ),
+            })
         }
-    })
+    }
+}
+
+/// How following the job pod for one of its containers ended, short of a failure.
+enum Watched<T> {
+    /// `decide`'s answer.
+    Answer(T),
+    /// The time ran out first; the pod as last seen.
+    TimeUp { last: Box<Pod> },
 }
 
 /// Follows `pod` (by watch where `can_watch`) until `decide` has an answer, for up to
-/// `timeout`: `Ok(Ok(answer))`, or `Ok(Err(last version seen))` when time ran out. A deleted
-/// pod is [`EphemeralError::PodGone`].
+/// `timeout`; a deleted pod is [`EphemeralError::PodGone`].
 async fn follow<T>(
     kube: &Kube,
     pod: &str,
     timeout: Duration,
     can_watch: bool,
     mut decide: impl FnMut(&Pod) -> Option<Result<T, EphemeralError>>,
-) -> Result<Result<T, Option<Pod>>, EphemeralError> {
-    let gone = || EphemeralError::PodGone {
-        pod: pod.into(),
-        why: "deleted".into(),
+) -> Result<Watched<T>, EphemeralError> {
+    let decide = async |p: &Pod| match decide(p) {
+        Some(answer) => Decision::Done(answer),
+        None => Decision::LookAgain(Duration::from_secs(10)),
     };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let (mut watch, first) = PodWatch::start(kube, pod, can_watch, POLL_CAP).await?;
-    let mut current = first.ok_or_else(gone)?;
-    loop {
-        if let Some(answer) = decide(&current) {
-            return answer.map(Ok);
-        }
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
-            return Ok(Err(Some(current)));
-        }
-        match watch.next(remaining.min(Duration::from_secs(10))).await? {
-            Look::Changed(p) => current = *p,
-            Look::Unchanged => {}
-            Look::Gone => return Err(gone()),
-        }
+    match follow_pod(kube, pod, can_watch, Deadline::after(timeout), decide).await? {
+        Followed::Decided(answer) => answer.map(Watched::Answer),
+        Followed::Gone => Err(EphemeralError::PodGone {
+            pod: pod.into(),
+            why: "deleted".into(),
+        }),
+        Followed::TimedOut(last) => Ok(Watched::TimeUp { last }),
     }
 }
 
@@ -274,7 +275,7 @@ pub async fn exit_code(
     timeout: Duration,
     can_watch: bool,
 ) -> Result<(i32, Option<String>), EphemeralError> {
-    follow(kube, pod, timeout, can_watch, |p| {
+    let watched = follow(kube, pod, timeout, can_watch, |p| {
         match ephemeral_state(p, name) {
             EphemeralState::Terminated { exit_code, reason } => Some(Ok((exit_code, reason))),
             EphemeralState::PodGone(why) => Some(Err(EphemeralError::PodGone {
@@ -284,11 +285,14 @@ pub async fn exit_code(
             _ => None,
         }
     })
-    .await?
-    .map_err(|_| EphemeralError::NoExitCode {
-        name: name.into(),
-        after: timeout,
-    })
+    .await?;
+    match watched {
+        Watched::Answer(code) => Ok(code),
+        Watched::TimeUp { .. } => Err(EphemeralError::NoExitCode {
+            name: name.into(),
+            after: timeout,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -50,16 +50,18 @@ pub enum ExecError {
         program: String,
         message: String,
     },
-    /// No exec stream could be reopened for `after`: the command may still be running.
+    /// No exec stream could be reopened for `after`: the command may still be running. `last`
+    /// is the last attempt's failure, kept typed (it is shown inside the sentence, so it is not
+    /// a `#[source]`: `{:#}` would print it twice).
     #[error(
-        "lost pod {pod} for {}s while {what} was running ({message}); it may still be running there, and its result is unknown. cleanup_job deletes the pod, which stops it",
+        "lost pod {pod} for {}s while {what} was running ({last}); it may still be running there, and its result is unknown. cleanup_job deletes the pod, which stops it",
         after.as_secs()
     )]
     Lost {
         what: String,
         pod: String,
         after: Duration,
-        message: String,
+        last: Box<ExecError>,
     },
     #[error("{what} in pod {pod} failed: {message}")]
     Failed {
@@ -70,19 +72,33 @@ pub enum ExecError {
 }
 
 impl ExecError {
-    /// Adds what is known about why (the pod's state) to the message.
-    pub fn with_cause(mut self, cause: &str) -> Self {
-        match &mut self {
-            ExecError::Start { message, .. }
-            | ExecError::Broken { message, .. }
-            | ExecError::NotStarted { message, .. }
-            | ExecError::Lost { message, .. }
-            | ExecError::Failed { message, .. } => {
-                message.push_str("; ");
-                message.push_str(cause);
+    /// Adds what is known about why (the pod's state) to the message (a lost command's: to
+    /// its last failure's).
+    pub fn with_cause(self, cause: &str) -> Self {
+        match self {
+            ExecError::Lost {
+                what,
+                pod,
+                after,
+                last,
+            } => ExecError::Lost {
+                what,
+                pod,
+                after,
+                last: Box::new(last.with_cause(cause)),
+            },
+            mut other => {
+                if let ExecError::Start { message, .. }
+                | ExecError::Broken { message, .. }
+                | ExecError::NotStarted { message, .. }
+                | ExecError::Failed { message, .. } = &mut other
+                {
+                    message.push_str("; ");
+                    message.push_str(cause);
+                }
+                other
             }
         }
-        self
     }
 }
 
@@ -361,6 +377,29 @@ mod tests {
         assert_eq!(
             start_failure("Internal error occurred: the node went away"),
             None
+        );
+    }
+
+    #[test]
+    fn a_lost_command_keeps_its_last_failure_typed_and_in_its_sentence() {
+        let broken = ExecError::Broken {
+            what: "the step".into(),
+            pod: "p".into(),
+            message: "connection reset".into(),
+        };
+        let lost = ExecError::Lost {
+            what: "the step".into(),
+            pod: "p".into(),
+            after: Duration::from_secs(600),
+            last: Box::new(broken),
+        }
+        .with_cause("pod p: pod Evicted");
+        assert!(
+            matches!(&lost, ExecError::Lost { last, .. } if matches!(**last, ExecError::Broken { .. }))
+        );
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(lost)),
+            "lost pod p for 600s while the step was running (lost the connection to pod p while the step was running (connection reset; pod p: pod Evicted); its result is unknown); it may still be running there, and its result is unknown. cleanup_job deletes the pod, which stops it"
         );
     }
 

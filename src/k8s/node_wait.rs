@@ -1,10 +1,12 @@
 //! Waiting for the runner's node to lose its start-up taints (`ARC_HOOK_WAIT_FOR_NODE_TAINTS`): one watch on that Node where allowed, else reads; bounded, with a job-log line every 30 s.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::pod_watch::{Look, ObjectWatch};
+use super::pod_watch::{Deadline, Decision, Followed, ObjectWatch};
 use super::{K8sError, Kube};
 
 /// How often the job log hears that the node still carries its start-up taints.
@@ -74,33 +76,19 @@ pub async fn wait_untainted(
         }
     };
     let started = Instant::now();
-    let deadline = started + timeout;
-    let (mut watch, first) = ObjectWatch::node(kube, name, can_watch, POLL_CAP)
+    let deadline = Deadline::after(timeout);
+    let (watch, first) = ObjectWatch::node(kube, name, can_watch, POLL_CAP)
         .await
         .map_err(api_error)?;
-    let mut node = first.ok_or_else(|| NodeWaitError::Gone(name.to_string()))?;
     let mut next_notice = started;
-    loop {
-        let present = present_taints(&node, keys);
+    let decide = async |node: &Node| {
+        let present = present_taints(node, keys);
         if present.is_empty() {
-            let waited = started.elapsed();
-            if !waited.is_zero() && next_notice > started {
-                println!(
-                    "arc-hook: node {name} lost its start-up taints after {}s",
-                    waited.as_secs()
-                );
-            }
-            return Ok(waited);
+            return Decision::Done(started.elapsed());
         }
         let now = Instant::now();
-        if now >= deadline {
-            return Err(NodeWaitError::Timeout {
-                node: name.to_string(),
-                taints: present,
-                after: timeout,
-            });
-        }
-        if now >= next_notice {
+        // At the deadline the timeout speaks, not one more notice.
+        if now >= next_notice && !deadline.expired() {
             println!(
                 "arc-hook: node {name} has start-up taint(s) {}; waiting ({}s so far, up to {}s)",
                 present.join(", "),
@@ -109,12 +97,28 @@ pub async fn wait_untainted(
             );
             next_notice = now + TAINT_NOTICE;
         }
-        let within = deadline.min(next_notice).saturating_duration_since(now);
-        match watch.next(within).await.map_err(api_error)? {
-            Look::Changed(n) => node = *n,
-            Look::Unchanged => {}
-            Look::Gone => return Err(NodeWaitError::Gone(name.to_string())),
+        Decision::LookAgain(next_notice.saturating_duration_since(now))
+    };
+    match watch
+        .follow(first, deadline, decide)
+        .await
+        .map_err(api_error)?
+    {
+        Followed::Decided(waited) => {
+            if !waited.is_zero() && next_notice > started {
+                println!(
+                    "arc-hook: node {name} lost its start-up taints after {}s",
+                    waited.as_secs()
+                );
+            }
+            Ok(waited)
         }
+        Followed::TimedOut(node) => Err(NodeWaitError::Timeout {
+            node: name.to_string(),
+            taints: present_taints(&node, keys),
+            after: timeout,
+        }),
+        Followed::Gone => Err(NodeWaitError::Gone(name.to_string())),
     }
 }
 

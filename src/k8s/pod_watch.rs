@@ -1,6 +1,4 @@
-//! Following one object's versions (a pod, the runner's node) until a caller's decision is made,
-//! and the one poll pace every other wait uses: a single watch kept open across changes where the
-//! Role grants `watch`, else reads 50 ms apart, doubling to a cap.
+//! Following one object's versions (a pod, the runner's node) until a caller's decision is made or a deadline passes (the one follow loop), the one way to open a watch, and the pace and deadline every other wait uses: a single watch kept open across changes where the Role grants `watch`, else reads 50 ms apart, doubling to a cap.
 
 use std::time::Duration;
 
@@ -13,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::retry::with_retry;
+use super::wait::POLL_CAP;
 use super::{K8sError, Kube};
 
 /// The first pause of a poll; each pause doubles up to the poll's cap.
@@ -25,47 +24,93 @@ const WATCH_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// the last version seen).
 const WATCH_SECONDS: u32 = 290;
 
-/// The pace of a wait that looks again and again until a deadline: pauses of 50 ms, doubling up
-/// to `cap`, never past the deadline.
+/// The pace of a wait that looks again and again: pauses of 50 ms, doubling up to a cap.
 #[derive(Debug, Clone)]
-pub struct Poll {
-    deadline: Instant,
+pub struct Backoff {
     pause: Duration,
     cap: Duration,
 }
 
-impl Poll {
-    /// A poll ending `timeout` from now, pausing at most `cap` between looks.
-    pub fn new(timeout: Duration, cap: Duration) -> Self {
+impl Backoff {
+    /// A pace pausing at most `cap` between looks.
+    pub fn new(cap: Duration) -> Self {
         Self {
-            deadline: Instant::now() + timeout,
             pause: FIRST_PAUSE.min(cap),
             cap,
         }
     }
 
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// Sleeps until the next look, at most `within`.
+    pub async fn pause(&mut self, within: Duration) {
+        tokio::time::sleep(self.pause.min(within)).await;
+        self.pause = (self.pause * 2).min(self.cap);
+    }
+}
+
+/// When a wait ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        Self {
+            at: Instant::now() + timeout,
+        }
+    }
+
+    pub fn at(&self) -> Instant {
+        self.at
     }
 
     pub fn expired(&self) -> bool {
-        Instant::now() >= self.deadline
+        Instant::now() >= self.at
     }
 
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.at.saturating_duration_since(Instant::now())
     }
 
-    /// Sleeps until the next look (at most `within`, never past the deadline); false, without
-    /// sleeping, once the deadline has passed.
-    pub async fn pause(&mut self, within: Duration) -> bool {
+    /// Moves the deadline `by` later (time a wait gives back).
+    pub fn extend(&mut self, by: Duration) {
+        self.at += by;
+    }
+
+    /// Sleeps for `backoff`'s next pause (at most `within`, never past the deadline); false,
+    /// without sleeping, once the deadline has passed.
+    pub async fn pause(&self, backoff: &mut Backoff, within: Duration) -> bool {
         if self.expired() {
             return false;
         }
-        tokio::time::sleep(self.pause.min(within).min(self.remaining())).await;
-        self.pause = (self.pause * 2).min(self.cap);
+        backoff.pause(within.min(self.remaining())).await;
         true
     }
+}
+
+/// What a caller of [`ObjectWatch::follow`] makes of one version of the object.
+#[derive(Debug)]
+pub enum Decision<T> {
+    /// The wait is over.
+    Done(T),
+    /// Look again at the next change, or after this long at the latest (the caller's own
+    /// timers: notices, grace periods), never past the deadline.
+    LookAgain(Duration),
+    /// As `LookAgain`, for a wait the deadline does not cover (an image not pushed yet, which
+    /// has its own limit): the deadline is not checked, and moves later by the time spent.
+    Hold(Duration),
+}
+
+/// How following an object ended without an error of the API.
+#[derive(Debug)]
+pub enum Followed<T, K> {
+    /// The caller's decision.
+    Decided(T),
+    /// The deadline passed first; the last version seen.
+    TimedOut(Box<K>),
+    /// The object does not exist (any more).
+    Gone,
 }
 
 /// What the next look at an object found.
@@ -86,10 +131,13 @@ pub struct ObjectWatch<'a, K> {
     kind: &'static str,
     name: &'a str,
     can_watch: bool,
-    stream: Option<BoxStream<'static, Result<WatchEvent<K>, kube::Error>>>,
+    stream: Option<EventStream<K>>,
     version: String,
-    poll: Poll,
+    backoff: Backoff,
 }
+
+/// A watch's events, as kube gives them.
+pub type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>, kube::Error>>;
 
 /// One pod, followed version by version.
 pub type PodWatch<'a> = ObjectWatch<'a, Pod>;
@@ -145,8 +193,7 @@ where
             can_watch,
             stream: None,
             version: String::new(),
-            // The poll's own deadline is not used: every look is bounded by `within`.
-            poll: Poll::new(Duration::from_secs(365 * 86_400), poll_cap),
+            backoff: Backoff::new(poll_cap),
         };
         let object = watch.read().await?;
         Ok((watch, object))
@@ -174,10 +221,10 @@ where
             // A watch that ends as soon as it opens (or cannot open) must not turn the wait into
             // a busy loop: read at the poll's pace until one lasts.
             if asked.elapsed() < Duration::from_secs(1) {
-                self.poll.pause(within).await;
+                self.backoff.pause(within).await;
             }
         } else {
-            self.poll.pause(within).await;
+            self.backoff.pause(within).await;
         }
         let before = self.version.clone();
         Ok(match self.read().await? {
@@ -233,27 +280,104 @@ where
         None
     }
 
-    async fn open(&mut self) -> Option<BoxStream<'static, Result<WatchEvent<K>, kube::Error>>> {
+    async fn open(&mut self) -> Option<EventStream<K>> {
         let params = WatchParams::default()
             .fields(&format!("metadata.name={}", self.name))
             .timeout(WATCH_SECONDS);
-        let watch = self.api.watch(&params, &self.version);
-        match tokio::time::timeout(WATCH_OPEN_TIMEOUT, watch).await {
-            Ok(Ok(s)) => Some(s.boxed()),
-            Ok(Err(e)) => {
-                // Refused (403 despite the review, 405...): poll for the rest of this wait.
-                tracing::debug!(error = %e, kind = self.kind, name = self.name, "cannot watch; reading instead");
+        let what = format!("{} {}", self.kind, self.name);
+        match open_watch(&self.api, &params, &self.version, &what).await {
+            Opened::Stream(s) => Some(s),
+            Opened::Refused => {
+                // Poll for the rest of this wait.
                 self.can_watch = false;
                 None
             }
-            Err(_) => {
-                tracing::debug!(
-                    kind = self.kind,
-                    name = self.name,
-                    "the watch did not open in time; reading instead"
-                );
-                None
+            Opened::Slow => None,
+        }
+    }
+
+    /// Follows the object from `first` (what the start read) until `decide` has an answer or the
+    /// deadline passes: kube-runtime's `await_condition`, bounded, and reading where the Role
+    /// grants no `watch`. `decide` sees the first version and every change after it, and again
+    /// (the same version) whenever the time it asked for has passed.
+    pub async fn follow<T>(
+        mut self,
+        first: Option<K>,
+        mut deadline: Deadline,
+        mut decide: impl AsyncFnMut(&K) -> Decision<T>,
+    ) -> Result<Followed<T, K>, K8sError> {
+        let Some(mut current) = first else {
+            return Ok(Followed::Gone);
+        };
+        loop {
+            let look = match decide(&current).await {
+                Decision::Done(answer) => return Ok(Followed::Decided(answer)),
+                Decision::LookAgain(within) => {
+                    if deadline.expired() {
+                        return Ok(Followed::TimedOut(Box::new(current)));
+                    }
+                    self.next(within.min(deadline.remaining())).await
+                }
+                Decision::Hold(within) => {
+                    let asked = Instant::now();
+                    let look = self.next(within).await;
+                    deadline.extend(asked.elapsed());
+                    look
+                }
+            };
+            match look {
+                Ok(Look::Changed(p)) => current = *p,
+                Ok(Look::Unchanged) => {}
+                Ok(Look::Gone) => return Ok(Followed::Gone),
+                Err(e) if e.is_not_found() => return Ok(Followed::Gone),
+                Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// Follows pod `name` (see [`ObjectWatch::follow`]), read at most [`POLL_CAP`] apart where it
+/// cannot be watched.
+pub async fn follow_pod<T>(
+    kube: &Kube,
+    name: &str,
+    can_watch: bool,
+    deadline: Deadline,
+    decide: impl AsyncFnMut(&Pod) -> Decision<T>,
+) -> Result<Followed<T, Pod>, K8sError> {
+    let (watch, first) = PodWatch::start(kube, name, can_watch, POLL_CAP).await?;
+    watch.follow(first, deadline, decide).await
+}
+
+/// What asking for a watch came to.
+pub enum Opened<K> {
+    Stream(EventStream<K>),
+    /// The API server refused it (403 despite the review, 405...): read instead, for good.
+    Refused,
+    /// It did not open within [`WATCH_OPEN_TIMEOUT`]: read instead, this time.
+    Slow,
+}
+
+/// Opens a watch of what `params` selects, from `version` (`what` names it in debug logs); the
+/// one way every wait asks for events, of any kind of object.
+pub async fn open_watch<K>(
+    api: &Api<K>,
+    params: &WatchParams,
+    version: &str,
+    what: &str,
+) -> Opened<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    match tokio::time::timeout(WATCH_OPEN_TIMEOUT, api.watch(params, version)).await {
+        Ok(Ok(s)) => Opened::Stream(s.boxed()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, what, "cannot watch; reading instead");
+            Opened::Refused
+        }
+        Err(_) => {
+            tracing::debug!(what, "the watch did not open in time; reading instead");
+            Opened::Slow
         }
     }
 }
@@ -263,28 +387,29 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn poll_pauses_double_to_the_cap_and_stop_at_the_deadline() {
-        let mut poll = Poll::new(Duration::from_millis(1000), Duration::from_millis(300));
+    async fn pauses_double_to_the_cap_and_stop_at_the_deadline() {
+        let deadline = Deadline::after(Duration::from_millis(1000));
+        let mut backoff = Backoff::new(Duration::from_millis(300));
         let mut pauses = Vec::new();
         loop {
             let before = Instant::now();
-            if !poll.pause(Duration::from_secs(60)).await {
+            if !deadline.pause(&mut backoff, Duration::from_secs(60)).await {
                 break;
             }
             pauses.push(before.elapsed().as_millis());
         }
         assert_eq!(pauses, vec![50, 100, 200, 300, 300, 50]);
-        assert!(poll.expired());
+        assert!(deadline.expired());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_is_never_longer_than_asked() {
-        let mut poll = Poll::new(Duration::from_secs(60), Duration::from_secs(5));
+        let mut backoff = Backoff::new(Duration::from_secs(5));
         for _ in 0..5 {
-            poll.pause(Duration::from_secs(60)).await;
+            backoff.pause(Duration::from_secs(60)).await;
         }
         let before = Instant::now();
-        assert!(poll.pause(Duration::from_millis(20)).await);
+        backoff.pause(Duration::from_millis(20)).await;
         assert_eq!(before.elapsed().as_millis(), 20);
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::time::Instant;
 
-use super::pod_watch::{Look, PodWatch};
-use super::wait::{POLL_CAP, PodProgress, classify, last_container_event};
+use super::pod_watch::{Deadline, Decision, Followed, follow_pod};
+use super::wait::{PodProgress, classify, last_container_event};
 use super::{K8sError, Kube};
 
 /// One container to wait for, and how long it may take to become ready.
@@ -64,16 +64,24 @@ pub async fn wait_containers_ready(
         return Ok(());
     }
     let start = Instant::now();
-    let (mut watch, first) = PodWatch::start(kube, pod, can_watch, POLL_CAP).await?;
-    let mut current = first.ok_or_else(|| ReadyError::Gone(pod.to_string()))?;
+    let last_limit = waits.iter().map(|w| w.within).max().unwrap_or_default();
     let mut reported = BTreeSet::new();
-    loop {
-        if let PodProgress::Failed(why) = classify(&current) {
-            return Err(ReadyError::PodFailed(format!(
+    let not_ready = async |late: &ReadyWait| ReadyError::NotReady {
+        container: late.container.clone(),
+        within: late.within,
+        last_failure: if can_list_events {
+            last_container_event(kube, pod, &late.container, "Unhealthy").await
+        } else {
+            None
+        },
+    };
+    let decide = async |current: &Pod| {
+        if let PodProgress::Failed(why) = classify(current) {
+            return Decision::Done(Err(ReadyError::PodFailed(format!(
                 "pod {pod} cannot run: {why}"
-            )));
+            ))));
         }
-        for name in ready_containers(&current, waits) {
+        for name in ready_containers(current, waits) {
             if reported.insert(name.clone()) {
                 on_ready(&name, start.elapsed());
             }
@@ -82,30 +90,30 @@ pub async fn wait_containers_ready(
             .iter()
             .filter(|w| !reported.contains(&w.container))
             .collect();
-        let Some(next_deadline) = pending.iter().map(|w| start + w.within).min() else {
-            return Ok(());
+        let Some(next_limit) = pending.iter().map(|w| start + w.within).min() else {
+            return Decision::Done(Ok(()));
         };
         if let Some(late) = pending.iter().find(|w| start + w.within <= Instant::now()) {
-            let last_failure = if can_list_events {
-                last_container_event(kube, pod, &late.container, "Unhealthy").await
-            } else {
-                None
-            };
-            return Err(ReadyError::NotReady {
-                container: late.container.clone(),
-                within: late.within,
-                last_failure,
-            });
+            return Decision::Done(Err(not_ready(late).await));
         }
-        let step = next_deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(10));
-        match watch.next(step).await {
-            Ok(Look::Changed(p)) => current = *p,
-            Ok(Look::Unchanged) => {}
-            Ok(Look::Gone) => return Err(ReadyError::Gone(pod.to_string())),
-            Err(e) if e.is_not_found() => return Err(ReadyError::Gone(pod.to_string())),
-            Err(e) => return Err(e.into()),
+        Decision::LookAgain(
+            next_limit
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(10)),
+        )
+    };
+    // Each container's own limit ends the wait above; the deadline is the last of them.
+    let deadline = Deadline::after(last_limit);
+    match follow_pod(kube, pod, can_watch, deadline, decide).await? {
+        Followed::Decided(answer) => answer,
+        Followed::Gone => Err(ReadyError::Gone(pod.to_string())),
+        Followed::TimedOut(_) => {
+            let late = waits
+                .iter()
+                .filter(|w| !reported.contains(&w.container))
+                .min_by_key(|w| w.within)
+                .unwrap_or(&waits[0]);
+            Err(not_ready(late).await)
         }
     }
 }

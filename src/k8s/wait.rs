@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use std::collections::BTreeSet;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 
-use super::pod_watch::{Look, PodWatch, Poll};
+use super::pod_watch::{Backoff, Deadline, Decision, Followed, Opened, follow_pod, open_watch};
 use super::retry::with_retry;
 use super::{K8sError, Kube};
 
@@ -516,21 +516,23 @@ pub async fn pod_problem(kube: &Kube, name: &str) -> Option<String> {
     }
 }
 
-/// Why a pod never ran: the summary and the events that explain it.
-#[derive(Debug)]
-pub struct PodFailure {
-    pub summary: String,
-    pub events: Vec<String>,
+/// Why a pod never ran: the pod's story, or the failure of the API that kept the wait from
+/// following it (kept as the cause, so `{:#}` shows its chain).
+#[derive(Debug, thiserror::Error)]
+pub enum PodFailure {
+    /// The summary and the events that explain it.
+    #[error("{summary}{}", event_lines(events))]
+    Pod {
+        summary: String,
+        events: Vec<String>,
+    },
+    #[error(transparent)]
+    Api(#[from] K8sError),
 }
 
-impl std::fmt::Display for PodFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.summary)?;
-        for e in &self.events {
-            write!(f, "\n  event: {e}")?;
-        }
-        Ok(())
-    }
+/// The events under a failure's summary, one indented line each.
+fn event_lines(events: &[String]) -> String {
+    events.iter().map(|e| format!("\n  event: {e}")).collect()
 }
 
 /// When the wait saw the pod's milestones.
@@ -589,7 +591,7 @@ pub async fn wait_init_running(
     if started(&pod) {
         Ok(pod)
     } else {
-        Err(PodFailure {
+        Err(PodFailure::Pod {
             summary: format!("pod {name} got past its init container {container} on its own"),
             events: Vec::new(),
         })
@@ -604,7 +606,6 @@ async fn wait_until(
     seen: &mut Milestones,
     done: &dyn Fn(&Pod) -> bool,
 ) -> Result<Pod, PodFailure> {
-    let mut deadline = Instant::now() + opts.timeout;
     let mut pulls = PullWait::new(opts.image_pull_wait);
     let mut unschedulable_since: Option<Instant> = None;
     let mut next_notice: Option<Instant> = None;
@@ -614,50 +615,37 @@ async fn wait_until(
         } else {
             Vec::new()
         };
-        PodFailure { summary, events }
+        PodFailure::Pod { summary, events }
     };
-    let deleted = || format!("pod {name} was deleted before it ran");
-    let (mut pods, first) = match PodWatch::start(kube, name, opts.can_watch, POLL_CAP).await {
-        Ok(started) => started,
-        Err(e) => return Err(fail(e.chain()).await),
-    };
-    let Some(mut current) = first else {
-        return Err(fail(deleted()).await);
-    };
-    loop {
-        // Whether a grace period is running out, so the pod must be looked at every second.
-        let grace_running;
-        if seen.scheduled.is_none() && is_scheduled(&current) {
+    let decide = async |current: &Pod| -> Decision<Result<Pod, PodFailure>> {
+        if seen.scheduled.is_none() && is_scheduled(current) {
             seen.scheduled = Some(Instant::now());
         }
-        if done(&current) || opts.accept_finished && has_run(&current) {
-            return Ok(current);
+        if done(current) || opts.accept_finished && has_run(current) {
+            return Decision::Done(Ok(current.clone()));
         }
-        let mut progress = classify(&current);
+        let mut progress = classify(current);
         if let PodProgress::Failed(why) = &progress
-            && let Some(images) = pulls.missing_images(live_statuses(&current))
+            && let Some(images) = pulls.missing_images(live_statuses(current))
         {
             if let Err(gave_up) = pulls.keep_waiting(&images, why) {
-                return Err(fail(format!("pod {name} cannot run: {gave_up}")).await);
+                let summary = format!("pod {name} cannot run: {gave_up}");
+                return Decision::Done(Err(fail(summary).await));
             }
-            match pods.next(pulls.next_look(Duration::from_secs(10))).await {
-                Ok(Look::Changed(p)) => current = *p,
-                Ok(Look::Unchanged) => {}
-                Ok(Look::Gone) => return Err(fail(deleted()).await),
-                Err(e) if e.is_not_found() => return Err(fail(deleted()).await),
-                Err(e) => return Err(fail(e.chain()).await),
-            }
-            continue;
+            // Time spent waiting for a push is not the prepare timeout's.
+            return Decision::Hold(pulls.next_look(Duration::from_secs(10)));
         }
         if pulls.waiting() {
-            // Time spent waiting for a push is not the prepare timeout's.
-            deadline += pulls.resolved();
-            progress = classify(&current);
+            pulls.resolved();
+            progress = classify(current);
         }
+        // Whether a grace period is running out, so the pod must be looked at every second.
+        let grace_running;
         match progress {
-            PodProgress::Running => return Ok(current),
+            PodProgress::Running => return Decision::Done(Ok(current.clone())),
             PodProgress::Failed(why) => {
-                return Err(fail(format!("pod {name} cannot run: {why}")).await);
+                let summary = format!("pod {name} cannot run: {why}");
+                return Decision::Done(Err(fail(summary).await));
             }
             PodProgress::Unschedulable(why) => {
                 let since = *unschedulable_since.get_or_insert_with(Instant::now);
@@ -684,7 +672,7 @@ async fn wait_until(
                             since.elapsed().as_secs()
                         )
                     };
-                    return Err(fail(summary).await);
+                    return Decision::Done(Err(fail(summary).await));
                 }
                 if let Some(every) = opts.waiting_notice {
                     let due = next_notice.is_none_or(|t| Instant::now() >= t);
@@ -703,53 +691,51 @@ async fn wait_until(
                 grace_running = false;
             }
         }
-        let now = Instant::now();
-        if now >= deadline {
-            let why = match classify(&current) {
-                PodProgress::Pending(w) | PodProgress::Unschedulable(w) => w,
-                _ => String::new(),
-            };
-            return Err(fail(format!(
-                "pod {name} did not start within {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS); last state: {why}",
-                opts.timeout.as_secs()
-            ))
-            .await);
-        }
-        let remaining = deadline - now;
         // Re-check unschedulable pods at least once per second while a grace period runs;
         // a pod waiting for room is woken by its own changes, and looked at by the next notice.
-        let step = remaining.min(if grace_running {
+        Decision::LookAgain(if grace_running {
             Duration::from_secs(1)
         } else if let Some(t) = next_notice.filter(|_| unschedulable_since.is_some()) {
             t.saturating_duration_since(Instant::now())
                 .clamp(Duration::from_secs(1), Duration::from_secs(10))
         } else {
             Duration::from_secs(10)
-        });
-        match pods.next(step).await {
-            Ok(Look::Changed(p)) => current = *p,
-            Ok(Look::Unchanged) => {}
-            Ok(Look::Gone) => return Err(fail(deleted()).await),
-            Err(e) if e.is_not_found() => return Err(fail(deleted()).await),
-            Err(e) => return Err(fail(e.chain()).await),
+        })
+    };
+    let deadline = Deadline::after(opts.timeout);
+    match follow_pod(kube, name, opts.can_watch, deadline, decide).await? {
+        Followed::Decided(answer) => answer,
+        Followed::Gone => Err(fail(format!("pod {name} was deleted before it ran")).await),
+        Followed::TimedOut(last) => {
+            let why = match classify(&last) {
+                PodProgress::Pending(w) | PodProgress::Unschedulable(w) => w,
+                _ => String::new(),
+            };
+            Err(fail(format!(
+                "pod {name} did not start within {}s (ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS); last state: {why}",
+                opts.timeout.as_secs()
+            ))
+            .await)
         }
     }
 }
 
 /// Waits until no object `lp` selects remains (`what` names them: "pods of runner x"): one
 /// list, then, where `can_watch`, a watch from its version that counts the deletions; else a list
-/// at the poll's pace (up to 1 s apart). A broken watch falls back to listing again.
+/// at the poll's pace (up to 1 s apart). A broken watch falls back to listing again; a refused
+/// one to listing for the rest of the wait.
 pub async fn wait_gone<K>(
     api: &kube::Api<K>,
     what: &str,
     lp: &ListParams,
     timeout: Duration,
-    can_watch: bool,
+    mut can_watch: bool,
 ) -> Result<(), K8sError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let mut poll = Poll::new(timeout, Duration::from_secs(1));
+    let deadline = Deadline::after(timeout);
+    let mut backoff = Backoff::new(Duration::from_secs(1));
     loop {
         let list = with_retry(&format!("listing {what}"), || api.list(lp)).await?;
         let mut left: BTreeSet<String> = list
@@ -762,41 +748,50 @@ where
         }
         if can_watch {
             let version = list.metadata.resource_version.clone().unwrap_or_default();
-            let secs = poll.remaining().as_secs().clamp(1, 290) as u32;
+            let secs = deadline.remaining().as_secs().clamp(1, 290) as u32;
             let mut wp = WatchParams::default().timeout(secs);
             wp.label_selector = lp.label_selector.clone();
             wp.field_selector = lp.field_selector.clone();
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), api.watch(&wp, &version)).await
-            {
-                let mut stream = stream.boxed();
-                loop {
-                    let next = tokio::time::timeout_at(poll.deadline(), stream.try_next()).await;
-                    match next {
-                        Err(_) => break,
-                        Ok(Ok(Some(WatchEvent::Deleted(o)))) => {
-                            if let Some(n) = o.meta().name.as_ref() {
-                                left.remove(n);
-                            }
-                            if left.is_empty() {
-                                return Ok(());
-                            }
-                        }
-                        Ok(Ok(Some(WatchEvent::Added(o)))) => {
-                            left.extend(o.meta().name.clone());
-                        }
-                        Ok(Ok(Some(WatchEvent::Modified(_) | WatchEvent::Bookmark(_)))) => {}
-                        // Ended, broken or an error event (410 Gone...): list again.
-                        Ok(Ok(Some(WatchEvent::Error(_)) | None) | Err(_)) => break,
+            match open_watch(api, &wp, &version, what).await {
+                Opened::Stream(mut stream) => {
+                    if all_deleted(&mut stream, &mut left, deadline).await {
+                        return Ok(());
                     }
                 }
+                Opened::Refused => can_watch = false,
+                Opened::Slow => {}
             }
         }
-        if !poll.pause(timeout).await {
+        if !deadline.pause(&mut backoff, timeout).await {
             return Err(K8sError::Timeout {
                 what: format!("{what} to be deleted"),
                 after: timeout,
             });
+        }
+    }
+}
+
+/// Counts the deletions `stream` reports against `left` (adding objects it sees created) until
+/// none is left (true), or the stream ends, breaks or reaches the deadline (false: list again).
+async fn all_deleted<K: kube::Resource>(
+    stream: &mut super::pod_watch::EventStream<K>,
+    left: &mut BTreeSet<String>,
+    deadline: Deadline,
+) -> bool {
+    loop {
+        match tokio::time::timeout_at(deadline.at(), stream.try_next()).await {
+            Ok(Ok(Some(WatchEvent::Deleted(o)))) => {
+                if let Some(n) = o.meta().name.as_ref() {
+                    left.remove(n);
+                }
+                if left.is_empty() {
+                    return true;
+                }
+            }
+            Ok(Ok(Some(WatchEvent::Added(o)))) => left.extend(o.meta().name.clone()),
+            Ok(Ok(Some(WatchEvent::Modified(_) | WatchEvent::Bookmark(_)))) => {}
+            // Ended, broken or an error event (410 Gone...), or out of time.
+            Ok(Ok(Some(WatchEvent::Error(_)) | None) | Err(_)) | Err(_) => return false,
         }
     }
 }
@@ -1007,7 +1002,7 @@ mod tests {
 
     #[test]
     fn failure_display_lists_events() {
-        let f = PodFailure {
+        let f = PodFailure::Pod {
             summary: "pod p cannot run".into(),
             events: vec!["Warning Failed: x".into()],
         };

@@ -191,9 +191,9 @@ async fn run_builder(
         image_pull_wait: std::time::Duration::ZERO,
         ..crate::hooks::pod_wait(config, granted, true)
     };
-    wait_running(kube, name, opts).await.map_err(|f| {
-        anyhow::anyhow!(
-            "the image builder did not start (ARC_HOOK_BUILDER_IMAGE={}): {f}",
+    wait_running(kube, name, opts).await.with_context(|| {
+        format!(
+            "the image builder did not start (ARC_HOOK_BUILDER_IMAGE={})",
             build.builder_image
         )
     })?;

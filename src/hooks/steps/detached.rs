@@ -287,7 +287,7 @@ where
                 what: target.what.into(),
                 pod: target.pod.into(),
                 after: REATTACH_WINDOW,
-                message: e.to_string(),
+                last: Box::new(e),
             });
         }
         attempt += 1;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::{DeleteParams, ListParams};
 
@@ -10,7 +10,7 @@ use super::cancel::{Cancel, Cancelled};
 use crate::config::Config;
 use crate::hooks::HookResult;
 use crate::k8s::owned::{self, create_once};
-use crate::k8s::pod_watch::{Look, PodWatch, Poll};
+use crate::k8s::pod_watch::{Backoff, Deadline, Decision, Followed, PodWatch};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::{POLL_CAP, wait_running};
@@ -77,7 +77,7 @@ async fn run_job(
     let opts = crate::hooks::pod_wait(config, granted, true);
     wait_running(kube, &pod, opts)
         .await
-        .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;
+        .context("the step's container did not start")?;
     crate::k8s::logs::follow(kube, &pod, STEP_CONTAINER_NAME, tokio::io::stdout()).await?;
     let t = terminated(
         kube,
@@ -109,13 +109,14 @@ pub fn infrastructure(
 async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
     let api = kube.pods();
     let lp = ListParams::default().labels(&format!("job-name={job_name}"));
-    let mut poll = Poll::new(POD_APPEAR_TIMEOUT, POLL_CAP);
+    let deadline = Deadline::after(POD_APPEAR_TIMEOUT);
+    let mut backoff = Backoff::new(POLL_CAP);
     loop {
         let list = with_retry(&format!("listing pods of job {job_name}"), || api.list(&lp)).await?;
         if let Some(name) = list.items.into_iter().find_map(|p: Pod| p.metadata.name) {
             return Ok(name);
         }
-        if !poll.pause(POD_APPEAR_TIMEOUT).await {
+        if !deadline.pause(&mut backoff, POD_APPEAR_TIMEOUT).await {
             return Err(K8sError::Timeout {
                 what: format!("job {job_name} to create its pod"),
                 after: POD_APPEAR_TIMEOUT,
@@ -132,11 +133,7 @@ pub async fn terminated(
     container: &str,
     can_watch: bool,
 ) -> anyhow::Result<ContainerStateTerminated> {
-    let poll = Poll::new(EXIT_STATUS_TIMEOUT, POLL_CAP);
-    let (mut watch, first) = PodWatch::start(kube, pod, can_watch, POLL_CAP).await?;
-    let mut current =
-        first.with_context(|| format!("pod {pod} was deleted before its step ended"))?;
-    loop {
+    let decide = async |current: &Pod| {
         let terminated = current
             .status
             .as_ref()
@@ -145,28 +142,29 @@ pub async fn terminated(
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.clone());
         if let Some(t) = terminated {
-            return Ok(t);
+            return Decision::Done(Ok(t));
         }
-        if let Some(status) = current
+        match current
             .status
             .as_ref()
             .filter(|s| s.reason.as_deref() == Some("Evicted"))
         {
-            bail!(
+            Some(status) => Decision::Done(Err(anyhow!(
                 "pod {pod} was evicted: {}",
                 status.message.as_deref().unwrap_or_default()
-            );
+            ))),
+            None => Decision::LookAgain(EXIT_STATUS_TIMEOUT),
         }
-        if poll.expired() {
-            bail!(
-                "the log of {container} in pod {pod} ended but it reported no exit code within {}s; its result is unknown",
-                EXIT_STATUS_TIMEOUT.as_secs()
-            );
-        }
-        match watch.next(poll.remaining()).await? {
-            Look::Changed(p) => current = *p,
-            Look::Unchanged => {}
-            Look::Gone => bail!("pod {pod} was deleted before its step reported an exit code"),
-        }
+    };
+    let deadline = Deadline::after(EXIT_STATUS_TIMEOUT);
+    let (watch, first) = PodWatch::start(kube, pod, can_watch, POLL_CAP).await?;
+    let first = first.with_context(|| format!("pod {pod} was deleted before its step ended"))?;
+    match watch.follow(Some(first), deadline, decide).await? {
+        Followed::Decided(t) => t,
+        Followed::TimedOut(_) => bail!(
+            "the log of {container} in pod {pod} ended but it reported no exit code within {}s; its result is unknown",
+            EXIT_STATUS_TIMEOUT.as_secs()
+        ),
+        Followed::Gone => bail!("pod {pod} was deleted before its step reported an exit code"),
     }
 }

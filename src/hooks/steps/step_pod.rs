@@ -94,7 +94,7 @@ async fn run_pod(
             )?;
         wait_init_running(kube, name, FILES_IN_CONTAINER, opts)
             .await
-            .map_err(|f| anyhow::anyhow!("the step's pod did not start: {f}"))?;
+            .context("the step's pod did not start")?;
         let receiver = ExecTarget {
             pod: name,
             container: FILES_IN_CONTAINER,
@@ -124,7 +124,7 @@ async fn run_pod(
     }
     wait_running(kube, name, opts)
         .await
-        .map_err(|f| anyhow::anyhow!("the step's container did not start: {f}"))?;
+        .context("the step's container did not start")?;
     crate::k8s::logs::follow(kube, name, STEP_CONTAINER_NAME, tokio::io::stdout()).await?;
     let t = super::job::terminated(
         kube,
