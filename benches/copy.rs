@@ -308,6 +308,7 @@ async fn sim_target(
         waiting_notice: None,
         accept_finished: false,
         image_pull_wait: Duration::ZERO,
+        progress: arc_hook::k8s::progress::silent,
     };
     wait_running(&kube, POD, opts)
         .await

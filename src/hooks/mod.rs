@@ -139,7 +139,13 @@ pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> Wa
         waiting_notice: Some(crate::k8s::wait::WAITING_NOTICE),
         accept_finished,
         image_pull_wait: config.image_pull_wait,
+        progress: wait_progress,
     }
+}
+
+/// Where the hooks' waits report: one `arc-hook:` line of the job log per notice.
+pub fn wait_progress(notice: &crate::k8s::progress::WaitNotice<'_>) {
+    crate::joblog::notice(notice);
 }
 
 /// Prints one line for the job log.

@@ -174,6 +174,7 @@ async fn wait_for_start_up_taints(
         &config.wait_for_node_taints,
         config.node_taints_timeout,
         granted.has(Extra::WatchNodes),
+        super::wait_progress,
     )
     .await?;
     tracing::debug!(

@@ -7,6 +7,7 @@ use kube::api::{Patch, PatchParams};
 use tokio::io::AsyncWrite;
 
 use super::pod_watch::{Deadline, Decision, Followed, follow_pod};
+use super::progress::Progress;
 use super::retry::with_retry;
 use super::wait::{FATAL_WAITING, PullWait};
 use super::{K8sError, Kube};
@@ -166,8 +167,9 @@ pub async fn wait_started(
     timeout: Duration,
     image_pull_wait: Duration,
     can_watch: bool,
+    progress: Progress,
 ) -> Result<EphemeralState, EphemeralError> {
-    let mut pulls = PullWait::new(image_pull_wait);
+    let mut pulls = PullWait::new(image_pull_wait, progress);
     let watched = follow(
         kube,
         pod,

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod node_wait;
 pub mod owned;
 pub mod pod_watch;
+pub mod progress;
 pub mod rbac;
 pub mod ready;
 pub mod retry;

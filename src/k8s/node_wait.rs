@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use k8s_openapi::api::core::v1::Node;
 
 use super::pod_watch::{Deadline, Decision, Followed, ObjectWatch};
+use super::progress::{Progress, WaitNotice};
 use super::{K8sError, Kube};
 
 /// How often the job log hears that the node still carries its start-up taints.
@@ -64,6 +65,7 @@ pub async fn wait_untainted(
     keys: &[String],
     timeout: Duration,
     can_watch: bool,
+    progress: Progress,
 ) -> Result<Duration, NodeWaitError> {
     let api_error = |source: K8sError| {
         if source.is_not_found() {
@@ -89,12 +91,12 @@ pub async fn wait_untainted(
         let now = Instant::now();
         // At the deadline the timeout speaks, not one more notice.
         if now >= next_notice && !deadline.expired() {
-            println!(
-                "arc-hook: node {name} has start-up taint(s) {}; waiting ({}s so far, up to {}s)",
-                present.join(", "),
-                started.elapsed().as_secs(),
-                timeout.as_secs()
-            );
+            progress(&WaitNotice::StartupTaints {
+                node: name,
+                taints: &present.join(", "),
+                so_far: started.elapsed(),
+                limit: timeout,
+            });
             next_notice = now + TAINT_NOTICE;
         }
         Decision::LookAgain(next_notice.saturating_duration_since(now))
@@ -106,10 +108,10 @@ pub async fn wait_untainted(
     {
         Followed::Decided(waited) => {
             if !waited.is_zero() && next_notice > started {
-                println!(
-                    "arc-hook: node {name} lost its start-up taints after {}s",
-                    waited.as_secs()
-                );
+                progress(&WaitNotice::TaintsGone {
+                    node: name,
+                    after: waited,
+                });
             }
             Ok(waited)
         }

@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 
 use super::pod_watch::{Backoff, Deadline, Decision, Followed, Opened, follow_pod, open_watch};
+use super::progress::{Progress, WaitNotice};
 use super::retry::with_retry;
 use super::{K8sError, Kube};
 
@@ -77,6 +78,7 @@ pub fn image_not_found(message: &str) -> bool {
 #[derive(Debug)]
 pub struct PullWait {
     limit: Duration,
+    progress: Progress,
     since: Option<Instant>,
     next_notice: Option<Instant>,
     not_found: std::collections::BTreeMap<String, bool>,
@@ -84,9 +86,10 @@ pub struct PullWait {
 
 impl PullWait {
     /// A wait of at most `limit` per episode; zero: never wait (pull errors fail at once).
-    pub fn new(limit: Duration) -> Self {
+    pub fn new(limit: Duration, progress: Progress) -> Self {
         Self {
             limit,
+            progress,
             since: None,
             next_notice: None,
             not_found: Default::default(),
@@ -150,11 +153,11 @@ impl PullWait {
             ));
         }
         if self.next_notice.is_none_or(|t| now >= t) {
-            println!(
-                "arc-hook: image {list} is not in the registry yet; waiting for it to be pushed ({}s so far, up to {}s)",
-                since.elapsed().as_secs(),
-                self.limit.as_secs()
-            );
+            (self.progress)(&WaitNotice::ImagesNotPushed {
+                images: &list,
+                so_far: since.elapsed(),
+                limit: self.limit,
+            });
             self.next_notice = Some(now + WAITING_NOTICE);
         }
         Ok(())
@@ -185,10 +188,7 @@ impl PullWait {
         };
         self.next_notice = None;
         let waited = since.elapsed();
-        println!(
-            "arc-hook: waited {}s for the image to be pushed",
-            waited.as_secs()
-        );
+        (self.progress)(&WaitNotice::ImagesPushed { waited });
         waited
     }
 }
@@ -398,6 +398,8 @@ pub struct WaitOptions {
     /// How long a container whose image the registry does not have (yet) is waited for, apart
     /// from `timeout` (zero: such a pull error fails at once).
     pub image_pull_wait: Duration,
+    /// Where the wait's notices go (the job log, for the hooks).
+    pub progress: Progress,
 }
 
 /// The statuses of a pod still on its way (init containers, then containers); none for a pod
@@ -606,7 +608,7 @@ async fn wait_until(
     seen: &mut Milestones,
     done: &dyn Fn(&Pod) -> bool,
 ) -> Result<Pod, PodFailure> {
-    let mut pulls = PullWait::new(opts.image_pull_wait);
+    let mut pulls = PullWait::new(opts.image_pull_wait, opts.progress);
     let mut unschedulable_since: Option<Instant> = None;
     let mut next_notice: Option<Instant> = None;
     let fail = |summary: String| async move {
@@ -677,11 +679,12 @@ async fn wait_until(
                 if let Some(every) = opts.waiting_notice {
                     let due = next_notice.is_none_or(|t| Instant::now() >= t);
                     if due {
-                        println!(
-                            "arc-hook: pod {name} is waiting for the scheduler ({}s so far, up to {}s): {why}",
-                            since.elapsed().as_secs(),
-                            opts.timeout.as_secs()
-                        );
+                        (opts.progress)(&WaitNotice::Unschedulable {
+                            pod: name,
+                            why: &why,
+                            so_far: since.elapsed(),
+                            limit: opts.timeout,
+                        });
                         next_notice = Some(Instant::now() + every);
                     }
                 }
@@ -799,6 +802,7 @@ async fn all_deleted<K: kube::Resource>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::progress::silent;
     use serde_json::json;
 
     fn pod(status: serde_json::Value) -> Pod {
@@ -870,12 +874,12 @@ mod tests {
     #[test]
     fn a_pull_wait_follows_missing_images_through_the_back_off() {
         let nf = "rpc error: code = NotFound desc = failed to pull and unpack image \"b:1\": failed to resolve reference \"b:1\": b:1: not found";
-        let mut off = PullWait::new(Duration::ZERO);
+        let mut off = PullWait::new(Duration::ZERO, silent);
         assert_eq!(
             off.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf)]),
             None
         );
-        let mut w = PullWait::new(Duration::from_secs(60));
+        let mut w = PullWait::new(Duration::from_secs(60), silent);
         let creating = waiting("redis", "redis:7", "ContainerCreating", "");
         assert_eq!(
             w.missing_images(&[waiting("job", "b:1", "ErrImagePull", nf), creating.clone()]),
@@ -893,7 +897,7 @@ mod tests {
             Some(vec!["b:1".to_string()])
         );
         assert_eq!(
-            PullWait::new(Duration::from_secs(60)).missing_images(&[old_back_off]),
+            PullWait::new(Duration::from_secs(60), silent).missing_images(&[old_back_off]),
             None
         );
         // Any other failure beside it ends the wait.
@@ -915,7 +919,7 @@ mod tests {
 
     #[test]
     fn a_pull_wait_gives_up_at_its_limit_naming_the_image() {
-        let mut w = PullWait::new(Duration::from_millis(1));
+        let mut w = PullWait::new(Duration::from_millis(1), silent);
         assert!(w.keep_waiting(&["b:1".into()], "not found").is_ok());
         std::thread::sleep(Duration::from_millis(5));
         let e = w

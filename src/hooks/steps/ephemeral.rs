@@ -240,6 +240,7 @@ async fn run_added(
         config.prepare_timeout,
         config.image_pull_wait,
         can_watch,
+        crate::hooks::wait_progress,
     )
     .await?;
     ephemeral::follow_log(kube, pod, name, tokio::io::stdout()).await?;
