@@ -1,6 +1,8 @@
 //! End to end: the exporter against the fake GitHub, scraped by a real Prometheus server that
 //! evaluates deploy/monitoring's rules while the scenario changes; alert states read from its API.
 mod fake_github;
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,7 +199,7 @@ fn extract_rules(dir: &Path) -> PathBuf {
     path
 }
 
-/// Whether the Prometheus server is here; in CI its absence is a failure, elsewhere a loud skip.
+/// Whether the Prometheus server is here, as `prerequisite::require` says.
 fn prometheus_available() -> bool {
     let found = std::process::Command::new("prometheus")
         .arg("--version")
@@ -205,16 +207,10 @@ fn prometheus_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prometheus is not installed: .ci/run installs the Debian package `prometheus`"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: exporter end-to-end test needs the `prometheus` server (Debian package `prometheus`) !!!\n"
-        );
-    }
-    found
+    prerequisite::require(
+        found,
+        "the `prometheus` server (.ci/run installs the Debian package `prometheus`)",
+    )
 }
 
 fn at(base: DateTime<Utc>, secs: i64) -> DateTime<Utc> {

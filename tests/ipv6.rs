@@ -24,18 +24,9 @@ fn web_service() -> serde_json::Value {
 }
 
 /// Whether the simulator gives each pod a network of its own (root), so the service's port is
-/// the pod's and not the host's. Under CI=true its absence fails the test; elsewhere the test
-/// says why it does not run.
+/// the pod's and not the host's.
 fn pods_get_own_networks() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the IPv6 job needs the simulator's per-pod network namespaces: run as root"
-    );
-    eprintln!("skipping: the IPv6 job's service needs a per-pod network namespace (root)");
-    false
+    common::require_root("a per-pod network namespace for the IPv6 job's service")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,11 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod prerequisite;
+
+// Not every test binary that includes this harness needs a prerequisite.
+#[allow(unused_imports)]
+pub use prerequisite::{require, require_program, require_root};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
