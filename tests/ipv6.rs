@@ -82,7 +82,5 @@ async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
         .await;
     s.assert_ok();
     assert!(s.stdout.contains("service answered 200"), "{}", s.stdout);
-    r.cleanup().await.assert_ok();
-    assert!(r.pods_of(common::RUNNER).await.is_empty());
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }

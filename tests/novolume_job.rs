@@ -279,11 +279,7 @@ async fn copy_mode_a_step_survives_cut_streams_and_an_api_restart() {
 async fn claim_mode_steps_work_over_exec_v4() {
     let mut cfg = sim_config();
     cfg.exec_v4_only = true;
-    let mut r = Runner::start(cfg).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(cfg, job_args("ubuntu:24.04", json!([]))).await;
     let (out, out_local) = file_command(&r, "set_output", 1);
     let step = r
         .script_step(

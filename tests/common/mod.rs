@@ -268,6 +268,31 @@ impl Runner {
         self.hook_with_env(&input, extra).await
     }
 
+    /// The frame most tests share, first half: a runner on a fresh simulator (from `cfg`) whose
+    /// prepare_job for `args` succeeded.
+    pub async fn prepared(cfg: SimConfig, args: Value) -> Runner {
+        let mut r = Runner::start(cfg).await;
+        r.prepare(args).await.0.assert_ok();
+        r
+    }
+
+    /// The frame's second half: cleanup_job succeeds, nothing labelled for this runner is left
+    /// (pods, secrets), and the simulator stops.
+    pub async fn clean_up(self) {
+        self.cleanup().await.assert_ok();
+        assert_eq!(
+            self.pods_of(&self.name).await,
+            Vec::<String>::new(),
+            "pods left"
+        );
+        assert_eq!(
+            self.secrets_of(&self.name).await,
+            Vec::<String>::new(),
+            "secrets left"
+        );
+        self.sim.shutdown().await;
+    }
+
     pub async fn cleanup(&self) -> HookRun {
         let input = json!({"command": "cleanup_job", "responseFile": null, "state": self.state.clone().unwrap_or(json!({})), "args": {}});
         self.hook(&input).await
