@@ -287,14 +287,7 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
     );
 
     let exporter = Exporter::new(Config {
-        api_url: fake.url(),
-        scope: Scope::Org("acme".into()),
         credentials: Credentials::Token(TOKEN.into()),
-        window: Duration::from_secs(24 * 3600),
-        branch_allow_list: Vec::new(),
-        runner_label_allow_list: Vec::new(),
-        state_file: None,
-        webhook_secret: None,
         client: ClientOptions {
             request_timeout: Duration::from_secs(5),
             rate_limit_reserve: 0,
@@ -302,14 +295,10 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
             max_retries: 1,
         },
         concurrency: 2,
-        rerun_lookback: Duration::from_secs(3600),
+        ..fake.exporter_config(Scope::Org("acme".into()))
     })
     .expect("exporter builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(axum::serve(listener, exporter.router()).into_future());
+    let addr = fake_github::serve_exporter(&exporter).await;
     let poller = {
         let exporter = exporter.clone();
         tokio::spawn(async move {
@@ -521,5 +510,4 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
 
     prom.stop().await;
     poller.abort();
-    server.abort();
 }
