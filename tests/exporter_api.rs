@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::github::{ClientOptions, Credentials};
+use arc_hook::exporter::github::ClientOptions;
 use arc_hook::exporter::metrics::Format;
 use arc_hook::exporter::webhook::sign;
 use arc_hook::exporter::{Config, Exporter};

@@ -1,10 +1,8 @@
 //! GitHub App auth against the fake API: RS256 JWT exchanged for an installation token, refreshed before expiry.
 mod fake_github;
 
-use std::time::Duration;
-
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::github::{ClientOptions, Credentials};
+use arc_hook::exporter::github::Credentials;
 use arc_hook::exporter::{Config, Exporter};
 use chrono::Utc;
 use fake_github::{FakeGitHub, job, run};
