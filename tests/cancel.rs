@@ -105,7 +105,7 @@ fn a_step_failure_ends_with_its_own_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infrastructure_failure_ends_with_its_own_line() {
-    let mut r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     r.sim
         .evict_pod("default", "arc-runner-test-workflow")
         .await
@@ -134,12 +134,8 @@ async fn interleaved_output_keeps_its_order(copy: bool) {
         .0
         .assert_ok();
     let s = r
-        .script_step(
-            "echo out-1; echo err-2 >&2; echo out-3; sleep 0.2; echo err-4 >&2; echo out-5\n",
-            json!({}),
-        )
+        .step_ok("echo out-1; echo err-2 >&2; echo out-3; sleep 0.2; echo err-4 >&2; echo out-5\n")
         .await;
-    s.assert_ok();
     assert!(
         s.stdout.contains("out-1\nerr-2\nout-3\nerr-4\nout-5\n"),
         "stdout:\n{}\nstderr:\n{}",

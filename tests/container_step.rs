@@ -337,8 +337,7 @@ async fn a_failing_step_pod_keeps_its_code_its_outputs_and_its_changes() {
     );
     assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
     // What the action wrote in the workspace is in the job pod for the next step.
-    let next = r.script_step("cat from-action\n", json!({})).await;
-    next.assert_ok();
+    let next = r.step_ok("cat from-action\n").await;
     assert!(next.stdout.contains("made-by-action"), "{}", next.stdout);
     r.cleanup().await.assert_ok();
 }
@@ -431,7 +430,7 @@ fn write_action(r: &Runner) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dockerfile_step_without_a_builder_says_how_to_enable_it() {
-    let mut r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     let dockerfile = write_action(&r);
     let run = r
         .hook(&step_input(

@@ -54,12 +54,7 @@ async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
     let resp = resp.expect("response");
     assert_eq!(resp["context"]["services"][0]["ports"]["8080"], "8080");
 
-    let pod = r
-        .pods()
-        .await
-        .get("arc-runner-test-workflow")
-        .await
-        .expect("workflow pod");
+    let pod = r.job_pod().await;
     let status = pod.status.expect("status");
     let ips: Vec<String> = status
         .pod_ips
@@ -74,13 +69,7 @@ async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
     );
     assert_eq!(status.host_ip.as_deref(), Some("::1"));
 
-    let s = r
-        .script_step(
-            "python3 -c 'import urllib.request; print(\"service answered\", urllib.request.urlopen(\"http://[::1]:8080/\", timeout=5).status)'\n",
-            json!({}),
-        )
-        .await;
-    s.assert_ok();
+    let s = r.step_ok("python3 -c 'import urllib.request; print(\"service answered\", urllib.request.urlopen(\"http://[::1]:8080/\", timeout=5).status)'\n").await;
     assert!(s.stdout.contains("service answered 200"), "{}", s.stdout);
     r.clean_up().await;
 }

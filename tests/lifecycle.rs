@@ -50,12 +50,8 @@ async fn full_job_with_a_service() {
 
     // Step 1 writes into the workspace; the runner sees it (shared work volume).
     let s1 = r
-        .script_step(
-            "echo built > artifact.txt\necho step-one-out; echo step-one-err >&2\n",
-            json!({}),
-        )
+        .step_ok("echo built > artifact.txt\necho step-one-out; echo step-one-err >&2\n")
         .await;
-    s1.assert_ok();
     assert!(s1.stdout.contains("step-one-out"), "{}", s1.stdout);
     // stdout and stderr of a script step arrive together, in order, on the hook's stdout.
     assert!(s1.stdout.contains("step-one-err"), "{}", s1.stdout);
@@ -66,22 +62,12 @@ async fn full_job_with_a_service() {
 
     // Step 2 sees the job container's env and step 1's file.
     let s2 = r
-        .script_step(
-            "test \"$FROM_PREPARE\" = yes\ncat artifact.txt\n",
-            json!({}),
-        )
+        .step_ok("test \"$FROM_PREPARE\" = yes\ncat artifact.txt\n")
         .await;
-    s2.assert_ok();
     assert!(s2.stdout.contains("built"));
 
     // Step 3 reaches the service over the pod's network.
-    let s3 = r
-        .script_step(
-            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(600):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
-            json!({}),
-        )
-        .await;
-    s3.assert_ok();
+    let s3 = r.step_ok("python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(600):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n").await;
     assert!(s3.stdout.contains("service answered"), "{}", s3.stdout);
 
     r.cleanup().await.assert_ok();
@@ -416,8 +402,7 @@ async fn api_error_bursts_are_ridden_out() {
         .0
         .assert_ok();
     r.sim.faults().update(|f| f.error_status = 429);
-    let s = r.script_step("echo through the storm\n", json!({})).await;
-    s.assert_ok();
+    let s = r.step_ok("echo through the storm\n").await;
     assert!(s.stdout.contains("through the storm"));
     r.cleanup().await.assert_ok();
     r.sim.faults().clear();

@@ -143,6 +143,22 @@ impl Runner {
             .expect("runner pod created");
     }
 
+    /// This runner's workflow (job) pod as the API has it now.
+    pub async fn job_pod(&self) -> Pod {
+        self.pods()
+            .await
+            .get(&format!("{}-workflow", self.name))
+            .await
+            .expect("the workflow pod exists")
+    }
+
+    /// A script step (no step env) that must succeed; what it printed.
+    pub async fn step_ok(&self, script: &str) -> HookRun {
+        let run = self.script_step(script, json!({})).await;
+        run.assert_ok();
+        run
+    }
+
     pub async fn pods(&self) -> kube::Api<Pod> {
         kube::Api::default_namespaced(self.sim.client().await)
     }
