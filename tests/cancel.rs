@@ -105,11 +105,7 @@ fn a_step_failure_ends_with_its_own_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infrastructure_failure_ends_with_its_own_line() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     r.sim
         .evict_pod("default", "arc-runner-test-workflow")
         .await
@@ -124,8 +120,7 @@ async fn an_infrastructure_failure_ends_with_its_own_line() {
         s.stderr
     );
     assert!(!s.stdout.contains("arc-hook: step failed:"), "{}", s.stdout);
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 async fn interleaved_output_keeps_its_order(copy: bool) {
@@ -139,20 +134,15 @@ async fn interleaved_output_keeps_its_order(copy: bool) {
         .0
         .assert_ok();
     let s = r
-        .script_step(
-            "echo out-1; echo err-2 >&2; echo out-3; sleep 0.2; echo err-4 >&2; echo out-5\n",
-            json!({}),
-        )
+        .step_ok("echo out-1; echo err-2 >&2; echo out-3; sleep 0.2; echo err-4 >&2; echo out-5\n")
         .await;
-    s.assert_ok();
     assert!(
         s.stdout.contains("out-1\nerr-2\nout-3\nerr-4\nout-5\n"),
         "stdout:\n{}\nstderr:\n{}",
         s.stdout,
         s.stderr
     );
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,11 +235,7 @@ async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
         .map(String::from)
         .to_vec(),
     );
-    let mut r = Runner::start(cfg).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(cfg, job_args("ubuntu:24.04", json!([]))).await;
     let hook = spawn_hook(&r, &container_step(&r, Some("long-action:1"), None)).await;
     let started = r.runner_path("repo/repo/started");
     let ticks = r.runner_path("repo/repo/ticks");
@@ -272,8 +258,7 @@ async fn a_cancelled_ephemeral_container_step_stops_its_processes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = std::fs::read_to_string(&ticks).expect("ticks").len();
     assert_eq!(before, after, "the step's background child still runs");
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 /// No-volume mode under ARC's novolume Role: a container step runs in a pod of its own; cancelled
@@ -338,8 +323,7 @@ async fn a_cancelled_step_pod_is_deleted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "the step's pod {step_pod} is gone");
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 /// A Dockerfile action cancelled while its image builds: the builder pod is deleted.
@@ -405,6 +389,5 @@ async fn a_cancelled_image_build_deletes_its_builder_pod() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gone, "the builder pod is still there");
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }

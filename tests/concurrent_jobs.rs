@@ -1,5 +1,6 @@
 //! Twenty copies of a recorded job, each with its own runner, at the same moment against one simulator: none fails, nothing is left behind, and no two live jobs on the node hold one cache slot.
 
+mod common;
 #[path = "concurrent_support/mod.rs"]
 mod concurrent_support;
 
@@ -8,18 +9,9 @@ use concurrent_support::{Outcome, Scenario, run};
 const JOBS: usize = 20;
 
 /// Whether the simulator can give each pod a network of its own (root): without it, twenty
-/// service containers share the host's and all but one fail to bind :8080. Under CI=true its
-/// absence fails the test; elsewhere the test says why it does not run.
+/// service containers share the host's and all but one fail to bind :8080.
 fn pods_get_own_networks() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "concurrent jobs need the simulator's per-pod network namespaces: run as root"
-    );
-    eprintln!("skipping: concurrent jobs' services need per-pod network namespaces (root)");
-    false
+    common::require_root("per-pod network namespaces for twenty jobs' services")
 }
 
 async fn play(scenario: Scenario) -> Option<Outcome> {

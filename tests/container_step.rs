@@ -117,11 +117,7 @@ async fn ephemeral_names(r: &Runner) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_runs_in_the_job_pod_with_its_own_entrypoint() {
-    let mut r = Runner::start(action_cfg()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(action_cfg(), job_args("ubuntu:24.04", json!([]))).await;
     let (run, output) = run_action(&r).await;
     assert_action_ran(&run, &output);
     assert!(!run.stdout.contains("separate Jobs"), "{}", run.stdout);
@@ -187,11 +183,7 @@ async fn a_step_reaches_a_service_container() {
 async fn without_the_permission_steps_run_as_jobs_and_say_so_once() {
     let mut cfg = action_cfg();
     cfg.rbac = Some(arc_chart_default_role());
-    let mut r = Runner::start(cfg).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(cfg, job_args("ubuntu:24.04", json!([]))).await;
     let (first, output) = run_action(&r).await;
     assert_action_ran(&first, &output);
     assert!(
@@ -345,8 +337,7 @@ async fn a_failing_step_pod_keeps_its_code_its_outputs_and_its_changes() {
     );
     assert!(step_pods(&r).await.is_empty(), "the step's pod is gone");
     // What the action wrote in the workspace is in the job pod for the next step.
-    let next = r.script_step("cat from-action\n", json!({})).await;
-    next.assert_ok();
+    let next = r.step_ok("cat from-action\n").await;
     assert!(next.stdout.contains("made-by-action"), "{}", next.stdout);
     r.cleanup().await.assert_ok();
 }
@@ -412,11 +403,7 @@ async fn an_oom_killed_step_pod_is_an_infrastructure_failure() {
 async fn claim_mode_without_ephemeral_containers_or_jobs_runs_the_step_in_a_pod() {
     let mut cfg = action_cfg();
     cfg.rbac = Some(arc_chart_novolume_role());
-    let mut r = Runner::start(cfg).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(cfg, job_args("ubuntu:24.04", json!([]))).await;
     let (run, output) = run_action(&r).await;
     assert_action_ran(&run, &output);
     assert!(
@@ -443,11 +430,7 @@ fn write_action(r: &Runner) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dockerfile_step_without_a_builder_says_how_to_enable_it() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     let dockerfile = write_action(&r);
     let run = r
         .hook(&step_input(

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::github::{ClientOptions, Credentials};
+use arc_hook::exporter::github::ClientOptions;
 use arc_hook::exporter::metrics::Format;
 use arc_hook::exporter::webhook::sign;
 use arc_hook::exporter::{Config, Exporter};
@@ -22,13 +22,6 @@ const SECRET: &[u8] = b"hook-secret";
 
 fn config(fake: &FakeGitHub, scope: Scope) -> Config {
     Config {
-        api_url: fake.url(),
-        scope,
-        credentials: Credentials::Token("ghp_test".into()),
-        window: Duration::from_secs(24 * 3600),
-        branch_allow_list: Vec::new(),
-        runner_label_allow_list: Vec::new(),
-        state_file: None,
         webhook_secret: Some(SECRET.to_vec()),
         client: ClientOptions {
             request_timeout: Duration::from_secs(10),
@@ -38,6 +31,7 @@ fn config(fake: &FakeGitHub, scope: Scope) -> Config {
         },
         concurrency: 2,
         rerun_lookback: Duration::from_secs(6 * 3600),
+        ..fake.exporter_config(scope)
     }
 }
 
@@ -747,13 +741,7 @@ async fn corrupt_state_file_is_set_aside_and_the_exporter_starts_fresh() {
 }
 
 async fn serve(exporter: &Exporter) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = exporter.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
+    format!("http://{}", fake_github::serve_exporter(exporter).await)
 }
 
 async fn http(

@@ -1,10 +1,8 @@
 //! GitHub App auth against the fake API: RS256 JWT exchanged for an installation token, refreshed before expiry.
 mod fake_github;
 
-use std::time::Duration;
-
 use arc_hook::exporter::collect::Scope;
-use arc_hook::exporter::github::{ClientOptions, Credentials};
+use arc_hook::exporter::github::Credentials;
 use arc_hook::exporter::{Config, Exporter};
 use chrono::Utc;
 use fake_github::{FakeGitHub, job, run};
@@ -41,20 +39,8 @@ z7wh4pKDrudTGEcrEHFIVTPtB8zycPXHIFK01GmTbbCDzgs9oACk
 
 fn config(fake: &FakeGitHub, credentials: Credentials) -> Config {
     Config {
-        api_url: fake.url(),
-        scope: Scope::Repos(vec!["acme/web".into()]),
         credentials,
-        window: Duration::from_secs(24 * 3600),
-        branch_allow_list: Vec::new(),
-        runner_label_allow_list: Vec::new(),
-        state_file: None,
-        webhook_secret: None,
-        client: ClientOptions {
-            rate_limit_reserve: 0,
-            ..ClientOptions::default()
-        },
-        concurrency: 1,
-        rerun_lookback: Duration::from_secs(3600),
+        ..fake.exporter_config(Scope::Repos(vec!["acme/web".into()]))
     }
 }
 

@@ -3,6 +3,8 @@
 //! against GitHub's OpenAPI description (`@octokit/openapi`). `.ci/run` installs both into
 //! target/test-data/ (never committed).
 mod fake_github;
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,21 +25,17 @@ use serde_json::Value;
 
 const SECRET: &[u8] = b"payload-secret";
 
-/// The installed npm package `name`, or `None` (a loud skip; a failure in CI).
+/// The installed npm package `name`, or `None` (as `prerequisite::require` says).
 fn test_data(name: &str) -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/test-data/node_modules")
         .join(name);
-    if dir.join("package.json").exists() {
-        return Some(dir);
-    }
     let hint = "install it with: npm install --prefix target/test-data @octokit/webhooks-examples@7.6.1 @octokit/openapi@23.0.2 (.ci/run does)";
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "test data {name} missing; {hint}"
-    );
-    eprintln!("\n!!! SKIPPED: test data {name} is not installed; {hint} !!!\n");
-    None
+    prerequisite::require(
+        dir.join("package.json").exists(),
+        &format!("the test data {name}; {hint}"),
+    )
+    .then_some(dir)
 }
 
 fn read_json(path: &Path) -> Value {

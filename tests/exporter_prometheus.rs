@@ -1,6 +1,8 @@
 //! End to end: the exporter against the fake GitHub, scraped by a real Prometheus server that
 //! evaluates deploy/monitoring's rules while the scenario changes; alert states read from its API.
 mod fake_github;
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,7 +199,7 @@ fn extract_rules(dir: &Path) -> PathBuf {
     path
 }
 
-/// Whether the Prometheus server is here; in CI its absence is a failure, elsewhere a loud skip.
+/// Whether the Prometheus server is here, as `prerequisite::require` says.
 fn prometheus_available() -> bool {
     let found = std::process::Command::new("prometheus")
         .arg("--version")
@@ -205,16 +207,10 @@ fn prometheus_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prometheus is not installed: .ci/run installs the Debian package `prometheus`"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: exporter end-to-end test needs the `prometheus` server (Debian package `prometheus`) !!!\n"
-        );
-    }
-    found
+    prerequisite::require(
+        found,
+        "the `prometheus` server (.ci/run installs the Debian package `prometheus`)",
+    )
 }
 
 fn at(base: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
@@ -291,14 +287,7 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
     );
 
     let exporter = Exporter::new(Config {
-        api_url: fake.url(),
-        scope: Scope::Org("acme".into()),
         credentials: Credentials::Token(TOKEN.into()),
-        window: Duration::from_secs(24 * 3600),
-        branch_allow_list: Vec::new(),
-        runner_label_allow_list: Vec::new(),
-        state_file: None,
-        webhook_secret: None,
         client: ClientOptions {
             request_timeout: Duration::from_secs(5),
             rate_limit_reserve: 0,
@@ -306,14 +295,10 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
             max_retries: 1,
         },
         concurrency: 2,
-        rerun_lookback: Duration::from_secs(3600),
+        ..fake.exporter_config(Scope::Org("acme".into()))
     })
     .expect("exporter builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(axum::serve(listener, exporter.router()).into_future());
+    let addr = fake_github::serve_exporter(&exporter).await;
     let poller = {
         let exporter = exporter.clone();
         tokio::spawn(async move {
@@ -525,5 +510,4 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
 
     prom.stop().await;
     poller.abort();
-    server.abort();
 }

@@ -24,18 +24,9 @@ fn web_service() -> serde_json::Value {
 }
 
 /// Whether the simulator gives each pod a network of its own (root), so the service's port is
-/// the pod's and not the host's. Under CI=true its absence fails the test; elsewhere the test
-/// says why it does not run.
+/// the pod's and not the host's.
 fn pods_get_own_networks() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the IPv6 job needs the simulator's per-pod network namespaces: run as root"
-    );
-    eprintln!("skipping: the IPv6 job's service needs a per-pod network namespace (root)");
-    false
+    common::require_root("a per-pod network namespace for the IPv6 job's service")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,12 +54,7 @@ async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
     let resp = resp.expect("response");
     assert_eq!(resp["context"]["services"][0]["ports"]["8080"], "8080");
 
-    let pod = r
-        .pods()
-        .await
-        .get("arc-runner-test-workflow")
-        .await
-        .expect("workflow pod");
+    let pod = r.job_pod().await;
     let status = pod.status.expect("status");
     let ips: Vec<String> = status
         .pod_ips
@@ -83,15 +69,7 @@ async fn a_job_runs_where_pods_have_only_ipv6_addresses() {
     );
     assert_eq!(status.host_ip.as_deref(), Some("::1"));
 
-    let s = r
-        .script_step(
-            "python3 -c 'import urllib.request; print(\"service answered\", urllib.request.urlopen(\"http://[::1]:8080/\", timeout=5).status)'\n",
-            json!({}),
-        )
-        .await;
-    s.assert_ok();
+    let s = r.step_ok("python3 -c 'import urllib.request; print(\"service answered\", urllib.request.urlopen(\"http://[::1]:8080/\", timeout=5).status)'\n").await;
     assert!(s.stdout.contains("service answered 200"), "{}", s.stdout);
-    r.cleanup().await.assert_ok();
-    assert!(r.pods_of(common::RUNNER).await.is_empty());
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }

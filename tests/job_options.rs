@@ -26,13 +26,7 @@ async fn a_job_sees_its_shm_size_and_option_env() {
         "{}",
         run.stdout
     );
-    let s = r
-        .script_step(
-            "df -B1 --output=size,fstype /dev/shm | tail -1\necho \"env=$FROM_OPTIONS\"\nhead -c 1048576 /dev/zero > /dev/shm/probe && echo wrote\n",
-            json!({}),
-        )
-        .await;
-    s.assert_ok();
+    let s = r.step_ok("df -B1 --output=size,fstype /dev/shm | tail -1\necho \"env=$FROM_OPTIONS\"\nhead -c 1048576 /dev/zero > /dev/shm/probe && echo wrote\n").await;
     let mut lines = s.stdout.lines();
     let df: Vec<&str> = lines
         .next()
@@ -78,12 +72,7 @@ async fn privileged_is_refused_before_anything_is_created() {
         )
         .await;
     run.assert_ok();
-    let pod = r
-        .pods()
-        .await
-        .get("arc-runner-test-workflow")
-        .await
-        .expect("workflow pod");
+    let pod = r.job_pod().await;
     let sc = pod.spec.expect("spec").containers[0]
         .security_context
         .clone()

@@ -50,12 +50,8 @@ async fn full_job_with_a_service() {
 
     // Step 1 writes into the workspace; the runner sees it (shared work volume).
     let s1 = r
-        .script_step(
-            "echo built > artifact.txt\necho step-one-out; echo step-one-err >&2\n",
-            json!({}),
-        )
+        .step_ok("echo built > artifact.txt\necho step-one-out; echo step-one-err >&2\n")
         .await;
-    s1.assert_ok();
     assert!(s1.stdout.contains("step-one-out"), "{}", s1.stdout);
     // stdout and stderr of a script step arrive together, in order, on the hook's stdout.
     assert!(s1.stdout.contains("step-one-err"), "{}", s1.stdout);
@@ -66,22 +62,12 @@ async fn full_job_with_a_service() {
 
     // Step 2 sees the job container's env and step 1's file.
     let s2 = r
-        .script_step(
-            "test \"$FROM_PREPARE\" = yes\ncat artifact.txt\n",
-            json!({}),
-        )
+        .step_ok("test \"$FROM_PREPARE\" = yes\ncat artifact.txt\n")
         .await;
-    s2.assert_ok();
     assert!(s2.stdout.contains("built"));
 
     // Step 3 reaches the service over the pod's network.
-    let s3 = r
-        .script_step(
-            "python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(600):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n",
-            json!({}),
-        )
-        .await;
-    s3.assert_ok();
+    let s3 = r.step_ok("python3 - <<'PY'\nimport time, urllib.request\nfor _ in range(600):\n    try:\n        print('service answered', len(urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2).read()))\n        break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer')\nPY\n").await;
     assert!(s3.stdout.contains("service answered"), "{}", s3.stdout);
 
     r.cleanup().await.assert_ok();
@@ -92,11 +78,7 @@ async fn full_job_with_a_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_exit_code_is_the_hooks() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     let s = r
         .script_step("echo about to fail\nexit 3\n", json!({}))
         .await;
@@ -104,17 +86,12 @@ async fn step_exit_code_is_the_hooks() {
     assert!(s.stdout.contains("about to fail"));
     let s = r.script_step("exit 0\n", json!({})).await;
     assert_eq!(s.code, 0);
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_values_arrive_byte_exact() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     let big: String = (0..100 * 1024)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
@@ -144,17 +121,12 @@ async fn environment_values_arrive_byte_exact() {
         !std::path::Path::new("/tmp/pwned").exists(),
         "no value was executed"
     );
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepend_path_and_working_directory() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     std::fs::create_dir_all(r.runner_path("_tool/mytool/bin")).expect("mkdir");
     std::fs::write(
         r.runner_path("_tool/mytool/bin/mytool"),
@@ -175,8 +147,7 @@ async fn prepend_path_and_working_directory() {
         "{}",
         s.stdout
     );
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,9 +348,7 @@ async fn full_job_with_only_the_chart_default_role() {
     r.script_step("echo works without watch or events\n", json!({}))
         .await
         .assert_ok();
-    r.cleanup().await.assert_ok();
-    assert!(r.pods_of(common::RUNNER).await.is_empty());
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,8 +402,7 @@ async fn api_error_bursts_are_ridden_out() {
         .0
         .assert_ok();
     r.sim.faults().update(|f| f.error_status = 429);
-    let s = r.script_step("echo through the storm\n", json!({})).await;
-    s.assert_ok();
+    let s = r.step_ok("echo through the storm\n").await;
     assert!(s.stdout.contains("through the storm"));
     r.cleanup().await.assert_ok();
     r.sim.faults().clear();
@@ -444,26 +412,16 @@ async fn api_error_bursts_are_ridden_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_step_outlives_an_idle_timeout() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     common::silent_step_outlives_idle_timeout(&r).await;
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_survives_cut_streams_and_an_api_restart() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     common::chatty_step_survives_cuts_and_an_api_restart(&r).await;
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,8 +430,7 @@ async fn alpine_is_detected() {
     let (run, resp) = r.prepare(job_args("alpine:3.20", json!([]))).await;
     run.assert_ok();
     assert_eq!(resp.expect("response")["isAlpine"], true);
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,11 +447,7 @@ async fn malformed_input_exits_1_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_job_pod_is_named_in_the_next_step() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     r.sim
         .evict_pod("default", "arc-runner-test-workflow")
         .await
@@ -503,17 +456,12 @@ async fn an_evicted_job_pod_is_named_in_the_next_step() {
     assert_ne!(s.code, 0);
     assert!(s.stderr.contains("Evicted"), "{}", s.stderr);
     assert!(s.stderr.contains("low on resource: memory"), "{}", s.stderr);
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oom_killed_job_container_is_named() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     let marker = r.runner_path("repo/repo/started");
     let step = r.script_step("touch started\nsleep 30\n", json!({}));
     let killer = async {
@@ -538,6 +486,5 @@ async fn an_oom_killed_job_container_is_named() {
         "{}",
         s.stdout
     );
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }

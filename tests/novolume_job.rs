@@ -151,13 +151,7 @@ async fn a_pulled_symlink_is_never_written_through() {
     );
     // The refused link was removed from the job's pod (it fails only the step that left it).
     // Step 2 makes a directory of that name with a file: it comes back as a directory.
-    let s2 = r
-        .script_step(
-            "[ -L /__w/_temp/trap ] || echo link-removed\nmkdir /__w/_temp/trap\necho caught > /__w/_temp/trap/f\n",
-            json!({}),
-        )
-        .await;
-    s2.assert_ok();
+    let s2 = r.step_ok("[ -L /__w/_temp/trap ] || echo link-removed\nmkdir /__w/_temp/trap\necho caught > /__w/_temp/trap/f\n").await;
     assert!(s2.stdout.contains("link-removed"), "{}", s2.stdout);
     assert!(
         !outside.path().join("f").exists(),
@@ -279,11 +273,7 @@ async fn copy_mode_a_step_survives_cut_streams_and_an_api_restart() {
 async fn claim_mode_steps_work_over_exec_v4() {
     let mut cfg = sim_config();
     cfg.exec_v4_only = true;
-    let mut r = Runner::start(cfg).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(cfg, job_args("ubuntu:24.04", json!([]))).await;
     let (out, out_local) = file_command(&r, "set_output", 1);
     let step = r
         .script_step(
@@ -355,8 +345,7 @@ async fn no_runner_pod_is_read_and_the_job_pod_is_not_pinned() {
         spec.affinity,
         spec.node_selector
     );
-    let s = r.script_step("echo scheduled anywhere\n", json!({})).await;
-    s.assert_ok();
+    let s = r.step_ok("echo scheduled anywhere\n").await;
     assert!(s.stdout.contains("scheduled anywhere"), "{}", s.stdout);
     r.cleanup().await.assert_ok();
     r.sim.shutdown().await;

@@ -195,8 +195,7 @@ fn script_tokens(script: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_running_as_uid_1001_writes_every_cache() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: running as another user needs root");
+    if !common::require_root("running the job as another user") {
         return;
     }
     let hf = tempfile::tempdir().expect("hf");

@@ -104,8 +104,7 @@ async fn a_tainted_runner_node_delays_the_workflow_pod_until_the_taint_goes() {
     r.script_step("echo on the node\n", json!({}))
         .await
         .assert_ok();
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,8 +178,7 @@ async fn with_every_wait_off_prepare_job_reads_no_node_and_execs_only_its_alpine
         "the alpine check only: {made:?}"
     );
     assert!(!run.stdout.contains("readiness") && !run.stdout.contains("registry yet"));
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,8 +265,7 @@ async fn where_nodes_may_only_be_read_the_wait_reads_instead_of_watching() {
         !asked.iter().any(|l| l.starts_with("watch nodes")),
         "{asked:?}"
     );
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,8 +315,7 @@ async fn a_job_image_pushed_while_prepare_job_waits_is_used() {
         run.stdout
     );
     r.script_step("echo built\n", json!({})).await.assert_ok();
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,8 +431,7 @@ async fn a_readiness_command_that_comes_good_lets_prepare_job_succeed() {
         "{}",
         run.stdout
     );
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,11 +535,7 @@ fn container_step(r: &Runner, image: &str, word: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_steps_image_pushed_while_it_waits_is_used_in_either_step_mode() {
-    let mut r = Runner::start(sim_config()).await;
-    r.prepare(job_args("ubuntu:24.04", json!([])))
-        .await
-        .0
-        .assert_ok();
+    let r = Runner::prepared(sim_config(), job_args("ubuntu:24.04", json!([]))).await;
     for (mode, image) in [
         ("auto", "registry.example.internal/ci/tool:1"),
         ("job", "registry.example.internal/ci/tool:2"),
@@ -578,6 +569,5 @@ async fn a_container_steps_image_pushed_while_it_waits_is_used_in_either_step_mo
     let run = r.hook(&container_step(&r, image, "never")).await;
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("ErrImagePull"), "{}", run.stderr);
-    r.cleanup().await.assert_ok();
-    r.sim.shutdown().await;
+    r.clean_up().await;
 }

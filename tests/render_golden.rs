@@ -2,12 +2,26 @@
 //! and every rendered object is a valid Kubernetes object. `UPDATE_GOLDEN=1 cargo test --test
 //! render_golden` rewrites the files after an intended change (review the diff).
 
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
+
 use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use serde::Deserialize;
+
+/// Whether `UPDATE_GOLDEN` asks to rewrite the files instead of comparing: never under CI=true,
+/// where it would let every golden test pass without comparing anything.
+fn updating_golden() -> bool {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    assert!(
+        !(update && prerequisite::in_ci()),
+        "UPDATE_GOLDEN under CI=true would compare nothing: unset it"
+    );
+    update
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -150,7 +164,7 @@ fn golden(fixture: &str, template: Option<&str>) {
     let file = root()
         .join("tests/golden")
         .join(format!("{fixture}__{}.yaml", template.unwrap_or("none")));
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if updating_golden() {
         std::fs::write(&file, &yaml).expect("write golden");
         return;
     }
@@ -312,7 +326,7 @@ fn golden_with_env(fixture: &str, template: Option<&str>, env: &[(&str, &str)], 
     let yaml = String::from_utf8(out.stdout).expect("utf-8");
     check_objects(&yaml);
     let file = root().join("tests/golden").join(format!("{name}.yaml"));
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if updating_golden() {
         std::fs::write(&file, &yaml).expect("write golden");
         return;
     }

@@ -11,15 +11,7 @@ use serde_json::{Value, json};
 /// The runner's mount-namespace isolation is what makes the guarding mounts real: without it
 /// (not root) the simulator runs containers on the host paths and the test proves nothing.
 fn isolation_or_skip() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "these tests need mount namespaces (run as root); under CI=true a missing prerequisite is a failure"
-    );
-    eprintln!("skipped: mount namespaces unavailable (run as root)");
-    false
+    common::require_root("mount namespaces, which make the guarding mounts real")
 }
 
 fn secret(r: &Runner) -> PathBuf {

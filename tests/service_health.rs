@@ -122,12 +122,7 @@ async fn the_first_step_waits_for_a_service_turning_healthy() {
     assert_eq!(services[0]["ports"]["5432"], "5432");
     assert_eq!(services[1]["ports"]["6379"], "6379");
     assert_eq!(services[2]["ports"]["6379"], "6380");
-    let pod = r
-        .pods()
-        .await
-        .get("arc-runner-test-workflow")
-        .await
-        .expect("workflow pod");
+    let pod = r.job_pod().await;
     let spec = pod.spec.expect("spec");
     let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["job", "postgres", "redis", "redis-1"]);
@@ -199,12 +194,7 @@ async fn services_without_health_options_are_not_waited_for() {
         "{}",
         run.stdout
     );
-    let pod = r
-        .pods()
-        .await
-        .get("arc-runner-test-workflow")
-        .await
-        .expect("workflow pod");
+    let pod = r.job_pod().await;
     assert!(
         pod.spec
             .expect("spec")

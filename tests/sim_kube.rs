@@ -1,5 +1,6 @@
 //! kube-rs against the simulator: exec, watch, logs, jobs, faults, RBAC, mounts and networking.
 
+mod common;
 mod sim_support;
 
 use std::collections::HashMap;
@@ -669,8 +670,7 @@ async fn sim_unschedulable_pods_stay_pending_with_failed_scheduling() {
 
 #[tokio::test]
 async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
-    if !is_root() {
-        eprintln!("skipping: mount namespaces need root");
+    if !common::require_root("mount namespaces") {
         return;
     }
     let work = tempfile::tempdir().expect("tempdir");
@@ -708,8 +708,7 @@ async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
 
 #[tokio::test]
 async fn sim_pods_have_their_own_network() {
-    if !is_root() {
-        eprintln!("skipping: network namespaces need root");
+    if !common::require_root("network namespaces") {
         return;
     }
     let sim = start(SimConfig::default()).await;
@@ -791,7 +790,8 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
         )
         .await
         .expect("step logs");
-    if is_root() {
+    // Without root the step runs on the host: its image and the pod's volume are not real.
+    if common::require_root("the step's own image and the pod's volume (mount namespaces)") {
         assert_eq!(logs, "ID=alpine\n");
         let mut cat = pods
             .exec(

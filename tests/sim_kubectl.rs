@@ -1,5 +1,6 @@
 //! The real kubectl against the simulator: apply, wait, get, logs, exec, describe, delete.
 
+mod common;
 mod sim_support;
 
 use std::path::{Path, PathBuf};
@@ -11,10 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// The kubectl on PATH (a dispatcher choosing a versioned binary from the server's version).
 fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
+    common::prerequisite::on_path("kubectl")
 }
 
 /// A versioned kubectl (`kubectl.1.30`) next to the real binary the dispatcher links to.
@@ -108,14 +106,12 @@ spec:
     command: ["sh", "-c", "echo $(GREETING) from the sim; exec sleep 3600"]
 "#;
 
+/// The kubectl on PATH, or (what `common::require` says) the test returns.
 macro_rules! need_kubectl {
     () => {
-        match kubectl() {
+        match common::require_program("kubectl", "scripts/setup.sh installs the Debian package") {
             Some(k) => k,
-            None => {
-                eprintln!("skipping: kubectl is not on PATH");
-                return;
-            }
+            None => return,
         }
     };
 }
@@ -247,19 +243,23 @@ async fn sim_kubectl_refuses_an_invalid_pod_like_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_kubectl_exec_works_across_client_versions() {
-    let _ = need_kubectl!();
+    let on_path = need_kubectl!();
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start(SimConfig::default()).await;
-    let setup = Kubectl::new(&sim, dir.path(), kubectl().expect("kubectl"));
+    let setup = Kubectl::new(&sim, dir.path(), on_path.clone());
     setup.run_with_stdin(&["apply", "-f", "-"], Some(POD)).await;
     setup
         .ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"])
         .await;
+    // The kubectl on PATH always; the versioned ones a dispatcher installs where they are.
+    let mut clients = vec![("on PATH".to_string(), on_path)];
     for version in ["1.30", "1.33"] {
-        let Some(bin) = versioned_kubectl(version) else {
-            eprintln!("skipping kubectl {version}: not installed next to kubectl");
-            continue;
-        };
+        match versioned_kubectl(version) {
+            Some(bin) => clients.push((version.to_string(), bin)),
+            None => eprintln!("kubectl {version} is not installed next to kubectl: not compared"),
+        }
+    }
+    for (version, bin) in clients {
         let k = Kubectl::new(&sim, dir.path(), bin);
         let exec = k
             .run(&[

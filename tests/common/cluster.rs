@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::prerequisite::{on_path, require};
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -17,15 +19,7 @@ pub fn conformance_bin() -> PathBuf {
         .unwrap_or_else(|| repo().join("target/conformance/conformance"))
 }
 
-pub fn on_path(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// What is missing to run the conformance cluster; fails under CI=true when anything is.
+/// Whether everything the conformance cluster needs is here, as [`require`] says.
 pub fn prerequisites_met() -> bool {
     let mut missing = Vec::new();
     if !conformance_bin().is_file() {
@@ -35,23 +29,14 @@ pub fn prerequisites_met() -> bool {
         ));
     }
     for program in ["kubectl", "openssl", "python3", "setsid"] {
-        if !on_path(program) {
+        if on_path(program).is_none() {
             missing.push(program.to_string());
         }
     }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the conformance cluster needs: {}",
-        missing.join(", ")
-    );
-    eprintln!(
-        "skipping: the conformance cluster needs {}",
-        missing.join(", ")
-    );
-    false
+    require(
+        missing.is_empty(),
+        &format!("the conformance cluster's {}", missing.join(", ")),
+    )
 }
 
 /// Output of a bounded command run.

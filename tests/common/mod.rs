@@ -4,6 +4,11 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod prerequisite;
+
+// Not every test binary that includes this harness needs a prerequisite.
+#[allow(unused_imports)]
+pub use prerequisite::{require, require_program, require_root};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -138,6 +143,22 @@ impl Runner {
             .expect("runner pod created");
     }
 
+    /// This runner's workflow (job) pod as the API has it now.
+    pub async fn job_pod(&self) -> Pod {
+        self.pods()
+            .await
+            .get(&format!("{}-workflow", self.name))
+            .await
+            .expect("the workflow pod exists")
+    }
+
+    /// A script step (no step env) that must succeed; what it printed.
+    pub async fn step_ok(&self, script: &str) -> HookRun {
+        let run = self.script_step(script, json!({})).await;
+        run.assert_ok();
+        run
+    }
+
     pub async fn pods(&self) -> kube::Api<Pod> {
         kube::Api::default_namespaced(self.sim.client().await)
     }
@@ -261,6 +282,31 @@ impl Runner {
             }
         });
         self.hook_with_env(&input, extra).await
+    }
+
+    /// The frame most tests share, first half: a runner on a fresh simulator (from `cfg`) whose
+    /// prepare_job for `args` succeeded.
+    pub async fn prepared(cfg: SimConfig, args: Value) -> Runner {
+        let mut r = Runner::start(cfg).await;
+        r.prepare(args).await.0.assert_ok();
+        r
+    }
+
+    /// The frame's second half: cleanup_job succeeds, nothing labelled for this runner is left
+    /// (pods, secrets), and the simulator stops.
+    pub async fn clean_up(self) {
+        self.cleanup().await.assert_ok();
+        assert_eq!(
+            self.pods_of(&self.name).await,
+            Vec::<String>::new(),
+            "pods left"
+        );
+        assert_eq!(
+            self.secrets_of(&self.name).await,
+            Vec::<String>::new(),
+            "secrets left"
+        );
+        self.sim.shutdown().await;
     }
 
     pub async fn cleanup(&self) -> HookRun {

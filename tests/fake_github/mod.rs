@@ -14,7 +14,9 @@ use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
-use arc_hook::exporter::github::{Job, WorkflowRun};
+use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::github::{ClientOptions, Credentials, Job, WorkflowRun};
+use arc_hook::exporter::{Config, Exporter};
 
 /// One repository's history as the fake serves it.
 #[derive(Debug, Clone, Default)]
@@ -144,6 +146,28 @@ impl FakeGitHub {
     }
 
     /// Base URL to pass as `--api-url`.
+    /// The exporter's configuration against this fake: `scope`, a token, a 24-hour window,
+    /// no allow lists, state file or webhook, one request at a time, no rate-limit reserve.
+    /// Tests change what they test with `Config { field, ..fake.exporter_config(scope) }`.
+    pub fn exporter_config(&self, scope: Scope) -> Config {
+        Config {
+            api_url: self.url(),
+            scope,
+            credentials: Credentials::Token("ghp_test".into()),
+            window: std::time::Duration::from_secs(24 * 3600),
+            branch_allow_list: Vec::new(),
+            runner_label_allow_list: Vec::new(),
+            state_file: None,
+            webhook_secret: None,
+            client: ClientOptions {
+                rate_limit_reserve: 0,
+                ..ClientOptions::default()
+            },
+            concurrency: 1,
+            rerun_lookback: std::time::Duration::from_secs(3600),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -733,4 +757,16 @@ fn verify_jwt(jwt: &str, app_id: &str, public_key: &[u8]) -> bool {
         && claims["exp"]
             .as_i64()
             .is_some_and(|exp| exp > now && exp - now <= 600)
+}
+
+/// Serves `exporter`'s HTTP endpoints (/metrics, /healthz, the webhook) on a free port of
+/// 127.0.0.1 until the test's runtime ends; the address.
+pub async fn serve_exporter(exporter: &Exporter) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("the listener's address");
+    let router = exporter.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
 }
