@@ -29,11 +29,17 @@ fn deploy_role() -> Vec<PolicyRule> {
     .expect("deploy/rbac/role.yaml is a Role");
     let rules = role.rules.unwrap_or_default();
     for r in &rules {
-        if r.resources.as_deref().unwrap_or_default().iter().any(|x| x == "secrets")
+        if r.resources
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|x| x == "secrets")
             && r.resource_names.as_deref().unwrap_or_default().is_empty()
         {
             assert!(
-                !r.verbs.iter().any(|v| ["get", "list", "watch", "*"].contains(&v.as_str())),
+                !r.verbs
+                    .iter()
+                    .any(|v| ["get", "list", "watch", "*"].contains(&v.as_str())),
                 "deploy/rbac/role.yaml lets the runner read secrets: {:?}",
                 r.verbs
             );
@@ -94,7 +100,12 @@ async fn leftovers(r: &Runner, keep: &str) -> Vec<String> {
         left.push(format!("pod/{}", name(&p.metadata)));
     }
     let secrets: kube::Api<Secret> = kube::Api::default_namespaced(admin.clone());
-    for s in secrets.list(&Default::default()).await.expect("secrets").items {
+    for s in secrets
+        .list(&Default::default())
+        .await
+        .expect("secrets")
+        .items
+    {
         left.push(format!("secret/{}", name(&s.metadata)));
     }
     let jobs: kube::Api<Job> = kube::Api::default_namespaced(admin.clone());
@@ -102,7 +113,12 @@ async fn leftovers(r: &Runner, keep: &str) -> Vec<String> {
         left.push(format!("job/{}", name(&j.metadata)));
     }
     let leases: kube::Api<Lease> = kube::Api::default_namespaced(admin);
-    for l in leases.list(&Default::default()).await.expect("leases").items {
+    for l in leases
+        .list(&Default::default())
+        .await
+        .expect("leases")
+        .items
+    {
         left.push(format!("lease/{}", name(&l.metadata)));
     }
     left.retain(|o| *o != format!("pod/{}", r.name) && o != keep);
@@ -192,7 +208,10 @@ async fn the_pull_secret_goes_with_the_runner_pod() {
     let secret = secrets.get(&name).await.expect("the pull secret exists");
     let owners = secret.metadata.owner_references.unwrap_or_default();
     assert_eq!(owners.len(), 1, "{owners:?}");
-    assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("Pod", r.name.as_str()));
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("Pod", r.name.as_str())
+    );
 
     // The hook is gone without cleanup_job; ARC deletes the runner pod.
     let pods: kube::Api<Pod> = kube::Api::default_namespaced(admin);

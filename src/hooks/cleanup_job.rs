@@ -174,10 +174,7 @@ pub async fn remove_runner_objects(
     Ok(removed)
 }
 
-pub async fn cleanup_job(
-    state: Option<&crate::protocol::JobState>,
-    config: &Config,
-) -> HookResult {
+pub async fn cleanup_job(state: Option<&crate::protocol::JobState>, config: &Config) -> HookResult {
     let session = Session::open(config, CommandName::CleanupJob).await?;
     let known = known_secrets(&session.runner, state);
     let removed = remove_runner_objects(
