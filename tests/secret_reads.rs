@@ -229,3 +229,55 @@ async fn the_pull_secret_goes_with_the_runner_pod() {
     assert!(gone, "the pull secret outlived its owner, the runner pod");
     r.sim.shutdown().await;
 }
+
+/// A retried create whose first attempt landed (its answer lost) meets AlreadyExists, and the
+/// Role may not read the secret to see whose it is: the hook deletes that name and creates it
+/// again, so the secret holds what it sent now (here the first attempt's stand-in, made by the
+/// admin, held something else).
+#[tokio::test]
+async fn a_lost_create_of_an_unreadable_secret_is_made_again() {
+    let r = Runner::start(SimConfig {
+        rbac: Some(deploy_role()),
+        ..sim_config()
+    })
+    .await;
+    let name = arc_hook::objects::names::runner_object_name(&r.name, "secret", "abcdefgh");
+    let secret = |value: &str| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"runner-pod": r.name}},
+            "stringData": {"v": value}
+        }))
+        .expect("a secret")
+    };
+    let admin: kube::Api<Secret> = kube::Api::default_namespaced(r.sim.admin_client().await);
+    admin
+        .create(&PostParams::default(), &secret("first attempt"))
+        .await
+        .expect("the first attempt landed");
+    let kube = arc_hook::k8s::Kube {
+        client: r.sim.client().await,
+        namespace: "default".into(),
+        server: r.sim.url(),
+    };
+    let runner_pod = arc_hook::k8s::owned::pod_owner(&kube, &r.name).await;
+    assert!(runner_pod.is_some(), "the runner pod is readable");
+    arc_hook::k8s::owned::create_secret_once(
+        &kube.secrets(),
+        "secret",
+        &secret("sent now"),
+        runner_pod,
+    )
+    .await
+    .expect("created again");
+    let now = admin.get(&name).await.expect("the secret");
+    assert_eq!(
+        now.data.expect("data")["v"].0,
+        b"sent now".to_vec(),
+        "the secret holds what was sent last"
+    );
+    assert_eq!(
+        now.metadata.owner_references.expect("an owner")[0].name,
+        r.name
+    );
+    r.sim.shutdown().await;
+}
