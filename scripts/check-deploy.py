@@ -529,7 +529,7 @@ def check_runner_secret_reads(ctx: Ctx) -> str:
         if res.returncode != 0:
             found.append(f"the runner may not create the hook's pull secret: {res.stderr.strip()[-300:]}")
     problems(found)
-    return ("real apiserver: the runner's ServiceAccount creates and deletes secrets, and is refused another runner's "
+    return ("the runner's ServiceAccount creates and deletes secrets, and is refused another runner's "
             "secret, the list and a watch of secrets (403)")
 
 
