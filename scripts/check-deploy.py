@@ -11,6 +11,7 @@ Installs the checkers it needs if they are missing (pip and apt; see install_mis
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import glob
 import json
@@ -103,11 +104,17 @@ RBAC_CEILING = {
     ("", "pods/log"): {"get", "list", "watch"},
     ("", "pods/ephemeralcontainers"): {"get", "patch", "update"},
     ("batch", "jobs"): {"get", "list", "create", "delete", "watch"},
-    ("", "secrets"): {"get", "list", "create", "delete"},
+    # Secrets: create and delete only. The hook reads none of the namespace's secrets (src/k8s/rbac.rs
+    # `required`), where ARC keeps the GitHub App key and the runners' JIT configurations; its own are
+    # deleted by name and owned by a pod. The one read it can use is `get` on the build push secret,
+    # granted by `resourceNames` (RBAC_NAMED), never on the namespace's secrets.
+    ("", "secrets"): {"create", "delete"},
     ("", "events"): {"get", "list", "watch"},
     # Cache slots (${CACHE_SLOT}): src/k8s/rbac.rs LEASE_PERMISSIONS, checked before use.
     ("coordination.k8s.io", "leases"): {"get", "list", "create", "patch", "delete"},
 }
+# Rules that name their objects (`resourceNames`): the resource and the verbs they may grant.
+RBAC_NAMED = {("", "secrets"): {"get"}}
 SCALE_SET_KEYS = {
     # The top-level keys of gha-runner-scale-set 0.12.1's values.yaml, no more.
     "githubConfigUrl", "githubConfigSecret", "proxy", "maxRunners", "minRunners", "runnerGroup",
@@ -442,9 +449,17 @@ def check_rbac(ctx: Ctx) -> str:
     role = load_yaml(DEPLOY / "rbac" / "role.yaml")
     found = []
     granted: dict[tuple[str, str], set] = {}
+    named = 0
     for rule in role["rules"]:
-        if set(rule) - {"apiGroups", "resources", "verbs"}:
-            found.append(f"rule {rule} has fields beyond apiGroups/resources/verbs")
+        if set(rule) - {"apiGroups", "resources", "verbs", "resourceNames"}:
+            found.append(f"rule {rule} has fields beyond apiGroups/resources/verbs/resourceNames")
+        if "resourceNames" in rule:
+            key = (rule["apiGroups"][0], rule["resources"][0]) if rule["apiGroups"] and rule["resources"] else None
+            names = rule["resourceNames"] or []
+            if key not in RBAC_NAMED or set(rule["verbs"]) - RBAC_NAMED[key] or not names or "*" in names:
+                found.append(f"named rule {rule} grants beyond get on the build push secret by its name")
+            named += 1
+            continue
         if len(rule["apiGroups"]) != 1 or len(rule["resources"]) != 1:
             found.append(f"rule {rule['resources']} must name one apiGroup and one resource (one rule per resource)")
         for field in ("apiGroups", "resources", "verbs"):
@@ -459,7 +474,10 @@ def check_rbac(ctx: Ctx) -> str:
     for key, verbs in granted.items():
         beyond = verbs - RBAC_CEILING.get(key, set())
         if beyond:
-            found.append(f"{key} grants {sorted(beyond)}, beyond ARC's default Role and arc-hook's checked extras")
+            found.append(f"{key} grants {sorted(beyond)}, beyond what arc-hook requires and its checked extras")
+    reads = granted.get(("", "secrets"), set()) & {"get", "list", "watch"}
+    if reads:
+        found.append(f"the Role lets the runner {sorted(reads)} every secret of its namespace (the GitHub App key, other runners' JIT configurations); the hook needs only create and delete")
     rb = ctx.one("rbac", "RoleBinding", "arc-hook-runner")
     rendered_role = ctx.one("rbac", "Role", role["metadata"]["name"])
     if rb["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": rendered_role["metadata"]["name"]}:
@@ -473,7 +491,46 @@ def check_rbac(ctx: Ctx) -> str:
         if sa_name != sa["metadata"]["name"]:
             found.append(f"{name} runs as {sa_name!r}, not {sa['metadata']['name']}")
     problems(found)
-    return f"{len(granted)} rules, one per resource, within ARC's default Role plus the checked extras; bound to the scale sets' ServiceAccount"
+    return (f"{len(granted)} rules, one per resource, within what arc-hook requires plus the checked extras "
+            f"(secrets: create and delete only{f', {named} named get' if named else ''}); bound to the scale sets' ServiceAccount")
+
+
+def check_runner_secret_reads(ctx: Ctx) -> str:
+    """deploy/rbac's Role on the conformance cluster's real apiserver (issue 29.8): the runner's ServiceAccount
+    may create and delete secrets (the hook's own) but the real authorizer refuses it another runner's secret,
+    the list of secrets and a watch on them; the pull secret arc-hook makes passes a server-side dry run as
+    the runner. (The fixture jobs under this Role: tests/conformance.rs.)"""
+    skipped = Cluster.missing()
+    if skipped:
+        return f"SKIPPED: {skipped}"
+    found = []
+    with Cluster(ctx.kubectl) as cluster:
+        for part in ("namespaces", "rbac"):
+            cluster.apply("-k", str(DEPLOY / part))
+        res = cluster.kubectl_as("admin", "-n", "arc-runners", "create", "secret", "generic", "arc-runner-other-jit",
+                                 "--from-literal=jitToken=another-runners-registration")
+        if res.returncode != 0:
+            raise Failed(f"creating another runner's secret as the admin: {res.stderr.strip()[-300:]}")
+        for what, args in (("get another runner's secret", ("get", "secret", "arc-runner-other-jit", "-o", "yaml")),
+                           ("list secrets", ("get", "secrets")),
+                           ("watch secrets", ("get", "secrets", "--watch", "--request-timeout=5s"))):
+            res = cluster.kubectl_as("runner", "-n", "arc-runners", *args)
+            if res.returncode == 0 or "Forbidden" not in res.stderr or "another-runners-registration" in res.stdout:
+                found.append(f"the runner may {what}: {(res.stdout + res.stderr).strip()[-200:]}")
+        for verb, want in (("create", "yes"), ("delete", "yes"), ("get", "no"), ("list", "no")):
+            res = cluster.kubectl_as("runner", "-n", "arc-runners", "auth", "can-i", verb, "secrets")
+            if res.stdout.strip() != want:
+                found.append(f"can-i {verb} secrets: {res.stdout.strip() or res.stderr.strip()[-200:]}, want {want}")
+        pull = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": "arc-runner-7x2kq-runner-h4v9c-secret-0a1b2c3d", "namespace": "arc-runners",
+                             "labels": {"app.kubernetes.io/managed-by": "arc-hook", "runner-pod": "arc-runner-7x2kq-runner-h4v9c"}},
+                "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{}}').decode()}}
+        res = cluster.dry_run_create("runner", pull)
+        if res.returncode != 0:
+            found.append(f"the runner may not create the hook's pull secret: {res.stderr.strip()[-300:]}")
+    problems(found)
+    return ("the runner's ServiceAccount creates and deletes secrets, and is refused another runner's "
+            "secret, the list and a watch of secrets (403)")
 
 
 def check_storage(ctx: Ctx) -> str:
@@ -3162,6 +3219,7 @@ CHECKS = [
     ("no secrets or registry hosts in git", check_no_secrets_or_registry_hosts),
     ("hook ConfigMaps match templates/", check_hook_configmaps),
     ("RBAC", check_rbac),
+    ("runner secret reads (real apiserver)", check_runner_secret_reads),
     ("storage", check_storage),
     ("per-job cache init (root-squash-like)", check_cache_init_root_squash),
     ("runner scale sets (Helm values)", check_scale_sets),

@@ -164,7 +164,8 @@ pub async fn run(report: &mut dyn FnMut(&Finding)) -> bool {
             return !failed;
         }
     };
-    say(check_permissions(&kube, &config).await);
+    let uses_slot = template.as_ref().is_some_and(|t| t.uses_cache_slot());
+    say(check_permissions(&kube, &config, uses_slot).await);
     say(check_exec_protocol(&kube, &config).await);
     let (found, node) = check_node(&kube, &config, runner.as_deref()).await;
     say(found);
@@ -265,8 +266,11 @@ fn cluster_fix(e: &K8sError, kube: &Kube) -> String {
     }
 }
 
-/// Every permission the four hook commands need, and which optional ones are granted.
-async fn check_permissions(kube: &Kube, config: &Config) -> Finding {
+/// Every permission the four hook commands need, and which optional ones are granted; fails
+/// where the template takes cache slots and neither leases nor reading secrets is granted. Says
+/// where the Role lets the runner read the namespace's secrets, and whether the build push
+/// secret (only it) is readable.
+async fn check_permissions(kube: &Kube, config: &Config, uses_slot: bool) -> Finding {
     const CHECK: &str = "permissions";
     let commands = [
         CommandName::PrepareJob,
@@ -295,26 +299,46 @@ async fn check_permissions(kube: &Kube, config: &Config) -> Finding {
             rbac::MISSING_FIX,
         );
     }
+    if uses_slot && !granted.contains(&Extra::SlotLeases) && !granted.contains(&Extra::SlotSecrets)
+    {
+        return Finding::fail(
+            CHECK,
+            crate::hooks::cache_slot::NO_LOCKS_MESSAGE,
+            rbac::MISSING_FIX,
+        );
+    }
     let absent: Vec<&str> = Extra::ALL
         .iter()
         .filter(|e| !granted.contains(e))
         .map(|e| e.without())
         .collect();
     let required = rbac::all_permissions().len() - optional_only().len();
-    if absent.is_empty() {
-        Finding::ok(
-            CHECK,
-            format!("all {required} permissions the hook needs, and every optional one"),
-        )
+    let mut detail = if absent.is_empty() {
+        format!("all {required} permissions the hook needs, and every optional one")
     } else {
-        Finding::ok(
-            CHECK,
-            format!(
-                "all {required} permissions the hook needs; optional, not granted: {}",
-                absent.join("; ")
-            ),
+        format!(
+            "all {required} permissions the hook needs; optional, not granted: {}",
+            absent.join("; ")
         )
+    };
+    if granted.contains(&Extra::ListSecrets) || granted.contains(&Extra::SlotSecrets) {
+        detail.push_str(&format!(
+            "; note: the Role lets the runner read the secrets of namespace {} (ARC keeps its GitHub credentials and the runners' JIT configurations there); the hook needs no get or list on secrets (deploy/rbac/role.yaml)",
+            kube.namespace
+        ));
+    } else {
+        detail.push_str("; secrets: create and delete only (the runner reads none)");
     }
+    if let Some(name) = config.build.as_ref().and_then(|b| b.push_secret.as_deref()) {
+        match rbac::allowed_on(kube, rbac::PUSH_SECRET_READ, name).await {
+            Ok(true) => detail.push_str(&format!("; reads the build push secret {name}")),
+            Ok(false) => detail.push_str(&format!(
+                "; may not get the build push secret {name}: Dockerfile actions are built every time (grant get on it by resourceNames, deploy/rbac/role.yaml shows how)"
+            )),
+            Err(e) => return Finding::fail(CHECK, e.chain(), cluster_fix(&e, kube)),
+        }
+    }
+    Finding::ok(CHECK, detail)
 }
 
 /// Permissions only extras use (none of the commands requires them).

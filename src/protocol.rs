@@ -115,6 +115,10 @@ pub struct JobState {
     /// Whether the job pod uses an emptyDir work volume the hook fills itself (no-volume mode).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_volume: bool,
+    /// The job's pull secret, which cleanup_job deletes by this name (the Role need not let it
+    /// list secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_secret: Option<String>,
 }
 
 /// A volume mount the runner asks for.
@@ -343,6 +347,14 @@ pub fn parse_envelope_from(input: &str, source: &str) -> Result<Envelope, InputE
         return Err(InputError::new(
             "state.jobPod",
             format!("{:?} is not a pod name: {why}", s.job_pod),
+        ));
+    }
+    if let Some(name) = state.as_ref().and_then(|s| s.registry_secret.as_deref())
+        && let Some(why) = crate::validate::dns1123_subdomain(name).into_iter().next()
+    {
+        return Err(InputError::new(
+            "state.registrySecret",
+            format!("{name:?} is not a secret name: {why}"),
         ));
     }
     Ok(Envelope {
@@ -668,6 +680,23 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(e.state.expect("state").job_pod, "r-workflow");
+    }
+
+    #[test]
+    fn the_registry_secret_in_the_state_must_be_an_object_name() {
+        let e = parse_envelope(
+            r#"{"command":"cleanup_job","state":{"jobPod":"r-workflow","registrySecret":"r-secret-abcdefgh"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            e.state.expect("state").registry_secret.as_deref(),
+            Some("r-secret-abcdefgh")
+        );
+        let e = parse_envelope(
+            r#"{"command":"cleanup_job","state":{"jobPod":"r-workflow","registrySecret":"../../x"}}"#,
+        )
+        .expect_err("not a name");
+        assert!(e.to_string().contains("state.registrySecret"), "{e}");
     }
 
     #[test]

@@ -247,3 +247,90 @@ async fn an_unreachable_server_fails_the_cluster_check_once() {
     assert_eq!(c.stderr, "", "no dependency log lines");
     r.sim.shutdown().await;
 }
+
+/// deploy/rbac's rules (from role.yaml), without the leases rule when `leases` is false.
+fn deploy_rules(leases: bool) -> Vec<PolicyRule> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac/role.yaml");
+    let role: k8s_openapi::api::rbac::v1::Role =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("role.yaml"))
+            .expect("a Role");
+    role.rules
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            leases
+                || !r
+                    .resources
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(&"leases".to_string())
+        })
+        .map(|r| {
+            fn s(v: &[String]) -> Vec<&str> {
+                v.iter().map(String::as_str).collect()
+            }
+            PolicyRule::new(
+                &s(&r.api_groups.unwrap_or_default()),
+                &s(&r.resources.unwrap_or_default()),
+                &s(&r.verbs),
+            )
+        })
+        .collect()
+}
+
+/// Under deploy/rbac's Role (secrets: create and delete only) every check passes and says the
+/// runner reads no secret; without its leases a template taking cache slots cannot run (the
+/// Secret-lock fallback needs get and list on secrets), and the permissions line says so.
+#[tokio::test]
+async fn a_role_that_reads_no_secret_passes_and_cache_slots_then_need_leases() {
+    let r = Runner::start(SimConfig {
+        rbac: Some(deploy_rules(true)),
+        ..sim_config()
+    })
+    .await;
+    let template = r.home.path().join("slots.yaml");
+    std::fs::write(
+        &template,
+        "metadata:\n  annotations:\n    example.com/slot: \"${CACHE_SLOT}\"\nspec:\n  containers:\n  - name: $job\n",
+    )
+    .expect("template written");
+    let path = template.to_string_lossy().into_owned();
+    let c = check(&r, &[("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &path)]).await;
+    assert_eq!(c.code, Some(0), "{:#?}\n{}", c.lines, c.stderr);
+    let permissions = c.line("permissions");
+    assert!(
+        permissions.starts_with("ok   ")
+            && permissions.ends_with("secrets: create and delete only (the runner reads none)"),
+        "{permissions}"
+    );
+    r.sim.shutdown().await;
+
+    let r = Runner::start(SimConfig {
+        rbac: Some(deploy_rules(false)),
+        ..sim_config()
+    })
+    .await;
+    let c = check(&r, &[("ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE", &path)]).await;
+    assert_eq!(c.code, Some(1), "{:#?}\n{}", c.lines, c.stderr);
+    let permissions = c.line("permissions");
+    assert!(
+        permissions.starts_with("FAIL permissions: the template uses ${CACHE_SLOT}, but the runner's service account may neither use coordination.k8s.io leases nor get and list secrets"),
+        "{permissions}"
+    );
+    r.sim.shutdown().await;
+
+    // ARC's chart's Role lets the runner read the namespace's secrets: check says so.
+    let r = Runner::start(SimConfig {
+        rbac: Some(arc_hook::sim::arc_chart_default_role()),
+        ..sim_config()
+    })
+    .await;
+    let c = check(&r, &[]).await;
+    assert!(
+        c.line("permissions")
+            .contains("note: the Role lets the runner read the secrets of namespace default"),
+        "{:#?}",
+        c.lines
+    );
+    r.sim.shutdown().await;
+}

@@ -52,13 +52,10 @@ fn build_and_test_replays_on_the_real_control_plane_and_cleanup_leaves_nothing()
     }
     assert!(log.contains("service web answered"), "{log}");
 
-    // cleanup_job left only the runner's own pod (the hook's pods, secrets, jobs and leases are gone).
-    let left = cluster.kubectl_ok(
-        &cluster.runner(),
-        &["get", "pods,secrets,jobs,leases", "-o", "name"],
-        None,
-    );
-    assert_eq!(left.trim(), "pod/arc-runner", "left after cleanup_job");
+    // cleanup_job left only the runner's own pod (the hook's pods, secrets, jobs and leases are
+    // gone), seen as the admin: the runner may not list secrets.
+    let left = cluster.leftovers();
+    assert!(left.is_empty(), "left after cleanup_job: {left:?}");
 }
 
 #[test]
@@ -273,13 +270,10 @@ fn every_fixture_job_ends_alike_on_the_simulator_and_the_real_control_plane_in_b
                     "{name} ({mode}): a line of /etc/shadow reached the log"
                 ));
             }
-            let left = cluster.kubectl_ok(
-                &cluster.runner(),
-                &["get", "pods,secrets,jobs,leases", "-o", "name"],
-                None,
-            );
-            if left.trim() != "pod/arc-runner" {
-                differences.push(format!("{name} ({mode}): left after cleanup_job: {left}"));
+            // As the admin: the runner may not list secrets.
+            let left = cluster.leftovers();
+            if !left.is_empty() {
+                differences.push(format!("{name} ({mode}): left after cleanup_job: {left:?}"));
             }
         }
     }
@@ -287,7 +281,7 @@ fn every_fixture_job_ends_alike_on_the_simulator_and_the_real_control_plane_in_b
 }
 
 /// The real authorizer's rules review names exactly the permission a narrower Role lacks: a
-/// runner allowed to read but not create secrets is stopped in prepare_job, before any pod.
+/// runner allowed to delete but not create secrets is stopped in prepare_job, before any pod.
 #[test]
 fn a_permission_the_role_lacks_is_named_from_the_real_authorizer() {
     if !prerequisites_met() {
@@ -295,21 +289,17 @@ fn a_permission_the_role_lacks_is_named_from_the_real_authorizer() {
     }
     let cluster = Cluster::up(None);
     let admin = cluster.admin();
-    // deploy/rbac's Role without `create` on secrets, for its own ServiceAccount.
+    // deploy/rbac's Role without `create` on secrets, for its own ServiceAccount (its only
+    // `verbs: ["create", "delete"]` is the secrets rule's).
     let role = std::fs::read_to_string(repo().join("deploy/rbac/role.yaml"))
         .expect("read deploy/rbac/role.yaml");
-    let secrets = r#"resources: ["secrets"]
-    verbs: ["get", "list", "create", "delete"]"#;
+    let secrets = r#"verbs: ["create", "delete"]"#;
     assert!(
         role.contains(secrets),
         "deploy/rbac/role.yaml's secrets rule changed: update this test"
     );
     let role = role
-        .replace(
-            secrets,
-            r#"resources: ["secrets"]
-    verbs: ["get", "list", "delete"]"#,
-        )
+        .replace(secrets, r#"verbs: ["delete"]"#)
         .replace("name: arc-hook-runner", "name: limited");
     let limited = format!(
         r#"apiVersion: v1
@@ -344,6 +334,88 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
         None,
     );
     assert_eq!(pods.trim(), "pod/arc-runner", "no workflow pod was created");
+}
+
+/// deploy/rbac's Role grants secrets only `create` and `delete` (issue 29.8): on the real
+/// apiserver, as the runner's ServiceAccount bound to it, build-and-test and registry-secrets (a
+/// pull secret for the job, a container step with its own pull secret and a secret in its
+/// environment) pass in both volume modes and leave nothing, and the real authorizer refuses the
+/// runner another runner's secret (403), the list of secrets, and a watch on them.
+#[test]
+fn jobs_pass_under_deploy_rbac_and_the_runner_reads_no_other_secret() {
+    if !prerequisites_met() {
+        return;
+    }
+    let role = std::fs::read_to_string(repo().join("deploy/rbac/role.yaml"))
+        .expect("read deploy/rbac/role.yaml");
+    assert!(
+        role.contains(r#"resources: ["secrets"]"#)
+            && role.contains(r#"verbs: ["create", "delete"]"#),
+        "deploy/rbac/role.yaml's secrets rule changed: update this test"
+    );
+    let fixtures = repo().join("fixtures/jobs");
+    let jobs = [
+        fixtures.join("build-and-test"),
+        fixtures.join("registry-secrets"),
+    ];
+    let settings = tempfile::tempdir().expect("a directory for the node's settings");
+    let cluster = Cluster::up(Some(&union_of_image_commands(&jobs, settings.path())));
+    let admin = cluster.admin();
+    // Another runner's JIT configuration, as ARC keeps it in the runners' namespace.
+    cluster.kubectl_ok(
+        &admin,
+        &[
+            "-n",
+            "arc-runners",
+            "create",
+            "secret",
+            "generic",
+            "arc-runner-other-jit",
+            "--from-literal=jitToken=another-runners-registration",
+        ],
+        None,
+    );
+    for job in &jobs {
+        for mode in ["claim", "copy"] {
+            let ran = cluster.replay(&cluster.runner(), job, &[("ARC_HOOK_WORK_VOLUME", mode)]);
+            let log = format!("{}{}", ran.stdout, ran.stderr);
+            let name = job.file_name().expect("a name").to_string_lossy();
+            assert_eq!(ran.status.code(), Some(0), "{name} ({mode}):\n{log}");
+            assert!(!log.contains("may not"), "{name} ({mode}):\n{log}");
+            assert!(!log.contains("another-runners-registration"), "{log}");
+            let left: Vec<String> = cluster
+                .leftovers()
+                .into_iter()
+                .filter(|o| o != "secret/arc-runner-other-jit")
+                .collect();
+            assert!(left.is_empty(), "{name} ({mode}) left {left:?}");
+        }
+    }
+    let runner = cluster.runner();
+    for args in [
+        &["get", "secret", "arc-runner-other-jit", "-o", "yaml"][..],
+        &["get", "secrets"][..],
+        &["get", "secrets", "--watch", "--request-timeout=5s"][..],
+    ] {
+        let denied = cluster.kubectl(&runner, args, None);
+        assert!(
+            !denied.status.success(),
+            "kubectl {args:?} succeeded: {}",
+            denied.stdout
+        );
+        assert!(
+            denied.stderr.contains("Forbidden") && denied.stderr.contains("cannot"),
+            "kubectl {args:?}: {}",
+            denied.stderr
+        );
+        assert!(!denied.stdout.contains("jitToken"), "{}", denied.stdout);
+    }
+    let can = cluster.kubectl(
+        &runner,
+        &["auth", "can-i", "get", "secrets/arc-runner-other-jit"],
+        None,
+    );
+    assert_eq!(can.stdout.trim(), "no", "{}{}", can.stdout, can.stderr);
 }
 
 /// ARC's chart's own Role (rendered by helm from the vendored chart, as a scale set without

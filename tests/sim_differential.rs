@@ -536,19 +536,25 @@ async fn script(t: &Target, o: &HookObjects) -> Vec<(String, Answer)> {
         )
         .await,
     );
-    // cleanup_job's secrets: the runner's, slot locks apart (a set-based selector).
+    // cleanup_job's sweep of secrets where the Role grants list (ARC's chart's): the runner's,
+    // slot locks apart (a set-based selector), asked of leases, since deploy/rbac's Role lets the
+    // runner list no secret; that refusal is compared too.
     note(
-        "list secrets of the runner but its slot locks",
+        "list leases of the runner but its slot locks",
         t.call(
             "GET",
             &format!(
                 "{}?labelSelector={selector},arc-hook.dev%2Frole!%3Dcache-slot",
-                core("secrets")
+                leases("")
             ),
             None,
             "",
         )
         .await,
+    );
+    note(
+        "list secrets (refused)",
+        t.call("GET", &core("secrets"), None, "").await,
     );
     note(
         "get missing job",

@@ -37,6 +37,9 @@ pub const MAX_SLOTS: u32 = 512;
 /// exist is stale: its prepare_job died in between.
 pub const UNOWNED_GRACE: Duration = Duration::from_secs(120);
 
+/// Why a template using `${CACHE_SLOT}` cannot take a slot under this Role.
+pub const NO_LOCKS_MESSAGE: &str = "the template uses ${CACHE_SLOT}, but the runner's service account may neither use coordination.k8s.io leases nor get and list secrets, so it cannot take a cache slot: grant leases get, list, create, patch, delete (deploy/rbac/role.yaml does), or remove ${CACHE_SLOT} from the template";
+
 /// Which kind of object locks a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {

@@ -42,6 +42,21 @@ where
         .collect())
 }
 
+/// This runner's secrets with `selector`; none when the list is forbidden after all (a caller
+/// that could not review its permissions tries it).
+async fn secret_names(
+    api: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+    selector: &str,
+) -> Result<Vec<String>, K8sError> {
+    match names(api, selector, "secrets").await {
+        Err(e) if e.code() == Some(403) => {
+            tracing::debug!(error = %e.chain(), "may not list secrets: leaving them to their owners");
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
 async fn delete_all<K>(
     api: &kube::Api<K>,
     names: &[String],
@@ -57,13 +72,38 @@ where
     Ok(())
 }
 
+/// The secrets of this runner's that cleanup_job knows by name (`state.registrySecret`): only a
+/// name of this runner's own form (`<runner pod>-secret-<suffix>`), so a state naming another
+/// object deletes nothing.
+pub fn known_secrets(runner: &str, state: Option<&crate::protocol::JobState>) -> Vec<String> {
+    // The name with a suffix as long as a random one (a long runner name is fitted to it).
+    let sample = crate::objects::names::runner_object_name(runner, "secret", "00000000");
+    let prefix = &sample[..sample.len() - 8];
+    state
+        .and_then(|s| s.registry_secret.clone())
+        .filter(|n| {
+            n.len() == sample.len()
+                && n.strip_prefix(prefix).is_some_and(|suffix| {
+                    suffix
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
+        })
+        .into_iter()
+        .collect()
+}
+
 /// Deletes this runner's objects (by the `runner-pod` label, so never another runner's) and
 /// waits up to `timeout` until none is left. Batch Jobs are touched, and pods watched, only where
-/// `granted` says so.
+/// `granted` says so. Secrets are swept by label only where the Role grants `list` on them
+/// ([`Extra::ListSecrets`]); else the `known` secrets are deleted by name, and the garbage
+/// collector removes the rest with their owner (the workflow pod owns the steps' secrets, the
+/// runner pod the job's pull secret).
 pub async fn remove_runner_objects(
     kube: &Kube,
     runner: &str,
     granted: &Granted,
+    known: &[String],
     timeout: Duration,
 ) -> Result<Removed, K8sError> {
     let jobs = granted.has(Extra::BatchJobs);
@@ -93,8 +133,18 @@ pub async fn remove_runner_objects(
     // Cache-slot locks go last, once the pods are gone: a slot is free only when no container
     // of its job can still write to the cache.
     let secrets = kube.secrets();
+    let list_secrets = granted.has(Extra::ListSecrets);
     let not_locks = format!("{selector},{ROLE_LABEL}!={SLOT_LOCK_ROLE}");
-    let found = names(&secrets, &not_locks, "secrets").await?;
+    let mut found = if list_secrets {
+        secret_names(&secrets, &not_locks).await?
+    } else {
+        Vec::new()
+    };
+    for k in known {
+        if !found.contains(k) {
+            found.push(k.clone());
+        }
+    }
     delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
     removed.secrets = found.len();
 
@@ -109,10 +159,13 @@ pub async fn remove_runner_objects(
         wait_gone(&kube.jobs(), &what, &lp, timeout, false).await?;
     }
 
-    let locks = format!("{selector},{ROLE_LABEL}={SLOT_LOCK_ROLE}");
-    let found = names(&secrets, &locks, "secrets").await?;
-    delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
-    removed.secrets += found.len();
+    // Secret locks exist only where the Role grants get and list on secrets (SlotSecrets).
+    if list_secrets {
+        let locks = format!("{selector},{ROLE_LABEL}={SLOT_LOCK_ROLE}");
+        let found = secret_names(&secrets, &locks).await?;
+        delete_all(&secrets, &found, &DeleteParams::default(), "secret").await?;
+        removed.secrets += found.len();
+    }
     // Leases go with their owner pod anyway (garbage collector); deleting them here frees the
     // slot at once, and also one whose pod was never created.
     if granted.has(Extra::SlotLeases) {
@@ -121,12 +174,14 @@ pub async fn remove_runner_objects(
     Ok(removed)
 }
 
-pub async fn cleanup_job(config: &Config) -> HookResult {
+pub async fn cleanup_job(state: Option<&crate::protocol::JobState>, config: &Config) -> HookResult {
     let session = Session::open(config, CommandName::CleanupJob).await?;
+    let known = known_secrets(&session.runner, state);
     let removed = remove_runner_objects(
         &session.kube,
         &session.runner,
         &session.granted,
+        &known,
         config.cleanup_timeout,
     )
     .await
@@ -152,4 +207,36 @@ pub async fn cleanup_job(config: &Config) -> HookResult {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::JobState;
+
+    fn state(secret: &str) -> JobState {
+        JobState {
+            job_pod: "arc-runner-workflow".into(),
+            registry_secret: Some(secret.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_this_runners_secret_names_are_deleted_by_name() {
+        let mine = crate::objects::names::runner_object_name("arc-runner", "secret", "abcdefgh");
+        assert_eq!(known_secrets("arc-runner", Some(&state(&mine))), [mine]);
+        for other in [
+            "arc-github-app",
+            "arc-runner-2-secret-abcdefgh",
+            "arc-runner-secret-",
+            "arc-runner-secret-abc-efgh",
+        ] {
+            assert!(
+                known_secrets("arc-runner", Some(&state(other))).is_empty(),
+                "{other}"
+            );
+        }
+        assert!(known_secrets("arc-runner", None).is_empty());
+    }
 }

@@ -112,7 +112,7 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
                 None => Ok(code),
             }
         }
-        Command::CleanupJob => cleanup_job::cleanup_job(&config).await,
+        Command::CleanupJob => cleanup_job::cleanup_job(envelope.state.as_ref(), &config).await,
     }
 }
 

@@ -12,7 +12,7 @@ use super::{HookResult, cache_slot, log_line, startup};
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::Kube;
 use crate::k8s::exec::{ExecTarget, exec_capture};
-use crate::k8s::owned::{self, create_once};
+use crate::k8s::owned::{self, create_once, create_secret_once};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::wait::{Milestones, wait_running_observed};
 use crate::objects::{JOB_CONTAINER_NAME, names};
@@ -89,7 +89,7 @@ pub async fn prepare_job(
     }
     let node = session.node(config).await?;
 
-    super::cleanup_job::remove_runner_objects(kube, runner, granted, config.cleanup_timeout)
+    super::cleanup_job::remove_runner_objects(kube, runner, granted, &[], config.cleanup_timeout)
         .await
         .context("removing the previous job's leftovers")?;
 
@@ -141,6 +141,7 @@ pub async fn prepare_job(
             job_pod: plan.pod_name().to_string(),
             namespace: Some(kube.namespace.clone()),
             no_volume: config.work_volume == WorkVolumeMode::Copy,
+            registry_secret: created.secret.clone(),
         },
         context: plan.response_context(),
         is_alpine,
@@ -205,11 +206,13 @@ async fn create_with_slot(
     {
         let kind = if session.granted.has(Extra::SlotLeases) {
             cache_slot::LockKind::Lease
-        } else {
+        } else if session.granted.has(Extra::SlotSecrets) {
             tracing::debug!(
                 "the Role grants no coordination.k8s.io leases: taking the cache slot with a Secret lock"
             );
             cache_slot::LockKind::Secret
+        } else {
+            bail!(cache_slot::NO_LOCKS_MESSAGE);
         };
         let taken = cache_slot::take(kube, &ctx, node.as_deref(), &pod_name, kind)
             .await
@@ -227,7 +230,7 @@ async fn create_with_slot(
     // Checked before anything is created: a broken annotation leaves nothing behind.
     let readiness = readiness::from_pod(&plan.pod)?;
     let created_at = Instant::now();
-    let uid = create_objects(kube, &plan, created).await?;
+    let uid = create_objects(kube, &session.runner, &plan, created).await?;
     if let Some(taken) = &created.slot
         && let Err(e) = cache_slot::set_owner(kube, taken, &pod_name, &uid).await
     {
@@ -237,16 +240,21 @@ async fn create_with_slot(
     Ok((plan, readiness, created_at, uid))
 }
 
-/// Creates the secret (if any) and the pod; returns the pod's UID.
+/// Creates the secret (if any) and the pod; returns the pod's UID. The pull secret must exist
+/// before the pod that pulls with it, so the runner pod owns it (the Role may not patch secrets
+/// to hand them to the workflow pod later): the garbage collector removes it with the runner
+/// pod if no cleanup_job does, and cleanup_job deletes it by the name the job's state carries.
 async fn create_objects(
     kube: &Kube,
+    runner: &str,
     plan: &PreparePlan,
     created: &mut Created,
 ) -> anyhow::Result<String> {
     if let Some(secret) = &plan.secret {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let api = kube.secrets();
-        create_once(&api, "registry secret", secret).await?;
+        let owner = owned::pod_owner(kube, runner).await;
+        create_secret_once(&api, "registry secret", secret, owner).await?;
         created.secret = Some(name);
     }
     let name = plan.pod_name().to_string();
@@ -406,10 +414,17 @@ pub async fn remove_after_stop(config: &Config) {
     };
     let removal = async {
         let kube = super::session::connect(config).await?;
+        // Unreviewed: the secret sweep is tried (a Role without `list` on secrets leaves them to
+        // the garbage collector: the runner pod owns the pull secret).
+        let granted = crate::k8s::rbac::Granted {
+            extras: vec![Extra::ListSecrets],
+            ..Default::default()
+        };
         super::cleanup_job::remove_runner_objects(
             &kube,
             runner,
-            &crate::k8s::rbac::Granted::default(),
+            &granted,
+            &[],
             config.cleanup_timeout,
         )
         .await

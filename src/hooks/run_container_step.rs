@@ -45,7 +45,6 @@ pub async fn run_container_step(
     let suffix = names::random_suffix();
     let template = session.template.as_ref();
 
-    let image = step_image(&session, config, args, &ctx, copy, &cancel).await?;
     // A job with neither container nor services has no workflow pod: the runner sent no
     // prepare_job (state null) and will send no cleanup_job, so the step is a Job that removes
     // itself.
@@ -53,6 +52,10 @@ pub async fn run_container_step(
         .state
         .as_ref()
         .is_some_and(|s| !s.job_pod.is_empty());
+    // The step's secrets go with the workflow pod (cleanup_job deletes it, the garbage
+    // collector them), or with the runner pod where the job has none.
+    let owner_pod = if prepared { &pod } else { &session.runner };
+    let image = step_image(&session, config, args, &ctx, copy, owner_pod, &cancel).await?;
     let can_jobs = granted.has(Extra::BatchJobs);
     let mut place = placement(
         prepared,
@@ -95,15 +98,16 @@ pub async fn run_container_step(
         Placement::JobPod => bail!("internal error: the container step was placed nowhere"),
         Placement::Job(why) => {
             note_fallback_once(config, "as separate Jobs", &why);
-            let plan = plan_container_step(&ctx, args, &image, &ws, template, &suffix)?;
+            let mut plan = plan_container_step(&ctx, args, &image, &ws, template, &suffix)?;
             warn_all(&plan.warnings);
+            own_secret(kube, plan.secret.as_mut(), owner_pod).await;
             super::steps::job::run_as_job(kube, config, &plan, granted, &cancel).await
         }
         Placement::Pod(why) => {
             note_fallback_once(config, "in pods of their own", &why);
             let (helper, aliases) =
                 from_job_pod(kube, config, prepared.then_some(&pod), copy).await?;
-            let plan = plan_step_pod(
+            let mut plan = plan_step_pod(
                 &ctx,
                 args,
                 &image,
@@ -114,6 +118,7 @@ pub async fn run_container_step(
                 aliases,
             )?;
             warn_all(&plan.warnings);
+            own_secret(kube, plan.secret.as_mut(), owner_pod).await;
             let dirs = copy.then(|| RunnerDirs::from_config(config)).transpose()?;
             let files = match &dirs {
                 Some(dirs) => Some(StepFiles {
@@ -125,6 +130,20 @@ pub async fn run_container_step(
             };
             run_as_pod(kube, config, &plan, files.as_ref(), granted, &cancel).await
         }
+    }
+}
+
+/// Makes pod `owner` the owner of the step's pull secret (if any), so the garbage collector
+/// removes it with that pod if the hook is killed before the step deletes it.
+async fn own_secret(
+    kube: &crate::k8s::Kube,
+    secret: Option<&mut k8s_openapi::api::core::v1::Secret>,
+    owner: &str,
+) {
+    if let Some(s) = secret {
+        s.metadata.owner_references = crate::k8s::owned::pod_owner(kube, owner)
+            .await
+            .map(|o| vec![o]);
     }
 }
 
@@ -189,6 +208,7 @@ async fn step_image(
     args: &RunContainerStepArgs,
     ctx: &BuildContext,
     copy: bool,
+    owner_pod: &str,
     cancel: &Cancel,
 ) -> anyhow::Result<String> {
     if let Some(image) = args.image.clone().filter(|i| !i.is_empty()) {
@@ -202,6 +222,7 @@ async fn step_image(
         ctx,
         copy,
         dockerfile: args.dockerfile.as_deref().unwrap_or_default(),
+        owner_pod,
     };
     super::steps::build_image::build(&session.kube, config, build, &job, &session.granted, cancel)
         .await

@@ -79,11 +79,18 @@ pub enum Extra {
     ReadNodes,
     /// Watch the runner's node rather than read it again and again (as [`Extra::ReadNodes`]).
     WatchNodes,
+    /// List secrets, to sweep this runner's secrets by label (ARC's chart's Role grants it;
+    /// deploy/rbac's does not): without it the hook deletes the secrets it knows by name and the
+    /// garbage collector removes the rest with their owner pod.
+    ListSecrets,
+    /// Get and list secrets, to take cache slots with Secret locks where leases are not granted.
+    SlotSecrets,
 }
 
 impl Extra {
     /// Every extra the namespace's Role (deploy/rbac/role.yaml) grants; the node extras need a
-    /// ClusterRole and are asked only when configured.
+    /// ClusterRole and are asked only when configured, and the secret-reading extras are what
+    /// deploy/rbac leaves out on purpose (a runner reads no secret of its namespace).
     pub const ALL: [Extra; 6] = [
         Extra::WatchPods,
         Extra::ListEvents,
@@ -110,6 +117,12 @@ impl Extra {
                 "get nodes (ARC_HOOK_WAIT_FOR_NODE_TAINTS: without it prepare_job cannot wait)"
             }
             Extra::WatchNodes => "watch nodes (without: the node is read every 2 s)",
+            Extra::ListSecrets => {
+                "list secrets (without: the hook's secrets are deleted by name, and by the garbage collector with their owner pod)"
+            }
+            Extra::SlotSecrets => {
+                "get and list secrets (without, and without leases: a template using ${CACHE_SLOT} cannot take a slot)"
+            }
         }
     }
 
@@ -120,6 +133,9 @@ impl Extra {
         const ANNOTATE: &[Permission] = &[p("", "pods", "", "patch")];
         const READ_NODES: &[Permission] = &[p("", "nodes", "", "get")];
         const WATCH_NODES: &[Permission] = &[p("", "nodes", "", "watch")];
+        const LIST_SECRETS: &[Permission] = &[p("", "secrets", "", "list")];
+        const SLOT_SECRETS: &[Permission] =
+            &[p("", "secrets", "", "get"), p("", "secrets", "", "list")];
         match self {
             Extra::WatchPods => WATCH_PODS,
             Extra::ListEvents => LIST_EVENTS,
@@ -129,11 +145,17 @@ impl Extra {
             Extra::SlotLeases => LEASE_PERMISSIONS,
             Extra::ReadNodes => READ_NODES,
             Extra::WatchNodes => WATCH_NODES,
+            Extra::ListSecrets => LIST_SECRETS,
+            Extra::SlotSecrets => SLOT_SECRETS,
         }
     }
 }
 
 /// What each command cannot do without. All of it is in the Role ARC's chart creates by default.
+/// Secrets are only created and deleted: the hook never reads one of the namespace's secrets
+/// (its own are written once and removed by name; the build push secret is read by name only,
+/// [`push_secret_read`]), so a Role can leave out `get` and `list` on secrets, which would
+/// let a runner read the GitHub App key and the other runners' JIT configurations.
 pub fn required(command: CommandName) -> &'static [Permission] {
     const PREPARE: &[Permission] = &[
         p("", "pods", "", "get"),
@@ -142,8 +164,6 @@ pub fn required(command: CommandName) -> &'static [Permission] {
         p("", "pods", "", "delete"),
         p("", "pods", "exec", "get"),
         p("", "pods", "exec", "create"),
-        p("", "secrets", "", "get"),
-        p("", "secrets", "", "list"),
         p("", "secrets", "", "create"),
         p("", "secrets", "", "delete"),
     ];
@@ -157,14 +177,12 @@ pub fn required(command: CommandName) -> &'static [Permission] {
         p("", "pods", "", "list"),
         p("", "pods", "log", "get"),
         p("", "pods", "exec", "create"),
-        p("", "secrets", "", "get"),
         p("", "secrets", "", "create"),
         p("", "secrets", "", "delete"),
     ];
     const CLEANUP: &[Permission] = &[
         p("", "pods", "", "list"),
         p("", "pods", "", "delete"),
-        p("", "secrets", "", "list"),
         p("", "secrets", "", "delete"),
     ];
     match command {
@@ -184,6 +202,8 @@ pub fn extras(command: CommandName) -> &'static [Extra] {
             Extra::AnnotatePods,
             Extra::BatchJobs,
             Extra::SlotLeases,
+            Extra::ListSecrets,
+            Extra::SlotSecrets,
         ],
         CommandName::RunScriptStep => &[],
         CommandName::RunContainerStep => &[
@@ -192,7 +212,12 @@ pub fn extras(command: CommandName) -> &'static [Extra] {
             Extra::EphemeralContainers,
             Extra::BatchJobs,
         ],
-        CommandName::CleanupJob => &[Extra::WatchPods, Extra::BatchJobs, Extra::SlotLeases],
+        CommandName::CleanupJob => &[
+            Extra::WatchPods,
+            Extra::BatchJobs,
+            Extra::SlotLeases,
+            Extra::ListSecrets,
+        ],
     }
 }
 
@@ -248,7 +273,30 @@ impl Granted {
     }
 }
 
+/// The one secret the hook reads: the build push secret (`ARC_HOOK_BUILD_PUSH_SECRET`), by its
+/// name, to ask the registry whether an image is already pushed. A Role grants it with
+/// `resourceNames: [<that name>]`, which grants no other secret.
+pub const PUSH_SECRET_READ: Permission = p("", "secrets", "", "get");
+
+/// Whether the service account may `perm` on object `name` (a rule for the namespace's objects,
+/// or one naming it in `resourceNames`): from the rules review where it is complete, else one
+/// access review.
+pub async fn allowed_on(kube: &Kube, perm: Permission, name: &str) -> Result<bool, K8sError> {
+    match rules(kube).await? {
+        Some(rules) => Ok(rules_allow_named(&rules, perm, Some(name))),
+        None => allowed_named(kube, perm, Some(name)).await,
+    }
+}
+
 async fn allowed(kube: &Kube, perm: Permission) -> Result<bool, K8sError> {
+    allowed_named(kube, perm, None).await
+}
+
+async fn allowed_named(
+    kube: &Kube,
+    perm: Permission,
+    name: Option<&str>,
+) -> Result<bool, K8sError> {
     let api: kube::Api<SelfSubjectAccessReview> = kube::Api::all(kube.client.clone());
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
@@ -258,6 +306,7 @@ async fn allowed(kube: &Kube, perm: Permission) -> Result<bool, K8sError> {
                 resource: Some(perm.resource.to_string()),
                 subresource: (!perm.subresource.is_empty()).then(|| perm.subresource.to_string()),
                 verb: Some(perm.verb.to_string()),
+                name: name.map(str::to_string),
                 ..Default::default()
             }),
             ..Default::default()
@@ -312,6 +361,12 @@ async fn rules(kube: &Kube) -> Result<Option<Vec<ResourceRule>>, K8sError> {
 /// Whether RBAC `rules` grant `perm` on the namespace's objects (not on one object by name):
 /// Kubernetes' own matching of verbs, API groups, `resource/subresource`, `*` and `*/sub`.
 pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
+    rules_allow_named(rules, perm, None)
+}
+
+/// [`rules_allow`] for object `name` (`None`: the namespace's objects): a rule whose
+/// `resourceNames` list it grants it too.
+pub fn rules_allow_named(rules: &[ResourceRule], perm: Permission, name: Option<&str>) -> bool {
     let resource = if perm.subresource.is_empty() {
         perm.resource.to_string()
     } else {
@@ -320,7 +375,8 @@ pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
     let star_sub = format!("*/{}", perm.subresource);
     let any_or = |list: &[String], want: &str| list.iter().any(|v| v == "*" || v == want);
     rules.iter().any(|r| {
-        r.resource_names.as_ref().is_none_or(Vec::is_empty)
+        let names = r.resource_names.as_deref().unwrap_or_default();
+        (names.is_empty() || name.is_some_and(|n| names.iter().any(|v| v == n)))
             && any_or(&r.verbs, perm.verb)
             && any_or(r.api_groups.as_deref().unwrap_or_default(), perm.group)
             && r.resources.as_deref().unwrap_or_default().iter().any(|v| {
@@ -484,7 +540,14 @@ mod tests {
         // A rule for named objects grants nothing on the collection.
         let mut named = rule(&[""], &["pods"], &["get"]);
         named.resource_names = Some(vec!["runner-0".into()]);
-        assert!(!rules_allow(&[named], get_pods));
+        assert!(!rules_allow(std::slice::from_ref(&named), get_pods));
+        // ... and that object only.
+        assert!(rules_allow_named(
+            std::slice::from_ref(&named),
+            get_pods,
+            Some("runner-0")
+        ));
+        assert!(!rules_allow_named(&[named], get_pods, Some("runner-1")));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::cancel::{Cancel, Cancelled};
 use super::job::terminated;
 use crate::config::{BuildConfig, Config};
 use crate::k8s::Kube;
-use crate::k8s::owned::{self, create_once};
+use crate::k8s::owned::{self, create_once, create_secret_once};
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::retry::with_retry;
 use crate::k8s::wait::wait_running;
@@ -28,6 +28,8 @@ pub struct BuildJob<'a> {
     pub copy: bool,
     /// The runner-side path of the action's Dockerfile (`args.dockerfile`).
     pub dockerfile: &'a str,
+    /// The pod the build-context secret goes with (the workflow pod, else the runner pod).
+    pub owner_pod: &'a str,
 }
 
 /// Builds the action's image and returns the reference to run (`<destination>@<digest>`).
@@ -76,7 +78,8 @@ pub async fn build(
         let name = names::runner_object_name(&job.ctx.runner_pod, "buildctx", &suffix);
         let secret = context_secret(job.ctx, &name, archive);
         let api = kube.secrets();
-        create_once(&api, "secret", &secret).await?;
+        let owner = owned::pod_owner(kube, job.owner_pod).await;
+        create_secret_once(&api, "secret", &secret, owner).await?;
         secret_name = Some(name.clone());
         BuildSource::Archive { secret: name }
     } else {

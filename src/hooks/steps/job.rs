@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, ListParams};
 use super::cancel::{Cancel, Cancelled};
 use crate::config::Config;
 use crate::hooks::HookResult;
-use crate::k8s::owned::{self, create_once};
+use crate::k8s::owned::{self, create_once, create_secret_once};
 use crate::k8s::pod_watch::{Backoff, Deadline, Decision, Followed, PodWatch};
 use crate::k8s::rbac::{self, Extra};
 use crate::k8s::retry::with_retry;
@@ -66,7 +66,7 @@ async fn run_job(
     granted: &rbac::Granted,
 ) -> HookResult {
     if let Some(secret) = &plan.secret {
-        create_once(&kube.secrets(), "secret", secret).await?;
+        create_secret_once(&kube.secrets(), "secret", secret, None).await?;
     }
     let jobs = kube.jobs();
     create_once(&jobs, "job", &plan.job)

@@ -17,7 +17,7 @@ use crate::hooks::HookResult;
 use crate::k8s::Kube;
 use crate::k8s::copy::{self, ChangedSince, CopyError};
 use crate::k8s::exec::{ExecTarget, exec_capture};
-use crate::k8s::owned::{self, create_once};
+use crate::k8s::owned::{self, create_once, create_secret_once};
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::wait::{wait_init_running, wait_running};
 use crate::objects::JOB_CONTAINER_NAME;
@@ -79,7 +79,7 @@ async fn run_pod(
     granted: &Granted,
 ) -> HookResult {
     if let Some(secret) = &plan.secret {
-        create_once(&kube.secrets(), "secret", secret).await?;
+        create_secret_once(&kube.secrets(), "secret", secret, None).await?;
     }
     // Created first: its scheduling and image pulls overlap the push into the job pod.
     create_once(&kube.pods(), "pod", &plan.pod)
