@@ -109,7 +109,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Check => {
             let passed = runtime(Flavour::Hook)?.block_on(arc_hook::check::run(&mut |f| {
-                println!("{}", f.line());
+                arc_hook::joblog::line(f.line());
             }));
             Ok(if passed {
                 ExitCode::SUCCESS

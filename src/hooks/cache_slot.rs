@@ -347,10 +347,10 @@ pub async fn release(kube: &Kube, taken: &Taken) {
     let dp = DeleteParams::default();
     match taken.kind {
         LockKind::Lease => {
-            crate::k8s::owned::delete_or_warn(&kube.leases(), "lease", &taken.name, &dp).await
+            crate::hooks::delete_or_warn(&kube.leases(), "lease", &taken.name, &dp).await
         }
         LockKind::Secret => {
-            crate::k8s::owned::delete_or_warn(&kube.secrets(), "secret", &taken.name, &dp).await
+            crate::hooks::delete_or_warn(&kube.secrets(), "secret", &taken.name, &dp).await
         }
     };
 }

@@ -148,9 +148,28 @@ pub fn wait_progress(notice: &crate::k8s::progress::WaitNotice<'_>) {
     crate::joblog::notice(notice);
 }
 
-/// Prints one line for the job log.
-pub fn log_line(line: &str) {
-    crate::joblog::line(line);
+/// Deletes what a step (or a failing command) created, on its way out. A failure is one warning
+/// line in the job log and never changes the step's result: cleanup_job removes whatever is left,
+/// by label, at the end of the job. Returns whether the object is gone or going.
+pub async fn delete_or_warn<K>(
+    api: &kube::Api<K>,
+    kind: &str,
+    name: &str,
+    params: &kube::api::DeleteParams,
+) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match crate::k8s::owned::delete(api, kind, name, params).await {
+        Ok(()) => true,
+        Err(e) => {
+            crate::joblog::warning(format_args!(
+                "could not remove {kind} {name} ({}); cleanup_job removes it at the end of the job",
+                e.chain()
+            ));
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, ListParams};
 use super::readiness::{self, Readiness};
 use super::session::Session;
 use super::steps::workspace::{self, RunnerDirs};
-use super::{HookResult, cache_slot, log_line, startup};
+use super::{HookResult, cache_slot, startup};
 use crate::config::{Config, WorkVolumeMode};
 use crate::k8s::Kube;
 use crate::k8s::exec::{ExecTarget, exec_capture};
@@ -40,7 +40,7 @@ impl Created {
         if let Some(p) = &self.pod {
             let api = kube.pods();
             let dp = DeleteParams::default().grace_period(0);
-            if owned::delete_or_warn(&api, "pod", p, &dp).await {
+            if crate::hooks::delete_or_warn(&api, "pod", p, &dp).await {
                 let gone = crate::k8s::wait::wait_gone(
                     &api,
                     &format!("pod {p}"),
@@ -50,15 +50,16 @@ impl Created {
                 )
                 .await;
                 if let Err(e) = gone {
-                    println!(
-                        "arc-hook: warning: pod {p} is still being removed: {}",
+                    crate::joblog::warning(format_args!(
+                        "pod {p} is still being removed: {}",
                         e.chain()
-                    );
+                    ));
                 }
             }
         }
         if let Some(s) = &self.secret {
-            owned::delete_or_warn(&kube.secrets(), "secret", s, &DeleteParams::default()).await;
+            crate::hooks::delete_or_warn(&kube.secrets(), "secret", s, &DeleteParams::default())
+                .await;
         }
         if let Some(t) = &self.slot {
             cache_slot::release(kube, t).await;
@@ -126,7 +127,7 @@ pub async fn prepare_job(
         }
     };
     for w in &plan.warnings {
-        log_line(&format!("arc-hook: warning: {w}"));
+        crate::joblog::warning(w);
     }
     let result = start(kube, config, &plan, readiness, granted, created_at, uid).await;
     let is_alpine = match result {
@@ -432,11 +433,13 @@ pub async fn remove_after_stop(config: &Config) {
     };
     match tokio::time::timeout(config.cleanup_timeout, removal).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => eprintln!("arc-hook prepare_job: could not remove its objects: {e:#}"),
-        Err(_) => eprintln!(
+        Ok(Err(e)) => crate::joblog::line_err(format_args!(
+            "arc-hook prepare_job: could not remove its objects: {e:#}"
+        )),
+        Err(_) => crate::joblog::line_err(format_args!(
             "arc-hook prepare_job: removing its objects took longer than {}s; cleanup_job will retry",
             config.cleanup_timeout.as_secs()
-        ),
+        )),
     }
 }
 
@@ -485,8 +488,8 @@ fn provide_externals(config: &Config) {
             bytes = s.bytes,
             "externals in the work volume"
         ),
-        Err(e) => log_line(&format!(
-            "arc-hook: warning: copying the runner's externals to /__e failed: {e}"
+        Err(e) => crate::joblog::warning(format_args!(
+            "copying the runner's externals to /__e failed: {e}"
         )),
     }
 }

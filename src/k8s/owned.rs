@@ -146,27 +146,3 @@ where
         _ => Ok(()),
     }
 }
-
-/// Deletes what a step (or a failing command) created, on its way out. A failure is one warning
-/// line in the job log and never changes the step's result: cleanup_job removes whatever is left,
-/// by label, at the end of the job. Returns whether the object is gone or going.
-pub async fn delete_or_warn<K>(
-    api: &kube::Api<K>,
-    kind: &str,
-    name: &str,
-    params: &DeleteParams,
-) -> bool
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match delete(api, kind, name, params).await {
-        Ok(()) => true,
-        Err(e) => {
-            println!(
-                "arc-hook: warning: could not remove {kind} {name} ({}); cleanup_job removes it at the end of the job",
-                e.chain()
-            );
-            false
-        }
-    }
-}

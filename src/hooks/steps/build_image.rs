@@ -116,9 +116,9 @@ pub async fn build(
     };
 
     let dp = DeleteParams::default().grace_period(0);
-    owned::delete_or_warn(&kube.pods(), "builder pod", &pod_name, &dp).await;
+    crate::hooks::delete_or_warn(&kube.pods(), "builder pod", &pod_name, &dp).await;
     if let Some(s) = secret_name {
-        owned::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
+        crate::hooks::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
     }
     let digest = result?;
     Ok(match digest {

@@ -51,9 +51,9 @@ pub async fn run_as_job(
         .into()),
     };
 
-    owned::delete_or_warn(&kube.jobs(), "job", &job_name, &owned::job_deletion()).await;
+    crate::hooks::delete_or_warn(&kube.jobs(), "job", &job_name, &owned::job_deletion()).await;
     if let Some(s) = secret_name {
-        owned::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
+        crate::hooks::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
     }
     result
 }

@@ -17,7 +17,7 @@ use crate::hooks::HookResult;
 use crate::k8s::Kube;
 use crate::k8s::copy::{self, ChangedSince, CopyError};
 use crate::k8s::exec::{ExecTarget, exec_capture};
-use crate::k8s::owned::{self, create_once, create_secret_once};
+use crate::k8s::owned::{create_once, create_secret_once};
 use crate::k8s::rbac::{Extra, Granted};
 use crate::k8s::wait::{wait_init_running, wait_running};
 use crate::objects::JOB_CONTAINER_NAME;
@@ -63,9 +63,9 @@ pub async fn run_as_pod(
         grace_period_seconds: Some(0),
         ..Default::default()
     };
-    owned::delete_or_warn(&kube.pods(), "pod", &name, &now).await;
+    crate::hooks::delete_or_warn(&kube.pods(), "pod", &name, &now).await;
     if let Some(s) = secret_name {
-        owned::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
+        crate::hooks::delete_or_warn(&kube.secrets(), "secret", &s, &DeleteParams::default()).await;
     }
     result
 }
