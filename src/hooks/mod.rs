@@ -3,10 +3,12 @@
 pub mod cache_slot;
 pub mod cleanup_job;
 pub mod file_commands;
+pub mod job_state;
 pub mod prepare_job;
 pub mod readiness;
 pub mod run_container_step;
 pub mod run_script_step;
+pub mod runner_objects;
 pub mod service_health;
 pub mod session;
 pub mod shared_work;
@@ -91,26 +93,7 @@ pub async fn run(envelope: Envelope, config: Config) -> HookResult {
             run_script_step::run_script_step(&envelope, args, &config).await
         }
         Command::RunContainerStep(args) => {
-            // Claim mode: the step writes the job's file-command directory; the hook delivers.
-            let claim = !steps::workspace::copy_mode(&envelope, &config);
-            let temp = run_script_step::runner_temp(&config).ok();
-            if let (true, Some(t)) = (claim, &temp) {
-                file_commands::prepare_for_step(t);
-            }
-            let code = run_container_step::run_container_step(&envelope, args, &config).await?;
-            match temp {
-                Some(t) => {
-                    // The runner's directory first (an ephemeral step could reach it while it
-                    // ran; its processes are gone now), then what the step wrote.
-                    let code = run_script_step::runner_paths_intact(&t, code)?;
-                    Ok(if claim {
-                        file_commands::deliver(&t, code)
-                    } else {
-                        code
-                    })
-                }
-                None => Ok(code),
-            }
+            run_container_step::run_container_step(&envelope, args, &config).await
         }
         Command::CleanupJob => cleanup_job::cleanup_job(envelope.state.as_ref(), &config).await,
     }

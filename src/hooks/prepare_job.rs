@@ -90,15 +90,21 @@ pub async fn prepare_job(
     }
     let node = session.node(config).await?;
 
-    super::cleanup_job::remove_runner_objects(kube, runner, granted, &[], config.cleanup_timeout)
-        .await
-        .context("removing the previous job's leftovers")?;
+    super::runner_objects::remove_runner_objects(
+        kube,
+        runner,
+        granted,
+        &[],
+        config.cleanup_timeout,
+    )
+    .await
+    .context("removing the previous job's leftovers")?;
 
     if config.work_volume == WorkVolumeMode::Claim {
         provide_externals(config);
         // The job's own file-command directory, which its containers see in place of the
         // runner's (made here, so it is the runner's user's and not the kubelet's root's).
-        let temp = super::run_script_step::runner_temp(config)?;
+        let temp = super::job_state::runner_temp(config)?;
         super::file_commands::create_job_dir(&temp)
             .context("preparing the job's file-command directory under _temp")?;
         if let Some(work) = config.runner_work_dir() {
@@ -117,26 +123,32 @@ pub async fn prepare_job(
         wait_for_start_up_taints(kube, config, granted, n).await?;
     }
 
+    // One rollback: whatever fails from here removes everything this command created.
     let mut created = Created::default();
-    let placed = create_with_slot(&session, config, args, node, &mut created).await;
-    let (plan, readiness, created_at, uid) = match placed {
-        Ok(p) => p,
-        Err(e) => {
-            created.remove(kube, granted.has(Extra::WatchPods)).await;
-            return Err(e);
-        }
-    };
+    let result = create_and_start(&session, config, args, node, &response_file, &mut created).await;
+    if result.is_err() {
+        created.remove(kube, granted.has(Extra::WatchPods)).await;
+    }
+    result
+}
+
+/// Creates the job's objects (recording each in `created` as it goes), starts the workflow pod
+/// and writes the response; on any error the caller removes what `created` holds.
+async fn create_and_start(
+    session: &Session,
+    config: &Config,
+    args: &PrepareJobArgs,
+    node: Option<String>,
+    response_file: &std::path::Path,
+    created: &mut Created,
+) -> HookResult {
+    let (kube, granted) = (&session.kube, &session.granted);
+    let (plan, readiness, created_at, uid) =
+        create_with_slot(session, config, args, node, created).await?;
     for w in &plan.warnings {
         crate::joblog::warning(w);
     }
-    let result = start(kube, config, &plan, readiness, granted, created_at, uid).await;
-    let is_alpine = match result {
-        Ok(a) => a,
-        Err(e) => {
-            created.remove(kube, granted.has(Extra::WatchPods)).await;
-            return Err(e);
-        }
-    };
+    let is_alpine = start(kube, config, &plan, readiness, granted, created_at, uid).await?;
     let response = PrepareJobResponse {
         state: JobState {
             job_pod: plan.pod_name().to_string(),
@@ -148,13 +160,8 @@ pub async fn prepare_job(
         is_alpine,
     };
     let json = serde_json::to_vec(&response).context("serialising the response")?;
-    if let Err(e) = std::fs::write(&response_file, json) {
-        created.remove(kube, granted.has(Extra::WatchPods)).await;
-        bail!(
-            "cannot write the response file {}: {e}",
-            response_file.display()
-        );
-    }
+    std::fs::write(response_file, json)
+        .with_context(|| format!("cannot write the response file {}", response_file.display()))?;
     Ok(0)
 }
 
@@ -421,7 +428,7 @@ pub async fn remove_after_stop(config: &Config) {
             extras: vec![Extra::ListSecrets],
             ..Default::default()
         };
-        super::cleanup_job::remove_runner_objects(
+        super::runner_objects::remove_runner_objects(
             &kube,
             runner,
             &granted,

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::HostAlias;
 
 use super::HookResult;
-use super::run_script_step::job_pod;
+use super::job_state::job_pod;
 use super::session::Session;
 use super::shared_work::SharedDir;
 use super::steps::cancel::Cancel;
@@ -30,6 +30,20 @@ pub async fn run_container_step(
     args: &RunContainerStepArgs,
     config: &Config,
 ) -> HookResult {
+    // Claim mode: the step writes the job's file-command directory; the hook delivers.
+    let claim = !super::steps::workspace::copy_mode(envelope, config);
+    let temp = super::job_state::runner_temp(config).ok();
+    if let Some(t) = &temp {
+        super::job_state::before_step(t, claim);
+    }
+    let code = run_step(envelope, args, config).await?;
+    match temp {
+        Some(t) => super::job_state::after_step(&t, claim, code),
+        None => Ok(code),
+    }
+}
+
+async fn run_step(envelope: &Envelope, args: &RunContainerStepArgs, config: &Config) -> HookResult {
     check_image_source(args, config)?;
     // From here on a cancel stops the step (or its image build) instead of ending the hook.
     let cancel = Cancel::listen().context("cannot listen for the runner's cancel signals")?;
@@ -286,7 +300,7 @@ fn note_fallback_once(config: &Config, how: &str, why: &str) {
     // The marker lives in the job-shared `_temp/_arc_hook`: opened without following links.
     let dir = config.runner_temp.as_deref().and_then(|t| {
         SharedDir::open(t)
-            .and_then(|t| t.child_dir(super::run_script_step::SCRIPT_DIR))
+            .and_then(|t| t.child_dir(super::job_state::SCRIPT_DIR))
             .ok()
     });
     if let Some(d) = &dir

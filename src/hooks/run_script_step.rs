@@ -1,11 +1,12 @@
 //! run_script_step: run the step in the job container with its exact environment, stream its output, return its exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
 use super::HookResult;
-use super::shared_work::{SharedDir, check_runner_paths};
+use super::job_state::{SCRIPT_DIR, after_step, before_step, job_pod, runner_temp};
+use super::shared_work::SharedDir;
 use super::step_end::Infrastructure;
 use super::steps::cancel::{Cancel, Cancelled, STOP_DEADLINE, StopSignal, TERM_GRACE};
 use super::steps::detached::{self, DetachedStep};
@@ -15,28 +16,6 @@ use crate::k8s::exec::{ExecError, ExecTarget};
 use crate::objects::{JOB_CONTAINER_NAME, names};
 use crate::protocol::{Envelope, RunScriptStepArgs};
 use crate::script::{StepCommand, step_script};
-
-/// Directory under the runner's `_temp` (`/__w/_temp` in the pod) holding step start scripts.
-pub const SCRIPT_DIR: &str = "_arc_hook";
-
-/// The runner's `_temp`, which the job container sees at `/__w/_temp`.
-pub fn runner_temp(config: &Config) -> anyhow::Result<PathBuf> {
-    config
-        .runner_temp
-        .clone()
-        .or_else(|| config.runner_work_dir().map(|w| w.join("_temp")))
-        .context("RUNNER_TEMP is not set: the hook must run from the runner, which sets it")
-}
-
-/// The workflow pod named in the state, else the one this runner's prepare_job creates.
-pub fn job_pod(envelope: &Envelope, runner: &str) -> String {
-    envelope
-        .state
-        .as_ref()
-        .map(|s| s.job_pod.clone())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| names::job_pod_name(runner))
-}
 
 /// Removes the start script on every path out, also when the step fails or the hook errors.
 struct ScriptFile {
@@ -94,10 +73,7 @@ pub async fn run_script_step(
     } else {
         None
     };
-    if dirs.is_none() {
-        // Claim mode: the step sees the job's own copy of the runner's file commands.
-        super::file_commands::prepare_for_step(&temp);
-    }
+    before_step(&temp, dirs.is_none());
     // Exec round trips per step: push (copy mode), run, pull (copy mode).
     if let Some(d) = &dirs {
         let push = workspace::push_step(&kube, &pod, d, Vec::new());
@@ -190,11 +166,7 @@ pub async fn run_script_step(
     if let Some(infra) = infra {
         return Err(infra.into());
     }
-    let code = runner_paths_intact(&temp, code)?;
-    Ok(match dirs {
-        Some(_) => code,
-        None => super::file_commands::deliver(&temp, code),
-    })
+    after_step(&temp, dirs.is_none(), code)
 }
 
 /// Stops the cancelled step in the pod within [`STOP_DEADLINE`] and says what became of it.
@@ -224,27 +196,4 @@ async fn stop_step(
         ),
     };
     Cancelled { signal, stopped }
-}
-
-/// Fails the step when it left links (or pipes, devices) where the runner reads file commands
-/// or keeps its directories: the runner reads those next, with its own rights. Keeps the step's
-/// own failure code when it had one.
-pub fn runner_paths_intact(temp: &Path, code: i32) -> HookResult {
-    match check_runner_paths(temp) {
-        Ok(()) => Ok(code),
-        Err(planted) => {
-            for p in &planted {
-                crate::joblog::refused(p);
-            }
-            crate::joblog::problem(format_args!(
-                "the step replaced runner-owned paths under _temp (above); failing it so the runner never reads through them{}",
-                if code != 0 {
-                    format!(" (the step itself exited {code})")
-                } else {
-                    String::new()
-                }
-            ));
-            Ok(if code != 0 { code } else { 1 })
-        }
-    }
 }

@@ -179,7 +179,7 @@ pub const RUNNER_DIRS: [&str; 4] = [
     "_runner_file_commands",
     "_github_home",
     "_github_workflow",
-    super::run_script_step::SCRIPT_DIR,
+    super::job_state::SCRIPT_DIR,
 ];
 
 /// After a step: checks that the runner-owned paths under `_temp` are still real directories

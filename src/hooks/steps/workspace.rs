@@ -20,7 +20,7 @@ pub const MANIFEST_FILE: &str = "pushed.json";
 /// `_temp` entries that stay in the pod: the container's HOME (tool caches can be gigabytes
 /// and the runner never reads them), and the hook's own directory (the runner side keeps its
 /// manifest there, which a step must not be able to overwrite).
-pub const PULL_EXCLUDE: &[&str] = &["_github_home", crate::hooks::run_script_step::SCRIPT_DIR];
+pub const PULL_EXCLUDE: &[&str] = &["_github_home", crate::hooks::job_state::SCRIPT_DIR];
 /// Runner-side name of the pod's mark of the last accepted pull, next to [`MANIFEST_FILE`].
 pub const PULL_MARK_FILE: &str = "pull-mark";
 /// The `_work` entries pushed before every step: what the runner writes between steps.
@@ -73,13 +73,13 @@ impl RunnerDirs {
 
     fn manifest_path(&self) -> PathBuf {
         self.temp
-            .join(crate::hooks::run_script_step::SCRIPT_DIR)
+            .join(crate::hooks::job_state::SCRIPT_DIR)
             .join(MANIFEST_FILE)
     }
 
     fn pull_mark_path(&self) -> PathBuf {
         self.temp
-            .join(crate::hooks::run_script_step::SCRIPT_DIR)
+            .join(crate::hooks::job_state::SCRIPT_DIR)
             .join(PULL_MARK_FILE)
     }
 
@@ -87,15 +87,15 @@ impl RunnerDirs {
         vec![
             format!(
                 "_temp/{}/{PULL_MARK_FILE}",
-                crate::hooks::run_script_step::SCRIPT_DIR
+                crate::hooks::job_state::SCRIPT_DIR
             ),
             format!(
                 "_temp/{}/{MANIFEST_FILE}",
-                crate::hooks::run_script_step::SCRIPT_DIR
+                crate::hooks::job_state::SCRIPT_DIR
             ),
             format!(
                 "_temp/{}/{MANIFEST_FILE}.tmp",
-                crate::hooks::run_script_step::SCRIPT_DIR
+                crate::hooks::job_state::SCRIPT_DIR
             ),
         ]
     }
@@ -223,7 +223,7 @@ pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stat
     let mut manifest = Manifest::load(&path);
     let mark_path = dirs.pull_mark_path();
     let changed = copy::ChangedSince {
-        mark_dir: crate::hooks::run_script_step::SCRIPT_DIR.into(),
+        mark_dir: crate::hooks::job_state::SCRIPT_DIR.into(),
         since: read_pull_mark(&mark_path),
         next: new_pull_mark(),
     };
