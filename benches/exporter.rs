@@ -6,10 +6,10 @@ mod fake_github;
 
 use std::time::{Duration, Instant};
 
-use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::collect::{RepoFilter, Scope};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
 use arc_hook::exporter::ledger::{BranchPolicy, Ledger, RunJobs, RunnerLabelPolicy};
-use arc_hook::exporter::metrics::{Format, SelfStats};
+use arc_hook::exporter::metrics::{Buckets, Format, SelfStats};
 use arc_hook::exporter::{Config, Exporter};
 use chrono::{DateTime, Utc};
 use fake_github::{FakeGitHub, job, run};
@@ -247,11 +247,14 @@ async fn through_fake_api(slice: u64) {
     }
     let config = Config {
         api_url: fake.url(),
-        scope: Scope::Org("bench-org".into()),
+        scope: Scope::Orgs(vec!["bench-org".into()]),
         credentials: Credentials::Token("bench".into()),
         window: Duration::from_secs(30 * 86400),
         branch_allow_list: Vec::new(),
         runner_label_allow_list: Vec::new(),
+        runner_group_allow_list: Vec::new(),
+        repo_filter: RepoFilter::default(),
+        buckets: Buckets::default(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {

@@ -5,9 +5,9 @@ mod fake_github;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::collect::{RepoFilter, Scope};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
-use arc_hook::exporter::metrics::Format;
+use arc_hook::exporter::metrics::{Buckets, Format};
 use arc_hook::exporter::webhook::sign;
 use arc_hook::exporter::{Config, Exporter};
 use bytes::Bytes;
@@ -28,6 +28,9 @@ fn config(fake: &FakeGitHub, scope: Scope) -> Config {
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
         runner_label_allow_list: Vec::new(),
+        runner_group_allow_list: Vec::new(),
+        repo_filter: RepoFilter::default(),
+        buckets: Buckets::default(),
         state_file: None,
         webhook_secret: Some(SECRET.to_vec()),
         client: ClientOptions {
@@ -42,7 +45,7 @@ fn config(fake: &FakeGitHub, scope: Scope) -> Config {
 }
 
 fn org() -> Scope {
-    Scope::Org("acme".into())
+    Scope::Orgs(vec!["acme".into()])
 }
 
 /// Looks a sample up in the Prometheus text exposition, parsed by prometheus-parse.
@@ -1165,7 +1168,7 @@ async fn webhook_job_lifecycle_counts_queue_and_runner_time_once_and_ignores_oth
     );
     // The fake's jobs run 30 s (completed_at = started_at + 30 s).
     let rt = "github_actions_workflow_job_duration_seconds";
-    let success = "runner_label=\"arc-runner-set\",conclusion=\"success\"";
+    let success = "runner_label=\"arc-runner-set\",runner_group=\"Default\",conclusion=\"success\"";
     assert_eq!(histogram_count(&m, rt, success), Some(1.0), "{m}");
     assert_eq!(histogram_sum(&m, rt, success), Some(30.0));
     assert_eq!(

@@ -3,8 +3,9 @@ mod fake_github;
 
 use std::time::Duration;
 
-use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::collect::{RepoFilter, Scope};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
+use arc_hook::exporter::metrics::Buckets;
 use arc_hook::exporter::{Config, Exporter};
 use chrono::Utc;
 use fake_github::{FakeGitHub, job, run};
@@ -47,6 +48,9 @@ fn config(fake: &FakeGitHub, credentials: Credentials) -> Config {
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
         runner_label_allow_list: Vec::new(),
+        runner_group_allow_list: Vec::new(),
+        repo_filter: RepoFilter::default(),
+        buckets: Buckets::default(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::collect::{RepoFilter, Scope};
 use arc_hook::exporter::github::{ClientOptions, Credentials, WorkflowRun};
+use arc_hook::exporter::metrics::Buckets;
 use arc_hook::exporter::{Config, Exporter};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -292,11 +293,14 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
 
     let exporter = Exporter::new(Config {
         api_url: fake.url(),
-        scope: Scope::Org("acme".into()),
+        scope: Scope::Orgs(vec!["acme".into()]),
         credentials: Credentials::Token(TOKEN.into()),
         window: Duration::from_secs(24 * 3600),
         branch_allow_list: Vec::new(),
         runner_label_allow_list: Vec::new(),
+        runner_group_allow_list: Vec::new(),
+        repo_filter: RepoFilter::default(),
+        buckets: Buckets::default(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {
@@ -475,10 +479,10 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
             "success",
         )],
     );
-    let runner_time = "github_actions_workflow_job_duration_seconds_sum{runner_label=\"gpu\",conclusion=\"success\"}";
+    let runner_time = "github_actions_workflow_job_duration_seconds_sum{runner_label=\"gpu\",runner_group=\"Default\",conclusion=\"success\"}";
     prom.wait_query(runner_time, |v| v == [30.0]).await;
     prom.wait_query(
-        "github_actions_workflow_job_duration_seconds_count{runner_label=\"gpu\",conclusion=\"success\"}",
+        "github_actions_workflow_job_duration_seconds_count{runner_label=\"gpu\",runner_group=\"Default\",conclusion=\"success\"}",
         |v| v == [1.0],
     )
     .await;
