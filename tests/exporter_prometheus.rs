@@ -486,6 +486,12 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
         |v| v == [1.0],
     )
     .await;
+    // The runner group's recording rule sees the pool's runner time.
+    prom.wait_query(
+        "runner_group:github_actions_workflow_job_duration_seconds:sum_rate5m{runner_group=\"Default\"} > 0",
+        |v| v.len() == 1,
+    )
+    .await;
 
     // 5. A revoked token: every repository fails. The last-poll timestamp stops (PollStale fires
     //    15 minutes later, see rules-tests/05), each repository's errors rise, and runs in
