@@ -6,10 +6,12 @@ mod fake_github;
 
 use std::time::{Duration, Instant};
 
-use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::collect::{RepoFilter, Scope};
 use arc_hook::exporter::github::{ClientOptions, Credentials};
-use arc_hook::exporter::ledger::{BranchPolicy, Ledger, RunJobs, RunnerLabelPolicy};
-use arc_hook::exporter::metrics::{Format, SelfStats};
+use arc_hook::exporter::ledger::{
+    BranchPolicy, Ledger, RunJobs, RunnerGroupPolicy, RunnerLabelPolicy,
+};
+use arc_hook::exporter::metrics::{Buckets, Format, SelfStats};
 use arc_hook::exporter::{Config, Exporter};
 use chrono::{DateTime, Utc};
 use fake_github::{FakeGitHub, job, run};
@@ -247,11 +249,14 @@ async fn through_fake_api(slice: u64) {
     }
     let config = Config {
         api_url: fake.url(),
-        scope: Scope::Org("bench-org".into()),
+        scope: Scope::Orgs(vec!["bench-org".into()]),
         credentials: Credentials::Token("bench".into()),
         window: Duration::from_secs(30 * 86400),
         branch_allow_list: Vec::new(),
         runner_label_allow_list: Vec::new(),
+        runner_group_allow_list: Vec::new(),
+        repo_filter: RepoFilter::default(),
+        buckets: Buckets::default(),
         state_file: None,
         webhook_secret: None,
         client: ClientOptions {
@@ -333,18 +338,28 @@ fn samples(text: &str) -> usize {
     text.lines().filter(|l| !l.starts_with('#')).count()
 }
 
+/// The run-duration buckets of the controlled configuration (`--duration-buckets`): 5 instead of 11.
+const COARSE_DURATION_BUCKETS: &[f64] = &[300.0, 900.0, 1800.0, 3600.0, 14400.0];
+
 /// One cardinality configuration, in a process of its own so its RSS is its own: the history of
-/// [`history`] where every 4th repository's jobs also carry a team label (`team-N`, 250 teams),
-/// as an organisation's self-service runner pools do; `controlled` adds the runner-label
-/// allow-list of [`POOLS`]. Prints `samples bytes rss_kib`.
+/// [`history`] where every 4th repository's jobs also carry a team label (`team-N`, 250 teams) and
+/// run in the team's runner group, as an organisation's self-service runner pools do;
+/// `controlled` adds the runner-label allow-list of [`POOLS`], a runner-group allow-list of the
+/// platform's `Default` group, and [`COARSE_DURATION_BUCKETS`]. Prints `samples bytes rss_kib`.
 fn cardinality_phase(repos: u64, controlled: bool) {
     let now = Utc::now();
     let rss0 = status_kib("VmRSS");
     let mut ledger = Ledger::new(chrono::Duration::days(30), BranchPolicy::default());
     if controlled {
-        ledger = ledger.with_runner_labels(RunnerLabelPolicy::new(
-            POOLS.iter().map(|p| p.to_string()).collect(),
-        ));
+        ledger = ledger
+            .with_runner_labels(RunnerLabelPolicy::new(
+                POOLS.iter().map(|p| p.to_string()).collect(),
+            ))
+            .with_runner_groups(RunnerGroupPolicy::new(vec!["Default".into()]))
+            .with_buckets(Buckets {
+                duration: COARSE_DURATION_BUCKETS.into(),
+                ..Buckets::default()
+            });
     }
     for r in 0..repos {
         let repo = format!("bench-org/repo-{r:04}");
@@ -353,6 +368,7 @@ fn cardinality_phase(repos: u64, controlled: bool) {
                 for j in &mut attempt_jobs {
                     if r % 4 == 2 {
                         j.labels = vec!["self-hosted".into(), format!("team-{}", r % TEAM_LABELS)];
+                        j.runner_group_name = Some(format!("team-{}", r % TEAM_LABELS));
                     }
                     ledger.record_job(j, now);
                 }
@@ -369,7 +385,10 @@ fn cardinality_phase(repos: u64, controlled: bool) {
 
 /// The worst-case sample count the README states, for `repos` repositories with `workflows` files
 /// each, `branches` branch-label values, `events` events, `conclusions` run conclusions,
-/// `labels` runner-label values and `job_conclusions` job conclusions (self-metrics left out).
+/// `labels` runner-label values, `groups` runner-group values, `job_conclusions` job conclusions
+/// and `duration_buckets` run-duration buckets (default queue and job buckets; self-metrics left
+/// out). tests/exporter_api.rs checks the formula against a real /metrics.
+#[allow(clippy::too_many_arguments)]
 fn worst_case(
     repos: u64,
     workflows: u64,
@@ -377,13 +396,15 @@ fn worst_case(
     events: u64,
     conclusions: u64,
     labels: u64,
+    groups: u64,
     job_conclusions: u64,
+    duration_buckets: u64,
 ) -> u64 {
     let runs = repos * workflows * branches * events * conclusions;
     let by_branch = repos * branches * conclusions;
-    let duration = repos * workflows * conclusions * 14;
+    let duration = repos * workflows * conclusions * (duration_buckets + 3);
     let queue = labels * 14 + 3 * labels;
-    let job_duration = labels * job_conclusions * 15;
+    let job_duration = labels * groups * job_conclusions * 15;
     let streaks = repos * workflows;
     let in_progress = repos * 5;
     runs + by_branch + duration + queue + job_duration + streaks + in_progress
@@ -409,16 +430,18 @@ fn cardinality(repos: u64) {
     };
     // The bench's history: 3 workflow files, branch values main + other, push and pull_request,
     // success/failure/cancelled runs; job conclusions the same three.
-    let labels_open = 4 + repos.div_ceil(4).min(TEAM_LABELS);
-    let bound_open = worst_case(repos, 3, 2, 2, 3, labels_open, 3);
-    let bound_controlled = worst_case(repos, 3, 2, 2, 3, POOLS.len() as u64 + 1, 3);
+    let teams = repos.div_ceil(4).min(TEAM_LABELS);
+    let bound_open = worst_case(repos, 3, 2, 2, 3, 4 + teams, 1 + teams, 3, 11);
+    let pools = POOLS.len() as u64 + 1;
+    let coarse = COARSE_DURATION_BUCKETS.len() as u64;
+    let bound_controlled = worst_case(repos, 3, 2, 2, 3, pools, 2, 3, coarse);
     println!(
         "cardinality ({repos} repos, every 4th with one of {TEAM_LABELS} team runner labels):"
     );
     for (what, (n, bytes, rss), bound) in [
-        ("without a runner-label allow-list", open, bound_open),
+        ("without cardinality controls", open, bound_open),
         (
-            "with --runner-label-allow-list of 4 pools",
+            "with --runner-label-allow-list of 4 pools, --runner-group-allow-list Default, 5 --duration-buckets",
             controlled,
             bound_controlled,
         ),

@@ -5,9 +5,9 @@ mod fake_github;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arc_hook::exporter::collect::Scope;
+use arc_hook::exporter::collect::{RepoFilter, Scope};
 use arc_hook::exporter::github::ClientOptions;
-use arc_hook::exporter::metrics::Format;
+use arc_hook::exporter::metrics::{Buckets, Format};
 use arc_hook::exporter::webhook::sign;
 use arc_hook::exporter::{Config, Exporter};
 use bytes::Bytes;
@@ -36,7 +36,7 @@ fn config(fake: &FakeGitHub, scope: Scope) -> Config {
 }
 
 fn org() -> Scope {
-    Scope::Org("acme".into())
+    Scope::Orgs(vec!["acme".into()])
 }
 
 /// Looks a sample up in the Prometheus text exposition, parsed by prometheus-parse.
@@ -1153,7 +1153,7 @@ async fn webhook_job_lifecycle_counts_queue_and_runner_time_once_and_ignores_oth
     );
     // The fake's jobs run 30 s (completed_at = started_at + 30 s).
     let rt = "github_actions_workflow_job_duration_seconds";
-    let success = "runner_label=\"arc-runner-set\",conclusion=\"success\"";
+    let success = "runner_label=\"arc-runner-set\",runner_group=\"Default\",conclusion=\"success\"";
     assert_eq!(histogram_count(&m, rt, success), Some(1.0), "{m}");
     assert_eq!(histogram_sum(&m, rt, success), Some(30.0));
     assert_eq!(
@@ -1616,5 +1616,181 @@ async fn a_failed_poll_keeps_the_queue_as_stale_and_reports_rate_limits_per_reso
     assert_eq!(
         value(&m, "github_actions_workflow_jobs_queued_stale", &gpu),
         Some(0.0)
+    );
+}
+
+/// The README's worst-case sample count of the workflow families (`github_actions_workflow_*`,
+/// the deprecated by-branch counter included) for `r` repositories, `w` workflow files, `b`
+/// branch-label values, `e` events, `c` run conclusions, `l` runner-label values, `g` runner-group
+/// values, `j` job conclusions and `nq`, `nd`, `nj` bucket bounds of the queue-time, run-duration
+/// and runner-time histograms.
+#[allow(clippy::too_many_arguments)]
+fn worst_case(
+    r: u64,
+    w: u64,
+    b: u64,
+    e: u64,
+    c: u64,
+    l: u64,
+    g: u64,
+    j: u64,
+    nq: u64,
+    nd: u64,
+    nj: u64,
+) -> u64 {
+    r * w * b * e * c // workflow_runs_total
+        + r * b * c // workflow_runs_by_branch_total
+        + (nd + 3) * r * w * c // workflow_duration_seconds: buckets, +Inf, _sum, _count
+        + (nq + 3) * l + 3 * l // queue time; jobs_queued, jobs_queued_stale, oldest age
+        + (nj + 3) * l * g * j // workflow_job_duration_seconds
+        + r * w // workflow_consecutive_failures
+        + 5 * r // workflow_runs_in_progress
+}
+
+#[tokio::test]
+async fn every_combination_of_a_small_configuration_reaches_the_readme_worst_case_exactly() {
+    // Two organisations; acme/old is excluded by name, beta/docs by topic, acme/tool is not
+    // included: two repositories are watched.
+    let fake = FakeGitHub::start(
+        "acme",
+        &[
+            ("acme/web", "main"),
+            ("acme/old", "main"),
+            ("acme/tool", "main"),
+            ("beta/api", "main"),
+            ("beta/docs", "main"),
+        ],
+    )
+    .await
+    .expect("fake starts");
+    fake.with(|s| {
+        for r in &mut s.repos {
+            r.topics = match r.full_name.as_str() {
+                "beta/docs" => vec!["ci".into(), "deprecated".into()],
+                "acme/tool" => vec!["tools".into()],
+                _ => vec!["ci".into()],
+            };
+        }
+    });
+    let base = Utc::now() - chrono::Duration::hours(3);
+    let mut id = 0;
+    let all = ["acme/web", "acme/old", "acme/tool", "beta/api", "beta/docs"];
+    for repo in all {
+        let mut k = 0;
+        for workflow in ["CI", "Lint"] {
+            for branch in [Some("main"), Some("feature/x"), None] {
+                for event in ["push", "schedule"] {
+                    for conclusion in ["success", "failure"] {
+                        id += 1;
+                        let t = at(base, id as i64 * 60);
+                        let mut r = run(
+                            id,
+                            1,
+                            workflow,
+                            branch.unwrap_or(""),
+                            event,
+                            Some(conclusion),
+                            t,
+                            t,
+                            at(t, 30),
+                        );
+                        r.head_branch = branch.map(String::from);
+                        // Every runner label x runner group x job conclusion, over 12 runs.
+                        let labels: &[&str] = [GPU, &["self-hosted", "a-typo"]][k % 2];
+                        let mut j = job(
+                            id * 10,
+                            id,
+                            1,
+                            labels,
+                            t,
+                            Some(at(t, 5)),
+                            ["success", "failure"][(k / 6) % 2],
+                        );
+                        j.runner_group_name = [Some("gpu-pool"), Some("Default"), None]
+                            [(k / 2) % 3]
+                            .map(String::from);
+                        fake.put_attempt(repo, r, vec![j]);
+                        k += 1;
+                    }
+                }
+            }
+        }
+        // One open run in each status, one of its jobs waiting for a runner.
+        for status in ["queued", "in_progress", "waiting", "requested", "pending"] {
+            id += 1;
+            let t = at(Utc::now(), -600);
+            let mut r = run(id, 1, "CI", "main", "push", None, t, t, t);
+            r.status = Some(status.into());
+            let waiting = fake_github::queued_job(id * 10, id, 1, GPU, t);
+            fake.put_attempt(repo, r, vec![waiting]);
+        }
+    }
+    let buckets = |s: &str| arc_hook::exporter::metrics::parse_buckets(s).expect("buckets");
+    let exporter = Exporter::new(Config {
+        scope: Scope::Orgs(vec!["acme".into(), "beta".into()]),
+        repo_filter: RepoFilter::new(
+            Some("acme/(web|old)|beta/.*"),
+            Some("acme/old"),
+            vec!["ci".into()],
+            vec!["deprecated".into()],
+        )
+        .expect("patterns"),
+        branch_allow_list: vec!["main".into()],
+        runner_label_allow_list: vec!["gpu".into()],
+        runner_group_allow_list: vec!["gpu-pool".into()],
+        buckets: Buckets {
+            queue_time: buckets("60,300"),
+            duration: buckets("600"),
+            job_duration: buckets("60,600,3600"),
+        },
+        ..config(&fake, org())
+    })
+    .expect("exporter builds");
+    let report = exporter.poll_once().await.expect("poll");
+    assert_eq!(report.repos, 2, "{report:?}");
+    let url = serve(&exporter).await;
+
+    // A delivery for an excluded repository is ignored, as polling ignores it.
+    let mut event =
+        serde_json::from_slice::<serde_json::Value>(&job_event(1, 1, 1, base, at(base, 5)))
+            .expect("event");
+    event["repository"]["full_name"] = "acme/old".into();
+    let body = event.to_string().into_bytes();
+    let headers = [
+        ("x-github-event", "workflow_job".to_string()),
+        ("x-hub-signature-256", sign(SECRET, &body)),
+    ];
+    let (status, _, _) = http("POST", &format!("{url}/webhook"), &headers, body).await;
+    assert_eq!(status, 200);
+
+    let (_, _, m) = http("GET", &format!("{url}/metrics"), &[], Vec::new()).await;
+    assert_eq!(
+        value(
+            &m,
+            "github_actions_exporter_webhook_deliveries_total",
+            &[("result", "ignored")]
+        ),
+        Some(1.0)
+    );
+    for gone in ["acme/old", "acme/tool", "beta/docs"] {
+        assert!(
+            !m.contains(&format!("\"{gone}\"")),
+            "{gone} is not watched:\n{m}"
+        );
+    }
+    let samples = m
+        .lines()
+        .filter(|l| l.starts_with("github_actions_workflow_"))
+        .count() as u64;
+    // R=2, W=2, B=3 (main, other, none), E=2, C=2, L=2 (gpu, other), G=3 (gpu-pool, other,
+    // none), J=2, and 2, 1 and 3 bucket bounds.
+    assert_eq!(samples, worst_case(2, 2, 3, 2, 2, 2, 3, 2, 2, 1, 3), "{m}");
+    assert_eq!(samples, 194);
+    assert!(m.contains("runner_group=\"other\""));
+    assert!(
+        m.contains(
+            "github_actions_workflow_duration_seconds_bucket{repo=\"beta/api\",workflow_path=\".github/workflows/ci.yml\",workflow=\"CI\",conclusion=\"success\",le=\"600.0\"} 6\n"
+        ),
+        "{m}"
     );
 }

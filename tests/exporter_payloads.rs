@@ -140,19 +140,19 @@ fn every_octokit_workflow_example_is_understood_by_the_webhook() {
     // queued deliveries of the same job, in between or after, change nothing.
     for (line, want) in [
         (
-            "github_actions_workflow_job_duration_seconds_count{runner_label=\"ubuntu-latest\",conclusion=\"failure\"} ",
+            "github_actions_workflow_job_duration_seconds_count{runner_label=\"ubuntu-latest\",runner_group=\"GitHub Actions\",conclusion=\"failure\"} ",
             "1",
         ),
         (
-            "github_actions_workflow_job_duration_seconds_sum{runner_label=\"ubuntu-latest\",conclusion=\"failure\"} ",
+            "github_actions_workflow_job_duration_seconds_sum{runner_label=\"ubuntu-latest\",runner_group=\"GitHub Actions\",conclusion=\"failure\"} ",
             "198.0",
         ),
         (
-            "github_actions_workflow_job_duration_seconds_bucket{runner_label=\"ubuntu-latest\",conclusion=\"failure\",le=\"120.0\"} ",
+            "github_actions_workflow_job_duration_seconds_bucket{runner_label=\"ubuntu-latest\",runner_group=\"GitHub Actions\",conclusion=\"failure\",le=\"120.0\"} ",
             "0",
         ),
         (
-            "github_actions_workflow_job_duration_seconds_bucket{runner_label=\"ubuntu-latest\",conclusion=\"failure\",le=\"300.0\"} ",
+            "github_actions_workflow_job_duration_seconds_bucket{runner_label=\"ubuntu-latest\",runner_group=\"GitHub Actions\",conclusion=\"failure\",le=\"300.0\"} ",
             "1",
         ),
     ] {
@@ -162,7 +162,7 @@ fn every_octokit_workflow_example_is_understood_by_the_webhook() {
         );
     }
     assert!(
-        !text.contains("github_actions_workflow_job_duration_seconds_count{runner_label=\"ubuntu-latest\",conclusion=\"success\"}"),
+        !text.contains("github_actions_workflow_job_duration_seconds_count{runner_label=\"ubuntu-latest\",runner_group=\"GitHub Actions\",conclusion=\"success\"}"),
         "a job attempt's runner time is counted once:\n{text}"
     );
 }

@@ -295,7 +295,7 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
             max_retries: 1,
         },
         concurrency: 2,
-        ..fake.exporter_config(Scope::Org("acme".into()))
+        ..fake.exporter_config(Scope::Orgs(vec!["acme".into()]))
     })
     .expect("exporter builds");
     let addr = fake_github::serve_exporter(&exporter).await;
@@ -460,11 +460,17 @@ async fn alerts_follow_the_scenario_in_a_real_prometheus() {
             "success",
         )],
     );
-    let runner_time = "github_actions_workflow_job_duration_seconds_sum{runner_label=\"gpu\",conclusion=\"success\"}";
+    let runner_time = "github_actions_workflow_job_duration_seconds_sum{runner_label=\"gpu\",runner_group=\"Default\",conclusion=\"success\"}";
     prom.wait_query(runner_time, |v| v == [30.0]).await;
     prom.wait_query(
-        "github_actions_workflow_job_duration_seconds_count{runner_label=\"gpu\",conclusion=\"success\"}",
+        "github_actions_workflow_job_duration_seconds_count{runner_label=\"gpu\",runner_group=\"Default\",conclusion=\"success\"}",
         |v| v == [1.0],
+    )
+    .await;
+    // The runner group's recording rule sees the pool's runner time.
+    prom.wait_query(
+        "runner_group:github_actions_workflow_job_duration_seconds:sum_rate5m{runner_group=\"Default\"} > 0",
+        |v| v.len() == 1,
     )
     .await;
 

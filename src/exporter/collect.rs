@@ -20,8 +20,8 @@ pub const RUN_READ_TRIES: u32 = 3;
 /// Which repositories the exporter watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// Every non-archived repository of an organisation.
-    Org(String),
+    /// Every non-archived repository of these organisations (narrowed by a [`RepoFilter`]).
+    Orgs(Vec<String>),
     /// An explicit list of `owner/name`.
     Repos(Vec<String>),
 }
@@ -36,15 +36,91 @@ impl Scope {
     /// series of one repository never split over letter case; `None` if it is not watched.
     pub fn label_for(&self, full_name: &str) -> Option<String> {
         match self {
-            Scope::Org(org) => full_name
+            Scope::Orgs(orgs) => full_name
                 .split_once('/')
-                .filter(|(owner, _)| owner.eq_ignore_ascii_case(org))
+                .filter(|(owner, _)| orgs.iter().any(|o| owner.eq_ignore_ascii_case(o)))
                 .map(|_| full_name.to_string()),
             Scope::Repos(repos) => repos
                 .iter()
                 .find(|r| r.eq_ignore_ascii_case(full_name))
                 .cloned(),
         }
+    }
+
+    /// The organisation of `full_name` among `--org`'s, if it is one of them.
+    fn org_of(&self, full_name: &str) -> Option<&str> {
+        let Scope::Orgs(orgs) = self else {
+            return None;
+        };
+        let (owner, _) = full_name.split_once('/')?;
+        orgs.iter()
+            .find(|o| owner.eq_ignore_ascii_case(o))
+            .map(String::as_str)
+    }
+}
+
+/// Which of an organisation's repositories are watched: names matching `--repo-include` and not
+/// `--repo-exclude` (regexes over the whole `owner/name`, anchored as Prometheus anchors its
+/// regexes), carrying one of `--repo-topic` (if given) and none of `--repo-exclude-topic`.
+/// The organisation listing carries every repository's topics, so topics cost no request.
+#[derive(Debug, Clone, Default)]
+pub struct RepoFilter {
+    include: Option<regex::Regex>,
+    exclude: Option<regex::Regex>,
+    topics: Vec<String>,
+    exclude_topics: Vec<String>,
+}
+
+/// A `--repo-include`/`--repo-exclude` pattern that is not a regular expression.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} `{pattern}` is not a regular expression: {source}")]
+pub struct PatternError {
+    flag: &'static str,
+    pattern: String,
+    source: regex::Error,
+}
+
+impl RepoFilter {
+    /// A filter from the flags' values; empty lists and `None` do not filter.
+    pub fn new(
+        include: Option<&str>,
+        exclude: Option<&str>,
+        topics: Vec<String>,
+        exclude_topics: Vec<String>,
+    ) -> Result<Self, PatternError> {
+        let anchored = |flag: &'static str, p: Option<&str>| {
+            p.map(|p| {
+                regex::Regex::new(&format!("^(?:{p})$")).map_err(|source| PatternError {
+                    flag,
+                    pattern: p.to_string(),
+                    source,
+                })
+            })
+            .transpose()
+        };
+        Ok(RepoFilter {
+            include: anchored("--repo-include", include)?,
+            exclude: anchored("--repo-exclude", exclude)?,
+            topics,
+            exclude_topics,
+        })
+    }
+
+    /// Whether the filter narrows anything.
+    pub fn is_empty(&self) -> bool {
+        self.include.is_none()
+            && self.exclude.is_none()
+            && self.topics.is_empty()
+            && self.exclude_topics.is_empty()
+    }
+
+    /// Whether the repository `full_name` with `topics` is watched.
+    pub fn allows(&self, full_name: &str, topics: &[String]) -> bool {
+        let has = |wanted: &[String]| wanted.iter().any(|t| topics.contains(t));
+        self.include.as_ref().is_none_or(|r| r.is_match(full_name))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(full_name))
+            && (self.topics.is_empty() || has(&self.topics))
+            && !has(&self.exclude_topics)
     }
 }
 
@@ -90,10 +166,12 @@ struct PageSummary {
 pub struct Collector {
     client: Arc<Client>,
     scope: Scope,
+    filter: RepoFilter,
     ledger: Arc<Mutex<Ledger>>,
     stats: Arc<Mutex<SelfStats>>,
     concurrency: usize,
     rerun_lookback: Duration,
+    /// Watched repositories and their default branches, as last resolved.
     repos: Mutex<BTreeMap<String, Option<String>>>,
     org_pages: Mutex<HashMap<String, Vec<Repository>>>,
     run_pages: Mutex<HashMap<String, PageSummary>>,
@@ -104,10 +182,12 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector polling `scope` through `client` with up to `concurrency` repositories at once.
+    /// A collector polling `scope` (an organisation's repositories narrowed by `filter`) through
+    /// `client` with up to `concurrency` repositories at once.
     pub fn new(
         client: Arc<Client>,
         scope: Scope,
+        filter: RepoFilter,
         ledger: Arc<Mutex<Ledger>>,
         stats: Arc<Mutex<SelfStats>>,
         concurrency: usize,
@@ -116,6 +196,7 @@ impl Collector {
         Collector {
             client,
             scope,
+            filter,
             ledger,
             stats,
             concurrency: concurrency.max(1),
@@ -147,23 +228,45 @@ impl Collector {
         if let Ok(mut u) = self.used_urls.lock() {
             u.clear();
         }
-        let repos = match self.resolve_repos().await {
-            Ok(r) => r,
-            Err(e) => {
-                // Without the repository list no repository is polled: each one known failed.
-                let known: Vec<String> = self
-                    .repos
-                    .lock()
-                    .map(|k| k.keys().cloned().collect())
-                    .unwrap_or_default();
-                for repo in &known {
-                    self.record_repo_failure(repo);
+        let Resolved { repos, failed } = self.resolve_repos().await;
+        // Without an organisation's repository list none of its repositories is polled: each one
+        // known failed, and keeps its series (it is still watched as far as anyone knows).
+        let mut unlisted: Vec<String> = Vec::new();
+        if !failed.is_empty() {
+            let known: Vec<String> = self
+                .repos
+                .lock()
+                .map(|k| k.keys().cloned().collect())
+                .unwrap_or_default();
+            for repo in known {
+                let org_failed = self
+                    .scope
+                    .org_of(&repo)
+                    .is_some_and(|o| failed.iter().any(|(f, _)| f == o));
+                if org_failed {
+                    self.record_repo_failure(&repo);
+                    unlisted.push(repo);
                 }
+            }
+        }
+        let mut errors: Vec<String> = Vec::new();
+        let mut failed = failed.into_iter();
+        if repos.is_empty() {
+            if let Some((_, e)) = failed.next() {
+                // Every listing failed: no poll at all.
                 return Err(e);
             }
-        };
+        }
+        for (org, e) in failed {
+            tracing::warn!(org, error = %e, "listing an organisation's repositories failed; retrying next cycle");
+            errors.push(format!("{org}: {e}"));
+        }
         let started = Utc::now();
-        let watched: HashSet<String> = repos.iter().map(|(r, _)| r.clone()).collect();
+        let watched: HashSet<String> = repos
+            .iter()
+            .map(|(r, _)| r.clone())
+            .chain(unlisted.iter().cloned())
+            .collect();
         let keep = |r: &str| watched.contains(r);
         if let Ok(mut s) = self.stats.lock() {
             s.retain_repos(&keep);
@@ -175,7 +278,8 @@ impl Collector {
             l.retain_repos(&keep);
         }
         let mut report = PollReport {
-            repos: repos.len(),
+            repos: repos.len() + unlisted.len(),
+            errors,
             ..PollReport::default()
         };
         let results: Vec<_> = futures::stream::iter(repos)
@@ -241,42 +345,30 @@ impl Collector {
         }
     }
 
-    async fn resolve_repos(&self) -> Result<Vec<(String, Option<String>)>, GitHubError> {
+    /// The repositories to poll this cycle, and the organisations whose listing failed.
+    async fn resolve_repos(&self) -> Resolved {
         match &self.scope {
-            Scope::Org(org) => {
-                let mut url = Some(self.client.org_repos_url(org));
-                let mut found = Vec::new();
+            Scope::Orgs(orgs) => {
+                let mut resolved = Resolved::default();
                 let mut seen_urls = HashSet::new();
-                while let Some(u) = url.take() {
-                    seen_urls.insert(u.clone());
-                    match self.client.org_repos_page(&u).await? {
-                        Page::Fresh { items, next } => {
-                            found.extend(items.iter().cloned());
-                            if let Ok(mut c) = self.org_pages.lock() {
-                                c.insert(u, items);
+                for org in orgs {
+                    match self.list_org(org, &mut seen_urls).await {
+                        Ok(list) => {
+                            if let Ok(mut known) = self.repos.lock() {
+                                known.retain(|r, _| self.scope.org_of(r) != Some(org.as_str()));
+                                known.extend(list.iter().cloned());
                             }
-                            url = next;
+                            resolved.repos.extend(list);
                         }
-                        Page::NotModified { next } => {
-                            let cached =
-                                self.org_pages.lock().ok().and_then(|c| c.get(&u).cloned());
-                            found.extend(cached.unwrap_or_default());
-                            url = next;
-                        }
+                        Err(e) => resolved.failed.push((org.clone(), e)),
                     }
                 }
-                if let Ok(mut c) = self.org_pages.lock() {
-                    c.retain(|u, _| seen_urls.contains(u));
+                if resolved.failed.is_empty() {
+                    if let Ok(mut c) = self.org_pages.lock() {
+                        c.retain(|u, _| seen_urls.contains(u));
+                    }
                 }
-                let list: Vec<_> = found
-                    .into_iter()
-                    .filter(|r| !r.archived)
-                    .map(|r| (r.full_name, r.default_branch))
-                    .collect();
-                if let Ok(mut known) = self.repos.lock() {
-                    *known = list.iter().cloned().collect();
-                }
-                Ok(list)
+                resolved
             }
             Scope::Repos(names) => {
                 let mut list = Vec::with_capacity(names.len());
@@ -296,9 +388,45 @@ impl Collector {
                     }
                     list.push((name.clone(), default_branch));
                 }
-                Ok(list)
+                Resolved {
+                    repos: list,
+                    failed: Vec::new(),
+                }
             }
         }
+    }
+
+    /// The watched repositories of `org`: non-archived and allowed by the filter (pages with ETags;
+    /// a `304` page is served from the previous answer).
+    async fn list_org(
+        &self,
+        org: &str,
+        seen_urls: &mut HashSet<String>,
+    ) -> Result<Vec<(String, Option<String>)>, GitHubError> {
+        let mut url = Some(self.client.org_repos_url(org));
+        let mut found = Vec::new();
+        while let Some(u) = url.take() {
+            seen_urls.insert(u.clone());
+            match self.client.org_repos_page(&u).await? {
+                Page::Fresh { items, next } => {
+                    found.extend(items.iter().cloned());
+                    if let Ok(mut c) = self.org_pages.lock() {
+                        c.insert(u, items);
+                    }
+                    url = next;
+                }
+                Page::NotModified { next } => {
+                    let cached = self.org_pages.lock().ok().and_then(|c| c.get(&u).cloned());
+                    found.extend(cached.unwrap_or_default());
+                    url = next;
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .filter(|r| !r.archived && self.filter.allows(&r.full_name, &r.topics))
+            .map(|r| (r.full_name, r.default_branch))
+            .collect())
     }
 
     /// Polls one repository: counts its completed attempts and their jobs, and reads the jobs of
@@ -503,6 +631,14 @@ impl Collector {
     }
 }
 
+/// What resolving the scope found.
+#[derive(Debug, Default)]
+struct Resolved {
+    repos: Vec<(String, Option<String>)>,
+    /// Organisations whose listing failed, with the error.
+    failed: Vec<(String, GitHubError)>,
+}
+
 /// A run the listing showed as not completed.
 #[derive(Debug, Clone)]
 struct OpenRun {
@@ -534,9 +670,37 @@ mod tests {
         let repos = Scope::Repos(vec!["Acme/Web".into()]);
         assert_eq!(repos.label_for("acme/web").as_deref(), Some("Acme/Web"));
         assert_eq!(repos.label_for("acme/api"), None);
-        let org = Scope::Org("acme".into());
-        assert!(org.contains("ACME/api"));
-        assert!(!org.contains("other/api"));
+        let orgs = Scope::Orgs(vec!["acme".into(), "beta".into()]);
+        assert!(orgs.contains("ACME/api"));
+        assert!(orgs.contains("beta/web"));
+        assert!(!orgs.contains("other/api"));
+        assert_eq!(orgs.org_of("Beta/web"), Some("beta"));
+    }
+
+    #[test]
+    fn repo_filter_anchors_its_patterns_and_reads_topics() {
+        let topics = |t: &[&str]| t.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let f = RepoFilter::new(
+            Some("acme/(web|api).*"),
+            Some(".*-archive"),
+            topics(&["ci"]),
+            topics(&["deprecated"]),
+        )
+        .expect("patterns compile");
+        assert!(f.allows("acme/web", &topics(&["ci"])));
+        assert!(f.allows("acme/api-v2", &topics(&["ci", "go"])));
+        assert!(!f.allows("acme/web-archive", &topics(&["ci"])), "excluded");
+        assert!(!f.allows("beta/acme/web", &topics(&["ci"])), "anchored");
+        assert!(!f.allows("acme/web", &topics(&["go"])), "no wanted topic");
+        assert!(!f.allows("acme/web", &topics(&["ci", "deprecated"])));
+        assert!(RepoFilter::default().allows("any/thing", &[]));
+        let Err(e) = RepoFilter::new(Some("acme/("), None, Vec::new(), Vec::new()) else {
+            panic!("a bad pattern is refused");
+        };
+        assert!(
+            e.to_string()
+                .starts_with("--repo-include `acme/(` is not a regular expression")
+        );
     }
 
     #[test]

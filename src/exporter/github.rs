@@ -159,6 +159,9 @@ pub struct Repository {
     pub default_branch: Option<String>,
     #[serde(default)]
     pub archived: bool,
+    /// The repository's topics (the organisation listing carries them).
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 /// A workflow run (attempt) as the runs API and `workflow_run` webhooks return it.
@@ -261,6 +264,10 @@ pub struct Job {
     pub labels: Vec<String>,
     #[serde(default)]
     pub runner_name: Option<String>,
+    /// The runner group of the runner that took the job (null while queued, and on GitHub
+    /// Enterprise Server releases without runner groups).
+    #[serde(default)]
+    pub runner_group_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,9 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::github::{Job, WorkflowRun};
-use super::metrics::{
-    DURATION_BUCKETS, Histogram, JOB_DURATION_BUCKETS, Metrics, QUEUE_TIME_BUCKETS, Series,
-};
+use super::metrics::{Buckets, Histogram, Metrics, Series};
 
 /// Conclusions that count as a failure (and increment consecutive failures).
 pub const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
@@ -107,6 +105,32 @@ impl RunnerLabelPolicy {
         match &self.allow {
             Some(allow) if !allow.contains(&label) => "other".into(),
             _ => label,
+        }
+    }
+}
+
+/// Which runner groups keep their name as the `runner_group` label: all (the default: groups are
+/// created by organisation owners, not by workflow authors), or an allow-list whose other groups
+/// become `other`. A job without a group (GHES without runner groups) is `none`.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerGroupPolicy {
+    allow: Option<Vec<String>>,
+}
+
+impl RunnerGroupPolicy {
+    /// Keeps only `allow`; empty keeps all.
+    pub fn new(allow: Vec<String>) -> Self {
+        RunnerGroupPolicy {
+            allow: (!allow.is_empty()).then_some(allow),
+        }
+    }
+
+    /// The `runner_group` label of a job whose runner is in `group`.
+    pub fn label(&self, group: Option<&str>) -> String {
+        match (group.filter(|g| !g.is_empty()), &self.allow) {
+            (None, _) => "none".into(),
+            (Some(g), Some(allow)) if !allow.iter().any(|a| a == g) => "other".into(),
+            (Some(g), _) => g.to_string(),
         }
     }
 }
@@ -253,6 +277,8 @@ pub struct Ledger {
     window: Duration,
     branches: BranchPolicy,
     runner_labels: RunnerLabelPolicy,
+    runner_groups: RunnerGroupPolicy,
+    buckets: Buckets,
     /// Counted attempts, and whether their jobs were read.
     seen_runs: HashMap<(u64, u32), bool>,
     runs: Vec<SeenRun>,
@@ -281,6 +307,8 @@ impl Ledger {
             window,
             branches,
             runner_labels: RunnerLabelPolicy::default(),
+            runner_groups: RunnerGroupPolicy::default(),
+            buckets: Buckets::default(),
             seen_runs: HashMap::new(),
             runs: Vec::new(),
             seen_jobs: HashMap::new(),
@@ -299,6 +327,18 @@ impl Ledger {
     /// The same ledger with `policy` naming runner labels from now on.
     pub fn with_runner_labels(mut self, policy: RunnerLabelPolicy) -> Self {
         self.runner_labels = policy;
+        self
+    }
+
+    /// The same ledger with `policy` naming runner groups from now on.
+    pub fn with_runner_groups(mut self, policy: RunnerGroupPolicy) -> Self {
+        self.runner_groups = policy;
+        self
+    }
+
+    /// The same ledger with histograms created from now on over `buckets`.
+    pub fn with_buckets(mut self, buckets: Buckets) -> Self {
+        self.buckets = buckets;
         self
     }
 
@@ -530,7 +570,9 @@ impl Ledger {
                     workflow.clone(),
                     conclusion.clone(),
                 ])
-                .or_insert_with(|| Series::new(Histogram::new(DURATION_BUCKETS), visible))
+                .or_insert_with(|| {
+                    Series::new(Histogram::new(self.buckets.duration.clone()), visible)
+                })
                 .value
                 .observe(secs);
         }
@@ -598,7 +640,9 @@ impl Ledger {
                 self.metrics
                     .queue_time
                     .entry(label.clone())
-                    .or_insert_with(|| Series::new(Histogram::new(QUEUE_TIME_BUCKETS), visible))
+                    .or_insert_with(|| {
+                        Series::new(Histogram::new(self.buckets.queue_time.clone()), visible)
+                    })
                     .value
                     .observe(secs);
             }
@@ -614,10 +658,13 @@ impl Ledger {
         if let Some(done) = completed_at {
             let secs = (done - started_at).num_milliseconds().max(0) as f64 / 1000.0;
             let conclusion = job.conclusion.clone().unwrap_or_else(|| "unknown".into());
+            let group = self.runner_groups.label(job.runner_group_name.as_deref());
             self.metrics
                 .job_duration
-                .entry([label, conclusion])
-                .or_insert_with(|| Series::new(Histogram::new(JOB_DURATION_BUCKETS), visible))
+                .entry([label, group, conclusion])
+                .or_insert_with(|| {
+                    Series::new(Histogram::new(self.buckets.job_duration.clone()), visible)
+                })
                 .value
                 .observe(secs);
             // Completion follows the start closely, so the entry is near the end.
@@ -842,6 +889,7 @@ mod tests {
             completed_at: conclusion.map(|_| t0 + Duration::seconds(30 + 600)),
             labels: s(&["self-hosted", "gpu"]),
             runner_name: Some("runner-gpu-abc".into()),
+            runner_group_name: Some("gpu-pool".into()),
         }
     }
 
@@ -853,7 +901,7 @@ mod tests {
         let runner_time = |l: &Ledger| {
             l.metrics(now)
                 .job_duration
-                .get(&["gpu".to_string(), "failure".to_string()])
+                .get(&["gpu", "gpu-pool", "failure"].map(String::from))
                 .map(|h| (h.value.count(), h.value.sum()))
         };
         assert!(l.record_job(&gpu_job("in_progress", None, t0), now));
@@ -916,7 +964,7 @@ mod tests {
         assert_eq!(m.queue_time.keys().collect::<Vec<_>>(), ["other"]);
         assert!(
             m.job_duration
-                .contains_key(&["other".to_string(), "success".to_string()])
+                .contains_key(&["other", "gpu-pool", "success"].map(String::from))
         );
 
         let at = now - Duration::hours(1);
@@ -954,6 +1002,36 @@ mod tests {
         ] {
             assert_eq!(repos, ["acme/web"]);
         }
+    }
+
+    #[test]
+    fn runner_group_allow_list_folds_other_groups() {
+        let p = RunnerGroupPolicy::new(s(&["gpu-pool"]));
+        assert_eq!(p.label(Some("gpu-pool")), "gpu-pool");
+        assert_eq!(p.label(Some("Default")), "other");
+        assert_eq!(p.label(None), "none");
+        assert_eq!(
+            RunnerGroupPolicy::default().label(Some("Default")),
+            "Default"
+        );
+        assert_eq!(RunnerGroupPolicy::default().label(Some("")), "none");
+
+        let now = Utc::now();
+        let mut l = Ledger::new(Duration::hours(24), BranchPolicy::default())
+            .with_runner_groups(p)
+            .with_buckets(Buckets {
+                job_duration: vec![60.0, 3600.0].into(),
+                ..Buckets::default()
+            });
+        let mut job = gpu_job("completed", Some("success"), now - Duration::hours(1));
+        job.runner_group_name = Some("Default".into());
+        assert!(l.record_job(&job, now));
+        let m = l.metrics(now);
+        let h = &m.job_duration[&["gpu", "other", "success"].map(String::from)].value;
+        assert_eq!(
+            h.cumulative(),
+            vec![(60.0, 0), (3600.0, 1), (f64::INFINITY, 1)]
+        );
     }
 
     #[test]

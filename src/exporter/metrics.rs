@@ -1,6 +1,7 @@
 //! Metric values (counters, gauges, histograms) and their Prometheus text / OpenMetrics encoding.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The metric name prefix every exported family carries.
 pub const PREFIX: &str = "github_actions_";
@@ -18,6 +19,63 @@ pub const DURATION_BUCKETS: &[f64] = &[
 pub const JOB_DURATION_BUCKETS: &[f64] = &[
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
 ];
+
+/// The bucket bounds of the three histograms: the defaults above, or `--*-buckets`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    pub queue_time: Arc<[f64]>,
+    pub duration: Arc<[f64]>,
+    pub job_duration: Arc<[f64]>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            queue_time: QUEUE_TIME_BUCKETS.into(),
+            duration: DURATION_BUCKETS.into(),
+            job_duration: JOB_DURATION_BUCKETS.into(),
+        }
+    }
+}
+
+/// Parses a `--*-buckets` value: ascending upper bounds, each seconds (`30`, `0.5`) or a
+/// duration (`30s`, `5m`, `1h`, `1d`); `+Inf` is implied.
+pub fn parse_buckets(s: &str) -> Result<Arc<[f64]>, String> {
+    let mut bounds: Vec<f64> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (num, unit) = item.split_at(
+            item.find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(item.len()),
+        );
+        let factor = match unit {
+            "" | "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => {
+                return Err(format!(
+                    "bucket `{item}`: unknown unit `{unit}` (use s, m, h or d)"
+                ));
+            }
+        };
+        let v = num
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| format!("bucket `{item}` is not a positive number of seconds"))?
+            * factor;
+        if bounds.last().is_some_and(|last| *last >= v) {
+            return Err(format!(
+                "buckets must ascend: `{item}` follows a bound as large"
+            ));
+        }
+        bounds.push(v);
+    }
+    if bounds.is_empty() {
+        return Err("give at least one bucket bound, e.g. 60,300,900".into());
+    }
+    Ok(bounds.into())
+}
 
 /// Which exposition format a scrape asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +108,7 @@ impl Format {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
     /// Upper bounds of the buckets.
-    pub bounds: &'static [f64],
+    pub bounds: Arc<[f64]>,
     /// Non-cumulative count per bound; observations above the last bound are only in `count`.
     counts: Vec<u64>,
     sum: f64,
@@ -59,10 +117,10 @@ pub struct Histogram {
 
 impl Histogram {
     /// An empty histogram over `bounds` (ascending).
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub fn new(bounds: Arc<[f64]>) -> Self {
         Histogram {
-            bounds,
             counts: vec![0; bounds.len()],
+            bounds,
             sum: 0.0,
             count: 0,
         }
@@ -173,7 +231,7 @@ fn hist(s: &Series<Histogram>) -> std::borrow::Cow<'_, Histogram> {
     if s.visible {
         std::borrow::Cow::Borrowed(&s.value)
     } else {
-        std::borrow::Cow::Owned(Histogram::new(s.value.bounds))
+        std::borrow::Cow::Owned(Histogram::new(s.value.bounds.clone()))
     }
 }
 
@@ -193,8 +251,8 @@ pub struct Metrics {
     pub duration: BTreeMap<DurationKey, Series<Histogram>>,
     /// Key: runner label.
     pub queue_time: BTreeMap<String, Series<Histogram>>,
-    /// Key: runner label, job conclusion: runner time of completed jobs.
-    pub job_duration: BTreeMap<[String; 2], Series<Histogram>>,
+    /// Key: runner label, runner group, job conclusion: runner time of completed jobs.
+    pub job_duration: BTreeMap<[String; 3], Series<Histogram>>,
     /// Failed runs in a row on the default branch (pull requests excluded).
     pub consecutive_failures: BTreeMap<WorkflowKey, u64>,
     /// Key: repo, status (`queued`, `in_progress`, ...). Derived at render time.
@@ -275,10 +333,13 @@ impl Metrics {
         );
         e.histogram(
             "workflow_job_duration_seconds",
-            "Runner time of completed jobs (started_at to completed_at) by runner label and job conclusion; _sum is the runner-seconds a pool spent.",
-            self.job_duration
-                .iter()
-                .map(|(k, h)| (labels(&["runner_label", "conclusion"], k), hist(h))),
+            "Runner time of completed jobs (started_at to completed_at) by runner label, runner group and job conclusion; _sum is the runner-seconds a pool spent.",
+            self.job_duration.iter().map(|(k, h)| {
+                (
+                    labels(&["runner_label", "runner_group", "conclusion"], k),
+                    hist(h),
+                )
+            }),
         );
         e.gauge(
             "workflow_jobs_queued",
@@ -551,7 +612,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_and_end_with_inf() {
-        let mut h = Histogram::new(&[1.0, 10.0]);
+        let mut h = Histogram::new(Arc::from(&[1.0, 10.0][..]));
         h.observe(0.5);
         h.observe(5.0);
         h.observe(50.0);
@@ -560,6 +621,20 @@ mod tests {
             vec![(1.0, 1), (10.0, 2), (f64::INFINITY, 3)]
         );
         assert_eq!(h.sum(), 55.5);
+    }
+
+    #[test]
+    fn buckets_parse_ascending_with_units() {
+        assert_eq!(
+            &*parse_buckets("30, 5m,1h").expect("valid"),
+            &[30.0, 300.0, 3600.0]
+        );
+        assert_eq!(&*parse_buckets("0.5,1").expect("valid"), &[0.5, 1.0]);
+        assert!(parse_buckets("60,30").is_err(), "descending");
+        assert!(parse_buckets("60,60").is_err(), "repeated");
+        assert!(parse_buckets("").is_err());
+        assert!(parse_buckets("-1").is_err());
+        assert!(parse_buckets("5y").is_err());
     }
 
     #[test]

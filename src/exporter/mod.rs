@@ -17,10 +17,10 @@ use axum::routing::{get, post};
 use chrono::Utc;
 
 use crate::config::{ExporterEnv, GitHubAuthEnv};
-use collect::{Collector, PollReport, Scope};
+use collect::{Collector, PollReport, RepoFilter, Scope};
 use github::{Client, ClientOptions, Credentials, GitHubError};
-use ledger::{BranchPolicy, Ledger, RunnerLabelPolicy, State, StateError};
-use metrics::{Format, SelfStats};
+use ledger::{BranchPolicy, Ledger, RunnerGroupPolicy, RunnerLabelPolicy, State, StateError};
+use metrics::{Buckets, Format, SelfStats};
 use webhook::Webhook;
 
 /// The credentials `--help` lists: they are read from the environment only, never from flags.
@@ -44,9 +44,22 @@ pub struct ExporterArgs {
     /// Address to serve /metrics, /healthz (and /webhook) on.
     #[arg(long, default_value = "0.0.0.0:9185")]
     pub listen: SocketAddr,
-    /// Watch every non-archived repository of this organisation.
-    #[arg(long, conflicts_with = "repos")]
-    pub org: Option<String>,
+    /// Watch every non-archived repository of these organisations (repeat the flag, or
+    /// comma-separate).
+    #[arg(long, value_delimiter = ',', conflicts_with = "repos")]
+    pub org: Vec<String>,
+    /// With --org: watch only repositories whose owner/name matches this regex (anchored).
+    #[arg(long, requires = "org")]
+    pub repo_include: Option<String>,
+    /// With --org: do not watch repositories whose owner/name matches this regex (anchored).
+    #[arg(long, requires = "org")]
+    pub repo_exclude: Option<String>,
+    /// With --org: watch only repositories carrying at least one of these topics (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "org")]
+    pub repo_topic: Vec<String>,
+    /// With --org: do not watch repositories carrying any of these topics (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "org")]
+    pub repo_exclude_topic: Vec<String>,
     /// Watch these repositories (owner/name, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub repos: Vec<String>,
@@ -69,6 +82,19 @@ pub struct ExporterArgs {
     /// Default: every label is kept.
     #[arg(long, value_delimiter = ',')]
     pub runner_label_allow_list: Vec<String>,
+    /// Runner groups kept as the `runner_group` label of the runner-time histogram
+    /// (comma-separated); others become "other". Default: every group is kept.
+    #[arg(long, value_delimiter = ',')]
+    pub runner_group_allow_list: Vec<String>,
+    /// Upper bounds of the queue-time histogram's buckets (seconds or 30s, 5m, 1h; ascending).
+    #[arg(long, value_parser = metrics::parse_buckets)]
+    pub queue_time_buckets: Option<Arc<[f64]>>,
+    /// Upper bounds of the run-duration histogram's buckets.
+    #[arg(long, value_parser = metrics::parse_buckets)]
+    pub duration_buckets: Option<Arc<[f64]>>,
+    /// Upper bounds of the runner-time (job duration) histogram's buckets.
+    #[arg(long, value_parser = metrics::parse_buckets)]
+    pub job_duration_buckets: Option<Arc<[f64]>>,
     /// File remembering counted runs and jobs and the poll cursors, so a restart does not double-count.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
@@ -116,6 +142,8 @@ pub enum Error {
     State(#[from] StateError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Pattern(#[from] collect::PatternError),
     #[error("cannot read GITHUB_APP_PRIVATE_KEY_PATH {}", path.display())]
     PrivateKey {
         path: PathBuf,
@@ -164,11 +192,16 @@ impl Secrets {
 pub struct Config {
     pub api_url: String,
     pub scope: Scope,
+    /// Which of `--org`'s repositories are watched.
+    pub repo_filter: RepoFilter,
     pub credentials: Credentials,
     pub window: Duration,
     pub branch_allow_list: Vec<String>,
     /// Empty: every runner label is kept.
     pub runner_label_allow_list: Vec<String>,
+    /// Empty: every runner group is kept.
+    pub runner_group_allow_list: Vec<String>,
+    pub buckets: Buckets,
     pub state_file: Option<PathBuf>,
     /// `Some` enables `/webhook`.
     pub webhook_secret: Option<Vec<u8>>,
@@ -180,9 +213,16 @@ pub struct Config {
 impl Config {
     /// Combines flags and secrets; refuses `--webhook` without a secret and a missing scope.
     pub fn from_args(args: &ExporterArgs, secrets: Secrets) -> Result<Self, Error> {
-        let scope = match (&args.org, args.repos.is_empty()) {
-            (Some(org), true) => Scope::Org(org.clone()),
-            (None, false) => {
+        let scope = match (args.org.is_empty(), args.repos.is_empty()) {
+            (false, true) => {
+                if let Some(bad) = args.org.iter().find(|o| o.is_empty() || o.contains('/')) {
+                    return Err(Error::Config(format!(
+                        "--org entry `{bad}` is not an organisation name"
+                    )));
+                }
+                Scope::Orgs(args.org.clone())
+            }
+            (true, false) => {
                 if let Some(bad) = args.repos.iter().find(|r| r.split('/').count() != 2) {
                     return Err(Error::Config(format!(
                         "--repos entry `{bad}` is not owner/name"
@@ -205,13 +245,32 @@ impl Config {
             }
             (false, _) => None,
         };
+        let defaults = Buckets::default();
         Ok(Config {
             api_url: args.api_url.clone(),
             scope,
+            repo_filter: RepoFilter::new(
+                args.repo_include.as_deref(),
+                args.repo_exclude.as_deref(),
+                args.repo_topic.clone(),
+                args.repo_exclude_topic.clone(),
+            )?,
             credentials: secrets.credentials.unwrap_or(Credentials::Anonymous),
             window: args.failure_window,
             branch_allow_list: args.branch_allow_list.clone(),
             runner_label_allow_list: args.runner_label_allow_list.clone(),
+            runner_group_allow_list: args.runner_group_allow_list.clone(),
+            buckets: Buckets {
+                queue_time: args
+                    .queue_time_buckets
+                    .clone()
+                    .unwrap_or(defaults.queue_time),
+                duration: args.duration_buckets.clone().unwrap_or(defaults.duration),
+                job_duration: args
+                    .job_duration_buckets
+                    .clone()
+                    .unwrap_or(defaults.job_duration),
+            },
             state_file: args.state_file.clone(),
             webhook_secret,
             client: ClientOptions {
@@ -251,7 +310,11 @@ impl Exporter {
         }
         .with_runner_labels(RunnerLabelPolicy::new(
             config.runner_label_allow_list.clone(),
-        ));
+        ))
+        .with_runner_groups(RunnerGroupPolicy::new(
+            config.runner_group_allow_list.clone(),
+        ))
+        .with_buckets(config.buckets.clone());
         let ledger = Arc::new(Mutex::new(ledger));
         // The last poll is "now" at start: a poll that never succeeds ages like one that stopped.
         let stats = Arc::new(Mutex::new(SelfStats {
@@ -267,6 +330,7 @@ impl Exporter {
         let collector = Arc::new(Collector::new(
             client,
             config.scope.clone(),
+            config.repo_filter.clone(),
             ledger.clone(),
             stats.clone(),
             config.concurrency,
@@ -274,12 +338,10 @@ impl Exporter {
                 .map_err(|_| Error::Config("--rerun-lookback is too large".into()))?,
         ));
         let webhook = config.webhook_secret.as_deref().map(|s| {
-            Arc::new(Webhook::new(
-                s,
-                config.scope.clone(),
-                ledger.clone(),
-                stats.clone(),
-            ))
+            Arc::new(
+                Webhook::new(s, config.scope.clone(), ledger.clone(), stats.clone())
+                    .with_repo_filter(config.repo_filter.clone()),
+            )
         });
         Ok(Exporter {
             ledger,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::collect::Scope;
+use super::collect::{RepoFilter, Scope};
 use super::github::{Job, WorkflowRun};
 use super::ledger::{Ledger, RunJobs};
 use super::metrics::SelfStats;
@@ -20,6 +20,7 @@ const REMEMBERED_DELIVERIES: usize = 10_000;
 pub struct Webhook {
     key: ring::hmac::Key,
     scope: Scope,
+    filter: RepoFilter,
     ledger: Arc<Mutex<Ledger>>,
     stats: Arc<Mutex<SelfStats>>,
     deliveries: Mutex<(HashSet<String>, VecDeque<String>)>,
@@ -59,6 +60,8 @@ struct EventRepository {
     full_name: String,
     #[serde(default)]
     default_branch: Option<String>,
+    #[serde(default)]
+    topics: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,10 +112,25 @@ impl Webhook {
         Webhook {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
             scope,
+            filter: RepoFilter::default(),
             ledger,
             stats,
             deliveries: Mutex::new((HashSet::new(), VecDeque::new())),
         }
+    }
+
+    /// The same receiver ignoring repositories `filter` does not watch (by the delivery's
+    /// repository name and topics, as polling does).
+    pub fn with_repo_filter(mut self, filter: RepoFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// The `repo` label of a delivery's repository, if it is watched.
+    fn watched(&self, repository: &EventRepository) -> Option<String> {
+        self.scope
+            .label_for(&repository.full_name)
+            .filter(|r| self.filter.allows(r, &repository.topics))
     }
 
     fn count(&self, result: &str) {
@@ -157,7 +175,7 @@ impl Webhook {
         let result = match header("x-github-event") {
             Some("ping") => Ok("ping"),
             Some("workflow_job") => serde_json::from_slice::<WorkflowJobEvent>(body).map(|ev| {
-                let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
+                let Some(repo) = self.watched(&ev.repository) else {
                     return "ignored";
                 };
                 let Ok(mut l) = self.ledger.lock() else {
@@ -171,7 +189,7 @@ impl Webhook {
                 }
             }),
             Some("workflow_run") => serde_json::from_slice::<WorkflowRunEvent>(body).map(|ev| {
-                let Some(repo) = self.scope.label_for(&ev.repository.full_name) else {
+                let Some(repo) = self.watched(&ev.repository) else {
                     return "ignored";
                 };
                 let repo = repo.as_str();

@@ -24,6 +24,7 @@ pub struct FakeRepo {
     pub full_name: String,
     pub default_branch: String,
     pub archived: bool,
+    pub topics: Vec<String>,
     /// Latest attempt of each run, by run id.
     pub runs: BTreeMap<u64, WorkflowRun>,
     /// Every attempt, by (run id, attempt).
@@ -157,6 +158,9 @@ impl FakeGitHub {
             window: std::time::Duration::from_secs(24 * 3600),
             branch_allow_list: Vec::new(),
             runner_label_allow_list: Vec::new(),
+            runner_group_allow_list: Vec::new(),
+            repo_filter: arc_hook::exporter::collect::RepoFilter::default(),
+            buckets: arc_hook::exporter::metrics::Buckets::default(),
             state_file: None,
             webhook_secret: None,
             client: ClientOptions {
@@ -268,6 +272,7 @@ pub fn queued_job(
         completed_at: None,
         labels: labels.iter().map(|l| l.to_string()).collect(),
         runner_name: None,
+        runner_group_name: None,
     }
 }
 
@@ -293,6 +298,7 @@ pub fn job(
         completed_at: started_at.map(|s| s + Duration::seconds(30)),
         labels: labels.iter().map(|l| l.to_string()).collect(),
         runner_name: ran.then(|| format!("runner-{id}")),
+        runner_group_name: ran.then(|| "Default".into()),
     }
 }
 
@@ -355,8 +361,8 @@ pub fn job_json(base: &str, full: &str, j: &Job) -> Value {
         "labels": j.labels,
         "runner_id": j.runner_name.as_ref().map(|_| j.id),
         "runner_name": j.runner_name,
-        "runner_group_id": j.runner_name.as_ref().map(|_| 1),
-        "runner_group_name": j.runner_name.as_ref().map(|_| "Default"),
+        "runner_group_id": j.runner_group_name.as_ref().map(|_| 1),
+        "runner_group_name": j.runner_group_name,
         "run_attempt": j.run_attempt,
         "workflow_name": "CI",
         "head_branch": "main",
@@ -376,6 +382,7 @@ fn repo_json(r: &FakeRepo) -> Value {
         "private": false,
         "default_branch": r.default_branch,
         "archived": r.archived,
+        "topics": r.topics,
     })
 }
 
@@ -530,8 +537,15 @@ fn route(
             .ok_or(NotFound)
     };
     Ok(match segs {
-        ["orgs", org, "repos"] if *org == s.org => {
-            paging.array(s.repos.iter().map(repo_json).collect())
+        // The fake's first organisation, and any other that owns one of its repositories.
+        ["orgs", org, "repos"]
+            if *org == s.org
+                || s.repos
+                    .iter()
+                    .any(|r| r.full_name.starts_with(&format!("{org}/"))) =>
+        {
+            let owned = |r: &&FakeRepo| r.full_name.starts_with(&format!("{org}/"));
+            paging.array(s.repos.iter().filter(owned).map(repo_json).collect())
         }
         ["repos", o, r] => (repo_json(repo(o, r)?), None),
         ["repos", o, r, "actions", "runs"] => {
