@@ -389,6 +389,44 @@ impl ConformanceCluster {
     }
 }
 
+/// What upstream 0.8.1 checks for before every command (its `requiredPermissions`), more than
+/// deploy/rbac's Role grants (it reads Secrets): bound to the same ServiceAccount for upstream's
+/// run only, so its requests are counted under the same name.
+const UPSTREAM_EXTRA_ROLE: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
+  {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+   "metadata": {"name": "upstream-hook-extra", "namespace": "arc-runners"},
+   "rules": [
+     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "list", "watch"]},
+     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create", "delete"]}]},
+  {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+   "metadata": {"name": "upstream-hook-extra", "namespace": "arc-runners"},
+   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "upstream-hook-extra"},
+   "subjects": [{"kind": "ServiceAccount", "name": "arc-hook-runner", "namespace": "arc-runners"}]}]}"#;
+
+impl ConformanceCluster {
+    /// `kubectl VERB -f -` of `objects` as the cluster admin.
+    fn admin_kubectl(&self, verb: &str, objects: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("kubectl")
+            .args([verb, "-f", "-"])
+            .env("KUBECONFIG", self.dir.join("admin.kubeconfig"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kubectl runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(objects.as_bytes())
+            .expect("kubectl's stdin");
+        assert!(
+            child.wait().expect("kubectl").success(),
+            "kubectl {verb} failed"
+        );
+    }
+}
+
 impl Drop for ConformanceCluster {
     fn drop(&mut self) {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -909,7 +947,13 @@ fn main() {
             let mut results = Vec::new();
             for h in &hooks {
                 let t = h.upstream.then_some(template.as_path());
+                if h.upstream {
+                    cluster.admin_kubectl("apply", UPSTREAM_EXTRA_ROLE);
+                }
                 let rows = play(h, root.path(), &target, &inputs, t).await;
+                if h.upstream {
+                    cluster.admin_kubectl("delete", UPSTREAM_EXTRA_ROLE);
+                }
                 results.push((h, rows));
             }
             report(&results);

@@ -731,6 +731,31 @@ mod tests {
         assert_eq!(job.args.as_deref(), Some(&["infinity".to_string()][..]));
     }
 
+    /// Runner 2.336.0 (actions/runner#4276) sends a service container's `entrypoint:` and
+    /// `command:` as its `entryPoint`/`entryPointArgs`: they replace the image's ENTRYPOINT and CMD,
+    /// `$` kept literal for the kubelet.
+    #[test]
+    fn a_services_entrypoint_and_command_become_its_command_and_args() {
+        let mut a = args();
+        a.services[0].entry_point = Some("/bin/redis-server".into());
+        a.services[0].entry_point_args = vec!["--port".into(), "$PORT".into()];
+        let jp = job_pod(&ctx(), &a, None).expect("valid");
+        let spec = jp.pod.spec.expect("spec");
+        let service = spec
+            .containers
+            .iter()
+            .find(|c| c.name != JOB_CONTAINER_NAME)
+            .expect("service container");
+        assert_eq!(
+            service.command.as_deref(),
+            Some(&["/bin/redis-server".to_string()][..])
+        );
+        assert_eq!(
+            service.args.as_deref(),
+            Some(&["--port".to_string(), "$$PORT".to_string()][..])
+        );
+    }
+
     fn paths(mounts: &[VolumeMount]) -> Vec<(&str, Option<&str>)> {
         mounts
             .iter()
