@@ -1,4 +1,11 @@
 //! Container steps end to end: ephemeral containers in the job pod, the Job fallback, no-volume mode, and Dockerfile actions built by a BuildKit or Kaniko pod (or found in the registry).
+//!
+//! These run on the simulator only (in-process `common::Runner`, image stand-ins set per test, a
+//! fake registry). On the conformance cluster the same paths run as recorded jobs in
+//! `tests/conformance.rs`'s every-fixture loop: `docker-action-no-volume` (a step pod under ARC's
+//! novolume Role), `cancel-container-step`, `registry-secrets` (pull credentials and secret env) and
+//! `dockerfile-action` (a Kaniko builder pod after the registry check, from the claim or a context
+//! secret).
 
 mod common;
 

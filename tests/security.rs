@@ -1,4 +1,10 @@
 //! A job's steps are untrusted code: the attacks they can make on the runner and on other jobs, each driven end to end through the real binary on the simulator, in both volume modes where they apply.
+//!
+//! These run on the simulator only: they drive the hook in-process through `common::Runner`, which
+//! plants files and reads objects through the simulator's own handles, and some need its fault
+//! knobs. On the conformance cluster the same attacks run as recorded jobs
+//! (`fixtures/jobs/hostile-links`: file commands and chained links to `/etc/shadow`) in
+//! `tests/conformance.rs`'s every-fixture loop, with the same outcomes.
 
 mod common;
 
