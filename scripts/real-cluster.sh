@@ -310,6 +310,10 @@ restart() {
   cmd=$(cat "$dir/cmd/$component")
   eval "start $component $cmd"
   wait_for kube-apiserver kubectl --kubeconfig "$dir/admin.kubeconfig" get --raw /readyz
+  # A restarted apiserver is ready before its RBAC authorizer has read the bindings: until then
+  # it refuses the components (they back off, the scheduler for long); wait until it authorizes.
+  wait_for "RBAC of the restarted apiserver" kubectl --kubeconfig "$dir/admin.kubeconfig" \
+    auth can-i watch pods --all-namespaces --as system:kube-scheduler
 }
 
 (($# >= 2)) || usage

@@ -14,6 +14,10 @@ cargo fmt --check
 
 echo "== shellcheck (the scripts, and the step follower the hook sends into pods)"
 shellcheck scripts/*.sh src/hooks/steps/follow_step.sh
+# The stop programs are stop_lib.sh followed by their own part, as the hook sends them.
+for stop in src/hooks/steps/stop_step.sh src/hooks/steps/stop_container.sh; do
+  cat src/hooks/steps/stop_lib.sh "$stop" | shellcheck -s sh -
+done
 
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings

@@ -16,19 +16,13 @@ use common::{Runner, job_args, sim_config};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
 /// deploy/rbac/role.yaml's rules, checked to grant no read of secrets.
 fn deploy_role() -> Vec<PolicyRule> {
-    let path = repo().join("deploy/rbac/role.yaml");
-    let role: Role = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(&path).expect("read deploy/rbac/role.yaml"),
-    )
-    .expect("deploy/rbac/role.yaml is a Role");
-    let rules = role.rules.unwrap_or_default();
-    for r in &rules {
+    let (role, rules) = common::deploy_role();
+    for r in role.rules.iter().flatten() {
         if r.resources
             .as_deref()
             .unwrap_or_default()
@@ -46,16 +40,6 @@ fn deploy_role() -> Vec<PolicyRule> {
         }
     }
     rules
-        .into_iter()
-        .map(|r| {
-            fn strs(v: &[String]) -> Vec<&str> {
-                v.iter().map(String::as_str).collect()
-            }
-            let groups = r.api_groups.unwrap_or_default();
-            let resources = r.resources.unwrap_or_default();
-            PolicyRule::new(&strs(&groups), &strs(&resources), &strs(&r.verbs))
-        })
-        .collect()
 }
 
 /// The simulator under deploy/rbac's Role, with `job`'s image settings.

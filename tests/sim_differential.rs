@@ -38,7 +38,6 @@ use arc_hook::protocol::RunContainerStepArgs;
 use arc_hook::sim::{PolicyRule, SimConfig, Simulator};
 use common::cluster::{Cluster, prerequisites_met, repo};
 use http_body_util::BodyExt;
-use k8s_openapi::api::rbac::v1::Role;
 use kube::client::Body;
 use serde_json::{Value, json};
 
@@ -966,23 +965,7 @@ fn known() -> Vec<(&'static str, Known)> {
 }
 
 fn deploy_role() -> Vec<PolicyRule> {
-    let path = repo().join("deploy/rbac/role.yaml");
-    let role: Role = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(&path).expect("read deploy/rbac/role.yaml"),
-    )
-    .expect("deploy/rbac/role.yaml is a Role");
-    role.rules
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| {
-            fn strs(v: &[String]) -> Vec<&str> {
-                v.iter().map(String::as_str).collect()
-            }
-            let groups = r.api_groups.unwrap_or_default();
-            let resources = r.resources.unwrap_or_default();
-            PolicyRule::new(&strs(&groups), &strs(&resources), &strs(&r.verbs))
-        })
-        .collect()
+    common::deploy_role().1
 }
 
 async fn real_client(kubeconfig: &std::path::Path) -> kube::Client {

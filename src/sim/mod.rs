@@ -154,6 +154,25 @@ impl PolicyRule {
         }
     }
 
+    /// A Role's rule as the simulator enforces it, or why it cannot be: a rule limited by
+    /// `resourceNames` would grant the simulator more than the real authorizer does.
+    pub fn from_role_rule(
+        rule: &k8s_openapi::api::rbac::v1::PolicyRule,
+    ) -> Result<PolicyRule, String> {
+        if rule.resource_names.as_ref().is_some_and(|n| !n.is_empty()) {
+            return Err(format!(
+                "the simulator cannot limit a rule by resourceNames ({:?} on {:?})",
+                rule.verbs, rule.resources
+            ));
+        }
+        Ok(PolicyRule {
+            api_groups: rule.api_groups.clone().unwrap_or_default(),
+            resources: rule.resources.clone().unwrap_or_default(),
+            verbs: rule.verbs.clone(),
+            cluster_wide: false,
+        })
+    }
+
     /// Whether this rule grants `verb` on `resource` (with `/subresource`) in `api_group`.
     pub fn allows(&self, api_group: &str, resource: &str, verb: &str) -> bool {
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);

@@ -232,8 +232,49 @@ subjects: [{{kind: ServiceAccount, name: {name}, namespace: arc-runners}}]
     }
 }
 
+impl Cluster {
+    /// What a failed test needs to say why: the cluster's objects and events, and the tail of
+    /// each component's log. Written to stderr (the test's captured output) while unwinding.
+    fn diagnose(&self) {
+        let admin = self.admin();
+        for args in [
+            &["get", "nodes,pods", "-A", "-o", "wide"][..],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
+        ] {
+            let mut cmd = Command::new("kubectl");
+            cmd.arg("--kubeconfig").arg(&admin).args(args);
+            let ran = run_bounded(cmd, self.scratch.path(), Duration::from_secs(30));
+            eprintln!(
+                "── kubectl {}:\n{}{}",
+                args.join(" "),
+                ran.stdout,
+                ran.stderr
+            );
+        }
+        let Ok(logs) = std::fs::read_dir(self.dir.join("logs")) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = logs.flatten().map(|e| e.path()).collect();
+        logs.sort();
+        for log in logs.iter().filter(|l| !l.ends_with("audit.log")) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "── last {} lines of {}:\n{}",
+                tail.len(),
+                log.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.diagnose();
+        }
         let mut cmd = Command::new(repo().join("scripts/real-cluster.sh"));
         cmd.arg("down").arg(&self.dir);
         let ran = run_bounded(cmd, self.scratch.path(), Duration::from_secs(120));

@@ -54,6 +54,25 @@ pub struct Runner {
     step_counter: std::sync::atomic::AtomicUsize,
 }
 
+/// deploy/rbac/role.yaml: the Role as written, and its rules as the simulator enforces them.
+pub fn deploy_role() -> (
+    k8s_openapi::api::rbac::v1::Role,
+    Vec<arc_hook::sim::PolicyRule>,
+) {
+    let path = cluster::repo().join("deploy/rbac/role.yaml");
+    let role: k8s_openapi::api::rbac::v1::Role = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(&path).expect("read deploy/rbac/role.yaml"),
+    )
+    .expect("deploy/rbac/role.yaml is a Role");
+    let rules = role
+        .rules
+        .iter()
+        .flatten()
+        .map(|r| arc_hook::sim::PolicyRule::from_role_rule(r).expect("deploy/rbac/role.yaml"))
+        .collect();
+    (role, rules)
+}
+
 pub fn sim_config() -> SimConfig {
     SimConfig {
         start_delay: Duration::from_millis(50),

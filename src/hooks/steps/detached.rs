@@ -73,70 +73,10 @@ fn follow_program() -> String {
 /// only while it belongs to the step, and never the stop itself). TERM first, KILL to what is
 /// left after the grace; zombies count as gone. A `cancelling` file tells followers that the
 /// step's end is the cancel's doing. Prints one line: `not-started`, `gone`, or
-/// `ended N K` (N processes, K of them killed); exits 1 if any survived KILL.
-const STOP: &str = r#"d=$1 g=$2
-case "$g" in ''|*[!0-9]*) echo "arc-hook: invalid grace" >&2; exit 2;; esac
-if mkdir -p -- "${d%/*}" 2>/dev/null && mkdir -- "$d" 2>/dev/null; then
-  echo cancelled >"$d/status"; echo not-started; exit 0
-fi
-if [ ! -d "$d" ] || [ -L "$d" ]; then echo "arc-hook: the step's directory $d is missing or replaced" >&2; exit 2; fi
-F=; sleep 0.001 2>/dev/null && F=1
-nap() { if [ -n "$F" ]; then sleep 0.1; else sleep 1; fi; }
-ticks() { if [ -n "$F" ]; then echo $(($1*10)); else echo "$1"; fi; }
-date +%s >/dev/null 2>&1 || { echo "arc-hook: the image has no date command" >&2; exit 2; }
-p= i=0
-while :; do
-  p=$(head -c 12 "$d/pid" 2>/dev/null)
-  case "$p" in ''|*[!0-9]*) ;; *) break;; esac
-  i=$((i+1)); [ "$i" -gt "$(ticks 3)" ] && { echo gone; exit 0; }
-  nap
-done
-case "$p" in 0|1) echo "arc-hook: the step's pid file names pid $p" >&2; exit 2;; esac
-# With setsid (the usual case) the step's processes are its session: one pass finds them. Without
-# it, descendants are followed by parent pid, pass after pass while new ones turn up.
-S=; { read -r l <"/proc/$p/stat"; } 2>/dev/null && set -- ${l##*) } && [ "$3" = "$p" ] && S=1
-members() {
-  A=" $p " M=" " grown=1 pass=0
-  while [ -n "$grown" ] && [ "$pass" -lt 4 ]; do
-    grown= pass=$((pass+1))
-    for f in /proc/[0-9]*/stat; do
-      x=${f#/proc/}; x=${x%/stat}
-      [ "$x" = "$$" ] && continue
-      case "$M" in *" $x "*) continue;; esac
-      { read -r l <"$f"; } 2>/dev/null || continue
-      set -- ${l##*) }
-      [ "$1" = Z ] && continue
-      case "$A" in *" $x "*|*" $2 "*) ;; *) [ "$3" = "$p" ] || [ "$4" = "$p" ] || continue;; esac
-      M="$M$x " A="$A$x "; [ -z "$S" ] && grown=1
-    done
-  done
-  M=${M# }; M=${M% }
-}
-count() { set -- $M; echo $#; }
-signal() { kill -"$1" -"$p" 2>/dev/null; for x in $M; do kill -"$1" "$x" 2>/dev/null; done; }
-mark() { [ -f "$d/status" ] || { echo cancelled >"$d/status.new" && mv -f "$d/status.new" "$d/status"; }; }
-: >"$d/cancelling"
-members
-if [ -z "$M" ]; then mark; echo gone; exit 0; fi
-n=$(count)
-signal TERM
-# The grace is time, not a count of scans (a scan of a busy node's /proc is slow).
-end=$(( $(date +%s) + g ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  nap; members
-  if [ -z "$M" ]; then mark; echo "ended $n 0"; exit 0; fi
-done
-k=$(count)
-signal KILL
-end=$(( $(date +%s) + 2 ))
-while :; do
-  nap; members
-  if [ -z "$M" ]; then mark; echo "ended $n $k"; exit 0; fi
-  [ "$(date +%s)" -lt "$end" ] || break
-  signal KILL
-done
-echo "survived $M"; exit 1
-"#;
+/// `ended N K` (N processes, K of them killed); exits 1 if any survived KILL. In
+/// `stop_step.sh` after `stop_lib.sh`, the TERM-grace-KILL loop it shares with the container
+/// step's stop (both checked by shellcheck in `scripts/test.sh`).
+const STOP: &str = concat!(include_str!("stop_lib.sh"), include_str!("stop_step.sh"));
 
 /// Where one step lives in the pod.
 #[derive(Debug, Clone)]

@@ -59,51 +59,11 @@ pub fn ensure_links(work: &Path, links: &[(String, String)]) -> Result<(), Strin
 /// after the grace; it refuses to run where its parent shares that namespace (no container). A container's PID 1 takes only the signals it handles from inside its own
 /// PID namespace: a step whose main process ignores TERM is left to cleanup_job, which deletes
 /// the pod. Prints `gone` or `ended N K` as the script step's stop does; exits 1 if any survived.
-const STOP_CONTAINER: &str = r#"g=$1
-case "$g" in ''|*[!0-9]*) echo "arc-hook: invalid grace" >&2; exit 2;; esac
-# A container exec's parent (the runtime) is outside the container's namespaces; one that shares
-# this mount namespace means no container isolates it, and "this namespace" would be the host's.
-if [ -e "/proc/$PPID/ns/mnt" ] && [ "/proc/$PPID/ns/mnt" -ef /proc/$$/ns/mnt ]; then
-  echo "arc-hook: not in a container of its own: refusing to stop by mount namespace" >&2; exit 2
-fi
-F=; sleep 0.001 2>/dev/null && F=1
-nap() { if [ -n "$F" ]; then sleep 0.1; else sleep 1; fi; }
-date +%s >/dev/null 2>&1 || { echo "arc-hook: the image has no date command" >&2; exit 2; }
-members() {
-  M=
-  for f in /proc/[0-9]*/stat; do
-    x=${f#/proc/}; x=${x%/stat}
-    [ "$x" = "$$" ] && continue
-    [ "/proc/$x/ns/mnt" -ef /proc/$$/ns/mnt ] || continue
-    { read -r l <"$f"; } 2>/dev/null || continue
-    set -- ${l##*) }
-    [ "$1" = Z ] || [ "$2" = "$$" ] && continue
-    M="$M $x"
-  done
-  M=${M# }
-}
-count() { set -- $M; echo $#; }
-signal() { for x in $M; do kill -"$1" "$x" 2>/dev/null; done; }
-members
-if [ -z "$M" ]; then echo gone; exit 0; fi
-n=$(count)
-signal TERM
-end=$(( $(date +%s) + g ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  nap; members
-  if [ -z "$M" ]; then echo "ended $n 0"; exit 0; fi
-done
-k=$(count)
-signal KILL
-end=$(( $(date +%s) + 2 ))
-while :; do
-  nap; members
-  if [ -z "$M" ]; then echo "ended $n $k"; exit 0; fi
-  [ "$(date +%s)" -lt "$end" ] || break
-  signal KILL
-done
-echo "survived $M"; exit 1
-"#;
+/// In `stop_container.sh` after `stop_lib.sh`, which it shares with the script step's stop.
+const STOP_CONTAINER: &str = concat!(
+    include_str!("stop_lib.sh"),
+    include_str!("stop_container.sh")
+);
 
 /// Stops the step running in ephemeral container `name` (it cannot be removed from the pod),
 /// within [`STOP_DEADLINE`], and says what became of it.
