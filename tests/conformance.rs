@@ -336,6 +336,48 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: arc-runners}}]
     assert_eq!(pods.trim(), "pod/arc-runner", "no workflow pod was created");
 }
 
+/// A job pod no scheduler picks up (the template names a scheduler that does not run) is not a
+/// silent wait: after 30 s prepare_job says its scheduler has not looked at it and which one,
+/// and at the timeout it fails with that reason, leaving nothing. The real kube-scheduler leaves
+/// pods of another schedulerName alone, as a stopped one would.
+#[test]
+fn a_pod_no_scheduler_picks_up_is_named_with_its_scheduler() {
+    if !prerequisites_met() {
+        return;
+    }
+    let cluster = Cluster::up(None);
+    let template = cluster.scratch.path().join("other-scheduler.yaml");
+    std::fs::write(&template, "spec:\n  schedulerName: gpu-batch-scheduler\n").expect("template");
+    let ran = cluster.replay(
+        &cluster.runner(),
+        &repo().join("fixtures/jobs/build-and-test"),
+        &[
+            ("ARC_HOOK_WORK_VOLUME", "copy"),
+            (
+                "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
+                &template.to_string_lossy(),
+            ),
+            ("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "40"),
+        ],
+    );
+    let log = format!("{}{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.status.code(), Some(1), "{log}");
+    assert!(log.contains("prepare_job exited 1"), "{log}");
+    assert!(
+        log.contains(
+            "has not been picked up by its scheduler gpu-batch-scheduler (30s so far, up to 40s)"
+        ),
+        "a notice while it waits: {log}"
+    );
+    assert!(
+        log.contains("did not start within 40s")
+            && log.contains("never picked up by its scheduler gpu-batch-scheduler"),
+        "the timeout names the scheduler: {log}"
+    );
+    let left = cluster.leftovers();
+    assert!(left.is_empty(), "left {left:?}");
+}
+
 /// deploy/rbac's Role grants secrets only `create` and `delete` (issue 29.8): on the real
 /// apiserver, as the runner's ServiceAccount bound to it, build-and-test and registry-secrets (a
 /// pull secret for the job, a container step with its own pull secret and a secret in its

@@ -29,6 +29,13 @@ pub enum WaitNotice<'a> {
         so_far: Duration,
         limit: Duration,
     },
+    /// Pod `pod` has had no node and no word from its scheduler `scheduler` for `so_far`.
+    NotPickedUp {
+        pod: &'a str,
+        scheduler: &'a str,
+        so_far: Duration,
+        limit: Duration,
+    },
     /// Node `node` still has start-up taints.
     StartupTaints {
         node: &'a str,
@@ -64,6 +71,17 @@ impl fmt::Display for WaitNotice<'_> {
             } => write!(
                 f,
                 "pod {pod} is waiting for the scheduler ({}s so far, up to {}s): {why}",
+                so_far.as_secs(),
+                limit.as_secs()
+            ),
+            Self::NotPickedUp {
+                pod,
+                scheduler,
+                so_far,
+                limit,
+            } => write!(
+                f,
+                "pod {pod} has not been picked up by its scheduler {scheduler} ({}s so far, up to {}s): no node and no scheduling condition; check that {scheduler} is running (the template's schedulerName names it)",
                 so_far.as_secs(),
                 limit.as_secs()
             ),

@@ -544,6 +544,28 @@ pub struct Milestones {
     pub scheduled: Option<Instant>,
 }
 
+/// The scheduler of a pod that has no node and no `PodScheduled` condition at all: one its
+/// scheduler has not looked at yet (or never will: it is not running, or the template's
+/// `schedulerName` names none). `None` once it has a node or a scheduling verdict.
+fn unattended(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref();
+    if spec
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+    {
+        return None;
+    }
+    let judged = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled"));
+    (!judged).then(|| {
+        spec.and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler")
+    })
+}
+
 fn is_scheduled(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -610,6 +632,8 @@ async fn wait_until(
 ) -> Result<Pod, PodFailure> {
     let mut pulls = PullWait::new(opts.image_pull_wait, opts.progress);
     let mut unschedulable_since: Option<Instant> = None;
+    // Since when the pod has had neither a node nor a word from its scheduler.
+    let mut unattended_since: Option<Instant> = None;
     let mut next_notice: Option<Instant> = None;
     let fail = |summary: String| async move {
         let events = if opts.can_list_events {
@@ -692,6 +716,25 @@ async fn wait_until(
             PodProgress::Pending(_) => {
                 unschedulable_since = None;
                 grace_running = false;
+                match unattended(current) {
+                    Some(scheduler) => {
+                        let since = *unattended_since.get_or_insert_with(Instant::now);
+                        let due = next_notice.is_none_or(|t| Instant::now() >= t);
+                        if let Some(every) = opts.waiting_notice
+                            && since.elapsed() >= every
+                            && due
+                        {
+                            (opts.progress)(&WaitNotice::NotPickedUp {
+                                pod: name,
+                                scheduler,
+                                so_far: since.elapsed(),
+                                limit: opts.timeout,
+                            });
+                            next_notice = Some(Instant::now() + every);
+                        }
+                    }
+                    None => unattended_since = None,
+                }
             }
         }
         // Re-check unschedulable pods at least once per second while a grace period runs;
@@ -710,8 +753,11 @@ async fn wait_until(
         Followed::Decided(answer) => answer,
         Followed::Gone => Err(fail(format!("pod {name} was deleted before it ran")).await),
         Followed::TimedOut(last) => {
-            let why = match classify(&last) {
-                PodProgress::Pending(w) | PodProgress::Unschedulable(w) => w,
+            let why = match (classify(&last), unattended(&last)) {
+                (PodProgress::Pending(_), Some(scheduler)) => format!(
+                    "Pending, never picked up by its scheduler {scheduler} (is it running? the template's schedulerName must name one that is)"
+                ),
+                (PodProgress::Pending(w) | PodProgress::Unschedulable(w), _) => w,
                 _ => String::new(),
             };
             Err(fail(format!(
@@ -967,6 +1013,21 @@ mod tests {
                 "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()
             )
         );
+    }
+
+    #[test]
+    fn a_pod_without_node_or_scheduling_condition_is_unattended_by_its_scheduler() {
+        let mut p = pod(json!({"phase": "Pending"}));
+        assert_eq!(unattended(&p), Some("default-scheduler"));
+        p.spec.get_or_insert_default().scheduler_name = Some("volcano".into());
+        assert_eq!(unattended(&p), Some("volcano"));
+        let judged = pod(json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+        ]}));
+        assert_eq!(unattended(&judged), None, "the scheduler has spoken");
+        let mut bound = pod(json!({"phase": "Pending"}));
+        bound.spec.get_or_insert_default().node_name = Some("node-1".into());
+        assert_eq!(unattended(&bound), None, "a node is named");
     }
 
     #[test]
