@@ -806,6 +806,20 @@ def np_allows(policies: list[dict], src: dict, dest: dict, port: int, proto: str
     return direction(src, "Egress", dest) and direction(dest, "Ingress", src)
 
 
+def ipv6_cases(src: dict, ip) -> list[tuple]:
+    """The same public-only egress over IPv6: a public host (a package index's CDN) and an IPv4-only
+    one through the well-known NAT64 prefix are reached; unique-local (AWS's metadata at fd00:ec2::254),
+    link-local, loopback, and NAT64 translations of private and metadata addresses are not."""
+    return [(src, "a public IPv6 host", ip("2a04:4e42::223"), 443, "TCP", True),
+            (src, "github.com through NAT64", ip("64:ff9b::8c52:7003"), 443, "TCP", True),
+            (src, "cloud metadata over IPv6", ip("fd00:ec2::254"), 80, "TCP", False),
+            (src, "an IPv6 link-local address", ip("fe80::1"), 443, "TCP", False),
+            (src, "IPv6 loopback", ip("::1"), 443, "TCP", False),
+            (src, "cloud metadata through NAT64", ip("64:ff9b::a9fe:a9fe"), 80, "TCP", False),
+            (src, "a private address through NAT64", ip("64:ff9b::a00:1"), 443, "TCP", False),
+            (src, "the local-use NAT64 prefix", ip("64:ff9b:1::a00:1"), 443, "TCP", False)]
+
+
 def check_network_policies(ctx: Ctx) -> str:
     """Every pod in arc-runners is under a default-deny policy; the allowances hold for the pods that exist:
     the workflow pods arc-hook makes (tests/golden, its rendered output), the runner pods ARC makes of the
@@ -862,6 +876,7 @@ def check_network_policies(ctx: Ctx) -> str:
                   (src, "github.com", ip("140.82.112.3"), 443, "TCP", True),
                   (src, "the internal registry", ip("10.20.0.15"), 443, "TCP", True),
                   (src, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False),
+                  *ipv6_cases(src, ip),
                   (src, "the API server", ip("10.0.0.1"), 443, "TCP", is_runner),
                   (src, "the exporter's webhook", exporter, 9090, "TCP", False),
                   (src, "another namespace's pod", other_pod, 5432, "TCP", False),
@@ -873,6 +888,7 @@ def check_network_policies(ctx: Ctx) -> str:
               (other_pod, "the exporter", exporter, 9090, "TCP", False),
               (exporter, "GitHub's API", ip("140.82.112.6"), 443, "TCP", True),
               (exporter, "cloud metadata", ip("169.254.169.254"), 80, "TCP", False),
+              *ipv6_cases(exporter, ip),
               (pruner, "github.com", ip("140.82.112.3"), 443, "TCP", False),
               (pruner, "the API server", ip("10.0.0.1"), 443, "TCP", False)]
     for src, what, dest, port, proto, want in cases:
@@ -880,7 +896,7 @@ def check_network_policies(ctx: Ctx) -> str:
             found.append(f"{src.get('name', src['ns'])} -> {what} {port}/{proto}: {'allowed' if not want else 'refused'}, should be {'allowed' if want else 'refused'}")
     problems(found)
     return (f"default-deny covers {len(workflow)} workflow pods (hook output), {len(runners)} runner pods and the cache pruner; "
-            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only; API server for Kubernetes-mode runners only; "
+            f"{len(cases)} connections as intended (DNS, Vault API, registry, public 443/80 only, IPv4 and IPv6; API server for Kubernetes-mode runners only; "
             "no metadata, no exporter webhook; exporter reached by Prometheus and the ingress only)")
 
 
@@ -1386,7 +1402,9 @@ def check_scale_sets_dry_run(ctx: Ctx) -> str:
     with Cluster(ctx.kubectl) as cluster:
         cluster.apply(*[a for c in crds for a in ("-f", str(c))])
         wait_established(cluster, crds)
-        for part in ("namespaces", "admission", "rbac"):
+        # The NetworkPolicies too: the real API validates their CIDRs (it refuses what the model above
+        # would take, such as an IPv4-mapped IPv6 range in an `except`).
+        for part in ("namespaces", "admission", "rbac", "network"):
             cluster.apply("-k", str(DEPLOY / part))
         for name in ["runner-base", *KUBE_MODE_SETS]:
             objs = render_scale_set(helm, chart, name)
@@ -1417,7 +1435,7 @@ def check_scale_sets_dry_run(ctx: Ctx) -> str:
                 found.append(f"{name}: its runner pod is refused in {ns}: {res.stderr.strip()[-300:]}")
     problems(found)
     return (f"{objects} objects of 7 rendered scale sets pass server-side dry run against ARC's {arc.name} CRDs on the real apiserver "
-            "(a schema-invalid maxRunners is refused); each runner pod is admitted in its namespace")
+            "(a schema-invalid maxRunners is refused); each runner pod is admitted in its namespace; deploy/network applied")
 
 
 def check_arc_upgrade(ctx: Ctx) -> str:
@@ -1438,7 +1456,9 @@ def check_arc_upgrade(ctx: Ctx) -> str:
         env = {**os.environ, "KUBECONFIG": str(cluster.dir / "admin.kubeconfig"), "ARC_HELM_WAIT": "false",
                "PATH": f"{Path(helm).parent}{os.pathsep}{os.environ['PATH']}", "HELM_CACHE_HOME": str(cluster.dir / "helm-cache"),
                "HELM_CONFIG_HOME": str(cluster.dir / "helm-config"), "HELM_DATA_HOME": str(cluster.dir / "helm-data")}
-        for part in ("namespaces", "admission", "rbac"):
+        # The NetworkPolicies too: the real API validates their CIDRs (it refuses what the model above
+        # would take, such as an IPv4-mapped IPv6 range in an `except`).
+        for part in ("namespaces", "admission", "rbac", "network"):
             cluster.apply("-k", str(DEPLOY / part))
         # The previous release, installed as the install scripts do (Helm's first install applies crds/).
         for script in ("arc-controller/install.sh", "scale-sets/install.sh"):
