@@ -24,7 +24,7 @@ const PLACEHOLDER_RUNNER: &str = "arc-runner-check";
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok(String),
     /// What is wrong, and what to change.
     Fail {
@@ -39,7 +39,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub check: &'static str,
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 impl Finding {
@@ -67,7 +67,7 @@ impl Finding {
         }
     }
 
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         matches!(self.outcome, Outcome::Fail { .. })
     }
 

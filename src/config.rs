@@ -4,24 +4,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The runner pod name `render` assumes when `ACTIONS_RUNNER_POD_NAME` is unset.
-pub const DEFAULT_RENDER_RUNNER_POD: &str = "arc-runner";
+pub(crate) const DEFAULT_RENDER_RUNNER_POD: &str = "arc-runner";
 /// Default of `ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS` (upstream's 10 minutes).
-pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default of `ARC_HOOK_UNSCHEDULABLE_GRACE_SECONDS`: how long a pod the scheduler cannot place,
 /// for a reason other than a busy node, is given before prepare_job fails.
-pub const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(60);
 /// Default of `ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS`: how long prepare_job waits for the runner's
 /// node to lose the start-up taints in `ARC_HOOK_WAIT_FOR_NODE_TAINTS` (node agents such as
 /// Karpenter's start-up taint owners usually clear them within a minute or two).
-pub const DEFAULT_NODE_TAINTS_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_NODE_TAINTS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default of `ARC_HOOK_CLEANUP_TIMEOUT_SECONDS`.
-pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most a no-volume pull may bring back to the runner after one step (2 GiB).
-pub const DEFAULT_PULL_MAX_BYTES: u64 = 2 << 30;
+pub(crate) const DEFAULT_PULL_MAX_BYTES: u64 = 2 << 30;
 /// Default of `ARC_HOOK_BUILD_TIMEOUT_SECONDS`: how long a Dockerfile action's image build may take.
-pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+pub(crate) const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 /// The one line a Dockerfile action gets when in-cluster builds are not configured.
-pub const BUILD_NOT_CONFIGURED: &str = "args.dockerfile: this runner cannot build Dockerfile actions: in-cluster image builds are not configured; set ARC_HOOK_BUILDER_IMAGE (BuildKit's rootless image, e.g. moby/buildkit:v0.23.2-rootless, from your registry mirror) and ARC_HOOK_BUILD_REGISTRY (where built images are pushed, e.g. your Harbor project), optionally ARC_HOOK_BUILD_PUSH_SECRET (a dockerconfigjson secret with push credentials); or use a prebuilt image (`uses: docker://<image>`)";
+pub(crate) const BUILD_NOT_CONFIGURED: &str = "args.dockerfile: this runner cannot build Dockerfile actions: in-cluster image builds are not configured; set ARC_HOOK_BUILDER_IMAGE (BuildKit's rootless image, e.g. moby/buildkit:v0.23.2-rootless, from your registry mirror) and ARC_HOOK_BUILD_REGISTRY (where built images are pushed, e.g. your Harbor project), optionally ARC_HOOK_BUILD_PUSH_SECRET (a dockerconfigjson secret with push credentials); or use a prebuilt image (`uses: docker://<image>`)";
 
 /// An environment variable holding a value arc-hook cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ impl CacheTrust {
         &["push", "schedule", "workflow_dispatch", "release"];
 
     /// The trust of a run with this event and `github.ref_protected`.
-    pub fn of_run(event_name: Option<&str>, ref_protected: Option<&str>) -> Self {
+    pub(crate) fn of_run(event_name: Option<&str>, ref_protected: Option<&str>) -> Self {
         match (event_name, ref_protected) {
             (Some(event), Some(protected))
                 if Self::TRUSTED_EVENTS.contains(&event.trim())
@@ -63,7 +63,7 @@ impl CacheTrust {
     }
 
     /// The value templates see.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Trusted => "trusted",
             Self::Untrusted => "untrusted",
@@ -82,7 +82,7 @@ pub enum WorkVolumeMode {
 
 /// How container steps (`run_container_step`) run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerStepMode {
+pub(crate) enum ContainerStepMode {
     /// As an ephemeral container in the job pod where the Role allows it, else as a Job.
     Auto,
     /// Always as a separate Job (the job pod is never patched).
@@ -91,7 +91,7 @@ pub enum ContainerStepMode {
 
 /// Which image builder builds Dockerfile actions (`ARC_HOOK_BUILDER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuilderKind {
+pub(crate) enum BuilderKind {
     /// Rootless, daemonless BuildKit (`moby/buildkit:*-rootless`), or `BUILDKIT_HOST`.
     BuildKit,
     /// A Kaniko executor image.
@@ -100,7 +100,7 @@ pub enum BuilderKind {
 
 /// In-cluster builds of Dockerfile actions (BuildKit or Kaniko builder pods).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildConfig {
+pub(crate) struct BuildConfig {
     /// `ARC_HOOK_BUILDER`: `buildkit` (default) or `kaniko`.
     pub kind: BuilderKind,
     /// `ARC_HOOK_BUILDER_IMAGE`: the builder image (BuildKit's rootless image, or a Kaniko executor).
@@ -156,11 +156,11 @@ pub struct Config {
     /// registry host (the runner then sends no `serverUrl`).
     pub default_registry: String,
     /// `ARC_HOOK_CONTAINER_STEPS`: `auto` (ephemeral containers where allowed) or `job`.
-    pub container_steps: ContainerStepMode,
+    pub(crate) container_steps: ContainerStepMode,
     /// `ARC_HOOK_JOB_OPTIONS` and `ARC_HOOK_JOB_OPTIONS_MAX`: which docker `options:` jobs may use, and their maxima.
-    pub job_options: crate::docker_options::OptionsPolicy,
+    pub(crate) job_options: crate::docker_options::OptionsPolicy,
     /// Dockerfile action builds; `None` unless `ARC_HOOK_BUILDER_IMAGE` and `ARC_HOOK_BUILD_REGISTRY` are set.
-    pub build: Option<BuildConfig>,
+    pub(crate) build: Option<BuildConfig>,
     /// `RUNNER_WORKSPACE`: `<_work>/<repo>` on the runner.
     pub runner_workspace: Option<PathBuf>,
     /// `GITHUB_WORKSPACE`: `<_work>/<repo>/<repo>` on the runner.
@@ -178,7 +178,7 @@ impl Config {
     }
 
     /// Reads configuration through `get` (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let flag = |k: &'static str| -> Result<bool, ConfigError> {
             match get(k).as_deref().map(str::trim) {
@@ -334,7 +334,7 @@ impl Config {
     }
 
     /// The runner pod's name, required by every hook command.
-    pub fn require_runner_pod_name(&self) -> Result<&str, ConfigError> {
+    pub(crate) fn require_runner_pod_name(&self) -> Result<&str, ConfigError> {
         self.runner_pod_name.as_deref().ok_or_else(|| ConfigError {
             name: "ACTIONS_RUNNER_POD_NAME",
             value: String::new(),
@@ -345,14 +345,14 @@ impl Config {
     }
 
     /// The work volume's claim name for the runner pod `runner`.
-    pub fn claim_name_for(&self, runner: &str) -> String {
+    pub(crate) fn claim_name_for(&self, runner: &str) -> String {
         self.claim_name
             .clone()
             .unwrap_or_else(|| format!("{runner}-work"))
     }
 
     /// The runner's `_work` directory, from `RUNNER_WORKSPACE` (`_work/<repo>`) or `RUNNER_TEMP` (`_work/_temp`).
-    pub fn runner_work_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn runner_work_dir(&self) -> Option<PathBuf> {
         self.runner_workspace
             .as_deref()
             .or(self.runner_temp.as_deref())
@@ -415,7 +415,7 @@ pub fn log_filter() -> Option<String> {
 
 /// Where the API client's configuration comes from, as the environment says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterSource {
+pub(crate) enum ClusterSource {
     /// Inside a pod (`KUBERNETES_SERVICE_HOST` set): the service account.
     InCluster,
     /// `KUBECONFIG` (non-empty) or `~/.kube/config`.
@@ -425,11 +425,11 @@ pub enum ClusterSource {
 }
 
 impl ClusterSource {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Self::from_lookup(|k| std::env::var(k).ok(), |p| p.exists())
     }
 
-    pub fn from_lookup(
+    pub(crate) fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
         exists: impl Fn(&std::path::Path) -> bool,
     ) -> Self {
@@ -447,13 +447,13 @@ impl ClusterSource {
 
 /// The docker-config key Docker itself uses for Docker Hub credentials: the runner sends
 /// `serverUrl: ""` for an image without a registry host, and Docker mode logs in there.
-pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
+pub(crate) const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
 
 /// A boolean the way the runner reads its own settings (`StringUtil.ConvertToBoolean`): `1`,
 /// `true`, `$true` (any case) are true, anything else false. The runner has already acted on
 /// `ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER` before calling the hook, so arc-hook must agree with it
 /// rather than fail on a value the runner accepted.
-pub fn runner_flag(value: Option<&str>) -> bool {
+pub(crate) fn runner_flag(value: Option<&str>) -> bool {
     value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "$true"))
 }
 
@@ -464,7 +464,7 @@ pub fn runner_flag(value: Option<&str>) -> bool {
 /// How the exporter authenticates to GitHub, as the environment says. `Debug` never prints a secret.
 #[cfg(feature = "exporter")]
 #[derive(Clone, PartialEq, Eq)]
-pub enum GitHubAuthEnv {
+pub(crate) enum GitHubAuthEnv {
     /// `GITHUB_TOKEN`: a bearer token; takes precedence over App credentials.
     Token(String),
     /// `GITHUB_APP_ID`, `GITHUB_APP_INSTALLATION_ID` and `GITHUB_APP_PRIVATE_KEY_PATH`: a GitHub App
@@ -502,7 +502,7 @@ impl std::fmt::Debug for GitHubAuthEnv {
 #[cfg(feature = "exporter")]
 #[derive(Clone, PartialEq, Eq)]
 pub struct ExporterEnv {
-    pub auth: GitHubAuthEnv,
+    pub(crate) auth: GitHubAuthEnv,
     /// `GITHUB_WEBHOOK_SECRET`: the webhook's HMAC secret (`exporter --webhook` needs it).
     pub webhook_secret: Option<Vec<u8>>,
 }
@@ -528,7 +528,7 @@ impl ExporterEnv {
     }
 
     /// Reads the exporter's variables through `get` (tests pass a map); an empty value is unset.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.is_empty());
         let missing = |name: &'static str, reason: &str| ConfigError {
             name,
@@ -577,7 +577,7 @@ pub struct ReplayEnv {
     /// `ACTIONS_RUNNER_POD_NAME`: the runner pod's name when the job's `env` file gives none.
     pub runner_pod_name: Option<String>,
     /// A configured cluster (then replay uses it), or none (then the embedded simulator).
-    pub cluster: ClusterSource,
+    pub(crate) cluster: ClusterSource,
     /// `ACTIONS_RUNNER_KUBERNETES_NAMESPACE`, shown by `replay --cluster`.
     pub namespace: Option<String>,
 }
@@ -590,7 +590,7 @@ impl ReplayEnv {
     }
 
     /// Reads through `get`, with `exists` for `~/.kube/config` (tests pass both).
-    pub fn from_lookup(
+    pub(crate) fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
         exists: impl Fn(&std::path::Path) -> bool,
     ) -> Self {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// What a copy did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CopyStats {
+pub(crate) struct CopyStats {
     pub copied: u64,
     pub unchanged: u64,
     pub bytes: u64,
@@ -24,7 +24,7 @@ fn same_file(src: &fs::Metadata, dst: &Path) -> bool {
 
 /// Copies `src` into `dst` recursively, preserving modes, mtimes and symlinks, and skipping
 /// files whose size, mode and mtime already match (externals are hundreds of MB and rarely change).
-pub fn sync_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
+pub(crate) fn sync_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
     let mut stats = CopyStats::default();
     sync_into(src, dst, &mut stats)?;
     Ok(stats)

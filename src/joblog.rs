@@ -23,7 +23,7 @@ const MIN_MASKED_LEN: usize = 4;
 static MASKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Registers a secret value: it is replaced by `***` in every later line of the hook's.
-pub fn mask(secret: &str) {
+pub(crate) fn mask(secret: &str) {
     if secret.len() < MIN_MASKED_LEN {
         return;
     }
@@ -36,7 +36,7 @@ pub fn mask(secret: &str) {
 }
 
 /// `text` with every registered secret replaced by `***`.
-pub fn masked(text: &str) -> String {
+pub(crate) fn masked(text: &str) -> String {
     let masks = MASKS.lock().unwrap_or_else(PoisonError::into_inner);
     masks
         .iter()
@@ -44,22 +44,22 @@ pub fn masked(text: &str) -> String {
 }
 
 /// Progress the user sees in order with the step's output: `arc-hook: <what>` on stdout.
-pub fn notice(what: impl Display) {
+pub(crate) fn notice(what: impl Display) {
     out(&format!("arc-hook: {what}"));
 }
 
 /// Something the user may want to change, the command going on: `arc-hook: warning: <what>`.
-pub fn warning(what: impl Display) {
+pub(crate) fn warning(what: impl Display) {
     out(&format!("arc-hook: warning: {what}"));
 }
 
 /// Something the hook would not do, naming it: `arc-hook: refused: <what>` on stderr.
-pub fn refused(what: impl Display) {
+pub(crate) fn refused(what: impl Display) {
     err(&format!("arc-hook: refused: {what}"));
 }
 
 /// What went wrong, the command going on or about to end: `arc-hook: <what>` on stderr.
-pub fn problem(what: impl Display) {
+pub(crate) fn problem(what: impl Display) {
     err(&format!("arc-hook: {what}"));
 }
 
@@ -74,7 +74,7 @@ pub fn line(text: impl Display) {
 }
 
 /// A whole line as the caller wrote it, on stderr.
-pub fn line_err(text: impl Display) {
+pub(crate) fn line_err(text: impl Display) {
     err(&text.to_string());
 }
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use tracing::level_filters::LevelFilter;
 
 /// arc-hook's own events when `ARC_HOOK_LOG` is unset: warnings and errors.
-pub const DEFAULT_FILTER: &str = "arc_hook=warn";
+pub(crate) const DEFAULT_FILTER: &str = "arc_hook=warn";
 
 /// The `tracing` filter for `ARC_HOOK_LOG`'s value: a bare level (`debug`, or a directive with
 /// no target) applies to arc-hook's own events only; a dependency logs only where a directive
@@ -13,7 +13,7 @@ pub const DEFAULT_FILTER: &str = "arc_hook=warn";
 /// logs every failed connection attempt at ERROR, beside the hook's own one-line failure.
 /// A bare word that is no level is refused (`tracing` would read `debgu` as a target at every
 /// level, and log nothing the user wanted).
-pub fn own_directives(value: &str) -> Result<String, String> {
+pub(crate) fn own_directives(value: &str) -> Result<String, String> {
     value
         .split(',')
         .map(str::trim)

@@ -14,7 +14,7 @@ use crate::template::{Template, TemplateError, TemplateVars};
 
 /// Object construction or template merge failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -25,7 +25,7 @@ pub enum PlanError {
 
 /// prepare_job's objects.
 #[derive(Debug, Clone)]
-pub struct PreparePlan {
+pub(crate) struct PreparePlan {
     pub secret: Option<Secret>,
     pub pod: Pod,
     pub job_image: Option<String>,
@@ -37,12 +37,12 @@ pub struct PreparePlan {
 }
 
 impl PreparePlan {
-    pub fn pod_name(&self) -> &str {
+    pub(crate) fn pod_name(&self) -> &str {
         self.pod.metadata.name.as_deref().unwrap_or_default()
     }
 
     /// The runner's `job.container` / `job.services` context for this pod.
-    pub fn response_context(&self) -> ResponseContext {
+    pub(crate) fn response_context(&self) -> ResponseContext {
         ResponseContext {
             container: self.job_image.as_ref().map(|image| ContextEntry {
                 image: image.clone(),
@@ -60,7 +60,7 @@ impl PreparePlan {
     }
 }
 
-pub fn template_vars(ctx: &BuildContext) -> TemplateVars {
+pub(crate) fn template_vars(ctx: &BuildContext) -> TemplateVars {
     TemplateVars {
         runner_pod_name: ctx.runner_pod.clone(),
         workflow_pod_name: names::job_pod_name(&ctx.runner_pod),
@@ -72,7 +72,7 @@ pub fn template_vars(ctx: &BuildContext) -> TemplateVars {
 
 /// Builds prepare_job's secret (if any credentials) and workflow pod; `suffix` names the secret.
 /// The containers' docker options are applied after the template, within `policy`.
-pub fn plan_prepare_job(
+pub(crate) fn plan_prepare_job(
     ctx: &BuildContext,
     args: &PrepareJobArgs,
     template: Option<&Template>,
@@ -145,21 +145,21 @@ pub fn plan_prepare_job(
 
 /// A container step's objects when it runs as its own Job.
 #[derive(Debug, Clone)]
-pub struct ContainerStepPlan {
+pub(crate) struct ContainerStepPlan {
     pub secret: Option<Secret>,
     pub job: Job,
     pub warnings: Vec<String>,
 }
 
 /// The work-volume sub-path of the runner's workspace (`GITHUB_WORKSPACE` on the runner).
-pub fn workspace_subpath(github_workspace: Option<&std::path::Path>) -> String {
+pub(crate) fn workspace_subpath(github_workspace: Option<&std::path::Path>) -> String {
     github_workspace
         .and_then(|p| work_subpath(&p.to_string_lossy()))
         .unwrap_or_default()
 }
 
 /// Builds a container step's Job (image steps; Dockerfile steps pass the built image).
-pub fn plan_container_step(
+pub(crate) fn plan_container_step(
     ctx: &BuildContext,
     args: &RunContainerStepArgs,
     image: &str,
@@ -216,7 +216,7 @@ pub fn plan_container_step(
 
 /// A container step as an ephemeral container of the job pod.
 #[derive(Debug, Clone)]
-pub struct EphemeralStepPlan {
+pub(crate) struct EphemeralStepPlan {
     pub container: EphemeralContainer,
     /// Links to create at the work volume's root so `/github/*` resolves (`name -> target`).
     pub links: Vec<(String, String)>,
@@ -225,7 +225,7 @@ pub struct EphemeralStepPlan {
 
 /// What planning a container step as an ephemeral container of the job pod came to.
 #[derive(Debug, Clone)]
-pub enum EphemeralPlanning {
+pub(crate) enum EphemeralPlanning {
     Planned(Box<EphemeralStepPlan>),
     /// It cannot be one (it needs a Job or a pod of its own), for this reason.
     NotEphemeral(NotEphemeral),
@@ -233,7 +233,7 @@ pub enum EphemeralPlanning {
 
 /// Builds a container step as an ephemeral container named `step-<suffix>`, or says why it
 /// needs a Job instead.
-pub fn plan_ephemeral_step(
+pub(crate) fn plan_ephemeral_step(
     ctx: &BuildContext,
     args: &RunContainerStepArgs,
     image: &str,
@@ -284,7 +284,7 @@ pub fn plan_ephemeral_step(
 
 /// A container step as a bare pod of its own.
 #[derive(Debug, Clone)]
-pub struct StepPodPlan {
+pub(crate) struct StepPodPlan {
     pub secret: Option<Secret>,
     pub pod: Pod,
     pub warnings: Vec<String>,
@@ -294,7 +294,7 @@ pub struct StepPodPlan {
 /// `$step` template and the claim-mode guards apply alike), with the no-volume helpers
 /// (`files`) and the services' names (`aliases`).
 #[allow(clippy::too_many_arguments)]
-pub fn plan_step_pod(
+pub(crate) fn plan_step_pod(
     ctx: &BuildContext,
     args: &RunContainerStepArgs,
     image: &str,

@@ -10,13 +10,13 @@ use serde_json::Value;
 /// Why the runner's input could not be understood. Displays as one line naming the field path.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid hook input: {path}: {reason}")]
-pub struct InputError {
+pub(crate) struct InputError {
     pub path: String,
     pub reason: String,
 }
 
 impl InputError {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             reason: reason.into(),
@@ -27,7 +27,7 @@ impl InputError {
 /// The four commands the runner sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CommandName {
+pub(crate) enum CommandName {
     PrepareJob,
     RunScriptStep,
     RunContainerStep,
@@ -35,7 +35,7 @@ pub enum CommandName {
 }
 
 impl CommandName {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::PrepareJob => "prepare_job",
             Self::RunScriptStep => "run_script_step",
@@ -57,7 +57,7 @@ impl CommandName {
 
 /// One invocation of the hook, as read from stdin.
 #[derive(Debug, Clone)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub response_file: Option<PathBuf>,
     pub command: Command,
     /// prepare_job's `state`, handed back verbatim by the runner in every later command.
@@ -66,7 +66,7 @@ pub struct Envelope {
 
 /// A command with its typed args.
 #[derive(Debug, Clone)]
-pub enum Command {
+pub(crate) enum Command {
     PrepareJob(PrepareJobArgs),
     RunScriptStep(RunScriptStepArgs),
     RunContainerStep(RunContainerStepArgs),
@@ -75,7 +75,7 @@ pub enum Command {
 
 impl Command {
     /// The secret values the input carries (registry passwords), for the job log's masks.
-    pub fn secrets(&self) -> Vec<&str> {
+    pub(crate) fn secrets(&self) -> Vec<&str> {
         let registries: Vec<&Registry> = match self {
             Self::PrepareJob(a) => a
                 .container
@@ -92,7 +92,7 @@ impl Command {
             .collect()
     }
 
-    pub fn name(&self) -> CommandName {
+    pub(crate) fn name(&self) -> CommandName {
         match self {
             Self::PrepareJob(_) => CommandName::PrepareJob,
             Self::RunScriptStep(_) => CommandName::RunScriptStep,
@@ -105,7 +105,7 @@ impl Command {
 /// What arc-hook keeps between the commands of one job (round-tripped through the runner).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JobState {
+pub(crate) struct JobState {
     /// Name of the workflow pod (upstream's field name, kept for compatibility).
     #[serde(default, deserialize_with = "null_default")]
     pub job_pod: String,
@@ -124,7 +124,7 @@ pub struct JobState {
 /// A volume mount the runner asks for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Mount {
+pub(crate) struct Mount {
     /// `None` for a volume without a source (`volumes: [/cache]`): Docker's anonymous volume.
     #[serde(default)]
     pub source_volume_path: Option<String>,
@@ -136,7 +136,7 @@ pub struct Mount {
 /// Registry credentials for pulling the image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Registry {
+pub(crate) struct Registry {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -147,7 +147,7 @@ pub struct Registry {
 
 impl Registry {
     /// Credentials are usable only with both a user name and a password.
-    pub fn has_credentials(&self) -> bool {
+    pub(crate) fn has_credentials(&self) -> bool {
         matches!((&self.username, &self.password), (Some(u), Some(p)) if !u.is_empty() && !p.is_empty())
     }
 }
@@ -155,7 +155,7 @@ impl Registry {
 /// A job or service container definition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerDefinition {
+pub(crate) struct ContainerDefinition {
     pub image: String,
     #[serde(default)]
     pub working_directory: Option<String>,
@@ -182,7 +182,7 @@ pub struct ContainerDefinition {
 /// prepare_job's args.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PrepareJobArgs {
+pub(crate) struct PrepareJobArgs {
     #[serde(default)]
     pub container: Option<ContainerDefinition>,
     #[serde(default, deserialize_with = "null_default")]
@@ -192,7 +192,7 @@ pub struct PrepareJobArgs {
 /// run_script_step's args.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RunScriptStepArgs {
+pub(crate) struct RunScriptStepArgs {
     pub entry_point: String,
     /// The arguments the process receives: the runner's tokens decoded with Docker mode's rules
     /// ([`crate::runner_args`]).
@@ -230,11 +230,11 @@ pub struct RunContainerStepArgs {
     #[serde(default, deserialize_with = "string_or_list")]
     pub prepend_path: Vec<String>,
     #[serde(default, deserialize_with = "null_default")]
-    pub user_mount_volumes: Vec<Mount>,
+    pub(crate) user_mount_volumes: Vec<Mount>,
     #[serde(default, deserialize_with = "null_default")]
-    pub system_mount_volumes: Vec<Mount>,
+    pub(crate) system_mount_volumes: Vec<Mount>,
     #[serde(default)]
-    pub registry: Option<Registry>,
+    pub(crate) registry: Option<Registry>,
     #[serde(default, deserialize_with = "null_default")]
     pub port_mappings: Vec<String>,
 }
@@ -242,14 +242,14 @@ pub struct RunContainerStepArgs {
 /// prepare_job's response, written to `responseFile`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PrepareJobResponse {
+pub(crate) struct PrepareJobResponse {
     pub state: JobState,
     pub context: ResponseContext,
     pub is_alpine: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResponseContext {
+pub(crate) struct ResponseContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContextEntry>,
     #[serde(default)]
@@ -258,20 +258,20 @@ pub struct ResponseContext {
 
 /// One container of the job as the runner's `job.container` / `job.services.<id>` context sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContextEntry {
+pub(crate) struct ContextEntry {
     pub image: String,
     /// container port -> port reachable from the job (string to string, as the runner reads it).
     pub ports: BTreeMap<String, String>,
 }
 
 /// Parses the runner's stdin. Every error names the offending field.
-pub fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
+pub(crate) fn parse_envelope(input: &str) -> Result<Envelope, InputError> {
     parse_envelope_from(input, "stdin")
 }
 
 /// Parses a runner input read from `source` (`stdin`, or the file `render` was given), which
 /// names the input when it is not a JSON object at all.
-pub fn parse_envelope_from(input: &str, source: &str) -> Result<Envelope, InputError> {
+pub(crate) fn parse_envelope_from(input: &str, source: &str) -> Result<Envelope, InputError> {
     let raw: Value = serde_json::from_str(input)
         .map_err(|e| InputError::new(source, format!("not valid JSON ({e})")))?;
     let obj = raw
@@ -366,7 +366,7 @@ pub fn parse_envelope_from(input: &str, source: &str) -> Result<Envelope, InputE
 
 /// The longest single argument or `NAME=value` string Linux passes to a process
 /// (`MAX_ARG_STRLEN`, 32 pages, with its terminating NUL).
-pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+pub(crate) const MAX_ARG_STRLEN: usize = 32 * 4096;
 
 /// Refuses what no process can receive, naming the field: a NUL byte in an argument or
 /// variable (it would be cut there, or dropped), or one over [`MAX_ARG_STRLEN`] (the start fails

@@ -3,11 +3,12 @@
 //! admission and scheduling alike.
 
 /// The API server's message for a malformed quantity (the simulator answers with it).
-pub const QUANTITY_FMT: &str =
+#[cfg(feature = "sim")] // only the simulator answers with it
+pub(crate) const QUANTITY_FMT: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 /// Parses a quantity into base units (cores, bytes, items); `None` when malformed.
-pub fn parse(s: &str) -> Option<f64> {
+pub(crate) fn parse(s: &str) -> Option<f64> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))

@@ -15,9 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 /// How long the whole check (manifest request, token request, retry) may take.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The manifest media types a pushed image may have: OCI index and manifest, Docker manifest list and v2.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 /// Largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// Docker Hub: where `docker.io/...` references are served, and its key in docker configs.
@@ -26,7 +26,7 @@ const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
 
 /// Why the registry could not say whether a tag exists.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub(crate) enum RegistryError {
     #[error("{0:?} is not an image reference of the form host/repository:tag")]
     Reference(String),
     #[error("the push secret's .dockerconfigjson is not a docker config: {0}")]
@@ -59,7 +59,7 @@ pub enum RegistryError {
 
 /// An image reference split the way the registry API needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     /// The host (and port) requests go to (`registry-1.docker.io` for Docker Hub).
     pub api_host: String,
     /// The host as docker configs name it (`https://index.docker.io/v1/` for Docker Hub).
@@ -71,7 +71,7 @@ pub struct ImageRef {
 
 impl ImageRef {
     /// Splits `host[:port]/repository:tag` (no host: Docker Hub, as `docker push` reads it).
-    pub fn parse(reference: &str) -> Result<ImageRef, RegistryError> {
+    pub(crate) fn parse(reference: &str) -> Result<ImageRef, RegistryError> {
         let bad = || RegistryError::Reference(reference.to_string());
         let (name, tag) = reference.rsplit_once(':').ok_or_else(bad)?;
         if tag.is_empty() || tag.contains('/') || name.contains('@') || name.is_empty() {
@@ -110,7 +110,7 @@ impl ImageRef {
 
     /// The manifest URL. Loopback registries are spoken to in plain HTTP, as Docker does by
     /// default; every other registry over HTTPS.
-    pub fn manifest_url(&self) -> String {
+    pub(crate) fn manifest_url(&self) -> String {
         format!(
             "{}://{}/v2/{}/manifests/{}",
             scheme_for(&self.api_host),
@@ -138,7 +138,7 @@ fn is_loopback(authority: &str) -> bool {
 
 /// A user name and password from a docker config. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub username: String,
     pub password: String,
 }
@@ -177,7 +177,7 @@ struct AuthEntry {
 
 /// The credentials a docker config (`.dockerconfigjson`) holds for `config_host`; its keys may
 /// carry a scheme or a path (`https://harbor.example/v2/`).
-pub fn credentials_for(
+pub(crate) fn credentials_for(
     docker_config: &[u8],
     config_host: &str,
 ) -> Result<Option<Credentials>, RegistryError> {
@@ -231,7 +231,7 @@ pub fn credentials_for(
 
 /// What the registry said about a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Presence {
+pub(crate) enum Presence {
     /// The tag exists; `digest` is its manifest's digest when the registry sent a well-formed one.
     Present {
         digest: Option<String>,
@@ -342,12 +342,12 @@ struct TokenResponse {
 type Https = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// An HTTP(S) client for registry requests, verifying servers against the system's CA bundle.
-pub struct Registry {
+pub(crate) struct Registry {
     http: Https,
 }
 
 impl Registry {
-    pub fn new() -> Result<Registry, RegistryError> {
+    pub(crate) fn new() -> Result<Registry, RegistryError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
             .map_err(RegistryError::Tls)?
@@ -363,7 +363,7 @@ impl Registry {
     /// challenge) or none (basic challenge), then the manifest request once more. Bounded by
     /// [`CHECK_TIMEOUT`].
     #[tracing::instrument(skip(self, credentials), fields(registry = %image.api_host, repository = %image.repository, tag = %image.tag))]
-    pub async fn tag_exists(
+    pub(crate) async fn tag_exists(
         &self,
         image: &ImageRef,
         credentials: Option<&Credentials>,

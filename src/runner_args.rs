@@ -24,12 +24,12 @@
 //! token, and for containers a run of spaces inside a quoted argument becomes one space.
 
 /// The arguments a process receives for the runner's `entryPointArgs` tokens, as in Docker mode.
-pub fn decode(tokens: &[String]) -> Vec<String> {
+pub(crate) fn decode(tokens: &[String]) -> Vec<String> {
     parse_command_line(&tokens.join(" "))
 }
 
 /// Splits a command line with .NET's rules for `ProcessStartInfo.Arguments` on Unix.
-pub fn parse_command_line(line: &str) -> Vec<String> {
+pub(crate) fn parse_command_line(line: &str) -> Vec<String> {
     let chars: Vec<char> = line.chars().collect();
     let mut args = Vec::new();
     let mut i = 0;

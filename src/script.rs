@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 /// A step the script cannot express.
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ScriptError {
+pub(crate) enum ScriptError {
     #[error(
         "args.environmentVariables: invalid environment variable name {0:?} (use printable ASCII characters other than '=')"
     )]
@@ -20,7 +20,7 @@ pub enum ScriptError {
 }
 
 /// `'value'` with every `'` written as `'\''`: POSIX sh gives back the exact bytes.
-pub fn sh_quote(value: &str) -> String {
+pub(crate) fn sh_quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
     for c in value.chars() {
@@ -35,7 +35,7 @@ pub fn sh_quote(value: &str) -> String {
 }
 
 /// What run_script_step runs.
-pub struct StepCommand<'a> {
+pub(crate) struct StepCommand<'a> {
     pub entry_point: &'a str,
     pub entry_point_args: &'a [String],
     pub environment: &'a BTreeMap<String, String>,
@@ -45,7 +45,7 @@ pub struct StepCommand<'a> {
 
 /// Builds the script: removes itself, enters the working directory, puts `prependPath` before
 /// PATH, then `exec env --` with each variable and argument as one quoted word.
-pub fn step_script(step: &StepCommand<'_>) -> Result<String, ScriptError> {
+pub(crate) fn step_script(step: &StepCommand<'_>) -> Result<String, ScriptError> {
     if step.entry_point.is_empty() {
         return Err(ScriptError::NoEntryPoint);
     }

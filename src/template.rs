@@ -46,7 +46,7 @@ type MetaAndSpec = (Map<String, Value>, Map<String, Value>);
 
 /// A template that cannot be used. Displays as one line naming the file and the field.
 #[derive(Debug, thiserror::Error)]
-pub enum TemplateError {
+pub(crate) enum TemplateError {
     #[error("worker-podspec template {path}: cannot read it: {source}")]
     Read {
         path: PathBuf,
@@ -64,7 +64,7 @@ pub enum TemplateError {
 
 /// A parsed worker-podspec template.
 #[derive(Debug, Clone, Default)]
-pub struct Template {
+pub(crate) struct Template {
     origin: String,
     metadata: Map<String, Value>,
     spec: Map<String, Value>,
@@ -72,7 +72,7 @@ pub struct Template {
 
 /// Values of the template variables for one runner.
 #[derive(Debug, Clone)]
-pub struct TemplateVars {
+pub(crate) struct TemplateVars {
     pub runner_pod_name: String,
     pub workflow_pod_name: String,
     pub namespace: String,
@@ -97,14 +97,14 @@ impl TemplateVars {
 
 /// What a merge produced: the object and warnings for the job log.
 #[derive(Debug, Clone)]
-pub struct Merged<T> {
+pub(crate) struct Merged<T> {
     pub object: T,
     pub warnings: Vec<String>,
 }
 
 impl Template {
     /// Reads and checks the template file.
-    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, TemplateError> {
         let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
             path: path.to_path_buf(),
             source,
@@ -113,7 +113,7 @@ impl Template {
     }
 
     /// Parses and checks a template; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, TemplateError> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Self, TemplateError> {
         let origin = origin.to_string();
         let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| TemplateError::Yaml {
             origin: origin.clone(),
@@ -249,7 +249,7 @@ impl Template {
 
     /// Whether any string in the template names `${CACHE_SLOT}`: only then does a job take a
     /// cache slot.
-    pub fn uses_cache_slot(&self) -> bool {
+    pub(crate) fn uses_cache_slot(&self) -> bool {
         fn names_it(v: &Value) -> bool {
             match v {
                 Value::String(s) => variables_named(s).contains(&"CACHE_SLOT"),
@@ -262,7 +262,7 @@ impl Template {
     }
 
     /// Merges the template into the workflow pod.
-    pub fn apply_to_job_pod(
+    pub(crate) fn apply_to_job_pod(
         &self,
         job_pod: &JobPod,
         vars: &TemplateVars,
@@ -347,7 +347,7 @@ impl Template {
 
     /// Merges the template into a container step's Job: metadata onto the Job and its pod
     /// template, `$step` into the step container, sidecars and pod fields into the pod template.
-    pub fn apply_to_step_job(
+    pub(crate) fn apply_to_step_job(
         &self,
         job: &Job,
         vars: &TemplateVars,
@@ -388,7 +388,7 @@ impl Template {
     /// allows there are taken (env, envFrom, volumeMounts without sub-paths, securityContext,
     /// workingDir...); the rest (resources, ports, probes...) is dropped with a warning. Pod
     /// fields and sidecars were applied to the job pod by prepare_job and are not repeated.
-    pub fn apply_to_ephemeral_step(
+    pub(crate) fn apply_to_ephemeral_step(
         &self,
         container: &EphemeralContainer,
         vars: &TemplateVars,
@@ -482,7 +482,7 @@ fn substitute(
 }
 
 /// The variables `${NAME}` one string names, scanned as [`expand`] does (`$${` names none).
-pub fn variables_named(s: &str) -> Vec<&str> {
+pub(crate) fn variables_named(s: &str) -> Vec<&str> {
     let mut names = Vec::new();
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -501,7 +501,7 @@ pub fn variables_named(s: &str) -> Vec<&str> {
 }
 
 /// Expands `${NAME}` in one string; `$${` is a literal `${`; `$(VAR)` (Kubernetes' own) is left alone.
-pub fn expand(s: &str, vars: &TemplateVars) -> Result<String, String> {
+pub(crate) fn expand(s: &str, vars: &TemplateVars) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {

@@ -1,11 +1,11 @@
 //! Kubernetes' name and label rules as the hook checks them before it creates objects (the simulator has its own copy, `sim::validation`, to test these against).
 
 /// Maximum length of a DNS-1123 label (container names, pod names used as hostnames, label values).
-pub const DNS1123_LABEL_MAX: usize = 63;
+pub(crate) const DNS1123_LABEL_MAX: usize = 63;
 /// Maximum length of a DNS-1123 subdomain (most object names).
-pub const DNS1123_SUBDOMAIN_MAX: usize = 253;
+pub(crate) const DNS1123_SUBDOMAIN_MAX: usize = 253;
 /// Maximum length of a label value.
-pub const LABEL_VALUE_MAX: usize = 63;
+pub(crate) const LABEL_VALUE_MAX: usize = 63;
 
 const DNS1123_LABEL_FMT: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN_FMT: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -121,7 +121,7 @@ pub fn env_var_name(name: &str) -> Vec<String> {
 /// Turns an arbitrary string into a valid DNS-1123 label of at most `max` characters:
 /// lower-cased, runs of invalid characters become `-`, leading/trailing `-` trimmed.
 /// Returns `fallback` when nothing usable remains.
-pub fn to_dns1123_label(raw: &str, max: usize, fallback: &str) -> String {
+pub(crate) fn to_dns1123_label(raw: &str, max: usize, fallback: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         let c = c.to_ascii_lowercase();
@@ -141,7 +141,7 @@ pub fn to_dns1123_label(raw: &str, max: usize, fallback: &str) -> String {
 
 /// Truncates a valid label-shaped string to `max` bytes and strips the trailing
 /// non-alphanumerics truncation may expose, so the result stays valid.
-pub fn truncate_label(value: &str, max: usize) -> String {
+pub(crate) fn truncate_label(value: &str, max: usize) -> String {
     let cut = if value.len() > max {
         &value[..max]
     } else {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod unpack;
 
-pub use unpack::{MAX_DEPTH, entry_path, unpack, unpack_bounded};
+pub use unpack::unpack;
+pub(crate) use unpack::{MAX_DEPTH, unpack_bounded};
 
 /// An archive that could not be written or was refused while unpacking.
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +58,14 @@ pub struct Source {
 
 /// What an entry looked like when it was last sent or received, to skip it when unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     pub size: u64,
     pub mtime_ns: i128,
     pub mode: u32,
 }
 
 impl Stamp {
-    pub fn of(meta: &fs::Metadata) -> Self {
+    pub(crate) fn of(meta: &fs::Metadata) -> Self {
         Self {
             size: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
@@ -76,19 +77,19 @@ impl Stamp {
 /// Archive name -> stamp of every entry the pod is known to hold (runner-side `_temp/_arc_hook/pushed.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    pub entries: BTreeMap<String, Stamp>,
+    pub(crate) entries: BTreeMap<String, Stamp>,
 }
 
 impl Manifest {
     /// Reads a manifest; a missing or unreadable one is empty (everything is sent again).
-    pub fn load(path: &Path) -> Self {
+    pub(crate) fn load(path: &Path) -> Self {
         fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), ArchiveError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), ArchiveError> {
         let json = serde_json::to_vec(self).map_err(|e| ArchiveError::Io {
             what: format!("serialising {}", path.display()),
             source: io::Error::other(e),

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::{ArchiveError, Manifest, Stamp, Stats, io_err};
 
 /// The checked, relative path of an archive entry (`.` components dropped), or why it is refused.
-pub fn entry_path(raw: &Path) -> Result<PathBuf, String> {
+pub(crate) fn entry_path(raw: &Path) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
     for c in raw.components() {
         match c {
@@ -27,7 +27,7 @@ pub fn entry_path(raw: &Path) -> Result<PathBuf, String> {
 
 /// The deepest entry a pull takes, in path components. Real `_temp` trees are a few dozen deep;
 /// a path this deep is already near Linux's 4096-byte `PATH_MAX`.
-pub const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Links followed while resolving one pulled link before it counts as a loop (Linux's own limit).
 const MAX_LINK_HOPS: usize = 40;
@@ -243,7 +243,7 @@ fn shorten(name: &str) -> String {
 /// file is refused before it fills the disk). `known_links` are links an earlier copy left
 /// under `root` (relative to it): a link this archive writes can change where they lead, so
 /// they are judged again at the end with the new ones. A refused copy leaves no link of its own.
-pub fn unpack_bounded<R: Read>(
+pub(crate) fn unpack_bounded<R: Read>(
     input: R,
     root: &Path,
     prefix: &str,

@@ -147,7 +147,7 @@ fn by_short(c: char) -> Option<(&'static str, Kind)> {
 
 /// Parses a `createOptions` string as `docker create` would read it (shell words, then
 /// `--flag value`, `--flag=value`, `-f value`, `-fvalue`, `-f=value`, `-it`).
-pub fn parse_options(options: &str) -> Result<DockerOptions, OptionsError> {
+pub(crate) fn parse_options(options: &str) -> Result<DockerOptions, OptionsError> {
     let words = split_words(options)?;
     let mut opts = DockerOptions::default();
     let mut i = 0;

@@ -5,13 +5,13 @@ use std::time::Duration;
 use super::OptionsError;
 
 /// docker's defaults for a check given without them (`container.DefaultHealthcheck*` in moby).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_RETRIES: u32 = 3;
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_RETRIES: u32 = 3;
 
 /// The health options as given, before defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthOptions {
+pub(crate) struct HealthOptions {
     pub cmd: Option<String>,
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
@@ -24,7 +24,7 @@ pub struct HealthOptions {
 
 /// One container's health check, with docker's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
+pub(crate) struct HealthCheck {
     /// Run as `/bin/sh -c <command>`, as docker runs a `--health-cmd` string (`CMD-SHELL`).
     pub command: String,
     pub interval: Duration,
@@ -38,12 +38,13 @@ pub struct HealthCheck {
 impl HealthCheck {
     /// The longest docker would keep the container `starting` before calling it `unhealthy`:
     /// the start period, then `retries` checks each waiting up to an interval and a timeout.
-    pub fn verdict_after(&self) -> Duration {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn verdict_after(&self) -> Duration {
         self.start_period + (self.interval + self.timeout) * self.retries
     }
 
     /// `every 10s, 5s timeout, 5 retries` (plus `, 30s start period` when set).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut s = format!(
             "every {}, {} timeout, {} {}",
             secs(self.interval),
@@ -63,7 +64,7 @@ impl HealthCheck {
 }
 
 /// `10s`, `1.5s`.
-pub fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
         format!("{}s", d.as_secs())
@@ -90,7 +91,7 @@ impl HealthOptions {
     /// The check these options define (`None`: no check), and warnings for what cannot be kept.
     /// docker's rules: `--no-healthcheck` conflicts with every `--health-*` option; a zero value
     /// means the default; tuning flags without `--health-cmd` tune the image's own HEALTHCHECK.
-    pub fn resolve(&self) -> Result<(Option<HealthCheck>, Vec<String>), OptionsError> {
+    pub(crate) fn resolve(&self) -> Result<(Option<HealthCheck>, Vec<String>), OptionsError> {
         let mut warnings = Vec::new();
         if self.disabled {
             if self.cmd.is_some() || self.tuning_flags().next().is_some() {
@@ -139,7 +140,7 @@ impl HealthOptions {
 /// A duration as Go's `time.ParseDuration` reads it (what docker's duration flags use):
 /// decimal numbers each with a unit `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, e.g. `10s`, `1m30s`,
 /// `1.5h`, `500ms`; `0` alone needs no unit. Negative values are refused, as docker refuses them.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     const HINT: &str = "expected a duration such as 10s, 500ms or 1m30s";
     let mut rest = value.trim();
     if rest == "0" {

@@ -11,16 +11,16 @@ macro_rules! job_options {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
         /// A docker option that changes the pod, by its long flag name (`--cpus` is `cpus`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum JobOption {
+        pub(crate) enum JobOption {
             $($(#[$doc])* $variant,)+
         }
 
         impl JobOption {
             /// Every option, in the order the hook names them (a refusal lists them so).
-            pub const ALL: &'static [JobOption] = &[$(JobOption::$variant,)+];
+            pub(crate) const ALL: &'static [JobOption] = &[$(JobOption::$variant,)+];
 
             /// The long flag name without `--`: the name `ARC_HOOK_JOB_OPTIONS` lists.
-            pub fn name(self) -> &'static str {
+            pub(crate) fn name(self) -> &'static str {
                 match self {
                     $(JobOption::$variant => $name,)+
                 }
@@ -52,12 +52,12 @@ job_options! {
 
 impl JobOption {
     /// The option named `name` (a long flag name without `--`).
-    pub fn from_name(name: &str) -> Option<JobOption> {
+    pub(crate) fn from_name(name: &str) -> Option<JobOption> {
         JobOption::ALL.iter().copied().find(|o| o.name() == name)
     }
 
     /// Whether the option widens the container's privileges: never in the policy's `default`.
-    pub fn widens(self) -> bool {
+    pub(crate) fn widens(self) -> bool {
         match self {
             JobOption::CapAdd | JobOption::Privileged => true,
             JobOption::Cpus
@@ -77,7 +77,7 @@ impl JobOption {
     }
 
     /// Whether `opts` use the option, so that it changes the pod (what the policy judges).
-    pub fn is_used(self, opts: &DockerOptions) -> bool {
+    pub(crate) fn is_used(self, opts: &DockerOptions) -> bool {
         match self {
             JobOption::Cpus => opts.cpus_milli.is_some(),
             JobOption::Memory => opts.memory.is_some(),

@@ -3,26 +3,26 @@
 //! Pure: nothing here knows Kubernetes objects. `crate::objects::options` applies the result to the
 //! workflow pod, after `policy` has checked it against what the platform allows.
 
-pub mod flags;
-pub mod health;
-pub mod job_option;
-pub mod policy;
-pub mod values;
-pub mod words;
+pub(crate) mod flags;
+pub(crate) mod health;
+pub(crate) mod job_option;
+pub(crate) mod policy;
+pub(crate) mod values;
+pub(crate) mod words;
 
-pub use flags::parse_options;
-pub use health::{HealthCheck, HealthOptions};
-pub use job_option::JobOption;
-pub use policy::OptionsPolicy;
+pub(crate) use flags::parse_options;
+pub(crate) use health::{HealthCheck, HealthOptions};
+pub(crate) use job_option::JobOption;
+pub(crate) use policy::OptionsPolicy;
 
 /// The setting that lists which options jobs may use.
-pub const ALLOWED_SETTING: &str = "ARC_HOOK_JOB_OPTIONS";
+pub(crate) const ALLOWED_SETTING: &str = "ARC_HOOK_JOB_OPTIONS";
 /// The setting that bounds sizes and counts.
-pub const MAXIMA_SETTING: &str = "ARC_HOOK_JOB_OPTIONS_MAX";
+pub(crate) const MAXIMA_SETTING: &str = "ARC_HOOK_JOB_OPTIONS_MAX";
 
 /// Options a job cannot have: each displays as one line naming the option and what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OptionsError {
+pub(crate) enum OptionsError {
     #[error("{0}")]
     Syntax(String),
     #[error(
@@ -65,28 +65,28 @@ fn not_allowed_flags(names: &[&str]) -> String {
 
 /// `--gpus`: a count, or `all` (resolved by the policy, since Kubernetes needs a number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gpus {
+pub(crate) enum Gpus {
     Count(u32),
     All,
 }
 
 /// `--user uid[:gid]`, numeric only: Kubernetes' runAsUser/runAsGroup take numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct User {
+pub(crate) struct User {
     pub uid: i64,
     pub gid: Option<i64>,
 }
 
 /// `--add-host name:ip`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostEntry {
+pub(crate) struct HostEntry {
     pub host: String,
     pub ip: String,
 }
 
 /// The options that mean something on Kubernetes, typed; the rest are listed in `no_meaning`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DockerOptions {
+pub(crate) struct DockerOptions {
     /// `--cpus`, in thousandths of a CPU.
     pub cpus_milli: Option<u64>,
     /// `--memory`/`-m`, bytes.
@@ -116,7 +116,7 @@ pub struct DockerOptions {
 
 impl DockerOptions {
     /// The options in use that change the pod (what the policy judges), in [`JobOption::ALL`]'s order.
-    pub fn in_use(&self) -> Vec<JobOption> {
+    pub(crate) fn in_use(&self) -> Vec<JobOption> {
         JobOption::ALL
             .iter()
             .copied()

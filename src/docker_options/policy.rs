@@ -6,21 +6,21 @@ use super::values::{format_cpus, format_size, parse_cpus, parse_size};
 use super::{ALLOWED_SETTING, DockerOptions, Gpus, JobOption, MAXIMA_SETTING, OptionsError};
 
 /// What `default` means: every option except the ones that widen privileges ([`JobOption::widens`]).
-pub fn default_allowed() -> impl Iterator<Item = JobOption> {
+pub(crate) fn default_allowed() -> impl Iterator<Item = JobOption> {
     JobOption::ALL.iter().copied().filter(|o| !o.widens())
 }
 
 /// A setting's value arc-hook cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
-pub struct PolicyError {
+pub(crate) struct PolicyError {
     pub setting: &'static str,
     pub reason: String,
 }
 
 /// Upper bounds a job's options may ask for; `None` is unbounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Maxima {
+pub(crate) struct Maxima {
     pub cpus_milli: Option<u64>,
     /// Bounds `--memory` and `--memory-reservation`.
     pub memory: Option<u64>,
@@ -31,7 +31,7 @@ pub struct Maxima {
 
 /// Which options jobs may use on this runner, and how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OptionsPolicy {
+pub(crate) struct OptionsPolicy {
     pub allowed: BTreeSet<JobOption>,
     pub maxima: Maxima,
 }
@@ -48,7 +48,10 @@ impl Default for OptionsPolicy {
 impl OptionsPolicy {
     /// Reads the two settings: `allowed` is a comma list of option names, `default` (the default
     /// set) or `none`; `maxima` is `cpus=16,memory=64g,shm-size=8g,gpus=2`.
-    pub fn from_settings(allowed: Option<&str>, maxima: Option<&str>) -> Result<Self, PolicyError> {
+    pub(crate) fn from_settings(
+        allowed: Option<&str>,
+        maxima: Option<&str>,
+    ) -> Result<Self, PolicyError> {
         let mut policy = Self::default();
         if let Some(list) = allowed {
             policy.allowed.clear();
@@ -112,7 +115,7 @@ impl OptionsPolicy {
 
     /// Checks a job's options: a disallowed option or a value above its maximum is refused;
     /// `--gpus all` becomes the GPU maximum.
-    pub fn check(&self, mut opts: DockerOptions) -> Result<DockerOptions, OptionsError> {
+    pub(crate) fn check(&self, mut opts: DockerOptions) -> Result<DockerOptions, OptionsError> {
         let refused: Vec<&'static str> = opts
             .in_use()
             .into_iter()

@@ -7,7 +7,7 @@ use super::{Gpus, HostEntry, User};
 /// A size as docker's `RAMInBytes` reads it: a number, an optional space, then an optional
 /// binary unit `k`, `m`, `g`, `t` or `p` (any case, optionally followed by `i` and/or `b`):
 /// `8g`, `512m`, `1.5GiB`, `1048576`.
-pub fn parse_size(value: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(value: &str) -> Result<u64, String> {
     const HINT: &str = "expected a size such as 512m or 8g (binary units b, k, m, g, t)";
     let v = value.trim();
     let split = v
@@ -35,7 +35,7 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
 }
 
 /// A byte count as a Kubernetes quantity, in the largest binary unit that divides it (`8Gi`).
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
         if bytes % (1u64 << shift) == 0 {
             return format!("{}{unit}", bytes >> shift);
@@ -45,7 +45,7 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// `--cpus`: a decimal number of CPUs, in thousandths (Kubernetes' smallest unit).
-pub fn parse_cpus(value: &str) -> Result<u64, String> {
+pub(crate) fn parse_cpus(value: &str) -> Result<u64, String> {
     const HINT: &str = "expected a number of CPUs such as 2 or 0.5";
     let v = value.trim();
     let (int, frac) = v.split_once('.').unwrap_or((v, ""));
@@ -77,7 +77,7 @@ pub fn parse_cpus(value: &str) -> Result<u64, String> {
 }
 
 /// Thousandths of a CPU as a Kubernetes quantity (`4`, `1500m`).
-pub fn format_cpus(milli: u64) -> String {
+pub(crate) fn format_cpus(milli: u64) -> String {
     if milli % 1000 == 0 {
         (milli / 1000).to_string()
     } else {
@@ -87,7 +87,7 @@ pub fn format_cpus(milli: u64) -> String {
 
 /// `--gpus`: `N`, `all`, or docker's CSV form (`count=N`, `driver=nvidia`, `capabilities=...`).
 /// `device=` is refused: the device plugin, not the job, picks the GPUs on Kubernetes.
-pub fn parse_gpus(value: &str) -> Result<Gpus, String> {
+pub(crate) fn parse_gpus(value: &str) -> Result<Gpus, String> {
     let v = value.trim().trim_matches('"');
     let count = |c: &str| -> Result<Gpus, String> {
         if c.eq_ignore_ascii_case("all") {
@@ -119,7 +119,7 @@ pub fn parse_gpus(value: &str) -> Result<Gpus, String> {
 
 /// `--user uid[:gid]`. Names are refused: Kubernetes runs as numeric ids and cannot look up
 /// the image's `/etc/passwd`.
-pub fn parse_user(value: &str) -> Result<User, String> {
+pub(crate) fn parse_user(value: &str) -> Result<User, String> {
     let (u, g) = match value.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (value, None),
@@ -143,7 +143,7 @@ pub fn parse_user(value: &str) -> Result<User, String> {
 }
 
 /// `--add-host name:ip` (or `name=ip`, docker 25+; IPv6 in brackets or bare).
-pub fn parse_add_host(value: &str) -> Result<HostEntry, String> {
+pub(crate) fn parse_add_host(value: &str) -> Result<HostEntry, String> {
     let (host, ip) = value
         .split_once('=')
         .or_else(|| value.split_once(':'))
@@ -168,7 +168,7 @@ pub fn parse_add_host(value: &str) -> Result<HostEntry, String> {
 }
 
 /// A capability as Kubernetes names it: upper case without `CAP_` (`net_admin` -> `NET_ADMIN`).
-pub fn parse_capability(value: &str) -> Result<String, String> {
+pub(crate) fn parse_capability(value: &str) -> Result<String, String> {
     let upper = value.trim().to_ascii_uppercase();
     let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
     if name.is_empty()
@@ -182,7 +182,7 @@ pub fn parse_capability(value: &str) -> Result<String, String> {
 }
 
 /// A boolean flag's `=value`, as Go's `strconv.ParseBool`.
-pub fn parse_bool(value: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(value: &str) -> Result<bool, String> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),

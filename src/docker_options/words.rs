@@ -5,7 +5,7 @@ use super::OptionsError;
 /// Splits `s` into words: blanks separate words; `'...'` is literal; inside `"..."` a backslash
 /// escapes only `$`, `` ` ``, `"`, `\` and newline; outside quotes a backslash escapes any
 /// character. No variable expansion happens (the runner has already expanded `${{ }}`).
-pub fn split_words(s: &str) -> Result<Vec<String>, OptionsError> {
+pub(crate) fn split_words(s: &str) -> Result<Vec<String>, OptionsError> {
     let mut words = Vec::new();
     let mut word = String::new();
     // A quoted empty string ("") is a word of its own, so "in a word" is tracked apart from `word`.

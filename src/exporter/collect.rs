@@ -11,11 +11,11 @@ use super::metrics::SelfStats;
 
 /// Runs created this long before the newest run seen are listed again, for runs that
 /// became visible late; deduplication keeps them from being counted twice.
-pub const CURSOR_OVERLAP: Duration = Duration::minutes(5);
+pub(crate) const CURSOR_OVERLAP: Duration = Duration::minutes(5);
 
 /// Cycles a completed run's attempt or jobs may fail to load before the run is counted without
 /// them: one broken run must neither block its repository nor stay uncounted.
-pub const RUN_READ_TRIES: u32 = 3;
+pub(crate) const RUN_READ_TRIES: u32 = 3;
 
 /// Which repositories the exporter watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,8 @@ pub enum Scope {
 
 impl Scope {
     /// Whether `full_name` (`owner/name`) is watched (case-insensitive, as GitHub names are).
-    pub fn contains(&self, full_name: &str) -> bool {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn contains(&self, full_name: &str) -> bool {
         self.label_for(full_name).is_some()
     }
 
@@ -106,16 +107,8 @@ impl RepoFilter {
         })
     }
 
-    /// Whether the filter narrows anything.
-    pub fn is_empty(&self) -> bool {
-        self.include.is_none()
-            && self.exclude.is_none()
-            && self.topics.is_empty()
-            && self.exclude_topics.is_empty()
-    }
-
     /// Whether the repository `full_name` with `topics` is watched.
-    pub fn allows(&self, full_name: &str, topics: &[String]) -> bool {
+    pub(crate) fn allows(&self, full_name: &str, topics: &[String]) -> bool {
         let has = |wanted: &[String]| wanted.iter().any(|t| topics.contains(t));
         self.include.as_ref().is_none_or(|r| r.is_match(full_name))
             && !self.exclude.as_ref().is_some_and(|r| r.is_match(full_name))
@@ -139,7 +132,7 @@ pub struct PollReport {
 /// stuck in `queued` for days must not make every poll list days of runs). Bounds other than the
 /// cursor are floored to the hour so the URL, and with it the ETag, stays the same between polls of
 /// an idle repository.
-pub fn listing_start(
+pub(crate) fn listing_start(
     cursor: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     window: Duration,
@@ -163,7 +156,7 @@ struct PageSummary {
 }
 
 /// Polls the GitHub API and feeds the ledger.
-pub struct Collector {
+pub(crate) struct Collector {
     client: Arc<Client>,
     scope: Scope,
     filter: RepoFilter,
@@ -184,7 +177,7 @@ pub struct Collector {
 impl Collector {
     /// A collector polling `scope` (an organisation's repositories narrowed by `filter`) through
     /// `client` with up to `concurrency` repositories at once.
-    pub fn new(
+    pub(crate) fn new(
         client: Arc<Client>,
         scope: Scope,
         filter: RepoFilter,
@@ -210,12 +203,12 @@ impl Collector {
     }
 
     /// The default branch of a watched repository, if known.
-    pub fn default_branch(&self, repo: &str) -> Option<String> {
+    pub(crate) fn default_branch(&self, repo: &str) -> Option<String> {
         self.repos.lock().ok()?.get(repo).cloned().flatten()
     }
 
     /// One full poll cycle over every watched repository.
-    pub async fn poll_once(&self) -> Result<PollReport, GitHubError> {
+    pub(crate) async fn poll_once(&self) -> Result<PollReport, GitHubError> {
         let started = std::time::Instant::now();
         let result = self.poll_cycle().await;
         if let Ok(mut s) = self.stats.lock() {

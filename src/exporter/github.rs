@@ -129,7 +129,7 @@ fn parse_rsa_pem(pem: &str) -> Result<ring::signature::RsaKeyPair, GitHubError> 
 }
 
 /// Builds the RS256 JWT GitHub wants from an App: issued 60 s in the past (clock drift), valid 9 minutes.
-pub fn app_jwt(
+pub(crate) fn app_jwt(
     app_id: &str,
     key: &ring::signature::RsaKeyPair,
     now: DateTime<Utc>,
@@ -153,7 +153,7 @@ pub fn app_jwt(
 
 /// A repository as `GET /orgs/{org}/repos` and `GET /repos/{owner}/{repo}` return it (fields used here).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Repository {
+pub(crate) struct Repository {
     pub full_name: String,
     #[serde(default)]
     pub default_branch: Option<String>,
@@ -196,12 +196,12 @@ fn one() -> u32 {
 
 impl WorkflowRun {
     /// Whether GitHub considers this attempt finished.
-    pub fn is_completed(&self) -> bool {
+    pub(crate) fn is_completed(&self) -> bool {
         self.status.as_deref() == Some("completed")
     }
 
     /// The workflow's identity for metrics: its file path, or its name when the path is unknown.
-    pub fn workflow_path(&self) -> &str {
+    pub(crate) fn workflow_path(&self) -> &str {
         match (self.path.as_deref(), self.name.as_deref()) {
             (Some(p), _) if !p.is_empty() => p,
             (_, Some(n)) if !n.is_empty() => n,
@@ -210,7 +210,7 @@ impl WorkflowRun {
     }
 
     /// The workflow's display name: its name, or the file name of its path when the name is empty.
-    pub fn workflow_name(&self) -> &str {
+    pub(crate) fn workflow_name(&self) -> &str {
         match (self.name.as_deref(), self.path.as_deref()) {
             (Some(n), _) if !n.is_empty() => n,
             (_, Some(p)) if !p.is_empty() => p.rsplit('/').next().unwrap_or(p),
@@ -222,7 +222,7 @@ impl WorkflowRun {
 impl Job {
     /// Whether a runner picked the job up: status `in_progress`/`completed`, `started_at` and
     /// `runner_name` set, conclusion not `skipped`.
-    pub fn started_on_runner(&self) -> bool {
+    pub(crate) fn started_on_runner(&self) -> bool {
         matches!(
             self.status.as_deref(),
             Some("in_progress") | Some("completed")
@@ -234,7 +234,7 @@ impl Job {
     /// Whether the job waits for a runner: status `queued` (or `pending`/`requested`). GitHub
     /// sets `started_at` of a queued job too, so only the status tells. `waiting` is an
     /// environment's approval, not a runner shortage.
-    pub fn waits_for_runner(&self) -> bool {
+    pub(crate) fn waits_for_runner(&self) -> bool {
         matches!(
             self.status.as_deref(),
             Some("queued") | Some("pending") | Some("requested")
@@ -288,7 +288,7 @@ struct InstallationToken {
 
 /// One page of a listing.
 #[derive(Debug)]
-pub enum Page<T> {
+pub(crate) enum Page<T> {
     /// New content, with the `rel="next"` link if there is one.
     Fresh { items: Vec<T>, next: Option<String> },
     /// A 304 for a page seen before: nothing to re-process; `next` is the link cached with it.
@@ -334,7 +334,7 @@ struct RateState {
 type Https = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The GitHub REST client. Cheap to share behind an `Arc`.
-pub struct Client {
+pub(crate) struct Client {
     http: Https,
     api_url: String,
     credentials: Credentials,
@@ -347,7 +347,7 @@ pub struct Client {
 
 impl Client {
     /// A client for `api_url` (e.g. `https://api.github.com` or `https://ghe.example/api/v3`).
-    pub fn new(
+    pub(crate) fn new(
         api_url: &str,
         credentials: Credentials,
         options: ClientOptions,
@@ -377,18 +377,13 @@ impl Client {
         })
     }
 
-    /// The base URL requests go to.
-    pub fn api_url(&self) -> &str {
-        &self.api_url
-    }
-
     /// First page URL of an organisation's repositories.
-    pub fn org_repos_url(&self, org: &str) -> String {
+    pub(crate) fn org_repos_url(&self, org: &str) -> String {
         format!("{}/orgs/{org}/repos?per_page=100&type=all", self.api_url)
     }
 
     /// First page URL of a repository's runs created at or after `since`.
-    pub fn runs_url(&self, repo: &str, since: DateTime<Utc>) -> String {
+    pub(crate) fn runs_url(&self, repo: &str, since: DateTime<Utc>) -> String {
         format!(
             "{}/repos/{repo}/actions/runs?per_page=100&created=%3E%3D{}",
             self.api_url,
@@ -397,7 +392,7 @@ impl Client {
     }
 
     /// First page URL of the jobs of one attempt of a run.
-    pub fn attempt_jobs_url(&self, repo: &str, run_id: u64, attempt: u32) -> String {
+    pub(crate) fn attempt_jobs_url(&self, repo: &str, run_id: u64, attempt: u32) -> String {
         format!(
             "{}/repos/{repo}/actions/runs/{run_id}/attempts/{attempt}/jobs?per_page=100",
             self.api_url
@@ -405,7 +400,7 @@ impl Client {
     }
 
     /// Fetches one repository (conditional: `None` when unchanged since the last call).
-    pub async fn repository(&self, repo: &str) -> Result<Option<Repository>, GitHubError> {
+    pub(crate) async fn repository(&self, repo: &str) -> Result<Option<Repository>, GitHubError> {
         let url = format!("{}/repos/{repo}", self.api_url);
         match self.get(&url, true).await? {
             Fetched::NotModified { .. } => Ok(None),
@@ -414,12 +409,12 @@ impl Client {
     }
 
     /// One page of an organisation's repositories.
-    pub async fn org_repos_page(&self, url: &str) -> Result<Page<Repository>, GitHubError> {
+    pub(crate) async fn org_repos_page(&self, url: &str) -> Result<Page<Repository>, GitHubError> {
         self.page(url, decode::<Vec<Repository>>).await
     }
 
     /// One page of workflow runs.
-    pub async fn runs_page(&self, url: &str) -> Result<Page<WorkflowRun>, GitHubError> {
+    pub(crate) async fn runs_page(&self, url: &str) -> Result<Page<WorkflowRun>, GitHubError> {
         self.page(url, |url, body| {
             decode::<RunsPage>(url, body).map(|p| p.workflow_runs)
         })
@@ -427,7 +422,7 @@ impl Client {
     }
 
     /// All jobs of one run attempt, following pagination.
-    pub async fn attempt_jobs(
+    pub(crate) async fn attempt_jobs(
         &self,
         repo: &str,
         run_id: u64,
@@ -446,7 +441,7 @@ impl Client {
     }
 
     /// One earlier attempt of a run (`GET .../runs/{id}/attempts/{n}`).
-    pub async fn run_attempt(
+    pub(crate) async fn run_attempt(
         &self,
         repo: &str,
         run_id: u64,
@@ -481,7 +476,7 @@ impl Client {
     }
 
     /// Drops cached ETags not in `keep` so the cache does not grow with dead URLs.
-    pub fn retain_etags(&self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain_etags(&self, keep: impl Fn(&str) -> bool) {
         if let Ok(mut c) = self.etags.lock() {
             c.retain(|k, _| keep(k));
         }
@@ -774,7 +769,7 @@ fn until_reset(reset: Option<i64>) -> Duration {
 }
 
 /// Extracts the `rel="next"` URL from a `Link` header.
-pub fn next_link(link: &str) -> Option<String> {
+pub(crate) fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let mut pieces = part.split(';');
         let url = pieces.next()?.trim();

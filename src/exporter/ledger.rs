@@ -9,7 +9,7 @@ use super::github::{Job, WorkflowRun};
 use super::metrics::{Buckets, Histogram, Metrics, Series};
 
 /// Conclusions that count as a failure (and increment consecutive failures).
-pub const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
+pub(crate) const FAILURE_CONCLUSIONS: &[&str] = &["failure", "timed_out", "startup_failure"];
 
 /// Events whose runs test proposed changes: their failures never touch a default-branch streak,
 /// even when the proposing branch is named like the default branch.
@@ -43,17 +43,17 @@ impl Default for BranchPolicy {
 
 impl BranchPolicy {
     /// An explicit allow-list; the repository's default branch is always allowed in addition.
-    pub fn new(allow: Vec<String>) -> Self {
+    pub(crate) fn new(allow: Vec<String>) -> Self {
         BranchPolicy { allow }
     }
 
     /// Whether `branch` is on the allow-list.
-    pub fn allows(&self, branch: &str) -> bool {
+    pub(crate) fn allows(&self, branch: &str) -> bool {
         self.allow.iter().any(|a| a == branch)
     }
 
     /// The `branch` label for `branch` in a repository whose default branch is `default_branch`.
-    pub fn label(&self, branch: Option<&str>, default_branch: Option<&str>) -> String {
+    pub(crate) fn label(&self, branch: Option<&str>, default_branch: Option<&str>) -> String {
         match branch {
             Some(b) if Some(b) == default_branch || self.allow.iter().any(|a| a == b) => {
                 b.to_string()
@@ -66,7 +66,7 @@ impl BranchPolicy {
 
 /// The `runner_label` of a job: its labels minus the generic ones (`self-hosted`, OS, architecture),
 /// sorted and joined by `,`; if only generic labels remain, all of them sorted and joined; `none` if empty.
-pub fn runner_label(labels: &[String]) -> String {
+pub(crate) fn runner_label(labels: &[String]) -> String {
     let mut specific: Vec<&str> = labels
         .iter()
         .map(String::as_str)
@@ -100,7 +100,7 @@ impl RunnerLabelPolicy {
     }
 
     /// The `runner_label` of a job with `labels`.
-    pub fn label(&self, labels: &[String]) -> String {
+    pub(crate) fn label(&self, labels: &[String]) -> String {
         let label = runner_label(labels);
         match &self.allow {
             Some(allow) if !allow.contains(&label) => "other".into(),
@@ -126,7 +126,7 @@ impl RunnerGroupPolicy {
     }
 
     /// The `runner_group` label of a job whose runner is in `group`.
-    pub fn label(&self, group: Option<&str>) -> String {
+    pub(crate) fn label(&self, group: Option<&str>) -> String {
         match (group.filter(|g| !g.is_empty()), &self.allow) {
             (None, _) => "none".into(),
             (Some(g), Some(allow)) if !allow.iter().any(|a| a == g) => "other".into(),
@@ -137,7 +137,7 @@ impl RunnerGroupPolicy {
 
 /// A counted run attempt kept for the window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SeenRun {
+pub(crate) struct SeenRun {
     pub repo: String,
     pub workflow: String,
     pub run_id: u64,
@@ -155,7 +155,7 @@ fn counted() -> bool {
 
 /// Failed runs in a row of one workflow file on a repository's default branch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Streak {
+pub(crate) struct Streak {
     pub repo: String,
     pub workflow_path: String,
     /// Display name of the latest run.
@@ -168,7 +168,7 @@ pub struct Streak {
 
 /// A counted job attempt kept for the window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SeenJob {
+pub(crate) struct SeenJob {
     pub job_id: u64,
     pub attempt: u32,
     pub runner_label: String,
@@ -186,11 +186,11 @@ pub struct State {
     pub version: u32,
     /// Per repository: runs created before this were fully processed.
     pub cursors: BTreeMap<String, DateTime<Utc>>,
-    pub runs: Vec<SeenRun>,
-    pub jobs: Vec<SeenJob>,
+    pub(crate) runs: Vec<SeenRun>,
+    pub(crate) jobs: Vec<SeenJob>,
     /// Default-branch failure streaks (version 2; version 1's name-keyed streaks are dropped).
     #[serde(default)]
-    pub streaks: Vec<Streak>,
+    pub(crate) streaks: Vec<Streak>,
 }
 
 /// What the state file can fail with.
@@ -227,11 +227,6 @@ impl State {
                 source,
             }),
         }
-    }
-
-    /// Writes `path` atomically (temporary file in the same directory, then rename).
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        write_atomically(path, self)
     }
 }
 
@@ -366,7 +361,8 @@ impl Ledger {
     }
 
     /// The state to persist.
-    pub fn to_state(&self) -> State {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn to_state(&self) -> State {
         State {
             version: 2,
             cursors: self.cursors.clone(),
@@ -377,7 +373,7 @@ impl Ledger {
     }
 
     /// Whether something changed since the last `take_dirty`.
-    pub fn take_dirty(&mut self) -> bool {
+    pub(crate) fn take_dirty(&mut self) -> bool {
         std::mem::replace(&mut self.dirty, false)
     }
 
@@ -397,17 +393,17 @@ impl Ledger {
     }
 
     /// The window the failure rate and queue average cover.
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
     /// The poll cursor of `repo`.
-    pub fn cursor(&self, repo: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn cursor(&self, repo: &str) -> Option<DateTime<Utc>> {
         self.cursors.get(repo).copied()
     }
 
     /// Moves the poll cursor of `repo`.
-    pub fn set_cursor(&mut self, repo: &str, at: DateTime<Utc>) {
+    pub(crate) fn set_cursor(&mut self, repo: &str, at: DateTime<Utc>) {
         if self.cursors.get(repo) != Some(&at) {
             self.cursors.insert(repo.to_string(), at);
             self.dirty = true;
@@ -415,18 +411,18 @@ impl Ledger {
     }
 
     /// Whether this attempt has been counted already.
-    pub fn has_run_attempt(&self, run_id: u64, attempt: u32) -> bool {
+    pub(crate) fn has_run_attempt(&self, run_id: u64, attempt: u32) -> bool {
         self.seen_runs.contains_key(&(run_id, attempt))
     }
 
     /// `None`: attempt not counted; `Some(false)`: counted (from a webhook) but its jobs not read;
     /// `Some(true)`: counted with its jobs.
-    pub fn run_attempt_jobs_counted(&self, run_id: u64, attempt: u32) -> Option<bool> {
+    pub(crate) fn run_attempt_jobs_counted(&self, run_id: u64, attempt: u32) -> Option<bool> {
         self.seen_runs.get(&(run_id, attempt)).copied()
     }
 
     /// Records that the jobs of a counted attempt were read.
-    pub fn set_jobs_counted(&mut self, run_id: u64, attempt: u32) {
+    pub(crate) fn set_jobs_counted(&mut self, run_id: u64, attempt: u32) {
         if let Some(done) = self.seen_runs.get_mut(&(run_id, attempt)) {
             if !*done {
                 *done = true;
@@ -444,12 +440,12 @@ impl Ledger {
     }
 
     /// Replaces the not-yet-completed runs of `repo` (id -> status; a poll sees all of them).
-    pub fn set_open_runs(&mut self, repo: &str, runs: BTreeMap<u64, String>) {
+    pub(crate) fn set_open_runs(&mut self, repo: &str, runs: BTreeMap<u64, String>) {
         self.open_runs.insert(repo.to_string(), runs);
     }
 
     /// Replaces the jobs of `repo` waiting for a runner (a poll reads the jobs of every open run).
-    pub fn set_queued_jobs(&mut self, repo: &str, jobs: &[Job]) {
+    pub(crate) fn set_queued_jobs(&mut self, repo: &str, jobs: &[Job]) {
         let queued = jobs
             .iter()
             .filter(|j| j.waits_for_runner())
@@ -460,7 +456,7 @@ impl Ledger {
     }
 
     /// Tracks a run that a webhook reported as requested, queued or in progress.
-    pub fn mark_run_open(&mut self, repo: &str, run_id: u64, status: &str) {
+    pub(crate) fn mark_run_open(&mut self, repo: &str, run_id: u64, status: &str) {
         self.open_runs
             .entry(repo.to_string())
             .or_default()
@@ -474,7 +470,7 @@ impl Ledger {
     }
 
     /// A webhook's view of one job: waiting for a runner, or not any more.
-    pub fn job_update(&mut self, repo: &str, job: &Job) {
+    pub(crate) fn job_update(&mut self, repo: &str, job: &Job) {
         let label = self.runner_labels.label(&job.labels);
         let queue = self.queued_jobs.entry(repo.to_string()).or_default();
         match job.created_at.filter(|_| job.waits_for_runner()) {
@@ -491,7 +487,7 @@ impl Ledger {
     /// than none), but its queued jobs are kept and marked stale. A job that waited before the
     /// outage still waits as far as anyone knows, and dropping it would resolve the waiting-jobs
     /// alert exactly while GitHub or the token fails.
-    pub fn mark_stale(&mut self, repo: &str) {
+    pub(crate) fn mark_stale(&mut self, repo: &str) {
         self.open_runs.remove(repo);
         if self.queued_jobs.contains_key(repo) {
             self.stale_queues.insert(repo.to_string());
@@ -501,7 +497,7 @@ impl Ledger {
     /// Drops everything of repositories no longer watched (removed, archived, out of scope),
     /// including their failure streaks and their run series: an organisation's churn must not
     /// leave series behind for ever.
-    pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
+    pub(crate) fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
         let m = &mut self.metrics;
         m.runs_total.retain(|k, _| keep(&k[0]));
         m.runs_by_branch_total.retain(|k, _| keep(&k[0]));
@@ -683,7 +679,7 @@ impl Ledger {
     }
 
     /// Forgets attempts and jobs older than the window (they can no longer be counted anyway).
-    pub fn prune(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn prune(&mut self, now: DateTime<Utc>) {
         let horizon = now - self.window;
         retain_since(
             &mut self.runs,
@@ -756,7 +752,7 @@ impl Ledger {
 
     /// The metric values for a scrape: series born since the previous scrape are served empty
     /// this once, then revealed.
-    pub fn metrics_for_scrape(&mut self, now: DateTime<Utc>) -> Metrics {
+    pub(crate) fn metrics_for_scrape(&mut self, now: DateTime<Utc>) -> Metrics {
         let m = self.metrics(now);
         self.metrics.reveal();
         self.scraped = true;

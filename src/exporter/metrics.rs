@@ -4,19 +4,19 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// The metric name prefix every exported family carries.
-pub const PREFIX: &str = "github_actions_";
+pub(crate) const PREFIX: &str = "github_actions_";
 
 /// Upper bounds (seconds) of the queue-time histogram buckets.
-pub const QUEUE_TIME_BUCKETS: &[f64] = &[
+pub(crate) const QUEUE_TIME_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0,
 ];
 /// Upper bounds (seconds) of the run-duration histogram buckets.
-pub const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
 ];
 
 /// Upper bounds (seconds) of the job-duration (runner time) histogram buckets.
-pub const JOB_DURATION_BUCKETS: &[f64] = &[
+pub(crate) const JOB_DURATION_BUCKETS: &[f64] = &[
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0,
 ];
 
@@ -88,7 +88,7 @@ pub enum Format {
 
 impl Format {
     /// Picks the format from an HTTP `Accept` header value.
-    pub fn from_accept(accept: Option<&str>) -> Format {
+    pub(crate) fn from_accept(accept: Option<&str>) -> Format {
         match accept {
             Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
             _ => Format::Text,
@@ -96,7 +96,7 @@ impl Format {
     }
 
     /// The `Content-Type` of a response in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -106,7 +106,7 @@ impl Format {
 
 /// A histogram with fixed bucket bounds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Upper bounds of the buckets.
     pub bounds: Arc<[f64]>,
     /// Non-cumulative count per bound; observations above the last bound are only in `count`.
@@ -117,7 +117,7 @@ pub struct Histogram {
 
 impl Histogram {
     /// An empty histogram over `bounds` (ascending).
-    pub fn new(bounds: Arc<[f64]>) -> Self {
+    pub(crate) fn new(bounds: Arc<[f64]>) -> Self {
         Histogram {
             counts: vec![0; bounds.len()],
             bounds,
@@ -127,7 +127,7 @@ impl Histogram {
     }
 
     /// Records one observation.
-    pub fn observe(&mut self, value: f64) {
+    pub(crate) fn observe(&mut self, value: f64) {
         if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
             self.counts[i] += 1;
         }
@@ -136,17 +136,17 @@ impl Histogram {
     }
 
     /// Number of observations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count
     }
 
     /// Sum of observations.
-    pub fn sum(&self) -> f64 {
+    pub(crate) fn sum(&self) -> f64 {
         self.sum
     }
 
     /// Cumulative `(le, count)` pairs, ending with `+Inf`.
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+    pub(crate) fn cumulative(&self) -> Vec<(f64, u64)> {
         let mut acc = 0;
         let mut out: Vec<(f64, u64)> = self
             .bounds
@@ -168,7 +168,7 @@ pub struct SelfStats {
     /// API responses by HTTP status code (or `error` for transport failures).
     pub api_requests: BTreeMap<String, u64>,
     /// Last rate-limit headers seen, by `x-ratelimit-resource` (`core`, `search`, `graphql`, ...).
-    pub rate_limits: BTreeMap<String, RateLimit>,
+    pub(crate) rate_limits: BTreeMap<String, RateLimit>,
     /// Seconds the last poll cycle took, whether or not it reached GitHub.
     pub poll_cycle_seconds: Option<f64>,
     /// Unix time the last poll cycle that reached GitHub finished (at least one repository polled,
@@ -185,7 +185,7 @@ pub struct SelfStats {
 impl SelfStats {
     /// Starts tracking `repo` (no-op when tracked), with `now` as its last success so that a
     /// repository that never polls successfully alerts too.
-    pub fn watch_repo(&mut self, repo: &str, now: f64) {
+    pub(crate) fn watch_repo(&mut self, repo: &str, now: f64) {
         self.repo_poll_errors.entry(repo.to_string()).or_default();
         self.repo_last_success
             .entry(repo.to_string())
@@ -193,7 +193,7 @@ impl SelfStats {
     }
 
     /// Stops tracking repositories not in `keep` (removed, archived, out of scope).
-    pub fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
+    pub(crate) fn retain_repos(&mut self, keep: &dyn Fn(&str) -> bool) {
         self.repo_poll_errors.retain(|r, _| keep(r));
         self.repo_last_success.retain(|r, _| keep(r));
     }
@@ -201,7 +201,7 @@ impl SelfStats {
 
 /// One resource's rate limit as GitHub last reported it.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// `x-ratelimit-limit`: requests per window.
     pub limit: Option<f64>,
     /// `x-ratelimit-remaining`.
@@ -214,14 +214,14 @@ pub struct RateLimit {
 /// current value hides that value from `increase()`/`rate()` (Prometheus needs a sample before the
 /// change), so a series created after the first scrape is served empty on its next scrape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Series<T> {
+pub(crate) struct Series<T> {
     pub value: T,
     pub visible: bool,
 }
 
 impl<T> Series<T> {
     /// A series holding `value`; `visible: false` serves it empty once.
-    pub fn new(value: T, visible: bool) -> Self {
+    pub(crate) fn new(value: T, visible: bool) -> Self {
         Series { value, visible }
     }
 }
@@ -236,23 +236,23 @@ fn hist(s: &Series<Histogram>) -> std::borrow::Cow<'_, Histogram> {
 }
 
 /// Key of a run series: repo, workflow file, workflow name, branch, event, conclusion.
-pub type RunKey = [String; 6];
+pub(crate) type RunKey = [String; 6];
 /// Key of a duration series: repo, workflow file, workflow name, conclusion.
-pub type DurationKey = [String; 4];
+pub(crate) type DurationKey = [String; 4];
 /// Key of a workflow: repo, workflow file, workflow name.
-pub type WorkflowKey = [String; 3];
+pub(crate) type WorkflowKey = [String; 3];
 
 /// Every workflow metric value the exporter serves.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Metrics {
-    pub runs_total: BTreeMap<RunKey, Series<u64>>,
+    pub(crate) runs_total: BTreeMap<RunKey, Series<u64>>,
     /// Key: repo, branch, conclusion.
-    pub runs_by_branch_total: BTreeMap<[String; 3], Series<u64>>,
-    pub duration: BTreeMap<DurationKey, Series<Histogram>>,
+    pub(crate) runs_by_branch_total: BTreeMap<[String; 3], Series<u64>>,
+    pub(crate) duration: BTreeMap<DurationKey, Series<Histogram>>,
     /// Key: runner label.
-    pub queue_time: BTreeMap<String, Series<Histogram>>,
+    pub(crate) queue_time: BTreeMap<String, Series<Histogram>>,
     /// Key: runner label, runner group, job conclusion: runner time of completed jobs.
-    pub job_duration: BTreeMap<[String; 3], Series<Histogram>>,
+    pub(crate) job_duration: BTreeMap<[String; 3], Series<Histogram>>,
     /// Failed runs in a row on the default branch (pull requests excluded).
     pub consecutive_failures: BTreeMap<WorkflowKey, u64>,
     /// Key: repo, status (`queued`, `in_progress`, ...). Derived at render time.
@@ -268,7 +268,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Marks every series visible: the next scrape serves real values.
-    pub fn reveal(&mut self) {
+    pub(crate) fn reveal(&mut self) {
         for s in self.runs_total.values_mut() {
             s.visible = true;
         }
@@ -577,7 +577,7 @@ impl Encoder {
 }
 
 /// Formats a float the way both Prometheus and OpenMetrics parsers accept (`+Inf`, `1.0`, `0.25`).
-pub fn fmt_f64(v: f64) -> String {
+pub(crate) fn fmt_f64(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {

@@ -34,7 +34,7 @@ With neither a token nor an App, requests are anonymous: GitHub allows 60 an hou
 address, too few for more than a repository or two, and no private repository.";
 
 /// Logged once at start when no credential is set.
-pub const ANONYMOUS_WARNING: &str = "no GitHub credentials (GITHUB_TOKEN, or GITHUB_APP_ID with GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY_PATH): requests are anonymous, limited by GitHub to 60 an hour per IP address, and private repositories are not visible; polls will stall on the rate limit";
+pub(crate) const ANONYMOUS_WARNING: &str = "no GitHub credentials (GITHUB_TOKEN, or GITHUB_APP_ID with GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY_PATH): requests are anonymous, limited by GitHub to 60 an hour per IP address, and private repositories are not visible; polls will stall on the rate limit";
 
 /// `arc-hook exporter` flags. Secrets come from the environment only (see [`ExporterEnv`]).
 #[derive(Debug, Clone, clap::Args)]
@@ -117,7 +117,7 @@ pub struct ExporterArgs {
 }
 
 /// Parses `90`, `90s`, `5m`, `24h` or `7d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -154,7 +154,7 @@ pub enum Error {
 
 /// The exporter's secrets, resolved: credentials ready to use and the webhook secret.
 #[derive(Clone, Default)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     pub credentials: Option<Credentials>,
     pub webhook_secret: Option<Vec<u8>>,
 }
@@ -162,7 +162,7 @@ pub struct Secrets {
 impl Secrets {
     /// Resolves what the environment named (see [`ExporterEnv`]): an App's private key is read
     /// from its file here.
-    pub fn load(env: ExporterEnv) -> Result<Self, Error> {
+    pub(crate) fn load(env: ExporterEnv) -> Result<Self, Error> {
         let credentials = match env.auth {
             GitHubAuthEnv::Token(t) => Some(Credentials::Token(t)),
             GitHubAuthEnv::App {
@@ -212,7 +212,7 @@ pub struct Config {
 
 impl Config {
     /// Combines flags and secrets; refuses `--webhook` without a secret and a missing scope.
-    pub fn from_args(args: &ExporterArgs, secrets: Secrets) -> Result<Self, Error> {
+    pub(crate) fn from_args(args: &ExporterArgs, secrets: Secrets) -> Result<Self, Error> {
         let scope = match (args.org.is_empty(), args.repos.is_empty()) {
             (false, true) => {
                 if let Some(bad) = args.org.iter().find(|o| o.is_empty() || o.contains('/')) {
@@ -360,7 +360,7 @@ impl Exporter {
     }
 
     /// Writes the state file if the ledger changed since the last write.
-    pub fn save_state_if_changed(&self) -> Result<(), Error> {
+    pub(crate) fn save_state_if_changed(&self) -> Result<(), Error> {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
@@ -418,7 +418,7 @@ impl Exporter {
 
 /// Loads the state file; one that cannot be parsed is renamed to `<file>.corrupt` with a warning
 /// and the exporter starts fresh (refusing to start would crash-loop the pod over a bad file).
-pub fn load_or_set_aside(path: &std::path::Path) -> Result<State, StateError> {
+pub(crate) fn load_or_set_aside(path: &std::path::Path) -> Result<State, StateError> {
     match State::load(path) {
         Err(StateError::Parse { source, .. }) => {
             let mut aside = path.as_os_str().to_owned();

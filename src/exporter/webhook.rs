@@ -27,7 +27,7 @@ pub struct Webhook {
 }
 
 /// Checks `X-Hub-Signature-256: sha256=<hex>` against the HMAC-SHA256 of `body`, in constant time.
-pub fn verify_signature(key: &ring::hmac::Key, body: &[u8], header: Option<&str>) -> bool {
+pub(crate) fn verify_signature(key: &ring::hmac::Key, body: &[u8], header: Option<&str>) -> bool {
     let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
         return false;
     };
@@ -121,7 +121,7 @@ impl Webhook {
 
     /// The same receiver ignoring repositories `filter` does not watch (by the delivery's
     /// repository name and topics, as polling does).
-    pub fn with_repo_filter(mut self, filter: RepoFilter) -> Self {
+    pub(crate) fn with_repo_filter(mut self, filter: RepoFilter) -> Self {
         self.filter = filter;
         self
     }
@@ -241,7 +241,7 @@ impl Webhook {
 }
 
 /// The axum handler for `POST /webhook`.
-pub async fn receive(
+pub(crate) async fn receive(
     State(hook): State<Arc<Webhook>>,
     headers: HeaderMap,
     body: Bytes,

@@ -30,19 +30,19 @@ use crate::objects::{BuildContext, owned_by, runner_selector};
 
 /// The highest number of slots a node can have: more concurrent jobs than this on one node
 /// means something else is wrong.
-pub const MAX_SLOTS: u32 = 512;
+pub(crate) const MAX_SLOTS: u32 = 512;
 
 /// How long a lock without an owner is presumed to be its holder's, whose pod may not exist
 /// yet (prepare_job creates the lock, then the pod). Past it, a lock whose holder pod does not
 /// exist is stale: its prepare_job died in between.
-pub const UNOWNED_GRACE: Duration = Duration::from_secs(120);
+pub(crate) const UNOWNED_GRACE: Duration = Duration::from_secs(120);
 
 /// Why a template using `${CACHE_SLOT}` cannot take a slot under this Role.
-pub const NO_LOCKS_MESSAGE: &str = "the template uses ${CACHE_SLOT}, but the runner's service account may neither use coordination.k8s.io leases nor get and list secrets, so it cannot take a cache slot: grant leases get, list, create, patch, delete (deploy/rbac/role.yaml does), or remove ${CACHE_SLOT} from the template";
+pub(crate) const NO_LOCKS_MESSAGE: &str = "the template uses ${CACHE_SLOT}, but the runner's service account may neither use coordination.k8s.io leases nor get and list secrets, so it cannot take a cache slot: grant leases get, list, create, patch, delete (deploy/rbac/role.yaml does), or remove ${CACHE_SLOT} from the template";
 
 /// Which kind of object locks a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKind {
+pub(crate) enum LockKind {
     /// A coordination.k8s.io Lease, owned by the workflow pod.
     Lease,
     /// An empty Secret (the Role grants no leases), removed by cleanup_job.
@@ -60,7 +60,7 @@ impl LockKind {
 
 /// Why no slot could be taken.
 #[derive(Debug, thiserror::Error)]
-pub enum SlotError {
+pub(crate) enum SlotError {
     #[error(transparent)]
     Api(#[from] K8sError),
     #[error(
@@ -71,7 +71,7 @@ pub enum SlotError {
 
 /// A lock as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lock {
+pub(crate) struct Lock {
     pub slot: u32,
     pub uid: String,
     /// The workflow pod holding the slot (its annotation).
@@ -84,7 +84,7 @@ pub struct Lock {
 
 /// A workflow pod as the slot decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HolderPod {
+pub(crate) struct HolderPod {
     pub name: String,
     pub uid: String,
     pub slot: Option<u32>,
@@ -95,7 +95,7 @@ pub struct HolderPod {
 /// Whether `lock` no longer protects a running job: its holder pod is gone, was replaced by
 /// another pod of that name, holds another slot or has finished. A lock without owner whose
 /// holder pod does not exist is stale only after [`UNOWNED_GRACE`] (its pod may be on its way).
-pub fn stale(lock: &Lock, pods: &[HolderPod]) -> bool {
+pub(crate) fn stale(lock: &Lock, pods: &[HolderPod]) -> bool {
     let holder = pods.iter().find(|p| p.name == lock.holder);
     match (holder, &lock.owner_uid) {
         (None, Some(_)) => true,
@@ -107,7 +107,10 @@ pub fn stale(lock: &Lock, pods: &[HolderPod]) -> bool {
 
 /// The slots to try, in order: every slot no listed lock holds or whose lock is stale, lowest
 /// first, with the stale lock to remove first.
-pub fn candidates<'a>(locks: &'a [Lock], pods: &[HolderPod]) -> Vec<(u32, Option<&'a Lock>)> {
+pub(crate) fn candidates<'a>(
+    locks: &'a [Lock],
+    pods: &[HolderPod],
+) -> Vec<(u32, Option<&'a Lock>)> {
     let by_slot: BTreeMap<u32, &Lock> = locks.iter().map(|l| (l.slot, l)).collect();
     (0..MAX_SLOTS)
         .filter_map(|s| match by_slot.get(&s) {
@@ -120,7 +123,7 @@ pub fn candidates<'a>(locks: &'a [Lock], pods: &[HolderPod]) -> Vec<(u32, Option
 
 /// The lock this job took.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taken {
+pub(crate) struct Taken {
     pub slot: u32,
     pub kind: LockKind,
     pub name: String,
@@ -293,7 +296,7 @@ async fn reclaim(kube: &Kube, kind: LockKind, name: &str, lock: &Lock) -> Result
 
 /// Takes the lowest free slot on `node` (`None`: pods the scheduler places, whose slots are
 /// distinct across the namespace) for workflow pod `holder`, in bounded time.
-pub async fn take(
+pub(crate) async fn take(
     kube: &Kube,
     ctx: &BuildContext,
     node: Option<&str>,
@@ -326,7 +329,12 @@ pub async fn take(
 
 /// Makes workflow pod `pod` (uid `uid`) the owner of its Lease, so the Lease goes with the pod.
 /// A Secret lock gets no owner (the Role may not patch secrets); cleanup_job removes it.
-pub async fn set_owner(kube: &Kube, taken: &Taken, pod: &str, uid: &str) -> Result<(), K8sError> {
+pub(crate) async fn set_owner(
+    kube: &Kube,
+    taken: &Taken,
+    pod: &str,
+    uid: &str,
+) -> Result<(), K8sError> {
     if taken.kind != LockKind::Lease {
         return Ok(());
     }
@@ -343,7 +351,7 @@ pub async fn set_owner(kube: &Kube, taken: &Taken, pod: &str, uid: &str) -> Resu
 }
 
 /// Gives the slot back (a failed prepare_job); one already gone counts as given back.
-pub async fn release(kube: &Kube, taken: &Taken) {
+pub(crate) async fn release(kube: &Kube, taken: &Taken) {
     let dp = DeleteParams::default();
     match taken.kind {
         LockKind::Lease => {
@@ -357,7 +365,7 @@ pub async fn release(kube: &Kube, taken: &Taken) {
 
 /// Deletes this runner's slot Leases (by its `runner-pod` label); returns how many. Secret
 /// locks go with the runner's other secrets.
-pub async fn remove_runner_leases(kube: &Kube, runner: &str) -> Result<usize, K8sError> {
+pub(crate) async fn remove_runner_leases(kube: &Kube, runner: &str) -> Result<usize, K8sError> {
     let api = kube.leases();
     let selector = runner_selector(runner);
     let params = ListParams::default().labels(&selector);
@@ -378,7 +386,7 @@ pub async fn remove_runner_leases(kube: &Kube, runner: &str) -> Result<usize, K8
 }
 
 /// The slot workflow pod `pod` holds (`None` when it holds none or cannot be read).
-pub async fn held_by(kube: &Kube, pod: &str) -> Option<u32> {
+pub(crate) async fn held_by(kube: &Kube, pod: &str) -> Option<u32> {
     let api = kube.pods();
     let found = with_retry(&format!("reading pod {pod}"), || api.get_opt(pod))
         .await

@@ -9,7 +9,10 @@ use super::session::Session;
 use crate::config::Config;
 use crate::protocol::CommandName;
 
-pub async fn cleanup_job(state: Option<&crate::protocol::JobState>, config: &Config) -> HookResult {
+pub(crate) async fn cleanup_job(
+    state: Option<&crate::protocol::JobState>,
+    config: &Config,
+) -> HookResult {
     let session = Session::open(config, CommandName::CleanupJob).await?;
     let known = known_secrets(&session.runner, state);
     let removed = remove_runner_objects(

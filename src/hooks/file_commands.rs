@@ -17,16 +17,16 @@ use std::path::Path;
 use super::shared_work::{ReadRefusal, SharedDir, SharedWorkError};
 
 /// The runner's directory under `_temp`.
-pub const RUNNER_DIR: &str = "_runner_file_commands";
+pub(crate) const RUNNER_DIR: &str = "_runner_file_commands";
 /// The job's directory under `_temp` (`objects::pod::JOB_FILE_COMMANDS`).
-pub const JOB_DIR: &str = "_arc_hook_file_commands";
+pub(crate) const JOB_DIR: &str = "_arc_hook_file_commands";
 /// The most one step's file commands may hold together; more fails the step, naming the file.
-pub const MAX_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_BYTES: u64 = 64 << 20;
 
 /// prepare_job (claim mode): the job's directory, before the pod mounts it. World-writable:
 /// the job's user may be any user the template or `--user` picks, and only this job's pods
 /// mount the volume.
-pub fn create_job_dir(temp: &Path) -> Result<(), SharedWorkError> {
+pub(crate) fn create_job_dir(temp: &Path) -> Result<(), SharedWorkError> {
     let dir = SharedDir::open(temp)?.child_dir(JOB_DIR)?;
     dir.set_mode(0o777)
 }
@@ -36,7 +36,10 @@ pub fn create_job_dir(temp: &Path) -> Result<(), SharedWorkError> {
 /// container runs as another user than the runner (`runAsUser` in the template, `--user`)
 /// works as a root one does. Missing ones are left to the runner; links are refused, never
 /// followed. Only this runner's pods mount the volume.
-pub fn open_for_job_users(work: &Path, workspace: Option<&str>) -> Result<(), SharedWorkError> {
+pub(crate) fn open_for_job_users(
+    work: &Path,
+    workspace: Option<&str>,
+) -> Result<(), SharedWorkError> {
     let work = SharedDir::open(work)?;
     let temp = work.child_dir_existing("_temp")?;
     temp.set_mode(0o1777)?;
@@ -60,7 +63,7 @@ pub fn open_for_job_users(work: &Path, workspace: Option<&str>) -> Result<(), Sh
 
 /// Before a step: the job's directory holds exactly the runner's current files (the names the
 /// step's `GITHUB_*` variables give), as the runner made them. Entries of earlier steps go.
-pub fn before_step(temp: &Path) -> Result<(), SharedWorkError> {
+pub(crate) fn before_step(temp: &Path) -> Result<(), SharedWorkError> {
     let temp = SharedDir::open(temp)?;
     let runner = match temp.child_dir_existing(RUNNER_DIR) {
         Ok(d) => d,
@@ -89,7 +92,7 @@ pub fn before_step(temp: &Path) -> Result<(), SharedWorkError> {
 /// [`before_step`] as part of a step: a failure (the job's own processes may be removing what
 /// the hook writes into its directory) is told, and the step still runs: what it writes comes
 /// back through [`after_step`]'s checks either way.
-pub fn prepare_for_step(temp: &Path) {
+pub(crate) fn prepare_for_step(temp: &Path) {
     if let Err(e) = before_step(temp) {
         crate::joblog::warning(format_args!(
             "could not copy the runner's file commands into the job's directory ({e}); the step runs without them"
@@ -100,7 +103,7 @@ pub fn prepare_for_step(temp: &Path) {
 /// After a step (also a failed one): each of the runner's files gets the content the step left
 /// in the job's file of the same name. Returns how many changed, or what was refused (the
 /// runner's file then keeps what it had).
-pub fn after_step(temp: &Path) -> Result<usize, Vec<String>> {
+pub(crate) fn after_step(temp: &Path) -> Result<usize, Vec<String>> {
     let one = |e: SharedWorkError| vec![e.to_string()];
     let temp = SharedDir::open(temp).map_err(one)?;
     let (runner, job) = match (
@@ -149,7 +152,7 @@ pub fn after_step(temp: &Path) -> Result<usize, Vec<String>> {
 }
 
 /// [`after_step`] as the step's result: refusals are named and fail a step that passed.
-pub fn deliver(temp: &Path, code: i32) -> i32 {
+pub(crate) fn deliver(temp: &Path, code: i32) -> i32 {
     match after_step(temp) {
         Ok(n) => {
             tracing::debug!(delivered = n, "file commands delivered to the runner");

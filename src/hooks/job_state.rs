@@ -14,10 +14,10 @@ use crate::objects::names;
 use crate::protocol::Envelope;
 
 /// Directory under the runner's `_temp` (`/__w/_temp` in the pod) holding step start scripts.
-pub const SCRIPT_DIR: &str = "_arc_hook";
+pub(crate) const SCRIPT_DIR: &str = "_arc_hook";
 
 /// The runner's `_temp`, which the job container sees at `/__w/_temp`.
-pub fn runner_temp(config: &Config) -> anyhow::Result<PathBuf> {
+pub(crate) fn runner_temp(config: &Config) -> anyhow::Result<PathBuf> {
     config
         .runner_temp
         .clone()
@@ -26,7 +26,7 @@ pub fn runner_temp(config: &Config) -> anyhow::Result<PathBuf> {
 }
 
 /// The workflow pod named in the state, else the one this runner's prepare_job creates.
-pub fn job_pod(envelope: &Envelope, runner: &str) -> String {
+pub(crate) fn job_pod(envelope: &Envelope, runner: &str) -> String {
     envelope
         .state
         .as_ref()
@@ -36,7 +36,7 @@ pub fn job_pod(envelope: &Envelope, runner: &str) -> String {
 }
 
 /// Before a step. Claim mode: the step sees the job's own copy of the runner's file commands.
-pub fn before_step(temp: &Path, claim: bool) {
+pub(crate) fn before_step(temp: &Path, claim: bool) {
     if claim {
         super::file_commands::prepare_for_step(temp);
     }
@@ -45,7 +45,7 @@ pub fn before_step(temp: &Path, claim: bool) {
 /// After a step (also a failed one): the runner's paths are checked first — a container step
 /// in the job pod could reach them while it ran, and its processes are gone now — then, in
 /// claim mode, what the step wrote is delivered into the runner's file commands.
-pub fn after_step(temp: &Path, claim: bool, code: i32) -> HookResult {
+pub(crate) fn after_step(temp: &Path, claim: bool, code: i32) -> HookResult {
     let code = runner_paths_intact(temp, code)?;
     Ok(if claim {
         super::file_commands::deliver(temp, code)
@@ -57,7 +57,7 @@ pub fn after_step(temp: &Path, claim: bool, code: i32) -> HookResult {
 /// Fails the step when it left links (or pipes, devices) where the runner reads file commands
 /// or keeps its directories: the runner reads those next, with its own rights. Keeps the step's
 /// own failure code when it had one.
-pub fn runner_paths_intact(temp: &Path, code: i32) -> HookResult {
+pub(crate) fn runner_paths_intact(temp: &Path, code: i32) -> HookResult {
     match check_runner_paths(temp) {
         Ok(()) => Ok(code),
         Err(planted) => {

@@ -1,20 +1,20 @@
 //! The hook commands, one file each, and the stdin entry point that dispatches to them.
 
-pub mod cache_slot;
-pub mod cleanup_job;
-pub mod file_commands;
-pub mod job_state;
-pub mod prepare_job;
-pub mod readiness;
-pub mod run_container_step;
-pub mod run_script_step;
-pub mod runner_objects;
-pub mod service_health;
-pub mod session;
-pub mod shared_work;
-pub mod startup;
-pub mod step_end;
-pub mod steps;
+pub(crate) mod cache_slot;
+pub(crate) mod cleanup_job;
+pub(crate) mod file_commands;
+pub(crate) mod job_state;
+pub(crate) mod prepare_job;
+pub(crate) mod readiness;
+pub(crate) mod run_container_step;
+pub(crate) mod run_script_step;
+pub(crate) mod runner_objects;
+pub(crate) mod service_health;
+pub(crate) mod session;
+pub(crate) mod shared_work;
+pub(crate) mod startup;
+pub(crate) mod step_end;
+pub(crate) mod steps;
 
 use std::io::Read;
 
@@ -26,7 +26,7 @@ use crate::k8s::wait::WaitOptions;
 use crate::protocol::{Command, Envelope, parse_envelope};
 
 /// A command's result: the exit code the runner sees.
-pub type HookResult = anyhow::Result<i32>;
+pub(crate) type HookResult = anyhow::Result<i32>;
 
 /// Reads the runner's JSON from stdin and runs the command. Returns the step's exit code; an
 /// error's context is the line the job log shows. A step command's error is printed here, with
@@ -61,7 +61,7 @@ pub async fn run_from_stdin() -> HookResult {
 
 /// What to tell someone who started the hook by hand on a terminal, where it would wait
 /// silently for JSON that never comes; `None` on a pipe (the runner's way).
-pub fn terminal_hint(stdin_is_terminal: bool) -> Option<&'static str> {
+pub(crate) fn terminal_hint(stdin_is_terminal: bool) -> Option<&'static str> {
     stdin_is_terminal.then_some(
         "arc-hook: the hook reads one runner command as JSON on stdin, and stdin is a terminal: the runner starts it with the JSON piped in. By hand: `arc-hook < fixtures/prepare_job.json`, `arc-hook render fixtures/prepare_job.json` (no cluster), `arc-hook check` (is this runner set up?); `arc-hook --help` lists every command",
     )
@@ -69,7 +69,7 @@ pub fn terminal_hint(stdin_is_terminal: bool) -> Option<&'static str> {
 
 /// Runs one command.
 #[tracing::instrument(name = "hook", skip_all, fields(command = envelope.command.name().as_str()))]
-pub async fn run(envelope: Envelope, config: Config) -> HookResult {
+pub(crate) async fn run(envelope: Envelope, config: Config) -> HookResult {
     for secret in envelope.command.secrets() {
         crate::joblog::mask(secret);
     }
@@ -113,7 +113,7 @@ async fn stop_signal() -> anyhow::Result<&'static str> {
 /// How a command waits for a pod it created to run: up to the prepare timeout, by watch and
 /// with the pod's events where the Role grants them, telling the job log while it waits for room;
 /// `accept_finished` for a pod whose only container may be done before it is seen running.
-pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> WaitOptions {
+pub(crate) fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> WaitOptions {
     WaitOptions {
         timeout: config.prepare_timeout,
         can_watch: granted.has(Extra::WatchPods),
@@ -127,14 +127,14 @@ pub fn pod_wait(config: &Config, granted: &Granted, accept_finished: bool) -> Wa
 }
 
 /// Where the hooks' waits report: one `arc-hook:` line of the job log per notice.
-pub fn wait_progress(notice: &crate::k8s::progress::WaitNotice<'_>) {
+pub(crate) fn wait_progress(notice: &crate::k8s::progress::WaitNotice<'_>) {
     crate::joblog::notice(notice);
 }
 
 /// Deletes what a step (or a failing command) created, on its way out. A failure is one warning
 /// line in the job log and never changes the step's result: cleanup_job removes whatever is left,
 /// by label, at the end of the job. Returns whether the object is gone or going.
-pub async fn delete_or_warn<K>(
+pub(crate) async fn delete_or_warn<K>(
     api: &kube::Api<K>,
     kind: &str,
     name: &str,

@@ -20,7 +20,7 @@ use crate::plan::{PreparePlan, plan_prepare_job};
 use crate::protocol::{CommandName, Envelope, JobState, PrepareJobArgs, PrepareJobResponse};
 
 /// The message for a job without `container:` on a runner that requires one.
-pub const REQUIRE_CONTAINER_MESSAGE: &str = "this runner runs jobs only in containers (ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=true): add `container: <image>` to the job in your workflow, e.g. `container: ubuntu:24.04`";
+pub(crate) const REQUIRE_CONTAINER_MESSAGE: &str = "this runner runs jobs only in containers (ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER=true): add `container: <image>` to the job in your workflow, e.g. `container: ubuntu:24.04`";
 
 /// Objects created so far, removed again if prepare_job fails.
 #[derive(Default)]
@@ -67,7 +67,7 @@ impl Created {
     }
 }
 
-pub async fn prepare_job(
+pub(crate) async fn prepare_job(
     envelope: &Envelope,
     args: &PrepareJobArgs,
     config: &Config,
@@ -390,7 +390,7 @@ async fn fill_and_detect(kube: &Kube, config: &Config, name: &str) -> anyhow::Re
 /// No-volume mode streams archives into the pod over exec and must close the stream's input
 /// while waiting for tar's exit status: only exec protocol v5 can (Kubernetes 1.30+; over v4
 /// kube-rs closes the whole connection and the result is lost). Refuse older servers up front.
-pub async fn require_exec_v5(kube: &Kube) -> anyhow::Result<()> {
+pub(crate) async fn require_exec_v5(kube: &Kube) -> anyhow::Result<()> {
     let info = match kube.client.apiserver_version().await {
         Ok(i) => i,
         Err(e) => {
@@ -416,7 +416,7 @@ pub async fn require_exec_v5(kube: &Kube) -> anyhow::Result<()> {
 
 /// After a stop signal: removes this runner's objects (what the interrupted prepare_job may have
 /// created), bounded by the cleanup timeout; failures are only logged, the job is failing anyway.
-pub async fn remove_after_stop(config: &Config) {
+pub(crate) async fn remove_after_stop(config: &Config) {
     let Ok(runner) = config.require_runner_pod_name() else {
         return;
     };

@@ -10,14 +10,14 @@ use crate::objects::JOB_CONTAINER_NAME;
 
 /// The annotation naming the command: a shell command line (run with `sh -c`), or a JSON array
 /// of words run as they are (for images without a shell).
-pub const COMMAND_ANNOTATION: &str = "arc-hook.dev/readiness-command";
+pub(crate) const COMMAND_ANNOTATION: &str = "arc-hook.dev/readiness-command";
 /// How long the command may keep failing before prepare_job does (default [`DEFAULT_TIMEOUT`]).
-pub const TIMEOUT_ANNOTATION: &str = "arc-hook.dev/readiness-timeout-seconds";
+pub(crate) const TIMEOUT_ANNOTATION: &str = "arc-hook.dev/readiness-timeout-seconds";
 /// The pause between two tries (default [`DEFAULT_INTERVAL`]).
-pub const INTERVAL_ANNOTATION: &str = "arc-hook.dev/readiness-interval-seconds";
+pub(crate) const INTERVAL_ANNOTATION: &str = "arc-hook.dev/readiness-interval-seconds";
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The least time one try is given, even when the timeout is nearly up (a device tool's first
 /// call may take seconds).
@@ -28,7 +28,7 @@ const OUTPUT_MAX: usize = 1000;
 
 /// A readiness check the template asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The annotation's text, as the user wrote it (for messages).
     pub shown: String,
     pub argv: Vec<String>,
@@ -39,14 +39,14 @@ pub struct Readiness {
 /// An annotation arc-hook cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("worker-podspec template: metadata.annotations[{annotation:?}]: {reason}")]
-pub struct ReadinessError {
+pub(crate) struct ReadinessError {
     pub annotation: &'static str,
     pub reason: String,
 }
 
 /// The readiness check the pod's annotations (the template's, merged) ask for; `None` without
 /// [`COMMAND_ANNOTATION`]. Pure.
-pub fn from_pod(pod: &Pod) -> Result<Option<Readiness>, ReadinessError> {
+pub(crate) fn from_pod(pod: &Pod) -> Result<Option<Readiness>, ReadinessError> {
     let annotations = pod.metadata.annotations.as_ref();
     let get = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim());
     let Some(command) = get(COMMAND_ANNOTATION) else {
@@ -88,7 +88,7 @@ pub fn from_pod(pod: &Pod) -> Result<Option<Readiness>, ReadinessError> {
 }
 
 /// The end of a try's output, one line, bounded and without control characters.
-pub fn output_tail(stdout: &[u8], stderr: &[u8]) -> String {
+pub(crate) fn output_tail(stdout: &[u8], stderr: &[u8]) -> String {
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(stdout),
@@ -118,7 +118,7 @@ pub fn output_tail(stdout: &[u8], stderr: &[u8]) -> String {
 /// Runs the check in the job container of `pod`: tries at 0, `interval`, 2 × `interval`...
 /// while within `timeout` (each try given at least [`MIN_TRY`]); fails naming the command, the
 /// tries and the last output, or at once when the image lacks the program.
-pub async fn run(kube: &Kube, pod: &str, check: &Readiness) -> anyhow::Result<()> {
+pub(crate) async fn run(kube: &Kube, pod: &str, check: &Readiness) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
     let deadline = started + check.timeout;
     let target = ExecTarget {

@@ -25,7 +25,7 @@ use crate::protocol::{CommandName, Envelope, RunContainerStepArgs};
 /// of their own) was explained once this job (the file keeps its first name).
 const FALLBACK_NOTED: &str = "container-steps-as-jobs";
 
-pub async fn run_container_step(
+pub(crate) async fn run_container_step(
     envelope: &Envelope,
     args: &RunContainerStepArgs,
     config: &Config,
@@ -250,7 +250,7 @@ fn warn_all(warnings: &[String]) {
 
 /// Where a container step runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// As an ephemeral container of the job pod (which may still refuse it).
     JobPod,
     /// As its own batch Job, and why not in the job pod.
@@ -263,7 +263,7 @@ pub enum Placement {
 
 /// Where the step goes first (pure): the job pod where it exists, the mode allows it and the
 /// Role grants ephemeral containers; else [`fallback`].
-pub fn placement(
+pub(crate) fn placement(
     prepared: bool,
     mode: ContainerStepMode,
     can_ephemeral: bool,
@@ -284,7 +284,7 @@ pub fn placement(
 /// Where the step goes when the job pod is not an option (`why`): its own Job where the Role
 /// grants Jobs, else a pod of its own; in no-volume mode always a pod of its own, which the
 /// job's files are relayed into from the job pod (so a job without one is refused).
-pub fn fallback(why: String, prepared: bool, copy: bool, can_jobs: bool) -> Placement {
+pub(crate) fn fallback(why: String, prepared: bool, copy: bool, can_jobs: bool) -> Placement {
     match (copy, prepared, can_jobs) {
         (false, _, true) => Placement::Job(why),
         (false, _, false) => Placement::Pod(format!("{why}, nor create on batch jobs")),

@@ -45,7 +45,7 @@ fn write_start_script(temp: &Path, script: &str) -> anyhow::Result<ScriptFile> {
     Ok(ScriptFile { dir, name })
 }
 
-pub async fn run_script_step(
+pub(crate) async fn run_script_step(
     envelope: &Envelope,
     args: &RunScriptStepArgs,
     config: &Config,

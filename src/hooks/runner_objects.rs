@@ -17,7 +17,7 @@ const POD_GRACE_SECONDS: u32 = 1;
 
 /// What was removed.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Removed {
+pub(crate) struct Removed {
     pub pods: usize,
     pub jobs: usize,
     pub secrets: usize,
@@ -70,7 +70,10 @@ where
 /// The secrets of this runner's that cleanup_job knows by name (`state.registrySecret`): only a
 /// name of this runner's own form (`<runner pod>-secret-<suffix>`), so a state naming another
 /// object deletes nothing.
-pub fn known_secrets(runner: &str, state: Option<&crate::protocol::JobState>) -> Vec<String> {
+pub(crate) fn known_secrets(
+    runner: &str,
+    state: Option<&crate::protocol::JobState>,
+) -> Vec<String> {
     // The name with a suffix as long as a random one (a long runner name is fitted to it).
     let sample = crate::objects::names::runner_object_name(runner, "secret", "00000000");
     let prefix = &sample[..sample.len() - 8];
@@ -94,7 +97,7 @@ pub fn known_secrets(runner: &str, state: Option<&crate::protocol::JobState>) ->
 /// ([`Extra::ListSecrets`]); else the `known` secrets are deleted by name, and the garbage
 /// collector removes the rest with their owner (the workflow pod owns the steps' secrets, the
 /// runner pod the job's pull secret).
-pub async fn remove_runner_objects(
+pub(crate) async fn remove_runner_objects(
     kube: &Kube,
     runner: &str,
     granted: &Granted,

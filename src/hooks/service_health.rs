@@ -12,13 +12,13 @@ use crate::k8s::ready::{ReadyError, ReadyWait, wait_containers_ready};
 use crate::objects::options::{ServiceHealth, probe_seconds};
 
 /// Beyond docker's own verdict time, how long the kubelet may take to run a probe and report it.
-pub const HEALTH_MARGIN: Duration = Duration::from_secs(10);
+pub(crate) const HEALTH_MARGIN: Duration = Duration::from_secs(10);
 
 /// How long prepare_job waits for a service to become healthy: as long as docker would keep it
 /// `starting` (start period, then retries × (interval + timeout), in the probe's whole seconds),
 /// one more interval (the kubelet probes on its own period, not from the service's start), and
 /// [`HEALTH_MARGIN`].
-pub fn wait_limit(check: &HealthCheck) -> Duration {
+pub(crate) fn wait_limit(check: &HealthCheck) -> Duration {
     let s = |d: Duration| Duration::from_secs(u64::from(probe_seconds(d).unsigned_abs()));
     let (interval, timeout) = (s(check.interval), s(check.timeout));
     check.start_period + (interval + timeout) * check.retries + interval + HEALTH_MARGIN
@@ -26,7 +26,7 @@ pub fn wait_limit(check: &HealthCheck) -> Duration {
 
 /// Waits until every service with a health check is ready, saying so in the job log; fails
 /// naming the first that is not, with its probe's last output.
-pub async fn wait_for_services(
+pub(crate) async fn wait_for_services(
     kube: &Kube,
     pod: &str,
     health: &[ServiceHealth],

@@ -13,7 +13,7 @@ use crate::protocol::CommandName;
 use crate::template::Template;
 
 /// A command's runner, template, connection and reviewed permissions.
-pub struct Session {
+pub(crate) struct Session {
     pub runner: String,
     pub template: Option<Template>,
     pub kube: Kube,
@@ -22,7 +22,7 @@ pub struct Session {
 
 impl Session {
     /// Starts `command`: fails, naming what is wrong, before anything is created.
-    pub async fn open(config: &Config, command: CommandName) -> anyhow::Result<Self> {
+    pub(crate) async fn open(config: &Config, command: CommandName) -> anyhow::Result<Self> {
         let runner = config.require_runner_pod_name()?.to_string();
         let template = match command {
             CommandName::PrepareJob | CommandName::RunContainerStep => config
@@ -55,7 +55,7 @@ impl Session {
     /// The node the job's pods are pinned to: the runner pod's, where they share its work
     /// volume (claim mode) and the scheduler is not asked to place them. In no-volume mode
     /// nothing ties a job to the runner's node, and the runner pod is not read at all.
-    pub async fn node(&self, config: &Config) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn node(&self, config: &Config) -> anyhow::Result<Option<String>> {
         if !pins_to_runner_node(config) {
             return Ok(None);
         }
@@ -63,7 +63,7 @@ impl Session {
     }
 
     /// What the object builders need to know about this runner; `node` from [`Self::node`].
-    pub fn build_context(&self, config: &Config, node: Option<String>) -> BuildContext {
+    pub(crate) fn build_context(&self, config: &Config, node: Option<String>) -> BuildContext {
         BuildContext {
             runner_pod: self.runner.clone(),
             namespace: self.kube.namespace.clone(),
@@ -79,12 +79,12 @@ impl Session {
 }
 
 /// Why prepare_job cannot wait for start-up taints.
-pub const NODES_NOT_GRANTED: &str = "ARC_HOOK_WAIT_FOR_NODE_TAINTS is set, but the runner's service account may not get nodes: bind it a ClusterRole with get and watch on nodes (README, \"Start-up taints\"), or unset ARC_HOOK_WAIT_FOR_NODE_TAINTS";
+pub(crate) const NODES_NOT_GRANTED: &str = "ARC_HOOK_WAIT_FOR_NODE_TAINTS is set, but the runner's service account may not get nodes: bind it a ClusterRole with get and watch on nodes (README, \"Start-up taints\"), or unset ARC_HOOK_WAIT_FOR_NODE_TAINTS";
 
 /// The node permissions `command` asks about: only prepare_job's wait for start-up taints needs
 /// them, so with `ARC_HOOK_WAIT_FOR_NODE_TAINTS` unset (or pods not pinned to the runner's node)
 /// nodes are neither reviewed nor read.
-pub fn node_extras(config: &Config, command: CommandName) -> &'static [Extra] {
+pub(crate) fn node_extras(config: &Config, command: CommandName) -> &'static [Extra] {
     if command == CommandName::PrepareJob
         && !config.wait_for_node_taints.is_empty()
         && pins_to_runner_node(config)
@@ -96,12 +96,12 @@ pub fn node_extras(config: &Config, command: CommandName) -> &'static [Extra] {
 }
 
 /// Whether the job's pods go to the runner's node (pure: the configuration decides).
-pub fn pins_to_runner_node(config: &Config) -> bool {
+pub(crate) fn pins_to_runner_node(config: &Config) -> bool {
     !config.use_kube_scheduler && config.work_volume == WorkVolumeMode::Claim
 }
 
 /// The node runner pod `runner` runs on (`None` while it is not scheduled).
-pub async fn runner_node(kube: &Kube, runner: &str) -> anyhow::Result<Option<String>> {
+pub(crate) async fn runner_node(kube: &Kube, runner: &str) -> anyhow::Result<Option<String>> {
     let api = kube.pods();
     let pod = with_retry(&format!("reading runner pod {runner}"), || api.get(runner))
         .await
@@ -119,7 +119,7 @@ pub async fn runner_node(kube: &Kube, runner: &str) -> anyhow::Result<Option<Str
 }
 
 /// Connects to the cluster named by the configuration.
-pub async fn connect(config: &Config) -> anyhow::Result<Kube> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Kube> {
     Ok(Kube::connect(config.namespace.as_deref()).await?)
 }
 

@@ -14,7 +14,7 @@ use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 
 /// Why the hook refused or failed to touch something under `_work`.
 #[derive(Debug, thiserror::Error)]
-pub enum SharedWorkError {
+pub(crate) enum SharedWorkError {
     #[error(
         "{path} is a symbolic link, where the runner keeps a real directory or file (planted by a step?); arc-hook does not follow it"
     )]
@@ -37,7 +37,7 @@ pub enum SharedWorkError {
 
 /// A directory under `_work`, held open: names inside it are resolved relative to it.
 #[derive(Debug)]
-pub struct SharedDir {
+pub(crate) struct SharedDir {
     fd: OwnedFd,
     path: PathBuf,
 }
@@ -67,7 +67,7 @@ const DIR_FLAGS: OFlags = OFlags::DIRECTORY
 impl SharedDir {
     /// Opens `path`, refusing it if its last component is a link. (The components above it are
     /// the runner's own: `_work` is the runner's volume mount, which a job cannot replace.)
-    pub fn open(path: &Path) -> Result<Self, SharedWorkError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, SharedWorkError> {
         let fd = rustix::fs::openat(CWD, path, DIR_FLAGS, Mode::empty())
             .map_err(|e| classify(e, path, "directory"))?;
         Ok(Self {
@@ -76,13 +76,13 @@ impl SharedDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Opens the directory `name` inside this one, creating it if missing; a link or a
     /// non-directory there is refused.
-    pub fn child_dir(&self, name: &str) -> Result<SharedDir, SharedWorkError> {
+    pub(crate) fn child_dir(&self, name: &str) -> Result<SharedDir, SharedWorkError> {
         let name = single_name(name)?;
         let path = self.path.join(name);
         match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
@@ -95,12 +95,17 @@ impl SharedDir {
     }
 
     /// Sets this directory's mode through its descriptor (never through a path).
-    pub fn set_mode(&self, mode: u32) -> Result<(), SharedWorkError> {
+    pub(crate) fn set_mode(&self, mode: u32) -> Result<(), SharedWorkError> {
         rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode)).map_err(io("chmod", &self.path))
     }
 
     /// Creates the new file `name` (never an existing one, never through a link) with `data`.
-    pub fn create_file(&self, name: &str, mode: u32, data: &[u8]) -> Result<(), SharedWorkError> {
+    pub(crate) fn create_file(
+        &self,
+        name: &str,
+        mode: u32,
+        data: &[u8],
+    ) -> Result<(), SharedWorkError> {
         let name = single_name(name)?;
         let path = self.path.join(name);
         let fd = rustix::fs::openat(
@@ -119,7 +124,7 @@ impl SharedDir {
     }
 
     /// Removes the entry `name` if it is not a directory (a link is removed, never followed).
-    pub fn remove_file(&self, name: &str) -> Result<(), SharedWorkError> {
+    pub(crate) fn remove_file(&self, name: &str) -> Result<(), SharedWorkError> {
         let name = single_name(name)?;
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
@@ -128,7 +133,7 @@ impl SharedDir {
     }
 
     /// What `name` is, without following a link; `None` when it does not exist.
-    pub fn kind(&self, name: &str) -> Result<Option<FileType>, SharedWorkError> {
+    pub(crate) fn kind(&self, name: &str) -> Result<Option<FileType>, SharedWorkError> {
         let name = single_name(name)?;
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
@@ -138,7 +143,7 @@ impl SharedDir {
     }
 
     /// The names in this directory (without `.` and `..`).
-    pub fn names(&self) -> Result<Vec<String>, SharedWorkError> {
+    pub(crate) fn names(&self) -> Result<Vec<String>, SharedWorkError> {
         let mut dir = rustix::fs::Dir::read_from(&self.fd).map_err(io("listing", &self.path))?;
         let mut out = Vec::new();
         while let Some(entry) = dir.read() {
@@ -175,7 +180,7 @@ fn classify(e: rustix::io::Errno, path: &Path, expected: &'static str) -> Shared
 }
 
 /// The runner's own directories under `_temp` that a step must leave as the runner made them.
-pub const RUNNER_DIRS: [&str; 4] = [
+pub(crate) const RUNNER_DIRS: [&str; 4] = [
     "_runner_file_commands",
     "_github_home",
     "_github_workflow",
@@ -186,7 +191,7 @@ pub const RUNNER_DIRS: [&str; 4] = [
 /// and that the file-command directory holds only regular files, so the runner — which reads
 /// those files next, with its own rights — never follows a link a step planted (e.g. its
 /// `GITHUB_OUTPUT` pointed at the runner's credentials). What is planted is removed and named.
-pub fn check_runner_paths(temp: &Path) -> Result<(), Vec<String>> {
+pub(crate) fn check_runner_paths(temp: &Path) -> Result<(), Vec<String>> {
     let temp = match SharedDir::open(temp) {
         Ok(t) => t,
         Err(e) => return Err(vec![e.to_string()]),
@@ -242,7 +247,7 @@ pub fn check_runner_paths(temp: &Path) -> Result<(), Vec<String>> {
 
 impl SharedDir {
     /// Opens an existing directory `name` inside this one (no creation), refusing a link.
-    pub fn child_dir_existing(&self, name: &str) -> Result<SharedDir, SharedWorkError> {
+    pub(crate) fn child_dir_existing(&self, name: &str) -> Result<SharedDir, SharedWorkError> {
         let name = single_name(name)?;
         let path = self.path.join(name);
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
@@ -253,7 +258,7 @@ impl SharedDir {
 
 /// Why [`SharedDir::read_regular`] did not read a file.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadRefusal {
+pub(crate) enum ReadRefusal {
     #[error("it is a {kind}, not a regular file")]
     NotRegular { kind: &'static str },
     #[error("it is larger than {limit} bytes")]
@@ -264,7 +269,7 @@ pub enum ReadRefusal {
 
 /// A regular file's content and permission bits.
 #[derive(Debug)]
-pub struct RegularFile {
+pub(crate) struct RegularFile {
     pub data: Vec<u8>,
     pub mode: u32,
 }
@@ -272,7 +277,11 @@ pub struct RegularFile {
 impl SharedDir {
     /// Reads the regular file `name` (at most `limit` bytes), never through a link and without
     /// blocking on a pipe; `None` when it does not exist.
-    pub fn read_regular(&self, name: &str, limit: u64) -> Result<Option<RegularFile>, ReadRefusal> {
+    pub(crate) fn read_regular(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> Result<Option<RegularFile>, ReadRefusal> {
         let name = single_name(name).map_err(ReadRefusal::Io)?;
         let path = self.path.join(name);
         let fd = match rustix::fs::openat(
@@ -323,7 +332,12 @@ impl SharedDir {
 
     /// Replaces `name` with a new regular file holding `data`: written under a fresh name, then
     /// renamed over it, so whatever was at `name` (a link too) is replaced, never followed.
-    pub fn replace_file(&self, name: &str, mode: u32, data: &[u8]) -> Result<(), SharedWorkError> {
+    pub(crate) fn replace_file(
+        &self,
+        name: &str,
+        mode: u32,
+        data: &[u8],
+    ) -> Result<(), SharedWorkError> {
         let name = single_name(name)?;
         let tmp = format!(".{name}.arc-hook-{}", std::process::id());
         let _ = self.remove_file(&tmp);

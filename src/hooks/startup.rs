@@ -11,11 +11,11 @@ use crate::k8s::retry::with_retry;
 use crate::k8s::wait::Milestones;
 
 /// The workflow pod's annotation holding the start-up times (JSON, seconds).
-pub const STARTUP_ANNOTATION: &str = "arc-hook.dev/startup";
+pub(crate) const STARTUP_ANNOTATION: &str = "arc-hook.dev/startup";
 
 /// One image's pull as the kubelet reported it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pull {
+pub(crate) struct Pull {
     pub image: String,
     /// Seconds the pull took; `None` when the image was already on the node.
     pub seconds: Option<f64>,
@@ -23,7 +23,7 @@ pub struct Pull {
 
 /// A pod's start-up, measured from its creation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Startup {
+pub(crate) struct Startup {
     pub scheduled_after: Option<Duration>,
     pub pulls: Vec<Pull>,
     pub ready_after: Duration,
@@ -31,7 +31,7 @@ pub struct Startup {
 
 /// Reads a kubelet `Pulled` event: `Successfully pulled image "x" in 1.2s (1.2s including
 /// waiting)...` or `Container image "x" already present on machine`.
-pub fn parse_pulled(message: &str) -> Option<Pull> {
+pub(crate) fn parse_pulled(message: &str) -> Option<Pull> {
     let quoted = |s: &str| -> Option<(String, String)> {
         let (_, rest) = s.split_once('"')?;
         let (image, tail) = rest.split_once('"')?;
@@ -87,7 +87,7 @@ fn go_duration_seconds(s: &str) -> Option<f64> {
 
 /// The job-log line: `arc-hook: workflow pod ready after 4.1s (scheduled after 0.2s; pulled
 /// node:20 in 3.5s; redis:7 already on the node)`.
-pub fn line(s: &Startup) -> String {
+pub(crate) fn line(s: &Startup) -> String {
     let mut parts = Vec::new();
     if let Some(d) = s.scheduled_after {
         parts.push(format!("scheduled after {:.1}s", d.as_secs_f64()));
@@ -110,7 +110,7 @@ pub fn line(s: &Startup) -> String {
 }
 
 /// The annotation's JSON value.
-pub fn annotation(s: &Startup) -> String {
+pub(crate) fn annotation(s: &Startup) -> String {
     let round = |x: f64| (x * 100.0).round() / 100.0;
     let pulls: serde_json::Map<String, serde_json::Value> = s
         .pulls
@@ -164,7 +164,7 @@ fn once_per_image(pulls: impl Iterator<Item = Pull>) -> Vec<Pull> {
 
 /// Prints the start-up line of pod `pod` (UID `uid`, the one that runs) and records it on the
 /// pod; best effort, never fails the job.
-pub async fn report(
+pub(crate) async fn report(
     kube: &Kube,
     pod: &str,
     uid: &str,

@@ -11,20 +11,20 @@ use super::steps::cancel::Cancelled;
 
 /// Exit code of a step command the hook itself could not carry out (API refused or unreachable,
 /// pod gone, invalid input...), when no more specific code applies.
-pub const EXIT_HOOK_FAILED: i32 = 1;
+pub(crate) const EXIT_HOOK_FAILED: i32 = 1;
 
 /// A step the hook could not run, or whose result it could not learn: the code to exit with
 /// (e.g. [`super::steps::detached::EXIT_RESULT_UNKNOWN`], 137 for an out-of-memory kill) and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{cause}")]
-pub struct Infrastructure {
+pub(crate) struct Infrastructure {
     pub code: i32,
     pub cause: String,
 }
 
 /// What a step command's result means for the job log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// The hook's exit code.
     pub code: i32,
     /// The full error, for stderr above the last line (`None` when there was none).
@@ -34,7 +34,7 @@ pub struct Ending {
 }
 
 /// The ending of a step command's `result` (pure).
-pub fn ending(result: &HookResult) -> Ending {
+pub(crate) fn ending(result: &HookResult) -> Ending {
     match result {
         Ok(0) => Ending {
             code: 0,
@@ -82,7 +82,7 @@ pub fn ending(result: &HookResult) -> Ending {
 
 /// Prints a step command's ending (the error on stderr, then the last line on stdout) and
 /// returns the exit code.
-pub fn finish(result: HookResult) -> i32 {
+pub(crate) fn finish(result: HookResult) -> i32 {
     use std::io::Write;
     let ending = ending(&result);
     if let Some(e) = &ending.error {

@@ -9,7 +9,7 @@ use super::K8sError;
 use crate::config::ClusterSource;
 
 /// Upper bound for one non-streaming API call (retries are counted apart).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connected client and the namespace the hook works in.
 #[derive(Clone)]
@@ -24,7 +24,7 @@ pub struct Kube {
 /// names the server and the cause once (hyper's own chain repeats `client error (Connect)`).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to the Kubernetes API server at {server}: {cause}")]
-pub struct Unreachable {
+pub(crate) struct Unreachable {
     pub server: String,
     pub cause: String,
 }
@@ -49,7 +49,7 @@ fn name_the_server(server: &str, e: tower::BoxError) -> tower::BoxError {
 
 /// The causes below hyper's `client error (Connect)`, each once: `tcp connect error: Connection
 /// refused (os error 111)`, `dns error: failed to lookup address information: ...`.
-pub fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -70,7 +70,7 @@ pub fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
 impl Kube {
     /// Connects: in-cluster service account first (inside a runner pod), else `KUBECONFIG` or
     /// `~/.kube/config`. `namespace` overrides the one the configuration names.
-    pub async fn connect(namespace: Option<&str>) -> Result<Self, K8sError> {
+    pub(crate) async fn connect(namespace: Option<&str>) -> Result<Self, K8sError> {
         let mut config = if ClusterSource::from_env() == ClusterSource::InCluster {
             kube::Config::incluster()
                 .map_err(|e| K8sError::NoCluster(format!("in-cluster configuration: {e}")))?
@@ -118,15 +118,15 @@ impl Kube {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    pub fn jobs(&self) -> kube::Api<k8s_openapi::api::batch::v1::Job> {
+    pub(crate) fn jobs(&self) -> kube::Api<k8s_openapi::api::batch::v1::Job> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    pub fn leases(&self) -> kube::Api<k8s_openapi::api::coordination::v1::Lease> {
+    pub(crate) fn leases(&self) -> kube::Api<k8s_openapi::api::coordination::v1::Lease> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    pub fn events(&self) -> kube::Api<k8s_openapi::api::core::v1::Event> {
+    pub(crate) fn events(&self) -> kube::Api<k8s_openapi::api::core::v1::Event> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
 }

@@ -10,7 +10,10 @@ use tokio_util::io::SyncIoBridge;
 use super::Kube;
 use super::exec::{ExecError, ExecTarget, exec};
 use crate::archive::{ArchiveError, MAX_DEPTH, unpack_bounded, write_archive};
-pub use crate::archive::{Manifest, PushOptions, Source, Stamp, Stats};
+pub use crate::archive::{Manifest, PushOptions, Source, Stats};
+// Named so by the workspace copy's unit tests (hooks/steps/workspace.rs).
+#[cfg(test)]
+pub(crate) use crate::archive::Stamp;
 
 /// Buffer between the archive thread and the exec stream: bounds memory whatever the tree size.
 const PIPE_BUF: usize = 1024 * 1024;
@@ -44,7 +47,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CopyError {
 
 /// The pod-side command that unpacks a pushed stream into `dest` (which must exist).
 /// `-o`: files get the container user's ownership, not the runner's uid (GNU and busybox tar).
-pub fn extract_command(dest: &str) -> Vec<String> {
+pub(crate) fn extract_command(dest: &str) -> Vec<String> {
     ["tar", "-x", "-o", "-f", "-", "-C", dest]
         .iter()
         .map(|s| s.to_string())
@@ -74,7 +77,11 @@ pub struct ChangedSince {
 /// ctime is newer than it: ctime is set by every write, chmod, rename and link, and no
 /// process can set it back. Directories go without their contents. Without the mark or the
 /// tools it sends everything, as without `changed`.
-pub fn archive_command(src: &str, exclude: &[&str], changed: Option<&ChangedSince>) -> Vec<String> {
+pub(crate) fn archive_command(
+    src: &str,
+    exclude: &[&str],
+    changed: Option<&ChangedSince>,
+) -> Vec<String> {
     let mut skip = String::new();
     let mut prune = String::new();
     for x in exclude {
@@ -266,7 +273,7 @@ pub async fn pull(
 /// process and never its disk: a copy between two of the job's pods, which the runner side
 /// never unpacks (what reaches the runner comes through [`pull`] and its checks). An empty
 /// stream (nothing to send) starts no extract. Returns the bytes relayed.
-pub async fn relay(
+pub(crate) async fn relay(
     kube: &Kube,
     from: ExecTarget<'_>,
     archive: &[String],

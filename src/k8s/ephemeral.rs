@@ -14,7 +14,7 @@ use super::{K8sError, Kube};
 
 /// Why an ephemeral container did not give an exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum EphemeralError {
+pub(crate) enum EphemeralError {
     /// The cluster does not let us add ephemeral containers here (the caller falls back).
     #[error("the API server refused the ephemeral container ({code}: {message})")]
     NotAllowed { code: u16, message: String },
@@ -32,7 +32,7 @@ pub enum EphemeralError {
 
 /// Where one ephemeral container stands (pure reading of the pod's status).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EphemeralState {
+pub(crate) enum EphemeralState {
     /// Not in the status yet, or waiting for a reason that may resolve (pulling...).
     Waiting(String),
     Running,
@@ -47,7 +47,7 @@ pub enum EphemeralState {
 }
 
 /// Classifies container `name`'s status in `pod`.
-pub fn ephemeral_state(pod: &Pod, name: &str) -> EphemeralState {
+pub(crate) fn ephemeral_state(pod: &Pod, name: &str) -> EphemeralState {
     if pod.metadata.deletion_timestamp.is_some() {
         return EphemeralState::PodGone("the pod is being deleted".into());
     }
@@ -100,7 +100,7 @@ pub fn ephemeral_state(pod: &Pod, name: &str) -> EphemeralState {
 
 /// Adds `container` to `pod`'s ephemeral containers (one strategic-merge PATCH of the
 /// subresource; repeating it after a lost answer changes nothing).
-pub async fn add(
+pub(crate) async fn add(
     kube: &Kube,
     pod: &str,
     container: &EphemeralContainer,
@@ -160,7 +160,7 @@ fn not_allowed(code: u16, e: K8sError) -> EphemeralError {
 /// Waits until container `name` runs or has already finished; fails at once when it cannot
 /// start, except while the registry does not have its image yet and `image_pull_wait` (beyond
 /// `timeout`) has not passed.
-pub async fn wait_started(
+pub(crate) async fn wait_started(
     kube: &Kube,
     pod: &str,
     name: &str,
@@ -258,7 +258,7 @@ async fn follow<T>(
 
 /// Copies container `name`'s log to `out` as it is written, until the container ends
 /// (resuming after broken streams: [`super::logs::follow`]).
-pub async fn follow_log<W: AsyncWrite + Unpin>(
+pub(crate) async fn follow_log<W: AsyncWrite + Unpin>(
     kube: &Kube,
     pod: &str,
     name: &str,
@@ -270,7 +270,7 @@ pub async fn follow_log<W: AsyncWrite + Unpin>(
 }
 
 /// The exit code of container `name`, once it has terminated (waiting up to `timeout`).
-pub async fn exit_code(
+pub(crate) async fn exit_code(
     kube: &Kube,
     pod: &str,
     name: &str,

@@ -74,7 +74,7 @@ pub enum ExecError {
 impl ExecError {
     /// Adds what is known about why (the pod's state) to the message (a lost command's: to
     /// its last failure's).
-    pub fn with_cause(self, cause: &str) -> Self {
+    pub(crate) fn with_cause(self, cause: &str) -> Self {
         match self {
             ExecError::Lost {
                 what,
@@ -104,7 +104,7 @@ impl ExecError {
 
 /// The exit code a final exec `Status` encodes: 0 on Success, the `ExitCode` cause on
 /// NonZeroExitCode, `None` for any other failure (the command could not run).
-pub fn exit_code(status: &Status) -> Option<i32> {
+pub(crate) fn exit_code(status: &Status) -> Option<i32> {
     if status.status.as_deref() == Some("Success") {
         return Some(0);
     }
@@ -218,7 +218,7 @@ pub struct ExecTarget<'a> {
 
 /// Runs `command` in the target container, feeding it `stdin` (then closing it) and copying its
 /// stdout and stderr to `out` and `err` as they arrive. Returns the command's exit code.
-pub async fn exec<I, O, E>(
+pub(crate) async fn exec<I, O, E>(
     kube: &Kube,
     target: ExecTarget<'_>,
     command: &[String],

@@ -17,11 +17,11 @@ use super::Kube;
 use super::retry::{backoff, with_retry};
 
 /// How long the follower keeps trying to reopen a broken stream before giving up.
-pub const RESUME_WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const RESUME_WINDOW: Duration = Duration::from_secs(600);
 
 /// A log that could not be followed to its end.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     /// The log could not be opened at all (its action names the pod and container).
     #[error(transparent)]
     Open(super::K8sError),
@@ -122,7 +122,7 @@ impl Cursor {
 
 /// Copies `container`'s log in `pod` to `out` until the container ends, resuming after broken
 /// streams (for up to [`RESUME_WINDOW`] of failed attempts in a row).
-pub async fn follow<W: AsyncWrite + Unpin>(
+pub(crate) async fn follow<W: AsyncWrite + Unpin>(
     kube: &Kube,
     pod: &str,
     container: &str,

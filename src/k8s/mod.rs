@@ -1,17 +1,17 @@
 //! Talking to the Kubernetes API: client set-up, retries, permission checks, waits, exec and file copies.
 
-pub mod client;
+pub(crate) mod client;
 pub mod copy;
-pub mod ephemeral;
+pub(crate) mod ephemeral;
 pub mod exec;
-pub mod logs;
-pub mod node_wait;
+pub(crate) mod logs;
+pub(crate) mod node_wait;
 pub mod owned;
-pub mod pod_watch;
+pub(crate) mod pod_watch;
 pub mod progress;
 pub mod rbac;
-pub mod ready;
-pub mod retry;
+pub(crate) mod ready;
+pub(crate) mod retry;
 pub mod wait;
 
 use std::time::Duration;
@@ -49,7 +49,7 @@ pub enum K8sError {
 
 impl K8sError {
     /// The API's HTTP status code, when the failure is an API answer.
-    pub fn code(&self) -> Option<u16> {
+    pub(crate) fn code(&self) -> Option<u16> {
         match self {
             Self::Api { source, .. } | Self::GaveUp { source, .. } => source.code(),
             _ => None,
@@ -57,7 +57,7 @@ impl K8sError {
     }
 
     /// Whether the call never reached the API server (see [`client::Unreachable`]).
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         match self {
             Self::Api { source, .. } | Self::GaveUp { source, .. } => {
                 source.unreachable().is_some()
@@ -66,13 +66,13 @@ impl K8sError {
         }
     }
 
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.code() == Some(404)
     }
 
     /// The error with its cause on one line (`creating pod x: pods "x" is forbidden: ...`), for
     /// places that print one error rather than hand it up to the `{:#}` at the edge.
-    pub fn chain(&self) -> String {
+    pub(crate) fn chain(&self) -> String {
         let mut line = self.to_string();
         let mut cause = std::error::Error::source(self);
         while let Some(c) = cause {
@@ -84,7 +84,7 @@ impl K8sError {
     }
 
     /// Wraps a kube error with what was being done.
-    pub fn api(action: impl Into<String>, e: kube::Error) -> Self {
+    pub(crate) fn api(action: impl Into<String>, e: kube::Error) -> Self {
         Self::Api {
             action: action.into(),
             source: ApiCause(e),
@@ -99,7 +99,7 @@ impl K8sError {
 pub struct ApiCause(pub kube::Error);
 
 impl ApiCause {
-    pub fn code(&self) -> Option<u16> {
+    pub(crate) fn code(&self) -> Option<u16> {
         match &self.0 {
             kube::Error::Api(s) => Some(s.code),
             _ => None,
@@ -108,7 +108,7 @@ impl ApiCause {
 
     /// The API's own message (the Status message), else kube's description; a failure of the
     /// connection by its own words (kube's `ServiceError: ` prefix says nothing to a user).
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match &self.0 {
             kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
             kube::Error::Service(e) => e.to_string(),
@@ -117,7 +117,7 @@ impl ApiCause {
     }
 
     /// The connection failure behind this error, if the request never reached the server.
-    pub fn unreachable(&self) -> Option<&client::Unreachable> {
+    pub(crate) fn unreachable(&self) -> Option<&client::Unreachable> {
         match &self.0 {
             kube::Error::Service(e) => e.downcast_ref(),
             _ => None,

@@ -11,7 +11,7 @@ use super::progress::{Progress, WaitNotice};
 use super::{K8sError, Kube};
 
 /// How often the job log hears that the node still carries its start-up taints.
-pub const TAINT_NOTICE: Duration = Duration::from_secs(30);
+pub(crate) const TAINT_NOTICE: Duration = Duration::from_secs(30);
 
 /// The longest pause between two reads of the node when it cannot be watched (a node changes
 /// rarely; its taints are removed once).
@@ -19,7 +19,7 @@ const POLL_CAP: Duration = Duration::from_secs(2);
 
 /// Why the node never became ready for the workflow pod.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeWaitError {
+pub(crate) enum NodeWaitError {
     #[error(
         "node {node} still has start-up taint(s) {} after {}s, so the workflow pod cannot be scheduled there: raise ARC_HOOK_NODE_TAINTS_TIMEOUT_SECONDS if whatever removes them is slow, or drop the key from ARC_HOOK_WAIT_FOR_NODE_TAINTS if nothing does",
         taints.join(", "),
@@ -42,7 +42,7 @@ pub enum NodeWaitError {
 
 /// The node's taints whose key is one of `keys`, as `kubectl describe node` shows them
 /// (`key=value:Effect`, `key:Effect` without a value). Pure.
-pub fn present_taints(node: &Node, keys: &[String]) -> Vec<String> {
+pub(crate) fn present_taints(node: &Node, keys: &[String]) -> Vec<String> {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())
@@ -59,7 +59,7 @@ pub fn present_taints(node: &Node, keys: &[String]) -> Vec<String> {
 /// Waits until node `name` carries none of the taint `keys`, at most `timeout`; returns how long
 /// it waited (zero when none was there: one read, no watch). Says so in the job log at once and
 /// every [`TAINT_NOTICE`], and once more when the taints are gone.
-pub async fn wait_untainted(
+pub(crate) async fn wait_untainted(
     kube: &Kube,
     name: &str,
     keys: &[String],

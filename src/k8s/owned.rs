@@ -13,7 +13,7 @@ use crate::objects::RUNNER_POD_LABEL;
 /// AlreadyExists takes the object there only when it carries `mine`'s `runner-pod` label (the
 /// first attempt may have landed before its answer was lost). Another runner's object under the
 /// same name is an error, never adopted.
-pub async fn create_once<K>(api: &kube::Api<K>, kind: &str, mine: &K) -> Result<K, K8sError>
+pub(crate) async fn create_once<K>(api: &kube::Api<K>, kind: &str, mine: &K) -> Result<K, K8sError>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -119,7 +119,7 @@ pub async fn pod_owner(kube: &Kube, name: &str) -> Option<OwnerReference> {
 }
 
 /// How a Job is deleted: its pods with it, at once.
-pub fn job_deletion() -> DeleteParams {
+pub(crate) fn job_deletion() -> DeleteParams {
     DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         grace_period_seconds: Some(0),
@@ -128,7 +128,7 @@ pub fn job_deletion() -> DeleteParams {
 }
 
 /// Deletes `kind` `name`; one already gone counts as deleted.
-pub async fn delete<K>(
+pub(crate) async fn delete<K>(
     api: &kube::Api<K>,
     kind: &str,
     name: &str,

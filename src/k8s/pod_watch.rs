@@ -26,14 +26,14 @@ const WATCH_SECONDS: u32 = 290;
 
 /// The pace of a wait that looks again and again: pauses of 50 ms, doubling up to a cap.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pause: Duration,
     cap: Duration,
 }
 
 impl Backoff {
     /// A pace pausing at most `cap` between looks.
-    pub fn new(cap: Duration) -> Self {
+    pub(crate) fn new(cap: Duration) -> Self {
         Self {
             pause: FIRST_PAUSE.min(cap),
             cap,
@@ -41,7 +41,7 @@ impl Backoff {
     }
 
     /// Sleeps until the next look, at most `within`.
-    pub async fn pause(&mut self, within: Duration) {
+    pub(crate) async fn pause(&mut self, within: Duration) {
         tokio::time::sleep(self.pause.min(within)).await;
         self.pause = (self.pause * 2).min(self.cap);
     }
@@ -49,38 +49,38 @@ impl Backoff {
 
 /// When a wait ends.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     at: Instant,
 }
 
 impl Deadline {
     /// A deadline `timeout` from now.
-    pub fn after(timeout: Duration) -> Self {
+    pub(crate) fn after(timeout: Duration) -> Self {
         Self {
             at: Instant::now() + timeout,
         }
     }
 
-    pub fn at(&self) -> Instant {
+    pub(crate) fn at(&self) -> Instant {
         self.at
     }
 
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         Instant::now() >= self.at
     }
 
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }
 
     /// Moves the deadline `by` later (time a wait gives back).
-    pub fn extend(&mut self, by: Duration) {
+    pub(crate) fn extend(&mut self, by: Duration) {
         self.at += by;
     }
 
     /// Sleeps for `backoff`'s next pause (at most `within`, never past the deadline); false,
     /// without sleeping, once the deadline has passed.
-    pub async fn pause(&self, backoff: &mut Backoff, within: Duration) -> bool {
+    pub(crate) async fn pause(&self, backoff: &mut Backoff, within: Duration) -> bool {
         if self.expired() {
             return false;
         }
@@ -91,7 +91,7 @@ impl Deadline {
 
 /// What a caller of [`ObjectWatch::follow`] makes of one version of the object.
 #[derive(Debug)]
-pub enum Decision<T> {
+pub(crate) enum Decision<T> {
     /// The wait is over.
     Done(T),
     /// Look again at the next change, or after this long at the latest (the caller's own
@@ -104,7 +104,7 @@ pub enum Decision<T> {
 
 /// How following an object ended without an error of the API.
 #[derive(Debug)]
-pub enum Followed<T, K> {
+pub(crate) enum Followed<T, K> {
     /// The caller's decision.
     Decided(T),
     /// The deadline passed first; the last version seen.
@@ -115,7 +115,7 @@ pub enum Followed<T, K> {
 
 /// What the next look at an object found.
 #[derive(Debug)]
-pub enum Look<K = Pod> {
+pub(crate) enum Look<K = Pod> {
     /// A newer version of the object.
     Changed(Box<K>),
     /// Nothing new within the time given (the caller re-decides, e.g. on its timers).
@@ -125,7 +125,7 @@ pub enum Look<K = Pod> {
 }
 
 /// One object, followed version by version.
-pub struct ObjectWatch<'a, K> {
+pub(crate) struct ObjectWatch<'a, K> {
     api: Api<K>,
     /// What the object is, for messages: `pod`, `node`.
     kind: &'static str,
@@ -137,14 +137,14 @@ pub struct ObjectWatch<'a, K> {
 }
 
 /// A watch's events, as kube gives them.
-pub type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>, kube::Error>>;
+pub(crate) type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>, kube::Error>>;
 
 /// One pod, followed version by version.
-pub type PodWatch<'a> = ObjectWatch<'a, Pod>;
+pub(crate) type PodWatch<'a> = ObjectWatch<'a, Pod>;
 
 impl<'a> ObjectWatch<'a, Pod> {
     /// Reads pod `name` once (`None`: it does not exist); see [`ObjectWatch::start_on`].
-    pub async fn start(
+    pub(crate) async fn start(
         kube: &'a Kube,
         name: &'a str,
         can_watch: bool,
@@ -156,7 +156,7 @@ impl<'a> ObjectWatch<'a, Pod> {
 
 impl<'a> ObjectWatch<'a, Node> {
     /// Reads node `name` once (`None`: it does not exist); see [`ObjectWatch::start_on`].
-    pub async fn node(
+    pub(crate) async fn node(
         kube: &'a Kube,
         name: &'a str,
         can_watch: bool,
@@ -179,7 +179,7 @@ where
 {
     /// Reads the object once (`None`: it does not exist). Later looks watch from that version
     /// where `can_watch`, else read again at the poll's pace (capped at `poll_cap`).
-    pub async fn start_on(
+    pub(crate) async fn start_on(
         api: Api<K>,
         kind: &'static str,
         name: &'a str,
@@ -212,7 +212,7 @@ where
     }
 
     /// Waits up to `within` for the object's next version.
-    pub async fn next(&mut self, within: Duration) -> Result<Look<K>, K8sError> {
+    pub(crate) async fn next(&mut self, within: Duration) -> Result<Look<K>, K8sError> {
         if self.can_watch {
             let asked = Instant::now();
             if let Some(look) = self.watched(within).await {
@@ -300,7 +300,7 @@ where
     /// deadline passes: kube-runtime's `await_condition`, bounded, and reading where the Role
     /// grants no `watch`. `decide` sees the first version and every change after it, and again
     /// (the same version) whenever the time it asked for has passed.
-    pub async fn follow<T>(
+    pub(crate) async fn follow<T>(
         mut self,
         first: Option<K>,
         mut deadline: Deadline,
@@ -338,7 +338,7 @@ where
 
 /// Follows pod `name` (see [`ObjectWatch::follow`]), read at most [`POLL_CAP`] apart where it
 /// cannot be watched.
-pub async fn follow_pod<T>(
+pub(crate) async fn follow_pod<T>(
     kube: &Kube,
     name: &str,
     can_watch: bool,
@@ -350,7 +350,7 @@ pub async fn follow_pod<T>(
 }
 
 /// What asking for a watch came to.
-pub enum Opened<K> {
+pub(crate) enum Opened<K> {
     Stream(EventStream<K>),
     /// The API server refused it (403 despite the review, 405...): read instead, for good.
     Refused,
@@ -360,7 +360,7 @@ pub enum Opened<K> {
 
 /// Opens a watch of what `params` selects, from `version` (`what` names it in debug logs); the
 /// one way every wait asks for events, of any kind of object.
-pub async fn open_watch<K>(
+pub(crate) async fn open_watch<K>(
     api: &Api<K>,
     params: &WatchParams,
     version: &str,

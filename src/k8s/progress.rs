@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// Where a wait's notices go.
-pub type Progress = fn(&WaitNotice<'_>);
+pub(crate) type Progress = fn(&WaitNotice<'_>);
 
 /// Drops every notice.
 pub fn silent(_: &WaitNotice<'_>) {}

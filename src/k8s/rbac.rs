@@ -25,7 +25,7 @@ pub struct Permission {
 impl Permission {
     /// Whether the resource lives outside namespaces (nodes): only a ClusterRole, bound by a
     /// ClusterRoleBinding, grants it, and its access review names no namespace.
-    pub fn cluster_scoped(&self) -> bool {
+    pub(crate) fn cluster_scoped(&self) -> bool {
         self.resource == "nodes"
     }
 }
@@ -61,7 +61,7 @@ const fn p(
 
 /// An optional permission and what arc-hook does better with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Extra {
+pub(crate) enum Extra {
     /// Watch pods instead of polling them.
     WatchPods,
     /// Read events to explain why a pod does not start.
@@ -91,7 +91,7 @@ impl Extra {
     /// Every extra the namespace's Role (deploy/rbac/role.yaml) grants; the node extras need a
     /// ClusterRole and are asked only when configured, and the secret-reading extras are what
     /// deploy/rbac leaves out on purpose (a runner reads no secret of its namespace).
-    pub const ALL: [Extra; 6] = [
+    pub(crate) const ALL: [Extra; 6] = [
         Extra::WatchPods,
         Extra::ListEvents,
         Extra::EphemeralContainers,
@@ -101,7 +101,7 @@ impl Extra {
     ];
 
     /// What the extra is, and what arc-hook does without it, for `arc-hook check`.
-    pub fn without(self) -> &'static str {
+    pub(crate) fn without(self) -> &'static str {
         match self {
             Extra::WatchPods => "watch pods (without: polling)",
             Extra::ListEvents => {
@@ -126,7 +126,7 @@ impl Extra {
         }
     }
 
-    pub fn permissions(self) -> &'static [Permission] {
+    pub(crate) fn permissions(self) -> &'static [Permission] {
         const WATCH_PODS: &[Permission] = &[p("", "pods", "", "watch")];
         const LIST_EVENTS: &[Permission] = &[p("", "events", "", "list")];
         const EPHEMERAL: &[Permission] = &[p("", "pods", "ephemeralcontainers", "patch")];
@@ -156,7 +156,7 @@ impl Extra {
 /// (its own are written once and removed by name; the build push secret is read by name only,
 /// [`push_secret_read`]), so a Role can leave out `get` and `list` on secrets, which would
 /// let a runner read the GitHub App key and the other runners' JIT configurations.
-pub fn required(command: CommandName) -> &'static [Permission] {
+pub(crate) fn required(command: CommandName) -> &'static [Permission] {
     const PREPARE: &[Permission] = &[
         p("", "pods", "", "get"),
         p("", "pods", "", "list"),
@@ -194,7 +194,7 @@ pub fn required(command: CommandName) -> &'static [Permission] {
 }
 
 /// Optional extras each command can use.
-pub fn extras(command: CommandName) -> &'static [Extra] {
+pub(crate) fn extras(command: CommandName) -> &'static [Extra] {
     match command {
         CommandName::PrepareJob => &[
             Extra::WatchPods,
@@ -222,7 +222,7 @@ pub fn extras(command: CommandName) -> &'static [Extra] {
 }
 
 /// Batch Jobs ([`Extra::BatchJobs`]), needed only where container steps run as Jobs.
-pub const JOB_PERMISSIONS: &[Permission] = &[
+pub(crate) const JOB_PERMISSIONS: &[Permission] = &[
     p("batch", "jobs", "", "get"),
     p("batch", "jobs", "", "list"),
     p("batch", "jobs", "", "create"),
@@ -231,7 +231,7 @@ pub const JOB_PERMISSIONS: &[Permission] = &[
 
 /// Cache-slot Leases ([`Extra::SlotLeases`]): taken by create, given an owner by patch, listed
 /// to find a node's slots, deleted by cleanup_job or when stale.
-pub const LEASE_PERMISSIONS: &[Permission] = &[
+pub(crate) const LEASE_PERMISSIONS: &[Permission] = &[
     p("coordination.k8s.io", "leases", "", "get"),
     p("coordination.k8s.io", "leases", "", "list"),
     p("coordination.k8s.io", "leases", "", "create"),
@@ -262,13 +262,13 @@ pub fn all_permissions() -> Vec<Permission> {
 
 /// What the service account may do, as far as this command cares.
 #[derive(Debug, Clone, Default)]
-pub struct Granted {
+pub(crate) struct Granted {
     pub missing_required: Vec<Permission>,
     pub extras: Vec<Extra>,
 }
 
 impl Granted {
-    pub fn has(&self, e: Extra) -> bool {
+    pub(crate) fn has(&self, e: Extra) -> bool {
         self.extras.contains(&e)
     }
 }
@@ -276,12 +276,16 @@ impl Granted {
 /// The one secret the hook reads: the build push secret (`ARC_HOOK_BUILD_PUSH_SECRET`), by its
 /// name, to ask the registry whether an image is already pushed. A Role grants it with
 /// `resourceNames: [<that name>]`, which grants no other secret.
-pub const PUSH_SECRET_READ: Permission = p("", "secrets", "", "get");
+pub(crate) const PUSH_SECRET_READ: Permission = p("", "secrets", "", "get");
 
 /// Whether the service account may `perm` on object `name` (a rule for the namespace's objects,
 /// or one naming it in `resourceNames`): from the rules review where it is complete, else one
 /// access review.
-pub async fn allowed_on(kube: &Kube, perm: Permission, name: &str) -> Result<bool, K8sError> {
+pub(crate) async fn allowed_on(
+    kube: &Kube,
+    perm: Permission,
+    name: &str,
+) -> Result<bool, K8sError> {
     match rules(kube).await? {
         Some(rules) => Ok(rules_allow_named(&rules, perm, Some(name))),
         None => allowed_named(kube, perm, Some(name)).await,
@@ -360,13 +364,17 @@ async fn rules(kube: &Kube) -> Result<Option<Vec<ResourceRule>>, K8sError> {
 
 /// Whether RBAC `rules` grant `perm` on the namespace's objects (not on one object by name):
 /// Kubernetes' own matching of verbs, API groups, `resource/subresource`, `*` and `*/sub`.
-pub fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
+pub(crate) fn rules_allow(rules: &[ResourceRule], perm: Permission) -> bool {
     rules_allow_named(rules, perm, None)
 }
 
 /// [`rules_allow`] for object `name` (`None`: the namespace's objects): a rule whose
 /// `resourceNames` list it grants it too.
-pub fn rules_allow_named(rules: &[ResourceRule], perm: Permission, name: Option<&str>) -> bool {
+pub(crate) fn rules_allow_named(
+    rules: &[ResourceRule],
+    perm: Permission,
+    name: Option<&str>,
+) -> bool {
     let resource = if perm.subresource.is_empty() {
         perm.resource.to_string()
     } else {
@@ -389,7 +397,11 @@ pub fn rules_allow_named(rules: &[ResourceRule], perm: Permission, name: Option<
 /// configuration (nodes): from the rules review where it is complete, else by one access review
 /// each, in parallel. If no review can be made, the extras are assumed absent and the required
 /// permissions are left for the API to enforce. Fails when the API server cannot be reached.
-pub async fn check(kube: &Kube, command: CommandName, also: &[Extra]) -> Result<Granted, K8sError> {
+pub(crate) async fn check(
+    kube: &Kube,
+    command: CommandName,
+    also: &[Extra],
+) -> Result<Granted, K8sError> {
     let req = required(command);
     let wanted: Vec<Extra> =
         extras(command)
@@ -438,11 +450,11 @@ pub async fn check(kube: &Kube, command: CommandName, also: &[Extra]) -> Result<
 }
 
 /// What to do about missing permissions.
-pub const MISSING_FIX: &str =
+pub(crate) const MISSING_FIX: &str =
     "grant them in the runner's Role (deploy/rbac/role.yaml has the full list)";
 
 /// What is missing, without the fix.
-pub fn missing_problem(missing: &[Permission], namespace: &str) -> String {
+pub(crate) fn missing_problem(missing: &[Permission], namespace: &str) -> String {
     let list: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
     format!(
         "the runner's service account may not {} in namespace {namespace}",
@@ -451,7 +463,7 @@ pub fn missing_problem(missing: &[Permission], namespace: &str) -> String {
 }
 
 /// One line naming what is missing and what to do, for the job log.
-pub fn missing_message(missing: &[Permission], namespace: &str) -> String {
+pub(crate) fn missing_message(missing: &[Permission], namespace: &str) -> String {
     format!("{}; {MISSING_FIX}", missing_problem(missing, namespace))
 }
 

@@ -12,14 +12,14 @@ use super::{K8sError, Kube};
 
 /// One container to wait for, and how long it may take to become ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadyWait {
+pub(crate) struct ReadyWait {
     pub container: String,
     pub within: Duration,
 }
 
 /// Why the containers did not all become ready.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadyError {
+pub(crate) enum ReadyError {
     /// A container did not become ready within its limit; `last_failure` is the kubelet's
     /// last `Unhealthy` event about it (the probe's output), when events can be read.
     #[error("container {container} was not ready within {}s", within.as_secs())]
@@ -38,7 +38,7 @@ pub enum ReadyError {
 }
 
 /// The containers of `waits` that are ready in this version of the pod.
-pub fn ready_containers(pod: &Pod, waits: &[ReadyWait]) -> BTreeSet<String> {
+pub(crate) fn ready_containers(pod: &Pod, waits: &[ReadyWait]) -> BTreeSet<String> {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -52,7 +52,7 @@ pub fn ready_containers(pod: &Pod, waits: &[ReadyWait]) -> BTreeSet<String> {
 /// Waits until every container of `waits` is ready, each within its own limit from now; calls
 /// `on_ready(container, after)` as each becomes ready. Event-driven: one watch of the pod where
 /// `can_watch`, else reads at the poll's pace.
-pub async fn wait_containers_ready(
+pub(crate) async fn wait_containers_ready(
     kube: &Kube,
     pod: &str,
     waits: &[ReadyWait],

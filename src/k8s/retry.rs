@@ -9,10 +9,10 @@ use super::K8sError;
 use super::client::CALL_TIMEOUT;
 
 /// How many times a call is tried before its error is returned.
-pub const MAX_ATTEMPTS: u32 = 8;
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
 /// Whether a kube error is worth another try.
-pub fn is_transient(e: &kube::Error) -> bool {
+pub(crate) fn is_transient(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => s.code == 429 || s.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
@@ -22,7 +22,7 @@ pub fn is_transient(e: &kube::Error) -> bool {
 
 /// The delay before attempt `attempt` (1-based): exponential from 100 ms, capped at 5 s, with
 /// full jitter so many runners retrying together do not stampede the API server.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let cap = Duration::from_millis(100 * 2u64.pow(attempt.min(6))).min(Duration::from_secs(5));
     let ms = rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis() as u64);
     Duration::from_millis(ms)
@@ -30,7 +30,7 @@ pub fn backoff(attempt: u32) -> Duration {
 
 /// Runs `call` until it succeeds, fails permanently, or `MAX_ATTEMPTS` are used up.
 /// `action` names the call in errors ("creating pod x").
-pub async fn with_retry<T, F, Fut>(action: &str, mut call: F) -> Result<T, K8sError>
+pub(crate) async fn with_retry<T, F, Fut>(action: &str, mut call: F) -> Result<T, K8sError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,

@@ -14,15 +14,15 @@ use super::retry::with_retry;
 use super::{K8sError, Kube};
 
 /// How often the job log hears about a workflow pod still waiting for the scheduler.
-pub const WAITING_NOTICE: Duration = Duration::from_secs(30);
+pub(crate) const WAITING_NOTICE: Duration = Duration::from_secs(30);
 
 /// The longest pause between two reads of a pod when it cannot be watched.
-pub const POLL_CAP: Duration = Duration::from_millis(500);
+pub(crate) const POLL_CAP: Duration = Duration::from_millis(500);
 
 /// Container waiting reasons that will not resolve by themselves. `CrashLoopBackOff` only ever
 /// shows for a container the kubelet restarts (a service); an ephemeral container is never
 /// restarted, so for step containers it simply never appears.
-pub const FATAL_WAITING: &[&str] = &[
+pub(crate) const FATAL_WAITING: &[&str] = &[
     "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",
@@ -42,7 +42,7 @@ pub const FATAL_WAITING: &[&str] = &[
 /// failure during the same resolve (`failed to resolve reference ...: failed to do request: Head
 /// ...: dial tcp ...: connect: connection timed out`, kubernetes/kubeadm#2936), or a refusal
 /// (401/403, `denied`, `unauthorized`) — are never a missing image. Pure.
-pub fn image_not_found(message: &str) -> bool {
+pub(crate) fn image_not_found(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     const OTHER_FAILURES: &[&str] = &[
         "unauthorized",
@@ -76,7 +76,7 @@ pub fn image_not_found(message: &str) -> bool {
 /// `ErrImagePull` cause, because a kubelet before 1.32 reports only `Back-off pulling image "x"`
 /// during the back-off (1.32 appends the cause: kubernetes/kubernetes#127918).
 #[derive(Debug)]
-pub struct PullWait {
+pub(crate) struct PullWait {
     limit: Duration,
     progress: Progress,
     since: Option<Instant>,
@@ -86,7 +86,7 @@ pub struct PullWait {
 
 impl PullWait {
     /// A wait of at most `limit` per episode; zero: never wait (pull errors fail at once).
-    pub fn new(limit: Duration, progress: Progress) -> Self {
+    pub(crate) fn new(limit: Duration, progress: Progress) -> Self {
         Self {
             limit,
             progress,
@@ -98,7 +98,7 @@ impl PullWait {
 
     /// When the only containers that cannot start are waiting for images the registry does not
     /// have, those images; `None` when the wait is off, or anything else is wrong.
-    pub fn missing_images<'a>(
+    pub(crate) fn missing_images<'a>(
         &mut self,
         statuses: impl IntoIterator<Item = &'a ContainerStatus>,
     ) -> Option<Vec<String>> {
@@ -142,7 +142,7 @@ impl PullWait {
 
     /// Keeps waiting for `images` (a job-log line at once and every [`WAITING_NOTICE`]), or,
     /// once the limit has passed, the failure naming them and `cause`.
-    pub fn keep_waiting(&mut self, images: &[String], cause: &str) -> Result<(), String> {
+    pub(crate) fn keep_waiting(&mut self, images: &[String], cause: &str) -> Result<(), String> {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
         let list = images.join(", ");
@@ -164,7 +164,7 @@ impl PullWait {
     }
 
     /// How long until the wait must look again: the next notice or the limit, at most `cap`.
-    pub fn next_look(&self, cap: Duration) -> Duration {
+    pub(crate) fn next_look(&self, cap: Duration) -> Duration {
         let Some(since) = self.since else {
             return cap;
         };
@@ -176,13 +176,13 @@ impl PullWait {
     }
 
     /// Whether an episode is running.
-    pub fn waiting(&self) -> bool {
+    pub(crate) fn waiting(&self) -> bool {
         self.since.is_some()
     }
 
     /// Ends an episode (the image came, or something else happened): how long it lasted, which a
     /// caller's own deadline gives back; one job-log line if it was reported.
-    pub fn resolved(&mut self) -> Duration {
+    pub(crate) fn resolved(&mut self) -> Duration {
         let Some(since) = self.since.take() else {
             return Duration::ZERO;
         };
@@ -195,7 +195,7 @@ impl PullWait {
 
 /// Where a pod stands on its way to running.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodProgress {
+pub(crate) enum PodProgress {
     /// Running, every container started.
     Running,
     /// Still on its way (scheduling, pulling...).
@@ -235,7 +235,7 @@ fn container_problem(s: &ContainerStatus) -> Option<String> {
 }
 
 /// Classifies a pod's status (pure; `classify` is what every wait decides with).
-pub fn classify(pod: &Pod) -> PodProgress {
+pub(crate) fn classify(pod: &Pod) -> PodProgress {
     if pod.metadata.deletion_timestamp.is_some() {
         return PodProgress::Failed("the pod is being deleted".into());
     }
@@ -334,7 +334,7 @@ pub fn classify(pod: &Pod) -> PodProgress {
 
 /// What the scheduler's `Unschedulable` message says about the pod's chances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchedulingVerdict {
+pub(crate) enum SchedulingVerdict {
     /// No node could ever take it (a request above every node's allocatable, an affinity or
     /// selector no node matches): the scheduler found preemption not helpful on every node.
     NeverFits,
@@ -349,7 +349,7 @@ pub enum SchedulingVerdict {
 /// 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.`
 /// Preemption is "not helpful" exactly where a filter failed unresolvably (NodeResourcesFit marks
 /// a request above the node's allocatable so), which is what tells a full node from a too-small one.
-pub fn scheduling_verdict(message: &str) -> SchedulingVerdict {
+pub(crate) fn scheduling_verdict(message: &str) -> SchedulingVerdict {
     let nodes = |part: &str| -> Option<u64> {
         let rest = part.trim_start().strip_prefix("0/")?;
         rest.split_once(' ')?.0.parse().ok()
@@ -417,7 +417,7 @@ fn live_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
 }
 
 /// Whether every container has started: running, or already terminated with an exit code.
-pub fn has_run(pod: &Pod) -> bool {
+pub(crate) fn has_run(pod: &Pod) -> bool {
     let Some(status) = pod.status.as_ref() else {
         return false;
     };
@@ -458,7 +458,7 @@ async fn list_pod_events(kube: &Kube, pod: &str) -> Vec<Event> {
 }
 
 /// The pod's recent events, oldest first, one line each (empty without permission).
-pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
+pub(crate) async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
     let events = list_pod_events(kube, pod).await;
     events
         .iter()
@@ -478,7 +478,7 @@ pub async fn pod_events(kube: &Kube, pod: &str) -> Vec<String> {
 
 /// The message of the latest `reason` event about one of the pod's containers (the kubelet
 /// names it by field path, `spec.containers{name}`), e.g. its last `Unhealthy` probe failure.
-pub async fn last_container_event(
+pub(crate) async fn last_container_event(
     kube: &Kube,
     pod: &str,
     container: &str,
@@ -506,7 +506,7 @@ async fn scaling_up(kube: &Kube, pod: &str) -> bool {
 
 /// What is wrong with a pod that should be running (evicted, deleted, a container killed),
 /// for explaining a failed exec; `None` when it looks healthy or cannot be read.
-pub async fn pod_problem(kube: &Kube, name: &str) -> Option<String> {
+pub(crate) async fn pod_problem(kube: &Kube, name: &str) -> Option<String> {
     let api = kube.pods();
     match with_retry(&format!("reading pod {name}"), || api.get_opt(name)).await {
         Ok(None) => Some(format!("pod {name} no longer exists")),
@@ -539,7 +539,7 @@ fn event_lines(events: &[String]) -> String {
 
 /// When the wait saw the pod's milestones.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Milestones {
+pub(crate) struct Milestones {
     /// When the pod was first seen scheduled (`PodScheduled=True`).
     pub scheduled: Option<Instant>,
 }
@@ -582,7 +582,7 @@ pub async fn wait_running(kube: &Kube, name: &str, opts: WaitOptions) -> Result<
 }
 
 /// [`wait_running`], noting when the pod was scheduled in `seen`.
-pub async fn wait_running_observed(
+pub(crate) async fn wait_running_observed(
     kube: &Kube,
     name: &str,
     opts: WaitOptions,
@@ -593,7 +593,7 @@ pub async fn wait_running_observed(
 
 /// Waits until init container `container` of pod `name` runs, failing as [`wait_running`] does
 /// (also when the init container ended, or the pod got past it: it ran without the hook).
-pub async fn wait_init_running(
+pub(crate) async fn wait_init_running(
     kube: &Kube,
     name: &str,
     container: &str,
@@ -773,7 +773,7 @@ async fn wait_until(
 /// list, then, where `can_watch`, a watch from its version that counts the deletions; else a list
 /// at the poll's pace (up to 1 s apart). A broken watch falls back to listing again; a refused
 /// one to listing for the rest of the wait.
-pub async fn wait_gone<K>(
+pub(crate) async fn wait_gone<K>(
     api: &kube::Api<K>,
     what: &str,
     lp: &ListParams,

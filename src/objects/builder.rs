@@ -17,21 +17,21 @@ use super::{BuildContext, runner_annotations, runner_labels};
 use crate::config::{BuildConfig, BuilderKind};
 
 /// The builder pod's only container.
-pub const BUILDER_CONTAINER: &str = "build";
+pub(crate) const BUILDER_CONTAINER: &str = "build";
 /// Where the build context is mounted (claim mode) or unpacked from (no-volume mode).
-pub const CONTEXT_MOUNT: &str = "/workspace";
+pub(crate) const CONTEXT_MOUNT: &str = "/workspace";
 /// Where the context archive secret is mounted in no-volume mode.
-pub const CONTEXT_ARCHIVE_MOUNT: &str = "/context";
+pub(crate) const CONTEXT_ARCHIVE_MOUNT: &str = "/context";
 /// The context archive's key in its secret.
-pub const CONTEXT_ARCHIVE_KEY: &str = "context.tar.gz";
+pub(crate) const CONTEXT_ARCHIVE_KEY: &str = "context.tar.gz";
 /// Where Kaniko reads registry credentials (`config.json`).
-pub const PUSH_CONFIG_MOUNT: &str = "/kaniko/.docker";
+pub(crate) const PUSH_CONFIG_MOUNT: &str = "/kaniko/.docker";
 /// Largest context that fits a secret (the API's limit is 1 MiB, less its own overhead).
-pub const MAX_CONTEXT_ARCHIVE: usize = 900 * 1024;
+pub(crate) const MAX_CONTEXT_ARCHIVE: usize = 900 * 1024;
 
 /// Where the build context comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildSource {
+pub(crate) enum BuildSource {
     /// A directory of the work claim (claim mode), as a sub-path.
     Claim { claim: String, sub_path: String },
     /// A gzip'd tar in a secret (no-volume mode: the job's files live only in the job pod).
@@ -40,7 +40,7 @@ pub enum BuildSource {
 
 /// One build: the pod name, the context, the Dockerfile's name inside it, where to push.
 #[derive(Debug, Clone)]
-pub struct BuildRequest {
+pub(crate) struct BuildRequest {
     pub pod_name: String,
     pub source: BuildSource,
     pub dockerfile: String,
@@ -48,7 +48,7 @@ pub struct BuildRequest {
 }
 
 /// The builder pod of the configured builder (BuildKit by default, or Kaniko).
-pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
+pub(crate) fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
     match build.kind {
         BuilderKind::BuildKit => super::buildkit::buildkit_pod(ctx, build, req),
         BuilderKind::Kaniko => kaniko_pod(ctx, build, req),
@@ -57,7 +57,7 @@ pub fn builder_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) 
 
 /// The Kaniko pod: Kaniko's own entrypoint with the build's flags; no privileges, no host
 /// mounts; the digest written to the termination message so the step runs exactly what was built.
-pub fn kaniko_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
+pub(crate) fn kaniko_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
     let (context_arg, dockerfile_arg) = match &req.source {
         BuildSource::Claim { .. } => (
             format!("--context=dir://{CONTEXT_MOUNT}"),
@@ -92,7 +92,7 @@ pub fn kaniko_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -
 /// What every builder pod has: the context (a read-only claim sub-path at `/workspace`, or the
 /// archive secret at `/context`), the push credentials as `config.json` in `push_config_mount`,
 /// no service account token, a deadline, and the runner's node for claim builds.
-pub fn builder_pod_shell(
+pub(crate) fn builder_pod_shell(
     ctx: &BuildContext,
     build: &BuildConfig,
     req: &BuildRequest,
@@ -184,7 +184,7 @@ pub fn builder_pod_shell(
 }
 
 /// The secret carrying a no-volume build's context archive.
-pub fn context_secret(ctx: &BuildContext, name: &str, archive: Vec<u8>) -> Secret {
+pub(crate) fn context_secret(ctx: &BuildContext, name: &str, archive: Vec<u8>) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -204,7 +204,7 @@ pub fn context_secret(ctx: &BuildContext, name: &str, archive: Vec<u8>) -> Secre
 
 /// A repository name for the action whose Dockerfile is at `dockerfile` (a runner path):
 /// `_actions/<owner>/<repo>/<ref>/<dir...>` gives `<owner>-<repo>[-<dir>...]`; others their directory's name.
-pub fn image_name(dockerfile: &str) -> String {
+pub(crate) fn image_name(dockerfile: &str) -> String {
     let dir = Path::new(dockerfile).parent().unwrap_or(Path::new(""));
     let parts: Vec<String> = dir
         .components()
@@ -242,7 +242,7 @@ pub fn image_name(dockerfile: &str) -> String {
 
 /// A hash of the context's names, modes, link targets and contents (first 16 hex digits of
 /// SHA-256): the same context gives the same tag.
-pub fn context_hash(dir: &Path) -> io::Result<String> {
+pub(crate) fn context_hash(dir: &Path) -> io::Result<String> {
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     hash_into(dir, "", &mut h)?;
     let d = h.finish();
@@ -286,7 +286,7 @@ impl Write for DigestWriter<'_> {
 
 /// A tar of `dir`'s contents wrapped in gzip with stored (uncompressed) deflate blocks: what
 /// Kaniko's `tar://` context reads, without a compression dependency for a few kilobytes.
-pub fn context_archive(dir: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn context_archive(dir: &Path) -> io::Result<Vec<u8>> {
     let mut tar_bytes = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tar_bytes);
@@ -298,7 +298,7 @@ pub fn context_archive(dir: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// RFC 1952 gzip of `data` using RFC 1951 stored blocks.
-pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip_stored(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 65535 * 5 + 32);
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
     let mut chunks = data.chunks(65535).peekable();

@@ -20,17 +20,17 @@ use super::builder::{
 use crate::config::BuildConfig;
 
 /// The rootless image's user.
-pub const BUILDKIT_UID: i64 = 1000;
+pub(crate) const BUILDKIT_UID: i64 = 1000;
 /// Where the rootless image's buildkitd keeps its state (an emptyDir: nothing outlives the pod).
-pub const BUILDKIT_STATE: &str = "/home/user/.local/share/buildkit";
+pub(crate) const BUILDKIT_STATE: &str = "/home/user/.local/share/buildkit";
 /// Where buildctl reads push credentials (`$DOCKER_CONFIG/config.json`).
-pub const BUILDKIT_DOCKER_CONFIG: &str = "/home/user/.docker";
+pub(crate) const BUILDKIT_DOCKER_CONFIG: &str = "/home/user/.docker";
 /// The daemonless entry point shipped in `moby/buildkit` images.
-pub const DAEMONLESS: &str = "buildctl-daemonless.sh";
+pub(crate) const DAEMONLESS: &str = "buildctl-daemonless.sh";
 
 /// `buildctl build` arguments: the Dockerfile frontend, the context directory, the pushed image
 /// and its metadata (with the digest) written to the termination message.
-pub fn buildctl_args(req: &BuildRequest) -> Vec<String> {
+pub(crate) fn buildctl_args(req: &BuildRequest) -> Vec<String> {
     [
         "build",
         "--frontend",
@@ -52,7 +52,7 @@ pub fn buildctl_args(req: &BuildRequest) -> Vec<String> {
 }
 
 /// The BuildKit builder pod for `req`.
-pub fn buildkit_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
+pub(crate) fn buildkit_pod(ctx: &BuildContext, build: &BuildConfig, req: &BuildRequest) -> Pod {
     let remote = build.buildkit_host.as_deref();
     let (command, mut env) = match remote {
         Some(host) => (
@@ -164,7 +164,7 @@ fn add_empty_dir(
 
 /// The pushed digest in a builder's termination message: Kaniko's digest file (`sha256:...`)
 /// or BuildKit's metadata JSON (`containerimage.digest`).
-pub fn pushed_digest(message: &str) -> Option<String> {
+pub(crate) fn pushed_digest(message: &str) -> Option<String> {
     let m = message.trim();
     if m.starts_with("sha256:") {
         return Some(m.to_string());

@@ -14,9 +14,9 @@ use super::pod::{user_mounts, work_mount};
 use crate::protocol::RunContainerStepArgs;
 
 /// Where the work volume is mounted whole, besides `/__w`.
-pub const GITHUB_MOUNT: &str = "/github";
+pub(crate) const GITHUB_MOUNT: &str = "/github";
 /// Fields an ephemeral container may carry (the API server's allow-list), as in the JSON.
-pub const ALLOWED_FIELDS: &[&str] = &[
+pub(crate) const ALLOWED_FIELDS: &[&str] = &[
     "name",
     "image",
     "command",
@@ -43,7 +43,7 @@ pub struct NotEphemeral(pub String);
 
 /// The names `/github/<name>` may take as a link at the work volume's root: the runner's own
 /// mounts for container actions. cleanup_job removes exactly these.
-pub const GITHUB_LINK_NAMES: [&str; 5] = [
+pub(crate) const GITHUB_LINK_NAMES: [&str; 5] = [
     "workspace",
     "file_commands",
     "home",
@@ -53,7 +53,7 @@ pub const GITHUB_LINK_NAMES: [&str; 5] = [
 
 /// The links at the work volume's root that make the step's `/github/*` mounts resolve:
 /// `(name, relative target)`. A mount elsewhere, or a read-only one, cannot be a link.
-pub fn github_links(mounts: &[StepMount]) -> Result<Vec<(String, String)>, NotEphemeral> {
+pub(crate) fn github_links(mounts: &[StepMount]) -> Result<Vec<(String, String)>, NotEphemeral> {
     mounts
         .iter()
         .map(|m| {

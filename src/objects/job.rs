@@ -15,13 +15,13 @@ use super::{
 use crate::protocol::{Mount, RunContainerStepArgs};
 
 /// The step container's name (and `$step` in templates).
-pub const STEP_CONTAINER_NAME: &str = "step";
+pub(crate) const STEP_CONTAINER_NAME: &str = "step";
 /// Seconds a finished step Job is kept before Kubernetes removes it (cleanup_job removes it sooner).
-pub const STEP_JOB_TTL_SECONDS: i32 = 300;
+pub(crate) const STEP_JOB_TTL_SECONDS: i32 = 300;
 
 /// One of a container step's `/github/*` mounts, on the work volume.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepMount {
+pub(crate) struct StepMount {
     /// Where the step sees it, e.g. `/github/workspace`.
     pub target: String,
     /// The directory of the work volume (`""` for its root), e.g. `repo/repo`.
@@ -40,7 +40,7 @@ const RUNNER_STEP_MOUNTS: [(&str, &str); 4] = [
 
 /// A container step's mounts from the runner's `systemMountVolumes`, each mapped onto the work
 /// volume. The docker socket has no meaning on Kubernetes and is skipped.
-pub fn step_system_mounts(
+pub(crate) fn step_system_mounts(
     system: &[Mount],
     workspace_subpath: &str,
 ) -> Result<Vec<StepMount>, BuildError> {
@@ -88,7 +88,7 @@ const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The mounts a container action sees in its own pod: `/__w`, then the runner's `/github/*`
 /// mounts as sub-paths of the work volume.
-pub fn container_step_mounts(system: &[StepMount]) -> Vec<VolumeMount> {
+pub(crate) fn container_step_mounts(system: &[StepMount]) -> Vec<VolumeMount> {
     let mut mounts = vec![work_mount("/__w", None, false)];
     mounts.extend(system.iter().map(|m| {
         work_mount(
@@ -103,14 +103,14 @@ pub fn container_step_mounts(system: &[StepMount]) -> Vec<VolumeMount> {
 /// What a container step runs, as Docker mode would: the entrypoint and arguments taken
 /// literally (no `$(VAR)` expansion), the working directory and the environment; the same for a
 /// Job's container and an ephemeral one.
-pub struct StepProcess {
+pub(crate) struct StepProcess {
     pub command: Option<Vec<String>>,
     pub args: Option<Vec<String>>,
     pub working_dir: Option<String>,
     pub env: Vec<k8s_openapi::api::core::v1::EnvVar>,
 }
 
-pub fn step_process(args: &RunContainerStepArgs) -> Result<StepProcess, BuildError> {
+pub(crate) fn step_process(args: &RunContainerStepArgs) -> Result<StepProcess, BuildError> {
     Ok(StepProcess {
         command: args
             .entry_point
@@ -125,7 +125,7 @@ pub fn step_process(args: &RunContainerStepArgs) -> Result<StepProcess, BuildErr
 
 /// The step container: the image's own entrypoint unless the step names one (docker semantics:
 /// `entryPointArgs` replace the image's CMD).
-pub fn step_container(
+pub(crate) fn step_container(
     args: &RunContainerStepArgs,
     image: &str,
     workspace_subpath: &str,
@@ -151,7 +151,7 @@ pub fn step_container(
 }
 
 /// Builds the step Job (before template merge).
-pub fn container_step_job(
+pub(crate) fn container_step_job(
     ctx: &BuildContext,
     name: &str,
     container: Container,

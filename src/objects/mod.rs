@@ -1,16 +1,16 @@
 //! Pure construction of every Kubernetes object the hook creates; `render`, the hooks and the tests all call it.
 
-pub mod builder;
-pub mod buildkit;
+pub(crate) mod builder;
+pub(crate) mod buildkit;
 pub mod ephemeral;
-pub mod job;
+pub(crate) mod job;
 pub mod names;
-pub mod options;
-pub mod pod;
-pub mod ports;
-pub mod secret;
+pub(crate) mod options;
+pub(crate) mod pod;
+pub(crate) mod ports;
+pub(crate) mod secret;
 pub mod slot_lock;
-pub mod step_pod;
+pub(crate) mod step_pod;
 
 use std::collections::BTreeMap;
 
@@ -19,17 +19,17 @@ use k8s_openapi::api::core::v1::EnvVar;
 use crate::config::WorkVolumeMode;
 
 /// Label upstream puts on every object of a runner; kept so leftovers of either hook are found.
-pub const RUNNER_POD_LABEL: &str = "runner-pod";
+pub(crate) const RUNNER_POD_LABEL: &str = "runner-pod";
 /// The runner pod's full name on every object (the label may hold a hashed form of it).
-pub const RUNNER_POD_ANNOTATION: &str = "arc-hook.dev/runner-pod";
+pub(crate) const RUNNER_POD_ANNOTATION: &str = "arc-hook.dev/runner-pod";
 /// Label naming what an object is for (`workflow`, `step`, `registry-credentials`).
-pub const ROLE_LABEL: &str = "arc-hook.dev/role";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "arc-hook";
+pub(crate) const ROLE_LABEL: &str = "arc-hook.dev/role";
+pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub(crate) const MANAGED_BY: &str = "arc-hook";
 /// The job container's name (and `$job` in templates).
-pub const JOB_CONTAINER_NAME: &str = "job";
+pub(crate) const JOB_CONTAINER_NAME: &str = "job";
 /// The work volume's name in the workflow pod.
-pub const WORK_VOLUME_NAME: &str = "work";
+pub(crate) const WORK_VOLUME_NAME: &str = "work";
 
 /// A runner input the hook cannot turn into a valid object.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -80,7 +80,7 @@ pub struct BuildContext {
 }
 
 /// The warning for docker `options:` a container asked for, which Kubernetes cannot apply.
-pub fn ignored_options_warning(options: Option<&str>, what: &str) -> Option<String> {
+pub(crate) fn ignored_options_warning(options: Option<&str>, what: &str) -> Option<String> {
     options.filter(|o| !o.trim().is_empty()).map(|o| {
         format!("{what}: container options {o:?} are docker flags and are ignored on Kubernetes; use the worker-podspec template instead")
     })
@@ -103,7 +103,7 @@ pub(crate) fn test_context() -> BuildContext {
 }
 
 /// The labels every object of this runner carries.
-pub fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String> {
+pub(crate) fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             RUNNER_POD_LABEL.to_string(),
@@ -115,7 +115,7 @@ pub fn runner_labels(ctx: &BuildContext, role: &str) -> BTreeMap<String, String>
 }
 
 /// The label selector matching every object of this runner.
-pub fn runner_selector(runner_pod: &str) -> String {
+pub(crate) fn runner_selector(runner_pod: &str) -> String {
     format!(
         "{RUNNER_POD_LABEL}={}",
         names::runner_label_value(runner_pod)
@@ -123,13 +123,13 @@ pub fn runner_selector(runner_pod: &str) -> String {
 }
 
 /// The annotations every object of this runner carries: its full name.
-pub fn runner_annotations(ctx: &BuildContext) -> BTreeMap<String, String> {
+pub(crate) fn runner_annotations(ctx: &BuildContext) -> BTreeMap<String, String> {
     BTreeMap::from([(RUNNER_POD_ANNOTATION.to_string(), ctx.runner_pod.clone())])
 }
 
 /// Whether an object found under our name (an AlreadyExists) is this runner's: its
 /// `runner-pod` label must be ours. Another runner's object is never adopted.
-pub fn owned_by(labels: Option<&BTreeMap<String, String>>, runner_pod: &str) -> bool {
+pub(crate) fn owned_by(labels: Option<&BTreeMap<String, String>>, runner_pod: &str) -> bool {
     labels
         .and_then(|l| l.get(RUNNER_POD_LABEL))
         .is_some_and(|v| *v == names::runner_label_value(runner_pod))
@@ -137,7 +137,7 @@ pub fn owned_by(labels: Option<&BTreeMap<String, String>>, runner_pod: &str) -> 
 
 /// Which container an environment is for: Docker mode treats them differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnvFor {
+pub(crate) enum EnvFor {
     /// The job container or a service (`docker create -e KEY` without the value in docker's
     /// environment drops an empty variable; upstream drops `HOME`, the runner's own).
     JobOrService,
@@ -148,18 +148,18 @@ pub enum EnvFor {
 
 /// `value` written so the kubelet passes it on unchanged: it expands `$(VAR)` and turns `$$`
 /// into `$` in a container's `command`, `args` and `env` values, so every `$` is doubled.
-pub fn kubelet_literal(value: &str) -> String {
+pub(crate) fn kubelet_literal(value: &str) -> String {
     value.replace('$', "$$")
 }
 
 /// A command line (entry point or arguments) with every word made a [`kubelet_literal`].
-pub fn kubelet_literals(words: &[String]) -> Vec<String> {
+pub(crate) fn kubelet_literals(words: &[String]) -> Vec<String> {
     words.iter().map(|w| kubelet_literal(w)).collect()
 }
 
 /// The container's env: the runner's variables byte-exact (see [`kubelet_literal`]), then
 /// `GITHUB_ACTIONS=true` and `CI=true` unless set, as Docker mode adds them.
-pub fn container_env(
+pub(crate) fn container_env(
     vars: &BTreeMap<String, String>,
     field: &str,
     target: EnvFor,

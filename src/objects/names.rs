@@ -43,7 +43,7 @@ pub fn runner_label_value(runner_pod: &str) -> String {
 }
 
 /// Eight random lowercase alphanumerics, like upstream's suffixes.
-pub fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..8)
@@ -52,7 +52,7 @@ pub fn random_suffix() -> String {
 }
 
 /// A deterministic eight-character suffix derived from `seed` (for `render` and golden files).
-pub fn stable_suffix(seed: &str) -> String {
+pub(crate) fn stable_suffix(seed: &str) -> String {
     // FNV-1a: stable across Rust versions, unlike DefaultHasher.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in seed.bytes() {
@@ -67,7 +67,7 @@ pub fn stable_suffix(seed: &str) -> String {
 
 /// Upstream's service container name, derived from the image: `ghcr.io/x/redis:7` -> `redis`.
 /// Templates written for upstream address services by it (`$redis`).
-pub fn image_derived_name(image: &str) -> String {
+pub(crate) fn image_derived_name(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
     let no_digest = last.split('@').next().unwrap_or(last);
     no_digest.split(':').next().unwrap_or(no_digest).to_string()
@@ -76,7 +76,9 @@ pub fn image_derived_name(image: &str) -> String {
 /// Container names for the job's services: each one's image-derived name (upstream's rule; the
 /// runner sends no service key) made a valid DNS-1123 label, unique among themselves and
 /// distinct from `job`.
-pub fn service_container_names<'a>(images: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn service_container_names<'a>(
+    images: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
     let mut taken: Vec<String> = vec![super::JOB_CONTAINER_NAME.to_string()];
     let mut out = Vec::new();
     for image in images {

@@ -23,14 +23,14 @@ use crate::docker_options::{
 use crate::protocol::PrepareJobArgs;
 
 /// The extended resource `--gpus N` asks for (the NVIDIA device plugin's).
-pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+pub(crate) const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Where docker mounts the shared-memory tmpfs `--shm-size` sizes.
-pub const SHM_PATH: &str = "/dev/shm";
+pub(crate) const SHM_PATH: &str = "/dev/shm";
 
 /// A container's options cannot be applied; displays as one line naming the container.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} options: {error}")]
-pub struct ContainerOptionsError {
+pub(crate) struct ContainerOptionsError {
     /// `job container` or `service <name>`.
     pub what: String,
     pub error: OptionsError,
@@ -38,20 +38,20 @@ pub struct ContainerOptionsError {
 
 /// A service with a docker health check (`--health-cmd`): prepare_job waits until it is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceHealth {
+pub(crate) struct ServiceHealth {
     pub container: String,
     pub check: HealthCheck,
 }
 
 /// What applying the options left for the hook: warnings for the job log, services to wait for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppliedOptions {
+pub(crate) struct AppliedOptions {
     pub warnings: Vec<String>,
     pub health: Vec<ServiceHealth>,
 }
 
 /// Applies the job container's and every service's `createOptions` to the workflow pod.
-pub fn apply_job_options(
+pub(crate) fn apply_job_options(
     pod: &mut Pod,
     args: &PrepareJobArgs,
     services: &[ServiceContainer],
@@ -88,7 +88,7 @@ pub fn apply_job_options(
 }
 
 /// Kubernetes probes count whole seconds, at least one.
-pub fn probe_seconds(d: Duration) -> i32 {
+pub(crate) fn probe_seconds(d: Duration) -> i32 {
     let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     i32::try_from(whole.max(1)).unwrap_or(i32::MAX)
 }
@@ -103,7 +103,7 @@ pub fn probe_seconds(d: Duration) -> i32 {
 /// the first success change nothing (the container starts unready, as docker's `starting`), and
 /// the start period only lengthens how long prepare_job waits before calling it unhealthy.
 /// The command runs as `/bin/sh -c`, as docker runs a `--health-cmd` string (`CMD-SHELL`).
-pub fn readiness_probe(check: &HealthCheck) -> Probe {
+pub(crate) fn readiness_probe(check: &HealthCheck) -> Probe {
     Probe {
         exec: Some(ExecAction {
             command: Some(vec!["/bin/sh".into(), "-c".into(), check.command.clone()]),
@@ -155,7 +155,7 @@ fn apply_health(
 /// Parses, checks and applies one container's options; returns the warnings and, for a service,
 /// its health check. The job container's `--hostname` names the pod; a service's is ignored
 /// with a warning (one pod has one host name).
-pub fn apply_container_options(
+pub(crate) fn apply_container_options(
     pod: &mut Pod,
     container: &str,
     what: &str,

@@ -16,16 +16,16 @@ use crate::config::WorkVolumeMode;
 use crate::protocol::{ContainerDefinition, Mount, PrepareJobArgs};
 
 /// The node label the workflow pod's required node affinity names (the runner's node).
-pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+pub(crate) const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// Label on the workflow pod: the node cache slot (`${CACHE_SLOT}`) its job holds.
-pub const CACHE_SLOT_LABEL: &str = "arc-hook.dev/cache-slot";
+pub(crate) const CACHE_SLOT_LABEL: &str = "arc-hook.dev/cache-slot";
 
 /// The job container's keep-alive command when the runner gives no entry point (as upstream).
-pub const KEEP_ALIVE: [&str; 3] = ["tail", "-f", "/dev/null"];
+pub(crate) const KEEP_ALIVE: [&str; 3] = ["tail", "-f", "/dev/null"];
 
 /// The workflow pod and what the response and template merge need to know about it.
 #[derive(Debug, Clone)]
-pub struct JobPod {
+pub(crate) struct JobPod {
     pub pod: Pod,
     /// Port mappings of the job container (empty without one).
     pub job_ports: Vec<PortMapping>,
@@ -36,7 +36,7 @@ pub struct JobPod {
 }
 
 #[derive(Debug, Clone)]
-pub struct ServiceContainer {
+pub(crate) struct ServiceContainer {
     pub container_name: String,
     pub image: String,
     pub image_name: String,
@@ -44,7 +44,7 @@ pub struct ServiceContainer {
 }
 
 /// The work volume: the runner's claim, or an emptyDir the hook fills (no-volume mode).
-pub fn work_volume(ctx: &BuildContext) -> Volume {
+pub(crate) fn work_volume(ctx: &BuildContext) -> Volume {
     match ctx.work_volume {
         WorkVolumeMode::Claim => Volume {
             name: WORK_VOLUME_NAME.into(),
@@ -62,7 +62,7 @@ pub fn work_volume(ctx: &BuildContext) -> Volume {
     }
 }
 
-pub fn work_mount(mount_path: &str, sub_path: Option<&str>, read_only: bool) -> VolumeMount {
+pub(crate) fn work_mount(mount_path: &str, sub_path: Option<&str>, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: WORK_VOLUME_NAME.into(),
         mount_path: mount_path.into(),
@@ -74,7 +74,7 @@ pub fn work_mount(mount_path: &str, sub_path: Option<&str>, read_only: bool) -> 
 
 /// The job container's mounts, as upstream: `/__w`, externals at `/__e`, `/github/home` and
 /// `/github/workflow` from `_temp`, then the user's volumes under `_work`.
-pub fn job_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError> {
+pub(crate) fn job_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError> {
     let mut m = vec![
         work_mount("/__w", None, false),
         // The runner asks for the externals read-only: no step may change the node or tools of
@@ -94,7 +94,7 @@ pub fn job_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError>
 /// The user's `volumes:`: sub-paths of the work volume, and an emptyDir for each volume without a
 /// source (`volumes: [/cache]`, Docker's anonymous volume).
 #[derive(Debug, Clone, Default)]
-pub struct UserMounts {
+pub(crate) struct UserMounts {
     pub mounts: Vec<VolumeMount>,
     /// The emptyDir volumes the anonymous mounts need in the pod.
     pub volumes: Vec<Volume>,
@@ -102,7 +102,7 @@ pub struct UserMounts {
 
 /// The user's `volumes:`. Kubernetes cannot mount the runner's host paths into another pod, so
 /// only paths under `_work` are accepted.
-pub fn user_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError> {
+pub(crate) fn user_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError> {
     let mut out = UserMounts::default();
     for (i, m) in user.iter().enumerate() {
         let Some(source) = m.source_volume_path.as_deref() else {
@@ -135,11 +135,11 @@ pub fn user_mounts(user: &[Mount], field: &str) -> Result<UserMounts, BuildError
 
 /// The runner's file-command directory on the work volume: the runner reads it after every
 /// step, with its own rights.
-pub const RUNNER_FILE_COMMANDS: &str = "_temp/_runner_file_commands";
+pub(crate) const RUNNER_FILE_COMMANDS: &str = "_temp/_runner_file_commands";
 /// Claim mode: the job's own file-command directory on the work volume. Every container the hook
 /// creates sees it where the runner's would be; the hook copies the runner's files in before a
 /// step and delivers them back after it (`hooks::file_commands`).
-pub const JOB_FILE_COMMANDS: &str = "_temp/_arc_hook_file_commands";
+pub(crate) const JOB_FILE_COMMANDS: &str = "_temp/_arc_hook_file_commands";
 
 /// A work-volume sub-path with `.` and empty components dropped (`_temp//./x/` -> `_temp/x`).
 fn normal_subpath(sub: &str) -> String {
@@ -150,7 +150,7 @@ fn normal_subpath(sub: &str) -> String {
 }
 
 /// Claim mode: a sub-path at or below the runner's file-command directory, moved to the job's own.
-pub fn job_side_subpath(sub: &str) -> String {
+pub(crate) fn job_side_subpath(sub: &str) -> String {
     let sub = normal_subpath(sub);
     match sub.strip_prefix(RUNNER_FILE_COMMANDS) {
         Some("") => JOB_FILE_COMMANDS.to_string(),
@@ -166,7 +166,7 @@ pub fn job_side_subpath(sub: &str) -> String {
 /// `_runner_file_commands`: the kernel refuses to rename or remove a mount point (`EBUSY`), in
 /// whatever path it is reached by, and what a mount covers cannot be reached through it.
 /// Mounts at or below the runner's directory are moved to the job's.
-pub fn guard_runner_reads(
+pub(crate) fn guard_runner_reads(
     mounts: Vec<VolumeMount>,
     field: &str,
 ) -> Result<Vec<VolumeMount>, BuildError> {
@@ -215,7 +215,7 @@ pub fn guard_runner_reads(
 }
 
 /// `/home/runner/_work/repo/x` -> `repo/x`; relative paths are taken relative to `_work`.
-pub fn work_subpath(source: &str) -> Option<String> {
+pub(crate) fn work_subpath(source: &str) -> Option<String> {
     let source = source.trim_end_matches('/');
     if !source.starts_with('/') {
         return (!source.split('/').any(|c| c == "..")).then(|| source.to_string());
@@ -250,7 +250,7 @@ fn base_container(
 }
 
 /// Builds the workflow pod for prepare_job (before template merge).
-pub fn job_pod(
+pub(crate) fn job_pod(
     ctx: &BuildContext,
     args: &PrepareJobArgs,
     pull_secret: Option<&str>,
@@ -353,7 +353,7 @@ pub fn job_pod(
 
 /// The init container that, in no-volume mode, makes the directories the kubelet and the runtime
 /// would otherwise make as root before the job container starts.
-pub const WORK_DIRS_INIT_NAME: &str = "arc-hook-work-dirs";
+pub(crate) const WORK_DIRS_INIT_NAME: &str = "arc-hook-work-dirs";
 
 /// No-volume mode: the work emptyDir's sub-path mount points (`externals`, `_temp/_github_home`,
 /// `_temp/_github_workflow`, the user's volumes) and the job container's working directory, made
@@ -363,7 +363,7 @@ pub const WORK_DIRS_INIT_NAME: &str = "arc-hook-work-dirs";
 /// or modes, so the first copy into the pod failed (`Cannot utime: Operation not permitted`).
 /// Made here, they belong to the job's user. The image already needs `sh` (every step is run by
 /// it); nothing else of the image is used. No job container, or nothing to make: no init container.
-pub fn make_work_dirs_first(pod: &mut Pod) {
+pub(crate) fn make_work_dirs_first(pod: &mut Pod) {
     let Some(spec) = pod.spec.as_mut() else {
         return;
     };
@@ -426,7 +426,7 @@ pub fn make_work_dirs_first(pod: &mut Pod) {
 }
 
 /// In claim mode, [`guard_runner_reads`]; an emptyDir (no-volume mode) is the job's alone.
-pub fn guarded(
+pub(crate) fn guarded(
     ctx: &BuildContext,
     mounts: Vec<VolumeMount>,
     field: &str,
@@ -462,7 +462,7 @@ fn workflow_labels(ctx: &BuildContext) -> std::collections::BTreeMap<String, Str
 /// rather than fail in the kubelet (`OutOfcpu`): `kubernetes.io/hostname In [node]` joins every
 /// required node-selector term (terms are ORed, so each must carry it). A template's own terms
 /// are kept. Nothing when the scheduler may place the pod anywhere. Idempotent.
-pub fn pin_to_node(spec: &mut PodSpec, ctx: &BuildContext) {
+pub(crate) fn pin_to_node(spec: &mut PodSpec, ctx: &BuildContext) {
     let Some(node) = ctx.node_name.as_deref().filter(|_| !ctx.use_kube_scheduler) else {
         return;
     };
@@ -496,7 +496,8 @@ pub fn pin_to_node(spec: &mut PodSpec, ctx: &BuildContext) {
 
 /// The node a pod is bound or pinned to: `spec.nodeName`, else the hostname its required node
 /// affinity names (as [`pin_to_node`] writes it).
-pub fn pinned_node(pod: &Pod) -> Option<String> {
+#[cfg(test)] // only the unit tests use it
+pub(crate) fn pinned_node(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     if let Some(n) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
         return Some(n.clone());

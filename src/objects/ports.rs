@@ -8,14 +8,14 @@ use super::BuildError;
 
 /// One parsed mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortMapping {
+pub(crate) struct PortMapping {
     pub host_port: Option<i32>,
     pub container_port: i32,
     pub protocol: &'static str,
 }
 
 /// Parses `[host:]container[/tcp|udp|sctp]`.
-pub fn parse_port_mapping(value: &str, field: &str) -> Result<PortMapping, BuildError> {
+pub(crate) fn parse_port_mapping(value: &str, field: &str) -> Result<PortMapping, BuildError> {
     let err = |reason: &str| BuildError::Port {
         field: field.to_string(),
         value: value.to_string(),
@@ -71,7 +71,10 @@ pub fn parse_port_mapping(value: &str, field: &str) -> Result<PortMapping, Build
 }
 
 /// Parses every mapping of a container (`field` names it in errors, e.g. `args.container.portMappings`).
-pub fn parse_port_mappings(values: &[String], field: &str) -> Result<Vec<PortMapping>, BuildError> {
+pub(crate) fn parse_port_mappings(
+    values: &[String],
+    field: &str,
+) -> Result<Vec<PortMapping>, BuildError> {
     values
         .iter()
         .enumerate()
@@ -79,7 +82,7 @@ pub fn parse_port_mappings(values: &[String], field: &str) -> Result<Vec<PortMap
         .collect()
 }
 
-pub fn container_ports(mappings: &[PortMapping]) -> Option<Vec<ContainerPort>> {
+pub(crate) fn container_ports(mappings: &[PortMapping]) -> Option<Vec<ContainerPort>> {
     if mappings.is_empty() {
         return None;
     }
@@ -98,7 +101,7 @@ pub fn container_ports(mappings: &[PortMapping]) -> Option<Vec<ContainerPort>> {
 
 /// The runner's `ports` context: container port -> the port the job reaches it on. Without a
 /// host port, the job container reaches a service on its own port (same pod network).
-pub fn context_ports(mappings: &[PortMapping]) -> BTreeMap<String, String> {
+pub(crate) fn context_ports(mappings: &[PortMapping]) -> BTreeMap<String, String> {
     mappings
         .iter()
         .map(|m| {

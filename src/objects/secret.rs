@@ -13,14 +13,14 @@ use super::{BuildContext, BuildError, runner_annotations, runner_labels};
 use crate::protocol::Registry;
 
 /// Credentials for one image, with the field path used in errors.
-pub struct PullCredentials<'a> {
+pub(crate) struct PullCredentials<'a> {
     pub field: String,
     pub image: &'a str,
     pub registry: &'a Registry,
 }
 
 /// The registry host an image reference names, if any (`host[:port]/repo`, or `localhost/repo`).
-pub fn registry_host(image: &str) -> Option<&str> {
+pub(crate) fn registry_host(image: &str) -> Option<&str> {
     let (first, rest) = image.split_once('/')?;
     (!rest.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost"))
         .then_some(first)
@@ -28,7 +28,7 @@ pub fn registry_host(image: &str) -> Option<&str> {
 
 /// Builds the pull secret for every credentialled image (job container and services), one
 /// `auths` entry per registry. Returns `None` when no image has credentials.
-pub fn registry_secret(
+pub(crate) fn registry_secret(
     ctx: &BuildContext,
     name: &str,
     creds: &[PullCredentials<'_>],
@@ -97,7 +97,7 @@ pub fn registry_secret(
 }
 
 /// A copy of `secret` with every data value replaced, for printing.
-pub fn redacted(secret: &Secret) -> Secret {
+pub(crate) fn redacted(secret: &Secret) -> Secret {
     let mut s = secret.clone();
     if let Some(data) = s.data.as_mut() {
         for v in data.values_mut() {

@@ -12,20 +12,20 @@ use super::{BuildContext, runner_annotations, runner_labels};
 use crate::validate::{to_dns1123_label, truncate_label};
 
 /// Label on every lock: the node it is for ([`node_key`]), so one list finds a node's locks.
-pub const SLOT_NODE_LABEL: &str = "arc-hook.dev/cache-slot-node";
+pub(crate) const SLOT_NODE_LABEL: &str = "arc-hook.dev/cache-slot-node";
 /// Annotation on every lock: the workflow pod holding the slot.
-pub const SLOT_HOLDER_ANNOTATION: &str = "arc-hook.dev/cache-slot-holder";
+pub(crate) const SLOT_HOLDER_ANNOTATION: &str = "arc-hook.dev/cache-slot-holder";
 /// The node key of pods the scheduler places: their node is unknown when the slot is taken,
 /// so their slots are distinct across the namespace (which keeps them distinct on every node).
-pub const ANY_NODE: &str = "any-node";
+pub(crate) const ANY_NODE: &str = "any-node";
 /// The role label (`arc-hook.dev/role`) of the locks.
-pub const SLOT_LOCK_ROLE: &str = "cache-slot";
+pub(crate) const SLOT_LOCK_ROLE: &str = "cache-slot";
 /// Room for the node in a lock's name (`arc-hook-slot-<node>-<slot>`), well inside 63 characters.
 const NODE_ROOM: usize = 40;
 
 /// The node's part of lock names and the [`SLOT_NODE_LABEL`] value: the node name where it is a
 /// short DNS label, else a readable head and a hash of the whole (so two nodes never share one).
-pub fn node_key(node: Option<&str>) -> String {
+pub(crate) fn node_key(node: Option<&str>) -> String {
     let Some(node) = node else {
         return ANY_NODE.to_string();
     };
@@ -38,7 +38,7 @@ pub fn node_key(node: Option<&str>) -> String {
 }
 
 /// `arc-hook-slot-<node key>-<slot>`: the one name every job on the node races to create.
-pub fn lock_name(node_key: &str, slot: u32) -> String {
+pub(crate) fn lock_name(node_key: &str, slot: u32) -> String {
     format!("arc-hook-slot-{node_key}-{slot}")
 }
 
@@ -72,7 +72,7 @@ pub fn slot_lease(ctx: &BuildContext, node_key: &str, slot: u32, holder: &str) -
 /// The fallback lock: an empty Secret of the same name (ARC's default Role may create and
 /// delete secrets, not leases). It cannot be given an owner (no patch on secrets), so
 /// cleanup_job removes it by its runner label, and a stale one is reclaimed by its holder's state.
-pub fn slot_secret(ctx: &BuildContext, node_key: &str, slot: u32, holder: &str) -> Secret {
+pub(crate) fn slot_secret(ctx: &BuildContext, node_key: &str, slot: u32, holder: &str) -> Secret {
     Secret {
         metadata: lock_meta(ctx, node_key, slot, holder),
         type_: Some("Opaque".to_string()),

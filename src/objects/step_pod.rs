@@ -20,16 +20,16 @@ use super::JOB_CONTAINER_NAME;
 use super::pod::work_mount;
 
 /// The init container that receives the step's files.
-pub const FILES_IN_CONTAINER: &str = "arc-hook-files-in";
+pub(crate) const FILES_IN_CONTAINER: &str = "arc-hook-files-in";
 /// The container that stays up to give back what the step changed.
-pub const FILES_OUT_CONTAINER: &str = "arc-hook-files-out";
+pub(crate) const FILES_OUT_CONTAINER: &str = "arc-hook-files-out";
 /// The step pod's private directory at the work volume's root: the ready flag and the mark the
 /// way back compares with (never sent back).
-pub const STEP_MARK_DIR: &str = ".arc-hook-step";
+pub(crate) const STEP_MARK_DIR: &str = ".arc-hook-step";
 /// Where the helpers (and the step, as in the job pod) have the work volume.
-pub const WORK_MOUNT: &str = "/__w";
+pub(crate) const WORK_MOUNT: &str = "/__w";
 /// The flag, in [`STEP_MARK_DIR`], that lets the init container end.
-pub const READY_FLAG: &str = "ready";
+pub(crate) const READY_FLAG: &str = "ready";
 
 /// The init container's program (`sh -c WAIT_FOR_FILES arc-hook-files-in FLAG SECONDS`): waits
 /// for the flag the hook writes after the files are in, for at most SECONDS (a hook that died
@@ -51,7 +51,7 @@ const STAY_UP: &str = "while :; do sleep 3600; done";
 /// runs as and the pod's pull secrets, so the files land with the owner and modes they have
 /// in the job pod.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FilesHelper {
+pub(crate) struct FilesHelper {
     pub image: String,
     pub security_context: Option<SecurityContext>,
     pub image_pull_secrets: Vec<LocalObjectReference>,
@@ -64,7 +64,7 @@ pub struct FilesHelper {
 
 impl FilesHelper {
     /// From the job pod (`None` when it has no job container: nothing to copy the image of).
-    pub fn from_job_pod(pod: &Pod, wait_seconds: u64) -> Option<FilesHelper> {
+    pub(crate) fn from_job_pod(pod: &Pod, wait_seconds: u64) -> Option<FilesHelper> {
         let spec = pod.spec.as_ref()?;
         let job = spec
             .containers
@@ -120,7 +120,7 @@ fn effective_user(
 
 /// The job pod's services by container name at the job pod's IP, so the step reaches them by
 /// name as it would on Docker's job network (`None` without services or an IP yet).
-pub fn service_aliases(job_pod: &Pod) -> Option<HostAlias> {
+pub(crate) fn service_aliases(job_pod: &Pod) -> Option<HostAlias> {
     let ip = job_pod
         .status
         .as_ref()?
@@ -166,7 +166,7 @@ fn prefer_node(spec: &mut PodSpec, node: &str) {
 
 /// The step Job's pod (template-merged and pinned already) as a bare pod of the Job's name; with
 /// `files`, the helper containers; with `aliases`, the services' names.
-pub fn step_pod(job: Job, files: Option<&FilesHelper>, aliases: Option<HostAlias>) -> Pod {
+pub(crate) fn step_pod(job: Job, files: Option<&FilesHelper>, aliases: Option<HostAlias>) -> Pod {
     let template = job.spec.map(|s| s.template).unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut labels = job.metadata.labels.unwrap_or_default();

@@ -1,7 +1,7 @@
 //! The runner's file commands (GITHUB_ENV, GITHUB_OUTPUT...): `name=value` and `name<<DELIMITER` blocks, as the runner parses them.
 
 /// Parses a file-command file into `(name, value)` pairs, in order.
-pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut lines = text
         .split('\n')

@@ -12,7 +12,7 @@ use crate::file_tree::sync_tree;
 const DEFAULT_WORKSPACE: &str = "repo/repo";
 
 /// The runner's home, laid out; a temporary one is removed when this is dropped.
-pub struct RunnerHome {
+pub(crate) struct RunnerHome {
     scratch: Scratch,
     /// `_work`: the runner's work directory (the work claim's contents).
     pub work: PathBuf,
@@ -33,7 +33,7 @@ impl RunnerHome {
     /// Lays the home out in `workdir` (kept), or in a temporary directory: `_work` from the job's
     /// `work/`, `_work/_temp/_runner_file_commands`, the workspace, `externals/` and the wrapper.
     /// `hook_binary` defaults to this executable.
-    pub fn lay_out(
+    pub(crate) fn lay_out(
         job_dir: &Path,
         job: &RecordedJob,
         workdir: Option<&Path>,
@@ -90,7 +90,7 @@ impl RunnerHome {
     }
 
     /// The home directory (`_work`'s parent).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.scratch.path()
     }
 
@@ -98,7 +98,7 @@ impl RunnerHome {
     /// in the job container, would have left it: the job directory's `work/` stands for what
     /// that step made, and replay lays it out as itself. Links are changed, never followed.
     /// `Ok(false)` when this process cannot (it is not root): the tree is left as it is.
-    pub fn give_workspace_to(&self, uid: u32, gid: u32) -> anyhow::Result<bool> {
+    pub(crate) fn give_workspace_to(&self, uid: u32, gid: u32) -> anyhow::Result<bool> {
         if !nix::unistd::geteuid().is_root() {
             return Ok(false);
         }
@@ -137,7 +137,7 @@ impl Scratch {
 
 /// Where a step's file-command file (as its input names it) is on the runner: under `/__w` in a
 /// job container, or `/github/file_commands` in a container step's own mounts.
-pub fn file_command_path(work: &Path, container_path: &str) -> Option<PathBuf> {
+pub(crate) fn file_command_path(work: &Path, container_path: &str) -> Option<PathBuf> {
     if let Some(rest) = container_path.strip_prefix("/__w/") {
         return Some(work.join(rest));
     }

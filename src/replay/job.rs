@@ -9,7 +9,7 @@ use super::SimSettings;
 
 /// A job directory, read.
 #[derive(Debug, Clone)]
-pub struct RecordedJob {
+pub(crate) struct RecordedJob {
     /// The runner inputs, in the order the runner sent them.
     pub commands: Vec<PathBuf>,
     /// `env`: `KEY=VALUE` lines for the hook, `${JOB_DIR}` expanded.
@@ -20,7 +20,7 @@ pub struct RecordedJob {
 
 impl RecordedJob {
     /// Reads the job directory `dir`.
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<Self> {
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read job directory {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()));
@@ -43,7 +43,7 @@ impl RecordedJob {
 
 /// The runner inputs among a job directory's files, in the order they run: every `*.json` but
 /// `sim.json`, sorted by name (`01-prepare_job.json`, `02-...`).
-pub fn command_files(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+pub(crate) fn command_files(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = paths
         .into_iter()
         .filter(|p| {
@@ -68,13 +68,16 @@ fn read_env_file(job_dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
 /// A line of the `env` file that is not `KEY=VALUE`.
 #[derive(Debug, thiserror::Error)]
 #[error("expected KEY=VALUE, got {line:?}")]
-pub struct EnvLineError {
+pub(crate) struct EnvLineError {
     pub line: String,
 }
 
 /// Parses the `env` file: `KEY=VALUE` lines (blank lines and `#` comments skipped), both sides
 /// trimmed, `${JOB_DIR}` replaced by `job_dir`.
-pub fn parse_env_file(text: &str, job_dir: &str) -> Result<Vec<(String, String)>, EnvLineError> {
+pub(crate) fn parse_env_file(
+    text: &str,
+    job_dir: &str,
+) -> Result<Vec<(String, String)>, EnvLineError> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -93,7 +96,7 @@ pub fn parse_env_file(text: &str, job_dir: &str) -> Result<Vec<(String, String)>
 /// What a command file may say beyond the runner's input, for the replay only (taken out of the
 /// input before the hook sees it).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReplayOnly {
+pub(crate) struct ReplayOnly {
     /// `"cancelAfterSeconds": N`: the runner cancels the command N seconds after it started,
     /// with the runner's signal sequence (SIGINT, SIGTERM 7.5 s later, SIGKILL 2.5 s after).
     pub cancel_after: Option<std::time::Duration>,
@@ -104,7 +107,7 @@ pub struct ReplayOnly {
 
 /// A replay-only field with a value of the wrong kind.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayFieldError {
+pub(crate) enum ReplayFieldError {
     #[error("cancelAfterSeconds: expected a number of seconds from 0 to 3600, got {0}")]
     CancelAfter(Value),
     #[error("always: expected true or false, got {0}")]
@@ -112,7 +115,7 @@ pub enum ReplayFieldError {
 }
 
 /// Takes the replay-only fields out of a command file's `input`.
-pub fn take_replay_only(input: &mut Value) -> Result<ReplayOnly, ReplayFieldError> {
+pub(crate) fn take_replay_only(input: &mut Value) -> Result<ReplayOnly, ReplayFieldError> {
     let Some(fields) = input.as_object_mut() else {
         return Ok(ReplayOnly::default());
     };
@@ -136,7 +139,7 @@ pub fn take_replay_only(input: &mut Value) -> Result<ReplayOnly, ReplayFieldErro
 
 /// Where the runner keeps the workspace, `<repo>/<repo>` under `_work`: from the first input
 /// whose working directory is `/__w/<repo>/<repo>` (reading stops at the first unreadable input).
-pub fn first_workspace(commands: &[PathBuf]) -> Option<String> {
+pub(crate) fn first_workspace(commands: &[PathBuf]) -> Option<String> {
     commands
         .iter()
         .map_while(|f| {
@@ -147,7 +150,7 @@ pub fn first_workspace(commands: &[PathBuf]) -> Option<String> {
 }
 
 /// The workspace (`<repo>/<repo>`) one runner input names in its (container's) working directory.
-pub fn workspace_of(input: &Value) -> Option<String> {
+pub(crate) fn workspace_of(input: &Value) -> Option<String> {
     let wd = input["args"]["container"]["workingDirectory"]
         .as_str()
         .or(input["args"]["workingDirectory"].as_str())?;

@@ -6,14 +6,14 @@
 //! (`KEY=VALUE` lines for the hook, `${JOB_DIR}` expanded) and `sim.json` (simulator settings:
 //! `imageCommands`, `unpullableImages`, `arcDefaultRole`, `nodeAllocatable`, `faults`).
 
-pub mod filecommands;
+pub(crate) mod filecommands;
 mod home;
 mod job;
 pub mod print;
 mod report;
 mod run;
 mod runner;
-pub mod target;
+pub(crate) mod target;
 
 use std::path::PathBuf;
 
@@ -24,13 +24,13 @@ use run::CommandContext;
 use runner::{RunnerNames, RunnerPaths, RunnerState, hook_env};
 use target::{ClusterInfo, Target};
 
-pub use crate::sim::settings::SimSettings;
+pub(crate) use crate::sim::settings::SimSettings;
 pub use report::{Event, FileCommandNote, Played, ReplayReport};
 
 /// The wrapper the runner calls (the shipped `scripts/arc-hook.sh`).
-pub const WRAPPER: &str = include_str!("../../scripts/arc-hook.sh");
+pub(crate) const WRAPPER: &str = include_str!("../../scripts/arc-hook.sh");
 /// The runner pod's name when neither the job's `env` nor `ACTIONS_RUNNER_POD_NAME` names one.
-pub const DEFAULT_RUNNER_POD: &str = "arc-runner";
+pub(crate) const DEFAULT_RUNNER_POD: &str = "arc-runner";
 
 /// Options of one replay.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub enum HookOutput {
 /// Why the embedded simulator cannot play a job here, if it cannot: its kubelet gives each pod
 /// its own mount and network namespaces, where the job's `/__w`, `/__e` and volumes appear at
 /// their paths as in a real pod; without them the first step finds no `/__w`.
-pub fn simulator_refusal(is_root: bool, namespaces: bool) -> Option<String> {
+pub(crate) fn simulator_refusal(is_root: bool, namespaces: bool) -> Option<String> {
     const WHY: &str = "the embedded simulator runs each pod in its own mount and network namespaces, so that the job's /__w, /__e and volumes appear at their paths as in a real pod";
     const INSTEAD: &str = "or play against a cluster with --cluster";
     if !is_root {

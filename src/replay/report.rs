@@ -79,7 +79,7 @@ pub struct ReplayReport {
 
 impl ReplayReport {
     /// The report of the commands played, in order, and the faults the simulator injected.
-    pub fn summarise(played: Vec<Played>, injected: Injected) -> Self {
+    pub(crate) fn summarise(played: Vec<Played>, injected: Injected) -> Self {
         let exit_code = played
             .iter()
             .find(|p| !p.skipped && p.exit_code != 0)

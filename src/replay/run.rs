@@ -25,7 +25,7 @@ const FILE_COMMANDS: [&str; 5] = [
 ];
 
 /// What every command of one replay runs with.
-pub struct CommandContext<'a> {
+pub(crate) struct CommandContext<'a> {
     pub home: &'a RunnerHome,
     /// The hook's environment.
     pub env: &'a BTreeMap<String, String>,
@@ -36,7 +36,7 @@ pub struct CommandContext<'a> {
 
 /// Plays the `index`th runner input `file` (or skips it after a failure), carrying `runner`'s
 /// state; `events` is told what happens as it happens.
-pub async fn play_command(
+pub(crate) async fn play_command(
     index: usize,
     file: &Path,
     ctx: &CommandContext<'_>,

@@ -13,7 +13,7 @@ use crate::protocol::PrepareJobResponse;
 
 /// The runner pod and its work claim, as the replayed runner has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunnerNames {
+pub(crate) struct RunnerNames {
     pub pod: String,
     pub claim: String,
 }
@@ -22,7 +22,7 @@ impl RunnerNames {
     /// The pod: the job's `env` file's `ACTIONS_RUNNER_POD_NAME`, else this process's
     /// (`process_pod`), else [`DEFAULT_RUNNER_POD`]. The claim: the `env` file's
     /// `ACTIONS_RUNNER_CLAIM_NAME`, else `<pod>-work` as ARC names it.
-    pub fn choose(job_env: &[(String, String)], process_pod: Option<&str>) -> Self {
+    pub(crate) fn choose(job_env: &[(String, String)], process_pod: Option<&str>) -> Self {
         let job = |name: &str| {
             job_env
                 .iter()
@@ -39,7 +39,7 @@ impl RunnerNames {
 
 /// Where the runner's directories are, for the hook's environment.
 #[derive(Debug, Clone, Copy)]
-pub struct RunnerPaths<'a> {
+pub(crate) struct RunnerPaths<'a> {
     pub work: &'a Path,
     pub workspace: &'a Path,
     pub hook_binary: &'a Path,
@@ -50,7 +50,7 @@ pub struct RunnerPaths<'a> {
 /// The environment the runner gives the hook: the runner pod's name, `RUNNER_WORKSPACE`,
 /// `GITHUB_WORKSPACE`, `RUNNER_TEMP`, the hook binary for the wrapper, the simulator's
 /// kubeconfig; the job's `env` file last, so it wins.
-pub fn hook_env(
+pub(crate) fn hook_env(
     runner_pod: &str,
     paths: RunnerPaths<'_>,
     job_env: &[(String, String)],
@@ -75,13 +75,13 @@ pub fn hook_env(
 }
 
 /// Whether a command runs a step (and so gets file commands and what earlier steps set).
-pub fn is_step(command: &str) -> bool {
+pub(crate) fn is_step(command: &str) -> bool {
     command == "run_script_step" || command == "run_container_step"
 }
 
 /// What the runner carries from one command to the next.
 #[derive(Debug, Default)]
-pub struct RunnerState {
+pub(crate) struct RunnerState {
     /// The state of the last response that had one (none before any).
     state: Option<Value>,
     /// Whether a command failed.
@@ -96,14 +96,14 @@ impl RunnerState {
     /// Whether `command` runs: after a failure or a cancel only cleanup_job and the commands
     /// marked `always` (the runner's post steps, `if: always()`) do, as in the runner (also after
     /// a failed prepare_job, with the state it had: none).
-    pub fn runs(&self, command: &str, always: bool) -> bool {
+    pub(crate) fn runs(&self, command: &str, always: bool) -> bool {
         !self.failed || always || command == "cleanup_job"
     }
 
     /// The input as the runner sends it: `responseFile` (a fresh, empty file), the state of the
     /// last response that had one (null before any), and for a step what earlier steps set
     /// through GITHUB_ENV and GITHUB_PATH.
-    pub fn input_for(&self, mut input: Value, response_file: &Path) -> Value {
+    pub(crate) fn input_for(&self, mut input: Value, response_file: &Path) -> Value {
         input["responseFile"] = Value::String(response_file.to_string_lossy().to_string());
         input["state"] = self.state.clone().unwrap_or(Value::Null);
         if is_step(input["command"].as_str().unwrap_or_default()) {
@@ -136,7 +136,7 @@ impl RunnerState {
     /// Takes a command's exit code and, when it passed, its response file's text. prepare_job's
     /// response must be valid (its state is the job pod), and is returned; any later response
     /// with a state replaces the stored one, as in the runner.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         command: &str,
         exit_code: i32,
@@ -164,7 +164,7 @@ impl RunnerState {
 
     /// Reads what a step wrote to a file command of `kind`: GITHUB_ENV reaches later steps'
     /// environment, GITHUB_PATH their path (the latest first). Returns what to show.
-    pub fn take_file_command(&mut self, kind: &str, text: &str) -> Vec<FileCommandNote> {
+    pub(crate) fn take_file_command(&mut self, kind: &str, text: &str) -> Vec<FileCommandNote> {
         if text.is_empty() {
             return Vec::new();
         }

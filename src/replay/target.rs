@@ -16,7 +16,7 @@ use crate::config::ClusterSource;
 use crate::sim::{Injected, SimConfig, Simulator};
 
 /// The cluster the hook talks to during a replay.
-pub enum Target {
+pub(crate) enum Target {
     /// The cluster the environment configures (a service account or a kubeconfig), asked for
     /// with `--cluster`.
     Cluster(ClusterInfo),
@@ -36,12 +36,16 @@ pub struct ClusterInfo {
 impl ClusterInfo {
     /// Reads the configuration the hook will use (as kubectl would), without contacting the server.
     /// `namespace` overrides the configuration's (`ACTIONS_RUNNER_KUBERNETES_NAMESPACE`).
-    pub async fn read(source: ClusterSource, namespace: Option<&str>) -> anyhow::Result<Self> {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) async fn read(
+        source: ClusterSource,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<Self> {
         Ok(Self::read_with_config(source, namespace).await?.0)
     }
 
     /// [`ClusterInfo::read`], with the client configuration it was read from.
-    pub async fn read_with_config(
+    pub(crate) async fn read_with_config(
         source: ClusterSource,
         namespace: Option<&str>,
     ) -> anyhow::Result<(Self, kube::Config)> {
@@ -81,12 +85,12 @@ impl ClusterInfo {
 /// The annotation a runner pod may carry to say where the runner's home is on this machine: its
 /// work claim's directory seen from here (`scripts/real-cluster.sh` sets it on the conformance
 /// cluster's runner pod, whose claim is a local PV), so `replay --cluster` lays the job out there.
-pub const RUNNER_HOME_ANNOTATION: &str = "arc-hook.dev/runner-home";
+pub(crate) const RUNNER_HOME_ANNOTATION: &str = "arc-hook.dev/runner-home";
 
 /// Where `replay --cluster` lays out the runner's home when `--workdir` is not given: the runner
 /// pod's [`RUNNER_HOME_ANNOTATION`] when it names a directory here. `None` (a temporary home) when
 /// the pod has none; an error when the pod cannot be read or names a missing directory.
-pub async fn annotated_runner_home(
+pub(crate) async fn annotated_runner_home(
     config: kube::Config,
     namespace: &str,
     runner_pod: &str,
@@ -116,7 +120,7 @@ pub async fn annotated_runner_home(
 impl Target {
     /// With `cluster` (from `--cluster`), the configured cluster; otherwise, always, a simulator
     /// for the runner `names` whose work claim is `home`'s `_work`.
-    pub async fn choose(
+    pub(crate) async fn choose(
         cluster: Option<ClusterInfo>,
         names: &RunnerNames,
         home: &RunnerHome,
@@ -131,7 +135,7 @@ impl Target {
     }
 
     /// What a replay shows about its target.
-    pub fn event(&self) -> Event {
+    pub(crate) fn event(&self) -> Event {
         match self {
             Target::Cluster(info) => Event::UsingCluster(info.clone()),
             Target::Simulator(sim) => Event::UsingSimulator {
@@ -141,7 +145,7 @@ impl Target {
     }
 
     /// The kubeconfig the hook is given: the simulator's (against a cluster, the hook finds its own).
-    pub fn kubeconfig(&self) -> Option<&Path> {
+    pub(crate) fn kubeconfig(&self) -> Option<&Path> {
         match self {
             Target::Cluster(_) => None,
             Target::Simulator(sim) => Some(&sim.kubeconfig),
@@ -149,7 +153,10 @@ impl Target {
     }
 
     /// The pods API of the namespace the hook works in, as replay reads the job pod.
-    pub async fn pods(&self, cluster: Option<&kube::Config>) -> anyhow::Result<kube::Api<Pod>> {
+    pub(crate) async fn pods(
+        &self,
+        cluster: Option<&kube::Config>,
+    ) -> anyhow::Result<kube::Api<Pod>> {
         match (self, cluster) {
             (Target::Cluster(info), Some(config)) => {
                 let client = kube::Client::try_from(config.clone())
@@ -164,7 +171,7 @@ impl Target {
     }
 
     /// Stops the simulator, if one was started; returns the faults it injected.
-    pub async fn finish(self) -> Injected {
+    pub(crate) async fn finish(self) -> Injected {
         match self {
             Target::Cluster(_) => Injected::default(),
             Target::Simulator(sim) => {
@@ -179,7 +186,10 @@ impl Target {
 /// Who the job pod's job container runs as, when its spec says (`runAsUser`/`runAsGroup` of
 /// the container, else of the pod; an unset group is 0, as the kubelet's default); `None` for
 /// root or a user the spec leaves to the image.
-pub async fn job_user(pods: &kube::Api<Pod>, job_pod: &str) -> anyhow::Result<Option<(u32, u32)>> {
+pub(crate) async fn job_user(
+    pods: &kube::Api<Pod>,
+    job_pod: &str,
+) -> anyhow::Result<Option<(u32, u32)>> {
     let pod = pods
         .get(job_pod)
         .await
@@ -207,21 +217,21 @@ pub async fn job_user(pods: &kube::Api<Pod>, job_pod: &str) -> anyhow::Result<Op
 }
 
 /// A running simulator and the kubeconfig the hook uses to reach it.
-pub struct SimTarget {
+pub(crate) struct SimTarget {
     pub sim: Simulator,
     pub url: String,
     pub kubeconfig: PathBuf,
 }
 
 impl SimTarget {
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.sim.shutdown().await;
     }
 }
 
 /// Starts the simulator for a replay: `claim` is backed by `work`, and a runner pod named
 /// `runner` runs on the simulated node (prepare_job pins the workflow pod beside it).
-pub async fn start_simulator(
+pub(crate) async fn start_simulator(
     runner: &str,
     claim: &str,
     work: &Path,

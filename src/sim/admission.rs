@@ -11,7 +11,7 @@ use super::validation;
 use crate::quantity;
 
 /// Validates and defaults a new object. `uid` is the identity the store will give it.
-pub fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+pub(crate) fn admit_create(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     decode_check(res, obj)?;
     let mut causes = Vec::new();
     validate_metadata(res, obj, &mut causes);
@@ -87,7 +87,7 @@ fn fold_string_data(obj: &mut Value) {
 }
 
 /// Validates an update of `old` into `new` (labels and names, and Pod spec immutability).
-pub fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+pub(crate) fn admit_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), ApiError> {
     decode_check(res, new)?;
     let mut causes = Vec::new();
     validate_labels(new, "metadata", &mut causes);
@@ -195,7 +195,7 @@ fn decode_check(res: &Resource, obj: &Value) -> Result<(), ApiError> {
 /// Removes from `obj` the fields its kind does not declare (as the API server's decoder drops
 /// them) and returns their paths (`spec.containers[0].bogus`), for a warning or, under
 /// `fieldValidation=Strict`, a refusal. Kinds without a typed schema here keep everything.
-pub fn drop_unknown_fields(res: &Resource, obj: &mut Value) -> Vec<String> {
+pub(crate) fn drop_unknown_fields(res: &Resource, obj: &mut Value) -> Vec<String> {
     use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease, core::v1};
     fn known<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Option<Value> {
         serde_json::from_value::<T>(obj.clone())
@@ -385,7 +385,7 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 }
 
 /// Validates a PodSpec at field path `p` (`spec` or `spec.template.spec`).
-pub fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn validate_pod_spec(spec: &Value, p: &str, causes: &mut Vec<Cause>) {
     let mut volumes = HashSet::new();
     for (i, v) in arr(spec, "volumes").iter().enumerate() {
         check_name(
@@ -619,7 +619,7 @@ fn default_container(c: &mut Value) {
 }
 
 /// Fills a PodSpec's defaults (shared by Pods and Job templates).
-pub fn default_pod_spec(spec: &mut Value) {
+pub(crate) fn default_pod_spec(spec: &mut Value) {
     let Some(m) = spec.as_object_mut() else {
         return;
     };

@@ -16,7 +16,7 @@ use super::status::{ApiError, json_response};
 use super::store::Key;
 use super::{SimState, events, exec, faults, logs, meta, protobuf, rbac, table, watch, write};
 
-pub fn router(state: Arc<SimState>) -> Router {
+pub(crate) fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
@@ -32,7 +32,7 @@ pub fn router(state: Arc<SimState>) -> Router {
 
 /// A request aimed at a resource.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub res: &'static Resource,
     pub ns: Option<String>,
     pub name: Option<String>,
@@ -124,30 +124,30 @@ fn route(path: &str, server: &str) -> Option<Route> {
 }
 
 /// Query parameters, keeping repeats.
-pub struct Query(pub Vec<(String, String)>);
+pub(crate) struct Query(pub Vec<(String, String)>);
 
 impl Query {
-    pub fn parse(uri: &Uri) -> Query {
+    pub(crate) fn parse(uri: &Uri) -> Query {
         Query(
             form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
                 .into_owned()
                 .collect(),
         )
     }
-    pub fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     }
-    pub fn all(&self, k: &str) -> Vec<String> {
+    pub(crate) fn all(&self, k: &str) -> Vec<String> {
         self.0
             .iter()
             .filter(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
             .collect()
     }
-    pub fn flag(&self, k: &str) -> bool {
+    pub(crate) fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1" | "True"))
     }
 }
@@ -333,7 +333,7 @@ fn render_list(list: Value, accept: &str, res: &Resource) -> Response {
     }
 }
 
-pub fn key_of(t: &Target) -> Key {
+pub(crate) fn key_of(t: &Target) -> Key {
     Key::new(
         t.res.id,
         t.ns.as_deref().unwrap_or(""),
@@ -341,12 +341,12 @@ pub fn key_of(t: &Target) -> Key {
     )
 }
 
-pub fn not_found(t: &Target) -> ApiError {
+pub(crate) fn not_found(t: &Target) -> ApiError {
     ApiError::not_found(t.res.plural, t.res.group, t.name.as_deref().unwrap_or(""))
 }
 
 /// Sets `apiVersion` and `kind`, as the API server does on every object it returns.
-pub fn with_type(res: &Resource, mut obj: Value) -> Value {
+pub(crate) fn with_type(res: &Resource, mut obj: Value) -> Value {
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(res.api_version()));
         m.insert("kind".into(), json!(res.kind));
@@ -369,26 +369,26 @@ fn get(sim: &SimState, t: &Target) -> Result<Value, ApiError> {
 }
 
 /// Parsed label and field selectors of a list or watch.
-pub struct Filter {
+pub(crate) struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
 }
 
 impl Filter {
-    pub fn from_query(q: &Query) -> Result<Filter, ApiError> {
+    pub(crate) fn from_query(q: &Query) -> Result<Filter, ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
         Ok(Filter { labels, fields })
     }
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub(crate) fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(&meta::labels(obj)) && self.fields.matches(obj)
     }
 }
 
 /// The store resource backing a served resource (events.k8s.io events are core events).
-pub fn store_id(res: &Resource) -> &'static str {
+pub(crate) fn store_id(res: &Resource) -> &'static str {
     if res.id == "events.events.k8s.io" {
         "events"
     } else {
@@ -397,7 +397,7 @@ pub fn store_id(res: &Resource) -> &'static str {
 }
 
 /// Converts a stored object to the served resource's shape.
-pub fn present(res: &Resource, obj: &Value) -> Value {
+pub(crate) fn present(res: &Resource, obj: &Value) -> Value {
     if res.id == "events.events.k8s.io" {
         events::to_events_v1(obj)
     } else {
@@ -405,7 +405,7 @@ pub fn present(res: &Resource, obj: &Value) -> Value {
     }
 }
 
-pub fn list(sim: &SimState, t: &Target, q: &Query) -> Result<Value, ApiError> {
+pub(crate) fn list(sim: &SimState, t: &Target, q: &Query) -> Result<Value, ApiError> {
     let filter = Filter::from_query(q)?;
     let (items, rv) = sim.store.list(store_id(t.res), t.ns.as_deref());
     let items: Vec<Value> = items

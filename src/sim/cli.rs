@@ -49,7 +49,7 @@ pub struct ServeArgs {
     pub settings: Option<PathBuf>,
     /// Faults to inject (on top of --settings).
     #[command(flatten)]
-    pub faults: super::settings::FaultSettings,
+    pub(crate) faults: super::settings::FaultSettings,
     /// Serve exec with `v4.channel.k8s.io` only, as an API server before 1.30 does (no stdin
     /// close signal).
     #[arg(long)]
@@ -133,7 +133,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// The simulator `sim serve` runs: the flags, a `--settings` file over them, and the flags that
 /// name a value again (node capacity, image commands, faults) over the file: a flag given on the
 /// command line always wins.
-pub fn serve_config(
+pub(crate) fn serve_config(
     args: &ServeArgs,
     settings: Option<&(std::path::PathBuf, super::settings::SimSettings)>,
 ) -> anyhow::Result<SimConfig> {

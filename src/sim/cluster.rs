@@ -8,7 +8,7 @@ use super::store::Key;
 use super::{NODE_NAME, SimState, admission, meta};
 
 /// Objects every cluster has: namespaces, their default service accounts, the node.
-pub fn seed(sim: &SimState) {
+pub(crate) fn seed(sim: &SimState) {
     let mut namespaces = vec!["default", "kube-system", "kube-public", "kube-node-lease"];
     if !namespaces.contains(&sim.cfg.namespace.as_str()) {
         namespaces.push(&sim.cfg.namespace);
@@ -27,7 +27,7 @@ pub fn seed(sim: &SimState) {
     );
 }
 
-pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
+pub(crate) fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
     let res = resources::by_id("namespaces");
     let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     admission::admit_create(res, &mut obj)?;
@@ -43,7 +43,7 @@ pub fn create_namespace(sim: &SimState, name: &str) -> Result<Value, ApiError> {
 }
 
 /// The node's address: loopback of the simulator's family (`127.0.0.1`, or `::1` IPv6-only).
-pub fn node_ip(ipv6_only: bool) -> &'static str {
+pub(crate) fn node_ip(ipv6_only: bool) -> &'static str {
     if ipv6_only { "::1" } else { "127.0.0.1" }
 }
 
@@ -68,7 +68,7 @@ fn node_object(allocatable: &std::collections::BTreeMap<String, String>, ipv6_on
 }
 
 /// The sim node's labels.
-pub fn node_labels() -> Value {
+pub(crate) fn node_labels() -> Value {
     json!({
         "kubernetes.io/hostname": NODE_NAME,
         "kubernetes.io/os": "linux",

@@ -7,7 +7,7 @@ use super::{NODE_NAME, meta};
 
 /// Who records an event.
 #[derive(Debug, Clone, Copy)]
-pub enum Source {
+pub(crate) enum Source {
     Scheduler,
     Kubelet,
     JobController,
@@ -24,7 +24,7 @@ impl Source {
 }
 
 /// Records (or, when the same one exists, counts again) an event about `involved`.
-pub fn record(
+pub(crate) fn record(
     store: &Store,
     involved: &Value,
     source: Source,
@@ -94,7 +94,7 @@ pub fn record(
 }
 
 /// The events.k8s.io/v1 view of a core/v1 Event.
-pub fn to_events_v1(e: &Value) -> Value {
+pub(crate) fn to_events_v1(e: &Value) -> Value {
     json!({
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",

@@ -97,7 +97,7 @@ fn check(
     })
 }
 
-pub async fn handler(
+pub(crate) async fn handler(
     State(sim): State<Arc<SimState>>,
     Path((ns, name)): Path<(String, String)>,
     method: Method,

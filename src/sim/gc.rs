@@ -85,7 +85,7 @@ async fn collect(sim: &Arc<SimState>, res: &'static resources::Resource, depende
 
 /// Watches every change: a deleted object's dependents, and an object given owners that are
 /// already gone, are collected.
-pub fn spawn_collector(sim: Arc<SimState>) {
+pub(crate) fn spawn_collector(sim: Arc<SimState>) {
     let Ok((_, mut changes)) = sim.store.watch(None) else {
         return;
     };

@@ -9,7 +9,7 @@ use super::events::{self, Source};
 use super::store::{ChangeKind, Key};
 use super::{SimState, kubelet, meta, resources, write};
 
-pub fn spawn_controller(sim: Arc<SimState>) {
+pub(crate) fn spawn_controller(sim: Arc<SimState>) {
     let Ok((_, mut changes)) = sim.store.watch(None) else {
         return;
     };
@@ -308,7 +308,7 @@ async fn create_pod(sim: &Arc<SimState>, job: &Value) {
 }
 
 /// Applies a deletion propagation policy to a deleted Job's pods.
-pub async fn cascade(sim: &Arc<SimState>, job: &Value, policy: &str) {
+pub(crate) async fn cascade(sim: &Arc<SimState>, job: &Value, policy: &str) {
     for p in job_pods(sim, job) {
         let key = Key::new("pods", meta::namespace(&p), meta::name(&p));
         if policy == "Orphan" {

@@ -34,13 +34,13 @@ impl std::fmt::Debug for LogBuffer {
     }
 }
 
-pub struct LogBuffer {
+pub(crate) struct LogBuffer {
     inner: Mutex<Inner>,
     changed: watch::Sender<u64>,
 }
 
 impl LogBuffer {
-    pub fn new() -> Arc<LogBuffer> {
+    pub(crate) fn new() -> Arc<LogBuffer> {
         Arc::new(LogBuffer {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
@@ -52,7 +52,7 @@ impl LogBuffer {
     }
 
     /// Appends output, split so each line (or trailing partial line) is its own chunk.
-    pub fn append(&self, data: &[u8]) {
+    pub(crate) fn append(&self, data: &[u8]) {
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut inner = self.lock();
         for piece in data.split_inclusive(|b| *b == b'\n') {
@@ -66,7 +66,7 @@ impl LogBuffer {
     }
 
     /// Marks the end of output (the container exited).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.changed.send_modify(|n| *n += 1);
     }
@@ -149,7 +149,7 @@ fn container_names(pod: &Value, list: &str) -> Vec<String> {
 }
 
 /// The container a log or exec request means, with the API server's errors.
-pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
     let name = meta::name(pod);
     let main = container_names(pod, "containers");
     let init = container_names(pod, "initContainers");
@@ -225,7 +225,7 @@ fn since(q: &Query) -> Option<String> {
     Some(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
 }
 
-pub async fn handler(sim: &Arc<SimState>, t: &Target, q: &Query) -> Response {
+pub(crate) async fn handler(sim: &Arc<SimState>, t: &Target, q: &Query) -> Response {
     match serve(sim, t, q) {
         Ok(r) => r,
         Err(e) => e.into_response(),

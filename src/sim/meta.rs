@@ -3,7 +3,7 @@
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
-pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
         cur = cur.get(p)?;
@@ -11,20 +11,20 @@ pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
-pub fn name(v: &Value) -> &str {
+pub(crate) fn name(v: &Value) -> &str {
     str_at(v, &["metadata", "name"]).unwrap_or("")
 }
 
-pub fn namespace(v: &Value) -> &str {
+pub(crate) fn namespace(v: &Value) -> &str {
     str_at(v, &["metadata", "namespace"]).unwrap_or("")
 }
 
-pub fn uid(v: &Value) -> &str {
+pub(crate) fn uid(v: &Value) -> &str {
     str_at(v, &["metadata", "uid"]).unwrap_or("")
 }
 
 /// `metadata` as a mutable map, created when absent or not an object.
-pub fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
+pub(crate) fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
     if !v.get("metadata").is_some_and(Value::is_object) {
         v["metadata"] = json!({});
     }
@@ -35,17 +35,17 @@ pub fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
 
 /// Label map (empty when absent).
 /// Resources whose `metadata.generation` the API server keeps (1 on create, +1 per spec change).
-pub fn has_generation(resource_id: &str) -> bool {
+pub(crate) fn has_generation(resource_id: &str) -> bool {
     matches!(resource_id, "pods" | "jobs.batch")
 }
 
 /// Adds one to `metadata.generation` (from 1 when absent).
-pub fn bump_generation(m: &mut Map<String, Value>) {
+pub(crate) fn bump_generation(m: &mut Map<String, Value>) {
     let next = m.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
     m.insert("generation".into(), json!(next));
 }
 
-pub fn labels(v: &Value) -> Map<String, Value> {
+pub(crate) fn labels(v: &Value) -> Map<String, Value> {
     v.pointer("/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
@@ -53,7 +53,7 @@ pub fn labels(v: &Value) -> Map<String, Value> {
 }
 
 /// Whether the object's `status.conditions` has `kind` with status `True`.
-pub fn condition_true(v: &Value, kind: &str) -> bool {
+pub(crate) fn condition_true(v: &Value, kind: &str) -> bool {
     v.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
@@ -63,23 +63,23 @@ pub fn condition_true(v: &Value, kind: &str) -> bool {
 }
 
 /// The object's age since `metadata.creationTimestamp`, as kubectl's AGE column prints it.
-pub fn age(v: &Value) -> String {
+pub(crate) fn age(v: &Value) -> String {
     human_age(str_at(v, &["metadata", "creationTimestamp"]).unwrap_or(""))
 }
 
 /// RFC 3339 timestamp with second precision (metav1.Time).
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// RFC 3339 timestamp `secs` seconds from now.
-pub fn in_seconds(secs: i64) -> String {
+pub(crate) fn in_seconds(secs: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(secs))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A random UUID v4 string.
-pub fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     let mut b: [u8; 16] = rand::rng().random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -95,7 +95,7 @@ pub fn new_uid() -> String {
 }
 
 /// The 5-character suffix kube-apiserver appends to `generateName`.
-pub fn random_suffix(len: usize) -> String {
+pub(crate) fn random_suffix(len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..len)
@@ -104,12 +104,12 @@ pub fn random_suffix(len: usize) -> String {
 }
 
 /// Human age as kubectl prints it: `5s`, `3m12s`, `15m`, `2h5m`, `4d`.
-pub fn human_age(since: &str) -> String {
+pub(crate) fn human_age(since: &str) -> String {
     human_duration(since, None)
 }
 
 /// The time from `start` to `end` (now when `None`), printed like [`human_age`].
-pub fn human_duration(start: &str, end: Option<&str>) -> String {
+pub(crate) fn human_duration(start: &str, end: Option<&str>) -> String {
     let parse = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
             .ok()

@@ -25,7 +25,7 @@ pub mod settings;
 mod status;
 mod store;
 mod table;
-pub mod validation;
+pub(crate) mod validation;
 mod watch;
 mod write;
 
@@ -38,14 +38,14 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use faults::{FaultHandle, Faults, Injected};
-pub use kubelet::{default_allocatable, namespaces_available};
+pub(crate) use kubelet::{default_allocatable, namespaces_available};
 
 /// Name of the simulator's only node.
 pub const NODE_NAME: &str = "sim-node-1";
 /// Kubernetes version the simulator reports on `/version`.
-pub const GIT_VERSION: &str = "v1.32.4";
+pub(crate) const GIT_VERSION: &str = "v1.32.4";
 /// Name used for the kubeconfig's context, cluster and user.
-pub const KUBECONFIG_NAME: &str = "arc-hook-sim";
+pub(crate) const KUBECONFIG_NAME: &str = "arc-hook-sim";
 
 /// Everything that shapes a simulator run.
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ impl PolicyRule {
     }
 
     /// Whether this rule grants `verb` on `resource` (with `/subresource`) in `api_group`.
-    pub fn allows(&self, api_group: &str, resource: &str, verb: &str) -> bool {
+    pub(crate) fn allows(&self, api_group: &str, resource: &str, verb: &str) -> bool {
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
         any(&self.api_groups, api_group) && any(&self.resources, resource) && any(&self.verbs, verb)
     }
@@ -269,7 +269,7 @@ impl SimState {
 
 /// containerd's answer for a reference the registry does not have (as the kubelet reports it in
 /// the container's `ErrImagePull` message).
-pub fn not_found_cause(image: &str) -> String {
+pub(crate) fn not_found_cause(image: &str) -> String {
     format!(
         "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
     )
@@ -277,7 +277,7 @@ pub fn not_found_cause(image: &str) -> String {
 
 /// The bearer token of the simulator's admin ([`Simulator::admin_client`]): its requests are not
 /// checked against `SimConfig::rbac` (every other request is the runner's).
-pub const ADMIN_TOKEN: &str = "arc-hook-sim-admin";
+pub(crate) const ADMIN_TOKEN: &str = "arc-hook-sim-admin";
 /// [`ADMIN_TOKEN`] as the `Authorization` header carries it.
 pub(crate) const ADMIN_BEARER: &str = "Bearer arc-hook-sim-admin";
 
@@ -298,7 +298,7 @@ impl Simulator {
     }
 
     /// Starts the API server on `127.0.0.1:port` (`0` picks a free port).
-    pub async fn start_on(cfg: SimConfig, port: u16) -> Result<Simulator, SimError> {
+    pub(crate) async fn start_on(cfg: SimConfig, port: u16) -> Result<Simulator, SimError> {
         let (state_dir, temp) = match &cfg.state_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| SimError::StateDir {
@@ -430,7 +430,7 @@ impl Simulator {
     }
 
     /// The registry does not have `image` (yet): pulls fail with containerd's `not found` and the
-    /// kubelet backs off and retries (1 s, doubling to 10 s), until [`Simulator::push_image`].
+    /// kubelet backs off and retries (1 s, doubling to 10 s), for as long as the simulator runs.
     pub fn hide_image(&self, image: &str) {
         self.fail_pulls(image, &not_found_cause(image));
     }
@@ -451,17 +451,7 @@ impl Simulator {
             );
     }
 
-    /// `image` is in the registry now: the next pull retry succeeds.
-    pub fn push_image(&self, image: &str) {
-        self.state
-            .pull_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(image);
-    }
-
-    /// Pulls of `image` fail with `cause` (the runtime's message, e.g. a 401 or a TLS error)
-    /// until [`Simulator::push_image`].
+    /// Pulls of `image` fail with `cause` (the runtime's message, e.g. a 401 or a TLS error).
     pub fn fail_pulls(&self, image: &str, cause: &str) {
         self.state
             .pull_errors

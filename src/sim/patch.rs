@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::status::ApiError;
 
 /// Applies a PATCH body of the given content type to `target`.
-pub fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let parse = |b: &[u8]| -> Result<Value, ApiError> {
         serde_json::from_slice(b)
@@ -37,7 +37,7 @@ pub fn apply(target: &mut Value, content_type: &str, body: &[u8]) -> Result<(), 
 }
 
 /// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
-pub fn merge(target: &mut Value, patch: &Value) {
+pub(crate) fn merge(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return;
@@ -70,7 +70,7 @@ fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Strategic merge patch, as far as Pod/Job/Secret objects need it.
-pub fn strategic(target: &mut Value, patch: &Value) {
+pub(crate) fn strategic(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return;

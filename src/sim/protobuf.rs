@@ -162,7 +162,7 @@ fn object_meta(buf: &[u8]) -> Option<Value> {
 /// Decodes a protobuf body of one of the kinds kubectl creates with its typed clients (Secret,
 /// ConfigMap, Namespace, ServiceAccount, SelfSubjectAccessReview, SelfSubjectRulesReview) into
 /// its JSON form; `None` for anything else.
-pub fn decode(body: &[u8]) -> Option<Value> {
+pub(crate) fn decode(body: &[u8]) -> Option<Value> {
     let envelope = fields(body.strip_prefix(MAGIC)?)?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     for (n, f) in envelope {

@@ -8,7 +8,7 @@ use super::status::{ApiError, Cause};
 
 /// What a request asks to do, in RBAC terms.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Attributes<'a> {
+pub(crate) struct Attributes<'a> {
     pub verb: &'a str,
     pub group: &'a str,
     pub resource: &'a str,
@@ -68,7 +68,7 @@ const NON_RESOURCE_RULES: [&[&str]; 3] = [
 /// Whether `rules` (`None` = no RBAC), a Role bound in namespace `scope`, allow the request:
 /// only inside `scope` (a Role grants nothing in other namespaces or at the cluster scope);
 /// the built-in rules apply everywhere.
-pub fn allowed(rules: Option<&[PolicyRule]>, scope: &str, a: &Attributes) -> bool {
+pub(crate) fn allowed(rules: Option<&[PolicyRule]>, scope: &str, a: &Attributes) -> bool {
     let Some(rules) = rules else { return true };
     let resource = match a.subresource {
         Some(s) => format!("{}/{s}", a.resource),
@@ -83,7 +83,7 @@ pub fn allowed(rules: Option<&[PolicyRule]>, scope: &str, a: &Attributes) -> boo
 
 /// Whether `rules` (`None` = no RBAC) allow `verb` on a path outside resources (discovery,
 /// health, version, OpenAPI).
-pub fn non_resource_allowed(rules: Option<&[PolicyRule]>, verb: &str, path: &str) -> bool {
+pub(crate) fn non_resource_allowed(rules: Option<&[PolicyRule]>, verb: &str, path: &str) -> bool {
     if rules.is_none() {
         return true;
     }
@@ -98,7 +98,7 @@ pub fn non_resource_allowed(rules: Option<&[PolicyRule]>, verb: &str, path: &str
 }
 
 /// Checks a request, answering with kube-apiserver's Forbidden text when denied.
-pub fn authorize(
+pub(crate) fn authorize(
     rules: Option<&[PolicyRule]>,
     scope: &str,
     user: &str,
@@ -138,7 +138,7 @@ pub fn authorize(
 }
 
 /// Checks a GET of a path outside resources, answering with kube-apiserver's Forbidden text.
-pub fn authorize_non_resource(
+pub(crate) fn authorize_non_resource(
     rules: Option<&[PolicyRule]>,
     user: &str,
     verb: &str,
@@ -163,7 +163,7 @@ fn allowed_reason(rules: Option<&[PolicyRule]>) -> &'static str {
 
 /// Answers a SelfSubjectAccessReview: fills `status` from the same decision that requests meet,
 /// and echoes the spec as kube-apiserver does (empty attributes dropped, empty metadata).
-pub fn review(
+pub(crate) fn review(
     rules: Option<&[PolicyRule]>,
     scope: &str,
     mut review: Value,
@@ -227,7 +227,7 @@ pub fn review(
 /// Answers a SelfSubjectRulesReview: the rules the simulator enforces in the review's namespace
 /// (everything, `*`, without RBAC), with the built-in ones every authenticated user holds. As
 /// kube-apiserver's, the answer carries only the status (an empty spec).
-pub fn rules_review(rules: Option<&[PolicyRule]>, scope: &str, review: Value) -> Value {
+pub(crate) fn rules_review(rules: Option<&[PolicyRule]>, scope: &str, review: Value) -> Value {
     let resource_rule = |r: &PolicyRule| json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
     let in_scope = review.pointer("/spec/namespace").and_then(Value::as_str) == Some(scope);
     let status = match rules {
@@ -264,7 +264,7 @@ pub fn rules_review(rules: Option<&[PolicyRule]>, scope: &str, review: Value) ->
 }
 
 /// A rules review as a cluster with an authorizer that cannot list its rules answers it.
-pub fn incomplete_rules_review(mut review: Value) -> Value {
+pub(crate) fn incomplete_rules_review(mut review: Value) -> Value {
     review["status"] = json!({
         "resourceRules": [],
         "nonResourceRules": [],

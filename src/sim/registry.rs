@@ -59,7 +59,7 @@ impl Drop for FakeRegistry {
 }
 
 /// The file name a builder stand-in writes into the pushed directory for `repository:tag`.
-pub fn pushed_file_name(repository: &str, tag: &str) -> String {
+pub(crate) fn pushed_file_name(repository: &str, tag: &str) -> String {
     format!("{repository}:{tag}").replace(['/', ':'], "_")
 }
 
@@ -81,7 +81,7 @@ impl FakeRegistry {
     }
 
     /// [`FakeRegistry::start`] on another address, e.g. `::1` for an IPv6-only registry.
-    pub async fn start_on(
+    pub(crate) async fn start_on(
         ip: std::net::IpAddr,
         auth: FakeAuth,
         pushed_dir: Option<PathBuf>,
@@ -114,12 +114,14 @@ impl FakeRegistry {
     }
 
     /// Makes `repository:tag` exist.
-    pub fn push(&self, repository: &str, tag: &str) {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn push(&self, repository: &str, tag: &str) {
         self.lock().tags.insert(format!("{repository}:{tag}"));
     }
 
     /// Answers every manifest request with this status (a registry outage), or normally.
-    pub fn fail_with(&self, status: Option<u16>) {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn fail_with(&self, status: Option<u16>) {
         self.lock().fail_status = status;
     }
 

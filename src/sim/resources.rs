@@ -6,7 +6,7 @@ use super::GIT_VERSION;
 
 /// One served resource.
 #[derive(Debug)]
-pub struct Resource {
+pub(crate) struct Resource {
     /// Store key: plural, with `.group` for non-core groups (`jobs.batch`).
     pub id: &'static str,
     pub group: &'static str,
@@ -22,7 +22,7 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn api_version(&self) -> String {
+    pub(crate) fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_string()
         } else {
@@ -42,7 +42,7 @@ const RW: &[&str] = &[
     "watch",
 ];
 
-pub static RESOURCES: &[Resource] = &[
+pub(crate) static RESOURCES: &[Resource] = &[
     Resource {
         id: "pods",
         group: "",
@@ -234,21 +234,21 @@ const GROUPS: &[(&str, &str)] = &[
 ];
 
 /// Finds a resource by group, version and plural.
-pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Finds a resource by store id.
-pub fn by_id(id: &str) -> &'static Resource {
+pub(crate) fn by_id(id: &str) -> &'static Resource {
     RESOURCES
         .iter()
         .find(|r| r.id == id)
         .expect("store ids come from the resource table")
 }
 
-pub fn version() -> Value {
+pub(crate) fn version() -> Value {
     json!({
         "major": "1",
         "minor": "32",
@@ -266,7 +266,7 @@ pub fn version() -> Value {
     })
 }
 
-pub fn api_versions(server: &str) -> Value {
+pub(crate) fn api_versions(server: &str) -> Value {
     json!({
         "kind": "APIVersions",
         "versions": ["v1"],
@@ -279,12 +279,12 @@ fn group_doc(name: &str, version: &str) -> Value {
     json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-pub fn api_group_list() -> Value {
+pub(crate) fn api_group_list() -> Value {
     let groups: Vec<Value> = GROUPS.iter().map(|(g, v)| group_doc(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn api_group(group: &str) -> Option<Value> {
+pub(crate) fn api_group(group: &str) -> Option<Value> {
     GROUPS.iter().find(|(g, _)| *g == group).map(|(g, v)| {
         let mut d = group_doc(g, v);
         d["kind"] = json!("APIGroup");
@@ -303,7 +303,7 @@ fn served(group: &str, version: &str) -> Option<Vec<&'static Resource>> {
 }
 
 /// The APIResourceList for a group version, or `None` when not served.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
     let served = served(group, version)?;
     let mut resources = Vec::new();
     for r in served {
@@ -342,7 +342,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// The OpenAPI v3 discovery root: one document per served group version.
-pub fn openapi_v3_root() -> Value {
+pub(crate) fn openapi_v3_root() -> Value {
     let mut paths = serde_json::Map::new();
     paths.insert(
         "api/v1".into(),
@@ -359,7 +359,7 @@ pub fn openapi_v3_root() -> Value {
 
 /// A minimal OpenAPI v3 document for a group version: PATCH operations tagged with their kind and
 /// the `fieldValidation` parameter, which is what kubectl checks before validating server-side.
-pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
+pub(crate) fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
     let served = served(group, version)?;
     let mut paths = serde_json::Map::new();
     for r in served.iter().filter(|r| r.verbs.contains(&"patch")) {

@@ -14,7 +14,7 @@ enum Req {
 
 /// A parsed `labelSelector`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LabelSelector(Vec<Req>);
+pub(crate) struct LabelSelector(Vec<Req>);
 
 /// Splits on commas that are not inside parentheses.
 fn split_top(s: &str) -> Vec<&str> {
@@ -50,7 +50,7 @@ fn set_values(rest: &str) -> Option<Vec<String>> {
 }
 
 impl LabelSelector {
-    pub fn parse(s: &str) -> Result<LabelSelector, String> {
+    pub(crate) fn parse(s: &str) -> Result<LabelSelector, String> {
         let mut reqs = Vec::new();
         for part in split_top(s) {
             let req = if let Some((k, v)) = part.split_once("!=") {
@@ -86,7 +86,7 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
-    pub fn matches(&self, labels: &Map<String, Value>) -> bool {
+    pub(crate) fn matches(&self, labels: &Map<String, Value>) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
             Req::Eq(k, v) => get(k) == Some(v.as_str()),
@@ -101,10 +101,10 @@ impl LabelSelector {
 
 /// A parsed `fieldSelector`: `path=value` and `path!=value` terms over dotted JSON paths.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub(crate) struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
-    pub fn parse(s: &str) -> Result<FieldSelector, String> {
+    pub(crate) fn parse(s: &str) -> Result<FieldSelector, String> {
         let mut terms = Vec::new();
         for part in split_top(s) {
             let (k, eq, v) = if let Some((k, v)) = part.split_once("!=") {
@@ -123,7 +123,7 @@ impl FieldSelector {
         Ok(FieldSelector(terms))
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub(crate) fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(path, eq, want)| {
             let mut cur = Some(obj);
             for seg in path.split('.') {

@@ -29,7 +29,7 @@ pub struct SimSettings {
     pub node_allocatable: BTreeMap<String, String>,
     /// Faults to inject, so a job can be replayed against a misbehaving API server.
     #[serde(default)]
-    pub faults: FaultSettings,
+    pub(crate) faults: FaultSettings,
     /// Pod and node addresses as in an IPv6-only cluster.
     #[serde(default)]
     pub ipv6_only: bool,
@@ -38,7 +38,7 @@ pub struct SimSettings {
 /// Fault knobs, each optional (`sim.json`'s `faults`, or `sim serve`'s flags of the same names).
 #[derive(Debug, Default, Clone, Deserialize, clap::Args)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FaultSettings {
+pub(crate) struct FaultSettings {
     /// Fraction (0..=1) of API calls answered with an error instead of being served.
     #[arg(long)]
     pub error_rate: Option<f64>,
@@ -73,7 +73,7 @@ pub struct FaultSettings {
 
 impl FaultSettings {
     /// The knobs set here, on top of `base`.
-    pub fn apply(&self, base: Faults) -> Result<Faults, String> {
+    pub(crate) fn apply(&self, base: Faults) -> Result<Faults, String> {
         let mut f = base;
         if let Some(r) = self.error_rate {
             if !(0.0..=1.0).contains(&r) {

@@ -5,49 +5,49 @@ use serde_json::{Value, json};
 
 /// One field error of an Invalid response: field path, `reason` (FieldValueInvalid...) and message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cause {
+pub(crate) struct Cause {
     pub field: String,
     pub reason: &'static str,
     pub message: String,
 }
 
 impl Cause {
-    pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Cause {
+    pub(crate) fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueInvalid",
             message: format!("Invalid value: {}: {detail}", json!(value)),
         }
     }
-    pub fn required(field: impl Into<String>) -> Cause {
+    pub(crate) fn required(field: impl Into<String>) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueRequired",
             message: "Required value".into(),
         }
     }
-    pub fn duplicate(field: impl Into<String>, value: &str) -> Cause {
+    pub(crate) fn duplicate(field: impl Into<String>, value: &str) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueDuplicate",
             message: format!("Duplicate value: {}", json!(value)),
         }
     }
-    pub fn not_found(field: impl Into<String>, value: &str) -> Cause {
+    pub(crate) fn not_found(field: impl Into<String>, value: &str) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueNotFound",
             message: format!("Not found: {}", json!(value)),
         }
     }
-    pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
+    pub(crate) fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueForbidden",
             message: format!("Forbidden: {detail}"),
         }
     }
-    pub fn unsupported(field: impl Into<String>, value: &str, supported: &[&str]) -> Cause {
+    pub(crate) fn unsupported(field: impl Into<String>, value: &str, supported: &[&str]) -> Cause {
         let list: Vec<String> = supported.iter().map(|s| json!(s).to_string()).collect();
         Cause {
             field: field.into(),
@@ -67,7 +67,7 @@ impl Cause {
 
 /// An error answered as a `Status` object.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
@@ -85,7 +85,7 @@ impl ApiError {
     }
 
     /// `pods "x" not found`.
-    pub fn not_found(plural: &str, group: &str, name: &str) -> ApiError {
+    pub(crate) fn not_found(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
         ApiError::new(
             404,
@@ -96,7 +96,7 @@ impl ApiError {
     }
 
     /// `pods "x" already exists`.
-    pub fn already_exists(plural: &str, group: &str, name: &str) -> ApiError {
+    pub(crate) fn already_exists(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
         ApiError::new(
             409,
@@ -107,7 +107,7 @@ impl ApiError {
     }
 
     /// The optimistic-concurrency failure of an update with a stale resourceVersion.
-    pub fn conflict(plural: &str, group: &str, name: &str) -> ApiError {
+    pub(crate) fn conflict(plural: &str, group: &str, name: &str) -> ApiError {
         let what = qualified(plural, group);
         ApiError::new(
             409,
@@ -122,7 +122,12 @@ impl ApiError {
     /// A delete whose preconditions (UID, resourceVersion) the object no longer meets.
     /// A failed delete precondition: `details.kind` is the Kind (`Lease`), as the registry's
     /// Conflict names it.
-    pub fn precondition_failed(kind: &str, group: &str, name: &str, message: String) -> ApiError {
+    pub(crate) fn precondition_failed(
+        kind: &str,
+        group: &str,
+        name: &str,
+        message: String,
+    ) -> ApiError {
         let mut details = json!({"name": name, "kind": kind});
         if !group.is_empty() {
             details["group"] = json!(group);
@@ -131,7 +136,7 @@ impl ApiError {
     }
 
     /// `Pod "x" is invalid: ...` with one cause per field error.
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> ApiError {
+    pub(crate) fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> ApiError {
         let texts: Vec<String> = causes.iter().map(Cause::text).collect();
         let joined = if texts.len() == 1 {
             texts[0].clone()
@@ -158,7 +163,12 @@ impl ApiError {
     }
 
     /// RBAC denial, worded like kube-apiserver's authorizer.
-    pub fn forbidden(plural: &str, group: &str, name: Option<&str>, message: String) -> ApiError {
+    pub(crate) fn forbidden(
+        plural: &str,
+        group: &str,
+        name: Option<&str>,
+        message: String,
+    ) -> ApiError {
         ApiError::new(
             403,
             "Forbidden",
@@ -168,15 +178,15 @@ impl ApiError {
     }
 
     /// RBAC denial of a path outside resources.
-    pub fn forbidden_path(message: String) -> ApiError {
+    pub(crate) fn forbidden_path(message: String) -> ApiError {
         ApiError::new(403, "Forbidden", message, Some(json!({})))
     }
 
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message.into(), None)
     }
 
-    pub fn method_not_allowed() -> ApiError {
+    pub(crate) fn method_not_allowed() -> ApiError {
         ApiError::new(
             405,
             "MethodNotAllowed",
@@ -185,7 +195,7 @@ impl ApiError {
         )
     }
 
-    pub fn not_found_path() -> ApiError {
+    pub(crate) fn not_found_path() -> ApiError {
         ApiError::new(
             404,
             "NotFound",
@@ -194,11 +204,11 @@ impl ApiError {
         )
     }
 
-    pub fn gone(message: impl Into<String>) -> ApiError {
+    pub(crate) fn gone(message: impl Into<String>) -> ApiError {
         ApiError::new(410, "Expired", message.into(), None)
     }
 
-    pub fn unsupported_media(content_type: &str) -> ApiError {
+    pub(crate) fn unsupported_media(content_type: &str) -> ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
@@ -209,7 +219,7 @@ impl ApiError {
         )
     }
 
-    pub fn too_many_requests() -> ApiError {
+    pub(crate) fn too_many_requests() -> ApiError {
         ApiError::new(
             429,
             "TooManyRequests",
@@ -218,7 +228,7 @@ impl ApiError {
         )
     }
 
-    pub fn internal(code: u16, message: &str) -> ApiError {
+    pub(crate) fn internal(code: u16, message: &str) -> ApiError {
         let reason = if code == 503 {
             "ServiceUnavailable"
         } else {
@@ -233,7 +243,7 @@ impl ApiError {
     }
 
     /// The `Status` object.
-    pub fn to_status(&self) -> Value {
+    pub(crate) fn to_status(&self) -> Value {
         let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -280,7 +290,7 @@ impl IntoResponse for ApiError {
 }
 
 /// A JSON response with the given status.
-pub fn json_response(code: http::StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(code: http::StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (
         code,
@@ -292,7 +302,7 @@ pub fn json_response(code: http::StatusCode, body: &Value) -> Response {
 
 /// A 200 response whose body is what `rx` receives, as it comes; an `Err` cuts the connection
 /// mid-body (a watch or a followed log).
-pub fn streamed_response<E>(
+pub(crate) fn streamed_response<E>(
     content_type: &'static str,
     mut rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, E>>,
 ) -> Response

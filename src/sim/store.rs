@@ -13,14 +13,14 @@ const HISTORY: usize = 10_000;
 
 /// Identity of a stored object: resource (`pods`, `jobs.batch`), namespace (`""` when cluster-scoped), name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     pub resource: &'static str,
     pub namespace: String,
     pub name: String,
 }
 
 impl Key {
-    pub fn new(resource: &'static str, namespace: &str, name: &str) -> Key {
+    pub(crate) fn new(resource: &'static str, namespace: &str, name: &str) -> Key {
         Key {
             resource,
             namespace: namespace.to_string(),
@@ -30,14 +30,14 @@ impl Key {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
+pub(crate) enum ChangeKind {
     Added,
     Modified,
     Deleted,
 }
 
 impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Added => "ADDED",
             ChangeKind::Modified => "MODIFIED",
@@ -48,7 +48,7 @@ impl ChangeKind {
 
 /// One change, with the object as it is after the change (as it was last, for deletions).
 #[derive(Debug, Clone)]
-pub struct Change {
+pub(crate) struct Change {
     pub rv: u64,
     pub kind: ChangeKind,
     pub key: Key,
@@ -58,7 +58,7 @@ pub struct Change {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("not found")]
     NotFound,
     #[error("already exists")]
@@ -77,9 +77,9 @@ struct Inner {
 }
 
 /// Changes after a resourceVersion: the recorded backlog, then live ones.
-pub type Subscription = (Vec<Arc<Change>>, mpsc::UnboundedReceiver<Arc<Change>>);
+pub(crate) type Subscription = (Vec<Arc<Change>>, mpsc::UnboundedReceiver<Arc<Change>>);
 
-pub struct Store {
+pub(crate) struct Store {
     inner: Mutex<Inner>,
 }
 
@@ -88,7 +88,7 @@ fn set_rv(obj: &mut Value, rv: u64) {
 }
 
 impl Store {
-    pub fn new() -> Store {
+    pub(crate) fn new() -> Store {
         Store {
             inner: Mutex::new(Inner {
                 rv: 100,
@@ -127,7 +127,7 @@ impl Store {
     }
 
     /// Stores a new object, assigning resourceVersion, and uid/creationTimestamp when absent.
-    pub fn create(&self, key: Key, mut obj: Value) -> Result<Value, StoreError> {
+    pub(crate) fn create(&self, key: Key, mut obj: Value) -> Result<Value, StoreError> {
         let mut inner = self.lock();
         if inner.objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists);
@@ -144,12 +144,12 @@ impl Store {
         Ok(obj)
     }
 
-    pub fn get(&self, key: &Key) -> Option<Value> {
+    pub(crate) fn get(&self, key: &Key) -> Option<Value> {
         self.lock().objects.get(key).cloned()
     }
 
     /// Objects of one resource, in one namespace or all, and the list's resourceVersion.
-    pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Value>, u64) {
+    pub(crate) fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Value>, u64) {
         let inner = self.lock();
         let items = inner
             .objects
@@ -162,7 +162,7 @@ impl Store {
 
     /// Applies `change` to the stored object. When it returns an error nothing changes; when the
     /// object is unchanged no event is emitted. `expected_rv` enforces optimistic concurrency.
-    pub fn update<E>(
+    pub(crate) fn update<E>(
         &self,
         key: &Key,
         expected_rv: Option<&str>,
@@ -213,7 +213,7 @@ impl Store {
     }
 
     /// Removes an object, emitting DELETED with a fresh resourceVersion.
-    pub fn delete(&self, key: &Key) -> Option<Value> {
+    pub(crate) fn delete(&self, key: &Key) -> Option<Value> {
         let mut inner = self.lock();
         let mut obj = inner.objects.remove(key)?;
         inner.rv += 1;
@@ -231,7 +231,7 @@ impl Store {
 
     /// Removes an object if `check` accepts it (both under one lock, so nothing changes it in
     /// between); `None` when there is no such object.
-    pub fn delete_if<E>(
+    pub(crate) fn delete_if<E>(
         &self,
         key: &Key,
         check: impl FnOnce(&Value) -> Result<(), E>,
@@ -255,7 +255,7 @@ impl Store {
     }
 
     /// Subscribes to changes after `from_rv` (`None` = from now): the backlog plus a live receiver.
-    pub fn watch(&self, from_rv: Option<u64>) -> Result<Subscription, StoreError> {
+    pub(crate) fn watch(&self, from_rv: Option<u64>) -> Result<Subscription, StoreError> {
         let mut inner = self.lock();
         let backlog = match from_rv {
             Some(rv) if rv < inner.rv => {

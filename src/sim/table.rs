@@ -20,7 +20,7 @@ fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
 }
 
 /// The STATUS kubectl shows for a pod.
-pub fn pod_status_reason(pod: &Value) -> String {
+pub(crate) fn pod_status_reason(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating".into();
     }
@@ -232,7 +232,7 @@ fn printer(res: &Resource) -> Printer {
 }
 
 /// A Table of `items` (full objects ride along in each row, as `includeObject=Object` would).
-pub fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
+pub(crate) fn table(res: &Resource, items: &[Value], rv: Option<String>) -> Value {
     let printer = printer(res);
     let columns: Vec<Value> = printer
         .columns

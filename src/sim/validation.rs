@@ -15,6 +15,7 @@ const DNS1123_SUBDOMAIN_FMT: &str =
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+#[cfg(test)] // only the unit tests use it
 const ENV_VAR_NAME_FMT: &str = "[-._a-zA-Z][-._a-zA-Z0-9]*";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
 
@@ -69,7 +70,7 @@ fn matches_qualified_name(v: &str) -> bool {
 }
 
 /// `IsDNS1123Label` (container names, namespace names, volume names).
-pub fn dns1123_label(v: &str) -> Vec<String> {
+pub(crate) fn dns1123_label(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.len() > DNS1123_LABEL_MAX {
         errs.push(max_len_error(DNS1123_LABEL_MAX));
@@ -89,7 +90,7 @@ pub fn dns1123_label(v: &str) -> Vec<String> {
 }
 
 /// `IsDNS1123Subdomain` (most object names).
-pub fn dns1123_subdomain(v: &str) -> Vec<String> {
+pub(crate) fn dns1123_subdomain(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.len() > DNS1123_SUBDOMAIN_MAX {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
@@ -105,7 +106,7 @@ pub fn dns1123_subdomain(v: &str) -> Vec<String> {
 }
 
 /// `IsDNS1035Label` (Service names).
-pub fn dns1035_label(v: &str) -> Vec<String> {
+pub(crate) fn dns1035_label(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.len() > DNS1035_LABEL_MAX {
         errs.push(max_len_error(DNS1035_LABEL_MAX));
@@ -122,7 +123,7 @@ pub fn dns1035_label(v: &str) -> Vec<String> {
 }
 
 /// `IsQualifiedName` (label keys, node selector keys).
-pub fn qualified_name(v: &str) -> Vec<String> {
+pub(crate) fn qualified_name(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let parts: Vec<&str> = v.split('/').collect();
     let name = match parts.as_slice() {
@@ -169,7 +170,7 @@ pub fn qualified_name(v: &str) -> Vec<String> {
 }
 
 /// `IsValidLabelValue`.
-pub fn label_value(v: &str) -> Vec<String> {
+pub(crate) fn label_value(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.len() > LABEL_VALUE_MAX {
         errs.push(max_len_error(LABEL_VALUE_MAX));
@@ -203,7 +204,8 @@ fn is_key_char(c: u8) -> bool {
 }
 
 /// `IsEnvVarName`: the strict rule (before 1.32, or with the RelaxedEnvironmentVariableValidation gate off).
-pub fn env_var_name_strict(v: &str) -> Vec<String> {
+#[cfg(test)] // only the unit tests use it
+pub(crate) fn env_var_name_strict(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let ok = v.bytes().next().is_some_and(|c| !c.is_ascii_digit()) && v.bytes().all(is_key_char);
     if !ok {
@@ -219,7 +221,7 @@ pub fn env_var_name_strict(v: &str) -> Vec<String> {
 
 /// `IsRelaxedEnvVarName`: the rule from 1.32 on (the RelaxedEnvironmentVariableValidation gate,
 /// beta and on by default): printable ASCII except `=`.
-pub fn env_var_name_relaxed(v: &str) -> Vec<String> {
+pub(crate) fn env_var_name_relaxed(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.is_empty() {
         errs.push("environment variable name must be non-empty".to_string());
@@ -234,7 +236,7 @@ pub fn env_var_name_relaxed(v: &str) -> Vec<String> {
 }
 
 /// `IsConfigMapKey` (ConfigMap and Secret data keys, `items[].key`).
-pub fn config_key(v: &str) -> Vec<String> {
+pub(crate) fn config_key(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.len() > DNS1123_SUBDOMAIN_MAX {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
@@ -254,9 +256,10 @@ pub fn config_key(v: &str) -> Vec<String> {
 /// Test vectors: Kubernetes' own, from apimachinery's `util/validation/validation_test.go`
 /// (`TestIsDNS1123Label`, `TestIsQualifiedName`, `TestIsRelaxedEnvVarName`...), shared with the
 /// test that compares the hook's rules to these.
-pub mod vectors {
+#[cfg(test)] // only the unit tests use it
+pub(crate) mod vectors {
     /// A rule's accepted and refused values.
-    pub struct Vectors {
+    pub(crate) struct Vectors {
         pub good: Vec<String>,
         pub bad: Vec<String>,
     }
@@ -287,7 +290,7 @@ pub mod vectors {
         "a_b", "1_", "_1", "1_2", " ", "a ", " a", "a b", "1 ", " 1", "1 2",
     ];
 
-    pub fn dns1123_label() -> Vectors {
+    pub(crate) fn dns1123_label() -> Vectors {
         let mut good = own(LABELS);
         good.push("a".repeat(63));
         let mut bad = own(NEITHER);
@@ -296,7 +299,7 @@ pub mod vectors {
         Vectors { good, bad }
     }
 
-    pub fn dns1123_subdomain() -> Vectors {
+    pub(crate) fn dns1123_subdomain() -> Vectors {
         let mut good = own(LABELS);
         good.extend(own(&[
             "a.a",
@@ -368,7 +371,7 @@ pub mod vectors {
         Vectors { good, bad }
     }
 
-    pub fn qualified_name() -> Vectors {
+    pub(crate) fn qualified_name() -> Vectors {
         let mut good = own(&[
             "simple",
             "now-with-dashes",
@@ -403,7 +406,7 @@ pub mod vectors {
         Vectors { good, bad }
     }
 
-    pub fn label_value() -> Vectors {
+    pub(crate) fn label_value() -> Vectors {
         let mut good = own(&[
             "simple",
             "now-with-dashes",
@@ -427,7 +430,7 @@ pub mod vectors {
     }
 
     /// `IsEnvVarName`'s own examples and regex, and `hasChDirPrefix`'s three cases.
-    pub fn env_var_name_strict() -> Vectors {
+    pub(crate) fn env_var_name_strict() -> Vectors {
         Vectors {
             good: own(&[
                 "abc",
@@ -451,7 +454,7 @@ pub mod vectors {
     }
 
     /// `TestIsRelaxedEnvVarName`.
-    pub fn env_var_name_relaxed() -> Vectors {
+    pub(crate) fn env_var_name_relaxed() -> Vectors {
         Vectors {
             good: own(&[
                 "-", ":", "_", "+a", ">a", "<a", "a.", "a..", "*a", "%a", "?a", "a:a", "a_a",
@@ -476,7 +479,7 @@ pub mod vectors {
     }
 
     /// `TestIsConfigMapKey`.
-    pub fn config_key() -> Vectors {
+    pub(crate) fn config_key() -> Vectors {
         Vectors {
             good: own(&[
                 "a",

@@ -61,7 +61,7 @@ fn shaped(res: &'static super::resources::Resource, obj: &Value, as_table: bool)
     }
 }
 
-pub fn serve(sim: Arc<SimState>, t: Target, q: &Query, as_table: bool) -> Response {
+pub(crate) fn serve(sim: Arc<SimState>, t: Target, q: &Query, as_table: bool) -> Response {
     let filter = match Filter::from_query(q) {
         Ok(f) => f,
         Err(e) => return e.into_response(),

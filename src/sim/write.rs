@@ -49,12 +49,12 @@ fn check_namespace(sim: &SimState, t: &Target, obj: &mut Value) -> Result<(), Ap
 }
 
 /// A created object and the warnings its create answer carries (unknown fields dropped).
-pub struct Created {
+pub(crate) struct Created {
     pub obj: Value,
     pub warnings: Vec<String>,
 }
 
-pub async fn create(
+pub(crate) async fn create(
     sim: &Arc<SimState>,
     t: &Target,
     q: &Query,
@@ -121,7 +121,7 @@ async fn create_object(
 }
 
 /// Creates an object on behalf of a controller, through the same admission as API clients.
-pub async fn create_value(
+pub(crate) async fn create_value(
     sim: &Arc<SimState>,
     res: &'static Resource,
     ns: &str,
@@ -205,7 +205,7 @@ fn check_service_account(sim: &SimState, pod: &Value) -> Result<(), ApiError> {
 }
 
 /// `response` with one `Warning: 299 - "..."` header per warning, as kube-apiserver sends them.
-pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+pub(crate) fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     for w in warnings {
         let quoted = format!("299 - {}", serde_json::Value::String(w.clone()));
         if let Ok(v) = http::HeaderValue::from_str(&quoted) {
@@ -269,7 +269,11 @@ fn apply_sub_write(t: &Target, old: &Value, mut new: Value) -> Result<Value, Api
     }
 }
 
-pub async fn update(sim: &Arc<SimState>, t: &Target, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) async fn update(
+    sim: &Arc<SimState>,
+    t: &Target,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let new = parse_body(body)?;
     let url_name = t.name.clone().unwrap_or_default();
     if meta::name(&new) != url_name {
@@ -312,7 +316,7 @@ async fn write(
     Ok(obj)
 }
 
-pub async fn patch(
+pub(crate) async fn patch(
     sim: &Arc<SimState>,
     t: &Target,
     content_type: &str,
@@ -341,7 +345,7 @@ pub async fn patch(
 }
 
 /// DeleteOptions from the query and the body.
-pub struct DeleteOptions {
+pub(crate) struct DeleteOptions {
     pub grace: Option<i64>,
     pub propagation: Option<String>,
     pub preconditions: Preconditions,
@@ -349,7 +353,7 @@ pub struct DeleteOptions {
 
 /// DeleteOptions' `preconditions`: the object must still have this UID and resourceVersion.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Preconditions {
+pub(crate) struct Preconditions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
 }
@@ -428,7 +432,7 @@ fn delete_options(q: &Query, body: &[u8]) -> DeleteOptions {
     }
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     sim: &Arc<SimState>,
     t: &Target,
     q: &Query,
@@ -458,7 +462,7 @@ pub async fn delete(
 }
 
 /// Deletes one object with the resource's semantics (graceful pods, cascading jobs and namespaces).
-pub async fn delete_object(
+pub(crate) async fn delete_object(
     sim: &Arc<SimState>,
     res: &'static Resource,
     ns: &str,
@@ -509,7 +513,7 @@ pub async fn delete_object(
     }
 }
 
-pub async fn delete_collection(
+pub(crate) async fn delete_collection(
     sim: &Arc<SimState>,
     t: &Target,
     q: &Query,

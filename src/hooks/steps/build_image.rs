@@ -22,7 +22,7 @@ use crate::objects::{BuildContext, names};
 use crate::registry::{ImageRef, Presence, Registry, credentials_for};
 
 /// What the build needs to know about the job.
-pub struct BuildJob<'a> {
+pub(crate) struct BuildJob<'a> {
     pub ctx: &'a BuildContext,
     /// No-volume mode: the context travels in a secret instead of a claim sub-path.
     pub copy: bool,
@@ -33,7 +33,7 @@ pub struct BuildJob<'a> {
 }
 
 /// Builds the action's image and returns the reference to run (`<destination>@<digest>`).
-pub async fn build(
+pub(crate) async fn build(
     kube: &Kube,
     config: &Config,
     build: &BuildConfig,

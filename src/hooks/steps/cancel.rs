@@ -11,24 +11,23 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The runner waits this long after its SIGINT before sending SIGTERM.
-pub const RUNNER_SIGINT_WAIT: Duration = Duration::from_millis(7500);
-/// The runner waits this long after its SIGTERM before killing the hook's process tree.
-pub const RUNNER_SIGTERM_WAIT: Duration = Duration::from_millis(2500);
+#[cfg(test)] // only the unit tests use it
+pub(crate) const RUNNER_SIGINT_WAIT: Duration = Duration::from_millis(7500);
 /// How long the step's processes get between TERM and KILL.
-pub const TERM_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
 /// The whole stop (TERM, grace, KILL, confirmation) is abandoned after this, counted from the
 /// first signal: before the runner's SIGTERM, so the hook exits on its own terms.
-pub const STOP_DEADLINE: Duration = Duration::from_millis(7000);
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_millis(7000);
 
 /// A stop signal the runner sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
+pub(crate) enum StopSignal {
     Interrupt,
     Terminate,
 }
 
 impl StopSignal {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Terminate => "SIGTERM",
@@ -37,7 +36,7 @@ impl StopSignal {
 
     /// The exit code of a process ended by this signal (128 + its number), which is what a
     /// cancelled step exits with (the runner marks the step cancelled whatever the code).
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         128 + match self {
             StopSignal::Interrupt => 2,
             StopSignal::Terminate => 15,
@@ -50,7 +49,7 @@ impl StopSignal {
 /// Listening starts when it is created (the signals' default action, ending the process at once,
 /// is replaced then), so create it before the step can start.
 #[derive(Debug, Clone)]
-pub struct Cancel {
+pub(crate) struct Cancel {
     heard: watch::Receiver<Option<StopSignal>>,
 }
 
@@ -58,7 +57,7 @@ pub struct Cancel {
 /// [`StopSignal::exit_code`] and the job log's `cancelled:` line.
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled by the runner ({}): {stopped}", signal.name())]
-pub struct Cancelled {
+pub(crate) struct Cancelled {
     pub signal: StopSignal,
     /// What the hook did about the step, e.g. "stopped the step's 3 processes in pod p".
     pub stopped: String,
@@ -66,7 +65,7 @@ pub struct Cancelled {
 
 impl Cancel {
     /// Starts listening for SIGINT and SIGTERM.
-    pub fn listen() -> std::io::Result<Cancel> {
+    pub(crate) fn listen() -> std::io::Result<Cancel> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -91,12 +90,13 @@ impl Cancel {
     }
 
     /// The first signal, if one came.
-    pub fn signal(&self) -> Option<StopSignal> {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn signal(&self) -> Option<StopSignal> {
         *self.heard.borrow()
     }
 
     /// Resolves with the first signal (at once if it already came).
-    pub async fn cancelled(&self) -> StopSignal {
+    pub(crate) async fn cancelled(&self) -> StopSignal {
         let mut heard = self.heard.clone();
         loop {
             if let Some(s) = *heard.borrow_and_update() {

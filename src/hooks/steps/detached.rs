@@ -13,32 +13,32 @@ use crate::k8s::retry::backoff;
 /// Directory (in the pod) under the hook's private `_temp/_arc_hook` holding one directory per step:
 /// `log` (the step's output, stdout and stderr in the order it wrote them), `pid`, `status` (its
 /// exit code, written once it ended).
-pub const STEPS_DIR_IN_POD: &str = "/__w/_temp/_arc_hook/steps";
+pub(crate) const STEPS_DIR_IN_POD: &str = "/__w/_temp/_arc_hook/steps";
 
 /// How long a step's first exec may fail to reach the API server at all (every connection
 /// refused or timed out) before the step ends: no request reached the server, so the step never
 /// started and there is nothing to reattach to.
-pub const NEVER_REACHED_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const NEVER_REACHED_WINDOW: Duration = Duration::from_secs(30);
 
 /// How long reattaching may keep failing (no exec stream could be opened) before the hook gives up.
-pub const REATTACH_WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const REATTACH_WINDOW: Duration = Duration::from_secs(600);
 
 /// Exit code when the hook lost the pod for [`REATTACH_WINDOW`]: the step's result is unknown and
 /// it may still be running (EX_TEMPFAIL).
-pub const EXIT_RESULT_UNKNOWN: i32 = 75;
+pub(crate) const EXIT_RESULT_UNKNOWN: i32 = 75;
 
 /// Exit code when the step provably never started: no start marker, and its start script is gone.
-pub const EXIT_NOT_STARTED: i32 = 76;
+pub(crate) const EXIT_NOT_STARTED: i32 = 76;
 
 /// The follower's exit code when the step was cancelled: a process ended by SIGINT's.
-pub const EXIT_CANCELLED: i32 = 130;
+pub(crate) const EXIT_CANCELLED: i32 = 130;
 
 /// The follower's exit code when the step's result is lost: its directory was replaced, its
 /// status file holds no code, or it stopped without writing one.
-pub const EXIT_LOST: i32 = 1;
+pub(crate) const EXIT_LOST: i32 = 1;
 
 /// The follower's exit code when it cannot follow: a bad log offset, or no step directory.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 
 /// The program every exec of a step runs (`sh -c FOLLOW arc-hook-step DIR SCRIPT LOG_OFFSET`),
 /// in `follow_step.sh` (checked by shellcheck in `scripts/test.sh`); [`follow_program`] puts the
@@ -80,7 +80,7 @@ const STOP: &str = concat!(include_str!("stop_lib.sh"), include_str!("stop_step.
 
 /// Where one step lives in the pod.
 #[derive(Debug, Clone)]
-pub struct DetachedStep {
+pub(crate) struct DetachedStep {
     /// The step's directory (its existence is the start marker).
     pub dir: String,
     /// The start script the first exec runs (it removes itself when it starts).
@@ -89,7 +89,7 @@ pub struct DetachedStep {
 
 impl DetachedStep {
     /// The step named `id` whose start script is `script` (both paths in the pod).
-    pub fn new(id: &str, script: String) -> DetachedStep {
+    pub(crate) fn new(id: &str, script: String) -> DetachedStep {
         DetachedStep {
             dir: format!("{STEPS_DIR_IN_POD}/{id}"),
             script,
@@ -98,7 +98,7 @@ impl DetachedStep {
 
     /// The exec command that starts the step unless its marker exists, then prints its log
     /// from `offset` and exits with its code.
-    pub fn follow_command(&self, offset: u64) -> Vec<String> {
+    pub(crate) fn follow_command(&self, offset: u64) -> Vec<String> {
         vec![
             "sh".into(),
             "-c".into(),
@@ -111,7 +111,7 @@ impl DetachedStep {
     }
 
     /// The exec command that stops the step: TERM to its processes, KILL after `grace`.
-    pub fn stop_command(&self, grace: Duration) -> Vec<String> {
+    pub(crate) fn stop_command(&self, grace: Duration) -> Vec<String> {
         vec![
             "sh".into(),
             "-c".into(),
@@ -158,7 +158,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<W> {
 /// A broken stream (the exec was open) resets the window; failures to open one count against
 /// [`REATTACH_WINDOW`], after which the result is [`ExecError::Lost`]. A pod that is gone or
 /// failed ends the attempts at once with the pod's story.
-pub async fn run<O>(
+pub(crate) async fn run<O>(
     kube: &Kube,
     target: ExecTarget<'_>,
     step: &DetachedStep,
@@ -249,7 +249,7 @@ where
 
 /// What stopping a step found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stopped {
+pub(crate) enum Stopped {
     /// It had not started; it never will (the stop took its start marker).
     NotStarted,
     /// None of its processes were left.
@@ -260,7 +260,7 @@ pub enum Stopped {
 
 impl Stopped {
     /// A stop script's report line, read.
-    pub fn parse(line: &str) -> Option<Stopped> {
+    pub(crate) fn parse(line: &str) -> Option<Stopped> {
         let mut words = line.split_whitespace();
         let stopped = match words.next()? {
             "not-started" => Stopped::NotStarted,
@@ -275,7 +275,7 @@ impl Stopped {
     }
 
     /// What the job log says about it, after "stopped ...".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Stopped::NotStarted => "the step had not started and will not".into(),
             Stopped::AlreadyEnded => "the step's processes had already ended".into(),
@@ -295,7 +295,7 @@ impl Stopped {
 /// has no `setsid`, to its descendants), KILL to whatever is left after `grace`. Opening the
 /// exec is retried until the caller's deadline ends the attempt (a cancel may come while the
 /// hook is reattaching to a pod it cannot reach).
-pub async fn stop(
+pub(crate) async fn stop(
     kube: &Kube,
     target: ExecTarget<'_>,
     step: &DetachedStep,

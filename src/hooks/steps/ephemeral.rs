@@ -18,7 +18,7 @@ use crate::plan::EphemeralStepPlan;
 
 /// What happened to a step offered to the job pod.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// It ran; the step's result.
     Ran(anyhow::Result<i32>),
     /// The cluster would not take it; why (the caller runs it as a Job).
@@ -27,7 +27,7 @@ pub enum Outcome {
 
 /// Creates (or re-points) the links at the work volume's root that make `/github/<name>`
 /// resolve. An entry of that name that is not a link is left alone: the step then needs a Job.
-pub fn ensure_links(work: &Path, links: &[(String, String)]) -> Result<(), String> {
+pub(crate) fn ensure_links(work: &Path, links: &[(String, String)]) -> Result<(), String> {
     for (name, target) in links {
         let path = work.join(name);
         match std::fs::symlink_metadata(&path) {
@@ -103,7 +103,7 @@ async fn stop_in_container(kube: &Kube, pod: &str, name: &str) -> String {
 /// pushed first and `_temp` pulled back after, also when the step failed. A cancel stops the
 /// step's processes in its container.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_in_job_pod(
+pub(crate) async fn run_in_job_pod(
     kube: &Kube,
     config: &Config,
     pod: &str,
@@ -168,7 +168,7 @@ const OOM_HINT: &str = "it shares the job pod's memory; raise the job container'
 
 /// The infrastructure's part in a container step's end (pure): an out-of-memory kill, or a
 /// container the runtime could not start; `None` when the step's own command decided its code.
-pub fn infrastructure(
+pub(crate) fn infrastructure(
     code: i32,
     reason: Option<&str>,
     oom_hint: &str,

@@ -21,10 +21,10 @@ use crate::plan::ContainerStepPlan;
 /// How long a step Job gets to create its pod.
 const POD_APPEAR_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long, after the log ends, the container gets to report its exit code.
-pub const EXIT_STATUS_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const EXIT_STATUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the planned Job to its end and removes it (and its pull secret) whatever happened.
-pub async fn run_as_job(
+pub(crate) async fn run_as_job(
     kube: &Kube,
     config: &Config,
     plan: &ContainerStepPlan,
@@ -94,7 +94,7 @@ async fn run_job(
 
 /// The infrastructure's part in the end of a step container of a pod of its own (a Job's or a
 /// bare one), with the kubelet's message.
-pub fn infrastructure(
+pub(crate) fn infrastructure(
     t: &ContainerStateTerminated,
 ) -> Option<crate::hooks::step_end::Infrastructure> {
     let hint = "raise its memory limit in the worker-podspec template, `$step`";
@@ -127,7 +127,7 @@ async fn step_pod(kube: &Kube, job_name: &str) -> anyhow::Result<String> {
 }
 
 /// `container`'s terminated state (exit code, reason, message), once it has one.
-pub async fn terminated(
+pub(crate) async fn terminated(
     kube: &Kube,
     pod: &str,
     container: &str,

@@ -5,10 +5,10 @@
 //! runner's files carried in and out (`workspace`); a cancelled step stopped where it runs
 //! (`cancel`).
 
-pub mod build_image;
-pub mod cancel;
-pub mod detached;
-pub mod ephemeral;
-pub mod job;
-pub mod step_pod;
-pub mod workspace;
+pub(crate) mod build_image;
+pub(crate) mod cancel;
+pub(crate) mod detached;
+pub(crate) mod ephemeral;
+pub(crate) mod job;
+pub(crate) mod step_pod;
+pub(crate) mod workspace;

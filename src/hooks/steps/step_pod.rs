@@ -28,7 +28,7 @@ use crate::objects::step_pod::{
 use crate::plan::StepPodPlan;
 
 /// No-volume mode: where the step's files come from and go back to.
-pub struct StepFiles<'a> {
+pub(crate) struct StepFiles<'a> {
     /// The job pod, which holds the job's files between steps.
     pub job_pod: &'a str,
     pub dirs: &'a RunnerDirs,
@@ -40,7 +40,7 @@ pub struct StepFiles<'a> {
 const IN_MARK: &str = "in";
 
 /// Runs the planned pod to its end and removes it (and its pull secret) whatever happened.
-pub async fn run_as_pod(
+pub(crate) async fn run_as_pod(
     kube: &Kube,
     config: &Config,
     plan: &StepPodPlan,
@@ -244,7 +244,7 @@ fn receive_files(unpack: bool) -> Vec<String> {
 
 /// The top-level entries of the work volume that `sub_paths` (the step's mounts) lie in;
 /// empty when one is the volume's root (then all of it is sent).
-pub fn mounted_roots<'a>(sub_paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn mounted_roots<'a>(sub_paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut roots: Vec<String> = Vec::new();
     for sub in sub_paths {
         let Some(first) = sub.split('/').find(|c| !c.is_empty() && *c != ".") else {

@@ -12,22 +12,22 @@ use crate::objects::JOB_CONTAINER_NAME;
 use crate::protocol::Envelope;
 
 /// The work volume's mount in the job container.
-pub const POD_WORK: &str = "/__w";
+pub(crate) const POD_WORK: &str = "/__w";
 /// The job pod's `_temp`.
-pub const POD_TEMP: &str = "/__w/_temp";
+pub(crate) const POD_TEMP: &str = "/__w/_temp";
 /// Runner-side record of what the pod holds, under `_temp/_arc_hook/` (never sent itself).
-pub const MANIFEST_FILE: &str = "pushed.json";
+pub(crate) const MANIFEST_FILE: &str = "pushed.json";
 /// `_temp` entries that stay in the pod: the container's HOME (tool caches can be gigabytes
 /// and the runner never reads them), and the hook's own directory (the runner side keeps its
 /// manifest there, which a step must not be able to overwrite).
-pub const PULL_EXCLUDE: &[&str] = &["_github_home", crate::hooks::job_state::SCRIPT_DIR];
+pub(crate) const PULL_EXCLUDE: &[&str] = &["_github_home", crate::hooks::job_state::SCRIPT_DIR];
 /// Runner-side name of the pod's mark of the last accepted pull, next to [`MANIFEST_FILE`].
-pub const PULL_MARK_FILE: &str = "pull-mark";
+pub(crate) const PULL_MARK_FILE: &str = "pull-mark";
 /// The `_work` entries pushed before every step: what the runner writes between steps.
 const STEP_ROOTS: &[&str] = &["_temp", "_actions"];
 
 /// Whether this job's pod has an emptyDir work volume the hook fills (decided by prepare_job).
-pub fn copy_mode(envelope: &Envelope, config: &Config) -> bool {
+pub(crate) fn copy_mode(envelope: &Envelope, config: &Config) -> bool {
     match &envelope.state {
         Some(s) if !s.job_pod.is_empty() => s.no_volume,
         _ => config.work_volume == WorkVolumeMode::Copy,
@@ -36,7 +36,7 @@ pub fn copy_mode(envelope: &Envelope, config: &Config) -> bool {
 
 /// The runner's `_work`, `_temp` and externals directories.
 #[derive(Debug, Clone)]
-pub struct RunnerDirs {
+pub(crate) struct RunnerDirs {
     pub work: PathBuf,
     pub temp: PathBuf,
     pub externals: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub struct RunnerDirs {
 }
 
 impl RunnerDirs {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    pub(crate) fn from_config(config: &Config) -> anyhow::Result<Self> {
         let work = config.runner_work_dir().context(
             "no-volume mode needs the runner's _work: RUNNER_WORKSPACE or RUNNER_TEMP must be set (the runner sets them)",
         )?;
@@ -101,7 +101,7 @@ impl RunnerDirs {
     }
 
     /// What prepare_job sends: externals, the workspace, `_actions`, `_tool`, `_temp`.
-    pub fn initial_sources(&self) -> Vec<Source> {
+    pub(crate) fn initial_sources(&self) -> Vec<Source> {
         let mut s = Vec::new();
         if let Some(e) = &self.externals {
             s.push(Source {
@@ -152,7 +152,7 @@ impl RunnerDirs {
     }
 
     /// What every step sends (when changed): `_temp` and `_actions`.
-    pub fn step_sources(&self) -> Vec<Source> {
+    pub(crate) fn step_sources(&self) -> Vec<Source> {
         vec![
             self.temp_source(),
             Source {
@@ -179,13 +179,17 @@ fn step_entries(record: Manifest) -> Manifest {
 }
 
 /// prepare_job: fills the job pod's work volume in one exec.
-pub async fn push_initial(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+pub(crate) async fn push_initial(
+    kube: &Kube,
+    pod: &str,
+    dirs: &RunnerDirs,
+) -> Result<Stats, CopyError> {
     push_recorded(kube, pod, dirs, None, dirs.initial_sources()).await
 }
 
 /// Before a step: sends what changed in `_temp` and `_actions` since the pod last saw them,
 /// plus `extra` entries (always).
-pub async fn push_step(
+pub(crate) async fn push_step(
     kube: &Kube,
     pod: &str,
     dirs: &RunnerDirs,
@@ -218,7 +222,11 @@ async fn push_recorded(
 
 /// After a step (also a failed one): brings back what changed in the pod's `_temp` since the
 /// last pull the runner side accepted (all of it the first time), file commands included.
-pub async fn pull_step(kube: &Kube, pod: &str, dirs: &RunnerDirs) -> Result<Stats, CopyError> {
+pub(crate) async fn pull_step(
+    kube: &Kube,
+    pod: &str,
+    dirs: &RunnerDirs,
+) -> Result<Stats, CopyError> {
     let path = dirs.manifest_path();
     let mut manifest = Manifest::load(&path);
     let mark_path = dirs.pull_mark_path();
@@ -358,7 +366,7 @@ fn temp_links(manifest: &Manifest) -> Vec<PathBuf> {
 
 /// The step's exit code, unless its files could not come back: then the failure names both,
 /// and a step that passed fails (its outputs are missing).
-pub fn step_outcome<E>(
+pub(crate) fn step_outcome<E>(
     step: Result<i32, E>,
     pulled: Option<Result<Stats, CopyError>>,
 ) -> anyhow::Result<i32>

@@ -202,7 +202,7 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 }
 
 /// A process's exit code as a container runtime reports it (128 + signal when killed).
-pub fn exit_code(status: std::process::ExitStatus) -> i64 {
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> i64 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => i64::from(c),

@@ -96,7 +96,7 @@ fn list(pod: &Value, key: &str) -> Vec<Value> {
 }
 
 /// The pod `old` with the ephemeral containers of `new`, if the change only adds containers.
-pub fn admit(old: &Value, new: &Value) -> Result<Value, ApiError> {
+pub(crate) fn admit(old: &Value, new: &Value) -> Result<Value, ApiError> {
     let before = list(old, "ephemeralContainers");
     let after = list(new, "ephemeralContainers");
     let mut causes = Vec::new();

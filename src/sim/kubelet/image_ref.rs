@@ -4,7 +4,7 @@
 const NAME_MAX: usize = 255;
 
 /// The kubelet's message for an image it refuses to pull, or `None` for a valid reference.
-pub fn invalid_image_message(image: &str) -> Option<String> {
+pub(crate) fn invalid_image_message(image: &str) -> Option<String> {
     let err = parse_normalized(image).err()?;
     Some(format!(
         "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {err}"

@@ -9,7 +9,7 @@ use serde_json::Value;
 /// Mounts a tmpfs (mode 1777, `size=` the volume's `sizeLimit`) on each memory-backed emptyDir's
 /// directory under `sandbox/volumes`, before the containers bind-mount it. Without mount
 /// namespaces (not root) the directory stays a plain directory.
-pub fn mount_memory_volumes(pod: &Value, sandbox: &Path) -> io::Result<()> {
+pub(crate) fn mount_memory_volumes(pod: &Value, sandbox: &Path) -> io::Result<()> {
     if !super::process::namespaces_available() {
         return Ok(());
     }
@@ -48,7 +48,7 @@ pub fn mount_memory_volumes(pod: &Value, sandbox: &Path) -> io::Result<()> {
 }
 
 /// Detaches every mount under `sandbox/volumes` (before the sandbox is removed).
-pub fn unmount_memory_volumes(sandbox: &Path) {
+pub(crate) fn unmount_memory_volumes(sandbox: &Path) {
     let Ok(entries) = std::fs::read_dir(sandbox.join("volumes")) else {
         return;
     };

@@ -1,7 +1,7 @@
 //! The kubelet: one worker task per pod, and the handles the API uses to reach it.
 
 mod container;
-pub mod ephemeral;
+pub(crate) mod ephemeral;
 mod image_ref;
 mod memory_volumes;
 mod probes;
@@ -22,11 +22,11 @@ use super::logs::LogBuffer;
 use super::store::Key;
 use super::{SimState, meta};
 
-pub use container::exit_code;
-pub use process::{
+pub(crate) use container::exit_code;
+pub(crate) use process::{
     Isolation, ProcessSpec, namespaces_available, signal_group, spawn as process_spawn,
 };
-pub use scheduling::default_allocatable;
+pub(crate) use scheduling::default_allocatable;
 
 /// How long shutdown waits for pod workers to clean up.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
@@ -47,7 +47,7 @@ pub(crate) enum Command {
 
 /// What exec needs to know about a running container.
 #[derive(Debug, Clone)]
-pub struct ContainerRt {
+pub(crate) struct ContainerRt {
     /// Main process id while running.
     pub pid: Option<i32>,
     /// The main process; exec'd processes get its env, working directory and user.
@@ -58,7 +58,7 @@ pub struct ContainerRt {
 }
 
 #[derive(Default)]
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub containers: HashMap<String, ContainerRt>,
     /// Process groups of exec'd processes, killed with the pod.
     pub exec_pgids: HashSet<i32>,
@@ -73,7 +73,7 @@ pub(crate) struct PodHandle {
 }
 
 impl PodHandle {
-    pub fn rt(&self) -> MutexGuard<'_, Runtime> {
+    pub(crate) fn rt(&self) -> MutexGuard<'_, Runtime> {
         self.rt.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -102,7 +102,7 @@ pub(crate) enum Placement {
 }
 
 impl Kubelet {
-    pub fn new(
+    pub(crate) fn new(
         state_dir: PathBuf,
         want_namespaces: bool,
         allocatable: &std::collections::BTreeMap<String, String>,
@@ -191,12 +191,12 @@ impl Kubelet {
         self.freed.subscribe()
     }
 
-    pub fn state_dir(&self) -> &Path {
+    pub(crate) fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
     /// Whether pods get private mount and network namespaces.
-    pub fn namespaces(&self) -> bool {
+    pub(crate) fn namespaces(&self) -> bool {
         self.namespaces
     }
 
@@ -217,7 +217,12 @@ impl Kubelet {
     }
 
     /// The log of a container that has started at least once.
-    pub fn log_buffer(&self, key: &Key, container: &str, previous: bool) -> Option<Arc<LogBuffer>> {
+    pub(crate) fn log_buffer(
+        &self,
+        key: &Key,
+        container: &str,
+        previous: bool,
+    ) -> Option<Arc<LogBuffer>> {
         let handle = self.handle(key)?;
         let rt = handle.rt();
         let c = rt.containers.get(container)?;
@@ -229,12 +234,12 @@ impl Kubelet {
     }
 
     /// Whether the simulator is stopping (no new sandboxes or processes).
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Kills every known pod process right away (for a simulator dropped without `shutdown`).
-    pub fn kill_everything(&self) {
+    pub(crate) fn kill_everything(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         for h in self.pods().values() {
@@ -252,7 +257,7 @@ impl Kubelet {
     }
 
     /// Stops every pod worker: processes killed, sandboxes removed.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let handles: Vec<Arc<PodHandle>> = self.pods().values().cloned().collect();

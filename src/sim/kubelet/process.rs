@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 /// One bind mount inside a container: `source` on the host appears at `target`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mount {
+pub(crate) struct Mount {
     pub source: PathBuf,
     pub target: PathBuf,
     pub read_only: bool,
@@ -23,7 +23,7 @@ pub struct Mount {
 
 /// What to run and how it sees the world.
 #[derive(Debug, Clone)]
-pub struct ProcessSpec {
+pub(crate) struct ProcessSpec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
@@ -33,7 +33,7 @@ pub struct ProcessSpec {
 
 /// A container's user, as `runAsUser`/`runAsGroup`/`supplementalGroups` (or the image) set it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
@@ -52,7 +52,7 @@ fn become_user(
 }
 
 /// How a process is isolated.
-pub enum Isolation<'a> {
+pub(crate) enum Isolation<'a> {
     /// No namespaces (not root, or unshare unavailable): host paths, host network.
     None,
     /// A new container: joins the pod's network namespace (pause pid), gets a private mount namespace.
@@ -115,7 +115,7 @@ fn loopback_up() -> io::Result<()> {
 }
 
 /// Whether this process may create mount and network namespaces (root with CAP_SYS_ADMIN).
-pub fn namespaces_available() -> bool {
+pub(crate) fn namespaces_available() -> bool {
     if !nix::unistd::geteuid().is_root() {
         return false;
     }
@@ -134,7 +134,7 @@ pub fn namespaces_available() -> bool {
 }
 
 /// Starts the pause process owning a new network namespace with `lo` up.
-pub fn spawn_pause() -> io::Result<tokio::process::Child> {
+pub(crate) fn spawn_pause() -> io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new("sleep");
     cmd.arg("infinity")
         .stdin(Stdio::null())
@@ -169,7 +169,7 @@ fn host_path_of(target: &Path, earlier: &[Mount]) -> PathBuf {
 /// Orders mounts parents-first and creates their mount points. Missing top-level mount points
 /// (`/__w`, `/github`...) are created as empty directories on the host: a mount namespace cannot
 /// add entries to a directory without writing to it.
-pub fn prepare_mounts(mounts: &[Mount]) -> io::Result<Vec<Mount>> {
+pub(crate) fn prepare_mounts(mounts: &[Mount]) -> io::Result<Vec<Mount>> {
     let mut ordered = mounts.to_vec();
     ordered.sort_by_key(|m| m.target.components().count());
     for (i, m) in ordered.iter().enumerate() {
@@ -194,7 +194,7 @@ fn open_ns(pid: i32, kind: &str) -> io::Result<File> {
 }
 
 /// Spawns a process with the given isolation. Its process group is its pid.
-pub fn spawn(
+pub(crate) fn spawn(
     spec: &ProcessSpec,
     iso: Isolation,
     stdin: Stdio,
@@ -388,14 +388,14 @@ fn fd_path(fd: nix::libc::c_int, buf: &mut [u8; 32]) -> &std::ffi::CStr {
 /// cannot free the namespace and give its number to a new container, so signalling "every
 /// process in it" never reaches another pod's processes (under churn, numbers are reused within
 /// milliseconds: a terminating pod's last SIGKILL pass used to kill containers just started).
-pub struct MountNamespace {
+pub(crate) struct MountNamespace {
     link: PathBuf,
     _held: std::fs::File,
 }
 
 /// The mount namespace of `pid`, which identifies a container here; `None` when it is the
 /// simulator's own (no isolation), so nothing keyed on it can reach the host.
-pub fn mount_namespace(pid: i32) -> Option<MountNamespace> {
+pub(crate) fn mount_namespace(pid: i32) -> Option<MountNamespace> {
     let held = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
     // The link read through the held file names the namespace it holds, even if `pid` exited.
     let link = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())).ok()?;
@@ -405,7 +405,7 @@ pub fn mount_namespace(pid: i32) -> Option<MountNamespace> {
 
 /// Signals every process in mount namespace `ns`: what the container's cgroup would hold,
 /// including processes that left their exec's session (`setsid`). Returns how many.
-pub fn signal_mount_namespace(ns: &MountNamespace, signal: Signal) -> usize {
+pub(crate) fn signal_mount_namespace(ns: &MountNamespace, signal: Signal) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -424,7 +424,7 @@ pub fn signal_mount_namespace(ns: &MountNamespace, signal: Signal) -> usize {
 }
 
 /// Sends `signal` to a process group; false when it no longer exists.
-pub fn signal_group(pgid: i32, signal: Signal) -> bool {
+pub(crate) fn signal_group(pgid: i32, signal: Signal) -> bool {
     killpg(Pid::from_raw(pgid), signal).is_ok()
 }
 

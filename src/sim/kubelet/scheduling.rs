@@ -15,10 +15,10 @@ const NO_VICTIMS: &str =
     "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
 
 /// Resource name -> amount in base units (cores, bytes, pods).
-pub type Resources = BTreeMap<String, f64>;
+pub(crate) type Resources = BTreeMap<String, f64>;
 
 /// The default sim node: cpu 64, memory 256Gi, 110 pods, 1Ti ephemeral storage, no GPU.
-pub fn default_allocatable() -> BTreeMap<String, String> {
+pub(crate) fn default_allocatable() -> BTreeMap<String, String> {
     [
         ("cpu", "64"),
         ("memory", "256Gi"),
@@ -31,7 +31,7 @@ pub fn default_allocatable() -> BTreeMap<String, String> {
 }
 
 /// Parses the node's allocatable quantities (malformed ones count as zero).
-pub fn parse_allocatable(quantities: &BTreeMap<String, String>) -> Resources {
+pub(crate) fn parse_allocatable(quantities: &BTreeMap<String, String>) -> Resources {
     quantities
         .iter()
         .map(|(k, v)| (k.clone(), quantity::parse(v).unwrap_or(0.0)))
@@ -65,7 +65,7 @@ fn term_matches(term: &Value, labels: &Map<String, Value>) -> bool {
 
 /// The pod's effective requests (the larger of the sum over containers and each init container),
 /// plus one `pods`.
-pub fn requests(pod: &Value) -> Resources {
+pub(crate) fn requests(pod: &Value) -> Resources {
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
     let mut total: Vec<(String, f64)> = vec![("pods".to_string(), 1.0)];
     let add = |acc: &mut Vec<(String, f64)>, c: &Value, max: bool| {
@@ -117,7 +117,7 @@ fn shortfalls(
 
 /// The kubelet's admission of a pod bound with `spec.nodeName` (the scheduler never saw it):
 /// `Err((reason, message))` as a real kubelet rejects it, e.g. `OutOfcpu`.
-pub fn admit_bound(
+pub(crate) fn admit_bound(
     requested: &Resources,
     node: &Resources,
     used: &Resources,
@@ -176,7 +176,7 @@ fn untolerated_taint<'a>(pod: &Value, taints: &'a [Value]) -> Option<&'a Value> 
 /// `Ok` when the pod fits the node; otherwise the FailedScheduling message.
 /// `node` is the node's allocatable, `used` what its running pods request, `taints` the node's
 /// `spec.taints`.
-pub fn fit(
+pub(crate) fn fit(
     pod: &Value,
     node_labels: &Map<String, Value>,
     taints: &[Value],

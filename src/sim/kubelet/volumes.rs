@@ -19,7 +19,7 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 }
 
 /// The host directory backing a PVC: configured in `pvc_dirs`, else managed under the state dir.
-pub fn pvc_dir(cfg: &SimConfig, state_dir: &Path, ns: &str, claim: &str) -> PathBuf {
+pub(crate) fn pvc_dir(cfg: &SimConfig, state_dir: &Path, ns: &str, claim: &str) -> PathBuf {
     cfg.pvc_dirs
         .get(claim)
         .cloned()
@@ -27,7 +27,7 @@ pub fn pvc_dir(cfg: &SimConfig, state_dir: &Path, ns: &str, claim: &str) -> Path
 }
 
 /// Where a hostPath volume lives: under `<state>/hostpath/`, never in the host's own tree.
-pub fn host_path_dir(state_dir: &Path, path: &str) -> PathBuf {
+pub(crate) fn host_path_dir(state_dir: &Path, path: &str) -> PathBuf {
     state_dir
         .join("hostpath")
         .join(path.trim_start_matches('/'))
@@ -92,7 +92,7 @@ fn object_data(
 
 /// Creates the directory of every volume of `pod` and returns volume name -> host directory.
 /// Missing ConfigMaps/Secrets are reported (name, kind) so the kubelet can emit FailedMount.
-pub fn prepare(
+pub(crate) fn prepare(
     cfg: &SimConfig,
     store: &Store,
     state_dir: &Path,
@@ -177,7 +177,7 @@ pub fn prepare(
 }
 
 /// Expands `$(VAR)` references from `env` (unknown references stay as written; `$$` escapes).
-pub fn expand(s: &str, env: &[(String, String)]) -> String {
+pub(crate) fn expand(s: &str, env: &[(String, String)]) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -267,7 +267,7 @@ fn key_ref(
 /// The environment a container's processes get: a base PATH/HOSTNAME/HOME, envFrom, then env.
 /// `Err` is the kubelet's `CreateContainerConfigError` message (a missing, non-optional
 /// ConfigMap, Secret or key).
-pub fn container_env(
+pub(crate) fn container_env(
     store: &Store,
     pod: &Value,
     container: &Value,
@@ -351,7 +351,7 @@ pub fn container_env(
 
 /// Files an image "has" that shadow the host's: configured by exact reference or by name without
 /// tag; any image whose repository's last component is `alpine` looks like Alpine by default.
-pub fn image_files(cfg: &SimConfig, image: &str) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn image_files(cfg: &SimConfig, image: &str) -> Vec<(PathBuf, Vec<u8>)> {
     if let Some(f) = for_image(&cfg.image_files, image) {
         return f.clone();
     }
@@ -366,7 +366,7 @@ pub fn image_files(cfg: &SimConfig, image: &str) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// `registry:5000/team/app:1.2@sha256:..` -> `registry:5000/team/app`.
-pub fn image_repository(image: &str) -> &str {
+pub(crate) fn image_repository(image: &str) -> &str {
     let no_digest = image.split('@').next().unwrap_or(image);
     match no_digest.rfind(':') {
         Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
@@ -376,7 +376,7 @@ pub fn image_repository(image: &str) -> &str {
 
 /// An image's entry in a per-image setting (`image_commands`, `image_users`, `image_files`): by
 /// exact reference, else by repository (every tag and digest).
-pub fn for_image<'a, T>(settings: &'a HashMap<String, T>, image: &str) -> Option<&'a T> {
+pub(crate) fn for_image<'a, T>(settings: &'a HashMap<String, T>, image: &str) -> Option<&'a T> {
     settings
         .get(image)
         .or_else(|| settings.get(image_repository(image)))
@@ -401,7 +401,7 @@ fn make_sub_path(volume: &Path, sub: &str) -> io::Result<PathBuf> {
 
 /// The bind mounts of one container: its volumeMounts (subPath/subPathExpr resolved and created)
 /// and its image's files (only over paths that exist, so the host never gains stray files).
-pub fn container_mounts(
+pub(crate) fn container_mounts(
     cfg: &SimConfig,
     sandbox: &Path,
     volumes: &HashMap<String, PathBuf>,

@@ -25,7 +25,7 @@ use crate::sim::{NODE_NAME, SimState, admission, cluster, meta, resources};
 /// After SIGKILL, how long to wait for processes to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The message of an eviction, as the kubelet words it.
-pub const EVICTION_MESSAGE: &str = "The node was low on resource: memory.";
+pub(crate) const EVICTION_MESSAGE: &str = "The node was low on resource: memory.";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {

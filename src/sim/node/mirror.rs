@@ -14,7 +14,7 @@ type Key = (String, String);
 
 /// The mirror's state: both clients, the status last written to each real pod, and the count
 /// of each local event last written to the cluster.
-pub struct Mirror {
+pub(crate) struct Mirror {
     real: kube::Client,
     local: kube::Client,
     node: String,
@@ -37,7 +37,7 @@ fn is_not_found(e: &kube::Error) -> bool {
 }
 
 impl Mirror {
-    pub fn new(real: kube::Client, local: kube::Client, node: &str) -> Mirror {
+    pub(crate) fn new(real: kube::Client, local: kube::Client, node: &str) -> Mirror {
         Mirror {
             real,
             local,
@@ -49,7 +49,7 @@ impl Mirror {
     }
 
     /// One pass over both sides. A pod's failure is logged and retried on the next pass.
-    pub async fn reconcile(&mut self) -> Result<(), NodeError> {
+    pub(crate) async fn reconcile(&mut self) -> Result<(), NodeError> {
         let real_api: kube::Api<Pod> = kube::Api::all(self.real.clone());
         let local_api: kube::Api<Pod> = kube::Api::all(self.local.clone());
         let real: BTreeMap<Key, Pod> = real_api

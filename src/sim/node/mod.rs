@@ -51,7 +51,7 @@ pub struct NodeArgs {
 
 /// Failures of the node agent's own steps (the edges add context with anyhow).
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+pub(crate) enum NodeError {
     #[error("{what}: {source}")]
     Api {
         what: String,
@@ -64,7 +64,7 @@ pub enum NodeError {
 
 /// The local simulator the node agent runs pods in: `sim.json`'s image settings and capacity,
 /// hostPath volumes on the host (as a kubelet mounts them), no RBAC (the real API server already authorized every request), no faults.
-pub fn local_config(args: &NodeArgs) -> anyhow::Result<SimConfig> {
+pub(crate) fn local_config(args: &NodeArgs) -> anyhow::Result<SimConfig> {
     let mut cfg = SimConfig {
         state_dir: args.state_dir.clone(),
         start_delay: Duration::from_millis(50),

@@ -20,7 +20,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the registered Node says about itself.
 #[derive(Debug, Clone)]
-pub struct NodeSpec {
+pub(crate) struct NodeSpec {
     pub name: String,
     pub kubelet_port: u16,
     pub allocatable: BTreeMap<String, String>,
@@ -32,7 +32,7 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
 }
 
 /// The Node's status: loopback addresses, the kubelet port, capacity, Ready, nodeInfo.
-pub fn node_status(node: &NodeSpec) -> Value {
+pub(crate) fn node_status(node: &NodeSpec) -> Value {
     let now = meta::now();
     json!({
         "capacity": node.allocatable,
@@ -51,7 +51,7 @@ pub fn node_status(node: &NodeSpec) -> Value {
 }
 
 /// Creates the Node (or takes over an existing one of that name) and writes its status.
-pub async fn register(client: &kube::Client, node: &NodeSpec) -> Result<(), NodeError> {
+pub(crate) async fn register(client: &kube::Client, node: &NodeSpec) -> Result<(), NodeError> {
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
     let arch = std::env::consts::ARCH
         .replace("x86_64", "amd64")
@@ -122,7 +122,7 @@ async fn renew_lease(client: &kube::Client, node: &NodeSpec) -> Result<(), NodeE
 
 /// Renews the Node's status and Lease every [`HEARTBEAT`], each call bounded; failures are
 /// logged and retried on the next beat (the node controller tolerates 40 s of silence).
-pub async fn heartbeat(client: kube::Client, node: NodeSpec) {
+pub(crate) async fn heartbeat(client: kube::Client, node: NodeSpec) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {
         tick.tick().await;

@@ -10,11 +10,11 @@ use super::NodeError;
 use crate::sim::NODE_NAME;
 
 /// Annotation on a local pod naming the uid of the real pod it mirrors.
-pub const MIRROR_OF: &str = "arc-hook.dev/mirror-of";
+pub(crate) const MIRROR_OF: &str = "arc-hook.dev/mirror-of";
 
 /// The secrets and configMaps a pod's volumes and environment name.
 #[derive(Debug, Default)]
-pub struct Refs {
+pub(crate) struct Refs {
     pub secrets: BTreeSet<String>,
     pub config_maps: BTreeSet<String>,
 }
@@ -36,7 +36,10 @@ fn translate_err(pod: &Value, message: impl Into<String>) -> NodeError {
 
 /// The local pod for `real`, with the secrets and configMaps it needs copied, and each claim
 /// replaced by a hostPath on its bound PersistentVolume's directory.
-pub async fn local_pod(real_client: &kube::Client, real: &Pod) -> Result<(Value, Refs), NodeError> {
+pub(crate) async fn local_pod(
+    real_client: &kube::Client,
+    real: &Pod,
+) -> Result<(Value, Refs), NodeError> {
     let pod = serde_json::to_value(real).expect("a Pod serializes");
     let ns = real.metadata.namespace.clone().unwrap_or_default();
     let mut spec = pod.get("spec").cloned().unwrap_or_else(|| json!({}));
