@@ -241,9 +241,7 @@ impl Cluster {
             &["get", "nodes,pods", "-A", "-o", "wide"][..],
             &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
         ] {
-            let mut cmd = Command::new("kubectl");
-            cmd.arg("--kubeconfig").arg(&admin).args(args);
-            let ran = run_bounded(cmd, self.scratch.path(), Duration::from_secs(30));
+            let ran = self.kubectl(&admin, args, None);
             eprintln!(
                 "── kubectl {}:\n{}{}",
                 args.join(" "),
