@@ -37,6 +37,60 @@ async fn running_pod(client: &Client, name: &str, image: &str, command: &[&str])
     pods
 }
 
+/// Creates the object `object` describes (JSON as the API takes it) and returns what the API stored.
+async fn create<K>(api: &Api<K>, object: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let what = object.to_string();
+    let object: K = serde_json::from_value(object).expect("a valid object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating {what}: {e}"))
+}
+
+/// The log of one container of a pod, as it stands.
+async fn container_log(pods: &Api<Pod>, pod: &str, container: &str) -> String {
+    let params = LogParams {
+        container: Some(container.into()),
+        ..LogParams::default()
+    };
+    pods.logs(pod, &params)
+        .await
+        .unwrap_or_else(|e| panic!("logs of {pod}/{container}: {e}"))
+}
+
+/// The first line a followed log of the pod (its one container, or `container`) gives.
+async fn first_followed_line(pods: &Api<Pod>, pod: &str, container: Option<&str>) -> String {
+    let params = LogParams {
+        container: container.map(Into::into),
+        follow: true,
+        ..LogParams::default()
+    };
+    let mut lines = pods
+        .log_stream(pod, &params)
+        .await
+        .unwrap_or_else(|e| panic!("logs of {pod}: {e}"))
+        .lines();
+    tokio::time::timeout(WAIT, lines.next())
+        .await
+        .expect("a line in time")
+        .expect("a line")
+        .expect("readable")
+}
+
+/// The pod's ephemeral container `name` exited 0.
+fn ephemeral_succeeded(name: &'static str) -> impl kube::runtime::wait::Condition<Pod> {
+    move |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.ephemeral_container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == name))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    }
+}
+
 fn api_code(e: kube::Error) -> (u16, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.message),
@@ -196,11 +250,7 @@ async fn sim_watcher_sees_create_update_delete() {
             None => panic!("watch ended"),
         }
     }
-    let cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "w"}, "data": {"k": "1"}})).expect("cm");
-    cms.create(&PostParams::default(), &cm)
-        .await
-        .expect("created");
+    create(&cms, json!({"metadata": {"name": "w"}, "data": {"k": "1"}})).await;
     cms.patch(
         "w",
         &PatchParams::default(),
@@ -237,16 +287,12 @@ async fn sim_log_stream_follows_a_running_job_pod() {
     let sim = start(SimConfig::default()).await;
     let client = sim.client().await;
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
-    let job: Job = serde_json::from_value(json!({
+    create(&jobs, json!({
         "metadata": {"name": "count"},
         "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
             "name": "main", "image": "busybox",
             "command": ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.2; done"]}]}}},
-    }))
-    .expect("job");
-    jobs.create(&PostParams::default(), &job)
-        .await
-        .expect("job created");
+    })).await;
     let pods: Api<Pod> = Api::default_namespaced(client);
     let lp = ListParams::default().labels("job-name=count");
     let pod_name = {
@@ -308,15 +354,11 @@ async fn sim_failing_job_respects_backoff_limit_zero() {
     let sim = start(SimConfig::default()).await;
     let client = sim.client().await;
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
-    let job: Job = serde_json::from_value(json!({
+    create(&jobs, json!({
         "metadata": {"name": "fail"},
         "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
             "name": "main", "image": "busybox", "command": ["sh", "-c", "exit 7"]}]}}},
-    }))
-    .expect("job");
-    jobs.create(&PostParams::default(), &job)
-        .await
-        .expect("job created");
+    })).await;
     let is_failed = |j: Option<&Job>| {
         j.and_then(|j| j.status.as_ref())
             .and_then(|s| s.conditions.as_ref())
@@ -490,10 +532,7 @@ async fn sim_fault_watch_closed_after_n_events() {
     let sim = start(SimConfig::default()).await;
     let cms: Api<ConfigMap> = Api::default_namespaced(sim.client().await);
     for n in ["a", "b", "c"] {
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n}})).expect("cm");
-        cms.create(&PostParams::default(), &cm)
-            .await
-            .expect("created");
+        create(&cms, json!({"metadata": {"name": n}})).await;
     }
     sim.faults()
         .update(|f| f.watch_close_after_events = Some(2));
@@ -631,14 +670,12 @@ async fn sim_unschedulable_pods_stay_pending_with_failed_scheduling() {
     let sim = start(SimConfig::default()).await;
     let client = sim.client().await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    let gpu: Pod = serde_json::from_value(
+    create(
+        &pods,
         json!({"metadata": {"name": "gpu"}, "spec": {"containers": [{"name": "c", "image": "cuda",
         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}),
     )
-    .expect("pod");
-    pods.create(&PostParams::default(), &gpu)
-        .await
-        .expect("created");
+    .await;
     let unschedulable = |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref())
             .and_then(|s| s.conditions.as_ref())
@@ -682,17 +719,13 @@ async fn sim_pvc_dirs_mount_host_directories_at_their_paths() {
     .await;
     let client = sim.client().await;
     let pods: Api<Pod> = Api::default_namespaced(client);
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "mounts"}, "spec": {"restartPolicy": "Never",
+    create(&pods, json!({"metadata": {"name": "mounts"}, "spec": {"restartPolicy": "Never",
         "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": "work"}}, {"name": "scratch", "emptyDir": {}}],
         "containers": [{"name": "main", "image": "alpine:3.19", "workingDir": "/__w",
             "env": [{"name": "SUB", "value": "deep"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
             "command": ["sh", "-c", "cat x; echo written > /__w/back; echo $POD; grep ^ID= /etc/os-release; touch /__e/f 2>/dev/null || echo read-only; echo ${IP%%.*}"],
-            "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)", "readOnly": true}]}]}}))
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+            "volumeMounts": [{"name": "work", "mountPath": "/__w"}, {"name": "scratch", "mountPath": "/__e", "subPathExpr": "$(SUB)", "readOnly": true}]}]}})).await;
     wait_for(&pods, "mounts", "Succeeded", phase_is("Succeeded")).await;
     let logs = pods
         .logs("mounts", &LogParams::default())
@@ -719,22 +752,7 @@ async fn sim_pods_have_their_own_network() {
     }
     let pods: Api<Pod> = Api::default_namespaced(client);
     for name in ["net-a", "net-b"] {
-        let mut lines = pods
-            .log_stream(
-                name,
-                &LogParams {
-                    follow: true,
-                    ..LogParams::default()
-                },
-            )
-            .await
-            .expect("logs")
-            .lines();
-        let first = tokio::time::timeout(WAIT, lines.next())
-            .await
-            .expect("a line in time")
-            .expect("a line")
-            .expect("readable");
+        let first = first_followed_line(&pods, name, None).await;
         assert_eq!(first, "listening", "{name} bound the port");
     }
     let connect =
@@ -757,13 +775,9 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
     let sim = start(SimConfig::default()).await;
     let client = sim.client().await;
     let pods: Api<Pod> = Api::default_namespaced(client);
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "host"}, "spec": {
+    create(&pods, json!({"metadata": {"name": "host"}, "spec": {
         "volumes": [{"name": "data", "emptyDir": {}}],
-        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/__arc_hook_sim_data"}]}]}}))
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+        "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/__arc_hook_sim_data"}]}]}})).await;
     wait_for(&pods, "host", "Running", conditions::is_pod_running()).await;
     let step = json!({"spec": {"ephemeralContainers": [{"name": "step", "image": "alpine:3.19",
         "command": ["sh", "-c", "echo from the step > /__arc_hook_sim_data/x; grep ^ID= /etc/os-release"],
@@ -771,25 +785,8 @@ async fn sim_ephemeral_containers_join_a_running_pod() {
     pods.patch_ephemeral_containers("host", &PatchParams::default(), &Patch::Strategic(step))
         .await
         .expect("ephemeral container added");
-    let step_done = |p: Option<&Pod>| {
-        p.and_then(|p| p.status.as_ref())
-            .and_then(|s| s.ephemeral_container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == "step"))
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0)
-    };
-    wait_for(&pods, "host", "step finished", step_done).await;
-    let logs = pods
-        .logs(
-            "host",
-            &LogParams {
-                container: Some("step".into()),
-                ..LogParams::default()
-            },
-        )
-        .await
-        .expect("step logs");
+    wait_for(&pods, "host", "step finished", ephemeral_succeeded("step")).await;
+    let logs = container_log(&pods, "host", "step").await;
     // Without root the step runs on the host: its image and the pod's volume are not real.
     if common::require_root("the step's own image and the pod's volume (mount namespaces)") {
         assert_eq!(logs, "ID=alpine\n");
@@ -846,25 +843,14 @@ async fn sim_ephemeral_containers_added_while_pending_start_with_the_pod() {
         Some("Pending"),
         "added before the pod runs"
     );
-    let step_done = |p: Option<&Pod>| {
-        p.and_then(|p| p.status.as_ref())
-            .and_then(|s| s.ephemeral_container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == "step"))
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0)
-    };
-    wait_for(&pods, "early", "the early step finished", step_done).await;
-    let logs = pods
-        .logs(
-            "early",
-            &LogParams {
-                container: Some("step".into()),
-                ..LogParams::default()
-            },
-        )
-        .await
-        .expect("step logs");
+    wait_for(
+        &pods,
+        "early",
+        "the early step finished",
+        ephemeral_succeeded("step"),
+    )
+    .await;
+    let logs = container_log(&pods, "early", "step").await;
     assert_eq!(logs, "started-early\n");
     let limits = json!({"spec": {"ephemeralContainers": [
         {"name": "step", "image": "alpine:3.19", "command": ["sh", "-c", "echo started-early"], "resources": {}},
@@ -895,14 +881,10 @@ async fn sim_without_namespaces_runs_pods_on_host_paths() {
     .await;
     assert!(!sim.uses_namespaces());
     let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "flat"}, "spec": {"restartPolicy": "Never",
+    create(&pods, json!({"metadata": {"name": "flat"}, "spec": {"restartPolicy": "Never",
         "volumes": [{"name": "v", "emptyDir": {}}],
         "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "test -d /__arc_hook_sim_unmapped || echo unmapped"],
-            "volumeMounts": [{"name": "v", "mountPath": "/__arc_hook_sim_unmapped"}]}]}}))
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+            "volumeMounts": [{"name": "v", "mountPath": "/__arc_hook_sim_unmapped"}]}]}})).await;
     wait_for(&pods, "flat", "Succeeded", phase_is("Succeeded")).await;
     assert_eq!(
         pods.logs("flat", &LogParams::default())
@@ -1043,34 +1025,26 @@ async fn sim_secrets_and_configmaps_feed_env_and_volumes() {
     let sim = start(SimConfig::default()).await;
     let client = sim.client().await;
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());
-    let s: Secret = serde_json::from_value(
+    let created = create(
+        &secrets,
         json!({"metadata": {"name": "creds"}, "stringData": {"token": "s3cr$t \"quoted\""}}),
     )
-    .expect("secret");
-    let created = secrets
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("secret created");
+    .await;
     assert_eq!(created.data.expect("data")["token"].0, b"s3cr$t \"quoted\"");
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    let cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"MODE": "fast"}}))
-            .expect("cm");
-    cms.create(&PostParams::default(), &cm)
-        .await
-        .expect("cm created");
+    create(
+        &cms,
+        json!({"metadata": {"name": "settings"}, "data": {"MODE": "fast"}}),
+    )
+    .await;
     let pods: Api<Pod> = Api::default_namespaced(client);
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "consumer"}, "spec": {"restartPolicy": "Never",
+    create(&pods, json!({"metadata": {"name": "consumer"}, "spec": {"restartPolicy": "Never",
         "volumes": [{"name": "sec", "secret": {"secretName": "creds"}}],
         "containers": [{"name": "main", "image": "busybox",
             "envFrom": [{"configMapRef": {"name": "settings"}}],
             "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
             "command": ["sh", "-c", "echo \"$MODE|$TOKEN\"; if [ -d /__arc_hook_sim_sec ]; then cat /__arc_hook_sim_sec/token; echo; fi"],
-            "volumeMounts": [{"name": "sec", "mountPath": "/__arc_hook_sim_sec", "readOnly": true}]}]}}))
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+            "volumeMounts": [{"name": "sec", "mountPath": "/__arc_hook_sim_sec", "readOnly": true}]}]}})).await;
     wait_for(&pods, "consumer", "Succeeded", phase_is("Succeeded")).await;
     let logs = pods
         .logs("consumer", &LogParams::default())
@@ -1098,7 +1072,7 @@ async fn sim_secrets_and_configmaps_feed_env_and_volumes() {
 async fn sim_init_containers_run_to_completion_first() {
     let sim = start(SimConfig::default()).await;
     let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "staged"}, "spec": {"nodeName": "sim-node-1",
+    create(&pods, json!({"metadata": {"name": "staged"}, "spec": {"nodeName": "sim-node-1",
         "volumes": [{"name": "ext", "emptyDir": {}}],
         // As upstream's fs-init: another user than the job's, writing into an emptyDir, which
         // the kubelet makes world-writable.
@@ -1106,11 +1080,7 @@ async fn sim_init_containers_run_to_completion_first() {
             "securityContext": {"runAsUser": 1001, "runAsGroup": 1001},
             "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}],
         "containers": [{"name": "job", "image": "busybox", "command": ["sh", "-c", "cat /__e/sub/marker; exec sleep 3600"],
-            "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}]}}))
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+            "volumeMounts": [{"name": "ext", "mountPath": "/__e"}]}]}})).await;
     let p = wait_for(&pods, "staged", "Running", conditions::is_pod_running()).await;
     let status = p.status.expect("status");
     let init = &status.init_container_statuses.expect("init statuses")[0];
@@ -1130,35 +1100,10 @@ async fn sim_init_containers_run_to_completion_first() {
         .find(|c| c.type_ == "Initialized")
         .expect("Initialized");
     assert_eq!(initialized.status, "True");
-    let init_log = pods
-        .logs(
-            "staged",
-            &LogParams {
-                container: Some("fs-init".into()),
-                ..LogParams::default()
-            },
-        )
-        .await
-        .expect("init logs");
+    let init_log = container_log(&pods, "staged", "fs-init").await;
     assert_eq!(init_log, "init ran\n");
     if sim.uses_namespaces() {
-        let mut lines = pods
-            .log_stream(
-                "staged",
-                &LogParams {
-                    container: Some("job".into()),
-                    follow: true,
-                    ..LogParams::default()
-                },
-            )
-            .await
-            .expect("logs")
-            .lines();
-        let first = tokio::time::timeout(WAIT, lines.next())
-            .await
-            .expect("line in time")
-            .expect("a line")
-            .expect("readable");
+        let first = first_followed_line(&pods, "staged", Some("job")).await;
         assert_eq!(
             first, "staged",
             "the init container's file is in the shared volume"
@@ -1223,15 +1168,14 @@ async fn sim_deleting_a_pod_terms_its_processes_and_removes_its_sandbox() {
     let script = format!(
         "echo $$$$ > {dir}/pid; trap 'echo terminated > {dir}/term; exit 0' TERM; while true; do sleep 0.05; done"
     );
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "doomed"}, "spec": {
+    let created = create(
+        &pods,
+        json!({"metadata": {"name": "doomed"}, "spec": {
         "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
         "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
-            "volumeMounts": [{"name": "out", "mountPath": "/__arc_hook_sim_out"}]}]}}))
-    .expect("pod");
-    let created = pods
-        .create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+            "volumeMounts": [{"name": "out", "mountPath": "/__arc_hook_sim_out"}]}]}}),
+    )
+    .await;
     wait_for(&pods, "doomed", "Running", conditions::is_pod_running()).await;
     let uid = created.metadata.uid.expect("uid");
     let sandbox = sim
@@ -1293,14 +1237,12 @@ async fn sim_restarted_containers_keep_their_previous_log() {
     let pods: Api<Pod> = Api::default_namespaced(sim.client().await);
     // The container's private /tmp survives a restart, as its writable layer would.
     let script = "if [ -f /tmp/ran ]; then echo second run; exec sleep 3600; fi; touch /tmp/ran; echo first run; exit 1";
-    let p: Pod = serde_json::from_value(
+    create(
+        &pods,
         json!({"metadata": {"name": "flaky"}, "spec": {"restartPolicy": "OnFailure",
         "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}),
     )
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+    .await;
     let restarted_and_running = |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref())
             .and_then(|s| s.container_statuses.as_ref())
@@ -1335,22 +1277,7 @@ async fn sim_restarted_containers_keep_their_previous_log() {
         .expect("previous log");
     if sim.uses_namespaces() {
         assert_eq!(previous, "first run\n");
-        let mut lines = pods
-            .log_stream(
-                "flaky",
-                &LogParams {
-                    follow: true,
-                    ..LogParams::default()
-                },
-            )
-            .await
-            .expect("log")
-            .lines();
-        let first = tokio::time::timeout(WAIT, lines.next())
-            .await
-            .expect("line in time")
-            .expect("a line")
-            .expect("readable");
+        let first = first_followed_line(&pods, "flaky", None).await;
         assert_eq!(first, "second run");
     }
     sim.shutdown().await;
@@ -1364,10 +1291,7 @@ async fn sim_kube_watcher_rides_out_watches_closed_early() {
         .update(|f| f.watch_close_after_events = Some(1));
     let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
     for n in ["one", "two", "three"] {
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n}})).expect("cm");
-        cms.create(&PostParams::default(), &cm)
-            .await
-            .expect("created");
+        create(&cms, json!({"metadata": {"name": n}})).await;
     }
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 3 {
@@ -1403,7 +1327,7 @@ async fn sim_readiness_and_startup_probes_run_in_the_container() {
     } else {
         host.path().join("up")
     };
-    let p: Pod = serde_json::from_value(json!({
+    create(&pods, json!({
         "metadata": {"name": "probed"},
         "spec": {"restartPolicy": "Always", "volumes": [{"name": "data", "emptyDir": {}}], "containers": [
             {"name": "db", "image": "postgres:16", "volumeMounts": [{"name": "data", "mountPath": "/data"}],
@@ -1415,11 +1339,7 @@ async fn sim_readiness_and_startup_probes_run_in_the_container() {
              "startupProbe": {"exec": {"command": ["sh", "-c", "echo still booting; exit 1"]},
                               "periodSeconds": 1, "failureThreshold": 2}}
         ]}
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &p)
-        .await
-        .expect("created");
+    })).await;
     wait_for(&pods, "probed", "Running", conditions::is_pod_running()).await;
     let ready = |p: &Pod, name: &str| {
         p.status
